@@ -1,0 +1,52 @@
+// Adam over a flat parameter arena, with PyTorch's semantics (torch.optim.Adam, foreach form):
+//   g  = grad + weight_decay·param                  (L2, not AdamW; 0 by default)
+//   m  = β1·m + (1-β1)·g
+//   v  = β2·v + (1-β2)·g²
+//   param -= (lr / (1-β1^t)) · m / (sqrt(v) / sqrt(1-β2^t) + ε)
+// The step-dependent factors come from the per-step uniform, so the recorded step never changes.
+// Four elements per thread (the arena is padded to a multiple of 64 floats).
+
+struct StepParams {
+    batch_offset: u32,
+    rng_step: u32,
+    seed_lo: u32,
+    seed_hi: u32,
+    adam_step_size: f32,
+    adam_bc2_sqrt: f32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+struct AdamParams {
+    n4: u32,            // number of vec4s
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    weight_decay: f32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<storage, read_write> param: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> grad: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> m: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> v: array<vec4<f32>>;
+@group(0) @binding(4) var<uniform> p: AdamParams;
+@group(0) @binding(5) var<uniform> step: StepParams;
+
+@compute @workgroup_size(256, 1, 1)
+fn adam_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 256u;
+    if (i >= p.n4) {
+        return;
+    }
+    let w = param[i];
+    let g = grad[i] + p.weight_decay * w;
+    let m1 = p.beta1 * m[i] + (1.0 - p.beta1) * g;
+    let v1 = p.beta2 * v[i] + (1.0 - p.beta2) * g * g;
+    m[i] = m1;
+    v[i] = v1;
+    let denom = sqrt(v1) / step.adam_bc2_sqrt + vec4<f32>(p.eps);
+    param[i] = w - step.adam_step_size * m1 / denom;
+}

@@ -1,0 +1,64 @@
+// Binary cross-entropy of sigmoid(logits) against targets x in [0, 1], forward and backward in one pass.
+//
+//   loss_i = -(x·log σ(l) + (1-x)·log(1-σ(l))) = max(l, 0) - l·x + log(1 + exp(-|l|))
+//   dl_i   = σ(l) - x
+//
+// The right-hand form never takes exp of a positive number nor log of zero, so it is finite and
+// accurate for every finite logit. PyTorch's `BCELoss` on σ(l) instead clamps each log at -100: in f32
+// σ(l) rounds to exactly 1 for l ≳ 17, so its loss saturates (at 100·(1-x) per element) where ours keeps
+// growing linearly in l, the exact value. For |l| ≲ 15 the two agree to f32 rounding.
+//
+// With L reparameterised samples the logits have L·B rows; row r is compared with target row r mod B,
+// and `scale` = 1/L averages the reconstruction term over the samples (loss and gradient alike).
+// Each workgroup writes one partial sum; reduce.wgsl adds the partials in a fixed order.
+
+struct BceParams {
+    n: u32,          // L·B·D logits
+    n_target: u32,   // B·D targets
+    scale: f32,      // 1/L
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<storage, read> logits: array<f32>;
+@group(0) @binding(1) var<storage, read> targets: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dlogits: array<f32>;
+@group(0) @binding(3) var<storage, read_write> partials: array<f32>;
+@group(0) @binding(4) var<uniform> p: BceParams;
+
+var<workgroup> sh: array<f32, 256>;
+
+fn sigmoid(x: f32) -> f32 {
+    if (x >= 0.0) {
+        return 1.0 / (1.0 + exp(-x));
+    }
+    let e = exp(x);
+    return e / (1.0 + e);
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn bce_forward_backward(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(local_invocation_index) t: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let i = gid.x + gid.y * nwg.x * 256u;
+    var loss = 0.0;
+    if (i < p.n) {
+        let l = logits[i];
+        let x = targets[i % p.n_target];
+        loss = (max(l, 0.0) - l * x + log(1.0 + exp(-abs(l)))) * p.scale;
+        dlogits[i] = (sigmoid(l) - x) * p.scale;
+    }
+    sh[t] = loss;
+    workgroupBarrier();
+    for (var stride = 128u; stride > 0u; stride >>= 1u) {
+        if (t < stride) {
+            sh[t] += sh[t + stride];
+        }
+        workgroupBarrier();
+    }
+    if (t == 0u) {
+        partials[wid.x + wid.y * nwg.x] = sh[0];
+    }
+}

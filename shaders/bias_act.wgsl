@@ -1,0 +1,67 @@
+// Bias + activation, forward and backward, over a row-major [rows, cols] tensor.
+//   act_forward:  y = act(y + bias[col])           (in place; the matmul epilogue fuses the same)
+//   act_backward: dy = dy * act'(y), from the saved output y (ReLU: y > 0; sigmoid: y·(1-y))
+// The bias gradient (a column sum of dy) lives in reduce.wgsl.
+
+struct ActParams {
+    rows: u32,
+    cols: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+override ACT: u32 = 1u;   // 0 identity, 1 ReLU, 2 sigmoid
+override HAS_BIAS: bool = true;
+
+@group(0) @binding(0) var<storage, read_write> y: array<f32>;
+// `aux` is the bias in act_forward and the saved activation output in act_backward.
+@group(0) @binding(1) var<storage, read> aux: array<f32>;
+@group(0) @binding(2) var<uniform> p: ActParams;
+
+fn sigmoid(x: f32) -> f32 {
+    if (x >= 0.0) {
+        return 1.0 / (1.0 + exp(-x));
+    }
+    let e = exp(x);
+    return e / (1.0 + e);
+}
+
+// Row-major index from a 2-D dispatch: large tensors exceed 65535 workgroups in x alone.
+fn flat_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return gid.x + gid.y * nwg.x * 256u;
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn act_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg);
+    if (i >= p.rows * p.cols) {
+        return;
+    }
+    var v = y[i];
+    if (HAS_BIAS) {
+        v = v + aux[i % p.cols];
+    }
+    if (ACT == 1u) {
+        v = max(v, 0.0);
+    } else if (ACT == 2u) {
+        v = sigmoid(v);
+    }
+    y[i] = v;
+}
+
+// Backward: binding 0 holds dy (scaled in place), binding 1 the saved output.
+@compute @workgroup_size(256, 1, 1)
+fn act_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg);
+    if (i >= p.rows * p.cols) {
+        return;
+    }
+    let out = aux[i];
+    var g = y[i];
+    if (ACT == 1u) {
+        g = select(0.0, g, out > 0.0);
+    } else if (ACT == 2u) {
+        g = g * out * (1.0 - out);
+    }
+    y[i] = g;
+}

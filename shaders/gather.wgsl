@@ -1,0 +1,42 @@
+// Batch gather: x[b, d] = dataset[index[batch_offset + b], d] / 255.
+// The whole data set lives on the GPU as u8 pixels packed four to a u32 (60000·784 bytes = 47 MB,
+// a quarter of f32); the epoch's shuffled index list is uploaded once per epoch, and each step
+// only moves `batch_offset` in the per-step uniform. No image crosses the bus during training.
+
+struct StepParams {
+    batch_offset: u32,
+    rng_step: u32,
+    seed_lo: u32,
+    seed_hi: u32,
+    adam_step_size: f32,
+    adam_bc2_sqrt: f32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+struct GatherParams {
+    batch: u32,   // B rows to gather
+    dim: u32,     // D bytes per image
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<storage, read> pixels: array<u32>;
+@group(0) @binding(1) var<storage, read> index: array<u32>;
+@group(0) @binding(2) var<storage, read_write> x: array<f32>;
+@group(0) @binding(3) var<uniform> p: GatherParams;
+@group(0) @binding(4) var<uniform> step: StepParams;
+
+@compute @workgroup_size(256, 1, 1)
+fn gather_batch(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 256u;
+    if (i >= p.batch * p.dim) {
+        return;
+    }
+    let b = i / p.dim;
+    let d = i % p.dim;
+    let byte = index[step.batch_offset + b] * p.dim + d;
+    let word = pixels[byte / 4u];
+    let value = (word >> (8u * (byte % 4u))) & 0xffu;
+    x[i] = f32(value) / 255.0;  // as torchvision ToTensor: u8 / 255
+}

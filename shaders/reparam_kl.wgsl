@@ -1,0 +1,151 @@
+// Fused reparameterisation and KL divergence to N(0, I).
+//
+//   reparam_forward:  eps ~ N(0, 1) from Philox4x32-10 keyed by the seed, counter (element, step);
+//                     z = mu + exp(0.5·logvar)·eps; eps is saved for the backward pass; and the KL
+//                     term  -0.5·(1 + logvar - mu² - exp(logvar))  is summed into per-workgroup partials.
+//   reparam_backward: dmu     = Σ_l dz_l + mu                                   (KL: ∂/∂mu = mu)
+//                     dlogvar = Σ_l dz_l·eps_l·0.5·exp(0.5·logvar) + 0.5·(exp(logvar) - 1)
+//
+// With L samples, mu/logvar are [B, K] and z/eps are [L, B, K]: sample l of element e is row-major
+// index l·B·K + e. The KL term does not depend on eps, so it is counted once per element.
+// EPS_FROM_BUFFER reads eps from the eps buffer instead of drawing it (parity with outside references).
+// The CPU twin (src/cpu/rng.rs) implements the same generator bit for bit.
+
+struct StepParams {
+    batch_offset: u32,   // first index of this batch in the epoch's index list (gather.wgsl)
+    rng_step: u32,       // global step counter: part of the Philox counter
+    seed_lo: u32,
+    seed_hi: u32,
+    adam_step_size: f32, // lr / (1 - beta1^t)              (adam.wgsl)
+    adam_bc2_sqrt: f32,  // sqrt(1 - beta2^t)
+    _pad0: u32,
+    _pad1: u32,
+}
+
+struct ReparamParams {
+    bk: u32,        // B·K elements of mu / logvar
+    samples: u32,   // L
+    kl_weight: f32, // 1 for the ELBO; 0 leaves the KL out of both passes
+    _pad: u32,
+}
+
+override EPS_FROM_BUFFER: bool = false;
+
+@group(0) @binding(0) var<storage, read> mu: array<f32>;
+@group(0) @binding(1) var<storage, read> logvar: array<f32>;
+@group(0) @binding(2) var<storage, read_write> eps: array<f32>;
+@group(0) @binding(3) var<storage, read_write> z: array<f32>;
+@group(0) @binding(4) var<storage, read_write> kl_partials: array<f32>;
+@group(0) @binding(5) var<uniform> p: ReparamParams;
+@group(0) @binding(6) var<uniform> step: StepParams;
+
+var<workgroup> sh: array<f32, 256>;
+
+// 32x32 -> 64-bit multiply from 16-bit halves (WGSL has no mulhi).
+fn mulhilo(a: u32, b: u32) -> vec2<u32> {
+    let al = a & 0xffffu;
+    let ah = a >> 16u;
+    let bl = b & 0xffffu;
+    let bh = b >> 16u;
+    let ll = al * bl;
+    let lh = al * bh;
+    let hl = ah * bl;
+    let hh = ah * bh;
+    let mid = (ll >> 16u) + (lh & 0xffffu) + (hl & 0xffffu);
+    let hi = hh + (lh >> 16u) + (hl >> 16u) + (mid >> 16u);
+    return vec2<u32>(hi, a * b);
+}
+
+fn philox4x32_10(counter: vec4<u32>, key: vec2<u32>) -> vec4<u32> {
+    var c = counter;
+    var k = key;
+    for (var r = 0u; r < 10u; r++) {
+        let p0 = mulhilo(0xD2511F53u, c.x);
+        let p1 = mulhilo(0xCD9E8D57u, c.z);
+        c = vec4<u32>(p1.x ^ c.y ^ k.x, p1.y, p0.x ^ c.w ^ k.y, p0.y);
+        k = k + vec2<u32>(0x9E3779B9u, 0xBB67AE85u);
+    }
+    return c;
+}
+
+// A uniform in the open interval (0, 1) from the top 24 bits: exact in f32, never 0, so log is finite.
+fn to_unit(x: u32) -> f32 {
+    return (f32(x >> 8u) + 0.5) * (1.0 / 16777216.0);
+}
+
+// One standard normal per element: Box–Muller on the first two Philox outputs of counter
+// (element, step, 0, 0). Drawing 4 words for 1 normal wastes 3, but keeps the element -> eps map
+// trivial to mirror on the CPU; B·K·L is a few thousand elements, so the cost is negligible.
+fn normal_at(element: u32) -> f32 {
+    let r = philox4x32_10(vec4<u32>(element, step.rng_step, 0u, 0u), vec2<u32>(step.seed_lo, step.seed_hi));
+    let u1 = to_unit(r.x);
+    let u2 = to_unit(r.y);
+    // cos of an angle in (-π, π), the range where Vulkan/Metal bound cos's error; exact in the
+    // input: 2·u2 - 1 is representable, so only π·(…) rounds.
+    return sqrt(-2.0 * log(u1)) * cos(3.1415927 * (2.0 * u2 - 1.0));
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn reparam_forward(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(local_invocation_index) t: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+) {
+    let i = gid.x;               // over L·B·K
+    let e = i % max(p.bk, 1u);   // element of mu / logvar
+    var kl = 0.0;
+    if (i < p.bk * p.samples) {
+        let m = mu[e];
+        let lv = logvar[e];
+        var n: f32;
+        if (EPS_FROM_BUFFER) {
+            n = eps[i];
+        } else {
+            n = normal_at(i);
+            eps[i] = n;
+        }
+        z[i] = m + exp(0.5 * lv) * n;
+        if (i < p.bk) {
+            kl = -0.5 * (1.0 + lv - m * m - exp(lv)) * p.kl_weight;
+        }
+    }
+    sh[t] = kl;
+    workgroupBarrier();
+    for (var stride = 128u; stride > 0u; stride >>= 1u) {
+        if (t < stride) {
+            sh[t] += sh[t + stride];
+        }
+        workgroupBarrier();
+    }
+    if (t == 0u) {
+        kl_partials[wid.x] = sh[0];
+    }
+}
+
+@group(0) @binding(0) var<storage, read> b_mu: array<f32>;
+@group(0) @binding(1) var<storage, read> b_logvar: array<f32>;
+@group(0) @binding(2) var<storage, read> b_eps: array<f32>;
+@group(0) @binding(3) var<storage, read> b_dz: array<f32>;
+@group(0) @binding(4) var<storage, read_write> b_dmu: array<f32>;
+@group(0) @binding(5) var<storage, read_write> b_dlogvar: array<f32>;
+@group(0) @binding(6) var<uniform> bp: ReparamParams;
+
+@compute @workgroup_size(256, 1, 1)
+fn reparam_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let e = gid.x;
+    if (e >= bp.bk) {
+        return;
+    }
+    let m = b_mu[e];
+    let lv = b_logvar[e];
+    let sd = exp(0.5 * lv);
+    var gmu = 0.0;
+    var gsd = 0.0;
+    for (var l = 0u; l < bp.samples; l++) {
+        let i = l * bp.bk + e;
+        gmu += b_dz[i];
+        gsd += b_dz[i] * b_eps[i];
+    }
+    b_dmu[e] = gmu + bp.kl_weight * m;
+    b_dlogvar[e] = gsd * 0.5 * sd + bp.kl_weight * 0.5 * (exp(lv) - 1.0);
+}

@@ -1,0 +1,182 @@
+//! Reference forward/backward math for every kernel family, in f64, row-major, same layouts as
+//! the WGSL kernels. Each function names the shader entry point it mirrors.
+
+use crate::ops::{Act, AdamConfig, Layout};
+
+// ---- matmul.wgsl ------------------------------------------------------------------------------
+
+/// `C[M,N] = op(A)·op(B)` (see [`Layout`] for operand shapes).
+pub fn matmul(layout: Layout, a: &[f64], b: &[f64], m: usize, n: usize, k: usize) -> Vec<f64> {
+    assert_eq!(a.len(), m * k, "A length");
+    assert_eq!(b.len(), k * n, "B length");
+    let mut c = vec![0.0; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            let mut s = 0.0;
+            for kk in 0..k {
+                let av = match layout {
+                    Layout::TN => a[kk * m + i],
+                    _ => a[i * k + kk],
+                };
+                let bv = match layout {
+                    Layout::NT => b[j * k + kk],
+                    _ => b[kk * n + j],
+                };
+                s += av * bv;
+            }
+            c[i * n + j] = s;
+        }
+    }
+    c
+}
+
+/// The matmul epilogue: `C = act(P + bias + [C_old])`.
+pub fn epilogue(p: &[f64], n: usize, bias: Option<&[f64]>, c_old: Option<&[f64]>, act: Act) -> Vec<f64> {
+    p.iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let mut v = v + bias.map_or(0.0, |b| b[i % n]);
+            v += c_old.map_or(0.0, |c| c[i]);
+            activate(act, v)
+        })
+        .collect()
+}
+
+// ---- bias_act.wgsl ----------------------------------------------------------------------------
+
+pub fn sigmoid(x: f64) -> f64 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
+    }
+}
+
+pub fn activate(act: Act, v: f64) -> f64 {
+    match act {
+        Act::Identity => v,
+        Act::Relu => v.max(0.0),
+        Act::Sigmoid => sigmoid(v),
+    }
+}
+
+/// `act_forward`: `y = act(x + bias[col])` over `[rows, cols]`.
+pub fn act_forward(x: &[f64], cols: usize, bias: Option<&[f64]>, act: Act) -> Vec<f64> {
+    epilogue(x, cols, bias, None, act)
+}
+
+/// `act_backward`: `dx = dy ⊙ act'(y)` from the forward output `y`.
+pub fn act_backward(dy: &[f64], y: &[f64], act: Act) -> Vec<f64> {
+    dy.iter()
+        .zip(y)
+        .map(|(&g, &out)| match act {
+            Act::Identity => g,
+            Act::Relu => {
+                if out > 0.0 {
+                    g
+                } else {
+                    0.0
+                }
+            }
+            Act::Sigmoid => g * out * (1.0 - out),
+        })
+        .collect()
+}
+
+// ---- reduce.wgsl ------------------------------------------------------------------------------
+
+/// `column_sum`: `db[j] = Σ_i dy[i, j]`.
+pub fn column_sum(dy: &[f64], rows: usize, cols: usize) -> Vec<f64> {
+    let mut s = vec![0.0; cols];
+    for i in 0..rows {
+        for j in 0..cols {
+            s[j] += dy[i * cols + j];
+        }
+    }
+    s
+}
+
+// ---- bce.wgsl ---------------------------------------------------------------------------------
+
+/// One element of BCE with logits: `max(l,0) - l·x + ln(1 + e^-|l|)`.
+pub fn bce_elem(l: f64, x: f64) -> f64 {
+    l.max(0.0) - l * x + (-l.abs()).exp().ln_1p()
+}
+
+/// `bce_forward_backward`: logits `[L·B, D]` against targets `[B, D]` (row r uses target row r mod B);
+/// returns (Σ loss / L, dlogits = (σ(l) - x) / L).
+pub fn bce_forward_backward(logits: &[f64], target: &[f64]) -> (f64, Vec<f64>) {
+    assert!(!target.is_empty() && logits.len() % target.len() == 0, "logits must be L copies of target's size");
+    let scale = target.len() as f64 / logits.len() as f64;
+    let mut loss = 0.0;
+    let d: Vec<f64> = logits
+        .iter()
+        .enumerate()
+        .map(|(i, &l)| {
+            let x = target[i % target.len()];
+            loss += bce_elem(l, x) * scale;
+            (sigmoid(l) - x) * scale
+        })
+        .collect();
+    (loss, d)
+}
+
+// ---- reparam_kl.wgsl --------------------------------------------------------------------------
+
+/// `reparam_forward`: `z[l·BK + e] = mu[e] + exp(logvar[e]/2)·eps[l·BK + e]`, and the KL
+/// `Σ_e -½(1 + logvar - mu² - e^logvar)` (times `kl_weight`).
+pub fn reparam_forward(mu: &[f64], logvar: &[f64], eps: &[f64], kl_weight: f64) -> (Vec<f64>, f64) {
+    let bk = mu.len();
+    let z = eps
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| mu[i % bk] + (0.5 * logvar[i % bk]).exp() * n)
+        .collect();
+    let kl: f64 = mu
+        .iter()
+        .zip(logvar)
+        .map(|(&m, &lv)| -0.5 * (1.0 + lv - m * m - lv.exp()))
+        .sum();
+    (z, kl * kl_weight)
+}
+
+/// `reparam_backward` with the KL gradient fused in: returns (dmu, dlogvar).
+pub fn reparam_backward(mu: &[f64], logvar: &[f64], eps: &[f64], dz: &[f64], kl_weight: f64) -> (Vec<f64>, Vec<f64>) {
+    let bk = mu.len();
+    let mut dmu: Vec<f64> = mu.iter().map(|&m| kl_weight * m).collect();
+    let mut dlv: Vec<f64> = logvar.iter().map(|&lv| kl_weight * 0.5 * (lv.exp() - 1.0)).collect();
+    for (i, (&g, &n)) in dz.iter().zip(eps).enumerate() {
+        let e = i % bk;
+        dmu[e] += g;
+        dlv[e] += g * n * 0.5 * (0.5 * logvar[e]).exp();
+    }
+    (dmu, dlv)
+}
+
+// ---- adam.wgsl --------------------------------------------------------------------------------
+
+/// `adam_step` at step `t` (1-based), PyTorch's formula, in place.
+pub fn adam_step(params: &mut [f64], grads: &[f64], m: &mut [f64], v: &mut [f64], cfg: &AdamConfig, t: u64) {
+    let (step_size, bc2_sqrt) = cfg.step_factors(t);
+    let (b1, b2, eps, wd) = (cfg.beta1 as f64, cfg.beta2 as f64, cfg.eps as f64, cfg.weight_decay as f64);
+    for i in 0..params.len() {
+        let g = grads[i] + wd * params[i];
+        m[i] = b1 * m[i] + (1.0 - b1) * g;
+        v[i] = b2 * v[i] + (1.0 - b2) * g * g;
+        let denom = v[i].sqrt() / bc2_sqrt + eps;
+        params[i] -= step_size * m[i] / denom;
+    }
+}
+
+// ---- gather.wgsl ------------------------------------------------------------------------------
+
+/// `gather_batch`: rows `index[offset..offset+b]` of a u8 image set, scaled to [0, 1].
+pub fn gather(pixels: &[u8], dim: usize, index: &[u32], offset: usize, b: usize) -> Vec<f64> {
+    let mut x = Vec::with_capacity(b * dim);
+    for &img in &index[offset..offset + b] {
+        let row = &pixels[img as usize * dim..(img as usize + 1) * dim];
+        x.extend(row.iter().map(|&p| p as f64 / 255.0));
+    }
+    x
+}

@@ -1,0 +1,65 @@
+//! One error type for the engine: every failure a user can cause or meet (no adapter, a shape
+//! mismatch, bad data, a device problem) becomes a value that says what happened and what to do.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No adapter matched: lists what was tried and how to get one.
+    #[error(
+        "no GPU adapter found (backends tried: {tried}).\n{hint}\n\
+         On Linux without a GPU, install the software Vulkan driver lavapipe: \
+         `apt-get update && apt-get install -y mesa-vulkan-drivers`."
+    )]
+    NoAdapter { tried: String, hint: String },
+
+    /// The adapter exists but cannot give what the run needs.
+    #[error("adapter '{adapter}' cannot run this: {what}")]
+    AdapterLimit { adapter: String, what: String },
+
+    #[error("could not open a device on adapter '{adapter}': {source}")]
+    RequestDevice {
+        adapter: String,
+        #[source]
+        source: wgpu::RequestDeviceError,
+    },
+
+    /// A launcher was given tensors whose shapes do not fit together.
+    #[error("shape mismatch in {op}: {detail}")]
+    Shape { op: &'static str, detail: String },
+
+    /// Errors wgpu reported (validation, out of memory, internal), collected instead of panicking.
+    #[error("GPU error: {0}\nIf this is out of memory, try a smaller --batch-size or --hidden; \
+             if it persists, try another backend (--backend vulkan|gl|metal|dx12).")]
+    Device(String),
+
+    /// A wait on the GPU did not finish in time.
+    #[error("GPU did not finish {what} within {seconds} s (device hung or lost?)")]
+    Timeout { what: String, seconds: u64 },
+
+    /// A data file is missing, unreadable or malformed.
+    #[error("{path}: {detail}")]
+    Data { path: PathBuf, detail: String },
+
+    /// A configuration or flag value that makes no sense.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn shape(op: &'static str, detail: impl Into<String>) -> Self {
+        Error::Shape {
+            op,
+            detail: detail.into(),
+        }
+    }
+}

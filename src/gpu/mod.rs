@@ -1,0 +1,10 @@
+//! The GPU side of the engine: adapter and device selection ([`context`]), typed tensors with
+//! upload and readback ([`tensor`]), and compiled-once compute pipelines ([`pipeline`]).
+
+pub mod context;
+pub mod pipeline;
+pub mod tensor;
+
+pub use context::{AdapterSummary, BackendChoice, ContextOptions, GpuContext, MatmulVariant, list_adapters};
+pub use pipeline::{PipelineCache, Shader};
+pub use tensor::{DType, GpuTensor};

@@ -1,0 +1,68 @@
+//! One fused Adam update over a flat parameter arena — launcher for `shaders/adam.wgsl`.
+
+use super::{Bind, Dispatch, grid_1d};
+use super::reparam::StepUniform;
+use crate::error::{Error, Result};
+use crate::gpu::{GpuContext, GpuTensor, Shader};
+use crate::ops::AdamConfig;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct AdamParams {
+    n4: u32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    weight_decay: f32,
+    _pad: [u32; 3],
+}
+
+/// Update `params` in place from `grads` and the moments `m`, `v` (all the same length, a multiple
+/// of 4). The step-dependent factors come from `step` (see [`crate::kernels::StepParams`]).
+pub fn adam_step(
+    ctx: &GpuContext,
+    params: &GpuTensor,
+    grads: &GpuTensor,
+    m: &GpuTensor,
+    v: &GpuTensor,
+    cfg: &AdamConfig,
+    step: &StepUniform,
+) -> Result<Dispatch> {
+    let n = params.len();
+    if grads.len() != n || m.len() != n || v.len() != n || n % 4 != 0 {
+        return Err(Error::shape(
+            "adam_step",
+            format!(
+                "params {}, grads {}, m {}, v {} elements: all must be equal and a multiple of 4",
+                n,
+                grads.len(),
+                m.len(),
+                v.len()
+            ),
+        ));
+    }
+    let p = AdamParams {
+        n4: (n / 4) as u32,
+        beta1: cfg.beta1,
+        beta2: cfg.beta2,
+        eps: cfg.eps,
+        weight_decay: cfg.weight_decay,
+        _pad: [0; 3],
+    };
+    let params_buf = ctx.uniform("adam params", &p);
+    ctx.dispatch(
+        "adam_step",
+        Shader::ADAM,
+        "adam_step",
+        &[],
+        &[
+            Bind::Tensor(params),
+            Bind::Tensor(grads),
+            Bind::Tensor(m),
+            Bind::Tensor(v),
+            Bind::Buffer(&params_buf),
+            Bind::Buffer(&step.buffer),
+        ],
+        grid_1d(n / 4),
+    )
+}

@@ -1,0 +1,55 @@
+//! Bias + activation forward and the activation backward — launchers for `shaders/bias_act.wgsl`.
+//! The bias gradient is a column sum: [`crate::kernels::reduce::column_sum`].
+
+use super::{Bind, Dispatch, expect_2d, grid_1d};
+use crate::error::{Error, Result};
+use crate::gpu::{GpuContext, GpuTensor, Shader};
+use crate::ops::Act;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct ActParams {
+    rows: u32,
+    cols: u32,
+    _pad: [u32; 2],
+}
+
+/// In place: `y = act(y + bias)`, y `[rows, cols]`, bias `[cols]`.
+pub fn act_forward(ctx: &GpuContext, y: &GpuTensor, bias: Option<&GpuTensor>, act: Act) -> Result<Dispatch> {
+    let (rows, cols) = expect_2d("act_forward", "y", y)?;
+    if let Some(b) = bias {
+        if b.shape != [cols] {
+            return Err(Error::shape("act_forward", format!("bias {:?} for y {:?}", b.shape, y.shape)));
+        }
+    }
+    let params = ctx.uniform("act params", &ActParams { rows: rows as u32, cols: cols as u32, _pad: [0; 2] });
+    let aux = match bias {
+        Some(b) => Bind::Tensor(b),
+        None => Bind::Buffer(&ctx.dummy),
+    };
+    ctx.dispatch(
+        "act_forward",
+        Shader::BIAS_ACT,
+        "act_forward",
+        &[("ACT", act.code() as f64), ("HAS_BIAS", bias.is_some() as u32 as f64)],
+        &[Bind::Tensor(y), aux, Bind::Buffer(&params)],
+        grid_1d(rows * cols),
+    )
+}
+
+/// In place: `dy = dy ⊙ act'(y)` from the saved forward output `y`.
+pub fn act_backward(ctx: &GpuContext, dy: &GpuTensor, y: &GpuTensor, act: Act) -> Result<Dispatch> {
+    let (rows, cols) = expect_2d("act_backward", "dy", dy)?;
+    if y.shape != dy.shape {
+        return Err(Error::shape("act_backward", format!("dy {:?} but saved output {:?}", dy.shape, y.shape)));
+    }
+    let params = ctx.uniform("act params", &ActParams { rows: rows as u32, cols: cols as u32, _pad: [0; 2] });
+    ctx.dispatch(
+        "act_backward",
+        Shader::BIAS_ACT,
+        "act_backward",
+        &[("ACT", act.code() as f64), ("HAS_BIAS", 0.0)],
+        &[Bind::Tensor(dy), Bind::Tensor(y), Bind::Buffer(&params)],
+        grid_1d(rows * cols),
+    )
+}

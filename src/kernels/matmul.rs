@@ -1,0 +1,111 @@
+//! `C = act(op(A)·op(B) + bias + [C])` — launcher for `shaders/matmul.wgsl`.
+
+use super::{Bind, Dispatch, expect_2d};
+use crate::error::{Error, Result};
+use crate::gpu::{GpuContext, GpuTensor, MatmulVariant, Shader};
+use crate::ops::{Act, Layout};
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct MatmulParams {
+    m: u32,
+    n: u32,
+    k: u32,
+    _pad: u32,
+}
+
+/// Everything about a product besides its operands.
+#[derive(Clone, Copy, Debug)]
+pub struct Epilogue<'a> {
+    pub bias: Option<&'a GpuTensor>,
+    pub act: Act,
+    /// Add the product to C's current contents instead of overwriting them.
+    pub accumulate: bool,
+}
+
+impl Epilogue<'_> {
+    pub const NONE: Epilogue<'static> = Epilogue {
+        bias: None,
+        act: Act::Identity,
+        accumulate: false,
+    };
+}
+
+/// Plan `C = act(op(A)·op(B) + bias + [C])` with the context's matmul variant.
+pub fn matmul(
+    ctx: &GpuContext,
+    layout: Layout,
+    a: &GpuTensor,
+    b: &GpuTensor,
+    c: &GpuTensor,
+    epi: Epilogue<'_>,
+) -> Result<Dispatch> {
+    matmul_with(ctx, ctx.matmul_variant, layout, a, b, c, epi)
+}
+
+/// As [`matmul`], with an explicit kernel variant (benchmarks and parity tests cover both).
+pub fn matmul_with(
+    ctx: &GpuContext,
+    variant: MatmulVariant,
+    layout: Layout,
+    a: &GpuTensor,
+    b: &GpuTensor,
+    c: &GpuTensor,
+    epi: Epilogue<'_>,
+) -> Result<Dispatch> {
+    const OP: &str = "matmul";
+    let (ar, ac) = expect_2d(OP, "A", a)?;
+    let (br, bc) = expect_2d(OP, "B", b)?;
+    let (m, n) = expect_2d(OP, "C", c)?;
+    let k = match layout {
+        Layout::NN | Layout::NT => ac,
+        Layout::TN => ar,
+    };
+    let (want_a, want_b) = layout.operand_shapes(m, n, k);
+    if [ar, ac] != want_a || [br, bc] != want_b {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "{layout:?}: A {:?}, B {:?}, C {:?} do not fit (for C [{m},{n}] over K={k} need A {want_a:?}, B {want_b:?})",
+                a.shape, b.shape, c.shape
+            ),
+        ));
+    }
+    if let Some(bias) = epi.bias {
+        if bias.shape != [n] {
+            return Err(Error::shape(OP, format!("bias has shape {:?}, expected [{n}]", bias.shape)));
+        }
+    }
+    let params = ctx.uniform(
+        "matmul params",
+        &MatmulParams {
+            m: m as u32,
+            n: n as u32,
+            k: k as u32,
+            _pad: 0,
+        },
+    );
+    let constants = [
+        ("LAYOUT", layout.code() as f64),
+        ("ACT", epi.act.code() as f64),
+        ("HAS_BIAS", epi.bias.is_some() as u32 as f64),
+        ("ACCUMULATE", epi.accumulate as u32 as f64),
+    ];
+    let bias = match epi.bias {
+        Some(t) => Bind::Tensor(t),
+        None => Bind::Buffer(&ctx.dummy),
+    };
+    let (entry, per_group) = match variant {
+        MatmulVariant::Tiled => ("matmul_tiled", 64),
+        MatmulVariant::Direct => ("matmul_direct", 64),
+    };
+    let groups = [n.div_ceil(per_group) as u32, m.div_ceil(per_group) as u32, 1];
+    ctx.dispatch(
+        "matmul",
+        Shader::MATMUL,
+        entry,
+        &constants,
+        &[Bind::Tensor(a), Bind::Tensor(b), bias, Bind::Tensor(c), Bind::Buffer(&params)],
+        groups,
+    )
+}

@@ -1,0 +1,142 @@
+//! Typed launchers, one module per shader family. A launcher checks shapes, builds the bind group
+//! and the kernel's uniform, and returns a [`Dispatch`]: a recorded kernel that can be encoded into
+//! any number of command encoders. The trainer plans its dispatches once and replays them every
+//! step; tests plan one and [`run`] it.
+
+pub mod adam;
+pub mod bce;
+pub mod bias_act;
+pub mod gather;
+pub mod matmul;
+pub mod reduce;
+pub mod reparam;
+
+use wgpu::util::DeviceExt;
+
+use crate::error::{Error, Result};
+use crate::gpu::{GpuContext, GpuTensor, Shader};
+
+pub use reparam::StepParams;
+
+/// One kernel launch: pipeline, bindings and grid.
+pub struct Dispatch {
+    pub label: &'static str,
+    pipeline: wgpu::ComputePipeline,
+    bind_group: wgpu::BindGroup,
+    workgroups: [u32; 3],
+}
+
+impl Dispatch {
+    pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        let [x, y, z] = self.workgroups;
+        pass.dispatch_workgroups(x, y, z);
+    }
+}
+
+/// Encode dispatches into one compute pass (wgpu orders them with barriers between dispatches).
+pub fn encode_all(encoder: &mut wgpu::CommandEncoder, dispatches: &[&Dispatch]) {
+    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+        label: Some("vae-wgpu"),
+        timestamp_writes: None,
+    });
+    for d in dispatches {
+        d.encode(&mut pass);
+    }
+}
+
+/// Submit dispatches in order and wait for them.
+pub fn run(ctx: &GpuContext, dispatches: &[&Dispatch]) -> Result<()> {
+    let mut encoder = ctx.device.create_command_encoder(&Default::default());
+    encode_all(&mut encoder, dispatches);
+    ctx.queue.submit([encoder.finish()]);
+    ctx.wait_idle("kernel run")
+}
+
+/// Buffers bound to one dispatch, in binding order.
+pub(crate) enum Bind<'a> {
+    Tensor(&'a GpuTensor),
+    Buffer(&'a wgpu::Buffer),
+}
+
+impl GpuContext {
+    /// A uniform buffer holding one `#[repr(C)]` params struct.
+    pub(crate) fn uniform<T: bytemuck::Pod>(&self, label: &str, value: &T) -> wgpu::Buffer {
+        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents: bytemuck::bytes_of(value),
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        })
+    }
+
+    pub(crate) fn dispatch(
+        &self,
+        label: &'static str,
+        shader: Shader,
+        entry: &'static str,
+        constants: &[(&'static str, f64)],
+        binds: &[Bind<'_>],
+        workgroups: [u32; 3],
+    ) -> Result<Dispatch> {
+        let max = self.limits().max_compute_workgroups_per_dimension;
+        if workgroups.iter().any(|&w| w > max) {
+            return Err(Error::AdapterLimit {
+                adapter: self.adapter.name.clone(),
+                what: format!("{label} needs {workgroups:?} workgroups; at most {max} per dimension"),
+            });
+        }
+        let pipeline = self.pipelines.get(&self.device, shader, entry, constants)?;
+        let entries: Vec<wgpu::BindGroupEntry<'_>> = binds
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: match b {
+                    Bind::Tensor(t) => t.binding(),
+                    Bind::Buffer(buf) => buf.as_entire_binding(),
+                },
+            })
+            .collect();
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(label),
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Device(format!("{label}: bind group rejected: {e}")));
+        }
+        Ok(Dispatch {
+            label,
+            pipeline,
+            bind_group,
+            workgroups,
+        })
+    }
+}
+
+/// A grid of 256-thread workgroups covering `n` threads, spilling into y past 65535 in x.
+/// Kernels index `gid.x + gid.y * num_workgroups.x * 256` and bounds-check against `n`.
+pub(crate) fn grid_1d(n: usize) -> [u32; 3] {
+    let groups = n.div_ceil(256).max(1);
+    if groups <= 65535 {
+        [groups as u32, 1, 1]
+    } else {
+        let y = groups.div_ceil(65535);
+        [groups.div_ceil(y) as u32, y as u32, 1]
+    }
+}
+
+/// Number of workgroups (and so of partial sums) [`grid_1d`] launches for `n` threads.
+pub(crate) fn grid_1d_groups(n: usize) -> usize {
+    let [x, y, _] = grid_1d(n);
+    x as usize * y as usize
+}
+
+pub(crate) fn expect_2d(op: &'static str, name: &str, t: &GpuTensor) -> Result<(usize, usize)> {
+    match t.shape[..] {
+        [r, c] => Ok((r, c)),
+        _ => Err(Error::shape(op, format!("{name} must be 2-D, got {:?}", t.shape))),
+    }
+}

@@ -1,0 +1,90 @@
+//! Loss reduction and column sums — launchers for `shaders/reduce.wgsl`.
+
+use super::{Bind, Dispatch, expect_2d};
+use crate::error::{Error, Result};
+use crate::gpu::{GpuContext, GpuTensor, Shader};
+
+/// Slots of the f32 loss accumulator that `loss_reduce` writes (mirrors `SLOT_*` in reduce.wgsl).
+pub struct LossSlots;
+
+impl LossSlots {
+    pub const EPOCH_TOTAL: usize = 0;
+    pub const BATCH_TOTAL: usize = 1;
+    pub const BATCH_BCE: usize = 2;
+    pub const BATCH_KL: usize = 3;
+    pub const EPOCH_BCE: usize = 4;
+    pub const EPOCH_KL: usize = 5;
+    /// Set to 1 once any batch loss was NaN or infinite.
+    pub const NONFINITE: usize = 6;
+    pub const BATCHES: usize = 7;
+    pub const LEN: usize = 8;
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct LossReduceParams {
+    n_bce: u32,
+    n_kl: u32,
+    _pad: [u32; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct ColumnSumParams {
+    rows: u32,
+    cols: u32,
+    _pad: [u32; 2],
+}
+
+/// Sum `bce_partials[..n_bce]` and `kl_partials[..n_kl]` into the accumulator's slots.
+pub fn loss_reduce(
+    ctx: &GpuContext,
+    bce_partials: &GpuTensor,
+    n_bce: usize,
+    kl_partials: &GpuTensor,
+    n_kl: usize,
+    acc: &GpuTensor,
+) -> Result<Dispatch> {
+    if bce_partials.len() < n_bce || kl_partials.len() < n_kl {
+        return Err(Error::shape(
+            "loss_reduce",
+            format!(
+                "{} BCE and {} KL partials, but {n_bce} and {n_kl} were asked for",
+                bce_partials.len(),
+                kl_partials.len()
+            ),
+        ));
+    }
+    if acc.shape != [LossSlots::LEN] {
+        return Err(Error::shape("loss_reduce", format!("accumulator {:?}, expected [{}]", acc.shape, LossSlots::LEN)));
+    }
+    let params = ctx.uniform(
+        "loss reduce params",
+        &LossReduceParams { n_bce: n_bce as u32, n_kl: n_kl as u32, _pad: [0; 2] },
+    );
+    ctx.dispatch(
+        "loss_reduce",
+        Shader::REDUCE,
+        "loss_reduce",
+        &[],
+        &[Bind::Tensor(bce_partials), Bind::Tensor(kl_partials), Bind::Tensor(acc), Bind::Buffer(&params)],
+        [1, 1, 1],
+    )
+}
+
+/// `db[j] = Σ_i dy[i, j]`: the bias gradient of a Linear layer.
+pub fn column_sum(ctx: &GpuContext, dy: &GpuTensor, db: &GpuTensor) -> Result<Dispatch> {
+    let (rows, cols) = expect_2d("column_sum", "dy", dy)?;
+    if db.shape != [cols] {
+        return Err(Error::shape("column_sum", format!("dy {:?} but db {:?}", dy.shape, db.shape)));
+    }
+    let params = ctx.uniform("column sum params", &ColumnSumParams { rows: rows as u32, cols: cols as u32, _pad: [0; 2] });
+    ctx.dispatch(
+        "column_sum",
+        Shader::REDUCE,
+        "column_sum",
+        &[],
+        &[Bind::Tensor(dy), Bind::Tensor(db), Bind::Buffer(&params)],
+        [cols.div_ceil(64) as u32, 1, 1],
+    )
+}

@@ -1,0 +1,172 @@
+//! Fused reparameterisation + KL, forward and backward — launchers for `shaders/reparam_kl.wgsl` —
+//! and the per-step uniform that several kernels read.
+
+use super::{Bind, Dispatch, expect_2d};
+use crate::error::{Error, Result};
+use crate::gpu::{GpuContext, GpuTensor, Shader};
+
+/// Values that change every step, written once per step into one small uniform buffer that the
+/// gather, reparameterisation and Adam kernels read (mirrors `StepParams` in those shaders).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct StepParams {
+    /// First position of this batch in the epoch's index list.
+    pub batch_offset: u32,
+    /// Step counter fed to the Philox counter: same (seed, step, element) → same eps.
+    pub rng_step: u32,
+    pub seed_lo: u32,
+    pub seed_hi: u32,
+    /// `lr / (1 - β1^t)`.
+    pub adam_step_size: f32,
+    /// `sqrt(1 - β2^t)`.
+    pub adam_bc2_sqrt: f32,
+    pub _pad: [u32; 2],
+}
+
+impl StepParams {
+    pub fn with_seed(seed: u64) -> Self {
+        StepParams {
+            seed_lo: seed as u32,
+            seed_hi: (seed >> 32) as u32,
+            ..Default::default()
+        }
+    }
+
+    pub fn seed(&self) -> u64 {
+        self.seed_lo as u64 | ((self.seed_hi as u64) << 32)
+    }
+}
+
+/// The per-step uniform buffer.
+pub struct StepUniform {
+    pub buffer: wgpu::Buffer,
+}
+
+impl StepUniform {
+    pub fn new(ctx: &GpuContext, value: &StepParams) -> Self {
+        StepUniform { buffer: ctx.uniform("step params", value) }
+    }
+
+    /// Queue new values; they apply to every later submit.
+    pub fn write(&self, ctx: &GpuContext, value: &StepParams) {
+        ctx.queue.write_buffer(&self.buffer, 0, bytemuck::bytes_of(value));
+    }
+}
+
+/// Where the reparameterisation's noise comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EpsSource {
+    /// Drawn on the GPU from Philox4x32-10 (seed, step, element) and written to the eps buffer.
+    Philox,
+    /// Read from the eps buffer (for parity with references that supply their own noise).
+    Buffer,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct ReparamParams {
+    bk: u32,
+    samples: u32,
+    kl_weight: f32,
+    _pad: u32,
+}
+
+/// How many KL partial sums `reparam_forward` writes for L·B·K noise elements.
+pub fn kl_partials_len(noise_len: usize) -> usize {
+    noise_len.div_ceil(256).max(1)
+}
+
+fn check(op: &'static str, mu: &GpuTensor, logvar: &GpuTensor, eps: &GpuTensor, z: &GpuTensor) -> Result<usize> {
+    let (b, k) = expect_2d(op, "mu", mu)?;
+    let (rows, zk) = expect_2d(op, "z", z)?;
+    if logvar.shape != mu.shape || eps.shape != z.shape || zk != k || rows % b != 0 || rows == 0 {
+        return Err(Error::shape(
+            op,
+            format!(
+                "mu {:?}, logvar {:?}, eps {:?}, z {:?}: need mu = logvar = [B, K], eps = z = [L·B, K]",
+                mu.shape, logvar.shape, eps.shape, z.shape
+            ),
+        ));
+    }
+    Ok(rows / b)
+}
+
+/// `z = mu + exp(logvar/2)·eps` for L samples, and KL partial sums into `kl_partials`.
+#[allow(clippy::too_many_arguments)]
+pub fn reparam_forward(
+    ctx: &GpuContext,
+    mu: &GpuTensor,
+    logvar: &GpuTensor,
+    eps: &GpuTensor,
+    z: &GpuTensor,
+    kl_partials: &GpuTensor,
+    kl_weight: f32,
+    source: EpsSource,
+    step: &StepUniform,
+) -> Result<Dispatch> {
+    const OP: &str = "reparam_forward";
+    let samples = check(OP, mu, logvar, eps, z)?;
+    let n = z.len();
+    if kl_partials.len() < kl_partials_len(n) {
+        return Err(Error::shape(OP, format!("{} KL partials, need {}", kl_partials.len(), kl_partials_len(n))));
+    }
+    let params = ctx.uniform(
+        "reparam params",
+        &ReparamParams { bk: mu.len() as u32, samples: samples as u32, kl_weight, _pad: 0 },
+    );
+    ctx.dispatch(
+        OP,
+        Shader::REPARAM_KL,
+        OP,
+        &[("EPS_FROM_BUFFER", (source == EpsSource::Buffer) as u32 as f64)],
+        &[
+            Bind::Tensor(mu),
+            Bind::Tensor(logvar),
+            Bind::Tensor(eps),
+            Bind::Tensor(z),
+            Bind::Tensor(kl_partials),
+            Bind::Buffer(&params),
+            Bind::Buffer(&step.buffer),
+        ],
+        [kl_partials_len(n) as u32, 1, 1],
+    )
+}
+
+/// `dmu = Σ_l dz_l + w·mu`, `dlogvar = Σ_l dz_l·eps_l·exp(logvar/2)/2 + w·(exp(logvar) - 1)/2`.
+#[allow(clippy::too_many_arguments)]
+pub fn reparam_backward(
+    ctx: &GpuContext,
+    mu: &GpuTensor,
+    logvar: &GpuTensor,
+    eps: &GpuTensor,
+    dz: &GpuTensor,
+    dmu: &GpuTensor,
+    dlogvar: &GpuTensor,
+    kl_weight: f32,
+) -> Result<Dispatch> {
+    const OP: &str = "reparam_backward";
+    let samples = check(OP, mu, logvar, eps, dz)?;
+    if dmu.shape != mu.shape || dlogvar.shape != mu.shape {
+        return Err(Error::shape(OP, format!("dmu {:?}, dlogvar {:?} for mu {:?}", dmu.shape, dlogvar.shape, mu.shape)));
+    }
+    let params = ctx.uniform(
+        "reparam params",
+        &ReparamParams { bk: mu.len() as u32, samples: samples as u32, kl_weight, _pad: 0 },
+    );
+    ctx.dispatch(
+        OP,
+        Shader::REPARAM_KL,
+        OP,
+        &[],
+        &[
+            Bind::Tensor(mu),
+            Bind::Tensor(logvar),
+            Bind::Tensor(eps),
+            Bind::Tensor(dz),
+            Bind::Tensor(dmu),
+            Bind::Tensor(dlogvar),
+            Bind::Buffer(&params),
+        ],
+        [mu.len().div_ceil(256) as u32, 1, 1],
+    )
+}

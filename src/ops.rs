@@ -1,0 +1,86 @@
+//! Descriptors shared by the GPU kernels and their CPU twins.
+
+/// Operand layouts of `C = op(A) · op(B)` (row-major; weights `[out, in]` as PyTorch stores them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Layout {
+    /// A `[M,K]`, B `[K,N]`: input gradients, `dX = dY · W`.
+    NN,
+    /// A `[M,K]`, B `[N,K]`: Linear forward, `Y = X · Wᵀ`.
+    NT,
+    /// A `[K,M]`, B `[K,N]`: weight gradients, `dW = dYᵀ · X`.
+    TN,
+}
+
+impl Layout {
+    pub const ALL: [Layout; 3] = [Layout::NN, Layout::NT, Layout::TN];
+
+    /// Shapes of A and B for a product of size M x N over K.
+    pub fn operand_shapes(self, m: usize, n: usize, k: usize) -> ([usize; 2], [usize; 2]) {
+        match self {
+            Layout::NN => ([m, k], [k, n]),
+            Layout::NT => ([m, k], [n, k]),
+            Layout::TN => ([k, m], [k, n]),
+        }
+    }
+
+    pub(crate) fn code(self) -> u32 {
+        match self {
+            Layout::NN => 0,
+            Layout::NT => 1,
+            Layout::TN => 2,
+        }
+    }
+}
+
+/// Elementwise activations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Act {
+    Identity,
+    Relu,
+    Sigmoid,
+}
+
+impl Act {
+    pub const ALL: [Act; 3] = [Act::Identity, Act::Relu, Act::Sigmoid];
+
+    pub(crate) fn code(self) -> u32 {
+        match self {
+            Act::Identity => 0,
+            Act::Relu => 1,
+            Act::Sigmoid => 2,
+        }
+    }
+}
+
+/// Adam's hyperparameters (PyTorch's defaults but for the notebook's lr of 0.01).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamConfig {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+}
+
+impl Default for AdamConfig {
+    fn default() -> Self {
+        AdamConfig {
+            lr: 0.01,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        }
+    }
+}
+
+impl AdamConfig {
+    /// The step-dependent factors for step `t` (1-based): `lr / (1 - β1^t)` and `sqrt(1 - β2^t)`,
+    /// computed in f64 on the host as PyTorch does in Python floats.
+    pub fn step_factors(&self, t: u64) -> (f64, f64) {
+        let t = t as i32;
+        let bc1 = 1.0 - (self.beta1 as f64).powi(t);
+        let bc2 = 1.0 - (self.beta2 as f64).powi(t);
+        (self.lr as f64 / bc1, bc2.sqrt())
+    }
+}

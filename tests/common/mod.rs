@@ -1,0 +1,71 @@
+//! Shared helpers of the GPU tests: one device per test binary, random inputs, and a comparison
+//! that reports the worst element.
+#![allow(dead_code)]
+
+use std::sync::OnceLock;
+
+use vae_wgpu::cpu::rng::{Stream, domain};
+use vae_wgpu::gpu::GpuContext;
+
+/// f32 unit roundoff.
+pub const U: f64 = 1.0 / 16_777_216.0;
+
+/// The test device: `VAE_WGPU_BACKEND` / `VAE_WGPU_ADAPTER` pick it. No adapter is a failure with the
+/// install hint, never a skip.
+pub fn ctx() -> &'static GpuContext {
+    static CTX: OnceLock<GpuContext> = OnceLock::new();
+    CTX.get_or_init(|| match GpuContext::from_env() {
+        Ok(c) => {
+            eprintln!("adapter: {}", c.adapter.short());
+            c
+        }
+        Err(e) => panic!("GPU tests need an adapter: {e}"),
+    })
+}
+
+/// Deterministic uniform values in [lo, hi), rounded to f32 (what the GPU receives) and widened.
+pub fn uniform(seed: u32, n: usize, lo: f64, hi: f64) -> Vec<f64> {
+    let mut s = Stream::new(0xC0FFEE, domain::TEST_DATA, seed);
+    (0..n).map(|_| s.uniform(lo, hi) as f32 as f64).collect()
+}
+
+pub fn to_f32(v: &[f64]) -> Vec<f32> {
+    v.iter().map(|&x| x as f32).collect()
+}
+
+/// Per-element check `|got - want| <= tol[i]`; the failure names the worst element relative to its
+/// tolerance, both values, and the max abs / rel error over the tensor.
+pub fn assert_close(name: &str, got: &[f32], want: &[f64], tol: impl Fn(usize) -> f64) -> f64 {
+    assert_eq!(got.len(), want.len(), "{name}: length {} vs reference {}", got.len(), want.len());
+    let mut worst = (0usize, -1.0f64);
+    let (mut max_abs, mut max_rel) = (0.0f64, 0.0f64);
+    for i in 0..got.len() {
+        let g = got[i] as f64;
+        let err = (g - want[i]).abs();
+        let ratio = if err.is_nan() { f64::INFINITY } else { err / tol(i).max(f64::MIN_POSITIVE) };
+        if ratio > worst.1 {
+            worst = (i, ratio);
+        }
+        max_abs = max_abs.max(err);
+        if want[i] != 0.0 {
+            max_rel = max_rel.max(err / want[i].abs());
+        }
+    }
+    let i = worst.0;
+    assert!(
+        worst.1 <= 1.0,
+        "{name}: element {i}: gpu {} vs cpu {} (|err| {:.3e} > tol {:.3e}); max abs err {max_abs:.3e}, max rel err {max_rel:.3e} over {} elements",
+        got[i],
+        want[i],
+        (got[i] as f64 - want[i]).abs(),
+        tol(i),
+        got.len()
+    );
+    eprintln!("{name}: max abs err {max_abs:.3e}, max rel err {max_rel:.3e} ({} elements)", got.len());
+    max_abs
+}
+
+/// Vulkan's (and Metal's) bound on exp's error: (3 + 2|x|) ULP; as a relative error.
+pub fn exp_rel_tol(x: f64) -> f64 {
+    (3.0 + 2.0 * x.abs()) * 2.0 * U
+}
