@@ -45,6 +45,13 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(String),
 
+    /// The loss became NaN or infinite.
+    #[error(
+        "training diverged: the loss became NaN or infinite by epoch {epoch}, step {step}. \
+         Lower --lr (the notebook uses 0.01) or check the data."
+    )]
+    Diverged { epoch: usize, step: usize },
+
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

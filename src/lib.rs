@@ -13,3 +13,5 @@ pub mod kernels;
 pub mod ops;
 
 pub use error::{Error, Result};
+pub mod data;
+pub mod model;

@@ -1,0 +1,105 @@
+//! The MNIST split files under a data directory (`data/mnist/` by default), `.gz` or uncompressed.
+
+use std::path::{Path, PathBuf};
+
+use super::idx::read_idx;
+use crate::error::{Error, Result};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Split {
+    Train,
+    Test,
+}
+
+impl Split {
+    fn stems(self) -> (&'static str, &'static str) {
+        match self {
+            Split::Train => ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+            Split::Test => ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+        }
+    }
+}
+
+/// One split: `count` images of `rows x cols` u8 pixels, row-major, and their labels 0–9.
+#[derive(Clone, Debug)]
+pub struct Mnist {
+    pub images: Vec<u8>,
+    pub labels: Vec<u8>,
+    pub count: usize,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+impl Mnist {
+    pub fn dim(&self) -> usize {
+        self.rows * self.cols
+    }
+
+    /// Pixels of image `i` scaled to [0, 1] (as torchvision's `ToTensor`).
+    pub fn image_f32(&self, i: usize) -> Vec<f32> {
+        self.images[i * self.dim()..(i + 1) * self.dim()]
+            .iter()
+            .map(|&p| p as f32 / 255.0)
+            .collect()
+    }
+
+    /// Load one split from `dir`, taking `<stem>` or `<stem>.gz`.
+    pub fn load(dir: &Path, split: Split) -> Result<Mnist> {
+        if !dir.is_dir() {
+            return Err(Error::Data {
+                path: dir.to_path_buf(),
+                detail: "data directory not found: pass --data-dir pointing at the four MNIST IDX files \
+                         (the repository vendors them in data/mnist/)"
+                    .into(),
+            });
+        }
+        let (img_stem, lbl_stem) = split.stems();
+        let img_path = find(dir, img_stem)?;
+        let lbl_path = find(dir, lbl_stem)?;
+        let img = read_idx(&img_path)?;
+        let lbl = read_idx(&lbl_path)?;
+        let bad = |path: &Path, detail: String| Error::Data {
+            path: path.to_path_buf(),
+            detail,
+        };
+        if img.dims.len() != 3 {
+            return Err(bad(&img_path, format!("images must have 3 dimensions (count, rows, cols), found {:?}", img.dims)));
+        }
+        if lbl.dims.len() != 1 {
+            return Err(bad(&lbl_path, format!("labels must have 1 dimension, found {:?}", lbl.dims)));
+        }
+        let (count, rows, cols) = (img.dims[0], img.dims[1], img.dims[2]);
+        if count == 0 || rows == 0 || cols == 0 {
+            return Err(bad(&img_path, format!("empty image array {:?}", img.dims)));
+        }
+        if lbl.dims[0] != count {
+            return Err(bad(
+                &lbl_path,
+                format!("{} labels but {} has {count} images", lbl.dims[0], img_path.display()),
+            ));
+        }
+        if let Some(i) = lbl.data.iter().position(|&l| l > 9) {
+            return Err(bad(&lbl_path, format!("label {} at index {i}: labels must be 0-9", lbl.data[i])));
+        }
+        Ok(Mnist {
+            images: img.data,
+            labels: lbl.data,
+            count,
+            rows,
+            cols,
+        })
+    }
+}
+
+fn find(dir: &Path, stem: &str) -> Result<PathBuf> {
+    for name in [format!("{stem}.gz"), stem.to_string()] {
+        let p = dir.join(&name);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    Err(Error::Data {
+        path: dir.join(format!("{stem}.gz")),
+        detail: format!("missing: expected {stem}.gz or {stem} in {}", dir.display()),
+    })
+}

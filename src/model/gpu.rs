@@ -1,0 +1,371 @@
+//! The VAE on the GPU: parameter arenas, activation buffers, and the training step as a recorded
+//! chain of the engine's kernels (see `shared/design.md` for the data flow).
+//!
+//! A [`StepGraph`] is planned once per batch size: every dispatch, bind group and static uniform
+//! is created up front. Running a step writes the 32-byte per-step uniform, records the dispatches
+//! into one compute pass of one command encoder, and submits — no readback, no host copy of
+//! images. Losses accumulate on the GPU and are read only when asked ([`GpuVae::read_losses`]).
+
+use crate::error::{Error, Result};
+use crate::gpu::{DType, GpuContext, GpuTensor};
+use crate::kernels::matmul::{Epilogue, matmul};
+use crate::kernels::reduce::LossSlots;
+use crate::kernels::reparam::{EpsSource, StepUniform, kl_partials_len};
+use crate::kernels::{self, Dispatch, StepParams, adam, bce, bias_act, gather, reduce, reparam};
+use crate::model::params::idx;
+use crate::model::{ParamLayout, VaeConfig};
+use crate::ops::{Act, AdamConfig, Layout};
+
+/// Activation and activation-gradient buffers, allocated once for the largest batch.
+/// Shapes: `x, h_enc, mu, logvar, dmu, dlogvar, dh_enc` have B rows; `eps, z, h_dec, logits` and their
+/// gradients have L·B rows (sample-major: row l·B + b).
+#[derive(Clone, Debug)]
+pub struct Activations {
+    pub x: GpuTensor,
+    pub h_enc: GpuTensor,
+    pub mu: GpuTensor,
+    pub logvar: GpuTensor,
+    pub eps: GpuTensor,
+    pub z: GpuTensor,
+    pub h_dec: GpuTensor,
+    pub logits: GpuTensor,
+    pub dlogits: GpuTensor,
+    pub dh_dec: GpuTensor,
+    pub dz: GpuTensor,
+    pub dmu: GpuTensor,
+    pub dlogvar: GpuTensor,
+    pub dh_enc: GpuTensor,
+    pub bce_partials: GpuTensor,
+    pub kl_partials: GpuTensor,
+}
+
+impl Activations {
+    fn new(ctx: &GpuContext, cfg: &VaeConfig, batch: usize) -> Result<Self> {
+        let (d, h, k, l) = (cfg.input, cfg.hidden, cfg.latent, cfg.samples);
+        let lb = l * batch;
+        let z = |name: &str, shape: &[usize]| ctx.zeros(name, shape, DType::F32);
+        Ok(Activations {
+            x: z("x", &[batch, d])?,
+            h_enc: z("h_enc", &[batch, h])?,
+            mu: z("mu_e", &[batch, k])?,
+            logvar: z("logvar_e", &[batch, k])?,
+            eps: z("eps", &[lb, k])?,
+            z: z("z", &[lb, k])?,
+            h_dec: z("h_dec", &[lb, h])?,
+            logits: z("logits", &[lb, d])?,
+            dlogits: z("dlogits", &[lb, d])?,
+            dh_dec: z("dh_dec", &[lb, h])?,
+            dz: z("dz", &[lb, k])?,
+            dmu: z("dmu_e", &[batch, k])?,
+            dlogvar: z("dlogvar_e", &[batch, k])?,
+            dh_enc: z("dh_enc", &[batch, h])?,
+            bce_partials: z("bce_partials", &[bce::partials_len(lb * d)])?,
+            kl_partials: z("kl_partials", &[kl_partials_len(lb * k)])?,
+        })
+    }
+
+    /// Views of the first `b` rows (and L·b rows) of every buffer.
+    pub fn rows(&self, b: usize, samples: usize) -> Result<Activations> {
+        let v = |t: &GpuTensor, rows: usize| t.view(0, &[rows, t.shape[1]]);
+        let lb = samples * b;
+        Ok(Activations {
+            x: v(&self.x, b)?,
+            h_enc: v(&self.h_enc, b)?,
+            mu: v(&self.mu, b)?,
+            logvar: v(&self.logvar, b)?,
+            eps: v(&self.eps, lb)?,
+            z: v(&self.z, lb)?,
+            h_dec: v(&self.h_dec, lb)?,
+            logits: v(&self.logits, lb)?,
+            dlogits: v(&self.dlogits, lb)?,
+            dh_dec: v(&self.dh_dec, lb)?,
+            dz: v(&self.dz, lb)?,
+            dmu: v(&self.dmu, b)?,
+            dlogvar: v(&self.dlogvar, b)?,
+            dh_enc: v(&self.dh_enc, b)?,
+            bce_partials: self.bce_partials.clone(),
+            kl_partials: self.kl_partials.clone(),
+        })
+    }
+}
+
+/// A Linear layer's epilogue: its bias and activation.
+fn lin(bias: &GpuTensor, act: Act) -> Epilogue<'_> {
+    Epilogue {
+        bias: Some(bias),
+        act,
+        accumulate: false,
+    }
+}
+
+/// Where a step's input batch comes from.
+#[derive(Clone, Copy)]
+pub enum Input<'a> {
+    /// Gathered on the GPU: rows `index[batch_offset..batch_offset + B]` of `pixels` (u8 `[N, D]`).
+    Gather { pixels: &'a GpuTensor, index: &'a GpuTensor },
+    /// Already in `acts.x` (written by the caller), e.g. for parity with a reference batch.
+    Given,
+}
+
+/// A planned step for one batch size.
+pub struct StepGraph {
+    pub batch: usize,
+    pub train: bool,
+    dispatches: Vec<Dispatch>,
+}
+
+impl StepGraph {
+    pub fn dispatch_count(&self) -> usize {
+        self.dispatches.len()
+    }
+}
+
+/// The loss accumulator's contents (sums over the batches since the last reset).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LossReadout {
+    pub epoch_total: f64,
+    pub epoch_bce: f64,
+    pub epoch_kl: f64,
+    pub batch_total: f64,
+    pub batch_bce: f64,
+    pub batch_kl: f64,
+    pub batches: u64,
+    /// Some batch since the last reset had a NaN or infinite loss.
+    pub nonfinite: bool,
+}
+
+pub struct GpuVae {
+    pub cfg: VaeConfig,
+    pub layout: ParamLayout,
+    pub adam: AdamConfig,
+    pub params: GpuTensor,
+    pub grads: GpuTensor,
+    pub adam_m: GpuTensor,
+    pub adam_v: GpuTensor,
+    pub acts: Activations,
+    pub max_batch: usize,
+    pub seed: u64,
+    /// Adam steps taken so far (PyTorch's `state['step']`).
+    pub adam_steps: u64,
+    step_uniform: StepUniform,
+    eval_draws: u32,
+}
+
+impl GpuVae {
+    /// A fresh model initialised from `seed` as PyTorch's `nn.Linear` would be.
+    pub fn new(ctx: &GpuContext, cfg: VaeConfig, adam: AdamConfig, max_batch: usize, seed: u64) -> Result<Self> {
+        let layout = ParamLayout::new(&cfg);
+        let init = layout.init(seed);
+        Self::from_params(ctx, cfg, adam, max_batch, seed, &init)
+    }
+
+    /// A model with the given parameter arena (laid out by [`ParamLayout`]).
+    pub fn from_params(
+        ctx: &GpuContext,
+        cfg: VaeConfig,
+        adam: AdamConfig,
+        max_batch: usize,
+        seed: u64,
+        params: &[f32],
+    ) -> Result<Self> {
+        cfg.validate()?;
+        if max_batch == 0 {
+            return Err(Error::Config("batch size must be at least 1".into()));
+        }
+        let layout = ParamLayout::new(&cfg);
+        if params.len() != layout.len {
+            return Err(Error::shape(
+                "GpuVae::from_params",
+                format!("parameter arena has {} values, layout needs {}", params.len(), layout.len),
+            ));
+        }
+        let n = layout.len;
+        Ok(GpuVae {
+            params: ctx.upload_f32("params", &[n], params)?,
+            grads: ctx.zeros("grads", &[n], DType::F32)?,
+            adam_m: ctx.zeros("adam_m", &[n], DType::F32)?,
+            adam_v: ctx.zeros("adam_v", &[n], DType::F32)?,
+            acts: Activations::new(ctx, &cfg, max_batch)?,
+            step_uniform: StepUniform::new(ctx, &StepParams::with_seed(seed)),
+            cfg,
+            layout,
+            adam,
+            max_batch,
+            seed,
+            adam_steps: 0,
+            eval_draws: 0,
+        })
+    }
+
+    /// The view of parameter `i` (see [`crate::model::params::idx`]) in an arena.
+    pub fn view(&self, arena: &GpuTensor, i: usize) -> Result<GpuTensor> {
+        let s = &self.layout.specs[i];
+        arena.view(s.offset, &s.shape)
+    }
+
+    /// A fresh loss accumulator.
+    pub fn new_accumulator(&self, ctx: &GpuContext) -> Result<GpuTensor> {
+        ctx.zeros("loss accumulator", &[LossSlots::LEN], DType::F32)
+    }
+
+    /// Plan one step on `batch` rows: forward, loss (into `acc`), and if `train`, backward and Adam.
+    pub fn plan_step(
+        &self,
+        ctx: &GpuContext,
+        batch: usize,
+        input: Input<'_>,
+        eps_source: EpsSource,
+        train: bool,
+        acc: &GpuTensor,
+    ) -> Result<StepGraph> {
+        if batch == 0 || batch > self.max_batch {
+            return Err(Error::Config(format!(
+                "a step of {batch} rows does not fit buffers sized for batches of at most {}",
+                self.max_batch
+            )));
+        }
+        let a = self.acts.rows(batch, self.cfg.samples)?;
+        let p = |i| self.view(&self.params, i);
+        let g = |i| self.view(&self.grads, i);
+        let step = &self.step_uniform;
+        let mut d = Vec::with_capacity(32);
+
+        // ---- forward
+        if let Input::Gather { pixels, index } = input {
+            d.push(gather::gather_batch(ctx, pixels, index, &a.x, step)?);
+        }
+        let (w_enc, b_enc) = (p(idx::ENC_W)?, p(idx::ENC_B)?);
+        let (w_mu, b_mu) = (p(idx::MU_W)?, p(idx::MU_B)?);
+        let (w_lv, b_lv) = (p(idx::LV_W)?, p(idx::LV_B)?);
+        let (w_dec, b_dec) = (p(idx::DEC_W)?, p(idx::DEC_B)?);
+        let (w_out, b_out) = (p(idx::OUT_W)?, p(idx::OUT_B)?);
+        d.push(matmul(ctx, Layout::NT, &a.x, &w_enc, &a.h_enc, lin(&b_enc, Act::Relu))?);
+        d.push(matmul(ctx, Layout::NT, &a.h_enc, &w_mu, &a.mu, lin(&b_mu, Act::Identity))?);
+        d.push(matmul(ctx, Layout::NT, &a.h_enc, &w_lv, &a.logvar, lin(&b_lv, Act::Identity))?);
+        d.push(reparam::reparam_forward(
+            ctx,
+            &a.mu,
+            &a.logvar,
+            &a.eps,
+            &a.z,
+            &a.kl_partials,
+            1.0,
+            eps_source,
+            step,
+        )?);
+        d.push(matmul(ctx, Layout::NT, &a.z, &w_dec, &a.h_dec, lin(&b_dec, Act::Relu))?);
+        d.push(matmul(ctx, Layout::NT, &a.h_dec, &w_out, &a.logits, lin(&b_out, Act::Identity))?);
+        d.push(bce::bce_forward_backward(ctx, &a.logits, &a.x, &a.dlogits, &a.bce_partials)?);
+        let lb = self.cfg.samples * batch;
+        d.push(reduce::loss_reduce(
+            ctx,
+            &a.bce_partials,
+            bce::partials_len(lb * self.cfg.input),
+            &a.kl_partials,
+            kl_partials_len(lb * self.cfg.latent),
+            acc,
+        )?);
+
+        if train {
+            // ---- backward: dW = dYᵀ·X (TN), db = colsum(dY), dX = dY·W (NN), ReLU masks dX.
+            let none = Epilogue::NONE;
+            d.push(matmul(ctx, Layout::TN, &a.dlogits, &a.h_dec, &g(idx::OUT_W)?, none)?);
+            d.push(reduce::column_sum(ctx, &a.dlogits, &g(idx::OUT_B)?)?);
+            d.push(matmul(ctx, Layout::NN, &a.dlogits, &w_out, &a.dh_dec, none)?);
+            d.push(bias_act::act_backward(ctx, &a.dh_dec, &a.h_dec, Act::Relu)?);
+            d.push(matmul(ctx, Layout::TN, &a.dh_dec, &a.z, &g(idx::DEC_W)?, none)?);
+            d.push(reduce::column_sum(ctx, &a.dh_dec, &g(idx::DEC_B)?)?);
+            d.push(matmul(ctx, Layout::NN, &a.dh_dec, &w_dec, &a.dz, none)?);
+            d.push(reparam::reparam_backward(
+                ctx,
+                &a.mu,
+                &a.logvar,
+                &a.eps,
+                &a.dz,
+                &a.dmu,
+                &a.dlogvar,
+                1.0,
+            )?);
+            d.push(matmul(ctx, Layout::TN, &a.dmu, &a.h_enc, &g(idx::MU_W)?, none)?);
+            d.push(reduce::column_sum(ctx, &a.dmu, &g(idx::MU_B)?)?);
+            d.push(matmul(ctx, Layout::TN, &a.dlogvar, &a.h_enc, &g(idx::LV_W)?, none)?);
+            d.push(reduce::column_sum(ctx, &a.dlogvar, &g(idx::LV_B)?)?);
+            d.push(matmul(ctx, Layout::NN, &a.dmu, &w_mu, &a.dh_enc, none)?);
+            let accumulate = Epilogue {
+                accumulate: true,
+                ..Epilogue::NONE
+            };
+            d.push(matmul(ctx, Layout::NN, &a.dlogvar, &w_lv, &a.dh_enc, accumulate)?);
+            d.push(bias_act::act_backward(ctx, &a.dh_enc, &a.h_enc, Act::Relu)?);
+            d.push(matmul(ctx, Layout::TN, &a.dh_enc, &a.x, &g(idx::ENC_W)?, none)?);
+            d.push(reduce::column_sum(ctx, &a.dh_enc, &g(idx::ENC_B)?)?);
+            d.push(adam::adam_step(
+                ctx,
+                &self.params,
+                &self.grads,
+                &self.adam_m,
+                &self.adam_v,
+                &self.adam,
+                step,
+            )?);
+        }
+        ctx.check_errors()?;
+        Ok(StepGraph {
+            batch,
+            train,
+            dispatches: d,
+        })
+    }
+
+    /// Record and submit one planned step (does not wait). For a training step the Adam step
+    /// counter advances and keys the noise; evaluation draws use a separate counter range.
+    pub fn run_step(&mut self, ctx: &GpuContext, graph: &StepGraph, batch_offset: usize) -> Result<()> {
+        let mut sp = StepParams::with_seed(self.seed);
+        sp.batch_offset = batch_offset as u32;
+        if graph.train {
+            self.adam_steps += 1;
+            let (step_size, bc2_sqrt) = self.adam.step_factors(self.adam_steps);
+            sp.rng_step = self.adam_steps as u32;
+            sp.adam_step_size = step_size as f32;
+            sp.adam_bc2_sqrt = bc2_sqrt as f32;
+        } else {
+            // The top half of the counter space: never a training step's noise.
+            self.eval_draws = self.eval_draws.wrapping_add(1);
+            sp.rng_step = 0x8000_0000 | (self.eval_draws & 0x7fff_ffff);
+        }
+        self.step_uniform.write(ctx, &sp);
+        let mut encoder = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some(if graph.train { "train step" } else { "eval step" }),
+        });
+        let refs: Vec<&Dispatch> = graph.dispatches.iter().collect();
+        kernels::encode_all(&mut encoder, &refs);
+        ctx.queue.submit([encoder.finish()]);
+        Ok(())
+    }
+
+    /// Zero a loss accumulator (queued before the next submit).
+    pub fn reset_losses(&self, ctx: &GpuContext, acc: &GpuTensor) -> Result<()> {
+        ctx.write_f32(acc, &[0.0; LossSlots::LEN])
+    }
+
+    /// Read a loss accumulator back (waits for the submitted steps).
+    pub fn read_losses(&self, ctx: &GpuContext, acc: &GpuTensor) -> Result<LossReadout> {
+        let v = ctx.read_f32(acc)?;
+        let f = |i: usize| v[i] as f64;
+        Ok(LossReadout {
+            epoch_total: f(LossSlots::EPOCH_TOTAL),
+            epoch_bce: f(LossSlots::EPOCH_BCE),
+            epoch_kl: f(LossSlots::EPOCH_KL),
+            batch_total: f(LossSlots::BATCH_TOTAL),
+            batch_bce: f(LossSlots::BATCH_BCE),
+            batch_kl: f(LossSlots::BATCH_KL),
+            batches: v[LossSlots::BATCHES] as u64,
+            nonfinite: v[LossSlots::NONFINITE] != 0.0,
+        })
+    }
+
+    /// The parameter arena, read back.
+    pub fn read_params(&self, ctx: &GpuContext) -> Result<Vec<f32>> {
+        ctx.read_f32(&self.params)
+    }
+}

@@ -1,0 +1,12 @@
+//! The VAE: its sizes ([`VaeConfig`]), its parameters laid out in flat arenas with PyTorch's names
+//! ([`ParamLayout`]), and the GPU training step ([`GpuVae`]).
+
+pub mod config;
+pub mod gpu;
+pub mod params;
+pub mod train;
+
+pub use config::VaeConfig;
+pub use gpu::{Activations, GpuVae, LossReadout};
+pub use params::{ParamLayout, ParamSpec};
+pub use train::{EpochStats, Event, GpuDataset, TrainSettings, Trainer};

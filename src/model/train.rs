@@ -1,0 +1,245 @@
+//! The training loop: data sets resident on the GPU, a reshuffled index list per epoch, one planned
+//! step graph for full batches and one for the epoch's last, smaller batch (as PyTorch's DataLoader
+//! without `drop_last`), losses read back only at log points and epoch ends.
+
+use crate::cpu::rng::{Stream, domain};
+use crate::data::Mnist;
+use crate::error::{Error, Result};
+use crate::gpu::{GpuContext, GpuTensor};
+use crate::kernels::reparam::EpsSource;
+use crate::model::gpu::{Input, StepGraph};
+use crate::model::{GpuVae, VaeConfig};
+use crate::ops::AdamConfig;
+
+/// A data split uploaded once: u8 pixels `[N, D]` and a u32 index list `[N]`.
+pub struct GpuDataset {
+    pub pixels: GpuTensor,
+    pub index: GpuTensor,
+    pub len: usize,
+    pub dim: usize,
+}
+
+impl GpuDataset {
+    pub fn upload(ctx: &GpuContext, name: &str, data: &Mnist) -> Result<Self> {
+        let dim = data.dim();
+        let pixels = ctx.upload_u8(name, &[data.count, dim], &data.images)?;
+        let order: Vec<u32> = (0..data.count as u32).collect();
+        let index = ctx.upload_u32("index", &[data.count], &order)?;
+        Ok(GpuDataset {
+            pixels,
+            index,
+            len: data.count,
+            dim,
+        })
+    }
+}
+
+/// Run settings besides the model's sizes.
+#[derive(Clone, Debug)]
+pub struct TrainSettings {
+    pub batch_size: usize,
+    pub adam: AdamConfig,
+    pub seed: u64,
+    /// Print the batch loss every this many steps (0: never).
+    pub log_every: usize,
+}
+
+impl Default for TrainSettings {
+    fn default() -> Self {
+        TrainSettings {
+            batch_size: 128,
+            adam: AdamConfig::default(),
+            seed: 0,
+            log_every: 100,
+        }
+    }
+}
+
+impl TrainSettings {
+    pub fn validate(&self, train_len: usize) -> Result<()> {
+        if self.batch_size == 0 {
+            return Err(Error::Config("--batch-size must be at least 1".into()));
+        }
+        if self.batch_size > train_len {
+            return Err(Error::Config(format!(
+                "--batch-size {} is larger than the training set ({train_len} images)",
+                self.batch_size
+            )));
+        }
+        let lr = self.adam.lr;
+        if !(lr.is_finite() && lr > 0.0) {
+            return Err(Error::Config(format!("--lr must be a finite number > 0, got {lr}")));
+        }
+        Ok(())
+    }
+}
+
+/// What the loop reports as it goes.
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// A step was submitted (`step` counts from 0 within the epoch).
+    Step { epoch: usize, step: usize, steps: usize, images: usize },
+    /// The loss of the step just taken, per image, read back at a log point.
+    BatchLoss { epoch: usize, step: usize, steps: usize, loss: f64 },
+}
+
+/// An epoch's averages, per image (summed over the epoch's batches / data set size).
+#[derive(Clone, Copy, Debug)]
+pub struct EpochStats {
+    pub epoch: usize,
+    pub loss: f64,
+    pub bce: f64,
+    pub kl: f64,
+    pub seconds: f64,
+}
+
+pub struct Trainer {
+    pub vae: GpuVae,
+    pub settings: TrainSettings,
+    pub train: GpuDataset,
+    acc: GpuTensor,
+    eval_acc: GpuTensor,
+    full: StepGraph,
+    last: Option<StepGraph>,
+    /// Epochs completed.
+    pub epoch: usize,
+}
+
+impl Trainer {
+    pub fn new(ctx: &GpuContext, cfg: VaeConfig, settings: TrainSettings, train: &Mnist) -> Result<Self> {
+        cfg.validate()?;
+        settings.validate(train.count)?;
+        if train.dim() != cfg.input {
+            return Err(Error::Config(format!(
+                "images are {}x{} = {} pixels but the model's input size is {}",
+                train.rows,
+                train.cols,
+                train.dim(),
+                cfg.input
+            )));
+        }
+        let train_gpu = GpuDataset::upload(ctx, "train pixels", train)?;
+        let vae = GpuVae::new(ctx, cfg, settings.adam, settings.batch_size, settings.seed)?;
+        Self::with_model(ctx, vae, settings, train_gpu)
+    }
+
+    /// A trainer around an existing model (e.g. one restored from a checkpoint).
+    pub fn with_model(ctx: &GpuContext, vae: GpuVae, settings: TrainSettings, train: GpuDataset) -> Result<Self> {
+        let b = settings.batch_size;
+        let input = Input::Gather {
+            pixels: &train.pixels,
+            index: &train.index,
+        };
+        let acc = vae.new_accumulator(ctx)?;
+        let eval_acc = vae.new_accumulator(ctx)?;
+        let full = vae.plan_step(ctx, b, input, EpsSource::Philox, true, &acc)?;
+        let rem = train.len % b;
+        let last = if rem > 0 {
+            Some(vae.plan_step(ctx, rem, input, EpsSource::Philox, true, &acc)?)
+        } else {
+            None
+        };
+        Ok(Trainer {
+            vae,
+            settings,
+            train,
+            acc,
+            eval_acc,
+            full,
+            last,
+            epoch: 0,
+        })
+    }
+
+    pub fn steps_per_epoch(&self) -> usize {
+        self.train.len.div_ceil(self.settings.batch_size)
+    }
+
+    /// Kernel launches per training step.
+    pub fn dispatches_per_step(&self) -> usize {
+        self.full.dispatch_count()
+    }
+
+    /// Train one epoch over a fresh shuffle of the training set.
+    pub fn train_epoch(&mut self, ctx: &GpuContext, on_event: &mut dyn FnMut(Event)) -> Result<EpochStats> {
+        let start = std::time::Instant::now();
+        let epoch = self.epoch + 1;
+        let perm = Stream::new(self.settings.seed, domain::SHUFFLE, epoch as u32).permutation(self.train.len);
+        ctx.write_u32(&self.train.index, &perm)?;
+        self.vae.reset_losses(ctx, &self.acc)?;
+        let steps = self.steps_per_epoch();
+        let b = self.settings.batch_size;
+        for step in 0..steps {
+            let graph = if (step + 1) * b <= self.train.len {
+                &self.full
+            } else {
+                self.last.as_ref().unwrap_or(&self.full)
+            };
+            self.vae.run_step(ctx, graph, step * b)?;
+            on_event(Event::Step {
+                epoch,
+                step,
+                steps,
+                images: graph.batch,
+            });
+            let log = self.settings.log_every;
+            if log > 0 && step % log == 0 {
+                let r = self.vae.read_losses(ctx, &self.acc)?;
+                if r.nonfinite {
+                    return Err(Error::Diverged { epoch, step });
+                }
+                on_event(Event::BatchLoss {
+                    epoch,
+                    step,
+                    steps,
+                    loss: r.batch_total / graph.batch as f64,
+                });
+            }
+        }
+        let r = self.vae.read_losses(ctx, &self.acc)?;
+        if r.nonfinite {
+            return Err(Error::Diverged { epoch, step: steps });
+        }
+        self.epoch = epoch;
+        let n = self.train.len as f64;
+        Ok(EpochStats {
+            epoch,
+            loss: r.epoch_total / n,
+            bce: r.epoch_bce / n,
+            kl: r.epoch_kl / n,
+            seconds: start.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// The average loss per image (negative ELBO with one noise draw, as the notebook's test loss)
+    /// over a data set, computed on the GPU in batches of the training batch size.
+    pub fn evaluate(&mut self, ctx: &GpuContext, data: &GpuDataset) -> Result<EpochStats> {
+        let start = std::time::Instant::now();
+        let b = self.settings.batch_size.min(data.len);
+        let input = Input::Gather {
+            pixels: &data.pixels,
+            index: &data.index,
+        };
+        let full = self.vae.plan_step(ctx, b, input, EpsSource::Philox, false, &self.eval_acc)?;
+        let rem = data.len % b;
+        let last = if rem > 0 {
+            Some(self.vae.plan_step(ctx, rem, input, EpsSource::Philox, false, &self.eval_acc)?)
+        } else {
+            None
+        };
+        self.vae.reset_losses(ctx, &self.eval_acc)?;
+        for step in 0..data.len.div_ceil(b) {
+            let graph = if (step + 1) * b <= data.len { &full } else { last.as_ref().unwrap_or(&full) };
+            self.vae.run_step(ctx, graph, step * b)?;
+        }
+        let r = self.vae.read_losses(ctx, &self.eval_acc)?;
+        let n = data.len as f64;
+        Ok(EpochStats {
+            epoch: self.epoch,
+            loss: r.epoch_total / n,
+            bce: r.epoch_bce / n,
+            kl: r.epoch_kl / n,
+            seconds: start.elapsed().as_secs_f64(),
+        })
+    }
+}
