@@ -101,18 +101,29 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let train = Mnist::load(&args.data_dir, Split::Train)?;
-    let test = if args.no_test { None } else { Some(Mnist::load(&args.data_dir, Split::Test)?) };
+    let test = if args.no_test {
+        None
+    } else {
+        Some(Mnist::load(&args.data_dir, Split::Test)?)
+    };
     settings.validate(train.count)?;
-    let cfg = VaeConfig { input: train.dim(), ..cfg };
+    let cfg = VaeConfig {
+        input: train.dim(),
+        ..cfg
+    };
 
     let ctx = GpuContext::new(&opts)?;
     println!("adapter: {}", ctx.adapter.short());
     println!("matmul kernel: {:?}", ctx.matmul_variant);
     let out = args.out.clone().unwrap_or_else(|| {
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         PathBuf::from(format!("runs/{t}"))
     });
-    std::fs::create_dir_all(&out).map_err(|e| format!("cannot create output directory {}: {e}", out.display()))?;
+    std::fs::create_dir_all(&out)
+        .map_err(|e| format!("cannot create output directory {}: {e}", out.display()))?;
     println!("output: {}", out.display());
 
     let mut trainer = Trainer::new(&ctx, cfg, settings, &train)?;
@@ -151,7 +162,11 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             Event::BatchLoss { step, loss, .. } => {
                 let line = format!("[{step}/{steps}] batch loss: {loss:.2}");
                 // A hidden bar (output not a terminal) swallows println: print directly then.
-                if pb.is_hidden() { println!("{line}") } else { pb.println(line) }
+                if pb.is_hidden() {
+                    println!("{line}")
+                } else {
+                    pb.println(line)
+                }
             }
         };
         let stats = trainer.train_epoch(&ctx, &mut on_event)?;
@@ -160,7 +175,9 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             Some(t) => Some(trainer.evaluate(&ctx, t)?),
             None => None,
         };
-        let test_txt = test_stats.map(|t| format!("  test loss: {:.2}", t.loss)).unwrap_or_default();
+        let test_txt = test_stats
+            .map(|t| format!("  test loss: {:.2}", t.loss))
+            .unwrap_or_default();
         println!(
             "====> Epoch {}  Average loss: {:.2}  (BCE {:.2}, KL {:.2}){}  time: {:.1} s ({:.0} images/s)",
             stats.epoch,
@@ -178,10 +195,16 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             stats.loss,
             stats.bce,
             stats.kl,
-            test_stats.map(|t| format!("{:.4}", t.loss)).unwrap_or_default(),
+            test_stats
+                .map(|t| format!("{:.4}", t.loss))
+                .unwrap_or_default(),
             stats.seconds
         )?;
     }
-    println!("done: {} epochs in {:.1} s", args.epochs, total_start.elapsed().as_secs_f64());
+    println!(
+        "done: {} epochs in {:.1} s",
+        args.epochs,
+        total_start.elapsed().as_secs_f64()
+    );
     Ok(())
 }

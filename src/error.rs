@@ -29,8 +29,10 @@ pub enum Error {
     Shape { op: &'static str, detail: String },
 
     /// Errors wgpu reported (validation, out of memory, internal), collected instead of panicking.
-    #[error("GPU error: {0}\nIf this is out of memory, try a smaller --batch-size or --hidden; \
-             if it persists, try another backend (--backend vulkan|gl|metal|dx12).")]
+    #[error(
+        "GPU error: {0}\nIf this is out of memory, try a smaller --batch-size or --hidden; \
+             if it persists, try another backend (--backend vulkan|gl|metal|dx12)."
+    )]
     Device(String),
 
     /// A wait on the GPU did not finish in time.

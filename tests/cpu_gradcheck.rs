@@ -28,21 +28,36 @@ fn central(f: &dyn Fn(&[f64]) -> f64, x: &[f64], i: usize) -> f64 {
 }
 
 fn check(name: &str, analytic: &[f64], f: &dyn Fn(&[f64]) -> f64, x: &[f64]) {
-    let scale = analytic.iter().fold(0.0f64, |a, g| a.max(g.abs())).max(1e-3);
+    let scale = analytic
+        .iter()
+        .fold(0.0f64, |a, g| a.max(g.abs()))
+        .max(1e-3);
     let mut worst = 0.0f64;
-    for i in 0..x.len() {
+    assert_eq!(analytic.len(), x.len(), "{name}: gradient length");
+    for (i, &a) in analytic.iter().enumerate() {
         let fd = central(f, x, i);
-        let err = (fd - analytic[i]).abs();
-        assert!(err <= 1e-6 * scale + 1e-9, "{name}[{i}]: analytic {} vs finite difference {fd} (scale {scale})", analytic[i]);
+        let err = (fd - a).abs();
+        assert!(
+            err <= 1e-6 * scale + 1e-9,
+            "{name}[{i}]: analytic {a} vs finite difference {fd} (scale {scale})"
+        );
         worst = worst.max(err / scale);
     }
-    eprintln!("{name}: max error / max |grad| = {worst:.2e} over {} elements", x.len());
+    eprintln!(
+        "{name}: max error / max |grad| = {worst:.2e} over {} elements",
+        x.len()
+    );
 }
 
 #[test]
 fn whole_model_gradients_match_finite_differences() {
     // Small sizes so every parameter is perturbed; L = 2 exercises the sample averaging.
-    let cfg = VaeConfig { input: 7, hidden: 6, latent: 3, samples: 2 };
+    let cfg = VaeConfig {
+        input: 7,
+        hidden: 6,
+        latent: 3,
+        samples: 2,
+    };
     let layout = ParamLayout::new(&cfg);
     let params: Vec<f32> = layout.init(3);
     let b = 5;
@@ -50,7 +65,10 @@ fn whole_model_gradients_match_finite_differences() {
     let eps = rand(2, cfg.samples * b * cfg.latent, -2.0, 2.0);
     let vae = CpuVae::new(cfg, AdamConfig::default(), &params);
     let trace = vae.forward_backward(&x, &eps);
-    assert!(trace.h_enc.iter().any(|&v| v == 0.0) || trace.h_dec.iter().any(|&v| v == 0.0), "ReLU should be active somewhere");
+    assert!(
+        trace.h_enc.contains(&0.0) || trace.h_dec.contains(&0.0),
+        "ReLU should be active somewhere"
+    );
     for spec in &layout.specs {
         let base = vae.params.clone();
         let f = |p: &[f64]| {
@@ -58,7 +76,12 @@ fn whole_model_gradients_match_finite_differences() {
             v.params[spec.range()].copy_from_slice(p);
             v.loss(&x, &eps)
         };
-        check(spec.name, &trace.grads[spec.range()], &f, &base[spec.range()]);
+        check(
+            spec.name,
+            &trace.grads[spec.range()],
+            &f,
+            &base[spec.range()],
+        );
     }
 }
 
@@ -70,20 +93,36 @@ fn matmul_gradients_in_every_layout() {
         let a = rand(10, m * k, -1.0, 1.0);
         let b = rand(11, k * n, -1.0, 1.0);
         let g = rand(12, m * n, -1.0, 1.0);
-        let loss = |a: &[f64], b: &[f64]| ops::matmul(layout, a, b, m, n, k).iter().zip(&g).map(|(c, g)| c * g).sum::<f64>();
+        let loss = |a: &[f64], b: &[f64]| {
+            ops::matmul(layout, a, b, m, n, k)
+                .iter()
+                .zip(&g)
+                .map(|(c, g)| c * g)
+                .sum::<f64>()
+        };
         // dA (in A's stored layout) and dB by finite differences against the analytic formulas.
         let da_mk = ops::matmul(Layout::NT, &g, &b_as_kn(layout, &b, n, k), m, k, n); // [M,K] = G·B'ᵀ
         let da = match layout {
             Layout::TN => transpose(&da_mk, m, k),
             _ => da_mk,
         };
-        check(&format!("matmul {layout:?} dA"), &da, &|a: &[f64]| loss(a, &b), &a);
+        check(
+            &format!("matmul {layout:?} dA"),
+            &da,
+            &|a: &[f64]| loss(a, &b),
+            &a,
+        );
         let db_kn = ops::matmul(Layout::TN, &a_as_mk(layout, &a, m, k), &g, k, n, m); // [K,N] = A'ᵀ·G
         let db = match layout {
             Layout::NT => transpose(&db_kn, k, n),
             _ => db_kn,
         };
-        check(&format!("matmul {layout:?} dB"), &db, &|b: &[f64]| loss(&a, b), &b);
+        check(
+            &format!("matmul {layout:?} dB"),
+            &db,
+            &|b: &[f64]| loss(&a, b),
+            &b,
+        );
     }
 }
 
@@ -121,13 +160,24 @@ fn activation_bce_and_reparam_gradients() {
     for act in [Act::Identity, Act::Relu, Act::Sigmoid] {
         let y = ops::act_forward(&x, n, None, act);
         let analytic = ops::act_backward(&g, &y, act);
-        let f = |x: &[f64]| ops::act_forward(x, n, None, act).iter().zip(&g).map(|(y, g)| y * g).sum::<f64>();
+        let f = |x: &[f64]| {
+            ops::act_forward(x, n, None, act)
+                .iter()
+                .zip(&g)
+                .map(|(y, g)| y * g)
+                .sum::<f64>()
+        };
         check(&format!("act {act:?}"), &analytic, &f, &x);
     }
     // BCE with 2 samples per target row.
     let target = rand(22, n / 2, 0.0, 1.0);
     let (_, dl) = ops::bce_forward_backward(&x, &target);
-    check("bce dlogits", &dl, &|l: &[f64]| ops::bce_forward_backward(l, &target).0, &x);
+    check(
+        "bce dlogits",
+        &dl,
+        &|l: &[f64]| ops::bce_forward_backward(l, &target).0,
+        &x,
+    );
     // Reparameterisation + KL: L = Σ dz ⊙ z + KL.
     let (bk, samples) = (4, 3);
     let mu = rand(23, bk, -1.0, 1.0);

@@ -4,21 +4,38 @@
 
 mod common;
 
-use common::{U, assert_close, ctx, exp_rel_tol, to_f32, uniform};
+use common::{U, assert_close, contexts, exp_rel_tol, to_f32, uniform};
 use vae_wgpu::cpu::{ops as cpu, rng};
+use vae_wgpu::gpu::GpuContext;
 use vae_wgpu::gpu::{DType, MatmulVariant};
 use vae_wgpu::kernels::matmul::{Epilogue, matmul_with};
 use vae_wgpu::kernels::reparam::{EpsSource, StepUniform, kl_partials_len};
 use vae_wgpu::kernels::{self, StepParams, adam, bce, bias_act, gather, reduce, reparam};
 use vae_wgpu::ops::{Act, AdamConfig, Layout};
 
-const SHAPES: [(usize, usize, usize); 5] = [(1, 1, 1), (3, 5, 7), (128, 784, 200), (129, 785, 201), (128, 10, 200)];
+const SHAPES: [(usize, usize, usize); 5] = [
+    (1, 1, 1),
+    (3, 5, 7),
+    (128, 784, 200),
+    (129, 785, 201),
+    (128, 10, 200),
+];
 
 /// Matmul tolerance: f32 accumulation of K products is within γ_K·(|A|·|B|)_ij of the exact value
 /// (Higham, Accuracy and Stability, §3.5: γ_K = K·u/(1-K·u)); the epilogue adds one rounding of the
 /// bias/C_old sum. The reference computes |A|·|B| exactly in f64 for the bound.
-fn matmul_case(variant: MatmulVariant, layout: Layout, m: usize, n: usize, k: usize, act: Act, bias: bool, acc: bool) {
-    let ctx = ctx();
+#[allow(clippy::too_many_arguments)]
+fn matmul_case(
+    ctx: &GpuContext,
+    variant: MatmulVariant,
+    layout: Layout,
+    m: usize,
+    n: usize,
+    k: usize,
+    act: Act,
+    bias: bool,
+    acc: bool,
+) {
     let (sa, sb) = layout.operand_shapes(m, n, k);
     let seed = (m * 31 + n * 7 + k) as u32;
     let a = uniform(seed, m * k, -1.0, 1.0);
@@ -29,7 +46,11 @@ fn matmul_case(variant: MatmulVariant, layout: Layout, m: usize, n: usize, k: us
     let gb = ctx.upload_f32("b", &sb, &to_f32(&b)).unwrap();
     let gbias = ctx.upload_f32("bias", &[n], &to_f32(&bv)).unwrap();
     let gc = ctx.upload_f32("c", &[m, n], &to_f32(&c0)).unwrap();
-    let epi = Epilogue { bias: bias.then_some(&gbias), act, accumulate: acc };
+    let epi = Epilogue {
+        bias: bias.then_some(&gbias),
+        act,
+        accumulate: acc,
+    };
     let d = matmul_with(ctx, variant, layout, &ga, &gb, &gc, epi).unwrap();
     kernels::run(ctx, &[&d]).unwrap();
     let got = ctx.read_f32(&gc).unwrap();
@@ -41,22 +62,35 @@ fn matmul_case(variant: MatmulVariant, layout: Layout, m: usize, n: usize, k: us
     let mag = cpu::matmul(layout, &abs_a, &abs_b, m, n, k);
     let gamma = (k as f64 + 2.0) * U / (1.0 - (k as f64 + 2.0) * U);
     let tol = |i: usize| {
-        let pre = gamma * (mag[i] + if bias { bv[i % n].abs() } else { 0.0 } + if acc { c0[i].abs() } else { 0.0 });
+        let pre = gamma
+            * (mag[i]
+                + if bias { bv[i % n].abs() } else { 0.0 }
+                + if acc { c0[i].abs() } else { 0.0 });
         match act {
             // ReLU is exact; sigmoid's slope is at most 1/4, plus exp's error on σ in [0, 1].
             Act::Identity | Act::Relu => pre + f64::MIN_POSITIVE,
             Act::Sigmoid => 0.25 * pre + exp_rel_tol(20.0),
         }
     };
-    assert_close(&format!("matmul {variant:?} {layout:?} {m}x{n}x{k} {act:?} bias={bias} acc={acc}"), &got, &want, tol);
+    assert_close(
+        &format!(
+            "{} matmul {variant:?} {layout:?} {m}x{n}x{k} {act:?} bias={bias} acc={acc}",
+            ctx.adapter.backend.to_str()
+        ),
+        &got,
+        &want,
+        tol,
+    );
 }
 
 #[test]
 fn matmul_all_layouts_shapes_and_variants() {
-    for variant in [MatmulVariant::Direct, MatmulVariant::Tiled] {
-        for layout in Layout::ALL {
-            for (m, n, k) in SHAPES {
-                matmul_case(variant, layout, m, n, k, Act::Identity, false, false);
+    for ctx in contexts() {
+        for variant in [MatmulVariant::Direct, MatmulVariant::Tiled] {
+            for layout in Layout::ALL {
+                for (m, n, k) in SHAPES {
+                    matmul_case(ctx, variant, layout, m, n, k, Act::Identity, false, false);
+                }
             }
         }
     }
@@ -64,79 +98,134 @@ fn matmul_all_layouts_shapes_and_variants() {
 
 #[test]
 fn matmul_epilogues() {
-    for variant in [MatmulVariant::Direct, MatmulVariant::Tiled] {
-        for act in Act::ALL {
-            matmul_case(variant, Layout::NT, 67, 45, 33, act, true, false);
+    for ctx in contexts() {
+        for variant in [MatmulVariant::Direct, MatmulVariant::Tiled] {
+            for act in Act::ALL {
+                matmul_case(ctx, variant, Layout::NT, 67, 45, 33, act, true, false);
+            }
+            matmul_case(
+                ctx,
+                variant,
+                Layout::NN,
+                67,
+                45,
+                33,
+                Act::Identity,
+                false,
+                true,
+            );
+            matmul_case(ctx, variant, Layout::NN, 67, 45, 33, Act::Relu, true, true);
         }
-        matmul_case(variant, Layout::NN, 67, 45, 33, Act::Identity, false, true);
-        matmul_case(variant, Layout::NN, 67, 45, 33, Act::Relu, true, true);
     }
 }
 
 #[test]
 fn matmul_shape_mismatch_is_an_error_not_a_panic() {
-    let ctx = ctx();
-    let a = ctx.zeros("a", &[4, 5], DType::F32).unwrap();
-    let b = ctx.zeros("b", &[6, 5], DType::F32).unwrap();
-    let c = ctx.zeros("c", &[4, 7], DType::F32).unwrap();
-    let err = matmul_with(ctx, MatmulVariant::Direct, Layout::NT, &a, &b, &c, Epilogue::NONE).err().unwrap();
-    let msg = err.to_string();
-    assert!(msg.contains("[4, 5]") && msg.contains("[6, 5]") && msg.contains("[4, 7]"), "{msg}");
-    let bias = ctx.zeros("bias", &[3], DType::F32).unwrap();
-    let c = ctx.zeros("c", &[4, 6], DType::F32).unwrap();
-    let epi = Epilogue { bias: Some(&bias), act: Act::Relu, accumulate: false };
-    let msg = matmul_with(ctx, MatmulVariant::Tiled, Layout::NT, &a, &b, &c, epi).err().unwrap().to_string();
-    assert!(msg.contains("bias") && msg.contains("[3]"), "{msg}");
-    ctx.check_errors().unwrap();
+    for ctx in contexts() {
+        let a = ctx.zeros("a", &[4, 5], DType::F32).unwrap();
+        let b = ctx.zeros("b", &[6, 5], DType::F32).unwrap();
+        let c = ctx.zeros("c", &[4, 7], DType::F32).unwrap();
+        let err = matmul_with(
+            ctx,
+            MatmulVariant::Direct,
+            Layout::NT,
+            &a,
+            &b,
+            &c,
+            Epilogue::NONE,
+        )
+        .err()
+        .unwrap();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("[4, 5]") && msg.contains("[6, 5]") && msg.contains("[4, 7]"),
+            "{msg}"
+        );
+        let bias = ctx.zeros("bias", &[3], DType::F32).unwrap();
+        let c = ctx.zeros("c", &[4, 6], DType::F32).unwrap();
+        let epi = Epilogue {
+            bias: Some(&bias),
+            act: Act::Relu,
+            accumulate: false,
+        };
+        let msg = matmul_with(ctx, MatmulVariant::Tiled, Layout::NT, &a, &b, &c, epi)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(msg.contains("bias") && msg.contains("[3]"), "{msg}");
+        ctx.check_errors().unwrap();
+    }
 }
 
 #[test]
 fn bias_act_forward_backward() {
-    let ctx = ctx();
-    for (rows, cols) in [(1, 1), (3, 7), (129, 785)] {
-        for act in Act::ALL {
-            let x = uniform(11, rows * cols, -30.0, 30.0);
-            let bias = uniform(12, cols, -1.0, 1.0);
-            let gy = ctx.upload_f32("y", &[rows, cols], &to_f32(&x)).unwrap();
-            let gb = ctx.upload_f32("b", &[cols], &to_f32(&bias)).unwrap();
-            kernels::run(ctx, &[&bias_act::act_forward(ctx, &gy, Some(&gb), act).unwrap()]).unwrap();
-            let y = ctx.read_f32(&gy).unwrap();
-            let want = cpu::act_forward(&x, cols, Some(&bias), act);
-            // One rounding of x + b (≤ u·|x+b|); sigmoid adds exp's error (x up to 31 here).
-            let tol = |i: usize| {
-                let s = (x[i] + bias[i % cols]).abs();
-                match act {
-                    Act::Sigmoid => 0.25 * U * s + exp_rel_tol(31.0),
-                    _ => U * s + f64::MIN_POSITIVE,
-                }
-            };
-            assert_close(&format!("act_forward {act:?} {rows}x{cols}"), &y, &want, tol);
+    for ctx in contexts() {
+        for (rows, cols) in [(1, 1), (3, 7), (129, 785)] {
+            for act in Act::ALL {
+                let x = uniform(11, rows * cols, -30.0, 30.0);
+                let bias = uniform(12, cols, -1.0, 1.0);
+                let gy = ctx.upload_f32("y", &[rows, cols], &to_f32(&x)).unwrap();
+                let gb = ctx.upload_f32("b", &[cols], &to_f32(&bias)).unwrap();
+                kernels::run(
+                    ctx,
+                    &[&bias_act::act_forward(ctx, &gy, Some(&gb), act).unwrap()],
+                )
+                .unwrap();
+                let y = ctx.read_f32(&gy).unwrap();
+                let want = cpu::act_forward(&x, cols, Some(&bias), act);
+                // One rounding of x + b (≤ u·|x+b|); sigmoid adds exp's error (x up to 31 here).
+                let tol = |i: usize| {
+                    let s = (x[i] + bias[i % cols]).abs();
+                    match act {
+                        Act::Sigmoid => 0.25 * U * s + exp_rel_tol(31.0),
+                        _ => U * s + f64::MIN_POSITIVE,
+                    }
+                };
+                assert_close(
+                    &format!("act_forward {act:?} {rows}x{cols}"),
+                    &y,
+                    &want,
+                    tol,
+                );
 
-            // Backward from the GPU's own forward output: dy ⊙ act'(y), a product of f32 values.
-            let dy = uniform(13, rows * cols, -2.0, 2.0);
-            let gdy = ctx.upload_f32("dy", &[rows, cols], &to_f32(&dy)).unwrap();
-            kernels::run(ctx, &[&bias_act::act_backward(ctx, &gdy, &gy, act).unwrap()]).unwrap();
-            let dx = ctx.read_f32(&gdy).unwrap();
-            let y64: Vec<f64> = y.iter().map(|&v| v as f64).collect();
-            let want = cpu::act_backward(&dy, &y64, act);
-            assert_close(&format!("act_backward {act:?} {rows}x{cols}"), &dx, &want, |i| 4.0 * U * dy[i].abs() + f64::MIN_POSITIVE);
+                // Backward from the GPU's own forward output: dy ⊙ act'(y), a product of f32 values.
+                let dy = uniform(13, rows * cols, -2.0, 2.0);
+                let gdy = ctx.upload_f32("dy", &[rows, cols], &to_f32(&dy)).unwrap();
+                kernels::run(
+                    ctx,
+                    &[&bias_act::act_backward(ctx, &gdy, &gy, act).unwrap()],
+                )
+                .unwrap();
+                let dx = ctx.read_f32(&gdy).unwrap();
+                let y64: Vec<f64> = y.iter().map(|&v| v as f64).collect();
+                let want = cpu::act_backward(&dy, &y64, act);
+                assert_close(
+                    &format!("act_backward {act:?} {rows}x{cols}"),
+                    &dx,
+                    &want,
+                    |i| 4.0 * U * dy[i].abs() + f64::MIN_POSITIVE,
+                );
+            }
         }
     }
 }
 
 #[test]
 fn column_sum_matches() {
-    let ctx = ctx();
-    for (rows, cols) in [(1, 1), (3, 5), (128, 784), (129, 10)] {
-        let dy = uniform(21, rows * cols, -1.0, 1.0);
-        let g = ctx.upload_f32("dy", &[rows, cols], &to_f32(&dy)).unwrap();
-        let db = ctx.zeros("db", &[cols], DType::F32).unwrap();
-        kernels::run(ctx, &[&reduce::column_sum(ctx, &g, &db).unwrap()]).unwrap();
-        let got = ctx.read_f32(&db).unwrap();
-        let want = cpu::column_sum(&dy, rows, cols);
-        let mag = cpu::column_sum(&dy.iter().map(|v| v.abs()).collect::<Vec<_>>(), rows, cols);
-        // Sequential f32 sum of `rows` terms: γ_rows·Σ|dy|.
-        assert_close(&format!("column_sum {rows}x{cols}"), &got, &want, |j| rows as f64 * U * mag[j] + f64::MIN_POSITIVE);
+    for ctx in contexts() {
+        for (rows, cols) in [(1, 1), (3, 5), (128, 784), (129, 10)] {
+            let dy = uniform(21, rows * cols, -1.0, 1.0);
+            let g = ctx.upload_f32("dy", &[rows, cols], &to_f32(&dy)).unwrap();
+            let db = ctx.zeros("db", &[cols], DType::F32).unwrap();
+            kernels::run(ctx, &[&reduce::column_sum(ctx, &g, &db).unwrap()]).unwrap();
+            let got = ctx.read_f32(&db).unwrap();
+            let want = cpu::column_sum(&dy, rows, cols);
+            let mag = cpu::column_sum(&dy.iter().map(|v| v.abs()).collect::<Vec<_>>(), rows, cols);
+            // Sequential f32 sum of `rows` terms: γ_rows·Σ|dy|.
+            assert_close(&format!("column_sum {rows}x{cols}"), &got, &want, |j| {
+                rows as f64 * U * mag[j] + f64::MIN_POSITIVE
+            });
+        }
     }
 }
 
@@ -146,34 +235,64 @@ fn column_sum_matches() {
 /// then the partials (strided, then another tree): 24·u·Σ|terms| is generous.
 #[test]
 fn bce_forward_backward_matches_including_extremes() {
-    let ctx = ctx();
-    for (samples, b, d, lo, hi) in [(1, 1, 1, -5.0, 5.0), (1, 3, 7, -100.0, 100.0), (1, 128, 784, -20.0, 20.0), (2, 129, 785, -100.0, 100.0)] {
-        let rows = samples * b;
-        let logits = uniform(31, rows * d, lo, hi);
-        let x = uniform(32, b * d, 0.0, 1.0);
-        let gl = ctx.upload_f32("logits", &[rows, d], &to_f32(&logits)).unwrap();
-        let gx = ctx.upload_f32("x", &[b, d], &to_f32(&x)).unwrap();
-        let gd = ctx.zeros("dlogits", &[rows, d], DType::F32).unwrap();
-        let np = bce::partials_len(rows * d);
-        let gp = ctx.zeros("partials", &[np], DType::F32).unwrap();
-        let gk = ctx.zeros("kl partials", &[1], DType::F32).unwrap();
-        let acc = ctx.zeros("acc", &[reduce::LossSlots::LEN], DType::F32).unwrap();
-        let k1 = bce::bce_forward_backward(ctx, &gl, &gx, &gd, &gp).unwrap();
-        let k2 = reduce::loss_reduce(ctx, &gp, np, &gk, 1, &acc).unwrap();
-        kernels::run(ctx, &[&k1, &k2]).unwrap();
-        let (want_loss, want_d) = cpu::bce_forward_backward(&logits, &x);
-        let scale = 1.0 / samples as f64;
-        let got_d = ctx.read_f32(&gd).unwrap();
-        // σ(l) - x: σ's error from exp (|l| ≤ 100 but σ' ≤ 1/4 and σ saturates), one subtraction.
-        assert_close(&format!("bce dlogits L={samples} {b}x{d}"), &got_d, &want_d, |_| scale * (exp_rel_tol(17.0) + 2.0 * U));
-        let acc_v = ctx.read_f32(&acc).unwrap();
-        let mag: f64 = logits.iter().enumerate().map(|(i, &l)| cpu::bce_elem(l, x[i % x.len()]).abs() + 2.0 * l.abs()).sum::<f64>() * scale;
-        let tol = 24.0 * U * mag + (rows * d) as f64 * scale * (2f64.powi(-21) + exp_rel_tol(17.0));
-        for slot in [reduce::LossSlots::BATCH_BCE, reduce::LossSlots::BATCH_TOTAL, reduce::LossSlots::EPOCH_TOTAL] {
-            assert_close(&format!("bce loss slot {slot} L={samples} {b}x{d}"), &acc_v[slot..slot + 1], &[want_loss], |_| tol);
+    for ctx in contexts() {
+        for (samples, b, d, lo, hi) in [
+            (1, 1, 1, -5.0, 5.0),
+            (1, 3, 7, -100.0, 100.0),
+            (1, 128, 784, -20.0, 20.0),
+            (2, 129, 785, -100.0, 100.0),
+        ] {
+            let rows = samples * b;
+            let logits = uniform(31, rows * d, lo, hi);
+            let x = uniform(32, b * d, 0.0, 1.0);
+            let gl = ctx
+                .upload_f32("logits", &[rows, d], &to_f32(&logits))
+                .unwrap();
+            let gx = ctx.upload_f32("x", &[b, d], &to_f32(&x)).unwrap();
+            let gd = ctx.zeros("dlogits", &[rows, d], DType::F32).unwrap();
+            let np = bce::partials_len(rows * d);
+            let gp = ctx.zeros("partials", &[np], DType::F32).unwrap();
+            let gk = ctx.zeros("kl partials", &[1], DType::F32).unwrap();
+            let acc = ctx
+                .zeros("acc", &[reduce::LossSlots::LEN], DType::F32)
+                .unwrap();
+            let k1 = bce::bce_forward_backward(ctx, &gl, &gx, &gd, &gp).unwrap();
+            let k2 = reduce::loss_reduce(ctx, &gp, np, &gk, 1, &acc).unwrap();
+            kernels::run(ctx, &[&k1, &k2]).unwrap();
+            let (want_loss, want_d) = cpu::bce_forward_backward(&logits, &x);
+            let scale = 1.0 / samples as f64;
+            let got_d = ctx.read_f32(&gd).unwrap();
+            // σ(l) - x: σ's error from exp (|l| ≤ 100 but σ' ≤ 1/4 and σ saturates), one subtraction.
+            assert_close(
+                &format!("bce dlogits L={samples} {b}x{d}"),
+                &got_d,
+                &want_d,
+                |_| scale * (exp_rel_tol(17.0) + 2.0 * U),
+            );
+            let acc_v = ctx.read_f32(&acc).unwrap();
+            let mag: f64 = logits
+                .iter()
+                .enumerate()
+                .map(|(i, &l)| cpu::bce_elem(l, x[i % x.len()]).abs() + 2.0 * l.abs())
+                .sum::<f64>()
+                * scale;
+            let tol =
+                24.0 * U * mag + (rows * d) as f64 * scale * (2f64.powi(-21) + exp_rel_tol(17.0));
+            for slot in [
+                reduce::LossSlots::BATCH_BCE,
+                reduce::LossSlots::BATCH_TOTAL,
+                reduce::LossSlots::EPOCH_TOTAL,
+            ] {
+                assert_close(
+                    &format!("bce loss slot {slot} L={samples} {b}x{d}"),
+                    &acc_v[slot..slot + 1],
+                    &[want_loss],
+                    |_| tol,
+                );
+            }
+            assert_eq!(acc_v[reduce::LossSlots::NONFINITE], 0.0);
+            assert_eq!(acc_v[reduce::LossSlots::BATCHES], 1.0);
         }
-        assert_eq!(acc_v[reduce::LossSlots::NONFINITE], 0.0);
-        assert_eq!(acc_v[reduce::LossSlots::BATCHES], 1.0);
     }
 }
 
@@ -181,83 +300,173 @@ fn bce_forward_backward_matches_including_extremes() {
 /// Philox stream (the same bits as the CPU twin; normals equal up to log/cos accuracy).
 #[test]
 fn reparam_kl_forward_backward() {
-    let ctx = ctx();
-    for (samples, b, k, lv_lo, lv_hi) in [(1, 1, 1, -1.0, 1.0), (1, 3, 5, -30.0, 30.0), (3, 128, 10, -5.0, 5.0), (2, 129, 11, -30.0, 30.0)] {
-        let n = samples * b * k;
-        let mu = uniform(41, b * k, -3.0, 3.0);
-        let lv = uniform(42, b * k, lv_lo, lv_hi);
-        let eps = uniform(43, n, -3.0, 3.0);
-        let dz = uniform(44, n, -1.0, 1.0);
-        let gmu = ctx.upload_f32("mu", &[b, k], &to_f32(&mu)).unwrap();
-        let glv = ctx.upload_f32("lv", &[b, k], &to_f32(&lv)).unwrap();
-        let geps = ctx.upload_f32("eps", &[samples * b, k], &to_f32(&eps)).unwrap();
-        let gz = ctx.zeros("z", &[samples * b, k], DType::F32).unwrap();
-        let gkl = ctx.zeros("kl", &[kl_partials_len(n)], DType::F32).unwrap();
-        let gbce = ctx.zeros("bce", &[1], DType::F32).unwrap();
-        let acc = ctx.zeros("acc", &[reduce::LossSlots::LEN], DType::F32).unwrap();
-        let step = StepUniform::new(ctx, &StepParams::with_seed(5));
-        let f = reparam::reparam_forward(ctx, &gmu, &glv, &geps, &gz, &gkl, 1.0, EpsSource::Buffer, &step).unwrap();
-        let r = reduce::loss_reduce(ctx, &gbce, 1, &gkl, kl_partials_len(n), &acc).unwrap();
-        kernels::run(ctx, &[&f, &r]).unwrap();
-        let (want_z, want_kl) = cpu::reparam_forward(&mu, &lv, &eps, 1.0);
-        let name = format!("L={samples} {b}x{k} logvar in [{lv_lo}, {lv_hi}]");
-        // z = mu + exp(lv/2)·eps: exp's relative error on |std·eps|, two roundings.
-        let sd_eps = |i: usize| (0.5 * lv[i % (b * k)]).exp() * eps[i].abs();
-        let tol_z = |i: usize| (exp_rel_tol(15.0) + 2.0 * U) * sd_eps(i) + 2.0 * U * mu[i % (b * k)].abs();
-        assert_close(&format!("reparam z (eps from buffer) {name}"), &ctx.read_f32(&gz).unwrap(), &want_z, tol_z);
-        let kl_mag: f64 = mu.iter().zip(&lv).map(|(m, l)| 0.5 * (1.0 + l.abs() + m * m + l.exp())).sum();
-        let acc_v = ctx.read_f32(&acc).unwrap();
-        assert_close(&format!("kl sum {name}"), &acc_v[reduce::LossSlots::BATCH_KL..][..1], &[want_kl], |_| (exp_rel_tol(30.0) + 24.0 * U) * kl_mag);
+    for ctx in contexts() {
+        for (samples, b, k, lv_lo, lv_hi) in [
+            (1, 1, 1, -1.0, 1.0),
+            (1, 3, 5, -30.0, 30.0),
+            (3, 128, 10, -5.0, 5.0),
+            (2, 129, 11, -30.0, 30.0),
+        ] {
+            let n = samples * b * k;
+            let mu = uniform(41, b * k, -3.0, 3.0);
+            let lv = uniform(42, b * k, lv_lo, lv_hi);
+            let eps = uniform(43, n, -3.0, 3.0);
+            let dz = uniform(44, n, -1.0, 1.0);
+            let gmu = ctx.upload_f32("mu", &[b, k], &to_f32(&mu)).unwrap();
+            let glv = ctx.upload_f32("lv", &[b, k], &to_f32(&lv)).unwrap();
+            let geps = ctx
+                .upload_f32("eps", &[samples * b, k], &to_f32(&eps))
+                .unwrap();
+            let gz = ctx.zeros("z", &[samples * b, k], DType::F32).unwrap();
+            let gkl = ctx.zeros("kl", &[kl_partials_len(n)], DType::F32).unwrap();
+            let gbce = ctx.zeros("bce", &[1], DType::F32).unwrap();
+            let acc = ctx
+                .zeros("acc", &[reduce::LossSlots::LEN], DType::F32)
+                .unwrap();
+            let step = StepUniform::new(ctx, &StepParams::with_seed(5));
+            let f = reparam::reparam_forward(
+                ctx,
+                &gmu,
+                &glv,
+                &geps,
+                &gz,
+                &gkl,
+                1.0,
+                EpsSource::Buffer,
+                &step,
+            )
+            .unwrap();
+            let r = reduce::loss_reduce(ctx, &gbce, 1, &gkl, kl_partials_len(n), &acc).unwrap();
+            kernels::run(ctx, &[&f, &r]).unwrap();
+            let (want_z, want_kl) = cpu::reparam_forward(&mu, &lv, &eps, 1.0);
+            let name = format!("L={samples} {b}x{k} logvar in [{lv_lo}, {lv_hi}]");
+            // z = mu + exp(lv/2)·eps: exp's relative error on |std·eps|, two roundings.
+            let sd_eps = |i: usize| (0.5 * lv[i % (b * k)]).exp() * eps[i].abs();
+            let tol_z = |i: usize| {
+                (exp_rel_tol(15.0) + 2.0 * U) * sd_eps(i) + 2.0 * U * mu[i % (b * k)].abs()
+            };
+            assert_close(
+                &format!("reparam z (eps from buffer) {name}"),
+                &ctx.read_f32(&gz).unwrap(),
+                &want_z,
+                tol_z,
+            );
+            let kl_mag: f64 = mu
+                .iter()
+                .zip(&lv)
+                .map(|(m, l)| 0.5 * (1.0 + l.abs() + m * m + l.exp()))
+                .sum();
+            let acc_v = ctx.read_f32(&acc).unwrap();
+            assert_close(
+                &format!("kl sum {name}"),
+                &acc_v[reduce::LossSlots::BATCH_KL..][..1],
+                &[want_kl],
+                |_| (exp_rel_tol(30.0) + 24.0 * U) * kl_mag,
+            );
 
-        // Backward (KL gradient fused in).
-        let gdz = ctx.upload_f32("dz", &[samples * b, k], &to_f32(&dz)).unwrap();
-        let gdmu = ctx.zeros("dmu", &[b, k], DType::F32).unwrap();
-        let gdlv = ctx.zeros("dlv", &[b, k], DType::F32).unwrap();
-        let bwd = reparam::reparam_backward(ctx, &gmu, &glv, &geps, &gdz, &gdmu, &gdlv, 1.0).unwrap();
-        kernels::run(ctx, &[&bwd]).unwrap();
-        let (want_dmu, want_dlv) = cpu::reparam_backward(&mu, &lv, &eps, &dz, 1.0);
-        let sum_dz = |e: usize| (0..samples).map(|l| dz[l * b * k + e].abs()).sum::<f64>();
-        assert_close(&format!("reparam dmu {name}"), &ctx.read_f32(&gdmu).unwrap(), &want_dmu, |e| (samples as f64 + 2.0) * U * (sum_dz(e) + mu[e].abs()));
-        let tol_dlv = |e: usize| {
-            let s = (0..samples).map(|l| (dz[l * b * k + e] * eps[l * b * k + e]).abs()).sum::<f64>() * 0.5 * (0.5 * lv[e]).exp();
-            (exp_rel_tol(30.0) + (samples as f64 + 4.0) * U) * (s + 0.5 * (lv[e].exp() + 1.0))
-        };
-        assert_close(&format!("reparam dlogvar {name}"), &ctx.read_f32(&gdlv).unwrap(), &want_dlv, tol_dlv);
+            // Backward (KL gradient fused in).
+            let gdz = ctx
+                .upload_f32("dz", &[samples * b, k], &to_f32(&dz))
+                .unwrap();
+            let gdmu = ctx.zeros("dmu", &[b, k], DType::F32).unwrap();
+            let gdlv = ctx.zeros("dlv", &[b, k], DType::F32).unwrap();
+            let bwd =
+                reparam::reparam_backward(ctx, &gmu, &glv, &geps, &gdz, &gdmu, &gdlv, 1.0).unwrap();
+            kernels::run(ctx, &[&bwd]).unwrap();
+            let (want_dmu, want_dlv) = cpu::reparam_backward(&mu, &lv, &eps, &dz, 1.0);
+            let sum_dz = |e: usize| (0..samples).map(|l| dz[l * b * k + e].abs()).sum::<f64>();
+            assert_close(
+                &format!("reparam dmu {name}"),
+                &ctx.read_f32(&gdmu).unwrap(),
+                &want_dmu,
+                |e| (samples as f64 + 2.0) * U * (sum_dz(e) + mu[e].abs()),
+            );
+            let tol_dlv = |e: usize| {
+                let s = (0..samples)
+                    .map(|l| (dz[l * b * k + e] * eps[l * b * k + e]).abs())
+                    .sum::<f64>()
+                    * 0.5
+                    * (0.5 * lv[e]).exp();
+                (exp_rel_tol(30.0) + (samples as f64 + 4.0) * U) * (s + 0.5 * (lv[e].exp() + 1.0))
+            };
+            assert_close(
+                &format!("reparam dlogvar {name}"),
+                &ctx.read_f32(&gdlv).unwrap(),
+                &want_dlv,
+                tol_dlv,
+            );
+        }
     }
 }
 
 #[test]
 fn reparam_philox_noise_matches_cpu_generator() {
-    let ctx = ctx();
-    let (samples, b, k) = (2, 129, 10);
-    let n = samples * b * k;
-    let seed = 0x1234_5678_9abc_def0u64;
-    let step_no = 77;
-    let mu = uniform(51, b * k, -1.0, 1.0);
-    let lv = uniform(52, b * k, -2.0, 2.0);
-    let gmu = ctx.upload_f32("mu", &[b, k], &to_f32(&mu)).unwrap();
-    let glv = ctx.upload_f32("lv", &[b, k], &to_f32(&lv)).unwrap();
-    let geps = ctx.zeros("eps", &[samples * b, k], DType::F32).unwrap();
-    let gz = ctx.zeros("z", &[samples * b, k], DType::F32).unwrap();
-    let gkl = ctx.zeros("kl", &[kl_partials_len(n)], DType::F32).unwrap();
-    let step = StepUniform::new(ctx, &StepParams { rng_step: step_no, ..StepParams::with_seed(seed) });
-    let f = reparam::reparam_forward(ctx, &gmu, &glv, &geps, &gz, &gkl, 1.0, EpsSource::Philox, &step).unwrap();
-    kernels::run(ctx, &[&f]).unwrap();
-    let eps = ctx.read_f32(&geps).unwrap();
-    let want = rng::normals(seed, step_no, n);
-    // The uniforms are bit-identical; the GPU's sqrt(-2 log u1)·cos(π(2u2-1)) is within Vulkan's
-    // bounds: log 3 ULP (2^-21 absolute near 1), cos 2^-11 absolute on (-π, π) — the loosest term.
-    assert_close("philox eps", &eps, &want, |i| 2f64.powi(-11) * (want[i].abs() + 4.0) + 8.0 * U * want[i].abs());
-    // z from the GPU's own eps.
-    let eps64: Vec<f64> = eps.iter().map(|&e| e as f64).collect();
-    let (want_z, _) = cpu::reparam_forward(&mu, &lv, &eps64, 1.0);
-    assert_close("philox z", &ctx.read_f32(&gz).unwrap(), &want_z, |i| 8.0 * U * (want_z[i].abs() + 3.0 * eps64[i].abs()));
-    // Another step gives other noise; the same step again gives the same bits.
-    kernels::run(ctx, &[&f]).unwrap();
-    assert_eq!(ctx.read_f32(&geps).unwrap(), eps, "same (seed, step) must give the same eps");
-    step.write(ctx, &StepParams { rng_step: step_no + 1, ..StepParams::with_seed(seed) });
-    kernels::run(ctx, &[&f]).unwrap();
-    assert_ne!(ctx.read_f32(&geps).unwrap(), eps, "another step must give other eps");
+    for ctx in contexts() {
+        let (samples, b, k) = (2, 129, 10);
+        let n = samples * b * k;
+        let seed = 0x1234_5678_9abc_def0u64;
+        let step_no = 77;
+        let mu = uniform(51, b * k, -1.0, 1.0);
+        let lv = uniform(52, b * k, -2.0, 2.0);
+        let gmu = ctx.upload_f32("mu", &[b, k], &to_f32(&mu)).unwrap();
+        let glv = ctx.upload_f32("lv", &[b, k], &to_f32(&lv)).unwrap();
+        let geps = ctx.zeros("eps", &[samples * b, k], DType::F32).unwrap();
+        let gz = ctx.zeros("z", &[samples * b, k], DType::F32).unwrap();
+        let gkl = ctx.zeros("kl", &[kl_partials_len(n)], DType::F32).unwrap();
+        let step = StepUniform::new(
+            ctx,
+            &StepParams {
+                rng_step: step_no,
+                ..StepParams::with_seed(seed)
+            },
+        );
+        let f = reparam::reparam_forward(
+            ctx,
+            &gmu,
+            &glv,
+            &geps,
+            &gz,
+            &gkl,
+            1.0,
+            EpsSource::Philox,
+            &step,
+        )
+        .unwrap();
+        kernels::run(ctx, &[&f]).unwrap();
+        let eps = ctx.read_f32(&geps).unwrap();
+        let want = rng::normals(seed, step_no, n);
+        // The uniforms are bit-identical; the GPU's sqrt(-2 log u1)·cos(π(2u2-1)) is within Vulkan's
+        // bounds: log 3 ULP (2^-21 absolute near 1), cos 2^-11 absolute on (-π, π) — the loosest term.
+        assert_close("philox eps", &eps, &want, |i| {
+            2f64.powi(-11) * (want[i].abs() + 4.0) + 8.0 * U * want[i].abs()
+        });
+        // z from the GPU's own eps.
+        let eps64: Vec<f64> = eps.iter().map(|&e| e as f64).collect();
+        let (want_z, _) = cpu::reparam_forward(&mu, &lv, &eps64, 1.0);
+        assert_close("philox z", &ctx.read_f32(&gz).unwrap(), &want_z, |i| {
+            8.0 * U * (want_z[i].abs() + 3.0 * eps64[i].abs())
+        });
+        // Another step gives other noise; the same step again gives the same bits.
+        kernels::run(ctx, &[&f]).unwrap();
+        assert_eq!(
+            ctx.read_f32(&geps).unwrap(),
+            eps,
+            "same (seed, step) must give the same eps"
+        );
+        step.write(
+            ctx,
+            &StepParams {
+                rng_step: step_no + 1,
+                ..StepParams::with_seed(seed)
+            },
+        );
+        kernels::run(ctx, &[&f]).unwrap();
+        assert_ne!(
+            ctx.read_f32(&geps).unwrap(),
+            eps,
+            "another step must give other eps"
+        );
+    }
 }
 
 /// Adam over an arena, several steps, against PyTorch's formula in f64. Per step the parameter is
@@ -265,45 +474,79 @@ fn reparam_philox_noise_matches_cpu_generator() {
 /// carries a relative error of ~20u; over 5 steps: 5·(2u·|p| + 60u·lr).
 #[test]
 fn adam_matches_pytorch_formula() {
-    let ctx = ctx();
-    let n = 4 * 1000 + 64;
-    let cfg = AdamConfig { weight_decay: 0.01, ..AdamConfig::default() };
-    let mut p = uniform(61, n, -1.0, 1.0);
-    let (mut m, mut v) = (vec![0.0; n], vec![0.0; n]);
-    let gp = ctx.upload_f32("p", &[n], &to_f32(&p)).unwrap();
-    let gg = ctx.zeros("g", &[n], DType::F32).unwrap();
-    let gm = ctx.zeros("m", &[n], DType::F32).unwrap();
-    let gv = ctx.zeros("v", &[n], DType::F32).unwrap();
-    let step = StepUniform::new(ctx, &StepParams::default());
-    let d = adam::adam_step(ctx, &gp, &gg, &gm, &gv, &cfg, &step).unwrap();
-    for t in 1..=5u64 {
-        // Gradients bounded away from 0 so the sign of m̂ is never a coin flip between f32 and f64.
-        let g: Vec<f64> = uniform(62 + t as u32, n, 0.1, 1.0).iter().enumerate().map(|(i, x)| if i % 2 == 0 { *x } else { -x }).collect();
-        ctx.write_f32(&gg, &to_f32(&g)).unwrap();
-        let (ss, bc2) = cfg.step_factors(t);
-        step.write(ctx, &StepParams { adam_step_size: ss as f32, adam_bc2_sqrt: bc2 as f32, ..Default::default() });
-        kernels::run(ctx, &[&d]).unwrap();
-        cpu::adam_step(&mut p, &g, &mut m, &mut v, &cfg, t);
+    for ctx in contexts() {
+        let n = 4 * 1000 + 64;
+        let cfg = AdamConfig {
+            weight_decay: 0.01,
+            ..AdamConfig::default()
+        };
+        let mut p = uniform(61, n, -1.0, 1.0);
+        let (mut m, mut v) = (vec![0.0; n], vec![0.0; n]);
+        let gp = ctx.upload_f32("p", &[n], &to_f32(&p)).unwrap();
+        let gg = ctx.zeros("g", &[n], DType::F32).unwrap();
+        let gm = ctx.zeros("m", &[n], DType::F32).unwrap();
+        let gv = ctx.zeros("v", &[n], DType::F32).unwrap();
+        let step = StepUniform::new(ctx, &StepParams::default());
+        let d = adam::adam_step(ctx, &gp, &gg, &gm, &gv, &cfg, &step).unwrap();
+        for t in 1..=5u64 {
+            // Gradients bounded away from 0 so the sign of m̂ is never a coin flip between f32 and f64.
+            let g: Vec<f64> = uniform(62 + t as u32, n, 0.1, 1.0)
+                .iter()
+                .enumerate()
+                .map(|(i, x)| if i % 2 == 0 { *x } else { -x })
+                .collect();
+            ctx.write_f32(&gg, &to_f32(&g)).unwrap();
+            let (ss, bc2) = cfg.step_factors(t);
+            step.write(
+                ctx,
+                &StepParams {
+                    adam_step_size: ss as f32,
+                    adam_bc2_sqrt: bc2 as f32,
+                    ..Default::default()
+                },
+            );
+            kernels::run(ctx, &[&d]).unwrap();
+            cpu::adam_step(&mut p, &g, &mut m, &mut v, &cfg, t);
+        }
+        let got = ctx.read_f32(&gp).unwrap();
+        assert_close("adam params after 5 steps", &got, &p, |i| {
+            5.0 * (2.0 * U * p[i].abs() + 60.0 * U * cfg.lr as f64)
+        });
+        assert_close("adam m", &ctx.read_f32(&gm).unwrap(), &m, |i| {
+            8.0 * U * m[i].abs() + 1e-30
+        });
+        assert_close("adam v", &ctx.read_f32(&gv).unwrap(), &v, |i| {
+            8.0 * U * v[i].abs() + 1e-30
+        });
     }
-    let got = ctx.read_f32(&gp).unwrap();
-    assert_close("adam params after 5 steps", &got, &p, |i| 5.0 * (2.0 * U * p[i].abs() + 60.0 * U * cfg.lr as f64));
-    assert_close("adam m", &ctx.read_f32(&gm).unwrap(), &m, |i| 8.0 * U * m[i].abs() + 1e-30);
-    assert_close("adam v", &ctx.read_f32(&gv).unwrap(), &v, |i| 8.0 * U * v[i].abs() + 1e-30);
 }
 
 #[test]
 fn gather_is_exact() {
-    let ctx = ctx();
-    let (n, d, b) = (50, 13, 7); // 13 bytes per image: rows straddle u32 words
-    let pixels: Vec<u8> = (0..n * d).map(|i| (i * 37 % 256) as u8).collect();
-    let index: Vec<u32> = rng::Stream::new(3, rng::domain::SHUFFLE, 0).permutation(n);
-    let gpx = ctx.upload_u8("pixels", &[n, d], &pixels).unwrap();
-    let gidx = ctx.upload_u32("index", &[n], &index).unwrap();
-    let gx = ctx.zeros("x", &[b, d], DType::F32).unwrap();
-    let offset = 20;
-    let step = StepUniform::new(ctx, &StepParams { batch_offset: offset as u32, ..Default::default() });
-    kernels::run(ctx, &[&gather::gather_batch(ctx, &gpx, &gidx, &gx, &step).unwrap()]).unwrap();
-    let want = cpu::gather(&pixels, d, &index, offset, b);
-    // u8/255 in f32 is the correctly rounded quotient (WGSL division: 2.5 ULP at most).
-    assert_close("gather", &ctx.read_f32(&gx).unwrap(), &want, |i| 3.0 * U * want[i].abs() + f64::MIN_POSITIVE);
+    for ctx in contexts() {
+        let (n, d, b) = (50, 13, 7); // 13 bytes per image: rows straddle u32 words
+        let pixels: Vec<u8> = (0..n * d).map(|i| (i * 37 % 256) as u8).collect();
+        let index: Vec<u32> = rng::Stream::new(3, rng::domain::SHUFFLE, 0).permutation(n);
+        let gpx = ctx.upload_u8("pixels", &[n, d], &pixels).unwrap();
+        let gidx = ctx.upload_u32("index", &[n], &index).unwrap();
+        let gx = ctx.zeros("x", &[b, d], DType::F32).unwrap();
+        let offset = 20;
+        let step = StepUniform::new(
+            ctx,
+            &StepParams {
+                batch_offset: offset as u32,
+                ..Default::default()
+            },
+        );
+        kernels::run(
+            ctx,
+            &[&gather::gather_batch(ctx, &gpx, &gidx, &gx, &step).unwrap()],
+        )
+        .unwrap();
+        let want = cpu::gather(&pixels, d, &index, offset, b);
+        // u8/255 in f32 is the correctly rounded quotient (WGSL division: 2.5 ULP at most).
+        assert_close("gather", &ctx.read_f32(&gx).unwrap(), &want, |i| {
+            3.0 * U * want[i].abs() + f64::MIN_POSITIVE
+        });
+    }
 }

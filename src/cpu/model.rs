@@ -61,11 +61,22 @@ impl CpuVae {
 
     /// Forward and backward for a batch `x` `[B, D]` with noise `eps` `[L·B, K]`.
     pub fn forward_backward(&self, x: &[f64], eps: &[f64]) -> Trace {
-        let VaeConfig { input: d, hidden: h, latent: k, samples: l } = self.cfg;
+        let VaeConfig {
+            input: d,
+            hidden: h,
+            latent: k,
+            samples: l,
+        } = self.cfg;
         let b = x.len() / d;
         let lb = l * b;
         assert_eq!(eps.len(), lb * k, "eps length");
-        let linear = |inp: &[f64], rows: usize, w: usize, bias: usize, out: usize, fan_in: usize, act: Act| {
+        let linear = |inp: &[f64],
+                      rows: usize,
+                      w: usize,
+                      bias: usize,
+                      out: usize,
+                      fan_in: usize,
+                      act: Act| {
             let pre = ops::matmul(Layout::NT, inp, self.p(w), rows, out, fan_in);
             ops::epilogue(&pre, out, Some(self.p(bias)), None, act)
         };
@@ -86,20 +97,33 @@ impl CpuVae {
 
         // backward
         let mut grads = vec![0.0; self.layout.len];
-        let mut put = |i: usize, g: Vec<f64>| grads[self.layout.specs[i].range()].copy_from_slice(&g);
-        put(idx::OUT_W, ops::matmul(Layout::TN, &t.dlogits, &t.h_dec, d, h, lb));
+        let mut put =
+            |i: usize, g: Vec<f64>| grads[self.layout.specs[i].range()].copy_from_slice(&g);
+        put(
+            idx::OUT_W,
+            ops::matmul(Layout::TN, &t.dlogits, &t.h_dec, d, h, lb),
+        );
         put(idx::OUT_B, ops::column_sum(&t.dlogits, lb, d));
         let dh_dec = ops::matmul(Layout::NN, &t.dlogits, self.p(idx::OUT_W), lb, h, d);
         t.dh_dec = ops::act_backward(&dh_dec, &t.h_dec, Act::Relu);
-        put(idx::DEC_W, ops::matmul(Layout::TN, &t.dh_dec, &t.z, h, k, lb));
+        put(
+            idx::DEC_W,
+            ops::matmul(Layout::TN, &t.dh_dec, &t.z, h, k, lb),
+        );
         put(idx::DEC_B, ops::column_sum(&t.dh_dec, lb, h));
         t.dz = ops::matmul(Layout::NN, &t.dh_dec, self.p(idx::DEC_W), lb, k, h);
         let (dmu, dlogvar) = ops::reparam_backward(&t.mu, &t.logvar, eps, &t.dz, 1.0);
         t.dmu = dmu;
         t.dlogvar = dlogvar;
-        put(idx::MU_W, ops::matmul(Layout::TN, &t.dmu, &t.h_enc, k, h, b));
+        put(
+            idx::MU_W,
+            ops::matmul(Layout::TN, &t.dmu, &t.h_enc, k, h, b),
+        );
         put(idx::MU_B, ops::column_sum(&t.dmu, b, k));
-        put(idx::LV_W, ops::matmul(Layout::TN, &t.dlogvar, &t.h_enc, k, h, b));
+        put(
+            idx::LV_W,
+            ops::matmul(Layout::TN, &t.dlogvar, &t.h_enc, k, h, b),
+        );
         put(idx::LV_B, ops::column_sum(&t.dlogvar, b, k));
         let from_mu = ops::matmul(Layout::NN, &t.dmu, self.p(idx::MU_W), b, h, k);
         let from_lv = ops::matmul(Layout::NN, &t.dlogvar, self.p(idx::LV_W), b, h, k);
@@ -120,7 +144,14 @@ impl CpuVae {
     pub fn step(&mut self, x: &[f64], eps: &[f64]) -> Trace {
         let t = self.forward_backward(x, eps);
         self.adam_steps += 1;
-        ops::adam_step(&mut self.params, &t.grads, &mut self.m, &mut self.v, &self.adam, self.adam_steps);
+        ops::adam_step(
+            &mut self.params,
+            &t.grads,
+            &mut self.m,
+            &mut self.v,
+            &self.adam,
+            self.adam_steps,
+        );
         t
     }
 }

@@ -31,7 +31,13 @@ pub fn matmul(layout: Layout, a: &[f64], b: &[f64], m: usize, n: usize, k: usize
 }
 
 /// The matmul epilogue: `C = act(P + bias + [C_old])`.
-pub fn epilogue(p: &[f64], n: usize, bias: Option<&[f64]>, c_old: Option<&[f64]>, act: Act) -> Vec<f64> {
+pub fn epilogue(
+    p: &[f64],
+    n: usize,
+    bias: Option<&[f64]>,
+    c_old: Option<&[f64]>,
+    act: Act,
+) -> Vec<f64> {
     p.iter()
         .enumerate()
         .map(|(i, &v)| {
@@ -107,7 +113,10 @@ pub fn bce_elem(l: f64, x: f64) -> f64 {
 /// `bce_forward_backward`: logits `[L·B, D]` against targets `[B, D]` (row r uses target row r mod B);
 /// returns (Σ loss / L, dlogits = (σ(l) - x) / L).
 pub fn bce_forward_backward(logits: &[f64], target: &[f64]) -> (f64, Vec<f64>) {
-    assert!(!target.is_empty() && logits.len() % target.len() == 0, "logits must be L copies of target's size");
+    assert!(
+        !target.is_empty() && logits.len().is_multiple_of(target.len()),
+        "logits must be L copies of target's size"
+    );
     let scale = target.len() as f64 / logits.len() as f64;
     let mut loss = 0.0;
     let d: Vec<f64> = logits
@@ -142,10 +151,19 @@ pub fn reparam_forward(mu: &[f64], logvar: &[f64], eps: &[f64], kl_weight: f64) 
 }
 
 /// `reparam_backward` with the KL gradient fused in: returns (dmu, dlogvar).
-pub fn reparam_backward(mu: &[f64], logvar: &[f64], eps: &[f64], dz: &[f64], kl_weight: f64) -> (Vec<f64>, Vec<f64>) {
+pub fn reparam_backward(
+    mu: &[f64],
+    logvar: &[f64],
+    eps: &[f64],
+    dz: &[f64],
+    kl_weight: f64,
+) -> (Vec<f64>, Vec<f64>) {
     let bk = mu.len();
     let mut dmu: Vec<f64> = mu.iter().map(|&m| kl_weight * m).collect();
-    let mut dlv: Vec<f64> = logvar.iter().map(|&lv| kl_weight * 0.5 * (lv.exp() - 1.0)).collect();
+    let mut dlv: Vec<f64> = logvar
+        .iter()
+        .map(|&lv| kl_weight * 0.5 * (lv.exp() - 1.0))
+        .collect();
     for (i, (&g, &n)) in dz.iter().zip(eps).enumerate() {
         let e = i % bk;
         dmu[e] += g;
@@ -157,9 +175,21 @@ pub fn reparam_backward(mu: &[f64], logvar: &[f64], eps: &[f64], dz: &[f64], kl_
 // ---- adam.wgsl --------------------------------------------------------------------------------
 
 /// `adam_step` at step `t` (1-based), PyTorch's formula, in place.
-pub fn adam_step(params: &mut [f64], grads: &[f64], m: &mut [f64], v: &mut [f64], cfg: &AdamConfig, t: u64) {
+pub fn adam_step(
+    params: &mut [f64],
+    grads: &[f64],
+    m: &mut [f64],
+    v: &mut [f64],
+    cfg: &AdamConfig,
+    t: u64,
+) {
     let (step_size, bc2_sqrt) = cfg.step_factors(t);
-    let (b1, b2, eps, wd) = (cfg.beta1 as f64, cfg.beta2 as f64, cfg.eps as f64, cfg.weight_decay as f64);
+    let (b1, b2, eps, wd) = (
+        cfg.beta1 as f64,
+        cfg.beta2 as f64,
+        cfg.eps as f64,
+        cfg.weight_decay as f64,
+    );
     for i in 0..params.len() {
         let g = grads[i] + wd * params[i];
         m[i] = b1 * m[i] + (1.0 - b1) * g;

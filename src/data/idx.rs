@@ -36,7 +36,14 @@ pub fn read_idx(path: &Path) -> Result<IdxArray> {
         flate2::read::MultiGzDecoder::new(&raw[..])
             .take(MAX_ELEMS + 1024)
             .read_to_end(&mut out)
-            .map_err(|e| bad(path, format!("corrupt gzip data: {e} (re-copy the file; check it against SHA256SUMS)")))?;
+            .map_err(|e| {
+                bad(
+                    path,
+                    format!(
+                        "corrupt gzip data: {e} (re-copy the file; check it against SHA256SUMS)"
+                    ),
+                )
+            })?;
         parse_idx(&out, path)
     } else {
         parse_idx(&raw, path)
@@ -46,7 +53,13 @@ pub fn read_idx(path: &Path) -> Result<IdxArray> {
 /// Parse IDX bytes; `path` only names the source in errors.
 pub fn parse_idx(bytes: &[u8], path: &Path) -> Result<IdxArray> {
     if bytes.len() < 4 {
-        return Err(bad(path, format!("file is {} bytes: too short for an IDX header (truncated?)", bytes.len())));
+        return Err(bad(
+            path,
+            format!(
+                "file is {} bytes: too short for an IDX header (truncated?)",
+                bytes.len()
+            ),
+        ));
     }
     if bytes[0] != 0 || bytes[1] != 0 {
         return Err(bad(
@@ -58,7 +71,13 @@ pub fn parse_idx(bytes: &[u8], path: &Path) -> Result<IdxArray> {
         ));
     }
     if bytes[2] != 0x08 {
-        return Err(bad(path, format!("IDX data type 0x{:02x}, expected 0x08 (unsigned byte)", bytes[2])));
+        return Err(bad(
+            path,
+            format!(
+                "IDX data type 0x{:02x}, expected 0x08 (unsigned byte)",
+                bytes[2]
+            ),
+        ));
     }
     let ndims = bytes[3] as usize;
     if ndims == 0 {
@@ -66,19 +85,42 @@ pub fn parse_idx(bytes: &[u8], path: &Path) -> Result<IdxArray> {
     }
     let header = 4 + 4 * ndims;
     if bytes.len() < header {
-        return Err(bad(path, format!("file is {} bytes, shorter than its {header}-byte header (truncated?)", bytes.len())));
+        return Err(bad(
+            path,
+            format!(
+                "file is {} bytes, shorter than its {header}-byte header (truncated?)",
+                bytes.len()
+            ),
+        ));
     }
     let dims: Vec<usize> = (0..ndims)
-        .map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().unwrap_or([0; 4])) as usize)
+        .map(|i| {
+            u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().unwrap_or([0; 4])) as usize
+        })
         .collect();
-    let elems = dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d as u64)).unwrap_or(u64::MAX);
+    let elems = dims
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
+        .unwrap_or(u64::MAX);
     if elems > MAX_ELEMS {
-        return Err(bad(path, format!("dimensions {dims:?} declare {elems} bytes, more than the {MAX_ELEMS} accepted (corrupt header?)")));
+        return Err(bad(
+            path,
+            format!(
+                "dimensions {dims:?} declare {elems} bytes, more than the {MAX_ELEMS} accepted (corrupt header?)"
+            ),
+        ));
     }
     let found = (bytes.len() - header) as u64;
     if found != elems {
-        let what = if found < elems { "truncated" } else { "trailing bytes" };
-        return Err(bad(path, format!("dimensions {dims:?} need {elems} data bytes, found {found} ({what})")));
+        let what = if found < elems {
+            "truncated"
+        } else {
+            "trailing bytes"
+        };
+        return Err(bad(
+            path,
+            format!("dimensions {dims:?} need {elems} data bytes, found {found} ({what})"),
+        ));
     }
     Ok(IdxArray {
         dims,

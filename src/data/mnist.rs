@@ -63,10 +63,19 @@ impl Mnist {
             detail,
         };
         if img.dims.len() != 3 {
-            return Err(bad(&img_path, format!("images must have 3 dimensions (count, rows, cols), found {:?}", img.dims)));
+            return Err(bad(
+                &img_path,
+                format!(
+                    "images must have 3 dimensions (count, rows, cols), found {:?}",
+                    img.dims
+                ),
+            ));
         }
         if lbl.dims.len() != 1 {
-            return Err(bad(&lbl_path, format!("labels must have 1 dimension, found {:?}", lbl.dims)));
+            return Err(bad(
+                &lbl_path,
+                format!("labels must have 1 dimension, found {:?}", lbl.dims),
+            ));
         }
         let (count, rows, cols) = (img.dims[0], img.dims[1], img.dims[2]);
         if count == 0 || rows == 0 || cols == 0 {
@@ -75,11 +84,18 @@ impl Mnist {
         if lbl.dims[0] != count {
             return Err(bad(
                 &lbl_path,
-                format!("{} labels but {} has {count} images", lbl.dims[0], img_path.display()),
+                format!(
+                    "{} labels but {} has {count} images",
+                    lbl.dims[0],
+                    img_path.display()
+                ),
             ));
         }
         if let Some(i) = lbl.data.iter().position(|&l| l > 9) {
-            return Err(bad(&lbl_path, format!("label {} at index {i}: labels must be 0-9", lbl.data[i])));
+            return Err(bad(
+                &lbl_path,
+                format!("label {} at index {i}: labels must be 0-9", lbl.data[i]),
+            ));
         }
         Ok(Mnist {
             images: img.data,

@@ -123,7 +123,9 @@ impl ContextOptions {
             Ok(v) => v.parse()?,
             Err(_) => BackendChoice::Auto,
         };
-        let adapter = std::env::var(ADAPTER_ENV).ok().filter(|s| !s.trim().is_empty());
+        let adapter = std::env::var(ADAPTER_ENV)
+            .ok()
+            .filter(|s| !s.trim().is_empty());
         let matmul = match std::env::var(MATMUL_ENV) {
             Ok(v) if !v.trim().is_empty() => Some(v.parse()?),
             _ => None,
@@ -166,11 +168,7 @@ impl AdapterSummary {
     pub fn short(&self) -> String {
         format!(
             "{} ({:?}, {:?}, driver {} {})",
-            self.name,
-            self.backend,
-            self.device_type,
-            self.driver,
-            self.driver_info
+            self.name, self.backend, self.device_type, self.driver, self.driver_info
         )
     }
 }
@@ -263,7 +261,9 @@ impl GpuContext {
             seen.extend(summaries.iter().map(|s| s.short()));
             let chosen = match &opts.adapter {
                 Some(sel) => summaries.iter().position(|s| matches_selector(s, sel)),
-                None => (0..summaries.len()).min_by_key(|&i| (type_rank(summaries[i].device_type), i)),
+                None => {
+                    (0..summaries.len()).min_by_key(|&i| (type_rank(summaries[i].device_type), i))
+                }
             };
             if let Some(i) = chosen {
                 return Self::with_adapter(adapters[i].clone(), summaries[i].clone(), opts);
@@ -285,7 +285,11 @@ impl GpuContext {
         })
     }
 
-    fn with_adapter(adapter: wgpu::Adapter, summary: AdapterSummary, opts: &ContextOptions) -> Result<Self> {
+    fn with_adapter(
+        adapter: wgpu::Adapter,
+        summary: AdapterSummary,
+        opts: &ContextOptions,
+    ) -> Result<Self> {
         // Ask for everything the adapter has: the defaults cap storage bindings at 128 MiB and
         // storage buffers at 8 per stage, which real adapters exceed.
         let required_limits = adapter.limits();
@@ -338,7 +342,10 @@ impl GpuContext {
 
     /// Errors wgpu reported since the last check, as one `Error::Device`.
     pub fn check_errors(&self) -> Result<()> {
-        let mut errs = self.errors.lock().map_err(|_| Error::Device("error sink poisoned".into()))?;
+        let mut errs = self
+            .errors
+            .lock()
+            .map_err(|_| Error::Device("error sink poisoned".into()))?;
         if errs.is_empty() {
             return Ok(());
         }
@@ -366,7 +373,10 @@ impl GpuContext {
 
     /// A storage buffer check: `bytes` must fit one binding on this adapter.
     pub fn check_binding_size(&self, what: &str, bytes: u64) -> Result<()> {
-        let max = self.limits().max_storage_buffer_binding_size.min(self.limits().max_buffer_size);
+        let max = self
+            .limits()
+            .max_storage_buffer_binding_size
+            .min(self.limits().max_buffer_size);
         if bytes > max {
             return Err(Error::AdapterLimit {
                 adapter: self.adapter.name.clone(),
@@ -382,6 +392,9 @@ impl GpuContext {
 fn matches_selector(s: &AdapterSummary, sel: &str) -> bool {
     match sel.trim().parse::<usize>() {
         Ok(i) => s.index == i,
-        Err(_) => s.name.to_ascii_lowercase().contains(&sel.trim().to_ascii_lowercase()),
+        Err(_) => s
+            .name
+            .to_ascii_lowercase()
+            .contains(&sel.trim().to_ascii_lowercase()),
     }
 }

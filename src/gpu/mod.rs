@@ -5,6 +5,8 @@ pub mod context;
 pub mod pipeline;
 pub mod tensor;
 
-pub use context::{AdapterSummary, BackendChoice, ContextOptions, GpuContext, MatmulVariant, list_adapters};
+pub use context::{
+    AdapterSummary, BackendChoice, ContextOptions, GpuContext, MatmulVariant, list_adapters,
+};
 pub use pipeline::{PipelineCache, Shader};
 pub use tensor::{DType, GpuTensor};

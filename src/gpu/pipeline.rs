@@ -86,7 +86,10 @@ impl PipelineCache {
                         source: wgpu::ShaderSource::Wgsl(shader.source.into()),
                     });
                     if let Some(e) = pollster::block_on(scope.pop()) {
-                        return Err(Error::Device(format!("shader '{}' failed to compile: {e}", shader.name)));
+                        return Err(Error::Device(format!(
+                            "shader '{}' failed to compile: {e}",
+                            shader.name
+                        )));
                     }
                     modules.insert(shader.name, m.clone());
                     m
@@ -111,7 +114,10 @@ impl PipelineCache {
                 shader.name
             )));
         }
-        self.pipelines.lock().map_err(|_| poisoned())?.insert(key, pipeline.clone());
+        self.pipelines
+            .lock()
+            .map_err(|_| poisoned())?
+            .insert(key, pipeline.clone());
         Ok(pipeline)
     }
 }

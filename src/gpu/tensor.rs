@@ -65,10 +65,13 @@ impl GpuTensor {
     pub fn view(&self, elem_offset: usize, shape: &[usize]) -> Result<GpuTensor> {
         let n: usize = shape.iter().product();
         let off = self.offset + self.dtype.bytes_for(elem_offset);
-        if elem_offset + n > self.len() || off % VIEW_ALIGN_BYTES != 0 {
+        if elem_offset + n > self.len() || !off.is_multiple_of(VIEW_ALIGN_BYTES) {
             return Err(Error::shape(
                 "view",
-                format!("view {shape:?} at element {elem_offset} of a tensor {:?} (views need 256-byte alignment)", self.shape),
+                format!(
+                    "view {shape:?} at element {elem_offset} of a tensor {:?} (views need 256-byte alignment)",
+                    self.shape
+                ),
             ));
         }
         Ok(GpuTensor {
@@ -82,7 +85,10 @@ impl GpuTensor {
     /// The same storage with another shape of the same element count.
     pub fn reshaped(&self, shape: &[usize]) -> Result<GpuTensor> {
         if shape.iter().product::<usize>() != self.len() {
-            return Err(Error::shape("reshape", format!("{:?} -> {shape:?}", self.shape)));
+            return Err(Error::shape(
+                "reshape",
+                format!("{:?} -> {shape:?}", self.shape),
+            ));
         }
         Ok(GpuTensor {
             shape: shape.to_vec(),
@@ -98,7 +104,10 @@ const STORAGE_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
 impl GpuContext {
     fn check_nonempty(shape: &[usize], label: &str) -> Result<()> {
         if shape.contains(&0) || shape.is_empty() {
-            return Err(Error::shape("alloc", format!("tensor '{label}' has an empty shape {shape:?}")));
+            return Err(Error::shape(
+                "alloc",
+                format!("tensor '{label}' has an empty shape {shape:?}"),
+            ));
         }
         Ok(())
     }
@@ -122,7 +131,13 @@ impl GpuContext {
         })
     }
 
-    fn upload_bytes(&self, label: &str, shape: &[usize], dtype: DType, bytes: &[u8]) -> Result<GpuTensor> {
+    fn upload_bytes(
+        &self,
+        label: &str,
+        shape: &[usize],
+        dtype: DType,
+        bytes: &[u8],
+    ) -> Result<GpuTensor> {
         Self::check_nonempty(shape, label)?;
         let size = dtype.bytes_for(shape.iter().product());
         self.check_binding_size(label, size)?;
@@ -134,11 +149,13 @@ impl GpuContext {
             padded.resize(size as usize, 0);
             &padded[..]
         };
-        let buffer = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(label),
-            contents,
-            usage: STORAGE_USAGE,
-        });
+        let buffer = self
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents,
+                usage: STORAGE_USAGE,
+            });
         Ok(GpuTensor {
             buffer,
             offset: 0,
@@ -165,20 +182,25 @@ impl GpuContext {
     /// Overwrite a tensor's contents (queued; visible to the next submit).
     pub fn write_f32(&self, t: &GpuTensor, data: &[f32]) -> Result<()> {
         check_len("write", &t.shape, data.len())?;
-        self.queue.write_buffer(&t.buffer, t.offset, bytemuck::cast_slice(data));
+        self.queue
+            .write_buffer(&t.buffer, t.offset, bytemuck::cast_slice(data));
         Ok(())
     }
 
     pub fn write_u32(&self, t: &GpuTensor, data: &[u32]) -> Result<()> {
         check_len("write", &t.shape, data.len())?;
-        self.queue.write_buffer(&t.buffer, t.offset, bytemuck::cast_slice(data));
+        self.queue
+            .write_buffer(&t.buffer, t.offset, bytemuck::cast_slice(data));
         Ok(())
     }
 
     /// Copy a tensor back to the host (waits for all submitted work, with a timeout).
     pub fn read_f32(&self, t: &GpuTensor) -> Result<Vec<f32>> {
         if t.dtype != DType::F32 {
-            return Err(Error::shape("read_f32", format!("tensor is {:?}, not F32", t.dtype)));
+            return Err(Error::shape(
+                "read_f32",
+                format!("tensor is {:?}, not F32", t.dtype),
+            ));
         }
         let bytes = self.read_bytes(t)?;
         Ok(bytemuck::cast_slice(&bytes).to_vec())
@@ -205,10 +227,29 @@ impl GpuContext {
             let _ = tx.send(r);
         });
         self.wait_idle("a readback")?;
-        match rx.try_recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(Error::Device(format!("readback mapping failed: {e}"))),
-            Err(_) => return Err(Error::Device("readback mapping never completed".into())),
+        // The map callback normally has fired by now; some backends (GL) resolve it on a later
+        // poll, or another thread's poll runs it. Keep polling until it arrives or time runs out.
+        let deadline = std::time::Instant::now() + super::context::WAIT_TIMEOUT;
+        loop {
+            match rx.try_recv() {
+                Ok(Ok(())) => break,
+                Ok(Err(e)) => return Err(Error::Device(format!("readback mapping failed: {e}"))),
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    return Err(Error::Device(
+                        "readback mapping was dropped (device lost?)".into(),
+                    ));
+                }
+                Err(std::sync::mpsc::TryRecvError::Empty) => {
+                    if std::time::Instant::now() > deadline {
+                        return Err(Error::Timeout {
+                            what: "a readback mapping".into(),
+                            seconds: super::context::WAIT_TIMEOUT.as_secs(),
+                        });
+                    }
+                    std::thread::sleep(std::time::Duration::from_micros(200));
+                    self.wait_idle("a readback")?;
+                }
+            }
         }
         let view = staging
             .get_mapped_range(..)

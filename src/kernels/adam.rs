@@ -1,7 +1,7 @@
 //! One fused Adam update over a flat parameter arena — launcher for `shaders/adam.wgsl`.
 
-use super::{Bind, Dispatch, grid_1d};
 use super::reparam::StepUniform;
+use super::{Bind, Dispatch, grid_1d};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuTensor, Shader};
 use crate::ops::AdamConfig;
@@ -29,7 +29,7 @@ pub fn adam_step(
     step: &StepUniform,
 ) -> Result<Dispatch> {
     let n = params.len();
-    if grads.len() != n || m.len() != n || v.len() != n || n % 4 != 0 {
+    if grads.len() != n || m.len() != n || v.len() != n || !n.is_multiple_of(4) {
         return Err(Error::shape(
             "adam_step",
             format!(

@@ -41,12 +41,20 @@ pub fn bce_forward_backward(
     }
     let n = rows * d;
     if partials.len() < partials_len(n) {
-        return Err(Error::shape(OP, format!("{} partials, need {}", partials.len(), partials_len(n))));
+        return Err(Error::shape(
+            OP,
+            format!("{} partials, need {}", partials.len(), partials_len(n)),
+        ));
     }
     let samples = rows / b;
     let params = ctx.uniform(
         "bce params",
-        &BceParams { n: n as u32, n_target: (b * d) as u32, scale: 1.0 / samples as f32, _pad: 0 },
+        &BceParams {
+            n: n as u32,
+            n_target: (b * d) as u32,
+            scale: 1.0 / samples as f32,
+            _pad: 0,
+        },
     );
     ctx.dispatch(
         OP,

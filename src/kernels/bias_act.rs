@@ -15,14 +15,29 @@ struct ActParams {
 }
 
 /// In place: `y = act(y + bias)`, y `[rows, cols]`, bias `[cols]`.
-pub fn act_forward(ctx: &GpuContext, y: &GpuTensor, bias: Option<&GpuTensor>, act: Act) -> Result<Dispatch> {
+pub fn act_forward(
+    ctx: &GpuContext,
+    y: &GpuTensor,
+    bias: Option<&GpuTensor>,
+    act: Act,
+) -> Result<Dispatch> {
     let (rows, cols) = expect_2d("act_forward", "y", y)?;
     if let Some(b) = bias {
         if b.shape != [cols] {
-            return Err(Error::shape("act_forward", format!("bias {:?} for y {:?}", b.shape, y.shape)));
+            return Err(Error::shape(
+                "act_forward",
+                format!("bias {:?} for y {:?}", b.shape, y.shape),
+            ));
         }
     }
-    let params = ctx.uniform("act params", &ActParams { rows: rows as u32, cols: cols as u32, _pad: [0; 2] });
+    let params = ctx.uniform(
+        "act params",
+        &ActParams {
+            rows: rows as u32,
+            cols: cols as u32,
+            _pad: [0; 2],
+        },
+    );
     let aux = match bias {
         Some(b) => Bind::Tensor(b),
         None => Bind::Buffer(&ctx.dummy),
@@ -31,7 +46,10 @@ pub fn act_forward(ctx: &GpuContext, y: &GpuTensor, bias: Option<&GpuTensor>, ac
         "act_forward",
         Shader::BIAS_ACT,
         "act_forward",
-        &[("ACT", act.code() as f64), ("HAS_BIAS", bias.is_some() as u32 as f64)],
+        &[
+            ("ACT", act.code() as f64),
+            ("HAS_BIAS", bias.is_some() as u32 as f64),
+        ],
         &[Bind::Tensor(y), aux, Bind::Buffer(&params)],
         grid_1d(rows * cols),
     )
@@ -41,9 +59,19 @@ pub fn act_forward(ctx: &GpuContext, y: &GpuTensor, bias: Option<&GpuTensor>, ac
 pub fn act_backward(ctx: &GpuContext, dy: &GpuTensor, y: &GpuTensor, act: Act) -> Result<Dispatch> {
     let (rows, cols) = expect_2d("act_backward", "dy", dy)?;
     if y.shape != dy.shape {
-        return Err(Error::shape("act_backward", format!("dy {:?} but saved output {:?}", dy.shape, y.shape)));
+        return Err(Error::shape(
+            "act_backward",
+            format!("dy {:?} but saved output {:?}", dy.shape, y.shape),
+        ));
     }
-    let params = ctx.uniform("act params", &ActParams { rows: rows as u32, cols: cols as u32, _pad: [0; 2] });
+    let params = ctx.uniform(
+        "act params",
+        &ActParams {
+            rows: rows as u32,
+            cols: cols as u32,
+            _pad: [0; 2],
+        },
+    );
     ctx.dispatch(
         "act_backward",
         Shader::BIAS_ACT,

@@ -34,7 +34,14 @@ pub fn gather_batch(
             ),
         ));
     }
-    let params = ctx.uniform("gather params", &GatherParams { batch: b as u32, dim: d as u32, _pad: [0; 2] });
+    let params = ctx.uniform(
+        "gather params",
+        &GatherParams {
+            batch: b as u32,
+            dim: d as u32,
+            _pad: [0; 2],
+        },
+    );
     ctx.dispatch(
         OP,
         Shader::GATHER,

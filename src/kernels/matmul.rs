@@ -73,7 +73,10 @@ pub fn matmul_with(
     }
     if let Some(bias) = epi.bias {
         if bias.shape != [n] {
-            return Err(Error::shape(OP, format!("bias has shape {:?}, expected [{n}]", bias.shape)));
+            return Err(Error::shape(
+                OP,
+                format!("bias has shape {:?}, expected [{n}]", bias.shape),
+            ));
         }
     }
     let params = ctx.uniform(
@@ -99,13 +102,23 @@ pub fn matmul_with(
         MatmulVariant::Tiled => ("matmul_tiled", 64),
         MatmulVariant::Direct => ("matmul_direct", 64),
     };
-    let groups = [n.div_ceil(per_group) as u32, m.div_ceil(per_group) as u32, 1];
+    let groups = [
+        n.div_ceil(per_group) as u32,
+        m.div_ceil(per_group) as u32,
+        1,
+    ];
     ctx.dispatch(
         "matmul",
         Shader::MATMUL,
         entry,
         &constants,
-        &[Bind::Tensor(a), Bind::Tensor(b), bias, Bind::Tensor(c), Bind::Buffer(&params)],
+        &[
+            Bind::Tensor(a),
+            Bind::Tensor(b),
+            bias,
+            Bind::Tensor(c),
+            Bind::Buffer(&params),
+        ],
         groups,
     )
 }

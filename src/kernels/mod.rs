@@ -63,11 +63,12 @@ pub(crate) enum Bind<'a> {
 impl GpuContext {
     /// A uniform buffer holding one `#[repr(C)]` params struct.
     pub(crate) fn uniform<T: bytemuck::Pod>(&self, label: &str, value: &T) -> wgpu::Buffer {
-        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(label),
-            contents: bytemuck::bytes_of(value),
-            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-        })
+        self.device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: bytemuck::bytes_of(value),
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            })
     }
 
     pub(crate) fn dispatch(
@@ -83,7 +84,9 @@ impl GpuContext {
         if workgroups.iter().any(|&w| w > max) {
             return Err(Error::AdapterLimit {
                 adapter: self.adapter.name.clone(),
-                what: format!("{label} needs {workgroups:?} workgroups; at most {max} per dimension"),
+                what: format!(
+                    "{label} needs {workgroups:?} workgroups; at most {max} per dimension"
+                ),
             });
         }
         let pipeline = self.pipelines.get(&self.device, shader, entry, constants)?;
@@ -137,6 +140,9 @@ pub(crate) fn grid_1d_groups(n: usize) -> usize {
 pub(crate) fn expect_2d(op: &'static str, name: &str, t: &GpuTensor) -> Result<(usize, usize)> {
     match t.shape[..] {
         [r, c] => Ok((r, c)),
-        _ => Err(Error::shape(op, format!("{name} must be 2-D, got {:?}", t.shape))),
+        _ => Err(Error::shape(
+            op,
+            format!("{name} must be 2-D, got {:?}", t.shape),
+        )),
     }
 }

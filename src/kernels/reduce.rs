@@ -56,18 +56,30 @@ pub fn loss_reduce(
         ));
     }
     if acc.shape != [LossSlots::LEN] {
-        return Err(Error::shape("loss_reduce", format!("accumulator {:?}, expected [{}]", acc.shape, LossSlots::LEN)));
+        return Err(Error::shape(
+            "loss_reduce",
+            format!("accumulator {:?}, expected [{}]", acc.shape, LossSlots::LEN),
+        ));
     }
     let params = ctx.uniform(
         "loss reduce params",
-        &LossReduceParams { n_bce: n_bce as u32, n_kl: n_kl as u32, _pad: [0; 2] },
+        &LossReduceParams {
+            n_bce: n_bce as u32,
+            n_kl: n_kl as u32,
+            _pad: [0; 2],
+        },
     );
     ctx.dispatch(
         "loss_reduce",
         Shader::REDUCE,
         "loss_reduce",
         &[],
-        &[Bind::Tensor(bce_partials), Bind::Tensor(kl_partials), Bind::Tensor(acc), Bind::Buffer(&params)],
+        &[
+            Bind::Tensor(bce_partials),
+            Bind::Tensor(kl_partials),
+            Bind::Tensor(acc),
+            Bind::Buffer(&params),
+        ],
         [1, 1, 1],
     )
 }
@@ -76,9 +88,19 @@ pub fn loss_reduce(
 pub fn column_sum(ctx: &GpuContext, dy: &GpuTensor, db: &GpuTensor) -> Result<Dispatch> {
     let (rows, cols) = expect_2d("column_sum", "dy", dy)?;
     if db.shape != [cols] {
-        return Err(Error::shape("column_sum", format!("dy {:?} but db {:?}", dy.shape, db.shape)));
+        return Err(Error::shape(
+            "column_sum",
+            format!("dy {:?} but db {:?}", dy.shape, db.shape),
+        ));
     }
-    let params = ctx.uniform("column sum params", &ColumnSumParams { rows: rows as u32, cols: cols as u32, _pad: [0; 2] });
+    let params = ctx.uniform(
+        "column sum params",
+        &ColumnSumParams {
+            rows: rows as u32,
+            cols: cols as u32,
+            _pad: [0; 2],
+        },
+    );
     ctx.dispatch(
         "column_sum",
         Shader::REDUCE,

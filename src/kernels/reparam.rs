@@ -44,12 +44,15 @@ pub struct StepUniform {
 
 impl StepUniform {
     pub fn new(ctx: &GpuContext, value: &StepParams) -> Self {
-        StepUniform { buffer: ctx.uniform("step params", value) }
+        StepUniform {
+            buffer: ctx.uniform("step params", value),
+        }
     }
 
     /// Queue new values; they apply to every later submit.
     pub fn write(&self, ctx: &GpuContext, value: &StepParams) {
-        ctx.queue.write_buffer(&self.buffer, 0, bytemuck::bytes_of(value));
+        ctx.queue
+            .write_buffer(&self.buffer, 0, bytemuck::bytes_of(value));
     }
 }
 
@@ -76,7 +79,13 @@ pub fn kl_partials_len(noise_len: usize) -> usize {
     noise_len.div_ceil(256).max(1)
 }
 
-fn check(op: &'static str, mu: &GpuTensor, logvar: &GpuTensor, eps: &GpuTensor, z: &GpuTensor) -> Result<usize> {
+fn check(
+    op: &'static str,
+    mu: &GpuTensor,
+    logvar: &GpuTensor,
+    eps: &GpuTensor,
+    z: &GpuTensor,
+) -> Result<usize> {
     let (b, k) = expect_2d(op, "mu", mu)?;
     let (rows, zk) = expect_2d(op, "z", z)?;
     if logvar.shape != mu.shape || eps.shape != z.shape || zk != k || rows % b != 0 || rows == 0 {
@@ -108,17 +117,32 @@ pub fn reparam_forward(
     let samples = check(OP, mu, logvar, eps, z)?;
     let n = z.len();
     if kl_partials.len() < kl_partials_len(n) {
-        return Err(Error::shape(OP, format!("{} KL partials, need {}", kl_partials.len(), kl_partials_len(n))));
+        return Err(Error::shape(
+            OP,
+            format!(
+                "{} KL partials, need {}",
+                kl_partials.len(),
+                kl_partials_len(n)
+            ),
+        ));
     }
     let params = ctx.uniform(
         "reparam params",
-        &ReparamParams { bk: mu.len() as u32, samples: samples as u32, kl_weight, _pad: 0 },
+        &ReparamParams {
+            bk: mu.len() as u32,
+            samples: samples as u32,
+            kl_weight,
+            _pad: 0,
+        },
     );
     ctx.dispatch(
         OP,
         Shader::REPARAM_KL,
         OP,
-        &[("EPS_FROM_BUFFER", (source == EpsSource::Buffer) as u32 as f64)],
+        &[(
+            "EPS_FROM_BUFFER",
+            (source == EpsSource::Buffer) as u32 as f64,
+        )],
         &[
             Bind::Tensor(mu),
             Bind::Tensor(logvar),
@@ -147,11 +171,22 @@ pub fn reparam_backward(
     const OP: &str = "reparam_backward";
     let samples = check(OP, mu, logvar, eps, dz)?;
     if dmu.shape != mu.shape || dlogvar.shape != mu.shape {
-        return Err(Error::shape(OP, format!("dmu {:?}, dlogvar {:?} for mu {:?}", dmu.shape, dlogvar.shape, mu.shape)));
+        return Err(Error::shape(
+            OP,
+            format!(
+                "dmu {:?}, dlogvar {:?} for mu {:?}",
+                dmu.shape, dlogvar.shape, mu.shape
+            ),
+        ));
     }
     let params = ctx.uniform(
         "reparam params",
-        &ReparamParams { bk: mu.len() as u32, samples: samples as u32, kl_weight, _pad: 0 },
+        &ReparamParams {
+            bk: mu.len() as u32,
+            samples: samples as u32,
+            kl_weight,
+            _pad: 0,
+        },
     );
     ctx.dispatch(
         OP,

@@ -34,7 +34,10 @@ impl VaeConfig {
                 return Err(Error::Config(format!("{name} must be at least 1")));
             }
             if v > 1 << 20 {
-                return Err(Error::Config(format!("{name} = {v} is absurdly large (max {})", 1 << 20)));
+                return Err(Error::Config(format!(
+                    "{name} = {v} is absurdly large (max {})",
+                    1 << 20
+                )));
             }
         }
         Ok(())

@@ -102,7 +102,10 @@ fn lin(bias: &GpuTensor, act: Act) -> Epilogue<'_> {
 #[derive(Clone, Copy)]
 pub enum Input<'a> {
     /// Gathered on the GPU: rows `index[batch_offset..batch_offset + B]` of `pixels` (u8 `[N, D]`).
-    Gather { pixels: &'a GpuTensor, index: &'a GpuTensor },
+    Gather {
+        pixels: &'a GpuTensor,
+        index: &'a GpuTensor,
+    },
     /// Already in `acts.x` (written by the caller), e.g. for parity with a reference batch.
     Given,
 }
@@ -153,7 +156,13 @@ pub struct GpuVae {
 
 impl GpuVae {
     /// A fresh model initialised from `seed` as PyTorch's `nn.Linear` would be.
-    pub fn new(ctx: &GpuContext, cfg: VaeConfig, adam: AdamConfig, max_batch: usize, seed: u64) -> Result<Self> {
+    pub fn new(
+        ctx: &GpuContext,
+        cfg: VaeConfig,
+        adam: AdamConfig,
+        max_batch: usize,
+        seed: u64,
+    ) -> Result<Self> {
         let layout = ParamLayout::new(&cfg);
         let init = layout.init(seed);
         Self::from_params(ctx, cfg, adam, max_batch, seed, &init)
@@ -176,7 +185,11 @@ impl GpuVae {
         if params.len() != layout.len {
             return Err(Error::shape(
                 "GpuVae::from_params",
-                format!("parameter arena has {} values, layout needs {}", params.len(), layout.len),
+                format!(
+                    "parameter arena has {} values, layout needs {}",
+                    params.len(),
+                    layout.len
+                ),
             ));
         }
         let n = layout.len;
@@ -239,9 +252,30 @@ impl GpuVae {
         let (w_lv, b_lv) = (p(idx::LV_W)?, p(idx::LV_B)?);
         let (w_dec, b_dec) = (p(idx::DEC_W)?, p(idx::DEC_B)?);
         let (w_out, b_out) = (p(idx::OUT_W)?, p(idx::OUT_B)?);
-        d.push(matmul(ctx, Layout::NT, &a.x, &w_enc, &a.h_enc, lin(&b_enc, Act::Relu))?);
-        d.push(matmul(ctx, Layout::NT, &a.h_enc, &w_mu, &a.mu, lin(&b_mu, Act::Identity))?);
-        d.push(matmul(ctx, Layout::NT, &a.h_enc, &w_lv, &a.logvar, lin(&b_lv, Act::Identity))?);
+        d.push(matmul(
+            ctx,
+            Layout::NT,
+            &a.x,
+            &w_enc,
+            &a.h_enc,
+            lin(&b_enc, Act::Relu),
+        )?);
+        d.push(matmul(
+            ctx,
+            Layout::NT,
+            &a.h_enc,
+            &w_mu,
+            &a.mu,
+            lin(&b_mu, Act::Identity),
+        )?);
+        d.push(matmul(
+            ctx,
+            Layout::NT,
+            &a.h_enc,
+            &w_lv,
+            &a.logvar,
+            lin(&b_lv, Act::Identity),
+        )?);
         d.push(reparam::reparam_forward(
             ctx,
             &a.mu,
@@ -253,9 +287,29 @@ impl GpuVae {
             eps_source,
             step,
         )?);
-        d.push(matmul(ctx, Layout::NT, &a.z, &w_dec, &a.h_dec, lin(&b_dec, Act::Relu))?);
-        d.push(matmul(ctx, Layout::NT, &a.h_dec, &w_out, &a.logits, lin(&b_out, Act::Identity))?);
-        d.push(bce::bce_forward_backward(ctx, &a.logits, &a.x, &a.dlogits, &a.bce_partials)?);
+        d.push(matmul(
+            ctx,
+            Layout::NT,
+            &a.z,
+            &w_dec,
+            &a.h_dec,
+            lin(&b_dec, Act::Relu),
+        )?);
+        d.push(matmul(
+            ctx,
+            Layout::NT,
+            &a.h_dec,
+            &w_out,
+            &a.logits,
+            lin(&b_out, Act::Identity),
+        )?);
+        d.push(bce::bce_forward_backward(
+            ctx,
+            &a.logits,
+            &a.x,
+            &a.dlogits,
+            &a.bce_partials,
+        )?);
         let lb = self.cfg.samples * batch;
         d.push(reduce::loss_reduce(
             ctx,
@@ -269,35 +323,77 @@ impl GpuVae {
         if train {
             // ---- backward: dW = dYᵀ·X (TN), db = colsum(dY), dX = dY·W (NN), ReLU masks dX.
             let none = Epilogue::NONE;
-            d.push(matmul(ctx, Layout::TN, &a.dlogits, &a.h_dec, &g(idx::OUT_W)?, none)?);
+            d.push(matmul(
+                ctx,
+                Layout::TN,
+                &a.dlogits,
+                &a.h_dec,
+                &g(idx::OUT_W)?,
+                none,
+            )?);
             d.push(reduce::column_sum(ctx, &a.dlogits, &g(idx::OUT_B)?)?);
-            d.push(matmul(ctx, Layout::NN, &a.dlogits, &w_out, &a.dh_dec, none)?);
+            d.push(matmul(
+                ctx,
+                Layout::NN,
+                &a.dlogits,
+                &w_out,
+                &a.dh_dec,
+                none,
+            )?);
             d.push(bias_act::act_backward(ctx, &a.dh_dec, &a.h_dec, Act::Relu)?);
-            d.push(matmul(ctx, Layout::TN, &a.dh_dec, &a.z, &g(idx::DEC_W)?, none)?);
+            d.push(matmul(
+                ctx,
+                Layout::TN,
+                &a.dh_dec,
+                &a.z,
+                &g(idx::DEC_W)?,
+                none,
+            )?);
             d.push(reduce::column_sum(ctx, &a.dh_dec, &g(idx::DEC_B)?)?);
             d.push(matmul(ctx, Layout::NN, &a.dh_dec, &w_dec, &a.dz, none)?);
             d.push(reparam::reparam_backward(
-                ctx,
-                &a.mu,
-                &a.logvar,
-                &a.eps,
-                &a.dz,
-                &a.dmu,
-                &a.dlogvar,
-                1.0,
+                ctx, &a.mu, &a.logvar, &a.eps, &a.dz, &a.dmu, &a.dlogvar, 1.0,
             )?);
-            d.push(matmul(ctx, Layout::TN, &a.dmu, &a.h_enc, &g(idx::MU_W)?, none)?);
+            d.push(matmul(
+                ctx,
+                Layout::TN,
+                &a.dmu,
+                &a.h_enc,
+                &g(idx::MU_W)?,
+                none,
+            )?);
             d.push(reduce::column_sum(ctx, &a.dmu, &g(idx::MU_B)?)?);
-            d.push(matmul(ctx, Layout::TN, &a.dlogvar, &a.h_enc, &g(idx::LV_W)?, none)?);
+            d.push(matmul(
+                ctx,
+                Layout::TN,
+                &a.dlogvar,
+                &a.h_enc,
+                &g(idx::LV_W)?,
+                none,
+            )?);
             d.push(reduce::column_sum(ctx, &a.dlogvar, &g(idx::LV_B)?)?);
             d.push(matmul(ctx, Layout::NN, &a.dmu, &w_mu, &a.dh_enc, none)?);
             let accumulate = Epilogue {
                 accumulate: true,
                 ..Epilogue::NONE
             };
-            d.push(matmul(ctx, Layout::NN, &a.dlogvar, &w_lv, &a.dh_enc, accumulate)?);
+            d.push(matmul(
+                ctx,
+                Layout::NN,
+                &a.dlogvar,
+                &w_lv,
+                &a.dh_enc,
+                accumulate,
+            )?);
             d.push(bias_act::act_backward(ctx, &a.dh_enc, &a.h_enc, Act::Relu)?);
-            d.push(matmul(ctx, Layout::TN, &a.dh_enc, &a.x, &g(idx::ENC_W)?, none)?);
+            d.push(matmul(
+                ctx,
+                Layout::TN,
+                &a.dh_enc,
+                &a.x,
+                &g(idx::ENC_W)?,
+                none,
+            )?);
             d.push(reduce::column_sum(ctx, &a.dh_enc, &g(idx::ENC_B)?)?);
             d.push(adam::adam_step(
                 ctx,
@@ -319,7 +415,12 @@ impl GpuVae {
 
     /// Record and submit one planned step (does not wait). For a training step the Adam step
     /// counter advances and keys the noise; evaluation draws use a separate counter range.
-    pub fn run_step(&mut self, ctx: &GpuContext, graph: &StepGraph, batch_offset: usize) -> Result<()> {
+    pub fn run_step(
+        &mut self,
+        ctx: &GpuContext,
+        graph: &StepGraph,
+        batch_offset: usize,
+    ) -> Result<()> {
         let mut sp = StepParams::with_seed(self.seed);
         sp.batch_offset = batch_offset as u32;
         if graph.train {
@@ -334,9 +435,15 @@ impl GpuVae {
             sp.rng_step = 0x8000_0000 | (self.eval_draws & 0x7fff_ffff);
         }
         self.step_uniform.write(ctx, &sp);
-        let mut encoder = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
-            label: Some(if graph.train { "train step" } else { "eval step" }),
-        });
+        let mut encoder = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some(if graph.train {
+                    "train step"
+                } else {
+                    "eval step"
+                }),
+            });
         let refs: Vec<&Dispatch> = graph.dispatches.iter().collect();
         kernels::encode_all(&mut encoder, &refs);
         ctx.queue.submit([encoder.finish()]);

@@ -68,7 +68,9 @@ impl TrainSettings {
         }
         let lr = self.adam.lr;
         if !(lr.is_finite() && lr > 0.0) {
-            return Err(Error::Config(format!("--lr must be a finite number > 0, got {lr}")));
+            return Err(Error::Config(format!(
+                "--lr must be a finite number > 0, got {lr}"
+            )));
         }
         Ok(())
     }
@@ -78,9 +80,19 @@ impl TrainSettings {
 #[derive(Clone, Debug)]
 pub enum Event {
     /// A step was submitted (`step` counts from 0 within the epoch).
-    Step { epoch: usize, step: usize, steps: usize, images: usize },
+    Step {
+        epoch: usize,
+        step: usize,
+        steps: usize,
+        images: usize,
+    },
     /// The loss of the step just taken, per image, read back at a log point.
-    BatchLoss { epoch: usize, step: usize, steps: usize, loss: f64 },
+    BatchLoss {
+        epoch: usize,
+        step: usize,
+        steps: usize,
+        loss: f64,
+    },
 }
 
 /// An epoch's averages, per image (summed over the epoch's batches / data set size).
@@ -106,7 +118,12 @@ pub struct Trainer {
 }
 
 impl Trainer {
-    pub fn new(ctx: &GpuContext, cfg: VaeConfig, settings: TrainSettings, train: &Mnist) -> Result<Self> {
+    pub fn new(
+        ctx: &GpuContext,
+        cfg: VaeConfig,
+        settings: TrainSettings,
+        train: &Mnist,
+    ) -> Result<Self> {
         cfg.validate()?;
         settings.validate(train.count)?;
         if train.dim() != cfg.input {
@@ -124,7 +141,12 @@ impl Trainer {
     }
 
     /// A trainer around an existing model (e.g. one restored from a checkpoint).
-    pub fn with_model(ctx: &GpuContext, vae: GpuVae, settings: TrainSettings, train: GpuDataset) -> Result<Self> {
+    pub fn with_model(
+        ctx: &GpuContext,
+        vae: GpuVae,
+        settings: TrainSettings,
+        train: GpuDataset,
+    ) -> Result<Self> {
         let b = settings.batch_size;
         let input = Input::Gather {
             pixels: &train.pixels,
@@ -161,10 +183,15 @@ impl Trainer {
     }
 
     /// Train one epoch over a fresh shuffle of the training set.
-    pub fn train_epoch(&mut self, ctx: &GpuContext, on_event: &mut dyn FnMut(Event)) -> Result<EpochStats> {
+    pub fn train_epoch(
+        &mut self,
+        ctx: &GpuContext,
+        on_event: &mut dyn FnMut(Event),
+    ) -> Result<EpochStats> {
         let start = std::time::Instant::now();
         let epoch = self.epoch + 1;
-        let perm = Stream::new(self.settings.seed, domain::SHUFFLE, epoch as u32).permutation(self.train.len);
+        let perm = Stream::new(self.settings.seed, domain::SHUFFLE, epoch as u32)
+            .permutation(self.train.len);
         ctx.write_u32(&self.train.index, &perm)?;
         self.vae.reset_losses(ctx, &self.acc)?;
         let steps = self.steps_per_epoch();
@@ -220,16 +247,25 @@ impl Trainer {
             pixels: &data.pixels,
             index: &data.index,
         };
-        let full = self.vae.plan_step(ctx, b, input, EpsSource::Philox, false, &self.eval_acc)?;
+        let full = self
+            .vae
+            .plan_step(ctx, b, input, EpsSource::Philox, false, &self.eval_acc)?;
         let rem = data.len % b;
         let last = if rem > 0 {
-            Some(self.vae.plan_step(ctx, rem, input, EpsSource::Philox, false, &self.eval_acc)?)
+            Some(
+                self.vae
+                    .plan_step(ctx, rem, input, EpsSource::Philox, false, &self.eval_acc)?,
+            )
         } else {
             None
         };
         self.vae.reset_losses(ctx, &self.eval_acc)?;
         for step in 0..data.len.div_ceil(b) {
-            let graph = if (step + 1) * b <= data.len { &full } else { last.as_ref().unwrap_or(&full) };
+            let graph = if (step + 1) * b <= data.len {
+                &full
+            } else {
+                last.as_ref().unwrap_or(&full)
+            };
             self.vae.run_step(ctx, graph, step * b)?;
         }
         let r = self.vae.read_losses(ctx, &self.eval_acc)?;

@@ -5,7 +5,7 @@
 use std::sync::OnceLock;
 
 use vae_wgpu::cpu::rng::{Stream, domain};
-use vae_wgpu::gpu::GpuContext;
+use vae_wgpu::gpu::{BackendChoice, ContextOptions, GpuContext};
 
 /// f32 unit roundoff.
 pub const U: f64 = 1.0 / 16_777_216.0;
@@ -13,13 +13,35 @@ pub const U: f64 = 1.0 / 16_777_216.0;
 /// The test device: `VAE_WGPU_BACKEND` / `VAE_WGPU_ADAPTER` pick it. No adapter is a failure with the
 /// install hint, never a skip.
 pub fn ctx() -> &'static GpuContext {
-    static CTX: OnceLock<GpuContext> = OnceLock::new();
-    CTX.get_or_init(|| match GpuContext::from_env() {
-        Ok(c) => {
-            eprintln!("adapter: {}", c.adapter.short());
-            c
+    &contexts()[0]
+}
+
+/// The test device, then a GL device when one exists and the first is not GL already, so the
+/// parity tests cover the GL backend (llvmpipe through EGL on Linux) too. With
+/// `VAE_WGPU_REQUIRE_GL=1` (as CI sets it) a missing GL adapter is a failure, not a skip.
+pub fn contexts() -> &'static [GpuContext] {
+    static CTXS: OnceLock<Vec<GpuContext>> = OnceLock::new();
+    CTXS.get_or_init(|| {
+        let first = match GpuContext::from_env() {
+            Ok(c) => c,
+            Err(e) => panic!("GPU tests need an adapter: {e}"),
+        };
+        eprintln!("adapter: {}", first.adapter.short());
+        let mut v = vec![first];
+        if v[0].adapter.backend != wgpu::Backend::Gl {
+            let opts = ContextOptions { backend: BackendChoice::Gl, ..ContextOptions::default() };
+            match GpuContext::new(&opts) {
+                Ok(gl) => {
+                    eprintln!("also on GL adapter: {}", gl.adapter.short());
+                    v.push(gl);
+                }
+                Err(e) if std::env::var("VAE_WGPU_REQUIRE_GL").is_ok_and(|s| s == "1") => {
+                    panic!("VAE_WGPU_REQUIRE_GL=1 but no GL adapter: {e}\nInstall EGL and Mesa: apt-get install -y libegl1 libegl-mesa0 libgl1-mesa-dri")
+                }
+                Err(e) => eprintln!("note: GL backend not covered here (no GL adapter: {e})"),
+            }
         }
-        Err(e) => panic!("GPU tests need an adapter: {e}"),
+        v
     })
 }
 
@@ -36,13 +58,23 @@ pub fn to_f32(v: &[f64]) -> Vec<f32> {
 /// Per-element check `|got - want| <= tol[i]`; the failure names the worst element relative to its
 /// tolerance, both values, and the max abs / rel error over the tensor.
 pub fn assert_close(name: &str, got: &[f32], want: &[f64], tol: impl Fn(usize) -> f64) -> f64 {
-    assert_eq!(got.len(), want.len(), "{name}: length {} vs reference {}", got.len(), want.len());
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{name}: length {} vs reference {}",
+        got.len(),
+        want.len()
+    );
     let mut worst = (0usize, -1.0f64);
     let (mut max_abs, mut max_rel) = (0.0f64, 0.0f64);
     for i in 0..got.len() {
         let g = got[i] as f64;
         let err = (g - want[i]).abs();
-        let ratio = if err.is_nan() { f64::INFINITY } else { err / tol(i).max(f64::MIN_POSITIVE) };
+        let ratio = if err.is_nan() {
+            f64::INFINITY
+        } else {
+            err / tol(i).max(f64::MIN_POSITIVE)
+        };
         if ratio > worst.1 {
             worst = (i, ratio);
         }
@@ -61,7 +93,10 @@ pub fn assert_close(name: &str, got: &[f32], want: &[f64], tol: impl Fn(usize) -
         tol(i),
         got.len()
     );
-    eprintln!("{name}: max abs err {max_abs:.3e}, max rel err {max_rel:.3e} ({} elements)", got.len());
+    eprintln!(
+        "{name}: max abs err {max_abs:.3e}, max rel err {max_rel:.3e} ({} elements)",
+        got.len()
+    );
     max_abs
 }
 
