@@ -64,6 +64,12 @@ impl Activations {
         })
     }
 
+    /// Views of the decoder-side buffers (z, h_dec, logits) with `rows` rows.
+    pub fn decoder_rows(&self, rows: usize) -> Result<(GpuTensor, GpuTensor, GpuTensor)> {
+        let v = |t: &GpuTensor| t.view(0, &[rows, t.shape[1]]);
+        Ok((v(&self.z)?, v(&self.h_dec)?, v(&self.logits)?))
+    }
+
     /// Views of the first `b` rows (and L·b rows) of every buffer.
     pub fn rows(&self, b: usize, samples: usize) -> Result<Activations> {
         let v = |t: &GpuTensor, rows: usize| t.view(0, &[rows, t.shape[1]]);
@@ -231,12 +237,7 @@ impl GpuVae {
         train: bool,
         acc: &GpuTensor,
     ) -> Result<StepGraph> {
-        if batch == 0 || batch > self.max_batch {
-            return Err(Error::Config(format!(
-                "a step of {batch} rows does not fit buffers sized for batches of at most {}",
-                self.max_batch
-            )));
-        }
+        self.check_batch(batch)?;
         let a = self.acts.rows(batch, self.cfg.samples)?;
         let p = |i| self.view(&self.params, i);
         let g = |i| self.view(&self.grads, i);
@@ -244,38 +245,7 @@ impl GpuVae {
         let mut d = Vec::with_capacity(32);
 
         // ---- forward
-        if let Input::Gather { pixels, index } = input {
-            d.push(gather::gather_batch(ctx, pixels, index, &a.x, step)?);
-        }
-        let (w_enc, b_enc) = (p(idx::ENC_W)?, p(idx::ENC_B)?);
-        let (w_mu, b_mu) = (p(idx::MU_W)?, p(idx::MU_B)?);
-        let (w_lv, b_lv) = (p(idx::LV_W)?, p(idx::LV_B)?);
-        let (w_dec, b_dec) = (p(idx::DEC_W)?, p(idx::DEC_B)?);
-        let (w_out, b_out) = (p(idx::OUT_W)?, p(idx::OUT_B)?);
-        d.push(matmul(
-            ctx,
-            Layout::NT,
-            &a.x,
-            &w_enc,
-            &a.h_enc,
-            lin(&b_enc, Act::Relu),
-        )?);
-        d.push(matmul(
-            ctx,
-            Layout::NT,
-            &a.h_enc,
-            &w_mu,
-            &a.mu,
-            lin(&b_mu, Act::Identity),
-        )?);
-        d.push(matmul(
-            ctx,
-            Layout::NT,
-            &a.h_enc,
-            &w_lv,
-            &a.logvar,
-            lin(&b_lv, Act::Identity),
-        )?);
+        d.extend(self.encoder(ctx, &a, input)?);
         d.push(reparam::reparam_forward(
             ctx,
             &a.mu,
@@ -287,22 +257,7 @@ impl GpuVae {
             eps_source,
             step,
         )?);
-        d.push(matmul(
-            ctx,
-            Layout::NT,
-            &a.z,
-            &w_dec,
-            &a.h_dec,
-            lin(&b_dec, Act::Relu),
-        )?);
-        d.push(matmul(
-            ctx,
-            Layout::NT,
-            &a.h_dec,
-            &w_out,
-            &a.logits,
-            lin(&b_out, Act::Identity),
-        )?);
+        d.extend(self.decoder(ctx, &a.z, &a.h_dec, &a.logits)?);
         d.push(bce::bce_forward_backward(
             ctx,
             &a.logits,
@@ -322,6 +277,8 @@ impl GpuVae {
 
         if train {
             // ---- backward: dW = dYᵀ·X (TN), db = colsum(dY), dX = dY·W (NN), ReLU masks dX.
+            let (w_mu, w_lv) = (p(idx::MU_W)?, p(idx::LV_W)?);
+            let (w_dec, w_out) = (p(idx::DEC_W)?, p(idx::OUT_W)?);
             let none = Epilogue::NONE;
             d.push(matmul(
                 ctx,
@@ -411,6 +368,141 @@ impl GpuVae {
             train,
             dispatches: d,
         })
+    }
+
+    /// Gather (optional) → `h_enc = ReLU(x·W_encᵀ + b)` → `mu`, `logvar` heads.
+    fn encoder(
+        &self,
+        ctx: &GpuContext,
+        a: &Activations,
+        input: Input<'_>,
+    ) -> Result<Vec<Dispatch>> {
+        let p = |i| self.view(&self.params, i);
+        let mut d = Vec::with_capacity(4);
+        if let Input::Gather { pixels, index } = input {
+            d.push(gather::gather_batch(
+                ctx,
+                pixels,
+                index,
+                &a.x,
+                &self.step_uniform,
+            )?);
+        }
+        d.push(matmul(
+            ctx,
+            Layout::NT,
+            &a.x,
+            &p(idx::ENC_W)?,
+            &a.h_enc,
+            lin(&p(idx::ENC_B)?, Act::Relu),
+        )?);
+        d.push(matmul(
+            ctx,
+            Layout::NT,
+            &a.h_enc,
+            &p(idx::MU_W)?,
+            &a.mu,
+            lin(&p(idx::MU_B)?, Act::Identity),
+        )?);
+        d.push(matmul(
+            ctx,
+            Layout::NT,
+            &a.h_enc,
+            &p(idx::LV_W)?,
+            &a.logvar,
+            lin(&p(idx::LV_B)?, Act::Identity),
+        )?);
+        Ok(d)
+    }
+
+    /// `h_dec = ReLU(z·W_decᵀ + b)` → `logits = h_dec·W_outᵀ + b`.
+    fn decoder(
+        &self,
+        ctx: &GpuContext,
+        z: &GpuTensor,
+        h_dec: &GpuTensor,
+        logits: &GpuTensor,
+    ) -> Result<Vec<Dispatch>> {
+        let p = |i| self.view(&self.params, i);
+        Ok(vec![
+            matmul(
+                ctx,
+                Layout::NT,
+                z,
+                &p(idx::DEC_W)?,
+                h_dec,
+                lin(&p(idx::DEC_B)?, Act::Relu),
+            )?,
+            matmul(
+                ctx,
+                Layout::NT,
+                h_dec,
+                &p(idx::OUT_W)?,
+                logits,
+                lin(&p(idx::OUT_B)?, Act::Identity),
+            )?,
+        ])
+    }
+
+    /// Plan the encoder alone on `batch` rows: fills `acts.mu` and `acts.logvar`.
+    pub fn plan_encode(
+        &self,
+        ctx: &GpuContext,
+        batch: usize,
+        input: Input<'_>,
+    ) -> Result<StepGraph> {
+        self.check_batch(batch)?;
+        let a = self.acts.rows(batch, self.cfg.samples)?;
+        Ok(StepGraph {
+            batch,
+            train: false,
+            dispatches: self.encoder(ctx, &a, input)?,
+        })
+    }
+
+    /// Plan the decoder alone on `rows` latent codes written into `acts.z`: leaves
+    /// `mu_d = sigmoid(logits)` in `acts.logits`.
+    pub fn plan_decode(&self, ctx: &GpuContext, rows: usize) -> Result<StepGraph> {
+        if rows == 0 || rows > self.acts.z.shape[0] {
+            return Err(Error::Config(format!(
+                "{rows} latent codes do not fit buffers of {} rows",
+                self.acts.z.shape[0]
+            )));
+        }
+        let (z, h_dec, logits) = self.acts.decoder_rows(rows)?;
+        let mut dispatches = self.decoder(ctx, &z, &h_dec, &logits)?;
+        dispatches.push(bias_act::act_forward(ctx, &logits, None, Act::Sigmoid)?);
+        Ok(StepGraph {
+            batch: rows,
+            train: false,
+            dispatches,
+        })
+    }
+
+    /// Plan the full forward pass with sampled z (as the notebook's `model(x)`), the loss into
+    /// `acc`, and `mu_d = sigmoid(logits)` left in `acts.logits`.
+    pub fn plan_reconstruct(
+        &self,
+        ctx: &GpuContext,
+        batch: usize,
+        input: Input<'_>,
+        acc: &GpuTensor,
+    ) -> Result<StepGraph> {
+        let mut g = self.plan_step(ctx, batch, input, EpsSource::Philox, false, acc)?;
+        let (_, _, logits) = self.acts.decoder_rows(self.cfg.samples * batch)?;
+        g.dispatches
+            .push(bias_act::act_forward(ctx, &logits, None, Act::Sigmoid)?);
+        Ok(g)
+    }
+
+    fn check_batch(&self, batch: usize) -> Result<()> {
+        if batch == 0 || batch > self.max_batch {
+            return Err(Error::Config(format!(
+                "a step of {batch} rows does not fit buffers sized for batches of at most {}",
+                self.max_batch
+            )));
+        }
+        Ok(())
     }
 
     /// Record and submit one planned step (does not wait). For a training step the Adam step
