@@ -11,6 +11,7 @@ pub mod error;
 pub mod gpu;
 pub mod kernels;
 pub mod ops;
+pub mod viz;
 
 pub use error::{Error, Result};
 pub mod data;

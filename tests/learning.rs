@@ -9,7 +9,7 @@ mod common;
 
 use common::ctx;
 use vae_wgpu::data::{Mnist, Split};
-use vae_wgpu::model::{Event, TrainSettings, Trainer, VaeConfig};
+use vae_wgpu::model::{EpochEnd, Event, TrainSettings, Trainer, VaeConfig};
 
 #[test]
 fn loss_falls_on_an_mnist_subset() {
@@ -34,7 +34,10 @@ fn loss_falls_on_an_mnist_subset() {
                 first.get_or_insert(loss);
             }
         };
-        epochs.push(trainer.train_epoch(ctx, &mut on).unwrap().loss);
+        match trainer.train_epoch(ctx, &mut on, &mut || false).unwrap() {
+            EpochEnd::Completed(stats) => epochs.push(stats.loss),
+            EpochEnd::Stopped { .. } => panic!("nothing asked the epoch to stop"),
+        }
     }
     let first = first.unwrap();
     eprintln!("first batch loss {first:.1}, epoch averages {epochs:?}");

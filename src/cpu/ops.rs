@@ -210,3 +210,40 @@ pub fn gather(pixels: &[u8], dim: usize, index: &[u32], offset: usize, b: usize)
     }
     x
 }
+
+// ---- iwae.wgsl --------------------------------------------------------------------------------
+
+/// `bce_rows`: per-row BCE sums of logits `[L·B, D]` against targets `[B, D]`.
+pub fn bce_rows(logits: &[f64], target: &[f64], dim: usize) -> Vec<f64> {
+    let tr = target.len() / dim;
+    logits
+        .chunks(dim)
+        .enumerate()
+        .map(|(r, row)| row.iter().enumerate().map(|(d, &l)| bce_elem(l, target[(r % tr) * dim + d])).sum())
+        .collect()
+}
+
+/// `iwae_estimate`: per image, `-(logsumexp_l log w_l - log L)` with
+/// `log w_l = -rowloss[l·B+b] + Σ_k ½(eps² - z² + logvar)`.
+pub fn iwae_estimate(rowloss: &[f64], z: &[f64], eps: &[f64], logvar: &[f64], batch: usize, latent: usize) -> Vec<f64> {
+    let samples = rowloss.len() / batch;
+    (0..batch)
+        .map(|b| {
+            let w: Vec<f64> = (0..samples)
+                .map(|l| {
+                    let row = l * batch + b;
+                    -rowloss[row]
+                        + (0..latent)
+                            .map(|k| {
+                                let (zv, e) = (z[row * latent + k], eps[row * latent + k]);
+                                0.5 * (e * e - zv * zv + logvar[b * latent + k])
+                            })
+                            .sum::<f64>()
+                })
+                .collect();
+            let m = w.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let s: f64 = w.iter().map(|v| (v - m).exp()).sum();
+            -(m + s.ln() - (samples as f64).ln())
+        })
+        .collect()
+}

@@ -117,6 +117,18 @@ pub struct ContextOptions {
 }
 
 impl ContextOptions {
+    /// Options from the environment, overridden by command-line values where given.
+    pub fn from_env_and_flags(backend: Option<&str>, adapter: Option<&str>) -> Result<Self> {
+        let mut opts = Self::from_env()?;
+        if let Some(b) = backend {
+            opts.backend = b.parse()?;
+        }
+        if let Some(a) = adapter {
+            opts.adapter = Some(a.to_string());
+        }
+        Ok(opts)
+    }
+
     /// Options from `VAE_WGPU_BACKEND`, `VAE_WGPU_ADAPTER` and `VAE_WGPU_MATMUL`.
     pub fn from_env() -> Result<Self> {
         let backend = match std::env::var(BACKEND_ENV) {

@@ -33,9 +33,10 @@ impl Shader {
     pub const REPARAM_KL: Shader = shader!("reparam_kl");
     pub const ADAM: Shader = shader!("adam");
     pub const GATHER: Shader = shader!("gather");
+    pub const IWAE: Shader = shader!("iwae");
 
     /// Every shader of the engine (the cross-compilation test walks this list).
-    pub const ALL: [Shader; 7] = [
+    pub const ALL: [Shader; 8] = [
         Shader::MATMUL,
         Shader::BIAS_ACT,
         Shader::REDUCE,
@@ -43,6 +44,7 @@ impl Shader {
         Shader::REPARAM_KL,
         Shader::ADAM,
         Shader::GATHER,
+        Shader::IWAE,
     ];
 }
 

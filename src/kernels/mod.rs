@@ -7,6 +7,7 @@ pub mod adam;
 pub mod bce;
 pub mod bias_act;
 pub mod gather;
+pub mod iwae;
 pub mod matmul;
 pub mod reduce;
 pub mod reparam;

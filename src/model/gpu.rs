@@ -127,6 +127,11 @@ impl StepGraph {
     pub fn dispatch_count(&self) -> usize {
         self.dispatches.len()
     }
+
+    /// Append a dispatch to run after the planned ones (e.g. evaluation extras).
+    pub fn push(&mut self, d: Dispatch) {
+        self.dispatches.push(d);
+    }
 }
 
 /// The loss accumulator's contents (sums over the batches since the last reset).
@@ -540,6 +545,11 @@ impl GpuVae {
         kernels::encode_all(&mut encoder, &refs);
         ctx.queue.submit([encoder.finish()]);
         Ok(())
+    }
+
+    /// The per-step uniform the planned kernels read.
+    pub fn step_uniform(&self) -> &StepUniform {
+        &self.step_uniform
     }
 
     /// Zero a loss accumulator (queued before the next submit).

@@ -1,7 +1,9 @@
 //! The VAE: its sizes ([`VaeConfig`]), its parameters laid out in flat arenas with PyTorch's names
 //! ([`ParamLayout`]), and the GPU training step ([`GpuVae`]).
 
+pub mod checkpoint;
 pub mod config;
+pub mod eval;
 pub mod gpu;
 pub mod params;
 pub mod train;
@@ -9,4 +11,5 @@ pub mod train;
 pub use config::VaeConfig;
 pub use gpu::{Activations, GpuVae, LossReadout};
 pub use params::{ParamLayout, ParamSpec};
-pub use train::{EpochStats, Event, GpuDataset, TrainSettings, Trainer};
+pub use checkpoint::Checkpoint;
+pub use train::{EpochEnd, EpochStats, Event, GpuDataset, TrainSettings, Trainer};

@@ -6,7 +6,9 @@ use crate::cpu::rng::{Stream, domain};
 use crate::data::Mnist;
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuTensor};
+use crate::kernels::reduce::LossSlots;
 use crate::kernels::reparam::EpsSource;
+use crate::model::checkpoint::{Checkpoint, OptimizerState, Progress};
 use crate::model::gpu::{Input, StepGraph};
 use crate::model::{GpuVae, VaeConfig};
 use crate::ops::AdamConfig;
@@ -95,6 +97,15 @@ pub enum Event {
     },
 }
 
+/// How a call to [`Trainer::train_epoch`] ended.
+#[derive(Clone, Copy, Debug)]
+pub enum EpochEnd {
+    Completed(EpochStats),
+    /// `should_stop` asked to stop before step `step` (0-based) of epoch `epoch` (1-based); the
+    /// trainer can be checkpointed and resumed from exactly there.
+    Stopped { epoch: usize, step: usize },
+}
+
 /// An epoch's averages, per image (summed over the epoch's batches / data set size).
 #[derive(Clone, Copy, Debug)]
 pub struct EpochStats {
@@ -115,6 +126,8 @@ pub struct Trainer {
     last: Option<StepGraph>,
     /// Epochs completed.
     pub epoch: usize,
+    /// Steps done in the epoch in progress (0 at an epoch boundary).
+    pub step_in_epoch: usize,
 }
 
 impl Trainer {
@@ -170,6 +183,7 @@ impl Trainer {
             full,
             last,
             epoch: 0,
+            step_in_epoch: 0,
         })
     }
 
@@ -182,27 +196,38 @@ impl Trainer {
         self.full.dispatch_count()
     }
 
-    /// Train one epoch over a fresh shuffle of the training set.
+    /// Train the rest of the current epoch (all of it at an epoch boundary) over this epoch's
+    /// shuffle of the training set. `should_stop` is asked before every step; when it says yes the
+    /// loop returns [`EpochEnd::Stopped`] with everything in place for [`Trainer::checkpoint`].
     pub fn train_epoch(
         &mut self,
         ctx: &GpuContext,
         on_event: &mut dyn FnMut(Event),
-    ) -> Result<EpochStats> {
+        should_stop: &mut dyn FnMut() -> bool,
+    ) -> Result<EpochEnd> {
         let start = std::time::Instant::now();
         let epoch = self.epoch + 1;
-        let perm = Stream::new(self.settings.seed, domain::SHUFFLE, epoch as u32)
-            .permutation(self.train.len);
+        // The shuffle depends only on (seed, epoch), so a resumed epoch sees the same order.
+        let perm = Stream::new(self.settings.seed, domain::SHUFFLE, epoch as u32).permutation(self.train.len);
         ctx.write_u32(&self.train.index, &perm)?;
-        self.vae.reset_losses(ctx, &self.acc)?;
+        if self.step_in_epoch == 0 {
+            self.vae.reset_losses(ctx, &self.acc)?;
+        }
         let steps = self.steps_per_epoch();
         let b = self.settings.batch_size;
-        for step in 0..steps {
+        for step in self.step_in_epoch..steps {
+            if should_stop() {
+                // Let the submitted steps finish so a checkpoint taken now is consistent.
+                ctx.wait_idle("the last steps")?;
+                return Ok(EpochEnd::Stopped { epoch, step });
+            }
             let graph = if (step + 1) * b <= self.train.len {
                 &self.full
             } else {
                 self.last.as_ref().unwrap_or(&self.full)
             };
             self.vae.run_step(ctx, graph, step * b)?;
+            self.step_in_epoch = step + 1;
             on_event(Event::Step {
                 epoch,
                 step,
@@ -228,14 +253,76 @@ impl Trainer {
             return Err(Error::Diverged { epoch, step: steps });
         }
         self.epoch = epoch;
+        self.step_in_epoch = 0;
         let n = self.train.len as f64;
-        Ok(EpochStats {
+        Ok(EpochEnd::Completed(EpochStats {
             epoch,
             loss: r.epoch_total / n,
             bce: r.epoch_bce / n,
             kl: r.epoch_kl / n,
             seconds: start.elapsed().as_secs_f64(),
+        }))
+    }
+
+    /// Everything needed to continue exactly from here: weights, Adam state, the loss sums of the
+    /// epoch in progress, and where in which epoch we are (waits for submitted work).
+    pub fn checkpoint(&self, ctx: &GpuContext) -> Result<Checkpoint> {
+        Ok(Checkpoint {
+            cfg: self.vae.cfg,
+            params: ctx.read_f32(&self.vae.params)?,
+            optimizer: Some(OptimizerState {
+                config: self.vae.adam,
+                steps: self.vae.adam_steps,
+                m: ctx.read_f32(&self.vae.adam_m)?,
+                v: ctx.read_f32(&self.vae.adam_v)?,
+                loss_accumulator: ctx.read_f32(&self.acc)?,
+            }),
+            progress: Progress {
+                epoch: self.epoch,
+                step_in_epoch: self.step_in_epoch,
+                seed: self.settings.seed,
+                batch_size: self.settings.batch_size,
+            },
         })
+    }
+
+    /// A trainer that continues from a checkpoint. The checkpoint's sizes are the model's; its
+    /// optimizer state (if any) is restored, else Adam starts fresh from the saved weights.
+    pub fn resume(ctx: &GpuContext, ckpt: &Checkpoint, settings: TrainSettings, train: &Mnist) -> Result<Self> {
+        let cfg = ckpt.cfg;
+        settings.validate(train.count)?;
+        if train.dim() != cfg.input {
+            return Err(Error::Config(format!(
+                "the checkpoint's model takes {} inputs but the images have {} pixels",
+                cfg.input,
+                train.dim()
+            )));
+        }
+        let resumes_mid_epoch = ckpt.progress.step_in_epoch > 0;
+        if resumes_mid_epoch && ckpt.progress.batch_size != settings.batch_size {
+            return Err(Error::Config(format!(
+                "the checkpoint stopped mid-epoch with batch size {}; resume with --batch-size {} \
+                 (or from an epoch-end checkpoint)",
+                ckpt.progress.batch_size, ckpt.progress.batch_size
+            )));
+        }
+        let mut vae = GpuVae::from_params(ctx, cfg, settings.adam, settings.batch_size, settings.seed, &ckpt.params)?;
+        if let Some(o) = &ckpt.optimizer {
+            ctx.write_f32(&vae.adam_m, &o.m)?;
+            ctx.write_f32(&vae.adam_v, &o.v)?;
+            vae.adam_steps = o.steps;
+        }
+        let train_gpu = GpuDataset::upload(ctx, "train pixels", train)?;
+        let mut t = Self::with_model(ctx, vae, settings, train_gpu)?;
+        t.epoch = ckpt.progress.epoch;
+        if resumes_mid_epoch {
+            t.step_in_epoch = ckpt.progress.step_in_epoch;
+            match &ckpt.optimizer {
+                Some(o) if o.loss_accumulator.len() == LossSlots::LEN => ctx.write_f32(&t.acc, &o.loss_accumulator)?,
+                _ => t.vae.reset_losses(ctx, &t.acc)?,
+            }
+        }
+        Ok(t)
     }
 
     /// The average loss per image (negative ELBO with one noise draw, as the notebook's test loss)

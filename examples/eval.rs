@@ -1,0 +1,79 @@
+//! Evaluates a checkpoint on the MNIST test set, on the GPU: the negative ELBO with 1 and with N
+//! noise draws per image, and the importance-weighted bound on -log p(x) with k samples.
+//!
+//!     cargo run --release --example eval -- --checkpoint runs/X/checkpoint.safetensors
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use vae_wgpu::data::{Mnist, Split};
+use vae_wgpu::gpu::{ContextOptions, GpuContext};
+use vae_wgpu::model::eval::evaluate;
+use vae_wgpu::model::{Checkpoint, GpuDataset};
+
+#[derive(Parser, Debug)]
+#[command(about = "Evaluate a VAE checkpoint on the MNIST test set")]
+struct Args {
+    /// A checkpoint.safetensors or model.safetensors (also one saved from PyTorch).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    #[arg(long, default_value = "data/mnist")]
+    data_dir: PathBuf,
+    /// Noise draws per image for the N-sample ELBO.
+    #[arg(long, default_value_t = 10)]
+    elbo_samples: usize,
+    /// Importance samples per image for the bound on -log p(x).
+    #[arg(long, default_value_t = 100)]
+    iw_samples: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long)]
+    backend: Option<String>,
+    #[arg(long)]
+    adapter: Option<String>,
+}
+
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    if args.elbo_samples == 0 || args.iw_samples == 0 {
+        return Err("--elbo-samples and --iw-samples must be at least 1".into());
+    }
+    let ckpt = Checkpoint::load(&args.checkpoint)?;
+    let opts = ContextOptions::from_env_and_flags(args.backend.as_deref(), args.adapter.as_deref())?;
+    let test = Mnist::load(&args.data_dir, Split::Test)?;
+    if test.dim() != ckpt.cfg.input {
+        return Err(format!("test images have {} pixels, the checkpoint's model takes {}", test.dim(), ckpt.cfg.input).into());
+    }
+    let ctx = GpuContext::new(&opts)?;
+    println!("adapter: {}", ctx.adapter.short());
+    println!(
+        "model: {} -> {} -> {} from {} (epoch {})",
+        ckpt.cfg.input,
+        ckpt.cfg.hidden,
+        ckpt.cfg.latent,
+        args.checkpoint.display(),
+        ckpt.progress.epoch
+    );
+    let data = GpuDataset::upload(&ctx, "test pixels", &test)?;
+    let r = evaluate(&ctx, ckpt.cfg, &ckpt.params, &data, args.elbo_samples, args.iw_samples, args.seed)?;
+    println!("test set: {} images, nats per image", r.images);
+    println!("  -ELBO, 1 sample:              {:8.2}   ({:.1} s)", r.neg_elbo_1.neg_elbo, r.neg_elbo_1.seconds);
+    println!("  -ELBO, {:>3} samples:          {:8.2}   ({:.1} s)", r.elbo_samples, r.neg_elbo_n.neg_elbo, r.neg_elbo_n.seconds);
+    println!(
+        "  -log p(x) ≤ IWAE, k = {:>3}:   {:8.2}   ({:.1} s)",
+        r.iwae_samples,
+        r.iwae.iwae_nll.unwrap_or(f64::NAN),
+        r.iwae.seconds
+    );
+    Ok(())
+}

@@ -1,0 +1,104 @@
+// Per-image quantities for evaluating a trained model.
+//
+//   bce_rows:      rowloss[r] = Σ_d bce(logits[r, d], x[r mod B, d])      (-log p(x | z_r), one
+//                  workgroup per row of the L·B logits, same stable form as bce.wgsl)
+//   iwae_estimate: for image b with L samples z_l = mu + sd·eps_l,
+//                    log w_l = -rowloss[l·B + b] + Σ_k (½eps² - ½z² + ½logvar)
+//                            = log p(x|z_l) + log p(z_l) - log q(z_l|x)   (the 2π terms cancel)
+//                  nll[offset + b] = -(logsumexp_l log w_l - log L), the importance-weighted bound
+//                  on -log p(x) of Burda et al. (2016); it tightens as L grows.
+
+struct StepParams {
+    batch_offset: u32,
+    rng_step: u32,
+    seed_lo: u32,
+    seed_hi: u32,
+    adam_step_size: f32,
+    adam_bc2_sqrt: f32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+struct RowParams {
+    rows: u32,      // L·B
+    dim: u32,       // D
+    batch: u32,     // B (target rows)
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<storage, read> logits: array<f32>;
+@group(0) @binding(1) var<storage, read> targets: array<f32>;
+@group(0) @binding(2) var<storage, read_write> rowloss: array<f32>;
+@group(0) @binding(3) var<uniform> rp: RowParams;
+
+var<workgroup> sh: array<f32, 256>;
+
+@compute @workgroup_size(256, 1, 1)
+fn bce_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let r = wid.x;
+    if (r >= rp.rows) {
+        return;
+    }
+    let target_row = r % rp.batch;
+    var s = 0.0;
+    for (var d = t; d < rp.dim; d += 256u) {
+        let l = logits[r * rp.dim + d];
+        let x = targets[target_row * rp.dim + d];
+        s += max(l, 0.0) - l * x + log(1.0 + exp(-abs(l)));
+    }
+    sh[t] = s;
+    workgroupBarrier();
+    for (var stride = 128u; stride > 0u; stride >>= 1u) {
+        if (t < stride) {
+            sh[t] += sh[t + stride];
+        }
+        workgroupBarrier();
+    }
+    if (t == 0u) {
+        rowloss[r] = sh[0];
+    }
+}
+
+struct IwaeParams {
+    batch: u32,     // B
+    latent: u32,    // K
+    samples: u32,   // L
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<storage, read> i_rowloss: array<f32>;
+@group(0) @binding(1) var<storage, read> i_z: array<f32>;
+@group(0) @binding(2) var<storage, read> i_eps: array<f32>;
+@group(0) @binding(3) var<storage, read> i_logvar: array<f32>;
+@group(0) @binding(4) var<storage, read_write> nll: array<f32>;
+@group(0) @binding(5) var<uniform> ip: IwaeParams;
+@group(0) @binding(6) var<uniform> step: StepParams;
+
+fn log_weight(b: u32, l: u32) -> f32 {
+    let row = l * ip.batch + b;
+    var s = -i_rowloss[row];
+    for (var k = 0u; k < ip.latent; k++) {
+        let z = i_z[row * ip.latent + k];
+        let e = i_eps[row * ip.latent + k];
+        s += 0.5 * (e * e - z * z + i_logvar[b * ip.latent + k]);
+    }
+    return s;
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn iwae_estimate(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let b = gid.x;
+    if (b >= ip.batch) {
+        return;
+    }
+    // Two passes (max, then Σ exp(w - max)) keep logsumexp finite whatever the weights' scale.
+    var m = log_weight(b, 0u);
+    for (var l = 1u; l < ip.samples; l++) {
+        m = max(m, log_weight(b, l));
+    }
+    var s = 0.0;
+    for (var l = 0u; l < ip.samples; l++) {
+        s += exp(log_weight(b, l) - m);
+    }
+    nll[step.batch_offset + b] = -(m + log(s) - log(f32(ip.samples)));
+}

@@ -1,0 +1,91 @@
+//! Per-row BCE and the importance-weighted bound — launchers for `shaders/iwae.wgsl`.
+
+use super::reparam::StepUniform;
+use super::{Bind, Dispatch, expect_2d};
+use crate::error::{Error, Result};
+use crate::gpu::{GpuContext, GpuTensor, Shader};
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct RowParams {
+    rows: u32,
+    dim: u32,
+    batch: u32,
+    _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct IwaeParams {
+    batch: u32,
+    latent: u32,
+    samples: u32,
+    _pad: u32,
+}
+
+/// `rowloss[r] = Σ_d bce(logits[r, d], target[r mod B, d])`; logits `[L·B, D]`, target `[B, D]`.
+pub fn bce_rows(ctx: &GpuContext, logits: &GpuTensor, target: &GpuTensor, rowloss: &GpuTensor) -> Result<Dispatch> {
+    const OP: &str = "bce_rows";
+    let (rows, d) = expect_2d(OP, "logits", logits)?;
+    let (b, td) = expect_2d(OP, "target", target)?;
+    if td != d || rows % b != 0 || rowloss.len() < rows {
+        return Err(Error::shape(
+            OP,
+            format!("logits {:?}, target {:?}, rowloss {:?}", logits.shape, target.shape, rowloss.shape),
+        ));
+    }
+    let params = ctx.uniform("bce rows params", &RowParams { rows: rows as u32, dim: d as u32, batch: b as u32, _pad: 0 });
+    ctx.dispatch(
+        OP,
+        Shader::IWAE,
+        OP,
+        &[],
+        &[Bind::Tensor(logits), Bind::Tensor(target), Bind::Tensor(rowloss), Bind::Buffer(&params)],
+        [rows as u32, 1, 1],
+    )
+}
+
+/// `nll[step.batch_offset + b] = -(logsumexp_l log w_l - log L)` for each of the B images.
+#[allow(clippy::too_many_arguments)]
+pub fn iwae_estimate(
+    ctx: &GpuContext,
+    rowloss: &GpuTensor,
+    z: &GpuTensor,
+    eps: &GpuTensor,
+    logvar: &GpuTensor,
+    nll: &GpuTensor,
+    step: &StepUniform,
+) -> Result<Dispatch> {
+    const OP: &str = "iwae_estimate";
+    let (b, k) = expect_2d(OP, "logvar", logvar)?;
+    let (rows, zk) = expect_2d(OP, "z", z)?;
+    if zk != k || rows % b != 0 || eps.shape != z.shape || rowloss.len() < rows {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "rowloss {:?}, z {:?}, eps {:?}, logvar {:?}: need z = eps = [L·B, K], logvar [B, K], rowloss ≥ L·B",
+                rowloss.shape, z.shape, eps.shape, logvar.shape
+            ),
+        ));
+    }
+    let params = ctx.uniform(
+        "iwae params",
+        &IwaeParams { batch: b as u32, latent: k as u32, samples: (rows / b) as u32, _pad: 0 },
+    );
+    ctx.dispatch(
+        OP,
+        Shader::IWAE,
+        OP,
+        &[],
+        &[
+            Bind::Tensor(rowloss),
+            Bind::Tensor(z),
+            Bind::Tensor(eps),
+            Bind::Tensor(logvar),
+            Bind::Tensor(nll),
+            Bind::Buffer(&params),
+            Bind::Buffer(&step.buffer),
+        ],
+        [b.div_ceil(64) as u32, 1, 1],
+    )
+}

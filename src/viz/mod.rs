@@ -1,0 +1,261 @@
+//! What users look at: image grids (reconstructions, samples, the latent manifold), the loss curve
+//! and a t-SNE map of the latent codes. PNGs are encoded with the `png` crate; charts are drawn by
+//! `plotters` into memory with a bundled font (DejaVu Sans, assets/fonts), so text renders the same
+//! on a fresh machine with no system fonts.
+
+pub mod pictures;
+
+use std::path::Path;
+use std::sync::Once;
+
+use plotters::prelude::*;
+use plotters::style::FontStyle;
+
+use crate::cpu::rng::{Stream, domain};
+use crate::error::{Error, Result};
+
+const FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
+
+fn register_font() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // The bytes are a valid TrueType font compiled into the binary; a failure here would be a
+        // build defect, reported when the first chart's text fails to draw.
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
+    });
+}
+
+fn io_err(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e.to_string()),
+    }
+}
+
+/// Write an 8-bit PNG (`channels` 1 = gray, 3 = RGB).
+pub fn write_png(path: &Path, width: u32, height: u32, channels: u8, data: &[u8]) -> Result<()> {
+    let file = std::fs::File::create(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), width, height);
+    enc.set_color(if channels == 1 { png::ColorType::Grayscale } else { png::ColorType::Rgb });
+    enc.set_depth(png::BitDepth::Eight);
+    let mut w = enc.write_header().map_err(|e| io_err(path, e))?;
+    w.write_image_data(data).map_err(|e| io_err(path, e))?;
+    w.finish().map_err(|e| io_err(path, e))
+}
+
+/// A grayscale grid of images (values in [0, 1], each `h x w`), `cols` per row, each pixel scaled
+/// up `scale` times, with a 1-pixel (scaled) dark gutter. Returns (width, height, pixels).
+pub fn image_grid(images: &[Vec<f32>], h: usize, w: usize, cols: usize, scale: usize) -> (u32, u32, Vec<u8>) {
+    let rows = images.len().div_ceil(cols.max(1));
+    let cell_w = (w + 1) * scale;
+    let cell_h = (h + 1) * scale;
+    let (width, height) = (cols * cell_w + scale, rows * cell_h + scale);
+    let mut out = vec![40u8; width * height];
+    for (n, img) in images.iter().enumerate() {
+        let (gr, gc) = (n / cols, n % cols);
+        for y in 0..h * scale {
+            for x in 0..w * scale {
+                let v = img[(y / scale) * w + x / scale].clamp(0.0, 1.0);
+                let py = scale + gr * cell_h + y;
+                let px = scale + gc * cell_w + x;
+                out[py * width + px] = (v * 255.0).round() as u8;
+            }
+        }
+    }
+    (width as u32, height as u32, out)
+}
+
+/// Write a grid of images as a PNG.
+pub fn grid_png(path: &Path, images: &[Vec<f32>], h: usize, w: usize, cols: usize, scale: usize) -> Result<()> {
+    let (gw, gh, px) = image_grid(images, h, w, cols, scale);
+    write_png(path, gw, gh, 1, &px)
+}
+
+/// The notebook's figure: observations on the top row, their reconstructions below.
+pub fn reconstructions_png(path: &Path, originals: &[Vec<f32>], recons: &[Vec<f32>], h: usize, w: usize) -> Result<()> {
+    let all: Vec<Vec<f32>> = originals.iter().chain(recons).cloned().collect();
+    grid_png(path, &all, h, w, originals.len(), 4)
+}
+
+/// Per-epoch and per-logged-step losses, for the loss chart.
+#[derive(Clone, Debug, Default)]
+pub struct LossHistory {
+    /// (epoch, train loss, test loss).
+    pub epochs: Vec<(usize, f64, Option<f64>)>,
+    /// (position in epochs, e.g. 1.21, batch loss per image).
+    pub steps: Vec<(f64, f64)>,
+}
+
+fn draw_err(e: impl std::fmt::Display) -> Error {
+    Error::Config(format!("drawing failed: {e}"))
+}
+
+fn render_rgb(path: &Path, size: (u32, u32), draw: impl FnOnce(DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>) -> Result<()>) -> Result<()> {
+    register_font();
+    let mut buf = vec![255u8; (size.0 * size.1 * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, size).into_drawing_area();
+        root.fill(&WHITE).map_err(draw_err)?;
+        draw(root.clone())?;
+        root.present().map_err(draw_err)?;
+    }
+    write_png(path, size.0, size.1, 3, &buf)
+}
+
+/// Train and test loss per epoch, and the logged batch losses, against epochs.
+pub fn loss_png(path: &Path, hist: &LossHistory) -> Result<()> {
+    let mut ys: Vec<f64> = hist.steps.iter().map(|s| s.1).collect();
+    ys.extend(hist.epochs.iter().map(|e| e.1));
+    ys.extend(hist.epochs.iter().filter_map(|e| e.2));
+    if ys.is_empty() {
+        return Err(Error::Config("no losses to plot".into()));
+    }
+    // Skip the first logged batch (≈543 at initialisation) when setting the y range, so the
+    // interesting part is not squashed; it is drawn clipped at the top.
+    let body: Vec<f64> = if ys.len() > 2 { ys[1..].to_vec() } else { ys.clone() };
+    let lo = body.iter().cloned().fold(f64::INFINITY, f64::min);
+    let hi = body.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let pad = ((hi - lo) * 0.1).max(1.0);
+    let x_max = hist.epochs.iter().map(|e| e.0 as f64).fold(1.0, f64::max);
+    render_rgb(path, (900, 560), |root| {
+        let mut chart = ChartBuilder::on(&root)
+            .caption("VAE loss (negative ELBO, nats per image)", ("sans-serif", 24))
+            .margin(15)
+            .x_label_area_size(45)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.0..x_max, (lo - pad)..(hi + pad))
+            .map_err(draw_err)?;
+        chart
+            .configure_mesh()
+            .x_desc("epoch")
+            .y_desc("loss")
+            .label_style(("sans-serif", 15))
+            .axis_desc_style(("sans-serif", 17))
+            .draw()
+            .map_err(draw_err)?;
+        let faint = RGBColor(150, 170, 220);
+        chart
+            .draw_series(LineSeries::new(hist.steps.iter().cloned(), faint.stroke_width(1)))
+            .map_err(draw_err)?
+            .label("train batch loss (logged steps)")
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], faint));
+        let train: Vec<(f64, f64)> = hist.epochs.iter().map(|e| (e.0 as f64, e.1)).collect();
+        chart
+            .draw_series(LineSeries::new(train.clone(), BLUE.stroke_width(3)))
+            .map_err(draw_err)?
+            .label("train (epoch average)")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE.stroke_width(3)));
+        chart
+            .draw_series(train.iter().map(|&p| Circle::new(p, 4, BLUE.filled())))
+            .map_err(draw_err)?;
+        let test: Vec<(f64, f64)> = hist.epochs.iter().filter_map(|e| e.2.map(|t| (e.0 as f64, t))).collect();
+        if !test.is_empty() {
+            chart
+                .draw_series(LineSeries::new(test.clone(), RED.stroke_width(3)))
+                .map_err(draw_err)?
+                .label("test")
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED.stroke_width(3)));
+            chart
+                .draw_series(test.iter().map(|&p| Circle::new(p, 4, RED.filled())))
+                .map_err(draw_err)?;
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 15))
+            .draw()
+            .map_err(draw_err)?;
+        Ok(())
+    })
+}
+
+/// Ten distinguishable colours (matplotlib's tab10), one per digit.
+pub const DIGIT_COLORS: [RGBColor; 10] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+];
+
+/// t-SNE of `codes` (one row of `dim` values per point) to 2-D, Barnes–Hut (θ = 0.5), perplexity
+/// 30, from a seeded initial embedding so the map is reproducible.
+pub fn tsne_2d(codes: &[f32], dim: usize, seed: u64) -> Result<Vec<(f64, f64)>> {
+    let n = codes.len() / dim.max(1);
+    if n < 4 || dim == 0 {
+        return Err(Error::Config(format!("t-SNE needs at least 4 points, got {n}")));
+    }
+    let rows: Vec<&[f32]> = codes.chunks(dim).collect();
+    let mut s = Stream::new(seed, domain::SAMPLES, 0x75e);
+    let init: Vec<f32> = (0..n * 2).map(|_| (s.normal() * 1e-4) as f32).collect();
+    let perplexity = 30.0f32.min((n as f32 - 1.0) / 3.0);
+    let emb = bhtsne::tSNE::<f32, &[f32]>::new(&rows)
+        .perplexity(perplexity)
+        .epochs(1000)
+        .initial_embedding(init)
+        .barnes_hut(0.5, |a, b| a.iter().zip(b.iter()).map(|(x, y)| (x - y).powi(2)).sum::<f32>().sqrt())
+        .embedding();
+    Ok(emb.chunks(2).map(|p| (p[0] as f64, p[1] as f64)).collect())
+}
+
+/// A scatter plot of 2-D points coloured by digit label, with a legend.
+pub fn tsne_png(path: &Path, points: &[(f64, f64)], labels: &[u8]) -> Result<()> {
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY);
+    for &(x, y) in points {
+        x0 = x0.min(x);
+        x1 = x1.max(x);
+        y0 = y0.min(y);
+        y1 = y1.max(y);
+    }
+    if !(x0.is_finite() && y0.is_finite()) {
+        return Err(Error::Config("t-SNE produced no finite points".into()));
+    }
+    let (px, py) = ((x1 - x0) * 0.05 + 1e-9, (y1 - y0) * 0.05 + 1e-9);
+    render_rgb(path, (800, 720), |root| {
+        let mut chart = ChartBuilder::on(&root)
+            .caption(format!("t-SNE of latent means ({} test images)", points.len()), ("sans-serif", 22))
+            .margin(15)
+            .x_label_area_size(30)
+            .y_label_area_size(40)
+            .build_cartesian_2d((x0 - px)..(x1 + px * 6.0), (y0 - py)..(y1 + py))
+            .map_err(draw_err)?;
+        chart
+            .configure_mesh()
+            .disable_mesh()
+            .label_style(("sans-serif", 12))
+            .draw()
+            .map_err(draw_err)?;
+        for digit in 0..10u8 {
+            let color = DIGIT_COLORS[digit as usize];
+            chart
+                .draw_series(
+                    points
+                        .iter()
+                        .zip(labels)
+                        .filter(|(_, l)| **l == digit)
+                        .map(|(&p, _)| Circle::new(p, 3, color.filled())),
+                )
+                .map_err(draw_err)?
+                .label(format!("{digit}"))
+                .legend(move |(x, y)| Circle::new((x + 6, y), 5, color.filled()));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.9))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 16))
+            .draw()
+            .map_err(draw_err)?;
+        Ok(())
+    })
+}
