@@ -49,10 +49,16 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         return Err("--elbo-samples and --iw-samples must be at least 1".into());
     }
     let ckpt = Checkpoint::load(&args.checkpoint)?;
-    let opts = ContextOptions::from_env_and_flags(args.backend.as_deref(), args.adapter.as_deref())?;
+    let opts =
+        ContextOptions::from_env_and_flags(args.backend.as_deref(), args.adapter.as_deref())?;
     let test = Mnist::load(&args.data_dir, Split::Test)?;
     if test.dim() != ckpt.cfg.input {
-        return Err(format!("test images have {} pixels, the checkpoint's model takes {}", test.dim(), ckpt.cfg.input).into());
+        return Err(format!(
+            "test images have {} pixels, the checkpoint's model takes {}",
+            test.dim(),
+            ckpt.cfg.input
+        )
+        .into());
     }
     let ctx = GpuContext::new(&opts)?;
     println!("adapter: {}", ctx.adapter.short());
@@ -65,10 +71,24 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         ckpt.progress.epoch
     );
     let data = GpuDataset::upload(&ctx, "test pixels", &test)?;
-    let r = evaluate(&ctx, ckpt.cfg, &ckpt.params, &data, args.elbo_samples, args.iw_samples, args.seed)?;
+    let r = evaluate(
+        &ctx,
+        ckpt.cfg,
+        &ckpt.params,
+        &data,
+        args.elbo_samples,
+        args.iw_samples,
+        args.seed,
+    )?;
     println!("test set: {} images, nats per image", r.images);
-    println!("  -ELBO, 1 sample:              {:8.2}   ({:.1} s)", r.neg_elbo_1.neg_elbo, r.neg_elbo_1.seconds);
-    println!("  -ELBO, {:>3} samples:          {:8.2}   ({:.1} s)", r.elbo_samples, r.neg_elbo_n.neg_elbo, r.neg_elbo_n.seconds);
+    println!(
+        "  -ELBO, 1 sample:              {:8.2}   ({:.1} s)",
+        r.neg_elbo_1.neg_elbo, r.neg_elbo_1.seconds
+    );
+    println!(
+        "  -ELBO, {:>3} samples:          {:8.2}   ({:.1} s)",
+        r.elbo_samples, r.neg_elbo_n.neg_elbo, r.neg_elbo_n.seconds
+    );
     println!(
         "  -log p(x) ≤ IWAE, k = {:>3}:   {:8.2}   ({:.1} s)",
         r.iwae_samples,

@@ -45,12 +45,19 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let ckpt = Checkpoint::load(&args.checkpoint)?;
-    let opts = ContextOptions::from_env_and_flags(args.backend.as_deref(), args.adapter.as_deref())?;
+    let opts =
+        ContextOptions::from_env_and_flags(args.backend.as_deref(), args.adapter.as_deref())?;
     let test = Mnist::load(&args.data_dir, Split::Test)?;
-    std::fs::create_dir_all(&args.out).map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
+    std::fs::create_dir_all(&args.out)
+        .map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
     let ctx = GpuContext::new(&opts)?;
     println!("adapter: {}", ctx.adapter.short());
-    let set = PictureSet { out_dir: &args.out, suffix: "", tsne: !args.no_tsne, loss: None };
+    let set = PictureSet {
+        out_dir: &args.out,
+        suffix: "",
+        tsne: !args.no_tsne,
+        loss: None,
+    };
     for p in write_pictures(&ctx, ckpt.cfg, &ckpt.params, &test, args.seed, &set)? {
         println!("wrote {}", p.display());
     }

@@ -93,7 +93,11 @@ fn main() -> ExitCode {
 
 /// A flag that must agree with the checkpoint: the checkpoint's value unless the flag says otherwise,
 /// in which case we refuse rather than silently pick one.
-fn agree<T: PartialEq + std::fmt::Display + Copy>(flag: Option<T>, ckpt: T, name: &str) -> Result<T, String> {
+fn agree<T: PartialEq + std::fmt::Display + Copy>(
+    flag: Option<T>,
+    ckpt: T,
+    name: &str,
+) -> Result<T, String> {
     match flag {
         Some(v) if v != ckpt => Err(format!(
             "--{name} {v} contradicts the checkpoint ({name} = {ckpt}); the model's sizes come from the checkpoint: drop the flag"
@@ -121,8 +125,15 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             };
             let adam = c.optimizer.as_ref().map(|o| o.config).unwrap_or_default();
             let settings = TrainSettings {
-                batch_size: args.batch_size.unwrap_or(if c.progress.batch_size > 0 { c.progress.batch_size } else { 128 }),
-                adam: AdamConfig { lr: args.lr.unwrap_or(adam.lr), ..adam },
+                batch_size: args.batch_size.unwrap_or(if c.progress.batch_size > 0 {
+                    c.progress.batch_size
+                } else {
+                    128
+                }),
+                adam: AdamConfig {
+                    lr: args.lr.unwrap_or(adam.lr),
+                    ..adam
+                },
                 seed: args.seed.unwrap_or(c.progress.seed),
                 log_every: args.log_every,
             };
@@ -137,7 +148,10 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             },
             TrainSettings {
                 batch_size: args.batch_size.unwrap_or(128),
-                adam: AdamConfig { lr: args.lr.unwrap_or(0.01), ..AdamConfig::default() },
+                adam: AdamConfig {
+                    lr: args.lr.unwrap_or(0.01),
+                    ..AdamConfig::default()
+                },
                 seed: args.seed.unwrap_or(0),
                 log_every: args.log_every,
             },
@@ -146,25 +160,40 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     // Refuse bad flags before touching data or the GPU.
     cfg.validate()?;
     settings.validate(usize::MAX)?;
-    let opts = ContextOptions::from_env_and_flags(args.backend.as_deref(), args.adapter.as_deref())?;
+    let opts =
+        ContextOptions::from_env_and_flags(args.backend.as_deref(), args.adapter.as_deref())?;
 
     let train = Mnist::load(&args.data_dir, Split::Train)?;
     let test = Mnist::load(&args.data_dir, Split::Test)?;
     settings.validate(train.count)?;
     if ckpt.is_none() && train.dim() != cfg.input {
-        return Err(format!("images are {}x{}, but the model takes {} inputs", train.rows, train.cols, cfg.input).into());
+        return Err(format!(
+            "images are {}x{}, but the model takes {} inputs",
+            train.rows, train.cols, cfg.input
+        )
+        .into());
     }
-    let cfg = VaeConfig { input: train.dim(), ..cfg };
+    let cfg = VaeConfig {
+        input: train.dim(),
+        ..cfg
+    };
 
     let out = match (&args.out, &args.resume) {
         (Some(o), _) => o.clone(),
-        (None, Some(r)) => r.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(".")),
+        (None, Some(r)) => r
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from(".")),
         (None, None) => {
-            let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
             PathBuf::from(format!("runs/{t}"))
         }
     };
-    std::fs::create_dir_all(&out).map_err(|e| format!("cannot create output directory {}: {e}", out.display()))?;
+    std::fs::create_dir_all(&out)
+        .map_err(|e| format!("cannot create output directory {}: {e}", out.display()))?;
 
     let ctx = GpuContext::new(&opts)?;
     println!("adapter: {}", ctx.adapter.short());
@@ -177,7 +206,10 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             let t = Trainer::resume(&ctx, &c, settings.clone(), &train)?;
             println!(
                 "resumed from {} at epoch {}, step {} ({} Adam steps)",
-                args.resume.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+                args.resume
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
                 t.epoch + 1,
                 t.step_in_epoch,
                 t.vae.adam_steps
@@ -187,7 +219,11 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         None => Trainer::new(&ctx, cfg, settings.clone(), &train)?,
     };
     settings = trainer.settings.clone();
-    let test_gpu = if args.no_test { None } else { Some(GpuDataset::upload(&ctx, "test pixels", &test)?) };
+    let test_gpu = if args.no_test {
+        None
+    } else {
+        Some(GpuDataset::upload(&ctx, "test pixels", &test)?)
+    };
     println!(
         "model: {} -> {} -> {} (L = {}), {} parameters; {} train images, batch {}, lr {}, {} steps/epoch, {} dispatches/step",
         cfg.input,
@@ -206,7 +242,8 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
-        ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst)).map_err(|e| format!("cannot install the signal handler: {e}"))?;
+        ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst))
+            .map_err(|e| format!("cannot install the signal handler: {e}"))?;
     }
 
     let csv_path = out.join("losses.csv");
@@ -214,7 +251,10 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     if trainer.epoch > 0 {
         hist.epochs = read_losses_csv(&csv_path);
     }
-    let mut csv = std::fs::OpenOptions::new().create(true).append(true).open(&csv_path)?;
+    let mut csv = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&csv_path)?;
     if csv.metadata()?.len() == 0 {
         writeln!(csv, "epoch,train_loss,train_bce,train_kl,test_loss,seconds")?;
     }
@@ -225,8 +265,10 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         let steps = trainer.steps_per_epoch();
         let pb = ProgressBar::new((steps * settings.batch_size).min(train.count) as u64);
         pb.set_style(
-            ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} images  {per_sec}  ETA {eta}")?
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "epoch {prefix} [{bar:30}] {pos}/{len} images  {per_sec}  ETA {eta}",
+            )?
+            .progress_chars("=> "),
         );
         pb.set_prefix(format!("{}/{}", trainer.epoch + 1, args.epochs));
         pb.set_position((trainer.step_in_epoch * settings.batch_size) as u64);
@@ -235,9 +277,14 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             Event::Step { images, .. } => pb.inc(images as u64),
             Event::BatchLoss { step, loss, .. } => {
                 let line = format!("[{step}/{steps}] batch loss: {loss:.2}");
-                hist.steps.push((epoch_no as f64 - 1.0 + step as f64 / steps as f64, loss));
+                hist.steps
+                    .push((epoch_no as f64 - 1.0 + step as f64 / steps as f64, loss));
                 // A hidden bar (output not a terminal) swallows println: print directly then.
-                if pb.is_hidden() { println!("{line}") } else { pb.println(line) }
+                if pb.is_hidden() {
+                    println!("{line}")
+                } else {
+                    pb.println(line)
+                }
             }
         };
         let mut should_stop = || stop.load(Ordering::SeqCst);
@@ -263,7 +310,9 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             Some(t) => Some(trainer.evaluate(&ctx, t)?),
             None => None,
         };
-        let test_txt = test_stats.map(|t| format!("  test loss: {:.2}", t.loss)).unwrap_or_default();
+        let test_txt = test_stats
+            .map(|t| format!("  test loss: {:.2}", t.loss))
+            .unwrap_or_default();
         println!(
             "====> Epoch {}  Average loss: {:.2}  (BCE {:.2}, KL {:.2}){}  time: {:.1} s ({:.0} images/s)",
             stats.epoch,
@@ -281,22 +330,43 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             stats.loss,
             stats.bce,
             stats.kl,
-            test_stats.map(|t| format!("{:.4}", t.loss)).unwrap_or_default(),
+            test_stats
+                .map(|t| format!("{:.4}", t.loss))
+                .unwrap_or_default(),
             stats.seconds
         )?;
-        hist.epochs.push((stats.epoch, stats.loss, test_stats.map(|t| t.loss)));
+        hist.epochs
+            .push((stats.epoch, stats.loss, test_stats.map(|t| t.loss)));
         let c = trainer.checkpoint(&ctx)?;
         c.save(&ckpt_path)?;
         c.save_state_dict(&model_path)?;
         if args.images_every_epoch {
-            let set = PictureSet { out_dir: &out, suffix: &format!("_epoch{}", stats.epoch), tsne: false, loss: None };
+            let set = PictureSet {
+                out_dir: &out,
+                suffix: &format!("_epoch{}", stats.epoch),
+                tsne: false,
+                loss: None,
+            };
             write_pictures(&ctx, cfg, &c.params, &test, settings.seed, &set)?;
         }
     }
-    println!("trained to epoch {} in {:.1} s this run", trainer.epoch, total_start.elapsed().as_secs_f64());
-    println!("checkpoint: {} (resumable), weights: {} (PyTorch state_dict)", ckpt_path.display(), model_path.display());
+    println!(
+        "trained to epoch {} in {:.1} s this run",
+        trainer.epoch,
+        total_start.elapsed().as_secs_f64()
+    );
+    println!(
+        "checkpoint: {} (resumable), weights: {} (PyTorch state_dict)",
+        ckpt_path.display(),
+        model_path.display()
+    );
     let params = ctx.read_f32(&trainer.vae.params)?;
-    let set = PictureSet { out_dir: &out, suffix: "", tsne: !args.no_tsne, loss: Some(&hist) };
+    let set = PictureSet {
+        out_dir: &out,
+        suffix: "",
+        tsne: !args.no_tsne,
+        loss: Some(&hist),
+    };
     let t = std::time::Instant::now();
     for p in write_pictures(&ctx, cfg, &params, &test, settings.seed, &set)? {
         println!("wrote {}", p.display());
@@ -308,12 +378,18 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
 /// Epoch rows of an earlier run's losses.csv (for the loss chart after a resume); unreadable rows
 /// are skipped — the chart is a convenience, the checkpoint is what matters.
 fn read_losses_csv(path: &Path) -> Vec<(usize, f64, Option<f64>)> {
-    let Ok(text) = std::fs::read_to_string(path) else { return Vec::new() };
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
     text.lines()
         .skip(1)
         .filter_map(|l| {
             let f: Vec<&str> = l.split(',').collect();
-            Some((f.first()?.parse().ok()?, f.get(1)?.parse().ok()?, f.get(4).and_then(|v| v.parse().ok())))
+            Some((
+                f.first()?.parse().ok()?,
+                f.get(1)?.parse().ok()?,
+                f.get(4).and_then(|v| v.parse().ok()),
+            ))
         })
         .collect()
 }

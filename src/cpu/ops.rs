@@ -219,13 +219,25 @@ pub fn bce_rows(logits: &[f64], target: &[f64], dim: usize) -> Vec<f64> {
     logits
         .chunks(dim)
         .enumerate()
-        .map(|(r, row)| row.iter().enumerate().map(|(d, &l)| bce_elem(l, target[(r % tr) * dim + d])).sum())
+        .map(|(r, row)| {
+            row.iter()
+                .enumerate()
+                .map(|(d, &l)| bce_elem(l, target[(r % tr) * dim + d]))
+                .sum()
+        })
         .collect()
 }
 
 /// `iwae_estimate`: per image, `-(logsumexp_l log w_l - log L)` with
 /// `log w_l = -rowloss[l·B+b] + Σ_k ½(eps² - z² + logvar)`.
-pub fn iwae_estimate(rowloss: &[f64], z: &[f64], eps: &[f64], logvar: &[f64], batch: usize, latent: usize) -> Vec<f64> {
+pub fn iwae_estimate(
+    rowloss: &[f64],
+    z: &[f64],
+    eps: &[f64],
+    logvar: &[f64],
+    batch: usize,
+    latent: usize,
+) -> Vec<f64> {
     let samples = rowloss.len() / batch;
     (0..batch)
         .map(|b| {

@@ -24,23 +24,44 @@ struct IwaeParams {
 }
 
 /// `rowloss[r] = Σ_d bce(logits[r, d], target[r mod B, d])`; logits `[L·B, D]`, target `[B, D]`.
-pub fn bce_rows(ctx: &GpuContext, logits: &GpuTensor, target: &GpuTensor, rowloss: &GpuTensor) -> Result<Dispatch> {
+pub fn bce_rows(
+    ctx: &GpuContext,
+    logits: &GpuTensor,
+    target: &GpuTensor,
+    rowloss: &GpuTensor,
+) -> Result<Dispatch> {
     const OP: &str = "bce_rows";
     let (rows, d) = expect_2d(OP, "logits", logits)?;
     let (b, td) = expect_2d(OP, "target", target)?;
     if td != d || rows % b != 0 || rowloss.len() < rows {
         return Err(Error::shape(
             OP,
-            format!("logits {:?}, target {:?}, rowloss {:?}", logits.shape, target.shape, rowloss.shape),
+            format!(
+                "logits {:?}, target {:?}, rowloss {:?}",
+                logits.shape, target.shape, rowloss.shape
+            ),
         ));
     }
-    let params = ctx.uniform("bce rows params", &RowParams { rows: rows as u32, dim: d as u32, batch: b as u32, _pad: 0 });
+    let params = ctx.uniform(
+        "bce rows params",
+        &RowParams {
+            rows: rows as u32,
+            dim: d as u32,
+            batch: b as u32,
+            _pad: 0,
+        },
+    );
     ctx.dispatch(
         OP,
         Shader::IWAE,
         OP,
         &[],
-        &[Bind::Tensor(logits), Bind::Tensor(target), Bind::Tensor(rowloss), Bind::Buffer(&params)],
+        &[
+            Bind::Tensor(logits),
+            Bind::Tensor(target),
+            Bind::Tensor(rowloss),
+            Bind::Buffer(&params),
+        ],
         [rows as u32, 1, 1],
     )
 }
@@ -70,7 +91,12 @@ pub fn iwae_estimate(
     }
     let params = ctx.uniform(
         "iwae params",
-        &IwaeParams { batch: b as u32, latent: k as u32, samples: (rows / b) as u32, _pad: 0 },
+        &IwaeParams {
+            batch: b as u32,
+            latent: k as u32,
+            samples: (rows / b) as u32,
+            _pad: 0,
+        },
     );
     ctx.dispatch(
         OP,

@@ -65,8 +65,15 @@ fn data_err(path: &Path, detail: impl Into<String>) -> Error {
 }
 
 /// One tensor of an arena as a safetensors view.
-fn view<'a>(arena: &'a [f32], spec: &crate::model::ParamSpec) -> std::result::Result<TensorView<'a>, safetensors::SafeTensorError> {
-    TensorView::new(Dtype::F32, spec.shape.clone(), bytemuck::cast_slice(&arena[spec.range()]))
+fn view<'a>(
+    arena: &'a [f32],
+    spec: &crate::model::ParamSpec,
+) -> std::result::Result<TensorView<'a>, safetensors::SafeTensorError> {
+    TensorView::new(
+        Dtype::F32,
+        spec.shape.clone(),
+        bytemuck::cast_slice(&arena[spec.range()]),
+    )
 }
 
 impl Checkpoint {
@@ -79,7 +86,10 @@ impl Checkpoint {
         let mut tensors: Vec<(String, TensorView<'_>)> = Vec::new();
         let ser = |e| Error::Config(format!("cannot serialise checkpoint: {e}"));
         for spec in &layout.specs {
-            tensors.push((spec.name.to_string(), view(&self.params, spec).map_err(ser)?));
+            tensors.push((
+                spec.name.to_string(),
+                view(&self.params, spec).map_err(ser)?,
+            ));
         }
         let mut meta = HashMap::new();
         meta.insert("format".to_string(), FORMAT.to_string());
@@ -106,8 +116,14 @@ impl Checkpoint {
                     meta.insert(k.to_string(), v);
                 }
                 for spec in &layout.specs {
-                    tensors.push((format!("optimizer.exp_avg.{}", spec.name), view(&o.m, spec).map_err(ser)?));
-                    tensors.push((format!("optimizer.exp_avg_sq.{}", spec.name), view(&o.v, spec).map_err(ser)?));
+                    tensors.push((
+                        format!("optimizer.exp_avg.{}", spec.name),
+                        view(&o.m, spec).map_err(ser)?,
+                    ));
+                    tensors.push((
+                        format!("optimizer.exp_avg_sq.{}", spec.name),
+                        view(&o.v, spec).map_err(ser)?,
+                    ));
                 }
                 let acc = TensorView::new(
                     Dtype::F32,
@@ -151,7 +167,10 @@ impl Checkpoint {
             st.tensor(name).map_err(|_| {
                 data_err(
                     path,
-                    format!("missing tensor '{name}' (tensors present: {})", sorted_names(&st)),
+                    format!(
+                        "missing tensor '{name}' (tensors present: {})",
+                        sorted_names(&st)
+                    ),
                 )
             })
         };
@@ -159,10 +178,9 @@ impl Checkpoint {
         let meta_num = |key: &str| -> Result<Option<u64>> {
             match meta.get(key) {
                 None => Ok(None),
-                Some(v) => v
-                    .parse::<u64>()
-                    .map(Some)
-                    .map_err(|_| data_err(path, format!("metadata '{key}' = '{v}' is not a number"))),
+                Some(v) => v.parse::<u64>().map(Some).map_err(|_| {
+                    data_err(path, format!("metadata '{key}' = '{v}' is not a number"))
+                }),
             }
         };
         // Sizes: metadata first, else from the encoder and head shapes (a PyTorch state_dict).
@@ -188,7 +206,10 @@ impl Checkpoint {
                 let name = format!("{prefix}{}", spec.name);
                 let t = get(&name)?;
                 if t.dtype() != Dtype::F32 {
-                    return Err(data_err(path, format!("tensor '{name}' is {:?}, expected F32", t.dtype())));
+                    return Err(data_err(
+                        path,
+                        format!("tensor '{name}' is {:?}, expected F32", t.dtype()),
+                    ));
                 }
                 if t.shape() != spec.shape.as_slice() {
                     return Err(data_err(
@@ -216,9 +237,9 @@ impl Checkpoint {
             let f = |key: &str, default: f32| -> Result<f32> {
                 match meta.get(key) {
                     None => Ok(default),
-                    Some(v) => v
-                        .parse::<f32>()
-                        .map_err(|_| data_err(path, format!("metadata '{key}' = '{v}' is not a number"))),
+                    Some(v) => v.parse::<f32>().map_err(|_| {
+                        data_err(path, format!("metadata '{key}' = '{v}' is not a number"))
+                    }),
                 }
             };
             let d = AdamConfig::default();
@@ -273,8 +294,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let p = p.to_path_buf();
         move |source| Error::Io { path: p, source }
     };
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp: PathBuf = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;

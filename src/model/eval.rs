@@ -41,7 +41,12 @@ pub fn eval_batch(samples: usize, images: usize) -> usize {
 }
 
 /// One evaluation pass of `vae` (its `cfg.samples` draws per image) over `data`.
-pub fn evaluate_pass(ctx: &GpuContext, vae: &mut GpuVae, data: &GpuDataset, with_iwae: bool) -> Result<PassResult> {
+pub fn evaluate_pass(
+    ctx: &GpuContext,
+    vae: &mut GpuVae,
+    data: &GpuDataset,
+    with_iwae: bool,
+) -> Result<PassResult> {
     let start = Instant::now();
     let b = vae.max_batch.min(data.len);
     let input = Input::Gather {
@@ -57,7 +62,15 @@ pub fn evaluate_pass(ctx: &GpuContext, vae: &mut GpuVae, data: &GpuDataset, with
         if with_iwae {
             let a = vae.acts.rows(batch, vae.cfg.samples)?;
             g.push(iwae::bce_rows(ctx, &a.logits, &a.x, &rowloss)?);
-            g.push(iwae::iwae_estimate(ctx, &rowloss, &a.z, &a.eps, &a.logvar, &nll, vae.step_uniform())?);
+            g.push(iwae::iwae_estimate(
+                ctx,
+                &rowloss,
+                &a.z,
+                &a.eps,
+                &a.logvar,
+                &nll,
+                vae.step_uniform(),
+            )?);
         }
         Ok(g)
     };
@@ -68,7 +81,11 @@ pub fn evaluate_pass(ctx: &GpuContext, vae: &mut GpuVae, data: &GpuDataset, with
     };
     vae.reset_losses(ctx, &acc)?;
     for step in 0..data.len.div_ceil(b) {
-        let g = if (step + 1) * b <= data.len { &full } else { last.as_ref().unwrap_or(&full) };
+        let g = if (step + 1) * b <= data.len {
+            &full
+        } else {
+            last.as_ref().unwrap_or(&full)
+        };
         vae.run_step(ctx, g, step * b)?;
     }
     let r = vae.read_losses(ctx, &acc)?;
@@ -82,7 +99,8 @@ pub fn evaluate_pass(ctx: &GpuContext, vae: &mut GpuVae, data: &GpuDataset, with
     let neg_elbo = r.epoch_total / n;
     if r.nonfinite || !neg_elbo.is_finite() || iwae_nll.is_some_and(|v| !v.is_finite()) {
         return Err(Error::Config(
-            "evaluation produced a NaN or infinite loss: the checkpoint's weights are not usable".into(),
+            "evaluation produced a NaN or infinite loss: the checkpoint's weights are not usable"
+                .into(),
         ));
     }
     Ok(PassResult {
@@ -104,11 +122,20 @@ pub fn evaluate(
     seed: u64,
 ) -> Result<EvalReport> {
     if elbo_samples == 0 || iwae_samples == 0 {
-        return Err(Error::Config("evaluation sample counts must be at least 1".into()));
+        return Err(Error::Config(
+            "evaluation sample counts must be at least 1".into(),
+        ));
     }
     let pass = |samples: usize, with_iwae: bool| -> Result<PassResult> {
         let c = VaeConfig { samples, ..cfg };
-        let mut vae = GpuVae::from_params(ctx, c, AdamConfig::default(), eval_batch(samples, data.len), seed, params)?;
+        let mut vae = GpuVae::from_params(
+            ctx,
+            c,
+            AdamConfig::default(),
+            eval_batch(samples, data.len),
+            seed,
+            params,
+        )?;
         evaluate_pass(ctx, &mut vae, data, with_iwae)
     };
     Ok(EvalReport {

@@ -8,8 +8,8 @@ pub mod gpu;
 pub mod params;
 pub mod train;
 
+pub use checkpoint::Checkpoint;
 pub use config::VaeConfig;
 pub use gpu::{Activations, GpuVae, LossReadout};
 pub use params::{ParamLayout, ParamSpec};
-pub use checkpoint::Checkpoint;
 pub use train::{EpochEnd, EpochStats, Event, GpuDataset, TrainSettings, Trainer};

@@ -103,7 +103,10 @@ pub enum EpochEnd {
     Completed(EpochStats),
     /// `should_stop` asked to stop before step `step` (0-based) of epoch `epoch` (1-based); the
     /// trainer can be checkpointed and resumed from exactly there.
-    Stopped { epoch: usize, step: usize },
+    Stopped {
+        epoch: usize,
+        step: usize,
+    },
 }
 
 /// An epoch's averages, per image (summed over the epoch's batches / data set size).
@@ -208,7 +211,8 @@ impl Trainer {
         let start = std::time::Instant::now();
         let epoch = self.epoch + 1;
         // The shuffle depends only on (seed, epoch), so a resumed epoch sees the same order.
-        let perm = Stream::new(self.settings.seed, domain::SHUFFLE, epoch as u32).permutation(self.train.len);
+        let perm = Stream::new(self.settings.seed, domain::SHUFFLE, epoch as u32)
+            .permutation(self.train.len);
         ctx.write_u32(&self.train.index, &perm)?;
         if self.step_in_epoch == 0 {
             self.vae.reset_losses(ctx, &self.acc)?;
@@ -288,7 +292,12 @@ impl Trainer {
 
     /// A trainer that continues from a checkpoint. The checkpoint's sizes are the model's; its
     /// optimizer state (if any) is restored, else Adam starts fresh from the saved weights.
-    pub fn resume(ctx: &GpuContext, ckpt: &Checkpoint, settings: TrainSettings, train: &Mnist) -> Result<Self> {
+    pub fn resume(
+        ctx: &GpuContext,
+        ckpt: &Checkpoint,
+        settings: TrainSettings,
+        train: &Mnist,
+    ) -> Result<Self> {
         let cfg = ckpt.cfg;
         settings.validate(train.count)?;
         if train.dim() != cfg.input {
@@ -306,7 +315,14 @@ impl Trainer {
                 ckpt.progress.batch_size, ckpt.progress.batch_size
             )));
         }
-        let mut vae = GpuVae::from_params(ctx, cfg, settings.adam, settings.batch_size, settings.seed, &ckpt.params)?;
+        let mut vae = GpuVae::from_params(
+            ctx,
+            cfg,
+            settings.adam,
+            settings.batch_size,
+            settings.seed,
+            &ckpt.params,
+        )?;
         if let Some(o) = &ckpt.optimizer {
             ctx.write_f32(&vae.adam_m, &o.m)?;
             ctx.write_f32(&vae.adam_v, &o.v)?;
@@ -318,7 +334,9 @@ impl Trainer {
         if resumes_mid_epoch {
             t.step_in_epoch = ckpt.progress.step_in_epoch;
             match &ckpt.optimizer {
-                Some(o) if o.loss_accumulator.len() == LossSlots::LEN => ctx.write_f32(&t.acc, &o.loss_accumulator)?,
+                Some(o) if o.loss_accumulator.len() == LossSlots::LEN => {
+                    ctx.write_f32(&t.acc, &o.loss_accumulator)?
+                }
                 _ => t.vae.reset_losses(ctx, &t.acc)?,
             }
         }

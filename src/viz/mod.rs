@@ -39,7 +39,11 @@ pub fn write_png(path: &Path, width: u32, height: u32, channels: u8, data: &[u8]
         source,
     })?;
     let mut enc = png::Encoder::new(std::io::BufWriter::new(file), width, height);
-    enc.set_color(if channels == 1 { png::ColorType::Grayscale } else { png::ColorType::Rgb });
+    enc.set_color(if channels == 1 {
+        png::ColorType::Grayscale
+    } else {
+        png::ColorType::Rgb
+    });
     enc.set_depth(png::BitDepth::Eight);
     let mut w = enc.write_header().map_err(|e| io_err(path, e))?;
     w.write_image_data(data).map_err(|e| io_err(path, e))?;
@@ -48,7 +52,13 @@ pub fn write_png(path: &Path, width: u32, height: u32, channels: u8, data: &[u8]
 
 /// A grayscale grid of images (values in [0, 1], each `h x w`), `cols` per row, each pixel scaled
 /// up `scale` times, with a 1-pixel (scaled) dark gutter. Returns (width, height, pixels).
-pub fn image_grid(images: &[Vec<f32>], h: usize, w: usize, cols: usize, scale: usize) -> (u32, u32, Vec<u8>) {
+pub fn image_grid(
+    images: &[Vec<f32>],
+    h: usize,
+    w: usize,
+    cols: usize,
+    scale: usize,
+) -> (u32, u32, Vec<u8>) {
     let rows = images.len().div_ceil(cols.max(1));
     let cell_w = (w + 1) * scale;
     let cell_h = (h + 1) * scale;
@@ -69,13 +79,26 @@ pub fn image_grid(images: &[Vec<f32>], h: usize, w: usize, cols: usize, scale: u
 }
 
 /// Write a grid of images as a PNG.
-pub fn grid_png(path: &Path, images: &[Vec<f32>], h: usize, w: usize, cols: usize, scale: usize) -> Result<()> {
+pub fn grid_png(
+    path: &Path,
+    images: &[Vec<f32>],
+    h: usize,
+    w: usize,
+    cols: usize,
+    scale: usize,
+) -> Result<()> {
     let (gw, gh, px) = image_grid(images, h, w, cols, scale);
     write_png(path, gw, gh, 1, &px)
 }
 
 /// The notebook's figure: observations on the top row, their reconstructions below.
-pub fn reconstructions_png(path: &Path, originals: &[Vec<f32>], recons: &[Vec<f32>], h: usize, w: usize) -> Result<()> {
+pub fn reconstructions_png(
+    path: &Path,
+    originals: &[Vec<f32>],
+    recons: &[Vec<f32>],
+    h: usize,
+    w: usize,
+) -> Result<()> {
     let all: Vec<Vec<f32>> = originals.iter().chain(recons).cloned().collect();
     grid_png(path, &all, h, w, originals.len(), 4)
 }
@@ -93,7 +116,11 @@ fn draw_err(e: impl std::fmt::Display) -> Error {
     Error::Config(format!("drawing failed: {e}"))
 }
 
-fn render_rgb(path: &Path, size: (u32, u32), draw: impl FnOnce(DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>) -> Result<()>) -> Result<()> {
+fn render_rgb(
+    path: &Path,
+    size: (u32, u32),
+    draw: impl FnOnce(DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>) -> Result<()>,
+) -> Result<()> {
     register_font();
     let mut buf = vec![255u8; (size.0 * size.1 * 3) as usize];
     {
@@ -115,14 +142,21 @@ pub fn loss_png(path: &Path, hist: &LossHistory) -> Result<()> {
     }
     // Skip the first logged batch (≈543 at initialisation) when setting the y range, so the
     // interesting part is not squashed; it is drawn clipped at the top.
-    let body: Vec<f64> = if ys.len() > 2 { ys[1..].to_vec() } else { ys.clone() };
+    let body: Vec<f64> = if ys.len() > 2 {
+        ys[1..].to_vec()
+    } else {
+        ys.clone()
+    };
     let lo = body.iter().cloned().fold(f64::INFINITY, f64::min);
     let hi = body.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
     let pad = ((hi - lo) * 0.1).max(1.0);
     let x_max = hist.epochs.iter().map(|e| e.0 as f64).fold(1.0, f64::max);
     render_rgb(path, (900, 560), |root| {
         let mut chart = ChartBuilder::on(&root)
-            .caption("VAE loss (negative ELBO, nats per image)", ("sans-serif", 24))
+            .caption(
+                "VAE loss (negative ELBO, nats per image)",
+                ("sans-serif", 24),
+            )
             .margin(15)
             .x_label_area_size(45)
             .y_label_area_size(60)
@@ -138,7 +172,10 @@ pub fn loss_png(path: &Path, hist: &LossHistory) -> Result<()> {
             .map_err(draw_err)?;
         let faint = RGBColor(150, 170, 220);
         chart
-            .draw_series(LineSeries::new(hist.steps.iter().cloned(), faint.stroke_width(1)))
+            .draw_series(LineSeries::new(
+                hist.steps.iter().cloned(),
+                faint.stroke_width(1),
+            ))
             .map_err(draw_err)?
             .label("train batch loss (logged steps)")
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], faint));
@@ -151,7 +188,11 @@ pub fn loss_png(path: &Path, hist: &LossHistory) -> Result<()> {
         chart
             .draw_series(train.iter().map(|&p| Circle::new(p, 4, BLUE.filled())))
             .map_err(draw_err)?;
-        let test: Vec<(f64, f64)> = hist.epochs.iter().filter_map(|e| e.2.map(|t| (e.0 as f64, t))).collect();
+        let test: Vec<(f64, f64)> = hist
+            .epochs
+            .iter()
+            .filter_map(|e| e.2.map(|t| (e.0 as f64, t)))
+            .collect();
         if !test.is_empty() {
             chart
                 .draw_series(LineSeries::new(test.clone(), RED.stroke_width(3)))
@@ -192,7 +233,9 @@ pub const DIGIT_COLORS: [RGBColor; 10] = [
 pub fn tsne_2d(codes: &[f32], dim: usize, seed: u64) -> Result<Vec<(f64, f64)>> {
     let n = codes.len() / dim.max(1);
     if n < 4 || dim == 0 {
-        return Err(Error::Config(format!("t-SNE needs at least 4 points, got {n}")));
+        return Err(Error::Config(format!(
+            "t-SNE needs at least 4 points, got {n}"
+        )));
     }
     let rows: Vec<&[f32]> = codes.chunks(dim).collect();
     let mut s = Stream::new(seed, domain::SAMPLES, 0x75e);
@@ -202,14 +245,25 @@ pub fn tsne_2d(codes: &[f32], dim: usize, seed: u64) -> Result<Vec<(f64, f64)>> 
         .perplexity(perplexity)
         .epochs(1000)
         .initial_embedding(init)
-        .barnes_hut(0.5, |a, b| a.iter().zip(b.iter()).map(|(x, y)| (x - y).powi(2)).sum::<f32>().sqrt())
+        .barnes_hut(0.5, |a, b| {
+            a.iter()
+                .zip(b.iter())
+                .map(|(x, y)| (x - y).powi(2))
+                .sum::<f32>()
+                .sqrt()
+        })
         .embedding();
     Ok(emb.chunks(2).map(|p| (p[0] as f64, p[1] as f64)).collect())
 }
 
 /// A scatter plot of 2-D points coloured by digit label, with a legend.
 pub fn tsne_png(path: &Path, points: &[(f64, f64)], labels: &[u8]) -> Result<()> {
-    let (mut x0, mut x1, mut y0, mut y1) = (f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY);
+    let (mut x0, mut x1, mut y0, mut y1) = (
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+    );
     for &(x, y) in points {
         x0 = x0.min(x);
         x1 = x1.max(x);
@@ -222,7 +276,10 @@ pub fn tsne_png(path: &Path, points: &[(f64, f64)], labels: &[u8]) -> Result<()>
     let (px, py) = ((x1 - x0) * 0.05 + 1e-9, (y1 - y0) * 0.05 + 1e-9);
     render_rgb(path, (800, 720), |root| {
         let mut chart = ChartBuilder::on(&root)
-            .caption(format!("t-SNE of latent means ({} test images)", points.len()), ("sans-serif", 22))
+            .caption(
+                format!("t-SNE of latent means ({} test images)", points.len()),
+                ("sans-serif", 22),
+            )
             .margin(15)
             .x_label_area_size(30)
             .y_label_area_size(40)

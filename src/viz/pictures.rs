@@ -41,10 +41,20 @@ pub fn write_pictures(
     let cfg = VaeConfig { samples: 1, ..cfg };
     let (h, w, dim) = (test.rows, test.cols, cfg.input);
     if test.dim() != dim {
-        return Err(Error::Config(format!("test images have {} pixels, the model takes {dim}", test.dim())));
+        return Err(Error::Config(format!(
+            "test images have {} pixels, the model takes {dim}",
+            test.dim()
+        )));
     }
     let n_tsne = TSNE_POINTS.min(test.count);
-    let mut vae = GpuVae::from_params(ctx, cfg, AdamConfig::default(), n_tsne.max(400), seed, params)?;
+    let mut vae = GpuVae::from_params(
+        ctx,
+        cfg,
+        AdamConfig::default(),
+        n_tsne.max(400),
+        seed,
+        params,
+    )?;
     let acc = vae.new_accumulator(ctx)?;
     let name = |stem: &str| set.out_dir.join(format!("{stem}{}.png", set.suffix));
     let mut written = Vec::new();
@@ -59,19 +69,34 @@ pub fn write_pictures(
     vae.run_step(ctx, &g, 0)?;
     let recon = ctx.read_f32(&a.logits)?;
     let path = name("reconstructions");
-    reconstructions_png(&path, &image_rows(&x, n_rec, dim), &image_rows(&recon, n_rec, dim), h, w)?;
+    reconstructions_png(
+        &path,
+        &image_rows(&x, n_rec, dim),
+        &image_rows(&recon, n_rec, dim),
+        h,
+        w,
+    )?;
     written.push(path);
 
     // Samples: decodes of z ~ N(0, I), a 10x10 grid.
     let n_samples = 100;
     let mut s = Stream::new(seed, domain::SAMPLES, 1);
-    let z: Vec<f32> = (0..n_samples * cfg.latent).map(|_| s.normal() as f32).collect();
+    let z: Vec<f32> = (0..n_samples * cfg.latent)
+        .map(|_| s.normal() as f32)
+        .collect();
     let (zt, _, logits) = vae.acts.decoder_rows(n_samples)?;
     ctx.write_f32(&zt, &z)?;
     let g = vae.plan_decode(ctx, n_samples)?;
     vae.run_step(ctx, &g, 0)?;
     let path = name("samples");
-    grid_png(&path, &image_rows(&ctx.read_f32(&logits)?, n_samples, dim), h, w, 10, 2)?;
+    grid_png(
+        &path,
+        &image_rows(&ctx.read_f32(&logits)?, n_samples, dim),
+        h,
+        w,
+        10,
+        2,
+    )?;
     written.push(path);
 
     // The manifold of a 2-D latent space: decodes over a 20x20 grid of z in [-2, 2]².
@@ -89,7 +114,14 @@ pub fn write_pictures(
         let g = vae.plan_decode(ctx, n * n)?;
         vae.run_step(ctx, &g, 0)?;
         let path = name("manifold");
-        grid_png(&path, &image_rows(&ctx.read_f32(&logits)?, n * n, dim), h, w, n, 1)?;
+        grid_png(
+            &path,
+            &image_rows(&ctx.read_f32(&logits)?, n * n, dim),
+            h,
+            w,
+            n,
+            1,
+        )?;
         written.push(path);
     }
 
@@ -97,7 +129,10 @@ pub fn write_pictures(
     if set.tsne && n_tsne >= 4 {
         let pick = Stream::new(seed, domain::SAMPLES, 2).permutation(test.count);
         let pick = &pick[..n_tsne];
-        let x: Vec<f32> = pick.iter().flat_map(|&i| test.image_f32(i as usize)).collect();
+        let x: Vec<f32> = pick
+            .iter()
+            .flat_map(|&i| test.image_f32(i as usize))
+            .collect();
         let a = vae.acts.rows(n_tsne, 1)?;
         ctx.write_f32(&a.x, &x)?;
         let g = vae.plan_encode(ctx, n_tsne, Input::Given)?;

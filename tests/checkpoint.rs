@@ -1,0 +1,244 @@
+//! Checkpoints: a save/load round trip is bit-for-bit; resuming after N steps (mid-epoch, through a
+//! file) reproduces training straight through bit-for-bit; a state_dict with PyTorch's names written
+//! here loads; missing, misshapen, mistyped and truncated files give clear errors.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use common::ctx;
+use safetensors::tensor::{Dtype, TensorView};
+use vae_wgpu::data::{Mnist, Split};
+use vae_wgpu::model::{Checkpoint, EpochEnd, ParamLayout, TrainSettings, Trainer, VaeConfig};
+
+fn subset(n: usize) -> Mnist {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist");
+    let mut m = Mnist::load(&dir, Split::Train).unwrap();
+    m.images.truncate(n * m.dim());
+    m.labels.truncate(n);
+    m.count = n;
+    m
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("vae-wgpu-ckpt-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn settings() -> TrainSettings {
+    TrainSettings {
+        seed: 5,
+        log_every: 0,
+        ..TrainSettings::default()
+    }
+}
+
+/// Train until `stop_after` steps in total have run (or `epochs` epochs complete).
+fn train(t: &mut Trainer, epochs: usize, stop_after: Option<usize>) -> Vec<f64> {
+    let ctx = ctx();
+    let mut losses = Vec::new();
+    while t.epoch < epochs {
+        let steps_done = t.vae.adam_steps as usize;
+        let mut n = steps_done;
+        let mut stop = || {
+            let s = stop_after.is_some_and(|k| n >= k);
+            n += 1;
+            s
+        };
+        match t.train_epoch(ctx, &mut |_| {}, &mut stop).unwrap() {
+            EpochEnd::Completed(s) => losses.push(s.loss),
+            EpochEnd::Stopped { .. } => return losses,
+        }
+    }
+    losses
+}
+
+#[test]
+fn round_trip_is_bit_for_bit_and_resume_equals_straight_through() {
+    let ctx = ctx();
+    let data = subset(1000); // 7 batches of 128 and a last one of 104
+    let cfg = VaeConfig::default();
+
+    // Straight through: 2 epochs.
+    let mut a = Trainer::new(ctx, cfg, settings(), &data).unwrap();
+    let straight = train(&mut a, 2, None);
+    let a_params = ctx.read_f32(&a.vae.params).unwrap();
+
+    // Stopped after 11 steps (mid-epoch 2), saved, loaded, resumed.
+    let mut b = Trainer::new(ctx, cfg, settings(), &data).unwrap();
+    let first = train(&mut b, 2, Some(11));
+    assert_eq!(first.len(), 1, "epoch 1 completes, epoch 2 stops mid-way");
+    assert_eq!((b.epoch, b.step_in_epoch, b.vae.adam_steps), (1, 3, 11));
+    let ckpt = b.checkpoint(ctx).unwrap();
+    let dir = tmp("resume");
+    let path = dir.join("checkpoint.safetensors");
+    ckpt.save(&path).unwrap();
+    let loaded = Checkpoint::load(&path).unwrap();
+    assert_eq!(
+        loaded, ckpt,
+        "save/load must round-trip every tensor and field exactly"
+    );
+    for (x, y) in loaded.params.iter().zip(&ckpt.params) {
+        assert_eq!(x.to_bits(), y.to_bits());
+    }
+    drop(b);
+    let mut c = Trainer::resume(ctx, &loaded, settings(), &data).unwrap();
+    let rest = train(&mut c, 2, None);
+    let c_params = ctx.read_f32(&c.vae.params).unwrap();
+    assert_eq!(first[0], straight[0], "epoch 1 loss");
+    assert_eq!(
+        rest,
+        vec![straight[1]],
+        "epoch 2's average, half before and half after the resume"
+    );
+    assert!(
+        a_params
+            .iter()
+            .zip(&c_params)
+            .all(|(x, y)| x.to_bits() == y.to_bits()),
+        "resumed training must give the same weights bit for bit"
+    );
+    // The weights-only file holds the same model tensors and nothing else.
+    let sd = dir.join("model.safetensors");
+    ckpt.save_state_dict(&sd).unwrap();
+    let w = Checkpoint::load(&sd).unwrap();
+    assert_eq!(w.params, ckpt.params);
+    assert!(w.optimizer.is_none());
+    let bytes = std::fs::read(&sd).unwrap();
+    let mut names = safetensors::SafeTensors::deserialize(&bytes)
+        .unwrap()
+        .names()
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+    names.sort();
+    let mut want: Vec<String> = ParamLayout::new(&cfg)
+        .specs
+        .iter()
+        .map(|s| s.name.to_string())
+        .collect();
+    want.sort();
+    assert_eq!(
+        names, want,
+        "model.safetensors must hold exactly the state_dict keys"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A state_dict file as PyTorch would write it: names and shapes of `nn.Linear`, no metadata.
+fn torch_style_file(
+    cfg: &VaeConfig,
+    arena: &[f32],
+    skip: Option<&str>,
+    reshape: Option<&str>,
+    as_f64: Option<&str>,
+) -> Vec<u8> {
+    let layout = ParamLayout::new(cfg);
+    let mut owned: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    for s in &layout.specs {
+        if skip == Some(s.name) {
+            continue;
+        }
+        let vals = &arena[s.range()];
+        let mut shape = s.shape.clone();
+        if reshape == Some(s.name) {
+            shape = vec![s.len()];
+        }
+        if as_f64 == Some(s.name) {
+            let b: Vec<u8> = vals
+                .iter()
+                .flat_map(|v| (*v as f64).to_le_bytes())
+                .collect();
+            owned.push((s.name.to_string(), Dtype::F64, shape, b));
+        } else {
+            owned.push((
+                s.name.to_string(),
+                Dtype::F32,
+                shape,
+                bytemuck::cast_slice(vals).to_vec(),
+            ));
+        }
+    }
+    let views: Vec<(String, TensorView<'_>)> = owned
+        .iter()
+        .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
+        .collect();
+    safetensors::tensor::serialize(views, None::<HashMap<String, String>>).unwrap()
+}
+
+#[test]
+fn pytorch_named_files_load_and_bad_files_are_clear_errors() {
+    let cfg = VaeConfig {
+        input: 784,
+        hidden: 64,
+        latent: 3,
+        samples: 1,
+    };
+    let arena = ParamLayout::new(&cfg).init(9);
+    let p = Path::new("state.safetensors");
+    let ok = Checkpoint::from_bytes(&torch_style_file(&cfg, &arena, None, None, None), p).unwrap();
+    assert_eq!(ok.cfg, cfg, "sizes inferred from the shapes");
+    assert_eq!(ok.params, arena);
+    assert!(ok.optimizer.is_none());
+
+    let err = |bytes: &[u8]| Checkpoint::from_bytes(bytes, p).unwrap_err().to_string();
+    let e = err(&torch_style_file(
+        &cfg,
+        &arena,
+        Some("dec_mu.bias"),
+        None,
+        None,
+    ));
+    assert!(
+        e.contains("missing tensor 'dec_mu.bias'") && e.contains("state.safetensors"),
+        "{e}"
+    );
+    let e = err(&torch_style_file(
+        &cfg,
+        &arena,
+        None,
+        Some("enc_logvar.weight"),
+        None,
+    ));
+    assert!(
+        e.contains("enc_logvar.weight") && e.contains("[192]") && e.contains("[3, 64]"),
+        "{e}"
+    );
+    let e = err(&torch_style_file(
+        &cfg,
+        &arena,
+        None,
+        None,
+        Some("linear_dec.weight"),
+    ));
+    assert!(e.contains("linear_dec.weight") && e.contains("F64"), "{e}");
+    let good = torch_style_file(&cfg, &arena, None, None, None);
+    let e = err(&good[..good.len() / 2]);
+    assert!(e.contains("not a readable safetensors file"), "{e}");
+    let e = err(b"PK\x03\x04 definitely a zip file");
+    assert!(e.contains("not a readable safetensors file"), "{e}");
+    let e = Checkpoint::load(Path::new("/nonexistent/ckpt.safetensors"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("/nonexistent/ckpt.safetensors"), "{e}");
+}
+
+#[test]
+fn atomic_write_replaces_and_leaves_no_temporary() {
+    let dir = tmp("atomic");
+    let path = dir.join("c.safetensors");
+    vae_wgpu::model::checkpoint::write_atomic(&path, b"first").unwrap();
+    vae_wgpu::model::checkpoint::write_atomic(&path, b"second").unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), b"second");
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name() != "c.safetensors")
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    // A write into a directory that does not exist fails cleanly and leaves the old file alone.
+    assert!(vae_wgpu::model::checkpoint::write_atomic(&dir.join("no/such/dir/c"), b"x").is_err());
+    let _ = std::fs::remove_dir_all(&dir);
+}
