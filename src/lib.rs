@@ -6,6 +6,7 @@
 //! - [`model`]: the VAE's parameters, the GPU training step and the trainer.
 //! - [`data`]: the MNIST IDX reader.
 
+pub mod cli;
 pub mod cpu;
 pub mod error;
 pub mod gpu;

@@ -30,10 +30,16 @@ pub fn read_idx(path: &Path) -> Result<IdxArray> {
         path: path.to_path_buf(),
         source,
     })?;
+    decode_idx(&raw, path)
+}
+
+/// Parse IDX file contents, gunzipping them first if they start with the gzip magic; `path` only
+/// names the source in errors.
+pub fn decode_idx(raw: &[u8], path: &Path) -> Result<IdxArray> {
     if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
         // Read at most one byte past the largest array we accept, so a gzip bomb stops early.
-        flate2::read::MultiGzDecoder::new(&raw[..])
+        flate2::read::MultiGzDecoder::new(raw)
             .take(MAX_ELEMS + 1024)
             .read_to_end(&mut out)
             .map_err(|e| {
@@ -46,7 +52,7 @@ pub fn read_idx(path: &Path) -> Result<IdxArray> {
             })?;
         parse_idx(&out, path)
     } else {
-        parse_idx(&raw, path)
+        parse_idx(raw, path)
     }
 }
 

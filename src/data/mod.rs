@@ -4,5 +4,5 @@
 pub mod idx;
 pub mod mnist;
 
-pub use idx::{IdxArray, parse_idx, read_idx};
+pub use idx::{IdxArray, decode_idx, parse_idx, read_idx};
 pub use mnist::{Mnist, Split};

@@ -343,6 +343,17 @@ impl GpuContext {
         })
     }
 
+    /// The compute pipeline for `entry` of `shader` with override `constants`, compiled once and
+    /// cached; a shader or pipeline the device rejects is an `Error::Device`, not a panic.
+    pub fn pipeline(
+        &self,
+        shader: crate::gpu::Shader,
+        entry: &'static str,
+        constants: &[(&'static str, f64)],
+    ) -> Result<wgpu::ComputePipeline> {
+        self.pipelines.get(&self.device, shader, entry, constants)
+    }
+
     /// The same device with another matmul variant (tests use it to cover both kernels).
     pub fn set_matmul_variant(&mut self, v: MatmulVariant) {
         self.matmul_variant = v;

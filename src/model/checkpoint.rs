@@ -201,7 +201,9 @@ impl Checkpoint {
         cfg.validate().map_err(|e| data_err(path, e.to_string()))?;
         let layout = ParamLayout::new(&cfg);
         let read_arena = |prefix: &str| -> Result<Vec<f32>> {
-            let mut arena = vec![0.0f32; layout.len];
+            // Check every tensor before allocating: the arena's size then follows from data that
+            // is really in the file, never from a header alone.
+            let mut views = Vec::with_capacity(layout.specs.len());
             for spec in &layout.specs {
                 let name = format!("{prefix}{}", spec.name);
                 let t = get(&name)?;
@@ -224,6 +226,10 @@ impl Checkpoint {
                         ),
                     ));
                 }
+                views.push(t);
+            }
+            let mut arena = vec![0.0f32; layout.len];
+            for (spec, t) in layout.specs.iter().zip(&views) {
                 // Copy through bytes: the file's data need not be 4-byte aligned.
                 for (dst, src) in arena[spec.range()].iter_mut().zip(t.data().chunks_exact(4)) {
                     *dst = f32::from_le_bytes([src[0], src[1], src[2], src[3]]);

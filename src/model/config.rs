@@ -40,6 +40,26 @@ impl VaeConfig {
                 )));
             }
         }
+        let n = self.num_params();
+        if n > MAX_PARAMS {
+            return Err(Error::Config(format!(
+                "a {}-{}-{} model has {n} parameters ({:.1} GiB as f32); the limit is {MAX_PARAMS} — use smaller --hidden/--latent",
+                self.input,
+                self.hidden,
+                self.latent,
+                n as f64 * 4.0 / (1u64 << 30) as f64
+            )));
+        }
         Ok(())
     }
+
+    /// Parameters of the model (weights and biases of the five Linear layers).
+    pub fn num_params(&self) -> u64 {
+        let (d, h, k) = (self.input as u64, self.hidden as u64, self.latent as u64);
+        (d * h + h) + 2 * (h * k + k) + (k * h + h) + (h * d + d)
+    }
 }
+
+/// Largest model accepted (2^28 parameters, 1 GiB per f32 arena): beyond this the host-side arenas
+/// alone would exhaust a typical machine before any GPU limit is reached.
+pub const MAX_PARAMS: u64 = 1 << 28;

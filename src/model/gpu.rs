@@ -166,6 +166,37 @@ pub struct GpuVae {
 }
 
 impl GpuVae {
+    /// The largest buffers a model of `cfg` training on batches of `batch` needs, in bytes, with
+    /// their names: checked against the adapter's limits before anything is allocated.
+    pub fn largest_buffers(cfg: &VaeConfig, batch: usize) -> Vec<(&'static str, u64)> {
+        let rows = (cfg.samples * batch) as u64;
+        let arena = ParamLayout::new(cfg).len as u64 * 4;
+        vec![
+            ("parameter arena", arena),
+            ("logits [L·B, D]", rows * cfg.input as u64 * 4),
+            ("h_dec [L·B, H]", rows * cfg.hidden as u64 * 4),
+            ("x [B, D]", batch as u64 * cfg.input as u64 * 4),
+        ]
+    }
+
+    /// Refuse, before any allocation, a model or batch whose buffers exceed the adapter's limits.
+    pub fn check_fits(ctx: &GpuContext, cfg: &VaeConfig, batch: usize) -> Result<()> {
+        for (name, bytes) in Self::largest_buffers(cfg, batch) {
+            ctx.check_binding_size(name, bytes)?;
+        }
+        let groups = (cfg.samples * batch * cfg.input).div_ceil(256) as u64;
+        let max = ctx.limits().max_compute_workgroups_per_dimension as u64;
+        if groups > max * max {
+            return Err(Error::AdapterLimit {
+                adapter: ctx.adapter.name.clone(),
+                what: format!(
+                    "{groups} workgroups for the logits exceed {max}² (max_compute_workgroups_per_dimension)"
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// A fresh model initialised from `seed` as PyTorch's `nn.Linear` would be.
     pub fn new(
         ctx: &GpuContext,
@@ -192,6 +223,7 @@ impl GpuVae {
         if max_batch == 0 {
             return Err(Error::Config("batch size must be at least 1".into()));
         }
+        Self::check_fits(ctx, &cfg, max_batch)?;
         let layout = ParamLayout::new(&cfg);
         if params.len() != layout.len {
             return Err(Error::shape(

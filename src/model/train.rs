@@ -151,6 +151,7 @@ impl Trainer {
                 cfg.input
             )));
         }
+        GpuVae::check_fits(ctx, &cfg, settings.batch_size)?;
         let train_gpu = GpuDataset::upload(ctx, "train pixels", train)?;
         let vae = GpuVae::new(ctx, cfg, settings.adam, settings.batch_size, settings.seed)?;
         Self::with_model(ctx, vae, settings, train_gpu)

@@ -1,0 +1,105 @@
+//! Evaluates a checkpoint on the MNIST test set, on the GPU: the negative ELBO with 1 and with N
+//! noise draws per image, and the importance-weighted bound on -log p(x) with k samples.
+//!
+//!     cargo run --release --example eval -- --checkpoint runs/X/checkpoint.safetensors
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::data::{Mnist, Split};
+use crate::gpu::{ContextOptions, GpuContext};
+use crate::model::eval::evaluate;
+use crate::model::{Checkpoint, GpuDataset};
+use clap::Parser;
+
+#[derive(Parser, Debug)]
+#[command(about = "Evaluate a VAE checkpoint on the MNIST test set")]
+pub struct Args {
+    /// A checkpoint.safetensors or model.safetensors (also one saved from PyTorch).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    #[arg(long, default_value = "data/mnist")]
+    data_dir: PathBuf,
+    /// Noise draws per image for the N-sample ELBO.
+    #[arg(long, default_value_t = 10)]
+    elbo_samples: usize,
+    /// Importance samples per image for the bound on -log p(x).
+    #[arg(long, default_value_t = 100)]
+    iw_samples: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long)]
+    backend: Option<String>,
+    #[arg(long)]
+    adapter: Option<String>,
+}
+
+/// Parse the process's arguments and run.
+pub fn main() -> ExitCode {
+    execute(Args::parse())
+}
+
+/// Run with parsed arguments; errors are printed as `error: …` with exit status 1.
+pub fn execute(args: Args) -> ExitCode {
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    if args.elbo_samples == 0 || args.iw_samples == 0 {
+        return Err("--elbo-samples and --iw-samples must be at least 1".into());
+    }
+    let ckpt = Checkpoint::load(&args.checkpoint)?;
+    let opts =
+        ContextOptions::from_env_and_flags(args.backend.as_deref(), args.adapter.as_deref())?;
+    let test = Mnist::load(&args.data_dir, Split::Test)?;
+    if test.dim() != ckpt.cfg.input {
+        return Err(format!(
+            "test images have {} pixels, the checkpoint's model takes {}",
+            test.dim(),
+            ckpt.cfg.input
+        )
+        .into());
+    }
+    let ctx = GpuContext::new(&opts)?;
+    println!("adapter: {}", ctx.adapter.short());
+    println!(
+        "model: {} -> {} -> {} from {} (epoch {})",
+        ckpt.cfg.input,
+        ckpt.cfg.hidden,
+        ckpt.cfg.latent,
+        args.checkpoint.display(),
+        ckpt.progress.epoch
+    );
+    let data = GpuDataset::upload(&ctx, "test pixels", &test)?;
+    let r = evaluate(
+        &ctx,
+        ckpt.cfg,
+        &ckpt.params,
+        &data,
+        args.elbo_samples,
+        args.iw_samples,
+        args.seed,
+    )?;
+    println!("test set: {} images, nats per image", r.images);
+    println!(
+        "  -ELBO, 1 sample:              {:8.2}   ({:.1} s)",
+        r.neg_elbo_1.neg_elbo, r.neg_elbo_1.seconds
+    );
+    println!(
+        "  -ELBO, {:>3} samples:          {:8.2}   ({:.1} s)",
+        r.elbo_samples, r.neg_elbo_n.neg_elbo, r.neg_elbo_n.seconds
+    );
+    println!(
+        "  -log p(x) ≤ IWAE, k = {:>3}:   {:8.2}   ({:.1} s)",
+        r.iwae_samples,
+        r.iwae.iwae_nll.unwrap_or(f64::NAN),
+        r.iwae.seconds
+    );
+    Ok(())
+}

@@ -1,0 +1,71 @@
+//! Draws a checkpoint's pictures without training: reconstructions, samples, the t-SNE map of the
+//! latent codes (and the manifold for a 2-D latent space).
+//!
+//!     cargo run --release --example pictures -- --checkpoint runs/X/model.safetensors --out pics
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::data::{Mnist, Split};
+use crate::gpu::{ContextOptions, GpuContext};
+use crate::model::Checkpoint;
+use crate::viz::pictures::{PictureSet, write_pictures};
+use clap::Parser;
+
+#[derive(Parser, Debug)]
+#[command(about = "Draw reconstructions, samples and a t-SNE map from a VAE checkpoint")]
+pub struct Args {
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Where the PNGs go.
+    #[arg(long, default_value = ".")]
+    out: PathBuf,
+    #[arg(long, default_value = "data/mnist")]
+    data_dir: PathBuf,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Skip the t-SNE map.
+    #[arg(long)]
+    no_tsne: bool,
+    #[arg(long)]
+    backend: Option<String>,
+    #[arg(long)]
+    adapter: Option<String>,
+}
+
+/// Parse the process's arguments and run.
+pub fn main() -> ExitCode {
+    execute(Args::parse())
+}
+
+/// Run with parsed arguments; errors are printed as `error: …` with exit status 1.
+pub fn execute(args: Args) -> ExitCode {
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let ckpt = Checkpoint::load(&args.checkpoint)?;
+    let opts =
+        ContextOptions::from_env_and_flags(args.backend.as_deref(), args.adapter.as_deref())?;
+    let test = Mnist::load(&args.data_dir, Split::Test)?;
+    std::fs::create_dir_all(&args.out)
+        .map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
+    let ctx = GpuContext::new(&opts)?;
+    println!("adapter: {}", ctx.adapter.short());
+    let set = PictureSet {
+        out_dir: &args.out,
+        suffix: "",
+        tsne: !args.no_tsne,
+        loss: None,
+    };
+    for p in write_pictures(&ctx, ckpt.cfg, &ckpt.params, &test, args.seed, &set)? {
+        println!("wrote {}", p.display());
+    }
+    Ok(())
+}

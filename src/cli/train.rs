@@ -1,0 +1,400 @@
+//! Trains the notebook's Bernoulli VAE on MNIST, on the GPU.
+//!
+//!     cargo run --release --example train                     # 5 epochs, the notebook's settings
+//!     cargo run --release --example train -- --resume runs/X/checkpoint.safetensors
+//!     cargo run --release --example train -- --help
+//!
+//! Prints what the notebook prints (`[i/469] batch loss` every 100 steps, `Average loss` per
+//! epoch), plus the test-set loss, wall time per epoch and the adapter, with a progress bar.
+//! Writes into `--out`: `checkpoint.safetensors` (resumable) and `model.safetensors` (PyTorch
+//! state_dict) every epoch, `losses.csv`, and the pictures: `reconstructions.png`, `samples.png`,
+//! `latent_tsne.png`, `loss.png` (and `manifold.png` with `--latent 2`).
+//! Ctrl-C / SIGTERM: the current step finishes, a checkpoint is written, and the run exits with
+//! status 130 and the command that resumes it.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::data::{Mnist, Split};
+use crate::gpu::{ContextOptions, GpuContext};
+use crate::model::{Checkpoint, EpochEnd, Event, GpuDataset, TrainSettings, Trainer, VaeConfig};
+use crate::ops::AdamConfig;
+use crate::viz::LossHistory;
+use crate::viz::pictures::{PictureSet, write_pictures};
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(Parser, Debug)]
+#[command(about = "Train a Bernoulli VAE on MNIST with hand-written WGSL kernels")]
+pub struct Args {
+    /// Passes over the training set (in all, counting epochs done before a --resume).
+    #[arg(long, default_value_t = 5)]
+    epochs: usize,
+    /// Images per step [default: 128, or the checkpoint's].
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Adam learning rate [default: 0.01, or the checkpoint's].
+    #[arg(long)]
+    lr: Option<f32>,
+    /// Latent dimensions [default: 10, or the checkpoint's].
+    #[arg(long)]
+    latent: Option<usize>,
+    /// Hidden units of the encoder and decoder [default: 200, or the checkpoint's].
+    #[arg(long)]
+    hidden: Option<usize>,
+    /// Reparameterised samples per observation, AEVB's L [default: 1, or the checkpoint's].
+    #[arg(long)]
+    samples: Option<usize>,
+    /// Seed of initialisation, shuffling and noise [default: 0, or the checkpoint's].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Directory with the four MNIST IDX files (.gz or raw).
+    #[arg(long, default_value = "data/mnist")]
+    data_dir: PathBuf,
+    /// auto, vulkan, metal, dx12 or gl (default: $VAE_WGPU_BACKEND, else auto).
+    #[arg(long)]
+    backend: Option<String>,
+    /// Adapter index (see the list_adapters example) or name substring.
+    #[arg(long)]
+    adapter: Option<String>,
+    /// Print the batch loss every this many steps (0: never).
+    #[arg(long, default_value_t = 100)]
+    log_every: usize,
+    /// Output directory [default: runs/<unix time>, or the resumed checkpoint's directory].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Continue from a checkpoint.safetensors (exactly where it stopped).
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Skip the test-set evaluation after each epoch.
+    #[arg(long)]
+    no_test: bool,
+    /// Also write reconstructions and samples after every epoch (`*_epochN.png`).
+    #[arg(long)]
+    images_every_epoch: bool,
+    /// Skip the t-SNE map (it takes a few seconds on 2 cores).
+    #[arg(long)]
+    no_tsne: bool,
+}
+
+/// Parse the process's arguments and run.
+pub fn main() -> ExitCode {
+    execute(Args::parse())
+}
+
+/// Run with parsed arguments; errors are printed as `error: …` with exit status 1.
+pub fn execute(args: Args) -> ExitCode {
+    match run(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A flag that must agree with the checkpoint: the checkpoint's value unless the flag says otherwise,
+/// in which case we refuse rather than silently pick one.
+fn agree<T: PartialEq + std::fmt::Display + Copy>(
+    flag: Option<T>,
+    ckpt: T,
+    name: &str,
+) -> Result<T, String> {
+    match flag {
+        Some(v) if v != ckpt => Err(format!(
+            "--{name} {v} contradicts the checkpoint ({name} = {ckpt}); the model's sizes come from the checkpoint: drop the flag"
+        )),
+        _ => Ok(ckpt),
+    }
+}
+
+fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    if args.epochs == 0 {
+        return Err("--epochs must be at least 1".into());
+    }
+    let ckpt = match &args.resume {
+        Some(p) => Some(Checkpoint::load(p)?),
+        None => None,
+    };
+    // Sizes and settings: flags, else the checkpoint's, else the notebook's.
+    let (cfg, mut settings) = match &ckpt {
+        Some(c) => {
+            let cfg = VaeConfig {
+                input: c.cfg.input,
+                hidden: agree(args.hidden, c.cfg.hidden, "hidden")?,
+                latent: agree(args.latent, c.cfg.latent, "latent")?,
+                samples: args.samples.unwrap_or(c.cfg.samples),
+            };
+            let adam = c.optimizer.as_ref().map(|o| o.config).unwrap_or_default();
+            let settings = TrainSettings {
+                batch_size: args.batch_size.unwrap_or(if c.progress.batch_size > 0 {
+                    c.progress.batch_size
+                } else {
+                    128
+                }),
+                adam: AdamConfig {
+                    lr: args.lr.unwrap_or(adam.lr),
+                    ..adam
+                },
+                seed: args.seed.unwrap_or(c.progress.seed),
+                log_every: args.log_every,
+            };
+            (cfg, settings)
+        }
+        None => (
+            VaeConfig {
+                input: 784,
+                hidden: args.hidden.unwrap_or(200),
+                latent: args.latent.unwrap_or(10),
+                samples: args.samples.unwrap_or(1),
+            },
+            TrainSettings {
+                batch_size: args.batch_size.unwrap_or(128),
+                adam: AdamConfig {
+                    lr: args.lr.unwrap_or(0.01),
+                    ..AdamConfig::default()
+                },
+                seed: args.seed.unwrap_or(0),
+                log_every: args.log_every,
+            },
+        ),
+    };
+    // Refuse bad flags before touching data or the GPU.
+    cfg.validate()?;
+    settings.validate(usize::MAX)?;
+    let opts =
+        ContextOptions::from_env_and_flags(args.backend.as_deref(), args.adapter.as_deref())?;
+
+    let train = Mnist::load(&args.data_dir, Split::Train)?;
+    let test = Mnist::load(&args.data_dir, Split::Test)?;
+    settings.validate(train.count)?;
+    if ckpt.is_none() && train.dim() != cfg.input {
+        return Err(format!(
+            "images are {}x{}, but the model takes {} inputs",
+            train.rows, train.cols, cfg.input
+        )
+        .into());
+    }
+    let cfg = VaeConfig {
+        input: train.dim(),
+        ..cfg
+    };
+
+    let out = match (&args.out, &args.resume) {
+        (Some(o), _) => o.clone(),
+        (None, Some(r)) => r
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from(".")),
+        (None, None) => {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            PathBuf::from(format!("runs/{t}"))
+        }
+    };
+    std::fs::create_dir_all(&out)
+        .map_err(|e| format!("cannot create output directory {}: {e}", out.display()))?;
+
+    let ctx = GpuContext::new(&opts)?;
+    println!("adapter: {}", ctx.adapter.short());
+    println!("matmul kernel: {:?}", ctx.matmul_variant);
+    println!("output: {}", out.display());
+
+    let mut trainer = match &ckpt {
+        Some(c) => {
+            let c = Checkpoint { cfg, ..c.clone() };
+            let t = Trainer::resume(&ctx, &c, settings.clone(), &train)?;
+            println!(
+                "resumed from {} at epoch {}, step {} ({} Adam steps)",
+                args.resume
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                t.epoch + 1,
+                t.step_in_epoch,
+                t.vae.adam_steps
+            );
+            t
+        }
+        None => Trainer::new(&ctx, cfg, settings.clone(), &train)?,
+    };
+    settings = trainer.settings.clone();
+    let test_gpu = if args.no_test {
+        None
+    } else {
+        Some(GpuDataset::upload(&ctx, "test pixels", &test)?)
+    };
+    println!(
+        "model: {} -> {} -> {} (L = {}), {} parameters; {} train images, batch {}, lr {}, {} steps/epoch, {} dispatches/step",
+        cfg.input,
+        cfg.hidden,
+        cfg.latent,
+        cfg.samples,
+        trainer.vae.layout.num_params(),
+        train.count,
+        settings.batch_size,
+        settings.adam.lr,
+        trainer.steps_per_epoch(),
+        trainer.dispatches_per_step()
+    );
+
+    // Ctrl-C / SIGTERM only raise a flag; the loop stops between steps and checkpoints.
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst))
+            .map_err(|e| format!("cannot install the signal handler: {e}"))?;
+    }
+
+    let csv_path = out.join("losses.csv");
+    let mut hist = LossHistory::default();
+    if trainer.epoch > 0 {
+        hist.epochs = read_losses_csv(&csv_path);
+    }
+    let mut csv = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&csv_path)?;
+    if csv.metadata()?.len() == 0 {
+        writeln!(csv, "epoch,train_loss,train_bce,train_kl,test_loss,seconds")?;
+    }
+    let ckpt_path = out.join("checkpoint.safetensors");
+    let model_path = out.join("model.safetensors");
+    let total_start = std::time::Instant::now();
+    while trainer.epoch < args.epochs {
+        let steps = trainer.steps_per_epoch();
+        let pb = ProgressBar::new((steps * settings.batch_size).min(train.count) as u64);
+        pb.set_style(
+            ProgressStyle::with_template(
+                "epoch {prefix} [{bar:30}] {pos}/{len} images  {per_sec}  ETA {eta}",
+            )?
+            .progress_chars("=> "),
+        );
+        pb.set_prefix(format!("{}/{}", trainer.epoch + 1, args.epochs));
+        pb.set_position((trainer.step_in_epoch * settings.batch_size) as u64);
+        let epoch_no = trainer.epoch + 1;
+        let mut on_event = |e: Event| match e {
+            Event::Step { images, .. } => pb.inc(images as u64),
+            Event::BatchLoss { step, loss, .. } => {
+                let line = format!("[{step}/{steps}] batch loss: {loss:.2}");
+                hist.steps
+                    .push((epoch_no as f64 - 1.0 + step as f64 / steps as f64, loss));
+                // A hidden bar (output not a terminal) swallows println: print directly then.
+                if pb.is_hidden() {
+                    println!("{line}")
+                } else {
+                    pb.println(line)
+                }
+            }
+        };
+        let mut should_stop = || stop.load(Ordering::SeqCst);
+        let end = trainer.train_epoch(&ctx, &mut on_event, &mut should_stop);
+        pb.finish_and_clear();
+        let stats = match end? {
+            EpochEnd::Completed(s) => s,
+            EpochEnd::Stopped { epoch, step } => {
+                let c = trainer.checkpoint(&ctx)?;
+                c.save(&ckpt_path)?;
+                c.save_state_dict(&model_path)?;
+                eprintln!(
+                    "interrupted before step {step} of epoch {epoch}: checkpoint written to {}\n\
+                     resume with: cargo run --release --example train -- --resume {} --epochs {}",
+                    ckpt_path.display(),
+                    ckpt_path.display(),
+                    args.epochs
+                );
+                return Ok(ExitCode::from(130));
+            }
+        };
+        let test_stats = match &test_gpu {
+            Some(t) => Some(trainer.evaluate(&ctx, t)?),
+            None => None,
+        };
+        let test_txt = test_stats
+            .map(|t| format!("  test loss: {:.2}", t.loss))
+            .unwrap_or_default();
+        println!(
+            "====> Epoch {}  Average loss: {:.2}  (BCE {:.2}, KL {:.2}){}  time: {:.1} s ({:.0} images/s)",
+            stats.epoch,
+            stats.loss,
+            stats.bce,
+            stats.kl,
+            test_txt,
+            stats.seconds,
+            train.count as f64 / stats.seconds
+        );
+        writeln!(
+            csv,
+            "{},{:.4},{:.4},{:.4},{},{:.3}",
+            stats.epoch,
+            stats.loss,
+            stats.bce,
+            stats.kl,
+            test_stats
+                .map(|t| format!("{:.4}", t.loss))
+                .unwrap_or_default(),
+            stats.seconds
+        )?;
+        hist.epochs
+            .push((stats.epoch, stats.loss, test_stats.map(|t| t.loss)));
+        let c = trainer.checkpoint(&ctx)?;
+        c.save(&ckpt_path)?;
+        c.save_state_dict(&model_path)?;
+        if args.images_every_epoch {
+            let set = PictureSet {
+                out_dir: &out,
+                suffix: &format!("_epoch{}", stats.epoch),
+                tsne: false,
+                loss: None,
+            };
+            write_pictures(&ctx, cfg, &c.params, &test, settings.seed, &set)?;
+        }
+    }
+    println!(
+        "trained to epoch {} in {:.1} s this run",
+        trainer.epoch,
+        total_start.elapsed().as_secs_f64()
+    );
+    println!(
+        "checkpoint: {} (resumable), weights: {} (PyTorch state_dict)",
+        ckpt_path.display(),
+        model_path.display()
+    );
+    let params = ctx.read_f32(&trainer.vae.params)?;
+    let set = PictureSet {
+        out_dir: &out,
+        suffix: "",
+        tsne: !args.no_tsne,
+        loss: Some(&hist),
+    };
+    let t = std::time::Instant::now();
+    for p in write_pictures(&ctx, cfg, &params, &test, settings.seed, &set)? {
+        println!("wrote {}", p.display());
+    }
+    println!("pictures took {:.1} s", t.elapsed().as_secs_f64());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Epoch rows of an earlier run's losses.csv (for the loss chart after a resume); unreadable rows
+/// are skipped — the chart is a convenience, the checkpoint is what matters.
+fn read_losses_csv(path: &Path) -> Vec<(usize, f64, Option<f64>)> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            Some((
+                f.first()?.parse().ok()?,
+                f.get(1)?.parse().ok()?,
+                f.get(4).and_then(|v| v.parse().ok()),
+            ))
+        })
+        .collect()
+}

@@ -1,0 +1,34 @@
+//! `vae-wgpu train|eval|pictures`: the example programs as one binary.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use vae_wgpu::cli;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "A Bernoulli VAE on MNIST, trained by hand-written WGSL kernels"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train (or resume training) the VAE.
+    Train(cli::train::Args),
+    /// Evaluate a checkpoint on the test set.
+    Eval(cli::eval::Args),
+    /// Draw a checkpoint's pictures.
+    Pictures(cli::pictures::Args),
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Train(a) => cli::train::execute(a),
+        Command::Eval(a) => cli::eval::execute(a),
+        Command::Pictures(a) => cli::pictures::execute(a),
+    }
+}

@@ -1,0 +1,435 @@
+//! The programs as a user meets them: bad data, bad checkpoints, absurd flags, a diverging run and
+//! an interrupted run each end with a non-zero exit status and a message that names the problem —
+//! never a panic. Runs the `vae-wgpu` binary (the same code as the examples) on tiny data sets.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use vae_wgpu::data::{Mnist, Split};
+
+const BIN: &str = env!("CARGO_BIN_EXE_vae-wgpu");
+
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(name: &str) -> Dir {
+        let p = std::env::temp_dir().join(format!("vae-wgpu-cli-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Dir(p)
+    }
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn idx(dims: &[u32], data: &[u8]) -> Vec<u8> {
+    let mut v = vec![0, 0, 8, dims.len() as u8];
+    for d in dims {
+        v.extend_from_slice(&d.to_be_bytes());
+    }
+    v.extend_from_slice(data);
+    v
+}
+
+fn gz(bytes: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+/// A data directory with the first `n_train` / `n_test` real MNIST images.
+fn tiny_mnist(dir: &Dir, n_train: usize, n_test: usize) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist");
+    let d = dir.path("mnist");
+    std::fs::create_dir_all(&d).unwrap();
+    for (split, n, img, lbl) in [
+        (
+            Split::Train,
+            n_train,
+            "train-images-idx3-ubyte.gz",
+            "train-labels-idx1-ubyte.gz",
+        ),
+        (
+            Split::Test,
+            n_test,
+            "t10k-images-idx3-ubyte.gz",
+            "t10k-labels-idx1-ubyte.gz",
+        ),
+    ] {
+        let m = Mnist::load(&src, split).unwrap();
+        std::fs::write(
+            d.join(img),
+            gz(&idx(&[n as u32, 28, 28], &m.images[..n * 784])),
+        )
+        .unwrap();
+        std::fs::write(d.join(lbl), gz(&idx(&[n as u32], &m.labels[..n]))).unwrap();
+    }
+    d
+}
+
+fn run(args: &[&str]) -> Output {
+    let xdg = std::env::temp_dir().join(format!("vae-wgpu-xdg-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&xdg);
+    Command::new(BIN)
+        .args(args)
+        .env("XDG_RUNTIME_DIR", &xdg)
+        .output()
+        .expect("run vae-wgpu")
+}
+
+/// Exit status non-zero, stderr mentions every `needle`, and nothing panicked.
+fn fails_with(out: &Output, needles: &[&str]) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "expected failure, got success; stderr:\n{err}"
+    );
+    assert!(
+        !err.contains("panicked"),
+        "a panic is never an answer:\n{err}"
+    );
+    for n in needles {
+        assert!(err.contains(n), "stderr lacks '{n}':\n{err}");
+    }
+}
+
+fn train_args<'a>(data: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec![
+        "train",
+        "--data-dir",
+        data,
+        "--out",
+        out,
+        "--no-tsne",
+        "--log-every",
+        "1",
+    ];
+    v.extend_from_slice(extra);
+    v
+}
+
+#[test]
+fn bad_data_is_named_with_what_was_expected() {
+    let dir = Dir::new("data");
+    let good = tiny_mnist(&dir, 200, 50);
+    let out = dir.path("out");
+    let (g, o) = (good.to_str().unwrap(), out.to_str().unwrap());
+    fails_with(
+        &run(&train_args("/no/such/dir", o, &[])),
+        &["/no/such/dir", "data directory not found"],
+    );
+
+    let variant = |name: &str, file: &str, bytes: Vec<u8>| -> PathBuf {
+        let d = dir.path(name);
+        std::fs::create_dir_all(&d).unwrap();
+        for f in std::fs::read_dir(&good).unwrap() {
+            let f = f.unwrap();
+            std::fs::copy(f.path(), d.join(f.file_name())).unwrap();
+        }
+        std::fs::write(d.join(file), bytes).unwrap();
+        d
+    };
+    let train_img = "train-images-idx3-ubyte.gz";
+    let train_lbl = "train-labels-idx1-ubyte.gz";
+    let raw_imgs = idx(&[200, 28, 28], &vec![7u8; 200 * 784]);
+    let cases: Vec<(PathBuf, Vec<&str>)> = vec![
+        (
+            variant("trunc", train_img, gz(&raw_imgs[..raw_imgs.len() - 100])),
+            vec![train_img, "truncated"],
+        ),
+        (
+            variant(
+                "magic",
+                train_img,
+                gz(&[&[0x12, 0x34, 8, 3][..], &raw_imgs[4..]].concat()),
+            ),
+            vec![train_img, "wrong magic"],
+        ),
+        (
+            variant(
+                "dims",
+                train_img,
+                gz(&idx(&[200, 20, 20], &vec![0u8; 200 * 400])),
+            ),
+            vec!["20x20", "784"],
+        ),
+        (
+            variant("count", train_lbl, gz(&idx(&[150], &[1u8; 150]))),
+            vec![train_lbl, "150 labels", "200 images"],
+        ),
+        (
+            variant(
+                "label",
+                train_lbl,
+                gz(&idx(&[200], &[[3u8; 199].as_slice(), &[12]].concat())),
+            ),
+            vec![train_lbl, "label 12"],
+        ),
+        (
+            variant("gzip", train_img, {
+                let mut b = gz(&raw_imgs);
+                let n = b.len();
+                b[n / 2] ^= 0x55;
+                b.truncate(n - 8);
+                b
+            }),
+            vec![train_img, "corrupt gzip"],
+        ),
+    ];
+    for (d, needles) in cases {
+        fails_with(&run(&train_args(d.to_str().unwrap(), o, &[])), &needles);
+    }
+    // The good tiny set trains (a sanity check that the failures above are about the data).
+    let ok = run(&train_args(g, o, &["--epochs", "1", "--batch-size", "64"]));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+}
+
+#[test]
+fn absurd_flags_are_refused_before_gpu_work() {
+    let dir = Dir::new("flags");
+    let data = tiny_mnist(&dir, 100, 20);
+    let (d, o) = (data.to_str().unwrap(), dir.path("out"));
+    let o = o.to_str().unwrap();
+    let cases: &[(&[&str], &[&str])] = &[
+        (&["--batch-size", "0"], &["--batch-size must be at least 1"]),
+        (
+            &["--batch-size", "1000"],
+            &[
+                "--batch-size 1000",
+                "larger than the training set (100 images)",
+            ],
+        ),
+        (&["--lr", "0"], &["--lr must be a finite number > 0"]),
+        (&["--lr=-1"], &["--lr must be a finite number > 0"]),
+        (&["--lr", "NaN"], &["--lr must be a finite number > 0"]),
+        (&["--lr", "inf"], &["--lr must be a finite number > 0"]),
+        (&["--latent", "0"], &["--latent must be at least 1"]),
+        (&["--hidden", "0"], &["--hidden must be at least 1"]),
+        (&["--epochs", "0"], &["--epochs must be at least 1"]),
+        (&["--samples", "0"], &["--samples must be at least 1"]),
+        (&["--hidden", "400000"], &["parameters", "limit"]),
+        (&["--backend", "quantum"], &["unknown backend 'quantum'"]),
+        // Fits the host, not one storage binding: the logits alone are 100·1000·784·4 bytes.
+        (
+            &["--samples", "1000", "--batch-size", "100"],
+            &["logits", "max_storage_buffer_binding_size"],
+        ),
+    ];
+    for (flags, needles) in cases {
+        fails_with(&run(&train_args(d, o, flags)), needles);
+    }
+}
+
+#[test]
+fn bad_checkpoints_divergence_and_interruption() {
+    let dir = Dir::new("ckpt");
+    let data = tiny_mnist(&dir, 300, 40);
+    let d = data.to_str().unwrap();
+    let out = dir.path("run");
+    let o = out.to_str().unwrap();
+    // A good run: 1 epoch, checkpoint written.
+    let ok = run(&train_args(
+        d,
+        o,
+        &["--epochs", "1", "--batch-size", "64", "--hidden", "50"],
+    ));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let ckpt = out.join("checkpoint.safetensors");
+    let good = std::fs::read(&ckpt).unwrap();
+    let c = ckpt.to_str().unwrap();
+
+    // Checkpoint problems.
+    fails_with(
+        &run(&train_args(d, o, &["--resume", "/no/such.safetensors"])),
+        &["/no/such.safetensors"],
+    );
+    let bad = dir.path("bad.safetensors");
+    let b = bad.to_str().unwrap();
+    std::fs::write(&bad, b"this is not a safetensors file at all").unwrap();
+    fails_with(
+        &run(&train_args(d, o, &["--resume", b])),
+        &["bad.safetensors", "not a readable safetensors file"],
+    );
+    std::fs::write(&bad, &good[..good.len() - 1000]).unwrap();
+    fails_with(
+        &run(&train_args(d, o, &["--resume", b])),
+        &["bad.safetensors", "not a readable safetensors file"],
+    );
+    // Rename a tensor in the JSON header (same length, so offsets stay valid).
+    let key = b"\"dec_mu.bias\"";
+    let at = good
+        .windows(key.len())
+        .position(|w| w == key)
+        .expect("tensor name in header");
+    let mut renamed = good.clone();
+    renamed[at + key.len() - 2] = b'_';
+    std::fs::write(&bad, &renamed).unwrap();
+    fails_with(
+        &run(&train_args(d, o, &["--resume", b])),
+        &["missing tensor 'dec_mu.bias'"],
+    );
+    fails_with(
+        &run(&train_args(d, o, &["--resume", c, "--hidden", "60"])),
+        &["--hidden 60", "contradicts the checkpoint"],
+    );
+
+    // Divergence: the run stops with epoch and step, and the good checkpoint is left as it was.
+    let div = run(&train_args(
+        d,
+        o,
+        &["--resume", c, "--epochs", "3", "--lr", "1e6"],
+    ));
+    fails_with(&div, &["diverged", "epoch 2, step", "Lower --lr"]);
+    assert_eq!(
+        std::fs::read(&ckpt).unwrap(),
+        good,
+        "a diverging run must not overwrite the last good checkpoint"
+    );
+
+    // Eval and pictures on the same bad inputs.
+    fails_with(
+        &run(&["eval", "--checkpoint", b, "--data-dir", d]),
+        &["bad.safetensors"],
+    );
+    fails_with(
+        &run(&[
+            "pictures",
+            "--checkpoint",
+            "/no/such.safetensors",
+            "--data-dir",
+            d,
+        ]),
+        &["/no/such.safetensors"],
+    );
+    fails_with(
+        &run(&[
+            "eval",
+            "--checkpoint",
+            c,
+            "--data-dir",
+            d,
+            "--iw-samples",
+            "0",
+        ]),
+        &["at least 1"],
+    );
+    let ev = run(&[
+        "eval",
+        "--checkpoint",
+        c,
+        "--data-dir",
+        d,
+        "--elbo-samples",
+        "2",
+        "--iw-samples",
+        "3",
+    ]);
+    assert!(
+        ev.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ev.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ev.stdout).contains("IWAE, k =   3"));
+}
+
+#[cfg(unix)]
+#[test]
+fn sigint_checkpoints_and_resume_continues() {
+    let dir = Dir::new("sigint");
+    let data = tiny_mnist(&dir, 256, 40);
+    let d = data.to_str().unwrap();
+    let out = dir.path("run");
+    let o = out.to_str().unwrap();
+    let xdg = std::env::temp_dir().join(format!("vae-wgpu-xdg-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&xdg);
+    let mut child = Command::new(BIN)
+        .args([
+            "train",
+            "--data-dir",
+            d,
+            "--out",
+            o,
+            "--no-tsne",
+            "--epochs",
+            "100000",
+            "--batch-size",
+            "32",
+            "--no-test",
+            "--log-every",
+            "0",
+        ])
+        .env("XDG_RUNTIME_DIR", &xdg)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the first epoch's checkpoint, so the signal lands mid-training.
+    let ckpt = out.join("checkpoint.safetensors");
+    let start = std::time::Instant::now();
+    while !ckpt.exists() && start.elapsed().as_secs() < 120 {
+        if let Some(status) = child.try_wait().unwrap() {
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "training exited early ({status}): {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(ckpt.exists(), "no checkpoint after 120 s");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let res = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert_eq!(res.status.code(), Some(130), "stderr:\n{err}");
+    assert!(
+        err.contains("interrupted before step")
+            && err.contains("resume with:")
+            && err.contains("--resume"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    let c = vae_wgpu::model::Checkpoint::load(&ckpt).unwrap();
+    let done = c.progress.epoch;
+    // Resume and finish one more epoch.
+    let target = (done + 1).to_string();
+    let r = run(&[
+        "train",
+        "--data-dir",
+        d,
+        "--resume",
+        ckpt.to_str().unwrap(),
+        "--epochs",
+        &target,
+        "--no-test",
+        "--no-tsne",
+        "--log-every",
+        "0",
+    ]);
+    let so = String::from_utf8_lossy(&r.stdout);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(
+        so.contains("resumed from") && so.contains(&format!("trained to epoch {target}")),
+        "{so}"
+    );
+}
