@@ -1,6 +1,8 @@
 //! Lists every adapter wgpu sees, with the limits this engine uses.
 //!
-//!     cargo run --release --example list_adapters [-- auto|vulkan|metal|dx12|gl]
+//! ```text
+//! cargo run --release --example list_adapters [-- auto|vulkan|metal|dx12|gl]
+//! ```
 
 use std::process::ExitCode;
 

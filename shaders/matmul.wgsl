@@ -72,53 +72,98 @@ fn epilogue_store(i: u32, j: u32, acc: f32) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// matmul_direct: an 8x8 thread grid, each thread owning an 8x8 block of C (a 64x64 tile).
+// matmul_direct: an 8x8 thread grid, each thread owning an 8x8 block of C (a 64x64 tile) held in
+// sixteen vec4 accumulators. Written out by hand rather than as arrays and loops: CPU drivers keep
+// named vectors in registers, while a dynamically indexed 64-element array ends up in memory.
 
-const DT: u32 = 8u;
+fn store_row(i: u32, col0: u32, lo: vec4<f32>, hi: vec4<f32>) {
+    if (i >= p.m) {
+        return;
+    }
+    let v = array<f32, 8>(lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w);
+    for (var s = 0u; s < 8u; s++) {
+        if (col0 + s < p.n) {
+            epilogue_store(i, col0 + s, v[s]);
+        }
+    }
+}
 
 @compute @workgroup_size(8, 8, 1)
 fn matmul_direct(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let row0 = gid.y * DT;
-    let col0 = gid.x * DT;
+    let row0 = gid.y * 8u;
+    let col0 = gid.x * 8u;
     if (row0 >= p.m || col0 >= p.n) {
         return;
     }
     // Clamp indices so every load is in bounds; the extra rows/columns are never stored.
-    var rows: array<u32, 8>;
-    var cols: array<u32, 8>;
-    for (var r = 0u; r < DT; r++) {
-        rows[r] = min(row0 + r, p.m - 1u);
-        cols[r] = min(col0 + r, p.n - 1u);
-    }
-    var acc: array<f32, 64>;
-    for (var t = 0u; t < 64u; t++) {
-        acc[t] = 0.0;
-    }
+    let i0 = min(row0 + 0u, p.m - 1u);
+    let i1 = min(row0 + 1u, p.m - 1u);
+    let i2 = min(row0 + 2u, p.m - 1u);
+    let i3 = min(row0 + 3u, p.m - 1u);
+    let i4 = min(row0 + 4u, p.m - 1u);
+    let i5 = min(row0 + 5u, p.m - 1u);
+    let i6 = min(row0 + 6u, p.m - 1u);
+    let i7 = min(row0 + 7u, p.m - 1u);
+    let j0 = min(col0 + 0u, p.n - 1u);
+    let j1 = min(col0 + 1u, p.n - 1u);
+    let j2 = min(col0 + 2u, p.n - 1u);
+    let j3 = min(col0 + 3u, p.n - 1u);
+    let j4 = min(col0 + 4u, p.n - 1u);
+    let j5 = min(col0 + 5u, p.n - 1u);
+    let j6 = min(col0 + 6u, p.n - 1u);
+    let j7 = min(col0 + 7u, p.n - 1u);
+    var c0l = vec4<f32>(0.0);
+    var c0h = vec4<f32>(0.0);
+    var c1l = vec4<f32>(0.0);
+    var c1h = vec4<f32>(0.0);
+    var c2l = vec4<f32>(0.0);
+    var c2h = vec4<f32>(0.0);
+    var c3l = vec4<f32>(0.0);
+    var c3h = vec4<f32>(0.0);
+    var c4l = vec4<f32>(0.0);
+    var c4h = vec4<f32>(0.0);
+    var c5l = vec4<f32>(0.0);
+    var c5h = vec4<f32>(0.0);
+    var c6l = vec4<f32>(0.0);
+    var c6h = vec4<f32>(0.0);
+    var c7l = vec4<f32>(0.0);
+    var c7h = vec4<f32>(0.0);
     for (var kk = 0u; kk < p.k; kk++) {
-        var av: array<f32, 8>;
-        var bv: array<f32, 8>;
-        for (var r = 0u; r < DT; r++) {
-            av[r] = a_at(rows[r], kk);
-            bv[r] = b_at(kk, cols[r]);
-        }
-        for (var r = 0u; r < DT; r++) {
-            for (var s = 0u; s < DT; s++) {
-                acc[r * DT + s] = fma(av[r], bv[s], acc[r * DT + s]);
-            }
-        }
+        let bl = vec4<f32>(b_at(kk, j0), b_at(kk, j1), b_at(kk, j2), b_at(kk, j3));
+        let bh = vec4<f32>(b_at(kk, j4), b_at(kk, j5), b_at(kk, j6), b_at(kk, j7));
+        let a0 = vec4<f32>(a_at(i0, kk));
+        c0l = fma(a0, bl, c0l);
+        c0h = fma(a0, bh, c0h);
+        let a1 = vec4<f32>(a_at(i1, kk));
+        c1l = fma(a1, bl, c1l);
+        c1h = fma(a1, bh, c1h);
+        let a2 = vec4<f32>(a_at(i2, kk));
+        c2l = fma(a2, bl, c2l);
+        c2h = fma(a2, bh, c2h);
+        let a3 = vec4<f32>(a_at(i3, kk));
+        c3l = fma(a3, bl, c3l);
+        c3h = fma(a3, bh, c3h);
+        let a4 = vec4<f32>(a_at(i4, kk));
+        c4l = fma(a4, bl, c4l);
+        c4h = fma(a4, bh, c4h);
+        let a5 = vec4<f32>(a_at(i5, kk));
+        c5l = fma(a5, bl, c5l);
+        c5h = fma(a5, bh, c5h);
+        let a6 = vec4<f32>(a_at(i6, kk));
+        c6l = fma(a6, bl, c6l);
+        c6h = fma(a6, bh, c6h);
+        let a7 = vec4<f32>(a_at(i7, kk));
+        c7l = fma(a7, bl, c7l);
+        c7h = fma(a7, bh, c7h);
     }
-    for (var r = 0u; r < DT; r++) {
-        let i = row0 + r;
-        if (i >= p.m) {
-            break;
-        }
-        for (var s = 0u; s < DT; s++) {
-            let j = col0 + s;
-            if (j < p.n) {
-                epilogue_store(i, j, acc[r * DT + s]);
-            }
-        }
-    }
+    store_row(row0 + 0u, col0, c0l, c0h);
+    store_row(row0 + 1u, col0, c1l, c1h);
+    store_row(row0 + 2u, col0, c2l, c2h);
+    store_row(row0 + 3u, col0, c3l, c3h);
+    store_row(row0 + 4u, col0, c4l, c4h);
+    store_row(row0 + 5u, col0, c5l, c5h);
+    store_row(row0 + 6u, col0, c6l, c6h);
+    store_row(row0 + 7u, col0, c7l, c7h);
 }
 
 // ---------------------------------------------------------------------------------------------

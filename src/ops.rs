@@ -15,6 +15,14 @@ impl Layout {
     pub const ALL: [Layout; 3] = [Layout::NN, Layout::NT, Layout::TN];
 
     /// Shapes of A and B for a product of size M x N over K.
+    ///
+    /// ```
+    /// use vae_wgpu::ops::Layout;
+    /// // The Linear forward Y[B,out] = X[B,in]·W[out,in]ᵀ is an NT product over K = in.
+    /// assert_eq!(Layout::NT.operand_shapes(128, 200, 784), ([128, 784], [200, 784]));
+    /// // Its weight gradient dW[out,in] = dY[B,out]ᵀ·X[B,in] is TN over K = B.
+    /// assert_eq!(Layout::TN.operand_shapes(200, 784, 128), ([128, 200], [128, 784]));
+    /// ```
     pub fn operand_shapes(self, m: usize, n: usize, k: usize) -> ([usize; 2], [usize; 2]) {
         match self {
             Layout::NN => ([m, k], [k, n]),

@@ -1,7 +1,9 @@
 //! Evaluates a checkpoint on the MNIST test set, on the GPU: the negative ELBO with 1 and with N
 //! noise draws per image, and the importance-weighted bound on -log p(x) with k samples.
 //!
-//!     cargo run --release --example eval -- --checkpoint runs/X/checkpoint.safetensors
+//! ```text
+//! cargo run --release --example eval -- --checkpoint runs/X/checkpoint.safetensors
+//! ```
 
 use std::path::PathBuf;
 use std::process::ExitCode;

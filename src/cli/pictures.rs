@@ -1,7 +1,9 @@
 //! Draws a checkpoint's pictures without training: reconstructions, samples, the t-SNE map of the
 //! latent codes (and the manifold for a 2-D latent space).
 //!
-//!     cargo run --release --example pictures -- --checkpoint runs/X/model.safetensors --out pics
+//! ```text
+//! cargo run --release --example pictures -- --checkpoint runs/X/model.safetensors --out pics
+//! ```
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -1,8 +1,10 @@
 //! Trains the notebook's Bernoulli VAE on MNIST, on the GPU.
 //!
-//!     cargo run --release --example train                     # 5 epochs, the notebook's settings
-//!     cargo run --release --example train -- --resume runs/X/checkpoint.safetensors
-//!     cargo run --release --example train -- --help
+//! ```text
+//! cargo run --release --example train                     # 5 epochs, the notebook's settings
+//! cargo run --release --example train -- --resume runs/X/checkpoint.safetensors
+//! cargo run --release --example train -- --help
+//! ```
 //!
 //! Prints what the notebook prints (`[i/469] batch loss` every 100 steps, `Average loss` per
 //! epoch), plus the test-set loss, wall time per epoch and the adapter, with a progress bar.

@@ -32,6 +32,13 @@ pub fn to_unit(x: u32) -> f64 {
 }
 
 /// The reparameterisation noise of `element` at `step` (Box–Muller on Philox outputs 0 and 1).
+///
+/// ```
+/// use vae_wgpu::cpu::rng::normal_at;
+/// // Counter-based: the same (seed, step, element) always gives the same value, in any order.
+/// assert_eq!(normal_at(42, 7, 3), normal_at(42, 7, 3));
+/// assert_ne!(normal_at(42, 7, 3), normal_at(42, 8, 3));
+/// ```
 pub fn normal_at(seed: u64, step: u32, element: u32) -> f64 {
     let r = philox4x32_10([element, step, 0, 0], key(seed));
     let u1 = to_unit(r[0]);

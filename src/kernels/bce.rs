@@ -13,9 +13,12 @@ struct BceParams {
     _pad: u32,
 }
 
+/// Elements per thread (`ITEMS` in bce.wgsl).
+const ITEMS: usize = 8;
+
 /// How many partial sums the BCE kernel writes for `logits_len` logits.
 pub fn partials_len(logits_len: usize) -> usize {
-    grid_1d_groups(logits_len)
+    grid_1d_groups(logits_len.div_ceil(ITEMS))
 }
 
 /// `dlogits = (σ(l) - x) / L` and per-workgroup partial sums of the BCE (divided by L) into
@@ -68,6 +71,6 @@ pub fn bce_forward_backward(
             Bind::Tensor(partials),
             Bind::Buffer(&params),
         ],
-        grid_1d(n),
+        grid_1d(n.div_ceil(ITEMS)),
     )
 }

@@ -1,0 +1,233 @@
+//! Kernel microbenchmarks on the selected adapter (`VAE_WGPU_BACKEND`, `VAE_WGPU_ADAPTER`):
+//! matmul in all three layouts and both variants at the model's shapes and 1024³, next to the f64
+//! CPU twin and a tuned CPU sgemm (`matrixmultiply`); and the elementwise/reduction kernels.
+//! Matmul throughput is reported in FLOP/s (criterion's "elem/s" = FLOP/s, 2·M·N·K per product).
+//!
+//! ```text
+//! cargo bench --bench kernels                # everything
+//! cargo bench --bench kernels -- matmul/NT   # a filter
+//! ```
+
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use vae_wgpu::cpu::ops as cpu;
+use vae_wgpu::gpu::{DType, GpuContext, MatmulVariant};
+use vae_wgpu::kernels::matmul::{Epilogue, matmul_with};
+use vae_wgpu::kernels::reparam::{EpsSource, StepUniform, kl_partials_len};
+use vae_wgpu::kernels::{Dispatch, StepParams, adam, bce, bias_act, gather, reduce, reparam};
+use vae_wgpu::ops::{Act, AdamConfig, Layout};
+
+/// Model shapes (M, N, K) and the square one.
+const SHAPES: [(usize, usize, usize); 7] = [
+    (128, 784, 200),
+    (128, 200, 784),
+    (784, 128, 200),
+    (200, 784, 128),
+    (128, 10, 200),
+    (10, 200, 128),
+    (1024, 1024, 1024),
+];
+
+fn context() -> GpuContext {
+    let ctx = GpuContext::from_env().unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("adapter: {}", ctx.adapter.short());
+    ctx
+}
+
+/// Time `iters` launches of `d`, recorded 64 to a submit so per-submit overhead is amortised.
+fn gpu_time(ctx: &GpuContext, d: &Dispatch, iters: u64) -> Duration {
+    ctx.wait_idle("warm-up").unwrap();
+    let start = Instant::now();
+    let mut left = iters;
+    while left > 0 {
+        let n = left.min(64);
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            for _ in 0..n {
+                d.encode(&mut pass);
+            }
+        }
+        ctx.queue.submit([enc.finish()]);
+        left -= n;
+    }
+    ctx.wait_idle("benchmark").unwrap();
+    start.elapsed()
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(2))
+}
+
+fn bench_matmul(c: &mut Criterion) {
+    let ctx = context();
+    for layout in Layout::ALL {
+        let mut g = c.benchmark_group(format!("matmul/{layout:?}"));
+        for (m, n, k) in SHAPES {
+            let id = format!("{m}x{n}x{k}");
+            g.throughput(Throughput::Elements((2 * m * n * k) as u64));
+            let (sa, sb) = layout.operand_shapes(m, n, k);
+            let a: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 7) % 13) as f32 * 0.1 - 0.6)
+                .collect();
+            let b: Vec<f32> = (0..k * n)
+                .map(|i| ((i * 5) % 11) as f32 * 0.1 - 0.5)
+                .collect();
+            let ga = ctx.upload_f32("a", &sa, &a).unwrap();
+            let gb = ctx.upload_f32("b", &sb, &b).unwrap();
+            let gc = ctx.zeros("c", &[m, n], DType::F32).unwrap();
+            for variant in [MatmulVariant::Direct, MatmulVariant::Tiled] {
+                let d = matmul_with(&ctx, variant, layout, &ga, &gb, &gc, Epilogue::NONE).unwrap();
+                g.bench_function(BenchmarkId::new(format!("gpu-{variant:?}"), &id), |bench| {
+                    bench.iter_custom(|it| gpu_time(&ctx, &d, it))
+                });
+            }
+            // A tuned CPU sgemm on the same operands (row/column strides express the layout).
+            let (rsa, csa) = if layout == Layout::TN {
+                (1, m as isize)
+            } else {
+                (k as isize, 1)
+            };
+            let (rsb, csb) = if layout == Layout::NT {
+                (1, k as isize)
+            } else {
+                (n as isize, 1)
+            };
+            let mut cc = vec![0f32; m * n];
+            g.bench_function(BenchmarkId::new("cpu-sgemm", &id), |bench| {
+                bench.iter(|| unsafe {
+                    matrixmultiply::sgemm(
+                        m,
+                        k,
+                        n,
+                        1.0,
+                        a.as_ptr(),
+                        rsa,
+                        csa,
+                        b.as_ptr(),
+                        rsb,
+                        csb,
+                        0.0,
+                        cc.as_mut_ptr(),
+                        n as isize,
+                        1,
+                    )
+                })
+            });
+            if m * n * k <= 1 << 26 {
+                let a64: Vec<f64> = a.iter().map(|&v| v as f64).collect();
+                let b64: Vec<f64> = b.iter().map(|&v| v as f64).collect();
+                g.bench_function(BenchmarkId::new("cpu-twin-f64", &id), |bench| {
+                    bench.iter(|| cpu::matmul(layout, &a64, &b64, m, n, k))
+                });
+            }
+        }
+        g.finish();
+    }
+}
+
+fn bench_elementwise(c: &mut Criterion) {
+    let ctx = context();
+    let (b, d, h, k) = (128usize, 784usize, 200usize, 10usize);
+    let mut g = c.benchmark_group("kernels");
+    let f = |n: usize| -> Vec<f32> { (0..n).map(|i| ((i * 7) % 13) as f32 * 0.1 - 0.6).collect() };
+    let logits = ctx.upload_f32("logits", &[b, d], &f(b * d)).unwrap();
+    let x = ctx
+        .upload_f32(
+            "x",
+            &[b, d],
+            &f(b * d).iter().map(|v| v.abs()).collect::<Vec<_>>(),
+        )
+        .unwrap();
+    let dl = ctx.zeros("dl", &[b, d], DType::F32).unwrap();
+    let parts = ctx
+        .zeros("parts", &[bce::partials_len(b * d)], DType::F32)
+        .unwrap();
+    let bytes = |n: usize| Throughput::Bytes(n as u64 * 4);
+
+    g.throughput(bytes(3 * b * d));
+    let kb = bce::bce_forward_backward(&ctx, &logits, &x, &dl, &parts).unwrap();
+    g.bench_function("bce_forward_backward 128x784", |bn| {
+        bn.iter_custom(|it| gpu_time(&ctx, &kb, it))
+    });
+
+    let y = ctx.upload_f32("y", &[b, h], &f(b * h)).unwrap();
+    let dy = ctx.upload_f32("dy", &[b, h], &f(b * h)).unwrap();
+    g.throughput(bytes(3 * b * h));
+    let ka = bias_act::act_backward(&ctx, &dy, &y, Act::Relu).unwrap();
+    g.bench_function("act_backward relu 128x200", |bn| {
+        bn.iter_custom(|it| gpu_time(&ctx, &ka, it))
+    });
+
+    let db = ctx.zeros("db", &[d], DType::F32).unwrap();
+    g.throughput(bytes(b * d));
+    let kc = reduce::column_sum(&ctx, &dl, &db).unwrap();
+    g.bench_function("column_sum 128x784", |bn| {
+        bn.iter_custom(|it| gpu_time(&ctx, &kc, it))
+    });
+
+    let step = StepUniform::new(
+        &ctx,
+        &StepParams {
+            adam_step_size: 0.01,
+            adam_bc2_sqrt: 0.03,
+            ..StepParams::with_seed(1)
+        },
+    );
+    let mu = ctx.upload_f32("mu", &[b, k], &f(b * k)).unwrap();
+    let lv = ctx.upload_f32("lv", &[b, k], &f(b * k)).unwrap();
+    let eps = ctx.zeros("eps", &[b, k], DType::F32).unwrap();
+    let z = ctx.zeros("z", &[b, k], DType::F32).unwrap();
+    let klp = ctx
+        .zeros("klp", &[kl_partials_len(b * k)], DType::F32)
+        .unwrap();
+    g.throughput(bytes(4 * b * k));
+    let kr = reparam::reparam_forward(
+        &ctx,
+        &mu,
+        &lv,
+        &eps,
+        &z,
+        &klp,
+        1.0,
+        EpsSource::Philox,
+        &step,
+    )
+    .unwrap();
+    g.bench_function("reparam_forward philox 128x10", |bn| {
+        bn.iter_custom(|it| gpu_time(&ctx, &kr, it))
+    });
+
+    let n = 320_896; // the model's arena
+    let p = ctx.upload_f32("p", &[n], &f(n)).unwrap();
+    let gr = ctx.upload_f32("g", &[n], &f(n)).unwrap();
+    let m = ctx.zeros("m", &[n], DType::F32).unwrap();
+    let v = ctx.zeros("v", &[n], DType::F32).unwrap();
+    g.throughput(bytes(7 * n));
+    let kadam = adam::adam_step(&ctx, &p, &gr, &m, &v, &AdamConfig::default(), &step).unwrap();
+    g.bench_function("adam_step 320k", |bn| {
+        bn.iter_custom(|it| gpu_time(&ctx, &kadam, it))
+    });
+
+    let pixels = ctx
+        .upload_u8("pixels", &[60000, d], &vec![3u8; 60000 * d])
+        .unwrap();
+    let index = ctx
+        .upload_u32("index", &[60000], &(0..60000u32).collect::<Vec<_>>())
+        .unwrap();
+    let xg = ctx.zeros("xg", &[b, d], DType::F32).unwrap();
+    g.throughput(bytes(2 * b * d));
+    let kg = gather::gather_batch(&ctx, &pixels, &index, &xg, &step).unwrap();
+    g.bench_function("gather_batch 128x784", |bn| {
+        bn.iter_custom(|it| gpu_time(&ctx, &kg, it))
+    });
+    g.finish();
+}
+
+criterion_group! { name = matmul; config = config(); targets = bench_matmul }
+criterion_group! { name = elementwise; config = config(); targets = bench_elementwise }
+criterion_main!(matmul, elementwise);

@@ -1,0 +1,98 @@
+//! Training-step and epoch benchmarks on the selected adapter: host time to record a step,
+//! dispatches per step, the step's wall time, and full epochs (median of `VAE_BENCH_EPOCHS`, 3 by
+//! default) in images/s. A plain timing harness: an epoch is too long for criterion's sampling.
+//!
+//! ```text
+//! cargo bench --bench training
+//! ```
+
+use std::time::Instant;
+
+use vae_wgpu::data::{Mnist, Split};
+use vae_wgpu::gpu::GpuContext;
+use vae_wgpu::kernels::reparam::EpsSource;
+use vae_wgpu::model::gpu::Input;
+use vae_wgpu::model::{EpochEnd, GpuDataset, GpuVae, TrainSettings, Trainer, VaeConfig};
+
+fn main() {
+    // `cargo bench` passes `--bench`; filters are not used here.
+    let ctx = GpuContext::from_env().unwrap_or_else(|e| panic!("{e}"));
+    println!(
+        "adapter: {}  (matmul: {:?})",
+        ctx.adapter.short(),
+        ctx.matmul_variant
+    );
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist");
+    let train = Mnist::load(&dir, Split::Train).unwrap();
+    let cfg = VaeConfig::default();
+    let settings = TrainSettings {
+        log_every: 0,
+        ..TrainSettings::default()
+    };
+
+    // One step in isolation: host recording time and wall time (submit + wait).
+    let data = GpuDataset::upload(&ctx, "train", &train).unwrap();
+    let mut vae = GpuVae::new(&ctx, cfg, settings.adam, 128, 0).unwrap();
+    let acc = vae.new_accumulator(&ctx).unwrap();
+    let input = Input::Gather {
+        pixels: &data.pixels,
+        index: &data.index,
+    };
+    let graph = vae
+        .plan_step(&ctx, 128, input, EpsSource::Philox, true, &acc)
+        .unwrap();
+    println!("dispatches per training step: {}", graph.dispatch_count());
+    let steps = 50;
+    let (mut host, mut wall) = (Vec::new(), Vec::new());
+    for i in 0..steps {
+        let t = Instant::now();
+        vae.run_step(&ctx, &graph, (i % 400) * 128).unwrap();
+        host.push(t.elapsed().as_secs_f64() * 1e6);
+        ctx.wait_idle("step").unwrap();
+        wall.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let med = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    println!(
+        "host time to record + submit a step: {:.0} µs (median of {steps})",
+        med(&mut host)
+    );
+    println!(
+        "training step wall time (submit + wait): {:.2} ms (median of {steps})",
+        med(&mut wall)
+    );
+
+    let epochs: usize = std::env::var("VAE_BENCH_EPOCHS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let mut trainer = Trainer::new(&ctx, cfg, settings, &train).unwrap();
+    let mut secs = Vec::new();
+    for _ in 0..epochs {
+        let t = Instant::now();
+        match trainer
+            .train_epoch(&ctx, &mut |_| {}, &mut || false)
+            .unwrap()
+        {
+            EpochEnd::Completed(s) => {
+                let dt = t.elapsed().as_secs_f64();
+                println!(
+                    "epoch {}: {:.2} s, {:.0} images/s, loss {:.2}",
+                    s.epoch,
+                    dt,
+                    train.count as f64 / dt,
+                    s.loss
+                );
+                secs.push(dt);
+            }
+            EpochEnd::Stopped { .. } => unreachable!("nothing stops the benchmark"),
+        }
+    }
+    let m = med(&mut secs);
+    println!(
+        "epoch (469 steps of batch 128): median {m:.2} s over {epochs}, {:.0} images/s",
+        train.count as f64 / m
+    );
+}
