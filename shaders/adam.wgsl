@@ -6,17 +6,6 @@
 // The step-dependent factors come from the per-step uniform, so the recorded step never changes.
 // Four elements per thread (the arena is padded to a multiple of 64 floats).
 
-struct StepParams {
-    batch_offset: u32,
-    rng_step: u32,
-    seed_lo: u32,
-    seed_hi: u32,
-    adam_step_size: f32,
-    adam_bc2_sqrt: f32,
-    _pad0: u32,
-    _pad1: u32,
-}
-
 struct AdamParams {
     n4: u32,            // number of vec4s
     beta1: f32,

@@ -25,8 +25,6 @@ struct BceParams {
 @group(0) @binding(3) var<storage, read_write> partials: array<f32>;
 @group(0) @binding(4) var<uniform> p: BceParams;
 
-var<workgroup> sh: array<f32, 256>;
-
 // Each thread takes ITEMS consecutive-by-stride elements before the workgroup reduction, so the
 // reduction's barriers (costly on CPU drivers) are paid once per 2048 elements, not per 256.
 const ITEMS: u32 = 8u;
@@ -52,15 +50,8 @@ fn bce_forward_backward(
             dlogits[i] = (sig - x) * p.scale;
         }
     }
-    sh[t] = loss * p.scale;
-    workgroupBarrier();
-    for (var stride = 128u; stride > 0u; stride >>= 1u) {
-        if (t < stride) {
-            sh[t] += sh[t + stride];
-        }
-        workgroupBarrier();
-    }
+    let total = workgroup_sum(t, loss * p.scale);
     if (t == 0u) {
-        partials[group] = sh[0];
+        partials[group] = total;
     }
 }

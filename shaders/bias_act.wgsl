@@ -18,14 +18,6 @@ override HAS_BIAS: bool = true;
 @group(0) @binding(1) var<storage, read> aux: array<f32>;
 @group(0) @binding(2) var<uniform> p: ActParams;
 
-fn sigmoid(x: f32) -> f32 {
-    if (x >= 0.0) {
-        return 1.0 / (1.0 + exp(-x));
-    }
-    let e = exp(x);
-    return e / (1.0 + e);
-}
-
 // Row-major index from a 2-D dispatch: large tensors exceed 65535 workgroups in x alone.
 fn flat_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * 256u;

@@ -3,17 +3,6 @@
 // a quarter of f32); the epoch's shuffled index list is uploaded once per epoch, and each step
 // only moves `batch_offset` in the per-step uniform. No image crosses the bus during training.
 
-struct StepParams {
-    batch_offset: u32,
-    rng_step: u32,
-    seed_lo: u32,
-    seed_hi: u32,
-    adam_step_size: f32,
-    adam_bc2_sqrt: f32,
-    _pad0: u32,
-    _pad1: u32,
-}
-
 struct GatherParams {
     batch: u32,   // B rows to gather
     dim: u32,     // D bytes per image

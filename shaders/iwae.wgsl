@@ -8,17 +8,6 @@
 //                  nll[offset + b] = -(logsumexp_l log w_l - log L), the importance-weighted bound
 //                  on -log p(x) of Burda et al. (2016); it tightens as L grows.
 
-struct StepParams {
-    batch_offset: u32,
-    rng_step: u32,
-    seed_lo: u32,
-    seed_hi: u32,
-    adam_step_size: f32,
-    adam_bc2_sqrt: f32,
-    _pad0: u32,
-    _pad1: u32,
-}
-
 struct RowParams {
     rows: u32,      // L·B
     dim: u32,       // D
@@ -30,8 +19,6 @@ struct RowParams {
 @group(0) @binding(1) var<storage, read> targets: array<f32>;
 @group(0) @binding(2) var<storage, read_write> rowloss: array<f32>;
 @group(0) @binding(3) var<uniform> rp: RowParams;
-
-var<workgroup> sh: array<f32, 256>;
 
 @compute @workgroup_size(256, 1, 1)
 fn bce_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
@@ -46,16 +33,9 @@ fn bce_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
         let x = targets[target_row * rp.dim + d];
         s += max(l, 0.0) - l * x + log(1.0 + exp(-abs(l)));
     }
-    sh[t] = s;
-    workgroupBarrier();
-    for (var stride = 128u; stride > 0u; stride >>= 1u) {
-        if (t < stride) {
-            sh[t] += sh[t + stride];
-        }
-        workgroupBarrier();
-    }
+    let total = workgroup_sum(t, s);
     if (t == 0u) {
-        rowloss[r] = sh[0];
+        rowloss[r] = total;
     }
 }
 

@@ -45,15 +45,6 @@ fn b_at(kk: u32, j: u32) -> f32 {
     return b[kk * p.n + j];
 }
 
-fn sigmoid(x: f32) -> f32 {
-    // Stable for both signs: never exp of a large positive number.
-    if (x >= 0.0) {
-        return 1.0 / (1.0 + exp(-x));
-    }
-    let e = exp(x);
-    return e / (1.0 + e);
-}
-
 fn epilogue_store(i: u32, j: u32, acc: f32) {
     let idx = i * p.n + j;
     var v = acc;

@@ -27,9 +27,6 @@ const SLOT_BATCHES: u32 = 7u;
 @group(0) @binding(2) var<storage, read_write> acc: array<f32>;
 @group(0) @binding(3) var<uniform> lp: LossReduceParams;
 
-var<workgroup> sh_bce: array<f32, 256>;
-var<workgroup> sh_kl: array<f32, 256>;
-
 fn is_finite(x: f32) -> bool {
     // Exponent bits all ones means Inf or NaN; a bit test, because compilers may fold `x != x`.
     return (bitcast<u32>(x) & 0x7f800000u) != 0x7f800000u;
@@ -45,19 +42,9 @@ fn loss_reduce(@builtin(local_invocation_index) t: u32) {
     for (var i = t; i < lp.n_kl; i += 256u) {
         s_kl += kl_partials[i];
     }
-    sh_bce[t] = s_bce;
-    sh_kl[t] = s_kl;
-    workgroupBarrier();
-    for (var stride = 128u; stride > 0u; stride >>= 1u) {
-        if (t < stride) {
-            sh_bce[t] += sh_bce[t + stride];
-            sh_kl[t] += sh_kl[t + stride];
-        }
-        workgroupBarrier();
-    }
+    let bce = workgroup_sum(t, s_bce);
+    let kl = workgroup_sum(t, s_kl);
     if (t == 0u) {
-        let bce = sh_bce[0];
-        let kl = sh_kl[0];
         let total = bce + kl;
         acc[SLOT_BATCH_TOTAL] = total;
         acc[SLOT_BATCH_BCE] = bce;

@@ -11,17 +11,6 @@
 // EPS_FROM_BUFFER reads eps from the eps buffer instead of drawing it (parity with outside references).
 // The CPU twin (src/cpu/rng.rs) implements the same generator bit for bit.
 
-struct StepParams {
-    batch_offset: u32,   // first index of this batch in the epoch's index list (gather.wgsl)
-    rng_step: u32,       // global step counter: part of the Philox counter
-    seed_lo: u32,
-    seed_hi: u32,
-    adam_step_size: f32, // lr / (1 - beta1^t)              (adam.wgsl)
-    adam_bc2_sqrt: f32,  // sqrt(1 - beta2^t)
-    _pad0: u32,
-    _pad1: u32,
-}
-
 struct ReparamParams {
     bk: u32,        // B·K elements of mu / logvar
     samples: u32,   // L
@@ -38,8 +27,6 @@ override EPS_FROM_BUFFER: bool = false;
 @group(0) @binding(4) var<storage, read_write> kl_partials: array<f32>;
 @group(0) @binding(5) var<uniform> p: ReparamParams;
 @group(0) @binding(6) var<uniform> step: StepParams;
-
-var<workgroup> sh: array<f32, 256>;
 
 // 32x32 -> 64-bit multiply from 16-bit halves (WGSL has no mulhi).
 fn mulhilo(a: u32, b: u32) -> vec2<u32> {
@@ -109,16 +96,9 @@ fn reparam_forward(
             kl = -0.5 * (1.0 + lv - m * m - exp(lv)) * p.kl_weight;
         }
     }
-    sh[t] = kl;
-    workgroupBarrier();
-    for (var stride = 128u; stride > 0u; stride >>= 1u) {
-        if (t < stride) {
-            sh[t] += sh[t + stride];
-        }
-        workgroupBarrier();
-    }
+    let total = workgroup_sum(t, kl);
     if (t == 0u) {
-        kl_partials[wid.x] = sh[0];
+        kl_partials[wid.x] = total;
     }
 }
 

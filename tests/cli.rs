@@ -2,7 +2,9 @@
 //! an interrupted run each end with a non-zero exit status and a message that names the problem —
 //! never a panic. Runs the `vae-wgpu` binary (the same code as the examples) on tiny data sets.
 
-use std::io::Write;
+mod common;
+
+use common::{gz, idx_bytes};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -30,21 +32,6 @@ impl Drop for Dir {
     }
 }
 
-fn idx(dims: &[u32], data: &[u8]) -> Vec<u8> {
-    let mut v = vec![0, 0, 8, dims.len() as u8];
-    for d in dims {
-        v.extend_from_slice(&d.to_be_bytes());
-    }
-    v.extend_from_slice(data);
-    v
-}
-
-fn gz(bytes: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    e.write_all(bytes).unwrap();
-    e.finish().unwrap()
-}
-
 /// A data directory with the first `n_train` / `n_test` real MNIST images.
 fn tiny_mnist(dir: &Dir, n_train: usize, n_test: usize) -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist");
@@ -67,10 +54,10 @@ fn tiny_mnist(dir: &Dir, n_train: usize, n_test: usize) -> PathBuf {
         let m = Mnist::load(&src, split).unwrap();
         std::fs::write(
             d.join(img),
-            gz(&idx(&[n as u32, 28, 28], &m.images[..n * 784])),
+            gz(&idx_bytes(&[n as u32, 28, 28], &m.images[..n * 784])),
         )
         .unwrap();
-        std::fs::write(d.join(lbl), gz(&idx(&[n as u32], &m.labels[..n]))).unwrap();
+        std::fs::write(d.join(lbl), gz(&idx_bytes(&[n as u32], &m.labels[..n]))).unwrap();
     }
     d
 }
@@ -139,7 +126,7 @@ fn bad_data_is_named_with_what_was_expected() {
     };
     let train_img = "train-images-idx3-ubyte.gz";
     let train_lbl = "train-labels-idx1-ubyte.gz";
-    let raw_imgs = idx(&[200, 28, 28], &vec![7u8; 200 * 784]);
+    let raw_imgs = idx_bytes(&[200, 28, 28], &vec![7u8; 200 * 784]);
     let cases: Vec<(PathBuf, Vec<&str>)> = vec![
         (
             variant("trunc", train_img, gz(&raw_imgs[..raw_imgs.len() - 100])),
@@ -157,19 +144,19 @@ fn bad_data_is_named_with_what_was_expected() {
             variant(
                 "dims",
                 train_img,
-                gz(&idx(&[200, 20, 20], &vec![0u8; 200 * 400])),
+                gz(&idx_bytes(&[200, 20, 20], &vec![0u8; 200 * 400])),
             ),
             vec!["20x20", "784"],
         ),
         (
-            variant("count", train_lbl, gz(&idx(&[150], &[1u8; 150]))),
+            variant("count", train_lbl, gz(&idx_bytes(&[150], &[1u8; 150]))),
             vec![train_lbl, "150 labels", "200 images"],
         ),
         (
             variant(
                 "label",
                 train_lbl,
-                gz(&idx(&[200], &[[3u8; 199].as_slice(), &[12]].concat())),
+                gz(&idx_bytes(&[200], &[[3u8; 199].as_slice(), &[12]].concat())),
             ),
             vec![train_lbl, "label 12"],
         ),

@@ -1,7 +1,9 @@
 //! The IDX reader: on the vendored MNIST files (counts, label histogram, pixel sums computed
 //! independently with Python's gzip module) and on small hand-made files, gzip and raw, good and bad.
 
-use std::io::Write;
+mod common;
+
+use common::{gz, idx_bytes};
 use std::path::{Path, PathBuf};
 
 use vae_wgpu::data::{Mnist, Split, parse_idx, read_idx};
@@ -36,21 +38,6 @@ fn vendored_mnist_has_the_known_contents() {
         264_923_200
     );
     assert_eq!(test.labels[0], 7);
-}
-
-fn idx_bytes(dims: &[u32], data: &[u8]) -> Vec<u8> {
-    let mut v = vec![0, 0, 8, dims.len() as u8];
-    for d in dims {
-        v.extend_from_slice(&d.to_be_bytes());
-    }
-    v.extend_from_slice(data);
-    v
-}
-
-fn gz(bytes: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    e.write_all(bytes).unwrap();
-    e.finish().unwrap()
 }
 
 struct TempDir(PathBuf);

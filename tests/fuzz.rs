@@ -4,27 +4,14 @@
 //! alone. Case counts are modest here; `PROPTEST_CASES=200000 cargo test --release --test fuzz`
 //! runs longer campaigns (see the closing note of the reliability issue for what ran).
 
-use std::io::Write;
+mod common;
+
+use common::{gz, idx_bytes};
 use std::path::Path;
 
 use proptest::prelude::*;
 use vae_wgpu::data::decode_idx;
 use vae_wgpu::model::{Checkpoint, ParamLayout, VaeConfig};
-
-fn idx(dims: &[u32], data: &[u8]) -> Vec<u8> {
-    let mut v = vec![0, 0, 8, dims.len() as u8];
-    for d in dims {
-        v.extend_from_slice(&d.to_be_bytes());
-    }
-    v.extend_from_slice(data);
-    v
-}
-
-fn gz(bytes: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    e.write_all(bytes).unwrap();
-    e.finish().unwrap()
-}
 
 fn valid_checkpoint() -> Vec<u8> {
     let cfg = VaeConfig {
@@ -94,18 +81,18 @@ proptest! {
     }
 
     #[test]
-    fn idx_mutated_raw(bytes in mutate(idx(&[3, 4, 5], &(0..60).collect::<Vec<u8>>()))) {
+    fn idx_mutated_raw(bytes in mutate(idx_bytes(&[3, 4, 5], &(0..60).collect::<Vec<u8>>()))) {
         check_idx(&bytes);
     }
 
     #[test]
-    fn idx_mutated_gzip(bytes in mutate(gz(&idx(&[2, 28, 28], &[9u8; 1568])))) {
+    fn idx_mutated_gzip(bytes in mutate(gz(&idx_bytes(&[2, 28, 28], &[9u8; 1568])))) {
         check_idx(&bytes);
     }
 
     #[test]
     fn idx_header_claims(dims in prop::collection::vec(any::<u32>(), 0..5), extra in 0usize..64) {
-        check_idx(&idx(&dims, &vec![1u8; extra]));
+        check_idx(&idx_bytes(&dims, &vec![1u8; extra]));
     }
 
     #[test]

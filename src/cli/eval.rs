@@ -43,13 +43,7 @@ pub fn main() -> ExitCode {
 
 /// Run with parsed arguments; errors are printed as `error: …` with exit status 1.
 pub fn execute(args: Args) -> ExitCode {
-    match run(args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    super::exit_with(run(args).map(|()| ExitCode::SUCCESS))
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {

@@ -5,3 +5,16 @@
 pub mod eval;
 pub mod pictures;
 pub mod train;
+
+use std::process::ExitCode;
+
+/// A program's result as an exit status: errors print as `error: …` on stderr with status 1.
+pub(crate) fn exit_with(result: Result<ExitCode, Box<dyn std::error::Error>>) -> ExitCode {
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

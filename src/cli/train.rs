@@ -89,13 +89,7 @@ pub fn main() -> ExitCode {
 
 /// Run with parsed arguments; errors are printed as `error: …` with exit status 1.
 pub fn execute(args: Args) -> ExitCode {
-    match run(args) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    super::exit_with(run(args))
 }
 
 /// A flag that must agree with the checkpoint: the checkpoint's value unless the flag says otherwise,

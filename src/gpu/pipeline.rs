@@ -16,11 +16,15 @@ pub struct Shader {
     pub source: &'static str,
 }
 
+/// A shader of `shaders/`, with `shaders/common.wgsl` (shared structs and helpers) in front.
 macro_rules! shader {
     ($name:literal) => {
         Shader {
             name: $name,
-            source: include_str!(concat!("../../shaders/", $name, ".wgsl")),
+            source: concat!(
+                include_str!("../../shaders/common.wgsl"),
+                include_str!(concat!("../../shaders/", $name, ".wgsl"))
+            ),
         }
     };
 }

@@ -6,7 +6,8 @@ use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuTensor, Shader};
 
 /// Values that change every step, written once per step into one small uniform buffer that the
-/// gather, reparameterisation and Adam kernels read (mirrors `StepParams` in those shaders).
+/// gather, reparameterisation, Adam and IWAE kernels read (mirrors `StepParams` in
+/// shaders/common.wgsl).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct StepParams {

@@ -104,3 +104,21 @@ pub fn assert_close(name: &str, got: &[f32], want: &[f64], tol: impl Fn(usize) -
 pub fn exp_rel_tol(x: f64) -> f64 {
     (3.0 + 2.0 * x.abs()) * 2.0 * U
 }
+
+/// An IDX file's bytes: unsigned-byte type, the given dimensions, then `data`.
+pub fn idx_bytes(dims: &[u32], data: &[u8]) -> Vec<u8> {
+    let mut v = vec![0, 0, 8, dims.len() as u8];
+    for d in dims {
+        v.extend_from_slice(&d.to_be_bytes());
+    }
+    v.extend_from_slice(data);
+    v
+}
+
+/// Gzip-compress `bytes`.
+pub fn gz(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
