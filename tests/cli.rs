@@ -338,7 +338,18 @@ fn bad_checkpoints_divergence_and_interruption() {
 #[cfg(unix)]
 #[test]
 fn sigint_checkpoints_and_resume_continues() {
-    let dir = Dir::new("sigint");
+    interrupt_checkpoints_and_resume_continues("INT");
+}
+
+#[cfg(unix)]
+#[test]
+fn sigterm_checkpoints_and_resume_continues() {
+    interrupt_checkpoints_and_resume_continues("TERM");
+}
+
+#[cfg(unix)]
+fn interrupt_checkpoints_and_resume_continues(signal: &str) {
+    let dir = Dir::new(&format!("sig{signal}"));
     let data = tiny_mnist(&dir, 256, 40);
     let d = data.to_str().unwrap();
     let out = dir.path("run");
