@@ -157,6 +157,289 @@ fn matmul_direct(@builtin(global_invocation_id) gid: vec3<u32>) {
     store_row(row0 + 7u, col0, c7l, c7h);
 }
 
+
+// matmul_nt4: NT with K a multiple of 4 — both operands are K-contiguous, so each thread reads
+// vec4s along K (one 16-byte load where the scalar kernel makes four).
+@group(0) @binding(0) var<storage, read> a4: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> b4: array<vec4<f32>>;
+
+@compute @workgroup_size(8, 8, 1)
+fn matmul_nt4(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let row0 = gid.y * 8u;
+    let col0 = gid.x * 8u;
+    if (row0 >= p.m || col0 >= p.n) {
+        return;
+    }
+    let k4 = p.k / 4u;
+    let i0 = min(row0 + 0u, p.m - 1u) * k4;
+    let i1 = min(row0 + 1u, p.m - 1u) * k4;
+    let i2 = min(row0 + 2u, p.m - 1u) * k4;
+    let i3 = min(row0 + 3u, p.m - 1u) * k4;
+    let i4 = min(row0 + 4u, p.m - 1u) * k4;
+    let i5 = min(row0 + 5u, p.m - 1u) * k4;
+    let i6 = min(row0 + 6u, p.m - 1u) * k4;
+    let i7 = min(row0 + 7u, p.m - 1u) * k4;
+    let j0 = min(col0 + 0u, p.n - 1u) * k4;
+    let j1 = min(col0 + 1u, p.n - 1u) * k4;
+    let j2 = min(col0 + 2u, p.n - 1u) * k4;
+    let j3 = min(col0 + 3u, p.n - 1u) * k4;
+    let j4 = min(col0 + 4u, p.n - 1u) * k4;
+    let j5 = min(col0 + 5u, p.n - 1u) * k4;
+    let j6 = min(col0 + 6u, p.n - 1u) * k4;
+    let j7 = min(col0 + 7u, p.n - 1u) * k4;
+    var c0l = vec4<f32>(0.0);
+    var c0h = vec4<f32>(0.0);
+    var c1l = vec4<f32>(0.0);
+    var c1h = vec4<f32>(0.0);
+    var c2l = vec4<f32>(0.0);
+    var c2h = vec4<f32>(0.0);
+    var c3l = vec4<f32>(0.0);
+    var c3h = vec4<f32>(0.0);
+    var c4l = vec4<f32>(0.0);
+    var c4h = vec4<f32>(0.0);
+    var c5l = vec4<f32>(0.0);
+    var c5h = vec4<f32>(0.0);
+    var c6l = vec4<f32>(0.0);
+    var c6h = vec4<f32>(0.0);
+    var c7l = vec4<f32>(0.0);
+    var c7h = vec4<f32>(0.0);
+    for (var q = 0u; q < k4; q++) {
+        let v0 = b4[j0 + q];
+        let v1 = b4[j1 + q];
+        let v2 = b4[j2 + q];
+        let v3 = b4[j3 + q];
+        let v4 = b4[j4 + q];
+        let v5 = b4[j5 + q];
+        let v6 = b4[j6 + q];
+        let v7 = b4[j7 + q];
+        let u0 = a4[i0 + q];
+        c0l += vec4<f32>(dot(u0, v0), dot(u0, v1), dot(u0, v2), dot(u0, v3));
+        c0h += vec4<f32>(dot(u0, v4), dot(u0, v5), dot(u0, v6), dot(u0, v7));
+        let u1 = a4[i1 + q];
+        c1l += vec4<f32>(dot(u1, v0), dot(u1, v1), dot(u1, v2), dot(u1, v3));
+        c1h += vec4<f32>(dot(u1, v4), dot(u1, v5), dot(u1, v6), dot(u1, v7));
+        let u2 = a4[i2 + q];
+        c2l += vec4<f32>(dot(u2, v0), dot(u2, v1), dot(u2, v2), dot(u2, v3));
+        c2h += vec4<f32>(dot(u2, v4), dot(u2, v5), dot(u2, v6), dot(u2, v7));
+        let u3 = a4[i3 + q];
+        c3l += vec4<f32>(dot(u3, v0), dot(u3, v1), dot(u3, v2), dot(u3, v3));
+        c3h += vec4<f32>(dot(u3, v4), dot(u3, v5), dot(u3, v6), dot(u3, v7));
+        let u4 = a4[i4 + q];
+        c4l += vec4<f32>(dot(u4, v0), dot(u4, v1), dot(u4, v2), dot(u4, v3));
+        c4h += vec4<f32>(dot(u4, v4), dot(u4, v5), dot(u4, v6), dot(u4, v7));
+        let u5 = a4[i5 + q];
+        c5l += vec4<f32>(dot(u5, v0), dot(u5, v1), dot(u5, v2), dot(u5, v3));
+        c5h += vec4<f32>(dot(u5, v4), dot(u5, v5), dot(u5, v6), dot(u5, v7));
+        let u6 = a4[i6 + q];
+        c6l += vec4<f32>(dot(u6, v0), dot(u6, v1), dot(u6, v2), dot(u6, v3));
+        c6h += vec4<f32>(dot(u6, v4), dot(u6, v5), dot(u6, v6), dot(u6, v7));
+        let u7 = a4[i7 + q];
+        c7l += vec4<f32>(dot(u7, v0), dot(u7, v1), dot(u7, v2), dot(u7, v3));
+        c7h += vec4<f32>(dot(u7, v4), dot(u7, v5), dot(u7, v6), dot(u7, v7));
+    }
+    store_row(row0 + 0u, col0, c0l, c0h);
+    store_row(row0 + 1u, col0, c1l, c1h);
+    store_row(row0 + 2u, col0, c2l, c2h);
+    store_row(row0 + 3u, col0, c3l, c3h);
+    store_row(row0 + 4u, col0, c4l, c4h);
+    store_row(row0 + 5u, col0, c5l, c5h);
+    store_row(row0 + 6u, col0, c6l, c6h);
+    store_row(row0 + 7u, col0, c7l, c7h);
+}
+
+// matmul_nn4: NN with K and N multiples of 4: A rows read as vec4s along K, B rows as vec4s along N.
+@compute @workgroup_size(8, 8, 1)
+fn matmul_nn4(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let row0 = gid.y * 8u;
+    let col0 = gid.x * 8u;
+    if (row0 >= p.m || col0 >= p.n) {
+        return;
+    }
+    let k4 = p.k / 4u;
+    let n4 = p.n / 4u;
+    // Column vec4s of B: col0/4 and col0/4 + 1, clamped (clamped loads are never stored).
+    let jl = min(col0 / 4u, n4 - 1u);
+    let jh = min(col0 / 4u + 1u, n4 - 1u);
+    let i0 = min(row0 + 0u, p.m - 1u) * k4;
+    let i1 = min(row0 + 1u, p.m - 1u) * k4;
+    let i2 = min(row0 + 2u, p.m - 1u) * k4;
+    let i3 = min(row0 + 3u, p.m - 1u) * k4;
+    let i4 = min(row0 + 4u, p.m - 1u) * k4;
+    let i5 = min(row0 + 5u, p.m - 1u) * k4;
+    let i6 = min(row0 + 6u, p.m - 1u) * k4;
+    let i7 = min(row0 + 7u, p.m - 1u) * k4;
+    var c0l = vec4<f32>(0.0);
+    var c0h = vec4<f32>(0.0);
+    var c1l = vec4<f32>(0.0);
+    var c1h = vec4<f32>(0.0);
+    var c2l = vec4<f32>(0.0);
+    var c2h = vec4<f32>(0.0);
+    var c3l = vec4<f32>(0.0);
+    var c3h = vec4<f32>(0.0);
+    var c4l = vec4<f32>(0.0);
+    var c4h = vec4<f32>(0.0);
+    var c5l = vec4<f32>(0.0);
+    var c5h = vec4<f32>(0.0);
+    var c6l = vec4<f32>(0.0);
+    var c6h = vec4<f32>(0.0);
+    var c7l = vec4<f32>(0.0);
+    var c7h = vec4<f32>(0.0);
+    for (var q = 0u; q < k4; q++) {
+        let v0l = b4[(q * 4u + 0u) * n4 + jl];
+        let v0h = b4[(q * 4u + 0u) * n4 + jh];
+        let v1l = b4[(q * 4u + 1u) * n4 + jl];
+        let v1h = b4[(q * 4u + 1u) * n4 + jh];
+        let v2l = b4[(q * 4u + 2u) * n4 + jl];
+        let v2h = b4[(q * 4u + 2u) * n4 + jh];
+        let v3l = b4[(q * 4u + 3u) * n4 + jl];
+        let v3h = b4[(q * 4u + 3u) * n4 + jh];
+        let u0 = a4[i0 + q];
+        c0l = fma(vec4<f32>(u0.x), v0l, c0l);
+        c0h = fma(vec4<f32>(u0.x), v0h, c0h);
+        c0l = fma(vec4<f32>(u0.y), v1l, c0l);
+        c0h = fma(vec4<f32>(u0.y), v1h, c0h);
+        c0l = fma(vec4<f32>(u0.z), v2l, c0l);
+        c0h = fma(vec4<f32>(u0.z), v2h, c0h);
+        c0l = fma(vec4<f32>(u0.w), v3l, c0l);
+        c0h = fma(vec4<f32>(u0.w), v3h, c0h);
+        let u1 = a4[i1 + q];
+        c1l = fma(vec4<f32>(u1.x), v0l, c1l);
+        c1h = fma(vec4<f32>(u1.x), v0h, c1h);
+        c1l = fma(vec4<f32>(u1.y), v1l, c1l);
+        c1h = fma(vec4<f32>(u1.y), v1h, c1h);
+        c1l = fma(vec4<f32>(u1.z), v2l, c1l);
+        c1h = fma(vec4<f32>(u1.z), v2h, c1h);
+        c1l = fma(vec4<f32>(u1.w), v3l, c1l);
+        c1h = fma(vec4<f32>(u1.w), v3h, c1h);
+        let u2 = a4[i2 + q];
+        c2l = fma(vec4<f32>(u2.x), v0l, c2l);
+        c2h = fma(vec4<f32>(u2.x), v0h, c2h);
+        c2l = fma(vec4<f32>(u2.y), v1l, c2l);
+        c2h = fma(vec4<f32>(u2.y), v1h, c2h);
+        c2l = fma(vec4<f32>(u2.z), v2l, c2l);
+        c2h = fma(vec4<f32>(u2.z), v2h, c2h);
+        c2l = fma(vec4<f32>(u2.w), v3l, c2l);
+        c2h = fma(vec4<f32>(u2.w), v3h, c2h);
+        let u3 = a4[i3 + q];
+        c3l = fma(vec4<f32>(u3.x), v0l, c3l);
+        c3h = fma(vec4<f32>(u3.x), v0h, c3h);
+        c3l = fma(vec4<f32>(u3.y), v1l, c3l);
+        c3h = fma(vec4<f32>(u3.y), v1h, c3h);
+        c3l = fma(vec4<f32>(u3.z), v2l, c3l);
+        c3h = fma(vec4<f32>(u3.z), v2h, c3h);
+        c3l = fma(vec4<f32>(u3.w), v3l, c3l);
+        c3h = fma(vec4<f32>(u3.w), v3h, c3h);
+        let u4 = a4[i4 + q];
+        c4l = fma(vec4<f32>(u4.x), v0l, c4l);
+        c4h = fma(vec4<f32>(u4.x), v0h, c4h);
+        c4l = fma(vec4<f32>(u4.y), v1l, c4l);
+        c4h = fma(vec4<f32>(u4.y), v1h, c4h);
+        c4l = fma(vec4<f32>(u4.z), v2l, c4l);
+        c4h = fma(vec4<f32>(u4.z), v2h, c4h);
+        c4l = fma(vec4<f32>(u4.w), v3l, c4l);
+        c4h = fma(vec4<f32>(u4.w), v3h, c4h);
+        let u5 = a4[i5 + q];
+        c5l = fma(vec4<f32>(u5.x), v0l, c5l);
+        c5h = fma(vec4<f32>(u5.x), v0h, c5h);
+        c5l = fma(vec4<f32>(u5.y), v1l, c5l);
+        c5h = fma(vec4<f32>(u5.y), v1h, c5h);
+        c5l = fma(vec4<f32>(u5.z), v2l, c5l);
+        c5h = fma(vec4<f32>(u5.z), v2h, c5h);
+        c5l = fma(vec4<f32>(u5.w), v3l, c5l);
+        c5h = fma(vec4<f32>(u5.w), v3h, c5h);
+        let u6 = a4[i6 + q];
+        c6l = fma(vec4<f32>(u6.x), v0l, c6l);
+        c6h = fma(vec4<f32>(u6.x), v0h, c6h);
+        c6l = fma(vec4<f32>(u6.y), v1l, c6l);
+        c6h = fma(vec4<f32>(u6.y), v1h, c6h);
+        c6l = fma(vec4<f32>(u6.z), v2l, c6l);
+        c6h = fma(vec4<f32>(u6.z), v2h, c6h);
+        c6l = fma(vec4<f32>(u6.w), v3l, c6l);
+        c6h = fma(vec4<f32>(u6.w), v3h, c6h);
+        let u7 = a4[i7 + q];
+        c7l = fma(vec4<f32>(u7.x), v0l, c7l);
+        c7h = fma(vec4<f32>(u7.x), v0h, c7h);
+        c7l = fma(vec4<f32>(u7.y), v1l, c7l);
+        c7h = fma(vec4<f32>(u7.y), v1h, c7h);
+        c7l = fma(vec4<f32>(u7.z), v2l, c7l);
+        c7h = fma(vec4<f32>(u7.z), v2h, c7h);
+        c7l = fma(vec4<f32>(u7.w), v3l, c7l);
+        c7h = fma(vec4<f32>(u7.w), v3h, c7h);
+    }
+    store_row(row0 + 0u, col0, c0l, c0h);
+    store_row(row0 + 1u, col0, c1l, c1h);
+    store_row(row0 + 2u, col0, c2l, c2h);
+    store_row(row0 + 3u, col0, c3l, c3h);
+    store_row(row0 + 4u, col0, c4l, c4h);
+    store_row(row0 + 5u, col0, c5l, c5h);
+    store_row(row0 + 6u, col0, c6l, c6h);
+    store_row(row0 + 7u, col0, c7l, c7h);
+}
+
+
+// matmul_tn4: TN with M and N multiples of 4: for each k, the thread's 8 rows and 8 columns are
+// two vec4s of A's row k and two of B's row k — four loads for 64 multiply-adds.
+@compute @workgroup_size(8, 8, 1)
+fn matmul_tn4(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let row0 = gid.y * 8u;
+    let col0 = gid.x * 8u;
+    if (row0 >= p.m || col0 >= p.n) {
+        return;
+    }
+    let m4 = p.m / 4u;
+    let n4 = p.n / 4u;
+    let il = min(row0 / 4u, m4 - 1u);
+    let ih = min(row0 / 4u + 1u, m4 - 1u);
+    let jl = min(col0 / 4u, n4 - 1u);
+    let jh = min(col0 / 4u + 1u, n4 - 1u);
+    var c0l = vec4<f32>(0.0);
+    var c0h = vec4<f32>(0.0);
+    var c1l = vec4<f32>(0.0);
+    var c1h = vec4<f32>(0.0);
+    var c2l = vec4<f32>(0.0);
+    var c2h = vec4<f32>(0.0);
+    var c3l = vec4<f32>(0.0);
+    var c3h = vec4<f32>(0.0);
+    var c4l = vec4<f32>(0.0);
+    var c4h = vec4<f32>(0.0);
+    var c5l = vec4<f32>(0.0);
+    var c5h = vec4<f32>(0.0);
+    var c6l = vec4<f32>(0.0);
+    var c6h = vec4<f32>(0.0);
+    var c7l = vec4<f32>(0.0);
+    var c7h = vec4<f32>(0.0);
+    for (var kk = 0u; kk < p.k; kk++) {
+        let al = a4[kk * m4 + il];
+        let ah = a4[kk * m4 + ih];
+        let vl = b4[kk * n4 + jl];
+        let vh = b4[kk * n4 + jh];
+        c0l = fma(vec4<f32>(al.x), vl, c0l);
+        c0h = fma(vec4<f32>(al.x), vh, c0h);
+        c1l = fma(vec4<f32>(al.y), vl, c1l);
+        c1h = fma(vec4<f32>(al.y), vh, c1h);
+        c2l = fma(vec4<f32>(al.z), vl, c2l);
+        c2h = fma(vec4<f32>(al.z), vh, c2h);
+        c3l = fma(vec4<f32>(al.w), vl, c3l);
+        c3h = fma(vec4<f32>(al.w), vh, c3h);
+        c4l = fma(vec4<f32>(ah.x), vl, c4l);
+        c4h = fma(vec4<f32>(ah.x), vh, c4h);
+        c5l = fma(vec4<f32>(ah.y), vl, c5l);
+        c5h = fma(vec4<f32>(ah.y), vh, c5h);
+        c6l = fma(vec4<f32>(ah.z), vl, c6l);
+        c6h = fma(vec4<f32>(ah.z), vh, c6h);
+        c7l = fma(vec4<f32>(ah.w), vl, c7l);
+        c7h = fma(vec4<f32>(ah.w), vh, c7h);
+    }
+    store_row(row0 + 0u, col0, c0l, c0h);
+    store_row(row0 + 1u, col0, c1l, c1h);
+    store_row(row0 + 2u, col0, c2l, c2h);
+    store_row(row0 + 3u, col0, c3l, c3h);
+    store_row(row0 + 4u, col0, c4l, c4h);
+    store_row(row0 + 5u, col0, c5l, c5h);
+    store_row(row0 + 6u, col0, c6l, c6h);
+    store_row(row0 + 7u, col0, c7l, c7h);
+}
+
 // ---------------------------------------------------------------------------------------------
 // matmul_tiled: 16x16 threads, 4x4 outputs each (strided by 16 so workgroup-memory reads are
 // conflict-free), a 64x64 tile of C, K consumed 16 at a time through workgroup memory.

@@ -13,12 +13,16 @@ use vae_wgpu::kernels::reparam::{EpsSource, StepUniform, kl_partials_len};
 use vae_wgpu::kernels::{self, StepParams, adam, bce, bias_act, gather, reduce, reparam};
 use vae_wgpu::ops::{Act, AdamConfig, Layout};
 
-const SHAPES: [(usize, usize, usize); 5] = [
+/// (M, N, K). 132x204x200 has every dimension a multiple of 4 but not of the 8x8 block, so the
+/// vec4-loading direct kernels (taken when the contiguous dimensions are multiples of 4) run with
+/// clamped edge loads; 128x784x200 takes them too; the odd shapes take the scalar kernel.
+const SHAPES: [(usize, usize, usize); 6] = [
     (1, 1, 1),
     (3, 5, 7),
     (128, 784, 200),
     (129, 785, 201),
     (128, 10, 200),
+    (132, 204, 200),
 ];
 
 /// Matmul tolerance: f32 accumulation of K products is within γ_K·(|A|·|B|)_ij of the exact value

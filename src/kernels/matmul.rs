@@ -31,6 +31,18 @@ impl Epilogue<'_> {
     };
 }
 
+/// The direct kernel for a product: a vec4-loading one when the dimensions that are contiguous in
+/// memory are multiples of 4 (then every row starts 16-byte aligned), else the scalar one. Loads,
+/// not arithmetic, bound the direct kernel on CPU drivers: vec4 loads make it ~1.8x faster there.
+fn direct_entry(layout: Layout, m: usize, n: usize, k: usize) -> &'static str {
+    match layout {
+        Layout::NT if k % 4 == 0 => "matmul_nt4",
+        Layout::NN if k % 4 == 0 && n % 4 == 0 => "matmul_nn4",
+        Layout::TN if m % 4 == 0 && n % 4 == 0 => "matmul_tn4",
+        _ => "matmul_direct",
+    }
+}
+
 /// Plan `C = act(op(A)·op(B) + bias + [C])` with the context's matmul variant.
 pub fn matmul(
     ctx: &GpuContext,
@@ -100,7 +112,7 @@ pub fn matmul_with(
     };
     let (entry, per_group) = match variant {
         MatmulVariant::Tiled => ("matmul_tiled", 64),
-        MatmulVariant::Direct => ("matmul_direct", 64),
+        MatmulVariant::Direct => (direct_entry(layout, m, n, k), 64),
     };
     let groups = [
         n.div_ceil(per_group) as u32,
