@@ -36,9 +36,9 @@ impl Epilogue<'_> {
 /// not arithmetic, bound the direct kernel on CPU drivers: vec4 loads make it ~1.8x faster there.
 fn direct_entry(layout: Layout, m: usize, n: usize, k: usize) -> &'static str {
     match layout {
-        Layout::NT if k % 4 == 0 => "matmul_nt4",
-        Layout::NN if k % 4 == 0 && n % 4 == 0 => "matmul_nn4",
-        Layout::TN if m % 4 == 0 && n % 4 == 0 => "matmul_tn4",
+        Layout::NT if k.is_multiple_of(4) => "matmul_nt4",
+        Layout::NN if k.is_multiple_of(4) && n.is_multiple_of(4) => "matmul_nn4",
+        Layout::TN if m.is_multiple_of(4) && n.is_multiple_of(4) => "matmul_tn4",
         _ => "matmul_direct",
     }
 }
