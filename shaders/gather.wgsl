@@ -16,16 +16,23 @@ struct GatherParams {
 @group(0) @binding(3) var<uniform> p: GatherParams;
 @group(0) @binding(4) var<uniform> step: StepParams;
 
+// Four consecutive pixels per thread: one index lookup and mostly one word load serve all four.
 @compute @workgroup_size(256, 1, 1)
 fn gather_batch(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * 256u;
-    if (i >= p.batch * p.dim) {
+    let first = (gid.x + gid.y * nwg.x * 256u) * 4u;
+    let total = p.batch * p.dim;
+    if (first >= total) {
         return;
     }
-    let b = i / p.dim;
-    let d = i % p.dim;
-    let byte = index[step.batch_offset + b] * p.dim + d;
-    let word = pixels[byte / 4u];
-    let value = (word >> (8u * (byte % 4u))) & 0xffu;
-    x[i] = f32(value) / 255.0;  // as torchvision ToTensor: u8 / 255
+    for (var q = 0u; q < 4u; q++) {
+        let i = first + q;
+        if (i < total) {
+            let b = i / p.dim;
+            let d = i % p.dim;
+            let byte = index[step.batch_offset + b] * p.dim + d;
+            let word = pixels[byte / 4u];
+            let value = (word >> (8u * (byte % 4u))) & 0xffu;
+            x[i] = f32(value) / 255.0;  // as torchvision ToTensor: u8 / 255
+        }
+    }
 }

@@ -1,5 +1,7 @@
 // Matrix multiply C = op(A) · op(B) for the three layouts training needs, with a fused epilogue:
-//   C = act(op(A)·op(B) + bias + (ACCUMULATE ? C_old : 0))
+//   C = act(op(A)·op(B) + bias + (ACCUMULATE ? C_old : 0)) ⊙ (RELU_MASK ? [mask > 0] : 1)
+// The mask fuses a ReLU's backward into the product that computes its input gradient:
+// dX = (dY·W) ⊙ [h > 0] with h the ReLU's saved output.
 //
 // Layouts (row-major everywhere, weights stored as PyTorch does, [out, in]):
 //   NN (0): A [M,K], B [K,N]   e.g. dX = dY · W
@@ -24,12 +26,14 @@ override LAYOUT: u32 = 1u;      // 0 NN, 1 NT, 2 TN
 override ACT: u32 = 0u;         // 0 identity, 1 ReLU, 2 sigmoid
 override HAS_BIAS: bool = false;
 override ACCUMULATE: bool = false;
+override RELU_MASK: bool = false;
 
 @group(0) @binding(0) var<storage, read> a: array<f32>;
 @group(0) @binding(1) var<storage, read> b: array<f32>;
 @group(0) @binding(2) var<storage, read> bias: array<f32>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
 @group(0) @binding(4) var<uniform> p: MatmulParams;
+@group(0) @binding(5) var<storage, read> mask: array<f32>;
 
 fn a_at(i: u32, kk: u32) -> f32 {
     if (LAYOUT == 2u) {
@@ -58,6 +62,9 @@ fn epilogue_store(i: u32, j: u32, acc: f32) {
         v = max(v, 0.0);
     } else if (ACT == 2u) {
         v = sigmoid(v);
+    }
+    if (RELU_MASK) {
+        v = select(0.0, v, mask[idx] > 0.0);
     }
     c[idx] = v;
 }

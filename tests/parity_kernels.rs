@@ -54,6 +54,7 @@ fn matmul_case(
         bias: bias.then_some(&gbias),
         act,
         accumulate: acc,
+        relu_mask: None,
     };
     let d = matmul_with(ctx, variant, layout, &ga, &gb, &gc, epi).unwrap();
     kernels::run(ctx, &[&d]).unwrap();
@@ -123,6 +124,72 @@ fn matmul_epilogues() {
     }
 }
 
+/// The ReLU backward fused into the input-gradient product: C = (op(A)·op(B) [+ C_old]) ⊙ [h > 0],
+/// checked against the CPU twin's `act_backward` applied to the CPU product. Masking is exact, so
+/// the tolerance is the product's.
+#[test]
+fn matmul_relu_mask_epilogue() {
+    for ctx in contexts() {
+        for variant in [MatmulVariant::Direct, MatmulVariant::Tiled] {
+            for layout in Layout::ALL {
+                for (m, n, k) in [(67, 45, 33), (132, 204, 200)] {
+                    for acc in [false, true] {
+                        let (sa, sb) = layout.operand_shapes(m, n, k);
+                        let a = uniform(71, m * k, -1.0, 1.0);
+                        let b = uniform(72, k * n, -1.0, 1.0);
+                        let c0 = uniform(73, m * n, -1.0, 1.0);
+                        // A ReLU's saved output: zeros and positives.
+                        let h: Vec<f64> = uniform(74, m * n, -1.0, 1.0)
+                            .iter()
+                            .map(|v| v.max(0.0))
+                            .collect();
+                        let ga = ctx.upload_f32("a", &sa, &to_f32(&a)).unwrap();
+                        let gb = ctx.upload_f32("b", &sb, &to_f32(&b)).unwrap();
+                        let gc = ctx.upload_f32("c", &[m, n], &to_f32(&c0)).unwrap();
+                        let gh = ctx.upload_f32("h", &[m, n], &to_f32(&h)).unwrap();
+                        let epi = Epilogue {
+                            accumulate: acc,
+                            relu_mask: Some(&gh),
+                            ..Epilogue::NONE
+                        };
+                        let d = matmul_with(ctx, variant, layout, &ga, &gb, &gc, epi).unwrap();
+                        kernels::run(ctx, &[&d]).unwrap();
+                        let p = cpu::matmul(layout, &a, &b, m, n, k);
+                        let pre = cpu::epilogue(&p, n, None, acc.then_some(&c0[..]), Act::Identity);
+                        let want = cpu::act_backward(&pre, &h, Act::Relu);
+                        let abs_a: Vec<f64> = a.iter().map(|x| x.abs()).collect();
+                        let abs_b: Vec<f64> = b.iter().map(|x| x.abs()).collect();
+                        let mag = cpu::matmul(layout, &abs_a, &abs_b, m, n, k);
+                        let gamma = (k as f64 + 2.0) * U;
+                        let name = format!(
+                            "{} relu-masked matmul {variant:?} {layout:?} {m}x{n}x{k} acc={acc}",
+                            ctx.adapter.backend.to_str()
+                        );
+                        assert_close(&name, &ctx.read_f32(&gc).unwrap(), &want, |i| {
+                            gamma * (mag[i] + if acc { c0[i].abs() } else { 0.0 })
+                                + f64::MIN_POSITIVE
+                        });
+                    }
+                }
+            }
+        }
+        // A mask of the wrong shape is a shape error.
+        let a = ctx.zeros("a", &[4, 5], DType::F32).unwrap();
+        let b = ctx.zeros("b", &[6, 5], DType::F32).unwrap();
+        let c = ctx.zeros("c", &[4, 6], DType::F32).unwrap();
+        let bad = ctx.zeros("h", &[4, 5], DType::F32).unwrap();
+        let epi = Epilogue {
+            relu_mask: Some(&bad),
+            ..Epilogue::NONE
+        };
+        let msg = matmul_with(ctx, MatmulVariant::Direct, Layout::NT, &a, &b, &c, epi)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(msg.contains("relu mask") && msg.contains("[4, 5]"), "{msg}");
+    }
+}
+
 #[test]
 fn matmul_shape_mismatch_is_an_error_not_a_panic() {
     for ctx in contexts() {
@@ -150,7 +217,7 @@ fn matmul_shape_mismatch_is_an_error_not_a_panic() {
         let epi = Epilogue {
             bias: Some(&bias),
             act: Act::Relu,
-            accumulate: false,
+            ..Epilogue::NONE
         };
         let msg = matmul_with(ctx, MatmulVariant::Tiled, Layout::NT, &a, &b, &c, epi)
             .err()

@@ -54,6 +54,6 @@ pub fn gather_batch(
             Bind::Buffer(&params),
             Bind::Buffer(&step.buffer),
         ],
-        grid_1d(b * d),
+        grid_1d((b * d).div_ceil(4)),
     )
 }

@@ -21,6 +21,9 @@ pub struct Epilogue<'a> {
     pub act: Act,
     /// Add the product to C's current contents instead of overwriting them.
     pub accumulate: bool,
+    /// Zero C where this tensor (C's shape, a ReLU's saved output) is not positive: the ReLU
+    /// backward fused into the product that computes the ReLU input's gradient.
+    pub relu_mask: Option<&'a GpuTensor>,
 }
 
 impl Epilogue<'_> {
@@ -28,6 +31,7 @@ impl Epilogue<'_> {
         bias: None,
         act: Act::Identity,
         accumulate: false,
+        relu_mask: None,
     };
 }
 
@@ -83,6 +87,14 @@ pub fn matmul_with(
             ),
         ));
     }
+    if let Some(mask) = epi.relu_mask {
+        if mask.shape != c.shape {
+            return Err(Error::shape(
+                OP,
+                format!("relu mask has shape {:?}, C has {:?}", mask.shape, c.shape),
+            ));
+        }
+    }
     if let Some(bias) = epi.bias {
         if bias.shape != [n] {
             return Err(Error::shape(
@@ -105,8 +117,13 @@ pub fn matmul_with(
         ("ACT", epi.act.code() as f64),
         ("HAS_BIAS", epi.bias.is_some() as u32 as f64),
         ("ACCUMULATE", epi.accumulate as u32 as f64),
+        ("RELU_MASK", epi.relu_mask.is_some() as u32 as f64),
     ];
     let bias = match epi.bias {
+        Some(t) => Bind::Tensor(t),
+        None => Bind::Buffer(&ctx.dummy),
+    };
+    let mask = match epi.relu_mask {
         Some(t) => Bind::Tensor(t),
         None => Bind::Buffer(&ctx.dummy),
     };
@@ -130,6 +147,7 @@ pub fn matmul_with(
             bias,
             Bind::Tensor(c),
             Bind::Buffer(&params),
+            mask,
         ],
         groups,
     )

@@ -100,7 +100,7 @@ fn lin(bias: &GpuTensor, act: Act) -> Epilogue<'_> {
     Epilogue {
         bias: Some(bias),
         act,
-        accumulate: false,
+        ..Epilogue::NONE
     }
 }
 
@@ -332,9 +332,12 @@ impl GpuVae {
                 &a.dlogits,
                 &w_out,
                 &a.dh_dec,
-                none,
+                // dh_dec = (dlogits·W_out) ⊙ [h_dec > 0]: the decoder ReLU's backward, fused.
+                Epilogue {
+                    relu_mask: Some(&a.h_dec),
+                    ..Epilogue::NONE
+                },
             )?);
-            d.push(bias_act::act_backward(ctx, &a.dh_dec, &a.h_dec, Act::Relu)?);
             d.push(matmul(
                 ctx,
                 Layout::TN,
@@ -367,8 +370,11 @@ impl GpuVae {
             )?);
             d.push(reduce::column_sum(ctx, &a.dlogvar, &g(idx::LV_B)?)?);
             d.push(matmul(ctx, Layout::NN, &a.dmu, &w_mu, &a.dh_enc, none)?);
-            let accumulate = Epilogue {
+            // dh_enc = (dmu·W_mu + dlogvar·W_lv) ⊙ [h_enc > 0]: the encoder ReLU's backward,
+            // fused into the second product's epilogue after the accumulation.
+            let accumulate_masked = Epilogue {
                 accumulate: true,
+                relu_mask: Some(&a.h_enc),
                 ..Epilogue::NONE
             };
             d.push(matmul(
@@ -377,9 +383,8 @@ impl GpuVae {
                 &a.dlogvar,
                 &w_lv,
                 &a.dh_enc,
-                accumulate,
+                accumulate_masked,
             )?);
-            d.push(bias_act::act_backward(ctx, &a.dh_enc, &a.h_enc, Act::Relu)?);
             d.push(matmul(
                 ctx,
                 Layout::TN,
