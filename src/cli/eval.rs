@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::data::{Mnist, Split};
-use crate::gpu::{ContextOptions, GpuContext};
+use crate::gpu::GpuContext;
 use crate::model::eval::evaluate;
 use crate::model::{Checkpoint, GpuDataset};
 use clap::Parser;
@@ -30,10 +30,8 @@ pub struct Args {
     iw_samples: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    #[arg(long)]
-    backend: Option<String>,
-    #[arg(long)]
-    adapter: Option<String>,
+    #[command(flatten)]
+    device: super::DeviceArgs,
 }
 
 /// Parse the process's arguments and run.
@@ -51,8 +49,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         return Err("--elbo-samples and --iw-samples must be at least 1".into());
     }
     let ckpt = Checkpoint::load(&args.checkpoint)?;
-    let opts =
-        ContextOptions::from_env_and_flags(args.backend.as_deref(), args.adapter.as_deref())?;
+    let opts = args.device.options()?;
     let test = Mnist::load(&args.data_dir, Split::Test)?;
     if test.dim() != ckpt.cfg.input {
         return Err(format!(

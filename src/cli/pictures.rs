@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::data::{Mnist, Split};
-use crate::gpu::{ContextOptions, GpuContext};
+use crate::gpu::GpuContext;
 use crate::model::Checkpoint;
 use crate::viz::pictures::{PictureSet, write_pictures};
 use clap::Parser;
@@ -29,10 +29,8 @@ pub struct Args {
     /// Skip the t-SNE map.
     #[arg(long)]
     no_tsne: bool,
-    #[arg(long)]
-    backend: Option<String>,
-    #[arg(long)]
-    adapter: Option<String>,
+    #[command(flatten)]
+    device: super::DeviceArgs,
 }
 
 /// Parse the process's arguments and run.
@@ -47,8 +45,7 @@ pub fn execute(args: Args) -> ExitCode {
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let ckpt = Checkpoint::load(&args.checkpoint)?;
-    let opts =
-        ContextOptions::from_env_and_flags(args.backend.as_deref(), args.adapter.as_deref())?;
+    let opts = args.device.options()?;
     let test = Mnist::load(&args.data_dir, Split::Test)?;
     std::fs::create_dir_all(&args.out)
         .map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;

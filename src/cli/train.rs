@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::data::{Mnist, Split};
-use crate::gpu::{ContextOptions, GpuContext};
+use crate::gpu::GpuContext;
 use crate::model::{Checkpoint, EpochEnd, Event, GpuDataset, TrainSettings, Trainer, VaeConfig};
 use crate::ops::AdamConfig;
 use crate::viz::LossHistory;
@@ -56,12 +56,8 @@ pub struct Args {
     /// Directory with the four MNIST IDX files (.gz or raw).
     #[arg(long, default_value = "data/mnist")]
     data_dir: PathBuf,
-    /// auto, vulkan, metal, dx12 or gl (default: $VAE_WGPU_BACKEND, else auto).
-    #[arg(long)]
-    backend: Option<String>,
-    /// Adapter index (see the list_adapters example) or name substring.
-    #[arg(long)]
-    adapter: Option<String>,
+    #[command(flatten)]
+    device: super::DeviceArgs,
     /// Print the batch loss every this many steps (0: never).
     #[arg(long, default_value_t = 100)]
     log_every: usize,
@@ -161,8 +157,7 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     // Refuse bad flags before touching data or the GPU.
     cfg.validate()?;
     settings.validate(usize::MAX)?;
-    let opts =
-        ContextOptions::from_env_and_flags(args.backend.as_deref(), args.adapter.as_deref())?;
+    let opts = args.device.options()?;
 
     let train = Mnist::load(&args.data_dir, Split::Train)?;
     let test = Mnist::load(&args.data_dir, Split::Test)?;
