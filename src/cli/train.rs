@@ -310,14 +310,15 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             .map(|t| format!("  test loss: {:.2}", t.loss))
             .unwrap_or_default();
         println!(
-            "====> Epoch {}  Average loss: {:.2}  (BCE {:.2}, KL {:.2}){}  time: {:.1} s ({:.0} images/s)",
+            "====> Epoch {}  Average loss: {:.2}  (BCE {:.2}, KL {:.2}){}  time: {:.1} s ({:.0} images/s, {:.0} µs to record a step)",
             stats.epoch,
             stats.loss,
             stats.bce,
             stats.kl,
             test_txt,
             stats.seconds,
-            train.count as f64 / stats.seconds
+            train.count as f64 / stats.seconds,
+            stats.host_us_per_step
         );
         writeln!(
             csv,

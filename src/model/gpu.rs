@@ -547,14 +547,16 @@ impl GpuVae {
         Ok(())
     }
 
-    /// Record and submit one planned step (does not wait). For a training step the Adam step
-    /// counter advances and keys the noise; evaluation draws use a separate counter range.
+    /// Record and submit one planned step (does not wait for it to finish); returns the host time
+    /// spent recording it. For a training step the Adam step counter advances and keys the noise;
+    /// evaluation draws use a separate counter range.
     pub fn run_step(
         &mut self,
         ctx: &GpuContext,
         graph: &StepGraph,
         batch_offset: usize,
-    ) -> Result<()> {
+    ) -> Result<std::time::Duration> {
+        let start = std::time::Instant::now();
         let mut sp = StepParams::with_seed(self.seed);
         sp.batch_offset = batch_offset as u32;
         if graph.train {
@@ -580,8 +582,11 @@ impl GpuVae {
             });
         let refs: Vec<&Dispatch> = graph.dispatches.iter().collect();
         kernels::encode_all(&mut encoder, &refs);
-        ctx.queue.submit([encoder.finish()]);
-        Ok(())
+        let commands = encoder.finish();
+        // Host time to record the step; the submit may wait for the device when it is busy.
+        let recorded = start.elapsed();
+        ctx.queue.submit([commands]);
+        Ok(recorded)
     }
 
     /// The per-step uniform the planned kernels read.

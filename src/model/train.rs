@@ -117,6 +117,8 @@ pub struct EpochStats {
     pub bce: f64,
     pub kl: f64,
     pub seconds: f64,
+    /// Mean host time to record one step (uniform write, encoding), in µs (0 for evaluation).
+    pub host_us_per_step: f64,
 }
 
 pub struct Trainer {
@@ -220,6 +222,7 @@ impl Trainer {
         }
         let steps = self.steps_per_epoch();
         let b = self.settings.batch_size;
+        let (mut host, mut taken) = (std::time::Duration::ZERO, 0usize);
         for step in self.step_in_epoch..steps {
             if should_stop() {
                 // Let the submitted steps finish so a checkpoint taken now is consistent.
@@ -231,7 +234,8 @@ impl Trainer {
             } else {
                 self.last.as_ref().unwrap_or(&self.full)
             };
-            self.vae.run_step(ctx, graph, step * b)?;
+            host += self.vae.run_step(ctx, graph, step * b)?;
+            taken += 1;
             self.step_in_epoch = step + 1;
             on_event(Event::Step {
                 epoch,
@@ -266,6 +270,7 @@ impl Trainer {
             bce: r.epoch_bce / n,
             kl: r.epoch_kl / n,
             seconds: start.elapsed().as_secs_f64(),
+            host_us_per_step: host.as_secs_f64() * 1e6 / taken.max(1) as f64,
         }))
     }
 
@@ -382,6 +387,7 @@ impl Trainer {
             bce: r.epoch_bce / n,
             kl: r.epoch_kl / n,
             seconds: start.elapsed().as_secs_f64(),
+            host_us_per_step: 0.0,
         })
     }
 }
