@@ -56,7 +56,7 @@ fn main() {
         v[v.len() / 2]
     };
     println!(
-        "host time to record + submit a step: {:.0} µs (median of {steps})",
+        "host time to record a step: {:.0} µs (median of {steps})",
         med(&mut host)
     );
     println!(

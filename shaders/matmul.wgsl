@@ -1,7 +1,9 @@
 // Matrix multiply C = op(A) · op(B) for the three layouts training needs, with a fused epilogue:
 //   C = act(op(A)·op(B) + bias + (ACCUMULATE ? C_old : 0)) ⊙ (RELU_MASK ? [mask > 0] : 1)
 // The mask fuses a ReLU's backward into the product that computes its input gradient:
-// dX = (dY·W) ⊙ [h > 0] with h the ReLU's saved output.
+// dX = (dY·W) ⊙ [h > 0] with h the ReLU's saved output. ROW_SUM also writes
+// rowsum[i] = Σ_k op(A)[i, k] — for the weight gradient dW = dYᵀ·X that is the bias gradient
+// colsum(dY), computed from the A values the product loads anyway (direct, tn4 and tiled kernels).
 //
 // Layouts (row-major everywhere, weights stored as PyTorch does, [out, in]):
 //   NN (0): A [M,K], B [K,N]   e.g. dX = dY · W
@@ -27,6 +29,7 @@ override ACT: u32 = 0u;         // 0 identity, 1 ReLU, 2 sigmoid
 override HAS_BIAS: bool = false;
 override ACCUMULATE: bool = false;
 override RELU_MASK: bool = false;
+override ROW_SUM: bool = false;
 
 @group(0) @binding(0) var<storage, read> a: array<f32>;
 @group(0) @binding(1) var<storage, read> b: array<f32>;
@@ -34,6 +37,20 @@ override RELU_MASK: bool = false;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
 @group(0) @binding(4) var<uniform> p: MatmulParams;
 @group(0) @binding(5) var<storage, read> mask: array<f32>;
+@group(0) @binding(6) var<storage, read_write> rowsum: array<f32>;
+
+// Row sums of op(A) for rows row0 .. row0+7, written by the threads of the first column block.
+fn store_row_sums(row0: u32, first_block: bool, lo: vec4<f32>, hi: vec4<f32>) {
+    if (!ROW_SUM || !first_block) {
+        return;
+    }
+    let v = array<f32, 8>(lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w);
+    for (var r = 0u; r < 8u; r++) {
+        if (row0 + r < p.m) {
+            rowsum[row0 + r] = v[r];
+        }
+    }
+}
 
 fn a_at(i: u32, kk: u32) -> f32 {
     if (LAYOUT == 2u) {
@@ -126,34 +143,49 @@ fn matmul_direct(@builtin(global_invocation_id) gid: vec3<u32>) {
     var c6h = vec4<f32>(0.0);
     var c7l = vec4<f32>(0.0);
     var c7h = vec4<f32>(0.0);
+    var sl = vec4<f32>(0.0);
+    var sh = vec4<f32>(0.0);
     for (var kk = 0u; kk < p.k; kk++) {
         let bl = vec4<f32>(b_at(kk, j0), b_at(kk, j1), b_at(kk, j2), b_at(kk, j3));
         let bh = vec4<f32>(b_at(kk, j4), b_at(kk, j5), b_at(kk, j6), b_at(kk, j7));
-        let a0 = vec4<f32>(a_at(i0, kk));
+        let s0 = a_at(i0, kk);
+        let a0 = vec4<f32>(s0);
         c0l = fma(a0, bl, c0l);
         c0h = fma(a0, bh, c0h);
-        let a1 = vec4<f32>(a_at(i1, kk));
+        let s1 = a_at(i1, kk);
+        let a1 = vec4<f32>(s1);
         c1l = fma(a1, bl, c1l);
         c1h = fma(a1, bh, c1h);
-        let a2 = vec4<f32>(a_at(i2, kk));
+        let s2 = a_at(i2, kk);
+        let a2 = vec4<f32>(s2);
         c2l = fma(a2, bl, c2l);
         c2h = fma(a2, bh, c2h);
-        let a3 = vec4<f32>(a_at(i3, kk));
+        let s3 = a_at(i3, kk);
+        let a3 = vec4<f32>(s3);
         c3l = fma(a3, bl, c3l);
         c3h = fma(a3, bh, c3h);
-        let a4 = vec4<f32>(a_at(i4, kk));
+        let s4 = a_at(i4, kk);
+        let a4 = vec4<f32>(s4);
         c4l = fma(a4, bl, c4l);
         c4h = fma(a4, bh, c4h);
-        let a5 = vec4<f32>(a_at(i5, kk));
+        let s5 = a_at(i5, kk);
+        let a5 = vec4<f32>(s5);
         c5l = fma(a5, bl, c5l);
         c5h = fma(a5, bh, c5h);
-        let a6 = vec4<f32>(a_at(i6, kk));
+        let s6 = a_at(i6, kk);
+        let a6 = vec4<f32>(s6);
         c6l = fma(a6, bl, c6l);
         c6h = fma(a6, bh, c6h);
-        let a7 = vec4<f32>(a_at(i7, kk));
+        let s7 = a_at(i7, kk);
+        let a7 = vec4<f32>(s7);
         c7l = fma(a7, bl, c7l);
         c7h = fma(a7, bh, c7h);
+        if (ROW_SUM) {
+            sl += vec4<f32>(s0, s1, s2, s3);
+            sh += vec4<f32>(s4, s5, s6, s7);
+        }
     }
+    store_row_sums(row0, gid.x == 0u, sl, sh);
     store_row(row0 + 0u, col0, c0l, c0h);
     store_row(row0 + 1u, col0, c1l, c1h);
     store_row(row0 + 2u, col0, c2l, c2h);
@@ -415,9 +447,15 @@ fn matmul_tn4(@builtin(global_invocation_id) gid: vec3<u32>) {
     var c6h = vec4<f32>(0.0);
     var c7l = vec4<f32>(0.0);
     var c7h = vec4<f32>(0.0);
+    var sl = vec4<f32>(0.0);
+    var sh = vec4<f32>(0.0);
     for (var kk = 0u; kk < p.k; kk++) {
         let al = a4[kk * m4 + il];
         let ah = a4[kk * m4 + ih];
+        if (ROW_SUM) {
+            sl += al;
+            sh += ah;
+        }
         let vl = b4[kk * n4 + jl];
         let vh = b4[kk * n4 + jh];
         c0l = fma(vec4<f32>(al.x), vl, c0l);
@@ -437,6 +475,8 @@ fn matmul_tn4(@builtin(global_invocation_id) gid: vec3<u32>) {
         c7l = fma(vec4<f32>(ah.w), vl, c7l);
         c7h = fma(vec4<f32>(ah.w), vh, c7h);
     }
+    // With M % 4 == 0 the clamped vec4 `ah` repeats real rows only past M, never stored.
+    store_row_sums(row0, gid.x == 0u, sl, sh);
     store_row(row0 + 0u, col0, c0l, c0h);
     store_row(row0 + 1u, col0, c1l, c1h);
     store_row(row0 + 2u, col0, c2l, c2h);
@@ -470,6 +510,7 @@ fn matmul_tiled(
     for (var t = 0u; t < 16u; t++) {
         acc[t] = 0.0;
     }
+    var rs = vec4<f32>(0.0);  // row sums of op(A) for this thread's 4 rows (ROW_SUM)
     let k_tiles = (p.k + TK - 1u) / TK;
     for (var kt = 0u; kt < k_tiles; kt++) {
         let k0 = kt * TK;
@@ -505,8 +546,19 @@ fn matmul_tiled(
                     acc[r * 4u + s] = fma(av[r], bv[s], acc[r * 4u + s]);
                 }
             }
+            if (ROW_SUM) {
+                rs += vec4<f32>(av[0], av[1], av[2], av[3]);
+            }
         }
         workgroupBarrier();
+    }
+    if (ROW_SUM && wid.x == 0u && lid.x == 0u) {
+        for (var r = 0u; r < 4u; r++) {
+            let i = tile_row + lid.y + r * TT;
+            if (i < p.m) {
+                rowsum[i] = rs[r];
+            }
+        }
     }
     for (var r = 0u; r < 4u; r++) {
         let i = tile_row + lid.y + r * TT;

@@ -54,7 +54,7 @@ fn matmul_case(
         bias: bias.then_some(&gbias),
         act,
         accumulate: acc,
-        relu_mask: None,
+        ..Epilogue::NONE
     };
     let d = matmul_with(ctx, variant, layout, &ga, &gb, &gc, epi).unwrap();
     kernels::run(ctx, &[&d]).unwrap();
@@ -187,6 +187,88 @@ fn matmul_relu_mask_epilogue() {
             .unwrap()
             .to_string();
         assert!(msg.contains("relu mask") && msg.contains("[4, 5]"), "{msg}");
+    }
+}
+
+/// Row sums of op(A) written by the product's own threads (the fused bias gradient of a TN
+/// weight-gradient product): Σ_k op(A)[i, k] against the CPU, in every layout and variant, with the
+/// product itself still right. Tolerance: a sum of K terms, K·u·Σ|a|.
+#[test]
+fn matmul_row_sums_epilogue() {
+    for ctx in contexts() {
+        for variant in [MatmulVariant::Direct, MatmulVariant::Tiled] {
+            for layout in Layout::ALL {
+                for (m, n, k) in [
+                    (67, 45, 33),
+                    (132, 204, 200),
+                    (200, 784, 128),
+                    (10, 200, 129),
+                ] {
+                    let (sa, sb) = layout.operand_shapes(m, n, k);
+                    let a = uniform(81, m * k, -1.0, 1.0);
+                    let b = uniform(82, k * n, -1.0, 1.0);
+                    let ga = ctx.upload_f32("a", &sa, &to_f32(&a)).unwrap();
+                    let gb = ctx.upload_f32("b", &sb, &to_f32(&b)).unwrap();
+                    let gc = ctx.zeros("c", &[m, n], DType::F32).unwrap();
+                    let grs = ctx.upload_f32("rs", &[m], &vec![f32::NAN; m]).unwrap();
+                    let epi = Epilogue {
+                        row_sums: Some(&grs),
+                        ..Epilogue::NONE
+                    };
+                    let d = matmul_with(ctx, variant, layout, &ga, &gb, &gc, epi).unwrap();
+                    kernels::run(ctx, &[&d]).unwrap();
+                    // op(A) as [M, K] rows, whatever the stored layout.
+                    let op_a = |i: usize, kk: usize| {
+                        if layout == Layout::TN {
+                            a[kk * m + i]
+                        } else {
+                            a[i * k + kk]
+                        }
+                    };
+                    let want: Vec<f64> =
+                        (0..m).map(|i| (0..k).map(|kk| op_a(i, kk)).sum()).collect();
+                    let mag: Vec<f64> = (0..m)
+                        .map(|i| (0..k).map(|kk| op_a(i, kk).abs()).sum())
+                        .collect();
+                    let tag = format!(
+                        "{} {variant:?} {layout:?} {m}x{n}x{k}",
+                        ctx.adapter.backend.to_str()
+                    );
+                    assert_close(
+                        &format!("{tag} row sums"),
+                        &ctx.read_f32(&grs).unwrap(),
+                        &want,
+                        |i| k as f64 * U * mag[i],
+                    );
+                    let p = cpu::matmul(layout, &a, &b, m, n, k);
+                    let abs_a: Vec<f64> = a.iter().map(|x| x.abs()).collect();
+                    let abs_b: Vec<f64> = b.iter().map(|x| x.abs()).collect();
+                    let pm = cpu::matmul(layout, &abs_a, &abs_b, m, n, k);
+                    assert_close(
+                        &format!("{tag} product with row sums"),
+                        &ctx.read_f32(&gc).unwrap(),
+                        &p,
+                        |i| (k as f64 + 2.0) * U * pm[i] + f64::MIN_POSITIVE,
+                    );
+                }
+            }
+        }
+        let a = ctx.zeros("a", &[5, 4], DType::F32).unwrap();
+        let b = ctx.zeros("b", &[5, 6], DType::F32).unwrap();
+        let c = ctx.zeros("c", &[4, 6], DType::F32).unwrap();
+        let bad = ctx.zeros("rs", &[6], DType::F32).unwrap();
+        let epi = Epilogue {
+            row_sums: Some(&bad),
+            ..Epilogue::NONE
+        };
+        let msg = matmul_with(ctx, MatmulVariant::Direct, Layout::TN, &a, &b, &c, epi)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            msg.contains("row sums") && msg.contains("[6]") && msg.contains("[4]"),
+            "{msg}"
+        );
     }
 }
 

@@ -16,13 +16,16 @@ fn override_sets(shader: &str) -> Vec<Vec<(&'static str, f64)>> {
                     for bias in 0..2 {
                         for acc in 0..2 {
                             for mask in 0..2 {
-                                v.push(vec![
-                                    ("LAYOUT", layout as f64),
-                                    ("ACT", act as f64),
-                                    ("HAS_BIAS", bias as f64),
-                                    ("ACCUMULATE", acc as f64),
-                                    ("RELU_MASK", mask as f64),
-                                ]);
+                                for rows in 0..2 {
+                                    v.push(vec![
+                                        ("LAYOUT", layout as f64),
+                                        ("ACT", act as f64),
+                                        ("HAS_BIAS", bias as f64),
+                                        ("ACCUMULATE", acc as f64),
+                                        ("RELU_MASK", mask as f64),
+                                        ("ROW_SUM", rows as f64),
+                                    ]);
+                                }
                             }
                         }
                     }

@@ -246,6 +246,8 @@ pub struct GpuContext {
     errors: Arc<Mutex<Vec<String>>>,
     /// A small zeroed buffer bound where a kernel's optional input (a bias) is absent.
     pub(crate) dummy: wgpu::Buffer,
+    /// The same for an optional output nobody reads (never bound together with `dummy` writable).
+    pub(crate) dummy_rw: wgpu::Buffer,
 }
 
 impl GpuContext {
@@ -329,6 +331,12 @@ impl GpuContext {
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
+        let dummy_rw = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("dummy output"),
+            size: 256,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
         let matmul_variant = opts
             .matmul
             .unwrap_or_else(|| MatmulVariant::for_device_type(summary.device_type));
@@ -340,6 +348,7 @@ impl GpuContext {
             pipelines: PipelineCache::default(),
             errors,
             dummy,
+            dummy_rw,
         })
     }
 

@@ -24,6 +24,9 @@ pub struct Epilogue<'a> {
     /// Zero C where this tensor (C's shape, a ReLU's saved output) is not positive: the ReLU
     /// backward fused into the product that computes the ReLU input's gradient.
     pub relu_mask: Option<&'a GpuTensor>,
+    /// Also write `Σ_k op(A)[i, k]` for every row i of C into this `[M]` tensor: for a weight
+    /// gradient `dW = dYᵀ·X` (TN) that is the bias gradient `colsum(dY)`, fused.
+    pub row_sums: Option<&'a GpuTensor>,
 }
 
 impl Epilogue<'_> {
@@ -32,14 +35,17 @@ impl Epilogue<'_> {
         act: Act::Identity,
         accumulate: false,
         relu_mask: None,
+        row_sums: None,
     };
 }
 
 /// The direct kernel for a product: a vec4-loading one when the dimensions that are contiguous in
 /// memory are multiples of 4 (then every row starts 16-byte aligned), else the scalar one. Loads,
 /// not arithmetic, bound the direct kernel on CPU drivers: vec4 loads make it ~1.8x faster there.
-fn direct_entry(layout: Layout, m: usize, n: usize, k: usize) -> &'static str {
+fn direct_entry(layout: Layout, m: usize, n: usize, k: usize, row_sums: bool) -> &'static str {
     match layout {
+        // The NT/NN vec4 kernels load A along K in vec4s and do not keep row sums.
+        Layout::NT | Layout::NN if row_sums => "matmul_direct",
         Layout::NT if k.is_multiple_of(4) => "matmul_nt4",
         Layout::NN if k.is_multiple_of(4) && n.is_multiple_of(4) => "matmul_nn4",
         Layout::TN if m.is_multiple_of(4) && n.is_multiple_of(4) => "matmul_tn4",
@@ -95,6 +101,14 @@ pub fn matmul_with(
             ));
         }
     }
+    if let Some(rs) = epi.row_sums {
+        if rs.shape != [m] {
+            return Err(Error::shape(
+                OP,
+                format!("row sums have shape {:?}, expected [{m}]", rs.shape),
+            ));
+        }
+    }
     if let Some(bias) = epi.bias {
         if bias.shape != [n] {
             return Err(Error::shape(
@@ -118,6 +132,7 @@ pub fn matmul_with(
         ("HAS_BIAS", epi.bias.is_some() as u32 as f64),
         ("ACCUMULATE", epi.accumulate as u32 as f64),
         ("RELU_MASK", epi.relu_mask.is_some() as u32 as f64),
+        ("ROW_SUM", epi.row_sums.is_some() as u32 as f64),
     ];
     let bias = match epi.bias {
         Some(t) => Bind::Tensor(t),
@@ -127,10 +142,22 @@ pub fn matmul_with(
         Some(t) => Bind::Tensor(t),
         None => Bind::Buffer(&ctx.dummy),
     };
+    // A separate writable placeholder: one buffer may not be bound read-only and read-write at once.
+    let row_sums = match epi.row_sums {
+        Some(t) => Bind::Tensor(t),
+        None => Bind::Buffer(&ctx.dummy_rw),
+    };
     let (entry, per_group) = match variant {
         MatmulVariant::Tiled => ("matmul_tiled", 64),
-        MatmulVariant::Direct => (direct_entry(layout, m, n, k), 64),
+        MatmulVariant::Direct => (direct_entry(layout, m, n, k, epi.row_sums.is_some()), 64),
     };
+    // The NT/NN vec4 kernels never touch the row-sum output, so their layouts lack its binding.
+    let binds_used = if matches!(entry, "matmul_nt4" | "matmul_nn4") {
+        6
+    } else {
+        7
+    };
+
     let groups = [
         n.div_ceil(per_group) as u32,
         m.div_ceil(per_group) as u32,
@@ -148,7 +175,8 @@ pub fn matmul_with(
             Bind::Tensor(c),
             Bind::Buffer(&params),
             mask,
-        ],
+            row_sums,
+        ][..binds_used],
         groups,
     )
 }

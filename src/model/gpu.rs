@@ -104,6 +104,15 @@ fn lin(bias: &GpuTensor, act: Act) -> Epilogue<'_> {
     }
 }
 
+/// The epilogue of a weight-gradient product `dW = dYᵀ·X` that also writes the bias gradient
+/// `db = colsum(dY)` (the row sums of dYᵀ), saving a column-sum dispatch per layer.
+fn with_bias_grad(db: &GpuTensor) -> Epilogue<'_> {
+    Epilogue {
+        row_sums: Some(db),
+        ..Epilogue::NONE
+    }
+}
+
 /// Where a step's input batch comes from.
 #[derive(Clone, Copy)]
 pub enum Input<'a> {
@@ -313,7 +322,8 @@ impl GpuVae {
         )?);
 
         if train {
-            // ---- backward: dW = dYᵀ·X (TN), db = colsum(dY), dX = dY·W (NN), ReLU masks dX.
+            // ---- backward: dW = dYᵀ·X (TN) with db = colsum(dY) fused in, dX = dY·W (NN) with
+            // the ReLU mask fused in.
             let (w_mu, w_lv) = (p(idx::MU_W)?, p(idx::LV_W)?);
             let (w_dec, w_out) = (p(idx::DEC_W)?, p(idx::OUT_W)?);
             let none = Epilogue::NONE;
@@ -323,9 +333,8 @@ impl GpuVae {
                 &a.dlogits,
                 &a.h_dec,
                 &g(idx::OUT_W)?,
-                none,
+                with_bias_grad(&g(idx::OUT_B)?),
             )?);
-            d.push(reduce::column_sum(ctx, &a.dlogits, &g(idx::OUT_B)?)?);
             d.push(matmul(
                 ctx,
                 Layout::NN,
@@ -344,9 +353,8 @@ impl GpuVae {
                 &a.dh_dec,
                 &a.z,
                 &g(idx::DEC_W)?,
-                none,
+                with_bias_grad(&g(idx::DEC_B)?),
             )?);
-            d.push(reduce::column_sum(ctx, &a.dh_dec, &g(idx::DEC_B)?)?);
             d.push(matmul(ctx, Layout::NN, &a.dh_dec, &w_dec, &a.dz, none)?);
             d.push(reparam::reparam_backward(
                 ctx, &a.mu, &a.logvar, &a.eps, &a.dz, &a.dmu, &a.dlogvar, 1.0,
@@ -357,18 +365,16 @@ impl GpuVae {
                 &a.dmu,
                 &a.h_enc,
                 &g(idx::MU_W)?,
-                none,
+                with_bias_grad(&g(idx::MU_B)?),
             )?);
-            d.push(reduce::column_sum(ctx, &a.dmu, &g(idx::MU_B)?)?);
             d.push(matmul(
                 ctx,
                 Layout::TN,
                 &a.dlogvar,
                 &a.h_enc,
                 &g(idx::LV_W)?,
-                none,
+                with_bias_grad(&g(idx::LV_B)?),
             )?);
-            d.push(reduce::column_sum(ctx, &a.dlogvar, &g(idx::LV_B)?)?);
             d.push(matmul(ctx, Layout::NN, &a.dmu, &w_mu, &a.dh_enc, none)?);
             // dh_enc = (dmu·W_mu + dlogvar·W_lv) ⊙ [h_enc > 0]: the encoder ReLU's backward,
             // fused into the second product's epilogue after the accumulation.
@@ -391,9 +397,8 @@ impl GpuVae {
                 &a.dh_enc,
                 &a.x,
                 &g(idx::ENC_W)?,
-                none,
+                with_bias_grad(&g(idx::ENC_B)?),
             )?);
-            d.push(reduce::column_sum(ctx, &a.dh_enc, &g(idx::ENC_B)?)?);
             d.push(adam::adam_step(
                 ctx,
                 &self.params,
