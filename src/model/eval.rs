@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{DType, GpuContext};
 use crate::kernels::iwae;
 use crate::kernels::reparam::EpsSource;
-use crate::model::gpu::Input;
+use crate::model::gpu::{EpochPlan, Input, LossReadout};
 use crate::model::{GpuDataset, GpuVae, VaeConfig};
 use crate::ops::AdamConfig;
 
@@ -40,6 +40,61 @@ pub fn eval_batch(samples: usize, images: usize) -> usize {
     (EVAL_ROWS / samples.max(1)).clamp(1, images.max(1))
 }
 
+/// Run `vae` (its `cfg.samples` draws per image) over `data` in batches of its `max_batch`: the
+/// summed losses and, with `with_iwae`, the mean importance-weighted bound. No checks on the values.
+pub(crate) fn run_pass(
+    ctx: &GpuContext,
+    vae: &mut GpuVae,
+    data: &GpuDataset,
+    with_iwae: bool,
+) -> Result<(LossReadout, Option<f64>)> {
+    let input = Input::Gather {
+        pixels: &data.pixels,
+        index: &data.index,
+    };
+    let acc = vae.new_accumulator(ctx)?;
+    // Per-row and per-image buffers of the IWAE estimate, only when it is asked for.
+    let iwae_bufs = if with_iwae {
+        let rows = vae.cfg.samples * vae.max_batch;
+        Some((
+            ctx.zeros("rowloss", &[rows], DType::F32)?,
+            ctx.zeros("nll", &[data.len], DType::F32)?,
+        ))
+    } else {
+        None
+    };
+    let plan = EpochPlan::new(data.len, vae.max_batch.min(data.len), |batch| {
+        let mut g = vae.plan_step(ctx, batch, input, EpsSource::Philox, false, &acc)?;
+        if let Some((rowloss, nll)) = &iwae_bufs {
+            let a = vae.acts.rows(batch, vae.cfg.samples)?;
+            g.push(iwae::bce_rows(ctx, &a.logits, &a.x, rowloss)?);
+            g.push(iwae::iwae_estimate(
+                ctx,
+                rowloss,
+                &a.z,
+                &a.eps,
+                &a.logvar,
+                nll,
+                vae.step_uniform(),
+            )?);
+        }
+        Ok(g)
+    })?;
+    vae.reset_losses(ctx, &acc)?;
+    for step in 0..plan.steps() {
+        vae.run_step(ctx, plan.graph(step), step * plan.batch)?;
+    }
+    let r = vae.read_losses(ctx, &acc)?;
+    let iwae_nll = match &iwae_bufs {
+        Some((_, nll)) => {
+            let v = ctx.read_f32(nll)?;
+            Some(v.iter().map(|&x| x as f64).sum::<f64>() / data.len as f64)
+        }
+        None => None,
+    };
+    Ok((r, iwae_nll))
+}
+
 /// One evaluation pass of `vae` (its `cfg.samples` draws per image) over `data`.
 pub fn evaluate_pass(
     ctx: &GpuContext,
@@ -48,55 +103,8 @@ pub fn evaluate_pass(
     with_iwae: bool,
 ) -> Result<PassResult> {
     let start = Instant::now();
-    let b = vae.max_batch.min(data.len);
-    let input = Input::Gather {
-        pixels: &data.pixels,
-        index: &data.index,
-    };
-    let acc = vae.new_accumulator(ctx)?;
-    let rows = vae.cfg.samples * vae.max_batch;
-    let rowloss = ctx.zeros("rowloss", &[rows], DType::F32)?;
-    let nll = ctx.zeros("nll", &[data.len], DType::F32)?;
-    let plan = |batch: usize| -> Result<_> {
-        let mut g = vae.plan_step(ctx, batch, input, EpsSource::Philox, false, &acc)?;
-        if with_iwae {
-            let a = vae.acts.rows(batch, vae.cfg.samples)?;
-            g.push(iwae::bce_rows(ctx, &a.logits, &a.x, &rowloss)?);
-            g.push(iwae::iwae_estimate(
-                ctx,
-                &rowloss,
-                &a.z,
-                &a.eps,
-                &a.logvar,
-                &nll,
-                vae.step_uniform(),
-            )?);
-        }
-        Ok(g)
-    };
-    let full = plan(b)?;
-    let last = match data.len % b {
-        0 => None,
-        rem => Some(plan(rem)?),
-    };
-    vae.reset_losses(ctx, &acc)?;
-    for step in 0..data.len.div_ceil(b) {
-        let g = if (step + 1) * b <= data.len {
-            &full
-        } else {
-            last.as_ref().unwrap_or(&full)
-        };
-        vae.run_step(ctx, g, step * b)?;
-    }
-    let r = vae.read_losses(ctx, &acc)?;
-    let n = data.len as f64;
-    let iwae_nll = if with_iwae {
-        let v = ctx.read_f32(&nll)?;
-        Some(v.iter().map(|&x| x as f64).sum::<f64>() / n)
-    } else {
-        None
-    };
-    let neg_elbo = r.epoch_total / n;
+    let (r, iwae_nll) = run_pass(ctx, vae, data, with_iwae)?;
+    let neg_elbo = r.epoch_total / data.len as f64;
     if r.nonfinite || !neg_elbo.is_finite() || iwae_nll.is_some_and(|v| !v.is_finite()) {
         return Err(Error::Config(
             "evaluation produced a NaN or infinite loss: the checkpoint's weights are not usable"

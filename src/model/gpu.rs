@@ -143,6 +143,60 @@ impl StepGraph {
     }
 }
 
+/// A pass over `len` rows in batches of `batch`: one planned graph for the full batches and one for
+/// the last, smaller batch (as PyTorch's DataLoader without `drop_last`).
+pub struct EpochPlan {
+    pub batch: usize,
+    pub len: usize,
+    full: StepGraph,
+    last: Option<StepGraph>,
+}
+
+impl EpochPlan {
+    /// Plan with `plan(rows)`, called for the full batch size and, if `len` is not a multiple of
+    /// it, for the remainder.
+    pub fn new(
+        len: usize,
+        batch: usize,
+        mut plan: impl FnMut(usize) -> Result<StepGraph>,
+    ) -> Result<Self> {
+        if batch == 0 || len == 0 {
+            return Err(Error::Config(format!(
+                "cannot plan {len} rows in batches of {batch}"
+            )));
+        }
+        let full = plan(batch)?;
+        let last = match len % batch {
+            0 => None,
+            rem => Some(plan(rem)?),
+        };
+        Ok(EpochPlan {
+            batch,
+            len,
+            full,
+            last,
+        })
+    }
+
+    pub fn steps(&self) -> usize {
+        self.len.div_ceil(self.batch)
+    }
+
+    /// The graph of step `step` (0-based); it starts at row `step * batch`.
+    pub fn graph(&self, step: usize) -> &StepGraph {
+        if (step + 1) * self.batch <= self.len {
+            &self.full
+        } else {
+            self.last.as_ref().unwrap_or(&self.full)
+        }
+    }
+
+    /// Kernel launches of a full step.
+    pub fn dispatch_count(&self) -> usize {
+        self.full.dispatch_count()
+    }
+}
+
 /// The loss accumulator's contents (sums over the batches since the last reset).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct LossReadout {

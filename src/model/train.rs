@@ -9,7 +9,8 @@ use crate::gpu::{GpuContext, GpuTensor};
 use crate::kernels::reduce::LossSlots;
 use crate::kernels::reparam::EpsSource;
 use crate::model::checkpoint::{Checkpoint, OptimizerState, Progress};
-use crate::model::gpu::{Input, StepGraph};
+use crate::model::eval::run_pass;
+use crate::model::gpu::{EpochPlan, Input};
 use crate::model::{GpuVae, VaeConfig};
 use crate::ops::AdamConfig;
 
@@ -126,9 +127,7 @@ pub struct Trainer {
     pub settings: TrainSettings,
     pub train: GpuDataset,
     acc: GpuTensor,
-    eval_acc: GpuTensor,
-    full: StepGraph,
-    last: Option<StepGraph>,
+    plan: EpochPlan,
     /// Epochs completed.
     pub epoch: usize,
     /// Steps done in the epoch in progress (0 at an epoch boundary).
@@ -166,40 +165,32 @@ impl Trainer {
         settings: TrainSettings,
         train: GpuDataset,
     ) -> Result<Self> {
-        let b = settings.batch_size;
         let input = Input::Gather {
             pixels: &train.pixels,
             index: &train.index,
         };
         let acc = vae.new_accumulator(ctx)?;
-        let eval_acc = vae.new_accumulator(ctx)?;
-        let full = vae.plan_step(ctx, b, input, EpsSource::Philox, true, &acc)?;
-        let rem = train.len % b;
-        let last = if rem > 0 {
-            Some(vae.plan_step(ctx, rem, input, EpsSource::Philox, true, &acc)?)
-        } else {
-            None
-        };
+        let plan = EpochPlan::new(train.len, settings.batch_size, |rows| {
+            vae.plan_step(ctx, rows, input, EpsSource::Philox, true, &acc)
+        })?;
         Ok(Trainer {
             vae,
             settings,
             train,
             acc,
-            eval_acc,
-            full,
-            last,
+            plan,
             epoch: 0,
             step_in_epoch: 0,
         })
     }
 
     pub fn steps_per_epoch(&self) -> usize {
-        self.train.len.div_ceil(self.settings.batch_size)
+        self.plan.steps()
     }
 
     /// Kernel launches per training step.
     pub fn dispatches_per_step(&self) -> usize {
-        self.full.dispatch_count()
+        self.plan.dispatch_count()
     }
 
     /// Train the rest of the current epoch (all of it at an epoch boundary) over this epoch's
@@ -229,11 +220,7 @@ impl Trainer {
                 ctx.wait_idle("the last steps")?;
                 return Ok(EpochEnd::Stopped { epoch, step });
             }
-            let graph = if (step + 1) * b <= self.train.len {
-                &self.full
-            } else {
-                self.last.as_ref().unwrap_or(&self.full)
-            };
+            let graph = self.plan.graph(step);
             host += self.vae.run_step(ctx, graph, step * b)?;
             taken += 1;
             self.step_in_epoch = step + 1;
@@ -353,33 +340,7 @@ impl Trainer {
     /// over a data set, computed on the GPU in batches of the training batch size.
     pub fn evaluate(&mut self, ctx: &GpuContext, data: &GpuDataset) -> Result<EpochStats> {
         let start = std::time::Instant::now();
-        let b = self.settings.batch_size.min(data.len);
-        let input = Input::Gather {
-            pixels: &data.pixels,
-            index: &data.index,
-        };
-        let full = self
-            .vae
-            .plan_step(ctx, b, input, EpsSource::Philox, false, &self.eval_acc)?;
-        let rem = data.len % b;
-        let last = if rem > 0 {
-            Some(
-                self.vae
-                    .plan_step(ctx, rem, input, EpsSource::Philox, false, &self.eval_acc)?,
-            )
-        } else {
-            None
-        };
-        self.vae.reset_losses(ctx, &self.eval_acc)?;
-        for step in 0..data.len.div_ceil(b) {
-            let graph = if (step + 1) * b <= data.len {
-                &full
-            } else {
-                last.as_ref().unwrap_or(&full)
-            };
-            self.vae.run_step(ctx, graph, step * b)?;
-        }
-        let r = self.vae.read_losses(ctx, &self.eval_acc)?;
+        let (r, _) = run_pass(ctx, &mut self.vae, data, false)?;
         let n = data.len as f64;
         Ok(EpochStats {
             epoch: self.epoch,
