@@ -25,6 +25,12 @@ const SHAPES: [(usize, usize, usize); 6] = [
     (132, 204, 200),
 ];
 
+/// `|op(A)|·|op(B)|` in f64: the magnitude the matmul error bounds scale with.
+fn abs_product(layout: Layout, a: &[f64], b: &[f64], m: usize, n: usize, k: usize) -> Vec<f64> {
+    let abs = |v: &[f64]| v.iter().map(|x| x.abs()).collect::<Vec<_>>();
+    cpu::matmul(layout, &abs(a), &abs(b), m, n, k)
+}
+
 /// Matmul tolerance: f32 accumulation of K products is within γ_K·(|A|·|B|)_ij of the exact value
 /// (Higham, Accuracy and Stability, §3.5: γ_K = K·u/(1-K·u)); the epilogue adds one rounding of the
 /// bias/C_old sum. The reference computes |A|·|B| exactly in f64 for the bound.
@@ -62,9 +68,7 @@ fn matmul_case(
 
     let p = cpu::matmul(layout, &a, &b, m, n, k);
     let want = cpu::epilogue(&p, n, bias.then_some(&bv[..]), acc.then_some(&c0[..]), act);
-    let abs_a: Vec<f64> = a.iter().map(|x| x.abs()).collect();
-    let abs_b: Vec<f64> = b.iter().map(|x| x.abs()).collect();
-    let mag = cpu::matmul(layout, &abs_a, &abs_b, m, n, k);
+    let mag = abs_product(layout, &a, &b, m, n, k);
     let gamma = (k as f64 + 2.0) * U / (1.0 - (k as f64 + 2.0) * U);
     let tol = |i: usize| {
         let pre = gamma
@@ -157,9 +161,7 @@ fn matmul_relu_mask_epilogue() {
                         let p = cpu::matmul(layout, &a, &b, m, n, k);
                         let pre = cpu::epilogue(&p, n, None, acc.then_some(&c0[..]), Act::Identity);
                         let want = cpu::act_backward(&pre, &h, Act::Relu);
-                        let abs_a: Vec<f64> = a.iter().map(|x| x.abs()).collect();
-                        let abs_b: Vec<f64> = b.iter().map(|x| x.abs()).collect();
-                        let mag = cpu::matmul(layout, &abs_a, &abs_b, m, n, k);
+                        let mag = abs_product(layout, &a, &b, m, n, k);
                         let gamma = (k as f64 + 2.0) * U;
                         let name = format!(
                             "{} relu-masked matmul {variant:?} {layout:?} {m}x{n}x{k} acc={acc}",
@@ -241,9 +243,7 @@ fn matmul_row_sums_epilogue() {
                         |i| k as f64 * U * mag[i],
                     );
                     let p = cpu::matmul(layout, &a, &b, m, n, k);
-                    let abs_a: Vec<f64> = a.iter().map(|x| x.abs()).collect();
-                    let abs_b: Vec<f64> = b.iter().map(|x| x.abs()).collect();
-                    let pm = cpu::matmul(layout, &abs_a, &abs_b, m, n, k);
+                    let pm = abs_product(layout, &a, &b, m, n, k);
                     assert_close(
                         &format!("{tag} product with row sums"),
                         &ctx.read_f32(&gc).unwrap(),

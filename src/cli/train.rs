@@ -256,6 +256,11 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     }
     let ckpt_path = out.join("checkpoint.safetensors");
     let model_path = out.join("model.safetensors");
+    // The resumable checkpoint and the PyTorch state_dict, both written atomically.
+    let save_checkpoint = |c: &Checkpoint| -> crate::Result<()> {
+        c.save(&ckpt_path)?;
+        c.save_state_dict(&model_path)
+    };
     let total_start = std::time::Instant::now();
     while trainer.epoch < args.epochs {
         let steps = trainer.steps_per_epoch();
@@ -289,9 +294,7 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         let stats = match end? {
             EpochEnd::Completed(s) => s,
             EpochEnd::Stopped { epoch, step } => {
-                let c = trainer.checkpoint(&ctx)?;
-                c.save(&ckpt_path)?;
-                c.save_state_dict(&model_path)?;
+                save_checkpoint(&trainer.checkpoint(&ctx)?)?;
                 eprintln!(
                     "interrupted before step {step} of epoch {epoch}: checkpoint written to {}\n\
                      resume with: cargo run --release --example train -- --resume {} --epochs {}",
@@ -335,8 +338,7 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         hist.epochs
             .push((stats.epoch, stats.loss, test_stats.map(|t| t.loss)));
         let c = trainer.checkpoint(&ctx)?;
-        c.save(&ckpt_path)?;
-        c.save_state_dict(&model_path)?;
+        save_checkpoint(&c)?;
         if args.images_every_epoch {
             let set = PictureSet {
                 out_dir: &out,

@@ -363,11 +363,6 @@ impl GpuContext {
         self.pipelines.get(&self.device, shader, entry, constants)
     }
 
-    /// The same device with another matmul variant (tests use it to cover both kernels).
-    pub fn set_matmul_variant(&mut self, v: MatmulVariant) {
-        self.matmul_variant = v;
-    }
-
     pub fn limits(&self) -> &wgpu::Limits {
         &self.adapter.limits
     }

@@ -147,9 +147,9 @@ pub fn matmul_with(
         Some(t) => Bind::Tensor(t),
         None => Bind::Buffer(&ctx.dummy_rw),
     };
-    let (entry, per_group) = match variant {
-        MatmulVariant::Tiled => ("matmul_tiled", 64),
-        MatmulVariant::Direct => (direct_entry(layout, m, n, k, epi.row_sums.is_some()), 64),
+    let entry = match variant {
+        MatmulVariant::Tiled => "matmul_tiled",
+        MatmulVariant::Direct => direct_entry(layout, m, n, k, epi.row_sums.is_some()),
     };
     // The NT/NN vec4 kernels never touch the row-sum output, so their layouts lack its binding.
     let binds_used = if matches!(entry, "matmul_nt4" | "matmul_nn4") {
@@ -158,11 +158,8 @@ pub fn matmul_with(
         7
     };
 
-    let groups = [
-        n.div_ceil(per_group) as u32,
-        m.div_ceil(per_group) as u32,
-        1,
-    ];
+    // Every matmul kernel covers a 64x64 tile of C per workgroup.
+    let groups = [n.div_ceil(64) as u32, m.div_ceil(64) as u32, 1];
     ctx.dispatch(
         "matmul",
         Shader::MATMUL,

@@ -175,14 +175,7 @@ impl Checkpoint {
             })
         };
         let shape_of = |name: &str| -> Result<Vec<usize>> { Ok(get(name)?.shape().to_vec()) };
-        let meta_num = |key: &str| -> Result<Option<u64>> {
-            match meta.get(key) {
-                None => Ok(None),
-                Some(v) => v.parse::<u64>().map(Some).map_err(|_| {
-                    data_err(path, format!("metadata '{key}' = '{v}' is not a number"))
-                }),
-            }
-        };
+        let meta_num = |key: &str| meta_value::<u64>(&meta, key, path);
         // Sizes: metadata first, else from the encoder and head shapes (a PyTorch state_dict).
         let enc = shape_of("linear_enc.weight")?;
         let mu = shape_of("enc_mu.weight")?;
@@ -230,9 +223,8 @@ impl Checkpoint {
             }
             let mut arena = vec![0.0f32; layout.len];
             for (spec, t) in layout.specs.iter().zip(&views) {
-                // Copy through bytes: the file's data need not be 4-byte aligned.
-                for (dst, src) in arena[spec.range()].iter_mut().zip(t.data().chunks_exact(4)) {
-                    *dst = f32::from_le_bytes([src[0], src[1], src[2], src[3]]);
+                for (dst, v) in arena[spec.range()].iter_mut().zip(le_f32s(t.data())) {
+                    *dst = v;
                 }
             }
             Ok(arena)
@@ -241,12 +233,7 @@ impl Checkpoint {
         let has_state = st.tensor("optimizer.exp_avg.linear_enc.weight").is_ok();
         let optimizer = if has_state {
             let f = |key: &str, default: f32| -> Result<f32> {
-                match meta.get(key) {
-                    None => Ok(default),
-                    Some(v) => v.parse::<f32>().map_err(|_| {
-                        data_err(path, format!("metadata '{key}' = '{v}' is not a number"))
-                    }),
-                }
+                Ok(meta_value::<f32>(&meta, key, path)?.unwrap_or(default))
             };
             let d = AdamConfig::default();
             let acc = get("trainer.loss_accumulator")?;
@@ -264,11 +251,7 @@ impl Checkpoint {
                 steps: meta_num("adam_steps")?.unwrap_or(0),
                 m: read_arena("optimizer.exp_avg.")?,
                 v: read_arena("optimizer.exp_avg_sq.")?,
-                loss_accumulator: acc
-                    .data()
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect(),
+                loss_accumulator: le_f32s(acc.data()).collect(),
             })
         } else {
             None
@@ -285,6 +268,29 @@ impl Checkpoint {
             optimizer,
             progress,
         })
+    }
+}
+
+/// Little-endian f32 values of a tensor's bytes, copied through bytes because the file's data need
+/// not be 4-byte aligned.
+fn le_f32s(bytes: &[u8]) -> impl Iterator<Item = f32> + '_ {
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+}
+
+/// A metadata value parsed as `T`; absent is `None`, unparsable is an error naming key and value.
+fn meta_value<T: std::str::FromStr>(
+    meta: &HashMap<String, String>,
+    key: &str,
+    path: &Path,
+) -> Result<Option<T>> {
+    match meta.get(key) {
+        None => Ok(None),
+        Some(v) => v
+            .parse::<T>()
+            .map(Some)
+            .map_err(|_| data_err(path, format!("metadata '{key}' = '{v}' is not a number"))),
     }
 }
 

@@ -212,7 +212,7 @@ impl Trainer {
             self.vae.reset_losses(ctx, &self.acc)?;
         }
         let steps = self.steps_per_epoch();
-        let b = self.settings.batch_size;
+        let b = self.plan.batch;
         let (mut host, mut taken) = (std::time::Duration::ZERO, 0usize);
         for step in self.step_in_epoch..steps {
             if should_stop() {
