@@ -80,7 +80,11 @@ fn bench_matmul(c: &mut Criterion) {
             let ga = ctx.upload_f32("a", &sa, &a).unwrap();
             let gb = ctx.upload_f32("b", &sb, &b).unwrap();
             let gc = ctx.zeros("c", &[m, n], DType::F32).unwrap();
-            for variant in [MatmulVariant::Direct, MatmulVariant::Tiled] {
+            let mut variants = vec![MatmulVariant::Direct, MatmulVariant::Tiled];
+            if ctx.subgroups {
+                variants.push(MatmulVariant::Subgroup);
+            }
+            for variant in variants {
                 let d = matmul_with(&ctx, variant, layout, &ga, &gb, &gc, Epilogue::NONE).unwrap();
                 g.bench_function(BenchmarkId::new(format!("gpu-{variant:?}"), &id), |bench| {
                     bench.iter_custom(|it| gpu_time(&ctx, &d, it))

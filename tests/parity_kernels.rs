@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{U, assert_close, contexts, exp_rel_tol, to_f32, uniform};
+use common::{U, assert_close, contexts, exp_rel_tol, to_f32, uniform, variants};
 use vae_wgpu::cpu::{ops as cpu, rng};
 use vae_wgpu::gpu::GpuContext;
 use vae_wgpu::gpu::{DType, MatmulVariant};
@@ -16,13 +16,17 @@ use vae_wgpu::ops::{Act, AdamConfig, Layout};
 /// (M, N, K). 132x204x200 has every dimension a multiple of 4 but not of the 8x8 block, so the
 /// vec4-loading direct kernels (taken when the contiguous dimensions are multiples of 4) run with
 /// clamped edge loads; 128x784x200 takes them too; the odd shapes take the scalar kernel.
-const SHAPES: [(usize, usize, usize); 6] = [
+const SHAPES: [(usize, usize, usize); 8] = [
     (1, 1, 1),
     (3, 5, 7),
     (128, 784, 200),
     (129, 785, 201),
     (128, 10, 200),
     (132, 204, 200),
+    // Multiples of 4 (the vec4 and subgroup kernels) with ragged tiles: M % 8 = 4, N < 64, and
+    // K % 8 = 4 so the subgroup TN kernel's tail loop runs; then a K % 8 = 3 tail.
+    (68, 44, 36),
+    (132, 204, 203),
 ];
 
 /// `|op(A)|·|op(B)|` in f64: the magnitude the matmul error bounds scale with.
@@ -95,7 +99,7 @@ fn matmul_case(
 #[test]
 fn matmul_all_layouts_shapes_and_variants() {
     for ctx in contexts() {
-        for variant in [MatmulVariant::Direct, MatmulVariant::Tiled] {
+        for variant in variants(ctx) {
             for layout in Layout::ALL {
                 for (m, n, k) in SHAPES {
                     matmul_case(ctx, variant, layout, m, n, k, Act::Identity, false, false);
@@ -108,9 +112,13 @@ fn matmul_all_layouts_shapes_and_variants() {
 #[test]
 fn matmul_epilogues() {
     for ctx in contexts() {
-        for variant in [MatmulVariant::Direct, MatmulVariant::Tiled] {
+        for variant in variants(ctx) {
             for act in Act::ALL {
                 matmul_case(ctx, variant, Layout::NT, 67, 45, 33, act, true, false);
+                // The same epilogue behind the vec4 and subgroup kernels, every layout.
+                for layout in Layout::ALL {
+                    matmul_case(ctx, variant, layout, 68, 44, 36, act, true, true);
+                }
             }
             matmul_case(
                 ctx,
@@ -134,9 +142,9 @@ fn matmul_epilogues() {
 #[test]
 fn matmul_relu_mask_epilogue() {
     for ctx in contexts() {
-        for variant in [MatmulVariant::Direct, MatmulVariant::Tiled] {
+        for variant in variants(ctx) {
             for layout in Layout::ALL {
-                for (m, n, k) in [(67, 45, 33), (132, 204, 200)] {
+                for (m, n, k) in [(67, 45, 33), (132, 204, 200), (68, 44, 36)] {
                     for acc in [false, true] {
                         let (sa, sb) = layout.operand_shapes(m, n, k);
                         let a = uniform(71, m * k, -1.0, 1.0);
@@ -198,13 +206,14 @@ fn matmul_relu_mask_epilogue() {
 #[test]
 fn matmul_row_sums_epilogue() {
     for ctx in contexts() {
-        for variant in [MatmulVariant::Direct, MatmulVariant::Tiled] {
+        for variant in variants(ctx) {
             for layout in Layout::ALL {
                 for (m, n, k) in [
                     (67, 45, 33),
                     (132, 204, 200),
                     (200, 784, 128),
                     (10, 200, 129),
+                    (68, 44, 36),
                 ] {
                     let (sa, sb) = layout.operand_shapes(m, n, k);
                     let a = uniform(81, m * k, -1.0, 1.0);
@@ -268,6 +277,20 @@ fn matmul_row_sums_epilogue() {
         assert!(
             msg.contains("row sums") && msg.contains("[6]") && msg.contains("[4]"),
             "{msg}"
+        );
+    }
+}
+
+/// The subgroup kernels must not silently drop out of the parity tests: lavapipe's Vulkan driver
+/// has 8-lane subgroups (AVX2) or wider, so there the device must come up with them.
+#[test]
+fn subgroup_kernels_are_covered_on_lavapipe() {
+    let ctx = &contexts()[0];
+    if ctx.adapter.backend == wgpu::Backend::Vulkan && ctx.adapter.name.contains("llvmpipe") {
+        assert!(
+            ctx.subgroups,
+            "{} came up without subgroups: the subgroup matmul kernels would go untested",
+            ctx.adapter.short()
         );
     }
 }

@@ -74,6 +74,9 @@ impl fmt::Display for BackendChoice {
     }
 }
 
+/// Lanes the subgroup matmul kernels broadcast across (their workgroup size).
+pub const SUBGROUP_LANES: u32 = 8;
+
 /// Which matmul kernel the context uses (both are under the parity tests).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum MatmulVariant {
@@ -81,6 +84,9 @@ pub enum MatmulVariant {
     Tiled,
     /// Register blocks read straight from storage: ~2.5x faster than tiling on CPU adapters (lavapipe).
     Direct,
+    /// The direct kernels with the rows' operand shared across a subgroup by broadcasts (needs
+    /// the `SUBGROUP` feature and subgroups of at least 8 lanes; see `matmul_subgroup.wgsl`).
+    Subgroup,
 }
 
 impl MatmulVariant {
@@ -100,8 +106,9 @@ impl FromStr for MatmulVariant {
         match s.trim().to_ascii_lowercase().as_str() {
             "tiled" => Ok(MatmulVariant::Tiled),
             "direct" => Ok(MatmulVariant::Direct),
+            "subgroup" => Ok(MatmulVariant::Subgroup),
             other => Err(Error::Config(format!(
-                "unknown matmul variant '{other}': expected tiled or direct"
+                "unknown matmul variant '{other}': expected tiled, direct or subgroup"
             ))),
         }
     }
@@ -191,8 +198,9 @@ impl fmt::Display for AdapterSummary {
         writeln!(f, "[{}] {}", self.index, self.short())?;
         writeln!(
             f,
-            "    max storage buffer binding {} MiB, max buffer {} MiB, storage buffers/stage {}",
+            "    max storage buffer binding {} MiB, uniform binding {} KiB, max buffer {} MiB, storage buffers/stage {}",
             l.max_storage_buffer_binding_size >> 20,
+            l.max_uniform_buffer_binding_size >> 10,
             l.max_buffer_size >> 20,
             l.max_storage_buffers_per_shader_stage
         )?;
@@ -242,6 +250,8 @@ pub struct GpuContext {
     pub queue: wgpu::Queue,
     pub adapter: AdapterSummary,
     pub matmul_variant: MatmulVariant,
+    /// Whether the device was created with subgroups usable by the subgroup matmul kernels.
+    pub subgroups: bool,
     pub(crate) pipelines: PipelineCache,
     errors: Arc<Mutex<Vec<String>>>,
     /// A small zeroed buffer bound where a kernel's optional input (a bias) is absent.
@@ -307,9 +317,18 @@ impl GpuContext {
         // Ask for everything the adapter has: the defaults cap storage bindings at 128 MiB and
         // storage buffers at 8 per stage, which real adapters exceed.
         let required_limits = adapter.limits();
+        // Subgroups where the adapter has them: the subgroup matmul kernels broadcast across 8 lanes.
+        let info = adapter.get_info();
+        let subgroups = adapter.features().contains(wgpu::Features::SUBGROUP)
+            && info.subgroup_min_size >= SUBGROUP_LANES;
+        let required_features = if subgroups {
+            wgpu::Features::SUBGROUP
+        } else {
+            wgpu::Features::empty()
+        };
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("vae-wgpu"),
-            required_features: wgpu::Features::empty(),
+            required_features,
             required_limits,
             ..Default::default()
         }))
@@ -337,14 +356,31 @@ impl GpuContext {
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
-        let matmul_variant = opts
-            .matmul
-            .unwrap_or_else(|| MatmulVariant::for_device_type(summary.device_type));
+        let matmul_variant = match opts.matmul {
+            Some(MatmulVariant::Subgroup) if !subgroups => {
+                return Err(Error::Config(format!(
+                    "matmul variant 'subgroup' needs subgroups of at least {SUBGROUP_LANES} lanes; \
+                     {} has {}",
+                    summary.name,
+                    if adapter.features().contains(wgpu::Features::SUBGROUP) {
+                        format!(
+                            "{}..{} lanes",
+                            info.subgroup_min_size, info.subgroup_max_size
+                        )
+                    } else {
+                        "no subgroup support".to_string()
+                    }
+                )));
+            }
+            Some(v) => v,
+            None => MatmulVariant::for_device_type(summary.device_type),
+        };
         Ok(GpuContext {
             device,
             queue,
             adapter: summary,
             matmul_variant,
+            subgroups,
             pipelines: PipelineCache::default(),
             errors,
             dummy,

@@ -38,6 +38,16 @@ impl Shader {
     pub const ADAM: Shader = shader!("adam");
     pub const GATHER: Shader = shader!("gather");
     pub const IWAE: Shader = shader!("iwae");
+    /// The subgroup matmul kernels, after `matmul.wgsl` (whose bindings and epilogue they share).
+    /// A module of its own: it compiles only on devices with wgpu's `SUBGROUP` feature.
+    pub const MATMUL_SUBGROUP: Shader = Shader {
+        name: "matmul_subgroup",
+        source: concat!(
+            include_str!("../../shaders/common.wgsl"),
+            include_str!("../../shaders/matmul.wgsl"),
+            include_str!("../../shaders/matmul_subgroup.wgsl")
+        ),
+    };
 
     /// Every shader of the engine (the cross-compilation test walks this list).
     pub const ALL: [Shader; 8] = [

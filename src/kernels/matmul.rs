@@ -53,6 +53,27 @@ fn direct_entry(layout: Layout, m: usize, n: usize, k: usize, row_sums: bool) ->
     }
 }
 
+/// The subgroup kernel for a product, where one fits: C, bias and mask are read and written as
+/// vec4s (N % 4 == 0), and the operands as the vec4 kernels read them.
+fn subgroup_entry(
+    layout: Layout,
+    m: usize,
+    n: usize,
+    k: usize,
+    row_sums: bool,
+) -> Option<&'static str> {
+    if !n.is_multiple_of(4) {
+        return None;
+    }
+    match layout {
+        Layout::NT | Layout::NN if row_sums => None,
+        Layout::NT if k.is_multiple_of(4) => Some("matmul_sg_nt"),
+        Layout::NN if k.is_multiple_of(4) => Some("matmul_sg_nn"),
+        Layout::TN if m.is_multiple_of(4) => Some("matmul_sg_tn"),
+        _ => None,
+    }
+}
+
 /// Plan `C = act(op(A)·op(B) + bias + [C])` with the context's matmul variant.
 pub fn matmul(
     ctx: &GpuContext,
@@ -147,22 +168,50 @@ pub fn matmul_with(
         Some(t) => Bind::Tensor(t),
         None => Bind::Buffer(&ctx.dummy_rw),
     };
-    let entry = match variant {
-        MatmulVariant::Tiled => "matmul_tiled",
-        MatmulVariant::Direct => direct_entry(layout, m, n, k, epi.row_sums.is_some()),
+    let keeps_row_sums = epi.row_sums.is_some();
+    let (shader, entry, groups) = match variant {
+        // Every matmul.wgsl kernel covers a 64x64 tile of C per workgroup.
+        MatmulVariant::Tiled => (Shader::MATMUL, "matmul_tiled", tiles_64(m, n)),
+        MatmulVariant::Direct => (
+            Shader::MATMUL,
+            direct_entry(layout, m, n, k, keeps_row_sums),
+            tiles_64(m, n),
+        ),
+        MatmulVariant::Subgroup => {
+            if !ctx.subgroups {
+                return Err(Error::Config(format!(
+                    "the subgroup matmul kernels need subgroups, which this device ({}) was created without",
+                    ctx.adapter.name
+                )));
+            }
+            match subgroup_entry(layout, m, n, k, keeps_row_sums) {
+                // One 8-lane workgroup per 8x64 tile of C.
+                // One 8-lane workgroup per 32x32 tile of C.
+                Some(e) => (
+                    Shader::MATMUL_SUBGROUP,
+                    e,
+                    [n.div_ceil(32) as u32, m.div_ceil(32) as u32, 1],
+                ),
+                None => (
+                    Shader::MATMUL,
+                    direct_entry(layout, m, n, k, keeps_row_sums),
+                    tiles_64(m, n),
+                ),
+            }
+        }
     };
     // The NT/NN vec4 kernels never touch the row-sum output, so their layouts lack its binding.
-    let binds_used = if matches!(entry, "matmul_nt4" | "matmul_nn4") {
+    let binds_used = if matches!(
+        entry,
+        "matmul_nt4" | "matmul_nn4" | "matmul_sg_nt" | "matmul_sg_nn"
+    ) {
         6
     } else {
         7
     };
-
-    // Every matmul kernel covers a 64x64 tile of C per workgroup.
-    let groups = [n.div_ceil(64) as u32, m.div_ceil(64) as u32, 1];
     ctx.dispatch(
         "matmul",
-        Shader::MATMUL,
+        shader,
         entry,
         &constants,
         &[
@@ -176,4 +225,8 @@ pub fn matmul_with(
         ][..binds_used],
         groups,
     )
+}
+
+fn tiles_64(m: usize, n: usize) -> [u32; 3] {
+    [n.div_ceil(64) as u32, m.div_ceil(64) as u32, 1]
 }

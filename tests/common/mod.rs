@@ -5,7 +5,7 @@
 use std::sync::OnceLock;
 
 use vae_wgpu::cpu::rng::{Stream, domain};
-use vae_wgpu::gpu::{BackendChoice, ContextOptions, GpuContext};
+use vae_wgpu::gpu::{BackendChoice, ContextOptions, GpuContext, MatmulVariant};
 
 /// f32 unit roundoff.
 pub const U: f64 = 1.0 / 16_777_216.0;
@@ -43,6 +43,17 @@ pub fn contexts() -> &'static [GpuContext] {
         }
         v
     })
+}
+
+/// The matmul variants a device runs: direct and tiled everywhere, subgroup where the device has
+/// subgroups. Lavapipe's Vulkan driver has them, so the subgroup kernels are always covered there
+/// (`subgroup_kernels_are_covered_on_lavapipe` fails if that ever changes).
+pub fn variants(ctx: &GpuContext) -> Vec<MatmulVariant> {
+    let mut v = vec![MatmulVariant::Direct, MatmulVariant::Tiled];
+    if ctx.subgroups {
+        v.push(MatmulVariant::Subgroup);
+    }
+    v
 }
 
 /// Deterministic uniform values in [lo, hi), rounded to f32 (what the GPU receives) and widened.
