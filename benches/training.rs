@@ -17,11 +17,7 @@ use vae_wgpu::model::{EpochEnd, GpuDataset, GpuVae, TrainSettings, Trainer, VaeC
 fn main() {
     // `cargo bench` passes `--bench`; filters are not used here.
     let ctx = GpuContext::from_env().unwrap_or_else(|e| panic!("{e}"));
-    println!(
-        "adapter: {}  (matmul: {:?})",
-        ctx.adapter.short(),
-        ctx.matmul_variant
-    );
+    println!("adapter: {}", ctx.adapter.short());
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist");
     let train = Mnist::load(&dir, Split::Train).unwrap();
     let cfg = VaeConfig::default();
@@ -42,6 +38,7 @@ fn main() {
         .plan_step(&ctx, 128, input, EpsSource::Philox, true, &acc)
         .unwrap();
     println!("dispatches per training step: {}", graph.dispatch_count());
+    println!("{}", ctx.matmul_summary());
     let steps = 50;
     let (mut host, mut wall) = (Vec::new(), Vec::new());
     for i in 0..steps {

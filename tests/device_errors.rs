@@ -68,7 +68,7 @@ fn an_unknown_adapter_is_named_with_the_ones_seen() {
     let opts = ContextOptions {
         backend: BackendChoice::Auto,
         adapter: Some("no-such-gpu-9000".into()),
-        matmul: None,
+        ..ContextOptions::default()
     };
     let e = GpuContext::new(&opts)
         .err()

@@ -193,7 +193,6 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
 
     let ctx = GpuContext::new(&opts)?;
     println!("adapter: {}", ctx.adapter.short());
-    println!("matmul kernel: {:?}", ctx.matmul_variant);
     println!("output: {}", out.display());
 
     let mut trainer = match &ckpt {
@@ -233,6 +232,7 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         trainer.steps_per_epoch(),
         trainer.dispatches_per_step()
     );
+    println!("{}", ctx.matmul_summary());
 
     // Ctrl-C / SIGTERM only raise a flag; the loop stops between steps and checkpoints.
     let stop = Arc::new(AtomicBool::new(false));

@@ -5,11 +5,13 @@
 //! back to GL only when those find nothing, because GL is the least capable backend for compute.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::gpu::autotune::{TuneCache, default_cache_dir};
 use crate::gpu::pipeline::PipelineCache;
 
 /// Environment variable that picks the backend when no flag does (`auto|vulkan|metal|dx12|gl`).
@@ -90,13 +92,20 @@ pub enum MatmulVariant {
 }
 
 impl MatmulVariant {
-    /// The default for an adapter: CPU rasterisers gain nothing from workgroup memory.
-    pub fn for_device_type(t: wgpu::DeviceType) -> Self {
-        if t == wgpu::DeviceType::Cpu {
-            MatmulVariant::Direct
-        } else {
-            MatmulVariant::Tiled
-        }
+    pub const ALL: [MatmulVariant; 3] = [
+        MatmulVariant::Direct,
+        MatmulVariant::Tiled,
+        MatmulVariant::Subgroup,
+    ];
+}
+
+impl fmt::Display for MatmulVariant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MatmulVariant::Tiled => "tiled",
+            MatmulVariant::Direct => "direct",
+            MatmulVariant::Subgroup => "subgroup",
+        })
     }
 }
 
@@ -108,7 +117,7 @@ impl FromStr for MatmulVariant {
             "direct" => Ok(MatmulVariant::Direct),
             "subgroup" => Ok(MatmulVariant::Subgroup),
             other => Err(Error::Config(format!(
-                "unknown matmul variant '{other}': expected tiled, direct or subgroup"
+                "unknown matmul variant '{other}': expected auto, tiled, direct or subgroup"
             ))),
         }
     }
@@ -119,8 +128,10 @@ pub struct ContextOptions {
     pub backend: BackendChoice,
     /// Adapter index (as listed by [`list_adapters`]) or a case-insensitive name substring.
     pub adapter: Option<String>,
-    /// Force a matmul variant instead of choosing by device type.
+    /// Pin one matmul variant for every product; `None` (the default) autotunes per problem.
     pub matmul: Option<MatmulVariant>,
+    /// Where the autotune cache lives; `None`: [`default_cache_dir`].
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl ContextOptions {
@@ -146,13 +157,16 @@ impl ContextOptions {
             .ok()
             .filter(|s| !s.trim().is_empty());
         let matmul = match std::env::var(MATMUL_ENV) {
-            Ok(v) if !v.trim().is_empty() => Some(v.parse()?),
+            Ok(v) if !v.trim().is_empty() && !v.trim().eq_ignore_ascii_case("auto") => {
+                Some(v.parse()?)
+            }
             _ => None,
         };
         Ok(ContextOptions {
             backend,
             adapter,
             matmul,
+            cache_dir: None,
         })
     }
 }
@@ -249,7 +263,11 @@ pub struct GpuContext {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
     pub adapter: AdapterSummary,
-    pub matmul_variant: MatmulVariant,
+    /// The matmul variant pinned by `VAE_WGPU_MATMUL` / [`ContextOptions::matmul`]; `None`: each
+    /// problem's kernel is autotuned (see [`crate::gpu::autotune`]).
+    pub matmul_pinned: Option<MatmulVariant>,
+    /// Autotuned matmul choices of this device.
+    pub tune_cache: TuneCache,
     /// Whether the device was created with subgroups usable by the subgroup matmul kernels.
     pub subgroups: bool,
     pub(crate) pipelines: PipelineCache,
@@ -356,7 +374,7 @@ impl GpuContext {
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
-        let matmul_variant = match opts.matmul {
+        let matmul_pinned = match opts.matmul {
             Some(MatmulVariant::Subgroup) if !subgroups => {
                 return Err(Error::Config(format!(
                     "matmul variant 'subgroup' needs subgroups of at least {SUBGROUP_LANES} lanes; \
@@ -372,20 +390,45 @@ impl GpuContext {
                     }
                 )));
             }
-            Some(v) => v,
-            None => MatmulVariant::for_device_type(summary.device_type),
+            other => other,
         };
+        let tune_cache =
+            TuneCache::new(&summary, opts.cache_dir.clone().or_else(default_cache_dir));
         Ok(GpuContext {
             device,
             queue,
             adapter: summary,
-            matmul_variant,
+            matmul_pinned,
+            tune_cache,
             subgroups,
             pipelines: PipelineCache::default(),
             errors,
             dummy,
             dummy_rw,
         })
+    }
+
+    /// One line on the matmul kernels in use: pinned, or the autotuned choices made so far.
+    pub fn matmul_summary(&self) -> String {
+        if let Some(v) = self.matmul_pinned {
+            return format!("matmul kernels: {v} (pinned by {MATMUL_ENV})");
+        }
+        let choices = self.tune_cache.choices();
+        let mut counts: Vec<(MatmulVariant, usize)> = MatmulVariant::ALL
+            .iter()
+            .map(|&v| (v, choices.iter().filter(|c| c.1 == v).count()))
+            .filter(|&(_, n)| n > 0)
+            .collect();
+        counts.sort_by_key(|c| std::cmp::Reverse(c.1));
+        let counts: Vec<String> = counts.iter().map(|(v, n)| format!("{v} {n}")).collect();
+        format!(
+            "matmul kernels: autotuned per shape, {} products ({}); cache {}; {MATMUL_ENV}=direct|tiled|subgroup pins one",
+            choices.len(),
+            counts.join(", "),
+            self.tune_cache
+                .file()
+                .map_or("in memory only".to_string(), |p| p.display().to_string())
+        )
     }
 
     /// The compute pipeline for `entry` of `shader` with override `constants`, compiled once and

@@ -1,6 +1,7 @@
-//! The GPU side of the engine: adapter and device selection ([`context`]), typed tensors with
+//! The GPU side of the engine: adapter and device selection ([`context`]), the autotuned matmul choices ([`autotune`]), typed tensors with
 //! upload and readback ([`tensor`]), and compiled-once compute pipelines ([`pipeline`]).
 
+pub mod autotune;
 pub mod context;
 pub mod pipeline;
 pub mod tensor;

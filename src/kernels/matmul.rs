@@ -74,7 +74,8 @@ fn subgroup_entry(
     }
 }
 
-/// Plan `C = act(op(A)·op(B) + bias + [C])` with the context's matmul variant.
+/// Plan `C = act(op(A)·op(B) + bias + [C])` with the context's pinned matmul variant, or else
+/// the one autotuned for this problem (see [`variant_for`]).
 pub fn matmul(
     ctx: &GpuContext,
     layout: Layout,
@@ -83,7 +84,154 @@ pub fn matmul(
     c: &GpuTensor,
     epi: Epilogue<'_>,
 ) -> Result<Dispatch> {
-    matmul_with(ctx, ctx.matmul_variant, layout, a, b, c, epi)
+    let (m, n) = expect_2d("matmul", "C", c)?;
+    let k = match layout {
+        Layout::NN | Layout::NT => expect_2d("matmul", "A", a)?.1,
+        Layout::TN => expect_2d("matmul", "A", a)?.0,
+    };
+    let variant = variant_for(ctx, layout, m, n, k, epi.row_sums.is_some())?;
+    matmul_with(ctx, variant, layout, a, b, c, epi)
+}
+
+/// The matmul variant for a problem: the pinned one if any; else the autotune cache's choice;
+/// else the candidates are timed now, on this device, and the fastest is recorded.
+pub fn variant_for(
+    ctx: &GpuContext,
+    layout: Layout,
+    m: usize,
+    n: usize,
+    k: usize,
+    row_sums: bool,
+) -> Result<MatmulVariant> {
+    if let Some(v) = ctx.matmul_pinned {
+        return Ok(v);
+    }
+    let problem = format!(
+        "{layout:?} {m}x{n}x{k}{}",
+        if row_sums { " +row sums" } else { "" }
+    );
+    if let Some(v) = ctx.tune_cache.get(&problem) {
+        return Ok(v);
+    }
+    let _one_at_a_time = ctx
+        .tune_cache
+        .tuning
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(v) = ctx.tune_cache.get(&problem) {
+        return Ok(v);
+    }
+    let best = tune(ctx, layout, m, n, k, row_sums)?;
+    Ok(ctx.tune_cache.record(&problem, best))
+}
+
+/// The candidates for a problem, the reference first: the direct kernel; the tiled one; the
+/// subgroup one where the device has subgroups and the shape fits it (else it is the direct one).
+fn candidates(
+    ctx: &GpuContext,
+    layout: Layout,
+    m: usize,
+    n: usize,
+    k: usize,
+    row_sums: bool,
+) -> Vec<MatmulVariant> {
+    let mut v = vec![MatmulVariant::Direct, MatmulVariant::Tiled];
+    if ctx.subgroups && subgroup_entry(layout, m, n, k, row_sums).is_some() {
+        v.push(MatmulVariant::Subgroup);
+    }
+    v
+}
+
+/// Time every candidate on operands of the problem's shape and return the fastest. A candidate
+/// whose product disagrees with the direct kernel's is dropped with a warning: the subgroup kernels
+/// assume a lane layout that the spec does not promise, so each device proves it here first.
+fn tune(
+    ctx: &GpuContext,
+    layout: Layout,
+    m: usize,
+    n: usize,
+    k: usize,
+    row_sums: bool,
+) -> Result<MatmulVariant> {
+    let (sa, sb) = layout.operand_shapes(m, n, k);
+    // Deterministic operands in [-1, 1): a product of K terms each |a·b| < 1.
+    let fill = |len: usize, mul: usize| -> Vec<f32> {
+        (0..len)
+            .map(|i| ((i * mul) % 97) as f32 / 48.5 - 1.0)
+            .collect()
+    };
+    let a = ctx.upload_f32("autotune a", &sa, &fill(m * k, 31))?;
+    let b = ctx.upload_f32("autotune b", &sb, &fill(k * n, 17))?;
+    let c = ctx.zeros("autotune c", &[m, n], crate::gpu::DType::F32)?;
+    let rs = ctx.zeros("autotune row sums", &[m], crate::gpu::DType::F32)?;
+    let epi = Epilogue {
+        row_sums: row_sums.then_some(&rs),
+        ..Epilogue::NONE
+    };
+    let mut reference: Option<Vec<f32>> = None;
+    let mut best: Option<(MatmulVariant, f64)> = None;
+    for variant in candidates(ctx, layout, m, n, k, row_sums) {
+        let d = matmul_with(ctx, variant, layout, &a, &b, &c, epi)?;
+        super::run(ctx, &[&d])?; // compiles the pipeline and warms up
+        let out = ctx.read_f32(&c)?;
+        match &reference {
+            None => reference = Some(out),
+            Some(want) => {
+                // f32 products of K terms of size < 1 agree to ~K·2^-24 each; a wrong lane
+                // layout is wrong by O(1).
+                let scale = 1.0 + want.iter().fold(0f32, |acc, v| acc.max(v.abs()));
+                let worst =
+                    want.iter()
+                        .zip(&out)
+                        .map(|(x, y)| (x - y).abs())
+                        .fold(0f32, |acc, e| {
+                            if e.is_nan() {
+                                f32::INFINITY
+                            } else {
+                                acc.max(e)
+                            }
+                        });
+                if worst > 1e-3 * scale {
+                    eprintln!(
+                        "warning: matmul autotune: the {variant} kernel disagrees with the direct \
+                         one on {layout:?} {m}x{n}x{k} (max error {worst:e}) on {}; not using it",
+                        ctx.adapter.name
+                    );
+                    continue;
+                }
+            }
+        }
+        let secs = time_dispatch(ctx, &d)?;
+        if best.is_none_or(|(_, t)| secs < t) {
+            best = Some((variant, secs));
+        }
+    }
+    Ok(best.map_or(MatmulVariant::Direct, |(v, _)| v))
+}
+
+/// Seconds per launch of `d`: the best of 3 submits of enough launches to fill ~2 ms (so the
+/// submit and wait, ~50 µs, do not decide between kernels of a few µs).
+fn time_dispatch(ctx: &GpuContext, d: &Dispatch) -> Result<f64> {
+    let submit = |reps: usize| -> Result<f64> {
+        let start = std::time::Instant::now();
+        let mut encoder = ctx.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            for _ in 0..reps {
+                d.encode(&mut pass);
+            }
+        }
+        ctx.queue.submit([encoder.finish()]);
+        ctx.wait_idle("matmul autotune")?;
+        Ok(start.elapsed().as_secs_f64())
+    };
+    let once = submit(1)?;
+    let reps = (2e-3 / once.max(1e-6)).ceil().clamp(1.0, 64.0) as usize;
+    let mut best = f64::INFINITY;
+    for _ in 0..3 {
+        best = best.min(submit(reps)? / reps as f64);
+    }
+    Ok(best)
 }
 
 /// As [`matmul`], with an explicit kernel variant (benchmarks and parity tests cover both).

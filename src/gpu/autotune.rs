@@ -1,0 +1,199 @@
+//! The record of autotuned matmul kernel choices, in memory and on disk.
+//!
+//! Which matmul kernel is fastest depends on the adapter, its driver and the problem's shape
+//! (workgroup-memory tiles on real GPUs, subgroup broadcasts on lavapipe, ...). The first time a
+//! product is planned, `kernels::matmul` times the candidates and records the winner here; the
+//! record is written to a small text file (like burn's autotune cache), so later runs on the same
+//! adapter, driver and kernel sources pick the same kernels without timing them again — and so
+//! give bit-identical results run after run.
+//!
+//! File: `$VAE_WGPU_CACHE_DIR`, else `$XDG_CACHE_HOME/vae-wgpu`, else `~/.cache/vae-wgpu`, then
+//! `matmul-autotune.tsv`: one line per choice, `adapter key <TAB> problem <TAB> variant`. Lines of
+//! other adapters, drivers or kernel versions are kept but not used; malformed lines are ignored.
+//! Delete the file to tune again.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use super::context::{AdapterSummary, MatmulVariant};
+use super::pipeline::Shader;
+
+/// Environment variable naming the cache directory.
+pub const CACHE_DIR_ENV: &str = "VAE_WGPU_CACHE_DIR";
+const FILE_NAME: &str = "matmul-autotune.tsv";
+const HEADER: &str = "# vae-wgpu matmul autotune cache, v1: adapter key\tproblem\tvariant\n";
+
+/// The default cache directory (see the module docs); `None` when no home is known.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    let nonempty = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+    if let Some(d) = nonempty(CACHE_DIR_ENV) {
+        return Some(PathBuf::from(d));
+    }
+    if let Some(d) = nonempty("XDG_CACHE_HOME") {
+        return Some(PathBuf::from(d).join("vae-wgpu"));
+    }
+    nonempty("HOME").map(|h| PathBuf::from(h).join(".cache").join("vae-wgpu"))
+}
+
+/// FNV-1a: a hash that is stable across Rust versions and platforms (unlike `DefaultHasher`), so
+/// the cache key changes exactly when the kernel sources do.
+fn fnv1a(parts: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for b in p.bytes().chain([0xff]) {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    h
+}
+
+/// Adapter, backend, driver and a hash of the matmul kernels' sources: a choice recorded under
+/// another key says nothing about this one.
+fn adapter_key(a: &AdapterSummary) -> String {
+    let kernels = fnv1a(&[
+        env!("CARGO_PKG_VERSION"),
+        Shader::MATMUL.source,
+        Shader::MATMUL_SUBGROUP.source,
+    ]);
+    format!(
+        "{} | {:?} | {} {} | kernels {kernels:016x}",
+        a.name, a.backend, a.driver, a.driver_info
+    )
+    .replace(['\t', '\n'], " ")
+}
+
+fn parse(text: &str, key: &str) -> HashMap<String, MatmulVariant> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let mut f = l.split('\t');
+            let (k, problem, variant) = (f.next()?, f.next()?, f.next()?);
+            if k != key || f.next().is_some() {
+                return None;
+            }
+            Some((problem.to_string(), variant.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Autotuned choices of one device.
+pub struct TuneCache {
+    file: Option<PathBuf>,
+    key: String,
+    /// Choices made or read in this process, by problem.
+    memo: Mutex<HashMap<String, MatmulVariant>>,
+    /// Held while a problem is timed, so concurrent planners tune it once.
+    pub(crate) tuning: Mutex<()>,
+    warned: Mutex<bool>,
+}
+
+impl TuneCache {
+    /// A cache for `adapter` kept in `dir` (`None`: in memory only).
+    pub fn new(adapter: &AdapterSummary, dir: Option<PathBuf>) -> Self {
+        TuneCache {
+            file: dir.map(|d| d.join(FILE_NAME)),
+            key: adapter_key(adapter),
+            memo: Mutex::new(HashMap::new()),
+            tuning: Mutex::new(()),
+            warned: Mutex::new(false),
+        }
+    }
+
+    /// The cache file, if any.
+    pub fn file(&self) -> Option<&Path> {
+        self.file.as_deref()
+    }
+
+    fn read_file(&self) -> HashMap<String, MatmulVariant> {
+        match self.file.as_ref().map(std::fs::read_to_string) {
+            Some(Ok(text)) => parse(&text, &self.key),
+            _ => HashMap::new(),
+        }
+    }
+
+    /// The recorded choice for `problem`: this process's, else the file's.
+    pub fn get(&self, problem: &str) -> Option<MatmulVariant> {
+        let mut memo = self.memo.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(&v) = memo.get(problem) {
+            return Some(v);
+        }
+        let v = *self.read_file().get(problem)?;
+        memo.insert(problem.to_string(), v);
+        Some(v)
+    }
+
+    /// Record `variant` as the choice for `problem` and return the choice to use: a choice another
+    /// process wrote meanwhile wins, so every run shares one record.
+    pub fn record(&self, problem: &str, variant: MatmulVariant) -> MatmulVariant {
+        let mut memo = self.memo.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(file) = &self.file else {
+            memo.insert(problem.to_string(), variant);
+            return variant;
+        };
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        if let Some(&v) = parse(&text, &self.key).get(problem) {
+            memo.insert(problem.to_string(), v);
+            return v;
+        }
+        memo.insert(problem.to_string(), variant);
+        let mut out = if text.starts_with('#') {
+            text
+        } else {
+            HEADER.to_string() + &text
+        };
+        if !out.ends_with('\n') {
+            out.push('\n');
+        }
+        out.push_str(&format!("{}\t{problem}\t{variant}\n", self.key));
+        let written = file
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .map_err(|e| e.to_string())
+            .and_then(|_| {
+                crate::model::checkpoint::write_atomic(file, out.as_bytes())
+                    .map_err(|e| e.to_string())
+            });
+        if let Err(e) = written {
+            let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
+            if !*warned {
+                *warned = true;
+                eprintln!(
+                    "warning: could not write the matmul autotune cache ({e}); the choices hold \
+                     for this run only. Set {CACHE_DIR_ENV} to a writable directory to keep them."
+                );
+            }
+        }
+        variant
+    }
+
+    /// Every choice made or read in this process, sorted by problem.
+    pub fn choices(&self) -> Vec<(String, MatmulVariant)> {
+        let memo = self.memo.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<_> = memo.iter().map(|(k, &v)| (k.clone(), v)).collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_keeps_this_adapters_wellformed_lines_only() {
+        let text = "# header\nA\tNT 1x2x3\tsubgroup\nB\tNT 1x2x3\ttiled\nA\tNN 4x4x4\tbogus\n\
+                    A\tTN 8x8x8\tdirect\textra\ngarbage\nA\tTN 4x4x4\tdirect";
+        let m = parse(text, "A");
+        assert_eq!(m.len(), 2);
+        assert_eq!(m["NT 1x2x3"], MatmulVariant::Subgroup);
+        assert_eq!(m["TN 4x4x4"], MatmulVariant::Direct);
+    }
+
+    #[test]
+    fn fnv1a_separates_parts_and_is_stable() {
+        assert_ne!(fnv1a(&["ab", "c"]), fnv1a(&["a", "bc"]));
+        assert_eq!(fnv1a(&[]), 0xcbf2_9ce4_8422_2325);
+    }
+}

@@ -1,0 +1,115 @@
+//! The matmul autotune: a choice is timed once, written to the cache file, and read back by later
+//! contexts (so runs repeat bit for bit); pinning skips it; a bad cache file or directory never
+//! stops a run.
+
+use std::path::PathBuf;
+
+use vae_wgpu::gpu::{ContextOptions, GpuContext, MatmulVariant};
+use vae_wgpu::kernels::matmul::variant_for;
+use vae_wgpu::ops::Layout;
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("vae-wgpu-autotune-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A context with its own cache directory; `matmul` overrides `VAE_WGPU_MATMUL` either way.
+fn context(cache_dir: PathBuf, matmul: Option<MatmulVariant>) -> GpuContext {
+    let opts = ContextOptions {
+        matmul,
+        cache_dir: Some(cache_dir),
+        ..ContextOptions::from_env().unwrap()
+    };
+    GpuContext::new(&opts).unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}"))
+}
+
+fn cache_text(dir: &std::path::Path) -> String {
+    std::fs::read_to_string(dir.join("matmul-autotune.tsv")).unwrap_or_default()
+}
+
+#[test]
+fn a_tuned_choice_is_written_once_and_read_back_by_later_contexts() {
+    let dir = temp_dir("reuse");
+    let ctx = context(dir.clone(), None);
+    let v = variant_for(&ctx, Layout::NT, 64, 48, 36, false).unwrap();
+    let text = cache_text(&dir);
+    let line = text
+        .lines()
+        .find(|l| l.contains("\tNT 64x48x36\t"))
+        .unwrap_or_else(|| panic!("no cache line for the tuned problem in:\n{text}"));
+    assert!(line.ends_with(&format!("\t{v}")), "{line}");
+    assert!(line.contains(&ctx.adapter.name), "{line}");
+    // The same context asks again: no second line.
+    assert_eq!(variant_for(&ctx, Layout::NT, 64, 48, 36, false).unwrap(), v);
+    assert_eq!(cache_text(&dir).matches("NT 64x48x36").count(), 1);
+
+    // Rewrite the recorded choice: a new context must take the file's word, not time again.
+    let other = if v == MatmulVariant::Tiled {
+        MatmulVariant::Direct
+    } else {
+        MatmulVariant::Tiled
+    };
+    let edited = text.replace(
+        line,
+        &line.replace(&format!("\t{v}"), &format!("\t{other}")),
+    );
+    std::fs::write(dir.join("matmul-autotune.tsv"), edited).unwrap();
+    let ctx2 = context(dir.clone(), None);
+    assert_eq!(
+        variant_for(&ctx2, Layout::NT, 64, 48, 36, false).unwrap(),
+        other
+    );
+    assert!(
+        ctx2.matmul_summary().contains("autotuned") && ctx2.matmul_summary().contains("1 products"),
+        "{}",
+        ctx2.matmul_summary()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_pinned_variant_is_used_without_tuning() {
+    let dir = temp_dir("pinned");
+    let ctx = context(dir.clone(), Some(MatmulVariant::Tiled));
+    assert_eq!(
+        variant_for(&ctx, Layout::TN, 40, 20, 12, true).unwrap(),
+        MatmulVariant::Tiled
+    );
+    assert!(
+        cache_text(&dir).is_empty(),
+        "pinning must not write the cache"
+    );
+    assert!(ctx.matmul_summary().contains("pinned"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn foreign_and_malformed_cache_lines_are_ignored_and_kept() {
+    let dir = temp_dir("foreign");
+    let junk = "not a cache line\nsome other gpu | Vulkan | x | kernels 0\tNN 32x32x32\ttiled\n\u{0}\u{1}\n";
+    std::fs::write(dir.join("matmul-autotune.tsv"), junk).unwrap();
+    let ctx = context(dir.clone(), None);
+    variant_for(&ctx, Layout::NN, 32, 32, 32, false).unwrap();
+    let text = cache_text(&dir);
+    assert!(text.contains("some other gpu"), "{text}");
+    let ours = text
+        .lines()
+        .filter(|l| l.contains(&ctx.adapter.name) && l.contains("\tNN 32x32x32\t"))
+        .count();
+    assert_eq!(ours, 1, "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_unwritable_cache_directory_does_not_stop_a_run() {
+    let dir = temp_dir("unwritable");
+    // A directory "inside" a regular file can never be created.
+    let file = dir.join("plain-file");
+    std::fs::write(&file, b"x").unwrap();
+    let ctx = context(file.join("cache"), None);
+    let v = variant_for(&ctx, Layout::NT, 16, 16, 16, false).unwrap();
+    assert_eq!(variant_for(&ctx, Layout::NT, 16, 16, 16, false).unwrap(), v);
+    let _ = std::fs::remove_dir_all(&dir);
+}
