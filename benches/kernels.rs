@@ -182,26 +182,15 @@ fn bench_elementwise(c: &mut Criterion) {
             ..StepParams::with_seed(1)
         },
     );
-    let mu = ctx.upload_f32("mu", &[b, k], &f(b * k)).unwrap();
-    let lv = ctx.upload_f32("lv", &[b, k], &f(b * k)).unwrap();
+    let heads = ctx.upload_f32("heads", &[b, 2 * k], &f(2 * b * k)).unwrap();
     let eps = ctx.zeros("eps", &[b, k], DType::F32).unwrap();
     let z = ctx.zeros("z", &[b, k], DType::F32).unwrap();
     let klp = ctx
         .zeros("klp", &[kl_partials_len(b * k)], DType::F32)
         .unwrap();
     g.throughput(bytes(4 * b * k));
-    let kr = reparam::reparam_forward(
-        &ctx,
-        &mu,
-        &lv,
-        &eps,
-        &z,
-        &klp,
-        1.0,
-        EpsSource::Philox,
-        &step,
-    )
-    .unwrap();
+    let kr = reparam::reparam_forward(&ctx, &heads, &eps, &z, &klp, 1.0, EpsSource::Philox, &step)
+        .unwrap();
     g.bench_function("reparam_forward philox 128x10", |bn| {
         bn.iter_custom(|it| gpu_time(&ctx, &kr, it))
     });

@@ -49,7 +49,7 @@ struct IwaeParams {
 @group(0) @binding(0) var<storage, read> i_rowloss: array<f32>;
 @group(0) @binding(1) var<storage, read> i_z: array<f32>;
 @group(0) @binding(2) var<storage, read> i_eps: array<f32>;
-@group(0) @binding(3) var<storage, read> i_logvar: array<f32>;
+@group(0) @binding(3) var<storage, read> i_heads: array<f32>;  // [B, 2K]: mu_b, logvar_b
 @group(0) @binding(4) var<storage, read_write> nll: array<f32>;
 @group(0) @binding(5) var<uniform> ip: IwaeParams;
 @group(0) @binding(6) var<uniform> step: StepParams;
@@ -60,7 +60,7 @@ fn log_weight(b: u32, l: u32) -> f32 {
     for (var k = 0u; k < ip.latent; k++) {
         let z = i_z[row * ip.latent + k];
         let e = i_eps[row * ip.latent + k];
-        s += 0.5 * (e * e - z * z + i_logvar[b * ip.latent + k]);
+        s += 0.5 * (e * e - z * z + i_heads[(2u * b + 1u) * ip.latent + k]);
     }
     return s;
 }

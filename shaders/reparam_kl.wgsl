@@ -6,8 +6,11 @@
 //   reparam_backward: dmu     = Σ_l dz_l + mu                                   (KL: ∂/∂mu = mu)
 //                     dlogvar = Σ_l dz_l·eps_l·0.5·exp(0.5·logvar) + 0.5·(exp(logvar) - 1)
 //
-// With L samples, mu/logvar are [B, K] and z/eps are [L, B, K]: sample l of element e is row-major
-// index l·B·K + e. The KL term does not depend on eps, so it is counted once per element.
+// mu and logvar arrive as one [B, 2K] matrix, row b = (mu_b, logvar_b): the output of the encoder's
+// two heads computed as one Linear H -> 2K (one product instead of two); the backward writes dmu and
+// dlogvar the same way, ready for the heads' weight- and input-gradient products.
+// With L samples z/eps are [L, B, K]: sample l of element e = b·K + j is row-major index l·B·K + e.
+// The KL term does not depend on eps, so it is counted once per element.
 // EPS_FROM_BUFFER reads eps from the eps buffer instead of drawing it (parity with outside references).
 // The CPU twin (src/cpu/rng.rs) implements the same generator bit for bit.
 
@@ -15,18 +18,25 @@ struct ReparamParams {
     bk: u32,        // B·K elements of mu / logvar
     samples: u32,   // L
     kl_weight: f32, // 1 for the ELBO; 0 leaves the KL out of both passes
-    _pad: u32,
+    k: u32,         // K
+}
+
+// Indices of mu and logvar of element e = b·K + j in the [B, 2K] heads matrix.
+fn mu_index(e: u32, k: u32) -> u32 {
+    return (e / k) * 2u * k + e % k;
+}
+fn logvar_index(e: u32, k: u32) -> u32 {
+    return mu_index(e, k) + k;
 }
 
 override EPS_FROM_BUFFER: bool = false;
 
-@group(0) @binding(0) var<storage, read> mu: array<f32>;
-@group(0) @binding(1) var<storage, read> logvar: array<f32>;
-@group(0) @binding(2) var<storage, read_write> eps: array<f32>;
-@group(0) @binding(3) var<storage, read_write> z: array<f32>;
-@group(0) @binding(4) var<storage, read_write> kl_partials: array<f32>;
-@group(0) @binding(5) var<uniform> p: ReparamParams;
-@group(0) @binding(6) var<uniform> step: StepParams;
+@group(0) @binding(0) var<storage, read> heads: array<f32>;
+@group(0) @binding(1) var<storage, read_write> eps: array<f32>;
+@group(0) @binding(2) var<storage, read_write> z: array<f32>;
+@group(0) @binding(3) var<storage, read_write> kl_partials: array<f32>;
+@group(0) @binding(4) var<uniform> p: ReparamParams;
+@group(0) @binding(5) var<uniform> step: StepParams;
 
 // 32x32 -> 64-bit multiply from 16-bit halves (WGSL has no mulhi).
 fn mulhilo(a: u32, b: u32) -> vec2<u32> {
@@ -82,8 +92,8 @@ fn reparam_forward(
     let e = i % max(p.bk, 1u);   // element of mu / logvar
     var kl = 0.0;
     if (i < p.bk * p.samples) {
-        let m = mu[e];
-        let lv = logvar[e];
+        let m = heads[mu_index(e, p.k)];
+        let lv = heads[logvar_index(e, p.k)];
         var n: f32;
         if (EPS_FROM_BUFFER) {
             n = eps[i];
@@ -102,13 +112,11 @@ fn reparam_forward(
     }
 }
 
-@group(0) @binding(0) var<storage, read> b_mu: array<f32>;
-@group(0) @binding(1) var<storage, read> b_logvar: array<f32>;
-@group(0) @binding(2) var<storage, read> b_eps: array<f32>;
-@group(0) @binding(3) var<storage, read> b_dz: array<f32>;
-@group(0) @binding(4) var<storage, read_write> b_dmu: array<f32>;
-@group(0) @binding(5) var<storage, read_write> b_dlogvar: array<f32>;
-@group(0) @binding(6) var<uniform> bp: ReparamParams;
+@group(0) @binding(0) var<storage, read> b_heads: array<f32>;
+@group(0) @binding(1) var<storage, read> b_eps: array<f32>;
+@group(0) @binding(2) var<storage, read> b_dz: array<f32>;
+@group(0) @binding(3) var<storage, read_write> b_dheads: array<f32>;
+@group(0) @binding(4) var<uniform> bp: ReparamParams;
 
 @compute @workgroup_size(256, 1, 1)
 fn reparam_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -116,8 +124,8 @@ fn reparam_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (e >= bp.bk) {
         return;
     }
-    let m = b_mu[e];
-    let lv = b_logvar[e];
+    let m = b_heads[mu_index(e, bp.k)];
+    let lv = b_heads[logvar_index(e, bp.k)];
     let sd = exp(0.5 * lv);
     var gmu = 0.0;
     var gsd = 0.0;
@@ -126,6 +134,6 @@ fn reparam_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
         gmu += b_dz[i];
         gsd += b_dz[i] * b_eps[i];
     }
-    b_dmu[e] = gmu + bp.kl_weight * m;
-    b_dlogvar[e] = gsd * 0.5 * sd + bp.kl_weight * 0.5 * (exp(lv) - 1.0);
+    b_dheads[mu_index(e, bp.k)] = gmu + bp.kl_weight * m;
+    b_dheads[logvar_index(e, bp.k)] = gsd * 0.5 * sd + bp.kl_weight * 0.5 * (exp(lv) - 1.0);
 }

@@ -12,7 +12,7 @@ use vae_wgpu::data::{Mnist, Split};
 use vae_wgpu::gpu::GpuContext;
 use vae_wgpu::gpu::GpuTensor;
 use vae_wgpu::kernels::reparam::EpsSource;
-use vae_wgpu::model::gpu::Input;
+use vae_wgpu::model::gpu::{Activations, Input};
 use vae_wgpu::model::{GpuVae, ParamLayout, VaeConfig};
 use vae_wgpu::ops::AdamConfig;
 
@@ -99,13 +99,9 @@ fn run_case(ctx: &GpuContext, cfg: VaeConfig, b: usize, seed: u64, steps: u32) {
                 &t.h_enc,
                 1e-4,
             );
-            close(&format!("{name} mu_e"), &read(ctx, &a.mu), &t.mu, 1e-4);
-            close(
-                &format!("{name} logvar_e"),
-                &read(ctx, &a.logvar),
-                &t.logvar,
-                1e-4,
-            );
+            let (mu, logvar) = Activations::split_heads(&read(ctx, &a.heads), cfg.latent);
+            close(&format!("{name} mu_e"), &mu, &t.mu, 1e-4);
+            close(&format!("{name} logvar_e"), &logvar, &t.logvar, 1e-4);
             close(&format!("{name} z"), &read(ctx, &a.z), &t.z, 1e-4);
             close(
                 &format!("{name} h_dec"),
@@ -132,13 +128,9 @@ fn run_case(ctx: &GpuContext, cfg: VaeConfig, b: usize, seed: u64, steps: u32) {
                 1e-3,
             );
             close(&format!("{name} dz"), &read(ctx, &a.dz), &t.dz, 1e-3);
-            close(&format!("{name} dmu_e"), &read(ctx, &a.dmu), &t.dmu, 1e-3);
-            close(
-                &format!("{name} dlogvar_e"),
-                &read(ctx, &a.dlogvar),
-                &t.dlogvar,
-                1e-3,
-            );
+            let (dmu, dlogvar) = Activations::split_heads(&read(ctx, &a.dheads), cfg.latent);
+            close(&format!("{name} dmu_e"), &dmu, &t.dmu, 1e-3);
+            close(&format!("{name} dlogvar_e"), &dlogvar, &t.dlogvar, 1e-3);
             close(
                 &format!("{name} dh_enc"),
                 &read(ctx, &a.dh_enc),

@@ -4,13 +4,14 @@
 
 mod common;
 
-use common::{U, assert_close, contexts, exp_rel_tol, to_f32, uniform, variants};
+use common::{U, assert_close, contexts, exp_rel_tol, join_heads, to_f32, uniform, variants};
 use vae_wgpu::cpu::{ops as cpu, rng};
 use vae_wgpu::gpu::GpuContext;
 use vae_wgpu::gpu::{DType, MatmulVariant};
 use vae_wgpu::kernels::matmul::{Epilogue, matmul_with};
 use vae_wgpu::kernels::reparam::{EpsSource, StepUniform, kl_partials_len};
 use vae_wgpu::kernels::{self, StepParams, adam, bce, bias_act, gather, reduce, reparam};
+use vae_wgpu::model::gpu::Activations;
 use vae_wgpu::ops::{Act, AdamConfig, Layout};
 
 /// (M, N, K). 132x204x200 has every dimension a multiple of 4 but not of the 8x8 block, so the
@@ -488,8 +489,9 @@ fn reparam_kl_forward_backward() {
             let lv = uniform(42, b * k, lv_lo, lv_hi);
             let eps = uniform(43, n, -3.0, 3.0);
             let dz = uniform(44, n, -1.0, 1.0);
-            let gmu = ctx.upload_f32("mu", &[b, k], &to_f32(&mu)).unwrap();
-            let glv = ctx.upload_f32("lv", &[b, k], &to_f32(&lv)).unwrap();
+            let gheads = ctx
+                .upload_f32("heads", &[b, 2 * k], &to_f32(&join_heads(&mu, &lv, k)))
+                .unwrap();
             let geps = ctx
                 .upload_f32("eps", &[samples * b, k], &to_f32(&eps))
                 .unwrap();
@@ -502,8 +504,7 @@ fn reparam_kl_forward_backward() {
             let step = StepUniform::new(ctx, &StepParams::with_seed(5));
             let f = reparam::reparam_forward(
                 ctx,
-                &gmu,
-                &glv,
+                &gheads,
                 &geps,
                 &gz,
                 &gkl,
@@ -544,19 +545,15 @@ fn reparam_kl_forward_backward() {
             let gdz = ctx
                 .upload_f32("dz", &[samples * b, k], &to_f32(&dz))
                 .unwrap();
-            let gdmu = ctx.zeros("dmu", &[b, k], DType::F32).unwrap();
-            let gdlv = ctx.zeros("dlv", &[b, k], DType::F32).unwrap();
-            let bwd =
-                reparam::reparam_backward(ctx, &gmu, &glv, &geps, &gdz, &gdmu, &gdlv, 1.0).unwrap();
+            let gdheads = ctx.zeros("dheads", &[b, 2 * k], DType::F32).unwrap();
+            let bwd = reparam::reparam_backward(ctx, &gheads, &geps, &gdz, &gdheads, 1.0).unwrap();
             kernels::run(ctx, &[&bwd]).unwrap();
+            let (got_dmu, got_dlv) = Activations::split_heads(&ctx.read_f32(&gdheads).unwrap(), k);
             let (want_dmu, want_dlv) = cpu::reparam_backward(&mu, &lv, &eps, &dz, 1.0);
             let sum_dz = |e: usize| (0..samples).map(|l| dz[l * b * k + e].abs()).sum::<f64>();
-            assert_close(
-                &format!("reparam dmu {name}"),
-                &ctx.read_f32(&gdmu).unwrap(),
-                &want_dmu,
-                |e| (samples as f64 + 2.0) * U * (sum_dz(e) + mu[e].abs()),
-            );
+            assert_close(&format!("reparam dmu {name}"), &got_dmu, &want_dmu, |e| {
+                (samples as f64 + 2.0) * U * (sum_dz(e) + mu[e].abs())
+            });
             let tol_dlv = |e: usize| {
                 let s = (0..samples)
                     .map(|l| (dz[l * b * k + e] * eps[l * b * k + e]).abs())
@@ -567,7 +564,7 @@ fn reparam_kl_forward_backward() {
             };
             assert_close(
                 &format!("reparam dlogvar {name}"),
-                &ctx.read_f32(&gdlv).unwrap(),
+                &got_dlv,
                 &want_dlv,
                 tol_dlv,
             );
@@ -584,8 +581,9 @@ fn reparam_philox_noise_matches_cpu_generator() {
         let step_no = 77;
         let mu = uniform(51, b * k, -1.0, 1.0);
         let lv = uniform(52, b * k, -2.0, 2.0);
-        let gmu = ctx.upload_f32("mu", &[b, k], &to_f32(&mu)).unwrap();
-        let glv = ctx.upload_f32("lv", &[b, k], &to_f32(&lv)).unwrap();
+        let gheads = ctx
+            .upload_f32("heads", &[b, 2 * k], &to_f32(&join_heads(&mu, &lv, k)))
+            .unwrap();
         let geps = ctx.zeros("eps", &[samples * b, k], DType::F32).unwrap();
         let gz = ctx.zeros("z", &[samples * b, k], DType::F32).unwrap();
         let gkl = ctx.zeros("kl", &[kl_partials_len(n)], DType::F32).unwrap();
@@ -598,8 +596,7 @@ fn reparam_philox_noise_matches_cpu_generator() {
         );
         let f = reparam::reparam_forward(
             ctx,
-            &gmu,
-            &glv,
+            &gheads,
             &geps,
             &gz,
             &gkl,

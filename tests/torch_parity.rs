@@ -17,7 +17,7 @@ use safetensors::SafeTensors;
 use vae_wgpu::cpu::model::CpuVae;
 use vae_wgpu::gpu::GpuContext;
 use vae_wgpu::kernels::reparam::EpsSource;
-use vae_wgpu::model::gpu::Input;
+use vae_wgpu::model::gpu::{Activations, Input};
 use vae_wgpu::model::{Checkpoint, GpuVae, VaeConfig};
 use vae_wgpu::ops::AdamConfig;
 
@@ -109,18 +109,20 @@ fn check_against_torch(ctx: &GpuContext, fx: &Fixture) {
         assert_close("torch kl", &[r.batch_kl as f32], &fx.get64("kl"), |_| {
             1e-4 * r.batch_kl.abs()
         });
-        for (name, tensor, cpu_v) in [
-            ("h_enc", &a.h_enc, &t.h_enc),
-            ("mu_e", &a.mu, &t.mu),
-            ("logvar_e", &a.logvar, &t.logvar),
-            ("z", &a.z, &t.z),
-            ("h_dec", &a.h_dec, &t.h_dec),
-            ("logits", &a.logits, &t.logits),
+        let (mu, logvar) =
+            Activations::split_heads(&ctx.read_f32(&a.heads).unwrap(), gpu.cfg.latent);
+        for (name, got, cpu_v) in [
+            ("h_enc", ctx.read_f32(&a.h_enc).unwrap(), &t.h_enc),
+            ("mu_e", mu, &t.mu),
+            ("logvar_e", logvar, &t.logvar),
+            ("z", ctx.read_f32(&a.z).unwrap(), &t.z),
+            ("h_dec", ctx.read_f32(&a.h_dec).unwrap(), &t.h_dec),
+            ("logits", ctx.read_f32(&a.logits).unwrap(), &t.logits),
         ] {
             let want = fx.get64(name);
             close(
                 &format!("{backend} {name} (gpu vs torch)"),
-                &ctx.read_f32(tensor).unwrap(),
+                &got,
                 &want,
                 2e-4,
             );

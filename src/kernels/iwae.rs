@@ -73,19 +73,19 @@ pub fn iwae_estimate(
     rowloss: &GpuTensor,
     z: &GpuTensor,
     eps: &GpuTensor,
-    logvar: &GpuTensor,
+    heads: &GpuTensor,
     nll: &GpuTensor,
     step: &StepUniform,
 ) -> Result<Dispatch> {
     const OP: &str = "iwae_estimate";
-    let (b, k) = expect_2d(OP, "logvar", logvar)?;
-    let (rows, zk) = expect_2d(OP, "z", z)?;
-    if zk != k || rows % b != 0 || eps.shape != z.shape || rowloss.len() < rows {
+    let (b, k2) = expect_2d(OP, "heads", heads)?;
+    let (rows, k) = expect_2d(OP, "z", z)?;
+    if k2 != 2 * k || b == 0 || rows % b != 0 || eps.shape != z.shape || rowloss.len() < rows {
         return Err(Error::shape(
             OP,
             format!(
-                "rowloss {:?}, z {:?}, eps {:?}, logvar {:?}: need z = eps = [L·B, K], logvar [B, K], rowloss ≥ L·B",
-                rowloss.shape, z.shape, eps.shape, logvar.shape
+                "rowloss {:?}, z {:?}, eps {:?}, heads {:?}: need z = eps = [L·B, K], heads [B, 2K] (mu | logvar), rowloss ≥ L·B",
+                rowloss.shape, z.shape, eps.shape, heads.shape
             ),
         ));
     }
@@ -107,7 +107,7 @@ pub fn iwae_estimate(
             Bind::Tensor(rowloss),
             Bind::Tensor(z),
             Bind::Tensor(eps),
-            Bind::Tensor(logvar),
+            Bind::Tensor(heads),
             Bind::Tensor(nll),
             Bind::Buffer(&params),
             Bind::Buffer(&step.buffer),

@@ -72,7 +72,7 @@ struct ReparamParams {
     bk: u32,
     samples: u32,
     kl_weight: f32,
-    _pad: u32,
+    k: u32,
 }
 
 /// How many KL partial sums `reparam_forward` writes for L·B·K noise elements.
@@ -80,33 +80,33 @@ pub fn kl_partials_len(noise_len: usize) -> usize {
     noise_len.div_ceil(256).max(1)
 }
 
+/// Checks `heads` = [B, 2K] (mu | logvar) against `eps`, `z` = [L·B, K]; returns (L, K).
 fn check(
     op: &'static str,
-    mu: &GpuTensor,
-    logvar: &GpuTensor,
+    heads: &GpuTensor,
     eps: &GpuTensor,
     z: &GpuTensor,
-) -> Result<usize> {
-    let (b, k) = expect_2d(op, "mu", mu)?;
-    let (rows, zk) = expect_2d(op, "z", z)?;
-    if logvar.shape != mu.shape || eps.shape != z.shape || zk != k || rows % b != 0 || rows == 0 {
+) -> Result<(usize, usize)> {
+    let (b, k2) = expect_2d(op, "heads", heads)?;
+    let (rows, k) = expect_2d(op, "z", z)?;
+    if k2 != 2 * k || eps.shape != z.shape || b == 0 || rows % b != 0 || rows == 0 {
         return Err(Error::shape(
             op,
             format!(
-                "mu {:?}, logvar {:?}, eps {:?}, z {:?}: need mu = logvar = [B, K], eps = z = [L·B, K]",
-                mu.shape, logvar.shape, eps.shape, z.shape
+                "heads {:?}, eps {:?}, z {:?}: need heads = [B, 2K] (mu | logvar), eps = z = [L·B, K]",
+                heads.shape, eps.shape, z.shape
             ),
         ));
     }
-    Ok(rows / b)
+    Ok((rows / b, k))
 }
 
-/// `z = mu + exp(logvar/2)·eps` for L samples, and KL partial sums into `kl_partials`.
+/// `z = mu + exp(logvar/2)·eps` for L samples, and KL partial sums into `kl_partials`;
+/// `heads` is the encoder heads' output [B, 2K], row b = (mu_b, logvar_b).
 #[allow(clippy::too_many_arguments)]
 pub fn reparam_forward(
     ctx: &GpuContext,
-    mu: &GpuTensor,
-    logvar: &GpuTensor,
+    heads: &GpuTensor,
     eps: &GpuTensor,
     z: &GpuTensor,
     kl_partials: &GpuTensor,
@@ -115,7 +115,7 @@ pub fn reparam_forward(
     step: &StepUniform,
 ) -> Result<Dispatch> {
     const OP: &str = "reparam_forward";
-    let samples = check(OP, mu, logvar, eps, z)?;
+    let (samples, k) = check(OP, heads, eps, z)?;
     let n = z.len();
     if kl_partials.len() < kl_partials_len(n) {
         return Err(Error::shape(
@@ -130,10 +130,10 @@ pub fn reparam_forward(
     let params = ctx.uniform(
         "reparam params",
         &ReparamParams {
-            bk: mu.len() as u32,
+            bk: (heads.len() / 2) as u32,
             samples: samples as u32,
             kl_weight,
-            _pad: 0,
+            k: k as u32,
         },
     );
     ctx.dispatch(
@@ -145,8 +145,7 @@ pub fn reparam_forward(
             (source == EpsSource::Buffer) as u32 as f64,
         )],
         &[
-            Bind::Tensor(mu),
-            Bind::Tensor(logvar),
+            Bind::Tensor(heads),
             Bind::Tensor(eps),
             Bind::Tensor(z),
             Bind::Tensor(kl_partials),
@@ -157,36 +156,32 @@ pub fn reparam_forward(
     )
 }
 
-/// `dmu = Σ_l dz_l + w·mu`, `dlogvar = Σ_l dz_l·eps_l·exp(logvar/2)/2 + w·(exp(logvar) - 1)/2`.
-#[allow(clippy::too_many_arguments)]
+/// `dmu = Σ_l dz_l + w·mu`, `dlogvar = Σ_l dz_l·eps_l·exp(logvar/2)/2 + w·(exp(logvar) - 1)/2`,
+/// written as `dheads` [B, 2K], row b = (dmu_b, dlogvar_b), like `heads`.
 pub fn reparam_backward(
     ctx: &GpuContext,
-    mu: &GpuTensor,
-    logvar: &GpuTensor,
+    heads: &GpuTensor,
     eps: &GpuTensor,
     dz: &GpuTensor,
-    dmu: &GpuTensor,
-    dlogvar: &GpuTensor,
+    dheads: &GpuTensor,
     kl_weight: f32,
 ) -> Result<Dispatch> {
     const OP: &str = "reparam_backward";
-    let samples = check(OP, mu, logvar, eps, dz)?;
-    if dmu.shape != mu.shape || dlogvar.shape != mu.shape {
+    let (samples, k) = check(OP, heads, eps, dz)?;
+    if dheads.shape != heads.shape {
         return Err(Error::shape(
             OP,
-            format!(
-                "dmu {:?}, dlogvar {:?} for mu {:?}",
-                dmu.shape, dlogvar.shape, mu.shape
-            ),
+            format!("dheads {:?} for heads {:?}", dheads.shape, heads.shape),
         ));
     }
+    let bk = heads.len() / 2;
     let params = ctx.uniform(
         "reparam params",
         &ReparamParams {
-            bk: mu.len() as u32,
+            bk: bk as u32,
             samples: samples as u32,
             kl_weight,
-            _pad: 0,
+            k: k as u32,
         },
     );
     ctx.dispatch(
@@ -195,14 +190,12 @@ pub fn reparam_backward(
         OP,
         &[],
         &[
-            Bind::Tensor(mu),
-            Bind::Tensor(logvar),
+            Bind::Tensor(heads),
             Bind::Tensor(eps),
             Bind::Tensor(dz),
-            Bind::Tensor(dmu),
-            Bind::Tensor(dlogvar),
+            Bind::Tensor(dheads),
             Bind::Buffer(&params),
         ],
-        [mu.len().div_ceil(256) as u32, 1, 1],
+        [bk.div_ceil(256) as u32, 1, 1],
     )
 }

@@ -73,7 +73,7 @@ pub(crate) fn run_pass(
                 rowloss,
                 &a.z,
                 &a.eps,
-                &a.logvar,
+                &a.heads,
                 nll,
                 vae.step_uniform(),
             )?);

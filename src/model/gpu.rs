@@ -17,14 +17,14 @@ use crate::model::{ParamLayout, VaeConfig};
 use crate::ops::{Act, AdamConfig, Layout};
 
 /// Activation and activation-gradient buffers, allocated once for the largest batch.
-/// Shapes: `x, h_enc, mu, logvar, dmu, dlogvar, dh_enc` have B rows; `eps, z, h_dec, logits` and their
-/// gradients have L·B rows (sample-major: row l·B + b).
+/// Shapes: `x, h_enc, heads, dheads, dh_enc` have B rows; `eps, z, h_dec, logits` and their
+/// gradients have L·B rows (sample-major: row l·B + b). `heads` [B, 2K] is the encoder heads'
+/// output, row b = (mu_b, logvar_b), and `dheads` its gradient (see [`Activations::split_heads`]).
 #[derive(Clone, Debug)]
 pub struct Activations {
     pub x: GpuTensor,
     pub h_enc: GpuTensor,
-    pub mu: GpuTensor,
-    pub logvar: GpuTensor,
+    pub heads: GpuTensor,
     pub eps: GpuTensor,
     pub z: GpuTensor,
     pub h_dec: GpuTensor,
@@ -32,8 +32,7 @@ pub struct Activations {
     pub dlogits: GpuTensor,
     pub dh_dec: GpuTensor,
     pub dz: GpuTensor,
-    pub dmu: GpuTensor,
-    pub dlogvar: GpuTensor,
+    pub dheads: GpuTensor,
     pub dh_enc: GpuTensor,
     pub bce_partials: GpuTensor,
     pub kl_partials: GpuTensor,
@@ -47,8 +46,7 @@ impl Activations {
         Ok(Activations {
             x: z("x", &[batch, d])?,
             h_enc: z("h_enc", &[batch, h])?,
-            mu: z("mu_e", &[batch, k])?,
-            logvar: z("logvar_e", &[batch, k])?,
+            heads: z("mu_e | logvar_e", &[batch, 2 * k])?,
             eps: z("eps", &[lb, k])?,
             z: z("z", &[lb, k])?,
             h_dec: z("h_dec", &[lb, h])?,
@@ -56,12 +54,23 @@ impl Activations {
             dlogits: z("dlogits", &[lb, d])?,
             dh_dec: z("dh_dec", &[lb, h])?,
             dz: z("dz", &[lb, k])?,
-            dmu: z("dmu_e", &[batch, k])?,
-            dlogvar: z("dlogvar_e", &[batch, k])?,
+            dheads: z("dmu_e | dlogvar_e", &[batch, 2 * k])?,
             dh_enc: z("dh_enc", &[batch, h])?,
             bce_partials: z("bce_partials", &[bce::partials_len(lb * d)])?,
             kl_partials: z("kl_partials", &[kl_partials_len(lb * k)])?,
         })
+    }
+
+    /// Split a `[B, 2K]` heads matrix read back (`heads` or `dheads`) into its `[B, K]` mu and
+    /// logvar halves.
+    pub fn split_heads(heads: &[f32], latent: usize) -> (Vec<f32>, Vec<f32>) {
+        let mut mu = Vec::with_capacity(heads.len() / 2);
+        let mut logvar = Vec::with_capacity(heads.len() / 2);
+        for row in heads.chunks_exact(2 * latent) {
+            mu.extend_from_slice(&row[..latent]);
+            logvar.extend_from_slice(&row[latent..]);
+        }
+        (mu, logvar)
     }
 
     /// Views of the decoder-side buffers (z, h_dec, logits) with `rows` rows.
@@ -77,8 +86,7 @@ impl Activations {
         Ok(Activations {
             x: v(&self.x, b)?,
             h_enc: v(&self.h_enc, b)?,
-            mu: v(&self.mu, b)?,
-            logvar: v(&self.logvar, b)?,
+            heads: v(&self.heads, b)?,
             eps: v(&self.eps, lb)?,
             z: v(&self.z, lb)?,
             h_dec: v(&self.h_dec, lb)?,
@@ -86,8 +94,7 @@ impl Activations {
             dlogits: v(&self.dlogits, lb)?,
             dh_dec: v(&self.dh_dec, lb)?,
             dz: v(&self.dz, lb)?,
-            dmu: v(&self.dmu, b)?,
-            dlogvar: v(&self.dlogvar, b)?,
+            dheads: v(&self.dheads, b)?,
             dh_enc: v(&self.dh_enc, b)?,
             bce_partials: self.bce_partials.clone(),
             kl_partials: self.kl_partials.clone(),
@@ -322,6 +329,12 @@ impl GpuVae {
         arena.view(s.offset, &s.shape)
     }
 
+    /// The encoder heads' joint `[2K, H]` weight and `[2K]` bias views in an arena.
+    pub fn heads(&self, arena: &GpuTensor) -> Result<(GpuTensor, GpuTensor)> {
+        let [(wo, ws), (bo, bs)] = self.layout.heads();
+        Ok((arena.view(wo, &ws)?, arena.view(bo, &bs)?))
+    }
+
     /// A fresh loss accumulator.
     pub fn new_accumulator(&self, ctx: &GpuContext) -> Result<GpuTensor> {
         ctx.zeros("loss accumulator", &[LossSlots::LEN], DType::F32)
@@ -348,8 +361,7 @@ impl GpuVae {
         d.extend(self.encoder(ctx, &a, input)?);
         d.push(reparam::reparam_forward(
             ctx,
-            &a.mu,
-            &a.logvar,
+            &a.heads,
             &a.eps,
             &a.z,
             &a.kl_partials,
@@ -378,7 +390,7 @@ impl GpuVae {
         if train {
             // ---- backward: dW = dYᵀ·X (TN) with db = colsum(dY) fused in, dX = dY·W (NN) with
             // the ReLU mask fused in.
-            let (w_mu, w_lv) = (p(idx::MU_W)?, p(idx::LV_W)?);
+            let (w_heads, _) = self.heads(&self.params)?;
             let (w_dec, w_out) = (p(idx::DEC_W)?, p(idx::OUT_W)?);
             let none = Epilogue::NONE;
             d.push(matmul(
@@ -411,39 +423,29 @@ impl GpuVae {
             )?);
             d.push(matmul(ctx, Layout::NN, &a.dh_dec, &w_dec, &a.dz, none)?);
             d.push(reparam::reparam_backward(
-                ctx, &a.mu, &a.logvar, &a.eps, &a.dz, &a.dmu, &a.dlogvar, 1.0,
+                ctx, &a.heads, &a.eps, &a.dz, &a.dheads, 1.0,
             )?);
+            // Both heads at once: d[W_mu; W_lv] = dheadsᵀ·h_enc with the bias gradients fused,
+            // and dh_enc = (dheads·[W_mu; W_lv]) ⊙ [h_enc > 0], the encoder ReLU's backward fused.
+            let (dw_heads, db_heads) = self.heads(&self.grads)?;
             d.push(matmul(
                 ctx,
                 Layout::TN,
-                &a.dmu,
+                &a.dheads,
                 &a.h_enc,
-                &g(idx::MU_W)?,
-                with_bias_grad(&g(idx::MU_B)?),
+                &dw_heads,
+                with_bias_grad(&db_heads),
             )?);
-            d.push(matmul(
-                ctx,
-                Layout::TN,
-                &a.dlogvar,
-                &a.h_enc,
-                &g(idx::LV_W)?,
-                with_bias_grad(&g(idx::LV_B)?),
-            )?);
-            d.push(matmul(ctx, Layout::NN, &a.dmu, &w_mu, &a.dh_enc, none)?);
-            // dh_enc = (dmu·W_mu + dlogvar·W_lv) ⊙ [h_enc > 0]: the encoder ReLU's backward,
-            // fused into the second product's epilogue after the accumulation.
-            let accumulate_masked = Epilogue {
-                accumulate: true,
-                relu_mask: Some(&a.h_enc),
-                ..Epilogue::NONE
-            };
             d.push(matmul(
                 ctx,
                 Layout::NN,
-                &a.dlogvar,
-                &w_lv,
+                &a.dheads,
+                &w_heads,
                 &a.dh_enc,
-                accumulate_masked,
+                Epilogue {
+                    relu_mask: Some(&a.h_enc),
+                    ..Epilogue::NONE
+                },
             )?);
             d.push(matmul(
                 ctx,
@@ -471,7 +473,7 @@ impl GpuVae {
         })
     }
 
-    /// Gather (optional) → `h_enc = ReLU(x·W_encᵀ + b)` → `mu`, `logvar` heads.
+    /// Gather (optional) → `h_enc = ReLU(x·W_encᵀ + b)` → the `mu | logvar` heads.
     fn encoder(
         &self,
         ctx: &GpuContext,
@@ -497,21 +499,15 @@ impl GpuVae {
             &a.h_enc,
             lin(&p(idx::ENC_B)?, Act::Relu),
         )?);
+        // Both heads as one Linear H -> 2K: heads = h_enc·[W_mu; W_lv]ᵀ + [b_mu; b_lv].
+        let (w_heads, b_heads) = self.heads(&self.params)?;
         d.push(matmul(
             ctx,
             Layout::NT,
             &a.h_enc,
-            &p(idx::MU_W)?,
-            &a.mu,
-            lin(&p(idx::MU_B)?, Act::Identity),
-        )?);
-        d.push(matmul(
-            ctx,
-            Layout::NT,
-            &a.h_enc,
-            &p(idx::LV_W)?,
-            &a.logvar,
-            lin(&p(idx::LV_B)?, Act::Identity),
+            &w_heads,
+            &a.heads,
+            lin(&b_heads, Act::Identity),
         )?);
         Ok(d)
     }
@@ -545,7 +541,7 @@ impl GpuVae {
         ])
     }
 
-    /// Plan the encoder alone on `batch` rows: fills `acts.mu` and `acts.logvar`.
+    /// Plan the encoder alone on `batch` rows: fills `acts.heads` (mu | logvar).
     pub fn plan_encode(
         &self,
         ctx: &GpuContext,

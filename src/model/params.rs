@@ -3,6 +3,11 @@
 //! multiples of 64 floats (256 bytes), so every view can be bound on any adapter; the padding is
 //! never written, its gradient stays 0 and Adam leaves it at 0.
 //!
+//! One exception: the encoder's two heads are stored as one Linear `H -> 2K`. `enc_logvar.weight`
+//! follows `enc_mu.weight` with no padding (together a `[2K, H]` matrix) and `enc_logvar.bias`
+//! follows `enc_mu.bias` (a `[2K]` vector), so both heads are one product forward and one per
+//! gradient backward; those two are only ever bound through the joint views ([`ParamLayout::heads`]).
+//!
 //! Names, shapes and order are PyTorch's `state_dict` of the notebook's model, weights `[out, in]`.
 
 use super::VaeConfig;
@@ -70,21 +75,46 @@ impl ParamLayout {
             ("dec_mu.weight", vec![d, h], h),
             ("dec_mu.bias", vec![d], h),
         ];
-        let mut offset = 0;
-        let specs = tensors
+        let mut specs: Vec<ParamSpec> = tensors
             .into_iter()
-            .map(|(name, shape, fan_in)| {
-                let spec = ParamSpec {
-                    name,
-                    shape,
-                    offset,
-                    fan_in,
-                };
-                offset += spec.len().div_ceil(ARENA_ALIGN) * ARENA_ALIGN;
-                spec
+            .map(|(name, shape, fan_in)| ParamSpec {
+                name,
+                shape,
+                offset: 0,
+                fan_in,
             })
             .collect();
-        ParamLayout { specs, len: offset }
+        // Arena order, with each logvar head packed right behind its mu head.
+        let order = [
+            (idx::ENC_W, true),
+            (idx::ENC_B, true),
+            (idx::MU_W, true),
+            (idx::LV_W, false),
+            (idx::MU_B, true),
+            (idx::LV_B, false),
+            (idx::DEC_W, true),
+            (idx::DEC_B, true),
+            (idx::OUT_W, true),
+            (idx::OUT_B, true),
+        ];
+        let mut offset = 0usize;
+        for (i, aligned) in order {
+            if aligned {
+                offset = offset.div_ceil(ARENA_ALIGN) * ARENA_ALIGN;
+            }
+            specs[i].offset = offset;
+            offset += specs[i].len();
+        }
+        let len = offset.div_ceil(ARENA_ALIGN) * ARENA_ALIGN;
+        ParamLayout { specs, len }
+    }
+
+    /// The encoder heads as one Linear `H -> 2K`: (offset, shape) of the `[2K, H]` weight
+    /// (mu rows, then logvar rows) and of the `[2K]` bias.
+    pub fn heads(&self) -> [(usize, Vec<usize>); 2] {
+        let (w, b) = (&self.specs[idx::MU_W], &self.specs[idx::MU_B]);
+        let (k, h) = (w.shape[0], w.shape[1]);
+        [(w.offset, vec![2 * k, h]), (b.offset, vec![2 * k])]
     }
 
     /// Number of real (unpadded) parameters.
@@ -109,5 +139,50 @@ impl ParamLayout {
             }
         }
         arena
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heads_are_packed_everything_else_aligned_nothing_overlaps() {
+        for cfg in [
+            VaeConfig::default(),
+            VaeConfig {
+                input: 45,
+                hidden: 37,
+                latent: 5,
+                ..VaeConfig::default()
+            },
+        ] {
+            let l = ParamLayout::new(&cfg);
+            let s = &l.specs;
+            assert_eq!(s[idx::LV_W].offset, s[idx::MU_W].range().end);
+            assert_eq!(s[idx::LV_B].offset, s[idx::MU_B].range().end);
+            for (i, spec) in s.iter().enumerate() {
+                if i != idx::LV_W && i != idx::LV_B {
+                    assert_eq!(spec.offset % ARENA_ALIGN, 0, "{}", spec.name);
+                }
+                assert!(spec.range().end <= l.len);
+                for other in &s[i + 1..] {
+                    let (a, b) = (spec.range(), other.range());
+                    assert!(
+                        a.end <= b.start || b.end <= a.start,
+                        "{} / {}",
+                        spec.name,
+                        other.name
+                    );
+                }
+            }
+            let [(wo, ws), (bo, bs)] = l.heads();
+            assert_eq!(
+                (wo, ws),
+                (s[idx::MU_W].offset, vec![2 * cfg.latent, cfg.hidden])
+            );
+            assert_eq!((bo, bs), (s[idx::MU_B].offset, vec![2 * cfg.latent]));
+            assert_eq!(l.len % ARENA_ALIGN, 0);
+        }
     }
 }

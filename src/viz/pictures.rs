@@ -9,7 +9,7 @@ use crate::cpu::rng::{Stream, domain};
 use crate::data::Mnist;
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
-use crate::model::gpu::Input;
+use crate::model::gpu::{Activations, Input};
 use crate::model::{GpuVae, VaeConfig};
 use crate::ops::AdamConfig;
 
@@ -137,7 +137,7 @@ pub fn write_pictures(
         ctx.write_f32(&a.x, &x)?;
         let g = vae.plan_encode(ctx, n_tsne, Input::Given)?;
         vae.run_step(ctx, &g, 0)?;
-        let mu = ctx.read_f32(&a.mu)?;
+        let (mu, _) = Activations::split_heads(&ctx.read_f32(&a.heads)?, cfg.latent);
         let labels: Vec<u8> = pick.iter().map(|&i| test.labels[i as usize]).collect();
         let points = tsne_2d(&mu, cfg.latent, seed)?;
         let path = name("latent_tsne");

@@ -56,6 +56,14 @@ pub fn variants(ctx: &GpuContext) -> Vec<MatmulVariant> {
     v
 }
 
+/// `[B, 2K]` rows (mu_b, logvar_b): the layout the reparameterisation kernels read.
+pub fn join_heads(mu: &[f64], logvar: &[f64], k: usize) -> Vec<f64> {
+    mu.chunks_exact(k)
+        .zip(logvar.chunks_exact(k))
+        .flat_map(|(m, l)| m.iter().chain(l).copied())
+        .collect()
+}
+
 /// Deterministic uniform values in [lo, hi), rounded to f32 (what the GPU receives) and widened.
 pub fn uniform(seed: u32, n: usize, lo: f64, hi: f64) -> Vec<f64> {
     let mut s = Stream::new(0xC0FFEE, domain::TEST_DATA, seed);
