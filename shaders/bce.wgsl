@@ -11,6 +11,7 @@
 // With L reparameterised samples the logits have L·B rows; row r is compared with target row r mod B,
 // and `scale` = 1/L averages the reconstruction term over the samples (loss and gradient alike).
 // Each workgroup writes one partial sum; reduce.wgsl adds the partials in a fixed order.
+// (Training fuses the same math into the logits product's epilogue instead: matmul.wgsl, BCE.)
 
 struct BceParams {
     n: u32,          // L·B·D logits
@@ -41,13 +42,9 @@ fn bce_forward_backward(
     for (var q = 0u; q < ITEMS; q++) {
         let i = base + q * 256u;
         if (i < p.n) {
-            let l = logits[i];
-            let x = targets[i % p.n_target];
-            // One exp serves both the loss and σ(l): e = exp(-|l|) ≤ 1 never overflows.
-            let e = exp(-abs(l));
-            let sig = select(e / (1.0 + e), 1.0 / (1.0 + e), l >= 0.0);
-            loss += max(l, 0.0) - l * x + log(1.0 + e);
-            dlogits[i] = (sig - x) * p.scale;
+            let r = bce_with_logits(logits[i], targets[i % p.n_target]);
+            loss += r.x;
+            dlogits[i] = r.y * p.scale;
         }
     }
     let total = workgroup_sum(t, loss * p.scale);

@@ -1,6 +1,6 @@
 // Prepended to every shader of this directory (see src/gpu/pipeline.rs; line numbers in shader
-// errors count these lines too): the per-step uniform's layout, the stable sigmoid, and the
-// workgroup sum that every reducing kernel uses.
+// errors count these lines too): the per-step uniform's layout, the stable sigmoid, BCE with
+// logits, and the workgroup sum that every reducing kernel uses.
 
 // Values that change every step, written once per step (src/kernels/reparam.rs, StepParams).
 struct StepParams {
@@ -21,6 +21,15 @@ fn sigmoid(x: f32) -> f32 {
     }
     let e = exp(x);
     return e / (1.0 + e);
+}
+
+// Binary cross-entropy of σ(l) against a target x in [0, 1] and its gradient in l:
+// (max(l, 0) - l·x + log(1 + exp(-|l|)), σ(l) - x). One exp serves both, e = exp(-|l|) ≤ 1 never
+// overflows; see bce.wgsl for why this form and how it relates to PyTorch's BCELoss.
+fn bce_with_logits(l: f32, x: f32) -> vec2<f32> {
+    let e = exp(-abs(l));
+    let sig = select(e / (1.0 + e), 1.0 / (1.0 + e), l >= 0.0);
+    return vec2<f32>(max(l, 0.0) - l * x + log(1.0 + e), sig - x);
 }
 
 var<workgroup> wg_partial: array<f32, 256>;

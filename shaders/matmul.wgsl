@@ -4,6 +4,11 @@
 // dX = (dY·W) ⊙ [h > 0] with h the ReLU's saved output. ROW_SUM also writes
 // rowsum[i] = Σ_k op(A)[i, k] — for the weight gradient dW = dYᵀ·X that is the bias gradient
 // colsum(dY), computed from the A values the product loads anyway (direct, tn4 and tiled kernels).
+// BCE fuses the loss into the logits product: C receives dlogits = (σ(l) - x)/L instead of the
+// logits l, against targets x (binding 5, [B, N], row i compared with target row i mod B, L = M/B),
+// and each thread writes the sum of its elements' losses / L to one slot of binding 6 (loss partials,
+// summed by reduce.wgsl's loss_reduce). It saves the BCE pass and the logits' round trip in memory.
+// Bindings 5 and 6 serve RELU_MASK / ROW_SUM or BCE, never both (the launcher checks).
 //
 // Layouts (row-major everywhere, weights stored as PyTorch does, [out, in]):
 //   NN (0): A [M,K], B [K,N]   e.g. dX = dY · W
@@ -21,7 +26,7 @@ struct MatmulParams {
     m: u32,
     n: u32,
     k: u32,
-    _pad: u32,
+    target_rows: u32,  // BCE: B, the targets' rows
 }
 
 override LAYOUT: u32 = 1u;      // 0 NN, 1 NT, 2 TN
@@ -30,6 +35,7 @@ override HAS_BIAS: bool = false;
 override ACCUMULATE: bool = false;
 override RELU_MASK: bool = false;
 override ROW_SUM: bool = false;
+override BCE: bool = false;
 
 @group(0) @binding(0) var<storage, read> a: array<f32>;
 @group(0) @binding(1) var<storage, read> b: array<f32>;
@@ -66,11 +72,18 @@ fn b_at(kk: u32, j: u32) -> f32 {
     return b[kk * p.n + j];
 }
 
-fn epilogue_store(i: u32, j: u32, acc: f32) {
+// Stores C[i, j] through the epilogue; returns the element's BCE loss / L (0 unless BCE).
+fn epilogue_store(i: u32, j: u32, acc: f32) -> f32 {
     let idx = i * p.n + j;
     var v = acc;
     if (HAS_BIAS) {
         v = v + bias[j];
+    }
+    if (BCE) {
+        let r = bce_with_logits(v, mask[(i % p.target_rows) * p.n + j]);
+        let inv_l = 1.0 / f32(p.m / p.target_rows);
+        c[idx] = r.y * inv_l;
+        return r.x * inv_l;
     }
     if (ACCUMULATE) {
         v = v + c[idx];
@@ -84,6 +97,19 @@ fn epilogue_store(i: u32, j: u32, acc: f32) {
         v = select(0.0, v, mask[idx] > 0.0);
     }
     c[idx] = v;
+    return 0.0;
+}
+
+// One thread's BCE loss partial (BCE only), to slot `slot` of binding 6.
+fn store_bce_partial(slot: u32, loss: f32) {
+    if (BCE) {
+        rowsum[slot] = loss;
+    }
+}
+
+// A direct-kernel thread's loss-partial slot: threads are numbered row-major over the grid.
+fn direct_slot(gid: vec3<u32>) -> u32 {
+    return gid.y * ((p.n + 63u) / 64u * 8u) + gid.x;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -91,16 +117,19 @@ fn epilogue_store(i: u32, j: u32, acc: f32) {
 // sixteen vec4 accumulators. Written out by hand rather than as arrays and loops: CPU drivers keep
 // named vectors in registers, while a dynamically indexed 64-element array ends up in memory.
 
-fn store_row(i: u32, col0: u32, lo: vec4<f32>, hi: vec4<f32>) {
+// Row i, columns col0..col0+7 through the epilogue; returns their BCE loss (0 unless BCE).
+fn store_row(i: u32, col0: u32, lo: vec4<f32>, hi: vec4<f32>) -> f32 {
+    var loss = 0.0;
     if (i >= p.m) {
-        return;
+        return loss;
     }
     let v = array<f32, 8>(lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w);
     for (var s = 0u; s < 8u; s++) {
         if (col0 + s < p.n) {
-            epilogue_store(i, col0 + s, v[s]);
+            loss += epilogue_store(i, col0 + s, v[s]);
         }
     }
+    return loss;
 }
 
 @compute @workgroup_size(8, 8, 1)
@@ -108,6 +137,7 @@ fn matmul_direct(@builtin(global_invocation_id) gid: vec3<u32>) {
     let row0 = gid.y * 8u;
     let col0 = gid.x * 8u;
     if (row0 >= p.m || col0 >= p.n) {
+        store_bce_partial(direct_slot(gid), 0.0);
         return;
     }
     // Clamp indices so every load is in bounds; the extra rows/columns are never stored.
@@ -186,14 +216,16 @@ fn matmul_direct(@builtin(global_invocation_id) gid: vec3<u32>) {
         }
     }
     store_row_sums(row0, gid.x == 0u, sl, sh);
-    store_row(row0 + 0u, col0, c0l, c0h);
-    store_row(row0 + 1u, col0, c1l, c1h);
-    store_row(row0 + 2u, col0, c2l, c2h);
-    store_row(row0 + 3u, col0, c3l, c3h);
-    store_row(row0 + 4u, col0, c4l, c4h);
-    store_row(row0 + 5u, col0, c5l, c5h);
-    store_row(row0 + 6u, col0, c6l, c6h);
-    store_row(row0 + 7u, col0, c7l, c7h);
+    var loss = 0.0;
+    loss += store_row(row0 + 0u, col0, c0l, c0h);
+    loss += store_row(row0 + 1u, col0, c1l, c1h);
+    loss += store_row(row0 + 2u, col0, c2l, c2h);
+    loss += store_row(row0 + 3u, col0, c3l, c3h);
+    loss += store_row(row0 + 4u, col0, c4l, c4h);
+    loss += store_row(row0 + 5u, col0, c5l, c5h);
+    loss += store_row(row0 + 6u, col0, c6l, c6h);
+    loss += store_row(row0 + 7u, col0, c7l, c7h);
+    store_bce_partial(direct_slot(gid), loss);
 }
 
 
@@ -207,6 +239,7 @@ fn matmul_nt4(@builtin(global_invocation_id) gid: vec3<u32>) {
     let row0 = gid.y * 8u;
     let col0 = gid.x * 8u;
     if (row0 >= p.m || col0 >= p.n) {
+        store_bce_partial(direct_slot(gid), 0.0);
         return;
     }
     let k4 = p.k / 4u;
@@ -276,14 +309,16 @@ fn matmul_nt4(@builtin(global_invocation_id) gid: vec3<u32>) {
         c7l += vec4<f32>(dot(u7, v0), dot(u7, v1), dot(u7, v2), dot(u7, v3));
         c7h += vec4<f32>(dot(u7, v4), dot(u7, v5), dot(u7, v6), dot(u7, v7));
     }
-    store_row(row0 + 0u, col0, c0l, c0h);
-    store_row(row0 + 1u, col0, c1l, c1h);
-    store_row(row0 + 2u, col0, c2l, c2h);
-    store_row(row0 + 3u, col0, c3l, c3h);
-    store_row(row0 + 4u, col0, c4l, c4h);
-    store_row(row0 + 5u, col0, c5l, c5h);
-    store_row(row0 + 6u, col0, c6l, c6h);
-    store_row(row0 + 7u, col0, c7l, c7h);
+    var loss = 0.0;
+    loss += store_row(row0 + 0u, col0, c0l, c0h);
+    loss += store_row(row0 + 1u, col0, c1l, c1h);
+    loss += store_row(row0 + 2u, col0, c2l, c2h);
+    loss += store_row(row0 + 3u, col0, c3l, c3h);
+    loss += store_row(row0 + 4u, col0, c4l, c4h);
+    loss += store_row(row0 + 5u, col0, c5l, c5h);
+    loss += store_row(row0 + 6u, col0, c6l, c6h);
+    loss += store_row(row0 + 7u, col0, c7l, c7h);
+    store_bce_partial(direct_slot(gid), loss);
 }
 
 // matmul_nn4: NN with K and N multiples of 4: A rows read as vec4s along K, B rows as vec4s along N.
@@ -292,6 +327,7 @@ fn matmul_nn4(@builtin(global_invocation_id) gid: vec3<u32>) {
     let row0 = gid.y * 8u;
     let col0 = gid.x * 8u;
     if (row0 >= p.m || col0 >= p.n) {
+        store_bce_partial(direct_slot(gid), 0.0);
         return;
     }
     let k4 = p.k / 4u;
@@ -405,14 +441,16 @@ fn matmul_nn4(@builtin(global_invocation_id) gid: vec3<u32>) {
         c7l = fma(vec4<f32>(u7.w), v3l, c7l);
         c7h = fma(vec4<f32>(u7.w), v3h, c7h);
     }
-    store_row(row0 + 0u, col0, c0l, c0h);
-    store_row(row0 + 1u, col0, c1l, c1h);
-    store_row(row0 + 2u, col0, c2l, c2h);
-    store_row(row0 + 3u, col0, c3l, c3h);
-    store_row(row0 + 4u, col0, c4l, c4h);
-    store_row(row0 + 5u, col0, c5l, c5h);
-    store_row(row0 + 6u, col0, c6l, c6h);
-    store_row(row0 + 7u, col0, c7l, c7h);
+    var loss = 0.0;
+    loss += store_row(row0 + 0u, col0, c0l, c0h);
+    loss += store_row(row0 + 1u, col0, c1l, c1h);
+    loss += store_row(row0 + 2u, col0, c2l, c2h);
+    loss += store_row(row0 + 3u, col0, c3l, c3h);
+    loss += store_row(row0 + 4u, col0, c4l, c4h);
+    loss += store_row(row0 + 5u, col0, c5l, c5h);
+    loss += store_row(row0 + 6u, col0, c6l, c6h);
+    loss += store_row(row0 + 7u, col0, c7l, c7h);
+    store_bce_partial(direct_slot(gid), loss);
 }
 
 
@@ -423,6 +461,7 @@ fn matmul_tn4(@builtin(global_invocation_id) gid: vec3<u32>) {
     let row0 = gid.y * 8u;
     let col0 = gid.x * 8u;
     if (row0 >= p.m || col0 >= p.n) {
+        store_bce_partial(direct_slot(gid), 0.0);
         return;
     }
     let m4 = p.m / 4u;
@@ -477,14 +516,16 @@ fn matmul_tn4(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     // With M % 4 == 0 the clamped vec4 `ah` repeats real rows only past M, never stored.
     store_row_sums(row0, gid.x == 0u, sl, sh);
-    store_row(row0 + 0u, col0, c0l, c0h);
-    store_row(row0 + 1u, col0, c1l, c1h);
-    store_row(row0 + 2u, col0, c2l, c2h);
-    store_row(row0 + 3u, col0, c3l, c3h);
-    store_row(row0 + 4u, col0, c4l, c4h);
-    store_row(row0 + 5u, col0, c5l, c5h);
-    store_row(row0 + 6u, col0, c6l, c6h);
-    store_row(row0 + 7u, col0, c7l, c7h);
+    var loss = 0.0;
+    loss += store_row(row0 + 0u, col0, c0l, c0h);
+    loss += store_row(row0 + 1u, col0, c1l, c1h);
+    loss += store_row(row0 + 2u, col0, c2l, c2h);
+    loss += store_row(row0 + 3u, col0, c3l, c3h);
+    loss += store_row(row0 + 4u, col0, c4l, c4h);
+    loss += store_row(row0 + 5u, col0, c5l, c5h);
+    loss += store_row(row0 + 6u, col0, c6l, c6h);
+    loss += store_row(row0 + 7u, col0, c7l, c7h);
+    store_bce_partial(direct_slot(gid), loss);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -560,13 +601,15 @@ fn matmul_tiled(
             }
         }
     }
+    var loss = 0.0;
     for (var r = 0u; r < 4u; r++) {
         let i = tile_row + lid.y + r * TT;
         for (var s = 0u; s < 4u; s++) {
             let j = tile_col + lid.x + s * TT;
             if (i < p.m && j < p.n) {
-                epilogue_store(i, j, acc[r * 4u + s]);
+                loss += epilogue_store(i, j, acc[r * 4u + s]);
             }
         }
     }
+    store_bce_partial((wid.y * ((p.n + TS - 1u) / TS) + wid.x) * 256u + lidx, loss);
 }

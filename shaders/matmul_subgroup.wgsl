@@ -20,19 +20,29 @@
 // The epilogue of matmul.wgsl on 4 adjacent columns at once: with N % 4 == 0 a row's columns
 // col0..col0+3 are one aligned vec4 of C (and of the bias and the mask), so a lane stores 1 vec4
 // instead of 4 floats (each a per-lane loop on CPU drivers). Rows past M and column blocks past N
-// are skipped.
+// are skipped. Returns the 4 elements' BCE loss (0 unless BCE).
 @group(0) @binding(2) var<storage, read> bias_v4: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> c_v4: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read> mask_v4: array<vec4<f32>>;
 
-fn store_cols4(i: u32, col0: u32, acc: vec4<f32>) {
+fn store_cols4(i: u32, col0: u32, acc: vec4<f32>) -> f32 {
     if (i >= p.m || col0 >= p.n) {
-        return;
+        return 0.0;
     }
     let idx = (i * p.n + col0) / 4u;
     var v = acc;
     if (HAS_BIAS) {
         v = v + bias_v4[col0 / 4u];
+    }
+    if (BCE) {
+        let x = mask_v4[((i % p.target_rows) * p.n + col0) / 4u];
+        let r0 = bce_with_logits(v.x, x.x);
+        let r1 = bce_with_logits(v.y, x.y);
+        let r2 = bce_with_logits(v.z, x.z);
+        let r3 = bce_with_logits(v.w, x.w);
+        let inv_l = 1.0 / f32(p.m / p.target_rows);
+        c_v4[idx] = vec4<f32>(r0.y, r1.y, r2.y, r3.y) * inv_l;
+        return (r0.x + r1.x + r2.x + r3.x) * inv_l;
     }
     if (ACCUMULATE) {
         v = v + c_v4[idx];
@@ -46,6 +56,7 @@ fn store_cols4(i: u32, col0: u32, acc: vec4<f32>) {
         v = select(vec4<f32>(0.0), v, mask_v4[idx] > vec4<f32>(0.0));
     }
     c_v4[idx] = v;
+    return 0.0;
 }
 
 fn store_row_sums4(i0: u32, v: vec4<f32>) {
@@ -176,38 +187,40 @@ fn matmul_sg_nt(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocat
         let u31 = subgroupBroadcast(am3, 7u);
         c31 += vec4<f32>(dot(u31, v0), dot(u31, v1), dot(u31, v2), dot(u31, v3));
     }
-    store_cols4(row0 + 0u, col0, c0);
-    store_cols4(row0 + 1u, col0, c1);
-    store_cols4(row0 + 2u, col0, c2);
-    store_cols4(row0 + 3u, col0, c3);
-    store_cols4(row0 + 4u, col0, c4);
-    store_cols4(row0 + 5u, col0, c5);
-    store_cols4(row0 + 6u, col0, c6);
-    store_cols4(row0 + 7u, col0, c7);
-    store_cols4(row0 + 8u, col0, c8);
-    store_cols4(row0 + 9u, col0, c9);
-    store_cols4(row0 + 10u, col0, c10);
-    store_cols4(row0 + 11u, col0, c11);
-    store_cols4(row0 + 12u, col0, c12);
-    store_cols4(row0 + 13u, col0, c13);
-    store_cols4(row0 + 14u, col0, c14);
-    store_cols4(row0 + 15u, col0, c15);
-    store_cols4(row0 + 16u, col0, c16);
-    store_cols4(row0 + 17u, col0, c17);
-    store_cols4(row0 + 18u, col0, c18);
-    store_cols4(row0 + 19u, col0, c19);
-    store_cols4(row0 + 20u, col0, c20);
-    store_cols4(row0 + 21u, col0, c21);
-    store_cols4(row0 + 22u, col0, c22);
-    store_cols4(row0 + 23u, col0, c23);
-    store_cols4(row0 + 24u, col0, c24);
-    store_cols4(row0 + 25u, col0, c25);
-    store_cols4(row0 + 26u, col0, c26);
-    store_cols4(row0 + 27u, col0, c27);
-    store_cols4(row0 + 28u, col0, c28);
-    store_cols4(row0 + 29u, col0, c29);
-    store_cols4(row0 + 30u, col0, c30);
-    store_cols4(row0 + 31u, col0, c31);
+    var loss = 0.0;
+    loss += store_cols4(row0 + 0u, col0, c0);
+    loss += store_cols4(row0 + 1u, col0, c1);
+    loss += store_cols4(row0 + 2u, col0, c2);
+    loss += store_cols4(row0 + 3u, col0, c3);
+    loss += store_cols4(row0 + 4u, col0, c4);
+    loss += store_cols4(row0 + 5u, col0, c5);
+    loss += store_cols4(row0 + 6u, col0, c6);
+    loss += store_cols4(row0 + 7u, col0, c7);
+    loss += store_cols4(row0 + 8u, col0, c8);
+    loss += store_cols4(row0 + 9u, col0, c9);
+    loss += store_cols4(row0 + 10u, col0, c10);
+    loss += store_cols4(row0 + 11u, col0, c11);
+    loss += store_cols4(row0 + 12u, col0, c12);
+    loss += store_cols4(row0 + 13u, col0, c13);
+    loss += store_cols4(row0 + 14u, col0, c14);
+    loss += store_cols4(row0 + 15u, col0, c15);
+    loss += store_cols4(row0 + 16u, col0, c16);
+    loss += store_cols4(row0 + 17u, col0, c17);
+    loss += store_cols4(row0 + 18u, col0, c18);
+    loss += store_cols4(row0 + 19u, col0, c19);
+    loss += store_cols4(row0 + 20u, col0, c20);
+    loss += store_cols4(row0 + 21u, col0, c21);
+    loss += store_cols4(row0 + 22u, col0, c22);
+    loss += store_cols4(row0 + 23u, col0, c23);
+    loss += store_cols4(row0 + 24u, col0, c24);
+    loss += store_cols4(row0 + 25u, col0, c25);
+    loss += store_cols4(row0 + 26u, col0, c26);
+    loss += store_cols4(row0 + 27u, col0, c27);
+    loss += store_cols4(row0 + 28u, col0, c28);
+    loss += store_cols4(row0 + 29u, col0, c29);
+    loss += store_cols4(row0 + 30u, col0, c30);
+    loss += store_cols4(row0 + 31u, col0, c31);
+    store_bce_partial((wid.y * ((p.n + 31u) / 32u) + wid.x) * 8u + lane, loss);
 }
 
 // NN: C = A·B. Lane l loads rows row0 + 8t + l of A (vec4s along K) and, for each k, the vec4 of
@@ -329,38 +342,40 @@ fn matmul_sg_nn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocat
         let u31 = subgroupBroadcast(am3, 7u);
         c31 = fma(vec4<f32>(u31.x), v0, fma(vec4<f32>(u31.y), v1, fma(vec4<f32>(u31.z), v2, fma(vec4<f32>(u31.w), v3, c31))));
     }
-    store_cols4(row0 + 0u, col0, c0);
-    store_cols4(row0 + 1u, col0, c1);
-    store_cols4(row0 + 2u, col0, c2);
-    store_cols4(row0 + 3u, col0, c3);
-    store_cols4(row0 + 4u, col0, c4);
-    store_cols4(row0 + 5u, col0, c5);
-    store_cols4(row0 + 6u, col0, c6);
-    store_cols4(row0 + 7u, col0, c7);
-    store_cols4(row0 + 8u, col0, c8);
-    store_cols4(row0 + 9u, col0, c9);
-    store_cols4(row0 + 10u, col0, c10);
-    store_cols4(row0 + 11u, col0, c11);
-    store_cols4(row0 + 12u, col0, c12);
-    store_cols4(row0 + 13u, col0, c13);
-    store_cols4(row0 + 14u, col0, c14);
-    store_cols4(row0 + 15u, col0, c15);
-    store_cols4(row0 + 16u, col0, c16);
-    store_cols4(row0 + 17u, col0, c17);
-    store_cols4(row0 + 18u, col0, c18);
-    store_cols4(row0 + 19u, col0, c19);
-    store_cols4(row0 + 20u, col0, c20);
-    store_cols4(row0 + 21u, col0, c21);
-    store_cols4(row0 + 22u, col0, c22);
-    store_cols4(row0 + 23u, col0, c23);
-    store_cols4(row0 + 24u, col0, c24);
-    store_cols4(row0 + 25u, col0, c25);
-    store_cols4(row0 + 26u, col0, c26);
-    store_cols4(row0 + 27u, col0, c27);
-    store_cols4(row0 + 28u, col0, c28);
-    store_cols4(row0 + 29u, col0, c29);
-    store_cols4(row0 + 30u, col0, c30);
-    store_cols4(row0 + 31u, col0, c31);
+    var loss = 0.0;
+    loss += store_cols4(row0 + 0u, col0, c0);
+    loss += store_cols4(row0 + 1u, col0, c1);
+    loss += store_cols4(row0 + 2u, col0, c2);
+    loss += store_cols4(row0 + 3u, col0, c3);
+    loss += store_cols4(row0 + 4u, col0, c4);
+    loss += store_cols4(row0 + 5u, col0, c5);
+    loss += store_cols4(row0 + 6u, col0, c6);
+    loss += store_cols4(row0 + 7u, col0, c7);
+    loss += store_cols4(row0 + 8u, col0, c8);
+    loss += store_cols4(row0 + 9u, col0, c9);
+    loss += store_cols4(row0 + 10u, col0, c10);
+    loss += store_cols4(row0 + 11u, col0, c11);
+    loss += store_cols4(row0 + 12u, col0, c12);
+    loss += store_cols4(row0 + 13u, col0, c13);
+    loss += store_cols4(row0 + 14u, col0, c14);
+    loss += store_cols4(row0 + 15u, col0, c15);
+    loss += store_cols4(row0 + 16u, col0, c16);
+    loss += store_cols4(row0 + 17u, col0, c17);
+    loss += store_cols4(row0 + 18u, col0, c18);
+    loss += store_cols4(row0 + 19u, col0, c19);
+    loss += store_cols4(row0 + 20u, col0, c20);
+    loss += store_cols4(row0 + 21u, col0, c21);
+    loss += store_cols4(row0 + 22u, col0, c22);
+    loss += store_cols4(row0 + 23u, col0, c23);
+    loss += store_cols4(row0 + 24u, col0, c24);
+    loss += store_cols4(row0 + 25u, col0, c25);
+    loss += store_cols4(row0 + 26u, col0, c26);
+    loss += store_cols4(row0 + 27u, col0, c27);
+    loss += store_cols4(row0 + 28u, col0, c28);
+    loss += store_cols4(row0 + 29u, col0, c29);
+    loss += store_cols4(row0 + 30u, col0, c30);
+    loss += store_cols4(row0 + 31u, col0, c31);
+    store_bce_partial((wid.y * ((p.n + 31u) / 32u) + wid.x) * 8u + lane, loss);
 }
 
 // TN: C = Aᵀ·B (weight gradients; ROW_SUM gives the bias gradient). The tile's 32 A values of
@@ -655,36 +670,38 @@ fn matmul_sg_tn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocat
         store_row_sums4(row0 + 24u, rs6);
         store_row_sums4(row0 + 28u, rs7);
     }
-    store_cols4(row0 + 0u, col0, c0);
-    store_cols4(row0 + 1u, col0, c1);
-    store_cols4(row0 + 2u, col0, c2);
-    store_cols4(row0 + 3u, col0, c3);
-    store_cols4(row0 + 4u, col0, c4);
-    store_cols4(row0 + 5u, col0, c5);
-    store_cols4(row0 + 6u, col0, c6);
-    store_cols4(row0 + 7u, col0, c7);
-    store_cols4(row0 + 8u, col0, c8);
-    store_cols4(row0 + 9u, col0, c9);
-    store_cols4(row0 + 10u, col0, c10);
-    store_cols4(row0 + 11u, col0, c11);
-    store_cols4(row0 + 12u, col0, c12);
-    store_cols4(row0 + 13u, col0, c13);
-    store_cols4(row0 + 14u, col0, c14);
-    store_cols4(row0 + 15u, col0, c15);
-    store_cols4(row0 + 16u, col0, c16);
-    store_cols4(row0 + 17u, col0, c17);
-    store_cols4(row0 + 18u, col0, c18);
-    store_cols4(row0 + 19u, col0, c19);
-    store_cols4(row0 + 20u, col0, c20);
-    store_cols4(row0 + 21u, col0, c21);
-    store_cols4(row0 + 22u, col0, c22);
-    store_cols4(row0 + 23u, col0, c23);
-    store_cols4(row0 + 24u, col0, c24);
-    store_cols4(row0 + 25u, col0, c25);
-    store_cols4(row0 + 26u, col0, c26);
-    store_cols4(row0 + 27u, col0, c27);
-    store_cols4(row0 + 28u, col0, c28);
-    store_cols4(row0 + 29u, col0, c29);
-    store_cols4(row0 + 30u, col0, c30);
-    store_cols4(row0 + 31u, col0, c31);
+    var loss = 0.0;
+    loss += store_cols4(row0 + 0u, col0, c0);
+    loss += store_cols4(row0 + 1u, col0, c1);
+    loss += store_cols4(row0 + 2u, col0, c2);
+    loss += store_cols4(row0 + 3u, col0, c3);
+    loss += store_cols4(row0 + 4u, col0, c4);
+    loss += store_cols4(row0 + 5u, col0, c5);
+    loss += store_cols4(row0 + 6u, col0, c6);
+    loss += store_cols4(row0 + 7u, col0, c7);
+    loss += store_cols4(row0 + 8u, col0, c8);
+    loss += store_cols4(row0 + 9u, col0, c9);
+    loss += store_cols4(row0 + 10u, col0, c10);
+    loss += store_cols4(row0 + 11u, col0, c11);
+    loss += store_cols4(row0 + 12u, col0, c12);
+    loss += store_cols4(row0 + 13u, col0, c13);
+    loss += store_cols4(row0 + 14u, col0, c14);
+    loss += store_cols4(row0 + 15u, col0, c15);
+    loss += store_cols4(row0 + 16u, col0, c16);
+    loss += store_cols4(row0 + 17u, col0, c17);
+    loss += store_cols4(row0 + 18u, col0, c18);
+    loss += store_cols4(row0 + 19u, col0, c19);
+    loss += store_cols4(row0 + 20u, col0, c20);
+    loss += store_cols4(row0 + 21u, col0, c21);
+    loss += store_cols4(row0 + 22u, col0, c22);
+    loss += store_cols4(row0 + 23u, col0, c23);
+    loss += store_cols4(row0 + 24u, col0, c24);
+    loss += store_cols4(row0 + 25u, col0, c25);
+    loss += store_cols4(row0 + 26u, col0, c26);
+    loss += store_cols4(row0 + 27u, col0, c27);
+    loss += store_cols4(row0 + 28u, col0, c28);
+    loss += store_cols4(row0 + 29u, col0, c29);
+    loss += store_cols4(row0 + 30u, col0, c30);
+    loss += store_cols4(row0 + 31u, col0, c31);
+    store_bce_partial((wid.y * ((p.n + 31u) / 32u) + wid.x) * 8u + lane, loss);
 }

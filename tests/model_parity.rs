@@ -58,6 +58,12 @@ fn run_case(ctx: &GpuContext, cfg: VaeConfig, b: usize, seed: u64, steps: u32) {
     let graph = gpu
         .plan_step(ctx, b, Input::Given, EpsSource::Buffer, true, &acc)
         .unwrap();
+    // A training step fuses the BCE into the logits product and never stores the logits; a
+    // forward-only step (the standalone BCE kernel) shows them, and its loss checks the fusion's.
+    let acc_fwd = gpu.new_accumulator(ctx).unwrap();
+    let forward = gpu
+        .plan_step(ctx, b, Input::Given, EpsSource::Buffer, false, &acc_fwd)
+        .unwrap();
     let a = gpu.acts.rows(b, cfg.samples).unwrap();
     ctx.write_f32(&a.x, &x).unwrap();
     let name = format!(
@@ -75,10 +81,21 @@ fn run_case(ctx: &GpuContext, cfg: VaeConfig, b: usize, seed: u64, steps: u32) {
         let eps = rng::normals(seed, step, cfg.samples * b * cfg.latent);
         ctx.write_f32(&a.eps, &eps.iter().map(|&e| e as f32).collect::<Vec<_>>())
             .unwrap();
+        gpu.reset_losses(ctx, &acc_fwd).unwrap();
+        gpu.run_step(ctx, &forward, 0).unwrap();
+        let logits = read(ctx, &a.logits);
+        let r_fwd = gpu.read_losses(ctx, &acc_fwd).unwrap();
         gpu.reset_losses(ctx, &acc).unwrap();
         gpu.run_step(ctx, &graph, 0).unwrap();
         let t = cpu.step(&x64, &eps);
         let r = gpu.read_losses(ctx, &acc).unwrap();
+        // Fused (training) and standalone BCE: the same sums in other orders.
+        assert_close(
+            &format!("{name} step {step} loss, fused BCE vs BCE kernel"),
+            &[r.batch_total as f32],
+            &[r_fwd.batch_total],
+            |_| 1e-5 * r_fwd.batch_total.abs(),
+        );
         // The loss is a sum of B·D BCE terms in f32 (see the kernel test): 1e-5 relative.
         assert_close(
             &format!("{name} step {step} loss"),
@@ -109,12 +126,7 @@ fn run_case(ctx: &GpuContext, cfg: VaeConfig, b: usize, seed: u64, steps: u32) {
                 &t.h_dec,
                 1e-4,
             );
-            close(
-                &format!("{name} logits"),
-                &read(ctx, &a.logits),
-                &t.logits,
-                1e-4,
-            );
+            close(&format!("{name} logits"), &logits, &t.logits, 1e-4);
             close(
                 &format!("{name} dlogits"),
                 &read(ctx, &a.dlogits),

@@ -8,7 +8,7 @@ use common::{U, assert_close, contexts, exp_rel_tol, join_heads, to_f32, uniform
 use vae_wgpu::cpu::{ops as cpu, rng};
 use vae_wgpu::gpu::GpuContext;
 use vae_wgpu::gpu::{DType, MatmulVariant};
-use vae_wgpu::kernels::matmul::{Epilogue, matmul_with};
+use vae_wgpu::kernels::matmul::{self, BceEpilogue, Epilogue, matmul_with};
 use vae_wgpu::kernels::reparam::{EpsSource, StepUniform, kl_partials_len};
 use vae_wgpu::kernels::{self, StepParams, adam, bce, bias_act, gather, reduce, reparam};
 use vae_wgpu::model::gpu::Activations;
@@ -279,6 +279,106 @@ fn matmul_row_sums_epilogue() {
             msg.contains("row sums") && msg.contains("[6]") && msg.contains("[4]"),
             "{msg}"
         );
+    }
+}
+
+/// BCE fused into the logits product (every variant and layout): C = dlogits = (σ(l) - x)/L with
+/// l = op(A)·op(B) + bias, and the per-thread loss partials add up to the CPU loss. Tolerance: the
+/// product's error e_l = (K+2)·u·(|A||B| + |bias|) carries into dlogits at most e_l/4 (σ' ≤ 1/4) and
+/// into each loss term at most e_l (|∂loss/∂l| ≤ 1), plus the BCE kernel's own rounding terms.
+#[test]
+fn matmul_bce_epilogue() {
+    for ctx in contexts() {
+        for variant in variants(ctx) {
+            for layout in Layout::ALL {
+                for (samples, b, n, k) in [(2, 34, 44, 36), (1, 128, 784, 200), (3, 23, 45, 33)] {
+                    let m = samples * b;
+                    let (sa, sb) = layout.operand_shapes(m, n, k);
+                    let a = uniform(91, m * k, -1.0, 1.0);
+                    let w = uniform(92, k * n, -1.0, 1.0);
+                    let bias = uniform(93, n, -1.0, 1.0);
+                    let x = uniform(94, b * n, 0.0, 1.0);
+                    let ga = ctx.upload_f32("a", &sa, &to_f32(&a)).unwrap();
+                    let gw = ctx.upload_f32("w", &sb, &to_f32(&w)).unwrap();
+                    let gbias = ctx.upload_f32("bias", &[n], &to_f32(&bias)).unwrap();
+                    let gx = ctx.upload_f32("x", &[b, n], &to_f32(&x)).unwrap();
+                    let gd = ctx.zeros("dlogits", &[m, n], DType::F32).unwrap();
+                    let np = matmul::bce_partials_len(ctx, variant, layout, m, n, k).unwrap();
+                    // NaN past the partials the kernel owns: loss_reduce must not reach them.
+                    let gp = ctx
+                        .upload_f32("partials", &[np + 7], &vec![f32::NAN; np + 7])
+                        .unwrap();
+                    let gk = ctx.zeros("kl partials", &[1], DType::F32).unwrap();
+                    let acc = ctx
+                        .zeros("acc", &[reduce::LossSlots::LEN], DType::F32)
+                        .unwrap();
+                    let epi = Epilogue {
+                        bias: Some(&gbias),
+                        bce: Some(BceEpilogue {
+                            targets: &gx,
+                            partials: &gp,
+                        }),
+                        ..Epilogue::NONE
+                    };
+                    let d = matmul_with(ctx, variant, layout, &ga, &gw, &gd, epi).unwrap();
+                    let r = reduce::loss_reduce(ctx, &gp, np, &gk, 1, &acc).unwrap();
+                    kernels::run(ctx, &[&d, &r]).unwrap();
+                    let p = cpu::matmul(layout, &a, &w, m, n, k);
+                    let logits = cpu::epilogue(&p, n, Some(&bias), None, Act::Identity);
+                    let (want_loss, want_d) = cpu::bce_forward_backward(&logits, &x);
+                    let mag = abs_product(layout, &a, &w, m, n, k);
+                    let e_l = |i: usize| (k as f64 + 2.0) * U * (mag[i] + bias[i % n].abs());
+                    let scale = 1.0 / samples as f64;
+                    let tag = format!(
+                        "{} BCE epilogue {variant:?} {layout:?} L={samples} {m}x{n}x{k}",
+                        ctx.adapter.backend.to_str()
+                    );
+                    assert_close(
+                        &format!("{tag} dlogits"),
+                        &ctx.read_f32(&gd).unwrap(),
+                        &want_d,
+                        |i| scale * (0.25 * e_l(i) + exp_rel_tol(17.0) + 2.0 * U),
+                    );
+                    let loss_mag: f64 = logits
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &l)| cpu::bce_elem(l, x[i % x.len()]).abs() + 2.0 * l.abs())
+                        .sum::<f64>()
+                        * scale;
+                    let tol = (0..m * n).map(e_l).sum::<f64>() * scale
+                        + 24.0 * U * loss_mag
+                        + (m * n) as f64 * scale * (2f64.powi(-21) + exp_rel_tol(17.0));
+                    let acc_v = ctx.read_f32(&acc).unwrap();
+                    assert_close(
+                        &format!("{tag} loss"),
+                        &acc_v[reduce::LossSlots::BATCH_BCE..][..1],
+                        &[want_loss],
+                        |_| tol,
+                    );
+                }
+            }
+        }
+        // A BCE epilogue with an activation, or targets that do not tile the rows, is refused.
+        let a = ctx.zeros("a", &[6, 4], DType::F32).unwrap();
+        let w = ctx.zeros("w", &[5, 4], DType::F32).unwrap();
+        let c = ctx.zeros("c", &[6, 5], DType::F32).unwrap();
+        let parts = ctx.zeros("p", &[4096], DType::F32).unwrap();
+        for (rows, act) in [(4, Act::Identity), (3, Act::Relu)] {
+            let x = ctx.zeros("x", &[rows, 5], DType::F32).unwrap();
+            let epi = Epilogue {
+                act,
+                bce: Some(BceEpilogue {
+                    targets: &x,
+                    partials: &parts,
+                }),
+                ..Epilogue::NONE
+            };
+            let msg = matmul_with(ctx, MatmulVariant::Direct, Layout::NT, &a, &w, &c, epi)
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(msg.contains("BCE"), "{msg}");
+        }
     }
 }
 

@@ -24,11 +24,20 @@ fn override_sets(shader: &str) -> Vec<Vec<(&'static str, f64)>> {
                                         ("ACCUMULATE", acc as f64),
                                         ("RELU_MASK", mask as f64),
                                         ("ROW_SUM", rows as f64),
+                                        ("BCE", 0.0),
                                     ]);
                                 }
                             }
                         }
                     }
+                }
+                // The BCE epilogue goes with identity, no accumulation, mask or row sums.
+                for bias in 0..2 {
+                    v.push(vec![
+                        ("LAYOUT", layout as f64),
+                        ("HAS_BIAS", bias as f64),
+                        ("BCE", 1.0),
+                    ]);
                 }
             }
             v

@@ -47,9 +47,17 @@ fn acc_decls(s: &mut String) {
 }
 
 fn stores(s: &mut String) {
+    s.push_str("    var loss = 0.0;\n");
     for r in 0..ROWS {
-        writeln!(s, "    store_cols4(row0 + {r}u, col0, c{r});").unwrap();
+        writeln!(s, "    loss += store_cols4(row0 + {r}u, col0, c{r});").unwrap();
     }
+    writeln!(
+        s,
+        "    store_bce_partial((wid.y * ((p.n + {c}u) / {tc}u) + wid.x) * {LANES}u + lane, loss);",
+        c = LANES * 4 - 1,
+        tc = LANES * 4
+    )
+    .unwrap();
 }
 
 fn prologue(s: &mut String, name: &str, what: &str) {
@@ -255,19 +263,29 @@ fn generate() -> String {
 // The epilogue of matmul.wgsl on 4 adjacent columns at once: with N % 4 == 0 a row's columns
 // col0..col0+3 are one aligned vec4 of C (and of the bias and the mask), so a lane stores 1 vec4
 // instead of 4 floats (each a per-lane loop on CPU drivers). Rows past M and column blocks past N
-// are skipped.
+// are skipped. Returns the 4 elements' BCE loss (0 unless BCE).
 @group(0) @binding(2) var<storage, read> bias_v4: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> c_v4: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read> mask_v4: array<vec4<f32>>;
 
-fn store_cols4(i: u32, col0: u32, acc: vec4<f32>) {
+fn store_cols4(i: u32, col0: u32, acc: vec4<f32>) -> f32 {
     if (i >= p.m || col0 >= p.n) {
-        return;
+        return 0.0;
     }
     let idx = (i * p.n + col0) / 4u;
     var v = acc;
     if (HAS_BIAS) {
         v = v + bias_v4[col0 / 4u];
+    }
+    if (BCE) {
+        let x = mask_v4[((i % p.target_rows) * p.n + col0) / 4u];
+        let r0 = bce_with_logits(v.x, x.x);
+        let r1 = bce_with_logits(v.y, x.y);
+        let r2 = bce_with_logits(v.z, x.z);
+        let r3 = bce_with_logits(v.w, x.w);
+        let inv_l = 1.0 / f32(p.m / p.target_rows);
+        c_v4[idx] = vec4<f32>(r0.y, r1.y, r2.y, r3.y) * inv_l;
+        return (r0.x + r1.x + r2.x + r3.x) * inv_l;
     }
     if (ACCUMULATE) {
         v = v + c_v4[idx];
@@ -281,6 +299,7 @@ fn store_cols4(i: u32, col0: u32, acc: vec4<f32>) {
         v = select(vec4<f32>(0.0), v, mask_v4[idx] > vec4<f32>(0.0));
     }
     c_v4[idx] = v;
+    return 0.0;
 }
 
 fn store_row_sums4(i0: u32, v: vec4<f32>) {

@@ -75,6 +75,12 @@ fn check_against_torch(ctx: &GpuContext, fx: &Fixture) {
     let graph = gpu
         .plan_step(ctx, b, Input::Given, EpsSource::Buffer, true, &acc)
         .unwrap();
+    // Training steps never store the logits (the BCE is fused into their product): a forward-only
+    // step shows them.
+    let acc_fwd = gpu.new_accumulator(ctx).unwrap();
+    let forward = gpu
+        .plan_step(ctx, b, Input::Given, EpsSource::Buffer, false, &acc_fwd)
+        .unwrap();
     let a = gpu.acts.rows(b, 1).unwrap();
     ctx.write_f32(&a.x, &x).unwrap();
     let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
@@ -83,6 +89,8 @@ fn check_against_torch(ctx: &GpuContext, fx: &Fixture) {
     for step in 1..=3 {
         let eps = fx.get(&format!("eps.{step}"));
         ctx.write_f32(&a.eps, &eps).unwrap();
+        gpu.run_step(ctx, &forward, 0).unwrap();
+        let logits = ctx.read_f32(&a.logits).unwrap();
         gpu.reset_losses(ctx, &acc).unwrap();
         gpu.run_step(ctx, &graph, 0).unwrap();
         let t = cpu.step(&x64, &eps.iter().map(|&v| v as f64).collect::<Vec<_>>());
@@ -117,7 +125,7 @@ fn check_against_torch(ctx: &GpuContext, fx: &Fixture) {
             ("logvar_e", logvar, &t.logvar),
             ("z", ctx.read_f32(&a.z).unwrap(), &t.z),
             ("h_dec", ctx.read_f32(&a.h_dec).unwrap(), &t.h_dec),
-            ("logits", ctx.read_f32(&a.logits).unwrap(), &t.logits),
+            ("logits", logits, &t.logits),
         ] {
             let want = fx.get64(name);
             close(

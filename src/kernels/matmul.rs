@@ -2,6 +2,7 @@
 
 use super::{Bind, Dispatch, expect_2d};
 use crate::error::{Error, Result};
+use crate::gpu::context::SUBGROUP_LANES;
 use crate::gpu::{GpuContext, GpuTensor, MatmulVariant, Shader};
 use crate::ops::{Act, Layout};
 
@@ -11,7 +12,8 @@ struct MatmulParams {
     m: u32,
     n: u32,
     k: u32,
-    _pad: u32,
+    /// BCE epilogue: the targets' rows B.
+    target_rows: u32,
 }
 
 /// Everything about a product besides its operands.
@@ -27,6 +29,19 @@ pub struct Epilogue<'a> {
     /// Also write `Σ_k op(A)[i, k]` for every row i of C into this `[M]` tensor: for a weight
     /// gradient `dW = dYᵀ·X` (TN) that is the bias gradient `colsum(dY)`, fused.
     pub row_sums: Option<&'a GpuTensor>,
+    /// The BCE loss fused into the logits product (see `shaders/matmul.wgsl`, BCE): C receives
+    /// dlogits instead of the logits.
+    pub bce: Option<BceEpilogue<'a>>,
+}
+
+/// Targets and loss-partial output of a BCE epilogue.
+#[derive(Clone, Copy, Debug)]
+pub struct BceEpilogue<'a> {
+    /// `[B, N]`; row i of C is compared with target row `i mod B` (`M = L·B`), and loss and
+    /// gradient are divided by L.
+    pub targets: &'a GpuTensor,
+    /// At least [`bce_partials_len`] values: one loss partial per thread of the kernel.
+    pub partials: &'a GpuTensor,
 }
 
 impl Epilogue<'_> {
@@ -36,6 +51,7 @@ impl Epilogue<'_> {
         accumulate: false,
         relu_mask: None,
         row_sums: None,
+        bce: None,
     };
 }
 
@@ -292,7 +308,7 @@ pub fn matmul_with(
             m: m as u32,
             n: n as u32,
             k: k as u32,
-            _pad: 0,
+            target_rows: epi.bce.map_or(0, |b| b.targets.shape[0] as u32),
         },
     );
     let constants = [
@@ -302,22 +318,116 @@ pub fn matmul_with(
         ("ACCUMULATE", epi.accumulate as u32 as f64),
         ("RELU_MASK", epi.relu_mask.is_some() as u32 as f64),
         ("ROW_SUM", epi.row_sums.is_some() as u32 as f64),
+        ("BCE", epi.bce.is_some() as u32 as f64),
     ];
     let bias = match epi.bias {
         Some(t) => Bind::Tensor(t),
         None => Bind::Buffer(&ctx.dummy),
     };
-    let mask = match epi.relu_mask {
-        Some(t) => Bind::Tensor(t),
-        None => Bind::Buffer(&ctx.dummy),
+    // Binding 5: the ReLU mask or the BCE targets; 6: the row sums or the BCE loss partials.
+    let mask = match (epi.relu_mask, epi.bce) {
+        (Some(t), _) => Bind::Tensor(t),
+        (None, Some(b)) => Bind::Tensor(b.targets),
+        (None, None) => Bind::Buffer(&ctx.dummy),
     };
     // A separate writable placeholder: one buffer may not be bound read-only and read-write at once.
-    let row_sums = match epi.row_sums {
-        Some(t) => Bind::Tensor(t),
-        None => Bind::Buffer(&ctx.dummy_rw),
+    let row_sums = match (epi.row_sums, epi.bce) {
+        (Some(t), _) => Bind::Tensor(t),
+        (None, Some(b)) => Bind::Tensor(b.partials),
+        (None, None) => Bind::Buffer(&ctx.dummy_rw),
     };
-    let keeps_row_sums = epi.row_sums.is_some();
-    let (shader, entry, groups) = match variant {
+    let (shader, entry, groups) =
+        kernel_for(ctx, variant, layout, m, n, k, epi.row_sums.is_some())?;
+    if let Some(b) = epi.bce {
+        check_bce(b, epi, m, n)?;
+        let need = bce_partials_for(entry, groups);
+        if b.partials.len() < need {
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "{} BCE loss partials, the {entry} kernel writes {need}",
+                    b.partials.len()
+                ),
+            ));
+        }
+    }
+    ctx.dispatch(
+        "matmul",
+        shader,
+        entry,
+        &constants,
+        &[
+            Bind::Tensor(a),
+            Bind::Tensor(b),
+            bias,
+            Bind::Tensor(c),
+            Bind::Buffer(&params),
+            mask,
+            row_sums,
+        ],
+        groups,
+    )
+}
+
+/// A BCE epilogue applies to the plain product plus bias: no activation, accumulation, mask or
+/// row sums (they share its bindings); targets `[B, N]` with B dividing M.
+fn check_bce(b: BceEpilogue<'_>, epi: Epilogue<'_>, m: usize, n: usize) -> Result<()> {
+    if epi.act != Act::Identity
+        || epi.accumulate
+        || epi.relu_mask.is_some()
+        || epi.row_sums.is_some()
+    {
+        return Err(Error::Config(
+            "a BCE epilogue takes the logits as they are: no activation, accumulation, ReLU mask or row sums".into(),
+        ));
+    }
+    match b.targets.shape[..] {
+        [rows, cols] if cols == n && rows > 0 && m.is_multiple_of(rows) => Ok(()),
+        _ => Err(Error::shape(
+            "matmul",
+            format!(
+                "BCE targets {:?} for logits [{m}, {n}]: need [B, {n}] with B dividing {m}",
+                b.targets.shape
+            ),
+        )),
+    }
+}
+
+/// How many BCE loss partials a kernel writes: one per thread of its grid.
+fn bce_partials_for(entry: &str, groups: [u32; 3]) -> usize {
+    let per_group = match entry {
+        "matmul_tiled" => 256,
+        e if e.starts_with("matmul_sg_") => SUBGROUP_LANES as usize,
+        _ => 64, // the direct kernels: 8x8 threads
+    };
+    groups[0] as usize * groups[1] as usize * per_group
+}
+
+/// How many BCE loss partials the `variant` kernel for an `[M, N]` product over K writes (what
+/// `loss_reduce` must add up); size the partials buffer with it.
+pub fn bce_partials_len(
+    ctx: &GpuContext,
+    variant: MatmulVariant,
+    layout: Layout,
+    m: usize,
+    n: usize,
+    k: usize,
+) -> Result<usize> {
+    let (_, entry, groups) = kernel_for(ctx, variant, layout, m, n, k, false)?;
+    Ok(bce_partials_for(entry, groups))
+}
+
+/// The shader, entry point and grid of a variant for a problem.
+fn kernel_for(
+    ctx: &GpuContext,
+    variant: MatmulVariant,
+    layout: Layout,
+    m: usize,
+    n: usize,
+    k: usize,
+    keeps_row_sums: bool,
+) -> Result<(Shader, &'static str, [u32; 3])> {
+    Ok(match variant {
         // Every matmul.wgsl kernel covers a 64x64 tile of C per workgroup.
         MatmulVariant::Tiled => (Shader::MATMUL, "matmul_tiled", tiles_64(m, n)),
         MatmulVariant::Direct => (
@@ -333,7 +443,6 @@ pub fn matmul_with(
                 )));
             }
             match subgroup_entry(layout, m, n, k, keeps_row_sums) {
-                // One 8-lane workgroup per 8x64 tile of C.
                 // One 8-lane workgroup per 32x32 tile of C.
                 Some(e) => (
                     Shader::MATMUL_SUBGROUP,
@@ -347,32 +456,7 @@ pub fn matmul_with(
                 ),
             }
         }
-    };
-    // The NT/NN vec4 kernels never touch the row-sum output, so their layouts lack its binding.
-    let binds_used = if matches!(
-        entry,
-        "matmul_nt4" | "matmul_nn4" | "matmul_sg_nt" | "matmul_sg_nn"
-    ) {
-        6
-    } else {
-        7
-    };
-    ctx.dispatch(
-        "matmul",
-        shader,
-        entry,
-        &constants,
-        &[
-            Bind::Tensor(a),
-            Bind::Tensor(b),
-            bias,
-            Bind::Tensor(c),
-            Bind::Buffer(&params),
-            mask,
-            row_sums,
-        ][..binds_used],
-        groups,
-    )
+    })
 }
 
 fn tiles_64(m: usize, n: usize) -> [u32; 3] {

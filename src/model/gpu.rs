@@ -8,7 +8,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{DType, GpuContext, GpuTensor};
-use crate::kernels::matmul::{Epilogue, matmul};
+use crate::kernels::matmul::{self, BceEpilogue, Epilogue, matmul};
 use crate::kernels::reduce::LossSlots;
 use crate::kernels::reparam::{EpsSource, StepUniform, kl_partials_len};
 use crate::kernels::{self, Dispatch, StepParams, adam, bce, bias_act, gather, reduce, reparam};
@@ -56,7 +56,12 @@ impl Activations {
             dz: z("dz", &[lb, k])?,
             dheads: z("dmu_e | dlogvar_e", &[batch, 2 * k])?,
             dh_enc: z("dh_enc", &[batch, h])?,
-            bce_partials: z("bce_partials", &[bce::partials_len(lb * d)])?,
+            // Room for the BCE kernel's partials and for the fused BCE epilogue's (one per thread;
+            // the tiled kernel's grid has the most threads).
+            bce_partials: z(
+                "bce_partials",
+                &[bce::partials_len(lb * d).max(lb.div_ceil(64) * d.div_ceil(64) * 256)],
+            )?,
             kl_partials: z("kl_partials", &[kl_partials_len(lb * k)])?,
         })
     }
@@ -369,19 +374,46 @@ impl GpuVae {
             eps_source,
             step,
         )?);
-        d.extend(self.decoder(ctx, &a.z, &a.h_dec, &a.logits)?);
-        d.push(bce::bce_forward_backward(
-            ctx,
-            &a.logits,
-            &a.x,
-            &a.dlogits,
-            &a.bce_partials,
-        )?);
         let lb = self.cfg.samples * batch;
+        let bce_partials = if train {
+            // Training needs no logits: the BCE loss and dlogits come out of the logits product's
+            // epilogue (one dispatch and one pass over [L·B, D] fewer).
+            let p = |i| self.view(&self.params, i);
+            let (d_in, h) = (self.cfg.input, self.cfg.hidden);
+            d.push(self.decoder(ctx, &a.z, &a.h_dec, &a.logits)?.remove(0));
+            let variant = matmul::variant_for(ctx, Layout::NT, lb, d_in, h, false)?;
+            d.push(matmul::matmul_with(
+                ctx,
+                variant,
+                Layout::NT,
+                &a.h_dec,
+                &p(idx::OUT_W)?,
+                &a.dlogits,
+                Epilogue {
+                    bias: Some(&p(idx::OUT_B)?),
+                    bce: Some(BceEpilogue {
+                        targets: &a.x,
+                        partials: &a.bce_partials,
+                    }),
+                    ..Epilogue::NONE
+                },
+            )?);
+            matmul::bce_partials_len(ctx, variant, Layout::NT, lb, d_in, h)?
+        } else {
+            d.extend(self.decoder(ctx, &a.z, &a.h_dec, &a.logits)?);
+            d.push(bce::bce_forward_backward(
+                ctx,
+                &a.logits,
+                &a.x,
+                &a.dlogits,
+                &a.bce_partials,
+            )?);
+            bce::partials_len(lb * self.cfg.input)
+        };
         d.push(reduce::loss_reduce(
             ctx,
             &a.bce_partials,
-            bce::partials_len(lb * self.cfg.input),
+            bce_partials,
             &a.kl_partials,
             kl_partials_len(lb * self.cfg.latent),
             acc,
