@@ -223,6 +223,23 @@ pub struct LossReadout {
     pub nonfinite: bool,
 }
 
+impl LossReadout {
+    /// Decode an accumulator's `[LossSlots::LEN]` values.
+    pub fn from_slots(v: &[f32]) -> Self {
+        let f = |i: usize| v[i] as f64;
+        LossReadout {
+            epoch_total: f(LossSlots::EPOCH_TOTAL),
+            epoch_bce: f(LossSlots::EPOCH_BCE),
+            epoch_kl: f(LossSlots::EPOCH_KL),
+            batch_total: f(LossSlots::BATCH_TOTAL),
+            batch_bce: f(LossSlots::BATCH_BCE),
+            batch_kl: f(LossSlots::BATCH_KL),
+            batches: v[LossSlots::BATCHES] as u64,
+            nonfinite: v[LossSlots::NONFINITE] != 0.0,
+        }
+    }
+}
+
 pub struct GpuVae {
     pub cfg: VaeConfig,
     pub layout: ParamLayout,
@@ -688,18 +705,7 @@ impl GpuVae {
 
     /// Read a loss accumulator back (waits for the submitted steps).
     pub fn read_losses(&self, ctx: &GpuContext, acc: &GpuTensor) -> Result<LossReadout> {
-        let v = ctx.read_f32(acc)?;
-        let f = |i: usize| v[i] as f64;
-        Ok(LossReadout {
-            epoch_total: f(LossSlots::EPOCH_TOTAL),
-            epoch_bce: f(LossSlots::EPOCH_BCE),
-            epoch_kl: f(LossSlots::EPOCH_KL),
-            batch_total: f(LossSlots::BATCH_TOTAL),
-            batch_bce: f(LossSlots::BATCH_BCE),
-            batch_kl: f(LossSlots::BATCH_KL),
-            batches: v[LossSlots::BATCHES] as u64,
-            nonfinite: v[LossSlots::NONFINITE] != 0.0,
-        })
+        Ok(LossReadout::from_slots(&ctx.read_f32(acc)?))
     }
 
     /// The parameter arena, read back.

@@ -1,16 +1,17 @@
 //! The training loop: data sets resident on the GPU, a reshuffled index list per epoch, one planned
 //! step graph for full batches and one for the epoch's last, smaller batch (as PyTorch's DataLoader
-//! without `drop_last`), losses read back only at log points and epoch ends.
+//! without `drop_last`), losses read back only at log points (asynchronously) and epoch ends.
 
 use crate::cpu::rng::{Stream, domain};
 use crate::data::Mnist;
 use crate::error::{Error, Result};
+use crate::gpu::readback::AsyncReadback;
 use crate::gpu::{GpuContext, GpuTensor};
 use crate::kernels::reduce::LossSlots;
 use crate::kernels::reparam::EpsSource;
 use crate::model::checkpoint::{Checkpoint, OptimizerState, Progress};
 use crate::model::eval::run_pass;
-use crate::model::gpu::{EpochPlan, Input};
+use crate::model::gpu::{EpochPlan, Input, LossReadout};
 use crate::model::{GpuVae, VaeConfig};
 use crate::ops::AdamConfig;
 
@@ -128,6 +129,8 @@ pub struct Trainer {
     pub train: GpuDataset,
     acc: GpuTensor,
     plan: EpochPlan,
+    /// Reads the accumulator at log points without stalling the queue.
+    loss_reader: AsyncReadback,
     /// Epochs completed.
     pub epoch: usize,
     /// Steps done in the epoch in progress (0 at an epoch boundary).
@@ -173,12 +176,14 @@ impl Trainer {
         let plan = EpochPlan::new(train.len, settings.batch_size, |rows| {
             vae.plan_step(ctx, rows, input, EpsSource::Philox, true, &acc)
         })?;
+        let loss_reader = AsyncReadback::new(ctx, &acc);
         Ok(Trainer {
             vae,
             settings,
             train,
             acc,
             plan,
+            loss_reader,
             epoch: 0,
             step_in_epoch: 0,
         })
@@ -214,13 +219,33 @@ impl Trainer {
         let steps = self.steps_per_epoch();
         let b = self.plan.batch;
         let (mut host, mut taken) = (std::time::Duration::ZERO, 0usize);
+        // Batch losses at log points come back asynchronously (double-buffered), so reading them
+        // never drains the queue; each is reported once the device has got there.
+        let plan = &self.plan;
+        let report =
+            |done: Vec<(usize, Vec<f32>)>, on_event: &mut dyn FnMut(Event)| -> Result<()> {
+                for (step, slots) in done {
+                    let r = LossReadout::from_slots(&slots);
+                    if r.nonfinite {
+                        return Err(Error::Diverged { epoch, step });
+                    }
+                    on_event(Event::BatchLoss {
+                        epoch,
+                        step,
+                        steps,
+                        loss: r.batch_total / plan.graph(step).batch as f64,
+                    });
+                }
+                Ok(())
+            };
         for step in self.step_in_epoch..steps {
             if should_stop() {
                 // Let the submitted steps finish so a checkpoint taken now is consistent.
+                report(self.loss_reader.finish(ctx)?, on_event)?;
                 ctx.wait_idle("the last steps")?;
                 return Ok(EpochEnd::Stopped { epoch, step });
             }
-            let graph = self.plan.graph(step);
+            let graph = plan.graph(step);
             host += self.vae.run_step(ctx, graph, step * b)?;
             taken += 1;
             self.step_in_epoch = step + 1;
@@ -232,18 +257,11 @@ impl Trainer {
             });
             let log = self.settings.log_every;
             if log > 0 && step % log == 0 {
-                let r = self.vae.read_losses(ctx, &self.acc)?;
-                if r.nonfinite {
-                    return Err(Error::Diverged { epoch, step });
-                }
-                on_event(Event::BatchLoss {
-                    epoch,
-                    step,
-                    steps,
-                    loss: r.batch_total / graph.batch as f64,
-                });
+                report(self.loss_reader.request(ctx, &self.acc, step)?, on_event)?;
             }
+            report(self.loss_reader.poll(ctx)?, on_event)?;
         }
+        report(self.loss_reader.finish(ctx)?, on_event)?;
         let r = self.vae.read_losses(ctx, &self.acc)?;
         if r.nonfinite {
             return Err(Error::Diverged { epoch, step: steps });
