@@ -13,19 +13,26 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use vae_wgpu::cpu::ops as cpu;
 use vae_wgpu::gpu::{DType, GpuContext, MatmulVariant};
-use vae_wgpu::kernels::matmul::{Epilogue, matmul_with};
+use vae_wgpu::kernels::matmul::{
+    BceEpilogue, Epilogue, bce_partials_len, matmul_with, variant_for,
+};
 use vae_wgpu::kernels::reparam::{EpsSource, StepUniform, kl_partials_len};
 use vae_wgpu::kernels::{Dispatch, StepParams, adam, bce, bias_act, gather, reduce, reparam};
 use vae_wgpu::ops::{Act, AdamConfig, Layout};
 
-/// Model shapes (M, N, K) and the square one.
-const SHAPES: [(usize, usize, usize); 7] = [
+/// Model shapes (M, N, K) — the list, the two weight-gradient shapes training runs (TN
+/// 784x200x128 and 200x784x128), the 20-wide joint latent heads, the 10-wide decoder input — and
+/// the square one.
+const SHAPES: [(usize, usize, usize); 10] = [
     (128, 784, 200),
     (128, 200, 784),
     (784, 128, 200),
+    (784, 200, 128),
     (200, 784, 128),
+    (128, 20, 200),
+    (20, 200, 128),
     (128, 10, 200),
-    (10, 200, 128),
+    (128, 200, 10),
     (1024, 1024, 1024),
 ];
 
@@ -33,6 +40,12 @@ fn context() -> GpuContext {
     let ctx = GpuContext::from_env().unwrap_or_else(|e| panic!("{e}"));
     eprintln!("adapter: {}", ctx.adapter.short());
     ctx
+}
+
+/// The adapter in every benchmark's name, so each result line says where it ran (and criterion
+/// keeps one baseline per adapter).
+fn tag(ctx: &GpuContext) -> String {
+    format!("{} {:?}", ctx.adapter.name, ctx.adapter.backend)
 }
 
 /// Time `iters` launches of `d`, recorded 64 to a submit so per-submit overhead is amortised.
@@ -66,7 +79,7 @@ fn config() -> Criterion {
 fn bench_matmul(c: &mut Criterion) {
     let ctx = context();
     for layout in Layout::ALL {
-        let mut g = c.benchmark_group(format!("matmul/{layout:?}"));
+        let mut g = c.benchmark_group(format!("matmul/{layout:?} [{}]", tag(&ctx)));
         for (m, n, k) in SHAPES {
             let id = format!("{m}x{n}x{k}");
             g.throughput(Throughput::Elements((2 * m * n * k) as u64));
@@ -137,7 +150,7 @@ fn bench_matmul(c: &mut Criterion) {
 fn bench_elementwise(c: &mut Criterion) {
     let ctx = context();
     let (b, d, h, k) = (128usize, 784usize, 200usize, 10usize);
-    let mut g = c.benchmark_group("kernels");
+    let mut g = c.benchmark_group(format!("kernels [{}]", tag(&ctx)));
     let f = |n: usize| -> Vec<f32> { (0..n).map(|i| ((i * 7) % 13) as f32 * 0.1 - 0.6).collect() };
     let logits = ctx.upload_f32("logits", &[b, d], &f(b * d)).unwrap();
     let x = ctx
@@ -158,6 +171,40 @@ fn bench_elementwise(c: &mut Criterion) {
     g.bench_function("bce_forward_backward 128x784", |bn| {
         bn.iter_custom(|it| gpu_time(&ctx, &kb, it))
     });
+
+    // The logits product with and without the BCE fused into its epilogue (autotuned variant).
+    let hd = ctx.upload_f32("h_dec", &[b, h], &f(b * h)).unwrap();
+    let w_out = ctx.upload_f32("w_out", &[d, h], &f(d * h)).unwrap();
+    let b_out = ctx.upload_f32("b_out", &[d], &f(d)).unwrap();
+    let variant = variant_for(&ctx, Layout::NT, b, d, h, false).unwrap();
+    let fused_parts = ctx
+        .zeros(
+            "fused parts",
+            &[bce_partials_len(&ctx, variant, Layout::NT, b, d, h).unwrap()],
+            DType::F32,
+        )
+        .unwrap();
+    g.throughput(Throughput::Elements((2 * b * d * h) as u64));
+    let plain = Epilogue {
+        bias: Some(&b_out),
+        ..Epilogue::NONE
+    };
+    let kp = matmul_with(&ctx, variant, Layout::NT, &hd, &w_out, &dl, plain).unwrap();
+    g.bench_function(format!("logits product 128x784x200 ({variant})"), |bn| {
+        bn.iter_custom(|it| gpu_time(&ctx, &kp, it))
+    });
+    let fused = Epilogue {
+        bce: Some(BceEpilogue {
+            targets: &x,
+            partials: &fused_parts,
+        }),
+        ..plain
+    };
+    let kf = matmul_with(&ctx, variant, Layout::NT, &hd, &w_out, &dl, fused).unwrap();
+    g.bench_function(
+        format!("logits product + fused BCE 128x784x200 ({variant})"),
+        |bn| bn.iter_custom(|it| gpu_time(&ctx, &kf, it)),
+    );
 
     let y = ctx.upload_f32("y", &[b, h], &f(b * h)).unwrap();
     let dy = ctx.upload_f32("dy", &[b, h], &f(b * h)).unwrap();

@@ -141,8 +141,8 @@ pub fn variant_for(
     Ok(ctx.tune_cache.record(&problem, best))
 }
 
-/// The candidates for a problem, the reference first: the direct kernel; the tiled one; the
-/// subgroup one where the device has subgroups and the shape fits it (else it is the direct one).
+/// The candidates for a problem, the reference first: the direct kernel; the subgroup one where
+/// the device has subgroups and the shape fits it (else it is the direct one); the tiled one.
 fn candidates(
     ctx: &GpuContext,
     layout: Layout,
@@ -151,10 +151,11 @@ fn candidates(
     k: usize,
     row_sums: bool,
 ) -> Vec<MatmulVariant> {
-    let mut v = vec![MatmulVariant::Direct, MatmulVariant::Tiled];
+    let mut v = vec![MatmulVariant::Direct];
     if ctx.subgroups && subgroup_entry(layout, m, n, k, row_sums).is_some() {
         v.push(MatmulVariant::Subgroup);
     }
+    v.push(MatmulVariant::Tiled);
     v
 }
 
@@ -169,6 +170,15 @@ fn tune(
     k: usize,
     row_sums: bool,
 ) -> Result<MatmulVariant> {
+    // Past ~1024 rows of the batch-like dimension (M; for TN also the summed K) a product is more
+    // of the same workgroups, so a 1024-row slice ranks the kernels as well and keeps tuning short
+    // (the evaluation's 10000-row products would take seconds per slow candidate).
+    let m = m.min(TUNE_ROWS);
+    let k = if layout == Layout::TN {
+        k.min(TUNE_ROWS)
+    } else {
+        k
+    };
     let (sa, sb) = layout.operand_shapes(m, n, k);
     // Deterministic operands in [-1, 1): a product of K terms each |a·b| < 1.
     let fill = |len: usize, mul: usize| -> Vec<f32> {
@@ -188,7 +198,10 @@ fn tune(
     let mut best: Option<(MatmulVariant, f64)> = None;
     for variant in candidates(ctx, layout, m, n, k, row_sums) {
         let d = matmul_with(ctx, variant, layout, &a, &b, &c, epi)?;
-        super::run(ctx, &[&d])?; // compiles the pipeline and warms up
+        // The first run (pipeline already compiled) warms up and gives a rough time.
+        let start = std::time::Instant::now();
+        super::run(ctx, &[&d])?;
+        let first = start.elapsed().as_secs_f64();
         let out = ctx.read_f32(&c)?;
         match &reference {
             None => reference = Some(out),
@@ -217,6 +230,10 @@ fn tune(
                 }
             }
         }
+        // Far behind the best already (tiling on a CPU driver, say): not worth timing closely.
+        if best.is_some_and(|(_, t)| first > 4.0 * t + 1e-3) {
+            continue;
+        }
         let secs = time_dispatch(ctx, &d)?;
         if best.is_none_or(|(_, t)| secs < t) {
             best = Some((variant, secs));
@@ -224,6 +241,9 @@ fn tune(
     }
     Ok(best.map_or(MatmulVariant::Direct, |(v, _)| v))
 }
+
+/// Rows of the batch-like dimension a tuning problem is capped at.
+const TUNE_ROWS: usize = 1024;
 
 /// Seconds per launch of `d`: the best of 3 submits of enough launches to fill ~2 ms (so the
 /// submit and wait, ~50 µs, do not decide between kernels of a few µs).
