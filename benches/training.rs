@@ -61,6 +61,30 @@ fn main() {
         med(&mut wall)
     );
 
+    // Steps back to back, as the trainer submits them (one submit per step, no waits), against
+    // several steps recorded into one submit — timing only: those share one per-step uniform, so
+    // they would repeat the same noise and Adam step; the trainer does not batch steps this way.
+    for per_submit in [1usize, 4] {
+        let n = 100;
+        ctx.wait_idle("before").unwrap();
+        let t = Instant::now();
+        for _ in 0..n / per_submit {
+            let mut enc = ctx.device.create_command_encoder(&Default::default());
+            {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                for _ in 0..per_submit {
+                    graph.encode(&mut pass);
+                }
+            }
+            ctx.queue.submit([enc.finish()]);
+        }
+        ctx.wait_idle("steps").unwrap();
+        println!(
+            "{n} steps back to back, {per_submit} per submit: {:.2} ms per step",
+            t.elapsed().as_secs_f64() * 1e3 / n as f64
+        );
+    }
+
     let epochs: usize = std::env::var("VAE_BENCH_EPOCHS")
         .ok()
         .and_then(|v| v.parse().ok())

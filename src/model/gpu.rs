@@ -149,6 +149,13 @@ impl StepGraph {
         self.dispatches.len()
     }
 
+    /// Record the step's dispatches into a compute pass.
+    pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
+        for d in &self.dispatches {
+            d.encode(pass);
+        }
+    }
+
     /// Append a dispatch to run after the planned ones (e.g. evaluation extras).
     pub fn push(&mut self, d: Dispatch) {
         self.dispatches.push(d);
