@@ -14,7 +14,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use vae_wgpu::cpu::ops as cpu;
 use vae_wgpu::gpu::{DType, GpuContext, MatmulVariant};
 use vae_wgpu::kernels::matmul::{
-    BceEpilogue, Epilogue, bce_partials_len, matmul_with, variant_for,
+    BceEpilogue, Epilogue, Problem, bce_partials_len, matmul_with, variant_for,
 };
 use vae_wgpu::kernels::reparam::{EpsSource, StepUniform, kl_partials_len};
 use vae_wgpu::kernels::{Dispatch, StepParams, adam, bce, bias_act, gather, reduce, reparam};
@@ -176,11 +176,18 @@ fn bench_elementwise(c: &mut Criterion) {
     let hd = ctx.upload_f32("h_dec", &[b, h], &f(b * h)).unwrap();
     let w_out = ctx.upload_f32("w_out", &[d, h], &f(d * h)).unwrap();
     let b_out = ctx.upload_f32("b_out", &[d], &f(d)).unwrap();
-    let variant = variant_for(&ctx, Layout::NT, b, d, h, false).unwrap();
+    let logits_product = Problem {
+        layout: Layout::NT,
+        m: b,
+        n: d,
+        k: h,
+        row_sums: false,
+    };
+    let variant = variant_for(&ctx, logits_product).unwrap();
     let fused_parts = ctx
         .zeros(
             "fused parts",
-            &[bce_partials_len(&ctx, variant, Layout::NT, b, d, h).unwrap()],
+            &[bce_partials_len(&ctx, variant, logits_product).unwrap()],
             DType::F32,
         )
         .unwrap();

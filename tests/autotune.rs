@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use vae_wgpu::gpu::{ContextOptions, GpuContext, MatmulVariant};
-use vae_wgpu::kernels::matmul::variant_for;
+use vae_wgpu::kernels::matmul::{Problem, variant_for};
 use vae_wgpu::ops::Layout;
 
 fn temp_dir(name: &str) -> PathBuf {
@@ -25,6 +25,16 @@ fn context(cache_dir: PathBuf, matmul: Option<MatmulVariant>) -> GpuContext {
     GpuContext::new(&opts).unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}"))
 }
 
+fn problem(layout: Layout, m: usize, n: usize, k: usize, row_sums: bool) -> Problem {
+    Problem {
+        layout,
+        m,
+        n,
+        k,
+        row_sums,
+    }
+}
+
 fn cache_text(dir: &std::path::Path) -> String {
     std::fs::read_to_string(dir.join("matmul-autotune.tsv")).unwrap_or_default()
 }
@@ -33,7 +43,7 @@ fn cache_text(dir: &std::path::Path) -> String {
 fn a_tuned_choice_is_written_once_and_read_back_by_later_contexts() {
     let dir = temp_dir("reuse");
     let ctx = context(dir.clone(), None);
-    let v = variant_for(&ctx, Layout::NT, 64, 48, 36, false).unwrap();
+    let v = variant_for(&ctx, problem(Layout::NT, 64, 48, 36, false)).unwrap();
     let text = cache_text(&dir);
     let line = text
         .lines()
@@ -42,7 +52,10 @@ fn a_tuned_choice_is_written_once_and_read_back_by_later_contexts() {
     assert!(line.ends_with(&format!("\t{v}")), "{line}");
     assert!(line.contains(&ctx.adapter.name), "{line}");
     // The same context asks again: no second line.
-    assert_eq!(variant_for(&ctx, Layout::NT, 64, 48, 36, false).unwrap(), v);
+    assert_eq!(
+        variant_for(&ctx, problem(Layout::NT, 64, 48, 36, false)).unwrap(),
+        v
+    );
     assert_eq!(cache_text(&dir).matches("NT 64x48x36").count(), 1);
 
     // Rewrite the recorded choice: a new context must take the file's word, not time again.
@@ -58,7 +71,7 @@ fn a_tuned_choice_is_written_once_and_read_back_by_later_contexts() {
     std::fs::write(dir.join("matmul-autotune.tsv"), edited).unwrap();
     let ctx2 = context(dir.clone(), None);
     assert_eq!(
-        variant_for(&ctx2, Layout::NT, 64, 48, 36, false).unwrap(),
+        variant_for(&ctx2, problem(Layout::NT, 64, 48, 36, false)).unwrap(),
         other
     );
     assert!(
@@ -74,7 +87,7 @@ fn a_pinned_variant_is_used_without_tuning() {
     let dir = temp_dir("pinned");
     let ctx = context(dir.clone(), Some(MatmulVariant::Tiled));
     assert_eq!(
-        variant_for(&ctx, Layout::TN, 40, 20, 12, true).unwrap(),
+        variant_for(&ctx, problem(Layout::TN, 40, 20, 12, true)).unwrap(),
         MatmulVariant::Tiled
     );
     assert!(
@@ -91,7 +104,7 @@ fn foreign_and_malformed_cache_lines_are_ignored_and_kept() {
     let junk = "not a cache line\nsome other gpu | Vulkan | x | kernels 0\tNN 32x32x32\ttiled\n\u{0}\u{1}\n";
     std::fs::write(dir.join("matmul-autotune.tsv"), junk).unwrap();
     let ctx = context(dir.clone(), None);
-    variant_for(&ctx, Layout::NN, 32, 32, 32, false).unwrap();
+    variant_for(&ctx, problem(Layout::NN, 32, 32, 32, false)).unwrap();
     let text = cache_text(&dir);
     assert!(text.contains("some other gpu"), "{text}");
     let ours = text
@@ -109,7 +122,10 @@ fn an_unwritable_cache_directory_does_not_stop_a_run() {
     let file = dir.join("plain-file");
     std::fs::write(&file, b"x").unwrap();
     let ctx = context(file.join("cache"), None);
-    let v = variant_for(&ctx, Layout::NT, 16, 16, 16, false).unwrap();
-    assert_eq!(variant_for(&ctx, Layout::NT, 16, 16, 16, false).unwrap(), v);
+    let v = variant_for(&ctx, problem(Layout::NT, 16, 16, 16, false)).unwrap();
+    assert_eq!(
+        variant_for(&ctx, problem(Layout::NT, 16, 16, 16, false)).unwrap(),
+        v
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

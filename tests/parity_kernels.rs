@@ -303,7 +303,14 @@ fn matmul_bce_epilogue() {
                     let gbias = ctx.upload_f32("bias", &[n], &to_f32(&bias)).unwrap();
                     let gx = ctx.upload_f32("x", &[b, n], &to_f32(&x)).unwrap();
                     let gd = ctx.zeros("dlogits", &[m, n], DType::F32).unwrap();
-                    let np = matmul::bce_partials_len(ctx, variant, layout, m, n, k).unwrap();
+                    let problem = matmul::Problem {
+                        layout,
+                        m,
+                        n,
+                        k,
+                        row_sums: false,
+                    };
+                    let np = matmul::bce_partials_len(ctx, variant, problem).unwrap();
                     // NaN past the partials the kernel owns: loss_reduce must not reach them.
                     let gp = ctx
                         .upload_f32("partials", &[np + 7], &vec![f32::NAN; np + 7])

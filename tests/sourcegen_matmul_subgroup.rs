@@ -75,14 +75,20 @@ fn {name}(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id
     .unwrap();
 }
 
-/// NT: A [M,K] and B [N,K], both read as vec4s along K.
-fn nt(s: &mut String) {
-    prologue(
-        s,
-        "matmul_sg_nt",
-        "NT: C = A·Bᵀ. Lane l loads rows row0 + 8t + l of A and its own 4 rows of B, vec4s along K.",
-    );
+/// NT and NN: A [M,K] read as vec4s along K, lane l loading rows row0 + 8t + l and broadcasting
+/// them; `setup` and `b_loads` declare and load the lane's B vec4s `v0..v3` for the 4 k of step q,
+/// and `update(r)` is the statement adding row r's multiply-adds to `c{r}` (with `u{r}` its A vec4).
+fn a_rows_kernel(
+    s: &mut String,
+    name: &str,
+    what: &str,
+    setup: &str,
+    b_loads: &str,
+    update: impl Fn(usize) -> String,
+) {
+    prologue(s, name, what);
     s.push_str("    let k4 = p.k / 4u;\n");
+    s.push_str(setup);
     for t in 0..LOADS {
         writeln!(
             s,
@@ -91,69 +97,63 @@ fn nt(s: &mut String) {
         )
         .unwrap();
     }
-    for c in 0..4 {
-        writeln!(s, "    let jb{c} = min(col0 + {c}u, p.n - 1u) * k4;").unwrap();
-    }
     acc_decls(s);
     s.push_str("    for (var q = 0u; q < k4; q++) {\n");
-    for c in 0..4 {
-        writeln!(s, "        let v{c} = b4[jb{c} + q];").unwrap();
-    }
+    s.push_str(b_loads);
     for t in 0..LOADS {
         writeln!(s, "        let am{t} = a4[ia{t} + q];").unwrap();
     }
     for r in 0..ROWS {
         let (t, l) = (r / LANES, r % LANES);
-        writeln!(
-            s,
-            "        let u{r} = subgroupBroadcast(am{t}, {l}u);\n        \
-             c{r} += vec4<f32>(dot(u{r}, v0), dot(u{r}, v1), dot(u{r}, v2), dot(u{r}, v3));"
-        )
-        .unwrap();
+        writeln!(s, "        let u{r} = subgroupBroadcast(am{t}, {l}u);").unwrap();
+        writeln!(s, "        {}", update(r)).unwrap();
     }
     s.push_str("    }\n");
     stores(s);
     s.push_str("}\n");
 }
 
+/// NT: A [M,K] and B [N,K], both read as vec4s along K.
+fn nt(s: &mut String) {
+    let setup: String = (0..4)
+        .map(|c| format!("    let jb{c} = min(col0 + {c}u, p.n - 1u) * k4;\n"))
+        .collect();
+    let loads: String = (0..4)
+        .map(|c| format!("        let v{c} = b4[jb{c} + q];\n"))
+        .collect();
+    a_rows_kernel(
+        s,
+        "matmul_sg_nt",
+        "NT: C = A·Bᵀ. Lane l loads rows row0 + 8t + l of A and its own 4 rows of B, vec4s along K.",
+        &setup,
+        &loads,
+        |r| {
+            format!(
+                "c{r} += vec4<f32>(dot(u{r}, v0), dot(u{r}, v1), dot(u{r}, v2), dot(u{r}, v3));"
+            )
+        },
+    );
+}
+
 /// NN: A [M,K] read as vec4s along K, B [K,N] as vec4s along N.
 fn nn(s: &mut String) {
-    prologue(
+    let loads: String = (0..4)
+        .map(|x| format!("        let v{x} = b4[(q * 4u + {x}u) * n4 + jb];\n"))
+        .collect();
+    a_rows_kernel(
         s,
         "matmul_sg_nn",
         "NN: C = A·B. Lane l loads rows row0 + 8t + l of A (vec4s along K) and, for each k, the vec4 of\n\
          // B row k holding its 4 columns.",
+        "    let n4 = p.n / 4u;\n    let jb = min(col0 / 4u, n4 - 1u);\n",
+        &loads,
+        |r| {
+            format!(
+                "c{r} = fma(vec4<f32>(u{r}.x), v0, fma(vec4<f32>(u{r}.y), v1, fma(vec4<f32>(u{r}.z), v2, \
+                 fma(vec4<f32>(u{r}.w), v3, c{r}))));"
+            )
+        },
     );
-    s.push_str("    let k4 = p.k / 4u;\n    let n4 = p.n / 4u;\n");
-    for t in 0..LOADS {
-        writeln!(
-            s,
-            "    let ia{t} = min(row0 + {}u + lane, p.m - 1u) * k4;",
-            t * LANES
-        )
-        .unwrap();
-    }
-    s.push_str("    let jb = min(col0 / 4u, n4 - 1u);\n");
-    acc_decls(s);
-    s.push_str("    for (var q = 0u; q < k4; q++) {\n");
-    for x in 0..4 {
-        writeln!(s, "        let v{x} = b4[(q * 4u + {x}u) * n4 + jb];").unwrap();
-    }
-    for t in 0..LOADS {
-        writeln!(s, "        let am{t} = a4[ia{t} + q];").unwrap();
-    }
-    for r in 0..ROWS {
-        let (t, l) = (r / LANES, r % LANES);
-        writeln!(
-            s,
-            "        let u{r} = subgroupBroadcast(am{t}, {l}u);\n        \
-             c{r} = fma(vec4<f32>(u{r}.x), v0, fma(vec4<f32>(u{r}.y), v1, fma(vec4<f32>(u{r}.z), v2, fma(vec4<f32>(u{r}.w), v3, c{r}))));"
-        )
-        .unwrap();
-    }
-    s.push_str("    }\n");
-    stores(s);
-    s.push_str("}\n");
 }
 
 /// The multiply-adds of one k in the TN kernel: the 32 A values of row k (eight vec4s `{a}0`..`{a}7`)

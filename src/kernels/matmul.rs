@@ -55,10 +55,41 @@ impl Epilogue<'_> {
     };
 }
 
+/// A product as the kernels see it: `C [M, N] = op(A)·op(B)` over K in `layout`, and whether the
+/// row sums of op(A) are kept. Autotune choices are recorded per problem.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Problem {
+    pub layout: Layout,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub row_sums: bool,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Problem {
+            layout, m, n, k, ..
+        } = self;
+        write!(f, "{layout:?} {m}x{n}x{k}")?;
+        if self.row_sums {
+            f.write_str(" +row sums")?;
+        }
+        Ok(())
+    }
+}
+
 /// The direct kernel for a product: a vec4-loading one when the dimensions that are contiguous in
 /// memory are multiples of 4 (then every row starts 16-byte aligned), else the scalar one. Loads,
 /// not arithmetic, bound the direct kernel on CPU drivers: vec4 loads make it ~1.8x faster there.
-fn direct_entry(layout: Layout, m: usize, n: usize, k: usize, row_sums: bool) -> &'static str {
+fn direct_entry(p: Problem) -> &'static str {
+    let Problem {
+        layout,
+        m,
+        n,
+        k,
+        row_sums,
+    } = p;
     match layout {
         // The NT/NN vec4 kernels load A along K in vec4s and do not keep row sums.
         Layout::NT | Layout::NN if row_sums => "matmul_direct",
@@ -71,13 +102,14 @@ fn direct_entry(layout: Layout, m: usize, n: usize, k: usize, row_sums: bool) ->
 
 /// The subgroup kernel for a product, where one fits: C, bias and mask are read and written as
 /// vec4s (N % 4 == 0), and the operands as the vec4 kernels read them.
-fn subgroup_entry(
-    layout: Layout,
-    m: usize,
-    n: usize,
-    k: usize,
-    row_sums: bool,
-) -> Option<&'static str> {
+fn subgroup_entry(p: Problem) -> Option<&'static str> {
+    let Problem {
+        layout,
+        m,
+        n,
+        k,
+        row_sums,
+    } = p;
     if !n.is_multiple_of(4) {
         return None;
     }
@@ -105,28 +137,24 @@ pub fn matmul(
         Layout::NN | Layout::NT => expect_2d("matmul", "A", a)?.1,
         Layout::TN => expect_2d("matmul", "A", a)?.0,
     };
-    let variant = variant_for(ctx, layout, m, n, k, epi.row_sums.is_some())?;
-    matmul_with(ctx, variant, layout, a, b, c, epi)
+    let problem = Problem {
+        layout,
+        m,
+        n,
+        k,
+        row_sums: epi.row_sums.is_some(),
+    };
+    matmul_with(ctx, variant_for(ctx, problem)?, layout, a, b, c, epi)
 }
 
 /// The matmul variant for a problem: the pinned one if any; else the autotune cache's choice;
 /// else the candidates are timed now, on this device, and the fastest is recorded.
-pub fn variant_for(
-    ctx: &GpuContext,
-    layout: Layout,
-    m: usize,
-    n: usize,
-    k: usize,
-    row_sums: bool,
-) -> Result<MatmulVariant> {
+pub fn variant_for(ctx: &GpuContext, problem: Problem) -> Result<MatmulVariant> {
     if let Some(v) = ctx.matmul_pinned {
         return Ok(v);
     }
-    let problem = format!(
-        "{layout:?} {m}x{n}x{k}{}",
-        if row_sums { " +row sums" } else { "" }
-    );
-    if let Some(v) = ctx.tune_cache.get(&problem) {
+    let key = problem.to_string();
+    if let Some(v) = ctx.tune_cache.get(&key) {
         return Ok(v);
     }
     let _one_at_a_time = ctx
@@ -134,25 +162,18 @@ pub fn variant_for(
         .tuning
         .lock()
         .unwrap_or_else(|e| e.into_inner());
-    if let Some(v) = ctx.tune_cache.get(&problem) {
+    if let Some(v) = ctx.tune_cache.get(&key) {
         return Ok(v);
     }
-    let best = tune(ctx, layout, m, n, k, row_sums)?;
-    Ok(ctx.tune_cache.record(&problem, best))
+    let best = tune(ctx, problem)?;
+    Ok(ctx.tune_cache.record(&key, best))
 }
 
 /// The candidates for a problem, the reference first: the direct kernel; the subgroup one where
 /// the device has subgroups and the shape fits it (else it is the direct one); the tiled one.
-fn candidates(
-    ctx: &GpuContext,
-    layout: Layout,
-    m: usize,
-    n: usize,
-    k: usize,
-    row_sums: bool,
-) -> Vec<MatmulVariant> {
+fn candidates(ctx: &GpuContext, problem: Problem) -> Vec<MatmulVariant> {
     let mut v = vec![MatmulVariant::Direct];
-    if ctx.subgroups && subgroup_entry(layout, m, n, k, row_sums).is_some() {
+    if ctx.subgroups && subgroup_entry(problem).is_some() {
         v.push(MatmulVariant::Subgroup);
     }
     v.push(MatmulVariant::Tiled);
@@ -162,14 +183,14 @@ fn candidates(
 /// Time every candidate on operands of the problem's shape and return the fastest. A candidate
 /// whose product disagrees with the direct kernel's is dropped with a warning: the subgroup kernels
 /// assume a lane layout that the spec does not promise, so each device proves it here first.
-fn tune(
-    ctx: &GpuContext,
-    layout: Layout,
-    m: usize,
-    n: usize,
-    k: usize,
-    row_sums: bool,
-) -> Result<MatmulVariant> {
+fn tune(ctx: &GpuContext, problem: Problem) -> Result<MatmulVariant> {
+    let Problem {
+        layout,
+        m,
+        n,
+        k,
+        row_sums,
+    } = problem;
     // Past ~1024 rows of the batch-like dimension (M; for TN also the summed K) a product is more
     // of the same workgroups, so a 1024-row slice ranks the kernels as well and keeps tuning short
     // (the evaluation's 10000-row products would take seconds per slow candidate).
@@ -196,7 +217,7 @@ fn tune(
     };
     let mut reference: Option<Vec<f32>> = None;
     let mut best: Option<(MatmulVariant, f64)> = None;
-    for variant in candidates(ctx, layout, m, n, k, row_sums) {
+    for variant in candidates(ctx, problem) {
         let d = matmul_with(ctx, variant, layout, &a, &b, &c, epi)?;
         // The first run (pipeline already compiled) warms up and gives a rough time.
         let start = std::time::Instant::now();
@@ -356,8 +377,17 @@ pub fn matmul_with(
         (None, Some(b)) => Bind::Tensor(b.partials),
         (None, None) => Bind::Buffer(&ctx.dummy_rw),
     };
-    let (shader, entry, groups) =
-        kernel_for(ctx, variant, layout, m, n, k, epi.row_sums.is_some())?;
+    let (shader, entry, groups) = kernel_for(
+        ctx,
+        variant,
+        Problem {
+            layout,
+            m,
+            n,
+            k,
+            row_sums: epi.row_sums.is_some(),
+        },
+    )?;
     if let Some(b) = epi.bce {
         check_bce(b, epi, m, n)?;
         let need = bce_partials_for(entry, groups);
@@ -428,12 +458,9 @@ fn bce_partials_for(entry: &str, groups: [u32; 3]) -> usize {
 pub fn bce_partials_len(
     ctx: &GpuContext,
     variant: MatmulVariant,
-    layout: Layout,
-    m: usize,
-    n: usize,
-    k: usize,
+    problem: Problem,
 ) -> Result<usize> {
-    let (_, entry, groups) = kernel_for(ctx, variant, layout, m, n, k, false)?;
+    let (_, entry, groups) = kernel_for(ctx, variant, problem)?;
     Ok(bce_partials_for(entry, groups))
 }
 
@@ -441,20 +468,13 @@ pub fn bce_partials_len(
 fn kernel_for(
     ctx: &GpuContext,
     variant: MatmulVariant,
-    layout: Layout,
-    m: usize,
-    n: usize,
-    k: usize,
-    keeps_row_sums: bool,
+    problem: Problem,
 ) -> Result<(Shader, &'static str, [u32; 3])> {
+    let (m, n) = (problem.m, problem.n);
     Ok(match variant {
         // Every matmul.wgsl kernel covers a 64x64 tile of C per workgroup.
         MatmulVariant::Tiled => (Shader::MATMUL, "matmul_tiled", tiles_64(m, n)),
-        MatmulVariant::Direct => (
-            Shader::MATMUL,
-            direct_entry(layout, m, n, k, keeps_row_sums),
-            tiles_64(m, n),
-        ),
+        MatmulVariant::Direct => (Shader::MATMUL, direct_entry(problem), tiles_64(m, n)),
         MatmulVariant::Subgroup => {
             if !ctx.subgroups {
                 return Err(Error::Config(format!(
@@ -462,18 +482,14 @@ fn kernel_for(
                     ctx.adapter.name
                 )));
             }
-            match subgroup_entry(layout, m, n, k, keeps_row_sums) {
+            match subgroup_entry(problem) {
                 // One 8-lane workgroup per 32x32 tile of C.
                 Some(e) => (
                     Shader::MATMUL_SUBGROUP,
                     e,
                     [n.div_ceil(32) as u32, m.div_ceil(32) as u32, 1],
                 ),
-                None => (
-                    Shader::MATMUL,
-                    direct_entry(layout, m, n, k, keeps_row_sums),
-                    tiles_64(m, n),
-                ),
+                None => (Shader::MATMUL, direct_entry(problem), tiles_64(m, n)),
             }
         }
     })

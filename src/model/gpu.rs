@@ -405,7 +405,14 @@ impl GpuVae {
             let p = |i| self.view(&self.params, i);
             let (d_in, h) = (self.cfg.input, self.cfg.hidden);
             d.push(self.decoder(ctx, &a.z, &a.h_dec, &a.logits)?.remove(0));
-            let variant = matmul::variant_for(ctx, Layout::NT, lb, d_in, h, false)?;
+            let logits_product = matmul::Problem {
+                layout: Layout::NT,
+                m: lb,
+                n: d_in,
+                k: h,
+                row_sums: false,
+            };
+            let variant = matmul::variant_for(ctx, logits_product)?;
             d.push(matmul::matmul_with(
                 ctx,
                 variant,
@@ -422,7 +429,7 @@ impl GpuVae {
                     ..Epilogue::NONE
                 },
             )?);
-            matmul::bce_partials_len(ctx, variant, Layout::NT, lb, d_in, h)?
+            matmul::bce_partials_len(ctx, variant, logits_product)?
         } else {
             d.extend(self.decoder(ctx, &a.z, &a.h_dec, &a.logits)?);
             d.push(bce::bce_forward_backward(
