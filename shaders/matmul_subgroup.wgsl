@@ -11,9 +11,11 @@
 // broadcasts them, so per vec4 of K a lane makes 8 loads for 512 multiply-adds (the direct kernels:
 // 16 for 256). Each lane owns 4 adjacent columns; a workgroup covers a 32x32 tile of C.
 //
-// Requirements (the launcher checks them): subgroups of at least 8 lanes, holding the workgroup's
-// 8 invocations as lanes 0..7; N % 4 == 0 (all: C is stored as vec4s); K % 4 == 0 (NT, NN);
-// M % 4 == 0 (TN).
+// Requirements: subgroups of at least 8 lanes (the device is created with subgroups only then)
+// holding the workgroup's 8 invocations as lanes 0..7 — usual, but not promised by the spec, so the
+// autotune checks every candidate's product against the direct kernel before using it (a variant
+// pinned with VAE_WGPU_MATMUL=subgroup is not checked); N % 4 == 0 (all: C is stored as vec4s),
+// K % 4 == 0 (NT, NN), M % 4 == 0 (TN) — the launcher checks these.
 // Out-of-range rows and columns are clamped on load and never stored; no lane returns early, since
 // every lane must take part in every broadcast.
 

@@ -8,9 +8,9 @@
 //! give bit-identical results run after run.
 //!
 //! File: `$VAE_WGPU_CACHE_DIR`, else `$XDG_CACHE_HOME/vae-wgpu`, else `~/.cache/vae-wgpu`, then
-//! `matmul-autotune.tsv`: one line per choice, `adapter key <TAB> problem <TAB> variant`. Lines of
-//! other adapters, drivers or kernel versions are kept but not used; malformed lines are ignored.
-//! Delete the file to tune again.
+//! `matmul-autotune.tsv`: one line per choice, `adapter key <TAB> problem <TAB> variant`, appended;
+//! the first line for a problem wins. Lines of other adapters, drivers or kernel versions are kept
+//! but not used; malformed lines are ignored. Delete the file to tune again.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -64,18 +64,22 @@ fn adapter_key(a: &AdapterSummary) -> String {
     .replace(['\t', '\n'], " ")
 }
 
+/// This adapter's choices in a cache file's text; the first line for a problem wins (processes
+/// that tune at once each append a line, then all take the first).
 fn parse(text: &str, key: &str) -> HashMap<String, MatmulVariant> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let mut f = l.split('\t');
-            let (k, problem, variant) = (f.next()?, f.next()?, f.next()?);
-            if k != key || f.next().is_some() {
-                return None;
-            }
-            Some((problem.to_string(), variant.parse().ok()?))
-        })
-        .collect()
+    let mut out = HashMap::new();
+    for l in text.lines().filter(|l| !l.starts_with('#')) {
+        let mut f = l.split('\t');
+        let (Some(k), Some(problem), Some(variant), None) =
+            (f.next(), f.next(), f.next(), f.next())
+        else {
+            continue;
+        };
+        if let (true, Ok(v)) = (k == key, variant.parse::<MatmulVariant>()) {
+            out.entry(problem.to_string()).or_insert(v);
+        }
+    }
+    out
 }
 
 /// Autotuned choices of one device.
@@ -124,48 +128,52 @@ impl TuneCache {
         Some(v)
     }
 
-    /// Record `variant` as the choice for `problem` and return the choice to use: a choice another
-    /// process wrote meanwhile wins, so every run shares one record.
+    /// Record `variant` as the choice for `problem` and return the choice to use: the file's first
+    /// line for the problem wins, so processes that tune at once all end up with one record.
     pub fn record(&self, problem: &str, variant: MatmulVariant) -> MatmulVariant {
         let mut memo = self.memo.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(file) = &self.file else {
-            memo.insert(problem.to_string(), variant);
-            return variant;
+        let chosen = match &self.file {
+            None => variant,
+            Some(file) => match self.append(file, &format!("{}\t{problem}\t{variant}\n", self.key))
+            {
+                // Read back: another process may have recorded the problem first.
+                Ok(()) => self.read_file().get(problem).copied().unwrap_or(variant),
+                Err(e) => {
+                    let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
+                    if !*warned {
+                        *warned = true;
+                        eprintln!(
+                            "warning: could not write the matmul autotune cache {} ({e}); the \
+                             choices hold for this run only. Set {CACHE_DIR_ENV} to a writable \
+                             directory to keep them.",
+                            file.display()
+                        );
+                    }
+                    variant
+                }
+            },
         };
-        let text = std::fs::read_to_string(file).unwrap_or_default();
-        if let Some(&v) = parse(&text, &self.key).get(problem) {
-            memo.insert(problem.to_string(), v);
-            return v;
+        memo.insert(problem.to_string(), chosen);
+        chosen
+    }
+
+    /// Append one line with a single write (appends of a short line do not interleave), creating
+    /// the file with its header line first if needed.
+    fn append(&self, file: &Path, line: &str) -> std::io::Result<()> {
+        use std::io::Write;
+        if let Some(dir) = file.parent() {
+            std::fs::create_dir_all(dir)?;
         }
-        memo.insert(problem.to_string(), variant);
-        let mut out = if text.starts_with('#') {
-            text
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(file)?;
+        let text = if f.metadata()?.len() == 0 {
+            format!("{HEADER}{line}")
         } else {
-            HEADER.to_string() + &text
+            line.to_string()
         };
-        if !out.ends_with('\n') {
-            out.push('\n');
-        }
-        out.push_str(&format!("{}\t{problem}\t{variant}\n", self.key));
-        let written = file
-            .parent()
-            .map_or(Ok(()), std::fs::create_dir_all)
-            .map_err(|e| e.to_string())
-            .and_then(|_| {
-                crate::model::checkpoint::write_atomic(file, out.as_bytes())
-                    .map_err(|e| e.to_string())
-            });
-        if let Err(e) = written {
-            let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
-            if !*warned {
-                *warned = true;
-                eprintln!(
-                    "warning: could not write the matmul autotune cache ({e}); the choices hold \
-                     for this run only. Set {CACHE_DIR_ENV} to a writable directory to keep them."
-                );
-            }
-        }
-        variant
+        f.write_all(text.as_bytes())
     }
 
     /// Every choice made or read in this process, sorted by problem.
@@ -182,9 +190,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parse_keeps_this_adapters_wellformed_lines_only() {
+    fn parse_keeps_this_adapters_wellformed_lines_only_first_wins() {
         let text = "# header\nA\tNT 1x2x3\tsubgroup\nB\tNT 1x2x3\ttiled\nA\tNN 4x4x4\tbogus\n\
-                    A\tTN 8x8x8\tdirect\textra\ngarbage\nA\tTN 4x4x4\tdirect";
+                    A\tTN 8x8x8\tdirect\textra\ngarbage\nA\tTN 4x4x4\tdirect\nA\tNT 1x2x3\ttiled";
         let m = parse(text, "A");
         assert_eq!(m.len(), 2);
         assert_eq!(m["NT 1x2x3"], MatmulVariant::Subgroup);

@@ -79,7 +79,7 @@ impl fmt::Display for BackendChoice {
 /// Lanes the subgroup matmul kernels broadcast across (their workgroup size).
 pub const SUBGROUP_LANES: u32 = 8;
 
-/// Which matmul kernel the context uses (both are under the parity tests).
+/// The matmul kernel families (all three are under the parity tests); see `kernels::matmul`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum MatmulVariant {
     /// Workgroup-memory tiles: the fast path on real GPUs.
@@ -117,7 +117,8 @@ impl FromStr for MatmulVariant {
             "direct" => Ok(MatmulVariant::Direct),
             "subgroup" => Ok(MatmulVariant::Subgroup),
             other => Err(Error::Config(format!(
-                "unknown matmul variant '{other}': expected auto, tiled, direct or subgroup"
+                "unknown matmul variant '{other}': expected tiled, direct or subgroup \
+                 ({MATMUL_ENV} also takes auto)"
             ))),
         }
     }
@@ -411,7 +412,7 @@ impl GpuContext {
     /// One line on the matmul kernels in use: pinned, or the autotuned choices made so far.
     pub fn matmul_summary(&self) -> String {
         if let Some(v) = self.matmul_pinned {
-            return format!("matmul kernels: {v} (pinned by {MATMUL_ENV})");
+            return format!("matmul kernels: {v} (pinned)");
         }
         let choices = self.tune_cache.choices();
         let mut counts: Vec<(MatmulVariant, usize)> = MatmulVariant::ALL

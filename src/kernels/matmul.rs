@@ -154,7 +154,10 @@ pub fn variant_for(ctx: &GpuContext, problem: Problem) -> Result<MatmulVariant> 
         return Ok(v);
     }
     let key = problem.to_string();
-    if let Some(v) = ctx.tune_cache.get(&key) {
+    // A recorded choice this device cannot run (a subgroup kernel on a device created without
+    // subgroups) counts as none.
+    let usable = |v: MatmulVariant| v != MatmulVariant::Subgroup || ctx.subgroups;
+    if let Some(v) = ctx.tune_cache.get(&key).filter(|&v| usable(v)) {
         return Ok(v);
     }
     let _one_at_a_time = ctx
@@ -162,7 +165,7 @@ pub fn variant_for(ctx: &GpuContext, problem: Problem) -> Result<MatmulVariant> 
         .tuning
         .lock()
         .unwrap_or_else(|e| e.into_inner());
-    if let Some(v) = ctx.tune_cache.get(&key) {
+    if let Some(v) = ctx.tune_cache.get(&key).filter(|&v| usable(v)) {
         return Ok(v);
     }
     let best = tune(ctx, problem)?;
@@ -219,11 +222,18 @@ fn tune(ctx: &GpuContext, problem: Problem) -> Result<MatmulVariant> {
     let mut best: Option<(MatmulVariant, f64)> = None;
     for variant in candidates(ctx, problem) {
         let d = matmul_with(ctx, variant, layout, &a, &b, &c, epi)?;
+        // NaN in every output first: a candidate that leaves some of C (or of the row sums)
+        // unwritten cannot pass the comparison on the reference's leftovers.
+        ctx.write_f32(&c, &vec![f32::NAN; m * n])?;
+        ctx.write_f32(&rs, &vec![f32::NAN; m])?;
         // The first run (pipeline already compiled) warms up and gives a rough time.
         let start = std::time::Instant::now();
         super::run(ctx, &[&d])?;
         let first = start.elapsed().as_secs_f64();
-        let out = ctx.read_f32(&c)?;
+        let mut out = ctx.read_f32(&c)?;
+        if row_sums {
+            out.extend(ctx.read_f32(&rs)?);
+        }
         match &reference {
             None => reference = Some(out),
             Some(want) => {

@@ -404,7 +404,7 @@ impl GpuVae {
             // epilogue (one dispatch and one pass over [L·B, D] fewer).
             let p = |i| self.view(&self.params, i);
             let (d_in, h) = (self.cfg.input, self.cfg.hidden);
-            d.push(self.decoder(ctx, &a.z, &a.h_dec, &a.logits)?.remove(0));
+            d.extend(self.decoder(ctx, &a.z, &a.h_dec, None)?);
             let logits_product = matmul::Problem {
                 layout: Layout::NT,
                 m: lb,
@@ -431,7 +431,7 @@ impl GpuVae {
             )?);
             matmul::bce_partials_len(ctx, variant, logits_product)?
         } else {
-            d.extend(self.decoder(ctx, &a.z, &a.h_dec, &a.logits)?);
+            d.extend(self.decoder(ctx, &a.z, &a.h_dec, Some(&a.logits))?);
             d.push(bce::bce_forward_backward(
                 ctx,
                 &a.logits,
@@ -575,33 +575,34 @@ impl GpuVae {
         Ok(d)
     }
 
-    /// `h_dec = ReLU(z·W_decᵀ + b)` → `logits = h_dec·W_outᵀ + b`.
+    /// `h_dec = ReLU(z·W_decᵀ + b)`, then, given a `logits` buffer, `logits = h_dec·W_outᵀ + b`.
     fn decoder(
         &self,
         ctx: &GpuContext,
         z: &GpuTensor,
         h_dec: &GpuTensor,
-        logits: &GpuTensor,
+        logits: Option<&GpuTensor>,
     ) -> Result<Vec<Dispatch>> {
         let p = |i| self.view(&self.params, i);
-        Ok(vec![
-            matmul(
-                ctx,
-                Layout::NT,
-                z,
-                &p(idx::DEC_W)?,
-                h_dec,
-                lin(&p(idx::DEC_B)?, Act::Relu),
-            )?,
-            matmul(
+        let mut d = vec![matmul(
+            ctx,
+            Layout::NT,
+            z,
+            &p(idx::DEC_W)?,
+            h_dec,
+            lin(&p(idx::DEC_B)?, Act::Relu),
+        )?];
+        if let Some(logits) = logits {
+            d.push(matmul(
                 ctx,
                 Layout::NT,
                 h_dec,
                 &p(idx::OUT_W)?,
                 logits,
                 lin(&p(idx::OUT_B)?, Act::Identity),
-            )?,
-        ])
+            )?);
+        }
+        Ok(d)
     }
 
     /// Plan the encoder alone on `batch` rows: fills `acts.heads` (mu | logvar).
@@ -630,7 +631,7 @@ impl GpuVae {
             )));
         }
         let (z, h_dec, logits) = self.acts.decoder_rows(rows)?;
-        let mut dispatches = self.decoder(ctx, &z, &h_dec, &logits)?;
+        let mut dispatches = self.decoder(ctx, &z, &h_dec, Some(&logits))?;
         dispatches.push(bias_act::act_forward(ctx, &logits, None, Act::Sigmoid)?);
         Ok(StepGraph {
             batch: rows,

@@ -220,7 +220,10 @@ impl Trainer {
         let b = self.plan.batch;
         let (mut host, mut taken) = (std::time::Duration::ZERO, 0usize);
         // Batch losses at log points come back asynchronously (double-buffered), so reading them
-        // never drains the queue; each is reported once the device has got there.
+        // never drains the queue; each is reported once the device has got there, a step or two
+        // later (after later `Step` events). A diverged loss is caught then: the error names the
+        // logged step, though a step or two more may have been applied (the checkpoint on disk is
+        // the last good one either way).
         let plan = &self.plan;
         let report =
             |done: Vec<(usize, Vec<f32>)>, on_event: &mut dyn FnMut(Event)| -> Result<()> {

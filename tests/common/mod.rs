@@ -22,14 +22,14 @@ pub fn ctx() -> &'static GpuContext {
 pub fn contexts() -> &'static [GpuContext] {
     static CTXS: OnceLock<Vec<GpuContext>> = OnceLock::new();
     CTXS.get_or_init(|| {
-        let first = match GpuContext::from_env() {
+        let first = match ContextOptions::from_env().and_then(|o| GpuContext::new(&test_cache(o))) {
             Ok(c) => c,
             Err(e) => panic!("GPU tests need an adapter: {e}"),
         };
         eprintln!("adapter: {}", first.adapter.short());
         let mut v = vec![first];
         if v[0].adapter.backend != wgpu::Backend::Gl {
-            let opts = ContextOptions { backend: BackendChoice::Gl, ..ContextOptions::default() };
+            let opts = test_cache(ContextOptions { backend: BackendChoice::Gl, ..ContextOptions::default() });
             match GpuContext::new(&opts) {
                 Ok(gl) => {
                     eprintln!("also on GL adapter: {}", gl.adapter.short());
@@ -43,6 +43,15 @@ pub fn contexts() -> &'static [GpuContext] {
         }
         v
     })
+}
+
+/// The tests' own autotune cache under the target directory, so which kernels a test runs does
+/// not depend on the user's cache (`~/.cache/vae-wgpu`).
+fn test_cache(opts: ContextOptions) -> ContextOptions {
+    ContextOptions {
+        cache_dir: Some(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("autotune-cache")),
+        ..opts
+    }
 }
 
 /// The matmul variants a device runs: direct and tiled everywhere, subgroup where the device has
