@@ -1,6 +1,8 @@
 //! Kernel microbenchmarks on the selected adapter (`VAE_WGPU_BACKEND`, `VAE_WGPU_ADAPTER`):
-//! matmul in all three layouts and both variants at the model's shapes and 1024³, next to the f64
-//! CPU twin and a tuned CPU sgemm (`matrixmultiply`); and the elementwise/reduction kernels.
+//! matmul in all three layouts and every variant (direct, tiled, and subgroup where the device has
+//! subgroups) at the model's shapes and 1024³, next to the f64 CPU twin and a tuned CPU sgemm
+//! (`matrixmultiply`); the logits product with and without the fused BCE; and the elementwise and
+//! reduction kernels.
 //! Matmul throughput is reported in FLOP/s (criterion's "elem/s" = FLOP/s, 2·M·N·K per product).
 //!
 //! ```text

@@ -18,7 +18,8 @@ use crate::gpu::pipeline::PipelineCache;
 pub const BACKEND_ENV: &str = "VAE_WGPU_BACKEND";
 /// Environment variable that picks an adapter by index (as `list_adapters` prints) or name substring.
 pub const ADAPTER_ENV: &str = "VAE_WGPU_ADAPTER";
-/// Environment variable that forces a matmul kernel variant (`tiled|direct`).
+/// Environment variable that pins a matmul kernel variant (`tiled|direct|subgroup`; `auto`, the
+/// default, autotunes).
 pub const MATMUL_ENV: &str = "VAE_WGPU_MATMUL";
 
 /// How long a blocking wait on the GPU may take before it is reported as a hang.

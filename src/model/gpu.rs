@@ -5,6 +5,10 @@
 //! is created up front. Running a step writes the 32-byte per-step uniform, records the dispatches
 //! into one compute pass of one command encoder, and submits — no readback, no host copy of
 //! images. Losses accumulate on the GPU and are read only when asked ([`GpuVae::read_losses`]).
+//!
+//! Where it departs from `shared/design.md`'s sketch, to cut passes (16 dispatches per training
+//! step): the two latent heads are one product into `heads` [B, 2K] (mu | logvar per row), and a
+//! training step fuses the BCE into the logits product's epilogue, so it never stores the logits.
 
 use crate::error::{Error, Result};
 use crate::gpu::{DType, GpuContext, GpuTensor};
