@@ -5,14 +5,13 @@
 
 mod common;
 
-use common::{U, assert_close, contexts};
+use common::{ReferenceGraphs, U, assert_close, contexts, reference_graphs};
 use vae_wgpu::cpu::model::CpuVae;
 use vae_wgpu::cpu::rng;
 use vae_wgpu::data::{Mnist, Split};
 use vae_wgpu::gpu::GpuContext;
 use vae_wgpu::gpu::GpuTensor;
-use vae_wgpu::kernels::reparam::EpsSource;
-use vae_wgpu::model::gpu::{Activations, Input};
+use vae_wgpu::model::gpu::Activations;
 use vae_wgpu::model::{GpuVae, ParamLayout, VaeConfig};
 use vae_wgpu::ops::AdamConfig;
 
@@ -54,16 +53,12 @@ fn run_case(ctx: &GpuContext, cfg: VaeConfig, b: usize, seed: u64, steps: u32) {
     };
     let mut gpu = GpuVae::from_params(ctx, cfg, adam, b, seed, &init).unwrap();
     let mut cpu = CpuVae::new(cfg, adam, &init);
-    let acc = gpu.new_accumulator(ctx).unwrap();
-    let graph = gpu
-        .plan_step(ctx, b, Input::Given, EpsSource::Buffer, true, &acc)
-        .unwrap();
-    // A training step fuses the BCE into the logits product and never stores the logits; a
-    // forward-only step (the standalone BCE kernel) shows them, and its loss checks the fusion's.
-    let acc_fwd = gpu.new_accumulator(ctx).unwrap();
-    let forward = gpu
-        .plan_step(ctx, b, Input::Given, EpsSource::Buffer, false, &acc_fwd)
-        .unwrap();
+    let ReferenceGraphs {
+        train: graph,
+        acc,
+        forward,
+        acc_forward: acc_fwd,
+    } = reference_graphs(ctx, &gpu, b);
     let a = gpu.acts.rows(b, cfg.samples).unwrap();
     ctx.write_f32(&a.x, &x).unwrap();
     let name = format!(

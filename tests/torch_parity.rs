@@ -12,12 +12,11 @@ mod common;
 
 use std::path::Path;
 
-use common::{U, assert_close, contexts};
+use common::{ReferenceGraphs, U, assert_close, contexts, reference_graphs};
 use safetensors::SafeTensors;
 use vae_wgpu::cpu::model::CpuVae;
 use vae_wgpu::gpu::GpuContext;
-use vae_wgpu::kernels::reparam::EpsSource;
-use vae_wgpu::model::gpu::{Activations, Input};
+use vae_wgpu::model::gpu::Activations;
 use vae_wgpu::model::{Checkpoint, GpuVae, VaeConfig};
 use vae_wgpu::ops::AdamConfig;
 
@@ -71,16 +70,12 @@ fn check_against_torch(ctx: &GpuContext, fx: &Fixture) {
     let x = fx.get("x");
     let mut gpu = GpuVae::from_params(ctx, cfg, adam, b, 0, &ckpt.params).unwrap();
     let mut cpu = CpuVae::new(cfg, adam, &ckpt.params);
-    let acc = gpu.new_accumulator(ctx).unwrap();
-    let graph = gpu
-        .plan_step(ctx, b, Input::Given, EpsSource::Buffer, true, &acc)
-        .unwrap();
-    // Training steps never store the logits (the BCE is fused into their product): a forward-only
-    // step shows them.
-    let acc_fwd = gpu.new_accumulator(ctx).unwrap();
-    let forward = gpu
-        .plan_step(ctx, b, Input::Given, EpsSource::Buffer, false, &acc_fwd)
-        .unwrap();
+    let ReferenceGraphs {
+        train: graph,
+        acc,
+        forward,
+        ..
+    } = reference_graphs(ctx, &gpu, b);
     let a = gpu.acts.rows(b, 1).unwrap();
     ctx.write_f32(&a.x, &x).unwrap();
     let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();

@@ -5,7 +5,10 @@
 use std::sync::OnceLock;
 
 use vae_wgpu::cpu::rng::{Stream, domain};
-use vae_wgpu::gpu::{BackendChoice, ContextOptions, GpuContext, MatmulVariant};
+use vae_wgpu::gpu::{BackendChoice, ContextOptions, GpuContext, GpuTensor, MatmulVariant};
+use vae_wgpu::kernels::reparam::EpsSource;
+use vae_wgpu::model::GpuVae;
+use vae_wgpu::model::gpu::{Input, StepGraph};
 
 /// f32 unit roundoff.
 pub const U: f64 = 1.0 / 16_777_216.0;
@@ -149,4 +152,30 @@ pub fn gz(bytes: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     e.write_all(bytes).unwrap();
     e.finish().unwrap()
+}
+
+/// Step graphs on `b` rows already in `acts.x`, with eps read from `acts.eps`: a training step,
+/// and a forward-only step. A training step fuses the BCE into the logits product and never stores
+/// the logits; the forward-only step (standalone BCE kernel) shows them, and its loss checks the
+/// fused one. Each has its own loss accumulator.
+pub struct ReferenceGraphs {
+    pub train: StepGraph,
+    pub acc: GpuTensor,
+    pub forward: StepGraph,
+    pub acc_forward: GpuTensor,
+}
+
+pub fn reference_graphs(ctx: &GpuContext, gpu: &GpuVae, b: usize) -> ReferenceGraphs {
+    let plan = |acc: &GpuTensor, train: bool| {
+        gpu.plan_step(ctx, b, Input::Given, EpsSource::Buffer, train, acc)
+            .unwrap()
+    };
+    let acc = gpu.new_accumulator(ctx).unwrap();
+    let acc_forward = gpu.new_accumulator(ctx).unwrap();
+    ReferenceGraphs {
+        train: plan(&acc, true),
+        forward: plan(&acc_forward, false),
+        acc,
+        acc_forward,
+    }
 }
