@@ -15,6 +15,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::context::{AdapterSummary, MatmulVariant};
 use super::pipeline::Shader;
@@ -90,7 +91,7 @@ pub struct TuneCache {
     memo: Mutex<HashMap<String, MatmulVariant>>,
     /// Held while a problem is timed, so concurrent planners tune it once.
     pub(crate) tuning: Mutex<()>,
-    warned: Mutex<bool>,
+    warned: AtomicBool,
 }
 
 impl TuneCache {
@@ -101,7 +102,7 @@ impl TuneCache {
             key: adapter_key(adapter),
             memo: Mutex::new(HashMap::new()),
             tuning: Mutex::new(()),
-            warned: Mutex::new(false),
+            warned: AtomicBool::new(false),
         }
     }
 
@@ -139,9 +140,7 @@ impl TuneCache {
                 // Read back: another process may have recorded the problem first.
                 Ok(()) => self.read_file().get(problem).copied().unwrap_or(variant),
                 Err(e) => {
-                    let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
-                    if !*warned {
-                        *warned = true;
+                    if !self.warned.swap(true, Ordering::Relaxed) {
                         eprintln!(
                             "warning: could not write the matmul autotune cache {} ({e}); the \
                              choices hold for this run only. Set {CACHE_DIR_ENV} to a writable \

@@ -95,24 +95,8 @@ impl AsyncReadback {
     /// The values of the requests the device has finished, oldest first; never blocks.
     pub fn poll(&mut self, ctx: &GpuContext) -> Result<Vec<(usize, Vec<f32>)>> {
         let mut done = Vec::new();
-        if self.pending.is_empty() {
-            return Ok(done);
-        }
-        // Runs the map callbacks of finished work; returns at once.
-        let _ = ctx.device.poll(wgpu::PollType::Poll);
-        while let Some(front) = self.pending.front() {
-            match front.mapped.try_recv() {
-                Ok(r) => {
-                    let p = self.pending.pop_front().expect("front exists");
-                    done.push(self.take(p, r)?);
-                }
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => {
-                    return Err(Error::Device(
-                        "an asynchronous readback was dropped (device lost?)".into(),
-                    ));
-                }
-            }
+        while let Some(v) = self.poll_front(ctx)? {
+            done.push(v);
         }
         Ok(done)
     }
@@ -126,13 +110,14 @@ impl AsyncReadback {
         Ok(done)
     }
 
+    /// The oldest request's values, waiting for the device (called with a request in flight).
     fn wait_oldest(&mut self, ctx: &GpuContext) -> Result<(usize, Vec<f32>)> {
         let deadline = std::time::Instant::now() + super::context::WAIT_TIMEOUT;
         loop {
             if let Some(v) = self.poll_front(ctx)? {
                 return Ok(v);
             }
-            if std::time::Instant::now() > deadline {
+            if self.pending.is_empty() || std::time::Instant::now() > deadline {
                 return Err(Error::Timeout {
                     what: "a loss readback".into(),
                     seconds: super::context::WAIT_TIMEOUT.as_secs(),
@@ -142,11 +127,14 @@ impl AsyncReadback {
         }
     }
 
+    /// The oldest request's values if the device has finished it (`None`: not yet, or nothing in
+    /// flight); never blocks.
     fn poll_front(&mut self, ctx: &GpuContext) -> Result<Option<(usize, Vec<f32>)>> {
-        let _ = ctx.device.poll(wgpu::PollType::Poll);
         let Some(front) = self.pending.front() else {
-            return Err(Error::Device("no readback in flight".into()));
+            return Ok(None);
         };
+        // Runs the map callbacks of finished work; returns at once.
+        let _ = ctx.device.poll(wgpu::PollType::Poll);
         match front.mapped.try_recv() {
             Ok(r) => {
                 let p = self.pending.pop_front().expect("front exists");

@@ -463,8 +463,14 @@ fn bce_partials_for(entry: &str, groups: [u32; 3]) -> usize {
     groups[0] as usize * groups[1] as usize * per_group
 }
 
+/// A partials buffer this long fits the BCE epilogue of every variant on an `[M, N]` product:
+/// the tiled kernel's grid (256 threads per 64x64 tile) has the most threads.
+pub fn bce_partials_capacity(m: usize, n: usize) -> usize {
+    bce_partials_for("matmul_tiled", tiles_64(m, n))
+}
+
 /// How many BCE loss partials the `variant` kernel for an `[M, N]` product over K writes (what
-/// `loss_reduce` must add up); size the partials buffer with it.
+/// `loss_reduce` must add up; at most [`bce_partials_capacity`]).
 pub fn bce_partials_len(
     ctx: &GpuContext,
     variant: MatmulVariant,

@@ -60,11 +60,10 @@ impl Activations {
             dz: z("dz", &[lb, k])?,
             dheads: z("dmu_e | dlogvar_e", &[batch, 2 * k])?,
             dh_enc: z("dh_enc", &[batch, h])?,
-            // Room for the BCE kernel's partials and for the fused BCE epilogue's (one per thread;
-            // the tiled kernel's grid has the most threads).
+            // Room for the BCE kernel's partials and for the fused BCE epilogue's.
             bce_partials: z(
                 "bce_partials",
-                &[bce::partials_len(lb * d).max(lb.div_ceil(64) * d.div_ceil(64) * 256)],
+                &[bce::partials_len(lb * d).max(matmul::bce_partials_capacity(lb, d))],
             )?,
             kl_partials: z("kl_partials", &[kl_partials_len(lb * k)])?,
         })
