@@ -9,9 +9,11 @@
 pub mod cli;
 pub mod cpu;
 pub mod error;
+pub mod export;
 pub mod gpu;
 pub mod kernels;
 pub mod ops;
+pub mod rng;
 pub mod viz;
 
 pub use error::{Error, Result};

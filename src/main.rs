@@ -1,4 +1,4 @@
-//! `vae-wgpu train|eval|pictures`: the example programs as one binary.
+//! `vae-wgpu train|eval|pictures|export-web`: the example programs as one binary.
 
 use std::process::ExitCode;
 
@@ -23,6 +23,8 @@ enum Command {
     Eval(cli::eval::Args),
     /// Draw a checkpoint's pictures.
     Pictures(cli::pictures::Args),
+    /// Export the training step as a plan for the WebGPU page in web/.
+    ExportWeb(cli::export::Args),
 }
 
 fn main() -> ExitCode {
@@ -30,5 +32,6 @@ fn main() -> ExitCode {
         Command::Train(a) => cli::train::execute(a),
         Command::Eval(a) => cli::eval::execute(a),
         Command::Pictures(a) => cli::pictures::execute(a),
+        Command::ExportWeb(a) => cli::export::execute(a),
     }
 }

@@ -8,9 +8,9 @@
 
 use vae_wgpu::cpu::model::CpuVae;
 use vae_wgpu::cpu::ops;
-use vae_wgpu::cpu::rng::{Stream, domain};
 use vae_wgpu::model::{ParamLayout, VaeConfig};
 use vae_wgpu::ops::{Act, AdamConfig, Layout};
+use vae_wgpu::rng::{Stream, domain};
 
 const H: f64 = 1e-5;
 

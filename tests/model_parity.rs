@@ -7,13 +7,13 @@ mod common;
 
 use common::{ReferenceGraphs, U, assert_close, contexts, reference_graphs};
 use vae_wgpu::cpu::model::CpuVae;
-use vae_wgpu::cpu::rng;
 use vae_wgpu::data::{Mnist, Split};
 use vae_wgpu::gpu::GpuContext;
 use vae_wgpu::gpu::GpuTensor;
 use vae_wgpu::model::gpu::Activations;
 use vae_wgpu::model::{GpuVae, ParamLayout, VaeConfig};
 use vae_wgpu::ops::AdamConfig;
+use vae_wgpu::rng;
 
 fn mnist_batch(b: usize) -> (Vec<f32>, Vec<f64>) {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist");

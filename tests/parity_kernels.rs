@@ -5,7 +5,7 @@
 mod common;
 
 use common::{U, assert_close, contexts, exp_rel_tol, join_heads, to_f32, uniform, variants};
-use vae_wgpu::cpu::{ops as cpu, rng};
+use vae_wgpu::cpu::ops as cpu;
 use vae_wgpu::gpu::GpuContext;
 use vae_wgpu::gpu::{DType, MatmulVariant};
 use vae_wgpu::kernels::matmul::{self, BceEpilogue, Epilogue, matmul_with};
@@ -13,6 +13,7 @@ use vae_wgpu::kernels::reparam::{EpsSource, StepUniform, kl_partials_len};
 use vae_wgpu::kernels::{self, StepParams, adam, bce, bias_act, gather, reduce, reparam};
 use vae_wgpu::model::gpu::Activations;
 use vae_wgpu::ops::{Act, AdamConfig, Layout};
+use vae_wgpu::rng;
 
 /// (M, N, K). 132x204x200 has every dimension a multiple of 4 but not of the 8x8 block, so the
 /// vec4-loading direct kernels (taken when the contiguous dimensions are multiples of 4) run with

@@ -6,53 +6,6 @@ use naga::back::PipelineConstants;
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 use vae_wgpu::gpu::Shader;
 
-/// Override combinations per shader (name, value); empty: the shader's defaults.
-fn override_sets(shader: &str) -> Vec<Vec<(&'static str, f64)>> {
-    match shader {
-        "matmul" | "matmul_subgroup" => {
-            let mut v = Vec::new();
-            for layout in 0..3 {
-                for act in 0..3 {
-                    for bias in 0..2 {
-                        for acc in 0..2 {
-                            for mask in 0..2 {
-                                for rows in 0..2 {
-                                    v.push(vec![
-                                        ("LAYOUT", layout as f64),
-                                        ("ACT", act as f64),
-                                        ("HAS_BIAS", bias as f64),
-                                        ("ACCUMULATE", acc as f64),
-                                        ("RELU_MASK", mask as f64),
-                                        ("ROW_SUM", rows as f64),
-                                        ("BCE", 0.0),
-                                    ]);
-                                }
-                            }
-                        }
-                    }
-                }
-                // The BCE epilogue goes with identity, no accumulation, mask or row sums.
-                for bias in 0..2 {
-                    v.push(vec![
-                        ("LAYOUT", layout as f64),
-                        ("HAS_BIAS", bias as f64),
-                        ("BCE", 1.0),
-                    ]);
-                }
-            }
-            v
-        }
-        "bias_act" => (0..3)
-            .flat_map(|a| (0..2).map(move |b| vec![("ACT", a as f64), ("HAS_BIAS", b as f64)]))
-            .collect(),
-        "reparam_kl" => vec![
-            vec![("EPS_FROM_BUFFER", 0.0)],
-            vec![("EPS_FROM_BUFFER", 1.0)],
-        ],
-        _ => vec![vec![]],
-    }
-}
-
 #[test]
 fn every_shader_translates_to_every_backend() {
     let mut translated = 0;
@@ -74,7 +27,7 @@ fn every_shader_translates_to_every_backend() {
         let entries: Vec<String> = module.entry_points.iter().map(|e| e.name.clone()).collect();
         assert!(!entries.is_empty(), "{} has no entry points", shader.name);
         for entry in &entries {
-            for set in override_sets(shader.name) {
+            for set in shader.override_sets() {
                 let mut constants = PipelineConstants::default();
                 for (k, v) in &set {
                     constants.insert(k.to_string(), *v);

@@ -3,6 +3,7 @@
 //! (`cargo run --release -- train`); both call the same code here.
 
 pub mod eval;
+pub mod export;
 pub mod pictures;
 pub mod train;
 

@@ -5,4 +5,3 @@
 
 pub mod model;
 pub mod ops;
-pub mod rng;

@@ -4,6 +4,7 @@
 //! GPU, virtual GPU, then CPU (lavapipe / llvmpipe). `auto` tries Vulkan/Metal/DX12 first and falls
 //! back to GL only when those find nothing, because GL is the least capable backend for compute.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -134,6 +135,10 @@ pub struct ContextOptions {
     pub matmul: Option<MatmulVariant>,
     /// Where the autotune cache lives; `None`: [`default_cache_dir`].
     pub cache_dir: Option<PathBuf>,
+    /// Keep a log of every buffer the context creates (name, size, usage, initial contents), so
+    /// planned graphs can be exported as data ([`crate::export`]). Off by default: it keeps a
+    /// host copy of every upload.
+    pub record_buffers: bool,
 }
 
 impl ContextOptions {
@@ -169,6 +174,7 @@ impl ContextOptions {
             adapter,
             matmul,
             cache_dir: None,
+            record_buffers: false,
         })
     }
 }
@@ -278,6 +284,18 @@ pub struct GpuContext {
     pub(crate) dummy: wgpu::Buffer,
     /// The same for an optional output nobody reads (never bound together with `dummy` writable).
     pub(crate) dummy_rw: wgpu::Buffer,
+    /// With [`ContextOptions::record_buffers`]: every buffer created so far.
+    buffer_log: Option<Mutex<HashMap<wgpu::Buffer, BufferInfo>>>,
+}
+
+/// A logged buffer (see [`ContextOptions::record_buffers`]).
+#[derive(Clone, Debug)]
+pub struct BufferInfo {
+    pub name: String,
+    pub size: u64,
+    pub usage: wgpu::BufferUsages,
+    /// What it was created with (`None`: zeros).
+    pub contents: Option<Arc<[u8]>>,
 }
 
 impl GpuContext {
@@ -396,6 +414,21 @@ impl GpuContext {
         };
         let tune_cache =
             TuneCache::new(&summary, opts.cache_dir.clone().or_else(default_cache_dir));
+        let buffer_log = opts.record_buffers.then(|| {
+            let info = |b: &wgpu::Buffer, name: &str| {
+                let i = BufferInfo {
+                    name: name.into(),
+                    size: b.size(),
+                    usage: b.usage(),
+                    contents: None,
+                };
+                (b.clone(), i)
+            };
+            Mutex::new(HashMap::from([
+                info(&dummy, "dummy"),
+                info(&dummy_rw, "dummy output"),
+            ]))
+        });
         Ok(GpuContext {
             device,
             queue,
@@ -407,7 +440,37 @@ impl GpuContext {
             errors,
             dummy,
             dummy_rw,
+            buffer_log,
         })
+    }
+
+    /// Log a buffer just created (a no-op unless [`ContextOptions::record_buffers`]).
+    pub(crate) fn log_buffer(&self, buffer: &wgpu::Buffer, name: &str, contents: Option<&[u8]>) {
+        if let Some(log) = &self.buffer_log {
+            let info = BufferInfo {
+                name: name.into(),
+                size: buffer.size(),
+                usage: buffer.usage(),
+                contents: contents.map(Arc::from),
+            };
+            log.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(buffer.clone(), info);
+        }
+    }
+
+    /// Whether buffers are being logged (see [`ContextOptions::record_buffers`]).
+    pub fn records_buffers(&self) -> bool {
+        self.buffer_log.is_some()
+    }
+
+    /// What the buffer log knows of `buffer` (`None` when not recording or not ours).
+    pub fn buffer_info(&self, buffer: &wgpu::Buffer) -> Option<BufferInfo> {
+        let log = self.buffer_log.as_ref()?;
+        log.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(buffer)
+            .cloned()
     }
 
     /// One line on the matmul kernels in use: pinned, or the autotuned choices made so far.

@@ -13,7 +13,11 @@ use crate::error::{Error, Result};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Shader {
     pub name: &'static str,
+    /// The WGSL as naga (wgpu) takes it.
     pub source: &'static str,
+    /// WebGPU features the module needs (`"subgroups"`); each is also a WGSL `enable` directive
+    /// that Tint requires and naga 30 refuses, so [`Shader::webgpu_source`] adds them.
+    pub features: &'static [&'static str],
 }
 
 /// A shader of `shaders/`, with `shaders/common.wgsl` (shared structs and helpers) in front.
@@ -25,6 +29,7 @@ macro_rules! shader {
                 include_str!("../../shaders/common.wgsl"),
                 include_str!(concat!("../../shaders/", $name, ".wgsl"))
             ),
+            features: &[],
         }
     };
 }
@@ -47,6 +52,7 @@ impl Shader {
             include_str!("../../shaders/matmul.wgsl"),
             include_str!("../../shaders/matmul_subgroup.wgsl")
         ),
+        features: &["subgroups"],
     };
 
     /// Every shader of the engine (the cross-compilation test walks this list).
@@ -60,6 +66,82 @@ impl Shader {
         Shader::GATHER,
         Shader::IWAE,
     ];
+}
+
+impl Shader {
+    /// The source a WebGPU implementation (Tint in Chrome, Dawn) takes: an `enable` directive
+    /// per feature the module uses, then the same WGSL. The one place where the targets differ.
+    pub fn webgpu_source(&self) -> String {
+        let mut s: String = self
+            .features
+            .iter()
+            .map(|f| format!("enable {f};\n"))
+            .collect();
+        s.push_str(self.source);
+        s
+    }
+
+    /// The module's compute entry points, in source order (the `fn` after each `@compute`).
+    pub fn entry_points(&self) -> Vec<&'static str> {
+        let src = self.source;
+        src.match_indices("@compute")
+            .filter_map(|(i, _)| {
+                let rest = &src[i..];
+                let start = rest.find("fn ")? + 3;
+                let name = &rest[start..];
+                let end = name.find(|c: char| !(c.is_alphanumeric() || c == '_'))?;
+                Some(&name[..end])
+            })
+            .collect()
+    }
+
+    /// Every override-constant combination the launchers use with this module (empty: the
+    /// shader's defaults). The cross-compilation and browser portability tests walk these.
+    pub fn override_sets(&self) -> Vec<Vec<(&'static str, f64)>> {
+        match self.name {
+            "matmul" | "matmul_subgroup" => {
+                let mut v = Vec::new();
+                for layout in 0..3 {
+                    for act in 0..3 {
+                        for bias in 0..2 {
+                            for acc in 0..2 {
+                                for mask in 0..2 {
+                                    for rows in 0..2 {
+                                        v.push(vec![
+                                            ("LAYOUT", layout as f64),
+                                            ("ACT", act as f64),
+                                            ("HAS_BIAS", bias as f64),
+                                            ("ACCUMULATE", acc as f64),
+                                            ("RELU_MASK", mask as f64),
+                                            ("ROW_SUM", rows as f64),
+                                            ("BCE", 0.0),
+                                        ]);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    // The BCE epilogue goes with identity, no accumulation, mask or row sums.
+                    for bias in 0..2 {
+                        v.push(vec![
+                            ("LAYOUT", layout as f64),
+                            ("HAS_BIAS", bias as f64),
+                            ("BCE", 1.0),
+                        ]);
+                    }
+                }
+                v
+            }
+            "bias_act" => (0..3)
+                .flat_map(|a| (0..2).map(move |b| vec![("ACT", a as f64), ("HAS_BIAS", b as f64)]))
+                .collect(),
+            "reparam_kl" => vec![
+                vec![("EPS_FROM_BUFFER", 0.0)],
+                vec![("EPS_FROM_BUFFER", 1.0)],
+            ],
+            _ => vec![vec![]],
+        }
+    }
 }
 
 fn poisoned() -> Error {

@@ -123,6 +123,7 @@ impl GpuContext {
             usage: STORAGE_USAGE,
             mapped_at_creation: false,
         });
+        self.log_buffer(&buffer, label, None);
         Ok(GpuTensor {
             buffer,
             offset: 0,
@@ -156,6 +157,7 @@ impl GpuContext {
                 contents,
                 usage: STORAGE_USAGE,
             });
+        self.log_buffer(&buffer, label, Some(contents));
         Ok(GpuTensor {
             buffer,
             offset: 0,

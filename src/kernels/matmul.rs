@@ -1,6 +1,6 @@
 //! `C = act(op(A)·op(B) + bias + [C])` — launcher for `shaders/matmul.wgsl`.
 
-use super::{Bind, Dispatch, expect_2d};
+use super::{Bind, Candidate, Dispatch, expect_2d};
 use crate::error::{Error, Result};
 use crate::gpu::context::SUBGROUP_LANES;
 use crate::gpu::{GpuContext, GpuTensor, MatmulVariant, Shader};
@@ -144,7 +144,32 @@ pub fn matmul(
         k,
         row_sums: epi.row_sums.is_some(),
     };
-    matmul_with(ctx, variant_for(ctx, problem)?, layout, a, b, c, epi)
+    with_candidates(ctx, problem, variant_for(ctx, problem)?, |v| {
+        matmul_with(ctx, v, layout, a, b, c, epi)
+    })
+}
+
+/// The dispatch `build(chosen)`; when the context records buffers (to export the plan), it also
+/// carries the same product by every candidate variant, the reference (direct) first, so another
+/// runtime can choose among them by the same rule.
+pub fn with_candidates(
+    ctx: &GpuContext,
+    problem: Problem,
+    chosen: MatmulVariant,
+    build: impl Fn(MatmulVariant) -> Result<Dispatch>,
+) -> Result<Dispatch> {
+    let mut d = build(chosen)?;
+    if ctx.records_buffers() {
+        for variant in candidates(ctx, problem) {
+            d.candidates.push(Candidate {
+                variant,
+                problem: problem.to_string(),
+                desc: build(variant)?.desc,
+                set: Vec::new(),
+            });
+        }
+    }
+    Ok(d)
 }
 
 /// The matmul variant for a problem: the pinned one if any; else the autotune cache's choice;

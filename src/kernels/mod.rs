@@ -19,12 +19,41 @@ use crate::gpu::{GpuContext, GpuTensor, Shader};
 
 pub use reparam::StepParams;
 
-/// One kernel launch: pipeline, bindings and grid.
+/// One kernel launch: pipeline, bindings and grid, and the same as data ([`DispatchDesc`]).
 pub struct Dispatch {
     pub label: &'static str,
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
     workgroups: [u32; 3],
+    /// What this launch is, as data: what the plan exporter writes for other runtimes.
+    pub desc: DispatchDesc,
+    /// For a matmul planned with recording on: the same product by every usable kernel variant,
+    /// the reference (direct) first (see [`crate::export`]).
+    pub candidates: Vec<Candidate>,
+}
+
+/// A dispatch described as data: shader, entry point, override constants, bindings, grid.
+#[derive(Clone, Debug)]
+pub struct DispatchDesc {
+    pub label: &'static str,
+    pub shader: Shader,
+    pub entry: &'static str,
+    pub constants: Vec<(&'static str, f64)>,
+    /// Binding i of group 0: (buffer, byte offset, byte size).
+    pub bindings: Vec<(wgpu::Buffer, u64, u64)>,
+    pub workgroups: [u32; 3],
+}
+
+/// One kernel variant of a matmul dispatch, and the buffer writes that go with choosing it (a loss
+/// reduction whose partial count depends on the kernel's grid).
+#[derive(Clone, Debug)]
+pub struct Candidate {
+    pub variant: crate::gpu::MatmulVariant,
+    /// The product's problem key, as the autotune cache names it.
+    pub problem: String,
+    pub desc: DispatchDesc,
+    /// (buffer, byte offset, u32 values) to write when this candidate is chosen.
+    pub set: Vec<(wgpu::Buffer, u64, Vec<u32>)>,
 }
 
 impl Dispatch {
@@ -64,12 +93,16 @@ pub(crate) enum Bind<'a> {
 impl GpuContext {
     /// A uniform buffer holding one `#[repr(C)]` params struct.
     pub(crate) fn uniform<T: bytemuck::Pod>(&self, label: &str, value: &T) -> wgpu::Buffer {
-        self.device
+        let contents = bytemuck::bytes_of(value);
+        let buffer = self
+            .device
             .create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some(label),
-                contents: bytemuck::bytes_of(value),
+                contents,
                 usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-            })
+            });
+        self.log_buffer(&buffer, label, Some(contents));
+        buffer
     }
 
     pub(crate) fn dispatch(
@@ -111,11 +144,27 @@ impl GpuContext {
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::Device(format!("{label}: bind group rejected: {e}")));
         }
+        let bindings = binds
+            .iter()
+            .map(|b| match b {
+                Bind::Tensor(t) => (t.buffer.clone(), t.offset, t.size_bytes()),
+                Bind::Buffer(buf) => ((*buf).clone(), 0, buf.size()),
+            })
+            .collect();
         Ok(Dispatch {
             label,
             pipeline,
             bind_group,
             workgroups,
+            desc: DispatchDesc {
+                label,
+                shader,
+                entry,
+                constants: constants.to_vec(),
+                bindings,
+                workgroups,
+            },
+            candidates: Vec::new(),
         })
     }
 }

@@ -25,6 +25,33 @@ pub struct StepParams {
 }
 
 impl StepParams {
+    /// (name, byte offset, WGSL type) of every field, for runtimes that write the uniform
+    /// themselves (the exported plan).
+    pub const FIELDS: [(&'static str, usize, &'static str); 6] = [
+        (
+            "batch_offset",
+            std::mem::offset_of!(StepParams, batch_offset),
+            "u32",
+        ),
+        (
+            "rng_step",
+            std::mem::offset_of!(StepParams, rng_step),
+            "u32",
+        ),
+        ("seed_lo", std::mem::offset_of!(StepParams, seed_lo), "u32"),
+        ("seed_hi", std::mem::offset_of!(StepParams, seed_hi), "u32"),
+        (
+            "adam_step_size",
+            std::mem::offset_of!(StepParams, adam_step_size),
+            "f32",
+        ),
+        (
+            "adam_bc2_sqrt",
+            std::mem::offset_of!(StepParams, adam_bc2_sqrt),
+            "f32",
+        ),
+    ];
+
     pub fn with_seed(seed: u64) -> Self {
         StepParams {
             seed_lo: seed as u32,

@@ -159,6 +159,11 @@ impl StepGraph {
         }
     }
 
+    /// The planned dispatches, in order.
+    pub fn dispatches(&self) -> &[Dispatch] {
+        &self.dispatches
+    }
+
     /// Append a dispatch to run after the planned ones (e.g. evaluation extras).
     pub fn push(&mut self, d: Dispatch) {
         self.dispatches.push(d);
@@ -211,6 +216,16 @@ impl EpochPlan {
         } else {
             self.last.as_ref().unwrap_or(&self.full)
         }
+    }
+
+    /// The graph of a full batch.
+    pub fn full(&self) -> &StepGraph {
+        &self.full
+    }
+
+    /// The graph of the last, smaller batch, when `len` is not a multiple of `batch`.
+    pub fn last(&self) -> Option<&StepGraph> {
+        self.last.as_ref()
     }
 
     /// Kernel launches of a full step.
@@ -402,6 +417,7 @@ impl GpuVae {
             step,
         )?);
         let lb = self.cfg.samples * batch;
+        let mut logits_variant = None;
         let bce_partials = if train {
             // Training needs no logits: the BCE loss and dlogits come out of the logits product's
             // epilogue (one dispatch and one pass over [L·B, D] fewer).
@@ -416,22 +432,31 @@ impl GpuVae {
                 row_sums: false,
             };
             let variant = matmul::variant_for(ctx, logits_product)?;
-            d.push(matmul::matmul_with(
+            let (w_out, b_out) = (p(idx::OUT_W)?, p(idx::OUT_B)?);
+            d.push(matmul::with_candidates(
                 ctx,
+                logits_product,
                 variant,
-                Layout::NT,
-                &a.h_dec,
-                &p(idx::OUT_W)?,
-                &a.dlogits,
-                Epilogue {
-                    bias: Some(&p(idx::OUT_B)?),
-                    bce: Some(BceEpilogue {
-                        targets: &a.x,
-                        partials: &a.bce_partials,
-                    }),
-                    ..Epilogue::NONE
+                |v| {
+                    matmul::matmul_with(
+                        ctx,
+                        v,
+                        Layout::NT,
+                        &a.h_dec,
+                        &w_out,
+                        &a.dlogits,
+                        Epilogue {
+                            bias: Some(&b_out),
+                            bce: Some(BceEpilogue {
+                                targets: &a.x,
+                                partials: &a.bce_partials,
+                            }),
+                            ..Epilogue::NONE
+                        },
+                    )
                 },
             )?);
+            logits_variant = Some((d.len() - 1, logits_product));
             matmul::bce_partials_len(ctx, variant, logits_product)?
         } else {
             d.extend(self.decoder(ctx, &a.z, &a.h_dec, Some(&a.logits))?);
@@ -452,6 +477,15 @@ impl GpuVae {
             kl_partials_len(lb * self.cfg.latent),
             acc,
         )?);
+        // An exported plan may choose another kernel for the logits product: the loss reduction
+        // then adds up that kernel's count of BCE partials (its first uniform word).
+        if let Some((i, problem)) = logits_variant {
+            let reduce_params = d[d.len() - 1].desc.bindings[3].0.clone();
+            for c in &mut d[i].candidates {
+                let n = matmul::bce_partials_len(ctx, c.variant, problem)? as u32;
+                c.set = vec![(reduce_params.clone(), 0, vec![n])];
+            }
+        }
 
         if train {
             // ---- backward: dW = dYᵀ·X (TN) with db = colsum(dY) fused in, dX = dY·W (NN) with

@@ -11,7 +11,7 @@
 //! Names, shapes and order are PyTorch's `state_dict` of the notebook's model, weights `[out, in]`.
 
 use super::VaeConfig;
-use crate::cpu::rng::{Stream, domain};
+use crate::rng::{Stream, domain};
 
 /// Alignment of every tensor in the arena, in f32 elements.
 pub const ARENA_ALIGN: usize = 64;

@@ -2,7 +2,6 @@
 //! step graph for full batches and one for the epoch's last, smaller batch (as PyTorch's DataLoader
 //! without `drop_last`), losses read back only at log points (asynchronously) and epoch ends.
 
-use crate::cpu::rng::{Stream, domain};
 use crate::data::Mnist;
 use crate::error::{Error, Result};
 use crate::gpu::readback::AsyncReadback;
@@ -14,6 +13,7 @@ use crate::model::eval::run_pass;
 use crate::model::gpu::{EpochPlan, Input, LossReadout};
 use crate::model::{GpuVae, VaeConfig};
 use crate::ops::AdamConfig;
+use crate::rng::{Stream, domain};
 
 /// A data split uploaded once: u8 pixels `[N, D]` and a u32 index list `[N]`.
 pub struct GpuDataset {

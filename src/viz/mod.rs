@@ -11,8 +11,8 @@ use std::sync::Once;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
-use crate::cpu::rng::{Stream, domain};
 use crate::error::{Error, Result};
+use crate::rng::{Stream, domain};
 
 const FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
 

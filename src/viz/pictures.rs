@@ -5,13 +5,13 @@
 use std::path::{Path, PathBuf};
 
 use super::{LossHistory, grid_png, loss_png, reconstructions_png, tsne_2d, tsne_png};
-use crate::cpu::rng::{Stream, domain};
 use crate::data::Mnist;
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
 use crate::model::gpu::{Activations, Input};
 use crate::model::{GpuVae, VaeConfig};
 use crate::ops::AdamConfig;
+use crate::rng::{Stream, domain};
 
 /// Points in the t-SNE map.
 pub const TSNE_POINTS: usize = 1000;

@@ -4,11 +4,11 @@
 
 use std::sync::OnceLock;
 
-use vae_wgpu::cpu::rng::{Stream, domain};
 use vae_wgpu::gpu::{BackendChoice, ContextOptions, GpuContext, GpuTensor, MatmulVariant};
 use vae_wgpu::kernels::reparam::EpsSource;
 use vae_wgpu::model::GpuVae;
 use vae_wgpu::model::gpu::{Input, StepGraph};
+use vae_wgpu::rng::{Stream, domain};
 
 /// f32 unit roundoff.
 pub const U: f64 = 1.0 / 16_777_216.0;

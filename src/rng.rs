@@ -34,7 +34,7 @@ pub fn to_unit(x: u32) -> f64 {
 /// The reparameterisation noise of `element` at `step` (Box–Muller on Philox outputs 0 and 1).
 ///
 /// ```
-/// use vae_wgpu::cpu::rng::normal_at;
+/// use vae_wgpu::rng::normal_at;
 /// // Counter-based: the same (seed, step, element) always gives the same value, in any order.
 /// assert_eq!(normal_at(42, 7, 3), normal_at(42, 7, 3));
 /// assert_ne!(normal_at(42, 7, 3), normal_at(42, 8, 3));

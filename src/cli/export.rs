@@ -1,0 +1,113 @@
+//! `export_web`: plan the training step on this machine's adapter and write it as data for the
+//! WebGPU page in `web/` (format: `docs/PLAN_FORMAT.md`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::export::{ExportOptions, export_plan};
+use crate::gpu::GpuContext;
+use crate::model::{TrainSettings, VaeConfig};
+
+#[derive(Parser, Debug)]
+#[command(about = "Export the training step as a plan that the WebGPU page in web/ replays")]
+pub struct Args {
+    /// Directory to write plan.json and its blobs into.
+    #[arg(long, default_value = "web/plan")]
+    out: PathBuf,
+    /// Epochs of shuffled index lists to export (the page trains at most this many).
+    #[arg(long, default_value_t = 5)]
+    epochs: usize,
+    /// Images per step.
+    #[arg(long, default_value_t = TrainSettings::default().batch_size)]
+    batch_size: usize,
+    /// Adam learning rate (the page can change it: it enters only the per-step uniform).
+    #[arg(long, default_value_t = TrainSettings::default().adam.lr)]
+    lr: f32,
+    /// Latent dimensions.
+    #[arg(long, default_value_t = VaeConfig::default().latent)]
+    latent: usize,
+    /// Hidden units of the encoder and decoder.
+    #[arg(long, default_value_t = VaeConfig::default().hidden)]
+    hidden: usize,
+    /// Reparameterised samples per observation, AEVB's L.
+    #[arg(long, default_value_t = VaeConfig::default().samples)]
+    samples: usize,
+    /// Seed of initialisation, shuffling and noise.
+    #[arg(long, default_value_t = TrainSettings::default().seed)]
+    seed: u64,
+    /// Directory with the four MNIST IDX files (.gz or raw).
+    #[arg(long, default_value = "data/mnist")]
+    data_dir: PathBuf,
+    /// Batch loss every this many steps in the page.
+    #[arg(long, default_value_t = TrainSettings::default().log_every)]
+    log_every: usize,
+    /// Also run this many training steps natively and write reference.json (for the page's
+    /// parity test).
+    #[arg(long, default_value_t = 0)]
+    reference_steps: usize,
+    /// Pin one matmul variant (direct, tiled, subgroup) for the native plan and reference run.
+    #[arg(long)]
+    matmul: Option<String>,
+    #[command(flatten)]
+    device: super::DeviceArgs,
+}
+
+pub fn main() -> ExitCode {
+    execute(Args::parse())
+}
+
+pub fn execute(args: Args) -> ExitCode {
+    super::exit_with(run(args))
+}
+
+fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let mut opts = args.device.options()?;
+    opts.record_buffers = true;
+    if let Some(m) = &args.matmul {
+        opts.matmul = Some(m.parse()?);
+    }
+    let ctx = GpuContext::new(&opts)?;
+    println!("adapter: {}", ctx.adapter.short());
+    let mut settings = TrainSettings {
+        batch_size: args.batch_size,
+        seed: args.seed,
+        log_every: args.log_every,
+        ..TrainSettings::default()
+    };
+    settings.adam.lr = args.lr;
+    let cfg = VaeConfig {
+        hidden: args.hidden,
+        latent: args.latent,
+        samples: args.samples,
+        ..VaeConfig::default()
+    };
+    let summary = export_plan(
+        &ctx,
+        &ExportOptions {
+            cfg,
+            settings,
+            epochs: args.epochs,
+            data_dir: args.data_dir,
+            out: args.out.clone(),
+            reference_steps: args.reference_steps,
+        },
+    )?;
+    println!(
+        "wrote {} ({} buffers, {} dispatches per training step, {:.1} MB)",
+        args.out.join("plan.json").display(),
+        summary.buffers,
+        summary.dispatches_per_step,
+        summary.bytes as f64 / 1e6
+    );
+    if !summary.reference_losses.is_empty() {
+        println!(
+            "reference: {} native steps, batch losses {:.4} … {:.4}",
+            summary.reference_losses.len(),
+            summary.reference_losses[0],
+            summary.reference_losses[summary.reference_losses.len() - 1]
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

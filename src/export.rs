@@ -1,0 +1,468 @@
+//! The training step as data: a plan that another runtime replays (the WebGPU page in `web/`).
+//!
+//! The host stays the single source of truth: it plans the model's graphs with the same launchers
+//! the native trainer uses, on a context that logs its buffers ([`ContextOptions::record_buffers`]),
+//! then writes every dispatch ([`DispatchDesc`]), every buffer and its initial contents, the
+//! per-step uniform's layout and rules, and the data. The format is `docs/PLAN_FORMAT.md`.
+//!
+//! [`ContextOptions::record_buffers`]: crate::gpu::ContextOptions::record_buffers
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+
+use crate::data::{Mnist, Split};
+use crate::error::{Error, Result};
+use crate::gpu::{GpuContext, GpuTensor, Shader};
+use crate::kernels::reduce::LossSlots;
+use crate::kernels::reparam::EpsSource;
+use crate::kernels::{DispatchDesc, StepParams};
+use crate::model::gpu::{EpochPlan, Input, StepGraph};
+use crate::model::{GpuDataset, GpuVae, TrainSettings, VaeConfig};
+use crate::rng::{Stream, domain};
+
+/// The plan format's name and version (`plan.json`'s `format` and `version`).
+pub const FORMAT: &str = "vae-wgpu-plan";
+pub const VERSION: u32 = 1;
+
+/// Test images reconstructed by the page after each epoch, and decoded samples drawn.
+pub const RECONSTRUCTIONS: usize = 10;
+pub const SAMPLES: usize = 64;
+
+/// What to export.
+#[derive(Clone, Debug)]
+pub struct ExportOptions {
+    pub cfg: VaeConfig,
+    pub settings: TrainSettings,
+    /// Epochs of shuffled index lists to include (the page can train at most this many).
+    pub epochs: usize,
+    pub data_dir: PathBuf,
+    pub out: PathBuf,
+    /// Also run this many training steps natively and write `reference.json` (0: none).
+    pub reference_steps: usize,
+}
+
+/// What [`export_plan`] wrote.
+#[derive(Clone, Debug)]
+pub struct ExportSummary {
+    pub dispatches_per_step: usize,
+    pub buffers: usize,
+    /// Bytes of `buffers.bin`, `indices.bin` and the compressed images.
+    pub bytes: u64,
+    /// The native engine's batch losses per image of the reference steps.
+    pub reference_losses: Vec<f64>,
+}
+
+/// Buffers in the order the plan first refers to them; ids are positions.
+#[derive(Default)]
+struct BufferTable {
+    ids: HashMap<wgpu::Buffer, usize>,
+    list: Vec<wgpu::Buffer>,
+}
+
+impl BufferTable {
+    fn id(&mut self, b: &wgpu::Buffer) -> usize {
+        *self.ids.entry(b.clone()).or_insert_with(|| {
+            self.list.push(b.clone());
+            self.list.len() - 1
+        })
+    }
+
+    fn dispatch(&mut self, d: &DispatchDesc) -> Value {
+        let bindings: Vec<Value> = d
+            .bindings
+            .iter()
+            .enumerate()
+            .map(|(i, (b, offset, size))| {
+                json!({"binding": i, "buffer": self.id(b), "offset": offset, "size": size})
+            })
+            .collect();
+        let constants: serde_json::Map<String, Value> = d
+            .constants
+            .iter()
+            .map(|&(k, v)| (k.to_string(), json!(v)))
+            .collect();
+        json!({
+            "label": d.label,
+            "shader": d.shader.name,
+            "entry": d.entry,
+            "constants": constants,
+            "bindings": bindings,
+            "workgroups": d.workgroups,
+        })
+    }
+
+    fn graph(&mut self, g: &StepGraph) -> Value {
+        let dispatches: Vec<Value> = g
+            .dispatches()
+            .iter()
+            .map(|d| {
+                let mut v = self.dispatch(&d.desc);
+                if let Some(first) = d.candidates.first() {
+                    let candidates: Vec<Value> = d
+                        .candidates
+                        .iter()
+                        .map(|c| {
+                            let mut cv = self.dispatch(&c.desc);
+                            cv["variant"] = json!(c.variant.to_string());
+                            cv["requires"] = json!(c.desc.shader.features);
+                            cv["set"] = c
+                                .set
+                                .iter()
+                                .map(|(b, off, words)| {
+                                    json!({"buffer": self.id(b), "offset": off, "u32": words})
+                                })
+                                .collect();
+                            cv
+                        })
+                        .collect();
+                    v["problem"] = json!(first.problem);
+                    v["candidates"] = json!(candidates);
+                }
+                v
+            })
+            .collect();
+        json!({"rows": g.batch, "train": g.train, "dispatches": dispatches})
+    }
+
+    fn region(&mut self, t: &GpuTensor, rows: usize) -> Value {
+        json!({"buffer": self.id(&t.buffer), "offset": t.offset, "rows": rows, "cols": t.shape[1]})
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Write `bytes` to `dir/name` (through a temporary file, so a reader never sees half a file).
+fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<u64> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!("{name}.tmp-{}", std::process::id()));
+    std::fs::write(&tmp, bytes).map_err(io_err(&tmp))?;
+    std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
+    Ok(bytes.len() as u64)
+}
+
+/// An IDX3 file of `data`'s images, gzip-compressed: what the page inflates (header 16 bytes).
+fn idx_images_gz(data: &Mnist) -> Result<Vec<u8>> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut header = vec![0, 0, 8, 3];
+    for d in [data.count, data.rows, data.cols] {
+        header.extend((d as u32).to_be_bytes());
+    }
+    let io = |e| Error::Io {
+        path: PathBuf::from("<gzip encoder>"),
+        source: e,
+    };
+    enc.write_all(&header).map_err(io)?;
+    enc.write_all(&data.images).map_err(io)?;
+    enc.finish().map_err(io)
+}
+
+fn usage_names(u: wgpu::BufferUsages) -> Vec<&'static str> {
+    [
+        (wgpu::BufferUsages::STORAGE, "storage"),
+        (wgpu::BufferUsages::UNIFORM, "uniform"),
+        (wgpu::BufferUsages::COPY_SRC, "copy_src"),
+        (wgpu::BufferUsages::COPY_DST, "copy_dst"),
+    ]
+    .into_iter()
+    .filter(|(f, _)| u.contains(*f))
+    .map(|(_, n)| n)
+    .collect()
+}
+
+/// Every (module, entry point, override constants) combination the launchers use.
+fn pipelines_json() -> Vec<Value> {
+    let mut out = Vec::new();
+    for shader in Shader::ALL.into_iter().chain([Shader::MATMUL_SUBGROUP]) {
+        for entry in shader.entry_points() {
+            for set in shader.override_sets() {
+                let constants: serde_json::Map<String, Value> = set
+                    .iter()
+                    .map(|&(k, v)| (k.to_string(), json!(v)))
+                    .collect();
+                out.push(json!({"shader": shader.name, "entry": entry, "constants": constants}));
+            }
+        }
+    }
+    out
+}
+
+/// Plan the model of `opts` on `ctx` (which must log its buffers) and write the plan directory.
+pub fn export_plan(ctx: &GpuContext, opts: &ExportOptions) -> Result<ExportSummary> {
+    if !ctx.records_buffers() {
+        return Err(Error::Config(
+            "exporting a plan needs a context created with record_buffers".into(),
+        ));
+    }
+    let s = &opts.settings;
+    let train = Mnist::load(&opts.data_dir, Split::Train)?;
+    let test = Mnist::load(&opts.data_dir, Split::Test)?;
+    let cfg = VaeConfig {
+        input: train.dim(),
+        ..opts.cfg
+    };
+    if test.dim() != train.dim() {
+        return Err(Error::Data {
+            path: opts.data_dir.clone(),
+            detail: format!(
+                "test images are {}x{}, training images {}x{}: the splits must agree",
+                test.rows, test.cols, train.rows, train.cols
+            ),
+        });
+    }
+    s.validate(train.count)?;
+    if opts.epochs == 0 {
+        return Err(Error::Config("epochs must be at least 1".into()));
+    }
+    std::fs::create_dir_all(&opts.out).map_err(io_err(&opts.out))?;
+
+    let mut vae = GpuVae::new(ctx, cfg, s.adam, s.batch_size, s.seed)?;
+    let train_gpu = GpuDataset::upload(ctx, "train pixels", &train)?;
+    let test_gpu = GpuDataset::upload(ctx, "test pixels", &test)?;
+    let gather = |d: &GpuDataset| -> (GpuTensor, GpuTensor) { (d.pixels.clone(), d.index.clone()) };
+    let (train_px, train_ix) = gather(&train_gpu);
+    let (test_px, test_ix) = gather(&test_gpu);
+    let train_in = Input::Gather {
+        pixels: &train_px,
+        index: &train_ix,
+    };
+    let test_in = Input::Gather {
+        pixels: &test_px,
+        index: &test_ix,
+    };
+    let acc_train = vae.new_accumulator(ctx)?;
+    let acc_test = vae.new_accumulator(ctx)?;
+    let acc_scratch = vae.new_accumulator(ctx)?;
+    let b = s.batch_size;
+    let training = EpochPlan::new(train.count, b, |rows| {
+        vae.plan_step(ctx, rows, train_in, EpsSource::Philox, true, &acc_train)
+    })?;
+    let testing = EpochPlan::new(test.count, b, |rows| {
+        vae.plan_step(ctx, rows, test_in, EpsSource::Philox, false, &acc_test)
+    })?;
+    let recon_rows = RECONSTRUCTIONS.min(b).min(test.count);
+    let reconstruct = vae.plan_reconstruct(ctx, recon_rows, test_in, &acc_scratch)?;
+    let decode_rows = SAMPLES.min(cfg.samples * b);
+    let decode = vae.plan_decode(ctx, decode_rows)?;
+
+    let mut table = BufferTable::default();
+    let mut graphs = serde_json::Map::new();
+    let mut add = |name: &str, g: Option<&StepGraph>, table: &mut BufferTable| {
+        if let Some(g) = g {
+            graphs.insert(name.into(), table.graph(g));
+        }
+    };
+    add("train", Some(training.full()), &mut table);
+    add("train_last", training.last(), &mut table);
+    add("test", Some(testing.full()), &mut table);
+    add("test_last", testing.last(), &mut table);
+    add("reconstruct", Some(&reconstruct), &mut table);
+    add("decode", Some(&decode), &mut table);
+
+    let a = &vae.acts;
+    let lb = cfg.samples * recon_rows;
+    let outputs = json!({
+        "reconstruct": {
+            "originals": table.region(&a.x, recon_rows),
+            // Sample 0's rows of sigmoid(logits) (rows are sample-major).
+            "reconstructions": table.region(&a.logits, recon_rows.min(lb)),
+        },
+        "decode": {
+            "z": table.region(&a.z, decode_rows),
+            "means": table.region(&a.logits, decode_rows),
+        },
+    });
+    let slots = json!({
+        "epoch_total": LossSlots::EPOCH_TOTAL, "batch_total": LossSlots::BATCH_TOTAL,
+        "batch_bce": LossSlots::BATCH_BCE, "batch_kl": LossSlots::BATCH_KL,
+        "epoch_bce": LossSlots::EPOCH_BCE, "epoch_kl": LossSlots::EPOCH_KL,
+        "nonfinite": LossSlots::NONFINITE, "batches": LossSlots::BATCHES,
+    });
+    let acc_json = |t: &GpuTensor, table: &mut BufferTable| json!({"buffer": table.id(&t.buffer), "len": LossSlots::LEN, "slots": slots});
+    let accumulators = json!({
+        "train": acc_json(&acc_train, &mut table),
+        "test": acc_json(&acc_test, &mut table),
+        "scratch": acc_json(&acc_scratch, &mut table),
+    });
+    let uniform_id = table.id(&vae.step_uniform().buffer);
+    let index_id = table.id(&train_ix.buffer);
+    let params_id = table.id(&vae.params.buffer);
+
+    // The per-epoch shuffles, exactly as the trainer draws them.
+    let mut indices = Vec::with_capacity(opts.epochs * train.count * 4);
+    for epoch in 1..=opts.epochs {
+        let perm = Stream::new(s.seed, domain::SHUFFLE, epoch as u32).permutation(train.count);
+        indices.extend(bytemuck::cast_slice::<u32, u8>(&perm));
+    }
+    let mut bytes = write_file(&opts.out, "indices.bin", &indices)?;
+
+    // Buffers and their initial contents.
+    let images = [
+        (&train_px.buffer, "train-images-idx3-ubyte.gz", &train),
+        (&test_px.buffer, "t10k-images-idx3-ubyte.gz", &test),
+    ];
+    let mut blob = Vec::new();
+    let mut buffers = Vec::new();
+    for (id, buf) in table.list.iter().enumerate() {
+        let info = ctx.buffer_info(buf).ok_or_else(|| {
+            Error::Config(format!(
+                "buffer {id} of the plan was not created through this context"
+            ))
+        })?;
+        let init = if let Some((_, file, data)) = images.iter().find(|(b, _, _)| *b == buf) {
+            bytes += write_file(&opts.out, file, &idx_images_gz(data)?)?;
+            json!({"gzip": file, "skip": 16, "size": data.images.len()})
+        } else {
+            match &info.contents {
+                Some(c) if c.iter().any(|&x| x != 0) => {
+                    let offset = blob.len();
+                    blob.extend_from_slice(c);
+                    // Keep every blob range 4-byte aligned (WebGPU's writeBuffer granule).
+                    blob.resize(blob.len().next_multiple_of(4), 0);
+                    json!({"blob": "buffers.bin", "offset": offset, "size": c.len()})
+                }
+                _ => Value::Null,
+            }
+        };
+        buffers.push(json!({
+            "id": id, "name": info.name, "size": info.size,
+            "usage": usage_names(info.usage), "init": init,
+        }));
+    }
+    bytes += write_file(&opts.out, "buffers.bin", &blob)?;
+
+    // Limits the plan needs, from its dispatches (and the candidates it may choose).
+    let mut max_binding = 0u64;
+    let mut max_groups = 0u32;
+    let mut max_storage = 0usize;
+    let mut max_uniform = 0usize;
+    let plans = [Some(&training), Some(&testing)];
+    let extra = [&reconstruct, &decode];
+    let all: Vec<&StepGraph> = plans
+        .into_iter()
+        .flatten()
+        .flat_map(|p| [Some(p.full()), p.last()])
+        .flatten()
+        .chain(extra)
+        .collect();
+    for d in all.iter().flat_map(|g| g.dispatches()) {
+        for desc in std::iter::once(&d.desc).chain(d.candidates.iter().map(|c| &c.desc)) {
+            let (mut st, mut un) = (0, 0);
+            for (buf, _, size) in &desc.bindings {
+                if buf.usage().contains(wgpu::BufferUsages::UNIFORM) {
+                    un += 1;
+                } else {
+                    st += 1;
+                    max_binding = max_binding.max(*size);
+                }
+            }
+            max_storage = max_storage.max(st);
+            max_uniform = max_uniform.max(un);
+            max_groups = max_groups.max(desc.workgroups.into_iter().max().unwrap_or(1));
+        }
+    }
+    let max_buffer = table.list.iter().map(|b| b.size()).max().unwrap_or(0);
+    let shaders: Vec<Value> = Shader::ALL
+        .into_iter()
+        .chain([Shader::MATMUL_SUBGROUP])
+        .map(|sh| json!({"name": sh.name, "source": sh.webgpu_source(), "features": sh.features}))
+        .collect();
+    let adam = &s.adam;
+    let plan = json!({
+        "format": FORMAT,
+        "version": VERSION,
+        "engine": format!("vae-wgpu {}", env!("CARGO_PKG_VERSION")),
+        "planned_on": ctx.adapter.short(),
+        "model": {
+            "input": cfg.input, "hidden": cfg.hidden, "latent": cfg.latent,
+            "samples": cfg.samples, "params": vae.layout.len,
+        },
+        "train": {
+            "batch": b, "epochs": opts.epochs, "lr": adam.lr as f64,
+            "beta1": adam.beta1 as f64, "beta2": adam.beta2 as f64, "eps": adam.eps as f64,
+            "weight_decay": adam.weight_decay as f64, "seed": s.seed,
+            "train_len": train.count, "test_len": test.count,
+            "log_every": s.log_every, "steps_per_epoch": training.steps(),
+        },
+        "image": {"width": train.cols, "height": train.rows, "channels": 1},
+        "limits": {
+            "maxStorageBufferBindingSize": max_binding,
+            "maxBufferSize": max_buffer,
+            "maxComputeWorkgroupsPerDimension": max_groups,
+            "maxStorageBuffersPerShaderStage": max_storage,
+            "maxUniformBuffersPerShaderStage": max_uniform,
+            // Every kernel's workgroup has at most 256 invocations (shaders/*.wgsl).
+            "maxComputeInvocationsPerWorkgroup": 256,
+            "maxComputeWorkgroupSizeX": 256,
+        },
+        "shaders": shaders,
+        "pipelines": pipelines_json(),
+        "buffers": buffers,
+        "uniform": {
+            "buffer": uniform_id,
+            "size": std::mem::size_of::<StepParams>(),
+            "fields": StepParams::FIELDS
+                .iter()
+                .map(|(name, offset, ty)| json!({"name": name, "offset": offset, "type": ty}))
+                .collect::<Vec<_>>(),
+        },
+        "accumulators": accumulators,
+        "epoch_input": {"buffer": index_id, "blob": "indices.bin", "count": train.count},
+        "graphs": graphs,
+        "outputs": outputs,
+    });
+
+    // The native engine's first steps of the same plan, for the page's parity test.
+    let mut reference_losses = Vec::new();
+    if opts.reference_steps > 0 {
+        let steps = opts.reference_steps.min(training.steps());
+        let perm = &indices[..train.count * 4];
+        ctx.write_u32(&train_ix, bytemuck::cast_slice(perm))?;
+        vae.reset_losses(ctx, &acc_train)?;
+        for step in 0..steps {
+            let g = training.graph(step);
+            vae.run_step(ctx, g, step * b)?;
+            let r = vae.read_losses(ctx, &acc_train)?;
+            reference_losses.push(r.batch_total / g.batch as f64);
+        }
+        let params = vae.read_params(ctx)?;
+        write_file(
+            &opts.out,
+            "reference_params.bin",
+            bytemuck::cast_slice(&params),
+        )?;
+        let matmul = ctx
+            .matmul_pinned
+            .map_or("auto".to_string(), |v| v.to_string());
+        let reference = json!({
+            "steps": steps,
+            "matmul": matmul,
+            "adapter": ctx.adapter.short(),
+            "batch_losses": reference_losses,
+            "params": {"buffer": params_id, "blob": "reference_params.bin", "size": params.len() * 4},
+        });
+        write_file(
+            &opts.out,
+            "reference.json",
+            serde_json::to_string_pretty(&reference)
+                .map_err(|e| Error::Config(format!("reference.json: {e}")))?
+                .as_bytes(),
+        )?;
+    }
+    let text =
+        serde_json::to_string(&plan).map_err(|e| Error::Config(format!("plan.json: {e}")))?;
+    bytes += write_file(&opts.out, "plan.json", text.as_bytes())?;
+    Ok(ExportSummary {
+        dispatches_per_step: training.dispatch_count(),
+        buffers: table.list.len(),
+        bytes,
+        reference_losses,
+    })
+}
