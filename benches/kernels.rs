@@ -14,12 +14,14 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use vae_wgpu::cpu::ops as cpu;
-use vae_wgpu::gpu::{DType, GpuContext, MatmulVariant};
+use vae_wgpu::gpu::{DType, GpuContext};
+use vae_wgpu::kernels::StepUniform;
+use vae_wgpu::kernels::matmul::MatmulVariant;
 use vae_wgpu::kernels::matmul::{
     BceEpilogue, Epilogue, Problem, bce_partials_len, matmul_with, variant_for,
 };
-use vae_wgpu::kernels::reparam::{EpsSource, StepUniform, kl_partials_len};
-use vae_wgpu::kernels::{Dispatch, StepParams, adam, bce, bias_act, gather, reduce, reparam};
+use vae_wgpu::kernels::reparam_kl::{EpsSource, kl_partials_len};
+use vae_wgpu::kernels::{Dispatch, StepParams, adam, bce, bias_act, gather, reduce, reparam_kl};
 use vae_wgpu::ops::{Act, AdamConfig, Layout};
 
 /// Model shapes (M, N, K) — the list, the two weight-gradient shapes training runs (TN
@@ -96,7 +98,7 @@ fn bench_matmul(c: &mut Criterion) {
             let gb = ctx.upload_f32("b", &sb, &b).unwrap();
             let gc = ctx.zeros("c", &[m, n], DType::F32).unwrap();
             let mut variants = vec![MatmulVariant::Direct, MatmulVariant::Tiled];
-            if ctx.subgroups {
+            if vae_wgpu::kernels::matmul::select::subgroups_usable(&ctx) {
                 variants.push(MatmulVariant::Subgroup);
             }
             for variant in variants {
@@ -245,8 +247,9 @@ fn bench_elementwise(c: &mut Criterion) {
         .zeros("klp", &[kl_partials_len(b * k)], DType::F32)
         .unwrap();
     g.throughput(bytes(4 * b * k));
-    let kr = reparam::reparam_forward(&ctx, &heads, &eps, &z, &klp, 1.0, EpsSource::Philox, &step)
-        .unwrap();
+    let kr =
+        reparam_kl::reparam_forward(&ctx, &heads, &eps, &z, &klp, 1.0, EpsSource::Philox, &step)
+            .unwrap();
     g.bench_function("reparam_forward philox 128x10", |bn| {
         bn.iter_custom(|it| gpu_time(&ctx, &kr, it))
     });

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use vae_wgpu::data::{Mnist, Split};
 use vae_wgpu::gpu::GpuContext;
-use vae_wgpu::kernels::reparam::EpsSource;
+use vae_wgpu::kernels::reparam_kl::EpsSource;
 use vae_wgpu::model::gpu::Input;
 use vae_wgpu::model::{EpochEnd, GpuDataset, GpuVae, TrainSettings, Trainer, VaeConfig};
 
@@ -38,7 +38,7 @@ fn main() {
         .plan_step(&ctx, 128, input, EpsSource::Philox, true, &acc)
         .unwrap();
     println!("dispatches per training step: {}", graph.dispatch_count());
-    println!("{}", ctx.matmul_summary());
+    println!("{}", vae_wgpu::kernels::matmul::summary(&ctx));
     let steps = 50;
     let (mut host, mut wall) = (Vec::new(), Vec::new());
     for i in 0..steps {

@@ -1,3 +1,4 @@
+// Launcher: src/kernels/adam.rs · CPU twin: cpu::ops::adam_step · parity: tests/parity_kernels.rs adam_matches_pytorch_formula
 // Adam over a flat parameter arena, with PyTorch's semantics (torch.optim.Adam, foreach form):
 //   g  = grad + weight_decay·param                  (L2, not AdamW; 0 by default)
 //   m  = β1·m + (1-β1)·g
@@ -12,9 +13,9 @@ struct AdamParams {
     beta2: f32,
     eps: f32,
     weight_decay: f32,
+    one_minus_beta1: f32, // 1 - β1 and 1 - β2 computed in f64 on the host, as PyTorch does in
+    one_minus_beta2: f32, // Python floats (in f32, 1 - β2 would be off by 1.3e-5 relative)
     _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
 }
 
 @group(0) @binding(0) var<storage, read_write> param: array<vec4<f32>>;
@@ -32,8 +33,8 @@ fn adam_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
     }
     let w = param[i];
     let g = grad[i] + p.weight_decay * w;
-    let m1 = p.beta1 * m[i] + (1.0 - p.beta1) * g;
-    let v1 = p.beta2 * v[i] + (1.0 - p.beta2) * g * g;
+    let m1 = p.beta1 * m[i] + p.one_minus_beta1 * g;
+    let v1 = p.beta2 * v[i] + p.one_minus_beta2 * g * g;
     m[i] = m1;
     v[i] = v1;
     let denom = sqrt(v1) / step.adam_bc2_sqrt + vec4<f32>(p.eps);

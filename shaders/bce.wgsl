@@ -1,3 +1,4 @@
+// Launcher: src/kernels/bce.rs · CPU twin: cpu::ops::bce_forward_backward · parity: tests/parity_kernels.rs bce_forward_backward_matches_including_extremes
 // Binary cross-entropy of sigmoid(logits) against targets x in [0, 1], forward and backward in one pass.
 //
 //   loss_i = -(x·log σ(l) + (1-x)·log(1-σ(l))) = max(l, 0) - l·x + log(1 + exp(-|l|))

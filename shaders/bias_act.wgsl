@@ -1,3 +1,4 @@
+// Launcher: src/kernels/bias_act.rs · CPU twin: cpu::ops::act_forward · parity: tests/parity_kernels.rs bias_act_forward
 // Bias + activation, forward and backward, over a row-major [rows, cols] tensor.
 //   act_forward:  y = act(y + bias[col])           (in place; the matmul epilogue fuses the same)
 //   act_backward: dy = dy * act'(y), from the saved output y (ReLU: y > 0; sigmoid: y·(1-y))

@@ -2,7 +2,7 @@
 // errors count these lines too): the per-step uniform's layout, the stable sigmoid, BCE with
 // logits, and the workgroup sum that every reducing kernel uses.
 
-// Values that change every step, written once per step (src/kernels/reparam.rs, StepParams).
+// Values that change every step, written once per step (src/kernels/step.rs, StepParams).
 struct StepParams {
     batch_offset: u32,   // first index of this batch in the epoch's index list (gather, iwae)
     rng_step: u32,       // step counter in the Philox counter (reparam_kl)

@@ -1,3 +1,4 @@
+// Launcher: src/kernels/gather.rs · CPU twin: cpu::ops::gather · parity: tests/parity_kernels.rs gather_is_exact
 // Batch gather: x[b, d] = dataset[index[batch_offset + b], d] / 255.
 // The whole data set lives on the GPU as u8 pixels packed four to a u32 (60000·784 bytes = 47 MB,
 // a quarter of f32); the epoch's shuffled index list is uploaded once per epoch, and each step

@@ -1,3 +1,4 @@
+// Launcher: src/kernels/iwae.rs · CPU twins: cpu::ops::bce_rows, cpu::ops::iwae_estimate · parity: tests/eval_pictures.rs evaluation_matches_cpu_reference
 // Per-image quantities for evaluating a trained model.
 //
 //   bce_rows:      rowloss[r] = Σ_d bce(logits[r, d], x[r mod B, d])      (-log p(x | z_r), one

@@ -1,3 +1,4 @@
+// Launcher: src/kernels/reduce.rs · CPU twin: the sums in cpu::model · parity: tests/parity_kernels.rs matmul_bce_epilogue, reparam_kl_forward_backward (loss_reduce)
 // Reductions.
 //   loss_reduce: one workgroup sums the BCE and KL partials a step produced, writes the batch loss and
 //                adds it to the epoch accumulator; it raises a flag when a sum is not finite, so a

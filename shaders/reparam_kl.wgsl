@@ -1,3 +1,4 @@
+// Launcher: src/kernels/reparam_kl.rs · CPU twins: cpu::ops::reparam_forward, reparam_backward, rng::normals · parity: tests/parity_kernels.rs reparam_kl_forward_backward, reparam_philox_noise_matches_cpu_generator
 // Fused reparameterisation and KL divergence to N(0, I).
 //
 //   reparam_forward:  eps ~ N(0, 1) from Philox4x32-10 keyed by the seed, counter (element, step);
@@ -12,7 +13,7 @@
 // With L samples z/eps are [L, B, K]: sample l of element e = b·K + j is row-major index l·B·K + e.
 // The KL term does not depend on eps, so it is counted once per element.
 // EPS_FROM_BUFFER reads eps from the eps buffer instead of drawing it (parity with outside references).
-// The CPU twin (src/cpu/rng.rs) implements the same generator bit for bit.
+// The CPU twin (src/rng.rs) implements the same generator bit for bit.
 
 struct ReparamParams {
     bk: u32,        // B·K elements of mu / logvar

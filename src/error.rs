@@ -43,9 +43,17 @@ pub enum Error {
     #[error("{path}: {detail}")]
     Data { path: PathBuf, detail: String },
 
-    /// A configuration or flag value that makes no sense.
+    /// A configuration value that makes no sense.
     #[error("invalid configuration: {0}")]
     Config(String),
+
+    /// A setting out of its range, named as the library names it (`batch size`, `hidden`); the
+    /// programs name their flag instead (`--batch-size`), see `cli::exit_with`.
+    #[error("{setting} {problem}")]
+    Setting {
+        setting: &'static str,
+        problem: String,
+    },
 
     /// The loss became NaN or infinite.
     #[error(
@@ -65,6 +73,13 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    pub(crate) fn setting(setting: &'static str, problem: impl Into<String>) -> Self {
+        Error::Setting {
+            setting,
+            problem: problem.into(),
+        }
+    }
+
     pub(crate) fn shape(op: &'static str, detail: impl Into<String>) -> Self {
         Error::Shape {
             op,

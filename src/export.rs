@@ -17,10 +17,11 @@ use crate::data::{Mnist, Split};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuTensor, Shader};
 use crate::kernels::reduce::LossSlots;
-use crate::kernels::reparam::EpsSource;
+use crate::kernels::reparam_kl::EpsSource;
 use crate::kernels::{DispatchDesc, StepParams};
 use crate::model::gpu::{EpochPlan, Input, StepGraph};
 use crate::model::{GpuDataset, GpuVae, TrainSettings, VaeConfig};
+use crate::ops::AdamConfig;
 use crate::rng::{Stream, domain};
 
 /// The plan format's name and version (`plan.json`'s `format` and `version`).
@@ -139,12 +140,9 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     }
 }
 
-/// Write `bytes` to `dir/name` (through a temporary file, so a reader never sees half a file).
+/// Write `bytes` to `dir/name` atomically; returns the byte count.
 fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<u64> {
-    let path = dir.join(name);
-    let tmp = dir.join(format!("{name}.tmp-{}", std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(io_err(&tmp))?;
-    std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
+    crate::files::write_atomic(&dir.join(name), bytes)?;
     Ok(bytes.len() as u64)
 }
 
@@ -219,7 +217,7 @@ pub fn export_plan(ctx: &GpuContext, opts: &ExportOptions) -> Result<ExportSumma
     }
     s.validate(train.count)?;
     if opts.epochs == 0 {
-        return Err(Error::Config("epochs must be at least 1".into()));
+        return Err(Error::setting("epochs", "must be at least 1"));
     }
     std::fs::create_dir_all(&opts.out).map_err(io_err(&opts.out))?;
 
@@ -385,9 +383,10 @@ pub fn export_plan(ctx: &GpuContext, opts: &ExportOptions) -> Result<ExportSumma
             "samples": cfg.samples, "params": vae.layout.len,
         },
         "train": {
-            "batch": b, "epochs": opts.epochs, "lr": adam.lr as f64,
-            "beta1": adam.beta1 as f64, "beta2": adam.beta2 as f64, "eps": adam.eps as f64,
-            "weight_decay": adam.weight_decay as f64, "seed": s.seed,
+            "batch": b, "epochs": opts.epochs, "lr": AdamConfig::meant(adam.lr),
+            "beta1": AdamConfig::meant(adam.beta1), "beta2": AdamConfig::meant(adam.beta2),
+            "eps": AdamConfig::meant(adam.eps),
+            "weight_decay": AdamConfig::meant(adam.weight_decay), "seed": s.seed,
             "train_len": train.count, "test_len": test.count,
             "log_every": s.log_every, "steps_per_epoch": training.steps(),
         },
@@ -438,8 +437,7 @@ pub fn export_plan(ctx: &GpuContext, opts: &ExportOptions) -> Result<ExportSumma
             "reference_params.bin",
             bytemuck::cast_slice(&params),
         )?;
-        let matmul = ctx
-            .matmul_pinned
+        let matmul = crate::kernels::matmul::select::pinned(ctx)?
             .map_or("auto".to_string(), |v| v.to_string());
         let reference = json!({
             "steps": steps,

@@ -1,21 +1,36 @@
-//! vae-wgpu: a Bernoulli VAE trained on MNIST by hand-written WGSL compute kernels.
+//! vae-wgpu: a Bernoulli VAE trained on MNIST by hand-written WGSL compute kernels, on any GPU
+//! wgpu reaches. The map of the code is `docs/ARCHITECTURE.md`; the smallest complete use of the
+//! engine is `examples/one_kernel.rs`.
 //!
-//! - [`gpu`]: adapter/device selection, typed tensors, pipeline cache.
-//! - [`kernels`]: a typed launcher per shader in `shaders/`.
-//! - [`cpu`]: the reference math in f64, the oracle of every parity test.
-//! - [`model`]: the VAE's parameters, the GPU training step and the trainer.
-//! - [`data`]: the MNIST IDX reader.
+//! Modules, top-down (a module imports only from those below it):
+//! - [`cli`]: the programs `train`, `eval`, `pictures`, `export_web` (feature `cli`, on by default).
+//! - [`viz`]: the pictures and plots the programs write (feature `cli`).
+//! - [`export`]: the planned training step written as data for other runtimes (`web/`).
+//! - [`model`]: the VAE's parameter layout, its planned GPU step, the trainer, evaluation and
+//!   checkpoints.
+//! - [`cpu`]: the f64 reference of every kernel and of the model, the oracle of the parity tests.
+//! - [`kernels`]: one typed launcher per shader of `shaders/`, each returning a replayable
+//!   [`kernels::Dispatch`]; the matmul kernel choice and autotune.
+//! - [`gpu`]: adapter and device, typed tensors, pipeline cache, readback, the tune store.
+//! - [`data`]: the IDX (MNIST) reader.
+//! - [`files`]: atomic writes and bounded reads.
+//! - [`rng`]: Philox4x32-10, shared by the WGSL kernels and the host.
+//! - [`ops`]: descriptors shared by kernels and their CPU twins (layouts, activations, Adam).
+//! - [`error`]: the one error type.
 
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod cpu;
+pub mod data;
 pub mod error;
 pub mod export;
+pub mod files;
 pub mod gpu;
 pub mod kernels;
+pub mod model;
 pub mod ops;
 pub mod rng;
+#[cfg(feature = "cli")]
 pub mod viz;
 
 pub use error::{Error, Result};
-pub mod data;
-pub mod model;

@@ -229,8 +229,8 @@ fn pytorch_named_files_load_and_bad_files_are_clear_errors() {
 fn atomic_write_replaces_and_leaves_no_temporary() {
     let dir = tmp("atomic");
     let path = dir.join("c.safetensors");
-    vae_wgpu::model::checkpoint::write_atomic(&path, b"first").unwrap();
-    vae_wgpu::model::checkpoint::write_atomic(&path, b"second").unwrap();
+    vae_wgpu::files::write_atomic(&path, b"first").unwrap();
+    vae_wgpu::files::write_atomic(&path, b"second").unwrap();
     assert_eq!(std::fs::read(&path).unwrap(), b"second");
     let leftovers: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
@@ -239,6 +239,6 @@ fn atomic_write_replaces_and_leaves_no_temporary() {
         .collect();
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
     // A write into a directory that does not exist fails cleanly and leaves the old file alone.
-    assert!(vae_wgpu::model::checkpoint::write_atomic(&dir.join("no/such/dir/c"), b"x").is_err());
+    assert!(vae_wgpu::files::write_atomic(&dir.join("no/such/dir/c"), b"x").is_err());
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -14,6 +14,7 @@ fn a_rejected_shader_is_an_error() {
     let bad = Shader {
         name: "broken",
         source: "@compute @workgroup_size(1) fn main() { let x: f32 = ; }",
+        features: &[],
     };
     let e = ctx.pipeline(bad, "main", &[]).unwrap_err().to_string();
     assert!(e.contains("shader 'broken' failed to compile"), "{e}");

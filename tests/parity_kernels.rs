@@ -6,11 +6,14 @@ mod common;
 
 use common::{U, assert_close, contexts, exp_rel_tol, join_heads, to_f32, uniform, variants};
 use vae_wgpu::cpu::ops as cpu;
+use vae_wgpu::gpu::DType;
 use vae_wgpu::gpu::GpuContext;
-use vae_wgpu::gpu::{DType, MatmulVariant};
+use vae_wgpu::kernels::matmul::MatmulVariant;
 use vae_wgpu::kernels::matmul::{self, BceEpilogue, Epilogue, matmul_with};
-use vae_wgpu::kernels::reparam::{EpsSource, StepUniform, kl_partials_len};
-use vae_wgpu::kernels::{self, StepParams, adam, bce, bias_act, gather, reduce, reparam};
+use vae_wgpu::kernels::reparam_kl::{EpsSource, kl_partials_len};
+use vae_wgpu::kernels::{
+    self, StepParams, StepUniform, adam, bce, bias_act, gather, reduce, reparam_kl,
+};
 use vae_wgpu::model::gpu::Activations;
 use vae_wgpu::ops::{Act, AdamConfig, Layout};
 use vae_wgpu::rng;
@@ -39,7 +42,7 @@ fn abs_product(layout: Layout, a: &[f64], b: &[f64], m: usize, n: usize, k: usiz
 
 /// Matmul tolerance: f32 accumulation of K products is within γ_K·(|A|·|B|)_ij of the exact value
 /// (Higham, Accuracy and Stability, §3.5: γ_K = K·u/(1-K·u)); the epilogue adds one rounding of the
-/// bias/C_old sum. The reference computes |A|·|B| exactly in f64 for the bound.
+/// bias sum. The reference computes |A|·|B| exactly in f64 for the bound.
 #[allow(clippy::too_many_arguments)]
 fn matmul_case(
     ctx: &GpuContext,
@@ -50,7 +53,6 @@ fn matmul_case(
     k: usize,
     act: Act,
     bias: bool,
-    acc: bool,
 ) {
     let (sa, sb) = layout.operand_shapes(m, n, k);
     let seed = (m * 31 + n * 7 + k) as u32;
@@ -65,7 +67,6 @@ fn matmul_case(
     let epi = Epilogue {
         bias: bias.then_some(&gbias),
         act,
-        accumulate: acc,
         ..Epilogue::NONE
     };
     let d = matmul_with(ctx, variant, layout, &ga, &gb, &gc, epi).unwrap();
@@ -73,14 +74,11 @@ fn matmul_case(
     let got = ctx.read_f32(&gc).unwrap();
 
     let p = cpu::matmul(layout, &a, &b, m, n, k);
-    let want = cpu::epilogue(&p, n, bias.then_some(&bv[..]), acc.then_some(&c0[..]), act);
+    let want = cpu::epilogue(&p, n, bias.then_some(&bv[..]), act);
     let mag = abs_product(layout, &a, &b, m, n, k);
     let gamma = (k as f64 + 2.0) * U / (1.0 - (k as f64 + 2.0) * U);
     let tol = |i: usize| {
-        let pre = gamma
-            * (mag[i]
-                + if bias { bv[i % n].abs() } else { 0.0 }
-                + if acc { c0[i].abs() } else { 0.0 });
+        let pre = gamma * (mag[i] + if bias { bv[i % n].abs() } else { 0.0 });
         match act {
             // ReLU is exact; sigmoid's slope is at most 1/4, plus exp's error on σ in [0, 1].
             Act::Identity | Act::Relu => pre + f64::MIN_POSITIVE,
@@ -89,7 +87,7 @@ fn matmul_case(
     };
     assert_close(
         &format!(
-            "{} matmul {variant:?} {layout:?} {m}x{n}x{k} {act:?} bias={bias} acc={acc}",
+            "{} matmul {variant:?} {layout:?} {m}x{n}x{k} {act:?} bias={bias}",
             ctx.adapter.backend.to_str()
         ),
         &got,
@@ -104,7 +102,7 @@ fn matmul_all_layouts_shapes_and_variants() {
         for variant in variants(ctx) {
             for layout in Layout::ALL {
                 for (m, n, k) in SHAPES {
-                    matmul_case(ctx, variant, layout, m, n, k, Act::Identity, false, false);
+                    matmul_case(ctx, variant, layout, m, n, k, Act::Identity, false);
                 }
             }
         }
@@ -116,29 +114,19 @@ fn matmul_epilogues() {
     for ctx in contexts() {
         for variant in variants(ctx) {
             for act in Act::ALL {
-                matmul_case(ctx, variant, Layout::NT, 67, 45, 33, act, true, false);
+                matmul_case(ctx, variant, Layout::NT, 67, 45, 33, act, true);
                 // The same epilogue behind the vec4 and subgroup kernels, every layout.
                 for layout in Layout::ALL {
-                    matmul_case(ctx, variant, layout, 68, 44, 36, act, true, true);
+                    matmul_case(ctx, variant, layout, 68, 44, 36, act, true);
                 }
             }
-            matmul_case(
-                ctx,
-                variant,
-                Layout::NN,
-                67,
-                45,
-                33,
-                Act::Identity,
-                false,
-                true,
-            );
-            matmul_case(ctx, variant, Layout::NN, 67, 45, 33, Act::Relu, true, true);
+            matmul_case(ctx, variant, Layout::NN, 67, 45, 33, Act::Identity, false);
+            matmul_case(ctx, variant, Layout::NN, 67, 45, 33, Act::Relu, true);
         }
     }
 }
 
-/// The ReLU backward fused into the input-gradient product: C = (op(A)·op(B) [+ C_old]) ⊙ [h > 0],
+/// The ReLU backward fused into the input-gradient product: C = op(A)·op(B) ⊙ [h > 0],
 /// checked against the CPU twin's `act_backward` applied to the CPU product. Masking is exact, so
 /// the tolerance is the product's.
 #[test]
@@ -147,41 +135,37 @@ fn matmul_relu_mask_epilogue() {
         for variant in variants(ctx) {
             for layout in Layout::ALL {
                 for (m, n, k) in [(67, 45, 33), (132, 204, 200), (68, 44, 36)] {
-                    for acc in [false, true] {
-                        let (sa, sb) = layout.operand_shapes(m, n, k);
-                        let a = uniform(71, m * k, -1.0, 1.0);
-                        let b = uniform(72, k * n, -1.0, 1.0);
-                        let c0 = uniform(73, m * n, -1.0, 1.0);
-                        // A ReLU's saved output: zeros and positives.
-                        let h: Vec<f64> = uniform(74, m * n, -1.0, 1.0)
-                            .iter()
-                            .map(|v| v.max(0.0))
-                            .collect();
-                        let ga = ctx.upload_f32("a", &sa, &to_f32(&a)).unwrap();
-                        let gb = ctx.upload_f32("b", &sb, &to_f32(&b)).unwrap();
-                        let gc = ctx.upload_f32("c", &[m, n], &to_f32(&c0)).unwrap();
-                        let gh = ctx.upload_f32("h", &[m, n], &to_f32(&h)).unwrap();
-                        let epi = Epilogue {
-                            accumulate: acc,
-                            relu_mask: Some(&gh),
-                            ..Epilogue::NONE
-                        };
-                        let d = matmul_with(ctx, variant, layout, &ga, &gb, &gc, epi).unwrap();
-                        kernels::run(ctx, &[&d]).unwrap();
-                        let p = cpu::matmul(layout, &a, &b, m, n, k);
-                        let pre = cpu::epilogue(&p, n, None, acc.then_some(&c0[..]), Act::Identity);
-                        let want = cpu::act_backward(&pre, &h, Act::Relu);
-                        let mag = abs_product(layout, &a, &b, m, n, k);
-                        let gamma = (k as f64 + 2.0) * U;
-                        let name = format!(
-                            "{} relu-masked matmul {variant:?} {layout:?} {m}x{n}x{k} acc={acc}",
-                            ctx.adapter.backend.to_str()
-                        );
-                        assert_close(&name, &ctx.read_f32(&gc).unwrap(), &want, |i| {
-                            gamma * (mag[i] + if acc { c0[i].abs() } else { 0.0 })
-                                + f64::MIN_POSITIVE
-                        });
-                    }
+                    let (sa, sb) = layout.operand_shapes(m, n, k);
+                    let a = uniform(71, m * k, -1.0, 1.0);
+                    let b = uniform(72, k * n, -1.0, 1.0);
+                    let c0 = uniform(73, m * n, -1.0, 1.0);
+                    // A ReLU's saved output: zeros and positives.
+                    let h: Vec<f64> = uniform(74, m * n, -1.0, 1.0)
+                        .iter()
+                        .map(|v| v.max(0.0))
+                        .collect();
+                    let ga = ctx.upload_f32("a", &sa, &to_f32(&a)).unwrap();
+                    let gb = ctx.upload_f32("b", &sb, &to_f32(&b)).unwrap();
+                    let gc = ctx.upload_f32("c", &[m, n], &to_f32(&c0)).unwrap();
+                    let gh = ctx.upload_f32("h", &[m, n], &to_f32(&h)).unwrap();
+                    let epi = Epilogue {
+                        relu_mask: Some(&gh),
+                        ..Epilogue::NONE
+                    };
+                    let d = matmul_with(ctx, variant, layout, &ga, &gb, &gc, epi).unwrap();
+                    kernels::run(ctx, &[&d]).unwrap();
+                    let p = cpu::matmul(layout, &a, &b, m, n, k);
+                    let pre = cpu::epilogue(&p, n, None, Act::Identity);
+                    let want = cpu::act_backward(&pre, &h, Act::Relu);
+                    let mag = abs_product(layout, &a, &b, m, n, k);
+                    let gamma = (k as f64 + 2.0) * U;
+                    let name = format!(
+                        "{} relu-masked matmul {variant:?} {layout:?} {m}x{n}x{k}",
+                        ctx.adapter.backend.to_str()
+                    );
+                    assert_close(&name, &ctx.read_f32(&gc).unwrap(), &want, |i| {
+                        gamma * mag[i] + f64::MIN_POSITIVE
+                    });
                 }
             }
         }
@@ -332,7 +316,7 @@ fn matmul_bce_epilogue() {
                     let r = reduce::loss_reduce(ctx, &gp, np, &gk, 1, &acc).unwrap();
                     kernels::run(ctx, &[&d, &r]).unwrap();
                     let p = cpu::matmul(layout, &a, &w, m, n, k);
-                    let logits = cpu::epilogue(&p, n, Some(&bias), None, Act::Identity);
+                    let logits = cpu::epilogue(&p, n, Some(&bias), Act::Identity);
                     let (want_loss, want_d) = cpu::bce_forward_backward(&logits, &x);
                     let mag = abs_product(layout, &a, &w, m, n, k);
                     let e_l = |i: usize| (k as f64 + 2.0) * U * (mag[i] + bias[i % n].abs());
@@ -397,7 +381,7 @@ fn subgroup_kernels_are_covered_on_lavapipe() {
     let ctx = &contexts()[0];
     if ctx.adapter.backend == wgpu::Backend::Vulkan && ctx.adapter.name.contains("llvmpipe") {
         assert!(
-            ctx.subgroups,
+            matmul::select::subgroups_usable(ctx),
             "{} came up without subgroups: the subgroup matmul kernels would go untested",
             ctx.adapter.short()
         );
@@ -610,7 +594,7 @@ fn reparam_kl_forward_backward() {
                 .zeros("acc", &[reduce::LossSlots::LEN], DType::F32)
                 .unwrap();
             let step = StepUniform::new(ctx, &StepParams::with_seed(5));
-            let f = reparam::reparam_forward(
+            let f = reparam_kl::reparam_forward(
                 ctx,
                 &gheads,
                 &geps,
@@ -654,7 +638,8 @@ fn reparam_kl_forward_backward() {
                 .upload_f32("dz", &[samples * b, k], &to_f32(&dz))
                 .unwrap();
             let gdheads = ctx.zeros("dheads", &[b, 2 * k], DType::F32).unwrap();
-            let bwd = reparam::reparam_backward(ctx, &gheads, &geps, &gdz, &gdheads, 1.0).unwrap();
+            let bwd =
+                reparam_kl::reparam_backward(ctx, &gheads, &geps, &gdz, &gdheads, 1.0).unwrap();
             kernels::run(ctx, &[&bwd]).unwrap();
             let (got_dmu, got_dlv) = Activations::split_heads(&ctx.read_f32(&gdheads).unwrap(), k);
             let (want_dmu, want_dlv) = cpu::reparam_backward(&mu, &lv, &eps, &dz, 1.0);
@@ -702,7 +687,7 @@ fn reparam_philox_noise_matches_cpu_generator() {
                 ..StepParams::with_seed(seed)
             },
         );
-        let f = reparam::reparam_forward(
+        let f = reparam_kl::reparam_forward(
             ctx,
             &gheads,
             &geps,

@@ -5,6 +5,7 @@
 //! cargo run --release --example eval -- --checkpoint runs/X/checkpoint.safetensors
 //! ```
 
+use super::out::say;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -15,7 +16,10 @@ use crate::model::{Checkpoint, GpuDataset};
 use clap::Parser;
 
 #[derive(Parser, Debug)]
-#[command(about = "Evaluate a VAE checkpoint on the MNIST test set")]
+#[command(
+    about = "Evaluate a VAE checkpoint on the MNIST test set",
+    allow_negative_numbers = true
+)]
 pub struct Args {
     /// A checkpoint.safetensors or model.safetensors (also one saved from PyTorch).
     #[arg(long)]
@@ -41,6 +45,7 @@ pub fn main() -> ExitCode {
 
 /// Run with parsed arguments; errors are printed as `error: …` with exit status 1.
 pub fn execute(args: Args) -> ExitCode {
+    super::ensure_runtime_dir();
     super::exit_with(run(args).map(|()| ExitCode::SUCCESS))
 }
 
@@ -60,8 +65,8 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .into());
     }
     let ctx = GpuContext::new(&opts)?;
-    println!("adapter: {}", ctx.adapter.short());
-    println!(
+    say!("adapter: {}", ctx.adapter.short());
+    say!(
         "model: {} -> {} -> {} from {} (epoch {})",
         ckpt.cfg.input,
         ckpt.cfg.hidden,
@@ -79,16 +84,19 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         args.iw_samples,
         args.seed,
     )?;
-    println!("test set: {} images, nats per image", r.images);
-    println!(
+    say!("test set: {} images, nats per image", r.images);
+    say!(
         "  -ELBO, 1 sample:              {:8.2}   ({:.1} s)",
-        r.neg_elbo_1.neg_elbo, r.neg_elbo_1.seconds
+        r.neg_elbo_1.neg_elbo,
+        r.neg_elbo_1.seconds
     );
-    println!(
+    say!(
         "  -ELBO, {:>3} samples:          {:8.2}   ({:.1} s)",
-        r.elbo_samples, r.neg_elbo_n.neg_elbo, r.neg_elbo_n.seconds
+        r.elbo_samples,
+        r.neg_elbo_n.neg_elbo,
+        r.neg_elbo_n.seconds
     );
-    println!(
+    say!(
         "  -log p(x) ≤ IWAE, k = {:>3}:   {:8.2}   ({:.1} s)",
         r.iwae_samples,
         r.iwae.iwae_nll.unwrap_or(f64::NAN),

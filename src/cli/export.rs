@@ -1,6 +1,7 @@
 //! `export_web`: plan the training step on this machine's adapter and write it as data for the
 //! WebGPU page in `web/` (format: `docs/PLAN_FORMAT.md`).
 
+use super::out::say;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -11,7 +12,10 @@ use crate::gpu::GpuContext;
 use crate::model::{TrainSettings, VaeConfig};
 
 #[derive(Parser, Debug)]
-#[command(about = "Export the training step as a plan that the WebGPU page in web/ replays")]
+#[command(
+    about = "Export the training step as a plan that the WebGPU page in web/ replays",
+    allow_negative_numbers = true
+)]
 pub struct Args {
     /// Directory to write plan.json and its blobs into.
     #[arg(long, default_value = "web/plan")]
@@ -23,8 +27,8 @@ pub struct Args {
     #[arg(long, default_value_t = TrainSettings::default().batch_size)]
     batch_size: usize,
     /// Adam learning rate (the page can change it: it enters only the per-step uniform).
-    #[arg(long, default_value_t = TrainSettings::default().adam.lr)]
-    lr: f32,
+    #[arg(long, default_value_t = super::Lr(TrainSettings::default().adam.lr))]
+    lr: super::Lr,
     /// Latent dimensions.
     #[arg(long, default_value_t = VaeConfig::default().latent)]
     latent: usize,
@@ -59,6 +63,7 @@ pub fn main() -> ExitCode {
 }
 
 pub fn execute(args: Args) -> ExitCode {
+    super::ensure_runtime_dir();
     super::exit_with(run(args))
 }
 
@@ -66,17 +71,20 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let mut opts = args.device.options()?;
     opts.record_buffers = true;
     if let Some(m) = &args.matmul {
-        opts.matmul = Some(m.parse()?);
+        opts.matmul = Some(
+            m.parse::<crate::kernels::matmul::MatmulVariant>()?
+                .to_string(),
+        );
     }
     let ctx = GpuContext::new(&opts)?;
-    println!("adapter: {}", ctx.adapter.short());
+    say!("adapter: {}", ctx.adapter.short());
     let mut settings = TrainSettings {
         batch_size: args.batch_size,
         seed: args.seed,
         log_every: args.log_every,
         ..TrainSettings::default()
     };
-    settings.adam.lr = args.lr;
+    settings.adam.lr = args.lr.0;
     let cfg = VaeConfig {
         hidden: args.hidden,
         latent: args.latent,
@@ -94,7 +102,7 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             reference_steps: args.reference_steps,
         },
     )?;
-    println!(
+    say!(
         "wrote {} ({} buffers, {} dispatches per training step, {:.1} MB)",
         args.out.join("plan.json").display(),
         summary.buffers,
@@ -102,7 +110,7 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         summary.bytes as f64 / 1e6
     );
     if !summary.reference_losses.is_empty() {
-        println!(
+        say!(
             "reference: {} native steps, batch losses {:.4} … {:.4}",
             summary.reference_losses.len(),
             summary.reference_losses[0],

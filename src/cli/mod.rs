@@ -4,10 +4,14 @@
 
 pub mod eval;
 pub mod export;
+pub mod out;
 pub mod pictures;
+pub mod run_dir;
 pub mod train;
 
 use std::process::ExitCode;
+
+use out::note;
 
 use crate::gpu::ContextOptions;
 
@@ -29,13 +33,108 @@ impl DeviceArgs {
     }
 }
 
-/// A program's result as an exit status: errors print as `error: …` on stderr with status 1.
+/// The flag that sets a library setting (`batch size` → `--batch-size`), where a program has one.
+fn flag_of(setting: &str) -> Option<&'static str> {
+    Some(match setting {
+        "batch size" => "--batch-size",
+        "lr" => "--lr",
+        "hidden" => "--hidden",
+        "latent" => "--latent",
+        "samples" => "--samples",
+        "epochs" => "--epochs",
+        _ => return None,
+    })
+}
+
+/// A program's result as an exit status: errors print as `error: …` on stderr with status 1; a
+/// setting out of range is named by its flag.
 pub(crate) fn exit_with(result: Result<ExitCode, Box<dyn std::error::Error>>) -> ExitCode {
     match result {
+        Ok(code) if out::stdout_closed() && code == ExitCode::SUCCESS => {
+            ExitCode::from(out::EXIT_OUTPUT_CLOSED)
+        }
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e}");
+            match e.downcast_ref::<crate::Error>() {
+                Some(crate::Error::Setting { setting, problem }) if flag_of(setting).is_some() => {
+                    note!("error: {} {problem}", flag_of(setting).unwrap_or_default())
+                }
+                _ => note!("error: {e}"),
+            }
             ExitCode::FAILURE
         }
+    }
+}
+
+/// A path as a shell reads it: as is when it is plain, else in single quotes.
+pub(crate) fn shell_quote(p: &std::path::Path) -> String {
+    let s = p.display().to_string();
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+:,=@".contains(c));
+    if plain {
+        s
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// The command that resumes a run, naming the program actually run: `vae-wgpu train …` for the
+/// binary, `cargo run --release --example train -- …` for the example.
+pub(crate) fn resume_command(program: &str, checkpoint: &std::path::Path, epochs: usize) -> String {
+    let exe = std::env::args_os().next().map(std::path::PathBuf::from);
+    let is_binary = exe
+        .as_ref()
+        .and_then(|p| p.file_stem())
+        .is_some_and(|n| n == "vae-wgpu");
+    let args = format!("--resume {} --epochs {epochs}", shell_quote(checkpoint));
+    match exe {
+        Some(exe) if is_binary => format!("{} {program} {args}", shell_quote(&exe)),
+        _ => format!("cargo run --release --example {program} -- {args}"),
+    }
+}
+
+/// Mesa prints `error: XDG_RUNTIME_DIR is invalid or not set` when it has none: give the process
+/// a private one (mode 0700) so the only `error:` lines a user sees are ours. Call before any
+/// thread starts (it sets an environment variable).
+pub(crate) fn ensure_runtime_dir() {
+    let set = std::env::var_os("XDG_RUNTIME_DIR").is_some_and(|v| !v.is_empty());
+    if set || !cfg!(unix) {
+        return;
+    }
+    let dir = std::env::temp_dir().join("vae-wgpu-runtime");
+    if std::fs::create_dir_all(&dir).is_ok() {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
+        }
+        // SAFETY: called at program start, before any other thread exists.
+        unsafe { std::env::set_var("XDG_RUNTIME_DIR", &dir) };
+    }
+}
+
+/// A learning rate as a flag: checked as typed, so `--lr 1e-50` (0 in f32) is refused with the
+/// value as given rather than "got 0".
+#[derive(Clone, Copy, Debug)]
+pub struct Lr(pub f32);
+
+impl std::str::FromStr for Lr {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        let bad = || format!("--lr must be a finite number > 0 that f32 can hold, got {text}");
+        let v: f64 = text.trim().parse().map_err(|_| bad())?;
+        let f = v as f32;
+        if v.is_finite() && v > 0.0 && f > 0.0 && f.is_finite() {
+            Ok(Lr(f))
+        } else {
+            Err(bad())
+        }
+    }
+}
+
+impl std::fmt::Display for Lr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
     }
 }

@@ -5,6 +5,7 @@
 //! cargo run --release --example pictures -- --checkpoint runs/X/model.safetensors --out pics
 //! ```
 
+use super::out::say;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -15,7 +16,10 @@ use crate::viz::pictures::{PictureSet, write_pictures};
 use clap::Parser;
 
 #[derive(Parser, Debug)]
-#[command(about = "Draw reconstructions, samples and a t-SNE map from a VAE checkpoint")]
+#[command(
+    about = "Draw reconstructions, samples and a t-SNE map from a VAE checkpoint",
+    allow_negative_numbers = true
+)]
 pub struct Args {
     #[arg(long)]
     checkpoint: PathBuf,
@@ -40,6 +44,7 @@ pub fn main() -> ExitCode {
 
 /// Run with parsed arguments; errors are printed as `error: …` with exit status 1.
 pub fn execute(args: Args) -> ExitCode {
+    super::ensure_runtime_dir();
     super::exit_with(run(args).map(|()| ExitCode::SUCCESS))
 }
 
@@ -50,7 +55,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(&args.out)
         .map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
     let ctx = GpuContext::new(&opts)?;
-    println!("adapter: {}", ctx.adapter.short());
+    say!("adapter: {}", ctx.adapter.short());
     let set = PictureSet {
         out_dir: &args.out,
         suffix: "",
@@ -58,7 +63,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         loss: None,
     };
     for p in write_pictures(&ctx, ckpt.cfg, &ckpt.params, &test, args.seed, &set)? {
-        println!("wrote {}", p.display());
+        say!("wrote {}", p.display());
     }
     Ok(())
 }

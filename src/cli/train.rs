@@ -14,7 +14,7 @@
 //! Ctrl-C / SIGTERM: the current step finishes, a checkpoint is written, and the run exits with
 //! status 130 and the command that resumes it.
 
-use std::io::Write;
+use super::out::{note, say};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -25,12 +25,16 @@ use crate::gpu::GpuContext;
 use crate::model::{Checkpoint, EpochEnd, Event, GpuDataset, TrainSettings, Trainer, VaeConfig};
 use crate::ops::AdamConfig;
 use crate::viz::LossHistory;
+use super::run_dir::RunDir;
 use crate::viz::pictures::{PictureSet, write_pictures};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Parser, Debug)]
-#[command(about = "Train a Bernoulli VAE on MNIST with hand-written WGSL kernels")]
+#[command(
+    about = "Train a Bernoulli VAE on MNIST with hand-written WGSL kernels",
+    allow_negative_numbers = true
+)]
 pub struct Args {
     /// Passes over the training set (in all, counting epochs done before a --resume).
     #[arg(long, default_value_t = 5)]
@@ -40,7 +44,7 @@ pub struct Args {
     batch_size: Option<usize>,
     /// Adam learning rate [default: 0.01, or the checkpoint's].
     #[arg(long)]
-    lr: Option<f32>,
+    lr: Option<super::Lr>,
     /// Latent dimensions [default: 10, or the checkpoint's].
     #[arg(long)]
     latent: Option<usize>,
@@ -59,7 +63,7 @@ pub struct Args {
     #[command(flatten)]
     device: super::DeviceArgs,
     /// Print the batch loss every this many steps (0: never).
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = TrainSettings::default().log_every)]
     log_every: usize,
     /// Output directory [default: runs/<unix time>, or the resumed checkpoint's directory].
     #[arg(long)]
@@ -67,6 +71,9 @@ pub struct Args {
     /// Continue from a checkpoint.safetensors (exactly where it stopped).
     #[arg(long)]
     resume: Option<PathBuf>,
+    /// Replace an earlier run's files in --out (otherwise a folder holding a run is refused).
+    #[arg(long)]
+    overwrite: bool,
     /// Skip the test-set evaluation after each epoch.
     #[arg(long)]
     no_test: bool,
@@ -85,6 +92,7 @@ pub fn main() -> ExitCode {
 
 /// Run with parsed arguments; errors are printed as `error: …` with exit status 1.
 pub fn execute(args: Args) -> ExitCode {
+    super::ensure_runtime_dir();
     super::exit_with(run(args))
 }
 
@@ -105,7 +113,7 @@ fn agree<T: PartialEq + std::fmt::Display + Copy>(
 
 fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     if args.epochs == 0 {
-        return Err("--epochs must be at least 1".into());
+        return Err(crate::Error::setting("epochs", "must be at least 1").into());
     }
     let ckpt = match &args.resume {
         Some(p) => Some(Checkpoint::load(p)?),
@@ -125,10 +133,10 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 batch_size: args.batch_size.unwrap_or(if c.progress.batch_size > 0 {
                     c.progress.batch_size
                 } else {
-                    128
+                    TrainSettings::default().batch_size
                 }),
                 adam: AdamConfig {
-                    lr: args.lr.unwrap_or(adam.lr),
+                    lr: args.lr.map_or(adam.lr, |l| l.0),
                     ..adam
                 },
                 seed: args.seed.unwrap_or(c.progress.seed),
@@ -136,23 +144,30 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             };
             (cfg, settings)
         }
-        None => (
-            VaeConfig {
-                input: 784,
-                hidden: args.hidden.unwrap_or(200),
-                latent: args.latent.unwrap_or(10),
-                samples: args.samples.unwrap_or(1),
-            },
-            TrainSettings {
-                batch_size: args.batch_size.unwrap_or(128),
-                adam: AdamConfig {
-                    lr: args.lr.unwrap_or(0.01),
-                    ..AdamConfig::default()
+        None => {
+            let (c, s, a) = (
+                VaeConfig::default(),
+                TrainSettings::default(),
+                AdamConfig::default(),
+            );
+            (
+                VaeConfig {
+                    hidden: args.hidden.unwrap_or(c.hidden),
+                    latent: args.latent.unwrap_or(c.latent),
+                    samples: args.samples.unwrap_or(c.samples),
+                    ..c
                 },
-                seed: args.seed.unwrap_or(0),
-                log_every: args.log_every,
-            },
-        ),
+                TrainSettings {
+                    batch_size: args.batch_size.unwrap_or(s.batch_size),
+                    adam: AdamConfig {
+                        lr: args.lr.map_or(a.lr, |l| l.0),
+                        ..a
+                    },
+                    seed: args.seed.unwrap_or(s.seed),
+                    log_every: args.log_every,
+                },
+            )
+        }
     };
     // Refuse bad flags before touching data or the GPU.
     cfg.validate()?;
@@ -176,8 +191,10 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
 
     let out = match (&args.out, &args.resume) {
         (Some(o), _) => o.clone(),
+        // The checkpoint's folder (`.` for a bare file name in the current folder).
         (None, Some(r)) => r
             .parent()
+            .filter(|p| !p.as_os_str().is_empty())
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from(".")),
         (None, None) => {
@@ -188,18 +205,25 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             PathBuf::from(format!("runs/{t}"))
         }
     };
-    std::fs::create_dir_all(&out)
-        .map_err(|e| format!("cannot create output directory {}: {e}", out.display()))?;
+    // Resuming the folder's own checkpoint continues its run; anything else starts a new one.
+    let same_file = |a: &Path, b: &Path| {
+        matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
+    };
+    let resuming_here = args
+        .resume
+        .as_deref()
+        .is_some_and(|r| same_file(r, &out.join("checkpoint.safetensors")));
+    let _run_dir = RunDir::claim(&out, resuming_here, args.overwrite)?;
 
     let ctx = GpuContext::new(&opts)?;
-    println!("adapter: {}", ctx.adapter.short());
-    println!("output: {}", out.display());
+    say!("adapter: {}", ctx.adapter.short());
+    say!("output: {}", out.display());
 
     let mut trainer = match &ckpt {
         Some(c) => {
             let c = Checkpoint { cfg, ..c.clone() };
             let t = Trainer::resume(&ctx, &c, settings.clone(), &train)?;
-            println!(
+            say!(
                 "resumed from {} at epoch {}, step {} ({} Adam steps)",
                 args.resume
                     .as_ref()
@@ -219,7 +243,7 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     } else {
         Some(GpuDataset::upload(&ctx, "test pixels", &test)?)
     };
-    println!(
+    say!(
         "model: {} -> {} -> {} (L = {}), {} parameters; {} train images, batch {}, lr {}, {} steps/epoch, {} dispatches/step",
         cfg.input,
         cfg.hidden,
@@ -232,7 +256,7 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         trainer.steps_per_epoch(),
         trainer.dispatches_per_step()
     );
-    println!("{}", ctx.matmul_summary());
+    say!("{}", crate::kernels::matmul::summary(&ctx));
 
     // Ctrl-C / SIGTERM only raise a flag; the loop stops between steps and checkpoints.
     let stop = Arc::new(AtomicBool::new(false));
@@ -243,24 +267,44 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     }
 
     let csv_path = out.join("losses.csv");
-    let mut hist = LossHistory::default();
-    if trainer.epoch > 0 {
-        hist.epochs = read_losses_csv(&csv_path);
-    }
-    let mut csv = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&csv_path)?;
-    if csv.metadata()?.len() == 0 {
-        writeln!(csv, "epoch,train_loss,train_bce,train_kl,test_loss,seconds")?;
-    }
     let ckpt_path = out.join("checkpoint.safetensors");
     let model_path = out.join("model.safetensors");
-    // The resumable checkpoint and the PyTorch state_dict, both written atomically.
-    let save_checkpoint = |c: &Checkpoint| -> crate::Result<()> {
-        c.save(&ckpt_path)?;
-        c.save_state_dict(&model_path)
+    // losses.csv tells the truth about the checkpoint: rows past its epoch (written before a crash
+    // that the checkpoint did not survive) go, and model.safetensors is rewritten from it.
+    let mut csv_rows = if resuming_here {
+        losses_csv_rows(&csv_path, trainer.epoch)
+    } else {
+        Vec::new()
     };
+    write_losses_csv(&csv_path, &csv_rows)?;
+    let mut hist = LossHistory {
+        epochs: parse_losses_rows(&csv_rows),
+        ..LossHistory::default()
+    };
+    // The epoch whose checkpoint is on disk (named when a later one cannot be written).
+    let mut saved_epoch = ckpt.as_ref().filter(|_| resuming_here).map(|c| c.progress.epoch);
+    // The resumable checkpoint and the PyTorch state_dict, both written atomically.
+    let mut save_checkpoint = |c: &Checkpoint| -> Result<(), String> {
+        let written = c.save(&ckpt_path).and_then(|()| c.save_state_dict(&model_path));
+        match written {
+            Ok(()) => {
+                saved_epoch = Some(c.progress.epoch);
+                Ok(())
+            }
+            Err(e) => Err(format!(
+                "the checkpoint of epoch {} (step {}) was not written: {e}\n{}",
+                c.progress.epoch,
+                c.progress.step_in_epoch,
+                match saved_epoch {
+                    Some(ep) => format!("{} still holds epoch {ep}, intact", ckpt_path.display()),
+                    None => "no earlier checkpoint of this run exists".to_string(),
+                }
+            )),
+        }
+    };
+    if let Some(c) = ckpt.as_ref().filter(|_| resuming_here) {
+        c.save_state_dict(&model_path)?;
+    }
     let total_start = std::time::Instant::now();
     while trainer.epoch < args.epochs {
         let steps = trainer.steps_per_epoch();
@@ -282,27 +326,32 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
                     .push((epoch_no as f64 - 1.0 + step as f64 / steps as f64, loss));
                 // A hidden bar (output not a terminal) swallows println: print directly then.
                 if pb.is_hidden() {
-                    println!("{line}")
+                    say!("{line}")
                 } else {
                     pb.println(line)
                 }
             }
         };
-        let mut should_stop = || stop.load(Ordering::SeqCst);
+        // A closed stdout (`train | head`) stops the run as an interrupt does.
+        let mut should_stop = || stop.load(Ordering::SeqCst) || super::out::stdout_closed();
         let end = trainer.train_epoch(&ctx, &mut on_event, &mut should_stop);
         pb.finish_and_clear();
         let stats = match end? {
             EpochEnd::Completed(s) => s,
             EpochEnd::Stopped { epoch, step } => {
                 save_checkpoint(&trainer.checkpoint(&ctx)?)?;
-                eprintln!(
-                    "interrupted before step {step} of epoch {epoch}: checkpoint written to {}\n\
-                     resume with: cargo run --release --example train -- --resume {} --epochs {}",
+                let why = if stop.load(Ordering::SeqCst) {
+                    "interrupted"
+                } else {
+                    "stdout was closed"
+                };
+                note!(
+                    "{why} before step {step} of epoch {epoch}: checkpoint written to {}\n\
+                     resume with: {}",
                     ckpt_path.display(),
-                    ckpt_path.display(),
-                    args.epochs
+                    super::resume_command("train", &ckpt_path, args.epochs)
                 );
-                return Ok(ExitCode::from(130));
+                return Ok(stopped_status(&stop));
             }
         };
         let test_stats = match &test_gpu {
@@ -312,7 +361,7 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         let test_txt = test_stats
             .map(|t| format!("  test loss: {:.2}", t.loss))
             .unwrap_or_default();
-        println!(
+        say!(
             "====> Epoch {}  Average loss: {:.2}  (BCE {:.2}, KL {:.2}){}  time: {:.1} s ({:.0} images/s, {:.0} µs to record a step)",
             stats.epoch,
             stats.loss,
@@ -323,8 +372,7 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             train.count as f64 / stats.seconds,
             stats.host_us_per_step
         );
-        writeln!(
-            csv,
+        csv_rows.push(format!(
             "{},{:.4},{:.4},{:.4},{},{:.3}",
             stats.epoch,
             stats.loss,
@@ -334,11 +382,22 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 .map(|t| format!("{:.4}", t.loss))
                 .unwrap_or_default(),
             stats.seconds
-        )?;
+        ));
+        write_losses_csv(&csv_path, &csv_rows)?;
         hist.epochs
             .push((stats.epoch, stats.loss, test_stats.map(|t| t.loss)));
         let c = trainer.checkpoint(&ctx)?;
         save_checkpoint(&c)?;
+        if interrupted(&stop) {
+            note!(
+                "interrupted after epoch {}: its checkpoint is written to {}; pictures not written\n\
+                 resume with: {}",
+                stats.epoch,
+                ckpt_path.display(),
+                super::resume_command("train", &ckpt_path, args.epochs)
+            );
+            return Ok(stopped_status(&stop));
+        }
         if args.images_every_epoch {
             let set = PictureSet {
                 out_dir: &out,
@@ -349,12 +408,12 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             write_pictures(&ctx, cfg, &c.params, &test, settings.seed, &set)?;
         }
     }
-    println!(
+    say!(
         "trained to epoch {} in {:.1} s this run",
         trainer.epoch,
         total_start.elapsed().as_secs_f64()
     );
-    println!(
+    say!(
         "checkpoint: {} (resumable), weights: {} (PyTorch state_dict)",
         ckpt_path.display(),
         model_path.display()
@@ -367,21 +426,72 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         loss: Some(&hist),
     };
     let t = std::time::Instant::now();
-    for p in write_pictures(&ctx, cfg, &params, &test, settings.seed, &set)? {
-        println!("wrote {}", p.display());
+    let written = write_pictures(&ctx, cfg, &params, &test, settings.seed, &set)?;
+    for p in &written {
+        say!("wrote {}", p.display());
     }
-    println!("pictures took {:.1} s", t.elapsed().as_secs_f64());
+    say!("pictures took {:.1} s", t.elapsed().as_secs_f64());
+    if interrupted(&stop) {
+        // The pictures are written whole or not at all; the run is complete either way.
+        note!(
+            "interrupted while the pictures were drawn: training is complete and checkpointed in {}; \
+             {} pictures written",
+            ckpt_path.display(),
+            written.len()
+        );
+        return Ok(stopped_status(&stop));
+    }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Epoch rows of an earlier run's losses.csv (for the loss chart after a resume); unreadable rows
-/// are skipped — the chart is a convenience, the checkpoint is what matters.
-fn read_losses_csv(path: &Path) -> Vec<(usize, f64, Option<f64>)> {
-    let Ok(text) = std::fs::read_to_string(path) else {
+/// Ctrl-C, SIGTERM or a closed stdout since the run started.
+fn interrupted(stop: &AtomicBool) -> bool {
+    stop.load(Ordering::SeqCst) || super::out::stdout_closed()
+}
+
+/// 130 after Ctrl-C / SIGTERM (as a shell reports SIGINT), 141 after a closed stdout.
+fn stopped_status(stop: &AtomicBool) -> ExitCode {
+    if stop.load(Ordering::SeqCst) {
+        ExitCode::from(130)
+    } else {
+        ExitCode::from(super::out::EXIT_OUTPUT_CLOSED)
+    }
+}
+
+const LOSSES_HEADER: &str = "epoch,train_loss,train_bce,train_kl,test_loss,seconds";
+
+/// The data rows of an earlier run's losses.csv for epochs up to `epoch` (unreadable rows are
+/// dropped: the checkpoint is what matters, the CSV follows it).
+fn losses_csv_rows(path: &Path, epoch: usize) -> Vec<String> {
+    let Ok(bytes) = crate::files::read_bounded(path, 64 << 20, "losses.csv") else {
         return Vec::new();
     };
-    text.lines()
+    String::from_utf8_lossy(&bytes)
+        .lines()
         .skip(1)
+        .filter(|l| {
+            l.split(',')
+                .next()
+                .and_then(|e| e.parse::<usize>().ok())
+                .is_some_and(|e| e >= 1 && e <= epoch)
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// Write losses.csv whole, atomically (a full disk leaves the previous version).
+fn write_losses_csv(path: &Path, rows: &[String]) -> crate::Result<()> {
+    let mut text = format!("{LOSSES_HEADER}\n");
+    for r in rows {
+        text.push_str(r);
+        text.push('\n');
+    }
+    crate::files::write_atomic(path, text.as_bytes())
+}
+
+/// (epoch, train loss, test loss) of losses.csv rows, for the loss chart.
+fn parse_losses_rows(rows: &[String]) -> Vec<(usize, f64, Option<f64>)> {
+    rows.iter()
         .filter_map(|l| {
             let f: Vec<&str> = l.split(',').collect();
             Some((

@@ -1,5 +1,7 @@
 //! The whole VAE step on the CPU, in f64, with the GPU's arena layout: the oracle of the
-//! whole-model parity test. The same order of operations as `model/gpu.rs`, op for op.
+//! whole-model parity test. The same math as `model/gpu.rs`'s planned step, unfused: the GPU's
+//! fused epilogues (bias gradients as row sums, ReLU masks, BCE in the logits product) are separate
+//! ops here, and the two heads are two products.
 
 use super::ops;
 use crate::model::params::idx;
@@ -78,7 +80,7 @@ impl CpuVae {
                       fan_in: usize,
                       act: Act| {
             let pre = ops::matmul(Layout::NT, inp, self.p(w), rows, out, fan_in);
-            ops::epilogue(&pre, out, Some(self.p(bias)), None, act)
+            ops::epilogue(&pre, out, Some(self.p(bias)), act)
         };
         let mut t = Trace::default();
         // forward
@@ -135,7 +137,8 @@ impl CpuVae {
         t
     }
 
-    /// Forward only: the batch loss (BCE averaged over L samples + KL), for finite differences.
+    /// The batch loss (BCE averaged over L samples + KL) of a full forward and backward pass, for
+    /// finite differences.
     pub fn loss(&self, x: &[f64], eps: &[f64]) -> f64 {
         self.forward_backward(x, eps).loss
     }

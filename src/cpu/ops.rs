@@ -30,21 +30,11 @@ pub fn matmul(layout: Layout, a: &[f64], b: &[f64], m: usize, n: usize, k: usize
     c
 }
 
-/// The matmul epilogue: `C = act(P + bias + [C_old])`.
-pub fn epilogue(
-    p: &[f64],
-    n: usize,
-    bias: Option<&[f64]>,
-    c_old: Option<&[f64]>,
-    act: Act,
-) -> Vec<f64> {
+/// The matmul epilogue: `C = act(P + bias)`.
+pub fn epilogue(p: &[f64], n: usize, bias: Option<&[f64]>, act: Act) -> Vec<f64> {
     p.iter()
         .enumerate()
-        .map(|(i, &v)| {
-            let mut v = v + bias.map_or(0.0, |b| b[i % n]);
-            v += c_old.map_or(0.0, |c| c[i]);
-            activate(act, v)
-        })
+        .map(|(i, &v)| activate(act, v + bias.map_or(0.0, |b| b[i % n])))
         .collect()
 }
 
@@ -69,7 +59,7 @@ pub fn activate(act: Act, v: f64) -> f64 {
 
 /// `act_forward`: `y = act(x + bias[col])` over `[rows, cols]`.
 pub fn act_forward(x: &[f64], cols: usize, bias: Option<&[f64]>, act: Act) -> Vec<f64> {
-    epilogue(x, cols, bias, None, act)
+    epilogue(x, cols, bias, act)
 }
 
 /// `act_backward`: `dx = dy ⊙ act'(y)` from the forward output `y`.
@@ -185,10 +175,10 @@ pub fn adam_step(
 ) {
     let (step_size, bc2_sqrt) = cfg.step_factors(t);
     let (b1, b2, eps, wd) = (
-        cfg.beta1 as f64,
-        cfg.beta2 as f64,
-        cfg.eps as f64,
-        cfg.weight_decay as f64,
+        AdamConfig::meant(cfg.beta1),
+        AdamConfig::meant(cfg.beta2),
+        AdamConfig::meant(cfg.eps),
+        AdamConfig::meant(cfg.weight_decay),
     );
     for i in 0..params.len() {
         let g = grads[i] + wd * params[i];

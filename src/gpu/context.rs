@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::gpu::autotune::{TuneCache, default_cache_dir};
 use crate::gpu::pipeline::PipelineCache;
+use crate::gpu::tune_store::{TuneStore, default_cache_dir};
 
 /// Environment variable that picks the backend when no flag does (`auto|vulkan|metal|dx12|gl`).
 pub const BACKEND_ENV: &str = "VAE_WGPU_BACKEND";
@@ -78,61 +78,14 @@ impl fmt::Display for BackendChoice {
     }
 }
 
-/// Lanes the subgroup matmul kernels broadcast across (their workgroup size).
-pub const SUBGROUP_LANES: u32 = 8;
-
-/// The matmul kernel families (all three are under the parity tests); see `kernels::matmul`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum MatmulVariant {
-    /// Workgroup-memory tiles: the fast path on real GPUs.
-    Tiled,
-    /// Register blocks read straight from storage: ~2.5x faster than tiling on CPU adapters (lavapipe).
-    Direct,
-    /// The direct kernels with the rows' operand shared across a subgroup by broadcasts (needs
-    /// the `SUBGROUP` feature and subgroups of at least 8 lanes; see `matmul_subgroup.wgsl`).
-    Subgroup,
-}
-
-impl MatmulVariant {
-    pub const ALL: [MatmulVariant; 3] = [
-        MatmulVariant::Direct,
-        MatmulVariant::Tiled,
-        MatmulVariant::Subgroup,
-    ];
-}
-
-impl fmt::Display for MatmulVariant {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            MatmulVariant::Tiled => "tiled",
-            MatmulVariant::Direct => "direct",
-            MatmulVariant::Subgroup => "subgroup",
-        })
-    }
-}
-
-impl FromStr for MatmulVariant {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "tiled" => Ok(MatmulVariant::Tiled),
-            "direct" => Ok(MatmulVariant::Direct),
-            "subgroup" => Ok(MatmulVariant::Subgroup),
-            other => Err(Error::Config(format!(
-                "unknown matmul variant '{other}': expected tiled, direct or subgroup \
-                 ({MATMUL_ENV} also takes auto)"
-            ))),
-        }
-    }
-}
-
 #[derive(Clone, Debug, Default)]
 pub struct ContextOptions {
     pub backend: BackendChoice,
     /// Adapter index (as listed by [`list_adapters`]) or a case-insensitive name substring.
     pub adapter: Option<String>,
-    /// Pin one matmul variant for every product; `None` (the default) autotunes per problem.
-    pub matmul: Option<MatmulVariant>,
+    /// Pin one matmul variant (`direct`, `tiled`, `subgroup`) for every product; `None` (the
+    /// default) autotunes per problem (see `kernels::matmul::select`, which checks the name).
+    pub matmul: Option<String>,
     /// Where the autotune cache lives; `None`: [`default_cache_dir`].
     pub cache_dir: Option<PathBuf>,
     /// Keep a log of every buffer the context creates (name, size, usage, initial contents), so
@@ -165,7 +118,7 @@ impl ContextOptions {
             .filter(|s| !s.trim().is_empty());
         let matmul = match std::env::var(MATMUL_ENV) {
             Ok(v) if !v.trim().is_empty() && !v.trim().eq_ignore_ascii_case("auto") => {
-                Some(v.parse()?)
+                Some(v.trim().to_ascii_lowercase())
             }
             _ => None,
         };
@@ -271,13 +224,12 @@ pub struct GpuContext {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
     pub adapter: AdapterSummary,
-    /// The matmul variant pinned by `VAE_WGPU_MATMUL` / [`ContextOptions::matmul`]; `None`: each
-    /// problem's kernel is autotuned (see [`crate::gpu::autotune`]).
-    pub matmul_pinned: Option<MatmulVariant>,
-    /// Autotuned matmul choices of this device.
-    pub tune_cache: TuneCache,
-    /// Whether the device was created with subgroups usable by the subgroup matmul kernels.
+    /// Autotuned matmul choices of this device, and the pinned one if any.
+    pub tune_store: TuneStore,
+    /// Whether the device was created with wgpu's `SUBGROUP` feature.
     pub subgroups: bool,
+    /// The adapter's narrowest subgroup, in lanes (0 without subgroups).
+    pub subgroup_min_size: u32,
     pub(crate) pipelines: PipelineCache,
     errors: Arc<Mutex<Vec<String>>>,
     /// A small zeroed buffer bound where a kernel's optional input (a bias) is absent.
@@ -355,10 +307,9 @@ impl GpuContext {
         // Ask for everything the adapter has: the defaults cap storage bindings at 128 MiB and
         // storage buffers at 8 per stage, which real adapters exceed.
         let required_limits = adapter.limits();
-        // Subgroups where the adapter has them: the subgroup matmul kernels broadcast across 8 lanes.
+        // Subgroups where the adapter has them (the subgroup matmul kernels check the lane count).
         let info = adapter.get_info();
-        let subgroups = adapter.features().contains(wgpu::Features::SUBGROUP)
-            && info.subgroup_min_size >= SUBGROUP_LANES;
+        let subgroups = adapter.features().contains(wgpu::Features::SUBGROUP);
         let required_features = if subgroups {
             wgpu::Features::SUBGROUP
         } else {
@@ -394,26 +345,11 @@ impl GpuContext {
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
-        let matmul_pinned = match opts.matmul {
-            Some(MatmulVariant::Subgroup) if !subgroups => {
-                return Err(Error::Config(format!(
-                    "matmul variant 'subgroup' needs subgroups of at least {SUBGROUP_LANES} lanes; \
-                     {} has {}",
-                    summary.name,
-                    if adapter.features().contains(wgpu::Features::SUBGROUP) {
-                        format!(
-                            "{}..{} lanes",
-                            info.subgroup_min_size, info.subgroup_max_size
-                        )
-                    } else {
-                        "no subgroup support".to_string()
-                    }
-                )));
-            }
-            other => other,
-        };
-        let tune_cache =
-            TuneCache::new(&summary, opts.cache_dir.clone().or_else(default_cache_dir));
+        let tune_store = TuneStore::new(
+            &summary,
+            opts.cache_dir.clone().or_else(default_cache_dir),
+            opts.matmul.clone(),
+        );
         let buffer_log = opts.record_buffers.then(|| {
             let info = |b: &wgpu::Buffer, name: &str| {
                 let i = BufferInfo {
@@ -433,9 +369,9 @@ impl GpuContext {
             device,
             queue,
             adapter: summary,
-            matmul_pinned,
-            tune_cache,
+            tune_store,
             subgroups,
+            subgroup_min_size: if subgroups { info.subgroup_min_size } else { 0 },
             pipelines: PipelineCache::default(),
             errors,
             dummy,
@@ -471,29 +407,6 @@ impl GpuContext {
             .unwrap_or_else(|e| e.into_inner())
             .get(buffer)
             .cloned()
-    }
-
-    /// One line on the matmul kernels in use: pinned, or the autotuned choices made so far.
-    pub fn matmul_summary(&self) -> String {
-        if let Some(v) = self.matmul_pinned {
-            return format!("matmul kernels: {v} (pinned)");
-        }
-        let choices = self.tune_cache.choices();
-        let mut counts: Vec<(MatmulVariant, usize)> = MatmulVariant::ALL
-            .iter()
-            .map(|&v| (v, choices.iter().filter(|c| c.1 == v).count()))
-            .filter(|&(_, n)| n > 0)
-            .collect();
-        counts.sort_by_key(|c| std::cmp::Reverse(c.1));
-        let counts: Vec<String> = counts.iter().map(|(v, n)| format!("{v} {n}")).collect();
-        format!(
-            "matmul kernels: autotuned per shape, {} products ({}); cache {}; {MATMUL_ENV}=direct|tiled|subgroup pins one",
-            choices.len(),
-            counts.join(", "),
-            self.tune_cache
-                .file()
-                .map_or("in memory only".to_string(), |p| p.display().to_string())
-        )
     }
 
     /// The compute pipeline for `entry` of `shader` with override `constants`, compiled once and

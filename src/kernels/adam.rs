@@ -1,7 +1,7 @@
 //! One fused Adam update over a flat parameter arena — launcher for `shaders/adam.wgsl`.
 
-use super::reparam::StepUniform;
-use super::{Bind, Dispatch, grid_1d};
+use super::step::StepUniform;
+use super::{Bind, Dispatch, dispatch, grid_1d, uniform};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuTensor, Shader};
 use crate::ops::AdamConfig;
@@ -14,7 +14,9 @@ struct AdamParams {
     beta2: f32,
     eps: f32,
     weight_decay: f32,
-    _pad: [u32; 3],
+    one_minus_beta1: f32,
+    one_minus_beta2: f32,
+    _pad: u32,
 }
 
 /// Update `params` in place from `grads` and the moments `m`, `v` (all the same length, a multiple
@@ -47,10 +49,13 @@ pub fn adam_step(
         beta2: cfg.beta2,
         eps: cfg.eps,
         weight_decay: cfg.weight_decay,
-        _pad: [0; 3],
+        one_minus_beta1: AdamConfig::one_minus(cfg.beta1),
+        one_minus_beta2: AdamConfig::one_minus(cfg.beta2),
+        _pad: 0,
     };
-    let params_buf = ctx.uniform("adam params", &p);
-    ctx.dispatch(
+    let params_buf = uniform(ctx, "adam params", &p);
+    dispatch(
+        ctx,
         "adam_step",
         Shader::ADAM,
         "adam_step",

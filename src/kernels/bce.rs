@@ -1,6 +1,6 @@
 //! BCE-with-logits forward and backward in one pass — launcher for `shaders/bce.wgsl`.
 
-use super::{Bind, Dispatch, expect_2d, grid_1d, grid_1d_groups};
+use super::{Bind, Dispatch, dispatch, expect_2d, grid_1d, grid_1d_groups, uniform};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuTensor, Shader};
 
@@ -50,7 +50,8 @@ pub fn bce_forward_backward(
         ));
     }
     let samples = rows / b;
-    let params = ctx.uniform(
+    let params = uniform(
+        ctx,
         "bce params",
         &BceParams {
             n: n as u32,
@@ -59,7 +60,8 @@ pub fn bce_forward_backward(
             _pad: 0,
         },
     );
-    ctx.dispatch(
+    dispatch(
+        ctx,
         OP,
         Shader::BCE,
         OP,

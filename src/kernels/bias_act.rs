@@ -1,7 +1,7 @@
 //! Bias + activation forward and the activation backward — launchers for `shaders/bias_act.wgsl`.
 //! The bias gradient is a column sum: [`crate::kernels::reduce::column_sum`].
 
-use super::{Bind, Dispatch, expect_2d, grid_1d};
+use super::{Bind, Dispatch, dispatch, expect_2d, grid_1d, uniform};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuTensor, Shader};
 use crate::ops::Act;
@@ -30,7 +30,8 @@ pub fn act_forward(
             ));
         }
     }
-    let params = ctx.uniform(
+    let params = uniform(
+        ctx,
         "act params",
         &ActParams {
             rows: rows as u32,
@@ -42,7 +43,8 @@ pub fn act_forward(
         Some(b) => Bind::Tensor(b),
         None => Bind::Buffer(&ctx.dummy),
     };
-    ctx.dispatch(
+    dispatch(
+        ctx,
         "act_forward",
         Shader::BIAS_ACT,
         "act_forward",
@@ -64,7 +66,8 @@ pub fn act_backward(ctx: &GpuContext, dy: &GpuTensor, y: &GpuTensor, act: Act) -
             format!("dy {:?} but saved output {:?}", dy.shape, y.shape),
         ));
     }
-    let params = ctx.uniform(
+    let params = uniform(
+        ctx,
         "act params",
         &ActParams {
             rows: rows as u32,
@@ -72,7 +75,8 @@ pub fn act_backward(ctx: &GpuContext, dy: &GpuTensor, y: &GpuTensor, act: Act) -
             _pad: [0; 2],
         },
     );
-    ctx.dispatch(
+    dispatch(
+        ctx,
         "act_backward",
         Shader::BIAS_ACT,
         "act_backward",

@@ -1,7 +1,7 @@
 //! Batch gather from the GPU-resident data set — launcher for `shaders/gather.wgsl`.
 
-use super::reparam::StepUniform;
-use super::{Bind, Dispatch, expect_2d, grid_1d};
+use super::step::StepUniform;
+use super::{Bind, Dispatch, dispatch, expect_2d, grid_1d, uniform};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, GpuContext, GpuTensor, Shader};
 
@@ -34,7 +34,8 @@ pub fn gather_batch(
             ),
         ));
     }
-    let params = ctx.uniform(
+    let params = uniform(
+        ctx,
         "gather params",
         &GatherParams {
             batch: b as u32,
@@ -42,7 +43,8 @@ pub fn gather_batch(
             _pad: [0; 2],
         },
     );
-    ctx.dispatch(
+    dispatch(
+        ctx,
         OP,
         Shader::GATHER,
         OP,

@@ -1,7 +1,7 @@
 //! Per-row BCE and the importance-weighted bound — launchers for `shaders/iwae.wgsl`.
 
-use super::reparam::StepUniform;
-use super::{Bind, Dispatch, expect_2d};
+use super::step::StepUniform;
+use super::{Bind, Dispatch, dispatch, expect_2d, uniform};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuTensor, Shader};
 
@@ -42,7 +42,8 @@ pub fn bce_rows(
             ),
         ));
     }
-    let params = ctx.uniform(
+    let params = uniform(
+        ctx,
         "bce rows params",
         &RowParams {
             rows: rows as u32,
@@ -51,7 +52,8 @@ pub fn bce_rows(
             _pad: 0,
         },
     );
-    ctx.dispatch(
+    dispatch(
+        ctx,
         OP,
         Shader::IWAE,
         OP,
@@ -89,7 +91,8 @@ pub fn iwae_estimate(
             ),
         ));
     }
-    let params = ctx.uniform(
+    let params = uniform(
+        ctx,
         "iwae params",
         &IwaeParams {
             batch: b as u32,
@@ -98,7 +101,8 @@ pub fn iwae_estimate(
             _pad: 0,
         },
     );
-    ctx.dispatch(
+    dispatch(
+        ctx,
         OP,
         Shader::IWAE,
         OP,

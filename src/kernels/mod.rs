@@ -10,14 +10,15 @@ pub mod gather;
 pub mod iwae;
 pub mod matmul;
 pub mod reduce;
-pub mod reparam;
+pub mod reparam_kl;
+pub mod step;
 
 use wgpu::util::DeviceExt;
 
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuTensor, Shader};
 
-pub use reparam::StepParams;
+pub use step::{StepParams, StepUniform};
 
 /// One kernel launch: pipeline, bindings and grid, and the same as data ([`DispatchDesc`]).
 pub struct Dispatch {
@@ -48,7 +49,7 @@ pub struct DispatchDesc {
 /// reduction whose partial count depends on the kernel's grid).
 #[derive(Clone, Debug)]
 pub struct Candidate {
-    pub variant: crate::gpu::MatmulVariant,
+    pub variant: matmul::MatmulVariant,
     /// The product's problem key, as the autotune cache names it.
     pub problem: String,
     pub desc: DispatchDesc,
@@ -90,83 +91,84 @@ pub(crate) enum Bind<'a> {
     Buffer(&'a wgpu::Buffer),
 }
 
-impl GpuContext {
-    /// A uniform buffer holding one `#[repr(C)]` params struct.
-    pub(crate) fn uniform<T: bytemuck::Pod>(&self, label: &str, value: &T) -> wgpu::Buffer {
-        let contents = bytemuck::bytes_of(value);
-        let buffer = self
-            .device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(label),
-                contents,
-                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-            });
-        self.log_buffer(&buffer, label, Some(contents));
-        buffer
-    }
-
-    pub(crate) fn dispatch(
-        &self,
-        label: &'static str,
-        shader: Shader,
-        entry: &'static str,
-        constants: &[(&'static str, f64)],
-        binds: &[Bind<'_>],
-        workgroups: [u32; 3],
-    ) -> Result<Dispatch> {
-        let max = self.limits().max_compute_workgroups_per_dimension;
-        if workgroups.iter().any(|&w| w > max) {
-            return Err(Error::AdapterLimit {
-                adapter: self.adapter.name.clone(),
-                what: format!(
-                    "{label} needs {workgroups:?} workgroups; at most {max} per dimension"
-                ),
-            });
-        }
-        let pipeline = self.pipelines.get(&self.device, shader, entry, constants)?;
-        let entries: Vec<wgpu::BindGroupEntry<'_>> = binds
-            .iter()
-            .enumerate()
-            .map(|(i, b)| wgpu::BindGroupEntry {
-                binding: i as u32,
-                resource: match b {
-                    Bind::Tensor(t) => t.binding(),
-                    Bind::Buffer(buf) => buf.as_entire_binding(),
-                },
-            })
-            .collect();
-        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+/// A uniform buffer holding one `#[repr(C)]` params struct (logged for export, see
+/// [`crate::gpu::ContextOptions::record_buffers`]).
+pub(crate) fn uniform<T: bytemuck::Pod>(ctx: &GpuContext, label: &str, value: &T) -> wgpu::Buffer {
+    let contents = bytemuck::bytes_of(value);
+    let buffer = ctx
+        .device
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some(label),
-            layout: &pipeline.get_bind_group_layout(0),
-            entries: &entries,
+            contents,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
         });
-        if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::Device(format!("{label}: bind group rejected: {e}")));
-        }
-        let bindings = binds
-            .iter()
-            .map(|b| match b {
-                Bind::Tensor(t) => (t.buffer.clone(), t.offset, t.size_bytes()),
-                Bind::Buffer(buf) => ((*buf).clone(), 0, buf.size()),
-            })
-            .collect();
-        Ok(Dispatch {
-            label,
-            pipeline,
-            bind_group,
-            workgroups,
-            desc: DispatchDesc {
-                label,
-                shader,
-                entry,
-                constants: constants.to_vec(),
-                bindings,
-                workgroups,
-            },
-            candidates: Vec::new(),
-        })
+    ctx.log_buffer(&buffer, label, Some(contents));
+    buffer
+}
+
+/// Every launcher ends here: check the grid against the adapter's limits, fetch the pipeline
+/// from the context's cache, build the bind group inside an error scope, and keep the launch
+/// both as wgpu objects and as data ([`DispatchDesc`]). A free function of `kernels`, not a method
+/// of [`GpuContext`], so that `gpu/` never depends on `kernels/`.
+pub(crate) fn dispatch(
+    ctx: &GpuContext,
+    label: &'static str,
+    shader: Shader,
+    entry: &'static str,
+    constants: &[(&'static str, f64)],
+    binds: &[Bind<'_>],
+    workgroups: [u32; 3],
+) -> Result<Dispatch> {
+    let max = ctx.limits().max_compute_workgroups_per_dimension;
+    if workgroups.iter().any(|&w| w > max) {
+        return Err(Error::AdapterLimit {
+            adapter: ctx.adapter.name.clone(),
+            what: format!("{label} needs {workgroups:?} workgroups; at most {max} per dimension"),
+        });
     }
+    let pipeline = ctx.pipelines.get(&ctx.device, shader, entry, constants)?;
+    let entries: Vec<wgpu::BindGroupEntry<'_>> = binds
+        .iter()
+        .enumerate()
+        .map(|(i, b)| wgpu::BindGroupEntry {
+            binding: i as u32,
+            resource: match b {
+                Bind::Tensor(t) => t.binding(),
+                Bind::Buffer(buf) => buf.as_entire_binding(),
+            },
+        })
+        .collect();
+    let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
+    let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: Some(label),
+        layout: &pipeline.get_bind_group_layout(0),
+        entries: &entries,
+    });
+    if let Some(e) = pollster::block_on(scope.pop()) {
+        return Err(Error::Device(format!("{label}: bind group rejected: {e}")));
+    }
+    let bindings = binds
+        .iter()
+        .map(|b| match b {
+            Bind::Tensor(t) => (t.buffer.clone(), t.offset, t.size_bytes()),
+            Bind::Buffer(buf) => ((*buf).clone(), 0, buf.size()),
+        })
+        .collect();
+    Ok(Dispatch {
+        label,
+        pipeline,
+        bind_group,
+        workgroups,
+        desc: DispatchDesc {
+            label,
+            shader,
+            entry,
+            constants: constants.to_vec(),
+            bindings,
+            workgroups,
+        },
+        candidates: Vec::new(),
+    })
 }
 
 /// A grid of 256-thread workgroups covering `n` threads, spilling into y past 65535 in x.

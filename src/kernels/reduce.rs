@@ -1,6 +1,6 @@
 //! Loss reduction and column sums — launchers for `shaders/reduce.wgsl`.
 
-use super::{Bind, Dispatch, expect_2d};
+use super::{Bind, Dispatch, dispatch, expect_2d, uniform};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuTensor, Shader};
 
@@ -61,7 +61,8 @@ pub fn loss_reduce(
             format!("accumulator {:?}, expected [{}]", acc.shape, LossSlots::LEN),
         ));
     }
-    let params = ctx.uniform(
+    let params = uniform(
+        ctx,
         "loss reduce params",
         &LossReduceParams {
             n_bce: n_bce as u32,
@@ -69,7 +70,8 @@ pub fn loss_reduce(
             _pad: [0; 2],
         },
     );
-    ctx.dispatch(
+    dispatch(
+        ctx,
         "loss_reduce",
         Shader::REDUCE,
         "loss_reduce",
@@ -93,7 +95,8 @@ pub fn column_sum(ctx: &GpuContext, dy: &GpuTensor, db: &GpuTensor) -> Result<Di
             format!("dy {:?} but db {:?}", dy.shape, db.shape),
         ));
     }
-    let params = ctx.uniform(
+    let params = uniform(
+        ctx,
         "column sum params",
         &ColumnSumParams {
             rows: rows as u32,
@@ -101,7 +104,8 @@ pub fn column_sum(ctx: &GpuContext, dy: &GpuTensor, db: &GpuTensor) -> Result<Di
             _pad: [0; 2],
         },
     );
-    ctx.dispatch(
+    dispatch(
+        ctx,
         "column_sum",
         Shader::REDUCE,
         "column_sum",

@@ -13,12 +13,13 @@
 //! the old one, so a crash never leaves a half-written checkpoint in place of a good one.
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 use crate::error::{Error, Result};
+use crate::files::write_atomic;
+use crate::kernels::reduce::LossSlots;
 use crate::model::{ParamLayout, VaeConfig};
 use crate::ops::AdamConfig;
 
@@ -34,6 +35,8 @@ pub struct Progress {
     pub step_in_epoch: usize,
     pub seed: u64,
     pub batch_size: usize,
+    /// Training images the run's epochs cover (0: unknown, in files from before it was kept).
+    pub train_len: usize,
 }
 
 /// Adam's state (PyTorch's `exp_avg`, `exp_avg_sq`, `step`), arenas in [`ParamLayout`] order.
@@ -103,6 +106,7 @@ impl Checkpoint {
             meta.insert("step_in_epoch".to_string(), p.step_in_epoch.to_string());
             meta.insert("seed".to_string(), p.seed.to_string());
             meta.insert("batch_size".to_string(), p.batch_size.to_string());
+            meta.insert("train_len".to_string(), p.train_len.to_string());
             if let Some(o) = &self.optimizer {
                 let c = &o.config;
                 for (k, v) in [
@@ -150,14 +154,12 @@ impl Checkpoint {
     /// Read a checkpoint or a plain state_dict. Sizes come from the metadata when present, else from
     /// the tensor shapes; every model tensor must be present, f32, with the shape the sizes imply.
     pub fn load(path: &Path) -> Result<Checkpoint> {
-        let bytes = std::fs::read(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let bytes = crate::files::read_bounded(path, MAX_FILE_BYTES, "checkpoint")?;
         Self::from_bytes(&bytes, path)
     }
 
     pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Checkpoint> {
+        refuse_duplicate_names(bytes, path)?;
         let st = SafeTensors::deserialize(bytes)
             .map_err(|e| data_err(path, format!("not a readable safetensors file: {e}")))?;
         let (_, header) = SafeTensors::read_metadata(bytes)
@@ -261,14 +263,180 @@ impl Checkpoint {
             step_in_epoch: meta_num("step_in_epoch")?.unwrap_or(0) as usize,
             seed: meta_num("seed")?.unwrap_or(0),
             batch_size: meta_num("batch_size")?.unwrap_or(0) as usize,
+            train_len: meta_num("train_len")?.unwrap_or(0) as usize,
         };
-        Ok(Checkpoint {
+        let ckpt = Checkpoint {
             cfg,
             params,
             optimizer,
             progress,
-        })
+        };
+        ckpt.check_values(path, &layout)?;
+        Ok(ckpt)
     }
+
+    /// Refuse values no training run writes: non-finite weights or moments, a negative second
+    /// moment, Adam settings out of range, progress counters past any real run. Each message names
+    /// the tensor (and first bad index) or metadata key.
+    fn check_values(&self, path: &Path, layout: &ParamLayout) -> Result<()> {
+        let scan = |arena: &[f32], prefix: &str, ok: fn(f32) -> bool, what: &str| -> Result<()> {
+            for spec in &layout.specs {
+                let t = &arena[spec.range()];
+                if let Some(i) = t.iter().position(|&v| !ok(v)) {
+                    return Err(data_err(
+                        path,
+                        format!(
+                            "tensor '{prefix}{}' holds {what} ({}) at index {i}: the file is damaged or \
+                             comes from a diverged run; use an earlier checkpoint",
+                            spec.name, t[i]
+                        ),
+                    ));
+                }
+            }
+            Ok(())
+        };
+        scan(&self.params, "", f32::is_finite, "a non-finite value")?;
+        if let Some(o) = &self.optimizer {
+            scan(
+                &o.m,
+                "optimizer.exp_avg.",
+                f32::is_finite,
+                "a non-finite value",
+            )?;
+            scan(
+                &o.v,
+                "optimizer.exp_avg_sq.",
+                |v| v.is_finite() && v >= 0.0,
+                "a negative or non-finite value",
+            )?;
+            let c = &o.config;
+            for (key, v, ok, range) in [
+                ("lr", c.lr, c.lr.is_finite() && c.lr > 0.0, "0 < lr"),
+                (
+                    "beta1",
+                    c.beta1,
+                    (0.0..1.0).contains(&c.beta1),
+                    "0 ≤ beta1 < 1",
+                ),
+                (
+                    "beta2",
+                    c.beta2,
+                    (0.0..1.0).contains(&c.beta2),
+                    "0 ≤ beta2 < 1",
+                ),
+                ("eps", c.eps, c.eps > 0.0 && c.eps <= 1.0, "0 < eps ≤ 1"),
+                (
+                    "weight_decay",
+                    c.weight_decay,
+                    c.weight_decay.is_finite() && c.weight_decay >= 0.0,
+                    "0 ≤ weight_decay < ∞",
+                ),
+            ] {
+                if !ok {
+                    return Err(data_err(
+                        path,
+                        format!("metadata '{key}' = {v} is out of range: Adam needs {range}"),
+                    ));
+                }
+            }
+            // The noise counter of a training step is 32 bits wide.
+            if o.steps > u32::MAX as u64 / 2 {
+                return Err(data_err(
+                    path,
+                    format!(
+                        "metadata 'adam_steps' = {} is out of range (at most {})",
+                        o.steps,
+                        u32::MAX / 2
+                    ),
+                ));
+            }
+            let acc = &o.loss_accumulator;
+            if acc.len() != LossSlots::LEN || acc.iter().any(|v| !v.is_finite()) {
+                return Err(data_err(
+                    path,
+                    format!(
+                        "trainer.loss_accumulator must hold {} finite values, found {:?}",
+                        LossSlots::LEN,
+                        acc
+                    ),
+                ));
+            }
+        }
+        let p = &self.progress;
+        for (key, v, max) in [
+            ("epoch", p.epoch as u64, MAX_EPOCHS),
+            ("step_in_epoch", p.step_in_epoch as u64, MAX_STEPS),
+            ("batch_size", p.batch_size as u64, MAX_STEPS),
+            ("train_len", p.train_len as u64, MAX_STEPS),
+        ] {
+            if v > max {
+                return Err(data_err(
+                    path,
+                    format!("metadata '{key}' = {v} is out of range (at most {max})"),
+                ));
+            }
+        }
+        if p.step_in_epoch > 0 && p.batch_size == 0 {
+            return Err(data_err(
+                path,
+                "metadata 'step_in_epoch' is set but 'batch_size' is missing",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The largest checkpoint file: three arenas (weights and two moments) of the largest model.
+pub const MAX_FILE_BYTES: u64 = 3 * crate::model::config::MAX_PARAMS as u64 * 4 + (64 << 20);
+/// Bounds on a checkpoint's progress counters: far past any real run, short of any overflow.
+const MAX_EPOCHS: u64 = 1 << 24;
+const MAX_STEPS: u64 = 1 << 32;
+
+/// A safetensors header naming a tensor twice is refused outright (the reader would otherwise
+/// keep one of them, and which one could differ from run to run).
+fn refuse_duplicate_names(bytes: &[u8], path: &Path) -> Result<()> {
+    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+    struct Keys;
+    impl<'de> Visitor<'de> for Keys {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> std::result::Result<Self::Value, A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            let mut dup = None;
+            while let Some(k) = map.next_key::<String>()? {
+                map.next_value::<IgnoredAny>()?;
+                if !seen.insert(k.clone()) && dup.is_none() {
+                    dup = Some(k);
+                }
+            }
+            Ok(dup)
+        }
+    }
+    let Some(len) = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+    else {
+        return Ok(()); // too short: the safetensors reader says so
+    };
+    let Some(header) = usize::try_from(len)
+        .ok()
+        .and_then(|l| bytes.get(8..8usize.checked_add(l)?))
+    else {
+        return Ok(());
+    };
+    let mut de = serde_json::Deserializer::from_slice(header);
+    if let Ok(Some(name)) = (&mut de).deserialize_map(Keys) {
+        return Err(data_err(
+            path,
+            format!("the header names tensor '{name}' twice: the file is damaged"),
+        ));
+    }
+    Ok(())
 }
 
 /// Little-endian f32 values of a tensor's bytes, copied through bytes because the file's data need
@@ -298,39 +466,4 @@ fn sorted_names(st: &SafeTensors<'_>) -> String {
     let mut names = st.names();
     names.sort_unstable();
     names.join(", ")
-}
-
-/// Write `bytes` to `path` through a temporary file and a rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let io = |p: &Path| {
-        let p = p.to_path_buf();
-        move |source| Error::Io { path: p, source }
-    };
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    // Unique per process and call: two threads may write the same file (the autotune cache).
-    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp: PathBuf = dir.join(format!(".{file_name}.tmp-{}-{n}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(bytes).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-        std::fs::rename(&tmp, path).map_err(io(path))?;
-        // Make the rename itself durable (best effort: not every platform opens directories).
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }

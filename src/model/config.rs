@@ -26,24 +26,24 @@ impl VaeConfig {
     pub fn validate(&self) -> Result<()> {
         for (name, v) in [
             ("input size", self.input),
-            ("--hidden", self.hidden),
-            ("--latent", self.latent),
-            ("--samples", self.samples),
+            ("hidden", self.hidden),
+            ("latent", self.latent),
+            ("samples", self.samples),
         ] {
             if v == 0 {
-                return Err(Error::Config(format!("{name} must be at least 1")));
+                return Err(Error::setting(name, "must be at least 1"));
             }
             if v > 1 << 20 {
-                return Err(Error::Config(format!(
-                    "{name} = {v} is absurdly large (max {})",
-                    1 << 20
-                )));
+                return Err(Error::setting(
+                    name,
+                    format!("{v} is absurdly large (max {})", 1 << 20),
+                ));
             }
         }
         let n = self.num_params();
         if n > MAX_PARAMS {
             return Err(Error::Config(format!(
-                "a {}-{}-{} model has {n} parameters ({:.1} GiB as f32); the limit is {MAX_PARAMS} — use smaller --hidden/--latent",
+                "a {}-{}-{} model has {n} parameters ({:.1} GiB as f32); the limit is {MAX_PARAMS} — use smaller hidden/latent sizes",
                 self.input,
                 self.hidden,
                 self.latent,

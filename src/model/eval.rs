@@ -6,7 +6,7 @@ use std::time::Instant;
 use crate::error::{Error, Result};
 use crate::gpu::{DType, GpuContext};
 use crate::kernels::iwae;
-use crate::kernels::reparam::EpsSource;
+use crate::kernels::reparam_kl::EpsSource;
 use crate::model::gpu::{EpochPlan, Input, LossReadout};
 use crate::model::{GpuDataset, GpuVae, VaeConfig};
 use crate::ops::AdamConfig;

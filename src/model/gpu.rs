@@ -1,12 +1,12 @@
 //! The VAE on the GPU: parameter arenas, activation buffers, and the training step as a recorded
-//! chain of the engine's kernels (see `shared/design.md` for the data flow).
+//! chain of the engine's kernels (`docs/ARCHITECTURE.md` lists the data flow).
 //!
 //! A [`StepGraph`] is planned once per batch size: every dispatch, bind group and static uniform
 //! is created up front. Running a step writes the 32-byte per-step uniform, records the dispatches
 //! into one compute pass of one command encoder, and submits — no readback, no host copy of
 //! images. Losses accumulate on the GPU and are read only when asked ([`GpuVae::read_losses`]).
 //!
-//! Where it departs from `shared/design.md`'s sketch, to cut passes (16 dispatches per training
+//! Where it departs from the first design sketch, to cut passes (16 dispatches per training
 //! step): the two latent heads are one product into `heads` [B, 2K] (mu | logvar per row), and a
 //! training step fuses the BCE into the logits product's epilogue, so it never stores the logits.
 
@@ -14,8 +14,10 @@ use crate::error::{Error, Result};
 use crate::gpu::{DType, GpuContext, GpuTensor};
 use crate::kernels::matmul::{self, BceEpilogue, Epilogue, matmul};
 use crate::kernels::reduce::LossSlots;
-use crate::kernels::reparam::{EpsSource, StepUniform, kl_partials_len};
-use crate::kernels::{self, Dispatch, StepParams, adam, bce, bias_act, gather, reduce, reparam};
+use crate::kernels::reparam_kl::{EpsSource, kl_partials_len};
+use crate::kernels::{
+    self, Dispatch, StepParams, StepUniform, adam, bce, bias_act, gather, reduce, reparam_kl,
+};
 use crate::model::params::idx;
 use crate::model::{ParamLayout, VaeConfig};
 use crate::ops::{Act, AdamConfig, Layout};
@@ -338,7 +340,7 @@ impl GpuVae {
     ) -> Result<Self> {
         cfg.validate()?;
         if max_batch == 0 {
-            return Err(Error::Config("batch size must be at least 1".into()));
+            return Err(Error::setting("batch size", "must be at least 1"));
         }
         Self::check_fits(ctx, &cfg, max_batch)?;
         let layout = ParamLayout::new(&cfg);
@@ -406,7 +408,7 @@ impl GpuVae {
 
         // ---- forward
         d.extend(self.encoder(ctx, &a, input)?);
-        d.push(reparam::reparam_forward(
+        d.push(reparam_kl::reparam_forward(
             ctx,
             &a.heads,
             &a.eps,
@@ -522,7 +524,7 @@ impl GpuVae {
                 with_bias_grad(&g(idx::DEC_B)?),
             )?);
             d.push(matmul(ctx, Layout::NN, &a.dh_dec, &w_dec, &a.dz, none)?);
-            d.push(reparam::reparam_backward(
+            d.push(reparam_kl::reparam_backward(
                 ctx, &a.heads, &a.eps, &a.dz, &a.dheads, 1.0,
             )?);
             // Both heads at once: d[W_mu; W_lv] = dheadsᵀ·h_enc with the bias gradients fused,
@@ -743,6 +745,12 @@ impl GpuVae {
         let recorded = start.elapsed();
         ctx.queue.submit([commands]);
         Ok(recorded)
+    }
+
+    /// Key the next evaluation draws by `epoch` (each epoch's test pass gets its own noise, the same
+    /// whether the run was resumed or not): draw counters restart at `epoch · 2^16`.
+    pub fn start_eval_draws(&mut self, epoch: usize) {
+        self.eval_draws = ((epoch as u32) << 16) & 0x7fff_ffff;
     }
 
     /// The per-step uniform the planned kernels read.

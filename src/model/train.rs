@@ -6,8 +6,7 @@ use crate::data::Mnist;
 use crate::error::{Error, Result};
 use crate::gpu::readback::AsyncReadback;
 use crate::gpu::{GpuContext, GpuTensor};
-use crate::kernels::reduce::LossSlots;
-use crate::kernels::reparam::EpsSource;
+use crate::kernels::reparam_kl::EpsSource;
 use crate::model::checkpoint::{Checkpoint, OptimizerState, Progress};
 use crate::model::eval::run_pass;
 use crate::model::gpu::{EpochPlan, Input, LossReadout};
@@ -62,19 +61,23 @@ impl Default for TrainSettings {
 impl TrainSettings {
     pub fn validate(&self, train_len: usize) -> Result<()> {
         if self.batch_size == 0 {
-            return Err(Error::Config("--batch-size must be at least 1".into()));
+            return Err(Error::setting("batch size", "must be at least 1"));
         }
         if self.batch_size > train_len {
-            return Err(Error::Config(format!(
-                "--batch-size {} is larger than the training set ({train_len} images)",
-                self.batch_size
-            )));
+            return Err(Error::setting(
+                "batch size",
+                format!(
+                    "{} is larger than the training set ({train_len} images)",
+                    self.batch_size
+                ),
+            ));
         }
         let lr = self.adam.lr;
         if !(lr.is_finite() && lr > 0.0) {
-            return Err(Error::Config(format!(
-                "--lr must be a finite number > 0, got {lr}"
-            )));
+            return Err(Error::setting(
+                "lr",
+                format!("must be a finite number > 0, got {lr}"),
+            ));
         }
         Ok(())
     }
@@ -300,6 +303,7 @@ impl Trainer {
                 step_in_epoch: self.step_in_epoch,
                 seed: self.settings.seed,
                 batch_size: self.settings.batch_size,
+                train_len: self.train.len,
             },
         })
     }
@@ -321,13 +325,43 @@ impl Trainer {
                 train.dim()
             )));
         }
-        let resumes_mid_epoch = ckpt.progress.step_in_epoch > 0;
-        if resumes_mid_epoch && ckpt.progress.batch_size != settings.batch_size {
-            return Err(Error::Config(format!(
-                "the checkpoint stopped mid-epoch with batch size {}; resume with --batch-size {} \
-                 (or from an epoch-end checkpoint)",
-                ckpt.progress.batch_size, ckpt.progress.batch_size
-            )));
+        let p = &ckpt.progress;
+        let resumes_mid_epoch = p.step_in_epoch > 0;
+        if resumes_mid_epoch {
+            // The epoch in progress must go on over the same shuffle in the same batches.
+            let stop = |what: String| {
+                Err(Error::Config(format!(
+                    "the checkpoint stopped mid-epoch (step {} of epoch {}) {what}; resume with \
+                     those settings, or from an epoch-end checkpoint",
+                    p.step_in_epoch,
+                    p.epoch + 1
+                )))
+            };
+            if p.batch_size != settings.batch_size {
+                return stop(format!(
+                    "with batch size {}, not {} (--batch-size {} resumes it)",
+                    p.batch_size, settings.batch_size, p.batch_size
+                ));
+            }
+            if p.seed != settings.seed {
+                return stop(format!(
+                    "with seed {}, not {} (drop --seed, or pass --seed {})",
+                    p.seed, settings.seed, p.seed
+                ));
+            }
+            if p.train_len != 0 && p.train_len != train.count {
+                return stop(format!(
+                    "on {} training images, but this data set has {}",
+                    p.train_len, train.count
+                ));
+            }
+            let steps = train.count.div_ceil(settings.batch_size);
+            if p.step_in_epoch >= steps {
+                return stop(format!(
+                    "but this data set has only {steps} steps per epoch at batch size {}",
+                    settings.batch_size
+                ));
+            }
         }
         let mut vae = GpuVae::from_params(
             ctx,
@@ -347,11 +381,10 @@ impl Trainer {
         t.epoch = ckpt.progress.epoch;
         if resumes_mid_epoch {
             t.step_in_epoch = ckpt.progress.step_in_epoch;
+            // The loader checked the accumulator's length; a state_dict has none (sums restart).
             match &ckpt.optimizer {
-                Some(o) if o.loss_accumulator.len() == LossSlots::LEN => {
-                    ctx.write_f32(&t.acc, &o.loss_accumulator)?
-                }
-                _ => t.vae.reset_losses(ctx, &t.acc)?,
+                Some(o) => ctx.write_f32(&t.acc, &o.loss_accumulator)?,
+                None => t.vae.reset_losses(ctx, &t.acc)?,
             }
         }
         Ok(t)
@@ -361,6 +394,8 @@ impl Trainer {
     /// over a data set, computed on the GPU in batches of the training batch size.
     pub fn evaluate(&mut self, ctx: &GpuContext, data: &GpuDataset) -> Result<EpochStats> {
         let start = std::time::Instant::now();
+        // The noise depends on (seed, epoch) alone, so a resumed run prints the same test loss.
+        self.vae.start_eval_draws(self.epoch);
         let (r, _) = run_pass(ctx, &mut self.vae, data, false)?;
         let n = data.len as f64;
         Ok(EpochStats {

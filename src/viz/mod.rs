@@ -32,22 +32,23 @@ fn io_err(path: &Path, e: impl std::fmt::Display) -> Error {
     }
 }
 
-/// Write an 8-bit PNG (`channels` 1 = gray, 3 = RGB).
+/// Write an 8-bit PNG (`channels` 1 = gray, 3 = RGB), atomically (a full disk leaves the old file
+/// or none, never a truncated one).
 pub fn write_png(path: &Path, width: u32, height: u32, channels: u8, data: &[u8]) -> Result<()> {
-    let file = std::fs::File::create(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), width, height);
-    enc.set_color(if channels == 1 {
-        png::ColorType::Grayscale
-    } else {
-        png::ColorType::Rgb
-    });
-    enc.set_depth(png::BitDepth::Eight);
-    let mut w = enc.write_header().map_err(|e| io_err(path, e))?;
-    w.write_image_data(data).map_err(|e| io_err(path, e))?;
-    w.finish().map_err(|e| io_err(path, e))
+    let mut bytes = Vec::new();
+    {
+        let mut enc = png::Encoder::new(&mut bytes, width, height);
+        enc.set_color(if channels == 1 {
+            png::ColorType::Grayscale
+        } else {
+            png::ColorType::Rgb
+        });
+        enc.set_depth(png::BitDepth::Eight);
+        let mut w = enc.write_header().map_err(|e| io_err(path, e))?;
+        w.write_image_data(data).map_err(|e| io_err(path, e))?;
+        w.finish().map_err(|e| io_err(path, e))?;
+    }
+    crate::files::write_atomic(path, &bytes)
 }
 
 /// A grayscale grid of images (values in [0, 1], each `h x w`), `cols` per row, each pixel scaled

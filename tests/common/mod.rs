@@ -4,8 +4,9 @@
 
 use std::sync::OnceLock;
 
-use vae_wgpu::gpu::{BackendChoice, ContextOptions, GpuContext, GpuTensor, MatmulVariant};
-use vae_wgpu::kernels::reparam::EpsSource;
+use vae_wgpu::gpu::{BackendChoice, ContextOptions, GpuContext, GpuTensor};
+use vae_wgpu::kernels::matmul::{MatmulVariant, select::subgroups_usable};
+use vae_wgpu::kernels::reparam_kl::EpsSource;
 use vae_wgpu::model::GpuVae;
 use vae_wgpu::model::gpu::{Input, StepGraph};
 use vae_wgpu::rng::{Stream, domain};
@@ -62,7 +63,7 @@ fn test_cache(opts: ContextOptions) -> ContextOptions {
 /// (`subgroup_kernels_are_covered_on_lavapipe` fails if that ever changes).
 pub fn variants(ctx: &GpuContext) -> Vec<MatmulVariant> {
     let mut v = vec![MatmulVariant::Direct, MatmulVariant::Tiled];
-    if ctx.subgroups {
+    if subgroups_usable(ctx) {
         v.push(MatmulVariant::Subgroup);
     }
     v

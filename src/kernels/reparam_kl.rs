@@ -1,88 +1,9 @@
-//! Fused reparameterisation + KL, forward and backward — launchers for `shaders/reparam_kl.wgsl` —
-//! and the per-step uniform that several kernels read.
+//! Fused reparameterisation + KL, forward and backward — launchers for `shaders/reparam_kl.wgsl`.
 
-use super::{Bind, Dispatch, expect_2d};
+use super::step::StepUniform;
+use super::{Bind, Dispatch, dispatch, expect_2d, uniform};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuTensor, Shader};
-
-/// Values that change every step, written once per step into one small uniform buffer that the
-/// gather, reparameterisation, Adam and IWAE kernels read (mirrors `StepParams` in
-/// shaders/common.wgsl).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct StepParams {
-    /// First position of this batch in the epoch's index list.
-    pub batch_offset: u32,
-    /// Step counter fed to the Philox counter: same (seed, step, element) → same eps.
-    pub rng_step: u32,
-    pub seed_lo: u32,
-    pub seed_hi: u32,
-    /// `lr / (1 - β1^t)`.
-    pub adam_step_size: f32,
-    /// `sqrt(1 - β2^t)`.
-    pub adam_bc2_sqrt: f32,
-    pub _pad: [u32; 2],
-}
-
-impl StepParams {
-    /// (name, byte offset, WGSL type) of every field, for runtimes that write the uniform
-    /// themselves (the exported plan).
-    pub const FIELDS: [(&'static str, usize, &'static str); 6] = [
-        (
-            "batch_offset",
-            std::mem::offset_of!(StepParams, batch_offset),
-            "u32",
-        ),
-        (
-            "rng_step",
-            std::mem::offset_of!(StepParams, rng_step),
-            "u32",
-        ),
-        ("seed_lo", std::mem::offset_of!(StepParams, seed_lo), "u32"),
-        ("seed_hi", std::mem::offset_of!(StepParams, seed_hi), "u32"),
-        (
-            "adam_step_size",
-            std::mem::offset_of!(StepParams, adam_step_size),
-            "f32",
-        ),
-        (
-            "adam_bc2_sqrt",
-            std::mem::offset_of!(StepParams, adam_bc2_sqrt),
-            "f32",
-        ),
-    ];
-
-    pub fn with_seed(seed: u64) -> Self {
-        StepParams {
-            seed_lo: seed as u32,
-            seed_hi: (seed >> 32) as u32,
-            ..Default::default()
-        }
-    }
-
-    pub fn seed(&self) -> u64 {
-        self.seed_lo as u64 | ((self.seed_hi as u64) << 32)
-    }
-}
-
-/// The per-step uniform buffer.
-pub struct StepUniform {
-    pub buffer: wgpu::Buffer,
-}
-
-impl StepUniform {
-    pub fn new(ctx: &GpuContext, value: &StepParams) -> Self {
-        StepUniform {
-            buffer: ctx.uniform("step params", value),
-        }
-    }
-
-    /// Queue new values; they apply to every later submit.
-    pub fn write(&self, ctx: &GpuContext, value: &StepParams) {
-        ctx.queue
-            .write_buffer(&self.buffer, 0, bytemuck::bytes_of(value));
-    }
-}
 
 /// Where the reparameterisation's noise comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -154,7 +75,8 @@ pub fn reparam_forward(
             ),
         ));
     }
-    let params = ctx.uniform(
+    let params = uniform(
+        ctx,
         "reparam params",
         &ReparamParams {
             bk: (heads.len() / 2) as u32,
@@ -163,7 +85,8 @@ pub fn reparam_forward(
             k: k as u32,
         },
     );
-    ctx.dispatch(
+    dispatch(
+        ctx,
         OP,
         Shader::REPARAM_KL,
         OP,
@@ -202,7 +125,8 @@ pub fn reparam_backward(
         ));
     }
     let bk = heads.len() / 2;
-    let params = ctx.uniform(
+    let params = uniform(
+        ctx,
         "reparam params",
         &ReparamParams {
             bk: bk as u32,
@@ -211,7 +135,8 @@ pub fn reparam_backward(
             k: k as u32,
         },
     );
-    ctx.dispatch(
+    dispatch(
+        ctx,
         OP,
         Shader::REPARAM_KL,
         OP,

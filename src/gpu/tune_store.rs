@@ -1,8 +1,9 @@
-//! The record of autotuned matmul kernel choices, in memory and on disk.
+//! A plain store of autotuned kernel choices, problem key → choice name, in memory and on disk.
+//! What the choices mean is `kernels::matmul::select`'s business.
 //!
 //! Which matmul kernel is fastest depends on the adapter, its driver and the problem's shape
 //! (workgroup-memory tiles on real GPUs, subgroup broadcasts on lavapipe, ...). The first time a
-//! product is planned, `kernels::matmul` times the candidates and records the winner here; the
+//! product is planned, `kernels::matmul::tune` times the candidates and records the winner here; the
 //! record is written to a small text file (like burn's autotune cache), so later runs on the same
 //! adapter, driver and kernel sources pick the same kernels without timing them again — and so
 //! give bit-identical results run after run.
@@ -17,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::context::{AdapterSummary, MatmulVariant};
+use super::context::AdapterSummary;
 use super::pipeline::Shader;
 
 /// Environment variable naming the cache directory.
@@ -53,6 +54,8 @@ fn fnv1a(parts: &[&str]) -> u64 {
 /// Adapter, backend, driver and a hash of the matmul kernels' sources: a choice recorded under
 /// another key says nothing about this one.
 fn adapter_key(a: &AdapterSummary) -> String {
+    // Every matmul source file: MATMUL is common + matmul + matmul_direct, MATMUL_SUBGROUP common +
+    // matmul + matmul_subgroup.
     let kernels = fnv1a(&[
         env!("CARGO_PKG_VERSION"),
         Shader::MATMUL.source,
@@ -67,7 +70,7 @@ fn adapter_key(a: &AdapterSummary) -> String {
 
 /// This adapter's choices in a cache file's text; the first line for a problem wins (processes
 /// that tune at once each append a line, then all take the first).
-fn parse(text: &str, key: &str) -> HashMap<String, MatmulVariant> {
+fn parse(text: &str, key: &str) -> HashMap<String, String> {
     let mut out = HashMap::new();
     for l in text.lines().filter(|l| !l.starts_with('#')) {
         let mut f = l.split('\t');
@@ -76,34 +79,43 @@ fn parse(text: &str, key: &str) -> HashMap<String, MatmulVariant> {
         else {
             continue;
         };
-        if let (true, Ok(v)) = (k == key, variant.parse::<MatmulVariant>()) {
-            out.entry(problem.to_string()).or_insert(v);
+        if k == key && !variant.is_empty() {
+            out.entry(problem.to_string())
+                .or_insert_with(|| variant.to_string());
         }
     }
     out
 }
 
 /// Autotuned choices of one device.
-pub struct TuneCache {
+pub struct TuneStore {
     file: Option<PathBuf>,
     key: String,
+    /// A choice that overrides every problem's (`VAE_WGPU_MATMUL`).
+    pin: Option<String>,
     /// Choices made or read in this process, by problem.
-    memo: Mutex<HashMap<String, MatmulVariant>>,
+    memo: Mutex<HashMap<String, String>>,
     /// Held while a problem is timed, so concurrent planners tune it once.
     pub(crate) tuning: Mutex<()>,
     warned: AtomicBool,
 }
 
-impl TuneCache {
-    /// A cache for `adapter` kept in `dir` (`None`: in memory only).
-    pub fn new(adapter: &AdapterSummary, dir: Option<PathBuf>) -> Self {
-        TuneCache {
+impl TuneStore {
+    /// A store for `adapter` kept in `dir` (`None`: in memory only), with an optional pinned choice.
+    pub fn new(adapter: &AdapterSummary, dir: Option<PathBuf>, pin: Option<String>) -> Self {
+        TuneStore {
             file: dir.map(|d| d.join(FILE_NAME)),
             key: adapter_key(adapter),
+            pin,
             memo: Mutex::new(HashMap::new()),
             tuning: Mutex::new(()),
             warned: AtomicBool::new(false),
         }
+    }
+
+    /// The choice pinned for every problem, if any.
+    pub fn pin(&self) -> Option<&str> {
+        self.pin.as_deref()
     }
 
     /// The cache file, if any.
@@ -111,7 +123,7 @@ impl TuneCache {
         self.file.as_deref()
     }
 
-    fn read_file(&self) -> HashMap<String, MatmulVariant> {
+    fn read_file(&self) -> HashMap<String, String> {
         match self.file.as_ref().map(std::fs::read_to_string) {
             Some(Ok(text)) => parse(&text, &self.key),
             _ => HashMap::new(),
@@ -119,26 +131,29 @@ impl TuneCache {
     }
 
     /// The recorded choice for `problem`: this process's, else the file's.
-    pub fn get(&self, problem: &str) -> Option<MatmulVariant> {
+    pub fn get(&self, problem: &str) -> Option<String> {
         let mut memo = self.memo.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(&v) = memo.get(problem) {
-            return Some(v);
+        if let Some(v) = memo.get(problem) {
+            return Some(v.clone());
         }
-        let v = *self.read_file().get(problem)?;
-        memo.insert(problem.to_string(), v);
+        let v = self.read_file().remove(problem)?;
+        memo.insert(problem.to_string(), v.clone());
         Some(v)
     }
 
     /// Record `variant` as the choice for `problem` and return the choice to use: the file's first
     /// line for the problem wins, so processes that tune at once all end up with one record.
-    pub fn record(&self, problem: &str, variant: MatmulVariant) -> MatmulVariant {
+    pub fn record(&self, problem: &str, variant: &str) -> String {
         let mut memo = self.memo.lock().unwrap_or_else(|e| e.into_inner());
         let chosen = match &self.file {
-            None => variant,
+            None => variant.to_string(),
             Some(file) => match self.append(file, &format!("{}\t{problem}\t{variant}\n", self.key))
             {
                 // Read back: another process may have recorded the problem first.
-                Ok(()) => self.read_file().get(problem).copied().unwrap_or(variant),
+                Ok(()) => self
+                    .read_file()
+                    .remove(problem)
+                    .unwrap_or_else(|| variant.to_string()),
                 Err(e) => {
                     if !self.warned.swap(true, Ordering::Relaxed) {
                         eprintln!(
@@ -148,11 +163,11 @@ impl TuneCache {
                             file.display()
                         );
                     }
-                    variant
+                    variant.to_string()
                 }
             },
         };
-        memo.insert(problem.to_string(), chosen);
+        memo.insert(problem.to_string(), chosen.clone());
         chosen
     }
 
@@ -176,9 +191,9 @@ impl TuneCache {
     }
 
     /// Every choice made or read in this process, sorted by problem.
-    pub fn choices(&self) -> Vec<(String, MatmulVariant)> {
+    pub fn choices(&self) -> Vec<(String, String)> {
         let memo = self.memo.lock().unwrap_or_else(|e| e.into_inner());
-        let mut v: Vec<_> = memo.iter().map(|(k, &v)| (k.clone(), v)).collect();
+        let mut v: Vec<_> = memo.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
     }
@@ -190,12 +205,12 @@ mod tests {
 
     #[test]
     fn parse_keeps_this_adapters_wellformed_lines_only_first_wins() {
-        let text = "# header\nA\tNT 1x2x3\tsubgroup\nB\tNT 1x2x3\ttiled\nA\tNN 4x4x4\tbogus\n\
+        let text = "# header\nA\tNT 1x2x3\tsubgroup\nB\tNT 1x2x3\ttiled\nA\tNN 4x4x4\t\n\
                     A\tTN 8x8x8\tdirect\textra\ngarbage\nA\tTN 4x4x4\tdirect\nA\tNT 1x2x3\ttiled";
         let m = parse(text, "A");
         assert_eq!(m.len(), 2);
-        assert_eq!(m["NT 1x2x3"], MatmulVariant::Subgroup);
-        assert_eq!(m["TN 4x4x4"], MatmulVariant::Direct);
+        assert_eq!(m["NT 1x2x3"], "subgroup");
+        assert_eq!(m["TN 4x4x4"], "direct");
     }
 
     #[test]

@@ -1,0 +1,311 @@
+//! `C = act(op(A)·op(B) + bias)` — launchers for `shaders/matmul.wgsl` (with the direct kernels of
+//! `shaders/matmul_direct.wgsl`) and `shaders/matmul_subgroup.wgsl`. Which kernel runs a product is
+//! [`select`]'s business, and timing the candidates [`tune`]'s.
+
+pub mod select;
+mod tune;
+
+pub use select::{MatmulVariant, SUBGROUP_LANES, summary, variant_for};
+use select::{candidates, kernel_for, tiles_64};
+
+use crate::error::{Error, Result};
+use crate::gpu::{GpuContext, GpuTensor};
+use crate::kernels::{Bind, Candidate, Dispatch, dispatch, expect_2d, uniform};
+use crate::ops::{Act, Layout};
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct MatmulParams {
+    m: u32,
+    n: u32,
+    k: u32,
+    /// BCE epilogue: the targets' rows B.
+    target_rows: u32,
+}
+
+/// Everything about a product besides its operands.
+#[derive(Clone, Copy, Debug)]
+pub struct Epilogue<'a> {
+    pub bias: Option<&'a GpuTensor>,
+    pub act: Act,
+    /// Zero C where this tensor (C's shape, a ReLU's saved output) is not positive: the ReLU
+    /// backward fused into the product that computes the ReLU input's gradient.
+    pub relu_mask: Option<&'a GpuTensor>,
+    /// Also write `Σ_k op(A)[i, k]` for every row i of C into this `[M]` tensor: for a weight
+    /// gradient `dW = dYᵀ·X` (TN) that is the bias gradient `colsum(dY)`, fused.
+    pub row_sums: Option<&'a GpuTensor>,
+    /// The BCE loss fused into the logits product (see `shaders/matmul.wgsl`, BCE): C receives
+    /// dlogits instead of the logits.
+    pub bce: Option<BceEpilogue<'a>>,
+}
+
+/// Targets and loss-partial output of a BCE epilogue.
+#[derive(Clone, Copy, Debug)]
+pub struct BceEpilogue<'a> {
+    /// `[B, N]`; row i of C is compared with target row `i mod B` (`M = L·B`), and loss and
+    /// gradient are divided by L.
+    pub targets: &'a GpuTensor,
+    /// At least [`bce_partials_len`] values: one loss partial per thread of the kernel.
+    pub partials: &'a GpuTensor,
+}
+
+impl Epilogue<'_> {
+    pub const NONE: Epilogue<'static> = Epilogue {
+        bias: None,
+        act: Act::Identity,
+        relu_mask: None,
+        row_sums: None,
+        bce: None,
+    };
+}
+
+/// A product as the kernels see it: `C [M, N] = op(A)·op(B)` over K in `layout`, and whether the
+/// row sums of op(A) are kept. Autotune choices are recorded per problem.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Problem {
+    pub layout: Layout,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub row_sums: bool,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Problem {
+            layout, m, n, k, ..
+        } = self;
+        write!(f, "{layout:?} {m}x{n}x{k}")?;
+        if self.row_sums {
+            f.write_str(" +row sums")?;
+        }
+        Ok(())
+    }
+}
+
+/// Plan `C = act(op(A)·op(B) + bias)` with the context's pinned matmul variant, or else
+/// the one autotuned for this problem (see [`variant_for`]).
+pub fn matmul(
+    ctx: &GpuContext,
+    layout: Layout,
+    a: &GpuTensor,
+    b: &GpuTensor,
+    c: &GpuTensor,
+    epi: Epilogue<'_>,
+) -> Result<Dispatch> {
+    let (m, n) = expect_2d("matmul", "C", c)?;
+    let k = match layout {
+        Layout::NN | Layout::NT => expect_2d("matmul", "A", a)?.1,
+        Layout::TN => expect_2d("matmul", "A", a)?.0,
+    };
+    let problem = Problem {
+        layout,
+        m,
+        n,
+        k,
+        row_sums: epi.row_sums.is_some(),
+    };
+    with_candidates(ctx, problem, variant_for(ctx, problem)?, |v| {
+        matmul_with(ctx, v, layout, a, b, c, epi)
+    })
+}
+
+/// The dispatch `build(chosen)`; when the context records buffers (to export the plan), it also
+/// carries the same product by every candidate variant, the reference (direct) first, so another
+/// runtime can choose among them by the same rule.
+pub fn with_candidates(
+    ctx: &GpuContext,
+    problem: Problem,
+    chosen: MatmulVariant,
+    build: impl Fn(MatmulVariant) -> Result<Dispatch>,
+) -> Result<Dispatch> {
+    let mut d = build(chosen)?;
+    if ctx.records_buffers() {
+        for variant in candidates(ctx, problem) {
+            d.candidates.push(Candidate {
+                variant,
+                problem: problem.to_string(),
+                desc: build(variant)?.desc,
+                set: Vec::new(),
+            });
+        }
+    }
+    Ok(d)
+}
+
+/// As [`matmul`], with an explicit kernel variant (benchmarks and parity tests cover both).
+pub fn matmul_with(
+    ctx: &GpuContext,
+    variant: MatmulVariant,
+    layout: Layout,
+    a: &GpuTensor,
+    b: &GpuTensor,
+    c: &GpuTensor,
+    epi: Epilogue<'_>,
+) -> Result<Dispatch> {
+    const OP: &str = "matmul";
+    let (ar, ac) = expect_2d(OP, "A", a)?;
+    let (br, bc) = expect_2d(OP, "B", b)?;
+    let (m, n) = expect_2d(OP, "C", c)?;
+    let k = match layout {
+        Layout::NN | Layout::NT => ac,
+        Layout::TN => ar,
+    };
+    let (want_a, want_b) = layout.operand_shapes(m, n, k);
+    if [ar, ac] != want_a || [br, bc] != want_b {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "{layout:?}: A {:?}, B {:?}, C {:?} do not fit (for C [{m},{n}] over K={k} need A {want_a:?}, B {want_b:?})",
+                a.shape, b.shape, c.shape
+            ),
+        ));
+    }
+    if let Some(mask) = epi.relu_mask {
+        if mask.shape != c.shape {
+            return Err(Error::shape(
+                OP,
+                format!("relu mask has shape {:?}, C has {:?}", mask.shape, c.shape),
+            ));
+        }
+    }
+    if let Some(rs) = epi.row_sums {
+        if rs.shape != [m] {
+            return Err(Error::shape(
+                OP,
+                format!("row sums have shape {:?}, expected [{m}]", rs.shape),
+            ));
+        }
+    }
+    if let Some(bias) = epi.bias {
+        if bias.shape != [n] {
+            return Err(Error::shape(
+                OP,
+                format!("bias has shape {:?}, expected [{n}]", bias.shape),
+            ));
+        }
+    }
+    let params = uniform(
+        ctx,
+        "matmul params",
+        &MatmulParams {
+            m: m as u32,
+            n: n as u32,
+            k: k as u32,
+            target_rows: epi.bce.map_or(0, |b| b.targets.shape[0] as u32),
+        },
+    );
+    let constants = [
+        ("LAYOUT", layout.code() as f64),
+        ("ACT", epi.act.code() as f64),
+        ("HAS_BIAS", epi.bias.is_some() as u32 as f64),
+        ("RELU_MASK", epi.relu_mask.is_some() as u32 as f64),
+        ("ROW_SUM", epi.row_sums.is_some() as u32 as f64),
+        ("BCE", epi.bce.is_some() as u32 as f64),
+    ];
+    let bias = match epi.bias {
+        Some(t) => Bind::Tensor(t),
+        None => Bind::Buffer(&ctx.dummy),
+    };
+    // Binding 5: the ReLU mask or the BCE targets; 6: the row sums or the BCE loss partials.
+    let mask = match (epi.relu_mask, epi.bce) {
+        (Some(t), _) => Bind::Tensor(t),
+        (None, Some(b)) => Bind::Tensor(b.targets),
+        (None, None) => Bind::Buffer(&ctx.dummy),
+    };
+    // A separate writable placeholder: one buffer may not be bound read-only and read-write at once.
+    let row_sums = match (epi.row_sums, epi.bce) {
+        (Some(t), _) => Bind::Tensor(t),
+        (None, Some(b)) => Bind::Tensor(b.partials),
+        (None, None) => Bind::Buffer(&ctx.dummy_rw),
+    };
+    let (shader, entry, groups) = kernel_for(
+        ctx,
+        variant,
+        Problem {
+            layout,
+            m,
+            n,
+            k,
+            row_sums: epi.row_sums.is_some(),
+        },
+    )?;
+    if let Some(b) = epi.bce {
+        check_bce(b, epi, m, n)?;
+        let need = bce_partials_for(entry, groups);
+        if b.partials.len() < need {
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "{} BCE loss partials, the {entry} kernel writes {need}",
+                    b.partials.len()
+                ),
+            ));
+        }
+    }
+    dispatch(
+        ctx,
+        "matmul",
+        shader,
+        entry,
+        &constants,
+        &[
+            Bind::Tensor(a),
+            Bind::Tensor(b),
+            bias,
+            Bind::Tensor(c),
+            Bind::Buffer(&params),
+            mask,
+            row_sums,
+        ],
+        groups,
+    )
+}
+
+/// A BCE epilogue applies to the plain product plus bias: no activation, mask or row sums (they
+/// share its bindings); targets `[B, N]` with B dividing M.
+fn check_bce(b: BceEpilogue<'_>, epi: Epilogue<'_>, m: usize, n: usize) -> Result<()> {
+    if epi.act != Act::Identity || epi.relu_mask.is_some() || epi.row_sums.is_some() {
+        return Err(Error::Config(
+            "a BCE epilogue takes the logits as they are: no activation, ReLU mask or row sums"
+                .into(),
+        ));
+    }
+    match b.targets.shape[..] {
+        [rows, cols] if cols == n && rows > 0 && m.is_multiple_of(rows) => Ok(()),
+        _ => Err(Error::shape(
+            "matmul",
+            format!(
+                "BCE targets {:?} for logits [{m}, {n}]: need [B, {n}] with B dividing {m}",
+                b.targets.shape
+            ),
+        )),
+    }
+}
+
+/// How many BCE loss partials a kernel writes: one per thread of its grid.
+fn bce_partials_for(entry: &str, groups: [u32; 3]) -> usize {
+    let per_group = match entry {
+        "matmul_tiled" => 256,
+        e if e.starts_with("matmul_sg_") => SUBGROUP_LANES as usize,
+        _ => 64, // the direct kernels: 8x8 threads
+    };
+    groups[0] as usize * groups[1] as usize * per_group
+}
+
+/// A partials buffer this long fits the BCE epilogue of every variant on an `[M, N]` product:
+/// the tiled kernel's grid (256 threads per 64x64 tile) has the most threads.
+pub fn bce_partials_capacity(m: usize, n: usize) -> usize {
+    bce_partials_for("matmul_tiled", tiles_64(m, n))
+}
+
+/// How many BCE loss partials the `variant` kernel for an `[M, N]` product over K writes (what
+/// `loss_reduce` must add up; at most [`bce_partials_capacity`]).
+pub fn bce_partials_len(
+    ctx: &GpuContext,
+    variant: MatmulVariant,
+    problem: Problem,
+) -> Result<usize> {
+    let (_, entry, groups) = kernel_for(ctx, variant, problem)?;
+    Ok(bce_partials_for(entry, groups))
+}

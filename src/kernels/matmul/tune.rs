@@ -1,0 +1,127 @@
+//! Timing the matmul candidates for a problem on this device (the autotune), each checked
+//! against the direct kernel first.
+
+use super::select::{MatmulVariant, candidates};
+use super::{Epilogue, Problem, matmul_with};
+use crate::error::Result;
+use crate::gpu::GpuContext;
+use crate::kernels::Dispatch;
+use crate::ops::Layout;
+
+/// Time every candidate on operands of the problem's shape and return the fastest. A candidate
+/// whose product disagrees with the direct kernel's is dropped with a warning: the subgroup kernels
+/// assume a lane layout that the spec does not promise, so each device proves it here first.
+pub(super) fn tune(ctx: &GpuContext, problem: Problem) -> Result<MatmulVariant> {
+    let Problem {
+        layout,
+        m,
+        n,
+        k,
+        row_sums,
+    } = problem;
+    // Past ~1024 rows of the batch-like dimension (M; for TN also the summed K) a product is more
+    // of the same workgroups, so a 1024-row slice ranks the kernels as well and keeps tuning short
+    // (the evaluation's 10000-row products would take seconds per slow candidate).
+    let m = m.min(TUNE_ROWS);
+    let k = if layout == Layout::TN {
+        k.min(TUNE_ROWS)
+    } else {
+        k
+    };
+    let (sa, sb) = layout.operand_shapes(m, n, k);
+    // Deterministic operands in [-1, 1): a product of K terms each |a·b| < 1.
+    let fill = |len: usize, mul: usize| -> Vec<f32> {
+        (0..len)
+            .map(|i| ((i * mul) % 97) as f32 / 48.5 - 1.0)
+            .collect()
+    };
+    let a = ctx.upload_f32("autotune a", &sa, &fill(m * k, 31))?;
+    let b = ctx.upload_f32("autotune b", &sb, &fill(k * n, 17))?;
+    let c = ctx.zeros("autotune c", &[m, n], crate::gpu::DType::F32)?;
+    let rs = ctx.zeros("autotune row sums", &[m], crate::gpu::DType::F32)?;
+    let epi = Epilogue {
+        row_sums: row_sums.then_some(&rs),
+        ..Epilogue::NONE
+    };
+    let mut reference: Option<Vec<f32>> = None;
+    let mut best: Option<(MatmulVariant, f64)> = None;
+    for variant in candidates(ctx, problem) {
+        let d = matmul_with(ctx, variant, layout, &a, &b, &c, epi)?;
+        // NaN in every output first: a candidate that leaves some of C (or of the row sums)
+        // unwritten cannot pass the comparison on the reference's leftovers.
+        ctx.write_f32(&c, &vec![f32::NAN; m * n])?;
+        ctx.write_f32(&rs, &vec![f32::NAN; m])?;
+        // The first run (pipeline already compiled) warms up and gives a rough time.
+        let start = std::time::Instant::now();
+        crate::kernels::run(ctx, &[&d])?;
+        let first = start.elapsed().as_secs_f64();
+        let mut out = ctx.read_f32(&c)?;
+        if row_sums {
+            out.extend(ctx.read_f32(&rs)?);
+        }
+        match &reference {
+            None => reference = Some(out),
+            Some(want) => {
+                // f32 products of K terms of size < 1 agree to ~K·2^-24 each; a wrong lane
+                // layout is wrong by O(1).
+                let scale = 1.0 + want.iter().fold(0f32, |acc, v| acc.max(v.abs()));
+                let worst =
+                    want.iter()
+                        .zip(&out)
+                        .map(|(x, y)| (x - y).abs())
+                        .fold(0f32, |acc, e| {
+                            if e.is_nan() {
+                                f32::INFINITY
+                            } else {
+                                acc.max(e)
+                            }
+                        });
+                if worst > 1e-3 * scale {
+                    eprintln!(
+                        "warning: matmul autotune: the {variant} kernel disagrees with the direct \
+                         one on {layout:?} {m}x{n}x{k} (max error {worst:e}) on {}; not using it",
+                        ctx.adapter.name
+                    );
+                    continue;
+                }
+            }
+        }
+        // Far behind the best already (tiling on a CPU driver, say): not worth timing closely.
+        if best.is_some_and(|(_, t)| first > 4.0 * t + 1e-3) {
+            continue;
+        }
+        let secs = time_dispatch(ctx, &d)?;
+        if best.is_none_or(|(_, t)| secs < t) {
+            best = Some((variant, secs));
+        }
+    }
+    Ok(best.map_or(MatmulVariant::Direct, |(v, _)| v))
+}
+
+/// Rows of the batch-like dimension a tuning problem is capped at.
+const TUNE_ROWS: usize = 1024;
+
+/// Seconds per launch of `d`: the best of 3 submits of enough launches to fill ~2 ms (so the
+/// submit and wait, ~50 µs, do not decide between kernels of a few µs).
+fn time_dispatch(ctx: &GpuContext, d: &Dispatch) -> Result<f64> {
+    let submit = |reps: usize| -> Result<f64> {
+        let start = std::time::Instant::now();
+        let mut encoder = ctx.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            for _ in 0..reps {
+                d.encode(&mut pass);
+            }
+        }
+        ctx.queue.submit([encoder.finish()]);
+        ctx.wait_idle("matmul autotune")?;
+        Ok(start.elapsed().as_secs_f64())
+    };
+    let once = submit(1)?;
+    let reps = (2e-3 / once.max(1e-6)).ceil().clamp(1.0, 64.0) as usize;
+    let mut best = f64::INFINITY;
+    for _ in 0..3 {
+        best = best.min(submit(reps)? / reps as f64);
+    }
+    Ok(best)
+}
