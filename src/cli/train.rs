@@ -20,12 +20,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use super::run_dir::RunDir;
 use crate::data::{Mnist, Split};
 use crate::gpu::GpuContext;
 use crate::model::{Checkpoint, EpochEnd, Event, GpuDataset, TrainSettings, Trainer, VaeConfig};
 use crate::ops::AdamConfig;
 use crate::viz::LossHistory;
-use super::run_dir::RunDir;
 use crate::viz::pictures::{PictureSet, write_pictures};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -206,9 +206,7 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         }
     };
     // Resuming the folder's own checkpoint continues its run; anything else starts a new one.
-    let same_file = |a: &Path, b: &Path| {
-        matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
-    };
+    let same_file = |a: &Path, b: &Path| matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y);
     let resuming_here = args
         .resume
         .as_deref()
@@ -282,10 +280,15 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         ..LossHistory::default()
     };
     // The epoch whose checkpoint is on disk (named when a later one cannot be written).
-    let mut saved_epoch = ckpt.as_ref().filter(|_| resuming_here).map(|c| c.progress.epoch);
+    let mut saved_epoch = ckpt
+        .as_ref()
+        .filter(|_| resuming_here)
+        .map(|c| c.progress.epoch);
     // The resumable checkpoint and the PyTorch state_dict, both written atomically.
     let mut save_checkpoint = |c: &Checkpoint| -> Result<(), String> {
-        let written = c.save(&ckpt_path).and_then(|()| c.save_state_dict(&model_path));
+        let written = c
+            .save(&ckpt_path)
+            .and_then(|()| c.save_state_dict(&model_path));
         match written {
             Ok(()) => {
                 saved_epoch = Some(c.progress.epoch);

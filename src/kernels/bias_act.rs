@@ -22,13 +22,13 @@ pub fn act_forward(
     act: Act,
 ) -> Result<Dispatch> {
     let (rows, cols) = expect_2d("act_forward", "y", y)?;
-    if let Some(b) = bias {
-        if b.shape != [cols] {
-            return Err(Error::shape(
-                "act_forward",
-                format!("bias {:?} for y {:?}", b.shape, y.shape),
-            ));
-        }
+    if let Some(b) = bias
+        && b.shape != [cols]
+    {
+        return Err(Error::shape(
+            "act_forward",
+            format!("bias {:?} for y {:?}", b.shape, y.shape),
+        ));
     }
     let params = uniform(
         ctx,

@@ -387,7 +387,7 @@ impl Checkpoint {
 }
 
 /// The largest checkpoint file: three arenas (weights and two moments) of the largest model.
-pub const MAX_FILE_BYTES: u64 = 3 * crate::model::config::MAX_PARAMS as u64 * 4 + (64 << 20);
+pub const MAX_FILE_BYTES: u64 = 3 * crate::model::config::MAX_PARAMS * 4 + (64 << 20);
 /// Bounds on a checkpoint's progress counters: far past any real run, short of any overflow.
 const MAX_EPOCHS: u64 = 1 << 24;
 const MAX_STEPS: u64 = 1 << 32;

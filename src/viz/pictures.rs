@@ -145,12 +145,12 @@ pub fn write_pictures(
         written.push(path);
     }
 
-    if let Some(hist) = set.loss {
-        if !hist.epochs.is_empty() || !hist.steps.is_empty() {
-            let path = name("loss");
-            loss_png(&path, hist)?;
-            written.push(path);
-        }
+    if let Some(hist) = set.loss
+        && (!hist.epochs.is_empty() || !hist.steps.is_empty())
+    {
+        let path = name("loss");
+        loss_png(&path, hist)?;
+        written.push(path);
     }
     Ok(written)
 }

@@ -161,29 +161,29 @@ pub fn matmul_with(
             ),
         ));
     }
-    if let Some(mask) = epi.relu_mask {
-        if mask.shape != c.shape {
-            return Err(Error::shape(
-                OP,
-                format!("relu mask has shape {:?}, C has {:?}", mask.shape, c.shape),
-            ));
-        }
+    if let Some(mask) = epi.relu_mask
+        && mask.shape != c.shape
+    {
+        return Err(Error::shape(
+            OP,
+            format!("relu mask has shape {:?}, C has {:?}", mask.shape, c.shape),
+        ));
     }
-    if let Some(rs) = epi.row_sums {
-        if rs.shape != [m] {
-            return Err(Error::shape(
-                OP,
-                format!("row sums have shape {:?}, expected [{m}]", rs.shape),
-            ));
-        }
+    if let Some(rs) = epi.row_sums
+        && rs.shape != [m]
+    {
+        return Err(Error::shape(
+            OP,
+            format!("row sums have shape {:?}, expected [{m}]", rs.shape),
+        ));
     }
-    if let Some(bias) = epi.bias {
-        if bias.shape != [n] {
-            return Err(Error::shape(
-                OP,
-                format!("bias has shape {:?}, expected [{n}]", bias.shape),
-            ));
-        }
+    if let Some(bias) = epi.bias
+        && bias.shape != [n]
+    {
+        return Err(Error::shape(
+            OP,
+            format!("bias has shape {:?}, expected [{n}]", bias.shape),
+        ));
     }
     let params = uniform(
         ctx,
