@@ -21,8 +21,8 @@ use vae_wgpu::kernels::matmul::{
     BceEpilogue, Epilogue, Problem, bce_partials_len, matmul_with, variant_for,
 };
 use vae_wgpu::kernels::reparam_kl::{EpsSource, kl_partials_len};
-use vae_wgpu::kernels::{Dispatch, StepParams, adam, bce, bias_act, gather, reduce, reparam_kl};
-use vae_wgpu::ops::{Act, AdamConfig, Layout};
+use vae_wgpu::kernels::{Dispatch, StepParams, adam, bce, gather, reparam_kl};
+use vae_wgpu::ops::{AdamConfig, Layout};
 
 /// Model shapes (M, N, K) — the list, the two weight-gradient shapes training runs (TN
 /// 784x200x128 and 200x784x128), the 20-wide joint latent heads, the 10-wide decoder input — and
@@ -216,21 +216,6 @@ fn bench_elementwise(c: &mut Criterion) {
         format!("logits product + fused BCE 128x784x200 ({variant})"),
         |bn| bn.iter_custom(|it| gpu_time(&ctx, &kf, it)),
     );
-
-    let y = ctx.upload_f32("y", &[b, h], &f(b * h)).unwrap();
-    let dy = ctx.upload_f32("dy", &[b, h], &f(b * h)).unwrap();
-    g.throughput(bytes(3 * b * h));
-    let ka = bias_act::act_backward(&ctx, &dy, &y, Act::Relu).unwrap();
-    g.bench_function("act_backward relu 128x200", |bn| {
-        bn.iter_custom(|it| gpu_time(&ctx, &ka, it))
-    });
-
-    let db = ctx.zeros("db", &[d], DType::F32).unwrap();
-    g.throughput(bytes(b * d));
-    let kc = reduce::column_sum(&ctx, &dl, &db).unwrap();
-    g.bench_function("column_sum 128x784", |bn| {
-        bn.iter_custom(|it| gpu_time(&ctx, &kc, it))
-    });
 
     let step = StepUniform::new(
         &ctx,

@@ -1,8 +1,8 @@
 // Launcher: src/kernels/bias_act.rs · CPU twin: cpu::ops::act_forward · parity: tests/parity_kernels.rs bias_act_forward
-// Bias + activation, forward and backward, over a row-major [rows, cols] tensor.
-//   act_forward:  y = act(y + bias[col])           (in place; the matmul epilogue fuses the same)
-//   act_backward: dy = dy * act'(y), from the saved output y (ReLU: y > 0; sigmoid: y·(1-y))
-// The bias gradient (a column sum of dy) lives in reduce.wgsl.
+// Bias + activation over a row-major [rows, cols] tensor, in place:
+//   act_forward:  y = act(y + bias[col])
+// The training step fuses bias and activation into the matmul epilogue (and their backward into
+// the input-gradient product's); this standalone pass serves evaluation (the decoder's sigmoid).
 
 struct ActParams {
     rows: u32,
@@ -15,8 +15,7 @@ override ACT: u32 = 1u;   // 0 identity, 1 ReLU, 2 sigmoid
 override HAS_BIAS: bool = true;
 
 @group(0) @binding(0) var<storage, read_write> y: array<f32>;
-// `aux` is the bias in act_forward and the saved activation output in act_backward.
-@group(0) @binding(1) var<storage, read> aux: array<f32>;
+@group(0) @binding(1) var<storage, read> aux: array<f32>;   // the bias
 @group(0) @binding(2) var<uniform> p: ActParams;
 
 // Row-major index from a 2-D dispatch: large tensors exceed 65535 workgroups in x alone.
@@ -40,21 +39,4 @@ fn act_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
         v = sigmoid(v);
     }
     y[i] = v;
-}
-
-// Backward: binding 0 holds dy (scaled in place), binding 1 the saved output.
-@compute @workgroup_size(256, 1, 1)
-fn act_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = flat_index(gid, nwg);
-    if (i >= p.rows * p.cols) {
-        return;
-    }
-    let out = aux[i];
-    var g = y[i];
-    if (ACT == 1u) {
-        g = select(0.0, g, out > 0.0);
-    } else if (ACT == 2u) {
-        g = g * out * (1.0 - out);
-    }
-    y[i] = g;
 }

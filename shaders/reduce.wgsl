@@ -3,8 +3,7 @@
 //   loss_reduce: one workgroup sums the BCE and KL partials a step produced, writes the batch loss and
 //                adds it to the epoch accumulator; it raises a flag when a sum is not finite, so a
 //                diverging run is caught at the next readback without reading every step.
-//   column_sum:  db[j] = Σ_i dy[i, j] (bias gradients), one thread per column, rows summed in order.
-// Both sum in a fixed order, so results are bit-for-bit reproducible run to run.
+// It sums in a fixed order, so results are bit-for-bit reproducible run to run.
 
 struct LossReduceParams {
     n_bce: u32,     // BCE partial sums to add
@@ -58,28 +57,4 @@ fn loss_reduce(@builtin(local_invocation_index) t: u32) {
             acc[SLOT_NONFINITE] = 1.0;
         }
     }
-}
-
-struct ColumnSumParams {
-    rows: u32,
-    cols: u32,
-    _pad0: u32,
-    _pad1: u32,
-}
-
-@group(0) @binding(0) var<storage, read> dy: array<f32>;
-@group(0) @binding(1) var<storage, read_write> db: array<f32>;
-@group(0) @binding(2) var<uniform> cp: ColumnSumParams;
-
-@compute @workgroup_size(64, 1, 1)
-fn column_sum(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let j = gid.x;
-    if (j >= cp.cols) {
-        return;
-    }
-    var s = 0.0;
-    for (var i = 0u; i < cp.rows; i++) {
-        s += dy[i * cp.cols + j];
-    }
-    db[j] = s;
 }

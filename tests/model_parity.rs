@@ -3,9 +3,10 @@
 //! intermediate, the loss, every gradient and every updated parameter is compared after step 1;
 //! then the loss and parameters after a few more steps, to show the trajectories stay together.
 
+#[macro_use]
 mod common;
 
-use common::{ReferenceGraphs, U, assert_close, contexts, reference_graphs};
+use common::{ReferenceGraphs, U, assert_close, reference_graphs};
 use vae_wgpu::cpu::model::CpuVae;
 use vae_wgpu::data::{Mnist, Split};
 use vae_wgpu::gpu::GpuContext;
@@ -193,27 +194,21 @@ fn run_case(ctx: &GpuContext, cfg: VaeConfig, b: usize, seed: u64, steps: u32) {
     );
 }
 
-#[test]
-fn notebook_model_full_steps_match_cpu() {
-    for ctx in contexts() {
-        run_case(ctx, VaeConfig::default(), 128, 42, 3);
-    }
-}
+backend_test!(notebook_model_full_steps_match_cpu, |ctx| {
+    run_case(ctx, VaeConfig::default(), 128, 42, 3);
+});
 
-#[test]
-fn odd_sizes_and_several_samples_match_cpu() {
-    for ctx in contexts() {
-        run_case(
-            ctx,
-            VaeConfig {
-                input: 45,
-                hidden: 37,
-                latent: 5,
-                samples: 3,
-            },
-            33,
-            7,
-            3,
-        );
-    }
-}
+backend_test!(odd_sizes_and_several_samples_match_cpu, |ctx| {
+    run_case(
+        ctx,
+        VaeConfig {
+            input: 45,
+            hidden: 37,
+            latent: 5,
+            samples: 3,
+        },
+        33,
+        7,
+        3,
+    );
+});

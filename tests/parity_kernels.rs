@@ -2,6 +2,7 @@
 //! inputs of several shapes, odd ones included, and at extreme values. Each check states its
 //! tolerance and why; a failure prints the worst element, both values, max abs and max rel error.
 
+#[macro_use]
 mod common;
 
 use common::{U, assert_close, contexts, exp_rel_tol, join_heads, to_f32, uniform, variants};
@@ -96,283 +97,267 @@ fn matmul_case(
     );
 }
 
-#[test]
-fn matmul_all_layouts_shapes_and_variants() {
-    for ctx in contexts() {
-        for variant in variants(ctx) {
-            for layout in Layout::ALL {
-                for (m, n, k) in SHAPES {
-                    matmul_case(ctx, variant, layout, m, n, k, Act::Identity, false);
-                }
+backend_test!(matmul_all_layouts_shapes_and_variants, |ctx| {
+    for variant in variants(ctx) {
+        for layout in Layout::ALL {
+            for (m, n, k) in SHAPES {
+                matmul_case(ctx, variant, layout, m, n, k, Act::Identity, false);
             }
         }
     }
-}
+});
 
-#[test]
-fn matmul_epilogues() {
-    for ctx in contexts() {
-        for variant in variants(ctx) {
-            for act in Act::ALL {
-                matmul_case(ctx, variant, Layout::NT, 67, 45, 33, act, true);
-                // The same epilogue behind the vec4 and subgroup kernels, every layout.
-                for layout in Layout::ALL {
-                    matmul_case(ctx, variant, layout, 68, 44, 36, act, true);
-                }
+backend_test!(matmul_epilogues, |ctx| {
+    for variant in variants(ctx) {
+        for act in Act::ALL {
+            matmul_case(ctx, variant, Layout::NT, 67, 45, 33, act, true);
+            // The same epilogue behind the vec4 and subgroup kernels, every layout.
+            for layout in Layout::ALL {
+                matmul_case(ctx, variant, layout, 68, 44, 36, act, true);
             }
-            matmul_case(ctx, variant, Layout::NN, 67, 45, 33, Act::Identity, false);
-            matmul_case(ctx, variant, Layout::NN, 67, 45, 33, Act::Relu, true);
+        }
+        matmul_case(ctx, variant, Layout::NN, 67, 45, 33, Act::Identity, false);
+        matmul_case(ctx, variant, Layout::NN, 67, 45, 33, Act::Relu, true);
+    }
+});
+
+// The ReLU backward fused into the input-gradient product: C = op(A)·op(B) ⊙ [h > 0],
+// checked against the CPU twin's `act_backward` applied to the CPU product. Masking is exact, so
+// the tolerance is the product's.
+backend_test!(matmul_relu_mask_epilogue, |ctx| {
+    for variant in variants(ctx) {
+        for layout in Layout::ALL {
+            for (m, n, k) in [(67, 45, 33), (132, 204, 200), (68, 44, 36)] {
+                let (sa, sb) = layout.operand_shapes(m, n, k);
+                let a = uniform(71, m * k, -1.0, 1.0);
+                let b = uniform(72, k * n, -1.0, 1.0);
+                let c0 = uniform(73, m * n, -1.0, 1.0);
+                // A ReLU's saved output: zeros and positives.
+                let h: Vec<f64> = uniform(74, m * n, -1.0, 1.0)
+                    .iter()
+                    .map(|v| v.max(0.0))
+                    .collect();
+                let ga = ctx.upload_f32("a", &sa, &to_f32(&a)).unwrap();
+                let gb = ctx.upload_f32("b", &sb, &to_f32(&b)).unwrap();
+                let gc = ctx.upload_f32("c", &[m, n], &to_f32(&c0)).unwrap();
+                let gh = ctx.upload_f32("h", &[m, n], &to_f32(&h)).unwrap();
+                let epi = Epilogue {
+                    relu_mask: Some(&gh),
+                    ..Epilogue::NONE
+                };
+                let d = matmul_with(ctx, variant, layout, &ga, &gb, &gc, epi).unwrap();
+                kernels::run(ctx, &[&d]).unwrap();
+                let p = cpu::matmul(layout, &a, &b, m, n, k);
+                let pre = cpu::epilogue(&p, n, None, Act::Identity);
+                let want = cpu::act_backward(&pre, &h, Act::Relu);
+                let mag = abs_product(layout, &a, &b, m, n, k);
+                let gamma = (k as f64 + 2.0) * U;
+                let name = format!(
+                    "{} relu-masked matmul {variant:?} {layout:?} {m}x{n}x{k}",
+                    ctx.adapter.backend.to_str()
+                );
+                assert_close(&name, &ctx.read_f32(&gc).unwrap(), &want, |i| {
+                    gamma * mag[i] + f64::MIN_POSITIVE
+                });
+            }
         }
     }
-}
+    // A mask of the wrong shape is a shape error.
+    let a = ctx.zeros("a", &[4, 5], DType::F32).unwrap();
+    let b = ctx.zeros("b", &[6, 5], DType::F32).unwrap();
+    let c = ctx.zeros("c", &[4, 6], DType::F32).unwrap();
+    let bad = ctx.zeros("h", &[4, 5], DType::F32).unwrap();
+    let epi = Epilogue {
+        relu_mask: Some(&bad),
+        ..Epilogue::NONE
+    };
+    let msg = matmul_with(ctx, MatmulVariant::Direct, Layout::NT, &a, &b, &c, epi)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(msg.contains("relu mask") && msg.contains("[4, 5]"), "{msg}");
+});
 
-/// The ReLU backward fused into the input-gradient product: C = op(A)·op(B) ⊙ [h > 0],
-/// checked against the CPU twin's `act_backward` applied to the CPU product. Masking is exact, so
-/// the tolerance is the product's.
-#[test]
-fn matmul_relu_mask_epilogue() {
-    for ctx in contexts() {
-        for variant in variants(ctx) {
-            for layout in Layout::ALL {
-                for (m, n, k) in [(67, 45, 33), (132, 204, 200), (68, 44, 36)] {
-                    let (sa, sb) = layout.operand_shapes(m, n, k);
-                    let a = uniform(71, m * k, -1.0, 1.0);
-                    let b = uniform(72, k * n, -1.0, 1.0);
-                    let c0 = uniform(73, m * n, -1.0, 1.0);
-                    // A ReLU's saved output: zeros and positives.
-                    let h: Vec<f64> = uniform(74, m * n, -1.0, 1.0)
-                        .iter()
-                        .map(|v| v.max(0.0))
-                        .collect();
-                    let ga = ctx.upload_f32("a", &sa, &to_f32(&a)).unwrap();
-                    let gb = ctx.upload_f32("b", &sb, &to_f32(&b)).unwrap();
-                    let gc = ctx.upload_f32("c", &[m, n], &to_f32(&c0)).unwrap();
-                    let gh = ctx.upload_f32("h", &[m, n], &to_f32(&h)).unwrap();
-                    let epi = Epilogue {
-                        relu_mask: Some(&gh),
-                        ..Epilogue::NONE
-                    };
-                    let d = matmul_with(ctx, variant, layout, &ga, &gb, &gc, epi).unwrap();
-                    kernels::run(ctx, &[&d]).unwrap();
-                    let p = cpu::matmul(layout, &a, &b, m, n, k);
-                    let pre = cpu::epilogue(&p, n, None, Act::Identity);
-                    let want = cpu::act_backward(&pre, &h, Act::Relu);
-                    let mag = abs_product(layout, &a, &b, m, n, k);
-                    let gamma = (k as f64 + 2.0) * U;
-                    let name = format!(
-                        "{} relu-masked matmul {variant:?} {layout:?} {m}x{n}x{k}",
-                        ctx.adapter.backend.to_str()
-                    );
-                    assert_close(&name, &ctx.read_f32(&gc).unwrap(), &want, |i| {
-                        gamma * mag[i] + f64::MIN_POSITIVE
-                    });
-                }
+// Row sums of op(A) written by the product's own threads (the fused bias gradient of a TN
+// weight-gradient product): Σ_k op(A)[i, k] against the CPU, in every layout and variant, with the
+// product itself still right. Tolerance: a sum of K terms, K·u·Σ|a|.
+backend_test!(matmul_row_sums_epilogue, |ctx| {
+    for variant in variants(ctx) {
+        for layout in Layout::ALL {
+            for (m, n, k) in [
+                (67, 45, 33),
+                (132, 204, 200),
+                (200, 784, 128),
+                (10, 200, 129),
+                (68, 44, 36),
+            ] {
+                let (sa, sb) = layout.operand_shapes(m, n, k);
+                let a = uniform(81, m * k, -1.0, 1.0);
+                let b = uniform(82, k * n, -1.0, 1.0);
+                let ga = ctx.upload_f32("a", &sa, &to_f32(&a)).unwrap();
+                let gb = ctx.upload_f32("b", &sb, &to_f32(&b)).unwrap();
+                let gc = ctx.zeros("c", &[m, n], DType::F32).unwrap();
+                let grs = ctx.upload_f32("rs", &[m], &vec![f32::NAN; m]).unwrap();
+                let epi = Epilogue {
+                    row_sums: Some(&grs),
+                    ..Epilogue::NONE
+                };
+                let d = matmul_with(ctx, variant, layout, &ga, &gb, &gc, epi).unwrap();
+                kernels::run(ctx, &[&d]).unwrap();
+                // op(A) as [M, K] rows, whatever the stored layout.
+                let op_a = |i: usize, kk: usize| {
+                    if layout == Layout::TN {
+                        a[kk * m + i]
+                    } else {
+                        a[i * k + kk]
+                    }
+                };
+                let want: Vec<f64> = (0..m).map(|i| (0..k).map(|kk| op_a(i, kk)).sum()).collect();
+                let mag: Vec<f64> = (0..m)
+                    .map(|i| (0..k).map(|kk| op_a(i, kk).abs()).sum())
+                    .collect();
+                let tag = format!(
+                    "{} {variant:?} {layout:?} {m}x{n}x{k}",
+                    ctx.adapter.backend.to_str()
+                );
+                assert_close(
+                    &format!("{tag} row sums"),
+                    &ctx.read_f32(&grs).unwrap(),
+                    &want,
+                    |i| k as f64 * U * mag[i],
+                );
+                let p = cpu::matmul(layout, &a, &b, m, n, k);
+                let pm = abs_product(layout, &a, &b, m, n, k);
+                assert_close(
+                    &format!("{tag} product with row sums"),
+                    &ctx.read_f32(&gc).unwrap(),
+                    &p,
+                    |i| (k as f64 + 2.0) * U * pm[i] + f64::MIN_POSITIVE,
+                );
             }
         }
-        // A mask of the wrong shape is a shape error.
-        let a = ctx.zeros("a", &[4, 5], DType::F32).unwrap();
-        let b = ctx.zeros("b", &[6, 5], DType::F32).unwrap();
-        let c = ctx.zeros("c", &[4, 6], DType::F32).unwrap();
-        let bad = ctx.zeros("h", &[4, 5], DType::F32).unwrap();
+    }
+    let a = ctx.zeros("a", &[5, 4], DType::F32).unwrap();
+    let b = ctx.zeros("b", &[5, 6], DType::F32).unwrap();
+    let c = ctx.zeros("c", &[4, 6], DType::F32).unwrap();
+    let bad = ctx.zeros("rs", &[6], DType::F32).unwrap();
+    let epi = Epilogue {
+        row_sums: Some(&bad),
+        ..Epilogue::NONE
+    };
+    let msg = matmul_with(ctx, MatmulVariant::Direct, Layout::TN, &a, &b, &c, epi)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        msg.contains("row sums") && msg.contains("[6]") && msg.contains("[4]"),
+        "{msg}"
+    );
+});
+
+// BCE fused into the logits product (every variant and layout): C = dlogits = (σ(l) - x)/L with
+// l = op(A)·op(B) + bias, and the per-thread loss partials add up to the CPU loss. Tolerance: the
+// product's error e_l = (K+2)·u·(|A||B| + |bias|) carries into dlogits at most e_l/4 (σ' ≤ 1/4) and
+// into each loss term at most e_l (|∂loss/∂l| ≤ 1), plus the BCE kernel's own rounding terms.
+backend_test!(matmul_bce_epilogue, |ctx| {
+    for variant in variants(ctx) {
+        for layout in Layout::ALL {
+            for (samples, b, n, k) in [(2, 34, 44, 36), (1, 128, 784, 200), (3, 23, 45, 33)] {
+                let m = samples * b;
+                let (sa, sb) = layout.operand_shapes(m, n, k);
+                let a = uniform(91, m * k, -1.0, 1.0);
+                let w = uniform(92, k * n, -1.0, 1.0);
+                let bias = uniform(93, n, -1.0, 1.0);
+                let x = uniform(94, b * n, 0.0, 1.0);
+                let ga = ctx.upload_f32("a", &sa, &to_f32(&a)).unwrap();
+                let gw = ctx.upload_f32("w", &sb, &to_f32(&w)).unwrap();
+                let gbias = ctx.upload_f32("bias", &[n], &to_f32(&bias)).unwrap();
+                let gx = ctx.upload_f32("x", &[b, n], &to_f32(&x)).unwrap();
+                let gd = ctx.zeros("dlogits", &[m, n], DType::F32).unwrap();
+                let problem = matmul::Problem {
+                    layout,
+                    m,
+                    n,
+                    k,
+                    row_sums: false,
+                };
+                let np = matmul::bce_partials_len(ctx, variant, problem).unwrap();
+                // NaN past the partials the kernel owns: loss_reduce must not reach them.
+                let gp = ctx
+                    .upload_f32("partials", &[np + 7], &vec![f32::NAN; np + 7])
+                    .unwrap();
+                let gk = ctx.zeros("kl partials", &[1], DType::F32).unwrap();
+                let acc = ctx
+                    .zeros("acc", &[reduce::LossSlots::LEN], DType::F32)
+                    .unwrap();
+                let epi = Epilogue {
+                    bias: Some(&gbias),
+                    bce: Some(BceEpilogue {
+                        targets: &gx,
+                        partials: &gp,
+                    }),
+                    ..Epilogue::NONE
+                };
+                let d = matmul_with(ctx, variant, layout, &ga, &gw, &gd, epi).unwrap();
+                let r = reduce::loss_reduce(ctx, &gp, np, &gk, 1, &acc).unwrap();
+                kernels::run(ctx, &[&d, &r]).unwrap();
+                let p = cpu::matmul(layout, &a, &w, m, n, k);
+                let logits = cpu::epilogue(&p, n, Some(&bias), Act::Identity);
+                let (want_loss, want_d) = cpu::bce_forward_backward(&logits, &x);
+                let mag = abs_product(layout, &a, &w, m, n, k);
+                let e_l = |i: usize| (k as f64 + 2.0) * U * (mag[i] + bias[i % n].abs());
+                let scale = 1.0 / samples as f64;
+                let tag = format!(
+                    "{} BCE epilogue {variant:?} {layout:?} L={samples} {m}x{n}x{k}",
+                    ctx.adapter.backend.to_str()
+                );
+                assert_close(
+                    &format!("{tag} dlogits"),
+                    &ctx.read_f32(&gd).unwrap(),
+                    &want_d,
+                    |i| scale * (0.25 * e_l(i) + exp_rel_tol(17.0) + 2.0 * U),
+                );
+                let loss_mag: f64 = logits
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &l)| cpu::bce_elem(l, x[i % x.len()]).abs() + 2.0 * l.abs())
+                    .sum::<f64>()
+                    * scale;
+                let tol = (0..m * n).map(e_l).sum::<f64>() * scale
+                    + 24.0 * U * loss_mag
+                    + (m * n) as f64 * scale * (2f64.powi(-21) + exp_rel_tol(17.0));
+                let acc_v = ctx.read_f32(&acc).unwrap();
+                assert_close(
+                    &format!("{tag} loss"),
+                    &acc_v[reduce::LossSlots::BATCH_BCE..][..1],
+                    &[want_loss],
+                    |_| tol,
+                );
+            }
+        }
+    }
+    // A BCE epilogue with an activation, or targets that do not tile the rows, is refused.
+    let a = ctx.zeros("a", &[6, 4], DType::F32).unwrap();
+    let w = ctx.zeros("w", &[5, 4], DType::F32).unwrap();
+    let c = ctx.zeros("c", &[6, 5], DType::F32).unwrap();
+    let parts = ctx.zeros("p", &[4096], DType::F32).unwrap();
+    for (rows, act) in [(4, Act::Identity), (3, Act::Relu)] {
+        let x = ctx.zeros("x", &[rows, 5], DType::F32).unwrap();
         let epi = Epilogue {
-            relu_mask: Some(&bad),
+            act,
+            bce: Some(BceEpilogue {
+                targets: &x,
+                partials: &parts,
+            }),
             ..Epilogue::NONE
         };
-        let msg = matmul_with(ctx, MatmulVariant::Direct, Layout::NT, &a, &b, &c, epi)
+        let msg = matmul_with(ctx, MatmulVariant::Direct, Layout::NT, &a, &w, &c, epi)
             .err()
             .unwrap()
             .to_string();
-        assert!(msg.contains("relu mask") && msg.contains("[4, 5]"), "{msg}");
+        assert!(msg.contains("BCE"), "{msg}");
     }
-}
-
-/// Row sums of op(A) written by the product's own threads (the fused bias gradient of a TN
-/// weight-gradient product): Σ_k op(A)[i, k] against the CPU, in every layout and variant, with the
-/// product itself still right. Tolerance: a sum of K terms, K·u·Σ|a|.
-#[test]
-fn matmul_row_sums_epilogue() {
-    for ctx in contexts() {
-        for variant in variants(ctx) {
-            for layout in Layout::ALL {
-                for (m, n, k) in [
-                    (67, 45, 33),
-                    (132, 204, 200),
-                    (200, 784, 128),
-                    (10, 200, 129),
-                    (68, 44, 36),
-                ] {
-                    let (sa, sb) = layout.operand_shapes(m, n, k);
-                    let a = uniform(81, m * k, -1.0, 1.0);
-                    let b = uniform(82, k * n, -1.0, 1.0);
-                    let ga = ctx.upload_f32("a", &sa, &to_f32(&a)).unwrap();
-                    let gb = ctx.upload_f32("b", &sb, &to_f32(&b)).unwrap();
-                    let gc = ctx.zeros("c", &[m, n], DType::F32).unwrap();
-                    let grs = ctx.upload_f32("rs", &[m], &vec![f32::NAN; m]).unwrap();
-                    let epi = Epilogue {
-                        row_sums: Some(&grs),
-                        ..Epilogue::NONE
-                    };
-                    let d = matmul_with(ctx, variant, layout, &ga, &gb, &gc, epi).unwrap();
-                    kernels::run(ctx, &[&d]).unwrap();
-                    // op(A) as [M, K] rows, whatever the stored layout.
-                    let op_a = |i: usize, kk: usize| {
-                        if layout == Layout::TN {
-                            a[kk * m + i]
-                        } else {
-                            a[i * k + kk]
-                        }
-                    };
-                    let want: Vec<f64> =
-                        (0..m).map(|i| (0..k).map(|kk| op_a(i, kk)).sum()).collect();
-                    let mag: Vec<f64> = (0..m)
-                        .map(|i| (0..k).map(|kk| op_a(i, kk).abs()).sum())
-                        .collect();
-                    let tag = format!(
-                        "{} {variant:?} {layout:?} {m}x{n}x{k}",
-                        ctx.adapter.backend.to_str()
-                    );
-                    assert_close(
-                        &format!("{tag} row sums"),
-                        &ctx.read_f32(&grs).unwrap(),
-                        &want,
-                        |i| k as f64 * U * mag[i],
-                    );
-                    let p = cpu::matmul(layout, &a, &b, m, n, k);
-                    let pm = abs_product(layout, &a, &b, m, n, k);
-                    assert_close(
-                        &format!("{tag} product with row sums"),
-                        &ctx.read_f32(&gc).unwrap(),
-                        &p,
-                        |i| (k as f64 + 2.0) * U * pm[i] + f64::MIN_POSITIVE,
-                    );
-                }
-            }
-        }
-        let a = ctx.zeros("a", &[5, 4], DType::F32).unwrap();
-        let b = ctx.zeros("b", &[5, 6], DType::F32).unwrap();
-        let c = ctx.zeros("c", &[4, 6], DType::F32).unwrap();
-        let bad = ctx.zeros("rs", &[6], DType::F32).unwrap();
-        let epi = Epilogue {
-            row_sums: Some(&bad),
-            ..Epilogue::NONE
-        };
-        let msg = matmul_with(ctx, MatmulVariant::Direct, Layout::TN, &a, &b, &c, epi)
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(
-            msg.contains("row sums") && msg.contains("[6]") && msg.contains("[4]"),
-            "{msg}"
-        );
-    }
-}
-
-/// BCE fused into the logits product (every variant and layout): C = dlogits = (σ(l) - x)/L with
-/// l = op(A)·op(B) + bias, and the per-thread loss partials add up to the CPU loss. Tolerance: the
-/// product's error e_l = (K+2)·u·(|A||B| + |bias|) carries into dlogits at most e_l/4 (σ' ≤ 1/4) and
-/// into each loss term at most e_l (|∂loss/∂l| ≤ 1), plus the BCE kernel's own rounding terms.
-#[test]
-fn matmul_bce_epilogue() {
-    for ctx in contexts() {
-        for variant in variants(ctx) {
-            for layout in Layout::ALL {
-                for (samples, b, n, k) in [(2, 34, 44, 36), (1, 128, 784, 200), (3, 23, 45, 33)] {
-                    let m = samples * b;
-                    let (sa, sb) = layout.operand_shapes(m, n, k);
-                    let a = uniform(91, m * k, -1.0, 1.0);
-                    let w = uniform(92, k * n, -1.0, 1.0);
-                    let bias = uniform(93, n, -1.0, 1.0);
-                    let x = uniform(94, b * n, 0.0, 1.0);
-                    let ga = ctx.upload_f32("a", &sa, &to_f32(&a)).unwrap();
-                    let gw = ctx.upload_f32("w", &sb, &to_f32(&w)).unwrap();
-                    let gbias = ctx.upload_f32("bias", &[n], &to_f32(&bias)).unwrap();
-                    let gx = ctx.upload_f32("x", &[b, n], &to_f32(&x)).unwrap();
-                    let gd = ctx.zeros("dlogits", &[m, n], DType::F32).unwrap();
-                    let problem = matmul::Problem {
-                        layout,
-                        m,
-                        n,
-                        k,
-                        row_sums: false,
-                    };
-                    let np = matmul::bce_partials_len(ctx, variant, problem).unwrap();
-                    // NaN past the partials the kernel owns: loss_reduce must not reach them.
-                    let gp = ctx
-                        .upload_f32("partials", &[np + 7], &vec![f32::NAN; np + 7])
-                        .unwrap();
-                    let gk = ctx.zeros("kl partials", &[1], DType::F32).unwrap();
-                    let acc = ctx
-                        .zeros("acc", &[reduce::LossSlots::LEN], DType::F32)
-                        .unwrap();
-                    let epi = Epilogue {
-                        bias: Some(&gbias),
-                        bce: Some(BceEpilogue {
-                            targets: &gx,
-                            partials: &gp,
-                        }),
-                        ..Epilogue::NONE
-                    };
-                    let d = matmul_with(ctx, variant, layout, &ga, &gw, &gd, epi).unwrap();
-                    let r = reduce::loss_reduce(ctx, &gp, np, &gk, 1, &acc).unwrap();
-                    kernels::run(ctx, &[&d, &r]).unwrap();
-                    let p = cpu::matmul(layout, &a, &w, m, n, k);
-                    let logits = cpu::epilogue(&p, n, Some(&bias), Act::Identity);
-                    let (want_loss, want_d) = cpu::bce_forward_backward(&logits, &x);
-                    let mag = abs_product(layout, &a, &w, m, n, k);
-                    let e_l = |i: usize| (k as f64 + 2.0) * U * (mag[i] + bias[i % n].abs());
-                    let scale = 1.0 / samples as f64;
-                    let tag = format!(
-                        "{} BCE epilogue {variant:?} {layout:?} L={samples} {m}x{n}x{k}",
-                        ctx.adapter.backend.to_str()
-                    );
-                    assert_close(
-                        &format!("{tag} dlogits"),
-                        &ctx.read_f32(&gd).unwrap(),
-                        &want_d,
-                        |i| scale * (0.25 * e_l(i) + exp_rel_tol(17.0) + 2.0 * U),
-                    );
-                    let loss_mag: f64 = logits
-                        .iter()
-                        .enumerate()
-                        .map(|(i, &l)| cpu::bce_elem(l, x[i % x.len()]).abs() + 2.0 * l.abs())
-                        .sum::<f64>()
-                        * scale;
-                    let tol = (0..m * n).map(e_l).sum::<f64>() * scale
-                        + 24.0 * U * loss_mag
-                        + (m * n) as f64 * scale * (2f64.powi(-21) + exp_rel_tol(17.0));
-                    let acc_v = ctx.read_f32(&acc).unwrap();
-                    assert_close(
-                        &format!("{tag} loss"),
-                        &acc_v[reduce::LossSlots::BATCH_BCE..][..1],
-                        &[want_loss],
-                        |_| tol,
-                    );
-                }
-            }
-        }
-        // A BCE epilogue with an activation, or targets that do not tile the rows, is refused.
-        let a = ctx.zeros("a", &[6, 4], DType::F32).unwrap();
-        let w = ctx.zeros("w", &[5, 4], DType::F32).unwrap();
-        let c = ctx.zeros("c", &[6, 5], DType::F32).unwrap();
-        let parts = ctx.zeros("p", &[4096], DType::F32).unwrap();
-        for (rows, act) in [(4, Act::Identity), (3, Act::Relu)] {
-            let x = ctx.zeros("x", &[rows, 5], DType::F32).unwrap();
-            let epi = Epilogue {
-                act,
-                bce: Some(BceEpilogue {
-                    targets: &x,
-                    partials: &parts,
-                }),
-                ..Epilogue::NONE
-            };
-            let msg = matmul_with(ctx, MatmulVariant::Direct, Layout::NT, &a, &w, &c, epi)
-                .err()
-                .unwrap()
-                .to_string();
-            assert!(msg.contains("BCE"), "{msg}");
-        }
-    }
-}
+});
 
 /// The subgroup kernels must not silently drop out of the parity tests: lavapipe's Vulkan driver
 /// has 8-lane subgroups (AVX2) or wider, so there the device must come up with them.
@@ -388,305 +373,163 @@ fn subgroup_kernels_are_covered_on_lavapipe() {
     }
 }
 
-#[test]
-fn matmul_shape_mismatch_is_an_error_not_a_panic() {
-    for ctx in contexts() {
-        let a = ctx.zeros("a", &[4, 5], DType::F32).unwrap();
-        let b = ctx.zeros("b", &[6, 5], DType::F32).unwrap();
-        let c = ctx.zeros("c", &[4, 7], DType::F32).unwrap();
-        let err = matmul_with(
-            ctx,
-            MatmulVariant::Direct,
-            Layout::NT,
-            &a,
-            &b,
-            &c,
-            Epilogue::NONE,
-        )
+backend_test!(matmul_shape_mismatch_is_an_error_not_a_panic, |ctx| {
+    let a = ctx.zeros("a", &[4, 5], DType::F32).unwrap();
+    let b = ctx.zeros("b", &[6, 5], DType::F32).unwrap();
+    let c = ctx.zeros("c", &[4, 7], DType::F32).unwrap();
+    let err = matmul_with(
+        ctx,
+        MatmulVariant::Direct,
+        Layout::NT,
+        &a,
+        &b,
+        &c,
+        Epilogue::NONE,
+    )
+    .err()
+    .unwrap();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("[4, 5]") && msg.contains("[6, 5]") && msg.contains("[4, 7]"),
+        "{msg}"
+    );
+    let bias = ctx.zeros("bias", &[3], DType::F32).unwrap();
+    let c = ctx.zeros("c", &[4, 6], DType::F32).unwrap();
+    let epi = Epilogue {
+        bias: Some(&bias),
+        act: Act::Relu,
+        ..Epilogue::NONE
+    };
+    let msg = matmul_with(ctx, MatmulVariant::Tiled, Layout::NT, &a, &b, &c, epi)
         .err()
-        .unwrap();
-        let msg = err.to_string();
-        assert!(
-            msg.contains("[4, 5]") && msg.contains("[6, 5]") && msg.contains("[4, 7]"),
-            "{msg}"
-        );
-        let bias = ctx.zeros("bias", &[3], DType::F32).unwrap();
-        let c = ctx.zeros("c", &[4, 6], DType::F32).unwrap();
-        let epi = Epilogue {
-            bias: Some(&bias),
-            act: Act::Relu,
-            ..Epilogue::NONE
-        };
-        let msg = matmul_with(ctx, MatmulVariant::Tiled, Layout::NT, &a, &b, &c, epi)
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(msg.contains("bias") && msg.contains("[3]"), "{msg}");
-        ctx.check_errors().unwrap();
-    }
-}
+        .unwrap()
+        .to_string();
+    assert!(msg.contains("bias") && msg.contains("[3]"), "{msg}");
+    ctx.check_errors().unwrap();
+});
 
-#[test]
-fn bias_act_forward_backward() {
-    for ctx in contexts() {
-        for (rows, cols) in [(1, 1), (3, 7), (129, 785)] {
-            for act in Act::ALL {
-                let x = uniform(11, rows * cols, -30.0, 30.0);
-                let bias = uniform(12, cols, -1.0, 1.0);
-                let gy = ctx.upload_f32("y", &[rows, cols], &to_f32(&x)).unwrap();
-                let gb = ctx.upload_f32("b", &[cols], &to_f32(&bias)).unwrap();
-                kernels::run(
-                    ctx,
-                    &[&bias_act::act_forward(ctx, &gy, Some(&gb), act).unwrap()],
-                )
-                .unwrap();
-                let y = ctx.read_f32(&gy).unwrap();
-                let want = cpu::act_forward(&x, cols, Some(&bias), act);
-                // One rounding of x + b (≤ u·|x+b|); sigmoid adds exp's error (x up to 31 here).
-                let tol = |i: usize| {
-                    let s = (x[i] + bias[i % cols]).abs();
-                    match act {
-                        Act::Sigmoid => 0.25 * U * s + exp_rel_tol(31.0),
-                        _ => U * s + f64::MIN_POSITIVE,
-                    }
-                };
-                assert_close(
-                    &format!("act_forward {act:?} {rows}x{cols}"),
-                    &y,
-                    &want,
-                    tol,
-                );
-
-                // Backward from the GPU's own forward output: dy ⊙ act'(y), a product of f32 values.
-                let dy = uniform(13, rows * cols, -2.0, 2.0);
-                let gdy = ctx.upload_f32("dy", &[rows, cols], &to_f32(&dy)).unwrap();
-                kernels::run(
-                    ctx,
-                    &[&bias_act::act_backward(ctx, &gdy, &gy, act).unwrap()],
-                )
-                .unwrap();
-                let dx = ctx.read_f32(&gdy).unwrap();
-                let y64: Vec<f64> = y.iter().map(|&v| v as f64).collect();
-                let want = cpu::act_backward(&dy, &y64, act);
-                assert_close(
-                    &format!("act_backward {act:?} {rows}x{cols}"),
-                    &dx,
-                    &want,
-                    |i| 4.0 * U * dy[i].abs() + f64::MIN_POSITIVE,
-                );
-            }
-        }
-    }
-}
-
-#[test]
-fn column_sum_matches() {
-    for ctx in contexts() {
-        for (rows, cols) in [(1, 1), (3, 5), (128, 784), (129, 10)] {
-            let dy = uniform(21, rows * cols, -1.0, 1.0);
-            let g = ctx.upload_f32("dy", &[rows, cols], &to_f32(&dy)).unwrap();
-            let db = ctx.zeros("db", &[cols], DType::F32).unwrap();
-            kernels::run(ctx, &[&reduce::column_sum(ctx, &g, &db).unwrap()]).unwrap();
-            let got = ctx.read_f32(&db).unwrap();
-            let want = cpu::column_sum(&dy, rows, cols);
-            let mag = cpu::column_sum(&dy.iter().map(|v| v.abs()).collect::<Vec<_>>(), rows, cols);
-            // Sequential f32 sum of `rows` terms: γ_rows·Σ|dy|.
-            assert_close(&format!("column_sum {rows}x{cols}"), &got, &want, |j| {
-                rows as f64 * U * mag[j] + f64::MIN_POSITIVE
-            });
-        }
-    }
-}
-
-/// BCE with logits, forward (through the partials and the loss reduction) and backward.
-/// Per element the GPU's log(1 + e^-|l|) is within 2^-21 absolute (log's bound near 1) plus e^-|l|'s
-/// relative error; max(l,0) - l·x adds two roundings of |l|. Summation: a 256-wide tree (8 levels)
-/// then the partials (strided, then another tree): 24·u·Σ|terms| is generous.
-#[test]
-fn bce_forward_backward_matches_including_extremes() {
-    for ctx in contexts() {
-        for (samples, b, d, lo, hi) in [
-            (1, 1, 1, -5.0, 5.0),
-            (1, 3, 7, -100.0, 100.0),
-            (1, 128, 784, -20.0, 20.0),
-            (2, 129, 785, -100.0, 100.0),
-        ] {
-            let rows = samples * b;
-            let logits = uniform(31, rows * d, lo, hi);
-            let x = uniform(32, b * d, 0.0, 1.0);
-            let gl = ctx
-                .upload_f32("logits", &[rows, d], &to_f32(&logits))
-                .unwrap();
-            let gx = ctx.upload_f32("x", &[b, d], &to_f32(&x)).unwrap();
-            let gd = ctx.zeros("dlogits", &[rows, d], DType::F32).unwrap();
-            let np = bce::partials_len(rows * d);
-            let gp = ctx.zeros("partials", &[np], DType::F32).unwrap();
-            let gk = ctx.zeros("kl partials", &[1], DType::F32).unwrap();
-            let acc = ctx
-                .zeros("acc", &[reduce::LossSlots::LEN], DType::F32)
-                .unwrap();
-            let k1 = bce::bce_forward_backward(ctx, &gl, &gx, &gd, &gp).unwrap();
-            let k2 = reduce::loss_reduce(ctx, &gp, np, &gk, 1, &acc).unwrap();
-            kernels::run(ctx, &[&k1, &k2]).unwrap();
-            let (want_loss, want_d) = cpu::bce_forward_backward(&logits, &x);
-            let scale = 1.0 / samples as f64;
-            let got_d = ctx.read_f32(&gd).unwrap();
-            // σ(l) - x: σ's error from exp (|l| ≤ 100 but σ' ≤ 1/4 and σ saturates), one subtraction.
-            assert_close(
-                &format!("bce dlogits L={samples} {b}x{d}"),
-                &got_d,
-                &want_d,
-                |_| scale * (exp_rel_tol(17.0) + 2.0 * U),
-            );
-            let acc_v = ctx.read_f32(&acc).unwrap();
-            let mag: f64 = logits
-                .iter()
-                .enumerate()
-                .map(|(i, &l)| cpu::bce_elem(l, x[i % x.len()]).abs() + 2.0 * l.abs())
-                .sum::<f64>()
-                * scale;
-            let tol =
-                24.0 * U * mag + (rows * d) as f64 * scale * (2f64.powi(-21) + exp_rel_tol(17.0));
-            for slot in [
-                reduce::LossSlots::BATCH_BCE,
-                reduce::LossSlots::BATCH_TOTAL,
-                reduce::LossSlots::EPOCH_TOTAL,
-            ] {
-                assert_close(
-                    &format!("bce loss slot {slot} L={samples} {b}x{d}"),
-                    &acc_v[slot..slot + 1],
-                    &[want_loss],
-                    |_| tol,
-                );
-            }
-            assert_eq!(acc_v[reduce::LossSlots::NONFINITE], 0.0);
-            assert_eq!(acc_v[reduce::LossSlots::BATCHES], 1.0);
-        }
-    }
-}
-
-/// Reparameterisation + KL, forward and backward, with eps from a buffer (tight) and from the GPU's
-/// Philox stream (the same bits as the CPU twin; normals equal up to log/cos accuracy).
-#[test]
-fn reparam_kl_forward_backward() {
-    for ctx in contexts() {
-        for (samples, b, k, lv_lo, lv_hi) in [
-            (1, 1, 1, -1.0, 1.0),
-            (1, 3, 5, -30.0, 30.0),
-            (3, 128, 10, -5.0, 5.0),
-            (2, 129, 11, -30.0, 30.0),
-        ] {
-            let n = samples * b * k;
-            let mu = uniform(41, b * k, -3.0, 3.0);
-            let lv = uniform(42, b * k, lv_lo, lv_hi);
-            let eps = uniform(43, n, -3.0, 3.0);
-            let dz = uniform(44, n, -1.0, 1.0);
-            let gheads = ctx
-                .upload_f32("heads", &[b, 2 * k], &to_f32(&join_heads(&mu, &lv, k)))
-                .unwrap();
-            let geps = ctx
-                .upload_f32("eps", &[samples * b, k], &to_f32(&eps))
-                .unwrap();
-            let gz = ctx.zeros("z", &[samples * b, k], DType::F32).unwrap();
-            let gkl = ctx.zeros("kl", &[kl_partials_len(n)], DType::F32).unwrap();
-            let gbce = ctx.zeros("bce", &[1], DType::F32).unwrap();
-            let acc = ctx
-                .zeros("acc", &[reduce::LossSlots::LEN], DType::F32)
-                .unwrap();
-            let step = StepUniform::new(ctx, &StepParams::with_seed(5));
-            let f = reparam_kl::reparam_forward(
+backend_test!(bias_act_forward, |ctx| {
+    for (rows, cols) in [(1, 1), (3, 7), (129, 785)] {
+        for act in Act::ALL {
+            let x = uniform(11, rows * cols, -30.0, 30.0);
+            let bias = uniform(12, cols, -1.0, 1.0);
+            let gy = ctx.upload_f32("y", &[rows, cols], &to_f32(&x)).unwrap();
+            let gb = ctx.upload_f32("b", &[cols], &to_f32(&bias)).unwrap();
+            kernels::run(
                 ctx,
-                &gheads,
-                &geps,
-                &gz,
-                &gkl,
-                1.0,
-                EpsSource::Buffer,
-                &step,
+                &[&bias_act::act_forward(ctx, &gy, Some(&gb), act).unwrap()],
             )
             .unwrap();
-            let r = reduce::loss_reduce(ctx, &gbce, 1, &gkl, kl_partials_len(n), &acc).unwrap();
-            kernels::run(ctx, &[&f, &r]).unwrap();
-            let (want_z, want_kl) = cpu::reparam_forward(&mu, &lv, &eps, 1.0);
-            let name = format!("L={samples} {b}x{k} logvar in [{lv_lo}, {lv_hi}]");
-            // z = mu + exp(lv/2)·eps: exp's relative error on |std·eps|, two roundings.
-            let sd_eps = |i: usize| (0.5 * lv[i % (b * k)]).exp() * eps[i].abs();
-            let tol_z = |i: usize| {
-                (exp_rel_tol(15.0) + 2.0 * U) * sd_eps(i) + 2.0 * U * mu[i % (b * k)].abs()
+            let y = ctx.read_f32(&gy).unwrap();
+            let want = cpu::act_forward(&x, cols, Some(&bias), act);
+            // One rounding of x + b (≤ u·|x+b|); sigmoid adds exp's error (x up to 31 here).
+            let tol = |i: usize| {
+                let s = (x[i] + bias[i % cols]).abs();
+                match act {
+                    Act::Sigmoid => 0.25 * U * s + exp_rel_tol(31.0),
+                    _ => U * s + f64::MIN_POSITIVE,
+                }
             };
             assert_close(
-                &format!("reparam z (eps from buffer) {name}"),
-                &ctx.read_f32(&gz).unwrap(),
-                &want_z,
-                tol_z,
-            );
-            let kl_mag: f64 = mu
-                .iter()
-                .zip(&lv)
-                .map(|(m, l)| 0.5 * (1.0 + l.abs() + m * m + l.exp()))
-                .sum();
-            let acc_v = ctx.read_f32(&acc).unwrap();
-            assert_close(
-                &format!("kl sum {name}"),
-                &acc_v[reduce::LossSlots::BATCH_KL..][..1],
-                &[want_kl],
-                |_| (exp_rel_tol(30.0) + 24.0 * U) * kl_mag,
-            );
-
-            // Backward (KL gradient fused in).
-            let gdz = ctx
-                .upload_f32("dz", &[samples * b, k], &to_f32(&dz))
-                .unwrap();
-            let gdheads = ctx.zeros("dheads", &[b, 2 * k], DType::F32).unwrap();
-            let bwd =
-                reparam_kl::reparam_backward(ctx, &gheads, &geps, &gdz, &gdheads, 1.0).unwrap();
-            kernels::run(ctx, &[&bwd]).unwrap();
-            let (got_dmu, got_dlv) = Activations::split_heads(&ctx.read_f32(&gdheads).unwrap(), k);
-            let (want_dmu, want_dlv) = cpu::reparam_backward(&mu, &lv, &eps, &dz, 1.0);
-            let sum_dz = |e: usize| (0..samples).map(|l| dz[l * b * k + e].abs()).sum::<f64>();
-            assert_close(&format!("reparam dmu {name}"), &got_dmu, &want_dmu, |e| {
-                (samples as f64 + 2.0) * U * (sum_dz(e) + mu[e].abs())
-            });
-            let tol_dlv = |e: usize| {
-                let s = (0..samples)
-                    .map(|l| (dz[l * b * k + e] * eps[l * b * k + e]).abs())
-                    .sum::<f64>()
-                    * 0.5
-                    * (0.5 * lv[e]).exp();
-                (exp_rel_tol(30.0) + (samples as f64 + 4.0) * U) * (s + 0.5 * (lv[e].exp() + 1.0))
-            };
-            assert_close(
-                &format!("reparam dlogvar {name}"),
-                &got_dlv,
-                &want_dlv,
-                tol_dlv,
+                &format!("act_forward {act:?} {rows}x{cols}"),
+                &y,
+                &want,
+                tol,
             );
         }
     }
-}
+});
 
-#[test]
-fn reparam_philox_noise_matches_cpu_generator() {
-    for ctx in contexts() {
-        let (samples, b, k) = (2, 129, 10);
+// BCE with logits, forward (through the partials and the loss reduction) and backward.
+// Per element the GPU's log(1 + e^-|l|) is within 2^-21 absolute (log's bound near 1) plus e^-|l|'s
+// relative error; max(l,0) - l·x adds two roundings of |l|. Summation: a 256-wide tree (8 levels)
+// then the partials (strided, then another tree): 24·u·Σ|terms| is generous.
+backend_test!(bce_forward_backward_matches_including_extremes, |ctx| {
+    for (samples, b, d, lo, hi) in [
+        (1, 1, 1, -5.0, 5.0),
+        (1, 3, 7, -100.0, 100.0),
+        (1, 128, 784, -20.0, 20.0),
+        (2, 129, 785, -100.0, 100.0),
+    ] {
+        let rows = samples * b;
+        let logits = uniform(31, rows * d, lo, hi);
+        let x = uniform(32, b * d, 0.0, 1.0);
+        let gl = ctx
+            .upload_f32("logits", &[rows, d], &to_f32(&logits))
+            .unwrap();
+        let gx = ctx.upload_f32("x", &[b, d], &to_f32(&x)).unwrap();
+        let gd = ctx.zeros("dlogits", &[rows, d], DType::F32).unwrap();
+        let np = bce::partials_len(rows * d);
+        let gp = ctx.zeros("partials", &[np], DType::F32).unwrap();
+        let gk = ctx.zeros("kl partials", &[1], DType::F32).unwrap();
+        let acc = ctx
+            .zeros("acc", &[reduce::LossSlots::LEN], DType::F32)
+            .unwrap();
+        let k1 = bce::bce_forward_backward(ctx, &gl, &gx, &gd, &gp).unwrap();
+        let k2 = reduce::loss_reduce(ctx, &gp, np, &gk, 1, &acc).unwrap();
+        kernels::run(ctx, &[&k1, &k2]).unwrap();
+        let (want_loss, want_d) = cpu::bce_forward_backward(&logits, &x);
+        let scale = 1.0 / samples as f64;
+        let got_d = ctx.read_f32(&gd).unwrap();
+        // σ(l) - x: σ's error from exp (|l| ≤ 100 but σ' ≤ 1/4 and σ saturates), one subtraction.
+        assert_close(
+            &format!("bce dlogits L={samples} {b}x{d}"),
+            &got_d,
+            &want_d,
+            |_| scale * (exp_rel_tol(17.0) + 2.0 * U),
+        );
+        let acc_v = ctx.read_f32(&acc).unwrap();
+        let mag: f64 = logits
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| cpu::bce_elem(l, x[i % x.len()]).abs() + 2.0 * l.abs())
+            .sum::<f64>()
+            * scale;
+        let tol = 24.0 * U * mag + (rows * d) as f64 * scale * (2f64.powi(-21) + exp_rel_tol(17.0));
+        for slot in [
+            reduce::LossSlots::BATCH_BCE,
+            reduce::LossSlots::BATCH_TOTAL,
+            reduce::LossSlots::EPOCH_TOTAL,
+        ] {
+            assert_close(
+                &format!("bce loss slot {slot} L={samples} {b}x{d}"),
+                &acc_v[slot..slot + 1],
+                &[want_loss],
+                |_| tol,
+            );
+        }
+        assert_eq!(acc_v[reduce::LossSlots::NONFINITE], 0.0);
+        assert_eq!(acc_v[reduce::LossSlots::BATCHES], 1.0);
+    }
+});
+
+// Reparameterisation + KL, forward and backward, with eps from a buffer (tight) and from the GPU's
+// Philox stream (the same bits as the CPU twin; normals equal up to log/cos accuracy).
+backend_test!(reparam_kl_forward_backward, |ctx| {
+    for (samples, b, k, lv_lo, lv_hi) in [
+        (1, 1, 1, -1.0, 1.0),
+        (1, 3, 5, -30.0, 30.0),
+        (3, 128, 10, -5.0, 5.0),
+        (2, 129, 11, -30.0, 30.0),
+    ] {
         let n = samples * b * k;
-        let seed = 0x1234_5678_9abc_def0u64;
-        let step_no = 77;
-        let mu = uniform(51, b * k, -1.0, 1.0);
-        let lv = uniform(52, b * k, -2.0, 2.0);
+        let mu = uniform(41, b * k, -3.0, 3.0);
+        let lv = uniform(42, b * k, lv_lo, lv_hi);
+        let eps = uniform(43, n, -3.0, 3.0);
+        let dz = uniform(44, n, -1.0, 1.0);
         let gheads = ctx
             .upload_f32("heads", &[b, 2 * k], &to_f32(&join_heads(&mu, &lv, k)))
             .unwrap();
-        let geps = ctx.zeros("eps", &[samples * b, k], DType::F32).unwrap();
+        let geps = ctx
+            .upload_f32("eps", &[samples * b, k], &to_f32(&eps))
+            .unwrap();
         let gz = ctx.zeros("z", &[samples * b, k], DType::F32).unwrap();
         let gkl = ctx.zeros("kl", &[kl_partials_len(n)], DType::F32).unwrap();
-        let step = StepUniform::new(
-            ctx,
-            &StepParams {
-                rng_step: step_no,
-                ..StepParams::with_seed(seed)
-            },
-        );
+        let gbce = ctx.zeros("bce", &[1], DType::F32).unwrap();
+        let acc = ctx
+            .zeros("acc", &[reduce::LossSlots::LEN], DType::F32)
+            .unwrap();
+        let step = StepUniform::new(ctx, &StepParams::with_seed(5));
         let f = reparam_kl::reparam_forward(
             ctx,
             &gheads,
@@ -694,125 +537,206 @@ fn reparam_philox_noise_matches_cpu_generator() {
             &gz,
             &gkl,
             1.0,
-            EpsSource::Philox,
+            EpsSource::Buffer,
             &step,
         )
         .unwrap();
-        kernels::run(ctx, &[&f]).unwrap();
-        let eps = ctx.read_f32(&geps).unwrap();
-        let want = rng::normals(seed, step_no, n);
-        // The uniforms are bit-identical; the GPU's sqrt(-2 log u1)·cos(π(2u2-1)) is within Vulkan's
-        // bounds: log 3 ULP (2^-21 absolute near 1), cos 2^-11 absolute on (-π, π) — the loosest term.
-        assert_close("philox eps", &eps, &want, |i| {
-            2f64.powi(-11) * (want[i].abs() + 4.0) + 8.0 * U * want[i].abs()
-        });
-        // z from the GPU's own eps.
-        let eps64: Vec<f64> = eps.iter().map(|&e| e as f64).collect();
-        let (want_z, _) = cpu::reparam_forward(&mu, &lv, &eps64, 1.0);
-        assert_close("philox z", &ctx.read_f32(&gz).unwrap(), &want_z, |i| {
-            8.0 * U * (want_z[i].abs() + 3.0 * eps64[i].abs())
-        });
-        // Another step gives other noise; the same step again gives the same bits.
-        kernels::run(ctx, &[&f]).unwrap();
-        assert_eq!(
-            ctx.read_f32(&geps).unwrap(),
-            eps,
-            "same (seed, step) must give the same eps"
+        let r = reduce::loss_reduce(ctx, &gbce, 1, &gkl, kl_partials_len(n), &acc).unwrap();
+        kernels::run(ctx, &[&f, &r]).unwrap();
+        let (want_z, want_kl) = cpu::reparam_forward(&mu, &lv, &eps, 1.0);
+        let name = format!("L={samples} {b}x{k} logvar in [{lv_lo}, {lv_hi}]");
+        // z = mu + exp(lv/2)·eps: exp's relative error on |std·eps|, two roundings.
+        let sd_eps = |i: usize| (0.5 * lv[i % (b * k)]).exp() * eps[i].abs();
+        let tol_z =
+            |i: usize| (exp_rel_tol(15.0) + 2.0 * U) * sd_eps(i) + 2.0 * U * mu[i % (b * k)].abs();
+        assert_close(
+            &format!("reparam z (eps from buffer) {name}"),
+            &ctx.read_f32(&gz).unwrap(),
+            &want_z,
+            tol_z,
         );
+        let kl_mag: f64 = mu
+            .iter()
+            .zip(&lv)
+            .map(|(m, l)| 0.5 * (1.0 + l.abs() + m * m + l.exp()))
+            .sum();
+        let acc_v = ctx.read_f32(&acc).unwrap();
+        assert_close(
+            &format!("kl sum {name}"),
+            &acc_v[reduce::LossSlots::BATCH_KL..][..1],
+            &[want_kl],
+            |_| (exp_rel_tol(30.0) + 24.0 * U) * kl_mag,
+        );
+
+        // Backward (KL gradient fused in).
+        let gdz = ctx
+            .upload_f32("dz", &[samples * b, k], &to_f32(&dz))
+            .unwrap();
+        let gdheads = ctx.zeros("dheads", &[b, 2 * k], DType::F32).unwrap();
+        let bwd = reparam_kl::reparam_backward(ctx, &gheads, &geps, &gdz, &gdheads, 1.0).unwrap();
+        kernels::run(ctx, &[&bwd]).unwrap();
+        let (got_dmu, got_dlv) = Activations::split_heads(&ctx.read_f32(&gdheads).unwrap(), k);
+        let (want_dmu, want_dlv) = cpu::reparam_backward(&mu, &lv, &eps, &dz, 1.0);
+        let sum_dz = |e: usize| (0..samples).map(|l| dz[l * b * k + e].abs()).sum::<f64>();
+        assert_close(&format!("reparam dmu {name}"), &got_dmu, &want_dmu, |e| {
+            (samples as f64 + 2.0) * U * (sum_dz(e) + mu[e].abs())
+        });
+        let tol_dlv = |e: usize| {
+            let s = (0..samples)
+                .map(|l| (dz[l * b * k + e] * eps[l * b * k + e]).abs())
+                .sum::<f64>()
+                * 0.5
+                * (0.5 * lv[e]).exp();
+            (exp_rel_tol(30.0) + (samples as f64 + 4.0) * U) * (s + 0.5 * (lv[e].exp() + 1.0))
+        };
+        assert_close(
+            &format!("reparam dlogvar {name}"),
+            &got_dlv,
+            &want_dlv,
+            tol_dlv,
+        );
+    }
+});
+
+backend_test!(reparam_philox_noise_matches_cpu_generator, |ctx| {
+    let (samples, b, k) = (2, 129, 10);
+    let n = samples * b * k;
+    let seed = 0x1234_5678_9abc_def0u64;
+    let step_no = 77;
+    let mu = uniform(51, b * k, -1.0, 1.0);
+    let lv = uniform(52, b * k, -2.0, 2.0);
+    let gheads = ctx
+        .upload_f32("heads", &[b, 2 * k], &to_f32(&join_heads(&mu, &lv, k)))
+        .unwrap();
+    let geps = ctx.zeros("eps", &[samples * b, k], DType::F32).unwrap();
+    let gz = ctx.zeros("z", &[samples * b, k], DType::F32).unwrap();
+    let gkl = ctx.zeros("kl", &[kl_partials_len(n)], DType::F32).unwrap();
+    let step = StepUniform::new(
+        ctx,
+        &StepParams {
+            rng_step: step_no,
+            ..StepParams::with_seed(seed)
+        },
+    );
+    let f = reparam_kl::reparam_forward(
+        ctx,
+        &gheads,
+        &geps,
+        &gz,
+        &gkl,
+        1.0,
+        EpsSource::Philox,
+        &step,
+    )
+    .unwrap();
+    kernels::run(ctx, &[&f]).unwrap();
+    let eps = ctx.read_f32(&geps).unwrap();
+    let want = rng::normals(seed, step_no, n);
+    // The uniforms are bit-identical; the GPU's sqrt(-2 log u1)·cos(π(2u2-1)) is within Vulkan's
+    // bounds: log 3 ULP (2^-21 absolute near 1), cos 2^-11 absolute on (-π, π) — the loosest term.
+    assert_close("philox eps", &eps, &want, |i| {
+        2f64.powi(-11) * (want[i].abs() + 4.0) + 8.0 * U * want[i].abs()
+    });
+    // z from the GPU's own eps.
+    let eps64: Vec<f64> = eps.iter().map(|&e| e as f64).collect();
+    let (want_z, _) = cpu::reparam_forward(&mu, &lv, &eps64, 1.0);
+    assert_close("philox z", &ctx.read_f32(&gz).unwrap(), &want_z, |i| {
+        8.0 * U * (want_z[i].abs() + 3.0 * eps64[i].abs())
+    });
+    // Another step gives other noise; the same step again gives the same bits.
+    kernels::run(ctx, &[&f]).unwrap();
+    assert_eq!(
+        ctx.read_f32(&geps).unwrap(),
+        eps,
+        "same (seed, step) must give the same eps"
+    );
+    step.write(
+        ctx,
+        &StepParams {
+            rng_step: step_no + 1,
+            ..StepParams::with_seed(seed)
+        },
+    );
+    kernels::run(ctx, &[&f]).unwrap();
+    assert_ne!(
+        ctx.read_f32(&geps).unwrap(),
+        eps,
+        "another step must give other eps"
+    );
+});
+
+// Adam over an arena, several steps, against PyTorch's formula in f64. Per step the parameter is
+// rounded once (u·|p|, twice for slack) and the update lr·m̂/(sqrt(v̂)+ε), |m̂/sqrt(v̂)| ≤ 3 here,
+// carries a relative error of ~20u; over 5 steps: 5·(2u·|p| + 60u·lr).
+backend_test!(adam_matches_pytorch_formula, |ctx| {
+    let n = 4 * 1000 + 64;
+    let cfg = AdamConfig {
+        weight_decay: 0.01,
+        ..AdamConfig::default()
+    };
+    let mut p = uniform(61, n, -1.0, 1.0);
+    let (mut m, mut v) = (vec![0.0; n], vec![0.0; n]);
+    let gp = ctx.upload_f32("p", &[n], &to_f32(&p)).unwrap();
+    let gg = ctx.zeros("g", &[n], DType::F32).unwrap();
+    let gm = ctx.zeros("m", &[n], DType::F32).unwrap();
+    let gv = ctx.zeros("v", &[n], DType::F32).unwrap();
+    let step = StepUniform::new(ctx, &StepParams::default());
+    let d = adam::adam_step(ctx, &gp, &gg, &gm, &gv, &cfg, &step).unwrap();
+    for t in 1..=5u64 {
+        // Gradients bounded away from 0 so the sign of m̂ is never a coin flip between f32 and f64.
+        let g: Vec<f64> = uniform(62 + t as u32, n, 0.1, 1.0)
+            .iter()
+            .enumerate()
+            .map(|(i, x)| if i % 2 == 0 { *x } else { -x })
+            .collect();
+        ctx.write_f32(&gg, &to_f32(&g)).unwrap();
+        let (ss, bc2) = cfg.step_factors(t);
         step.write(
             ctx,
             &StepParams {
-                rng_step: step_no + 1,
-                ..StepParams::with_seed(seed)
-            },
-        );
-        kernels::run(ctx, &[&f]).unwrap();
-        assert_ne!(
-            ctx.read_f32(&geps).unwrap(),
-            eps,
-            "another step must give other eps"
-        );
-    }
-}
-
-/// Adam over an arena, several steps, against PyTorch's formula in f64. Per step the parameter is
-/// rounded once (u·|p|, twice for slack) and the update lr·m̂/(sqrt(v̂)+ε), |m̂/sqrt(v̂)| ≤ 3 here,
-/// carries a relative error of ~20u; over 5 steps: 5·(2u·|p| + 60u·lr).
-#[test]
-fn adam_matches_pytorch_formula() {
-    for ctx in contexts() {
-        let n = 4 * 1000 + 64;
-        let cfg = AdamConfig {
-            weight_decay: 0.01,
-            ..AdamConfig::default()
-        };
-        let mut p = uniform(61, n, -1.0, 1.0);
-        let (mut m, mut v) = (vec![0.0; n], vec![0.0; n]);
-        let gp = ctx.upload_f32("p", &[n], &to_f32(&p)).unwrap();
-        let gg = ctx.zeros("g", &[n], DType::F32).unwrap();
-        let gm = ctx.zeros("m", &[n], DType::F32).unwrap();
-        let gv = ctx.zeros("v", &[n], DType::F32).unwrap();
-        let step = StepUniform::new(ctx, &StepParams::default());
-        let d = adam::adam_step(ctx, &gp, &gg, &gm, &gv, &cfg, &step).unwrap();
-        for t in 1..=5u64 {
-            // Gradients bounded away from 0 so the sign of m̂ is never a coin flip between f32 and f64.
-            let g: Vec<f64> = uniform(62 + t as u32, n, 0.1, 1.0)
-                .iter()
-                .enumerate()
-                .map(|(i, x)| if i % 2 == 0 { *x } else { -x })
-                .collect();
-            ctx.write_f32(&gg, &to_f32(&g)).unwrap();
-            let (ss, bc2) = cfg.step_factors(t);
-            step.write(
-                ctx,
-                &StepParams {
-                    adam_step_size: ss as f32,
-                    adam_bc2_sqrt: bc2 as f32,
-                    ..Default::default()
-                },
-            );
-            kernels::run(ctx, &[&d]).unwrap();
-            cpu::adam_step(&mut p, &g, &mut m, &mut v, &cfg, t);
-        }
-        let got = ctx.read_f32(&gp).unwrap();
-        assert_close("adam params after 5 steps", &got, &p, |i| {
-            5.0 * (2.0 * U * p[i].abs() + 60.0 * U * cfg.lr as f64)
-        });
-        assert_close("adam m", &ctx.read_f32(&gm).unwrap(), &m, |i| {
-            8.0 * U * m[i].abs() + 1e-30
-        });
-        assert_close("adam v", &ctx.read_f32(&gv).unwrap(), &v, |i| {
-            8.0 * U * v[i].abs() + 1e-30
-        });
-    }
-}
-
-#[test]
-fn gather_is_exact() {
-    for ctx in contexts() {
-        let (n, d, b) = (50, 13, 7); // 13 bytes per image: rows straddle u32 words
-        let pixels: Vec<u8> = (0..n * d).map(|i| (i * 37 % 256) as u8).collect();
-        let index: Vec<u32> = rng::Stream::new(3, rng::domain::SHUFFLE, 0).permutation(n);
-        let gpx = ctx.upload_u8("pixels", &[n, d], &pixels).unwrap();
-        let gidx = ctx.upload_u32("index", &[n], &index).unwrap();
-        let gx = ctx.zeros("x", &[b, d], DType::F32).unwrap();
-        let offset = 20;
-        let step = StepUniform::new(
-            ctx,
-            &StepParams {
-                batch_offset: offset as u32,
+                adam_step_size: ss as f32,
+                adam_bc2_sqrt: bc2 as f32,
                 ..Default::default()
             },
         );
-        kernels::run(
-            ctx,
-            &[&gather::gather_batch(ctx, &gpx, &gidx, &gx, &step).unwrap()],
-        )
-        .unwrap();
-        let want = cpu::gather(&pixels, d, &index, offset, b);
-        // u8/255 in f32 is the correctly rounded quotient (WGSL division: 2.5 ULP at most).
-        assert_close("gather", &ctx.read_f32(&gx).unwrap(), &want, |i| {
-            3.0 * U * want[i].abs() + f64::MIN_POSITIVE
-        });
+        kernels::run(ctx, &[&d]).unwrap();
+        cpu::adam_step(&mut p, &g, &mut m, &mut v, &cfg, t);
     }
-}
+    let got = ctx.read_f32(&gp).unwrap();
+    assert_close("adam params after 5 steps", &got, &p, |i| {
+        5.0 * (2.0 * U * p[i].abs() + 60.0 * U * cfg.lr as f64)
+    });
+    assert_close("adam m", &ctx.read_f32(&gm).unwrap(), &m, |i| {
+        8.0 * U * m[i].abs() + 1e-30
+    });
+    assert_close("adam v", &ctx.read_f32(&gv).unwrap(), &v, |i| {
+        8.0 * U * v[i].abs() + 1e-30
+    });
+});
+
+backend_test!(gather_is_exact, |ctx| {
+    let (n, d, b) = (50, 13, 7); // 13 bytes per image: rows straddle u32 words
+    let pixels: Vec<u8> = (0..n * d).map(|i| (i * 37 % 256) as u8).collect();
+    let index: Vec<u32> = rng::Stream::new(3, rng::domain::SHUFFLE, 0).permutation(n);
+    let gpx = ctx.upload_u8("pixels", &[n, d], &pixels).unwrap();
+    let gidx = ctx.upload_u32("index", &[n], &index).unwrap();
+    let gx = ctx.zeros("x", &[b, d], DType::F32).unwrap();
+    let offset = 20;
+    let step = StepUniform::new(
+        ctx,
+        &StepParams {
+            batch_offset: offset as u32,
+            ..Default::default()
+        },
+    );
+    kernels::run(
+        ctx,
+        &[&gather::gather_batch(ctx, &gpx, &gidx, &gx, &step).unwrap()],
+    )
+    .unwrap();
+    let want = cpu::gather(&pixels, d, &index, offset, b);
+    // u8/255 in f32 is the correctly rounded quotient (WGSL division: 2.5 ULP at most).
+    assert_close("gather", &ctx.read_f32(&gx).unwrap(), &want, |i| {
+        3.0 * U * want[i].abs() + f64::MIN_POSITIVE
+    });
+});

@@ -8,11 +8,12 @@
 //! activations, 2e-3 for gradients. PyTorch's BCE goes through σ(l) and log (clamped at -100) where
 //! ours uses the logits form; for |logits| < 17, as here, both agree to f32 rounding.
 
+#[macro_use]
 mod common;
 
 use std::path::Path;
 
-use common::{ReferenceGraphs, U, assert_close, contexts, reference_graphs};
+use common::{ReferenceGraphs, U, assert_close, reference_graphs};
 use safetensors::SafeTensors;
 use vae_wgpu::cpu::model::CpuVae;
 use vae_wgpu::gpu::GpuContext;
@@ -187,10 +188,7 @@ fn check_against_torch(ctx: &GpuContext, fx: &Fixture) {
     );
 }
 
-#[test]
-fn engine_and_cpu_reference_match_pytorch() {
+backend_test!(engine_and_cpu_reference_match_pytorch, |ctx| {
     let fx = Fixture::load();
-    for ctx in contexts() {
-        check_against_torch(ctx, &fx);
-    }
-}
+    check_against_torch(ctx, &fx);
+});

@@ -56,32 +56,3 @@ pub fn act_forward(
         grid_1d(rows * cols),
     )
 }
-
-/// In place: `dy = dy ⊙ act'(y)` from the saved forward output `y`.
-pub fn act_backward(ctx: &GpuContext, dy: &GpuTensor, y: &GpuTensor, act: Act) -> Result<Dispatch> {
-    let (rows, cols) = expect_2d("act_backward", "dy", dy)?;
-    if y.shape != dy.shape {
-        return Err(Error::shape(
-            "act_backward",
-            format!("dy {:?} but saved output {:?}", dy.shape, y.shape),
-        ));
-    }
-    let params = uniform(
-        ctx,
-        "act params",
-        &ActParams {
-            rows: rows as u32,
-            cols: cols as u32,
-            _pad: [0; 2],
-        },
-    );
-    dispatch(
-        ctx,
-        "act_backward",
-        Shader::BIAS_ACT,
-        "act_backward",
-        &[("ACT", act.code() as f64), ("HAS_BIAS", 0.0)],
-        &[Bind::Tensor(dy), Bind::Tensor(y), Bind::Buffer(&params)],
-        grid_1d(rows * cols),
-    )
-}

@@ -1,6 +1,6 @@
-//! Loss reduction and column sums — launchers for `shaders/reduce.wgsl`.
+//! Loss reduction — launcher for `shaders/reduce.wgsl`.
 
-use super::{Bind, Dispatch, dispatch, expect_2d, uniform};
+use super::{Bind, Dispatch, dispatch, uniform};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuTensor, Shader};
 
@@ -25,14 +25,6 @@ impl LossSlots {
 struct LossReduceParams {
     n_bce: u32,
     n_kl: u32,
-    _pad: [u32; 2],
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct ColumnSumParams {
-    rows: u32,
-    cols: u32,
     _pad: [u32; 2],
 }
 
@@ -83,34 +75,5 @@ pub fn loss_reduce(
             Bind::Buffer(&params),
         ],
         [1, 1, 1],
-    )
-}
-
-/// `db[j] = Σ_i dy[i, j]`: the bias gradient of a Linear layer.
-pub fn column_sum(ctx: &GpuContext, dy: &GpuTensor, db: &GpuTensor) -> Result<Dispatch> {
-    let (rows, cols) = expect_2d("column_sum", "dy", dy)?;
-    if db.shape != [cols] {
-        return Err(Error::shape(
-            "column_sum",
-            format!("dy {:?} but db {:?}", dy.shape, db.shape),
-        ));
-    }
-    let params = uniform(
-        ctx,
-        "column sum params",
-        &ColumnSumParams {
-            rows: rows as u32,
-            cols: cols as u32,
-            _pad: [0; 2],
-        },
-    );
-    dispatch(
-        ctx,
-        "column_sum",
-        Shader::REDUCE,
-        "column_sum",
-        &[],
-        &[Bind::Tensor(dy), Bind::Tensor(db), Bind::Buffer(&params)],
-        [cols.div_ceil(64) as u32, 1, 1],
     )
 }

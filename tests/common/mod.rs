@@ -49,6 +49,47 @@ pub fn contexts() -> &'static [GpuContext] {
     })
 }
 
+/// The GL context, when the primary adapter is not GL already and GL is there (with
+/// `VAE_WGPU_REQUIRE_GL=1` its absence has already failed [`contexts`]).
+pub fn gl_context() -> Option<&'static GpuContext> {
+    contexts()
+        .iter()
+        .skip(1)
+        .find(|c| c.adapter.backend == wgpu::Backend::Gl)
+}
+
+/// `backend_test!(name, |ctx| { … })`: one test body instantiated per backend, as `name::primary`
+/// (the default adapter: Vulkan on Linux) and `name::gl` (GL through EGL), as candle's
+/// `test_device!` does: `cargo test --release gl` runs the GL backend alone, and a failing test's
+/// name and output say which backend failed.
+#[allow(unused_macros)]
+macro_rules! backend_test {
+    ($name:ident, |$ctx:ident| $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[test]
+            fn primary() {
+                let $ctx: &vae_wgpu::gpu::GpuContext = &crate::common::contexts()[0];
+                eprintln!("backend: {}", $ctx.adapter.short());
+                $body
+            }
+
+            #[test]
+            fn gl() {
+                match crate::common::gl_context() {
+                    Some($ctx) => {
+                        eprintln!("backend: {}", $ctx.adapter.short());
+                        $body
+                    }
+                    None => eprintln!("note: no separate GL adapter here; covered by primary"),
+                }
+            }
+        }
+    };
+}
+
 /// The tests' own autotune cache under the target directory, so which kernels a test runs does
 /// not depend on the user's cache (`~/.cache/vae-wgpu`).
 fn test_cache(opts: ContextOptions) -> ContextOptions {
