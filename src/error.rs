@@ -62,6 +62,10 @@ pub enum Error {
     )]
     Diverged { epoch: usize, step: usize },
 
+    /// Stopped by the caller (Ctrl-C, SIGTERM) before the work was done.
+    #[error("interrupted: {0}")]
+    Interrupted(String),
+
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -86,4 +90,10 @@ impl Error {
             detail: detail.into(),
         }
     }
+}
+
+/// A warning from the engine on stderr (`warning: …`); never a panic, even with stderr closed.
+pub fn warn(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "warning: {args}");
 }

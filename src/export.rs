@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-use crate::data::{Mnist, Split};
+use crate::data::Mnist;
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuTensor, Shader};
 use crate::kernels::reduce::LossSlots;
@@ -200,21 +200,11 @@ pub fn export_plan(ctx: &GpuContext, opts: &ExportOptions) -> Result<ExportSumma
         ));
     }
     let s = &opts.settings;
-    let train = Mnist::load(&opts.data_dir, Split::Train)?;
-    let test = Mnist::load(&opts.data_dir, Split::Test)?;
+    let (train, test) = crate::data::load_splits(&opts.data_dir)?;
     let cfg = VaeConfig {
         input: train.dim(),
         ..opts.cfg
     };
-    if test.dim() != train.dim() {
-        return Err(Error::Data {
-            path: opts.data_dir.clone(),
-            detail: format!(
-                "test images are {}x{}, training images {}x{}: the splits must agree",
-                test.rows, test.cols, train.rows, train.cols
-            ),
-        });
-    }
     s.validate(train.count)?;
     if opts.epochs == 0 {
         return Err(Error::setting("epochs", "must be at least 1"));

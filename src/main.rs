@@ -1,4 +1,4 @@
-//! `vae-wgpu train|eval|pictures|export-web`: the example programs as one binary.
+//! `vae-wgpu train|eval|pictures|export-web|tune`: the example programs as one binary.
 
 use std::process::ExitCode;
 
@@ -25,6 +25,8 @@ enum Command {
     Pictures(cli::pictures::Args),
     /// Export the training step as a plan for the WebGPU page in web/.
     ExportWeb(cli::export::Args),
+    /// Time the matmul kernels again and print the autotune table.
+    Tune(cli::tune::Args),
 }
 
 fn main() -> ExitCode {
@@ -33,5 +35,6 @@ fn main() -> ExitCode {
         Command::Eval(a) => cli::eval::execute(a),
         Command::Pictures(a) => cli::pictures::execute(a),
         Command::ExportWeb(a) => cli::export::execute(a),
+        Command::Tune(a) => cli::tune::execute(a),
     }
 }

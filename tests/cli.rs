@@ -4,104 +4,10 @@
 
 mod common;
 
+use common::programs::{BIN, Dir, fails_with, run, tiny_mnist, train_args};
 use common::{gz, idx_bytes};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-use vae_wgpu::data::{Mnist, Split};
-
-const BIN: &str = env!("CARGO_BIN_EXE_vae-wgpu");
-
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Dir {
-        let p = std::env::temp_dir().join(format!("vae-wgpu-cli-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Dir(p)
-    }
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A data directory with the first `n_train` / `n_test` real MNIST images.
-fn tiny_mnist(dir: &Dir, n_train: usize, n_test: usize) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist");
-    let d = dir.path("mnist");
-    std::fs::create_dir_all(&d).unwrap();
-    for (split, n, img, lbl) in [
-        (
-            Split::Train,
-            n_train,
-            "train-images-idx3-ubyte.gz",
-            "train-labels-idx1-ubyte.gz",
-        ),
-        (
-            Split::Test,
-            n_test,
-            "t10k-images-idx3-ubyte.gz",
-            "t10k-labels-idx1-ubyte.gz",
-        ),
-    ] {
-        let m = Mnist::load(&src, split).unwrap();
-        std::fs::write(
-            d.join(img),
-            gz(&idx_bytes(&[n as u32, 28, 28], &m.images[..n * 784])),
-        )
-        .unwrap();
-        std::fs::write(d.join(lbl), gz(&idx_bytes(&[n as u32], &m.labels[..n]))).unwrap();
-    }
-    d
-}
-
-fn run(args: &[&str]) -> Output {
-    let xdg = std::env::temp_dir().join(format!("vae-wgpu-xdg-{}", std::process::id()));
-    let _ = std::fs::create_dir_all(&xdg);
-    Command::new(BIN)
-        .args(args)
-        .env("XDG_RUNTIME_DIR", &xdg)
-        .output()
-        .expect("run vae-wgpu")
-}
-
-/// Exit status non-zero, stderr mentions every `needle`, and nothing panicked.
-fn fails_with(out: &Output, needles: &[&str]) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "expected failure, got success; stderr:\n{err}"
-    );
-    assert!(
-        !err.contains("panicked"),
-        "a panic is never an answer:\n{err}"
-    );
-    for n in needles {
-        assert!(err.contains(n), "stderr lacks '{n}':\n{err}");
-    }
-}
-
-fn train_args<'a>(data: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut v = vec![
-        "train",
-        "--data-dir",
-        data,
-        "--out",
-        out,
-        "--no-tsne",
-        "--log-every",
-        "1",
-    ];
-    v.extend_from_slice(extra);
-    v
-}
+use std::path::PathBuf;
+use std::process::Command;
 
 #[test]
 fn bad_data_is_named_with_what_was_expected() {

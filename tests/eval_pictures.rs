@@ -46,7 +46,7 @@ fn evaluation_matches_cpu_reference() {
         };
         let params = ParamLayout::new(&cfg).init(21);
         let mut vae = GpuVae::from_params(ctx, cfg, AdamConfig::default(), n, 3, &params).unwrap();
-        let r = evaluate_pass(ctx, &mut vae, &data, true).unwrap();
+        let r = evaluate_pass(ctx, &mut vae, &data, true, None).unwrap();
         let a = vae.acts.rows(n, samples).unwrap();
         let eps: Vec<f64> = ctx
             .read_f32(&a.eps)

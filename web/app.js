@@ -3,7 +3,7 @@
 // docs/PLAN_FORMAT.md (per-step uniform rules, epochs, test loss, pictures), with a UI.
 //
 // URL parameters: plan=URL (default plan/), autostart=1, matmul=auto|plan|direct|subgroup|tiled,
-// steps=N (test mode: exactly N training steps of epoch 1, the batch loss read after every step,
+// epochs=N (the epochs input's value), steps=N (test mode: exactly N training steps of epoch 1, the batch loss read after every step,
 // then pictures; results on window.vaeTest), params=ID (the buffer whose bytes vaeTest.params
 // returns; default reference.json's params.buffer).
 
@@ -16,6 +16,7 @@ const PLAN_URL = query.get('plan') || 'plan/';
 const STEPS = query.has('steps') ? Number(query.get('steps')) : null;
 const MATMUL = query.get('matmul') || 'auto';
 const AUTOSTART = query.get('autostart') === '1';
+const EPOCHS = query.has('epochs') ? Number(query.get('epochs')) : null;
 /** Steps allowed in flight before the loop waits for the oldest. */
 const IN_FLIGHT = 4;
 
@@ -224,7 +225,7 @@ async function main() {
     `${tr.steps_per_epoch} steps/epoch, ${vaeTest.dispatchesPerStep} dispatches/step`);
   const avail = Math.min(tr.epochs, await rt.epochsAvailable());
   ui.epochs.max = String(avail);
-  ui.epochs.value = String(avail);
+  ui.epochs.value = String(EPOCHS !== null && EPOCHS >= 1 && EPOCHS <= avail ? Math.floor(EPOCHS) : avail);
   for (const x of [ui.start, ui.epochs, ui.lr, ui.batch]) x.disabled = false;
   ui.start.addEventListener('click', onStart);
   vaeTest.phase = 'ready';
@@ -264,7 +265,7 @@ async function throttle(inflight) {
   if (inflight.length > IN_FLIGHT) await inflight.shift();
 }
 
-/** @param {Float32Array} acc */
+/** @param {Float32Array} acc @param {string} where */
 function checkFinite(acc, where) {
   const plan = /** @type {Plan} */ (state.plan);
   if (acc[plan.accumulators.train.slots.nonfinite] !== 0) {

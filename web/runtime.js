@@ -119,6 +119,13 @@ export function mulberry32(seed) {
   };
 }
 
+/** FNV-1a (32-bit) of a string's UTF-16 units, as hex. @param {string} s */
+function fnv1a(s) {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193);
+  return (h >>> 0).toString(16).padStart(8, '0');
+}
+
 /** @param {number} n */
 const pad4 = (n) => Math.ceil(n / 4) * 4;
 
@@ -132,10 +139,12 @@ const constantsKey = (c) =>
  *   log?: (msg: string) => void,
  *   onError?: (msg: string) => void,
  *   gpu?: GPU,
+ *   tuneCache?: boolean,
  * }} RuntimeOptions
  * `matmul`: `auto` (default: check and time the candidates), `plan` (the exporter's choices, as
  * written in each dispatch), or a variant name (`direct`, `subgroup`, `tiled`) used wherever the
- * problem has it (else `direct`).
+ * problem has it (else `direct`). `tuneCache` (default true): with `auto`, keep the choices in
+ * localStorage keyed by adapter and kernel sources, as the native engine keeps its autotune file.
  */
 
 /**
@@ -255,6 +264,7 @@ export class Runtime {
       opts.onError?.(`WebGPU error: ${e.error.message}`);
     });
     this.destroyed = false;
+    this.tuneCache = opts.tuneCache ?? true;
   }
 
   /** @param {string} matmul */
@@ -428,19 +438,47 @@ export class Runtime {
         byProblem.set(d.problem, list);
       }
     }
+    // Choices of earlier visits on this adapter with these kernels.
+    const a = this.adapterInfo;
+    const cacheKey = `vae-wgpu-matmul:v1:${a.vendor}|${a.architecture}|${a.device}|${a.description}:` +
+      fnv1a(this.plan.shaders.map((x) => x.source).join('\0'));
+    /** @type {Record<string, string>} */
+    let cached = {};
+    if (mode === 'auto' && this.tuneCache) {
+      try {
+        cached = JSON.parse(globalThis.localStorage?.getItem(cacheKey) ?? '{}') ?? {};
+      } catch {
+        cached = {};
+      }
+    }
+    let fromCache = 0;
     this.device.pushErrorScope('validation');
     for (const [problem, ds] of byProblem) {
       /** @type {string} */
       let variant;
-      if (mode === 'auto') {
+      const known = cached[problem];
+      if (mode === 'auto' && known && ds.every((d) => d.candidates?.some((c) => c.variant === known && this.usable(c)))) {
+        variant = known;
+        fromCache++;
+      } else if (mode === 'auto') {
         variant = await this.tune(problem, ds);
+        cached[problem] = variant;
       } else if (mode === 'plan') {
-        variant = ds[0].candidates?.find((c) => sameKernel(c, ds[0]))?.variant ?? 'direct';
+        const own = ds[0].candidates?.find((c) => sameKernel(c, ds[0]));
+        variant = own && this.usable(own) ? own.variant : 'direct';
       } else {
         const ok = ds.every((d) => d.candidates?.some((c) => c.variant === mode && this.usable(c)));
         variant = ok ? mode : 'direct';
       }
       this.matmulChoices.set(problem, variant);
+    }
+    if (mode === 'auto' && this.tuneCache) {
+      if (fromCache) this.log(`matmul kernels: ${fromCache} of ${byProblem.size} choices from an earlier visit (localStorage)`);
+      try {
+        globalThis.localStorage?.setItem(cacheKey, JSON.stringify(cached));
+      } catch {
+        // storage full or disabled: the choices hold for this visit only
+      }
     }
     // Build the graphs.
     /** @type {Promise<void>[]} */

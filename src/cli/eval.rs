@@ -5,7 +5,7 @@
 //! cargo run --release --example eval -- --checkpoint runs/X/checkpoint.safetensors
 //! ```
 
-use super::out::say;
+use super::out::{note, say};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -13,7 +13,11 @@ use crate::data::{Mnist, Split};
 use crate::gpu::GpuContext;
 use crate::model::eval::evaluate;
 use crate::model::{Checkpoint, GpuDataset};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -46,10 +50,10 @@ pub fn main() -> ExitCode {
 /// Run with parsed arguments; errors are printed as `error: …` with exit status 1.
 pub fn execute(args: Args) -> ExitCode {
     super::ensure_runtime_dir();
-    super::exit_with(run(args).map(|()| ExitCode::SUCCESS))
+    super::exit_with(run(args))
 }
 
-fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     if args.elbo_samples == 0 || args.iw_samples == 0 {
         return Err("--elbo-samples and --iw-samples must be at least 1".into());
     }
@@ -75,6 +79,28 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         ckpt.progress.epoch
     );
     let data = GpuDataset::upload(&ctx, "test pixels", &test)?;
+    // Ctrl-C / SIGTERM stop the evaluation at its next progress point; a bar with an ETA shows
+    // how far each pass is (an IWAE bound with many samples can take an hour).
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst))
+            .map_err(|e| format!("cannot install the signal handler: {e}"))?;
+    }
+    let pb = ProgressBar::new(test.count as u64);
+    pb.set_style(
+        ProgressStyle::with_template("{prefix:<18} [{bar:30}] {pos}/{len} images  ETA {eta}")?
+            .progress_chars("=> "),
+    );
+    let mut progress = |name: &str, done: usize, all: usize| {
+        if pb.prefix() != name {
+            pb.set_prefix(name.to_string());
+            pb.reset();
+            pb.set_length(all as u64);
+        }
+        pb.set_position(done as u64);
+        !stop.load(Ordering::SeqCst)
+    };
     let r = evaluate(
         &ctx,
         ckpt.cfg,
@@ -83,7 +109,16 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         args.elbo_samples,
         args.iw_samples,
         args.seed,
-    )?;
+        &mut progress,
+    );
+    pb.finish_and_clear();
+    let r = match r {
+        Err(crate::Error::Interrupted(what)) => {
+            note!("interrupted: {what}; nothing was written");
+            return Ok(ExitCode::from(130));
+        }
+        other => other?,
+    };
     say!("test set: {} images, nats per image", r.images);
     say!(
         "  -ELBO, 1 sample:              {:8.2}   ({:.1} s)",
@@ -102,5 +137,5 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         r.iwae.iwae_nll.unwrap_or(f64::NAN),
         r.iwae.seconds
     );
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }

@@ -8,6 +8,7 @@ pub mod out;
 pub mod pictures;
 pub mod run_dir;
 pub mod train;
+pub mod tune;
 
 use std::process::ExitCode;
 
@@ -24,12 +25,19 @@ pub struct DeviceArgs {
     /// Adapter index (see the list_adapters example) or name substring.
     #[arg(long)]
     pub adapter: Option<String>,
+    /// Time the matmul kernels again instead of using the recorded autotune choices (the new
+    /// choices replace the old ones in the cache).
+    #[arg(long)]
+    pub retune: bool,
 }
 
 impl DeviceArgs {
     /// Context options from the environment, overridden by these flags.
     pub fn options(&self) -> crate::Result<ContextOptions> {
-        ContextOptions::from_env_and_flags(self.backend.as_deref(), self.adapter.as_deref())
+        let mut o =
+            ContextOptions::from_env_and_flags(self.backend.as_deref(), self.adapter.as_deref())?;
+        o.retune = self.retune;
+        Ok(o)
     }
 }
 

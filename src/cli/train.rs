@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::run_dir::RunDir;
-use crate::data::{Mnist, Split};
+
 use crate::gpu::GpuContext;
 use crate::model::{Checkpoint, EpochEnd, Event, GpuDataset, TrainSettings, Trainer, VaeConfig};
 use crate::ops::AdamConfig;
@@ -171,11 +171,9 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     };
     // Refuse bad flags before touching data or the GPU.
     cfg.validate()?;
-    settings.validate(usize::MAX)?;
     let opts = args.device.options()?;
 
-    let train = Mnist::load(&args.data_dir, Split::Train)?;
-    let test = Mnist::load(&args.data_dir, Split::Test)?;
+    let (train, test) = crate::data::load_splits(&args.data_dir)?;
     settings.validate(train.count)?;
     if ckpt.is_none() && train.dim() != cfg.input {
         return Err(format!(

@@ -107,6 +107,24 @@ impl Mnist {
     }
 }
 
+/// The training and test splits of `dir`, checked against each other before any GPU work: both
+/// must hold images of one size (a model takes one input size).
+pub fn load_splits(dir: &Path) -> Result<(Mnist, Mnist)> {
+    let train = Mnist::load(dir, Split::Train)?;
+    let test = Mnist::load(dir, Split::Test)?;
+    if (test.rows, test.cols) != (train.rows, train.cols) {
+        return Err(Error::Data {
+            path: find(dir, Split::Test.stems().0)?,
+            detail: format!(
+                "test images are {}x{} but the training images are {}x{}: every split must have \
+                 the images' size the model takes",
+                test.rows, test.cols, train.rows, train.cols
+            ),
+        });
+    }
+    Ok((train, test))
+}
+
 fn find(dir: &Path, stem: &str) -> Result<PathBuf> {
     for name in [format!("{stem}.gz"), stem.to_string()] {
         let p = dir.join(&name);

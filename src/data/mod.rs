@@ -5,4 +5,4 @@ pub mod idx;
 pub mod mnist;
 
 pub use idx::{IdxArray, decode_idx, parse_idx, read_idx};
-pub use mnist::{Mnist, Split};
+pub use mnist::{Mnist, Split, load_splits};

@@ -92,6 +92,9 @@ pub struct ContextOptions {
     /// planned graphs can be exported as data ([`crate::export`]). Off by default: it keeps a
     /// host copy of every upload.
     pub record_buffers: bool,
+    /// Time every matmul problem again instead of using the recorded choices (the new choices
+    /// replace the old ones in the cache file).
+    pub retune: bool,
 }
 
 impl ContextOptions {
@@ -128,6 +131,7 @@ impl ContextOptions {
             matmul,
             cache_dir: None,
             record_buffers: false,
+            retune: false,
         })
     }
 }
@@ -349,6 +353,7 @@ impl GpuContext {
             &summary,
             opts.cache_dir.clone().or_else(default_cache_dir),
             opts.matmul.clone(),
+            opts.retune,
         );
         let buffer_log = opts.record_buffers.then(|| {
             let info = |b: &wgpu::Buffer, name: &str| {

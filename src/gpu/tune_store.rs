@@ -9,14 +9,18 @@
 //! give bit-identical results run after run.
 //!
 //! File: `$VAE_WGPU_CACHE_DIR`, else `$XDG_CACHE_HOME/vae-wgpu`, else `~/.cache/vae-wgpu`, then
-//! `matmul-autotune.tsv`: one line per choice, `adapter key <TAB> problem <TAB> variant`, appended;
-//! the first line for a problem wins. Lines of other adapters, drivers or kernel versions are kept
-//! but not used; malformed lines are ignored. Delete the file to tune again.
+//! `matmul-autotune.tsv`: one line per choice, `adapter key <TAB> problem <TAB> variant <TAB>
+//! timings` (each candidate's best time per launch, e.g. `direct=61.2us subgroup=40.8us`),
+//! appended; the first line for a problem wins. Lines of other adapters, drivers or kernel versions
+//! are kept but not used; malformed, overlong or undecodable lines are skipped. The file is read
+//! once per process, at most 16 MiB of it. `--retune` (or the `tune` program) times every problem
+//! again and replaces its line; deleting the file does the same for everything.
 
 use std::collections::HashMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use super::context::AdapterSummary;
 use super::pipeline::Shader;
@@ -24,7 +28,8 @@ use super::pipeline::Shader;
 /// Environment variable naming the cache directory.
 pub const CACHE_DIR_ENV: &str = "VAE_WGPU_CACHE_DIR";
 const FILE_NAME: &str = "matmul-autotune.tsv";
-const HEADER: &str = "# vae-wgpu matmul autotune cache, v1: adapter key\tproblem\tvariant\n";
+const HEADER: &str =
+    "# vae-wgpu matmul autotune cache, v2: adapter key\tproblem\tvariant\ttimings per candidate\n";
 
 /// The default cache directory (see the module docs); `None` when no home is known.
 pub fn default_cache_dir() -> Option<PathBuf> {
@@ -68,23 +73,47 @@ fn adapter_key(a: &AdapterSummary) -> String {
     .replace(['\t', '\n'], " ")
 }
 
-/// This adapter's choices in a cache file's text; the first line for a problem wins (processes
-/// that tune at once each append a line, then all take the first).
-fn parse(text: &str, key: &str) -> HashMap<String, String> {
+/// The longest cache line read (a choice line is ~200 bytes); longer lines are skipped.
+const MAX_LINE: usize = 4096;
+/// The most of a cache file read (tens of thousands of choices); the rest is ignored.
+const MAX_FILE: u64 = 16 << 20;
+
+/// This adapter's choices in a cache file's bytes; the first line for a problem wins (processes
+/// that tune at once each append a line, then all take the first). Lines that are too long, not
+/// UTF-8 or malformed are skipped, never the whole file.
+fn parse(bytes: &[u8], key: &str) -> HashMap<String, Choice> {
     let mut out = HashMap::new();
-    for l in text.lines().filter(|l| !l.starts_with('#')) {
-        let mut f = l.split('\t');
-        let (Some(k), Some(problem), Some(variant), None) =
-            (f.next(), f.next(), f.next(), f.next())
+    for line in bytes.split(|&b| b == b'\n') {
+        let Some(l) = (line.len() <= MAX_LINE)
+            .then(|| std::str::from_utf8(line).ok())
+            .flatten()
         else {
             continue;
         };
-        if k == key && !variant.is_empty() {
-            out.entry(problem.to_string())
-                .or_insert_with(|| variant.to_string());
+        if l.starts_with('#') {
+            continue;
+        }
+        // key, problem, choice, and (since v2) the timings the choice was made from.
+        let f: Vec<&str> = l.trim_end_matches('\r').split('\t').collect();
+        if let [k, problem, variant, ..] = f[..]
+            && f.len() <= 4
+            && k == key
+            && !variant.is_empty()
+        {
+            out.entry(problem.to_string()).or_insert_with(|| Choice {
+                variant: variant.to_string(),
+                timings: f.get(3).unwrap_or(&"").to_string(),
+            });
         }
     }
     out
+}
+
+/// A recorded choice and the timings it was made from (empty in v1 lines).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Choice {
+    pub variant: String,
+    pub timings: String,
 }
 
 /// Autotuned choices of one device.
@@ -93,20 +122,33 @@ pub struct TuneStore {
     key: String,
     /// A choice that overrides every problem's (`VAE_WGPU_MATMUL`).
     pin: Option<String>,
+    /// Ignore recorded choices: tune every problem again and record the new choice.
+    retune: bool,
+    /// The file's choices for this adapter, read once per process (on first use).
+    from_file: OnceLock<HashMap<String, Choice>>,
     /// Choices made or read in this process, by problem.
-    memo: Mutex<HashMap<String, String>>,
+    memo: Mutex<HashMap<String, Choice>>,
     /// Held while a problem is timed, so concurrent planners tune it once.
     pub(crate) tuning: Mutex<()>,
     warned: AtomicBool,
 }
 
 impl TuneStore {
-    /// A store for `adapter` kept in `dir` (`None`: in memory only), with an optional pinned choice.
-    pub fn new(adapter: &AdapterSummary, dir: Option<PathBuf>, pin: Option<String>) -> Self {
+    /// A store for `adapter` kept in `dir` (`None`: in memory only), with an optional pinned
+    /// choice; `retune` ignores the recorded choices (each problem is timed again and the new
+    /// choice replaces the old line).
+    pub fn new(
+        adapter: &AdapterSummary,
+        dir: Option<PathBuf>,
+        pin: Option<String>,
+        retune: bool,
+    ) -> Self {
         TuneStore {
             file: dir.map(|d| d.join(FILE_NAME)),
             key: adapter_key(adapter),
             pin,
+            retune,
+            from_file: OnceLock::new(),
             memo: Mutex::new(HashMap::new()),
             tuning: Mutex::new(()),
             warned: AtomicBool::new(false),
@@ -123,52 +165,116 @@ impl TuneStore {
         self.file.as_deref()
     }
 
-    fn read_file(&self) -> HashMap<String, String> {
-        match self.file.as_ref().map(std::fs::read_to_string) {
-            Some(Ok(text)) => parse(&text, &self.key),
-            _ => HashMap::new(),
+    fn warn_once(&self, what: std::fmt::Arguments<'_>) {
+        if !self.warned.swap(true, Ordering::Relaxed) {
+            crate::error::warn(what);
         }
     }
 
-    /// The recorded choice for `problem`: this process's, else the file's.
+    /// The file's bytes, bounded; a path that is not a regular file is ignored with a warning
+    /// (a FIFO or a device there would otherwise hang or fill memory).
+    fn read_file(&self) -> HashMap<String, Choice> {
+        let Some(file) = &self.file else {
+            return HashMap::new();
+        };
+        match std::fs::metadata(file) {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => {
+                self.warn_once(format_args!(
+                    "the matmul autotune cache {} is not a regular file; ignoring it (choices \
+                     hold for this run only)",
+                    file.display()
+                ));
+                return HashMap::new();
+            }
+            Err(_) => return HashMap::new(),
+        }
+        let mut bytes = Vec::new();
+        match std::fs::File::open(file).and_then(|f| f.take(MAX_FILE).read_to_end(&mut bytes)) {
+            Ok(_) => parse(&bytes, &self.key),
+            Err(_) => HashMap::new(),
+        }
+    }
+
+    /// The recorded choice for `problem`: this process's, else the file's (read once).
     pub fn get(&self, problem: &str) -> Option<String> {
         let mut memo = self.memo.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(v) = memo.get(problem) {
-            return Some(v.clone());
+        if let Some(c) = memo.get(problem) {
+            return Some(c.variant.clone());
         }
-        let v = self.read_file().remove(problem)?;
-        memo.insert(problem.to_string(), v.clone());
-        Some(v)
+        if self.retune {
+            return None;
+        }
+        let c = self
+            .from_file
+            .get_or_init(|| self.read_file())
+            .get(problem)?
+            .clone();
+        memo.insert(problem.to_string(), c.clone());
+        Some(c.variant)
     }
 
-    /// Record `variant` as the choice for `problem` and return the choice to use: the file's first
-    /// line for the problem wins, so processes that tune at once all end up with one record.
-    pub fn record(&self, problem: &str, variant: &str) -> String {
+    /// Record `variant` (chosen from `timings`) as the choice for `problem` and return the choice
+    /// to use: the file's first line for the problem wins, so processes that tune at once all end
+    /// up with one record. When retuning, the new line replaces the problem's old ones.
+    pub fn record(&self, problem: &str, variant: &str, timings: &str) -> String {
         let mut memo = self.memo.lock().unwrap_or_else(|e| e.into_inner());
+        let line = format!("{}\t{problem}\t{variant}\t{timings}\n", self.key);
+        let mine = Choice {
+            variant: variant.to_string(),
+            timings: timings.to_string(),
+        };
         let chosen = match &self.file {
-            None => variant.to_string(),
-            Some(file) => match self.append(file, &format!("{}\t{problem}\t{variant}\n", self.key))
-            {
-                // Read back: another process may have recorded the problem first.
-                Ok(()) => self
-                    .read_file()
-                    .remove(problem)
-                    .unwrap_or_else(|| variant.to_string()),
-                Err(e) => {
-                    if !self.warned.swap(true, Ordering::Relaxed) {
-                        eprintln!(
-                            "warning: could not write the matmul autotune cache {} ({e}); the \
-                             choices hold for this run only. Set {CACHE_DIR_ENV} to a writable \
-                             directory to keep them.",
+            None => mine,
+            Some(file) => {
+                let written = if self.retune {
+                    self.replace_line(file, problem, &line)
+                } else {
+                    self.append(file, &line)
+                };
+                match written {
+                    // Read back: another process may have recorded the problem first.
+                    Ok(()) => self.read_file().remove(problem).unwrap_or(mine),
+                    Err(e) => {
+                        self.warn_once(format_args!(
+                            "could not write the matmul autotune cache {} ({e}); the choices \
+                             hold for this run only. Set {CACHE_DIR_ENV} to a writable directory \
+                             to keep them.",
                             file.display()
-                        );
+                        ));
+                        mine
                     }
-                    variant.to_string()
                 }
-            },
+            }
         };
         memo.insert(problem.to_string(), chosen.clone());
-        chosen
+        chosen.variant
+    }
+
+    /// Rewrite the file without this adapter's lines for `problem`, then with `line` (atomically).
+    fn replace_line(&self, file: &Path, problem: &str, line: &str) -> std::io::Result<()> {
+        let mut bytes = Vec::new();
+        if std::fs::metadata(file).is_ok_and(|m| m.is_file()) {
+            std::fs::File::open(file)?
+                .take(MAX_FILE)
+                .read_to_end(&mut bytes)?;
+        }
+        let prefix = format!("{}\t{problem}\t", self.key);
+        let mut text = String::new();
+        for l in String::from_utf8_lossy(&bytes).lines() {
+            if !l.starts_with(&prefix) {
+                text.push_str(l);
+                text.push('\n');
+            }
+        }
+        if text.is_empty() {
+            text.push_str(HEADER);
+        }
+        text.push_str(line);
+        if let Some(dir) = file.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        crate::files::write_atomic(file, text.as_bytes()).map_err(std::io::Error::other)
     }
 
     /// Append one line with a single write (appends of a short line do not interleave), creating
@@ -177,6 +283,9 @@ impl TuneStore {
         use std::io::Write;
         if let Some(dir) = file.parent() {
             std::fs::create_dir_all(dir)?;
+        }
+        if std::fs::metadata(file).is_ok_and(|m| !m.is_file()) {
+            return Err(std::io::Error::other("not a regular file"));
         }
         let mut f = std::fs::OpenOptions::new()
             .create(true)
@@ -190,10 +299,10 @@ impl TuneStore {
         f.write_all(text.as_bytes())
     }
 
-    /// Every choice made or read in this process, sorted by problem.
-    pub fn choices(&self) -> Vec<(String, String)> {
+    /// Every choice made or read in this process, by problem, sorted.
+    pub fn choices(&self) -> Vec<(String, Choice)> {
         let memo = self.memo.lock().unwrap_or_else(|e| e.into_inner());
-        let mut v: Vec<_> = memo.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut v: Vec<_> = memo.iter().map(|(k, c)| (k.clone(), c.clone())).collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
     }
@@ -206,11 +315,18 @@ mod tests {
     #[test]
     fn parse_keeps_this_adapters_wellformed_lines_only_first_wins() {
         let text = "# header\nA\tNT 1x2x3\tsubgroup\nB\tNT 1x2x3\ttiled\nA\tNN 4x4x4\t\n\
-                    A\tTN 8x8x8\tdirect\textra\ngarbage\nA\tTN 4x4x4\tdirect\nA\tNT 1x2x3\ttiled";
-        let m = parse(text, "A");
-        assert_eq!(m.len(), 2);
-        assert_eq!(m["NT 1x2x3"], "subgroup");
-        assert_eq!(m["TN 4x4x4"], "direct");
+                    A\tTN 8x8x8\tdirect\tdirect=1us\tfifth\ngarbage\nA\tTN 4x4x4\tdirect\n\
+                    A\tNT 1x2x3\ttiled\nA\tNN 8x8x8\ttiled\ttiled=2.0us";
+        let mut bytes = text.as_bytes().to_vec();
+        // A line that is not UTF-8 is skipped alone.
+        bytes.extend(b"\nA\tNN 7x7x7\tdirect\xff\nA\tNN 6x6x6\tdirect\n");
+        let m = parse(&bytes, "A");
+        assert_eq!(m.len(), 4, "{m:?}");
+        assert_eq!(m["NN 8x8x8"].variant, "tiled");
+        assert_eq!(m["NN 8x8x8"].timings, "tiled=2.0us");
+        assert_eq!(m["NN 6x6x6"].variant, "direct");
+        assert_eq!(m["NT 1x2x3"].variant, "subgroup");
+        assert_eq!(m["TN 4x4x4"].variant, "direct");
     }
 
     #[test]

@@ -42,11 +42,16 @@ pub fn eval_batch(samples: usize, images: usize) -> usize {
 
 /// Run `vae` (its `cfg.samples` draws per image) over `data` in batches of its `max_batch`: the
 /// summed losses and, with `with_iwae`, the mean importance-weighted bound. No checks on the values.
+/// Told (images done, images in all) now and then during a pass; answering `false` stops it with
+/// [`Error::Interrupted`]. Passes waited on this way let the device finish every ~2% of the work.
+pub type OnProgress<'a> = &'a mut dyn FnMut(usize, usize) -> bool;
+
 pub(crate) fn run_pass(
     ctx: &GpuContext,
     vae: &mut GpuVae,
     data: &GpuDataset,
     with_iwae: bool,
+    mut progress: Option<OnProgress<'_>>,
 ) -> Result<(LossReadout, Option<f64>)> {
     let input = Input::Gather {
         pixels: &data.pixels,
@@ -81,8 +86,22 @@ pub(crate) fn run_pass(
         Ok(g)
     })?;
     vae.reset_losses(ctx, &acc)?;
-    for step in 0..plan.steps() {
+    let steps = plan.steps();
+    let every = steps.div_ceil(50).max(1);
+    for step in 0..steps {
         vae.run_step(ctx, plan.graph(step), step * plan.batch)?;
+        if let Some(report) = progress.as_mut()
+            && ((step + 1) % every == 0 || step + 1 == steps)
+        {
+            ctx.wait_idle("an evaluation pass")?;
+            if !report(((step + 1) * plan.batch).min(data.len), data.len) {
+                return Err(Error::Interrupted(format!(
+                    "evaluation stopped after {} of {} images",
+                    (step + 1) * plan.batch,
+                    data.len
+                )));
+            }
+        }
     }
     let r = vae.read_losses(ctx, &acc)?;
     let iwae_nll = match &iwae_bufs {
@@ -101,9 +120,10 @@ pub fn evaluate_pass(
     vae: &mut GpuVae,
     data: &GpuDataset,
     with_iwae: bool,
+    progress: Option<OnProgress<'_>>,
 ) -> Result<PassResult> {
     let start = Instant::now();
-    let (r, iwae_nll) = run_pass(ctx, vae, data, with_iwae)?;
+    let (r, iwae_nll) = run_pass(ctx, vae, data, with_iwae, progress)?;
     let neg_elbo = r.epoch_total / data.len as f64;
     if r.nonfinite || !neg_elbo.is_finite() || iwae_nll.is_some_and(|v| !v.is_finite()) {
         return Err(Error::Config(
@@ -119,7 +139,9 @@ pub fn evaluate_pass(
 }
 
 /// Evaluate weights `params` (laid out for `cfg`) on `data`: -ELBO with 1 and `elbo_samples`
-/// draws, and the `iwae_samples`-sample importance-weighted bound.
+/// draws, and the `iwae_samples`-sample importance-weighted bound. `progress` hears (pass name,
+/// images done, images in all) and may stop the evaluation.
+#[allow(clippy::too_many_arguments)]
 pub fn evaluate(
     ctx: &GpuContext,
     cfg: VaeConfig,
@@ -128,13 +150,14 @@ pub fn evaluate(
     elbo_samples: usize,
     iwae_samples: usize,
     seed: u64,
+    progress: &mut dyn FnMut(&str, usize, usize) -> bool,
 ) -> Result<EvalReport> {
     if elbo_samples == 0 || iwae_samples == 0 {
         return Err(Error::Config(
             "evaluation sample counts must be at least 1".into(),
         ));
     }
-    let pass = |samples: usize, with_iwae: bool| -> Result<PassResult> {
+    let mut pass = |samples: usize, with_iwae: bool, name: &str| -> Result<PassResult> {
         let c = VaeConfig { samples, ..cfg };
         let mut vae = GpuVae::from_params(
             ctx,
@@ -144,14 +167,20 @@ pub fn evaluate(
             seed,
             params,
         )?;
-        evaluate_pass(ctx, &mut vae, data, with_iwae)
+        evaluate_pass(
+            ctx,
+            &mut vae,
+            data,
+            with_iwae,
+            Some(&mut |done, all| progress(name, done, all)),
+        )
     };
     Ok(EvalReport {
         images: data.len,
-        neg_elbo_1: pass(1, false)?,
+        neg_elbo_1: pass(1, false, "-ELBO, 1 sample")?,
         elbo_samples,
-        neg_elbo_n: pass(elbo_samples, false)?,
+        neg_elbo_n: pass(elbo_samples, false, "-ELBO, N samples")?,
         iwae_samples,
-        iwae: pass(iwae_samples, true)?,
+        iwae: pass(iwae_samples, true, "IWAE bound")?,
     })
 }

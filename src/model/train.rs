@@ -396,7 +396,7 @@ impl Trainer {
         let start = std::time::Instant::now();
         // The noise depends on (seed, epoch) alone, so a resumed run prints the same test loss.
         self.vae.start_eval_draws(self.epoch);
-        let (r, _) = run_pass(ctx, &mut self.vae, data, false)?;
+        let (r, _) = run_pass(ctx, &mut self.vae, data, false, None)?;
         let n = data.len as f64;
         Ok(EpochStats {
             epoch: self.epoch,

@@ -4,6 +4,8 @@
 
 use std::sync::OnceLock;
 
+pub mod programs;
+
 use vae_wgpu::gpu::{BackendChoice, ContextOptions, GpuContext, GpuTensor};
 use vae_wgpu::kernels::matmul::{MatmulVariant, select::subgroups_usable};
 use vae_wgpu::kernels::reparam_kl::EpsSource;

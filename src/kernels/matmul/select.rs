@@ -155,9 +155,11 @@ pub fn variant_for(ctx: &GpuContext, problem: Problem) -> Result<MatmulVariant> 
     if let Some(v) = recorded() {
         return Ok(v);
     }
-    let best = super::tune::tune(ctx, problem)?;
-    let chosen = ctx.tune_store.record(&key, &best.to_string());
-    Ok(chosen.parse().unwrap_or(best))
+    let tuned = super::tune::tune(ctx, problem)?;
+    let chosen = ctx
+        .tune_store
+        .record(&key, &tuned.best.to_string(), &tuned.timings_text());
+    Ok(chosen.parse().unwrap_or(tuned.best))
 }
 
 /// The candidates for a problem, the reference first: the direct kernel; the subgroup one where
@@ -215,7 +217,15 @@ pub fn summary(ctx: &GpuContext) -> String {
     let choices = ctx.tune_store.choices();
     let mut counts: Vec<(MatmulVariant, usize)> = MatmulVariant::ALL
         .iter()
-        .map(|&v| (v, choices.iter().filter(|c| c.1 == v.to_string()).count()))
+        .map(|&v| {
+            (
+                v,
+                choices
+                    .iter()
+                    .filter(|c| c.1.variant == v.to_string())
+                    .count(),
+            )
+        })
         .filter(|&(_, n)| n > 0)
         .collect();
     counts.sort_by_key(|c| std::cmp::Reverse(c.1));

@@ -8,10 +8,33 @@ use crate::gpu::GpuContext;
 use crate::kernels::Dispatch;
 use crate::ops::Layout;
 
+/// What a tune measured: the fastest variant and every timed candidate's seconds per launch.
+#[derive(Clone, Debug)]
+pub struct Tuned {
+    pub best: MatmulVariant,
+    pub timings: Vec<(MatmulVariant, f64)>,
+}
+
+impl Tuned {
+    /// `direct=12.5us subgroup=8.1us …`: how the tune store keeps the timings beside the choice.
+    pub fn timings_text(&self) -> String {
+        self.timings
+            .iter()
+            .map(|(v, s)| format!("{v}={:.1}us", s * 1e6))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// Rounds of timing: every candidate is timed once per round, in turn, and keeps its fastest
+/// round, so a burst of load from another process slows every candidate alike instead of deciding
+/// the choice (a first tune on a busy machine is otherwise kept forever).
+const ROUNDS: usize = 5;
+
 /// Time every candidate on operands of the problem's shape and return the fastest. A candidate
 /// whose product disagrees with the direct kernel's is dropped with a warning: the subgroup kernels
 /// assume a lane layout that the spec does not promise, so each device proves it here first.
-pub(super) fn tune(ctx: &GpuContext, problem: Problem) -> Result<MatmulVariant> {
+pub(super) fn tune(ctx: &GpuContext, problem: Problem) -> Result<Tuned> {
     let Problem {
         layout,
         m,
@@ -44,7 +67,8 @@ pub(super) fn tune(ctx: &GpuContext, problem: Problem) -> Result<MatmulVariant> 
         ..Epilogue::NONE
     };
     let mut reference: Option<Vec<f32>> = None;
-    let mut best: Option<(MatmulVariant, f64)> = None;
+    // (variant, dispatch, rough first time) of every candidate that computes the right product.
+    let mut passed: Vec<(MatmulVariant, Dispatch, f64)> = Vec::new();
     for variant in candidates(ctx, problem) {
         let d = matmul_with(ctx, variant, layout, &a, &b, &c, epi)?;
         // NaN in every output first: a candidate that leaves some of C (or of the row sums)
@@ -77,51 +101,53 @@ pub(super) fn tune(ctx: &GpuContext, problem: Problem) -> Result<MatmulVariant> 
                             }
                         });
                 if worst > 1e-3 * scale {
-                    eprintln!(
-                        "warning: matmul autotune: the {variant} kernel disagrees with the direct \
+                    crate::error::warn(format_args!(
+                        "matmul autotune: the {variant} kernel disagrees with the direct \
                          one on {layout:?} {m}x{n}x{k} (max error {worst:e}) on {}; not using it",
                         ctx.adapter.name
-                    );
+                    ));
                     continue;
                 }
             }
         }
-        // Far behind the best already (tiling on a CPU driver, say): not worth timing closely.
-        if best.is_some_and(|(_, t)| first > 4.0 * t + 1e-3) {
-            continue;
-        }
-        let secs = time_dispatch(ctx, &d)?;
-        if best.is_none_or(|(_, t)| secs < t) {
-            best = Some((variant, secs));
+        passed.push((variant, d, first));
+    }
+    // Far behind the fastest first run (tiling on a CPU driver, say): not worth timing closely.
+    let fastest_first = passed.iter().map(|p| p.2).fold(f64::INFINITY, f64::min);
+    passed.retain(|p| p.2 <= 4.0 * fastest_first + 1e-3);
+    let reps: Vec<usize> = passed
+        .iter()
+        .map(|p| (2e-3 / p.2.max(1e-6)).ceil().clamp(1.0, 64.0) as usize)
+        .collect();
+    let mut best_secs = vec![f64::INFINITY; passed.len()];
+    for _ in 0..ROUNDS {
+        for (i, (_, d, _)) in passed.iter().enumerate() {
+            best_secs[i] = best_secs[i].min(time_launches(ctx, d, reps[i])?);
         }
     }
-    Ok(best.map_or(MatmulVariant::Direct, |(v, _)| v))
+    let timings: Vec<(MatmulVariant, f64)> = passed.iter().map(|p| p.0).zip(best_secs).collect();
+    let best = timings
+        .iter()
+        .min_by(|x, y| x.1.total_cmp(&y.1))
+        .map_or(MatmulVariant::Direct, |t| t.0);
+    Ok(Tuned { best, timings })
 }
 
 /// Rows of the batch-like dimension a tuning problem is capped at.
 const TUNE_ROWS: usize = 1024;
 
-/// Seconds per launch of `d`: the best of 3 submits of enough launches to fill ~2 ms (so the
+/// Seconds per launch of `d`, from one submit of `reps` launches (enough to fill ~2 ms, so the
 /// submit and wait, ~50 µs, do not decide between kernels of a few µs).
-fn time_dispatch(ctx: &GpuContext, d: &Dispatch) -> Result<f64> {
-    let submit = |reps: usize| -> Result<f64> {
-        let start = std::time::Instant::now();
-        let mut encoder = ctx.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = encoder.begin_compute_pass(&Default::default());
-            for _ in 0..reps {
-                d.encode(&mut pass);
-            }
+fn time_launches(ctx: &GpuContext, d: &Dispatch, reps: usize) -> Result<f64> {
+    let start = std::time::Instant::now();
+    let mut encoder = ctx.device.create_command_encoder(&Default::default());
+    {
+        let mut pass = encoder.begin_compute_pass(&Default::default());
+        for _ in 0..reps {
+            d.encode(&mut pass);
         }
-        ctx.queue.submit([encoder.finish()]);
-        ctx.wait_idle("matmul autotune")?;
-        Ok(start.elapsed().as_secs_f64())
-    };
-    let once = submit(1)?;
-    let reps = (2e-3 / once.max(1e-6)).ceil().clamp(1.0, 64.0) as usize;
-    let mut best = f64::INFINITY;
-    for _ in 0..3 {
-        best = best.min(submit(reps)? / reps as f64);
     }
-    Ok(best)
+    ctx.queue.submit([encoder.finish()]);
+    ctx.wait_idle("matmul autotune")?;
+    Ok(start.elapsed().as_secs_f64() / reps as f64)
 }

@@ -1,0 +1,81 @@
+//! `tune`: time the matmul kernels of the training step's products on this adapter again, record
+//! the choices (replacing the old ones in the autotune cache) and print the table.
+//!
+//! ```text
+//! cargo run --release --example tune            # or: vae-wgpu tune
+//! ```
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use super::out::say;
+use crate::gpu::GpuContext;
+use crate::kernels::reparam_kl::EpsSource;
+use crate::model::gpu::Input;
+use crate::model::{GpuVae, TrainSettings, VaeConfig};
+
+#[derive(Parser, Debug)]
+#[command(
+    about = "Time the matmul kernels of the training step again and print the autotune table",
+    allow_negative_numbers = true
+)]
+pub struct Args {
+    /// Images per step.
+    #[arg(long, default_value_t = TrainSettings::default().batch_size)]
+    batch_size: usize,
+    /// Hidden units of the encoder and decoder.
+    #[arg(long, default_value_t = VaeConfig::default().hidden)]
+    hidden: usize,
+    /// Latent dimensions.
+    #[arg(long, default_value_t = VaeConfig::default().latent)]
+    latent: usize,
+    /// Reparameterised samples per observation, AEVB's L.
+    #[arg(long, default_value_t = VaeConfig::default().samples)]
+    samples: usize,
+    #[command(flatten)]
+    device: super::DeviceArgs,
+}
+
+pub fn main() -> ExitCode {
+    execute(Args::parse())
+}
+
+pub fn execute(args: Args) -> ExitCode {
+    super::ensure_runtime_dir();
+    super::exit_with(run(args))
+}
+
+fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let mut opts = args.device.options()?;
+    opts.retune = true;
+    let ctx = GpuContext::new(&opts)?;
+    say!("adapter: {}", ctx.adapter.short());
+    let cfg = VaeConfig {
+        hidden: args.hidden,
+        latent: args.latent,
+        samples: args.samples,
+        ..VaeConfig::default()
+    };
+    let vae = GpuVae::new(&ctx, cfg, Default::default(), args.batch_size, 0)?;
+    let acc = vae.new_accumulator(&ctx)?;
+    let start = std::time::Instant::now();
+    vae.plan_step(
+        &ctx,
+        args.batch_size,
+        Input::Given,
+        EpsSource::Philox,
+        true,
+        &acc,
+    )?;
+    say!(
+        "tuned the training step's products in {:.1} s (each candidate's best of 5 interleaved rounds, per launch):",
+        start.elapsed().as_secs_f64()
+    );
+    say!("{:<26} {:<9} timings", "problem", "choice");
+    for (problem, c) in ctx.tune_store.choices() {
+        say!("{problem:<26} {:<9} {}", c.variant, c.timings);
+    }
+    say!("{}", crate::kernels::matmul::summary(&ctx));
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,509 @@
+//! What a hostile tester tries, class by class, on the real programs: a closed stdout, poisoned
+//! checkpoints, splits that disagree, shared output folders, unbounded reads, signals, odd flags.
+//! Each case checks the exit status, the message and what is left on disk.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use common::programs::{BIN, Dir, fails_with, run, tiny_mnist, train_args};
+use common::{gz, idx_bytes};
+use vae_wgpu::model::Checkpoint;
+
+/// One epoch on a tiny set into `dir/name`; returns the run folder.
+fn trained(dir: &Dir, data: &Path, name: &str) -> PathBuf {
+    let out = dir.path(name);
+    let ok = run(&train_args(
+        data.to_str().unwrap(),
+        out.to_str().unwrap(),
+        &["--epochs", "1", "--batch-size", "64", "--hidden", "40"],
+    ));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    out
+}
+
+fn spawn(args: &[&str]) -> std::process::Child {
+    Command::new(BIN)
+        .args(args)
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run vae-wgpu")
+}
+
+type Lines = std::io::Lines<BufReader<std::process::ChildStdout>>;
+
+/// Spawn, then read stdout until a line contains `needle` (the program is past its start-up: its
+/// signal handler is in place). The reader is returned open: closing it would close stdout.
+fn spawn_until(args: &[&str], needle: &str) -> (std::process::Child, Lines) {
+    let mut child = spawn(args);
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    loop {
+        match lines.next() {
+            Some(Ok(l)) if l.contains(needle) => break,
+            Some(Ok(_)) => {}
+            other => {
+                let (code, err) = stderr_of(child);
+                panic!("no '{needle}' line ({other:?}, exit {code:?}): {err}");
+            }
+        }
+    }
+    (child, lines)
+}
+
+fn signal(child: &std::process::Child, sig: &str) {
+    assert!(
+        Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+fn stderr_of(child: std::process::Child) -> (Option<i32>, String) {
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn class1_a_closed_stdout_stops_training_like_an_interrupt() {
+    let dir = Dir::new("stdout");
+    let data = tiny_mnist(&dir, 600, 40);
+    let out = dir.path("run");
+    let mut child = spawn(&train_args(
+        data.to_str().unwrap(),
+        out.to_str().unwrap(),
+        &["--epochs", "50", "--batch-size", "32", "--hidden", "40"],
+    ));
+    // `train | head -n 3`: read three lines, then close the pipe.
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for _ in 0..3 {
+        lines.next().unwrap().unwrap();
+    }
+    drop(lines);
+    let (code, err) = stderr_of(child);
+    assert_eq!(code, Some(141), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        err.contains("stdout was closed") && err.contains("resume with"),
+        "{err}"
+    );
+    let c = Checkpoint::load(&out.join("checkpoint.safetensors")).unwrap();
+    assert!(c.progress.epoch < 50, "the run stopped early");
+
+    // eval with its output closed at once: no panic, status 141.
+    let ckpt = out.join("checkpoint.safetensors");
+    let mut child = spawn(&[
+        "eval",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--iw-samples",
+        "2",
+        "--elbo-samples",
+        "2",
+    ]);
+    drop(child.stdout.take());
+    let (code, err) = stderr_of(child);
+    assert_eq!(code, Some(141), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn class2_checkpoint_values_are_checked_and_blamed_on_the_file() {
+    let dir = Dir::new("values");
+    let data = tiny_mnist(&dir, 300, 40);
+    let out = trained(&dir, &data, "run");
+    let good = Checkpoint::load(&out.join("checkpoint.safetensors")).unwrap();
+    let d = data.to_str().unwrap();
+    let write = |name: &str, edit: &dyn Fn(&mut Checkpoint)| -> String {
+        let mut c = good.clone();
+        edit(&mut c);
+        let p = dir.path(name);
+        c.save(&p).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let o = dir.path("resumed");
+    let o = o.to_str().unwrap();
+    let cases: Vec<(String, Vec<&str>)> = vec![
+        (
+            write("nan.safetensors", &|c| c.params[7] = f32::NAN),
+            vec!["linear_enc.weight", "non-finite", "index 7"],
+        ),
+        (
+            write("inf_m.safetensors", &|c| {
+                c.optimizer.as_mut().unwrap().m[3] = f32::INFINITY
+            }),
+            vec!["optimizer.exp_avg.linear_enc.weight", "index 3"],
+        ),
+        (
+            write("neg_v.safetensors", &|c| {
+                c.optimizer.as_mut().unwrap().v[0] = -1.0
+            }),
+            vec!["optimizer.exp_avg_sq.linear_enc.weight", "negative"],
+        ),
+        (
+            write("beta2.safetensors", &|c| {
+                c.optimizer.as_mut().unwrap().config.beta2 = 2.0
+            }),
+            vec!["metadata 'beta2' = 2", "out of range"],
+        ),
+        (
+            write("eps.safetensors", &|c| {
+                c.optimizer.as_mut().unwrap().config.eps = 1e30
+            }),
+            vec!["metadata 'eps'"],
+        ),
+        (
+            write("wd.safetensors", &|c| {
+                c.optimizer.as_mut().unwrap().config.weight_decay = f32::INFINITY
+            }),
+            vec!["metadata 'weight_decay'"],
+        ),
+        (
+            write("acc.safetensors", &|c| {
+                c.optimizer.as_mut().unwrap().loss_accumulator = vec![0.0; 3]
+            }),
+            vec!["trainer.loss_accumulator"],
+        ),
+        (
+            write("epoch.safetensors", &|c| c.progress.epoch = usize::MAX),
+            vec!["metadata 'epoch'", "out of range"],
+        ),
+    ];
+    for (file, needles) in &cases {
+        // Every program refuses the file, naming it and the bad value.
+        let mut needles = needles.clone();
+        needles.push(file);
+        fails_with(
+            &run(&["eval", "--checkpoint", file, "--data-dir", d]),
+            &needles,
+        );
+        fails_with(
+            &run(&train_args(d, o, &["--resume", file, "--epochs", "3"])),
+            &needles,
+        );
+        fails_with(
+            &run(&[
+                "pictures",
+                "--checkpoint",
+                file,
+                "--data-dir",
+                d,
+                "--out",
+                o,
+            ]),
+            &needles,
+        );
+    }
+    assert!(!Path::new(o).join("checkpoint.safetensors").exists());
+
+    // A mid-epoch checkpoint resumed on a smaller data set, or with another seed, is refused.
+    let mid = write("mid.safetensors", &|c| c.progress.step_in_epoch = 3);
+    let small_dir = Dir::new("values-small");
+    let small = tiny_mnist(&small_dir, 100, 40);
+    fails_with(
+        &run(&train_args(
+            small.to_str().unwrap(),
+            o,
+            &["--resume", &mid, "--epochs", "3"],
+        )),
+        &["mid-epoch", "300 training images", "has 100"],
+    );
+    fails_with(
+        &run(&train_args(d, o, &["--resume", &mid, "--seed", "5"])),
+        &["mid-epoch", "seed 0, not 5"],
+    );
+
+    // A header that names a tensor twice: refused, with the same message every time.
+    let bytes = std::fs::read(out.join("model.safetensors")).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header = String::from_utf8(bytes[8..8 + n].to_vec()).unwrap();
+    let dup = header.replacen("\"enc_mu.bias\"", "\"linear_enc.bias\"", 1);
+    assert_ne!(dup, header);
+    let mut file = (dup.len() as u64).to_le_bytes().to_vec();
+    file.extend(dup.as_bytes());
+    file.extend(&bytes[8 + n..]);
+    let p = dir.path("dup.safetensors");
+    std::fs::write(&p, file).unwrap();
+    let msgs: Vec<String> = (0..3)
+        .map(|_| {
+            let r = run(&["eval", "--checkpoint", p.to_str().unwrap(), "--data-dir", d]);
+            fails_with(&r, &["linear_enc.bias", "twice"]);
+            String::from_utf8_lossy(&r.stderr).into_owned()
+        })
+        .collect();
+    assert!(msgs.iter().all(|m| *m == msgs[0]), "{msgs:?}");
+}
+
+#[test]
+fn class3_splits_of_another_image_size_are_refused_before_training() {
+    let dir = Dir::new("splits");
+    let data = tiny_mnist(&dir, 200, 40);
+    // Test images of 20x20 beside 28x28 training images.
+    std::fs::write(
+        data.join("t10k-images-idx3-ubyte.gz"),
+        gz(&idx_bytes(&[40, 20, 20], &vec![7u8; 40 * 400])),
+    )
+    .unwrap();
+    let out = dir.path("run");
+    let start = std::time::Instant::now();
+    fails_with(
+        &run(&train_args(
+            data.to_str().unwrap(),
+            out.to_str().unwrap(),
+            &[],
+        )),
+        &["t10k-images-idx3-ubyte.gz", "20x20", "28x28"],
+    );
+    assert!(start.elapsed().as_secs() < 30);
+    assert!(!out.join("checkpoint.safetensors").exists());
+}
+
+#[test]
+fn class4_one_run_per_folder_and_the_folder_tells_the_truth() {
+    let dir = Dir::new("folder");
+    let data = tiny_mnist(&dir, 300, 40);
+    let d = data.to_str().unwrap();
+    let out = trained(&dir, &data, "run");
+    let o = out.to_str().unwrap();
+    let ckpt = out.join("checkpoint.safetensors");
+    let before = std::fs::read(&ckpt).unwrap();
+    // A new run into the old run's folder is refused and changes nothing.
+    fails_with(
+        &run(&train_args(d, o, &["--epochs", "1", "--hidden", "40"])),
+        &[o, "already holds a run", "--overwrite", "--resume"],
+    );
+    assert_eq!(std::fs::read(&ckpt).unwrap(), before);
+
+    // After a crash: losses.csv an epoch ahead of the checkpoint, no model.safetensors, a stale
+    // temporary file. Resuming trims, rewrites and cleans.
+    let csv = out.join("losses.csv");
+    let mut text = std::fs::read_to_string(&csv).unwrap();
+    text.push_str("2,1.0,1.0,1.0,1.0,1.0\n");
+    std::fs::write(&csv, text).unwrap();
+    std::fs::remove_file(out.join("model.safetensors")).unwrap();
+    let stale = out.join(".checkpoint.safetensors.tmp-99999-0");
+    std::fs::write(&stale, b"half a file").unwrap();
+    let ck = ckpt.to_str().unwrap().to_string();
+    let ok = run(&train_args(d, o, &["--resume", &ck, "--epochs", "2"]));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let epochs: Vec<&str> = text.lines().skip(1).map(|l| &l[..2]).collect();
+    assert_eq!(epochs, ["1,", "2,"], "{text}");
+    assert!(out.join("model.safetensors").is_file());
+    assert!(!stale.exists());
+    assert!(!text.contains("1.0,1.0,1.0,1.0,1.0"), "{text}");
+
+    // --overwrite replaces the run.
+    let ok = run(&train_args(
+        d,
+        o,
+        &["--epochs", "1", "--hidden", "40", "--overwrite"],
+    ));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&csv).unwrap().lines().count(), 2);
+
+    // Two runs at once on one folder: the second is refused while the first holds it.
+    let busy = dir.path("busy");
+    let b = busy.to_str().unwrap();
+    let (first, _lines) = spawn_until(
+        &train_args(d, b, &["--epochs", "1000", "--hidden", "40"]),
+        "matmul kernels",
+    );
+    fails_with(
+        &run(&train_args(d, b, &["--epochs", "1", "--overwrite"])),
+        &["in use by another run", &format!("pid {}", first.id())],
+    );
+    signal(&first, "-INT");
+    let (code, err) = stderr_of(first);
+    assert_eq!(code, Some(130), "{err}");
+
+    // An output path that is a file: the message names it.
+    let file = dir.path("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    fails_with(
+        &run(&train_args(d, file.to_str().unwrap(), &[])),
+        &[file.to_str().unwrap()],
+    );
+}
+
+#[test]
+fn class5_reads_are_bounded_and_never_hang() {
+    let dir = Dir::new("reads");
+    let data = tiny_mnist(&dir, 300, 40);
+    let d = data.to_str().unwrap();
+    let fifo = dir.path("fifo");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success(),
+        "mkfifo"
+    );
+    for bad in [fifo.to_str().unwrap(), "/dev/zero"] {
+        let start = std::time::Instant::now();
+        fails_with(
+            &run(&["eval", "--checkpoint", bad, "--data-dir", d]),
+            &[bad, "not a regular file"],
+        );
+        assert!(start.elapsed().as_secs() < 30, "{bad} took too long");
+    }
+    // A FIFO in the autotune cache's place: a warning, and the run goes on.
+    let cache = dir.path("cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    assert!(
+        Command::new("mkfifo")
+            .arg(cache.join("matmul-autotune.tsv"))
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = dir.path("run");
+    let r = Command::new(BIN)
+        .args(train_args(
+            d,
+            out.to_str().unwrap(),
+            &["--epochs", "1", "--hidden", "40"],
+        ))
+        .env("VAE_WGPU_CACHE_DIR", &cache)
+        .env_remove("VAE_WGPU_MATMUL")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(r.status.success(), "{err}");
+    assert!(err.contains("not a regular file"), "{err}");
+}
+
+#[test]
+fn class6_signals_hints_and_driver_noise() {
+    let dir = Dir::new("signals dir");
+    let data = tiny_mnist(&dir, 300, 200);
+    let d = data.to_str().unwrap();
+    let out = trained(&dir, &data, "run with space");
+    // The resume hint quotes a path with spaces and names the program that ran.
+    let (child, lines) = spawn_until(
+        &train_args(
+            d,
+            out.to_str().unwrap(),
+            &[
+                "--resume",
+                out.join("checkpoint.safetensors").to_str().unwrap(),
+                "--epochs",
+                "1000",
+            ],
+        ),
+        "matmul kernels",
+    );
+    signal(&child, "-TERM");
+    drop(lines);
+    let (code, err) = stderr_of(child);
+    assert_eq!(code, Some(130), "{err}");
+    assert!(
+        err.contains(&format!(
+            "vae-wgpu train --resume '{}'",
+            out.join("checkpoint.safetensors").display()
+        )),
+        "{err}"
+    );
+    // A long evaluation shows progress and stops on Ctrl-C with status 130.
+    let (child, _lines) = spawn_until(
+        &[
+            "eval",
+            "--checkpoint",
+            out.join("checkpoint.safetensors").to_str().unwrap(),
+            "--data-dir",
+            d,
+            "--iw-samples",
+            "5000",
+        ],
+        "model:",
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    signal(&child, "-INT");
+    let (code, err) = stderr_of(child);
+    assert_eq!(code, Some(130), "{err}");
+    assert!(err.contains("interrupted"), "{err}");
+    // Without XDG_RUNTIME_DIR the only `error:` lines would be ours: a good run prints none.
+    let r = Command::new(BIN)
+        .args([
+            "eval",
+            "--checkpoint",
+            out.join("checkpoint.safetensors").to_str().unwrap(),
+            "--data-dir",
+            d,
+            "--iw-samples",
+            "2",
+            "--elbo-samples",
+            "2",
+        ])
+        .env_remove("XDG_RUNTIME_DIR")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(r.status.success(), "{err}");
+    assert!(!err.contains("error"), "{err}");
+}
+
+#[test]
+fn class7_a_resumed_run_prints_the_same_test_loss() {
+    let dir = Dir::new("resume-eval");
+    let data = tiny_mnist(&dir, 300, 100);
+    let d = data.to_str().unwrap();
+    let test_losses = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.starts_with("====> Epoch"))
+            .map(|l| l.split("test loss:").nth(1).unwrap()[..10].to_string())
+            .collect()
+    };
+    let flags = ["--batch-size", "64", "--hidden", "40", "--seed", "3"];
+    let mut straight = flags.to_vec();
+    straight.extend(["--epochs", "2"]);
+    let a = dir.path("a");
+    let r = run(&train_args(d, a.to_str().unwrap(), &straight));
+    assert!(r.status.success());
+    let whole = test_losses(&String::from_utf8_lossy(&r.stdout));
+    let b = dir.path("b");
+    let mut first = flags.to_vec();
+    first.extend(["--epochs", "1"]);
+    assert!(
+        run(&train_args(d, b.to_str().unwrap(), &first))
+            .status
+            .success()
+    );
+    let ck = b.join("checkpoint.safetensors");
+    let r = run(&train_args(
+        d,
+        b.to_str().unwrap(),
+        &["--resume", ck.to_str().unwrap(), "--epochs", "2"],
+    ));
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let resumed = test_losses(&String::from_utf8_lossy(&r.stdout));
+    assert_eq!(whole.len(), 2);
+    assert_eq!(
+        resumed,
+        whole[1..],
+        "epoch 2's test loss, straight vs resumed"
+    );
+}
