@@ -240,7 +240,7 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         Some(GpuDataset::upload(&ctx, "test pixels", &test)?)
     };
     say!(
-        "model: {} -> {} -> {} (L = {}), {} parameters; {} train images, batch {}, lr {}, {} steps/epoch, {} dispatches/step",
+        "model: {} -> {} -> {} (L = {}), {} parameters; {} train images, batch {}, lr {}, {} steps/epoch, {} dispatches/step, {} steps/submit",
         cfg.input,
         cfg.hidden,
         cfg.latent,
@@ -250,7 +250,8 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         settings.batch_size,
         settings.adam.lr,
         trainer.steps_per_epoch(),
-        trainer.dispatches_per_step()
+        trainer.dispatches_per_step(),
+        trainer.steps_per_submit
     );
     say!("{}", crate::kernels::matmul::summary(&ctx));
 

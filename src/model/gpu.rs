@@ -146,6 +146,8 @@ pub enum Input<'a> {
 pub struct StepGraph {
     pub batch: usize,
     pub train: bool,
+    /// The per-step uniform slot its kernels read.
+    pub slot: usize,
     dispatches: Vec<Dispatch>,
 }
 
@@ -280,9 +282,16 @@ pub struct GpuVae {
     pub seed: u64,
     /// Adam steps taken so far (PyTorch's `state['step']`).
     pub adam_steps: u64,
-    step_uniform: StepUniform,
+    /// A ring of per-step uniforms: a submit of k steps gives each step its own (see
+    /// [`GpuVae::run_steps`]); graphs are planned against one slot of the ring.
+    step_uniforms: Vec<StepUniform>,
+    /// The slot `plan_*` binds (set by [`GpuVae::in_slot`]).
+    planning_slot: std::cell::Cell<usize>,
     eval_draws: u32,
 }
+
+/// The most steps one submit can carry: the size of the per-step uniform ring.
+pub const MAX_STEPS_PER_SUBMIT: usize = 8;
 
 impl GpuVae {
     /// The largest buffers a model of `cfg` training on batches of `batch` needs, in bytes, with
@@ -361,7 +370,10 @@ impl GpuVae {
             adam_m: ctx.zeros("adam_m", &[n], DType::F32)?,
             adam_v: ctx.zeros("adam_v", &[n], DType::F32)?,
             acts: Activations::new(ctx, &cfg, max_batch)?,
-            step_uniform: StepUniform::new(ctx, &StepParams::with_seed(seed)),
+            step_uniforms: (0..MAX_STEPS_PER_SUBMIT)
+                .map(|_| StepUniform::new(ctx, &StepParams::with_seed(seed)))
+                .collect(),
+            planning_slot: std::cell::Cell::new(0),
             cfg,
             layout,
             adam,
@@ -403,7 +415,7 @@ impl GpuVae {
         let a = self.acts.rows(batch, self.cfg.samples)?;
         let p = |i| self.view(&self.params, i);
         let g = |i| self.view(&self.grads, i);
-        let step = &self.step_uniform;
+        let step = self.step_uniform();
         let mut d = Vec::with_capacity(32);
 
         // ---- forward
@@ -571,6 +583,7 @@ impl GpuVae {
         Ok(StepGraph {
             batch,
             train,
+            slot: self.planning_slot.get(),
             dispatches: d,
         })
     }
@@ -590,7 +603,7 @@ impl GpuVae {
                 pixels,
                 index,
                 &a.x,
-                &self.step_uniform,
+                self.step_uniform(),
             )?);
         }
         d.push(matmul(
@@ -656,6 +669,7 @@ impl GpuVae {
         Ok(StepGraph {
             batch,
             train: false,
+            slot: self.planning_slot.get(),
             dispatches: self.encoder(ctx, &a, input)?,
         })
     }
@@ -675,6 +689,7 @@ impl GpuVae {
         Ok(StepGraph {
             batch: rows,
             train: false,
+            slot: self.planning_slot.get(),
             dispatches,
         })
     }
@@ -714,37 +729,72 @@ impl GpuVae {
         graph: &StepGraph,
         batch_offset: usize,
     ) -> Result<std::time::Duration> {
+        self.run_steps(ctx, &[(graph, batch_offset)])
+    }
+
+    /// Record several planned steps, in order, into one compute pass of one submit (a real GPU
+    /// pays tens of µs per submit). Each step's values go to its graph's own uniform slot, so the
+    /// graphs must have been planned in distinct slots ([`GpuVae::in_slot`]); the results are
+    /// bit for bit those of one submit per step.
+    pub fn run_steps(
+        &mut self,
+        ctx: &GpuContext,
+        steps: &[(&StepGraph, usize)],
+    ) -> Result<std::time::Duration> {
         let start = std::time::Instant::now();
-        let mut sp = StepParams::with_seed(self.seed);
-        sp.batch_offset = batch_offset as u32;
-        if graph.train {
-            self.adam_steps += 1;
-            let (step_size, bc2_sqrt) = self.adam.step_factors(self.adam_steps);
-            sp.rng_step = self.adam_steps as u32;
-            sp.adam_step_size = step_size as f32;
-            sp.adam_bc2_sqrt = bc2_sqrt as f32;
-        } else {
-            // The top half of the counter space: never a training step's noise.
-            self.eval_draws = self.eval_draws.wrapping_add(1);
-            sp.rng_step = 0x8000_0000 | (self.eval_draws & 0x7fff_ffff);
+        let mut used = [false; MAX_STEPS_PER_SUBMIT];
+        for (graph, batch_offset) in steps {
+            if std::mem::replace(&mut used[graph.slot], true) {
+                return Err(Error::Config(format!(
+                    "{} steps in one submit share uniform slot {}: plan each in its own slot",
+                    steps.len(),
+                    graph.slot
+                )));
+            }
+            let mut sp = StepParams::with_seed(self.seed);
+            sp.batch_offset = *batch_offset as u32;
+            if graph.train {
+                self.adam_steps += 1;
+                let (step_size, bc2_sqrt) = self.adam.step_factors(self.adam_steps);
+                sp.rng_step = self.adam_steps as u32;
+                sp.adam_step_size = step_size as f32;
+                sp.adam_bc2_sqrt = bc2_sqrt as f32;
+            } else {
+                // The top half of the counter space: never a training step's noise.
+                self.eval_draws = self.eval_draws.wrapping_add(1);
+                sp.rng_step = 0x8000_0000 | (self.eval_draws & 0x7fff_ffff);
+            }
+            self.step_uniforms[graph.slot].write(ctx, &sp);
         }
-        self.step_uniform.write(ctx, &sp);
         let mut encoder = ctx
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some(if graph.train {
-                    "train step"
-                } else {
-                    "eval step"
-                }),
+                label: Some("steps"),
             });
-        let refs: Vec<&Dispatch> = graph.dispatches.iter().collect();
+        let refs: Vec<&Dispatch> = steps
+            .iter()
+            .flat_map(|(g, _)| g.dispatches.iter())
+            .collect();
         kernels::encode_all(&mut encoder, &refs);
         let commands = encoder.finish();
-        // Host time to record the step; the submit may wait for the device when it is busy.
+        // Host time to record the steps; the submit may wait for the device when it is busy.
         let recorded = start.elapsed();
         ctx.queue.submit([commands]);
         Ok(recorded)
+    }
+
+    /// Plan with `plan` against uniform slot `slot` of the ring (graphs that go into one submit
+    /// need distinct slots).
+    pub fn in_slot<T>(&self, slot: usize, plan: impl FnOnce(&Self) -> Result<T>) -> Result<T> {
+        if slot >= MAX_STEPS_PER_SUBMIT {
+            return Err(Error::Config(format!(
+                "uniform slot {slot}: the ring has {MAX_STEPS_PER_SUBMIT}"
+            )));
+        }
+        let before = self.planning_slot.replace(slot);
+        let r = plan(self);
+        self.planning_slot.set(before);
+        r
     }
 
     /// Key the next evaluation draws by `epoch` (each epoch's test pass gets its own noise, the same
@@ -753,9 +803,10 @@ impl GpuVae {
         self.eval_draws = ((epoch as u32) << 16) & 0x7fff_ffff;
     }
 
-    /// The per-step uniform the planned kernels read.
+    /// The per-step uniform that graphs planned now read (slot 0 unless inside
+    /// [`GpuVae::in_slot`]).
     pub fn step_uniform(&self) -> &StepUniform {
-        &self.step_uniform
+        &self.step_uniforms[self.planning_slot.get()]
     }
 
     /// Zero a loss accumulator (queued before the next submit).

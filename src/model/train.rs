@@ -9,7 +9,7 @@ use crate::gpu::{GpuContext, GpuTensor};
 use crate::kernels::reparam_kl::EpsSource;
 use crate::model::checkpoint::{Checkpoint, OptimizerState, Progress};
 use crate::model::eval::run_pass;
-use crate::model::gpu::{EpochPlan, Input, LossReadout};
+use crate::model::gpu::{EpochPlan, Input, LossReadout, MAX_STEPS_PER_SUBMIT, StepGraph};
 use crate::model::{GpuVae, VaeConfig};
 use crate::ops::AdamConfig;
 use crate::rng::{Stream, domain};
@@ -131,7 +131,11 @@ pub struct Trainer {
     pub settings: TrainSettings,
     pub train: GpuDataset,
     acc: GpuTensor,
-    plan: EpochPlan,
+    /// The epoch's graphs, planned once per uniform slot: a submit carries up to
+    /// `steps_per_submit` steps, step j of it on `plans[j]`.
+    plans: Vec<EpochPlan>,
+    /// Steps recorded into one submit (chosen by measurement, see [`steps_per_submit`]).
+    pub steps_per_submit: usize,
     /// Reads the accumulator at log points without stalling the queue.
     loss_reader: AsyncReadback,
     /// Epochs completed.
@@ -167,7 +171,7 @@ impl Trainer {
     /// A trainer around an existing model (e.g. one restored from a checkpoint).
     pub fn with_model(
         ctx: &GpuContext,
-        vae: GpuVae,
+        mut vae: GpuVae,
         settings: TrainSettings,
         train: GpuDataset,
     ) -> Result<Self> {
@@ -176,16 +180,24 @@ impl Trainer {
             index: &train.index,
         };
         let acc = vae.new_accumulator(ctx)?;
-        let plan = EpochPlan::new(train.len, settings.batch_size, |rows| {
-            vae.plan_step(ctx, rows, input, EpsSource::Philox, true, &acc)
-        })?;
+        let k = steps_per_submit(ctx, &mut vae, &train, settings.batch_size)?;
+        let plans = (0..k)
+            .map(|slot| {
+                vae.in_slot(slot, |vae| {
+                    EpochPlan::new(train.len, settings.batch_size, |rows| {
+                        vae.plan_step(ctx, rows, input, EpsSource::Philox, true, &acc)
+                    })
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
         let loss_reader = AsyncReadback::new(ctx, &acc);
         Ok(Trainer {
             vae,
             settings,
             train,
             acc,
-            plan,
+            plans,
+            steps_per_submit: k,
             loss_reader,
             epoch: 0,
             step_in_epoch: 0,
@@ -193,12 +205,12 @@ impl Trainer {
     }
 
     pub fn steps_per_epoch(&self) -> usize {
-        self.plan.steps()
+        self.plans[0].steps()
     }
 
     /// Kernel launches per training step.
     pub fn dispatches_per_step(&self) -> usize {
-        self.plan.dispatch_count()
+        self.plans[0].dispatch_count()
     }
 
     /// Train the rest of the current epoch (all of it at an epoch boundary) over this epoch's
@@ -220,14 +232,14 @@ impl Trainer {
             self.vae.reset_losses(ctx, &self.acc)?;
         }
         let steps = self.steps_per_epoch();
-        let b = self.plan.batch;
+        let b = self.settings.batch_size;
         let (mut host, mut taken) = (std::time::Duration::ZERO, 0usize);
         // Batch losses at log points come back asynchronously (double-buffered), so reading them
         // never drains the queue; each is reported once the device has got there, a step or two
         // later (after later `Step` events). A diverged loss is caught then: the error names the
         // logged step, though a step or two more may have been applied (the checkpoint on disk is
         // the last good one either way).
-        let plan = &self.plan;
+        let plans = &self.plans;
         let report =
             |done: Vec<(usize, Vec<f32>)>, on_event: &mut dyn FnMut(Event)| -> Result<()> {
                 for (step, slots) in done {
@@ -239,33 +251,47 @@ impl Trainer {
                         epoch,
                         step,
                         steps,
-                        loss: r.batch_total / plan.graph(step).batch as f64,
+                        loss: r.batch_total / plans[0].graph(step).batch as f64,
                     });
                 }
                 Ok(())
             };
-        for step in self.step_in_epoch..steps {
+        let log = self.settings.log_every;
+        let mut step = self.step_in_epoch;
+        while step < steps {
             if should_stop() {
                 // Let the submitted steps finish so a checkpoint taken now is consistent.
                 report(self.loss_reader.finish(ctx)?, on_event)?;
                 ctx.wait_idle("the last steps")?;
                 return Ok(EpochEnd::Stopped { epoch, step });
             }
-            let graph = plan.graph(step);
-            host += self.vae.run_step(ctx, graph, step * b)?;
-            taken += 1;
-            self.step_in_epoch = step + 1;
-            on_event(Event::Step {
-                epoch,
-                step,
-                steps,
-                images: graph.batch,
-            });
-            let log = self.settings.log_every;
-            if log > 0 && step % log == 0 {
-                report(self.loss_reader.request(ctx, &self.acc, step)?, on_event)?;
+            // Up to k steps in one submit; a log step ends its submit, so the accumulator read
+            // after it holds that step's batch loss.
+            let mut end = (step + self.steps_per_submit).min(steps);
+            if log > 0 {
+                let next_log = step.next_multiple_of(log);
+                end = end.min(next_log + 1);
+            }
+            let chunk: Vec<(&StepGraph, usize)> = (step..end)
+                .map(|s| (plans[s - step].graph(s), s * b))
+                .collect();
+            host += self.vae.run_steps(ctx, &chunk)?;
+            for (s, (graph, _)) in (step..end).zip(&chunk) {
+                taken += 1;
+                self.step_in_epoch = s + 1;
+                on_event(Event::Step {
+                    epoch,
+                    step: s,
+                    steps,
+                    images: graph.batch,
+                });
+            }
+            let last = end - 1;
+            if log > 0 && last % log == 0 {
+                report(self.loss_reader.request(ctx, &self.acc, last)?, on_event)?;
             }
             report(self.loss_reader.poll(ctx)?, on_event)?;
+            step = end;
         }
         report(self.loss_reader.finish(ctx)?, on_event)?;
         let r = self.vae.read_losses(ctx, &self.acc)?;
@@ -407,4 +433,87 @@ impl Trainer {
             host_us_per_step: 0.0,
         })
     }
+}
+
+/// Environment variable that pins the steps recorded per submit (1 to 8); unset, it is measured.
+pub const STEPS_PER_SUBMIT_ENV: &str = "VAE_WGPU_STEPS_PER_SUBMIT";
+
+/// How many training steps to record per submit on this device: `VAE_WGPU_STEPS_PER_SUBMIT` if
+/// set, else the choice recorded in the tune store for this batch size, else measured now: the
+/// model's forward pass (no update: nothing changes) run 16 times in submits of 1, 2, 4 and 8
+/// steps, in interleaved rounds keeping each count's best, and the fastest recorded. One submit
+/// costs tens of µs on a real GPU, a noticeable share of a sub-millisecond step; on lavapipe a step
+/// takes milliseconds and 1 usually measures as well as any.
+pub fn steps_per_submit(
+    ctx: &GpuContext,
+    vae: &mut GpuVae,
+    train: &GpuDataset,
+    batch: usize,
+) -> Result<usize> {
+    if let Ok(v) = std::env::var(STEPS_PER_SUBMIT_ENV)
+        && !v.trim().is_empty()
+    {
+        return match v.trim().parse::<usize>() {
+            Ok(k) if (1..=MAX_STEPS_PER_SUBMIT).contains(&k) => Ok(k),
+            _ => Err(Error::Config(format!(
+                "{STEPS_PER_SUBMIT_ENV}={v}: expected a whole number from 1 to {MAX_STEPS_PER_SUBMIT}"
+            ))),
+        };
+    }
+    let key = format!("steps per submit, batch {batch}");
+    if let Some(k) = ctx
+        .tune_store
+        .get(&key)
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|k| (1..=MAX_STEPS_PER_SUBMIT).contains(k))
+    {
+        return Ok(k);
+    }
+    // Forward-only graphs of a full batch in every slot, against a scratch accumulator.
+    let input = Input::Gather {
+        pixels: &train.pixels,
+        index: &train.index,
+    };
+    let acc = vae.new_accumulator(ctx)?;
+    let graphs = (0..MAX_STEPS_PER_SUBMIT)
+        .map(|slot| {
+            vae.in_slot(slot, |v| {
+                v.plan_step(ctx, batch, input, EpsSource::Philox, false, &acc)
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    const STEPS: usize = 16;
+    let counts = [1usize, 2, 4, 8];
+    let mut best = [f64::INFINITY; 4];
+    for _round in 0..3 {
+        for (i, &k) in counts.iter().enumerate() {
+            ctx.wait_idle("steps-per-submit probe")?;
+            let t = std::time::Instant::now();
+            for first in (0..STEPS).step_by(k) {
+                let chunk: Vec<(&StepGraph, usize)> = (0..k)
+                    .map(|j| (&graphs[j], ((first + j) % 4) * batch))
+                    .collect();
+                vae.run_steps(ctx, &chunk)?;
+            }
+            ctx.wait_idle("steps-per-submit probe")?;
+            best[i] = best[i].min(t.elapsed().as_secs_f64() / STEPS as f64);
+        }
+    }
+    let (i, _) = best
+        .iter()
+        .enumerate()
+        .min_by(|a, b| a.1.total_cmp(b.1))
+        .unwrap_or((0, &0.0));
+    let timings = counts
+        .iter()
+        .zip(best)
+        .map(|(k, t)| format!("{k}={:.1}us", t * 1e6))
+        .collect::<Vec<_>>()
+        .join(" ");
+    // Forward-only steps moved only the evaluation noise counter: put it back.
+    vae.start_eval_draws(0);
+    let chosen = ctx
+        .tune_store
+        .record(&key, &counts[i].to_string(), &timings);
+    Ok(chosen.parse().unwrap_or(counts[i]))
 }
