@@ -287,7 +287,7 @@ impl Trainer {
                 });
             }
             let last = end - 1;
-            if log > 0 && last % log == 0 {
+            if log > 0 && last.is_multiple_of(log) {
                 report(self.loss_reader.request(ctx, &self.acc, last)?, on_event)?;
             }
             report(self.loss_reader.poll(ctx)?, on_event)?;
