@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuTensor, Shader};
 use crate::kernels::reduce::LossSlots;
 use crate::kernels::reparam_kl::EpsSource;
+use crate::kernels::matmul::{MatmulVariant, SUBGROUP_LANES};
 use crate::kernels::{DispatchDesc, StepParams};
 use crate::model::gpu::{EpochPlan, Input, StepGraph};
 use crate::model::{GpuDataset, GpuVae, TrainSettings, VaeConfig};
@@ -109,6 +110,10 @@ impl BufferTable {
                             let mut cv = self.dispatch(&c.desc);
                             cv["variant"] = json!(c.variant.to_string());
                             cv["requires"] = json!(c.desc.shader.features);
+                            if c.variant == MatmulVariant::Subgroup {
+                                // The subgroup kernels broadcast across this many lanes.
+                                cv["min_subgroup_size"] = json!(SUBGROUP_LANES);
+                            }
                             cv["set"] = c
                                 .set
                                 .iter()
@@ -175,11 +180,16 @@ fn usage_names(u: wgpu::BufferUsages) -> Vec<&'static str> {
     .collect()
 }
 
-/// Every (module, entry point, override constants) combination the launchers use.
+/// Every (module, entry point, override constants) combination the launchers use, each entry point
+/// once (the subgroup module also carries matmul.wgsl's tiled kernel).
 fn pipelines_json() -> Vec<Value> {
     let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for shader in Shader::ALL.into_iter().chain([Shader::MATMUL_SUBGROUP]) {
         for entry in shader.entry_points() {
+            if !seen.insert(entry) {
+                continue;
+            }
             for set in shader.override_sets() {
                 let constants: serde_json::Map<String, Value> = set
                     .iter()

@@ -11,7 +11,8 @@ export const PLAN_VERSION = 1;
  * @typedef {{binding: number, buffer: number, offset: number, size: number}} Binding
  * @typedef {{buffer: number, offset: number, u32: number[]}} SetWrite
  * @typedef {{variant: string, shader: string, entry: string, constants: Record<string, number>,
- *   bindings: Binding[], workgroups: number[], requires?: string[], set?: SetWrite[]}} Candidate
+ *   bindings: Binding[], workgroups: number[], requires?: string[], min_subgroup_size?: number,
+ *   set?: SetWrite[]}} Candidate
  * @typedef {{label?: string, shader: string, entry: string, constants: Record<string, number>,
  *   bindings: Binding[], workgroups: number[], problem?: string, candidates?: Candidate[]}} Dispatch
  * @typedef {{rows: number, train: boolean, dispatches: Dispatch[]}} Graph
@@ -419,7 +420,12 @@ export class Runtime {
   usable(c) {
     const sh = this.plan.shaders.find((s) => s.name === c.shader);
     const req = [...(/** @type {Candidate} */ (c).requires ?? []), ...(sh?.features ?? [])];
-    return req.every((f) => this.device.features.has(f));
+    // Kernels that broadcast across a fixed number of lanes need subgroups at least that wide
+    // (SwiftShader's are 4 lanes); the correctness check against direct would drop them anyway.
+    const lanes = /** @type {Candidate} */ (c).min_subgroup_size ?? 0;
+    const min = this.adapterInfo.subgroupMinSize;
+    const wideEnough = lanes === 0 || (typeof min === 'number' && min >= lanes);
+    return wideEnough && req.every((f) => this.device.features.has(f));
   }
 
   /**

@@ -1,0 +1,305 @@
+//! A speed report of this machine's adapter, to paste into an issue: the adapters wgpu sees, the
+//! matmul kernels at the model's shapes and 1024³ (GFLOP/s per variant beside a single-threaded CPU
+//! sgemm), the autotune's choices with their timings, the training step (dispatches and submits
+//! per step, host µs per step, step time), whole training epochs and an evaluation. Writes
+//! `report.md` and `report.json` into `--out` (default `report/`).
+//!
+//! ```text
+//! scripts/gpu_report.sh            # builds, then runs this with the flags given
+//! cargo run --release --example gpu_report -- --epochs 1 --out report
+//! ```
+
+use std::time::Instant;
+
+use clap::Parser;
+use serde_json::{Value, json};
+use vae_wgpu::data::load_splits;
+use vae_wgpu::gpu::{BackendChoice, DType, GpuContext, list_adapters};
+use vae_wgpu::kernels::matmul::{self, Epilogue, MatmulVariant, select::subgroups_usable};
+use vae_wgpu::kernels::{self, Dispatch};
+use vae_wgpu::model::eval::evaluate;
+use vae_wgpu::model::gpu::Input;
+use vae_wgpu::model::{EpochEnd, GpuDataset, GpuVae, TrainSettings, Trainer, VaeConfig};
+use vae_wgpu::ops::Layout;
+
+#[derive(Parser)]
+#[command(about = "Measure this adapter and write report.md and report.json")]
+struct Args {
+    /// Training epochs to time (5 is the notebook's run; 1 keeps it short on a CPU driver).
+    #[arg(long, default_value_t = 5)]
+    epochs: usize,
+    /// Importance samples of the evaluation's bound.
+    #[arg(long, default_value_t = 100)]
+    iw_samples: usize,
+    /// Seconds of timing per kernel and variant.
+    #[arg(long, default_value_t = 0.3)]
+    kernel_seconds: f64,
+    #[arg(long, default_value = "report")]
+    out: std::path::PathBuf,
+    #[arg(long, default_value = "data/mnist")]
+    data_dir: std::path::PathBuf,
+    #[command(flatten)]
+    device: vae_wgpu::cli::DeviceArgs,
+}
+
+/// Seconds per launch: the best of several submits of enough launches to fill ~`budget / 5`.
+fn time_gpu(ctx: &GpuContext, d: &Dispatch, budget: f64) -> f64 {
+    let launch = |reps: usize| {
+        let t = Instant::now();
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            for _ in 0..reps {
+                d.encode(&mut pass);
+            }
+        }
+        ctx.queue.submit([enc.finish()]);
+        ctx.wait_idle("report").unwrap();
+        t.elapsed().as_secs_f64() / reps as f64
+    };
+    let once = launch(1);
+    let reps = ((budget / 5.0) / once.max(1e-7)).ceil().clamp(1.0, 256.0) as usize;
+    (0..5).map(|_| launch(reps)).fold(f64::INFINITY, f64::min)
+}
+
+/// Seconds of one single-threaded sgemm (matrixmultiply) of the same product, best of a few.
+fn time_cpu(layout: Layout, m: usize, n: usize, k: usize, budget: f64) -> f64 {
+    let (a, b) = (vec![0.5f32; m * k], vec![0.25f32; k * n]);
+    let mut c = vec![0f32; m * n];
+    // Strides per layout (row-major storage): A [M,K] or [K,M]; B [K,N] or [N,K].
+    let (rsa, csa) = match layout {
+        Layout::TN => (1, m as isize),
+        _ => (k as isize, 1),
+    };
+    let (rsb, csb) = match layout {
+        Layout::NT => (1, k as isize),
+        _ => (n as isize, 1),
+    };
+    let mut best = f64::INFINITY;
+    let start = Instant::now();
+    while best == f64::INFINITY || start.elapsed().as_secs_f64() < budget {
+        let t = Instant::now();
+        unsafe {
+            matrixmultiply::sgemm(
+                m,
+                k,
+                n,
+                1.0,
+                a.as_ptr(),
+                rsa,
+                csa,
+                b.as_ptr(),
+                rsb,
+                csb,
+                0.0,
+                c.as_mut_ptr(),
+                n as isize,
+                1,
+            );
+        }
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    best
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    let started = Instant::now();
+    let adapters: Vec<String> = list_adapters(BackendChoice::Auto)
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    let ctx = GpuContext::new(&args.device.options()?)?;
+    println!("adapter: {}", ctx.adapter.short());
+
+    // Kernels at the model's shapes and 1024³.
+    let shapes: [(Layout, usize, usize, usize, &str); 9] = [
+        (Layout::NT, 128, 200, 784, "encoder forward"),
+        (Layout::NT, 128, 784, 200, "decoder logits"),
+        (Layout::NN, 128, 200, 784, "dh_dec = dlogits·W_out"),
+        (Layout::TN, 784, 200, 128, "dW_out (TN)"),
+        (Layout::TN, 200, 784, 128, "dW_enc (TN)"),
+        (Layout::NT, 128, 20, 200, "heads forward"),
+        (Layout::NT, 1024, 1024, 1024, "1024³"),
+        (Layout::NN, 1024, 1024, 1024, "1024³"),
+        (Layout::TN, 1024, 1024, 1024, "1024³"),
+    ];
+    let mut variants = vec![MatmulVariant::Direct, MatmulVariant::Tiled];
+    if subgroups_usable(&ctx) {
+        variants.push(MatmulVariant::Subgroup);
+    }
+    let mut kernel_rows = Vec::new();
+    for (layout, m, n, k, what) in shapes {
+        let (sa, sb) = layout.operand_shapes(m, n, k);
+        let fill = |len: usize| (0..len).map(|i| (i % 13) as f32 / 13.0).collect::<Vec<_>>();
+        let a = ctx.upload_f32("a", &sa, &fill(m * k))?;
+        let b = ctx.upload_f32("b", &sb, &fill(k * n))?;
+        let c = ctx.zeros("c", &[m, n], DType::F32)?;
+        let flops = 2.0 * (m * n * k) as f64;
+        let mut row = json!({"layout": format!("{layout:?}"), "m": m, "n": n, "k": k, "what": what});
+        for &v in &variants {
+            let d = matmul::matmul_with(&ctx, v, layout, &a, &b, &c, Epilogue::NONE)?;
+            kernels::run(&ctx, &[&d])?;
+            let secs = time_gpu(&ctx, &d, args.kernel_seconds);
+            row[v.to_string()] = json!(flops / secs / 1e9);
+        }
+        let cpu = time_cpu(layout, m, n, k, args.kernel_seconds);
+        row["cpu_sgemm_1_thread"] = json!(flops / cpu / 1e9);
+        println!("{row}");
+        kernel_rows.push(row);
+    }
+
+    // The training step in isolation, then whole epochs through the trainer.
+    let (train, test) = load_splits(&args.data_dir)?;
+    let settings = TrainSettings::default();
+    let cfg = VaeConfig::default();
+    let data = GpuDataset::upload(&ctx, "train", &train)?;
+    let mut vae = GpuVae::new(&ctx, cfg, settings.adam, settings.batch_size, 0)?;
+    let acc = vae.new_accumulator(&ctx)?;
+    let input = Input::Gather {
+        pixels: &data.pixels,
+        index: &data.index,
+    };
+    let graph = vae.plan_step(
+        &ctx,
+        settings.batch_size,
+        input,
+        vae_wgpu::kernels::reparam_kl::EpsSource::Philox,
+        true,
+        &acc,
+    )?;
+    let mut host = Vec::new();
+    let t = Instant::now();
+    let steps = 100;
+    for i in 0..steps {
+        host.push(vae.run_step(&ctx, &graph, (i % 400) * 128)?.as_secs_f64() * 1e6);
+    }
+    ctx.wait_idle("steps")?;
+    let step_ms = t.elapsed().as_secs_f64() * 1e3 / steps as f64;
+    host.sort_by(|a, b| a.total_cmp(b));
+    let host_us = host[host.len() / 2];
+    drop((vae, data));
+
+    let mut trainer = Trainer::new(&ctx, cfg, settings.clone(), &train)?;
+    let test_gpu = GpuDataset::upload(&ctx, "test", &test)?;
+    let mut epochs = Vec::new();
+    for _ in 0..args.epochs {
+        let t = Instant::now();
+        let s = match trainer.train_epoch(&ctx, &mut |_| {}, &mut || false)? {
+            EpochEnd::Completed(s) => s,
+            EpochEnd::Stopped { .. } => unreachable!("nothing stops the report"),
+        };
+        let secs = t.elapsed().as_secs_f64();
+        let test_loss = trainer.evaluate(&ctx, &test_gpu)?.loss;
+        println!(
+            "epoch {}: {secs:.2} s, train {:.2}, test {test_loss:.2}",
+            s.epoch, s.loss
+        );
+        epochs.push(json!({"epoch": s.epoch, "seconds": secs, "images_per_s": train.count as f64 / secs,
+            "train_loss": s.loss, "test_loss": test_loss, "host_us_per_step": s.host_us_per_step}));
+    }
+    let params = ctx.read_f32(&trainer.vae.params)?;
+    let t = Instant::now();
+    let r = evaluate(&ctx, cfg, &params, &test_gpu, 10, args.iw_samples, 0, &mut |_, _, _| true)?;
+    let eval = json!({"seconds": t.elapsed().as_secs_f64(), "neg_elbo_1": r.neg_elbo_1.neg_elbo,
+        "neg_elbo_10": r.neg_elbo_n.neg_elbo, "iw_samples": args.iw_samples,
+        "iwae_nll": r.iwae.iwae_nll});
+    let choices: Vec<Value> = ctx
+        .tune_store
+        .choices()
+        .into_iter()
+        .map(|(p, c)| json!({"problem": p, "choice": c.variant, "timings": c.timings}))
+        .collect();
+    let info = &ctx.adapter;
+    let report = json!({
+        "adapter": info.name, "backend": format!("{:?}", info.backend),
+        "device_type": format!("{:?}", info.device_type),
+        "driver": format!("{} {}", info.driver, info.driver_info),
+        "adapters_seen": adapters,
+        "kernels_gflops": kernel_rows,
+        "training_step": {"dispatches": trainer.dispatches_per_step(), "submits_per_step":
+            1.0 / trainer.steps_per_submit as f64, "steps_per_submit": trainer.steps_per_submit,
+            "host_us_per_step": host_us, "step_ms_back_to_back": step_ms},
+        "epochs": epochs, "eval": eval, "autotune": choices,
+        "report_seconds": started.elapsed().as_secs_f64(),
+    });
+    std::fs::create_dir_all(&args.out)?;
+    vae_wgpu::files::write_atomic(
+        &args.out.join("report.json"),
+        serde_json::to_string_pretty(&report)?.as_bytes(),
+    )?;
+    let mut md = format!(
+        "## vae-wgpu on {} ({:?}, {:?}; {} {})\n\n",
+        info.name, info.backend, info.device_type, info.driver, info.driver_info
+    );
+    md += "| product | shape | ";
+    md += &variants
+        .iter()
+        .map(|v| format!("{v} GFLOP/s"))
+        .collect::<Vec<_>>()
+        .join(" | ");
+    md += " | CPU sgemm (1 thread) |\n|---|---|";
+    md += &"---|".repeat(variants.len() + 1);
+    md += "\n";
+    for r in &kernel_rows {
+        md += &format!(
+            "| {} | {} {}x{}x{} | ",
+            r["what"].as_str().unwrap_or(""),
+            r["layout"].as_str().unwrap_or(""),
+            r["m"],
+            r["n"],
+            r["k"]
+        );
+        for v in &variants {
+            md += &format!("{:.1} | ", r[v.to_string()].as_f64().unwrap_or(f64::NAN));
+        }
+        md += &format!("{:.1} |\n", r["cpu_sgemm_1_thread"].as_f64().unwrap_or(f64::NAN));
+    }
+    md += &format!(
+        "\nTraining step: {} dispatches, {} step(s) per submit, {:.0} µs host time to record, \
+         {:.2} ms per step back to back.\n\n| epoch | seconds | images/s | train | test |\n|---|---|---|---|---|\n",
+        trainer.dispatches_per_step(),
+        trainer.steps_per_submit,
+        host_us,
+        step_ms
+    );
+    for e in &epochs {
+        md += &format!(
+            "| {} | {:.2} | {:.0} | {:.2} | {:.2} |\n",
+            e["epoch"],
+            e["seconds"].as_f64().unwrap_or(0.0),
+            e["images_per_s"].as_f64().unwrap_or(0.0),
+            e["train_loss"].as_f64().unwrap_or(0.0),
+            e["test_loss"].as_f64().unwrap_or(0.0)
+        );
+    }
+    md += &format!(
+        "\nEvaluation (10k test images): -ELBO {:.2} (1 sample), {:.2} (10), IWAE k={} {:.2}; {:.1} s.\n\nAutotune:\n\n| problem | choice | timings |\n|---|---|---|\n",
+        r.neg_elbo_1.neg_elbo,
+        r.neg_elbo_n.neg_elbo,
+        args.iw_samples,
+        r.iwae.iwae_nll.unwrap_or(f64::NAN),
+        eval["seconds"].as_f64().unwrap_or(0.0)
+    );
+    for c in &choices {
+        md += &format!(
+            "| {} | {} | {} |\n",
+            c["problem"].as_str().unwrap_or(""),
+            c["choice"].as_str().unwrap_or(""),
+            c["timings"].as_str().unwrap_or("")
+        );
+    }
+    md += &format!(
+        "\nReport took {:.0} s. Adapters seen:\n\n{}\n",
+        started.elapsed().as_secs_f64(),
+        adapters
+            .iter()
+            .map(|a| format!("- {}", a.replace('\n', " ")))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    vae_wgpu::files::write_atomic(&args.out.join("report.md"), md.as_bytes())?;
+    println!("{md}");
+    println!("wrote {} and report.json", args.out.join("report.md").display());
+    Ok(())
+}
