@@ -111,6 +111,9 @@ fn main() {
             EpochEnd::Stopped { .. } => unreachable!("nothing stops the benchmark"),
         }
     }
+    if secs.is_empty() {
+        return;
+    }
     let m = med(&mut secs);
     println!(
         "epoch (469 steps of batch 128): median {m:.2} s over {epochs}, {:.0} images/s",
