@@ -380,7 +380,7 @@ pub fn export_plan(ctx: &GpuContext, opts: &ExportOptions) -> Result<ExportSumma
         "planned_on": ctx.adapter.short(),
         "model": {
             "input": cfg.input, "hidden": cfg.hidden, "latent": cfg.latent,
-            "samples": cfg.samples, "params": vae.layout.len,
+            "samples": cfg.samples, "params": vae.layout.num_params(),
         },
         "train": {
             "batch": b, "epochs": opts.epochs, "lr": AdamConfig::meant(adam.lr),
