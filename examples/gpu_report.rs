@@ -136,7 +136,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let b = ctx.upload_f32("b", &sb, &fill(k * n))?;
         let c = ctx.zeros("c", &[m, n], DType::F32)?;
         let flops = 2.0 * (m * n * k) as f64;
-        let mut row = json!({"layout": format!("{layout:?}"), "m": m, "n": n, "k": k, "what": what});
+        let mut row =
+            json!({"layout": format!("{layout:?}"), "m": m, "n": n, "k": k, "what": what});
         for &v in &variants {
             let d = matmul::matmul_with(&ctx, v, layout, &a, &b, &c, Epilogue::NONE)?;
             kernels::run(&ctx, &[&d])?;
@@ -195,12 +196,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "epoch {}: {secs:.2} s, train {:.2}, test {test_loss:.2}",
             s.epoch, s.loss
         );
-        epochs.push(json!({"epoch": s.epoch, "seconds": secs, "images_per_s": train.count as f64 / secs,
-            "train_loss": s.loss, "test_loss": test_loss, "host_us_per_step": s.host_us_per_step}));
+        epochs.push(
+            json!({"epoch": s.epoch, "seconds": secs, "images_per_s": train.count as f64 / secs,
+            "train_loss": s.loss, "test_loss": test_loss, "host_us_per_step": s.host_us_per_step}),
+        );
     }
     let params = ctx.read_f32(&trainer.vae.params)?;
     let t = Instant::now();
-    let r = evaluate(&ctx, cfg, &params, &test_gpu, 10, args.iw_samples, 0, &mut |_, _, _| true)?;
+    let r = evaluate(
+        &ctx,
+        cfg,
+        &params,
+        &test_gpu,
+        10,
+        args.iw_samples,
+        0,
+        &mut |_, _, _| true,
+    )?;
     let eval = json!({"seconds": t.elapsed().as_secs_f64(), "neg_elbo_1": r.neg_elbo_1.neg_elbo,
         "neg_elbo_10": r.neg_elbo_n.neg_elbo, "iw_samples": args.iw_samples,
         "iwae_nll": r.iwae.iwae_nll});
@@ -253,7 +265,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for v in &variants {
             md += &format!("{:.1} | ", r[v.to_string()].as_f64().unwrap_or(f64::NAN));
         }
-        md += &format!("{:.1} |\n", r["cpu_sgemm_1_thread"].as_f64().unwrap_or(f64::NAN));
+        md += &format!(
+            "{:.1} |\n",
+            r["cpu_sgemm_1_thread"].as_f64().unwrap_or(f64::NAN)
+        );
     }
     md += &format!(
         "\nTraining step: {} dispatches, {} step(s) per submit, {:.0} µs host time to record, \
@@ -300,6 +315,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     vae_wgpu::files::write_atomic(&args.out.join("report.md"), md.as_bytes())?;
     println!("{md}");
-    println!("wrote {} and report.json", args.out.join("report.md").display());
+    println!(
+        "wrote {} and report.json",
+        args.out.join("report.md").display()
+    );
     Ok(())
 }
