@@ -1,3 +1,4 @@
+// Launcher: src/kernels/matmul/ (mod.rs; choice in select.rs, timing in tune.rs) · CPU twin: cpu::ops::matmul + cpu::ops::epilogue · parity: tests/parity_kernels.rs matmul_* (every variant, layout and epilogue)
 // Matrix multiply C = op(A) · op(B) for the three layouts training needs, with a fused epilogue:
 //   C = act(op(A)·op(B) + bias) ⊙ (RELU_MASK ? [mask > 0] : 1)
 // The mask fuses a ReLU's backward into the product that computes its input gradient:

@@ -50,7 +50,14 @@ fn a_tuned_choice_is_written_once_and_read_back_by_later_contexts() {
         .lines()
         .find(|l| l.contains("\tNT 64x48x36\t"))
         .unwrap_or_else(|| panic!("no cache line for the tuned problem in:\n{text}"));
-    assert!(line.ends_with(&format!("\t{v}")), "{line}");
+    // key, problem, the choice, and the timings it was made from (the chosen one among them).
+    let fields: Vec<&str> = line.split('\t').collect();
+    assert_eq!(fields.len(), 4, "{line}");
+    assert_eq!(fields[2], v.to_string(), "{line}");
+    assert!(
+        fields[3].contains(&format!("{v}=")) && fields[3].ends_with("us"),
+        "{line}"
+    );
     assert!(line.contains(&ctx.adapter.name), "{line}");
     // The same context asks again: no second line.
     assert_eq!(
@@ -67,7 +74,7 @@ fn a_tuned_choice_is_written_once_and_read_back_by_later_contexts() {
     };
     let edited = text.replace(
         line,
-        &line.replace(&format!("\t{v}"), &format!("\t{other}")),
+        &line.replace(&format!("\t{v}\t"), &format!("\t{other}\t")),
     );
     std::fs::write(dir.join("matmul-autotune.tsv"), edited).unwrap();
     let ctx2 = context(dir.clone(), None);
@@ -80,6 +87,27 @@ fn a_tuned_choice_is_written_once_and_read_back_by_later_contexts() {
             && matmul::summary(&ctx2).contains("1 products"),
         "{}",
         matmul::summary(&ctx2)
+    );
+
+    // --retune times the problem again and replaces its line (one line, the new choice).
+    let ctx3 = GpuContext::new(&ContextOptions {
+        retune: true,
+        cache_dir: Some(dir.clone()),
+        matmul: None,
+        ..ContextOptions::from_env().unwrap()
+    })
+    .unwrap();
+    let v3 = variant_for(&ctx3, problem(Layout::NT, 64, 48, 36, false)).unwrap();
+    let text = cache_text(&dir);
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("\tNT 64x48x36\t"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    assert_eq!(
+        lines[0].split('\t').nth(2),
+        Some(v3.to_string().as_str()),
+        "{text}"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -52,7 +52,12 @@ fn bad_data_is_named_with_what_was_expected() {
                 train_img,
                 gz(&idx_bytes(&[200, 20, 20], &vec![0u8; 200 * 400])),
             ),
-            vec!["20x20", "784"],
+            // Caught at load, before any GPU work: the splits disagree.
+            vec![
+                "t10k-images-idx3-ubyte.gz",
+                "training images are 20x20",
+                "28x28",
+            ],
         ),
         (
             variant("count", train_lbl, gz(&idx_bytes(&[150], &[1u8; 150]))),

@@ -54,6 +54,22 @@ fn k_steps_per_submit_equal_one_step_per_submit() {
         [0, 7, 14, 0, 7, 14],
         "every log point reports"
     );
+    // A stop asked for mid-submit: the steps before it run, the rest do not.
+    unsafe { std::env::set_var(STEPS_PER_SUBMIT_ENV, "8") };
+    let mut t = Trainer::new(ctx, cfg, settings.clone(), &data).unwrap();
+    let mut asked = 0;
+    let end = t
+        .train_epoch(ctx, &mut |_| {}, &mut || {
+            asked += 1;
+            asked > 5
+        })
+        .unwrap();
+    assert!(
+        matches!(end, EpochEnd::Stopped { epoch: 1, step: 5 }),
+        "{end:?}"
+    );
+    assert_eq!((t.step_in_epoch, t.vae.adam_steps), (5, 5));
+
     for k in [3, 8] {
         let (lk, pk) = run(k);
         assert_eq!(lk, l1, "batch losses with {k} steps per submit");

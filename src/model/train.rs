@@ -266,11 +266,19 @@ impl Trainer {
                 return Ok(EpochEnd::Stopped { epoch, step });
             }
             // Up to k steps in one submit; a log step ends its submit, so the accumulator read
-            // after it holds that step's batch loss.
-            let mut end = (step + self.steps_per_submit).min(steps);
+            // after it holds that step's batch loss. `should_stop` is still asked before every step.
+            let mut limit = (step + self.steps_per_submit).min(steps);
             if log > 0 {
-                let next_log = step.next_multiple_of(log);
-                end = end.min(next_log + 1);
+                limit = limit.min(step.next_multiple_of(log) + 1);
+            }
+            let mut end = step + 1;
+            let mut stop_at = None;
+            while end < limit {
+                if should_stop() {
+                    stop_at = Some(end);
+                    break;
+                }
+                end += 1;
             }
             let chunk: Vec<(&StepGraph, usize)> = (step..end)
                 .map(|s| (plans[s - step].graph(s), s * b))
@@ -291,6 +299,11 @@ impl Trainer {
                 report(self.loss_reader.request(ctx, &self.acc, last)?, on_event)?;
             }
             report(self.loss_reader.poll(ctx)?, on_event)?;
+            if let Some(stop) = stop_at {
+                report(self.loss_reader.finish(ctx)?, on_event)?;
+                ctx.wait_idle("the last steps")?;
+                return Ok(EpochEnd::Stopped { epoch, step: stop });
+            }
             step = end;
         }
         report(self.loss_reader.finish(ctx)?, on_event)?;
