@@ -97,7 +97,10 @@ fn bench_matmul(c: &mut Criterion) {
             let ga = ctx.upload_f32("a", &sa, &a).unwrap();
             let gb = ctx.upload_f32("b", &sb, &b).unwrap();
             let gc = ctx.zeros("c", &[m, n], DType::F32).unwrap();
-            let mut variants = vec![MatmulVariant::Direct, MatmulVariant::Tiled];
+            let mut variants: Vec<MatmulVariant> = MatmulVariant::ALL
+                .into_iter()
+                .filter(|v| *v != MatmulVariant::Subgroup)
+                .collect();
             if vae_wgpu::kernels::matmul::select::subgroups_usable(&ctx) {
                 variants.push(MatmulVariant::Subgroup);
             }

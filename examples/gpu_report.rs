@@ -124,7 +124,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         (Layout::NN, 1024, 1024, 1024, "1024³"),
         (Layout::TN, 1024, 1024, 1024, "1024³"),
     ];
-    let mut variants = vec![MatmulVariant::Direct, MatmulVariant::Tiled];
+    let mut variants: Vec<MatmulVariant> = MatmulVariant::ALL
+        .into_iter()
+        .filter(|v| *v != MatmulVariant::Subgroup)
+        .collect();
     if subgroups_usable(&ctx) {
         variants.push(MatmulVariant::Subgroup);
     }

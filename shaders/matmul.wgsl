@@ -104,15 +104,20 @@ fn store_bce_partial(slot: u32, loss: f32) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// matmul_tiled: 16x16 threads, 4x4 outputs each (strided by 16 so workgroup-memory reads are
-// conflict-free), a 64x64 tile of C, K consumed 16 at a time through workgroup memory.
+// matmul_tiled: 16x16 threads, each owning TILE_RM x TILE_RN outputs strided by 16 (so
+// workgroup-memory reads are conflict-free): a (16·RM) x (16·RN) tile of C, K consumed TILE_K at a
+// time through workgroup memory. The shape is set by override constants, so one kernel serves the
+// autotune's tile candidates (src/kernels/matmul/select.rs, TileShape): 64x64 (4x4, K 16),
+// 128x64 (8x4, K 16), 64x128 (4x8, K 16), 128x128 (8x8, K 8). Loop bounds are pipeline constants,
+// so drivers unroll them. Workgroup memory: at most 2 x 2048 floats = 16 KiB, WebGPU's default.
 
-const TS: u32 = 64u;   // tile side in C
-const TK: u32 = 16u;   // K step
-const TT: u32 = 16u;   // threads per side
+override TILE_RM: u32 = 4u;   // rows of C per thread (at most 8)
+override TILE_RN: u32 = 4u;   // columns of C per thread (at most 8)
+override TILE_K: u32 = 16u;   // K step; TILE_K·16·max(RM, RN) ≤ 2048
+const TT: u32 = 16u;          // threads per side
 
-var<workgroup> a_tile: array<f32, 1024>;  // [TK][TS], a_tile[kk * TS + i]
-var<workgroup> b_tile: array<f32, 1024>;  // [TK][TS], b_tile[kk * TS + j]
+var<workgroup> a_tile: array<f32, 2048>;  // [TILE_K][16·RM], a_tile[kk * bm + i]
+var<workgroup> b_tile: array<f32, 2048>;  // [TILE_K][16·RN], b_tile[kk * bn + j]
 
 @compute @workgroup_size(16, 16, 1)
 fn matmul_tiled(
@@ -120,56 +125,65 @@ fn matmul_tiled(
     @builtin(local_invocation_id) lid: vec3<u32>,
     @builtin(local_invocation_index) lidx: u32,
 ) {
-    let tile_row = wid.y * TS;
-    let tile_col = wid.x * TS;
-    var acc: array<f32, 16>;
-    for (var t = 0u; t < 16u; t++) {
+    let bm = TT * TILE_RM;
+    let bn = TT * TILE_RN;
+    let tile_row = wid.y * bm;
+    let tile_col = wid.x * bn;
+    var acc: array<f32, 64>;  // acc[r * 8 + s]
+    for (var t = 0u; t < 64u; t++) {
         acc[t] = 0.0;
     }
-    var rs = vec4<f32>(0.0);  // row sums of op(A) for this thread's 4 rows (ROW_SUM)
-    let k_tiles = (p.k + TK - 1u) / TK;
+    var rs: array<f32, 8>;  // row sums of op(A) for this thread's rows (ROW_SUM)
+    for (var r = 0u; r < 8u; r++) {
+        rs[r] = 0.0;
+    }
+    let k_tiles = (p.k + TILE_K - 1u) / TILE_K;
     for (var kt = 0u; kt < k_tiles; kt++) {
-        let k0 = kt * TK;
-        // 256 threads load 1024 elements of each tile: 4 each, zero outside the matrix.
-        for (var q = 0u; q < 4u; q++) {
-            let e = lidx + q * 256u;
-            let kk = e / TS;
-            let x = e % TS;
-            let gk = k0 + kk;
-            let gi = tile_row + x;
-            let gj = tile_col + x;
+        let k0 = kt * TILE_K;
+        // The 256 threads load both tiles, zero outside the matrix.
+        for (var e = lidx; e < TILE_K * bm; e += 256u) {
+            let gk = k0 + e / bm;
+            let gi = tile_row + e % bm;
             var av = 0.0;
             if (gk < p.k && gi < p.m) {
                 av = a_at(gi, gk);
             }
+            a_tile[e] = av;
+        }
+        for (var e = lidx; e < TILE_K * bn; e += 256u) {
+            let gk = k0 + e / bn;
+            let gj = tile_col + e % bn;
             var bv = 0.0;
             if (gk < p.k && gj < p.n) {
                 bv = b_at(gk, gj);
             }
-            a_tile[e] = av;
             b_tile[e] = bv;
         }
         workgroupBarrier();
-        for (var kk = 0u; kk < TK; kk++) {
-            var av: array<f32, 4>;
-            var bv: array<f32, 4>;
-            for (var r = 0u; r < 4u; r++) {
-                av[r] = a_tile[kk * TS + lid.y + r * TT];
-                bv[r] = b_tile[kk * TS + lid.x + r * TT];
+        for (var kk = 0u; kk < TILE_K; kk++) {
+            var av: array<f32, 8>;
+            var bv: array<f32, 8>;
+            for (var r = 0u; r < TILE_RM; r++) {
+                av[r] = a_tile[kk * bm + lid.y + r * TT];
             }
-            for (var r = 0u; r < 4u; r++) {
-                for (var s = 0u; s < 4u; s++) {
-                    acc[r * 4u + s] = fma(av[r], bv[s], acc[r * 4u + s]);
+            for (var s = 0u; s < TILE_RN; s++) {
+                bv[s] = b_tile[kk * bn + lid.x + s * TT];
+            }
+            for (var r = 0u; r < TILE_RM; r++) {
+                for (var s = 0u; s < TILE_RN; s++) {
+                    acc[r * 8u + s] = fma(av[r], bv[s], acc[r * 8u + s]);
                 }
             }
             if (ROW_SUM) {
-                rs += vec4<f32>(av[0], av[1], av[2], av[3]);
+                for (var r = 0u; r < TILE_RM; r++) {
+                    rs[r] += av[r];
+                }
             }
         }
         workgroupBarrier();
     }
     if (ROW_SUM && wid.x == 0u && lid.x == 0u) {
-        for (var r = 0u; r < 4u; r++) {
+        for (var r = 0u; r < TILE_RM; r++) {
             let i = tile_row + lid.y + r * TT;
             if (i < p.m) {
                 rowsum[i] = rs[r];
@@ -177,14 +191,14 @@ fn matmul_tiled(
         }
     }
     var loss = 0.0;
-    for (var r = 0u; r < 4u; r++) {
+    for (var r = 0u; r < TILE_RM; r++) {
         let i = tile_row + lid.y + r * TT;
-        for (var s = 0u; s < 4u; s++) {
+        for (var s = 0u; s < TILE_RN; s++) {
             let j = tile_col + lid.x + s * TT;
             if (i < p.m && j < p.n) {
-                loss += epilogue_store(i, j, acc[r * 4u + s]);
+                loss += epilogue_store(i, j, acc[r * 8u + s]);
             }
         }
     }
-    store_bce_partial((wid.y * ((p.n + TS - 1u) / TS) + wid.x) * 256u + lidx, loss);
+    store_bce_partial((wid.y * ((p.n + bn - 1u) / bn) + wid.x) * 256u + lidx, loss);
 }

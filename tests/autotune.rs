@@ -67,10 +67,10 @@ fn a_tuned_choice_is_written_once_and_read_back_by_later_contexts() {
     assert_eq!(cache_text(&dir).matches("NT 64x48x36").count(), 1);
 
     // Rewrite the recorded choice: a new context must take the file's word, not time again.
-    let other = if v == MatmulVariant::Tiled {
+    let other = if v == MatmulVariant::TILED {
         MatmulVariant::Direct
     } else {
-        MatmulVariant::Tiled
+        MatmulVariant::TILED
     };
     let edited = text.replace(
         line,
@@ -115,10 +115,10 @@ fn a_tuned_choice_is_written_once_and_read_back_by_later_contexts() {
 #[test]
 fn a_pinned_variant_is_used_without_tuning() {
     let dir = temp_dir("pinned");
-    let ctx = context(dir.clone(), Some(MatmulVariant::Tiled));
+    let ctx = context(dir.clone(), Some(MatmulVariant::TILED));
     assert_eq!(
         variant_for(&ctx, problem(Layout::TN, 40, 20, 12, true)).unwrap(),
-        MatmulVariant::Tiled
+        MatmulVariant::TILED
     );
     assert!(
         cache_text(&dir).is_empty(),

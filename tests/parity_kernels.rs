@@ -400,7 +400,7 @@ backend_test!(matmul_shape_mismatch_is_an_error_not_a_panic, |ctx| {
         act: Act::Relu,
         ..Epilogue::NONE
     };
-    let msg = matmul_with(ctx, MatmulVariant::Tiled, Layout::NT, &a, &b, &c, epi)
+    let msg = matmul_with(ctx, MatmulVariant::TILED, Layout::NT, &a, &b, &c, epi)
         .err()
         .unwrap()
         .to_string();

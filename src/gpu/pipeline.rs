@@ -106,9 +106,33 @@ impl Shader {
             .collect()
     }
 
-    /// Every override-constant combination the launchers use with this module (empty: the
-    /// shader's defaults). The cross-compilation and browser portability tests walk these.
-    pub fn override_sets(&self) -> Vec<Vec<(&'static str, f64)>> {
+    /// Every override-constant combination the launchers use with `entry` of this module (empty:
+    /// the shader's defaults). The cross-compilation and browser portability tests walk these.
+    pub fn override_sets(&self, entry: &str) -> Vec<Vec<(&'static str, f64)>> {
+        let sets = self.epilogue_sets();
+        if entry != "matmul_tiled" {
+            return sets;
+        }
+        // The tiled kernel with every tile shape the autotune tries (kernels::matmul::select).
+        const TILES: [(f64, f64, f64); 4] = [
+            (4.0, 4.0, 16.0),
+            (8.0, 4.0, 16.0),
+            (4.0, 8.0, 16.0),
+            (8.0, 8.0, 8.0),
+        ];
+        TILES
+            .iter()
+            .flat_map(|&(rm, rn, tk)| {
+                sets.iter().map(move |set| {
+                    let mut s = set.clone();
+                    s.extend([("TILE_RM", rm), ("TILE_RN", rn), ("TILE_K", tk)]);
+                    s
+                })
+            })
+            .collect()
+    }
+
+    fn epilogue_sets(&self) -> Vec<Vec<(&'static str, f64)>> {
         match self.name {
             "matmul" | "matmul_subgroup" => {
                 let mut v = Vec::new();

@@ -105,7 +105,11 @@ fn test_cache(opts: ContextOptions) -> ContextOptions {
 /// subgroups. Lavapipe's Vulkan driver has them, so the subgroup kernels are always covered there
 /// (`subgroup_kernels_are_covered_on_lavapipe` fails if that ever changes).
 pub fn variants(ctx: &GpuContext) -> Vec<MatmulVariant> {
-    let mut v = vec![MatmulVariant::Direct, MatmulVariant::Tiled];
+    // Every tile shape of the tiled kernel: the autotune may choose any of them.
+    let mut v: Vec<MatmulVariant> = MatmulVariant::ALL
+        .into_iter()
+        .filter(|v| *v != MatmulVariant::Subgroup)
+        .collect();
     if subgroups_usable(ctx) {
         v.push(MatmulVariant::Subgroup);
     }

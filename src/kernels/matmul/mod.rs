@@ -121,7 +121,7 @@ pub fn with_candidates(
 ) -> Result<Dispatch> {
     let mut d = build(chosen)?;
     if ctx.records_buffers() {
-        for variant in candidates(ctx, problem) {
+        for variant in candidates(ctx, problem, true) {
             d.candidates.push(Candidate {
                 variant,
                 problem: problem.to_string(),
@@ -195,7 +195,7 @@ pub fn matmul_with(
             target_rows: epi.bce.map_or(0, |b| b.targets.shape[0] as u32),
         },
     );
-    let constants = [
+    let mut constants = vec![
         ("LAYOUT", layout.code() as f64),
         ("ACT", epi.act.code() as f64),
         ("HAS_BIAS", epi.bias.is_some() as u32 as f64),
@@ -219,7 +219,7 @@ pub fn matmul_with(
         (None, Some(b)) => Bind::Tensor(b.partials),
         (None, None) => Bind::Buffer(&ctx.dummy_rw),
     };
-    let (shader, entry, groups) = kernel_for(
+    let kernel = kernel_for(
         ctx,
         variant,
         Problem {
@@ -230,6 +230,8 @@ pub fn matmul_with(
             row_sums: epi.row_sums.is_some(),
         },
     )?;
+    let (shader, entry, groups) = (kernel.shader, kernel.entry, kernel.groups);
+    constants.extend(kernel.constants);
     if let Some(b) = epi.bce {
         check_bce(b, epi, m, n)?;
         let need = bce_partials_for(entry, groups);
@@ -294,7 +296,7 @@ fn bce_partials_for(entry: &str, groups: [u32; 3]) -> usize {
 }
 
 /// A partials buffer this long fits the BCE epilogue of every variant on an `[M, N]` product:
-/// the tiled kernel's grid (256 threads per 64x64 tile) has the most threads.
+/// the tiled kernel's grid in its smallest shape (256 threads per 64x64 tile) has the most threads.
 pub fn bce_partials_capacity(m: usize, n: usize) -> usize {
     bce_partials_for("matmul_tiled", tiles_64(m, n))
 }
@@ -306,6 +308,6 @@ pub fn bce_partials_len(
     variant: MatmulVariant,
     problem: Problem,
 ) -> Result<usize> {
-    let (_, entry, groups) = kernel_for(ctx, variant, problem)?;
-    Ok(bce_partials_for(entry, groups))
+    let kernel = kernel_for(ctx, variant, problem)?;
+    Ok(bce_partials_for(kernel.entry, kernel.groups))
 }

@@ -14,11 +14,66 @@ use crate::ops::Layout;
 /// Lanes the subgroup matmul kernels broadcast across (their workgroup size).
 pub const SUBGROUP_LANES: u32 = 8;
 
-/// The matmul kernel families (all three are under the parity tests).
+/// A shape of the tiled kernel: each of its 16x16 threads owns `rm` x `rn` outputs, so a
+/// workgroup covers a (16·rm) x (16·rn) tile of C, and K goes through workgroup memory `tk` at a
+/// time (override constants `TILE_RM`, `TILE_RN`, `TILE_K` of `matmul.wgsl`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TileShape {
+    pub rm: u32,
+    pub rn: u32,
+    pub tk: u32,
+}
+
+impl TileShape {
+    /// 64x64 tiles, 4x4 outputs per thread, K steps of 16 (the shape the kernel always had).
+    pub const T64X64: TileShape = TileShape {
+        rm: 4,
+        rn: 4,
+        tk: 16,
+    };
+    pub const T128X64: TileShape = TileShape {
+        rm: 8,
+        rn: 4,
+        tk: 16,
+    };
+    pub const T64X128: TileShape = TileShape {
+        rm: 4,
+        rn: 8,
+        tk: 16,
+    };
+    pub const T128X128: TileShape = TileShape {
+        rm: 8,
+        rn: 8,
+        tk: 8,
+    };
+    /// The candidates the autotune times (each within 2 x 2048 floats of workgroup memory).
+    pub const ALL: [TileShape; 4] = [
+        TileShape::T64X64,
+        TileShape::T128X64,
+        TileShape::T64X128,
+        TileShape::T128X128,
+    ];
+
+    /// Rows and columns of C per workgroup.
+    pub fn tile(self) -> (u32, u32) {
+        (16 * self.rm, 16 * self.rn)
+    }
+
+    /// The override constants that select this shape.
+    pub fn constants(self) -> [(&'static str, f64); 3] {
+        [
+            ("TILE_RM", self.rm as f64),
+            ("TILE_RN", self.rn as f64),
+            ("TILE_K", self.tk as f64),
+        ]
+    }
+}
+
+/// The matmul kernel families (every variant is under the parity tests).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum MatmulVariant {
-    /// Workgroup-memory tiles: the fast path on real GPUs.
-    Tiled,
+    /// Workgroup-memory tiles of a given shape: the fast path on real GPUs.
+    Tiled(TileShape),
     /// Register blocks read straight from storage: ~2.5x faster than tiling on CPU adapters (lavapipe).
     Direct,
     /// The direct kernels with the rows' operand shared across a subgroup by broadcasts (needs
@@ -27,33 +82,42 @@ pub enum MatmulVariant {
 }
 
 impl MatmulVariant {
-    pub const ALL: [MatmulVariant; 3] = [
+    /// The tiled kernel in its original 64x64 shape (`tiled`).
+    pub const TILED: MatmulVariant = MatmulVariant::Tiled(TileShape::T64X64);
+
+    pub const ALL: [MatmulVariant; 6] = [
         MatmulVariant::Direct,
-        MatmulVariant::Tiled,
+        MatmulVariant::Tiled(TileShape::T64X64),
+        MatmulVariant::Tiled(TileShape::T128X64),
+        MatmulVariant::Tiled(TileShape::T64X128),
+        MatmulVariant::Tiled(TileShape::T128X128),
         MatmulVariant::Subgroup,
     ];
 }
 
 impl fmt::Display for MatmulVariant {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            MatmulVariant::Tiled => "tiled",
-            MatmulVariant::Direct => "direct",
-            MatmulVariant::Subgroup => "subgroup",
-        })
+        match self {
+            MatmulVariant::Tiled(TileShape::T64X64) => f.write_str("tiled"),
+            MatmulVariant::Tiled(t) => {
+                let (bm, bn) = t.tile();
+                write!(f, "tiled-{bm}x{bn}")
+            }
+            MatmulVariant::Direct => f.write_str("direct"),
+            MatmulVariant::Subgroup => f.write_str("subgroup"),
+        }
     }
 }
 
 impl FromStr for MatmulVariant {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "tiled" => Ok(MatmulVariant::Tiled),
-            "direct" => Ok(MatmulVariant::Direct),
-            "subgroup" => Ok(MatmulVariant::Subgroup),
-            other => Err(Error::Config(format!(
-                "unknown matmul variant '{other}': expected tiled, direct or subgroup \
-                 ({MATMUL_ENV} also takes auto)"
+        let s = s.trim().to_ascii_lowercase();
+        match MatmulVariant::ALL.iter().find(|v| v.to_string() == s) {
+            Some(&v) => Ok(v),
+            None => Err(Error::Config(format!(
+                "unknown matmul variant '{s}': expected direct, subgroup, tiled, tiled-128x64, \
+                 tiled-64x128 or tiled-128x128 ({MATMUL_ENV} also takes auto)"
             ))),
         }
     }
@@ -163,28 +227,66 @@ pub fn variant_for(ctx: &GpuContext, problem: Problem) -> Result<MatmulVariant> 
 }
 
 /// The candidates for a problem, the reference first: the direct kernel; the subgroup one where
-/// the device has subgroups and the shape fits it (else it is the direct one); the tiled one.
-pub(super) fn candidates(ctx: &GpuContext, problem: Problem) -> Vec<MatmulVariant> {
+/// the device has subgroups and the shape fits it (else it is the direct one); the tile shapes.
+/// With `all_tiles` false, a CPU adapter (lavapipe, SwiftShader) gets the 64x64 tile only: there
+/// workgroup memory is plain memory plus barriers, every tile shape runs 10-40x behind the direct
+/// kernels (measured: 0.2-0.6 GFLOP/s against 2-8), and compiling and running three more shapes
+/// per product took a first run from 9 to 23 s. An exported plan lists every shape (`all_tiles`).
+pub(super) fn candidates(
+    ctx: &GpuContext,
+    problem: Problem,
+    all_tiles: bool,
+) -> Vec<MatmulVariant> {
     let mut v = vec![MatmulVariant::Direct];
     if subgroups_usable(ctx) && subgroup_entry(problem).is_some() {
         v.push(MatmulVariant::Subgroup);
     }
-    v.push(MatmulVariant::Tiled);
+    if all_tiles || ctx.adapter.device_type != wgpu::DeviceType::Cpu {
+        v.extend(TileShape::ALL.map(MatmulVariant::Tiled));
+    } else {
+        v.push(MatmulVariant::TILED);
+    }
     v
 }
 
-/// The shader, entry point and grid of a variant for a problem.
+/// A kernel launch for a problem: module, entry point, grid and the variant's own override
+/// constants (the tile shape).
+pub(super) struct Kernel {
+    pub shader: Shader,
+    pub entry: &'static str,
+    pub groups: [u32; 3],
+    pub constants: Vec<(&'static str, f64)>,
+}
+
+/// The kernel of a variant for a problem.
 pub(super) fn kernel_for(
     ctx: &GpuContext,
     variant: MatmulVariant,
     problem: Problem,
-) -> Result<(Shader, &'static str, [u32; 3])> {
+) -> Result<Kernel> {
     let (m, n) = (problem.m, problem.n);
+    let plain = |(shader, entry, groups): (Shader, &'static str, [u32; 3])| Kernel {
+        shader,
+        entry,
+        groups,
+        constants: Vec::new(),
+    };
     Ok(match variant {
-        // Every kernel of Shader::MATMUL (matmul.wgsl, matmul_direct.wgsl) covers a 64x64 tile of C
-        // per workgroup.
-        MatmulVariant::Tiled => (Shader::MATMUL, "matmul_tiled", tiles_64(m, n)),
-        MatmulVariant::Direct => (Shader::MATMUL, direct_entry(problem), tiles_64(m, n)),
+        MatmulVariant::Tiled(t) => {
+            let (bm, bn) = t.tile();
+            Kernel {
+                shader: Shader::MATMUL,
+                entry: "matmul_tiled",
+                groups: [
+                    n.div_ceil(bn as usize) as u32,
+                    m.div_ceil(bm as usize) as u32,
+                    1,
+                ],
+                constants: t.constants().to_vec(),
+            }
+        }
+        // The direct kernels cover a 64x64 tile of C per workgroup.
+        MatmulVariant::Direct => plain((Shader::MATMUL, direct_entry(problem), tiles_64(m, n))),
         MatmulVariant::Subgroup => {
             if !subgroups_usable(ctx) {
                 return Err(Error::Config(format!(
@@ -192,7 +294,7 @@ pub(super) fn kernel_for(
                     ctx.adapter.name
                 )));
             }
-            match subgroup_entry(problem) {
+            plain(match subgroup_entry(problem) {
                 // One 8-lane workgroup per 32x32 tile of C.
                 Some(e) => (
                     Shader::MATMUL_SUBGROUP,
@@ -200,7 +302,7 @@ pub(super) fn kernel_for(
                     [n.div_ceil(32) as u32, m.div_ceil(32) as u32, 1],
                 ),
                 None => (Shader::MATMUL, direct_entry(problem), tiles_64(m, n)),
-            }
+            })
         }
     })
 }
