@@ -5,20 +5,14 @@
 import { spawnSync } from 'node:child_process';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
+import { launchChromium } from './tests/chromium.mjs';
 import { startServer } from './serve.mjs';
 
 const WEB = dirname(fileURLToPath(import.meta.url));
 const steps = Number(process.argv[2] || 60);
 const plan = process.env.VAE_WEB_PLAN || 'plan-test';
 const { server, url } = await startServer({ port: 0, root: WEB, quiet: true });
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM_PATH || '/usr/bin/chromium',
-  headless: true,
-  args: ['--no-sandbox', '--enable-unsafe-webgpu', '--enable-features=Vulkan,WebGPU', '--use-angle=vulkan',
-    '--ignore-gpu-blocklist', '--disable-background-networking', '--disable-component-update',
-    '--disable-sync', '--no-first-run', '--disable-quic'],
-});
+const browser = await launchChromium();
 const page = await browser.newPage();
 const q = new URLSearchParams({ plan: `${plan}/`, steps: String(steps), matmul: 'auto', autostart: '1' });
 await page.goto(`${url}index.html?${q}`);

@@ -2,20 +2,14 @@
 // screenshot. Run from web/:   node screenshot.mjs [out.png]     (plan: $VAE_WEB_PLAN or plan-test)
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
+import { launchChromium } from './tests/chromium.mjs';
 import { startServer } from './serve.mjs';
 
 const WEB = dirname(fileURLToPath(import.meta.url));
 const out = resolve(process.argv[2] || resolve(WEB, '../docs/web.png'));
 const plan = process.env.VAE_WEB_PLAN || 'plan-test';
 const { server, url } = await startServer({ port: 0, root: WEB, quiet: true });
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM_PATH || '/usr/bin/chromium',
-  headless: true,
-  args: ['--no-sandbox', '--enable-unsafe-webgpu', '--enable-features=Vulkan,WebGPU', '--use-angle=vulkan',
-    '--ignore-gpu-blocklist', '--disable-background-networking', '--disable-component-update',
-    '--disable-sync', '--no-first-run', '--disable-quic'],
-});
+const browser = await launchChromium();
 const page = await browser.newPage({ viewport: { width: 1280, height: 1500 } });
 const q = new URLSearchParams({ plan: `${plan}/`, epochs: '1', matmul: 'auto', autostart: '1' });
 const t0 = performance.now();

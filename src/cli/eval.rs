@@ -42,16 +42,7 @@ pub struct Args {
     device: super::DeviceArgs,
 }
 
-/// Parse the process's arguments and run.
-pub fn main() -> ExitCode {
-    execute(Args::parse())
-}
-
-/// Run with parsed arguments; errors are printed as `error: …` with exit status 1.
-pub fn execute(args: Args) -> ExitCode {
-    super::ensure_runtime_dir();
-    super::exit_with(run(args))
-}
+super::program_entry_points!();
 
 fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     if args.elbo_samples == 0 || args.iw_samples == 0 {

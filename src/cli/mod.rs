@@ -41,6 +41,26 @@ impl DeviceArgs {
     }
 }
 
+/// A program's two entry points, the same for every program: `main()` parses the process's
+/// arguments, `execute(args)` runs parsed ones (the binary's subcommands call it) with a private
+/// runtime dir for Mesa, printing errors as `error: …` with exit status 1 (see [`exit_with`]).
+/// The module defines `Args` (clap) and `fn run(Args) -> Result<ExitCode, Box<dyn Error>>`.
+macro_rules! program_entry_points {
+    () => {
+        /// Parse the process's arguments and run.
+        pub fn main() -> std::process::ExitCode {
+            execute(<Args as clap::Parser>::parse())
+        }
+
+        /// Run with parsed arguments; errors are printed as `error: …` with exit status 1.
+        pub fn execute(args: Args) -> std::process::ExitCode {
+            super::ensure_runtime_dir();
+            super::exit_with(run(args))
+        }
+    };
+}
+pub(crate) use program_entry_points;
+
 /// The flag that sets a library setting (`batch size` → `--batch-size`), where a program has one.
 fn flag_of(setting: &str) -> Option<&'static str> {
     Some(match setting {

@@ -37,18 +37,9 @@ pub struct Args {
     device: super::DeviceArgs,
 }
 
-/// Parse the process's arguments and run.
-pub fn main() -> ExitCode {
-    execute(Args::parse())
-}
+super::program_entry_points!();
 
-/// Run with parsed arguments; errors are printed as `error: …` with exit status 1.
-pub fn execute(args: Args) -> ExitCode {
-    super::ensure_runtime_dir();
-    super::exit_with(run(args).map(|()| ExitCode::SUCCESS))
-}
-
-fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let ckpt = Checkpoint::load(&args.checkpoint)?;
     let opts = args.device.options()?;
     let test = Mnist::load(&args.data_dir, Split::Test)?;
@@ -65,5 +56,5 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     for p in write_pictures(&ctx, ckpt.cfg, &ckpt.params, &test, args.seed, &set)? {
         say!("wrote {}", p.display());
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }

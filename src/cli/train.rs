@@ -85,16 +85,7 @@ pub struct Args {
     no_tsne: bool,
 }
 
-/// Parse the process's arguments and run.
-pub fn main() -> ExitCode {
-    execute(Args::parse())
-}
-
-/// Run with parsed arguments; errors are printed as `error: …` with exit status 1.
-pub fn execute(args: Args) -> ExitCode {
-    super::ensure_runtime_dir();
-    super::exit_with(run(args))
-}
+super::program_entry_points!();
 
 /// A flag that must agree with the checkpoint: the checkpoint's value unless the flag says otherwise,
 /// in which case we refuse rather than silently pick one.

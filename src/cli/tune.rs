@@ -37,14 +37,7 @@ pub struct Args {
     device: super::DeviceArgs,
 }
 
-pub fn main() -> ExitCode {
-    execute(Args::parse())
-}
-
-pub fn execute(args: Args) -> ExitCode {
-    super::ensure_runtime_dir();
-    super::exit_with(run(args))
-}
+super::program_entry_points!();
 
 fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let mut opts = args.device.options()?;

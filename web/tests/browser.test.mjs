@@ -12,26 +12,13 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
+import { CHROMIUM, launchChromium } from './chromium.mjs';
 import { startServer } from '../serve.mjs';
 
 const WEB = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const PLAN_DIR = resolve(WEB, process.env.VAE_WEB_PLAN || 'plan-test');
 const PLAN = relative(WEB, PLAN_DIR).split('\\').join('/');
 const EXPORT_CMD = `cd ${relative(process.cwd(), resolve(WEB, '..')) || '.'} && cargo run --release --example export_web -- --out web/${PLAN} --reference-steps 20 --matmul direct`;
-const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
-const ARGS = [
-  '--no-sandbox',
-  '--enable-unsafe-webgpu',
-  '--enable-features=Vulkan,WebGPU',
-  '--use-angle=vulkan',
-  '--ignore-gpu-blocklist',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--no-first-run',
-  '--disable-quic',
-];
 const MIN = 60_000;
 
 /** @type {import('playwright-core').Browser} */
@@ -68,7 +55,7 @@ function requirePlan() {
 before(async () => {
   assert.ok(existsSync(CHROMIUM), `no Chromium at ${CHROMIUM} (apt-get install -y chromium, or set CHROMIUM_PATH)`);
   ({ server, url: baseUrl } = await startServer({ port: 0, root: WEB, quiet: true }));
-  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ARGS });
+  browser = await launchChromium();
   console.log(`server ${baseUrl}, ${CHROMIUM} ${browser.version()}, plan ${PLAN_DIR}`);
 });
 
