@@ -92,7 +92,7 @@ function pageUrl(q) {
 // ------------------------------------------------------------------------------------------------
 // (a) Every shader module and every (shader, entry, constants) pipeline of the plan compiles.
 
-test('portability: every plan shader and pipeline compiles', { timeout: 20 * MIN }, async () => {
+test('portability: every plan shader and pipeline compiles', { timeout: 45 * MIN }, async () => {
   requirePlan();
   const { page, errors, close } = await newPage();
   try {
