@@ -42,21 +42,9 @@ struct Args {
     device: vae_wgpu::cli::DeviceArgs,
 }
 
-/// Seconds per launch: the best of several submits of enough launches to fill ~`budget / 5`.
+/// Seconds per launch: the best of 5 submits of enough launches to fill ~`budget / 5` each.
 fn time_gpu(ctx: &GpuContext, d: &Dispatch, budget: f64) -> f64 {
-    let launch = |reps: usize| {
-        let t = Instant::now();
-        let mut enc = ctx.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = enc.begin_compute_pass(&Default::default());
-            for _ in 0..reps {
-                d.encode(&mut pass);
-            }
-        }
-        ctx.queue.submit([enc.finish()]);
-        ctx.wait_idle("report").unwrap();
-        t.elapsed().as_secs_f64() / reps as f64
-    };
+    let launch = |reps| kernels::time_launches(ctx, d, reps).unwrap();
     let once = launch(1);
     let reps = ((budget / 5.0) / once.max(1e-7)).ceil().clamp(1.0, 256.0) as usize;
     (0..5).map(|_| launch(reps)).fold(f64::INFINITY, f64::min)

@@ -224,16 +224,14 @@ pub fn export_plan(ctx: &GpuContext, opts: &ExportOptions) -> Result<ExportSumma
     let mut vae = GpuVae::new(ctx, cfg, s.adam, s.batch_size, s.seed)?;
     let train_gpu = GpuDataset::upload(ctx, "train pixels", &train)?;
     let test_gpu = GpuDataset::upload(ctx, "test pixels", &test)?;
-    let gather = |d: &GpuDataset| -> (GpuTensor, GpuTensor) { (d.pixels.clone(), d.index.clone()) };
-    let (train_px, train_ix) = gather(&train_gpu);
-    let (test_px, test_ix) = gather(&test_gpu);
+    let (train_px, train_ix) = (&train_gpu.pixels, &train_gpu.index);
     let train_in = Input::Gather {
-        pixels: &train_px,
-        index: &train_ix,
+        pixels: train_px,
+        index: train_ix,
     };
     let test_in = Input::Gather {
-        pixels: &test_px,
-        index: &test_ix,
+        pixels: &test_gpu.pixels,
+        index: &test_gpu.index,
     };
     let acc_train = vae.new_accumulator(ctx)?;
     let acc_test = vae.new_accumulator(ctx)?;
@@ -250,19 +248,23 @@ pub fn export_plan(ctx: &GpuContext, opts: &ExportOptions) -> Result<ExportSumma
     let decode_rows = SAMPLES.min(cfg.samples * b);
     let decode = vae.plan_decode(ctx, decode_rows)?;
 
+    // Every graph of the plan, by name (the last-batch graphs only where the split needs them).
+    let named: Vec<(&str, &StepGraph)> = [
+        ("train", Some(training.full())),
+        ("train_last", training.last()),
+        ("test", Some(testing.full())),
+        ("test_last", testing.last()),
+        ("reconstruct", Some(&reconstruct)),
+        ("decode", Some(&decode)),
+    ]
+    .into_iter()
+    .filter_map(|(name, g)| Some((name, g?)))
+    .collect();
     let mut table = BufferTable::default();
     let mut graphs = serde_json::Map::new();
-    let mut add = |name: &str, g: Option<&StepGraph>, table: &mut BufferTable| {
-        if let Some(g) = g {
-            graphs.insert(name.into(), table.graph(g));
-        }
-    };
-    add("train", Some(training.full()), &mut table);
-    add("train_last", training.last(), &mut table);
-    add("test", Some(testing.full()), &mut table);
-    add("test_last", testing.last(), &mut table);
-    add("reconstruct", Some(&reconstruct), &mut table);
-    add("decode", Some(&decode), &mut table);
+    for &(name, g) in &named {
+        graphs.insert(name.into(), table.graph(g));
+    }
 
     let a = &vae.acts;
     let lb = cfg.samples * recon_rows;
@@ -304,7 +306,7 @@ pub fn export_plan(ctx: &GpuContext, opts: &ExportOptions) -> Result<ExportSumma
     // Buffers and their initial contents.
     let images = [
         (&train_px.buffer, "train-images-idx3-ubyte.gz", &train),
-        (&test_px.buffer, "t10k-images-idx3-ubyte.gz", &test),
+        (&test_gpu.pixels.buffer, "t10k-images-idx3-ubyte.gz", &test),
     ];
     let mut blob = Vec::new();
     let mut buffers = Vec::new();
@@ -341,16 +343,7 @@ pub fn export_plan(ctx: &GpuContext, opts: &ExportOptions) -> Result<ExportSumma
     let mut max_groups = 0u32;
     let mut max_storage = 0usize;
     let mut max_uniform = 0usize;
-    let plans = [Some(&training), Some(&testing)];
-    let extra = [&reconstruct, &decode];
-    let all: Vec<&StepGraph> = plans
-        .into_iter()
-        .flatten()
-        .flat_map(|p| [Some(p.full()), p.last()])
-        .flatten()
-        .chain(extra)
-        .collect();
-    for d in all.iter().flat_map(|g| g.dispatches()) {
+    for d in named.iter().flat_map(|(_, g)| g.dispatches()) {
         for desc in std::iter::once(&d.desc).chain(d.candidates.iter().map(|c| &c.desc)) {
             let (mut st, mut un) = (0, 0);
             for (buf, _, size) in &desc.bindings {
@@ -423,7 +416,7 @@ pub fn export_plan(ctx: &GpuContext, opts: &ExportOptions) -> Result<ExportSumma
     if opts.reference_steps > 0 {
         let steps = opts.reference_steps.min(training.steps());
         let perm = &indices[..train.count * 4];
-        ctx.write_u32(&train_ix, bytemuck::cast_slice(perm))?;
+        ctx.write_u32(train_ix, bytemuck::cast_slice(perm))?;
         vae.reset_losses(ctx, &acc_train)?;
         for step in 0..steps {
             let g = training.graph(step);

@@ -85,6 +85,22 @@ pub fn run(ctx: &GpuContext, dispatches: &[&Dispatch]) -> Result<()> {
     ctx.wait_idle("kernel run")
 }
 
+/// Seconds per launch of `d`, from one submit of `reps` launches in one pass, waited for (the
+/// autotune and the speed report time kernels with it; enough launches amortise the submit).
+pub fn time_launches(ctx: &GpuContext, d: &Dispatch, reps: usize) -> Result<f64> {
+    let start = std::time::Instant::now();
+    let mut encoder = ctx.device.create_command_encoder(&Default::default());
+    {
+        let mut pass = encoder.begin_compute_pass(&Default::default());
+        for _ in 0..reps {
+            d.encode(&mut pass);
+        }
+    }
+    ctx.queue.submit([encoder.finish()]);
+    ctx.wait_idle("timed launches")?;
+    Ok(start.elapsed().as_secs_f64() / reps as f64)
+}
+
 /// Buffers bound to one dispatch, in binding order.
 pub(crate) enum Bind<'a> {
     Tensor(&'a GpuTensor),

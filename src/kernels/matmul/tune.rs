@@ -122,7 +122,7 @@ pub(super) fn tune(ctx: &GpuContext, problem: Problem) -> Result<Tuned> {
     let mut best_secs = vec![f64::INFINITY; passed.len()];
     for _ in 0..ROUNDS {
         for (i, (_, d, _)) in passed.iter().enumerate() {
-            best_secs[i] = best_secs[i].min(time_launches(ctx, d, reps[i])?);
+            best_secs[i] = best_secs[i].min(crate::kernels::time_launches(ctx, d, reps[i])?);
         }
     }
     let timings: Vec<(MatmulVariant, f64)> = passed.iter().map(|p| p.0).zip(best_secs).collect();
@@ -135,19 +135,3 @@ pub(super) fn tune(ctx: &GpuContext, problem: Problem) -> Result<Tuned> {
 
 /// Rows of the batch-like dimension a tuning problem is capped at.
 const TUNE_ROWS: usize = 1024;
-
-/// Seconds per launch of `d`, from one submit of `reps` launches (enough to fill ~2 ms, so the
-/// submit and wait, ~50 µs, do not decide between kernels of a few µs).
-fn time_launches(ctx: &GpuContext, d: &Dispatch, reps: usize) -> Result<f64> {
-    let start = std::time::Instant::now();
-    let mut encoder = ctx.device.create_command_encoder(&Default::default());
-    {
-        let mut pass = encoder.begin_compute_pass(&Default::default());
-        for _ in 0..reps {
-            d.encode(&mut pass);
-        }
-    }
-    ctx.queue.submit([encoder.finish()]);
-    ctx.wait_idle("matmul autotune")?;
-    Ok(start.elapsed().as_secs_f64() / reps as f64)
-}
