@@ -13,8 +13,7 @@ use crate::data::{Mnist, Split};
 use crate::gpu::GpuContext;
 use crate::model::eval::evaluate;
 use crate::model::{Checkpoint, GpuDataset};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -59,6 +58,8 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         )
         .into());
     }
+    // Ctrl-C / SIGTERM stop the evaluation at its next progress point.
+    let stop = super::stop_flag()?;
     let ctx = GpuContext::new(&opts)?;
     say!("adapter: {}", ctx.adapter.short());
     say!(
@@ -70,14 +71,8 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         ckpt.progress.epoch
     );
     let data = GpuDataset::upload(&ctx, "test pixels", &test)?;
-    // Ctrl-C / SIGTERM stop the evaluation at its next progress point; a bar with an ETA shows
-    // how far each pass is (an IWAE bound with many samples can take an hour).
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst))
-            .map_err(|e| format!("cannot install the signal handler: {e}"))?;
-    }
+    // A bar with an ETA shows how far each pass is (an IWAE bound with many samples can take an
+    // hour).
     let pb = ProgressBar::new(test.count as u64);
     pb.set_style(
         ProgressStyle::with_template("{prefix:<18} [{bar:30}] {pos}/{len} images  ETA {eta}")?

@@ -166,3 +166,14 @@ impl std::fmt::Display for Lr {
         self.0.fmt(f)
     }
 }
+
+/// Catch Ctrl-C and SIGTERM from here on: they only raise the returned flag, which the program
+/// checks at its safe points. Installed before any GPU work or output, so a signal that arrives
+/// while the program starts up is caught too, never the default death.
+pub(crate) fn stop_flag() -> Result<std::sync::Arc<std::sync::atomic::AtomicBool>, String> {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || flag.store(true, std::sync::atomic::Ordering::SeqCst))
+        .map_err(|e| format!("cannot install the signal handler: {e}"))?;
+    Ok(stop)
+}

@@ -17,7 +17,6 @@
 use super::out::{note, say};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::run_dir::RunDir;
@@ -202,6 +201,8 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         .is_some_and(|r| same_file(r, &out.join("checkpoint.safetensors")));
     let _run_dir = RunDir::claim(&out, resuming_here, args.overwrite)?;
 
+    // Ctrl-C / SIGTERM only raise a flag; the loop stops between steps and checkpoints.
+    let stop = super::stop_flag()?;
     let ctx = GpuContext::new(&opts)?;
     say!("adapter: {}", ctx.adapter.short());
     say!("output: {}", out.display());
@@ -245,14 +246,6 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         trainer.steps_per_submit
     );
     say!("{}", crate::kernels::matmul::summary(&ctx));
-
-    // Ctrl-C / SIGTERM only raise a flag; the loop stops between steps and checkpoints.
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst))
-            .map_err(|e| format!("cannot install the signal handler: {e}"))?;
-    }
 
     let csv_path = out.join("losses.csv");
     let ckpt_path = out.join("checkpoint.safetensors");
