@@ -8,7 +8,7 @@
 
 use std::time::Instant;
 
-use vae_wgpu::data::{Mnist, Split};
+use vae_wgpu::data::{ImageSet, Split};
 use vae_wgpu::gpu::GpuContext;
 use vae_wgpu::kernels::reparam_kl::EpsSource;
 use vae_wgpu::model::gpu::Input;
@@ -19,7 +19,7 @@ fn main() {
     let ctx = GpuContext::from_env().unwrap_or_else(|e| panic!("{e}"));
     println!("adapter: {}", ctx.adapter.short());
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist");
-    let train = Mnist::load(&dir, Split::Train).unwrap();
+    let train = ImageSet::load_idx(&dir, Split::Train).unwrap();
     let cfg = VaeConfig::default();
     let settings = TrainSettings {
         log_every: 0,
@@ -28,7 +28,7 @@ fn main() {
 
     // One step in isolation: host recording time and wall time (submit + wait).
     let data = GpuDataset::upload(&ctx, "train", &train).unwrap();
-    let mut vae = GpuVae::new(&ctx, cfg, settings.adam, 128, 0).unwrap();
+    let mut vae = GpuVae::new(&ctx, cfg.clone(), settings.adam, 128, 0).unwrap();
     let acc = vae.new_accumulator(&ctx).unwrap();
     let input = Input::Gather {
         pixels: &data.pixels,

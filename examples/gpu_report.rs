@@ -146,7 +146,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let settings = TrainSettings::default();
     let cfg = VaeConfig::default();
     let data = GpuDataset::upload(&ctx, "train", &train)?;
-    let mut vae = GpuVae::new(&ctx, cfg, settings.adam, settings.batch_size, 0)?;
+    let mut vae = GpuVae::new(&ctx, cfg.clone(), settings.adam, settings.batch_size, 0)?;
     let acc = vae.new_accumulator(&ctx)?;
     let input = Input::Gather {
         pixels: &data.pixels,
@@ -172,7 +172,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let host_us = host[host.len() / 2];
     drop((vae, data));
 
-    let mut trainer = Trainer::new(&ctx, cfg, settings.clone(), &train)?;
+    let mut trainer = Trainer::new(&ctx, cfg.clone(), settings.clone(), &train)?;
     let test_gpu = GpuDataset::upload(&ctx, "test", &test)?;
     let mut epochs = Vec::new();
     for _ in 0..args.epochs {
@@ -196,7 +196,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let t = Instant::now();
     let r = evaluate(
         &ctx,
-        cfg,
+        &cfg,
         &params,
         &test_gpu,
         10,

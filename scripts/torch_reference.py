@@ -1,18 +1,37 @@
 #!/usr/bin/env python3
-"""Dump a PyTorch reference of the notebook's Bernoulli VAE for tests/torch_parity.rs.
+"""PyTorch references of the engine's Bernoulli VAE, for tests/torch_parity.rs, and a strict
+round trip of checkpoints in both directions.
 
-Builds `BernoulliVAE` exactly as the classic notebook does (784 -> 200 -> 10, ReLU, sigmoid output,
-summed `binary_cross_entropy` + analytic KL, Adam lr 0.01), seeds it, takes the first 16 MNIST
-training images and fixed noise, and writes one safetensors file with:
+The module is built from an architecture: the notebook's (784 -> 200 -> 10, ReLU, sigmoid output,
+summed `binary_cross_entropy` + analytic KL, Adam lr 0.01) keeps the notebook's attribute names
+(`linear_enc`, `enc_mu`, `enc_logvar`, `linear_dec`, `dec_mu`); any other depth is
 
-  - the initial parameters under their state_dict names (`linear_enc.weight`, ...),
-  - `x` [16, 784] and `eps.1`, `eps.2`, `eps.3` [16, 10] (the noise of steps 1-3),
-  - the step-1 intermediates `h_enc`, `mu_e`, `logvar_e`, `z`, `h_dec`, `logits`, `mu_d`,
-    the scalars `loss`, `bce`, `kl`, and the gradients `grad.<name>` and `grad.logits`,
+    encoder    = nn.Sequential(Linear(D, h0), Act, Linear(h0, h1), Act, ...)   # encoder.0, .2, ...
+    enc_mu     = Linear(h_last, K);   enc_logvar = Linear(h_last, K)
+    decoder    = nn.Sequential(Linear(K, g0), Act, Linear(g0, g1), Act, ...)   # decoder.0, .2, ...
+    dec_mu     = Linear(g_last, D)
+
+with Act = ReLU or Tanh: the layout vae-wgpu writes (src/model/params.rs), so
+`load_state_dict(strict=True)` works both ways.
+
+Fixture mode (default): seeds the module, takes the first 16 MNIST training images and fixed
+noise, and writes one safetensors file with
+  - the initial parameters under their state_dict names, and metadata giving the architecture
+    (`hidden`, `decoder_hidden`, `activation`, `latent`, `input`) and `state_dict_keys` in order,
+  - `x` [16, 784] and `eps.1`, `eps.2`, `eps.3` [16, K] (the noise of steps 1-3),
+  - the step-1 intermediates `h_enc` / `h_enc.<i>`, `mu_e`, `logvar_e`, `z`, `h_dec` / `h_dec.<i>`,
+    `logits`, `mu_d`, the scalars `loss`, `bce`, `kl`, the gradients `grad.<name>` and `grad.logits`,
   - the parameters after 3 Adam steps, `after3.<name>`, and the losses of steps 1-3 `losses`.
 
+Check mode (`--check FILE`): builds the module from FILE's metadata (a model.safetensors or
+checkpoint.safetensors from vae-wgpu), loads it with strict=True, evaluates the loss of the first
+100 test images with mu as z, saves the state_dict back (`--save-back OUT`) for vae-wgpu to read.
+
 Usage (needs `pip install torch safetensors numpy`):
-    python3 scripts/torch_reference.py [--data-dir data/mnist] [--out tests/fixtures/torch_reference.safetensors]
+    python3 scripts/torch_reference.py                       # tests/fixtures/torch_reference.safetensors
+    python3 scripts/torch_reference.py --hidden 32,16 --latent 6 --activation tanh \
+        --out tests/fixtures/torch_reference_deep_tanh.safetensors
+    python3 scripts/torch_reference.py --check runs/X/model.safetensors --save-back /tmp/back.safetensors
 """
 import argparse
 import gzip
@@ -25,26 +44,80 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 
+ACTS = {"relu": nn.ReLU, "tanh": nn.Tanh}
+
+
 class BernoulliVAE(nn.Module):
-    def __init__(self, input_dim=784, hidden_dim=200, latent_dim=10):
+    def __init__(self, input_dim=784, hidden=(200,), latent_dim=10, decoder_hidden=None, activation="relu"):
         super().__init__()
-        self.linear_enc = nn.Linear(input_dim, hidden_dim)
-        self.enc_mu = nn.Linear(hidden_dim, latent_dim)
-        self.enc_logvar = nn.Linear(hidden_dim, latent_dim)
-        self.linear_dec = nn.Linear(latent_dim, hidden_dim)
-        self.dec_mu = nn.Linear(hidden_dim, input_dim)
+        hidden = list(hidden)
+        decoder_hidden = list(reversed(hidden)) if decoder_hidden is None else list(decoder_hidden)
+        self.act = ACTS[activation]()
+        self.notebook = len(hidden) == 1 and len(decoder_hidden) == 1
+        if self.notebook:
+            self.linear_enc = nn.Linear(input_dim, hidden[0])
+        else:
+            self.encoder = self.sequential(input_dim, hidden, activation)
+        self.enc_mu = nn.Linear(hidden[-1], latent_dim)
+        self.enc_logvar = nn.Linear(hidden[-1], latent_dim)
+        if self.notebook:
+            self.linear_dec = nn.Linear(latent_dim, decoder_hidden[0])
+        else:
+            self.decoder = self.sequential(latent_dim, decoder_hidden, activation)
+        self.dec_mu = nn.Linear(decoder_hidden[-1], input_dim)
+
+    @staticmethod
+    def sequential(inp, widths, activation):
+        layers = []
+        for w in widths:
+            layers += [nn.Linear(inp, w), ACTS[activation]()]
+            inp = w
+        return nn.Sequential(*layers)
+
+    def hidden_layers(self, side, x, keep_list):
+        if self.notebook:
+            layer = self.linear_enc if side == "enc" else self.linear_dec
+            h = self.act(layer(x))
+            keep_list.append(h)
+            return h
+        for m in (self.encoder if side == "enc" else self.decoder):
+            x = m(x)
+            if not isinstance(m, nn.Linear):
+                keep_list.append(x)
+        return x
 
     def forward(self, x, eps, keep=None):
-        h_enc = F.relu(self.linear_enc(x))
+        enc, dec = [], []
+        h_enc = self.hidden_layers("enc", x, enc)
         mu_e, logvar_e = self.enc_mu(h_enc), self.enc_logvar(h_enc)
         z = mu_e + torch.exp(0.5 * logvar_e) * eps
-        h_dec = F.relu(self.linear_dec(z))
+        h_dec = self.hidden_layers("dec", z, dec)
         logits = self.dec_mu(h_dec)
         mu_d = torch.sigmoid(logits)
         if keep is not None:
             logits.retain_grad()
-            keep.update(h_enc=h_enc, mu_e=mu_e, logvar_e=logvar_e, z=z, h_dec=h_dec, logits=logits, mu_d=mu_d)
+            keep.update(mu_e=mu_e, logvar_e=logvar_e, z=z, logits=logits, mu_d=mu_d)
+            if self.notebook:
+                keep.update(h_enc=enc[0], h_dec=dec[0])
+            else:
+                keep.update({f"h_enc.{i}": h for i, h in enumerate(enc)})
+                keep.update({f"h_dec.{i}": h for i, h in enumerate(dec)})
         return mu_d, mu_e, logvar_e
+
+
+def widths(s):
+    return [int(w) for w in s.replace("-", ",").split(",") if w.strip()]
+
+
+def architecture_metadata(model, args_like):
+    return {
+        "input": str(args_like["input"]),
+        "hidden": ",".join(map(str, args_like["hidden"])),
+        "decoder_hidden": ",".join(map(str, args_like["decoder_hidden"])),
+        "latent": str(args_like["latent"]),
+        "activation": args_like["activation"],
+        "state_dict_keys": ",".join(model.state_dict().keys()),
+    }
 
 
 def loss_fn(mu_d, x, mu_e, logvar_e):
@@ -61,18 +134,61 @@ def read_images(path, n):
     return torch.from_numpy(data.reshape(n, rows * cols).astype(np.float32) / 255.0)
 
 
+def check(args):
+    """Strict load of a vae-wgpu file into the module its metadata describes, and back."""
+    from safetensors import safe_open
+
+    with safe_open(args.check, "pt") as f:
+        meta = f.metadata() or {}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    hidden = widths(meta.get("hidden", "200"))
+    arch = dict(
+        input=int(meta.get("input", 784)),
+        hidden=hidden,
+        decoder_hidden=widths(meta["decoder_hidden"]) if "decoder_hidden" in meta else list(reversed(hidden)),
+        latent=int(meta.get("latent", 10)),
+        activation=meta.get("activation", "relu"),
+    )
+    model = BernoulliVAE(arch["input"], arch["hidden"], arch["latent"], arch["decoder_hidden"], arch["activation"])
+    state = {k: v for k, v in tensors.items() if not k.startswith(("optimizer.", "trainer."))}
+    model.load_state_dict(state, strict=True)
+    x = read_images(f"{args.data_dir}/t10k-images-idx3-ubyte.gz", 100) if arch["input"] == 784 else None
+    print(f"loaded {args.check} strictly: {len(state)} tensors, {sum(v.numel() for v in state.values())} parameters, "
+          f"architecture {arch}")
+    if x is not None:
+        with torch.no_grad():
+            mu_d, mu_e, logvar_e = model(x, torch.zeros(100, arch["latent"]))
+            loss, bce, kl = loss_fn(mu_d, x, mu_e, logvar_e)
+        print(f"first 100 test images, z = mu: loss per image {loss.item() / 100:.4f} (BCE {bce.item() / 100:.4f}, KL {kl.item() / 100:.4f})")
+    if args.save_back:
+        out = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+        save_file(out, args.save_back, metadata=architecture_metadata(model, arch))
+        print(f"wrote {args.save_back} from PyTorch's state_dict()")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--data-dir", default="data/mnist")
     ap.add_argument("--out", default="tests/fixtures/torch_reference.safetensors")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--hidden", default="200")
+    ap.add_argument("--decoder-hidden", default=None)
+    ap.add_argument("--latent", type=int, default=10)
+    ap.add_argument("--activation", default="relu", choices=sorted(ACTS))
+    ap.add_argument("--check", default=None, help="a vae-wgpu safetensors file to load strictly")
+    ap.add_argument("--save-back", default=None)
     args = ap.parse_args()
+    if args.check:
+        return check(args)
 
+    hidden = widths(args.hidden)
+    dec = widths(args.decoder_hidden) if args.decoder_hidden else list(reversed(hidden))
+    arch = dict(input=784, hidden=hidden, decoder_hidden=dec, latent=args.latent, activation=args.activation)
     torch.manual_seed(args.seed)
-    model = BernoulliVAE()
+    model = BernoulliVAE(784, hidden, args.latent, dec, args.activation)
     x = read_images(f"{args.data_dir}/train-images-idx3-ubyte.gz", args.batch)
-    eps = [torch.randn(args.batch, 10) for _ in range(3)]
+    eps = [torch.randn(args.batch, args.latent) for _ in range(3)]
     out = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
     out["x"] = x.clone()
     for i, e in enumerate(eps, 1):
@@ -100,7 +216,9 @@ def main():
     for name, p in model.named_parameters():
         out[f"after3.{name}"] = p.detach().clone().contiguous()
     out["losses"] = torch.tensor(losses, dtype=torch.float32)
-    save_file(out, args.out, metadata={"torch": torch.__version__, "seed": str(args.seed)})
+    meta = architecture_metadata(model, arch)
+    meta.update(torch=torch.__version__, seed=str(args.seed))
+    save_file(out, args.out, metadata=meta)
     print(f"wrote {args.out}: losses {losses}")
 
 

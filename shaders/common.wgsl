@@ -15,6 +15,18 @@ struct StepParams {
 }
 
 // σ(x), stable for both signs: never exp of a large positive number.
+// tanh from exp(-2|x|), which never overflows (a driver's tanh may be built from exp(2x), inf
+// past |x| ≈ 44, giving inf/inf), with a Taylor polynomial near 0, where 1 - e would cancel.
+fn tanh_act(x: f32) -> f32 {
+    let ax = abs(x);
+    if (ax < 0.125) {
+        let x2 = x * x;
+        return x * (1.0 - x2 * (0.33333333 - x2 * (0.13333333 - x2 * 0.053968254)));
+    }
+    let e = exp(-2.0 * ax);
+    return sign(x) * ((1.0 - e) / (1.0 + e));
+}
+
 fn sigmoid(x: f32) -> f32 {
     if (x >= 0.0) {
         return 1.0 / (1.0 + exp(-x));

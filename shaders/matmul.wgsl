@@ -1,8 +1,9 @@
 // Launcher: src/kernels/matmul/ (mod.rs; choice in select.rs, timing in tune.rs) · CPU twin: cpu::ops::matmul + cpu::ops::epilogue · parity: tests/parity_kernels.rs matmul_* (every variant, layout and epilogue)
 // Matrix multiply C = op(A) · op(B) for the three layouts training needs, with a fused epilogue:
-//   C = act(op(A)·op(B) + bias) ⊙ (RELU_MASK ? [mask > 0] : 1)
-// The mask fuses a ReLU's backward into the product that computes its input gradient:
-// dX = (dY·W) ⊙ [h > 0] with h the ReLU's saved output. ROW_SUM also writes
+//   C = act(op(A)·op(B) + bias) ⊙ g(mask),  g = 1, or with ACT_GRAD an activation's derivative
+//   from its saved output: ReLU [h > 0], tanh 1 - h².
+// The mask fuses a hidden activation's backward into the product that computes its input
+// gradient: dX = (dY·W) ⊙ act'(h) with h the activation's saved output. ROW_SUM also writes
 // rowsum[i] = Σ_k op(A)[i, k] — for the weight gradient dW = dYᵀ·X that is the bias gradient
 // colsum(dY), computed from the A values the product loads anyway (direct, tn4, sg_tn and tiled
 // kernels).
@@ -10,7 +11,7 @@
 // logits l, against targets x (binding 5, [B, N], row i compared with target row i mod B, L = M/B),
 // and each thread writes the sum of its elements' losses / L to one slot of binding 6 (loss partials,
 // summed by reduce.wgsl's loss_reduce). It saves the BCE pass and the logits' round trip in memory.
-// Bindings 5 and 6 serve RELU_MASK / ROW_SUM or BCE, never both (the launcher checks).
+// Bindings 5 and 6 serve ACT_GRAD / ROW_SUM or BCE, never both (the launcher checks).
 //
 // Layouts (row-major everywhere, weights stored as PyTorch does, [out, in]):
 //   NN (0): A [M,K], B [K,N]   e.g. dX = dY · W
@@ -39,9 +40,9 @@ struct MatmulParams {
 }
 
 override LAYOUT: u32 = 1u;      // 0 NN, 1 NT, 2 TN
-override ACT: u32 = 0u;         // 0 identity, 1 ReLU, 2 sigmoid
+override ACT: u32 = 0u;         // 0 identity, 1 ReLU, 2 sigmoid, 3 tanh
 override HAS_BIAS: bool = false;
-override RELU_MASK: bool = false;
+override ACT_GRAD: u32 = 0u;    // 0 none; times the derivative of 1 ReLU, 3 tanh (from binding 5)
 override ROW_SUM: bool = false;
 override BCE: bool = false;
 
@@ -88,9 +89,14 @@ fn epilogue_store(i: u32, j: u32, acc: f32) -> f32 {
         v = max(v, 0.0);
     } else if (ACT == 2u) {
         v = sigmoid(v);
+    } else if (ACT == 3u) {
+        v = tanh_act(v);
     }
-    if (RELU_MASK) {
+    if (ACT_GRAD == 1u) {
         v = select(0.0, v, mask[idx] > 0.0);
+    } else if (ACT_GRAD == 3u) {
+        let h = mask[idx];
+        v = v * (1.0 - h * h);
     }
     c[idx] = v;
     return 0.0;

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-use crate::data::Mnist;
+use crate::data::ImageSet;
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuTensor, Shader};
 use crate::kernels::matmul::{MatmulVariant, SUBGROUP_LANES};
@@ -152,7 +152,7 @@ fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<u64> {
 }
 
 /// An IDX3 file of `data`'s images, gzip-compressed: what the page inflates (header 16 bytes).
-fn idx_images_gz(data: &Mnist) -> Result<Vec<u8>> {
+fn idx_images_gz(data: &ImageSet) -> Result<Vec<u8>> {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     let mut header = vec![0, 0, 8, 3];
     for d in [data.count, data.rows, data.cols] {
@@ -213,7 +213,7 @@ pub fn export_plan(ctx: &GpuContext, opts: &ExportOptions) -> Result<ExportSumma
     let (train, test) = crate::data::load_splits(&opts.data_dir)?;
     let cfg = VaeConfig {
         input: train.dim(),
-        ..opts.cfg
+        ..opts.cfg.clone()
     };
     s.validate(train.count)?;
     if opts.epochs == 0 {
@@ -221,7 +221,7 @@ pub fn export_plan(ctx: &GpuContext, opts: &ExportOptions) -> Result<ExportSumma
     }
     std::fs::create_dir_all(&opts.out).map_err(io_err(&opts.out))?;
 
-    let mut vae = GpuVae::new(ctx, cfg, s.adam, s.batch_size, s.seed)?;
+    let mut vae = GpuVae::new(ctx, cfg.clone(), s.adam, s.batch_size, s.seed)?;
     let train_gpu = GpuDataset::upload(ctx, "train pixels", &train)?;
     let test_gpu = GpuDataset::upload(ctx, "test pixels", &test)?;
     let (train_px, train_ix) = (&train_gpu.pixels, &train_gpu.index);
@@ -372,7 +372,8 @@ pub fn export_plan(ctx: &GpuContext, opts: &ExportOptions) -> Result<ExportSumma
         "engine": format!("vae-wgpu {}", env!("CARGO_PKG_VERSION")),
         "planned_on": ctx.adapter.short(),
         "model": {
-            "input": cfg.input, "hidden": cfg.hidden, "latent": cfg.latent,
+            "input": cfg.input, "hidden": cfg.hidden, "decoder_hidden": cfg.decoder_hidden,
+            "activation": cfg.activation.name(), "latent": cfg.latent,
             "samples": cfg.samples, "params": vae.layout.num_params(),
         },
         "train": {

@@ -46,17 +46,48 @@ pub enum Act {
     Identity,
     Relu,
     Sigmoid,
+    /// Kingma & Welling's choice for the AEVB experiments' hidden layers.
+    Tanh,
 }
 
 impl Act {
-    pub const ALL: [Act; 3] = [Act::Identity, Act::Relu, Act::Sigmoid];
+    pub const ALL: [Act; 4] = [Act::Identity, Act::Relu, Act::Sigmoid, Act::Tanh];
 
+    /// The activations a hidden layer may use (`--activation`), with their flag names.
+    pub const HIDDEN: [(Act, &'static str); 2] = [(Act::Relu, "relu"), (Act::Tanh, "tanh")];
+
+    /// The override-constant value the shaders switch on (`ACT`, `ACT_GRAD`).
     pub(crate) fn code(self) -> u32 {
         match self {
             Act::Identity => 0,
             Act::Relu => 1,
             Act::Sigmoid => 2,
+            Act::Tanh => 3,
         }
+    }
+
+    /// The lower-case name (`relu`, `tanh`, ...), as flags and checkpoints spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Act::Identity => "identity",
+            Act::Relu => "relu",
+            Act::Sigmoid => "sigmoid",
+            Act::Tanh => "tanh",
+        }
+    }
+
+    /// A hidden-layer activation by name (`relu` or `tanh`).
+    pub fn hidden_from_name(name: &str) -> Option<Act> {
+        Self::HIDDEN
+            .iter()
+            .find(|(_, n)| n.eq_ignore_ascii_case(name.trim()))
+            .map(|(a, _)| *a)
+    }
+}
+
+impl std::fmt::Display for Act {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 

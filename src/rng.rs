@@ -58,6 +58,8 @@ pub mod domain {
     pub const SHUFFLE: u32 = 2;
     pub const TEST_DATA: u32 = 3;
     pub const SAMPLES: u32 = 4;
+    /// The held-out test split of an image folder without one.
+    pub const SPLIT: u32 = 5;
 }
 
 /// A sequential host-side stream over one counter domain: (domain, stream id) fixed, position counts.

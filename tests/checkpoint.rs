@@ -9,12 +9,12 @@ use std::path::{Path, PathBuf};
 
 use common::ctx;
 use safetensors::tensor::{Dtype, TensorView};
-use vae_wgpu::data::{Mnist, Split};
+use vae_wgpu::data::{ImageSet, Split};
 use vae_wgpu::model::{Checkpoint, EpochEnd, ParamLayout, TrainSettings, Trainer, VaeConfig};
 
-fn subset(n: usize) -> Mnist {
+fn subset(n: usize) -> ImageSet {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist");
-    let mut m = Mnist::load(&dir, Split::Train).unwrap();
+    let mut m = ImageSet::load_idx(&dir, Split::Train).unwrap();
     m.images.truncate(n * m.dim());
     m.labels.truncate(n);
     m.count = n;
@@ -62,12 +62,12 @@ fn round_trip_is_bit_for_bit_and_resume_equals_straight_through() {
     let cfg = VaeConfig::default();
 
     // Straight through: 2 epochs.
-    let mut a = Trainer::new(ctx, cfg, settings(), &data).unwrap();
+    let mut a = Trainer::new(ctx, cfg.clone(), settings(), &data).unwrap();
     let straight = train(&mut a, 2, None);
     let a_params = ctx.read_f32(&a.vae.params).unwrap();
 
     // Stopped after 11 steps (mid-epoch 2), saved, loaded, resumed.
-    let mut b = Trainer::new(ctx, cfg, settings(), &data).unwrap();
+    let mut b = Trainer::new(ctx, cfg.clone(), settings(), &data).unwrap();
     let first = train(&mut b, 2, Some(11));
     assert_eq!(first.len(), 1, "epoch 1 completes, epoch 2 stops mid-way");
     assert_eq!((b.epoch, b.step_in_epoch, b.vae.adam_steps), (1, 3, 11));
@@ -138,15 +138,15 @@ fn torch_style_file(
     let layout = ParamLayout::new(cfg);
     let mut owned: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
     for s in &layout.specs {
-        if skip == Some(s.name) {
+        if skip == Some(s.name.as_str()) {
             continue;
         }
         let vals = &arena[s.range()];
         let mut shape = s.shape.clone();
-        if reshape == Some(s.name) {
+        if reshape == Some(s.name.as_str()) {
             shape = vec![s.len()];
         }
-        if as_f64 == Some(s.name) {
+        if as_f64 == Some(s.name.as_str()) {
             let b: Vec<u8> = vals
                 .iter()
                 .flat_map(|v| (*v as f64).to_le_bytes())
@@ -171,10 +171,8 @@ fn torch_style_file(
 #[test]
 fn pytorch_named_files_load_and_bad_files_are_clear_errors() {
     let cfg = VaeConfig {
-        input: 784,
-        hidden: 64,
-        latent: 3,
         samples: 1,
+        ..VaeConfig::mirrored(784, &[64], 3)
     };
     let arena = ParamLayout::new(&cfg).init(9);
     let p = Path::new("state.safetensors");

@@ -49,26 +49,20 @@ fn check(name: &str, analytic: &[f64], f: &dyn Fn(&[f64]) -> f64, x: &[f64]) {
     );
 }
 
-#[test]
-fn whole_model_gradients_match_finite_differences() {
-    // Small sizes so every parameter is perturbed; L = 2 exercises the sample averaging.
-    let cfg = VaeConfig {
-        input: 7,
-        hidden: 6,
-        latent: 3,
-        samples: 2,
-    };
+/// Every parameter of a model perturbed, its finite-difference gradient against the analytic one.
+fn whole_model_case(cfg: VaeConfig, b: usize, seed: u64) {
     let layout = ParamLayout::new(&cfg);
-    let params: Vec<f32> = layout.init(3);
-    let b = 5;
-    let x = rand(1, b * cfg.input, 0.0, 1.0);
-    let eps = rand(2, cfg.samples * b * cfg.latent, -2.0, 2.0);
-    let vae = CpuVae::new(cfg, AdamConfig::default(), &params);
+    let params: Vec<f32> = layout.init(seed);
+    let x = rand(seed as u32 + 1, b * cfg.input, 0.0, 1.0);
+    let eps = rand(seed as u32 + 2, cfg.samples * b * cfg.latent, -2.0, 2.0);
+    let vae = CpuVae::new(cfg.clone(), AdamConfig::default(), &params);
     let trace = vae.forward_backward(&x, &eps);
-    assert!(
-        trace.h_enc.contains(&0.0) || trace.h_dec.contains(&0.0),
-        "ReLU should be active somewhere"
-    );
+    if cfg.activation == Act::Relu {
+        assert!(
+            trace.enc.iter().chain(&trace.dec).any(|h| h.contains(&0.0)),
+            "ReLU should be active somewhere"
+        );
+    }
     for spec in &layout.specs {
         let base = vae.params.clone();
         let f = |p: &[f64]| {
@@ -77,12 +71,40 @@ fn whole_model_gradients_match_finite_differences() {
             v.loss(&x, &eps)
         };
         check(
-            spec.name,
+            &format!("{} {}", cfg.describe(), spec.name),
             &trace.grads[spec.range()],
             &f,
             &base[spec.range()],
         );
     }
+}
+
+#[test]
+fn whole_model_gradients_match_finite_differences() {
+    // Small sizes so every parameter is perturbed; L = 2 exercises the sample averaging.
+    let cfg = VaeConfig {
+        samples: 2,
+        ..VaeConfig::mirrored(7, &[6], 3)
+    };
+    whole_model_case(cfg, 5, 3);
+}
+
+#[test]
+fn deep_tanh_model_gradients_match_finite_differences() {
+    // Three hidden layers a side (the decoder's not mirrored), tanh, L = 2.
+    let cfg = VaeConfig {
+        samples: 2,
+        decoder_hidden: vec![4, 6, 5],
+        activation: Act::Tanh,
+        ..VaeConfig::mirrored(7, &[6, 5, 4], 3)
+    };
+    whole_model_case(cfg, 4, 7);
+}
+
+#[test]
+fn deep_relu_model_gradients_match_finite_differences() {
+    let cfg = VaeConfig::mirrored(8, &[7, 5], 2);
+    whole_model_case(cfg, 5, 11);
 }
 
 #[test]
@@ -157,7 +179,7 @@ fn activation_bce_and_reparam_gradients() {
     let n = 12;
     let x = rand(20, n, -3.0, 3.0);
     let g = rand(21, n, -1.0, 1.0);
-    for act in [Act::Identity, Act::Relu, Act::Sigmoid] {
+    for act in Act::ALL {
         let y = ops::act_forward(&x, n, None, act);
         let analytic = ops::act_backward(&g, &y, act);
         let f = |x: &[f64]| {

@@ -6,7 +6,7 @@ mod common;
 use common::{gz, idx_bytes};
 use std::path::{Path, PathBuf};
 
-use vae_wgpu::data::{Mnist, Split, parse_idx, read_idx};
+use vae_wgpu::data::{ImageSet, Split, parse_idx, read_idx};
 
 fn vendored() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist")
@@ -14,7 +14,7 @@ fn vendored() -> PathBuf {
 
 #[test]
 fn vendored_mnist_has_the_known_contents() {
-    let train = Mnist::load(&vendored(), Split::Train).unwrap();
+    let train = ImageSet::load_idx(&vendored(), Split::Train).unwrap();
     assert_eq!((train.count, train.rows, train.cols), (60000, 28, 28));
     let mut hist = [0usize; 10];
     train.labels.iter().for_each(|&l| hist[l as usize] += 1);
@@ -31,7 +31,7 @@ fn vendored_mnist_has_the_known_contents() {
     );
     assert_eq!(train.labels[0], 5);
 
-    let test = Mnist::load(&vendored(), Split::Test).unwrap();
+    let test = ImageSet::load_idx(&vendored(), Split::Test).unwrap();
     assert_eq!(test.count, 10000);
     assert_eq!(
         test.images.iter().map(|&p| p as u64).sum::<u64>(),
@@ -76,7 +76,7 @@ fn hand_made_files_gz_and_raw() {
     );
     dir.write("t10k-labels-idx1-ubyte.gz", &gz(&idx_bytes(&[3], &labels)));
     for split in [Split::Train, Split::Test] {
-        let m = Mnist::load(&dir.0, split).unwrap();
+        let m = ImageSet::load_idx(&dir.0, split).unwrap();
         assert_eq!((m.count, m.rows, m.cols), (3, 2, 2));
         assert_eq!(m.images, images);
         assert_eq!(m.labels, labels);
@@ -128,12 +128,14 @@ fn malformed_idx_gives_clear_errors() {
 fn split_level_errors_name_the_file() {
     let dir = TempDir::new("split");
     // Missing directory.
-    let e = Mnist::load(&dir.0.join("nope"), Split::Train)
+    let e = ImageSet::load_idx(&dir.0.join("nope"), Split::Train)
         .unwrap_err()
         .to_string();
     assert!(e.contains("nope") && e.contains("--data-dir"), "{e}");
     // Missing file.
-    let e = Mnist::load(&dir.0, Split::Train).unwrap_err().to_string();
+    let e = ImageSet::load_idx(&dir.0, Split::Train)
+        .unwrap_err()
+        .to_string();
     assert!(
         e.contains("train-images-idx3-ubyte") && e.contains("missing"),
         "{e}"
@@ -141,16 +143,22 @@ fn split_level_errors_name_the_file() {
     // Count mismatch.
     dir.write("train-images-idx3-ubyte", &idx_bytes(&[3, 2, 2], &[0; 12]));
     dir.write("train-labels-idx1-ubyte", &idx_bytes(&[2], &[1, 2]));
-    let e = Mnist::load(&dir.0, Split::Train).unwrap_err().to_string();
+    let e = ImageSet::load_idx(&dir.0, Split::Train)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("2 labels") && e.contains("3 images"), "{e}");
     // A label above 9.
     dir.write("train-labels-idx1-ubyte", &idx_bytes(&[3], &[1, 12, 2]));
-    let e = Mnist::load(&dir.0, Split::Train).unwrap_err().to_string();
+    let e = ImageSet::load_idx(&dir.0, Split::Train)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("label 12") && e.contains("index 1"), "{e}");
     // Images with the wrong rank.
     dir.write("train-images-idx3-ubyte", &idx_bytes(&[3, 4], &[0; 12]));
     dir.write("train-labels-idx1-ubyte", &idx_bytes(&[3], &[1, 2, 3]));
-    let e = Mnist::load(&dir.0, Split::Train).unwrap_err().to_string();
+    let e = ImageSet::load_idx(&dir.0, Split::Train)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("3 dimensions"), "{e}");
     // Corrupt gzip.
     let mut bad = gz(&idx_bytes(&[3], &[1, 2, 3]));

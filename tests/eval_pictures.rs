@@ -8,16 +8,16 @@ use std::path::Path;
 use common::{assert_close, ctx};
 use vae_wgpu::cpu::model::CpuVae;
 use vae_wgpu::cpu::ops;
-use vae_wgpu::data::{Mnist, Split};
+use vae_wgpu::data::{ImageSet, Split};
 use vae_wgpu::model::eval::evaluate_pass;
 use vae_wgpu::model::{GpuDataset, GpuVae, ParamLayout, VaeConfig};
 use vae_wgpu::ops::AdamConfig;
 use vae_wgpu::viz::pictures::{PictureSet, write_pictures};
 use vae_wgpu::viz::{LossHistory, tsne_2d};
 
-fn test_subset(n: usize) -> Mnist {
+fn test_subset(n: usize) -> ImageSet {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist");
-    let mut m = Mnist::load(&dir, Split::Test).unwrap();
+    let mut m = ImageSet::load_idx(&dir, Split::Test).unwrap();
     m.images.truncate(n * m.dim());
     m.labels.truncate(n);
     m.count = n;
@@ -39,13 +39,12 @@ fn evaluation_matches_cpu_reference() {
         .collect();
     for samples in [1, 7] {
         let cfg = VaeConfig {
-            input: 784,
-            hidden: 32,
-            latent: 4,
             samples,
+            ..VaeConfig::mirrored(784, &[32], 4)
         };
         let params = ParamLayout::new(&cfg).init(21);
-        let mut vae = GpuVae::from_params(ctx, cfg, AdamConfig::default(), n, 3, &params).unwrap();
+        let mut vae =
+            GpuVae::from_params(ctx, cfg.clone(), AdamConfig::default(), n, 3, &params).unwrap();
         let r = evaluate_pass(ctx, &mut vae, &data, true, None).unwrap();
         let a = vae.acts.rows(n, samples).unwrap();
         let eps: Vec<f64> = ctx
@@ -54,7 +53,7 @@ fn evaluation_matches_cpu_reference() {
             .iter()
             .map(|&v| v as f64)
             .collect();
-        let cpu = CpuVae::new(cfg, AdamConfig::default(), &params);
+        let cpu = CpuVae::new(cfg.clone(), AdamConfig::default(), &params);
         let t = cpu.forward_backward(&x, &eps);
         let want_elbo = t.loss / n as f64;
         assert_close(
@@ -109,10 +108,8 @@ fn pictures_are_written_sized_and_not_blank() {
     let ctx = ctx();
     let test = test_subset(300);
     let cfg = VaeConfig {
-        input: 784,
-        hidden: 64,
-        latent: 2,
         samples: 1,
+        ..VaeConfig::mirrored(784, &[64], 2)
     };
     let params = ParamLayout::new(&cfg).init(4);
     let dir = std::env::temp_dir().join(format!("vae-wgpu-pics-{}", std::process::id()));
@@ -127,7 +124,7 @@ fn pictures_are_written_sized_and_not_blank() {
         tsne: true,
         loss: Some(&hist),
     };
-    let files = write_pictures(ctx, cfg, &params, &test, 1, &set).unwrap();
+    let files = write_pictures(ctx, &cfg, &params, &test, 1, &set).unwrap();
     let names: Vec<String> = files
         .iter()
         .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())

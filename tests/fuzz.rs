@@ -15,16 +15,15 @@ use vae_wgpu::model::{Checkpoint, ParamLayout, VaeConfig};
 
 fn valid_checkpoint() -> Vec<u8> {
     let cfg = VaeConfig {
-        input: 6,
-        hidden: 5,
-        latent: 2,
         samples: 1,
+        ..VaeConfig::mirrored(6, &[5], 2)
     };
     let ckpt = Checkpoint {
-        cfg,
         params: ParamLayout::new(&cfg).init(1),
+        cfg,
         optimizer: None,
         progress: Default::default(),
+        activation_recorded: true,
     };
     let p = std::env::temp_dir().join(format!("vae-wgpu-fuzz-{}.safetensors", std::process::id()));
     ckpt.save_state_dict(&p).unwrap();

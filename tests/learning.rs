@@ -8,14 +8,14 @@
 mod common;
 
 use common::ctx;
-use vae_wgpu::data::{Mnist, Split};
+use vae_wgpu::data::{ImageSet, Split};
 use vae_wgpu::model::{EpochEnd, Event, TrainSettings, Trainer, VaeConfig};
 
 #[test]
 fn loss_falls_on_an_mnist_subset() {
     let ctx = ctx();
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist");
-    let mut data = Mnist::load(&dir, Split::Train).unwrap();
+    let mut data = ImageSet::load_idx(&dir, Split::Train).unwrap();
     let n = 4096;
     data.images.truncate(n * 784);
     data.labels.truncate(n);

@@ -84,6 +84,8 @@ fn matmul_case(
             // ReLU is exact; sigmoid's slope is at most 1/4, plus exp's error on σ in [0, 1].
             Act::Identity | Act::Relu => pre + f64::MIN_POSITIVE,
             Act::Sigmoid => 0.25 * pre + exp_rel_tol(20.0),
+            // tanh's slope is at most 1; tanh_act adds exp's error, at most ~1e-7 absolute.
+            Act::Tanh => pre + 1e-6,
         }
     };
     assert_close(
@@ -121,44 +123,48 @@ backend_test!(matmul_epilogues, |ctx| {
     }
 });
 
-// The ReLU backward fused into the input-gradient product: C = op(A)·op(B) ⊙ [h > 0],
-// checked against the CPU twin's `act_backward` applied to the CPU product. Masking is exact, so
-// the tolerance is the product's.
-backend_test!(matmul_relu_mask_epilogue, |ctx| {
-    for variant in variants(ctx) {
-        for layout in Layout::ALL {
-            for (m, n, k) in [(67, 45, 33), (132, 204, 200), (68, 44, 36)] {
-                let (sa, sb) = layout.operand_shapes(m, n, k);
-                let a = uniform(71, m * k, -1.0, 1.0);
-                let b = uniform(72, k * n, -1.0, 1.0);
-                let c0 = uniform(73, m * n, -1.0, 1.0);
-                // A ReLU's saved output: zeros and positives.
-                let h: Vec<f64> = uniform(74, m * n, -1.0, 1.0)
-                    .iter()
-                    .map(|v| v.max(0.0))
-                    .collect();
-                let ga = ctx.upload_f32("a", &sa, &to_f32(&a)).unwrap();
-                let gb = ctx.upload_f32("b", &sb, &to_f32(&b)).unwrap();
-                let gc = ctx.upload_f32("c", &[m, n], &to_f32(&c0)).unwrap();
-                let gh = ctx.upload_f32("h", &[m, n], &to_f32(&h)).unwrap();
-                let epi = Epilogue {
-                    relu_mask: Some(&gh),
-                    ..Epilogue::NONE
-                };
-                let d = matmul_with(ctx, variant, layout, &ga, &gb, &gc, epi).unwrap();
-                kernels::run(ctx, &[&d]).unwrap();
-                let p = cpu::matmul(layout, &a, &b, m, n, k);
-                let pre = cpu::epilogue(&p, n, None, Act::Identity);
-                let want = cpu::act_backward(&pre, &h, Act::Relu);
-                let mag = abs_product(layout, &a, &b, m, n, k);
-                let gamma = (k as f64 + 2.0) * U;
-                let name = format!(
-                    "{} relu-masked matmul {variant:?} {layout:?} {m}x{n}x{k}",
-                    ctx.adapter.backend.to_str()
-                );
-                assert_close(&name, &ctx.read_f32(&gc).unwrap(), &want, |i| {
-                    gamma * mag[i] + f64::MIN_POSITIVE
-                });
+// A hidden activation's backward fused into the input-gradient product:
+// C = op(A)·op(B) ⊙ act'(h) from the activation's saved output h — ReLU's [h > 0], tanh's 1 − h² —
+// checked against the CPU twin's `act_backward` applied to the CPU product. Masking is exact and
+// 1 − h² ≤ 1 adds one rounding, so the tolerance is the product's (plus that rounding).
+backend_test!(matmul_act_backward_epilogue, |ctx| {
+    for act in [Act::Relu, Act::Tanh] {
+        for variant in variants(ctx) {
+            for layout in Layout::ALL {
+                for (m, n, k) in [(67, 45, 33), (132, 204, 200), (68, 44, 36)] {
+                    let (sa, sb) = layout.operand_shapes(m, n, k);
+                    let a = uniform(71, m * k, -1.0, 1.0);
+                    let b = uniform(72, k * n, -1.0, 1.0);
+                    let c0 = uniform(73, m * n, -1.0, 1.0);
+                    // The activation's saved output: zeros and positives for ReLU, (-1, 1) for tanh
+                    // (rounded to f32, as the GPU holds it).
+                    let h: Vec<f64> = uniform(74, m * n, -2.0, 2.0)
+                        .iter()
+                        .map(|&v| cpu::activate(act, v) as f32 as f64)
+                        .collect();
+                    let ga = ctx.upload_f32("a", &sa, &to_f32(&a)).unwrap();
+                    let gb = ctx.upload_f32("b", &sb, &to_f32(&b)).unwrap();
+                    let gc = ctx.upload_f32("c", &[m, n], &to_f32(&c0)).unwrap();
+                    let gh = ctx.upload_f32("h", &[m, n], &to_f32(&h)).unwrap();
+                    let epi = Epilogue {
+                        act_grad: Some((act, &gh)),
+                        ..Epilogue::NONE
+                    };
+                    let d = matmul_with(ctx, variant, layout, &ga, &gb, &gc, epi).unwrap();
+                    kernels::run(ctx, &[&d]).unwrap();
+                    let p = cpu::matmul(layout, &a, &b, m, n, k);
+                    let pre = cpu::epilogue(&p, n, None, Act::Identity);
+                    let want = cpu::act_backward(&pre, &h, act);
+                    let mag = abs_product(layout, &a, &b, m, n, k);
+                    let gamma = (k as f64 + 4.0) * U;
+                    let name = format!(
+                        "{} {act}-backward matmul {variant:?} {layout:?} {m}x{n}x{k}",
+                        ctx.adapter.backend.to_str()
+                    );
+                    assert_close(&name, &ctx.read_f32(&gc).unwrap(), &want, |i| {
+                        gamma * mag[i] + f64::MIN_POSITIVE
+                    });
+                }
             }
         }
     }
@@ -168,14 +174,17 @@ backend_test!(matmul_relu_mask_epilogue, |ctx| {
     let c = ctx.zeros("c", &[4, 6], DType::F32).unwrap();
     let bad = ctx.zeros("h", &[4, 5], DType::F32).unwrap();
     let epi = Epilogue {
-        relu_mask: Some(&bad),
+        act_grad: Some((Act::Relu, &bad)),
         ..Epilogue::NONE
     };
     let msg = matmul_with(ctx, MatmulVariant::Direct, Layout::NT, &a, &b, &c, epi)
         .err()
         .unwrap()
         .to_string();
-    assert!(msg.contains("relu mask") && msg.contains("[4, 5]"), "{msg}");
+    assert!(
+        msg.contains("relu backward mask") && msg.contains("[4, 5]"),
+        "{msg}"
+    );
 });
 
 // Row sums of op(A) written by the product's own threads (the fused bias gradient of a TN
@@ -427,6 +436,7 @@ backend_test!(bias_act_forward, |ctx| {
                 let s = (x[i] + bias[i % cols]).abs();
                 match act {
                     Act::Sigmoid => 0.25 * U * s + exp_rel_tol(31.0),
+                    Act::Tanh => U * s + 1e-6,
                     _ => U * s + f64::MIN_POSITIVE,
                 }
             };

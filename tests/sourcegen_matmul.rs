@@ -607,9 +607,14 @@ fn store_cols4(i: u32, col0: u32, acc: vec4<f32>) -> f32 {
         v = max(v, vec4<f32>(0.0));
     } else if (ACT == 2u) {
         v = vec4<f32>(sigmoid(v.x), sigmoid(v.y), sigmoid(v.z), sigmoid(v.w));
+    } else if (ACT == 3u) {
+        v = vec4<f32>(tanh_act(v.x), tanh_act(v.y), tanh_act(v.z), tanh_act(v.w));
     }
-    if (RELU_MASK) {
+    if (ACT_GRAD == 1u) {
         v = select(vec4<f32>(0.0), v, mask_v4[idx] > vec4<f32>(0.0));
+    } else if (ACT_GRAD == 3u) {
+        let h = mask_v4[idx];
+        v = v * (vec4<f32>(1.0) - h * h);
     }
     c_v4[idx] = v;
     return 0.0;

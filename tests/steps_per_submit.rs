@@ -6,7 +6,7 @@
 mod common;
 
 use common::ctx;
-use vae_wgpu::data::{Mnist, Split};
+use vae_wgpu::data::{ImageSet, Split};
 use vae_wgpu::model::train::STEPS_PER_SUBMIT_ENV;
 use vae_wgpu::model::{EpochEnd, Event, TrainSettings, Trainer, VaeConfig};
 
@@ -14,7 +14,7 @@ use vae_wgpu::model::{EpochEnd, Event, TrainSettings, Trainer, VaeConfig};
 fn k_steps_per_submit_equal_one_step_per_submit() {
     let ctx = ctx();
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist");
-    let mut data = Mnist::load(&dir, Split::Train).unwrap();
+    let mut data = ImageSet::load_idx(&dir, Split::Train).unwrap();
     let n = 1000; // 15 full batches of 64 and one of 40
     data.images.truncate(n * 784);
     data.labels.truncate(n);
@@ -25,14 +25,11 @@ fn k_steps_per_submit_equal_one_step_per_submit() {
         log_every: 7,
         ..TrainSettings::default()
     };
-    let cfg = VaeConfig {
-        hidden: 64,
-        ..VaeConfig::default()
-    };
+    let cfg = VaeConfig::mirrored(784, &[64], 10);
     let run = |k: usize| {
         // The only test of this binary: nothing else reads the environment meanwhile.
         unsafe { std::env::set_var(STEPS_PER_SUBMIT_ENV, k.to_string()) };
-        let mut t = Trainer::new(ctx, cfg, settings.clone(), &data).unwrap();
+        let mut t = Trainer::new(ctx, cfg.clone(), settings.clone(), &data).unwrap();
         assert_eq!(t.steps_per_submit, k);
         let mut losses = Vec::new();
         for _ in 0..2 {
@@ -56,7 +53,7 @@ fn k_steps_per_submit_equal_one_step_per_submit() {
     );
     // A stop asked for mid-submit: the steps before it run, the rest do not.
     unsafe { std::env::set_var(STEPS_PER_SUBMIT_ENV, "8") };
-    let mut t = Trainer::new(ctx, cfg, settings.clone(), &data).unwrap();
+    let mut t = Trainer::new(ctx, cfg.clone(), settings.clone(), &data).unwrap();
     let mut asked = 0;
     let end = t
         .train_epoch(ctx, &mut |_| {}, &mut || {

@@ -26,9 +26,10 @@ struct Fixture {
 }
 
 impl Fixture {
-    fn load() -> Self {
+    fn load(name: &str) -> Self {
         let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/torch_reference.safetensors");
+            .join("tests/fixtures")
+            .join(name);
         Fixture {
             bytes: std::fs::read(&p).unwrap_or_else(|e| {
                 panic!(
@@ -53,24 +54,42 @@ impl Fixture {
     fn get64(&self, name: &str) -> Vec<f64> {
         self.get(name).iter().map(|&v| v as f64).collect()
     }
+
+    fn has(&self, name: &str) -> bool {
+        SafeTensors::deserialize(&self.bytes)
+            .unwrap()
+            .tensor(name)
+            .is_ok()
+    }
+
+    /// Hidden layer `i`'s output: `h_enc.{i}` (deep fixtures), or `h_enc` (the notebook's).
+    fn layer(&self, stem: &str, i: usize) -> Vec<f64> {
+        let name = format!("{stem}.{i}");
+        self.get64(if self.has(&name) { &name } else { stem })
+    }
 }
+
+/// A tensor three ways: its name, the GPU's values, the CPU twin's, PyTorch's.
+type Compared<'a> = (String, Vec<f32>, &'a Vec<f64>, Vec<f64>);
 
 fn close(name: &str, got: &[f32], want: &[f64], rel: f64) {
     let scale = want.iter().fold(0.0f64, |a, v| a.max(v.abs()));
     assert_close(name, got, want, |_| rel * scale + 1e-30);
 }
 
-fn check_against_torch(ctx: &GpuContext, fx: &Fixture) {
+fn check_against_torch(ctx: &GpuContext, fx: &Fixture, cfg: VaeConfig) {
     let path = Path::new("fixture");
     // The fixture holds the initial state_dict under PyTorch's names: load it as a checkpoint.
     let ckpt = Checkpoint::from_bytes(&fx.bytes, path).unwrap();
-    let cfg = VaeConfig::default();
-    assert_eq!(ckpt.cfg, cfg, "sizes inferred from PyTorch's shapes");
+    assert_eq!(
+        ckpt.cfg, cfg,
+        "architecture read from PyTorch's names and metadata"
+    );
     let adam = AdamConfig::default();
     let b = 16;
     let x = fx.get("x");
-    let mut gpu = GpuVae::from_params(ctx, cfg, adam, b, 0, &ckpt.params).unwrap();
-    let mut cpu = CpuVae::new(cfg, adam, &ckpt.params);
+    let mut gpu = GpuVae::from_params(ctx, cfg.clone(), adam, b, 0, &ckpt.params).unwrap();
+    let mut cpu = CpuVae::new(cfg.clone(), adam, &ckpt.params);
     let ReferenceGraphs {
         train: graph,
         acc,
@@ -115,15 +134,31 @@ fn check_against_torch(ctx: &GpuContext, fx: &Fixture) {
         });
         let (mu, logvar) =
             Activations::split_heads(&ctx.read_f32(&a.heads).unwrap(), gpu.cfg.latent);
-        for (name, got, cpu_v) in [
-            ("h_enc", ctx.read_f32(&a.h_enc).unwrap(), &t.h_enc),
-            ("mu_e", mu, &t.mu),
-            ("logvar_e", logvar, &t.logvar),
-            ("z", ctx.read_f32(&a.z).unwrap(), &t.z),
-            ("h_dec", ctx.read_f32(&a.h_dec).unwrap(), &t.h_dec),
-            ("logits", logits, &t.logits),
-        ] {
-            let want = fx.get64(name);
+        // (name, GPU, CPU twin, PyTorch)
+        let mut tensors: Vec<Compared<'_>> = Vec::new();
+        for (i, h) in a.enc.iter().enumerate() {
+            let want = fx.layer("h_enc", i);
+            tensors.push((
+                format!("h_enc{i}"),
+                ctx.read_f32(h).unwrap(),
+                &t.enc[i],
+                want,
+            ));
+        }
+        tensors.push(("mu_e".into(), mu, &t.mu, fx.get64("mu_e")));
+        tensors.push(("logvar_e".into(), logvar, &t.logvar, fx.get64("logvar_e")));
+        tensors.push(("z".into(), ctx.read_f32(&a.z).unwrap(), &t.z, fx.get64("z")));
+        for (i, h) in a.dec.iter().enumerate() {
+            let want = fx.layer("h_dec", i);
+            tensors.push((
+                format!("h_dec{i}"),
+                ctx.read_f32(h).unwrap(),
+                &t.dec[i],
+                want,
+            ));
+        }
+        tensors.push(("logits".into(), logits, &t.logits, fx.get64("logits")));
+        for (name, got, cpu_v, want) in tensors {
             close(
                 &format!("{backend} {name} (gpu vs torch)"),
                 &got,
@@ -189,6 +224,63 @@ fn check_against_torch(ctx: &GpuContext, fx: &Fixture) {
 }
 
 backend_test!(engine_and_cpu_reference_match_pytorch, |ctx| {
-    let fx = Fixture::load();
-    check_against_torch(ctx, &fx);
+    let fx = Fixture::load("torch_reference.safetensors");
+    check_against_torch(ctx, &fx, VaeConfig::default());
 });
+
+// A two-hidden-layer tanh model, PyTorch's `encoder`/`decoder` Sequentials (names and metadata as
+// `scripts/torch_reference.py --hidden 32,16 --latent 6 --activation tanh` writes them).
+backend_test!(deep_tanh_model_matches_pytorch, |ctx| {
+    let fx = Fixture::load("torch_reference_deep_tanh.safetensors");
+    let cfg = VaeConfig {
+        activation: vae_wgpu::ops::Act::Tanh,
+        ..VaeConfig::mirrored(784, &[32, 16], 6)
+    };
+    check_against_torch(ctx, &fx, cfg);
+});
+
+// Our checkpoints load into PyTorch with `load_state_dict(strict=True)` exactly when they hold the
+// same names and shapes as PyTorch's `state_dict()`: the fixtures are PyTorch's, so compare.
+#[test]
+fn checkpoint_names_and_shapes_are_pytorchs_state_dict() {
+    for (file, cfg) in [
+        ("torch_reference.safetensors", VaeConfig::default()),
+        (
+            "torch_reference_deep_tanh.safetensors",
+            VaeConfig {
+                activation: vae_wgpu::ops::Act::Tanh,
+                ..VaeConfig::mirrored(784, &[32, 16], 6)
+            },
+        ),
+    ] {
+        let fx = Fixture::load(file);
+        let st = SafeTensors::deserialize(&fx.bytes).unwrap();
+        let (_, header) = SafeTensors::read_metadata(&fx.bytes).unwrap();
+        let keys: Vec<String> = header.metadata().as_ref().unwrap()["state_dict_keys"]
+            .split(',')
+            .map(str::to_string)
+            .collect();
+        let layout = vae_wgpu::model::ParamLayout::new(&cfg);
+        let ours: Vec<String> = layout.specs.iter().map(|s| s.name.clone()).collect();
+        assert_eq!(ours, keys, "{file}: state_dict keys, in PyTorch's order");
+        for s in &layout.specs {
+            assert_eq!(
+                st.tensor(&s.name).unwrap().shape(),
+                s.shape.as_slice(),
+                "{}",
+                s.name
+            );
+        }
+        // And a checkpoint written here reads back with the same architecture.
+        let ckpt = Checkpoint::from_bytes(&fx.bytes, Path::new(file)).unwrap();
+        let p = std::env::temp_dir().join(format!(
+            "vae-wgpu-torch-names-{}-{file}",
+            std::process::id()
+        ));
+        ckpt.save_state_dict(&p).unwrap();
+        let back = Checkpoint::load(&p).unwrap();
+        let _ = std::fs::remove_file(&p);
+        assert_eq!(back.cfg, cfg);
+        assert_eq!(back.params, ckpt.params);
+    }
+}

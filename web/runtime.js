@@ -22,7 +22,8 @@ export const PLAN_VERSION = 1;
  * @typedef {{buffer: number, offset: number, rows: number, cols: number}} Region
  * @typedef {{
  *   format: string, version: number,
- *   model: {input: number, hidden: number, latent: number, samples: number, params: number},
+ *   model: {input: number, hidden: number[], decoder_hidden: number[], latent: number,
+ *           samples: number, activation: string, params: number},
  *   train: {batch: number, epochs: number, lr: number, beta1: number, beta2: number, eps: number,
  *     weight_decay: number, seed: number, train_len: number, test_len: number, log_every: number,
  *     steps_per_epoch: number},

@@ -9,7 +9,6 @@ use super::out::{note, say};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::data::{Mnist, Split};
 use crate::gpu::GpuContext;
 use crate::model::eval::evaluate;
 use crate::model::{Checkpoint, GpuDataset};
@@ -27,8 +26,12 @@ pub struct Args {
     /// A checkpoint.safetensors or model.safetensors (also one saved from PyTorch).
     #[arg(long)]
     checkpoint: PathBuf,
-    #[arg(long, default_value = "data/mnist")]
-    data_dir: PathBuf,
+    #[command(flatten)]
+    data: super::DataArgs,
+    /// The hidden activation of a bare PyTorch state_dict (relu or tanh); checkpoints written
+    /// here record theirs, and a flag that contradicts it is refused.
+    #[arg(long)]
+    activation: Option<super::HiddenAct>,
     /// Noise draws per image for the N-sample ELBO.
     #[arg(long, default_value_t = 10)]
     elbo_samples: usize,
@@ -48,13 +51,25 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         return Err("--elbo-samples and --iw-samples must be at least 1".into());
     }
     let ckpt = Checkpoint::load(&args.checkpoint)?;
+    let cfg = super::ModelArgs {
+        activation: args.activation,
+        ..Default::default()
+    }
+    .agree_with(&ckpt, "checkpoint")?;
     let opts = args.device.options()?;
-    let test = Mnist::load(&args.data_dir, Split::Test)?;
-    if test.dim() != ckpt.cfg.input {
+    // The test split the checkpoint's run held out (an image folder is split with its seed).
+    let test = args
+        .data
+        .load(ckpt.progress.seed, Some(&ckpt), args.checkpoint.parent())?
+        .test;
+    if test.dim() != cfg.input {
         return Err(format!(
-            "test images have {} pixels, the checkpoint's model takes {}",
+            "test images have {} values ({} channel(s) of {}x{}), the checkpoint's model takes {}",
             test.dim(),
-            ckpt.cfg.input
+            test.channels,
+            test.rows,
+            test.cols,
+            cfg.input
         )
         .into());
     }
@@ -63,10 +78,8 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let ctx = GpuContext::new(&opts)?;
     say!("adapter: {}", ctx.adapter.short());
     say!(
-        "model: {} -> {} -> {} from {} (epoch {})",
-        ckpt.cfg.input,
-        ckpt.cfg.hidden,
-        ckpt.cfg.latent,
+        "model: {} from {} (epoch {})",
+        cfg.describe(),
         args.checkpoint.display(),
         ckpt.progress.epoch
     );
@@ -89,7 +102,7 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     };
     let r = evaluate(
         &ctx,
-        ckpt.cfg,
+        &cfg,
         &ckpt.params,
         &data,
         args.elbo_samples,

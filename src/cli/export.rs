@@ -29,15 +29,8 @@ pub struct Args {
     /// Adam learning rate (the page can change it: it enters only the per-step uniform).
     #[arg(long, default_value_t = super::Lr(TrainSettings::default().adam.lr))]
     lr: super::Lr,
-    /// Latent dimensions.
-    #[arg(long, default_value_t = VaeConfig::default().latent)]
-    latent: usize,
-    /// Hidden units of the encoder and decoder.
-    #[arg(long, default_value_t = VaeConfig::default().hidden)]
-    hidden: usize,
-    /// Reparameterised samples per observation, AEVB's L.
-    #[arg(long, default_value_t = VaeConfig::default().samples)]
-    samples: usize,
+    #[command(flatten)]
+    model: super::ModelArgs,
     /// Seed of initialisation, shuffling and noise.
     #[arg(long, default_value_t = TrainSettings::default().seed)]
     seed: u64,
@@ -78,12 +71,7 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         ..TrainSettings::default()
     };
     settings.adam.lr = args.lr.0;
-    let cfg = VaeConfig {
-        hidden: args.hidden,
-        latent: args.latent,
-        samples: args.samples,
-        ..VaeConfig::default()
-    };
+    let cfg = args.model.new_model(VaeConfig::default().input);
     let summary = export_plan(
         &ctx,
         &ExportOptions {

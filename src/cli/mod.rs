@@ -41,6 +41,284 @@ impl DeviceArgs {
     }
 }
 
+/// A list of layer widths as a flag takes it: `400,200`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Widths(pub Vec<usize>);
+
+impl std::str::FromStr for Widths {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        crate::model::config::parse_widths(s).map(Widths)
+    }
+}
+
+/// A hidden-layer activation as a flag takes it: `relu` or `tanh`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HiddenAct(pub crate::ops::Act);
+
+impl std::str::FromStr for HiddenAct {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        crate::ops::Act::hidden_from_name(s)
+            .map(HiddenAct)
+            .ok_or_else(|| format!("'{s}' is not a hidden activation: use relu or tanh"))
+    }
+}
+
+/// The architecture flags (train, export_web, tune). Unset flags take the checkpoint's values
+/// when resuming, else the notebook's.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ModelArgs {
+    /// The encoder's hidden widths, input side first, e.g. 400,200; the decoder mirrors them
+    /// unless --decoder-hidden says otherwise [default: 200, or the checkpoint's].
+    #[arg(long)]
+    pub hidden: Option<Widths>,
+    /// The decoder's hidden widths, latent side first [default: --hidden reversed].
+    #[arg(long)]
+    pub decoder_hidden: Option<Widths>,
+    /// The activation of every hidden layer: relu or tanh (the AEVB paper's)
+    /// [default: relu, or the checkpoint's].
+    #[arg(long)]
+    pub activation: Option<HiddenAct>,
+    /// Latent dimensions [default: 10, or the checkpoint's].
+    #[arg(long)]
+    pub latent: Option<usize>,
+    /// Reparameterised samples per observation, AEVB's L [default: 1, or the checkpoint's].
+    #[arg(long)]
+    pub samples: Option<usize>,
+}
+
+impl ModelArgs {
+    /// A new model: these flags over the notebook's architecture, for `input` values per image.
+    pub fn new_model(&self, input: usize) -> crate::model::VaeConfig {
+        let d = crate::model::VaeConfig::default();
+        let hidden = self
+            .hidden
+            .as_ref()
+            .map_or(d.hidden.clone(), |w| w.0.clone());
+        crate::model::VaeConfig {
+            input,
+            decoder_hidden: self
+                .decoder_hidden
+                .as_ref()
+                .map_or_else(|| hidden.iter().rev().copied().collect(), |w| w.0.clone()),
+            hidden,
+            latent: self.latent.unwrap_or(d.latent),
+            samples: self.samples.unwrap_or(d.samples),
+            activation: self.activation.map_or(d.activation, |a| a.0),
+        }
+    }
+
+    /// The checkpoint's architecture; a flag that contradicts it is refused, naming both (L, the
+    /// samples per observation, is a training setting and may change).
+    pub fn agree_with(
+        &self,
+        ckpt: &crate::model::Checkpoint,
+        what: &str,
+    ) -> Result<crate::model::VaeConfig, String> {
+        let c = &ckpt.cfg;
+        let w = crate::model::config::widths;
+        let refuse = |flag: &str, given: String, has: String| {
+            Err(format!(
+                "--{flag} {given} contradicts the {what} ({flag} = {has}); the architecture comes                  from the {what}: drop the flag"
+            ))
+        };
+        if let Some(h) = &self.hidden
+            && h.0 != c.hidden
+        {
+            return refuse(
+                "hidden",
+                w(&h.0).replace('-', ","),
+                w(&c.hidden).replace('-', ","),
+            );
+        }
+        if let Some(h) = &self.decoder_hidden
+            && h.0 != c.decoder_hidden
+        {
+            return refuse(
+                "decoder-hidden",
+                w(&h.0).replace('-', ","),
+                w(&c.decoder_hidden).replace('-', ","),
+            );
+        }
+        if let Some(l) = self.latent
+            && l != c.latent
+        {
+            return refuse("latent", l.to_string(), c.latent.to_string());
+        }
+        let mut cfg = c.clone();
+        if let Some(a) = self.activation
+            && a.0 != c.activation
+        {
+            if ckpt.activation_recorded {
+                return refuse("activation", a.0.to_string(), c.activation.to_string());
+            }
+            // A bare state_dict cannot say which activation it was trained with.
+            cfg.activation = a.0;
+        }
+        if let Some(s) = self.samples {
+            cfg.samples = s;
+        }
+        Ok(cfg)
+    }
+}
+
+/// The data a program runs on, and the split it used (for the checkpoint's metadata).
+pub struct LoadedData {
+    pub train: crate::data::ImageSet,
+    pub test: crate::data::ImageSet,
+    /// The share held out as the test set (0 when the data came split).
+    pub test_fraction: f64,
+    /// Set for a large folder that was decoded (not read from a cache): the key to cache it under.
+    pub cache_key: Option<u64>,
+}
+
+impl LoadedData {
+    /// Cache a large folder's decoded sets in the run's folder (a failure only warns: the cache
+    /// saves time, nothing depends on it).
+    pub fn cache_in(&self, run_dir: &std::path::Path) {
+        if let Some(key) = self.cache_key {
+            let path = run_dir.join(crate::data::folder::CACHE_FILE);
+            match crate::data::ImageCache::write(&path, key, &self.train, &self.test) {
+                Ok(()) => out::say!("cached the decoded images in {}", path.display()),
+                Err(e) => note!("warning: the decoded images were not cached: {e}"),
+            }
+        }
+    }
+}
+
+/// Where the images come from (train, eval, pictures, export_web).
+#[derive(clap::Args, Debug, Clone)]
+pub struct DataArgs {
+    /// MNIST-style IDX files (Fashion-MNIST and KMNIST use the same names), or a folder of images:
+    /// root/<class>/*.png|jpg, a flat folder, or train/ and test/ folders of those.
+    #[arg(long, default_value = "data/mnist")]
+    pub data_dir: std::path::PathBuf,
+    /// Image folders: 1 (grayscale) or 3 (RGB) [default: 1, or the checkpoint's].
+    #[arg(long)]
+    pub channels: Option<usize>,
+    /// Image folders: resize every image to this many pixels square (triangle filter)
+    /// [default: 28, or the checkpoint's].
+    #[arg(long)]
+    pub image_size: Option<usize>,
+    /// Image folders without train/ and test/: the share held out as the test set, chosen with
+    /// the seed [default: 0.1, or the checkpoint's].
+    #[arg(long)]
+    pub test_fraction: Option<f64>,
+}
+
+impl DataArgs {
+    /// Load the training and test sets, with a progress bar while a large folder decodes. With a
+    /// checkpoint, its image shape and split are the defaults, and flags that contradict them
+    /// are refused.
+    pub fn load(
+        &self,
+        seed: u64,
+        ckpt: Option<&crate::model::Checkpoint>,
+        run_dir: Option<&std::path::Path>,
+    ) -> Result<LoadedData, String> {
+        let d = crate::data::FolderOptions::default();
+        let mut opts = crate::data::FolderOptions {
+            channels: self.channels.unwrap_or(d.channels),
+            size: self.image_size.unwrap_or(d.size),
+            test_fraction: self.test_fraction.unwrap_or(d.test_fraction),
+            seed,
+        };
+        if let Some(c) = ckpt {
+            let [ch, rows, cols] = c.progress.image;
+            let agree = |flag: &str, given: Option<String>, has: String| match given {
+                Some(g) if g != has => Err(format!(
+                    "--{flag} {g} contradicts the checkpoint's images ({flag} = {has}): drop the flag"
+                )),
+                _ => Ok(()),
+            };
+            if ch > 0 {
+                agree(
+                    "channels",
+                    self.channels.map(|v| v.to_string()),
+                    ch.to_string(),
+                )?;
+                opts.channels = ch;
+                if rows == cols {
+                    agree(
+                        "image-size",
+                        self.image_size.map(|v| v.to_string()),
+                        rows.to_string(),
+                    )?;
+                    opts.size = rows;
+                }
+            }
+            if c.progress.test_fraction > 0.0 {
+                agree(
+                    "test-fraction",
+                    self.test_fraction.map(|v| v.to_string()),
+                    c.progress.test_fraction.to_string(),
+                )?;
+                opts.test_fraction = c.progress.test_fraction;
+            }
+        }
+        let pb = std::sync::OnceLock::<indicatif::ProgressBar>::new();
+        let progress = |done: usize, all: usize| {
+            if all < 2000 {
+                return;
+            }
+            let bar = pb.get_or_init(|| {
+                let b = indicatif::ProgressBar::new(all as u64);
+                if let Ok(style) = indicatif::ProgressStyle::with_template(
+                    "decoding images [{bar:30}] {pos}/{len}  {per_sec}  ETA {eta}",
+                ) {
+                    b.set_style(style.progress_chars("=> "));
+                }
+                b
+            });
+            bar.set_position(done as u64);
+        };
+        let cache = run_dir.map(|d| d.join(crate::data::folder::CACHE_FILE));
+        let loaded = crate::data::load_data(&self.data_dir, &opts, cache.as_deref(), &progress);
+        if let Some(b) = pb.get() {
+            b.finish_and_clear();
+        }
+        let (train, test, report) = loaded.map_err(|e| e.to_string())?;
+        let test_fraction = match &report {
+            Some(r) if !r.presplit => opts.test_fraction,
+            _ => 0.0,
+        };
+        let cache_key = report
+            .as_ref()
+            .filter(|r| r.from_cache.is_none())
+            .and_then(|r| r.cache_key);
+        if let Some(r) = report {
+            out::say!(
+                "images: {} train / {} test from {} ({}), {} class(es), {}x{}, {} channel(s)",
+                train.count,
+                test.count,
+                self.data_dir.display(),
+                if r.presplit {
+                    "its train/ and test/ folders".to_string()
+                } else {
+                    format!("{} held out with seed {seed}", opts.test_fraction)
+                },
+                train.classes.len(),
+                train.rows,
+                train.cols,
+                train.channels
+            );
+            if let Some(w) = r.warning() {
+                note!("warning: {w}");
+            }
+            if let Some(c) = &r.from_cache {
+                out::say!("images read from {} (decoded earlier)", c.display());
+            }
+        }
+        Ok(LoadedData {
+            train,
+            test,
+            test_fraction,
+            cache_key,
+        })
+    }
+}
+
 /// A program's two entry points, the same for every program: `main()` parses the process's
 /// arguments, `execute(args)` runs parsed ones (the binary's subcommands call it) with a private
 /// runtime dir for Mesa, printing errors as `error: …` with exit status 1 (see [`exit_with`]).

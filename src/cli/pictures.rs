@@ -9,7 +9,6 @@ use super::out::say;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::data::{Mnist, Split};
 use crate::gpu::GpuContext;
 use crate::model::Checkpoint;
 use crate::viz::pictures::{PictureSet, write_pictures};
@@ -26,8 +25,12 @@ pub struct Args {
     /// Where the PNGs go.
     #[arg(long, default_value = ".")]
     out: PathBuf,
-    #[arg(long, default_value = "data/mnist")]
-    data_dir: PathBuf,
+    #[command(flatten)]
+    data: super::DataArgs,
+    /// The hidden activation of a bare PyTorch state_dict (relu or tanh); checkpoints written
+    /// here record theirs, and a flag that contradicts it is refused.
+    #[arg(long)]
+    activation: Option<super::HiddenAct>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Skip the t-SNE map.
@@ -41,8 +44,16 @@ super::program_entry_points!();
 
 fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let ckpt = Checkpoint::load(&args.checkpoint)?;
+    let cfg = super::ModelArgs {
+        activation: args.activation,
+        ..Default::default()
+    }
+    .agree_with(&ckpt, "checkpoint")?;
     let opts = args.device.options()?;
-    let test = Mnist::load(&args.data_dir, Split::Test)?;
+    let test = args
+        .data
+        .load(ckpt.progress.seed, Some(&ckpt), args.checkpoint.parent())?
+        .test;
     std::fs::create_dir_all(&args.out)
         .map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
     let ctx = GpuContext::new(&opts)?;
@@ -53,7 +64,7 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         tsne: !args.no_tsne,
         loss: None,
     };
-    for p in write_pictures(&ctx, ckpt.cfg, &ckpt.params, &test, args.seed, &set)? {
+    for p in write_pictures(&ctx, &cfg, &ckpt.params, &test, args.seed, &set)? {
         say!("wrote {}", p.display());
     }
     Ok(ExitCode::SUCCESS)

@@ -44,21 +44,13 @@ pub struct Args {
     /// Adam learning rate [default: 0.01, or the checkpoint's].
     #[arg(long)]
     lr: Option<super::Lr>,
-    /// Latent dimensions [default: 10, or the checkpoint's].
-    #[arg(long)]
-    latent: Option<usize>,
-    /// Hidden units of the encoder and decoder [default: 200, or the checkpoint's].
-    #[arg(long)]
-    hidden: Option<usize>,
-    /// Reparameterised samples per observation, AEVB's L [default: 1, or the checkpoint's].
-    #[arg(long)]
-    samples: Option<usize>,
+    #[command(flatten)]
+    model: super::ModelArgs,
     /// Seed of initialisation, shuffling and noise [default: 0, or the checkpoint's].
     #[arg(long)]
     seed: Option<u64>,
-    /// Directory with the four MNIST IDX files (.gz or raw).
-    #[arg(long, default_value = "data/mnist")]
-    data_dir: PathBuf,
+    #[command(flatten)]
+    data: super::DataArgs,
     #[command(flatten)]
     device: super::DeviceArgs,
     /// Print the batch loss every this many steps (0: never).
@@ -86,21 +78,6 @@ pub struct Args {
 
 super::program_entry_points!();
 
-/// A flag that must agree with the checkpoint: the checkpoint's value unless the flag says otherwise,
-/// in which case we refuse rather than silently pick one.
-fn agree<T: PartialEq + std::fmt::Display + Copy>(
-    flag: Option<T>,
-    ckpt: T,
-    name: &str,
-) -> Result<T, String> {
-    match flag {
-        Some(v) if v != ckpt => Err(format!(
-            "--{name} {v} contradicts the checkpoint ({name} = {ckpt}); the model's sizes come from the checkpoint: drop the flag"
-        )),
-        _ => Ok(ckpt),
-    }
-}
-
 fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     if args.epochs == 0 {
         return Err(crate::Error::setting("epochs", "must be at least 1").into());
@@ -109,15 +86,10 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         Some(p) => Some(Checkpoint::load(p)?),
         None => None,
     };
-    // Sizes and settings: flags, else the checkpoint's, else the notebook's.
+    // Architecture and settings: flags, else the checkpoint's, else the notebook's.
     let (cfg, mut settings) = match &ckpt {
         Some(c) => {
-            let cfg = VaeConfig {
-                input: c.cfg.input,
-                hidden: agree(args.hidden, c.cfg.hidden, "hidden")?,
-                latent: agree(args.latent, c.cfg.latent, "latent")?,
-                samples: args.samples.unwrap_or(c.cfg.samples),
-            };
+            let cfg = args.model.agree_with(c, "checkpoint")?;
             let adam = c.optimizer.as_ref().map(|o| o.config).unwrap_or_default();
             let settings = TrainSettings {
                 batch_size: args.batch_size.unwrap_or(if c.progress.batch_size > 0 {
@@ -135,18 +107,10 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             (cfg, settings)
         }
         None => {
-            let (c, s, a) = (
-                VaeConfig::default(),
-                TrainSettings::default(),
-                AdamConfig::default(),
-            );
+            let (s, a) = (TrainSettings::default(), AdamConfig::default());
             (
-                VaeConfig {
-                    hidden: args.hidden.unwrap_or(c.hidden),
-                    latent: args.latent.unwrap_or(c.latent),
-                    samples: args.samples.unwrap_or(c.samples),
-                    ..c
-                },
+                // The input size follows the images, once they are read.
+                args.model.new_model(VaeConfig::default().input),
                 TrainSettings {
                     batch_size: args.batch_size.unwrap_or(s.batch_size),
                     adam: AdamConfig {
@@ -162,20 +126,6 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     // Refuse bad flags before touching data or the GPU.
     cfg.validate()?;
     let opts = args.device.options()?;
-
-    let (train, test) = crate::data::load_splits(&args.data_dir)?;
-    settings.validate(train.count)?;
-    if ckpt.is_none() && train.dim() != cfg.input {
-        return Err(format!(
-            "images are {}x{}, but the model takes {} inputs",
-            train.rows, train.cols, cfg.input
-        )
-        .into());
-    }
-    let cfg = VaeConfig {
-        input: train.dim(),
-        ..cfg
-    };
 
     let out = match (&args.out, &args.resume) {
         (Some(o), _) => o.clone(),
@@ -193,6 +143,29 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             PathBuf::from(format!("runs/{t}"))
         }
     };
+    let data = args.data.load(settings.seed, ckpt.as_ref(), Some(&out))?;
+    let (train, test) = (&data.train, &data.test);
+    if ckpt.is_some() && train.dim() != cfg.input {
+        return Err(format!(
+            "the checkpoint's model takes {} inputs, but the images in {} have {} ({} channel(s) of {}x{})",
+            cfg.input,
+            args.data.data_dir.display(),
+            train.dim(),
+            train.channels,
+            train.rows,
+            train.cols
+        )
+        .into());
+    }
+    let cfg = VaeConfig {
+        input: train.dim(),
+        ..cfg
+    };
+    // Every layer's buffers against the adapter's limits happens in Trainer::new, before any
+    // allocation; the sizes themselves are checked here, before the device starts.
+    cfg.validate()?;
+    settings.validate(train.count)?;
+
     // Resuming the folder's own checkpoint continues its run; anything else starts a new one.
     let same_file = |a: &Path, b: &Path| matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y);
     let resuming_here = args
@@ -200,6 +173,7 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         .as_deref()
         .is_some_and(|r| same_file(r, &out.join("checkpoint.safetensors")));
     let _run_dir = RunDir::claim(&out, resuming_here, args.overwrite)?;
+    data.cache_in(&out);
 
     // Ctrl-C / SIGTERM only raise a flag; the loop stops between steps and checkpoints.
     let stop = super::stop_flag()?;
@@ -209,8 +183,11 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
 
     let mut trainer = match &ckpt {
         Some(c) => {
-            let c = Checkpoint { cfg, ..c.clone() };
-            let t = Trainer::resume(&ctx, &c, settings.clone(), &train)?;
+            let c = Checkpoint {
+                cfg: cfg.clone(),
+                ..c.clone()
+            };
+            let t = Trainer::resume(&ctx, &c, settings.clone(), train)?;
             say!(
                 "resumed from {} at epoch {}, step {} ({} Adam steps)",
                 args.resume
@@ -223,19 +200,21 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             );
             t
         }
-        None => Trainer::new(&ctx, cfg, settings.clone(), &train)?,
+        None => {
+            let mut t = Trainer::new(&ctx, cfg.clone(), settings.clone(), train)?;
+            t.test_fraction = data.test_fraction;
+            t
+        }
     };
     settings = trainer.settings.clone();
     let test_gpu = if args.no_test {
         None
     } else {
-        Some(GpuDataset::upload(&ctx, "test pixels", &test)?)
+        Some(GpuDataset::upload(&ctx, "test pixels", test)?)
     };
     say!(
-        "model: {} -> {} -> {} (L = {}), {} parameters; {} train images, batch {}, lr {}, {} steps/epoch, {} dispatches/step, {} steps/submit",
-        cfg.input,
-        cfg.hidden,
-        cfg.latent,
+        "model: {} (L = {}), {} parameters; {} train images, batch {}, lr {}, {} steps/epoch, {} dispatches/step, {} steps/submit",
+        cfg.describe(),
         cfg.samples,
         trainer.vae.layout.num_params(),
         train.count,
@@ -391,7 +370,7 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 tsne: false,
                 loss: None,
             };
-            write_pictures(&ctx, cfg, &c.params, &test, settings.seed, &set)?;
+            write_pictures(&ctx, &cfg, &c.params, test, settings.seed, &set)?;
         }
     }
     say!(
@@ -412,7 +391,7 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         loss: Some(&hist),
     };
     let t = std::time::Instant::now();
-    let written = write_pictures(&ctx, cfg, &params, &test, settings.seed, &set)?;
+    let written = write_pictures(&ctx, &cfg, &params, test, settings.seed, &set)?;
     for p in &written {
         say!("wrote {}", p.display());
     }

@@ -24,15 +24,8 @@ pub struct Args {
     /// Images per step.
     #[arg(long, default_value_t = TrainSettings::default().batch_size)]
     batch_size: usize,
-    /// Hidden units of the encoder and decoder.
-    #[arg(long, default_value_t = VaeConfig::default().hidden)]
-    hidden: usize,
-    /// Latent dimensions.
-    #[arg(long, default_value_t = VaeConfig::default().latent)]
-    latent: usize,
-    /// Reparameterised samples per observation, AEVB's L.
-    #[arg(long, default_value_t = VaeConfig::default().samples)]
-    samples: usize,
+    #[command(flatten)]
+    model: super::ModelArgs,
     #[command(flatten)]
     device: super::DeviceArgs,
 }
@@ -44,12 +37,7 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     opts.retune = true;
     let ctx = GpuContext::new(&opts)?;
     say!("adapter: {}", ctx.adapter.short());
-    let cfg = VaeConfig {
-        hidden: args.hidden,
-        latent: args.latent,
-        samples: args.samples,
-        ..VaeConfig::default()
-    };
+    let cfg = args.model.new_model(VaeConfig::default().input);
     let vae = GpuVae::new(&ctx, cfg, Default::default(), args.batch_size, 0)?;
     let acc = vae.new_accumulator(&ctx)?;
     let start = std::time::Instant::now();

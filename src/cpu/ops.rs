@@ -54,6 +54,7 @@ pub fn activate(act: Act, v: f64) -> f64 {
         Act::Identity => v,
         Act::Relu => v.max(0.0),
         Act::Sigmoid => sigmoid(v),
+        Act::Tanh => v.tanh(),
     }
 }
 
@@ -76,6 +77,7 @@ pub fn act_backward(dy: &[f64], y: &[f64], act: Act) -> Vec<f64> {
                 }
             }
             Act::Sigmoid => g * out * (1.0 - out),
+            Act::Tanh => g * (1.0 - out * out),
         })
         .collect()
 }

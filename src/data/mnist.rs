@@ -1,7 +1,9 @@
-//! The MNIST split files under a data directory (`data/mnist/` by default), `.gz` or uncompressed.
+//! The IDX split files under a data directory (`data/mnist/` by default), `.gz` or uncompressed:
+//! MNIST, and the data sets that reuse its file names (Fashion-MNIST, KMNIST).
 
 use std::path::{Path, PathBuf};
 
+use super::ImageSet;
 use super::idx::read_idx;
 use crate::error::{Error, Result};
 
@@ -12,7 +14,7 @@ pub enum Split {
 }
 
 impl Split {
-    fn stems(self) -> (&'static str, &'static str) {
+    pub(crate) fn stems(self) -> (&'static str, &'static str) {
         match self {
             Split::Train => ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
             Split::Test => ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
@@ -20,31 +22,10 @@ impl Split {
     }
 }
 
-/// One split: `count` images of `rows x cols` u8 pixels, row-major, and their labels 0–9.
-#[derive(Clone, Debug)]
-pub struct Mnist {
-    pub images: Vec<u8>,
-    pub labels: Vec<u8>,
-    pub count: usize,
-    pub rows: usize,
-    pub cols: usize,
-}
-
-impl Mnist {
-    pub fn dim(&self) -> usize {
-        self.rows * self.cols
-    }
-
-    /// Pixels of image `i` scaled to [0, 1] (as torchvision's `ToTensor`).
-    pub fn image_f32(&self, i: usize) -> Vec<f32> {
-        self.images[i * self.dim()..(i + 1) * self.dim()]
-            .iter()
-            .map(|&p| p as f32 / 255.0)
-            .collect()
-    }
-
+impl ImageSet {
     /// Load one split from `dir`, taking `<stem>` or `<stem>.gz`.
-    pub fn load(dir: &Path, split: Split) -> Result<Mnist> {
+    /// One split of an IDX data set (MNIST, Fashion-MNIST, KMNIST: the same file names).
+    pub fn load_idx(dir: &Path, split: Split) -> Result<ImageSet> {
         if !dir.is_dir() {
             return Err(Error::Data {
                 path: dir.to_path_buf(),
@@ -97,21 +78,23 @@ impl Mnist {
                 format!("label {} at index {i}: labels must be 0-9", lbl.data[i]),
             ));
         }
-        Ok(Mnist {
+        Ok(ImageSet {
             images: img.data,
             labels: lbl.data,
             count,
+            channels: 1,
             rows,
             cols,
+            classes: (0..10).map(|d| d.to_string()).collect(),
         })
     }
 }
 
 /// The training and test splits of `dir`, checked against each other before any GPU work: both
 /// must hold images of one size (a model takes one input size).
-pub fn load_splits(dir: &Path) -> Result<(Mnist, Mnist)> {
-    let train = Mnist::load(dir, Split::Train)?;
-    let test = Mnist::load(dir, Split::Test)?;
+pub fn load_splits(dir: &Path) -> Result<(ImageSet, ImageSet)> {
+    let train = ImageSet::load_idx(dir, Split::Train)?;
+    let test = ImageSet::load_idx(dir, Split::Test)?;
     if (test.rows, test.cols) != (train.rows, train.cols) {
         return Err(Error::Data {
             path: find(dir, Split::Test.stems().0)?,
@@ -125,7 +108,7 @@ pub fn load_splits(dir: &Path) -> Result<(Mnist, Mnist)> {
     Ok((train, test))
 }
 
-fn find(dir: &Path, stem: &str) -> Result<PathBuf> {
+pub(crate) fn find(dir: &Path, stem: &str) -> Result<PathBuf> {
     for name in [format!("{stem}.gz"), stem.to_string()] {
         let p = dir.join(&name);
         if p.is_file() {

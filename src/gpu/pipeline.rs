@@ -135,36 +135,29 @@ impl Shader {
     fn epilogue_sets(&self) -> Vec<Vec<(&'static str, f64)>> {
         match self.name {
             "matmul" | "matmul_subgroup" => {
+                // Per layout: each forward activation with and without bias (Linear forward,
+                // decoding), each fused activation backward (input gradients), row sums (weight
+                // gradients), the bare product, and the BCE epilogue (logits, with and without
+                // bias). Each feature is one `if` on its constant, so this covers every branch.
                 let mut v = Vec::new();
                 for layout in 0..3 {
-                    for act in 0..3 {
+                    let l = ("LAYOUT", layout as f64);
+                    for act in 0..4 {
                         for bias in 0..2 {
-                            for mask in 0..2 {
-                                for rows in 0..2 {
-                                    v.push(vec![
-                                        ("LAYOUT", layout as f64),
-                                        ("ACT", act as f64),
-                                        ("HAS_BIAS", bias as f64),
-                                        ("RELU_MASK", mask as f64),
-                                        ("ROW_SUM", rows as f64),
-                                        ("BCE", 0.0),
-                                    ]);
-                                }
-                            }
+                            v.push(vec![l, ("ACT", act as f64), ("HAS_BIAS", bias as f64)]);
                         }
                     }
-                    // The BCE epilogue goes with identity, no mask or row sums.
+                    for grad in [1.0, 3.0] {
+                        v.push(vec![l, ("ACT_GRAD", grad)]);
+                    }
+                    v.push(vec![l, ("ROW_SUM", 1.0)]);
                     for bias in 0..2 {
-                        v.push(vec![
-                            ("LAYOUT", layout as f64),
-                            ("HAS_BIAS", bias as f64),
-                            ("BCE", 1.0),
-                        ]);
+                        v.push(vec![l, ("HAS_BIAS", bias as f64), ("BCE", 1.0)]);
                     }
                 }
                 v
             }
-            "bias_act" => (0..3)
+            "bias_act" => (0..4)
                 .flat_map(|a| (0..2).map(move |b| vec![("ACT", a as f64), ("HAS_BIAS", b as f64)]))
                 .collect(),
             "reparam_kl" => vec![

@@ -1,7 +1,10 @@
 //! Checkpoints as safetensors files.
 //!
-//! Model tensors carry exactly the names, shapes and layout of the notebook model's PyTorch
-//! `state_dict` (`linear_enc.weight` [200, 784], …, all f32), so the weights move to PyTorch and back.
+//! Model tensors carry exactly the names, shapes and layout of the model's PyTorch `state_dict`
+//! (the notebook's `linear_enc.weight` [200, 784], …; deeper models as `nn.Sequential`s, see
+//! [`crate::model::ParamLayout`]), all f32, so the weights move to PyTorch and back. The
+//! architecture (widths, activation) and the images' shape are in the metadata of both files;
+//! `scripts/torch_reference.py` builds the module from it.
 //! Two files are written:
 //! - `model.safetensors`: the state_dict alone, for
 //!   `model.load_state_dict(safetensors.torch.load_file(path))` (strict loading rejects extra keys);
@@ -37,6 +40,11 @@ pub struct Progress {
     pub batch_size: usize,
     /// Training images the run's epochs cover (0: unknown, in files from before it was kept).
     pub train_len: usize,
+    /// The images' shape (channels, rows, cols); zeros when unknown (e.g. a PyTorch state_dict).
+    pub image: [usize; 3],
+    /// For an image folder without a train/test split: the share held out as the test set
+    /// (0 when the data came split).
+    pub test_fraction: f64,
 }
 
 /// Adam's state (PyTorch's `exp_avg`, `exp_avg_sq`, `step`), arenas in [`ParamLayout`] order.
@@ -58,6 +66,9 @@ pub struct Checkpoint {
     /// Absent in a plain state_dict (e.g. one saved from PyTorch).
     pub optimizer: Option<OptimizerState>,
     pub progress: Progress,
+    /// The activation came from the file's metadata (false for a bare PyTorch state_dict, whose
+    /// tensors cannot say: the activation is then ReLU unless a flag says otherwise).
+    pub activation_recorded: bool,
 }
 
 fn data_err(path: &Path, detail: impl Into<String>) -> Error {
@@ -97,9 +108,24 @@ impl Checkpoint {
         let mut meta = HashMap::new();
         meta.insert("format".to_string(), FORMAT.to_string());
         meta.insert("input".to_string(), self.cfg.input.to_string());
-        meta.insert("hidden".to_string(), self.cfg.hidden.to_string());
+        let list = |w: &[usize]| w.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
+        meta.insert("hidden".to_string(), list(&self.cfg.hidden));
+        meta.insert("decoder_hidden".to_string(), list(&self.cfg.decoder_hidden));
+        meta.insert("activation".to_string(), self.cfg.activation.to_string());
         meta.insert("latent".to_string(), self.cfg.latent.to_string());
         meta.insert("samples".to_string(), self.cfg.samples.to_string());
+        let [c, r, w] = self.progress.image;
+        if c > 0 {
+            meta.insert("channels".to_string(), c.to_string());
+            meta.insert("image_rows".to_string(), r.to_string());
+            meta.insert("image_cols".to_string(), w.to_string());
+        }
+        if self.progress.test_fraction > 0.0 {
+            meta.insert(
+                "test_fraction".to_string(),
+                self.progress.test_fraction.to_string(),
+            );
+        }
         if with_state {
             let p = &self.progress;
             meta.insert("epoch".to_string(), p.epoch.to_string());
@@ -178,20 +204,63 @@ impl Checkpoint {
         };
         let shape_of = |name: &str| -> Result<Vec<usize>> { Ok(get(name)?.shape().to_vec()) };
         let meta_num = |key: &str| meta_value::<u64>(&meta, key, path);
-        // Sizes: metadata first, else from the encoder and head shapes (a PyTorch state_dict).
-        let enc = shape_of("linear_enc.weight")?;
-        let mu = shape_of("enc_mu.weight")?;
-        if enc.len() != 2 || mu.len() != 2 {
-            return Err(data_err(
-                path,
-                format!("linear_enc.weight {enc:?} and enc_mu.weight {mu:?} must be 2-D"),
-            ));
-        }
+        // Architecture: metadata first, else from the tensors' names and shapes (a PyTorch
+        // state_dict): the notebook's `linear_enc`/`linear_dec`, or `encoder.{0,2,…}` and
+        // `decoder.{0,2,…}` Sequentials.
+        let weight_shape = |name: &str| -> Result<Vec<usize>> {
+            let s = shape_of(name)?;
+            if s.len() != 2 {
+                return Err(data_err(
+                    path,
+                    format!("tensor '{name}' has shape {s:?}: a Linear weight is 2-D"),
+                ));
+            }
+            Ok(s)
+        };
+        let side = |notebook: &str, prefix: &str| -> Result<Vec<Vec<usize>>> {
+            if st.tensor(&format!("{notebook}.weight")).is_ok() {
+                return Ok(vec![weight_shape(&format!("{notebook}.weight"))?]);
+            }
+            let mut v = Vec::new();
+            while v.len() <= super::config::MAX_HIDDEN_LAYERS {
+                let name = format!("{prefix}.{}.weight", 2 * v.len());
+                if st.tensor(&name).is_err() {
+                    break;
+                }
+                v.push(weight_shape(&name)?);
+            }
+            if v.is_empty() {
+                // Names the tensor the notebook's layout expects.
+                get(&format!("{notebook}.weight"))?;
+            }
+            Ok(v)
+        };
+        let enc = side("linear_enc", "encoder")?;
+        let dec = side("linear_dec", "decoder")?;
+        let mu = weight_shape("enc_mu.weight")?;
+        let widths = |key: &str, found: Vec<usize>| -> Result<Vec<usize>> {
+            match meta.get(key) {
+                None => Ok(found),
+                Some(v) => super::config::parse_widths(v)
+                    .map_err(|e| data_err(path, format!("metadata '{key}': {e}"))),
+            }
+        };
+        let activation = match meta.get("activation") {
+            None => None,
+            Some(v) => Some(crate::ops::Act::hidden_from_name(v).ok_or_else(|| {
+                data_err(
+                    path,
+                    format!("metadata 'activation' = '{v}' is not one of relu, tanh"),
+                )
+            })?),
+        };
         let cfg = VaeConfig {
-            input: meta_num("input")?.map_or(enc[1], |v| v as usize),
-            hidden: meta_num("hidden")?.map_or(enc[0], |v| v as usize),
+            input: meta_num("input")?.map_or(enc[0][1], |v| v as usize),
+            hidden: widths("hidden", enc.iter().map(|s| s[0]).collect())?,
+            decoder_hidden: widths("decoder_hidden", dec.iter().map(|s| s[0]).collect())?,
             latent: meta_num("latent")?.map_or(mu[0], |v| v as usize),
             samples: meta_num("samples")?.map_or(1, |v| v as usize),
+            activation: activation.unwrap_or(crate::ops::Act::Relu),
         };
         cfg.validate().map_err(|e| data_err(path, e.to_string()))?;
         let layout = ParamLayout::new(&cfg);
@@ -212,12 +281,10 @@ impl Checkpoint {
                     return Err(data_err(
                         path,
                         format!(
-                            "tensor '{name}' has shape {:?}, expected {:?} for a {}-{}-{} model",
+                            "tensor '{name}' has shape {:?}, expected {:?} for a {} model",
                             t.shape(),
                             spec.shape,
-                            cfg.input,
-                            cfg.hidden,
-                            cfg.latent
+                            cfg.describe()
                         ),
                     ));
                 }
@@ -232,7 +299,9 @@ impl Checkpoint {
             Ok(arena)
         };
         let params = read_arena("")?;
-        let has_state = st.tensor("optimizer.exp_avg.linear_enc.weight").is_ok();
+        let has_state = st
+            .tensor(&format!("optimizer.exp_avg.{}", layout.specs[0].name))
+            .is_ok();
         let optimizer = if has_state {
             let f = |key: &str, default: f32| -> Result<f32> {
                 Ok(meta_value::<f32>(&meta, key, path)?.unwrap_or(default))
@@ -264,12 +333,19 @@ impl Checkpoint {
             seed: meta_num("seed")?.unwrap_or(0),
             batch_size: meta_num("batch_size")?.unwrap_or(0) as usize,
             train_len: meta_num("train_len")?.unwrap_or(0) as usize,
+            image: [
+                meta_num("channels")?.unwrap_or(0) as usize,
+                meta_num("image_rows")?.unwrap_or(0) as usize,
+                meta_num("image_cols")?.unwrap_or(0) as usize,
+            ],
+            test_fraction: meta_value::<f64>(&meta, "test_fraction", path)?.unwrap_or(0.0),
         };
         let ckpt = Checkpoint {
             cfg,
             params,
             optimizer,
             progress,
+            activation_recorded: activation.is_some(),
         };
         ckpt.check_values(path, &layout)?;
         Ok(ckpt)
@@ -375,6 +451,25 @@ impl Checkpoint {
                     format!("metadata '{key}' = {v} is out of range (at most {max})"),
                 ));
             }
+        }
+        let [c, r, w] = p.image;
+        if c > 0 && c.checked_mul(r).and_then(|v| v.checked_mul(w)) != Some(self.cfg.input) {
+            return Err(data_err(
+                path,
+                format!(
+                    "metadata says images of {c} channels, {r}x{w}, but the model takes {} inputs",
+                    self.cfg.input
+                ),
+            ));
+        }
+        if !(0.0..1.0).contains(&p.test_fraction) {
+            return Err(data_err(
+                path,
+                format!(
+                    "metadata 'test_fraction' = {} is out of range (0 ≤ f < 1)",
+                    p.test_fraction
+                ),
+            ));
         }
         if p.step_in_epoch > 0 && p.batch_size == 0 {
             return Err(data_err(

@@ -144,7 +144,7 @@ pub fn evaluate_pass(
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate(
     ctx: &GpuContext,
-    cfg: VaeConfig,
+    cfg: &VaeConfig,
     params: &[f32],
     data: &GpuDataset,
     elbo_samples: usize,
@@ -158,7 +158,10 @@ pub fn evaluate(
         ));
     }
     let mut pass = |samples: usize, with_iwae: bool, name: &str| -> Result<PassResult> {
-        let c = VaeConfig { samples, ..cfg };
+        let c = VaeConfig {
+            samples,
+            ..cfg.clone()
+        };
         let mut vae = GpuVae::from_params(
             ctx,
             c,

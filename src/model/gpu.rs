@@ -18,50 +18,58 @@ use crate::kernels::reparam_kl::{EpsSource, kl_partials_len};
 use crate::kernels::{
     self, Dispatch, StepParams, StepUniform, adam, bce, bias_act, gather, reduce, reparam_kl,
 };
-use crate::model::params::idx;
+pub use crate::model::graph::{EpochPlan, Input, StepGraph};
+use crate::model::params::Linear;
 use crate::model::{ParamLayout, VaeConfig};
 use crate::ops::{Act, AdamConfig, Layout};
 
 /// Activation and activation-gradient buffers, allocated once for the largest batch.
-/// Shapes: `x, h_enc, heads, dheads, dh_enc` have B rows; `eps, z, h_dec, logits` and their
-/// gradients have L·B rows (sample-major: row l·B + b). `heads` [B, 2K] is the encoder heads'
-/// output, row b = (mu_b, logvar_b), and `dheads` its gradient (see [`Activations::split_heads`]).
+/// Shapes: `x`, `enc[i]`, `heads`, `dheads`, `d_enc[i]` have B rows; `eps, z, dec[i], logits` and
+/// their gradients have L·B rows (sample-major: row l·B + b). `enc[i]` is encoder hidden layer i's
+/// output (after its activation), `dec[i]` the decoder's, `d_enc[i]`/`d_dec[i]` their gradients.
+/// `heads` [B, 2K] is the encoder heads' output, row b = (mu_b, logvar_b), and `dheads` its
+/// gradient (see [`Activations::split_heads`]).
 #[derive(Clone, Debug)]
 pub struct Activations {
     pub x: GpuTensor,
-    pub h_enc: GpuTensor,
+    pub enc: Vec<GpuTensor>,
     pub heads: GpuTensor,
     pub eps: GpuTensor,
     pub z: GpuTensor,
-    pub h_dec: GpuTensor,
+    pub dec: Vec<GpuTensor>,
     pub logits: GpuTensor,
     pub dlogits: GpuTensor,
-    pub dh_dec: GpuTensor,
+    pub d_dec: Vec<GpuTensor>,
     pub dz: GpuTensor,
     pub dheads: GpuTensor,
-    pub dh_enc: GpuTensor,
+    pub d_enc: Vec<GpuTensor>,
     pub bce_partials: GpuTensor,
     pub kl_partials: GpuTensor,
 }
 
 impl Activations {
     fn new(ctx: &GpuContext, cfg: &VaeConfig, batch: usize) -> Result<Self> {
-        let (d, h, k, l) = (cfg.input, cfg.hidden, cfg.latent, cfg.samples);
+        let (d, k, l) = (cfg.input, cfg.latent, cfg.samples);
         let lb = l * batch;
         let z = |name: &str, shape: &[usize]| ctx.zeros(name, shape, DType::F32);
+        let layers = |side: &str, rows: usize, widths: &[usize]| -> Result<Vec<GpuTensor>> {
+            (widths.iter().enumerate())
+                .map(|(i, &w)| z(&format!("{side}{i}"), &[rows, w]))
+                .collect()
+        };
         Ok(Activations {
             x: z("x", &[batch, d])?,
-            h_enc: z("h_enc", &[batch, h])?,
+            enc: layers("h_enc", batch, &cfg.hidden)?,
             heads: z("mu_e | logvar_e", &[batch, 2 * k])?,
             eps: z("eps", &[lb, k])?,
             z: z("z", &[lb, k])?,
-            h_dec: z("h_dec", &[lb, h])?,
+            dec: layers("h_dec", lb, &cfg.decoder_hidden)?,
             logits: z("logits", &[lb, d])?,
             dlogits: z("dlogits", &[lb, d])?,
-            dh_dec: z("dh_dec", &[lb, h])?,
+            d_dec: layers("dh_dec", lb, &cfg.decoder_hidden)?,
             dz: z("dz", &[lb, k])?,
             dheads: z("dmu_e | dlogvar_e", &[batch, 2 * k])?,
-            dh_enc: z("dh_enc", &[batch, h])?,
+            d_enc: layers("dh_enc", batch, &cfg.hidden)?,
             // Room for the BCE kernel's partials and for the fused BCE epilogue's.
             bce_partials: z(
                 "bce_partials",
@@ -73,7 +81,7 @@ impl Activations {
 
     /// Split a `[B, 2K]` heads matrix read back (`heads` or `dheads`) into its `[B, K]` mu and
     /// logvar halves.
-    pub fn split_heads(heads: &[f32], latent: usize) -> (Vec<f32>, Vec<f32>) {
+    pub fn split_heads<T: Copy>(heads: &[T], latent: usize) -> (Vec<T>, Vec<T>) {
         let mut mu = Vec::with_capacity(heads.len() / 2);
         let mut logvar = Vec::with_capacity(heads.len() / 2);
         for row in heads.chunks_exact(2 * latent) {
@@ -83,159 +91,90 @@ impl Activations {
         (mu, logvar)
     }
 
-    /// Views of the decoder-side buffers (z, h_dec, logits) with `rows` rows.
-    pub fn decoder_rows(&self, rows: usize) -> Result<(GpuTensor, GpuTensor, GpuTensor)> {
-        let v = |t: &GpuTensor| t.view(0, &[rows, t.shape[1]]);
-        Ok((v(&self.z)?, v(&self.h_dec)?, v(&self.logits)?))
-    }
-
     /// Views of the first `b` rows (and L·b rows) of every buffer.
     pub fn rows(&self, b: usize, samples: usize) -> Result<Activations> {
+        self.view_rows(b, samples * b)
+    }
+
+    /// Views of the decoder-side buffers (z, dec, logits, ...) with `rows` rows, for decoding
+    /// latent codes written into `z`.
+    pub fn decoder_rows(&self, rows: usize) -> Result<Activations> {
+        self.view_rows(rows.min(self.x.shape[0]), rows)
+    }
+
+    /// Views with `b` rows on the encoder side and `lb` on the decoder side.
+    fn view_rows(&self, b: usize, lb: usize) -> Result<Activations> {
         let v = |t: &GpuTensor, rows: usize| t.view(0, &[rows, t.shape[1]]);
-        let lb = samples * b;
+        let all = |ts: &[GpuTensor], rows: usize| -> Result<Vec<GpuTensor>> {
+            ts.iter().map(|t| v(t, rows)).collect()
+        };
         Ok(Activations {
             x: v(&self.x, b)?,
-            h_enc: v(&self.h_enc, b)?,
+            enc: all(&self.enc, b)?,
             heads: v(&self.heads, b)?,
             eps: v(&self.eps, lb)?,
             z: v(&self.z, lb)?,
-            h_dec: v(&self.h_dec, lb)?,
+            dec: all(&self.dec, lb)?,
             logits: v(&self.logits, lb)?,
             dlogits: v(&self.dlogits, lb)?,
-            dh_dec: v(&self.dh_dec, lb)?,
+            d_dec: all(&self.d_dec, lb)?,
             dz: v(&self.dz, lb)?,
             dheads: v(&self.dheads, b)?,
-            dh_enc: v(&self.dh_enc, b)?,
+            d_enc: all(&self.d_enc, b)?,
             bce_partials: self.bce_partials.clone(),
             kl_partials: self.kl_partials.clone(),
         })
     }
 }
 
-/// A Linear layer's epilogue: its bias and activation.
-fn lin(bias: &GpuTensor, act: Act) -> Epilogue<'_> {
-    Epilogue {
-        bias: Some(bias),
+/// A Linear layer's weight and bias views in the parameter arena and in the gradient arena.
+pub struct LinearViews {
+    pub w: GpuTensor,
+    pub b: GpuTensor,
+    pub dw: GpuTensor,
+    pub db: GpuTensor,
+}
+
+/// `y = act(x·Wᵀ + b)`: one NT product with bias and activation in its epilogue.
+pub fn linear_forward(
+    ctx: &GpuContext,
+    l: &LinearViews,
+    x: &GpuTensor,
+    y: &GpuTensor,
+    act: Act,
+) -> Result<Dispatch> {
+    let epi = Epilogue {
+        bias: Some(&l.b),
         act,
         ..Epilogue::NONE
-    }
+    };
+    matmul(ctx, Layout::NT, x, &l.w, y, epi)
 }
 
-/// The epilogue of a weight-gradient product `dW = dYᵀ·X` that also writes the bias gradient
-/// `db = colsum(dY)` (the row sums of dYᵀ), saving a column-sum dispatch per layer.
-fn with_bias_grad(db: &GpuTensor) -> Epilogue<'_> {
-    Epilogue {
-        row_sums: Some(db),
+/// The backward of `y = x·Wᵀ + b` given `dy`: `dW = dyᵀ·x` (TN) with `db = colsum(dy)` fused in as
+/// the product's row sums; then, if `dx` is asked for, `dx = (dy·W) ⊙ act′(x)` (NN), where `act`
+/// is the activation whose output `x` is (its backward fused into the epilogue; `None` for an `x`
+/// no activation produced, such as z).
+pub fn linear_backward(
+    ctx: &GpuContext,
+    l: &LinearViews,
+    dy: &GpuTensor,
+    x: &GpuTensor,
+    dx: Option<(&GpuTensor, Option<Act>)>,
+) -> Result<Vec<Dispatch>> {
+    let with_bias_grad = Epilogue {
+        row_sums: Some(&l.db),
         ..Epilogue::NONE
-    }
-}
-
-/// Where a step's input batch comes from.
-#[derive(Clone, Copy)]
-pub enum Input<'a> {
-    /// Gathered on the GPU: rows `index[batch_offset..batch_offset + B]` of `pixels` (u8 `[N, D]`).
-    Gather {
-        pixels: &'a GpuTensor,
-        index: &'a GpuTensor,
-    },
-    /// Already in `acts.x` (written by the caller), e.g. for parity with a reference batch.
-    Given,
-}
-
-/// A planned step for one batch size.
-pub struct StepGraph {
-    pub batch: usize,
-    pub train: bool,
-    /// The per-step uniform slot its kernels read.
-    pub slot: usize,
-    dispatches: Vec<Dispatch>,
-}
-
-impl StepGraph {
-    pub fn dispatch_count(&self) -> usize {
-        self.dispatches.len()
-    }
-
-    /// Record the step's dispatches into a compute pass.
-    pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
-        for d in &self.dispatches {
-            d.encode(pass);
-        }
-    }
-
-    /// The planned dispatches, in order.
-    pub fn dispatches(&self) -> &[Dispatch] {
-        &self.dispatches
-    }
-
-    /// Append a dispatch to run after the planned ones (e.g. evaluation extras).
-    pub fn push(&mut self, d: Dispatch) {
-        self.dispatches.push(d);
-    }
-}
-
-/// A pass over `len` rows in batches of `batch`: one planned graph for the full batches and one for
-/// the last, smaller batch (as PyTorch's DataLoader without `drop_last`).
-pub struct EpochPlan {
-    pub batch: usize,
-    pub len: usize,
-    full: StepGraph,
-    last: Option<StepGraph>,
-}
-
-impl EpochPlan {
-    /// Plan with `plan(rows)`, called for the full batch size and, if `len` is not a multiple of
-    /// it, for the remainder.
-    pub fn new(
-        len: usize,
-        batch: usize,
-        mut plan: impl FnMut(usize) -> Result<StepGraph>,
-    ) -> Result<Self> {
-        if batch == 0 || len == 0 {
-            return Err(Error::Config(format!(
-                "cannot plan {len} rows in batches of {batch}"
-            )));
-        }
-        let full = plan(batch)?;
-        let last = match len % batch {
-            0 => None,
-            rem => Some(plan(rem)?),
+    };
+    let mut d = vec![matmul(ctx, Layout::TN, dy, x, &l.dw, with_bias_grad)?];
+    if let Some((dx, act)) = dx {
+        let epi = Epilogue {
+            act_grad: act.map(|a| (a, x)),
+            ..Epilogue::NONE
         };
-        Ok(EpochPlan {
-            batch,
-            len,
-            full,
-            last,
-        })
+        d.push(matmul(ctx, Layout::NN, dy, &l.w, dx, epi)?);
     }
-
-    pub fn steps(&self) -> usize {
-        self.len.div_ceil(self.batch)
-    }
-
-    /// The graph of step `step` (0-based); it starts at row `step * batch`.
-    pub fn graph(&self, step: usize) -> &StepGraph {
-        if (step + 1) * self.batch <= self.len {
-            &self.full
-        } else {
-            self.last.as_ref().unwrap_or(&self.full)
-        }
-    }
-
-    /// The graph of a full batch.
-    pub fn full(&self) -> &StepGraph {
-        &self.full
-    }
-
-    /// The graph of the last, smaller batch, when `len` is not a multiple of `batch`.
-    pub fn last(&self) -> Option<&StepGraph> {
-        self.last.as_ref()
-    }
-
-    /// Kernel launches of a full step.
-    pub fn dispatch_count(&self) -> usize {
-        self.full.dispatch_count()
-    }
+    Ok(d)
 }
 
 /// The loss accumulator's contents (sums over the batches since the last reset).
@@ -302,7 +241,10 @@ impl GpuVae {
         vec![
             ("parameter arena", arena),
             ("logits [L·B, D]", rows * cfg.input as u64 * 4),
-            ("h_dec [L·B, H]", rows * cfg.hidden as u64 * 4),
+            (
+                "widest decoder layer [L·B, H]",
+                rows * cfg.widest_hidden() as u64 * 4,
+            ),
             ("x [B, D]", batch as u64 * cfg.input as u64 * 4),
         ]
     }
@@ -312,13 +254,14 @@ impl GpuVae {
         for (name, bytes) in Self::largest_buffers(cfg, batch) {
             ctx.check_binding_size(name, bytes)?;
         }
-        let groups = (cfg.samples * batch * cfg.input).div_ceil(256) as u64;
+        let widest = cfg.input.max(cfg.widest_hidden());
+        let groups = (cfg.samples * batch * widest).div_ceil(256) as u64;
         let max = ctx.limits().max_compute_workgroups_per_dimension as u64;
         if groups > max * max {
             return Err(Error::AdapterLimit {
                 adapter: ctx.adapter.name.clone(),
                 what: format!(
-                    "{groups} workgroups for the logits exceed {max}² (max_compute_workgroups_per_dimension)"
+                    "{groups} workgroups for the widest layer exceed {max}² (max_compute_workgroups_per_dimension)"
                 ),
             });
         }
@@ -384,16 +327,15 @@ impl GpuVae {
         })
     }
 
-    /// The view of parameter `i` (see [`crate::model::params::idx`]) in an arena.
-    pub fn view(&self, arena: &GpuTensor, i: usize) -> Result<GpuTensor> {
-        let s = &self.layout.specs[i];
-        arena.view(s.offset, &s.shape)
-    }
-
-    /// The encoder heads' joint `[2K, H]` weight and `[2K]` bias views in an arena.
-    pub fn heads(&self, arena: &GpuTensor) -> Result<(GpuTensor, GpuTensor)> {
-        let [(wo, ws), (bo, bs)] = self.layout.heads();
-        Ok((arena.view(wo, &ws)?, arena.view(bo, &bs)?))
+    /// A Linear layer's views in the parameter and gradient arenas.
+    pub fn linear(&self, l: &Linear) -> Result<LinearViews> {
+        let (w, b) = (l.weight_shape(), [l.outputs]);
+        Ok(LinearViews {
+            w: self.params.view(l.weight, &w)?,
+            b: self.params.view(l.bias, &b)?,
+            dw: self.grads.view(l.weight, &w)?,
+            db: self.grads.view(l.bias, &b)?,
+        })
     }
 
     /// A fresh loss accumulator.
@@ -402,6 +344,8 @@ impl GpuVae {
     }
 
     /// Plan one step on `batch` rows: forward, loss (into `acc`), and if `train`, backward and Adam.
+    /// It reads as the model's math: encoder layers, heads, reparameterize, decoder layers, loss;
+    /// then the same layers backward in reverse order; then Adam.
     pub fn plan_step(
         &self,
         ctx: &GpuContext,
@@ -413,8 +357,7 @@ impl GpuVae {
     ) -> Result<StepGraph> {
         self.check_batch(batch)?;
         let a = self.acts.rows(batch, self.cfg.samples)?;
-        let p = |i| self.view(&self.params, i);
-        let g = |i| self.view(&self.grads, i);
+        let (act, lb) = (self.cfg.activation, self.cfg.samples * batch);
         let step = self.step_uniform();
         let mut d = Vec::with_capacity(32);
 
@@ -430,23 +373,21 @@ impl GpuVae {
             eps_source,
             step,
         )?);
-        let lb = self.cfg.samples * batch;
+        d.extend(self.decoder_hidden(ctx, &a)?);
+        let output = self.linear(&self.layout.output)?;
+        let h_last = a.dec.last().unwrap_or(&a.z);
         let mut logits_variant = None;
         let bce_partials = if train {
             // Training needs no logits: the BCE loss and dlogits come out of the logits product's
             // epilogue (one dispatch and one pass over [L·B, D] fewer).
-            let p = |i| self.view(&self.params, i);
-            let (d_in, h) = (self.cfg.input, self.cfg.hidden);
-            d.extend(self.decoder(ctx, &a.z, &a.h_dec, None)?);
             let logits_product = matmul::Problem {
                 layout: Layout::NT,
                 m: lb,
-                n: d_in,
-                k: h,
+                n: self.cfg.input,
+                k: h_last.shape[1],
                 row_sums: false,
             };
             let variant = matmul::variant_for(ctx, logits_product)?;
-            let (w_out, b_out) = (p(idx::OUT_W)?, p(idx::OUT_B)?);
             d.push(matmul::with_candidates(
                 ctx,
                 logits_product,
@@ -456,11 +397,11 @@ impl GpuVae {
                         ctx,
                         v,
                         Layout::NT,
-                        &a.h_dec,
-                        &w_out,
+                        h_last,
+                        &output.w,
                         &a.dlogits,
                         Epilogue {
-                            bias: Some(&b_out),
+                            bias: Some(&output.b),
                             bce: Some(BceEpilogue {
                                 targets: &a.x,
                                 partials: &a.bce_partials,
@@ -473,7 +414,13 @@ impl GpuVae {
             logits_variant = Some((d.len() - 1, logits_product));
             matmul::bce_partials_len(ctx, variant, logits_product)?
         } else {
-            d.extend(self.decoder(ctx, &a.z, &a.h_dec, Some(&a.logits))?);
+            d.push(linear_forward(
+                ctx,
+                &output,
+                h_last,
+                &a.logits,
+                Act::Identity,
+            )?);
             d.push(bce::bce_forward_backward(
                 ctx,
                 &a.logits,
@@ -502,73 +449,45 @@ impl GpuVae {
         }
 
         if train {
-            // ---- backward: dW = dYᵀ·X (TN) with db = colsum(dY) fused in, dX = dY·W (NN) with
-            // the ReLU mask fused in.
-            let (w_heads, _) = self.heads(&self.params)?;
-            let (w_dec, w_out) = (p(idx::DEC_W)?, p(idx::OUT_W)?);
-            let none = Epilogue::NONE;
-            d.push(matmul(
+            // ---- backward: each layer's dW (bias gradient fused) and dX (the activation below
+            // it fused), from the output layer down to the first encoder layer.
+            let (dec, d_dec) = (&a.dec, &a.d_dec);
+            let n = dec.len();
+            d.extend(linear_backward(
                 ctx,
-                Layout::TN,
+                &output,
                 &a.dlogits,
-                &a.h_dec,
-                &g(idx::OUT_W)?,
-                with_bias_grad(&g(idx::OUT_B)?),
+                h_last,
+                Some((&d_dec[n - 1], Some(act))),
             )?);
-            d.push(matmul(
-                ctx,
-                Layout::NN,
-                &a.dlogits,
-                &w_out,
-                &a.dh_dec,
-                // dh_dec = (dlogits·W_out) ⊙ [h_dec > 0]: the decoder ReLU's backward, fused.
-                Epilogue {
-                    relu_mask: Some(&a.h_dec),
-                    ..Epilogue::NONE
-                },
-            )?);
-            d.push(matmul(
-                ctx,
-                Layout::TN,
-                &a.dh_dec,
-                &a.z,
-                &g(idx::DEC_W)?,
-                with_bias_grad(&g(idx::DEC_B)?),
-            )?);
-            d.push(matmul(ctx, Layout::NN, &a.dh_dec, &w_dec, &a.dz, none)?);
+            for i in (0..n).rev() {
+                let l = self.linear(&self.layout.decoder[i])?;
+                let (x, dx) = match i {
+                    0 => (&a.z, (&a.dz, None)),
+                    _ => (&dec[i - 1], (&d_dec[i - 1], Some(act))),
+                };
+                d.extend(linear_backward(ctx, &l, &d_dec[i], x, Some(dx))?);
+            }
             d.push(reparam_kl::reparam_backward(
                 ctx, &a.heads, &a.eps, &a.dz, &a.dheads, 1.0,
             )?);
-            // Both heads at once: d[W_mu; W_lv] = dheadsᵀ·h_enc with the bias gradients fused,
-            // and dh_enc = (dheads·[W_mu; W_lv]) ⊙ [h_enc > 0], the encoder ReLU's backward fused.
-            let (dw_heads, db_heads) = self.heads(&self.grads)?;
-            d.push(matmul(
+            let (enc, d_enc) = (&a.enc, &a.d_enc);
+            let n = enc.len();
+            d.extend(linear_backward(
                 ctx,
-                Layout::TN,
+                &self.linear(&self.layout.heads)?,
                 &a.dheads,
-                &a.h_enc,
-                &dw_heads,
-                with_bias_grad(&db_heads),
+                &enc[n - 1],
+                Some((&d_enc[n - 1], Some(act))),
             )?);
-            d.push(matmul(
-                ctx,
-                Layout::NN,
-                &a.dheads,
-                &w_heads,
-                &a.dh_enc,
-                Epilogue {
-                    relu_mask: Some(&a.h_enc),
-                    ..Epilogue::NONE
-                },
-            )?);
-            d.push(matmul(
-                ctx,
-                Layout::TN,
-                &a.dh_enc,
-                &a.x,
-                &g(idx::ENC_W)?,
-                with_bias_grad(&g(idx::ENC_B)?),
-            )?);
+            for i in (0..n).rev() {
+                let l = self.linear(&self.layout.encoder[i])?;
+                let (x, dx) = match i {
+                    0 => (&a.x, None), // no gradient for the data
+                    _ => (&enc[i - 1], Some((&d_enc[i - 1], Some(act)))),
+                };
+                d.extend(linear_backward(ctx, &l, &d_enc[i], x, dx)?);
+            }
             d.push(adam::adam_step(
                 ctx,
                 &self.params,
@@ -580,23 +499,17 @@ impl GpuVae {
             )?);
         }
         ctx.check_errors()?;
-        Ok(StepGraph {
-            batch,
-            train,
-            slot: self.planning_slot.get(),
-            dispatches: d,
-        })
+        Ok(StepGraph::new(batch, train, self.planning_slot.get(), d))
     }
 
-    /// Gather (optional) → `h_enc = ReLU(x·W_encᵀ + b)` → the `mu | logvar` heads.
+    /// Gather (optional) → the encoder's hidden layers → the `mu | logvar` heads.
     fn encoder(
         &self,
         ctx: &GpuContext,
         a: &Activations,
         input: Input<'_>,
     ) -> Result<Vec<Dispatch>> {
-        let p = |i| self.view(&self.params, i);
-        let mut d = Vec::with_capacity(4);
+        let mut d = Vec::with_capacity(2 + a.enc.len());
         if let Input::Gather { pixels, index } = input {
             d.push(gather::gather_batch(
                 ctx,
@@ -606,53 +519,27 @@ impl GpuVae {
                 self.step_uniform(),
             )?);
         }
-        d.push(matmul(
-            ctx,
-            Layout::NT,
-            &a.x,
-            &p(idx::ENC_W)?,
-            &a.h_enc,
-            lin(&p(idx::ENC_B)?, Act::Relu),
-        )?);
-        // Both heads as one Linear H -> 2K: heads = h_enc·[W_mu; W_lv]ᵀ + [b_mu; b_lv].
-        let (w_heads, b_heads) = self.heads(&self.params)?;
-        d.push(matmul(
-            ctx,
-            Layout::NT,
-            &a.h_enc,
-            &w_heads,
-            &a.heads,
-            lin(&b_heads, Act::Identity),
-        )?);
+        let mut x = &a.x;
+        for (layer, h) in self.layout.encoder.iter().zip(&a.enc) {
+            let l = self.linear(layer)?;
+            d.push(linear_forward(ctx, &l, x, h, self.cfg.activation)?);
+            x = h;
+        }
+        // Both heads as one Linear H -> 2K: heads = h·[W_mu; W_lv]ᵀ + [b_mu; b_lv].
+        let heads = self.linear(&self.layout.heads)?;
+        d.push(linear_forward(ctx, &heads, x, &a.heads, Act::Identity)?);
         Ok(d)
     }
 
-    /// `h_dec = ReLU(z·W_decᵀ + b)`, then, given a `logits` buffer, `logits = h_dec·W_outᵀ + b`.
-    fn decoder(
-        &self,
-        ctx: &GpuContext,
-        z: &GpuTensor,
-        h_dec: &GpuTensor,
-        logits: Option<&GpuTensor>,
-    ) -> Result<Vec<Dispatch>> {
-        let p = |i| self.view(&self.params, i);
-        let mut d = vec![matmul(
-            ctx,
-            Layout::NT,
-            z,
-            &p(idx::DEC_W)?,
-            h_dec,
-            lin(&p(idx::DEC_B)?, Act::Relu),
-        )?];
-        if let Some(logits) = logits {
-            d.push(matmul(
-                ctx,
-                Layout::NT,
-                h_dec,
-                &p(idx::OUT_W)?,
-                logits,
-                lin(&p(idx::OUT_B)?, Act::Identity),
-            )?);
+    /// z → the decoder's hidden layers (the output layer is planned by the caller: fused with the
+    /// BCE in training, plain otherwise).
+    fn decoder_hidden(&self, ctx: &GpuContext, a: &Activations) -> Result<Vec<Dispatch>> {
+        let mut d = Vec::with_capacity(a.dec.len());
+        let mut x = &a.z;
+        for (layer, h) in self.layout.decoder.iter().zip(&a.dec) {
+            let l = self.linear(layer)?;
+            d.push(linear_forward(ctx, &l, x, h, self.cfg.activation)?);
+            x = h;
         }
         Ok(d)
     }
@@ -666,12 +553,8 @@ impl GpuVae {
     ) -> Result<StepGraph> {
         self.check_batch(batch)?;
         let a = self.acts.rows(batch, self.cfg.samples)?;
-        Ok(StepGraph {
-            batch,
-            train: false,
-            slot: self.planning_slot.get(),
-            dispatches: self.encoder(ctx, &a, input)?,
-        })
+        let d = self.encoder(ctx, &a, input)?;
+        Ok(StepGraph::new(batch, false, self.planning_slot.get(), d))
     }
 
     /// Plan the decoder alone on `rows` latent codes written into `acts.z`: leaves
@@ -683,15 +566,18 @@ impl GpuVae {
                 self.acts.z.shape[0]
             )));
         }
-        let (z, h_dec, logits) = self.acts.decoder_rows(rows)?;
-        let mut dispatches = self.decoder(ctx, &z, &h_dec, Some(&logits))?;
-        dispatches.push(bias_act::act_forward(ctx, &logits, None, Act::Sigmoid)?);
-        Ok(StepGraph {
-            batch: rows,
-            train: false,
-            slot: self.planning_slot.get(),
-            dispatches,
-        })
+        let a = self.acts.decoder_rows(rows)?;
+        let mut d = self.decoder_hidden(ctx, &a)?;
+        let output = self.linear(&self.layout.output)?;
+        let h_last = a.dec.last().unwrap_or(&a.z);
+        d.push(linear_forward(
+            ctx,
+            &output,
+            h_last,
+            &a.logits,
+            Act::Sigmoid,
+        )?);
+        Ok(StepGraph::new(rows, false, self.planning_slot.get(), d))
     }
 
     /// Plan the full forward pass with sampled z (as the notebook's `model(x)`), the loss into
@@ -704,9 +590,8 @@ impl GpuVae {
         acc: &GpuTensor,
     ) -> Result<StepGraph> {
         let mut g = self.plan_step(ctx, batch, input, EpsSource::Philox, false, acc)?;
-        let (_, _, logits) = self.acts.decoder_rows(self.cfg.samples * batch)?;
-        g.dispatches
-            .push(bias_act::act_forward(ctx, &logits, None, Act::Sigmoid)?);
+        let logits = self.acts.rows(batch, self.cfg.samples)?.logits;
+        g.push(bias_act::act_forward(ctx, &logits, None, Act::Sigmoid)?);
         Ok(g)
     }
 
@@ -773,7 +658,7 @@ impl GpuVae {
             });
         let refs: Vec<&Dispatch> = steps
             .iter()
-            .flat_map(|(g, _)| g.dispatches.iter())
+            .flat_map(|(g, _)| g.dispatches().iter())
             .collect();
         kernels::encode_all(&mut encoder, &refs);
         let commands = encoder.finish();

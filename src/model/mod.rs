@@ -5,11 +5,12 @@ pub mod checkpoint;
 pub mod config;
 pub mod eval;
 pub mod gpu;
+pub mod graph;
 pub mod params;
 pub mod train;
 
 pub use checkpoint::Checkpoint;
 pub use config::VaeConfig;
 pub use gpu::{Activations, GpuVae, LossReadout};
-pub use params::{ParamLayout, ParamSpec};
+pub use params::{Linear, ParamLayout, ParamSpec};
 pub use train::{EpochEnd, EpochStats, Event, GpuDataset, TrainSettings, Trainer};

@@ -2,7 +2,7 @@
 //! step graph for full batches and one for the epoch's last, smaller batch (as PyTorch's DataLoader
 //! without `drop_last`), losses read back only at log points (asynchronously) and epoch ends.
 
-use crate::data::Mnist;
+use crate::data::ImageSet;
 use crate::error::{Error, Result};
 use crate::gpu::readback::AsyncReadback;
 use crate::gpu::{GpuContext, GpuTensor};
@@ -20,10 +20,12 @@ pub struct GpuDataset {
     pub index: GpuTensor,
     pub len: usize,
     pub dim: usize,
+    /// Channels, rows, cols of each image.
+    pub image: [usize; 3],
 }
 
 impl GpuDataset {
-    pub fn upload(ctx: &GpuContext, name: &str, data: &Mnist) -> Result<Self> {
+    pub fn upload(ctx: &GpuContext, name: &str, data: &ImageSet) -> Result<Self> {
         let dim = data.dim();
         let pixels = ctx.upload_u8(name, &[data.count, dim], &data.images)?;
         let order: Vec<u32> = (0..data.count as u32).collect();
@@ -33,6 +35,7 @@ impl GpuDataset {
             index,
             len: data.count,
             dim,
+            image: data.shape(),
         })
     }
 }
@@ -142,6 +145,9 @@ pub struct Trainer {
     pub epoch: usize,
     /// Steps done in the epoch in progress (0 at an epoch boundary).
     pub step_in_epoch: usize,
+    /// The share of an image folder held out as the test set (0 when the data came split), kept
+    /// in checkpoints so that eval and resume split the same way.
+    pub test_fraction: f64,
 }
 
 impl Trainer {
@@ -149,7 +155,7 @@ impl Trainer {
         ctx: &GpuContext,
         cfg: VaeConfig,
         settings: TrainSettings,
-        train: &Mnist,
+        train: &ImageSet,
     ) -> Result<Self> {
         cfg.validate()?;
         settings.validate(train.count)?;
@@ -201,6 +207,7 @@ impl Trainer {
             loss_reader,
             epoch: 0,
             step_in_epoch: 0,
+            test_fraction: 0.0,
         })
     }
 
@@ -328,7 +335,7 @@ impl Trainer {
     /// epoch in progress, and where in which epoch we are (waits for submitted work).
     pub fn checkpoint(&self, ctx: &GpuContext) -> Result<Checkpoint> {
         Ok(Checkpoint {
-            cfg: self.vae.cfg,
+            cfg: self.vae.cfg.clone(),
             params: ctx.read_f32(&self.vae.params)?,
             optimizer: Some(OptimizerState {
                 config: self.vae.adam,
@@ -343,7 +350,10 @@ impl Trainer {
                 seed: self.settings.seed,
                 batch_size: self.settings.batch_size,
                 train_len: self.train.len,
+                image: self.train.image,
+                test_fraction: self.test_fraction,
             },
+            activation_recorded: true,
         })
     }
 
@@ -353,9 +363,9 @@ impl Trainer {
         ctx: &GpuContext,
         ckpt: &Checkpoint,
         settings: TrainSettings,
-        train: &Mnist,
+        train: &ImageSet,
     ) -> Result<Self> {
-        let cfg = ckpt.cfg;
+        let cfg = ckpt.cfg.clone();
         settings.validate(train.count)?;
         if train.dim() != cfg.input {
             return Err(Error::Config(format!(
@@ -418,6 +428,7 @@ impl Trainer {
         let train_gpu = GpuDataset::upload(ctx, "train pixels", train)?;
         let mut t = Self::with_model(ctx, vae, settings, train_gpu)?;
         t.epoch = ckpt.progress.epoch;
+        t.test_fraction = ckpt.progress.test_fraction;
         if resumes_mid_epoch {
             t.step_in_epoch = ckpt.progress.step_in_epoch;
             // The loader checked the accumulator's length; a state_dict has none (sums restart).

@@ -51,45 +51,57 @@ pub fn write_png(path: &Path, width: u32, height: u32, channels: u8, data: &[u8]
     crate::files::write_atomic(path, &bytes)
 }
 
-/// A grayscale grid of images (values in [0, 1], each `h x w`), `cols` per row, each pixel scaled
-/// up `scale` times, with a 1-pixel (scaled) dark gutter. Returns (width, height, pixels).
+/// The shape of the images drawn: `channels` (1 grayscale, 3 RGB) planes of `h x w`, as the model
+/// sees them (values in [0, 1]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ImageShape {
+    pub channels: usize,
+    pub h: usize,
+    pub w: usize,
+}
+
+/// A grid of images, `cols` per row, each pixel scaled up `scale` times (less for large images:
+/// cells stay near 112 pixels), with a 1-pixel (scaled) dark gutter. Returns (width, height,
+/// interleaved pixels of `shape.channels` channels).
 pub fn image_grid(
     images: &[Vec<f32>],
-    h: usize,
-    w: usize,
+    shape: ImageShape,
     cols: usize,
     scale: usize,
 ) -> (u32, u32, Vec<u8>) {
+    let ImageShape { channels: ch, h, w } = shape;
+    let scale = scale.min((112 / h.max(w).max(1)).max(1)).max(1);
     let rows = images.len().div_ceil(cols.max(1));
     let cell_w = (w + 1) * scale;
     let cell_h = (h + 1) * scale;
     let (width, height) = (cols * cell_w + scale, rows * cell_h + scale);
-    let mut out = vec![40u8; width * height];
+    let mut out = vec![40u8; width * height * ch];
     for (n, img) in images.iter().enumerate() {
         let (gr, gc) = (n / cols, n % cols);
         for y in 0..h * scale {
             for x in 0..w * scale {
-                let v = img[(y / scale) * w + x / scale].clamp(0.0, 1.0);
                 let py = scale + gr * cell_h + y;
                 let px = scale + gc * cell_w + x;
-                out[py * width + px] = (v * 255.0).round() as u8;
+                for c in 0..ch {
+                    let v = img[c * h * w + (y / scale) * w + x / scale].clamp(0.0, 1.0);
+                    out[(py * width + px) * ch + c] = (v * 255.0).round() as u8;
+                }
             }
         }
     }
     (width as u32, height as u32, out)
 }
 
-/// Write a grid of images as a PNG.
+/// Write a grid of images as a PNG (grayscale or RGB as the images are).
 pub fn grid_png(
     path: &Path,
     images: &[Vec<f32>],
-    h: usize,
-    w: usize,
+    shape: ImageShape,
     cols: usize,
     scale: usize,
 ) -> Result<()> {
-    let (gw, gh, px) = image_grid(images, h, w, cols, scale);
-    write_png(path, gw, gh, 1, &px)
+    let (gw, gh, px) = image_grid(images, shape, cols, scale);
+    write_png(path, gw, gh, shape.channels as u8, &px)
 }
 
 /// The notebook's figure: observations on the top row, their reconstructions below.
@@ -97,11 +109,10 @@ pub fn reconstructions_png(
     path: &Path,
     originals: &[Vec<f32>],
     recons: &[Vec<f32>],
-    h: usize,
-    w: usize,
+    shape: ImageShape,
 ) -> Result<()> {
     let all: Vec<Vec<f32>> = originals.iter().chain(recons).cloned().collect();
-    grid_png(path, &all, h, w, originals.len(), 4)
+    grid_png(path, &all, shape, originals.len(), 4)
 }
 
 /// Per-epoch and per-logged-step losses, for the loss chart.
@@ -257,8 +268,14 @@ pub fn tsne_2d(codes: &[f32], dim: usize, seed: u64) -> Result<Vec<(f64, f64)>> 
     Ok(emb.chunks(2).map(|p| (p[0] as f64, p[1] as f64)).collect())
 }
 
-/// A scatter plot of 2-D points coloured by digit label, with a legend.
-pub fn tsne_png(path: &Path, points: &[(f64, f64)], labels: &[u8]) -> Result<()> {
+/// A scatter plot of 2-D points coloured by class, with a legend of the class names (the first
+/// 20 classes present; colours repeat after 10).
+pub fn tsne_png(
+    path: &Path,
+    points: &[(f64, f64)],
+    labels: &[u8],
+    classes: &[String],
+) -> Result<()> {
     let (mut x0, mut x1, mut y0, mut y1) = (
         f64::INFINITY,
         f64::NEG_INFINITY,
@@ -292,19 +309,29 @@ pub fn tsne_png(path: &Path, points: &[(f64, f64)], labels: &[u8]) -> Result<()>
             .label_style(("sans-serif", 12))
             .draw()
             .map_err(draw_err)?;
-        for digit in 0..10u8 {
-            let color = DIGIT_COLORS[digit as usize];
-            chart
+        let mut present: Vec<u8> = labels.to_vec();
+        present.sort_unstable();
+        present.dedup();
+        for (i, &class) in present.iter().enumerate() {
+            let color = DIGIT_COLORS[class as usize % DIGIT_COLORS.len()];
+            let series = chart
                 .draw_series(
                     points
                         .iter()
                         .zip(labels)
-                        .filter(|(_, l)| **l == digit)
+                        .filter(|(_, l)| **l == class)
                         .map(|(&p, _)| Circle::new(p, 3, color.filled())),
                 )
-                .map_err(draw_err)?
-                .label(format!("{digit}"))
-                .legend(move |(x, y)| Circle::new((x + 6, y), 5, color.filled()));
+                .map_err(draw_err)?;
+            if i < 20 {
+                let name = classes
+                    .get(class as usize)
+                    .cloned()
+                    .unwrap_or_else(|| class.to_string());
+                series
+                    .label(name)
+                    .legend(move |(x, y)| Circle::new((x + 6, y), 5, color.filled()));
+            }
         }
         chart
             .configure_series_labels()

@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{LossHistory, grid_png, loss_png, reconstructions_png, tsne_2d, tsne_png};
-use crate::data::Mnist;
+use super::{ImageShape, LossHistory, grid_png, loss_png, reconstructions_png, tsne_2d, tsne_png};
+use crate::data::ImageSet;
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
 use crate::model::gpu::{Activations, Input};
@@ -32,14 +32,22 @@ fn image_rows(data: &[f32], rows: usize, dim: usize) -> Vec<Vec<f32>> {
 /// Draw the pictures for weights `params` of a model of sizes `cfg`; returns the files written.
 pub fn write_pictures(
     ctx: &GpuContext,
-    cfg: VaeConfig,
+    cfg: &VaeConfig,
     params: &[f32],
-    test: &Mnist,
+    test: &ImageSet,
     seed: u64,
     set: &PictureSet<'_>,
 ) -> Result<Vec<PathBuf>> {
-    let cfg = VaeConfig { samples: 1, ..cfg };
-    let (h, w, dim) = (test.rows, test.cols, cfg.input);
+    let cfg = VaeConfig {
+        samples: 1,
+        ..cfg.clone()
+    };
+    let dim = cfg.input;
+    let shape = ImageShape {
+        channels: test.channels,
+        h: test.rows,
+        w: test.cols,
+    };
     if test.dim() != dim {
         return Err(Error::Config(format!(
             "test images have {} pixels, the model takes {dim}",
@@ -49,7 +57,7 @@ pub fn write_pictures(
     let n_tsne = TSNE_POINTS.min(test.count);
     let mut vae = GpuVae::from_params(
         ctx,
-        cfg,
+        cfg.clone(),
         AdamConfig::default(),
         n_tsne.max(400),
         seed,
@@ -73,8 +81,7 @@ pub fn write_pictures(
         &path,
         &image_rows(&x, n_rec, dim),
         &image_rows(&recon, n_rec, dim),
-        h,
-        w,
+        shape,
     )?;
     written.push(path);
 
@@ -84,16 +91,18 @@ pub fn write_pictures(
     let z: Vec<f32> = (0..n_samples * cfg.latent)
         .map(|_| s.normal() as f32)
         .collect();
-    let (zt, _, logits) = vae.acts.decoder_rows(n_samples)?;
-    ctx.write_f32(&zt, &z)?;
+    let logits = {
+        let a = vae.acts.decoder_rows(n_samples)?;
+        ctx.write_f32(&a.z, &z)?;
+        a.logits
+    };
     let g = vae.plan_decode(ctx, n_samples)?;
     vae.run_step(ctx, &g, 0)?;
     let path = name("samples");
     grid_png(
         &path,
         &image_rows(&ctx.read_f32(&logits)?, n_samples, dim),
-        h,
-        w,
+        shape,
         10,
         2,
     )?;
@@ -109,23 +118,25 @@ pub fn write_pictures(
                 [t(c), -t(r)]
             })
             .collect();
-        let (zt, _, logits) = vae.acts.decoder_rows(n * n)?;
-        ctx.write_f32(&zt, &z)?;
+        let logits = {
+            let a = vae.acts.decoder_rows(n * n)?;
+            ctx.write_f32(&a.z, &z)?;
+            a.logits
+        };
         let g = vae.plan_decode(ctx, n * n)?;
         vae.run_step(ctx, &g, 0)?;
         let path = name("manifold");
         grid_png(
             &path,
             &image_rows(&ctx.read_f32(&logits)?, n * n, dim),
-            h,
-            w,
+            shape,
             n,
             1,
         )?;
         written.push(path);
     }
 
-    // t-SNE of the encoded means of random test images, coloured by digit.
+    // t-SNE of the encoded means of random test images, coloured by class.
     if set.tsne && n_tsne >= 4 {
         let pick = Stream::new(seed, domain::SAMPLES, 2).permutation(test.count);
         let pick = &pick[..n_tsne];
@@ -141,7 +152,7 @@ pub fn write_pictures(
         let labels: Vec<u8> = pick.iter().map(|&i| test.labels[i as usize]).collect();
         let points = tsne_2d(&mu, cfg.latent, seed)?;
         let path = name("latent_tsne");
-        tsne_png(&path, &points, &labels)?;
+        tsne_png(&path, &points, &labels, &test.classes)?;
         written.push(path);
     }
 

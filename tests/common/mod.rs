@@ -5,6 +5,7 @@
 use std::sync::OnceLock;
 
 pub mod programs;
+pub mod shapes;
 
 use vae_wgpu::gpu::{BackendChoice, ContextOptions, GpuContext, GpuTensor};
 use vae_wgpu::kernels::matmul::{MatmulVariant, select::subgroups_usable};

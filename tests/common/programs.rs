@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use super::{gz, idx_bytes};
-use vae_wgpu::data::{Mnist, Split};
+use vae_wgpu::data::{ImageSet, Split};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_vae-wgpu");
 
@@ -48,7 +48,7 @@ pub fn tiny_mnist(dir: &Dir, n_train: usize, n_test: usize) -> PathBuf {
             "t10k-labels-idx1-ubyte.gz",
         ),
     ] {
-        let m = Mnist::load(&src, split).unwrap();
+        let m = ImageSet::load_idx(&src, split).unwrap();
         std::fs::write(
             d.join(img),
             gz(&idx_bytes(&[n as u32, 28, 28], &m.images[..n * 784])),

@@ -28,9 +28,10 @@ struct MatmulParams {
 pub struct Epilogue<'a> {
     pub bias: Option<&'a GpuTensor>,
     pub act: Act,
-    /// Zero C where this tensor (C's shape, a ReLU's saved output) is not positive: the ReLU
-    /// backward fused into the product that computes the ReLU input's gradient.
-    pub relu_mask: Option<&'a GpuTensor>,
+    /// Multiply C by the derivative of a hidden activation, computed from its saved output y (a
+    /// tensor of C's shape): ReLU's `[y > 0]`, tanh's `1 − y²`. The activation's backward fused
+    /// into the product that computes its input's gradient.
+    pub act_grad: Option<(Act, &'a GpuTensor)>,
     /// Also write `Σ_k op(A)[i, k]` for every row i of C into this `[M]` tensor: for a weight
     /// gradient `dW = dYᵀ·X` (TN) that is the bias gradient `colsum(dY)`, fused.
     pub row_sums: Option<&'a GpuTensor>,
@@ -53,7 +54,7 @@ impl Epilogue<'_> {
     pub const NONE: Epilogue<'static> = Epilogue {
         bias: None,
         act: Act::Identity,
-        relu_mask: None,
+        act_grad: None,
         row_sums: None,
         bce: None,
     };
@@ -161,13 +162,21 @@ pub fn matmul_with(
             ),
         ));
     }
-    if let Some(mask) = epi.relu_mask
-        && mask.shape != c.shape
-    {
-        return Err(Error::shape(
-            OP,
-            format!("relu mask has shape {:?}, C has {:?}", mask.shape, c.shape),
-        ));
+    if let Some((act, mask)) = epi.act_grad {
+        if mask.shape != c.shape {
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "{act} backward mask has shape {:?}, C has {:?}",
+                    mask.shape, c.shape
+                ),
+            ));
+        }
+        if !matches!(act, Act::Relu | Act::Tanh) {
+            return Err(Error::Config(format!(
+                "the matmul epilogue fuses the backward of relu and tanh, not of {act}"
+            )));
+        }
     }
     if let Some(rs) = epi.row_sums
         && rs.shape != [m]
@@ -199,7 +208,7 @@ pub fn matmul_with(
         ("LAYOUT", layout.code() as f64),
         ("ACT", epi.act.code() as f64),
         ("HAS_BIAS", epi.bias.is_some() as u32 as f64),
-        ("RELU_MASK", epi.relu_mask.is_some() as u32 as f64),
+        ("ACT_GRAD", epi.act_grad.map_or(0, |(a, _)| a.code()) as f64),
         ("ROW_SUM", epi.row_sums.is_some() as u32 as f64),
         ("BCE", epi.bce.is_some() as u32 as f64),
     ];
@@ -207,9 +216,10 @@ pub fn matmul_with(
         Some(t) => Bind::Tensor(t),
         None => Bind::Buffer(&ctx.dummy),
     };
-    // Binding 5: the ReLU mask or the BCE targets; 6: the row sums or the BCE loss partials.
-    let mask = match (epi.relu_mask, epi.bce) {
-        (Some(t), _) => Bind::Tensor(t),
+    // Binding 5: the activation's saved output or the BCE targets; 6: the row sums or the BCE
+    // loss partials.
+    let mask = match (epi.act_grad, epi.bce) {
+        (Some((_, t)), _) => Bind::Tensor(t),
         (None, Some(b)) => Bind::Tensor(b.targets),
         (None, None) => Bind::Buffer(&ctx.dummy),
     };
@@ -267,9 +277,9 @@ pub fn matmul_with(
 /// A BCE epilogue applies to the plain product plus bias: no activation, mask or row sums (they
 /// share its bindings); targets `[B, N]` with B dividing M.
 fn check_bce(b: BceEpilogue<'_>, epi: Epilogue<'_>, m: usize, n: usize) -> Result<()> {
-    if epi.act != Act::Identity || epi.relu_mask.is_some() || epi.row_sums.is_some() {
+    if epi.act != Act::Identity || epi.act_grad.is_some() || epi.row_sums.is_some() {
         return Err(Error::Config(
-            "a BCE epilogue takes the logits as they are: no activation, ReLU mask or row sums"
+            "a BCE epilogue takes the logits as they are: no activation, activation mask or row sums"
                 .into(),
         ));
     }

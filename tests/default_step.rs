@@ -1,0 +1,82 @@
+//! The notebook's model plans the same training step as before the architecture became a list of
+//! layers: the same 16 dispatches, in the same order, with the same kernels, override constants,
+//! grids and bindings (buffers named by first appearance, with byte offsets and sizes). The same
+//! dispatches on the same adapter give the same numbers bit for bit, so this pins the default
+//! run's losses. `tests/fixtures/default_step.txt` was written by this file run against the
+//! single-hidden-layer engine (commit 6177430) with `VAE_WGPU_BLESS=1`; the `RELU_MASK` constant
+//! of that engine is spelled `ACT_GRAD` now (same values for ReLU).
+
+use vae_wgpu::gpu::{ContextOptions, GpuContext};
+use vae_wgpu::kernels::reparam_kl::EpsSource;
+use vae_wgpu::model::gpu::Input;
+use vae_wgpu::model::{GpuVae, VaeConfig};
+
+fn describe() -> String {
+    let opts = ContextOptions {
+        matmul: Some("direct".into()),
+        cache_dir: Some(std::env::temp_dir().join("vae-wgpu-default-step")),
+        ..ContextOptions::from_env().unwrap()
+    };
+    let ctx = GpuContext::new(&opts).unwrap();
+    let vae = GpuVae::new(&ctx, VaeConfig::default(), Default::default(), 128, 0).unwrap();
+    let pixels = ctx
+        .upload_u8("px", &[256, 784], &vec![7u8; 256 * 784])
+        .unwrap();
+    let order: Vec<u32> = (0..256).collect();
+    let index = ctx.upload_u32("ix", &[256], &order).unwrap();
+    let acc = vae.new_accumulator(&ctx).unwrap();
+    let input = Input::Gather {
+        pixels: &pixels,
+        index: &index,
+    };
+    let g = vae
+        .plan_step(&ctx, 128, input, EpsSource::Philox, true, &acc)
+        .unwrap();
+    let mut buffers: Vec<wgpu::Buffer> = Vec::new();
+    let mut out = format!("{} dispatches\n", g.dispatch_count());
+    for d in g.dispatches() {
+        let desc = &d.desc;
+        let mut constants: Vec<String> = desc
+            .constants
+            .iter()
+            .map(|(k, v)| {
+                let k = if *k == "RELU_MASK" { "ACT_GRAD" } else { k };
+                format!("{k}={v}")
+            })
+            .collect();
+        constants.sort();
+        let bindings: Vec<String> = desc
+            .bindings
+            .iter()
+            .map(|(b, off, size)| {
+                let i = buffers.iter().position(|x| x == b).unwrap_or_else(|| {
+                    buffers.push(b.clone());
+                    buffers.len() - 1
+                });
+                format!("#{i}@{off}+{size}")
+            })
+            .collect();
+        out.push_str(&format!(
+            "{} {} [{}] grid {:?} bind {}\n",
+            desc.shader.name,
+            desc.entry,
+            constants.join(","),
+            desc.workgroups,
+            bindings.join(" ")
+        ));
+    }
+    out
+}
+
+#[test]
+fn default_model_plans_the_same_step_as_the_single_layer_engine() {
+    let got = describe();
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/default_step.txt");
+    if std::env::var_os("VAE_WGPU_BLESS").is_some() {
+        std::fs::write(&path, &got).unwrap();
+    }
+    let want = std::fs::read_to_string(&path).unwrap();
+    assert!(got.starts_with("16 dispatches\n"), "{got}");
+    assert_eq!(got, want, "the default training step changed");
+}

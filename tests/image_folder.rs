@@ -1,0 +1,337 @@
+//! The image-folder loader on PNG and JPEG files generated here: class folders, a flat folder,
+//! a train/test pair, RGB, odd sizes, the held-out split, a corrupt file, and the errors (empty
+//! folder, a class folder without images, bad sizes).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::shapes::{CLASSES, shape_folder};
+use vae_wgpu::data::{
+    FolderOptions, ImageCache, ImageSet, load_data, load_folder, load_folder_cached,
+};
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("vae-wgpu-imgs-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn load(root: &Path, opts: &FolderOptions) -> vae_wgpu::Result<(ImageSet, ImageSet)> {
+    load_folder(root, opts, &|_, _| {}).map(|(a, b, _)| (a, b))
+}
+
+#[test]
+fn class_folders_of_png_and_jpeg_at_odd_sizes_load_resized_labelled_and_split() {
+    let d = TempDir::new("classes");
+    shape_folder(&d.0, 10, 37, 23, 1);
+    let opts = FolderOptions::default();
+    let (train, test) = load(&d.0, &opts).unwrap();
+    assert_eq!(train.classes, CLASSES);
+    assert_eq!((train.count, test.count), (27, 3), "10% of 30 held out");
+    assert_eq!(train.shape(), [1, 28, 28]);
+    assert_eq!(train.images.len(), 27 * 784);
+    // Every class is present, labels index the class names.
+    let mut seen = [0; 3];
+    for &l in train.labels.iter().chain(&test.labels) {
+        seen[l as usize] += 1;
+    }
+    assert_eq!(seen, [10, 10, 10]);
+    // Bright shapes on a dark background survive grayscale conversion and resizing.
+    for i in 0..train.count {
+        let img = &train.images[i * 784..(i + 1) * 784];
+        let (lo, hi) = (img.iter().min().unwrap(), img.iter().max().unwrap());
+        assert!(*lo < 30 && *hi > 120, "image {i}: range {lo}..{hi}");
+    }
+    // The split is the seed's: the same again, another with another seed.
+    let (train2, _) = load(&d.0, &opts).unwrap();
+    assert_eq!(train2.images, train.images);
+    let (train3, _) = load(
+        &d.0,
+        &FolderOptions {
+            seed: 5,
+            ..opts.clone()
+        },
+    )
+    .unwrap();
+    assert_ne!(train3.images, train.images);
+    // 0.5 held out.
+    let (a, b) = load(
+        &d.0,
+        &FolderOptions {
+            test_fraction: 0.5,
+            ..opts
+        },
+    )
+    .unwrap();
+    assert_eq!((a.count, b.count), (15, 15));
+}
+
+#[test]
+fn rgb_is_channel_planar_and_grayscale_uses_luma() {
+    let d = TempDir::new("rgb");
+    let flat = d.0.join("flat");
+    std::fs::create_dir_all(&flat).unwrap();
+    // A pure red and a mid-gray picture, 10x6, and one 3x3.
+    image::RgbImage::from_pixel(10, 6, image::Rgb([255, 0, 0]))
+        .save(flat.join("red.png"))
+        .unwrap();
+    image::RgbImage::from_pixel(10, 6, image::Rgb([100, 100, 100]))
+        .save(flat.join("gray.png"))
+        .unwrap();
+    image::RgbImage::from_pixel(3, 3, image::Rgb([0, 0, 255]))
+        .save(flat.join("blue.bmp"))
+        .unwrap();
+    let opts = FolderOptions {
+        channels: 3,
+        size: 8,
+        test_fraction: 0.34,
+        seed: 0,
+    };
+    let (train, test) = load(&flat, &opts).unwrap();
+    assert_eq!(train.classes, ["unlabelled"]);
+    assert_eq!(train.count + test.count, 3);
+    let all: Vec<(Vec<u8>, usize)> = [&train, &test]
+        .iter()
+        .flat_map(|s| (0..s.count).map(move |i| (s.images[i * 192..(i + 1) * 192].to_vec(), i)))
+        .collect();
+    let plane = |img: &[u8], c: usize| img[c * 64..(c + 1) * 64].to_vec();
+    let red = all
+        .iter()
+        .find(|(img, _)| plane(img, 0).iter().all(|&v| v == 255))
+        .expect("the red picture, channel 0 full");
+    assert!(
+        plane(&red.0, 1)
+            .iter()
+            .chain(&plane(&red.0, 2))
+            .all(|&v| v == 0)
+    );
+    assert!(
+        all.iter()
+            .any(|(img, _)| plane(img, 2).iter().all(|&v| v == 255)
+                && plane(img, 0).iter().all(|&v| v == 0)),
+        "the blue picture, upscaled from 3x3"
+    );
+    // Grayscale: a gray picture keeps its value.
+    let (g, h) = load(
+        &flat,
+        &FolderOptions {
+            channels: 1,
+            ..opts
+        },
+    )
+    .unwrap();
+    assert_eq!(g.shape(), [1, 8, 8]);
+    let grays: Vec<&[u8]> = [&g, &h].iter().flat_map(|s| s.images.chunks(64)).collect();
+    assert!(
+        grays.iter().any(|img| img.iter().all(|&v| v == 100)),
+        "{grays:?}"
+    );
+}
+
+#[test]
+fn resizing_averages_like_an_antialiased_filter() {
+    let d = TempDir::new("resize");
+    let flat = d.0.join("f");
+    std::fs::create_dir_all(&flat).unwrap();
+    // 56x56: left half white, right half black; 1-pixel stripes below row 40.
+    let img = image::GrayImage::from_fn(56, 56, |x, y| {
+        image::Luma([if y >= 40 {
+            if x % 2 == 0 { 255 } else { 0 }
+        } else if x < 28 {
+            255
+        } else {
+            0
+        }])
+    });
+    for name in ["a.png", "b.png"] {
+        img.save(flat.join(name)).unwrap();
+    }
+    let (train, _) = load(&flat, &FolderOptions::default()).unwrap();
+    let px = |x: usize, y: usize| train.images[y * 28 + x];
+    assert_eq!((px(2, 2), px(25, 10)), (255, 0), "halves far from the edge");
+    // Stripes of width 1 average to mid-gray at half resolution (a point sampler would give 0/255).
+    let v = px(10, 24);
+    assert!((100..=155).contains(&v), "striped area gave {v}");
+}
+
+#[test]
+fn a_train_and_test_pair_is_the_split() {
+    let d = TempDir::new("pair");
+    shape_folder(&d.0.join("train"), 4, 28, 28, 3);
+    shape_folder(&d.0.join("test"), 2, 28, 28, 99);
+    let (train, test, report) = load_folder(&d.0, &FolderOptions::default(), &|_, _| {}).unwrap();
+    assert!(report.presplit);
+    assert_eq!((train.count, test.count), (12, 6));
+    assert_eq!(test.classes, CLASSES);
+}
+
+#[test]
+fn a_corrupt_file_is_skipped_and_named_and_loose_files_are_reported() {
+    let d = TempDir::new("corrupt");
+    shape_folder(&d.0, 3, 20, 20, 7);
+    let bad = d.0.join("discs").join("broken.png");
+    std::fs::write(&bad, b"\x89PNG\r\n\x1a\n not really").unwrap();
+    std::fs::copy(d.0.join("bars/0000.png"), d.0.join("loose.png")).unwrap();
+    let calls = std::sync::atomic::AtomicUsize::new(0);
+    let (train, test, report) = load_folder(&d.0, &FolderOptions::default(), &|_, all| {
+        calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(all, 10);
+    })
+    .unwrap();
+    assert_eq!(train.count + test.count, 9);
+    assert_eq!(calls.into_inner(), 10, "progress per file");
+    assert_eq!(report.skipped.len(), 1);
+    assert_eq!(report.skipped[0].0, bad);
+    assert_eq!(report.ignored_loose_files, 1);
+    let w = report.warning().unwrap();
+    assert!(
+        w.contains("skipped 1") && w.contains("broken.png") && w.contains("ignored 1"),
+        "{w}"
+    );
+}
+
+#[test]
+fn empty_folders_classes_without_images_and_bad_options_are_clear_errors() {
+    let d = TempDir::new("errors");
+    let empty = d.0.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let e = load(&empty, &FolderOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("empty") && e.contains("no images"), "{e}");
+
+    let classes = d.0.join("classes");
+    shape_folder(&classes, 2, 28, 28, 0);
+    std::fs::create_dir_all(classes.join("zebras")).unwrap();
+    std::fs::write(classes.join("zebras").join("notes.txt"), b"no images").unwrap();
+    let e = load(&classes, &FolderOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("zebras") && e.contains("class folder without images"),
+        "{e}"
+    );
+
+    let only_bad = d.0.join("bad");
+    std::fs::create_dir_all(&only_bad).unwrap();
+    std::fs::write(only_bad.join("x.jpg"), b"garbage").unwrap();
+    let e = load(&only_bad, &FolderOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("none of the 1") && e.contains("x.jpg"), "{e}");
+
+    for (opts, needle) in [
+        (
+            FolderOptions {
+                size: 0,
+                ..Default::default()
+            },
+            "image size",
+        ),
+        (
+            FolderOptions {
+                channels: 2,
+                ..Default::default()
+            },
+            "channels",
+        ),
+        (
+            FolderOptions {
+                test_fraction: 1.0,
+                ..Default::default()
+            },
+            "test fraction",
+        ),
+    ] {
+        let e = load(&classes, &opts).unwrap_err().to_string();
+        assert!(e.contains(needle), "{e}");
+    }
+    let e = load(&d.0.join("missing"), &FolderOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not found"), "{e}");
+}
+
+#[test]
+fn idx_folders_refuse_folder_only_options() {
+    let mnist = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist");
+    let e = load_data(
+        &mnist,
+        &FolderOptions {
+            size: 32,
+            ..Default::default()
+        },
+        None,
+        &|_, _| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("IDX") && e.contains("--image-size"), "{e}");
+}
+
+#[test]
+fn large_folders_are_cached_decoded_and_a_changed_folder_is_decoded_again() {
+    // The rule is ≥ 20 000 files; this binary's other folders have at most 30, so lowering it to
+    // 50 here touches no other test.
+    unsafe { std::env::set_var("VAE_WGPU_IMAGE_CACHE_MIN", "50") };
+    let d = TempDir::new("cache");
+    let root = d.0.join("imgs");
+    shape_folder(&root, 20, 28, 28, 5);
+    let cache = d.0.join(vae_wgpu::data::folder::CACHE_FILE);
+    let opts = FolderOptions::default();
+    let (train, test, r) = load_folder_cached(&root, &opts, Some(&cache), &|_, _| {}).unwrap();
+    let key = r.cache_key.expect("60 files are 'large' here");
+    assert!(r.from_cache.is_none());
+    ImageCache::write(&cache, key, &train, &test).unwrap();
+    let decoded = std::sync::atomic::AtomicUsize::new(0);
+    let count = |_: usize, _: usize| {
+        decoded.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    };
+    let (t2, s2, r2) = load_folder_cached(&root, &opts, Some(&cache), &count).unwrap();
+    assert_eq!(r2.from_cache.as_deref(), Some(cache.as_path()));
+    assert_eq!(
+        decoded.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "nothing decoded"
+    );
+    assert_eq!(
+        (t2.images, t2.labels, t2.classes),
+        (
+            train.images.clone(),
+            train.labels.clone(),
+            train.classes.clone()
+        )
+    );
+    assert_eq!((s2.images, s2.count), (test.images.clone(), test.count));
+    // Other options, or a file replaced, make another key: decoded again.
+    let (_, _, r3) = load_folder_cached(
+        &root,
+        &FolderOptions {
+            seed: 1,
+            ..opts.clone()
+        },
+        Some(&cache),
+        &|_, _| {},
+    )
+    .unwrap();
+    assert!(r3.from_cache.is_none());
+    std::fs::write(root.join("discs/0000.png"), b"not an image any more").unwrap();
+    let (_, _, r4) = load_folder_cached(&root, &opts, Some(&cache), &|_, _| {}).unwrap();
+    assert!(r4.from_cache.is_none() && r4.skipped.len() == 1);
+    // A damaged cache is ignored.
+    std::fs::write(&cache, b"VAEWGPU-IMAGES1\n garbage").unwrap();
+    let (_, _, r5) = load_folder_cached(&root, &opts, Some(&cache), &|_, _| {}).unwrap();
+    assert!(r5.from_cache.is_none());
+}
