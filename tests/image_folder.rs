@@ -183,7 +183,7 @@ fn a_corrupt_file_is_skipped_and_named_and_loose_files_are_reported() {
     shape_folder(&d.0, 3, 20, 20, 7);
     let bad = d.0.join("discs").join("broken.png");
     std::fs::write(&bad, b"\x89PNG\r\n\x1a\n not really").unwrap();
-    std::fs::copy(d.0.join("bars/0000.png"), d.0.join("loose.png")).unwrap();
+    std::fs::copy(d.0.join("bars/00000.png"), d.0.join("loose.png")).unwrap();
     let calls = std::sync::atomic::AtomicUsize::new(0);
     let (train, test, report) = load_folder(&d.0, &FolderOptions::default(), &|_, all| {
         calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -327,7 +327,7 @@ fn large_folders_are_cached_decoded_and_a_changed_folder_is_decoded_again() {
     )
     .unwrap();
     assert!(r3.from_cache.is_none());
-    std::fs::write(root.join("discs/0000.png"), b"not an image any more").unwrap();
+    std::fs::write(root.join("discs/00000.png"), b"not an image any more").unwrap();
     let (_, _, r4) = load_folder_cached(&root, &opts, Some(&cache), &|_, _| {}).unwrap();
     assert!(r4.from_cache.is_none() && r4.skipped.len() == 1);
     // A damaged cache is ignored.

@@ -513,9 +513,9 @@ pub fn load_folder_cached(
         .map(|i| i as usize)
         .collect();
     let (test_ix, train_ix) = order.split_at(n_test);
-    let (mut test_ix, mut train_ix) = (test_ix.to_vec(), train_ix.to_vec());
-    // Keep file order within each split (reads better; the trainer shuffles anyway).
-    test_ix.sort_unstable();
+    // The training set in file order (the trainer shuffles it anyway); the test set in the
+    // shuffled order, so its first images (the reconstructions' row) mix the classes.
+    let mut train_ix = train_ix.to_vec();
     train_ix.sort_unstable();
-    Ok((train.subset(&train_ix), train.subset(&test_ix), report))
+    Ok((train.subset(&train_ix), train.subset(test_ix), report))
 }

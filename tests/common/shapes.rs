@@ -1,4 +1,4 @@
-//! Generated image folders: pictures of simple shapes (discs, squares, horizontal bars) at random
+//! Generated image folders (for the tests and `examples/shapes.rs`): pictures of simple shapes (discs, squares, horizontal bars) at random
 //! places and sizes, written as PNG and JPEG files in torchvision's ImageFolder layout.
 
 use std::path::{Path, PathBuf};
@@ -32,18 +32,31 @@ pub fn shape_picture(class: usize, w: u32, h: u32, seed: u32) -> image::RgbImage
 }
 
 /// Write `per_class` pictures of each class under `root/<class>/`, alternating PNG and JPEG.
-pub fn shape_folder(root: &Path, per_class: usize, w: u32, h: u32, seed: u32) -> Vec<PathBuf> {
+pub fn try_shape_folder(
+    root: &Path,
+    per_class: usize,
+    w: u32,
+    h: u32,
+    seed: u32,
+) -> Result<Vec<PathBuf>, String> {
     let mut files = Vec::new();
     for (c, name) in CLASSES.iter().enumerate() {
         let dir = root.join(name);
-        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         for i in 0..per_class {
-            let img = shape_picture(c, w, h, seed + (c * per_class + i) as u32);
+            let img = shape_picture(c, w, h, seed.wrapping_add((c * per_class + i) as u32));
             let ext = if i % 2 == 0 { "png" } else { "jpg" };
-            let p = dir.join(format!("{i:04}.{ext}"));
-            img.save(&p).unwrap();
+            let p = dir.join(format!("{i:05}.{ext}"));
+            img.save(&p)
+                .map_err(|e| format!("cannot write {}: {e}", p.display()))?;
             files.push(p);
         }
     }
-    files
+    Ok(files)
+}
+
+/// [`try_shape_folder`], for tests.
+pub fn shape_folder(root: &Path, per_class: usize, w: u32, h: u32, seed: u32) -> Vec<PathBuf> {
+    try_shape_folder(root, per_class, w, h, seed).unwrap()
 }

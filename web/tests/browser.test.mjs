@@ -12,7 +12,7 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { CHROMIUM, launchChromium } from './chromium.mjs';
+import { CHROMIUM, launchChromium, newRecordedPage } from './chromium.mjs';
 import { startServer } from '../serve.mjs';
 
 const WEB = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -64,25 +64,8 @@ after(async () => {
   server?.close();
 });
 
-/**
- * A fresh page that records page errors and console errors.
- * @returns {Promise<{page: import('playwright-core').Page, errors: string[], close: () => Promise<void>}>}
- */
-async function newPage() {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 1400 } });
-  const page = await context.newPage();
-  /** @type {string[]} */
-  const errors = [];
-  page.on('pageerror', (e) => errors.push(`pageerror: ${e.message}`));
-  page.on('console', (m) => {
-    if (m.type() === 'error') errors.push(`console.error: ${m.text()} (${m.location().url})`);
-  });
-  // An empty page on this origin (a secure context, so navigator.gpu exists).
-  await page.route('**/__blank.html', (r) =>
-    r.fulfill({ contentType: 'text/html', body: '<!doctype html><title>blank</title>' }),
-  );
-  return { page, errors, close: () => context.close() };
-}
+/** A fresh page that records page errors and console errors. */
+const newPage = () => newRecordedPage(browser);
 
 /** The page URL for the plan with query `q`. @param {Record<string, string>} q */
 function pageUrl(q) {

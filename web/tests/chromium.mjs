@@ -21,3 +21,24 @@ export const ARGS = [
 export function launchChromium() {
   return chromium.launch({ executablePath: CHROMIUM, headless: true, args: ARGS });
 }
+
+/**
+ * A fresh page in its own context that records page errors and console errors, with an empty
+ * same-origin page at `__blank.html` (a secure context, so navigator.gpu exists).
+ * @param {import('playwright-core').Browser} browser
+ * @returns {Promise<{page: import('playwright-core').Page, errors: string[], close: () => Promise<void>}>}
+ */
+export async function newRecordedPage(browser) {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 1400 } });
+  const page = await context.newPage();
+  /** @type {string[]} */
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(`pageerror: ${e.message}`));
+  page.on('console', (m) => {
+    if (m.type() === 'error') errors.push(`console.error: ${m.text()} (${m.location().url})`);
+  });
+  await page.route('**/__blank.html', (r) =>
+    r.fulfill({ contentType: 'text/html', body: '<!doctype html><title>blank</title>' }),
+  );
+  return { page, errors, close: () => context.close() };
+}

@@ -1,0 +1,75 @@
+// A deeper model in the page: the exporter plans any depth and activation, and the page replays it
+// with no code of its own for layers. Plan web/plan-deep (a 784-48-24-6 tanh model), exported by
+// `npm test`'s pretest:
+//   cd .. && cargo run --release --example export_web -- --out web/plan-deep --reference-steps 8 \
+//     --matmul direct --hidden 48,24 --latent 6 --activation tanh
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { CHROMIUM, launchChromium, newRecordedPage } from './chromium.mjs';
+import { startServer } from '../serve.mjs';
+
+const WEB = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const PLAN_DIR = join(WEB, 'plan-deep');
+const MIN = 60_000;
+
+/** @type {import('playwright-core').Browser} */
+let browser;
+/** @type {import('node:http').Server} */
+let server;
+let baseUrl = '';
+
+before(async () => {
+  assert.ok(existsSync(CHROMIUM), `no Chromium at ${CHROMIUM} (apt-get install -y chromium, or set CHROMIUM_PATH)`);
+  ({ server, url: baseUrl } = await startServer({ port: 0, root: WEB, quiet: true }));
+  browser = await launchChromium();
+});
+
+after(async () => {
+  await browser?.close();
+  server?.close();
+});
+
+test('a 784-48-24-6 tanh model trains in the page as natively', { timeout: 20 * MIN }, async () => {
+  for (const f of ['plan.json', 'reference.json']) {
+    assert.ok(existsSync(join(PLAN_DIR, f)), `missing ${join(PLAN_DIR, f)}: run npm test (its pretest exports it)`);
+  }
+  const plan = JSON.parse(readFileSync(join(PLAN_DIR, 'plan.json'), 'utf8'));
+  const reference = JSON.parse(readFileSync(join(PLAN_DIR, 'reference.json'), 'utf8'));
+  assert.deepEqual(plan.model.hidden, [48, 24]);
+  assert.equal(plan.model.activation, 'tanh');
+  // 16 dispatches for one hidden layer a side, 3 more per extra layer.
+  assert.equal(plan.graphs.train.dispatches.length, 22);
+
+  const { page, errors, close } = await newRecordedPage(browser);
+  try {
+    const q = new URLSearchParams({ plan: 'plan-deep/', steps: String(reference.steps), matmul: 'direct', autostart: '1' });
+    const t0 = performance.now();
+    await page.goto(`${baseUrl}index.html?${q}`);
+    await page.waitForFunction(() => /** @type {any} */ (window).vaeTest?.done === true, null, {
+      timeout: 15 * MIN,
+      polling: 500,
+    });
+    const result = await page.evaluate(() => /** @type {any} */ (window).vaeTest);
+    assert.equal(result.error, null, `the page failed: ${result.error}`);
+    assert.equal(result.dispatchesPerStep, 22);
+    const want = reference.batch_losses;
+    assert.equal(result.losses.length, want.length);
+    let worst = 0;
+    for (let i = 0; i < want.length; i++) {
+      const rel = Math.abs(result.losses[i] - want[i]) / Math.abs(want[i]);
+      worst = Math.max(worst, rel);
+      assert.ok(rel <= 1e-4, `step ${i}: page ${result.losses[i]}, native ${want[i]} (relative ${rel.toExponential(2)})`);
+    }
+    console.log(
+      `deep plan: ${want.length} steps in ${((performance.now() - t0) / 1000).toFixed(1)} s, ` +
+        `worst relative loss difference ${worst.toExponential(2)}`,
+    );
+    assert.deepEqual(errors, [], 'page or console errors');
+  } finally {
+    await close();
+  }
+});
