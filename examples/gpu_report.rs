@@ -38,8 +38,33 @@ struct Args {
     out: std::path::PathBuf,
     #[arg(long, default_value = "data/mnist")]
     data_dir: std::path::PathBuf,
+    /// Skip the PyTorch CPU epoch (run only when `python3 -c "import torch"` works).
+    #[arg(long)]
+    no_torch: bool,
     #[command(flatten)]
     device: vae_wgpu::cli::DeviceArgs,
+}
+
+/// PyTorch's CPU epochs of the same model (`scripts/torch_train.py`, data preloaded), run after
+/// ours in the same process's lifetime so the two are measured on the same machine in one run;
+/// `None` (with why) when python3 or torch is missing.
+fn torch_epochs(epochs: usize, data_dir: &std::path::Path) -> Result<Value, String> {
+    let out = std::process::Command::new("python3")
+        .args(["scripts/torch_train.py", "--epochs", &epochs.to_string(), "--data-dir"])
+        .arg(data_dir)
+        .output()
+        .map_err(|e| format!("python3 not runnable: {e}"))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(if err.contains("No module named 'torch'") {
+            "PyTorch not installed (pip install torch numpy safetensors to compare)".into()
+        } else {
+            format!("torch_train.py failed: {}", err.lines().last().unwrap_or(""))
+        });
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let last = text.lines().last().unwrap_or("");
+    serde_json::from_str(last).map_err(|e| format!("torch_train.py's last line is not JSON: {e}"))
 }
 
 /// Seconds per launch: the best of 5 submits of enough launches to fill ~`budget / 5` each.
@@ -192,6 +217,34 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "train_loss": s.loss, "test_loss": test_loss, "host_us_per_step": s.host_us_per_step}),
         );
     }
+    // Work per image of a training step: 2 FLOPs per weight forward, 4 backward (dW and dX; the
+    // first layer's dX is skipped, counted anyway), so ~6 per parameter.
+    let flops_per_epoch = 6.0 * trainer.vae.layout.num_params() as f64 * train.count as f64;
+    let best_epoch = epochs
+        .iter()
+        .filter_map(|e| e["seconds"].as_f64())
+        .fold(f64::INFINITY, f64::min);
+    let torch = if args.no_torch {
+        Err("skipped (--no-torch)".to_string())
+    } else {
+        println!("PyTorch CPU epochs of the same model (scripts/torch_train.py) ...");
+        torch_epochs(args.epochs, &args.data_dir)
+    };
+    let torch_best = torch.as_ref().ok().and_then(|t| {
+        t["epochs"]
+            .as_array()?
+            .iter()
+            .filter_map(|e| e["seconds"].as_f64())
+            .reduce(f64::min)
+    });
+    let peer = match (&torch, torch_best) {
+        (Ok(t), Some(best)) => json!({"torch": t["torch"], "threads": t["threads"],
+            "epochs": t["epochs"], "best_epoch_s": best, "ours_best_epoch_s": best_epoch,
+            "ratio_ours_over_torch": best_epoch / best}),
+        (Err(why), _) => json!({"skipped": why}),
+        _ => json!({"skipped": "no epoch timed"}),
+    };
+    println!("peer: {peer}");
     let params = ctx.read_f32(&trainer.vae.params)?;
     let t = Instant::now();
     let r = evaluate(
@@ -223,7 +276,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "training_step": {"dispatches": trainer.dispatches_per_step(), "submits_per_step":
             1.0 / trainer.steps_per_submit as f64, "steps_per_submit": trainer.steps_per_submit,
             "host_us_per_step": host_us, "step_ms_back_to_back": step_ms},
-        "epochs": epochs, "eval": eval, "autotune": choices,
+        "epochs": epochs, "epoch_gflops": flops_per_epoch / best_epoch / 1e9,
+        "pytorch_cpu": peer, "eval": eval, "autotune": choices,
         "report_seconds": started.elapsed().as_secs_f64(),
     });
     std::fs::create_dir_all(&args.out)?;
@@ -279,6 +333,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             e["test_loss"].as_f64().unwrap_or(0.0)
         );
     }
+    md += &format!(
+        "\nBest epoch {:.2} s: {:.1} GFLOP/s of training work (~6 FLOPs per parameter per image).\n",
+        best_epoch,
+        flops_per_epoch / best_epoch / 1e9
+    );
+    md += &match (&torch, torch_best) {
+        (Ok(t), Some(best)) => format!(
+            "PyTorch {} on the CPU ({} threads, same model, data preloaded, scripts/torch_train.py), \
+             same machine, same run: best epoch {:.2} s; ours / PyTorch = {:.2}.\n",
+            t["torch"].as_str().unwrap_or("?"),
+            t["threads"],
+            best,
+            best_epoch / best
+        ),
+        (Err(why), _) => format!("PyTorch CPU epoch: {why}.\n"),
+        _ => String::new(),
+    };
     md += &format!(
         "\nEvaluation (10k test images): -ELBO {:.2} (1 sample), {:.2} (10), IWAE k={} {:.2}; {:.1} s.\n\nAutotune:\n\n| problem | choice | timings |\n|---|---|---|\n",
         r.neg_elbo_1.neg_elbo,
