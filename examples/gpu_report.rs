@@ -50,7 +50,12 @@ struct Args {
 /// `None` (with why) when python3 or torch is missing.
 fn torch_epochs(epochs: usize, data_dir: &std::path::Path) -> Result<Value, String> {
     let out = std::process::Command::new("python3")
-        .args(["scripts/torch_train.py", "--epochs", &epochs.to_string(), "--data-dir"])
+        .args([
+            "scripts/torch_train.py",
+            "--epochs",
+            &epochs.to_string(),
+            "--data-dir",
+        ])
         .arg(data_dir)
         .output()
         .map_err(|e| format!("python3 not runnable: {e}"))?;
@@ -59,7 +64,10 @@ fn torch_epochs(epochs: usize, data_dir: &std::path::Path) -> Result<Value, Stri
         return Err(if err.contains("No module named 'torch'") {
             "PyTorch not installed (pip install torch numpy safetensors to compare)".into()
         } else {
-            format!("torch_train.py failed: {}", err.lines().last().unwrap_or(""))
+            format!(
+                "torch_train.py failed: {}",
+                err.lines().last().unwrap_or("")
+            )
         });
     }
     let text = String::from_utf8_lossy(&out.stdout);

@@ -4,29 +4,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use common::programs::Dir;
 use common::shapes::{CLASSES, shape_folder};
 use vae_wgpu::data::{
     FolderOptions, ImageCache, ImageSet, load_data, load_folder, load_folder_cached,
 };
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("vae-wgpu-imgs-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn load(root: &Path, opts: &FolderOptions) -> vae_wgpu::Result<(ImageSet, ImageSet)> {
     load_folder(root, opts, &|_, _| {}).map(|(a, b, _)| (a, b))
@@ -34,7 +18,7 @@ fn load(root: &Path, opts: &FolderOptions) -> vae_wgpu::Result<(ImageSet, ImageS
 
 #[test]
 fn class_folders_of_png_and_jpeg_at_odd_sizes_load_resized_labelled_and_split() {
-    let d = TempDir::new("classes");
+    let d = Dir::new("classes");
     shape_folder(&d.0, 10, 37, 23, 1);
     let opts = FolderOptions::default();
     let (train, test) = load(&d.0, &opts).unwrap();
@@ -80,7 +64,7 @@ fn class_folders_of_png_and_jpeg_at_odd_sizes_load_resized_labelled_and_split() 
 
 #[test]
 fn rgb_is_channel_planar_and_grayscale_uses_luma() {
-    let d = TempDir::new("rgb");
+    let d = Dir::new("rgb");
     let flat = d.0.join("flat");
     std::fs::create_dir_all(&flat).unwrap();
     // A pure red and a mid-gray picture, 10x6, and one 3x3.
@@ -142,7 +126,7 @@ fn rgb_is_channel_planar_and_grayscale_uses_luma() {
 
 #[test]
 fn resizing_averages_like_an_antialiased_filter() {
-    let d = TempDir::new("resize");
+    let d = Dir::new("resize");
     let flat = d.0.join("f");
     std::fs::create_dir_all(&flat).unwrap();
     // 56x56: left half white, right half black; 1-pixel stripes below row 40.
@@ -168,7 +152,7 @@ fn resizing_averages_like_an_antialiased_filter() {
 
 #[test]
 fn a_train_and_test_pair_is_the_split() {
-    let d = TempDir::new("pair");
+    let d = Dir::new("pair");
     shape_folder(&d.0.join("train"), 4, 28, 28, 3);
     shape_folder(&d.0.join("test"), 2, 28, 28, 99);
     let (train, test, report) = load_folder(&d.0, &FolderOptions::default(), &|_, _| {}).unwrap();
@@ -179,7 +163,7 @@ fn a_train_and_test_pair_is_the_split() {
 
 #[test]
 fn a_corrupt_file_is_skipped_and_named_and_loose_files_are_reported() {
-    let d = TempDir::new("corrupt");
+    let d = Dir::new("corrupt");
     shape_folder(&d.0, 3, 20, 20, 7);
     let bad = d.0.join("discs").join("broken.png");
     std::fs::write(&bad, b"\x89PNG\r\n\x1a\n not really").unwrap();
@@ -204,7 +188,7 @@ fn a_corrupt_file_is_skipped_and_named_and_loose_files_are_reported() {
 
 #[test]
 fn empty_folders_classes_without_images_and_bad_options_are_clear_errors() {
-    let d = TempDir::new("errors");
+    let d = Dir::new("errors");
     let empty = d.0.join("empty");
     std::fs::create_dir_all(&empty).unwrap();
     let e = load(&empty, &FolderOptions::default())
@@ -286,7 +270,7 @@ fn large_folders_are_cached_decoded_and_a_changed_folder_is_decoded_again() {
     // The rule is ≥ 20 000 files; this binary's other folders have at most 30, so lowering it to
     // 50 here touches no other test.
     unsafe { std::env::set_var("VAE_WGPU_IMAGE_CACHE_MIN", "50") };
-    let d = TempDir::new("cache");
+    let d = Dir::new("cache");
     let root = d.0.join("imgs");
     shape_folder(&root, 20, 28, 28, 5);
     let cache = d.0.join(vae_wgpu::data::folder::CACHE_FILE);

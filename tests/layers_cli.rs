@@ -184,6 +184,23 @@ fn a_generated_image_folder_trains_and_draws() {
         &["--resume", ck, "--epochs", "9", "--image-size", "16"],
     ));
     fails_with(&o, &["--image-size 16", "28", "contradicts"]);
+    // Another seed on resume reshuffles training, but the held-out images stay held out.
+    let o = ok(&run(&train_args(
+        data,
+        out,
+        &["--resume", ck, "--epochs", "9", "--seed", "5"],
+    )));
+    assert!(
+        o.contains("0.1 held out with seed 0") && o.contains("Epoch 9"),
+        "{o}"
+    );
+    assert_eq!(
+        Checkpoint::load(&dir.path("run/checkpoint.safetensors"))
+            .unwrap()
+            .progress
+            .split_seed,
+        0
+    );
 
     // RGB at another size: the pictures are RGB.
     let out2 = dir.path("rgb");
@@ -220,44 +237,26 @@ fn an_input_layer_too_large_is_refused_before_gpu_work() {
     let dir = Dir::new("huge");
     let root = dir.path("imgs");
     shape_folder(&root, 2, 8, 8, 3);
-    let o = run(&train_args(
-        root.to_str().unwrap(),
-        dir.path("run").to_str().unwrap(),
-        &[
-            "--channels",
-            "3",
-            "--image-size",
-            "1024",
-            "--batch-size",
-            "2",
-        ],
-    ));
-    fails_with(&o, &["input size", "3145728", "absurdly large"]);
-    assert!(!String::from_utf8_lossy(&o.stdout).contains("adapter:"));
-    let o = run(&train_args(
-        root.to_str().unwrap(),
-        dir.path("run").to_str().unwrap(),
-        &[
-            "--channels",
-            "3",
-            "--image-size",
-            "512",
-            "--batch-size",
-            "2",
-        ],
-    ));
-    fails_with(&o, &["786432-200-10", "parameters", "limit"]);
-    assert!(!String::from_utf8_lossy(&o.stdout).contains("adapter:"));
-    let o = run(&train_args(
-        root.to_str().unwrap(),
-        dir.path("run").to_str().unwrap(),
-        &["--image-size", "0"],
-    ));
-    fails_with(&o, &["image size", "outside"]);
-    let o = run(&train_args(
-        root.to_str().unwrap(),
-        dir.path("run").to_str().unwrap(),
-        &["--hidden", "32,x"],
-    ));
-    fails_with(&o, &["'x'", "400,200"]);
+    let (data, out) = (root.to_str().unwrap(), dir.path("run"));
+    let out = out.to_str().unwrap();
+    let big = |size| ["--channels", "3", "--image-size", size, "--batch-size", "2"];
+    for (flags, needles) in [
+        (
+            &big("1024")[..],
+            &["input size", "3145728", "absurdly large"][..],
+        ),
+        (
+            &big("512")[..],
+            &["786432-200-10", "parameters", "limit"][..],
+        ),
+        (&["--image-size", "0"][..], &["image size", "outside"][..]),
+        (&["--hidden", "32,x"][..], &["'x'", "400,200"][..]),
+    ] {
+        let o = run(&train_args(data, out, flags));
+        fails_with(&o, needles);
+        assert!(
+            !String::from_utf8_lossy(&o.stdout).contains("adapter:"),
+            "{flags:?}"
+        );
+    }
 }

@@ -72,6 +72,22 @@ impl Fixture {
 /// A tensor three ways: its name, the GPU's values, the CPU twin's, PyTorch's.
 type Compared<'a> = (String, Vec<f32>, &'a Vec<f64>, Vec<f64>);
 
+/// Each hidden layer's output three ways, `stem0`, `stem1`, ….
+fn layers<'a>(
+    ctx: &GpuContext,
+    fx: &Fixture,
+    stem: &str,
+    gpu: &[vae_wgpu::gpu::GpuTensor],
+    cpu: &'a [Vec<f64>],
+) -> Vec<Compared<'a>> {
+    (0..gpu.len())
+        .map(|i| {
+            let got = ctx.read_f32(&gpu[i]).unwrap();
+            (format!("{stem}{i}"), got, &cpu[i], fx.layer(stem, i))
+        })
+        .collect()
+}
+
 fn close(name: &str, got: &[f32], want: &[f64], rel: f64) {
     let scale = want.iter().fold(0.0f64, |a, v| a.max(v.abs()));
     assert_close(name, got, want, |_| rel * scale + 1e-30);
@@ -135,28 +151,11 @@ fn check_against_torch(ctx: &GpuContext, fx: &Fixture, cfg: VaeConfig) {
         let (mu, logvar) =
             Activations::split_heads(&ctx.read_f32(&a.heads).unwrap(), gpu.cfg.latent);
         // (name, GPU, CPU twin, PyTorch)
-        let mut tensors: Vec<Compared<'_>> = Vec::new();
-        for (i, h) in a.enc.iter().enumerate() {
-            let want = fx.layer("h_enc", i);
-            tensors.push((
-                format!("h_enc{i}"),
-                ctx.read_f32(h).unwrap(),
-                &t.enc[i],
-                want,
-            ));
-        }
+        let mut tensors = layers(ctx, fx, "h_enc", &a.enc, &t.enc);
         tensors.push(("mu_e".into(), mu, &t.mu, fx.get64("mu_e")));
         tensors.push(("logvar_e".into(), logvar, &t.logvar, fx.get64("logvar_e")));
         tensors.push(("z".into(), ctx.read_f32(&a.z).unwrap(), &t.z, fx.get64("z")));
-        for (i, h) in a.dec.iter().enumerate() {
-            let want = fx.layer("h_dec", i);
-            tensors.push((
-                format!("h_dec{i}"),
-                ctx.read_f32(h).unwrap(),
-                &t.dec[i],
-                want,
-            ));
-        }
+        tensors.extend(layers(ctx, fx, "h_dec", &a.dec, &t.dec));
         tensors.push(("logits".into(), logits, &t.logits, fx.get64("logits")));
         for (name, got, cpu_v, want) in tensors {
             close(

@@ -169,6 +169,8 @@ pub struct LoadedData {
     pub test: crate::data::ImageSet,
     /// The share held out as the test set (0 when the data came split).
     pub test_fraction: f64,
+    /// The seed that chose the held-out images.
+    pub split_seed: u64,
     /// Set for a large folder that was decoded (not read from a cache): the key to cache it under.
     pub cache_key: Option<u64>,
 }
@@ -255,6 +257,8 @@ impl DataArgs {
                     c.progress.test_fraction.to_string(),
                 )?;
                 opts.test_fraction = c.progress.test_fraction;
+                // The run's split, whatever seed this program was given.
+                opts.seed = c.progress.split_seed;
             }
         }
         let pb = std::sync::OnceLock::<indicatif::ProgressBar>::new();
@@ -296,7 +300,7 @@ impl DataArgs {
                 if r.presplit {
                     "its train/ and test/ folders".to_string()
                 } else {
-                    format!("{} held out with seed {seed}", opts.test_fraction)
+                    format!("{} held out with seed {}", opts.test_fraction, opts.seed)
                 },
                 train.classes.len(),
                 train.rows,
@@ -314,6 +318,7 @@ impl DataArgs {
             train,
             test,
             test_fraction,
+            split_seed: opts.seed,
             cache_key,
         })
     }

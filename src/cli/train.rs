@@ -203,6 +203,7 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         None => {
             let mut t = Trainer::new(&ctx, cfg.clone(), settings.clone(), train)?;
             t.test_fraction = data.test_fraction;
+            t.split_seed = data.split_seed;
             t
         }
     };

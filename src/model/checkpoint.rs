@@ -45,6 +45,9 @@ pub struct Progress {
     /// For an image folder without a train/test split: the share held out as the test set
     /// (0 when the data came split).
     pub test_fraction: f64,
+    /// The seed that chose the held-out images (the run's first seed: a later `--seed` does not
+    /// move images between the splits).
+    pub split_seed: u64,
 }
 
 /// Adam's state (PyTorch's `exp_avg`, `exp_avg_sq`, `step`), arenas in [`ParamLayout`] order.
@@ -124,6 +127,10 @@ impl Checkpoint {
             meta.insert(
                 "test_fraction".to_string(),
                 self.progress.test_fraction.to_string(),
+            );
+            meta.insert(
+                "split_seed".to_string(),
+                self.progress.split_seed.to_string(),
             );
         }
         if with_state {
@@ -339,6 +346,7 @@ impl Checkpoint {
                 meta_num("image_cols")?.unwrap_or(0) as usize,
             ],
             test_fraction: meta_value::<f64>(&meta, "test_fraction", path)?.unwrap_or(0.0),
+            split_seed: meta_num("split_seed")?.unwrap_or(0),
         };
         let ckpt = Checkpoint {
             cfg,

@@ -148,6 +148,8 @@ pub struct Trainer {
     /// The share of an image folder held out as the test set (0 when the data came split), kept
     /// in checkpoints so that eval and resume split the same way.
     pub test_fraction: f64,
+    /// The seed that chose those held-out images.
+    pub split_seed: u64,
 }
 
 impl Trainer {
@@ -208,6 +210,7 @@ impl Trainer {
             epoch: 0,
             step_in_epoch: 0,
             test_fraction: 0.0,
+            split_seed: 0,
         })
     }
 
@@ -352,6 +355,7 @@ impl Trainer {
                 train_len: self.train.len,
                 image: self.train.image,
                 test_fraction: self.test_fraction,
+                split_seed: self.split_seed,
             },
             activation_recorded: true,
         })
@@ -429,6 +433,7 @@ impl Trainer {
         let mut t = Self::with_model(ctx, vae, settings, train_gpu)?;
         t.epoch = ckpt.progress.epoch;
         t.test_fraction = ckpt.progress.test_fraction;
+        t.split_seed = ckpt.progress.split_seed;
         if resumes_mid_epoch {
             t.step_in_epoch = ckpt.progress.step_in_epoch;
             // The loader checked the accumulator's length; a state_dict has none (sums restart).
