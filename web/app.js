@@ -9,6 +9,16 @@
 
 import { createRuntime, errText, loadPlan, mulberry32, planBase } from './runtime.js';
 
+/**
+ * The architecture as the native trainer prints it: `784-400-200-10 tanh` (a plan from before
+ * layer lists had one number for `hidden` and no activation).
+ * @param {{input: number, hidden: number | number[], latent: number, activation?: string}} m
+ */
+function describeModel(m) {
+  const hidden = Array.isArray(m.hidden) ? m.hidden : [m.hidden];
+  return `${[m.input, ...hidden, m.latent].join('-')} ${m.activation ?? 'relu'}`;
+}
+
 /** @typedef {import('./runtime.js').Plan} Plan @typedef {import('./runtime.js').Runtime} Runtime */
 
 const query = new URLSearchParams(location.search);
@@ -187,7 +197,7 @@ async function main() {
   state.seedLo = Number(/** @type {bigint} */ (plan.seed) & 0xffffffffn);
   state.seedHi = Number((/** @type {bigint} */ (plan.seed) >> 32n) & 0xffffffffn);
   ui.planInfo.textContent =
-    `plan: ${base} — ${plan.model.input} → ${plan.model.hidden} → ${plan.model.latent}, ` +
+    `plan: ${base} — ${describeModel(plan.model)}, ` +
     `${plan.model.params} parameters; ${tr.train_len} train images, batch ${tr.batch}, ` +
     `${tr.steps_per_epoch} steps/epoch`;
   ui.batch.innerHTML = '';
@@ -220,7 +230,7 @@ async function main() {
     ` — matmul kernels (${MATMUL}): ${choice || 'none'} — ${vaeTest.dispatchesPerStep} dispatches/step`;
   log(`adapter: ${a.vendor} ${a.architecture} ${a.description}`.trim());
   log(`matmul kernels (${MATMUL}): ${choice || 'none'} of ${rt.matmulChoices.size} products`);
-  log(`model: ${plan.model.input} -> ${plan.model.hidden} -> ${plan.model.latent} (L = ${plan.model.samples}), ` +
+  log(`model: ${describeModel(plan.model)} (L = ${plan.model.samples}), ` +
     `${plan.model.params} parameters; ${tr.train_len} train images, batch ${tr.batch}, lr ${tr.lr}, ` +
     `${tr.steps_per_epoch} steps/epoch, ${vaeTest.dispatchesPerStep} dispatches/step`);
   const avail = Math.min(tr.epochs, await rt.epochsAvailable());

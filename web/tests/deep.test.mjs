@@ -68,6 +68,9 @@ test('a 784-48-24-6 tanh model trains in the page as natively', { timeout: 20 * 
       `deep plan: ${want.length} steps in ${((performance.now() - t0) / 1000).toFixed(1)} s, ` +
         `worst relative loss difference ${worst.toExponential(2)}`,
     );
+    // The page describes the model as the native trainer does.
+    const logText = (await page.textContent('#log')) ?? '';
+    assert.ok(logText.includes('model: 784-48-24-6 tanh'), logText);
     assert.deepEqual(errors, [], 'page or console errors');
   } finally {
     await close();
