@@ -242,6 +242,32 @@ fn empty_folders_classes_without_images_and_bad_options_are_clear_errors() {
         let e = load(&classes, &opts).unwrap_err().to_string();
         assert!(e.contains(needle), "{e}");
     }
+    // A FIFO with an image's name is not read (it would block forever).
+    let piped = d.0.join("piped");
+    shape_folder(&piped, 2, 8, 8, 0);
+    let fifo = piped.join("discs").join("pipe.png");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let (train, test) = load(&piped, &FolderOptions::default()).unwrap();
+    assert_eq!(train.count + test.count, 6);
+
+    // A symbolic link that points back up ends in an error, not endless recursion.
+    let looped = d.0.join("looped");
+    shape_folder(&looped, 1, 8, 8, 0);
+    std::os::unix::fs::symlink(&looped, looped.join("discs").join("up")).unwrap();
+    let e = load(&looped, &FolderOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("nested more than 32") && e.contains("symbolic link"),
+        "{e}"
+    );
+
     let e = load(&d.0.join("missing"), &FolderOptions::default())
         .unwrap_err()
         .to_string();

@@ -271,7 +271,8 @@ fn entries(dir: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
         }
         if p.is_dir() {
             dirs.push(p);
-        } else if is_image(&p) {
+        } else if is_image(&p) && p.is_file() {
+            // Regular files only: a FIFO named x.png would block the reader forever.
             files.push(p);
         }
     }
@@ -280,11 +281,23 @@ fn entries(dir: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
     Ok((dirs, files))
 }
 
-/// Every image file below `dir`, at any depth, sorted.
-fn images_below(dir: &Path) -> Result<Vec<PathBuf>> {
+/// Deepest folder nesting searched below a class folder.
+const MAX_DEPTH: usize = 32;
+
+/// Every image file below `dir`, at any depth up to [`MAX_DEPTH`] (symbolic links are followed,
+/// so a link loop ends there with an error instead of recursing forever), sorted.
+fn images_below(dir: &Path, depth: usize) -> Result<Vec<PathBuf>> {
+    if depth > MAX_DEPTH {
+        return Err(data_err(
+            dir,
+            format!(
+                "folders nested more than {MAX_DEPTH} deep (a symbolic link that points back up?)"
+            ),
+        ));
+    }
     let (dirs, mut files) = entries(dir)?;
     for d in dirs {
-        files.extend(images_below(&d)?);
+        files.extend(images_below(&d, depth + 1)?);
     }
     Ok(files)
 }
@@ -311,7 +324,7 @@ fn scan(root: &Path, report: &mut FolderReport) -> Result<Vec<(PathBuf, String)>
     report.ignored_loose_files += loose.len();
     let mut out = Vec::new();
     for d in dirs {
-        let files = images_below(&d)?;
+        let files = images_below(&d, 1)?;
         if files.is_empty() {
             return Err(data_err(
                 &d,
