@@ -40,7 +40,9 @@ pub struct ExportOptions {
     pub settings: TrainSettings,
     /// Epochs of shuffled index lists to include (the page can train at most this many).
     pub epochs: usize,
-    pub data_dir: PathBuf,
+    /// The images (IDX or an image folder, read by the caller: see `crate::data::load_data`).
+    pub train: ImageSet,
+    pub test: ImageSet,
     pub out: PathBuf,
     /// Also run this many training steps natively and write `reference.json` (0: none).
     pub reference_steps: usize,
@@ -151,12 +153,19 @@ fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<u64> {
     Ok(bytes.len() as u64)
 }
 
-/// An IDX3 file of `data`'s images, gzip-compressed: what the page inflates (header 16 bytes).
-fn idx_images_gz(data: &ImageSet) -> Result<Vec<u8>> {
+/// An IDX file of `data`'s images, gzip-compressed: what the page inflates. Grayscale images are
+/// IDX3 `[count, rows, cols]` (MNIST's own format); colour images IDX4 `[count, channels, rows,
+/// cols]`, channel-planar. Returns the bytes and the header's length.
+fn idx_images_gz(data: &ImageSet) -> Result<(Vec<u8>, usize)> {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    let mut header = vec![0, 0, 8, 3];
-    for d in [data.count, data.rows, data.cols] {
-        header.extend((d as u32).to_be_bytes());
+    let dims: Vec<usize> = if data.channels == 1 {
+        vec![data.count, data.rows, data.cols]
+    } else {
+        vec![data.count, data.channels, data.rows, data.cols]
+    };
+    let mut header = vec![0, 0, 8, dims.len() as u8];
+    for d in &dims {
+        header.extend((*d as u32).to_be_bytes());
     }
     let io = |e| Error::Io {
         path: PathBuf::from("<gzip encoder>"),
@@ -164,7 +173,7 @@ fn idx_images_gz(data: &ImageSet) -> Result<Vec<u8>> {
     };
     enc.write_all(&header).map_err(io)?;
     enc.write_all(&data.images).map_err(io)?;
-    enc.finish().map_err(io)
+    Ok((enc.finish().map_err(io)?, header.len()))
 }
 
 fn usage_names(u: wgpu::BufferUsages) -> Vec<&'static str> {
@@ -210,7 +219,7 @@ pub fn export_plan(ctx: &GpuContext, opts: &ExportOptions) -> Result<ExportSumma
         ));
     }
     let s = &opts.settings;
-    let (train, test) = crate::data::load_splits(&opts.data_dir)?;
+    let (train, test) = (&opts.train, &opts.test);
     let cfg = VaeConfig {
         input: train.dim(),
         ..opts.cfg.clone()
@@ -222,8 +231,8 @@ pub fn export_plan(ctx: &GpuContext, opts: &ExportOptions) -> Result<ExportSumma
     std::fs::create_dir_all(&opts.out).map_err(io_err(&opts.out))?;
 
     let mut vae = GpuVae::new(ctx, cfg.clone(), s.adam, s.batch_size, s.seed)?;
-    let train_gpu = GpuDataset::upload(ctx, "train pixels", &train)?;
-    let test_gpu = GpuDataset::upload(ctx, "test pixels", &test)?;
+    let train_gpu = GpuDataset::upload(ctx, "train pixels", train)?;
+    let test_gpu = GpuDataset::upload(ctx, "test pixels", test)?;
     let (train_px, train_ix) = (&train_gpu.pixels, &train_gpu.index);
     let train_in = Input::Gather {
         pixels: train_px,
@@ -240,7 +249,8 @@ pub fn export_plan(ctx: &GpuContext, opts: &ExportOptions) -> Result<ExportSumma
     let training = EpochPlan::new(train.count, b, |rows| {
         vae.plan_step(ctx, rows, train_in, EpsSource::Philox, true, &acc_train)
     })?;
-    let testing = EpochPlan::new(test.count, b, |rows| {
+    // A test set smaller than a batch is one smaller batch (as the native evaluation does).
+    let testing = EpochPlan::new(test.count, b.min(test.count), |rows| {
         vae.plan_step(ctx, rows, test_in, EpsSource::Philox, false, &acc_test)
     })?;
     let recon_rows = RECONSTRUCTIONS.min(b).min(test.count);
@@ -305,8 +315,8 @@ pub fn export_plan(ctx: &GpuContext, opts: &ExportOptions) -> Result<ExportSumma
 
     // Buffers and their initial contents.
     let images = [
-        (&train_px.buffer, "train-images-idx3-ubyte.gz", &train),
-        (&test_gpu.pixels.buffer, "t10k-images-idx3-ubyte.gz", &test),
+        (&train_px.buffer, "train-images-idx3-ubyte.gz", train),
+        (&test_gpu.pixels.buffer, "t10k-images-idx3-ubyte.gz", test),
     ];
     let mut blob = Vec::new();
     let mut buffers = Vec::new();
@@ -317,8 +327,9 @@ pub fn export_plan(ctx: &GpuContext, opts: &ExportOptions) -> Result<ExportSumma
             ))
         })?;
         let init = if let Some((_, file, data)) = images.iter().find(|(b, _, _)| *b == buf) {
-            bytes += write_file(&opts.out, file, &idx_images_gz(data)?)?;
-            json!({"gzip": file, "skip": 16, "size": data.images.len()})
+            let (gz, skip) = idx_images_gz(data)?;
+            bytes += write_file(&opts.out, file, &gz)?;
+            json!({"gzip": file, "skip": skip, "size": data.images.len()})
         } else {
             match &info.contents {
                 Some(c) if c.iter().any(|&x| x != 0) => {
@@ -384,7 +395,7 @@ pub fn export_plan(ctx: &GpuContext, opts: &ExportOptions) -> Result<ExportSumma
             "train_len": train.count, "test_len": test.count,
             "log_every": s.log_every, "steps_per_epoch": training.steps(),
         },
-        "image": {"width": train.cols, "height": train.rows, "channels": 1},
+        "image": {"width": train.cols, "height": train.rows, "channels": train.channels},
         "limits": {
             "maxStorageBufferBindingSize": max_binding,
             "maxBufferSize": max_buffer,

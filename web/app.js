@@ -498,7 +498,8 @@ async function readRegion(r) {
 }
 
 /**
- * Draw images (rows of `data`, each width*height*channels values in [0, 1]) in a grid.
+ * Draw images (rows of `data`, each width*height*channels values in [0, 1], channel-planar as the
+ * model sees them) in a grid.
  * @param {HTMLCanvasElement} canvas @param {Float32Array[]} rows grid rows of images
  * @param {number} cols images per grid row
  */
@@ -518,7 +519,7 @@ function drawImages(canvas, rows, cols) {
         for (let x = 0; x < w; x++) {
           const rgb = [0, 0, 0];
           for (let c = 0; c < 3; c++) {
-            const v = data[k * per + (y * w + x) * ch + (ch === 1 ? 0 : Math.min(c, ch - 1))];
+            const v = data[k * per + Math.min(c, ch - 1) * w * h + y * w + x];
             rgb[c] = Math.round(255 * Math.min(1, Math.max(0, v)));
           }
           for (let dy = 0; dy < scale; dy++) {

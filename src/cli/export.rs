@@ -9,7 +9,7 @@ use clap::Parser;
 
 use crate::export::{ExportOptions, export_plan};
 use crate::gpu::GpuContext;
-use crate::model::{TrainSettings, VaeConfig};
+use crate::model::TrainSettings;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -34,9 +34,8 @@ pub struct Args {
     /// Seed of initialisation, shuffling and noise.
     #[arg(long, default_value_t = TrainSettings::default().seed)]
     seed: u64,
-    /// Directory with the four MNIST IDX files (.gz or raw).
-    #[arg(long, default_value = "data/mnist")]
-    data_dir: PathBuf,
+    #[command(flatten)]
+    data: super::DataArgs,
     /// Batch loss every this many steps in the page.
     #[arg(long, default_value_t = TrainSettings::default().log_every)]
     log_every: usize,
@@ -62,6 +61,8 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 .to_string(),
         );
     }
+    // The images first: a bad folder is refused before any GPU work.
+    let data = args.data.load(args.seed, None, None)?;
     let ctx = GpuContext::new(&opts)?;
     say!("adapter: {}", ctx.adapter.short());
     let mut settings = TrainSettings {
@@ -71,14 +72,15 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         ..TrainSettings::default()
     };
     settings.adam.lr = args.lr.0;
-    let cfg = args.model.new_model(VaeConfig::default().input);
+    let cfg = args.model.new_model(data.train.dim());
     let summary = export_plan(
         &ctx,
         &ExportOptions {
             cfg,
             settings,
             epochs: args.epochs,
-            data_dir: args.data_dir,
+            train: data.train,
+            test: data.test,
             out: args.out.clone(),
             reference_steps: args.reference_steps,
         },

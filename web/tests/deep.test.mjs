@@ -1,8 +1,11 @@
-// A deeper model in the page: the exporter plans any depth and activation, and the page replays it
-// with no code of its own for layers. Plan web/plan-deep (a 784-48-24-6 tanh model), exported by
+// Your own model and images in the page: the exporter plans any depth and activation on any
+// image folder, and the page replays it with no code of its own for layers or colour. Plan
+// web/plan-deep: a 768-48-24-6 tanh model on 16x16 RGB pictures (examples/shapes.rs), exported by
 // `npm test`'s pretest:
-//   cd .. && cargo run --release --example export_web -- --out web/plan-deep --reference-steps 8 \
-//     --matmul direct --hidden 48,24 --latent 6 --activation tanh
+//   cd .. && cargo run --release --example shapes -- --out web/plan-deep-data --per-class 100 --size 16
+//   cargo run --release --example export_web -- --out web/plan-deep --reference-steps 8 \
+//     --matmul direct --hidden 48,24 --latent 6 --activation tanh \
+//     --data-dir web/plan-deep-data --channels 3 --image-size 16 --batch-size 32
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -33,7 +36,7 @@ after(async () => {
   server?.close();
 });
 
-test('a 784-48-24-6 tanh model trains in the page as natively', { timeout: 20 * MIN }, async () => {
+test('a 768-48-24-6 tanh model on RGB pictures trains and draws in the page as natively', { timeout: 20 * MIN }, async () => {
   for (const f of ['plan.json', 'reference.json']) {
     assert.ok(existsSync(join(PLAN_DIR, f)), `missing ${join(PLAN_DIR, f)}: run npm test (its pretest exports it)`);
   }
@@ -41,6 +44,7 @@ test('a 784-48-24-6 tanh model trains in the page as natively', { timeout: 20 * 
   const reference = JSON.parse(readFileSync(join(PLAN_DIR, 'reference.json'), 'utf8'));
   assert.deepEqual(plan.model.hidden, [48, 24]);
   assert.equal(plan.model.activation, 'tanh');
+  assert.deepEqual(plan.image, { width: 16, height: 16, channels: 3 });
   // 16 dispatches for one hidden layer a side, 3 more per extra layer.
   assert.equal(plan.graphs.train.dispatches.length, 22);
 
@@ -70,7 +74,19 @@ test('a 784-48-24-6 tanh model trains in the page as natively', { timeout: 20 * 
     );
     // The page describes the model as the native trainer does.
     const logText = (await page.textContent('#log')) ?? '';
-    assert.ok(logText.includes('model: 784-48-24-6 tanh'), logText);
+    assert.ok(logText.includes('model: 768-48-24-6 tanh'), logText);
+    // The pictures are in colour: originals (top row of the reconstructions) have pixels whose
+    // channels differ.
+    const coloured = await page.evaluate(() => {
+      const c = /** @type {HTMLCanvasElement} */ (document.getElementById('reconstructions'));
+      const d = /** @type {CanvasRenderingContext2D} */ (c.getContext('2d')).getImageData(0, 0, c.width, c.height).data;
+      let n = 0;
+      for (let i = 0; i < d.length; i += 4) {
+        if (Math.max(d[i], d[i + 1], d[i + 2]) - Math.min(d[i], d[i + 1], d[i + 2]) > 40) n++;
+      }
+      return n;
+    });
+    assert.ok(coloured > 100, `only ${coloured} coloured pixels in the reconstructions`);
     assert.deepEqual(errors, [], 'page or console errors');
   } finally {
     await close();
