@@ -240,3 +240,60 @@ fn atomic_write_replaces_and_leaves_no_temporary() {
     assert!(vae_wgpu::files::write_atomic(&dir.join("no/such/dir/c"), b"x").is_err());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A PyTorch module built with one-layer `nn.Sequential`s names the notebook's tensors
+/// `encoder.0.*` / `decoder.0.*`: such a state_dict loads as the notebook's model, and is written
+/// back under the notebook's names. A file deeper than the limit reports its real depth.
+#[test]
+fn one_layer_sequential_names_load_and_depth_errors_count_every_layer() {
+    let cfg = VaeConfig::mirrored(12, &[7], 3);
+    let layout = ParamLayout::new(&cfg);
+    let arena = layout.init(5);
+    let renamed = |n: &str| {
+        n.replace("linear_enc.", "encoder.0.")
+            .replace("linear_dec.", "decoder.0.")
+    };
+    let names: Vec<String> = layout.specs.iter().map(|s| renamed(&s.name)).collect();
+    let views: Vec<(String, TensorView<'_>)> = layout
+        .specs
+        .iter()
+        .zip(&names)
+        .map(|(s, n)| {
+            let data: &[u8] = bytemuck::cast_slice(&arena[s.range()]);
+            (
+                n.clone(),
+                TensorView::new(Dtype::F32, s.shape.clone(), data).unwrap(),
+            )
+        })
+        .collect();
+    let bytes = safetensors::tensor::serialize(views, None).unwrap();
+    let c = Checkpoint::from_bytes(&bytes, Path::new("seq.safetensors")).unwrap();
+    assert_eq!(c.cfg, cfg);
+    assert_eq!(c.params, arena);
+    assert!(!c.activation_recorded);
+
+    // 20 hidden layers: refused, and the message says 20.
+    let mut views = Vec::new();
+    let w = vec![0f32; 16];
+    for i in 0..20 {
+        let data: &[u8] = bytemuck::cast_slice(&w);
+        views.push((
+            format!("encoder.{}.weight", 2 * i),
+            TensorView::new(Dtype::F32, vec![4, 4], data).unwrap(),
+        ));
+    }
+    let data: &[u8] = bytemuck::cast_slice(&w);
+    views.push((
+        "enc_mu.weight".to_string(),
+        TensorView::new(Dtype::F32, vec![4, 4], data).unwrap(),
+    ));
+    views.push((
+        "linear_dec.weight".to_string(),
+        TensorView::new(Dtype::F32, vec![4, 4], data).unwrap(),
+    ));
+    let bytes = safetensors::tensor::serialize(views, None).unwrap();
+    let e = Checkpoint::from_bytes(&bytes, Path::new("deep.safetensors"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("20 layers given"), "{e}");
+}

@@ -64,7 +64,8 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         .test;
     if test.dim() != cfg.input {
         return Err(format!(
-            "test images have {} values ({} channel(s) of {}x{}), the checkpoint's model takes {}",
+            "test images have {} values ({} channel(s) of {}x{}), the checkpoint's model takes {}: \
+             point --data-dir at the data it was trained on",
             test.dim(),
             test.channels,
             test.rows,

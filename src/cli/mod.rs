@@ -120,7 +120,8 @@ impl ModelArgs {
         let w = crate::model::config::widths;
         let refuse = |flag: &str, given: String, has: String| {
             Err(format!(
-                "--{flag} {given} contradicts the {what} ({flag} = {has}); the architecture comes                  from the {what}: drop the flag"
+                "--{flag} {given} contradicts the {what} ({flag} = {has}); the architecture comes \
+                 from the {what}: drop the flag"
             ))
         };
         if let Some(h) = &self.hidden
@@ -173,6 +174,8 @@ pub struct LoadedData {
     pub split_seed: u64,
     /// Set for a large folder that was decoded (not read from a cache): the key to cache it under.
     pub cache_key: Option<u64>,
+    /// Files skipped because they did not decode (kept with the cache).
+    pub skipped: Vec<(std::path::PathBuf, String)>,
 }
 
 impl LoadedData {
@@ -181,7 +184,9 @@ impl LoadedData {
     pub fn cache_in(&self, run_dir: &std::path::Path) {
         if let Some(key) = self.cache_key {
             let path = run_dir.join(crate::data::folder::CACHE_FILE);
-            match crate::data::ImageCache::write(&path, key, &self.train, &self.test) {
+            let written =
+                crate::data::ImageCache::write(&path, key, &self.train, &self.test, &self.skipped);
+            match written {
                 Ok(()) => out::say!("cached the decoded images in {}", path.display()),
                 Err(e) => note!("warning: the decoded images were not cached: {e}"),
             }
@@ -210,6 +215,23 @@ pub struct DataArgs {
 }
 
 impl DataArgs {
+    /// The input size a new run's image folder will give (channels · size²), known before any
+    /// decoding, with the folder options checked; `None` for IDX files (their header says).
+    pub fn folder_input(&self) -> Result<Option<usize>, String> {
+        if crate::data::is_idx_dir(&self.data_dir) {
+            return Ok(None);
+        }
+        let d = crate::data::FolderOptions::default();
+        let opts = crate::data::FolderOptions {
+            channels: self.channels.unwrap_or(d.channels),
+            size: self.image_size.unwrap_or(d.size),
+            test_fraction: self.test_fraction.unwrap_or(d.test_fraction),
+            seed: 0,
+        };
+        opts.validate().map_err(|e| e.to_string())?;
+        Ok(Some(opts.channels * opts.size * opts.size))
+    }
+
     /// Load the training and test sets, with a progress bar while a large folder decodes. With a
     /// checkpoint, its image shape and split are the defaults, and flags that contradict them
     /// are refused.
@@ -283,6 +305,21 @@ impl DataArgs {
             b.finish_and_clear();
         }
         let (train, test, report) = loaded.map_err(|e| e.to_string())?;
+        if report.is_none() {
+            // IDX files: the folder options apply to image folders only.
+            let given = |flag: &str, v: Option<usize>, has: usize| match v {
+                Some(v) if v != has => Err(format!(
+                    "{}: holds IDX files of {}x{} grayscale images: --{flag} {v} applies to image \
+                     folders (drop it)",
+                    self.data_dir.display(),
+                    train.rows,
+                    train.cols
+                )),
+                _ => Ok(()),
+            };
+            given("channels", self.channels, train.channels)?;
+            given("image-size", self.image_size, train.rows)?;
+        }
         let test_fraction = match &report {
             Some(r) if !r.presplit => opts.test_fraction,
             _ => 0.0,
@@ -291,6 +328,10 @@ impl DataArgs {
             .as_ref()
             .filter(|r| r.from_cache.is_none())
             .and_then(|r| r.cache_key);
+        let skipped = report
+            .as_ref()
+            .map(|r| r.skipped.clone())
+            .unwrap_or_default();
         if let Some(r) = report {
             out::say!(
                 "images: {} train / {} test from {} ({}), {} class(es), {}x{}, {} channel(s)",
@@ -320,6 +361,7 @@ impl DataArgs {
             test_fraction,
             split_seed: opts.seed,
             cache_key,
+            skipped,
         })
     }
 }

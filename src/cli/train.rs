@@ -143,6 +143,18 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             PathBuf::from(format!("runs/{t}"))
         }
     };
+    // An image folder's input size is known before decoding: refuse a model too large for it
+    // before spending minutes on a large folder.
+    if ckpt.is_none()
+        && let Some(input) = args.data.folder_input()?
+    {
+        VaeConfig {
+            input,
+            ..cfg.clone()
+        }
+        .validate()
+        .map_err(|e| format!("{e} (from --channels and --image-size)"))?;
+    }
     let data = args.data.load(settings.seed, ckpt.as_ref(), Some(&out))?;
     let (train, test) = (&data.train, &data.test);
     if ckpt.is_some() && train.dim() != cfg.input {
@@ -187,7 +199,19 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 cfg: cfg.clone(),
                 ..c.clone()
             };
-            let t = Trainer::resume(&ctx, &c, settings.clone(), train)?;
+            let mut t = Trainer::resume(&ctx, &c, settings.clone(), train)?;
+            // The split this run holds out now (the checkpoint's, unless the data changed kind).
+            t.test_fraction = data.test_fraction;
+            t.split_seed = data.split_seed;
+            if c.progress.train_len != 0 && c.progress.train_len != train.count {
+                super::out::note!(
+                    "warning: the checkpoint's run trained on {} images, {} has {}: the epochs \
+                     from here cover other data",
+                    c.progress.train_len,
+                    args.data.data_dir.display(),
+                    train.count
+                );
+            }
             say!(
                 "resumed from {} at epoch {}, step {} ({} Adam steps)",
                 args.resume

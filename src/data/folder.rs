@@ -24,7 +24,6 @@ use rayon::prelude::*;
 
 use super::ImageSet;
 use crate::error::{Error, Result};
-use crate::rng::{Stream, domain};
 
 /// File extensions taken as images (case-insensitive).
 pub const IMAGE_EXTENSIONS: [&str; 5] = ["png", "jpg", "jpeg", "bmp", "gif"];
@@ -44,6 +43,9 @@ pub const CACHE_FILE: &str = "decoded-images.bin";
 
 const CACHE_MAGIC: &[u8; 16] = b"VAEWGPU-IMAGES1\n";
 
+/// Files that did not decode, with why.
+pub type Skipped = Vec<(PathBuf, String)>;
+
 /// A decoded folder on disk: both splits and the key of what they were decoded from.
 pub struct ImageCache;
 
@@ -56,15 +58,30 @@ impl ImageCache {
             .unwrap_or(CACHE_MIN_FILES)
     }
 
-    /// Write both splits under `key` (atomically).
-    pub fn write(path: &Path, key: u64, train: &ImageSet, test: &ImageSet) -> Result<()> {
+    /// Write both splits under `key` (atomically), with the files that were skipped when they
+    /// were decoded (a cache hit reports them again).
+    pub fn write(
+        path: &Path,
+        key: u64,
+        train: &ImageSet,
+        test: &ImageSet,
+        skipped: &[(PathBuf, String)],
+    ) -> Result<()> {
         let mut b = Vec::with_capacity(train.images.len() + test.images.len() + 1024);
         b.extend_from_slice(CACHE_MAGIC);
         b.extend_from_slice(&key.to_le_bytes());
         b.extend_from_slice(&(train.classes.len() as u32).to_le_bytes());
+        let text = |b: &mut Vec<u8>, t: &str| {
+            b.extend_from_slice(&(t.len() as u32).to_le_bytes());
+            b.extend_from_slice(t.as_bytes());
+        };
         for c in &train.classes {
-            b.extend_from_slice(&(c.len() as u32).to_le_bytes());
-            b.extend_from_slice(c.as_bytes());
+            text(&mut b, c);
+        }
+        b.extend_from_slice(&(skipped.len() as u32).to_le_bytes());
+        for (p, why) in skipped {
+            text(&mut b, &p.to_string_lossy());
+            text(&mut b, why);
         }
         for s in [train, test] {
             for v in [s.count, s.channels, s.rows, s.cols] {
@@ -76,34 +93,55 @@ impl ImageCache {
         crate::files::write_atomic(path, &b)
     }
 
-    /// Both splits, if `path` holds a cache of `key`; `None` for a missing, foreign or damaged file.
-    pub fn read(path: &Path, key: u64) -> Option<(ImageSet, ImageSet)> {
+    /// Both splits and the skipped files, if `path` holds a cache of `key`; `None` for a missing,
+    /// foreign or damaged file.
+    pub fn read(path: &Path, key: u64) -> Option<(ImageSet, ImageSet, Skipped)> {
         let bytes = crate::files::read_bounded(path, 64 << 30, "image cache").ok()?;
-        let mut r = bytes.strip_prefix(CACHE_MAGIC.as_slice())?;
-        let mut take = |n: usize| -> Option<&[u8]> {
-            let (a, b) = (r.get(..n)?, r.get(n..)?);
-            r = b;
-            Some(a)
-        };
-        let u64_at = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
-        if u64_at(take(8)?) != key {
+        /// A cursor over the cache's bytes; every read is checked.
+        struct Reader<'a>(&'a [u8]);
+        impl<'a> Reader<'a> {
+            fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+                let (a, b) = (self.0.get(..n)?, self.0.get(n..)?);
+                self.0 = b;
+                Some(a)
+            }
+            fn u32(&mut self) -> Option<usize> {
+                Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?) as usize)
+            }
+            fn u64(&mut self) -> Option<u64> {
+                Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+            }
+            fn text(&mut self) -> Option<String> {
+                let len = self.u32()?;
+                String::from_utf8(self.take(len)?.to_vec()).ok()
+            }
+        }
+        let mut r = Reader(bytes.strip_prefix(CACHE_MAGIC.as_slice())?);
+        if r.u64()? != key {
             return None;
         }
-        let n_classes = u32::from_le_bytes(take(4)?.try_into().ok()?) as usize;
-        let mut classes = Vec::with_capacity(n_classes.min(MAX_CLASSES));
-        for _ in 0..n_classes.min(MAX_CLASSES + 1) {
-            let len = u32::from_le_bytes(take(4)?.try_into().ok()?) as usize;
-            classes.push(String::from_utf8(take(len)?.to_vec()).ok()?);
+        let n_classes = r.u32()?;
+        if n_classes > MAX_CLASSES {
+            return None;
+        }
+        let classes = (0..n_classes)
+            .map(|_| r.text())
+            .collect::<Option<Vec<_>>>()?;
+        let n_skipped = r.u32()?;
+        let mut skipped = Vec::new();
+        for _ in 0..n_skipped {
+            let p = r.text()?;
+            skipped.push((PathBuf::from(p), r.text()?));
         }
         let mut split = || -> Option<ImageSet> {
             let mut dims = [0usize; 4];
             for d in &mut dims {
-                *d = usize::try_from(u64_at(take(8)?)).ok()?;
+                *d = usize::try_from(r.u64()?).ok()?;
             }
             let [count, channels, rows, cols] = dims;
             let dim = channels.checked_mul(rows)?.checked_mul(cols)?;
-            let labels = take(count)?.to_vec();
-            let images = take(count.checked_mul(dim)?)?.to_vec();
+            let labels = r.take(count)?.to_vec();
+            let images = r.take(count.checked_mul(dim)?)?.to_vec();
             Some(ImageSet {
                 images,
                 labels,
@@ -115,7 +153,7 @@ impl ImageCache {
             })
         };
         let (train, test) = (split()?, split()?);
-        (r.is_empty() && train.count > 0 && test.count > 0).then_some((train, test))
+        (r.0.is_empty() && train.count > 0 && test.count > 0).then_some((train, test, skipped))
     }
 }
 
@@ -377,7 +415,7 @@ fn decode_all(
     classes: &[String],
     progress: &(dyn Fn(usize) + Sync),
     report: &mut FolderReport,
-) -> ImageSet {
+) -> (ImageSet, Vec<PathBuf>) {
     let done = std::sync::atomic::AtomicUsize::new(0);
     let decoded: Vec<std::result::Result<Vec<u8>, String>> = files
         .par_iter()
@@ -396,6 +434,7 @@ fn decode_all(
         cols: opts.size,
         classes: classes.to_vec(),
     };
+    let mut kept = Vec::with_capacity(files.len());
     for ((path, class), r) in files.iter().zip(decoded) {
         match r {
             Ok(px) => {
@@ -403,11 +442,31 @@ fn decode_all(
                 let label = classes.iter().position(|c| c == class).unwrap_or(0);
                 set.labels.push(label as u8);
                 set.count += 1;
+                kept.push(path.clone());
             }
             Err(why) => report.skipped.push((path.clone(), why)),
         }
     }
-    set
+    (set, kept)
+}
+
+/// Where a file falls in [0, 1) for the held-out split: a hash of the seed and its path below the
+/// root, so each file's side depends on nothing else (adding or removing other files, or one that
+/// stops decoding, moves no image between the splits).
+fn split_point(seed: u64, root: &Path, path: &Path) -> f64 {
+    let rel = path.strip_prefix(root).unwrap_or(path);
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    for &b in rel.to_string_lossy().as_bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    // splitmix64's finaliser spreads FNV's low-entropy high bits.
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^= h >> 31;
+    (h >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// Load an image folder as a (train, test) pair. `progress(done, all)` follows the decoding.
@@ -467,18 +526,29 @@ pub fn load_folder_cached(
         let mut listed = train_files.clone();
         listed.push((PathBuf::from("--test--"), String::new()));
         listed.extend(test_files.iter().cloned());
-        let key = cache_key(&listed, opts);
+        // A folder that comes split does not depend on the seed or the fraction.
+        let keyed = if report.presplit {
+            FolderOptions {
+                seed: 0,
+                test_fraction: 0.5,
+                ..opts.clone()
+            }
+        } else {
+            opts.clone()
+        };
+        let key = cache_key(&listed, &keyed);
         report.cache_key = Some(key);
         if let Some(path) = cache
-            && let Some((train, test)) = ImageCache::read(path, key)
+            && let Some((train, test, skipped)) = ImageCache::read(path, key)
         {
             report.from_cache = Some(path.to_path_buf());
+            report.skipped = skipped;
             return Ok((train, test, report));
         }
     }
     let tick = |base: usize| move |done: usize| progress(base + done, all);
-    let train = decode_all(&train_files, opts, &classes, &tick(0), &mut report);
-    let test = decode_all(
+    let (train, kept) = decode_all(&train_files, opts, &classes, &tick(0), &mut report);
+    let (test, _) = decode_all(
         &test_files,
         opts,
         &classes,
@@ -510,7 +580,7 @@ pub fn load_folder_cached(
         }
         return Ok((train, test, report));
     }
-    // Hold out a shuffled share as the test set.
+    // Hold out a share as the test set: each file by its own hash (see `split_point`).
     if train.count < 2 {
         return Err(data_err(
             root,
@@ -518,17 +588,26 @@ pub fn load_folder_cached(
              train/ + test/ pair of folders",
         ));
     }
-    let n_test =
-        ((train.count as f64 * opts.test_fraction).round() as usize).clamp(1, train.count - 1);
-    let order: Vec<usize> = Stream::new(opts.seed, domain::SPLIT, 0)
-        .permutation(train.count)
-        .into_iter()
-        .map(|i| i as usize)
+    let points: Vec<f64> = kept
+        .iter()
+        .map(|p| split_point(opts.seed, root, p))
         .collect();
-    let (test_ix, train_ix) = order.split_at(n_test);
-    // The training set in file order (the trainer shuffles it anyway); the test set in the
-    // shuffled order, so its first images (the reconstructions' row) mix the classes.
-    let mut train_ix = train_ix.to_vec();
-    train_ix.sort_unstable();
-    Ok((train.subset(&train_ix), train.subset(test_ix), report))
+    let mut test_ix: Vec<usize> = (0..train.count)
+        .filter(|&i| points[i] < opts.test_fraction)
+        .collect();
+    let by_point = |a: &usize, b: &usize| points[*a].total_cmp(&points[*b]);
+    // Both sides non-empty: a tiny folder may hash every file to one side.
+    if test_ix.is_empty() {
+        test_ix.extend((0..train.count).min_by(by_point));
+    } else if test_ix.len() == train.count {
+        let keep = (0..train.count).max_by(by_point);
+        test_ix.retain(|&i| Some(i) != keep);
+    }
+    let train_ix: Vec<usize> = (0..train.count)
+        .filter(|i| test_ix.binary_search(i).is_err())
+        .collect();
+    // The training set in file order (the trainer shuffles it anyway); the test set in hash
+    // order, so its first images (the reconstructions' row) mix the classes.
+    test_ix.sort_by(by_point);
+    Ok((train.subset(&train_ix), train.subset(&test_ix), report))
 }

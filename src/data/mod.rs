@@ -14,16 +14,22 @@ pub use idx::{IdxArray, decode_idx, parse_idx, read_idx};
 pub use images::ImageSet;
 pub use mnist::{Split, load_splits};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 
-/// Whether `dir` holds IDX split files (MNIST's file names).
+/// Whether `dir` holds IDX split files (MNIST's file names; any `*-ubyte*` file counts, so a folder
+/// of differently named IDX files gets the IDX reader's error naming the file it expects).
 pub fn is_idx_dir(dir: &Path) -> bool {
     mnist::find(dir, Split::Train.stems().0).is_ok()
+        || std::fs::read_dir(dir).is_ok_and(|rd| {
+            rd.flatten()
+                .any(|e| e.file_name().to_string_lossy().contains("-ubyte"))
+        })
 }
 
-/// The training and test sets under `dir`: its IDX files if it has them, else its images read
-/// as `opts` says (with a report of skipped files), from the decoded cache `cache` when it holds
-/// them. `progress(done, all)` follows the decoding.
+/// The training and test sets under `dir`: its IDX files if it has them (as they are: `opts`
+/// applies to image folders), else its images read as `opts` says (with a report of skipped
+/// files), from the decoded cache `cache` when it holds them. `progress(done, all)` follows the
+/// decoding.
 pub fn load_data(
     dir: &Path,
     opts: &FolderOptions,
@@ -32,16 +38,6 @@ pub fn load_data(
 ) -> Result<(ImageSet, ImageSet, Option<FolderReport>)> {
     if is_idx_dir(dir) {
         let (train, test) = load_splits(dir)?;
-        if opts.channels != train.channels || opts.size != train.rows || train.rows != train.cols {
-            return Err(Error::Data {
-                path: dir.to_path_buf(),
-                detail: format!(
-                    "holds IDX files of {}x{} grayscale images: --channels and --image-size apply \
-                     to image folders (drop them, or use --channels 1 --image-size {})",
-                    train.rows, train.cols, train.rows
-                ),
-            });
-        }
         return Ok((train, test, None));
     }
     let (train, test, report) = load_folder_cached(dir, opts, cache, progress)?;

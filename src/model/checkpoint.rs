@@ -198,16 +198,26 @@ impl Checkpoint {
         let (_, header) = SafeTensors::read_metadata(bytes)
             .map_err(|e| data_err(path, format!("not a readable safetensors file: {e}")))?;
         let meta = header.metadata().clone().unwrap_or_default();
+        // One hidden layer a side is saved under the notebook's names; a PyTorch module built with
+        // one-layer Sequentials names the same tensors `encoder.0` / `decoder.0`: either is read.
         let get = |name: &str| -> Result<TensorView<'_>> {
-            st.tensor(name).map_err(|_| {
-                data_err(
-                    path,
-                    format!(
-                        "missing tensor '{name}' (tensors present: {})",
-                        sorted_names(&st)
-                    ),
-                )
-            })
+            let alias = [("linear_enc.", "encoder.0."), ("linear_dec.", "decoder.0.")]
+                .iter()
+                .find_map(|(ours, seq)| {
+                    let at = name.find(ours)?;
+                    Some(format!("{}{seq}{}", &name[..at], &name[at + ours.len()..]))
+                });
+            st.tensor(name)
+                .or_else(|e| alias.map_or(Err(e), |a| st.tensor(&a)))
+                .map_err(|_| {
+                    data_err(
+                        path,
+                        format!(
+                            "missing tensor '{name}' (tensors present: {})",
+                            sorted_names(&st)
+                        ),
+                    )
+                })
         };
         let shape_of = |name: &str| -> Result<Vec<usize>> { Ok(get(name)?.shape().to_vec()) };
         let meta_num = |key: &str| meta_value::<u64>(&meta, key, path);
@@ -229,7 +239,9 @@ impl Checkpoint {
                 return Ok(vec![weight_shape(&format!("{notebook}.weight"))?]);
             }
             let mut v = Vec::new();
-            while v.len() <= super::config::MAX_HIDDEN_LAYERS {
+            // Count every layer there is (capped far past the limit), so the error gives the
+            // file's real depth.
+            while v.len() < 1024 {
                 let name = format!("{prefix}.{}.weight", 2 * v.len());
                 if st.tensor(&name).is_err() {
                     break;
@@ -306,9 +318,7 @@ impl Checkpoint {
             Ok(arena)
         };
         let params = read_arena("")?;
-        let has_state = st
-            .tensor(&format!("optimizer.exp_avg.{}", layout.specs[0].name))
-            .is_ok();
+        let has_state = get(&format!("optimizer.exp_avg.{}", layout.specs[0].name)).is_ok();
         let optimizer = if has_state {
             let f = |key: &str, default: f32| -> Result<f32> {
                 Ok(meta_value::<f32>(&meta, key, path)?.unwrap_or(default))

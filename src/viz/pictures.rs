@@ -54,22 +54,21 @@ pub fn write_pictures(
             test.dim()
         )));
     }
-    let n_tsne = TSNE_POINTS.min(test.count);
-    let mut vae = GpuVae::from_params(
-        ctx,
-        cfg.clone(),
-        AdamConfig::default(),
-        n_tsne.max(400),
-        seed,
-        params,
-    )?;
+    // Rows the pictures' buffers may have on this adapter: large images (3x256x256, say) fit a
+    // training batch but not 1000 rows at once; the pictures then use fewer.
+    let mut cap = TSNE_POINTS.min(test.count).max(400);
+    while cap > 1 && GpuVae::check_fits(ctx, &cfg, cap).is_err() {
+        cap /= 2;
+    }
+    let n_tsne = TSNE_POINTS.min(test.count).min(cap);
+    let mut vae = GpuVae::from_params(ctx, cfg.clone(), AdamConfig::default(), cap, seed, params)?;
     let acc = vae.new_accumulator(ctx)?;
     let name = |stem: &str| set.out_dir.join(format!("{stem}{}.png", set.suffix));
     let mut written = Vec::new();
 
     // Reconstructions: the first 10 test images over their reconstructions (sampled z, as the
     // notebook's `model(x)`).
-    let n_rec = 10.min(test.count);
+    let n_rec = 10.min(test.count).min(cap);
     let x: Vec<f32> = (0..n_rec).flat_map(|i| test.image_f32(i)).collect();
     let a = vae.acts.rows(n_rec, 1)?;
     ctx.write_f32(&a.x, &x)?;
@@ -86,7 +85,7 @@ pub fn write_pictures(
     written.push(path);
 
     // Samples: decodes of z ~ N(0, I), a 10x10 grid.
-    let n_samples = 100;
+    let n_samples = 100.min(cap);
     let mut s = Stream::new(seed, domain::SAMPLES, 1);
     let z: Vec<f32> = (0..n_samples * cfg.latent)
         .map(|_| s.normal() as f32)
@@ -109,8 +108,8 @@ pub fn write_pictures(
     written.push(path);
 
     // The manifold of a 2-D latent space: decodes over a 20x20 grid of z in [-2, 2]².
-    if cfg.latent == 2 {
-        let n = 20;
+    if cfg.latent == 2 && cap >= 4 {
+        let n = 20.min(cap.isqrt());
         let z: Vec<f32> = (0..n * n)
             .flat_map(|i| {
                 let (r, c) = (i / n, i % n);
