@@ -50,7 +50,8 @@ pub fn write_pictures(
     };
     if test.dim() != dim {
         return Err(Error::Config(format!(
-            "test images have {} pixels, the model takes {dim}",
+            "test images have {} values, the model takes {dim}: point --data-dir at the data it \
+             was trained on",
             test.dim()
         )));
     }
