@@ -12,8 +12,9 @@
 //! - [`kernels`]: one typed launcher per shader of `shaders/`, each returning a replayable
 //!   [`kernels::Dispatch`]; the matmul kernel choice and autotune.
 //! - [`gpu`]: adapter and device, typed tensors, pipeline cache, readback, the tune store.
-//! - [`data`]: the IDX (MNIST) reader.
+//! - [`data`]: the images: IDX files (MNIST) and image folders.
 //! - [`files`]: atomic writes and bounded reads.
+//! - [`hash`]: FNV-1a, for keys that are stored or must repeat across runs.
 //! - [`rng`]: Philox4x32-10, shared by the WGSL kernels and the host.
 //! - [`ops`]: descriptors shared by kernels and their CPU twins (layouts, activations, Adam).
 //! - [`error`]: the one error type.
@@ -26,6 +27,7 @@ pub mod error;
 pub mod export;
 pub mod files;
 pub mod gpu;
+pub mod hash;
 pub mod kernels;
 pub mod model;
 pub mod ops;

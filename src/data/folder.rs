@@ -24,6 +24,7 @@ use rayon::prelude::*;
 
 use super::ImageSet;
 use crate::error::{Error, Result};
+use crate::hash::Fnv1a;
 
 /// File extensions taken as images (case-insensitive).
 pub const IMAGE_EXTENSIONS: [&str; 5] = ["png", "jpg", "jpeg", "bmp", "gif"];
@@ -160,27 +161,21 @@ impl ImageCache {
 /// The cache key of a folder read with `opts`: its image files' paths, sizes and modification
 /// times, and the options (FNV-1a).
 fn cache_key(files: &[(PathBuf, String)], opts: &FolderOptions) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |b: &[u8]| {
-        for &x in b {
-            h ^= x as u64;
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    };
-    eat(format!("{opts:?}").as_bytes());
+    let mut h = Fnv1a::default();
+    h.bytes(format!("{opts:?}").as_bytes());
     for (p, class) in files {
-        eat(p.to_string_lossy().as_bytes());
-        eat(class.as_bytes());
+        h.bytes(p.to_string_lossy().as_bytes())
+            .bytes(class.as_bytes());
         if let Ok(m) = std::fs::metadata(p) {
-            eat(&m.len().to_le_bytes());
+            h.bytes(&m.len().to_le_bytes());
             if let Ok(t) = m.modified()
                 && let Ok(d) = t.duration_since(std::time::UNIX_EPOCH)
             {
-                eat(&d.as_nanos().to_le_bytes());
+                h.bytes(&d.as_nanos().to_le_bytes());
             }
         }
     }
-    h
+    h.finish()
 }
 
 /// How to read an image folder.
@@ -455,11 +450,9 @@ fn decode_all(
 /// stops decoding, moves no image between the splits).
 fn split_point(seed: u64, root: &Path, path: &Path) -> f64 {
     let rel = path.strip_prefix(root).unwrap_or(path);
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    for &b in rel.to_string_lossy().as_bytes() {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
+    let mut h = Fnv1a(Fnv1a::OFFSET ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+        .bytes(rel.to_string_lossy().as_bytes())
+        .finish();
     // splitmix64's finaliser spreads FNV's low-entropy high bits.
     h ^= h >> 30;
     h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);

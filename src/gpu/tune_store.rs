@@ -43,17 +43,14 @@ pub fn default_cache_dir() -> Option<PathBuf> {
     nonempty("HOME").map(|h| PathBuf::from(h).join(".cache").join("vae-wgpu"))
 }
 
-/// FNV-1a: a hash that is stable across Rust versions and platforms (unlike `DefaultHasher`), so
-/// the cache key changes exactly when the kernel sources do.
+/// FNV-1a of `parts`, each followed by a 0xff byte (no UTF-8 string contains one), so the cache
+/// key changes exactly when the kernel sources do and no two splits of a text collide.
 fn fnv1a(parts: &[&str]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut h = crate::hash::Fnv1a::default();
     for p in parts {
-        for b in p.bytes().chain([0xff]) {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
+        h.bytes(p.as_bytes()).bytes(&[0xff]);
     }
-    h
+    h.finish()
 }
 
 /// Adapter, backend, driver and a hash of the matmul kernels' sources: a choice recorded under
