@@ -55,7 +55,7 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         activation: args.activation,
         ..Default::default()
     }
-    .agree_with(&ckpt, "checkpoint")?;
+    .agree_with(&ckpt)?;
     let opts = args.device.options()?;
     // The test split the checkpoint's run held out (an image folder is split with its seed).
     let test = args

@@ -114,33 +114,24 @@ impl ModelArgs {
     pub fn agree_with(
         &self,
         ckpt: &crate::model::Checkpoint,
-        what: &str,
     ) -> Result<crate::model::VaeConfig, String> {
         let c = &ckpt.cfg;
-        let w = crate::model::config::widths;
+        let w = crate::model::config::width_list;
         let refuse = |flag: &str, given: String, has: String| {
             Err(format!(
-                "--{flag} {given} contradicts the {what} ({flag} = {has}); the architecture comes \
-                 from the {what}: drop the flag"
+                "--{flag} {given} contradicts the checkpoint ({flag} = {has}); the architecture \
+                 comes from the checkpoint: drop the flag"
             ))
         };
         if let Some(h) = &self.hidden
             && h.0 != c.hidden
         {
-            return refuse(
-                "hidden",
-                w(&h.0).replace('-', ","),
-                w(&c.hidden).replace('-', ","),
-            );
+            return refuse("hidden", w(&h.0), w(&c.hidden));
         }
         if let Some(h) = &self.decoder_hidden
             && h.0 != c.decoder_hidden
         {
-            return refuse(
-                "decoder-hidden",
-                w(&h.0).replace('-', ","),
-                w(&c.decoder_hidden).replace('-', ","),
-            );
+            return refuse("decoder-hidden", w(&h.0), w(&c.decoder_hidden));
         }
         if let Some(l) = self.latent
             && l != c.latent
@@ -221,15 +212,20 @@ impl DataArgs {
         if crate::data::is_idx_dir(&self.data_dir) {
             return Ok(None);
         }
+        let opts = self.folder_options(0);
+        opts.validate().map_err(|e| e.to_string())?;
+        Ok(Some(opts.channels * opts.size * opts.size))
+    }
+
+    /// The folder options these flags give, defaults for the rest.
+    fn folder_options(&self, seed: u64) -> crate::data::FolderOptions {
         let d = crate::data::FolderOptions::default();
-        let opts = crate::data::FolderOptions {
+        crate::data::FolderOptions {
             channels: self.channels.unwrap_or(d.channels),
             size: self.image_size.unwrap_or(d.size),
             test_fraction: self.test_fraction.unwrap_or(d.test_fraction),
-            seed: 0,
-        };
-        opts.validate().map_err(|e| e.to_string())?;
-        Ok(Some(opts.channels * opts.size * opts.size))
+            seed,
+        }
     }
 
     /// Load the training and test sets, with a progress bar while a large folder decodes. With a
@@ -241,13 +237,7 @@ impl DataArgs {
         ckpt: Option<&crate::model::Checkpoint>,
         run_dir: Option<&std::path::Path>,
     ) -> Result<LoadedData, String> {
-        let d = crate::data::FolderOptions::default();
-        let mut opts = crate::data::FolderOptions {
-            channels: self.channels.unwrap_or(d.channels),
-            size: self.image_size.unwrap_or(d.size),
-            test_fraction: self.test_fraction.unwrap_or(d.test_fraction),
-            seed,
-        };
+        let mut opts = self.folder_options(seed);
         if let Some(c) = ckpt {
             let [ch, rows, cols] = c.progress.image;
             let agree = |flag: &str, given: Option<String>, has: String| match given {

@@ -48,7 +48,7 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         activation: args.activation,
         ..Default::default()
     }
-    .agree_with(&ckpt, "checkpoint")?;
+    .agree_with(&ckpt)?;
     let opts = args.device.options()?;
     let test = args
         .data

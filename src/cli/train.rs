@@ -89,7 +89,7 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     // Architecture and settings: flags, else the checkpoint's, else the notebook's.
     let (cfg, mut settings) = match &ckpt {
         Some(c) => {
-            let cfg = args.model.agree_with(c, "checkpoint")?;
+            let cfg = args.model.agree_with(c)?;
             let adam = c.optimizer.as_ref().map(|o| o.config).unwrap_or_default();
             let settings = TrainSettings {
                 batch_size: args.batch_size.unwrap_or(if c.progress.batch_size > 0 {
@@ -199,10 +199,7 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 cfg: cfg.clone(),
                 ..c.clone()
             };
-            let mut t = Trainer::resume(&ctx, &c, settings.clone(), train)?;
-            // The split this run holds out now (the checkpoint's, unless the data changed kind).
-            t.test_fraction = data.test_fraction;
-            t.split_seed = data.split_seed;
+            let t = Trainer::resume(&ctx, &c, settings.clone(), train)?;
             if c.progress.train_len != 0 && c.progress.train_len != train.count {
                 super::out::note!(
                     "warning: the checkpoint's run trained on {} images, {} has {}: the epochs \
@@ -224,13 +221,12 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             );
             t
         }
-        None => {
-            let mut t = Trainer::new(&ctx, cfg.clone(), settings.clone(), train)?;
-            t.test_fraction = data.test_fraction;
-            t.split_seed = data.split_seed;
-            t
-        }
+        None => Trainer::new(&ctx, cfg.clone(), settings.clone(), train)?,
     };
+    // The split this run holds out (a resumed run's is the checkpoint's, unless the data changed
+    // kind): its checkpoints record it for eval, pictures and later resumes.
+    trainer.test_fraction = data.test_fraction;
+    trainer.split_seed = data.split_seed;
     settings = trainer.settings.clone();
     let test_gpu = if args.no_test {
         None

@@ -111,7 +111,7 @@ impl Checkpoint {
         let mut meta = HashMap::new();
         meta.insert("format".to_string(), FORMAT.to_string());
         meta.insert("input".to_string(), self.cfg.input.to_string());
-        let list = |w: &[usize]| w.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
+        let list = super::config::width_list;
         meta.insert("hidden".to_string(), list(&self.cfg.hidden));
         meta.insert("decoder_hidden".to_string(), list(&self.cfg.decoder_hidden));
         meta.insert("activation".to_string(), self.cfg.activation.to_string());

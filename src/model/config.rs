@@ -156,9 +156,18 @@ impl VaeConfig {
     }
 }
 
-/// `400-200`.
+/// `400-200`, as a model's description shows widths.
 pub fn widths(w: &[usize]) -> String {
-    w.iter().map(usize::to_string).collect::<Vec<_>>().join("-")
+    join(w, "-")
+}
+
+/// `400,200`, as flags and checkpoints write widths (read back by [`parse_widths`]).
+pub fn width_list(w: &[usize]) -> String {
+    join(w, ",")
+}
+
+fn join(w: &[usize], sep: &str) -> String {
+    w.iter().map(usize::to_string).collect::<Vec<_>>().join(sep)
 }
 
 /// Parse a width list as flags and checkpoints write it: `400,200` (also `400-200`).
