@@ -126,10 +126,12 @@ def loss_fn(mu_d, x, mu_e, logvar_e):
     return bce + kl, bce, kl
 
 
-def read_images(path, n):
+def read_images(path, n=None):
+    """The first `n` images (all without `n`) of a gzipped IDX3 file, as floats in [0, 1]."""
     with gzip.open(path, "rb") as f:
         magic, count, rows, cols = struct.unpack(">IIII", f.read(16))
         assert magic == 0x803, f"bad magic {magic:#x}"
+        n = count if n is None else n
         data = np.frombuffer(f.read(n * rows * cols), dtype=np.uint8)
     return torch.from_numpy(data.reshape(n, rows * cols).astype(np.float32) / 255.0)
 

@@ -12,26 +12,15 @@ losses for an architecture next to ours, and the CPU epoch time that issue 14 co
     python3 scripts/torch_train.py --hidden 400,200 --activation tanh --epochs 5
 """
 import argparse
-import gzip
 import json
 import os
-import struct
 import sys
 import time
 
-import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torch_reference import BernoulliVAE, loss_fn, widths  # noqa: E402
-
-
-def read_images(path):
-    with gzip.open(path, "rb") as f:
-        magic, count, rows, cols = struct.unpack(">IIII", f.read(16))
-        assert magic == 0x803, f"bad magic {magic:#x}"
-        data = np.frombuffer(f.read(), dtype=np.uint8)
-    return torch.from_numpy(data.reshape(count, rows * cols).astype(np.float32) / 255.0)
+from torch_reference import BernoulliVAE, loss_fn, read_images, widths  # noqa: E402
 
 
 def main():
