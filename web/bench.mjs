@@ -5,14 +5,12 @@
 import { spawnSync } from 'node:child_process';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { launchChromium } from './tests/chromium.mjs';
-import { startServer } from './serve.mjs';
+import { startBrowserAndServer } from './tests/chromium.mjs';
 
 const WEB = dirname(fileURLToPath(import.meta.url));
 const steps = Number(process.argv[2] || 60);
 const plan = process.env.VAE_WEB_PLAN || 'plan-test';
-const { server, url } = await startServer({ port: 0, root: WEB, quiet: true });
-const browser = await launchChromium();
+const { browser, baseUrl: url, close } = await startBrowserAndServer(WEB);
 const page = await browser.newPage();
 const q = new URLSearchParams({ plan: `${plan}/`, steps: String(steps), matmul: 'auto', autostart: '1' });
 await page.goto(`${url}index.html?${q}`);
@@ -21,8 +19,7 @@ const r = await page.evaluate(() => {
   const t = /** @type {any} */ (window).vaeTest;
   return { error: t.error, stepsPerSecond: t.stepsPerSecond, dispatches: t.dispatchesPerStep, adapter: t.adapter, matmul: t.matmul };
 });
-await browser.close();
-server.close();
+await close();
 if (r.error) throw new Error(r.error);
 console.log(`browser: ${r.stepsPerSecond.toFixed(2)} steps/s over ${steps} steps, ${r.dispatches} dispatches/step, adapter ${JSON.stringify(r.adapter)}, kernels ${JSON.stringify(r.matmul)}`);
 const native = spawnSync('cargo', ['bench', '--bench', 'training'], {

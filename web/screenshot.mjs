@@ -2,14 +2,12 @@
 // screenshot. Run from web/:   node screenshot.mjs [out.png]     (plan: $VAE_WEB_PLAN or plan-test)
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { launchChromium } from './tests/chromium.mjs';
-import { startServer } from './serve.mjs';
+import { startBrowserAndServer } from './tests/chromium.mjs';
 
 const WEB = dirname(fileURLToPath(import.meta.url));
 const out = resolve(process.argv[2] || resolve(WEB, '../docs/web.png'));
 const plan = process.env.VAE_WEB_PLAN || 'plan-test';
-const { server, url } = await startServer({ port: 0, root: WEB, quiet: true });
-const browser = await launchChromium();
+const { browser, baseUrl: url, close } = await startBrowserAndServer(WEB);
 const page = await browser.newPage({ viewport: { width: 1280, height: 1500 } });
 const q = new URLSearchParams({ plan: `${plan}/`, epochs: '1', matmul: 'auto', autostart: '1' });
 const t0 = performance.now();
@@ -24,5 +22,4 @@ if (r.error) throw new Error(r.error);
 await page.screenshot({ path: out, fullPage: true });
 console.log(`epoch 1 in ${((performance.now() - t0) / 1000).toFixed(0)} s: ${JSON.stringify(r.epochs)}`);
 console.log(`wrote ${out}`);
-await browser.close();
-server.close();
+await close();

@@ -12,8 +12,7 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { CHROMIUM, launchChromium, newRecordedPage } from './chromium.mjs';
-import { startServer } from '../serve.mjs';
+import { CHROMIUM, assertLossesClose, newRecordedPage, runStepsMode, startBrowserAndServer } from './chromium.mjs';
 
 const WEB = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const PLAN_DIR = resolve(WEB, process.env.VAE_WEB_PLAN || 'plan-test');
@@ -23,8 +22,6 @@ const MIN = 60_000;
 
 /** @type {import('playwright-core').Browser} */
 let browser;
-/** @type {import('node:http').Server} */
-let server;
 /** @type {string} */
 let baseUrl;
 /** @type {any} */
@@ -52,16 +49,16 @@ function requirePlan() {
   }
 }
 
+/** @type {() => Promise<void>} */
+let stop;
+
 before(async () => {
-  assert.ok(existsSync(CHROMIUM), `no Chromium at ${CHROMIUM} (apt-get install -y chromium, or set CHROMIUM_PATH)`);
-  ({ server, url: baseUrl } = await startServer({ port: 0, root: WEB, quiet: true }));
-  browser = await launchChromium();
+  ({ browser, baseUrl, close: stop } = await startBrowserAndServer(WEB));
   console.log(`server ${baseUrl}, ${CHROMIUM} ${browser.version()}, plan ${PLAN_DIR}`);
 });
 
 after(async () => {
-  await browser?.close();
-  server?.close();
+  await stop?.();
 });
 
 /** A fresh page that records page errors and console errors. */
@@ -184,12 +181,7 @@ function runSteps() {
     const matmul = reference.matmul === 'auto' ? 'plan' : reference.matmul;
     const url = pageUrl({ plan: `${PLAN}/`, steps: String(reference.steps), matmul, autostart: '1' });
     const t0 = performance.now();
-    await p.page.goto(url);
-    await p.page.waitForFunction(() => /** @type {any} */ (window).vaeTest?.done === true, null, {
-      timeout: 12 * MIN,
-      polling: 500,
-    });
-    const result = await p.page.evaluate(() => /** @type {any} */ (window).vaeTest);
+    const result = await runStepsMode(p.page, url, 12 * MIN);
     console.log(
       `steps mode: ${reference.steps} steps (matmul=${matmul}) in ${secs(t0)} including setup; ` +
         `${result.stepsPerSecond?.toFixed(2)} steps/s on "${result.adapter?.vendor} ${result.adapter?.architecture} ${result.adapter?.description}"`,
@@ -205,22 +197,9 @@ test('parity: the first training steps match the native engine', { timeout: 15 *
   assert.equal(result.dispatchesPerStep, plan.graphs.train.dispatches.length);
 
   // Batch losses, step by step.
-  const want = reference.batch_losses;
-  assert.equal(result.losses.length, want.length);
-  let worst = 0;
-  let worstAt = -1;
-  for (let i = 0; i < want.length; i++) {
-    const rel = Math.abs(result.losses[i] - want[i]) / Math.abs(want[i]);
-    if (!(rel <= worst)) {
-      worst = rel;
-      worstAt = i;
-    }
-  }
-  console.log(`losses: worst relative difference ${worst.toExponential(2)} at step ${worstAt} (${result.losses[worstAt]} vs ${want[worstAt]})`);
-  for (let i = 0; i < want.length; i++) {
-    const rel = Math.abs(result.losses[i] - want[i]) / Math.abs(want[i]);
-    assert.ok(rel <= 1e-4, `step ${i}: page ${result.losses[i]}, native ${want[i]} (relative difference ${rel.toExponential(2)})`);
-  }
+  assertLossesClose(result.losses, reference.batch_losses, 1e-4, (worst, at) =>
+    console.log(`losses: worst relative difference ${worst.toExponential(2)} at step ${at} (${result.losses[at]} vs ${reference.batch_losses[at]})`),
+  );
 
   // Parameters after the steps.
   assert.ok(result.params, 'the page returned no parameters');

@@ -1,7 +1,10 @@
 // Headless Chromium with WebGPU for the page's tests and tools: Debian's chromium (or
 // CHROMIUM_PATH) through playwright-core. WebGPU runs on SwiftShader where there is no GPU; the
 // last five flags are for a machine without network.
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
 import { chromium } from 'playwright-core';
+import { startServer } from '../serve.mjs';
 
 export const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 export const ARGS = [
@@ -41,4 +44,61 @@ export async function newRecordedPage(browser) {
     r.fulfill({ contentType: 'text/html', body: '<!doctype html><title>blank</title>' }),
   );
   return { page, errors, close: () => context.close() };
+}
+
+/**
+ * What a browser test file needs: the page's server on `root` (web/) and Chromium, checked to be
+ * there. `close()` stops both.
+ * @param {string} root
+ */
+export async function startBrowserAndServer(root) {
+  assert.ok(existsSync(CHROMIUM), `no Chromium at ${CHROMIUM} (apt-get install -y chromium, or set CHROMIUM_PATH)`);
+  const { server, url } = await startServer({ port: 0, root, quiet: true });
+  const browser = await launchChromium();
+  return {
+    browser,
+    baseUrl: url,
+    close: async () => {
+      await browser.close();
+      server.close();
+    },
+  };
+}
+
+/**
+ * Load the page in steps mode (`steps` training steps, then pictures) and wait for it to finish;
+ * returns what it left on `window.vaeTest`.
+ * @param {import('playwright-core').Page} page @param {string} url @param {number} timeout ms
+ */
+export async function runStepsMode(page, url, timeout) {
+  await page.goto(url);
+  await page.waitForFunction(() => /** @type {any} */ (window).vaeTest?.done === true, null, {
+    timeout,
+    polling: 500,
+  });
+  return page.evaluate(() => /** @type {any} */ (window).vaeTest);
+}
+
+/**
+ * The page's batch losses against the native engine's: the worst relative difference (given to
+ * `report` first, so a failure still shows it), then every step within `rel`.
+ * @param {number[]} got @param {number[]} want @param {number} rel
+ * @param {(worst: number, at: number) => void} report
+ */
+export function assertLossesClose(got, want, rel, report) {
+  assert.equal(got.length, want.length);
+  let worst = 0;
+  let worstAt = -1;
+  for (let i = 0; i < want.length; i++) {
+    const r = Math.abs(got[i] - want[i]) / Math.abs(want[i]);
+    if (!(r <= worst)) {
+      worst = r;
+      worstAt = i;
+    }
+  }
+  report(worst, worstAt);
+  for (let i = 0; i < want.length; i++) {
+    const r = Math.abs(got[i] - want[i]) / Math.abs(want[i]);
+    assert.ok(r <= rel, `step ${i}: page ${got[i]}, native ${want[i]} (relative difference ${r.toExponential(2)})`);
+  }
 }

@@ -12,8 +12,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { CHROMIUM, launchChromium, newRecordedPage } from './chromium.mjs';
-import { startServer } from '../serve.mjs';
+import { assertLossesClose, newRecordedPage, runStepsMode, startBrowserAndServer } from './chromium.mjs';
 
 const WEB = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const PLAN_DIR = join(WEB, 'plan-deep');
@@ -21,19 +20,16 @@ const MIN = 60_000;
 
 /** @type {import('playwright-core').Browser} */
 let browser;
-/** @type {import('node:http').Server} */
-let server;
 let baseUrl = '';
+/** @type {() => Promise<void>} */
+let stop;
 
 before(async () => {
-  assert.ok(existsSync(CHROMIUM), `no Chromium at ${CHROMIUM} (apt-get install -y chromium, or set CHROMIUM_PATH)`);
-  ({ server, url: baseUrl } = await startServer({ port: 0, root: WEB, quiet: true }));
-  browser = await launchChromium();
+  ({ browser, baseUrl, close: stop } = await startBrowserAndServer(WEB));
 });
 
 after(async () => {
-  await browser?.close();
-  server?.close();
+  await stop?.();
 });
 
 test('a 768-48-24-6 tanh model on RGB pictures trains and draws in the page as natively', { timeout: 20 * MIN }, async () => {
@@ -52,25 +48,14 @@ test('a 768-48-24-6 tanh model on RGB pictures trains and draws in the page as n
   try {
     const q = new URLSearchParams({ plan: 'plan-deep/', steps: String(reference.steps), matmul: 'direct', autostart: '1' });
     const t0 = performance.now();
-    await page.goto(`${baseUrl}index.html?${q}`);
-    await page.waitForFunction(() => /** @type {any} */ (window).vaeTest?.done === true, null, {
-      timeout: 15 * MIN,
-      polling: 500,
-    });
-    const result = await page.evaluate(() => /** @type {any} */ (window).vaeTest);
+    const result = await runStepsMode(page, `${baseUrl}index.html?${q}`, 15 * MIN);
     assert.equal(result.error, null, `the page failed: ${result.error}`);
     assert.equal(result.dispatchesPerStep, 22);
-    const want = reference.batch_losses;
-    assert.equal(result.losses.length, want.length);
-    let worst = 0;
-    for (let i = 0; i < want.length; i++) {
-      const rel = Math.abs(result.losses[i] - want[i]) / Math.abs(want[i]);
-      worst = Math.max(worst, rel);
-      assert.ok(rel <= 1e-4, `step ${i}: page ${result.losses[i]}, native ${want[i]} (relative ${rel.toExponential(2)})`);
-    }
-    console.log(
-      `deep plan: ${want.length} steps in ${((performance.now() - t0) / 1000).toFixed(1)} s, ` +
-        `worst relative loss difference ${worst.toExponential(2)}`,
+    assertLossesClose(result.losses, reference.batch_losses, 1e-4, (worst) =>
+      console.log(
+        `deep plan: ${reference.steps} steps in ${((performance.now() - t0) / 1000).toFixed(1)} s, ` +
+          `worst relative loss difference ${worst.toExponential(2)}`,
+      ),
     );
     // The page describes the model as the native trainer does.
     const logText = (await page.textContent('#log')) ?? '';
