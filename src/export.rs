@@ -199,7 +199,7 @@ fn pipelines_json() -> Vec<Value> {
             if !seen.insert(entry) {
                 continue;
             }
-            for set in shader.override_sets(entry) {
+            for set in crate::kernels::override_sets(&shader, entry) {
                 let constants: serde_json::Map<String, Value> = set
                     .iter()
                     .map(|&(k, v)| (k.to_string(), json!(v)))

@@ -27,7 +27,7 @@ fn every_shader_translates_to_every_backend() {
         let entries: Vec<String> = module.entry_points.iter().map(|e| e.name.clone()).collect();
         assert!(!entries.is_empty(), "{} has no entry points", shader.name);
         for entry in &entries {
-            for set in shader.override_sets(entry) {
+            for set in vae_wgpu::kernels::override_sets(&shader, entry) {
                 let mut constants = PipelineConstants::default();
                 for (k, v) in &set {
                     constants.insert(k.to_string(), *v);

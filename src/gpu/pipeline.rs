@@ -105,68 +105,6 @@ impl Shader {
             })
             .collect()
     }
-
-    /// Every override-constant combination the launchers use with `entry` of this module (empty:
-    /// the shader's defaults). The cross-compilation and browser portability tests walk these.
-    pub fn override_sets(&self, entry: &str) -> Vec<Vec<(&'static str, f64)>> {
-        let sets = self.epilogue_sets();
-        if entry != "matmul_tiled" {
-            return sets;
-        }
-        // The tiled kernel with every tile shape the autotune tries (kernels::matmul::select).
-        const TILES: [(f64, f64, f64); 4] = [
-            (4.0, 4.0, 16.0),
-            (8.0, 4.0, 16.0),
-            (4.0, 8.0, 16.0),
-            (8.0, 8.0, 8.0),
-        ];
-        TILES
-            .iter()
-            .flat_map(|&(rm, rn, tk)| {
-                sets.iter().map(move |set| {
-                    let mut s = set.clone();
-                    s.extend([("TILE_RM", rm), ("TILE_RN", rn), ("TILE_K", tk)]);
-                    s
-                })
-            })
-            .collect()
-    }
-
-    fn epilogue_sets(&self) -> Vec<Vec<(&'static str, f64)>> {
-        match self.name {
-            "matmul" | "matmul_subgroup" => {
-                // Per layout: each forward activation with and without bias (Linear forward,
-                // decoding), each fused activation backward (input gradients), row sums (weight
-                // gradients), the bare product, and the BCE epilogue (logits, with and without
-                // bias). Each feature is one `if` on its constant, so this covers every branch.
-                let mut v = Vec::new();
-                for layout in 0..3 {
-                    let l = ("LAYOUT", layout as f64);
-                    for act in 0..4 {
-                        for bias in 0..2 {
-                            v.push(vec![l, ("ACT", act as f64), ("HAS_BIAS", bias as f64)]);
-                        }
-                    }
-                    for grad in [1.0, 3.0] {
-                        v.push(vec![l, ("ACT_GRAD", grad)]);
-                    }
-                    v.push(vec![l, ("ROW_SUM", 1.0)]);
-                    for bias in 0..2 {
-                        v.push(vec![l, ("HAS_BIAS", bias as f64), ("BCE", 1.0)]);
-                    }
-                }
-                v
-            }
-            "bias_act" => (0..4)
-                .flat_map(|a| (0..2).map(move |b| vec![("ACT", a as f64), ("HAS_BIAS", b as f64)]))
-                .collect(),
-            "reparam_kl" => vec![
-                vec![("EPS_FROM_BUFFER", 0.0)],
-                vec![("EPS_FROM_BUFFER", 1.0)],
-            ],
-            _ => vec![vec![]],
-        }
-    }
 }
 
 fn poisoned() -> Error {
