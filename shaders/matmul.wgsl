@@ -114,16 +114,66 @@ fn store_bce_partial(slot: u32, loss: f32) {
 // workgroup-memory reads are conflict-free): a (16·RM) x (16·RN) tile of C, K consumed TILE_K at a
 // time through workgroup memory. The shape is set by override constants, so one kernel serves the
 // autotune's tile candidates (src/kernels/matmul/select.rs, TileShape): 64x64 (4x4, K 16),
-// 128x64 (8x4, K 16), 64x128 (4x8, K 16), 128x128 (8x8, K 8). Loop bounds are pipeline constants,
-// so drivers unroll them. Workgroup memory: at most 2 x 2048 floats = 16 KiB, WebGPU's default.
+// 128x64 (8x4, K 16), 64x128 (4x8, K 16), 128x128 (8x8, K 8), and 64x64 and 128x128 double-buffered.
+// Loop bounds are pipeline constants, so drivers unroll them. Workgroup memory: at most
+// 2 x 2048 floats = 16 KiB, WebGPU's default.
+//
+// Each K tile goes global memory -> registers (fetch_tile) -> workgroup memory (stage_tile). With
+// TILE_STAGES = 1: fetch, stage, barrier, multiply, barrier. With TILE_STAGES = 2 (double
+// buffering) the tiles alternate between two halves of workgroup memory: the next tile's global
+// loads are issued before this tile's multiply-adds, so their latency hides behind them, and stored
+// to the other half after them; one barrier per tile instead of two.
 
-override TILE_RM: u32 = 4u;   // rows of C per thread (at most 8)
-override TILE_RN: u32 = 4u;   // columns of C per thread (at most 8)
-override TILE_K: u32 = 16u;   // K step; TILE_K·16·max(RM, RN) ≤ 2048
-const TT: u32 = 16u;          // threads per side
+override TILE_RM: u32 = 4u;     // rows of C per thread (at most 8)
+override TILE_RN: u32 = 4u;     // columns of C per thread (at most 8)
+override TILE_K: u32 = 16u;     // K step; TILE_STAGES·TILE_K·16·max(RM, RN) ≤ 2048, TILE_K·RM and TILE_K·RN multiples of 16
+override TILE_STAGES: u32 = 1u; // 1, or 2: double-buffered
+const TT: u32 = 16u;            // threads per side
 
-var<workgroup> a_tile: array<f32, 2048>;  // [TILE_K][16·RM], a_tile[kk * bm + i]
-var<workgroup> b_tile: array<f32, 2048>;  // [TILE_K][16·RN], b_tile[kk * bn + j]
+var<workgroup> a_tile: array<f32, 2048>;  // [TILE_STAGES][TILE_K][16·RM], a_tile[stage·TILE_K·bm + kk·bm + i]
+var<workgroup> b_tile: array<f32, 2048>;  // [TILE_STAGES][TILE_K][16·RN], b_tile[stage·TILE_K·bn + kk·bn + j]
+
+// One K tile of op(A) and op(B) in registers: thread `lidx` holds elements lidx + 256·t of each
+// ([TILE_K][16·RM] and [TILE_K][16·RN], at most 8 per thread), zero outside the matrices.
+struct TileRegs {
+    a: array<f32, 8>,
+    b: array<f32, 8>,
+}
+
+fn fetch_tile(kt: u32, lidx: u32, tile_row: u32, tile_col: u32) -> TileRegs {
+    let bm = TT * TILE_RM;
+    let bn = TT * TILE_RN;
+    let k0 = kt * TILE_K;
+    var r: TileRegs;
+    for (var t = 0u; t < TILE_K * bm / 256u; t++) {
+        let e = lidx + t * 256u;
+        let gk = k0 + e / bm;
+        let gi = tile_row + e % bm;
+        if (gk < p.k && gi < p.m) {
+            r.a[t] = a_at(gi, gk);
+        }
+    }
+    for (var t = 0u; t < TILE_K * bn / 256u; t++) {
+        let e = lidx + t * 256u;
+        let gk = k0 + e / bn;
+        let gj = tile_col + e % bn;
+        if (gk < p.k && gj < p.n) {
+            r.b[t] = b_at(gk, gj);
+        }
+    }
+    return r;
+}
+
+fn stage_tile(r: TileRegs, stage: u32, lidx: u32) {
+    let a0 = stage * TILE_K * TT * TILE_RM;
+    let b0 = stage * TILE_K * TT * TILE_RN;
+    for (var t = 0u; t < TILE_K * TT * TILE_RM / 256u; t++) {
+        a_tile[a0 + lidx + t * 256u] = r.a[t];
+    }
+    for (var t = 0u; t < TILE_K * TT * TILE_RN / 256u; t++) {
+        b_tile[b0 + lidx + t * 256u] = r.b[t];
+    }
+}
 
 @compute @workgroup_size(16, 16, 1)
 fn matmul_tiled(
@@ -144,36 +194,32 @@ fn matmul_tiled(
         rs[r] = 0.0;
     }
     let k_tiles = (p.k + TILE_K - 1u) / TILE_K;
-    for (var kt = 0u; kt < k_tiles; kt++) {
-        let k0 = kt * TILE_K;
-        // The 256 threads load both tiles, zero outside the matrix.
-        for (var e = lidx; e < TILE_K * bm; e += 256u) {
-            let gk = k0 + e / bm;
-            let gi = tile_row + e % bm;
-            var av = 0.0;
-            if (gk < p.k && gi < p.m) {
-                av = a_at(gi, gk);
-            }
-            a_tile[e] = av;
-        }
-        for (var e = lidx; e < TILE_K * bn; e += 256u) {
-            let gk = k0 + e / bn;
-            let gj = tile_col + e % bn;
-            var bv = 0.0;
-            if (gk < p.k && gj < p.n) {
-                bv = b_at(gk, gj);
-            }
-            b_tile[e] = bv;
-        }
+    if (TILE_STAGES == 2u) {
+        stage_tile(fetch_tile(0u, lidx, tile_row, tile_col), 0u, lidx);
         workgroupBarrier();
+    }
+    for (var kt = 0u; kt < k_tiles; kt++) {
+        var stage = 0u;
+        var next: TileRegs;
+        if (TILE_STAGES == 2u) {
+            stage = kt & 1u;
+            if (kt + 1u < k_tiles) {
+                next = fetch_tile(kt + 1u, lidx, tile_row, tile_col);
+            }
+        } else {
+            stage_tile(fetch_tile(kt, lidx, tile_row, tile_col), 0u, lidx);
+            workgroupBarrier();
+        }
+        let a0 = stage * TILE_K * bm;
+        let b0 = stage * TILE_K * bn;
         for (var kk = 0u; kk < TILE_K; kk++) {
             var av: array<f32, 8>;
             var bv: array<f32, 8>;
             for (var r = 0u; r < TILE_RM; r++) {
-                av[r] = a_tile[kk * bm + lid.y + r * TT];
+                av[r] = a_tile[a0 + kk * bm + lid.y + r * TT];
             }
             for (var s = 0u; s < TILE_RN; s++) {
-                bv[s] = b_tile[kk * bn + lid.x + s * TT];
+                bv[s] = b_tile[b0 + kk * bn + lid.x + s * TT];
             }
             for (var r = 0u; r < TILE_RM; r++) {
                 for (var s = 0u; s < TILE_RN; s++) {
@@ -185,6 +231,10 @@ fn matmul_tiled(
                     rs[r] += av[r];
                 }
             }
+        }
+        // Double-buffered: the other half was last read before the previous barrier.
+        if (TILE_STAGES == 2u && kt + 1u < k_tiles) {
+            stage_tile(next, stage ^ 1u, lidx);
         }
         workgroupBarrier();
     }

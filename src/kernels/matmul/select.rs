@@ -16,43 +16,47 @@ pub const SUBGROUP_LANES: u32 = 8;
 
 /// A shape of the tiled kernel: each of its 16x16 threads owns `rm` x `rn` outputs, so a
 /// workgroup covers a (16·rm) x (16·rn) tile of C, and K goes through workgroup memory `tk` at a
-/// time (override constants `TILE_RM`, `TILE_RN`, `TILE_K` of `matmul.wgsl`).
+/// time, in one buffer or, with `stages` 2, double-buffered (override constants `TILE_RM`,
+/// `TILE_RN`, `TILE_K`, `TILE_STAGES` of `matmul.wgsl`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct TileShape {
     pub rm: u32,
     pub rn: u32,
     pub tk: u32,
+    pub stages: u32,
 }
 
 impl TileShape {
     /// 64x64 tiles, 4x4 outputs per thread, K steps of 16 (the shape the kernel always had).
-    pub const T64X64: TileShape = TileShape {
-        rm: 4,
-        rn: 4,
-        tk: 16,
-    };
-    pub const T128X64: TileShape = TileShape {
-        rm: 8,
-        rn: 4,
-        tk: 16,
-    };
-    pub const T64X128: TileShape = TileShape {
-        rm: 4,
-        rn: 8,
-        tk: 16,
-    };
-    pub const T128X128: TileShape = TileShape {
-        rm: 8,
-        rn: 8,
-        tk: 8,
-    };
+    pub const T64X64: TileShape = TileShape::new(4, 4, 16, 1);
+    pub const T128X64: TileShape = TileShape::new(8, 4, 16, 1);
+    pub const T64X128: TileShape = TileShape::new(4, 8, 16, 1);
+    pub const T128X128: TileShape = TileShape::new(8, 8, 8, 1);
+    /// The 64x64 and 128x128 shapes double-buffered: the next K tile's loads overlap this
+    /// tile's multiply-adds, one barrier per tile.
+    pub const T64X64_DB: TileShape = TileShape::new(4, 4, 16, 2);
+    pub const T128X128_DB: TileShape = TileShape::new(8, 8, 8, 2);
     /// The candidates the autotune times (each within 2 x 2048 floats of workgroup memory).
-    pub const ALL: [TileShape; 4] = [
+    pub const ALL: [TileShape; 6] = [
         TileShape::T64X64,
         TileShape::T128X64,
         TileShape::T64X128,
         TileShape::T128X128,
+        TileShape::T64X64_DB,
+        TileShape::T128X128_DB,
     ];
+
+    /// A shape the kernel can run, checked when the constant is built: at most 8x8 outputs per
+    /// thread, the tiles of all stages within the kernel's 2048-float workgroup arrays, and whole
+    /// elements per thread when the 256 threads fetch a tile.
+    const fn new(rm: u32, rn: u32, tk: u32, stages: u32) -> TileShape {
+        let widest = if rm > rn { rm } else { rn };
+        assert!(rm >= 1 && rm <= 8 && rn >= 1 && rn <= 8);
+        assert!(stages == 1 || stages == 2);
+        assert!(stages * tk * 16 * widest <= 2048);
+        assert!((tk * rm).is_multiple_of(16) && (tk * rn).is_multiple_of(16));
+        TileShape { rm, rn, tk, stages }
+    }
 
     /// Rows and columns of C per workgroup.
     pub fn tile(self) -> (u32, u32) {
@@ -60,11 +64,12 @@ impl TileShape {
     }
 
     /// The override constants that select this shape.
-    pub fn constants(self) -> [(&'static str, f64); 3] {
+    pub fn constants(self) -> [(&'static str, f64); 4] {
         [
             ("TILE_RM", self.rm as f64),
             ("TILE_RN", self.rn as f64),
             ("TILE_K", self.tk as f64),
+            ("TILE_STAGES", self.stages as f64),
         ]
     }
 }
@@ -85,14 +90,16 @@ impl MatmulVariant {
     /// The tiled kernel in its original 64x64 shape (`tiled`).
     pub const TILED: MatmulVariant = MatmulVariant::Tiled(TileShape::T64X64);
 
-    pub const ALL: [MatmulVariant; 6] = [
-        MatmulVariant::Direct,
-        MatmulVariant::Tiled(TileShape::T64X64),
-        MatmulVariant::Tiled(TileShape::T128X64),
-        MatmulVariant::Tiled(TileShape::T64X128),
-        MatmulVariant::Tiled(TileShape::T128X128),
-        MatmulVariant::Subgroup,
-    ];
+    pub const ALL: [MatmulVariant; 2 + TileShape::ALL.len()] = {
+        let mut v = [MatmulVariant::Direct; 2 + TileShape::ALL.len()];
+        v[1] = MatmulVariant::Subgroup;
+        let mut i = 0;
+        while i < TileShape::ALL.len() {
+            v[2 + i] = MatmulVariant::Tiled(TileShape::ALL[i]);
+            i += 1;
+        }
+        v
+    };
 }
 
 impl fmt::Display for MatmulVariant {
@@ -101,7 +108,8 @@ impl fmt::Display for MatmulVariant {
             MatmulVariant::Tiled(TileShape::T64X64) => f.write_str("tiled"),
             MatmulVariant::Tiled(t) => {
                 let (bm, bn) = t.tile();
-                write!(f, "tiled-{bm}x{bn}")
+                let db = if t.stages == 2 { "-db" } else { "" };
+                write!(f, "tiled-{bm}x{bn}{db}")
             }
             MatmulVariant::Direct => f.write_str("direct"),
             MatmulVariant::Subgroup => f.write_str("subgroup"),
@@ -115,10 +123,13 @@ impl FromStr for MatmulVariant {
         let s = s.trim().to_ascii_lowercase();
         match MatmulVariant::ALL.iter().find(|v| v.to_string() == s) {
             Some(&v) => Ok(v),
-            None => Err(Error::Config(format!(
-                "unknown matmul variant '{s}': expected direct, subgroup, tiled, tiled-128x64, \
-                 tiled-64x128 or tiled-128x128 ({MATMUL_ENV} also takes auto)"
-            ))),
+            None => {
+                let names: Vec<String> = MatmulVariant::ALL.iter().map(|v| v.to_string()).collect();
+                Err(Error::Config(format!(
+                    "unknown matmul variant '{s}': expected one of {} ({MATMUL_ENV} also takes auto)",
+                    names.join(", ")
+                )))
+            }
         }
     }
 }
