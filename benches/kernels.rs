@@ -16,7 +16,6 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use vae_wgpu::cpu::ops as cpu;
 use vae_wgpu::gpu::{DType, GpuContext};
 use vae_wgpu::kernels::StepUniform;
-use vae_wgpu::kernels::matmul::MatmulVariant;
 use vae_wgpu::kernels::matmul::{
     BceEpilogue, Epilogue, Problem, bce_partials_len, matmul_with, variant_for,
 };
@@ -60,12 +59,7 @@ fn gpu_time(ctx: &GpuContext, d: &Dispatch, iters: u64) -> Duration {
     while left > 0 {
         let n = left.min(64);
         let mut enc = ctx.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = enc.begin_compute_pass(&Default::default());
-            for _ in 0..n {
-                d.encode(&mut pass);
-            }
-        }
+        vae_wgpu::kernels::encode_all(&mut enc, &vec![d; n as usize]);
         ctx.queue.submit([enc.finish()]);
         left -= n;
     }
@@ -97,13 +91,7 @@ fn bench_matmul(c: &mut Criterion) {
             let ga = ctx.upload_f32("a", &sa, &a).unwrap();
             let gb = ctx.upload_f32("b", &sb, &b).unwrap();
             let gc = ctx.zeros("c", &[m, n], DType::F32).unwrap();
-            let mut variants: Vec<MatmulVariant> = MatmulVariant::ALL
-                .into_iter()
-                .filter(|v| *v != MatmulVariant::Subgroup)
-                .collect();
-            if vae_wgpu::kernels::matmul::select::subgroups_usable(&ctx) {
-                variants.push(MatmulVariant::Subgroup);
-            }
+            let variants = vae_wgpu::kernels::matmul::select::usable_variants(&ctx);
             for variant in variants {
                 let d = matmul_with(&ctx, variant, layout, &ga, &gb, &gc, Epilogue::NONE).unwrap();
                 g.bench_function(BenchmarkId::new(format!("gpu-{variant:?}"), &id), |bench| {

@@ -70,11 +70,8 @@ fn main() {
         let t = Instant::now();
         for _ in 0..n / per_submit {
             let mut enc = ctx.device.create_command_encoder(&Default::default());
-            {
-                let mut pass = enc.begin_compute_pass(&Default::default());
-                for _ in 0..per_submit {
-                    graph.encode(&mut pass);
-                }
+            for _ in 0..per_submit {
+                graph.encode(&mut enc);
             }
             ctx.queue.submit([enc.finish()]);
         }

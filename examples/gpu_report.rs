@@ -15,7 +15,7 @@ use clap::Parser;
 use serde_json::{Value, json};
 use vae_wgpu::data::load_splits;
 use vae_wgpu::gpu::{BackendChoice, DType, GpuContext, list_adapters};
-use vae_wgpu::kernels::matmul::{self, Epilogue, MatmulVariant, select::subgroups_usable};
+use vae_wgpu::kernels::matmul::{self, Epilogue};
 use vae_wgpu::kernels::{self, Dispatch};
 use vae_wgpu::model::eval::evaluate;
 use vae_wgpu::model::gpu::Input;
@@ -145,13 +145,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         (Layout::NN, 1024, 1024, 1024, "1024³"),
         (Layout::TN, 1024, 1024, 1024, "1024³"),
     ];
-    let mut variants: Vec<MatmulVariant> = MatmulVariant::ALL
-        .into_iter()
-        .filter(|v| *v != MatmulVariant::Subgroup)
-        .collect();
-    if subgroups_usable(&ctx) {
-        variants.push(MatmulVariant::Subgroup);
-    }
+    let variants = matmul::select::usable_variants(&ctx);
     let mut kernel_rows = Vec::new();
     for (layout, m, n, k, what) in shapes {
         let (sa, sb) = layout.operand_shapes(m, n, k);

@@ -194,7 +194,7 @@ fn usage_names(u: wgpu::BufferUsages) -> Vec<&'static str> {
 fn pipelines_json() -> Vec<Value> {
     let mut out = Vec::new();
     let mut seen = std::collections::HashSet::new();
-    for shader in Shader::ALL.into_iter().chain([Shader::MATMUL_SUBGROUP]) {
+    for shader in Shader::ALL.into_iter().chain(Shader::SUBGROUP_MODULES) {
         for entry in shader.entry_points() {
             if !seen.insert(entry) {
                 continue;
@@ -373,7 +373,7 @@ pub fn export_plan(ctx: &GpuContext, opts: &ExportOptions) -> Result<ExportSumma
     let max_buffer = table.list.iter().map(|b| b.size()).max().unwrap_or(0);
     let shaders: Vec<Value> = Shader::ALL
         .into_iter()
-        .chain([Shader::MATMUL_SUBGROUP])
+        .chain(Shader::SUBGROUP_MODULES)
         .map(|sh| json!({"name": sh.name, "source": sh.webgpu_source(), "features": sh.features}))
         .collect();
     let adam = &s.adam;

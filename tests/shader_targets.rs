@@ -9,11 +9,11 @@ use vae_wgpu::gpu::Shader;
 #[test]
 fn every_shader_translates_to_every_backend() {
     let mut translated = 0;
-    for shader in Shader::ALL.into_iter().chain([Shader::MATMUL_SUBGROUP]) {
+    for shader in Shader::ALL.into_iter().chain(Shader::SUBGROUP_MODULES) {
         // The subgroup kernels need subgroup operations: SPIR-V 1.3, MSL 2.1 (SIMD-group
         // functions), HLSL shader model 6.0 (wave intrinsics). wgpu's GL backend has no subgroups,
         // so GLSL is not a target for them.
-        let subgroup = shader == Shader::MATMUL_SUBGROUP;
+        let subgroup = !shader.features.is_empty();
         let caps = if subgroup {
             Capabilities::SUBGROUP
         } else {

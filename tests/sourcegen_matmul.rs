@@ -47,6 +47,11 @@ fn matmul_subgroup_wgsl_is_up_to_date() {
     check("matmul_subgroup.wgsl", &subgroup::generate());
 }
 
+#[test]
+fn matmul_subgroup_tex_wgsl_is_up_to_date() {
+    check("matmul_subgroup_tex.wgsl", &subgroup_tex::generate());
+}
+
 /// `shaders/matmul_direct.wgsl`: an 8x8 thread grid per workgroup, each thread owning an 8x8 block
 /// of C (a 64x64 tile per workgroup) in sixteen vec4 accumulators `c{r}l`, `c{r}h` (row r, columns
 /// 0..3 and 4..7 of the block), its operands read straight from storage.
@@ -633,5 +638,92 @@ fn store_row_sums4(i0: u32, v: vec4<f32>) {
         nn(&mut s);
         tn(&mut s);
         s
+    }
+}
+
+/// `shaders/matmul_subgroup_tex.wgsl`: the subgroup kernels once more, each operand load `a4[i]`,
+/// `b4[i]` replaced by a texel fetch `a4_tex(i)`, `b4_tex(i)` from an rgba32float texture holding
+/// the same vec4s row by row. Same arithmetic in the same order, so the same results bit for bit.
+mod subgroup_tex {
+    /// Texels per texture row (4 KiB: a multiple of the 256-byte row pitch copies need); the
+    /// launcher (`kernels::matmul::TEX_WIDTH`) sizes and fills the textures to match.
+    const WIDTH: u32 = 256;
+
+    const HEADER: &str = "\
+// Texture-fed variants of the subgroup matmul kernels of matmul_subgroup.wgsl (appended to it, in
+// a module of its own): matmul_sg_nt_tex, matmul_sg_nn_tex, matmul_sg_tn_tex are matmul_sg_nt,
+// matmul_sg_nn, matmul_sg_tn with every operand load a4[i] / b4[i] replaced by a texel fetch
+// a4_tex(i) / b4_tex(i). The launcher copies A and B into rgba32float textures before the dispatch
+// (vec4 i at texel (i % WIDTH, i / WIDTH)).
+//
+// Why: Mesa's lavapipe (22.3) turns every storage-buffer load into a loop over the SIMD lanes, one
+// element at a time behind a branch, while a texel fetch is a straight-line gather. Measured on
+// lavapipe (2 vCPUs, AVX2): a loop of 8 vec4 FMAs per vec4 it loads runs at 4.6 GFLOP/s loading
+// from storage and 26 loading from a texture; the NT product 128x784x200 at 8.2 GFLOP/s
+// (matmul_sg_nt) and 42.6 (matmul_sg_nt_tex; 39.6 counting the copies), same results. On GPUs
+// the autotune decides whether the copies pay.
+";
+
+    /// `name[index]` -> `name_tex(index)`, where `name` is a whole identifier and the index holds
+    /// no brackets (as in the generated kernels; asserted).
+    fn fetches(src: &str, name: &str) -> String {
+        let pat = format!("{name}[");
+        let mut out = String::new();
+        let mut rest = src;
+        while let Some(i) = rest.find(&pat) {
+            let before = rest[..i].chars().next_back();
+            out.push_str(&rest[..i]);
+            let after = &rest[i + pat.len()..];
+            if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+                out.push_str(&pat);
+                rest = after;
+                continue;
+            }
+            let end = after.find(']').expect("closing bracket");
+            assert!(!after[..end].contains('['), "nested index in {name}[...]");
+            out.push_str(&format!("{name}_tex({})", &after[..end]));
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+        out
+    }
+
+    pub fn generate() -> String {
+        let sg = super::subgroup::generate();
+        // The kernels: from the first kernel's comment on (the helpers before it stay in
+        // matmul_subgroup.wgsl, which this module appends to).
+        let first = sg
+            .find("\n// NT: C = A·Bᵀ")
+            .expect("the NT kernel's comment")
+            + 1;
+        let mut kernels = fetches(&fetches(&sg[first..], "a4"), "b4");
+        for layout in ["nt", "nn", "tn"] {
+            kernels = kernels.replace(
+                &format!("fn matmul_sg_{layout}("),
+                &format!("fn matmul_sg_{layout}_tex("),
+            );
+        }
+        assert!(!kernels.contains("a4[") && !kernels.contains("b4["));
+        let w = WIDTH;
+        let shift = w.trailing_zeros();
+        format!(
+            "{}{HEADER}
+// Bindings 0 and 1 as textures (in this module's entry points only; the storage views of
+// matmul.wgsl at the same bindings belong to other entry points).
+@group(0) @binding(0) var a_tex: texture_2d<f32>;
+@group(0) @binding(1) var b_tex: texture_2d<f32>;
+
+fn a4_tex(i: u32) -> vec4<f32> {{
+    return textureLoad(a_tex, vec2<u32>(i & {m}u, i >> {shift}u), 0);
+}}
+
+fn b4_tex(i: u32) -> vec4<f32> {{
+    return textureLoad(b_tex, vec2<u32>(i & {m}u, i >> {shift}u), 0);
+}}
+
+{kernels}",
+            super::GENERATED,
+            m = w - 1,
+        )
     }
 }

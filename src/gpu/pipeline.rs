@@ -65,6 +65,22 @@ impl Shader {
         ),
         features: &["subgroups"],
     };
+    /// The subgroup kernels again with their operands read from textures (generated into
+    /// `matmul_subgroup_tex.wgsl` by `tests/sourcegen_matmul.rs`), after the subgroup module's
+    /// sources (whose store helpers they share).
+    pub const MATMUL_SUBGROUP_TEX: Shader = Shader {
+        name: "matmul_subgroup_tex",
+        source: concat!(
+            include_str!("../../shaders/common.wgsl"),
+            include_str!("../../shaders/matmul.wgsl"),
+            include_str!("../../shaders/matmul_subgroup.wgsl"),
+            include_str!("../../shaders/matmul_subgroup_tex.wgsl")
+        ),
+        features: &["subgroups"],
+    };
+    /// The modules that need wgpu's `SUBGROUP` feature (not in [`Shader::ALL`]).
+    pub const SUBGROUP_MODULES: [Shader; 2] =
+        [Shader::MATMUL_SUBGROUP, Shader::MATMUL_SUBGROUP_TEX];
 
     /// Every shader of the engine (the cross-compilation test walks this list).
     pub const ALL: [Shader; 8] = [

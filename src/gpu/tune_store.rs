@@ -62,6 +62,7 @@ fn adapter_key(a: &AdapterSummary) -> String {
         env!("CARGO_PKG_VERSION"),
         Shader::MATMUL.source,
         Shader::MATMUL_SUBGROUP.source,
+        Shader::MATMUL_SUBGROUP_TEX.source,
     ]);
     format!(
         "{} | {:?} | {} {} | kernels {kernels:016x}",

@@ -23,7 +23,12 @@ pub use step::{StepParams, StepUniform};
 /// Every override-constant combination the launchers use with `entry` of `shader` (one empty set:
 /// the shader's defaults). The cross-compilation and browser portability tests walk these.
 pub fn override_sets(shader: &Shader, entry: &str) -> Vec<Vec<(&'static str, f64)>> {
-    let sets = epilogue_sets(shader);
+    let mut sets = epilogue_sets(shader);
+    // The vec4 and subgroup kernels are each written for one layout (`matmul_nt4`,
+    // `matmul_sg_nn_tex`, ...) and never read LAYOUT: only that layout's sets are used.
+    if let Some(layout) = matmul::fixed_layout(entry) {
+        sets.retain(|s| s.contains(&("LAYOUT", layout.code() as f64)));
+    }
     if entry != "matmul_tiled" {
         return sets;
     }
@@ -42,7 +47,7 @@ pub fn override_sets(shader: &Shader, entry: &str) -> Vec<Vec<(&'static str, f64
 
 fn epilogue_sets(shader: &Shader) -> Vec<Vec<(&'static str, f64)>> {
     match shader.name {
-        "matmul" | "matmul_subgroup" => {
+        "matmul" | "matmul_subgroup" | "matmul_subgroup_tex" => {
             // Per layout: each forward activation with and without bias (Linear forward,
             // decoding), each fused activation backward (input gradients), row sums (weight
             // gradients), the bare product, and the BCE epilogue (logits, with and without
@@ -87,6 +92,8 @@ pub struct Dispatch {
     /// For a matmul planned with recording on: the same product by every usable kernel variant,
     /// the reference (direct) first (see [`crate::export`]).
     pub candidates: Vec<Candidate>,
+    /// Operands bound as textures, copied from their tensors before each launch.
+    copies: Vec<TextureOperand>,
 }
 
 /// A dispatch described as data: shader, entry point, override constants, bindings, grid.
@@ -114,7 +121,7 @@ pub struct Candidate {
 }
 
 impl Dispatch {
-    pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
+    fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
         pass.set_pipeline(&self.pipeline);
         pass.set_bind_group(0, &self.bind_group, &[]);
         let [x, y, z] = self.workgroups;
@@ -122,14 +129,100 @@ impl Dispatch {
     }
 }
 
-/// Encode dispatches into one compute pass (wgpu orders them with barriers between dispatches).
+/// An operand a kernel reads as an rgba32float texture (the texture-fed matmul kernels): the
+/// texture, and the tensor it is filled from before every launch — vec4 i at texel
+/// (i % TEX_WIDTH, i / TEX_WIDTH), whole rows in one copy and the last, partial row in another.
+#[derive(Clone, Debug)]
+pub struct TextureOperand {
+    tensor: GpuTensor,
+    texture: wgpu::Texture,
+    view: wgpu::TextureView,
+}
+
+impl TextureOperand {
+    /// A texture for `tensor` (f32, a multiple of 4 elements: the launcher checks).
+    pub(crate) fn new(ctx: &GpuContext, tensor: &GpuTensor) -> TextureOperand {
+        let (width, height) = matmul::texture_extent(tensor.len());
+        let texture = ctx.device.create_texture(&wgpu::TextureDescriptor {
+            label: Some("matmul operand"),
+            size: wgpu::Extent3d {
+                width,
+                height,
+                depth_or_array_layers: 1,
+            },
+            mip_level_count: 1,
+            sample_count: 1,
+            dimension: wgpu::TextureDimension::D2,
+            format: wgpu::TextureFormat::Rgba32Float,
+            usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+            view_formats: &[],
+        });
+        let view = texture.create_view(&Default::default());
+        TextureOperand {
+            tensor: tensor.clone(),
+            texture,
+            view,
+        }
+    }
+
+    fn encode_copy(&self, encoder: &mut wgpu::CommandEncoder) {
+        const TEXEL: u64 = 16;
+        let width = matmul::TEX_WIDTH;
+        let texels = (self.tensor.len() / 4) as u32;
+        let (rows, rest) = (texels / width, texels % width);
+        let mut copy = |row: u32, columns: u32, height: u32| {
+            encoder.copy_buffer_to_texture(
+                wgpu::TexelCopyBufferInfo {
+                    buffer: &self.tensor.buffer,
+                    layout: wgpu::TexelCopyBufferLayout {
+                        offset: self.tensor.offset + row as u64 * width as u64 * TEXEL,
+                        bytes_per_row: Some(width * TEXEL as u32),
+                        rows_per_image: None,
+                    },
+                },
+                wgpu::TexelCopyTextureInfo {
+                    texture: &self.texture,
+                    mip_level: 0,
+                    origin: wgpu::Origin3d { x: 0, y: row, z: 0 },
+                    aspect: wgpu::TextureAspect::All,
+                },
+                wgpu::Extent3d {
+                    width: columns,
+                    height,
+                    depth_or_array_layers: 1,
+                },
+            );
+        };
+        if rows > 0 {
+            copy(0, width, rows);
+        }
+        if rest > 0 {
+            copy(rows, rest, 1);
+        }
+    }
+}
+
+/// Encode dispatches in order: runs of them share a compute pass (wgpu orders them with barriers
+/// between dispatches); a dispatch that reads operand textures gets their copies first, between
+/// passes, after everything before it.
 pub fn encode_all(encoder: &mut wgpu::CommandEncoder, dispatches: &[&Dispatch]) {
-    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-        label: Some("vae-wgpu"),
-        timestamp_writes: None,
-    });
-    for d in dispatches {
-        d.encode(&mut pass);
+    let mut rest = dispatches;
+    while let Some((first, _)) = rest.split_first() {
+        for t in &first.copies {
+            t.encode_copy(encoder);
+        }
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("vae-wgpu"),
+            timestamp_writes: None,
+        });
+        first.encode(&mut pass);
+        rest = &rest[1..];
+        while let Some((d, tail)) = rest.split_first()
+            && d.copies.is_empty()
+        {
+            d.encode(&mut pass);
+            rest = tail;
+        }
     }
 }
 
@@ -146,21 +239,18 @@ pub fn run(ctx: &GpuContext, dispatches: &[&Dispatch]) -> Result<()> {
 pub fn time_launches(ctx: &GpuContext, d: &Dispatch, reps: usize) -> Result<f64> {
     let start = std::time::Instant::now();
     let mut encoder = ctx.device.create_command_encoder(&Default::default());
-    {
-        let mut pass = encoder.begin_compute_pass(&Default::default());
-        for _ in 0..reps {
-            d.encode(&mut pass);
-        }
-    }
+    encode_all(&mut encoder, &vec![d; reps]);
     ctx.queue.submit([encoder.finish()]);
     ctx.wait_idle("timed launches")?;
     Ok(start.elapsed().as_secs_f64() / reps as f64)
 }
 
-/// Buffers bound to one dispatch, in binding order.
+/// Resources bound to one dispatch, in binding order.
 pub(crate) enum Bind<'a> {
     Tensor(&'a GpuTensor),
     Buffer(&'a wgpu::Buffer),
+    /// A tensor read through a texture (copied before each launch).
+    Texture(Box<TextureOperand>),
 }
 
 /// A uniform buffer holding one `#[repr(C)]` params struct (logged for export, see
@@ -207,6 +297,7 @@ pub(crate) fn dispatch(
             resource: match b {
                 Bind::Tensor(t) => t.binding(),
                 Bind::Buffer(buf) => buf.as_entire_binding(),
+                Bind::Texture(t) => wgpu::BindingResource::TextureView(&t.view),
             },
         })
         .collect();
@@ -223,7 +314,19 @@ pub(crate) fn dispatch(
         .iter()
         .map(|b| match b {
             Bind::Tensor(t) => (t.buffer.clone(), t.offset, t.size_bytes()),
+            Bind::Texture(op) => (
+                op.tensor.buffer.clone(),
+                op.tensor.offset,
+                op.tensor.size_bytes(),
+            ),
             Bind::Buffer(buf) => ((*buf).clone(), 0, buf.size()),
+        })
+        .collect();
+    let copies = binds
+        .iter()
+        .filter_map(|b| match b {
+            Bind::Texture(t) => Some((**t).clone()),
+            _ => None,
         })
         .collect();
     Ok(Dispatch {
@@ -240,6 +343,7 @@ pub(crate) fn dispatch(
             workgroups,
         },
         candidates: Vec::new(),
+        copies,
     })
 }
 

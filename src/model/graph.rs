@@ -41,11 +41,10 @@ impl StepGraph {
         self.dispatches.len()
     }
 
-    /// Record the step's dispatches into a compute pass.
-    pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
-        for d in &self.dispatches {
-            d.encode(pass);
-        }
+    /// Record the step's dispatches (see [`crate::kernels::encode_all`]).
+    pub fn encode(&self, encoder: &mut wgpu::CommandEncoder) {
+        let refs: Vec<&Dispatch> = self.dispatches.iter().collect();
+        crate::kernels::encode_all(encoder, &refs);
     }
 
     /// The planned dispatches, in order.

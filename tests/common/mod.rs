@@ -8,7 +8,7 @@ pub mod programs;
 pub mod shapes;
 
 use vae_wgpu::gpu::{BackendChoice, ContextOptions, GpuContext, GpuTensor};
-use vae_wgpu::kernels::matmul::{MatmulVariant, select::subgroups_usable};
+use vae_wgpu::kernels::matmul::MatmulVariant;
 use vae_wgpu::kernels::reparam_kl::EpsSource;
 use vae_wgpu::model::GpuVae;
 use vae_wgpu::model::gpu::{Input, StepGraph};
@@ -102,19 +102,12 @@ fn test_cache(opts: ContextOptions) -> ContextOptions {
     }
 }
 
-/// The matmul variants a device runs: direct and tiled everywhere, subgroup where the device has
+/// The matmul variants a device runs: direct and tiled everywhere, subgroup (storage- and texture-fed) where the device has
 /// subgroups. Lavapipe's Vulkan driver has them, so the subgroup kernels are always covered there
 /// (`subgroup_kernels_are_covered_on_lavapipe` fails if that ever changes).
 pub fn variants(ctx: &GpuContext) -> Vec<MatmulVariant> {
     // Every tile shape of the tiled kernel: the autotune may choose any of them.
-    let mut v: Vec<MatmulVariant> = MatmulVariant::ALL
-        .into_iter()
-        .filter(|v| *v != MatmulVariant::Subgroup)
-        .collect();
-    if subgroups_usable(ctx) {
-        v.push(MatmulVariant::Subgroup);
-    }
-    v
+    vae_wgpu::kernels::matmul::select::usable_variants(ctx)
 }
 
 /// `[B, 2K]` rows (mu_b, logvar_b): the layout the reparameterisation kernels read.

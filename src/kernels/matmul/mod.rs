@@ -5,12 +5,14 @@
 pub mod select;
 mod tune;
 
-pub use select::{MatmulVariant, SUBGROUP_LANES, summary, variant_for};
+pub use select::{
+    MatmulVariant, SUBGROUP_LANES, TEX_WIDTH, fixed_layout, summary, texture_extent, variant_for,
+};
 use select::{candidates, kernel_for, tiles_64};
 
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuTensor};
-use crate::kernels::{Bind, Candidate, Dispatch, dispatch, expect_2d, uniform};
+use crate::kernels::{Bind, Candidate, Dispatch, TextureOperand, dispatch, expect_2d, uniform};
 use crate::ops::{Act, Layout};
 
 #[repr(C)]
@@ -106,7 +108,12 @@ pub fn matmul(
         k,
         row_sums: epi.row_sums.is_some(),
     };
-    with_candidates(ctx, problem, variant_for(ctx, problem)?, |v| {
+    let mut chosen = variant_for(ctx, problem)?;
+    // An exported plan binds buffers only: the texture-fed kernels' storage twins, same results.
+    if chosen == MatmulVariant::SubgroupTexture && ctx.records_buffers() {
+        chosen = MatmulVariant::Subgroup;
+    }
+    with_candidates(ctx, problem, chosen, |v| {
         matmul_with(ctx, v, layout, a, b, c, epi)
     })
 }
@@ -241,7 +248,7 @@ pub fn matmul_with(
         },
     )?;
     let (shader, entry, groups) = (kernel.shader, kernel.entry, kernel.groups);
-    constants.extend(kernel.constants);
+    constants.extend(kernel.constants.iter().copied());
     if let Some(b) = epi.bce {
         check_bce(b, epi, m, n)?;
         let need = bce_partials_for(entry, groups);
@@ -255,6 +262,14 @@ pub fn matmul_with(
             ));
         }
     }
+    // The texture-fed kernels read A and B from textures filled from them before each launch.
+    let operand = |t| {
+        if kernel.textures {
+            Bind::Texture(Box::new(TextureOperand::new(ctx, t)))
+        } else {
+            Bind::Tensor(t)
+        }
+    };
     dispatch(
         ctx,
         "matmul",
@@ -262,8 +277,8 @@ pub fn matmul_with(
         entry,
         &constants,
         &[
-            Bind::Tensor(a),
-            Bind::Tensor(b),
+            operand(a),
+            operand(b),
             bias,
             Bind::Tensor(c),
             Bind::Buffer(&params),

@@ -84,22 +84,34 @@ pub enum MatmulVariant {
     /// The direct kernels with the rows' operand shared across a subgroup by broadcasts (needs
     /// the `SUBGROUP` feature and subgroups of at least 8 lanes; see `matmul_subgroup.wgsl`).
     Subgroup,
+    /// The subgroup kernels reading A and B from textures the dispatch fills first (see
+    /// `matmul_subgroup_tex.wgsl`: ~5x faster on lavapipe, whose storage loads are per-lane loops).
+    SubgroupTexture,
 }
 
 impl MatmulVariant {
     /// The tiled kernel in its original 64x64 shape (`tiled`).
     pub const TILED: MatmulVariant = MatmulVariant::Tiled(TileShape::T64X64);
 
-    pub const ALL: [MatmulVariant; 2 + TileShape::ALL.len()] = {
-        let mut v = [MatmulVariant::Direct; 2 + TileShape::ALL.len()];
+    pub const ALL: [MatmulVariant; 3 + TileShape::ALL.len()] = {
+        let mut v = [MatmulVariant::Direct; 3 + TileShape::ALL.len()];
         v[1] = MatmulVariant::Subgroup;
+        v[2] = MatmulVariant::SubgroupTexture;
         let mut i = 0;
         while i < TileShape::ALL.len() {
-            v[2 + i] = MatmulVariant::Tiled(TileShape::ALL[i]);
+            v[3 + i] = MatmulVariant::Tiled(TileShape::ALL[i]);
             i += 1;
         }
         v
     };
+
+    /// Whether this variant runs the subgroup kernels (and so needs usable subgroups).
+    pub fn uses_subgroups(self) -> bool {
+        matches!(
+            self,
+            MatmulVariant::Subgroup | MatmulVariant::SubgroupTexture
+        )
+    }
 }
 
 impl fmt::Display for MatmulVariant {
@@ -113,6 +125,7 @@ impl fmt::Display for MatmulVariant {
             }
             MatmulVariant::Direct => f.write_str("direct"),
             MatmulVariant::Subgroup => f.write_str("subgroup"),
+            MatmulVariant::SubgroupTexture => f.write_str("subgroup-tex"),
         }
     }
 }
@@ -140,6 +153,15 @@ pub fn subgroups_usable(ctx: &GpuContext) -> bool {
     ctx.subgroups && ctx.subgroup_min_size >= SUBGROUP_LANES
 }
 
+/// Every variant this device can run: all but the subgroup ones where subgroups are not usable
+/// (the parity tests, the benchmarks and the speed report walk this list).
+pub fn usable_variants(ctx: &GpuContext) -> Vec<MatmulVariant> {
+    MatmulVariant::ALL
+        .into_iter()
+        .filter(|v| !v.uses_subgroups() || subgroups_usable(ctx))
+        .collect()
+}
+
 /// The variant pinned for every product (`VAE_WGPU_MATMUL` / [`crate::gpu::ContextOptions::matmul`]),
 /// checked against what the device can run.
 pub fn pinned(ctx: &GpuContext) -> Result<Option<MatmulVariant>> {
@@ -147,9 +169,9 @@ pub fn pinned(ctx: &GpuContext) -> Result<Option<MatmulVariant>> {
         return Ok(None);
     };
     let v: MatmulVariant = text.parse()?;
-    if v == MatmulVariant::Subgroup && !subgroups_usable(ctx) {
+    if v.uses_subgroups() && !subgroups_usable(ctx) {
         return Err(Error::Config(format!(
-            "matmul variant 'subgroup' needs subgroups of at least {SUBGROUP_LANES} lanes; {} has {}",
+            "matmul variant '{v}' needs subgroups of at least {SUBGROUP_LANES} lanes; {} has {}",
             ctx.adapter.name,
             if ctx.subgroups {
                 format!("subgroups of {} lanes or more", ctx.subgroup_min_size)
@@ -217,7 +239,7 @@ pub fn variant_for(ctx: &GpuContext, problem: Problem) -> Result<MatmulVariant> 
         ctx.tune_store
             .get(&key)
             .and_then(|v| v.parse::<MatmulVariant>().ok())
-            .filter(|&v| v != MatmulVariant::Subgroup || subgroups_usable(ctx))
+            .filter(|&v| !v.uses_subgroups() || subgroups_usable(ctx))
     };
     if let Some(v) = recorded() {
         return Ok(v);
@@ -237,22 +259,26 @@ pub fn variant_for(ctx: &GpuContext, problem: Problem) -> Result<MatmulVariant> 
     Ok(chosen.parse().unwrap_or(tuned.best))
 }
 
-/// The candidates for a problem, the reference first: the direct kernel; the subgroup one where
-/// the device has subgroups and the shape fits it (else it is the direct one); the tile shapes.
-/// With `all_tiles` false, a CPU adapter (lavapipe, SwiftShader) gets the 64x64 tile only: there
-/// workgroup memory is plain memory plus barriers, every tile shape runs 10-40x behind the direct
-/// kernels (measured: 0.2-0.6 GFLOP/s against 2-8), and compiling and running three more shapes
-/// per product took a first run from 9 to 23 s. An exported plan lists every shape (`all_tiles`).
+/// The candidates for a problem, the reference first: the direct kernel; the subgroup ones where
+/// the device has subgroups and the shape fits them (else they are the direct one); the tile
+/// shapes. With `for_export` false, a CPU adapter (lavapipe, SwiftShader) gets the 64x64 tile
+/// only: there workgroup memory is plain memory plus barriers, every tile shape runs 10-40x behind
+/// the direct kernels (measured: 0.2-0.6 GFLOP/s against 2-8), and compiling and running more
+/// shapes per product took a first run from 9 to 23 s. An exported plan (`for_export`) lists every
+/// shape, and not the texture-fed kernels: a plan's bindings are buffers.
 pub(super) fn candidates(
     ctx: &GpuContext,
     problem: Problem,
-    all_tiles: bool,
+    for_export: bool,
 ) -> Vec<MatmulVariant> {
     let mut v = vec![MatmulVariant::Direct];
     if subgroups_usable(ctx) && subgroup_entry(problem).is_some() {
         v.push(MatmulVariant::Subgroup);
+        if !for_export && textures_fit(ctx, problem) {
+            v.push(MatmulVariant::SubgroupTexture);
+        }
     }
-    if all_tiles || ctx.adapter.device_type != wgpu::DeviceType::Cpu {
+    if for_export || ctx.adapter.device_type != wgpu::DeviceType::Cpu {
         v.extend(TileShape::ALL.map(MatmulVariant::Tiled));
     } else {
         v.push(MatmulVariant::TILED);
@@ -260,13 +286,34 @@ pub(super) fn candidates(
     v
 }
 
-/// A kernel launch for a problem: module, entry point, grid and the variant's own override
-/// constants (the tile shape).
+/// Texels per row of an operand texture (`matmul_subgroup_tex.wgsl`'s WIDTH): vec4 i of an operand
+/// is texel (i % TEX_WIDTH, i / TEX_WIDTH).
+pub const TEX_WIDTH: u32 = 256;
+
+/// The texture an operand of `len` floats needs: (width, height) in texels.
+pub fn texture_extent(len: usize) -> (u32, u32) {
+    (
+        TEX_WIDTH,
+        len.div_ceil(4 * TEX_WIDTH as usize).max(1) as u32,
+    )
+}
+
+/// Whether both operands of `problem` fit the device's largest 2D texture.
+fn textures_fit(ctx: &GpuContext, p: Problem) -> bool {
+    let max = ctx.limits().max_texture_dimension_2d;
+    [p.m * p.k, p.n * p.k]
+        .iter()
+        .all(|&len| texture_extent(len).1 <= max)
+}
+
+/// A kernel launch for a problem: module, entry point, grid, the variant's own override
+/// constants (the tile shape), and whether A and B are bound as textures.
 pub(super) struct Kernel {
     pub shader: Shader,
     pub entry: &'static str,
     pub groups: [u32; 3],
     pub constants: Vec<(&'static str, f64)>,
+    pub textures: bool,
 }
 
 /// The kernel of a variant for a problem.
@@ -281,6 +328,7 @@ pub(super) fn kernel_for(
         entry,
         groups,
         constants: Vec::new(),
+        textures: false,
     };
     Ok(match variant {
         MatmulVariant::Tiled(t) => {
@@ -294,28 +342,65 @@ pub(super) fn kernel_for(
                     1,
                 ],
                 constants: t.constants().to_vec(),
+                textures: false,
             }
         }
         // The direct kernels cover a 64x64 tile of C per workgroup.
         MatmulVariant::Direct => plain((Shader::MATMUL, direct_entry(problem), tiles_64(m, n))),
-        MatmulVariant::Subgroup => {
+        MatmulVariant::Subgroup | MatmulVariant::SubgroupTexture => {
             if !subgroups_usable(ctx) {
                 return Err(Error::Config(format!(
                     "the subgroup matmul kernels need subgroups, which this device ({}) was created without",
                     ctx.adapter.name
                 )));
             }
-            plain(match subgroup_entry(problem) {
+            let textured = variant == MatmulVariant::SubgroupTexture;
+            if textured && !textures_fit(ctx, problem) {
+                return Err(Error::AdapterLimit {
+                    adapter: ctx.adapter.name.clone(),
+                    what: format!(
+                        "the subgroup-tex kernel's operand textures for {problem} exceed the largest 2D texture ({} texels)",
+                        ctx.limits().max_texture_dimension_2d
+                    ),
+                });
+            }
+            match subgroup_entry(problem) {
                 // One 8-lane workgroup per 32x32 tile of C.
-                Some(e) => (
-                    Shader::MATMUL_SUBGROUP,
-                    e,
-                    [n.div_ceil(32) as u32, m.div_ceil(32) as u32, 1],
-                ),
-                None => (Shader::MATMUL, direct_entry(problem), tiles_64(m, n)),
-            })
+                Some(e) => Kernel {
+                    shader: if textured {
+                        Shader::MATMUL_SUBGROUP_TEX
+                    } else {
+                        Shader::MATMUL_SUBGROUP
+                    },
+                    entry: if textured { texture_entry(e) } else { e },
+                    groups: [n.div_ceil(32) as u32, m.div_ceil(32) as u32, 1],
+                    constants: Vec::new(),
+                    textures: textured,
+                },
+                None => plain((Shader::MATMUL, direct_entry(problem), tiles_64(m, n))),
+            }
         }
     })
+}
+
+/// The texture-fed twin of a subgroup entry point.
+fn texture_entry(subgroup_entry: &str) -> &'static str {
+    match subgroup_entry {
+        "matmul_sg_nt" => "matmul_sg_nt_tex",
+        "matmul_sg_nn" => "matmul_sg_nn_tex",
+        _ => "matmul_sg_tn_tex",
+    }
+}
+
+/// The layout an entry point is written for, where it is written for one (the vec4 and subgroup
+/// kernels, which never read the `LAYOUT` constant).
+pub fn fixed_layout(entry: &str) -> Option<Layout> {
+    match entry.strip_suffix("_tex").unwrap_or(entry) {
+        "matmul_nt4" | "matmul_sg_nt" => Some(Layout::NT),
+        "matmul_nn4" | "matmul_sg_nn" => Some(Layout::NN),
+        "matmul_tn4" | "matmul_sg_tn" => Some(Layout::TN),
+        _ => None,
+    }
 }
 
 pub(super) fn tiles_64(m: usize, n: usize) -> [u32; 3] {
@@ -344,7 +429,7 @@ pub fn summary(ctx: &GpuContext) -> String {
     counts.sort_by_key(|c| std::cmp::Reverse(c.1));
     let counts: Vec<String> = counts.iter().map(|(v, n)| format!("{v} {n}")).collect();
     format!(
-        "matmul kernels: autotuned per shape, {} products ({}); cache {}; {MATMUL_ENV}=direct|tiled|subgroup pins one",
+        "matmul kernels: autotuned per shape, {} products ({}); cache {}; {MATMUL_ENV}=direct|tiled|subgroup|subgroup-tex pins one",
         choices.len(),
         counts.join(", "),
         ctx.tune_store
