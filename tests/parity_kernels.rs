@@ -679,49 +679,64 @@ backend_test!(reparam_philox_noise_matches_cpu_generator, |ctx| {
 // rounded once (u·|p|, twice for slack) and the update lr·m̂/(sqrt(v̂)+ε), |m̂/sqrt(v̂)| ≤ 3 here,
 // carries a relative error of ~20u; over 5 steps: 5·(2u·|p| + 60u·lr).
 backend_test!(adam_matches_pytorch_formula, |ctx| {
+    // 4064 floats: 3 full texture rows and a partial one for the texture-fed reads.
     let n = 4 * 1000 + 64;
     let cfg = AdamConfig {
         weight_decay: 0.01,
         ..AdamConfig::default()
     };
-    let mut p = uniform(61, n, -1.0, 1.0);
-    let (mut m, mut v) = (vec![0.0; n], vec![0.0; n]);
-    let gp = ctx.upload_f32("p", &[n], &to_f32(&p)).unwrap();
-    let gg = ctx.zeros("g", &[n], DType::F32).unwrap();
-    let gm = ctx.zeros("m", &[n], DType::F32).unwrap();
-    let gv = ctx.zeros("v", &[n], DType::F32).unwrap();
-    let step = StepUniform::new(ctx, &StepParams::default());
-    let d = adam::adam_step(ctx, &gp, &gg, &gm, &gv, &cfg, &step).unwrap();
-    for t in 1..=5u64 {
-        // Gradients bounded away from 0 so the sign of m̂ is never a coin flip between f32 and f64.
-        let g: Vec<f64> = uniform(62 + t as u32, n, 0.1, 1.0)
-            .iter()
-            .enumerate()
-            .map(|(i, x)| if i % 2 == 0 { *x } else { -x })
-            .collect();
-        ctx.write_f32(&gg, &to_f32(&g)).unwrap();
-        let (ss, bc2) = cfg.step_factors(t);
-        step.write(
-            ctx,
-            &StepParams {
-                adam_step_size: ss as f32,
-                adam_bc2_sqrt: bc2 as f32,
-                ..Default::default()
-            },
+    let mut results = Vec::new();
+    for reads in adam::AdamReads::ALL {
+        let mut p = uniform(61, n, -1.0, 1.0);
+        let (mut m, mut v) = (vec![0.0; n], vec![0.0; n]);
+        let gp = ctx.upload_f32("p", &[n], &to_f32(&p)).unwrap();
+        let gg = ctx.zeros("g", &[n], DType::F32).unwrap();
+        let gm = ctx.zeros("m", &[n], DType::F32).unwrap();
+        let gv = ctx.zeros("v", &[n], DType::F32).unwrap();
+        let step = StepUniform::new(ctx, &StepParams::default());
+        let d = adam::adam_step_with(ctx, reads, &gp, &gg, &gm, &gv, &cfg, &step).unwrap();
+        for t in 1..=5u64 {
+            // Gradients bounded away from 0 so the sign of m̂ is never a coin flip between f32 and f64.
+            let g: Vec<f64> = uniform(62 + t as u32, n, 0.1, 1.0)
+                .iter()
+                .enumerate()
+                .map(|(i, x)| if i % 2 == 0 { *x } else { -x })
+                .collect();
+            ctx.write_f32(&gg, &to_f32(&g)).unwrap();
+            let (ss, bc2) = cfg.step_factors(t);
+            step.write(
+                ctx,
+                &StepParams {
+                    adam_step_size: ss as f32,
+                    adam_bc2_sqrt: bc2 as f32,
+                    ..Default::default()
+                },
+            );
+            kernels::run(ctx, &[&d]).unwrap();
+            cpu::adam_step(&mut p, &g, &mut m, &mut v, &cfg, t);
+        }
+        let got = ctx.read_f32(&gp).unwrap();
+        assert_close(
+            &format!("adam ({reads} reads) params after 5 steps"),
+            &got,
+            &p,
+            |i| 5.0 * (2.0 * U * p[i].abs() + 60.0 * U * cfg.lr as f64),
         );
-        kernels::run(ctx, &[&d]).unwrap();
-        cpu::adam_step(&mut p, &g, &mut m, &mut v, &cfg, t);
+        let got_m = ctx.read_f32(&gm).unwrap();
+        assert_close(&format!("adam ({reads} reads) m"), &got_m, &m, |i| {
+            8.0 * U * m[i].abs() + 1e-30
+        });
+        let got_v = ctx.read_f32(&gv).unwrap();
+        assert_close(&format!("adam ({reads} reads) v"), &got_v, &v, |i| {
+            8.0 * U * v[i].abs() + 1e-30
+        });
+        results.push((got, got_m, got_v));
     }
-    let got = ctx.read_f32(&gp).unwrap();
-    assert_close("adam params after 5 steps", &got, &p, |i| {
-        5.0 * (2.0 * U * p[i].abs() + 60.0 * U * cfg.lr as f64)
-    });
-    assert_close("adam m", &ctx.read_f32(&gm).unwrap(), &m, |i| {
-        8.0 * U * m[i].abs() + 1e-30
-    });
-    assert_close("adam v", &ctx.read_f32(&gv).unwrap(), &v, |i| {
-        8.0 * U * v[i].abs() + 1e-30
-    });
+    // Same arithmetic on the same values: the read path changes nothing, bit for bit.
+    assert!(
+        results.windows(2).all(|w| w[0] == w[1]),
+        "adam: storage and texture reads disagree"
+    );
 });
 
 backend_test!(gather_is_exact, |ctx| {

@@ -646,7 +646,7 @@ fn store_row_sums4(i0: u32, v: vec4<f32>) {
 /// the same vec4s row by row. Same arithmetic in the same order, so the same results bit for bit.
 mod subgroup_tex {
     /// Texels per texture row (4 KiB: a multiple of the 256-byte row pitch copies need); the
-    /// launcher (`kernels::matmul::TEX_WIDTH`) sizes and fills the textures to match.
+    /// launcher (`kernels::texture::TEX_WIDTH`) sizes and fills the textures to match.
     const WIDTH: u32 = 256;
 
     const HEADER: &str = "\

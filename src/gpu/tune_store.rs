@@ -53,16 +53,17 @@ fn fnv1a(parts: &[&str]) -> u64 {
     h.finish()
 }
 
-/// Adapter, backend, driver and a hash of the matmul kernels' sources: a choice recorded under
-/// another key says nothing about this one.
+/// Adapter, backend, driver and a hash of the tuned kernels' sources (matmul, Adam): a choice
+/// recorded under another key says nothing about this one.
 fn adapter_key(a: &AdapterSummary) -> String {
-    // Every matmul source file: MATMUL is common + matmul + matmul_direct, MATMUL_SUBGROUP common +
-    // matmul + matmul_subgroup.
+    // Every tuned kernel's source file: MATMUL is common + matmul + matmul_direct, the subgroup
+    // modules add matmul_subgroup (and matmul_subgroup_tex); ADAM is common + adam.
     let kernels = fnv1a(&[
         env!("CARGO_PKG_VERSION"),
         Shader::MATMUL.source,
         Shader::MATMUL_SUBGROUP.source,
         Shader::MATMUL_SUBGROUP_TEX.source,
+        Shader::ADAM.source,
     ]);
     format!(
         "{} | {:?} | {} {} | kernels {kernels:016x}",

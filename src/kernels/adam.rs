@@ -1,7 +1,13 @@
-//! One fused Adam update over a flat parameter arena — launcher for `shaders/adam.wgsl`.
+//! One fused Adam update over a flat parameter arena — launcher for `shaders/adam.wgsl`, whose
+//! two entry points read the four operands from storage (`adam_step`) or from textures copied from
+//! them just before (`adam_step_tex`, see [`super::texture`]); which one runs is measured once per
+//! device and parameter count and kept in the tune store, as the matmul choices are.
+
+use std::fmt;
 
 use super::step::StepUniform;
-use super::{Bind, Dispatch, dispatch, grid_1d, uniform};
+use super::texture::{TextureOperand, texture_fits};
+use super::{Bind, Dispatch, dispatch, grid_1d, time_launches, uniform};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuTensor, Shader};
 use crate::ops::AdamConfig;
@@ -19,10 +25,119 @@ struct AdamParams {
     _pad: u32,
 }
 
+/// Where the update reads its operands (it always writes storage). Both give the same results bit
+/// for bit: the same arithmetic on the same values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdamReads {
+    Storage,
+    Texture,
+}
+
+impl AdamReads {
+    pub const ALL: [AdamReads; 2] = [AdamReads::Storage, AdamReads::Texture];
+}
+
+impl fmt::Display for AdamReads {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AdamReads::Storage => "storage",
+            AdamReads::Texture => "texture",
+        })
+    }
+}
+
 /// Update `params` in place from `grads` and the moments `m`, `v` (all the same length, a multiple
-/// of 4). The step-dependent factors come from `step` (see [`crate::kernels::StepParams`]).
+/// of 4). The step-dependent factors come from `step` (see [`crate::kernels::StepParams`]). Reads
+/// storage or textures as measured on this device ([`reads_for`]); an exported plan (whose
+/// bindings are buffers) always reads storage.
 pub fn adam_step(
     ctx: &GpuContext,
+    params: &GpuTensor,
+    grads: &GpuTensor,
+    m: &GpuTensor,
+    v: &GpuTensor,
+    cfg: &AdamConfig,
+    step: &StepUniform,
+) -> Result<Dispatch> {
+    let reads = if ctx.records_buffers() {
+        AdamReads::Storage
+    } else {
+        reads_for(ctx, params.len(), cfg, step)?
+    };
+    adam_step_with(ctx, reads, params, grads, m, v, cfg, step)
+}
+
+/// The faster read path for `n` parameters on this device: recorded in the tune store, else timed
+/// now on scratch tensors (each path's best of 3 rounds) and recorded. Storage where the textures
+/// would not fit.
+pub fn reads_for(
+    ctx: &GpuContext,
+    n: usize,
+    cfg: &AdamConfig,
+    step: &StepUniform,
+) -> Result<AdamReads> {
+    if !texture_fits(ctx, n) {
+        return Ok(AdamReads::Storage);
+    }
+    let key = format!("adam reads, {n} parameters");
+    let recorded = || {
+        ctx.tune_store
+            .get(&key)
+            .and_then(|v| AdamReads::ALL.into_iter().find(|r| r.to_string() == v))
+    };
+    if let Some(r) = recorded() {
+        return Ok(r);
+    }
+    let _one_at_a_time = ctx
+        .tune_store
+        .tuning
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(r) = recorded() {
+        return Ok(r);
+    }
+    let scratch = |name| ctx.zeros(name, &[n], crate::gpu::DType::F32);
+    let (p, g, m, v) = (
+        scratch("adam tune params")?,
+        scratch("adam tune grads")?,
+        scratch("adam tune m")?,
+        scratch("adam tune v")?,
+    );
+    let launches = AdamReads::ALL
+        .iter()
+        .map(|&r| adam_step_with(ctx, r, &p, &g, &m, &v, cfg, step))
+        .collect::<Result<Vec<_>>>()?;
+    let mut best = [f64::INFINITY; 2];
+    for round in 0..4 {
+        for (i, d) in launches.iter().enumerate() {
+            // Round 0 compiles (lavapipe compiles at first dispatch) and warms up.
+            let t = time_launches(ctx, d, 4)?;
+            if round > 0 {
+                best[i] = best[i].min(t);
+            }
+        }
+    }
+    let fastest = if best[1] < best[0] { 1 } else { 0 };
+    let timings = AdamReads::ALL
+        .iter()
+        .zip(best)
+        .map(|(r, t)| format!("{r}={:.1}us", t * 1e6))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let chosen = ctx
+        .tune_store
+        .record(&key, &AdamReads::ALL[fastest].to_string(), &timings);
+    Ok(AdamReads::ALL
+        .into_iter()
+        .find(|r| r.to_string() == chosen)
+        .unwrap_or(AdamReads::ALL[fastest]))
+}
+
+/// As [`adam_step`], reading as `reads` says.
+#[allow(clippy::too_many_arguments)]
+pub fn adam_step_with(
+    ctx: &GpuContext,
+    reads: AdamReads,
     params: &GpuTensor,
     grads: &GpuTensor,
     m: &GpuTensor,
@@ -54,20 +169,40 @@ pub fn adam_step(
         _pad: 0,
     };
     let params_buf = uniform(ctx, "adam params", &p);
+    let mut binds = vec![
+        Bind::Tensor(params),
+        Bind::Tensor(grads),
+        Bind::Tensor(m),
+        Bind::Tensor(v),
+        Bind::Buffer(&params_buf),
+        Bind::Buffer(&step.buffer),
+    ];
+    let entry = match reads {
+        AdamReads::Storage => "adam_step",
+        AdamReads::Texture => {
+            if !texture_fits(ctx, n) {
+                return Err(Error::AdapterLimit {
+                    adapter: ctx.adapter.name.clone(),
+                    what: format!(
+                        "adam_step_tex: {n} parameters exceed the largest 2D texture ({} texels)",
+                        ctx.limits().max_texture_dimension_2d
+                    ),
+                });
+            }
+            // Binding 1 becomes the gradient's texture; 6, 7, 8 those of params, m and v.
+            let tex = |t| Bind::Texture(Box::new(TextureOperand::new(ctx, t)));
+            binds[1] = tex(grads);
+            binds.extend([tex(params), tex(m), tex(v)]);
+            "adam_step_tex"
+        }
+    };
     dispatch(
         ctx,
         "adam_step",
         Shader::ADAM,
-        "adam_step",
+        entry,
         &[],
-        &[
-            Bind::Tensor(params),
-            Bind::Tensor(grads),
-            Bind::Tensor(m),
-            Bind::Tensor(v),
-            Bind::Buffer(&params_buf),
-            Bind::Buffer(&step.buffer),
-        ],
+        &binds,
         grid_1d(n / 4),
     )
 }

@@ -12,6 +12,7 @@ pub mod matmul;
 pub mod reduce;
 pub mod reparam_kl;
 pub mod step;
+pub mod texture;
 
 use wgpu::util::DeviceExt;
 
@@ -19,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuTensor, Shader};
 
 pub use step::{StepParams, StepUniform};
+pub use texture::TextureOperand;
 
 /// Every override-constant combination the launchers use with `entry` of `shader` (one empty set:
 /// the shader's defaults). The cross-compilation and browser portability tests walk these.
@@ -126,79 +128,6 @@ impl Dispatch {
         pass.set_bind_group(0, &self.bind_group, &[]);
         let [x, y, z] = self.workgroups;
         pass.dispatch_workgroups(x, y, z);
-    }
-}
-
-/// An operand a kernel reads as an rgba32float texture (the texture-fed matmul kernels): the
-/// texture, and the tensor it is filled from before every launch — vec4 i at texel
-/// (i % TEX_WIDTH, i / TEX_WIDTH), whole rows in one copy and the last, partial row in another.
-#[derive(Clone, Debug)]
-pub struct TextureOperand {
-    tensor: GpuTensor,
-    texture: wgpu::Texture,
-    view: wgpu::TextureView,
-}
-
-impl TextureOperand {
-    /// A texture for `tensor` (f32, a multiple of 4 elements: the launcher checks).
-    pub(crate) fn new(ctx: &GpuContext, tensor: &GpuTensor) -> TextureOperand {
-        let (width, height) = matmul::texture_extent(tensor.len());
-        let texture = ctx.device.create_texture(&wgpu::TextureDescriptor {
-            label: Some("matmul operand"),
-            size: wgpu::Extent3d {
-                width,
-                height,
-                depth_or_array_layers: 1,
-            },
-            mip_level_count: 1,
-            sample_count: 1,
-            dimension: wgpu::TextureDimension::D2,
-            format: wgpu::TextureFormat::Rgba32Float,
-            usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
-            view_formats: &[],
-        });
-        let view = texture.create_view(&Default::default());
-        TextureOperand {
-            tensor: tensor.clone(),
-            texture,
-            view,
-        }
-    }
-
-    fn encode_copy(&self, encoder: &mut wgpu::CommandEncoder) {
-        const TEXEL: u64 = 16;
-        let width = matmul::TEX_WIDTH;
-        let texels = (self.tensor.len() / 4) as u32;
-        let (rows, rest) = (texels / width, texels % width);
-        let mut copy = |row: u32, columns: u32, height: u32| {
-            encoder.copy_buffer_to_texture(
-                wgpu::TexelCopyBufferInfo {
-                    buffer: &self.tensor.buffer,
-                    layout: wgpu::TexelCopyBufferLayout {
-                        offset: self.tensor.offset + row as u64 * width as u64 * TEXEL,
-                        bytes_per_row: Some(width * TEXEL as u32),
-                        rows_per_image: None,
-                    },
-                },
-                wgpu::TexelCopyTextureInfo {
-                    texture: &self.texture,
-                    mip_level: 0,
-                    origin: wgpu::Origin3d { x: 0, y: row, z: 0 },
-                    aspect: wgpu::TextureAspect::All,
-                },
-                wgpu::Extent3d {
-                    width: columns,
-                    height,
-                    depth_or_array_layers: 1,
-                },
-            );
-        };
-        if rows > 0 {
-            copy(0, width, rows);
-        }
-        if rest > 0 {
-            copy(rows, rest, 1);
-        }
     }
 }
 

@@ -5,9 +5,7 @@
 pub mod select;
 mod tune;
 
-pub use select::{
-    MatmulVariant, SUBGROUP_LANES, TEX_WIDTH, fixed_layout, summary, texture_extent, variant_for,
-};
+pub use select::{MatmulVariant, SUBGROUP_LANES, fixed_layout, summary, variant_for};
 use select::{candidates, kernel_for, tiles_64};
 
 use crate::error::{Error, Result};

@@ -286,24 +286,11 @@ pub(super) fn candidates(
     v
 }
 
-/// Texels per row of an operand texture (`matmul_subgroup_tex.wgsl`'s WIDTH): vec4 i of an operand
-/// is texel (i % TEX_WIDTH, i / TEX_WIDTH).
-pub const TEX_WIDTH: u32 = 256;
-
-/// The texture an operand of `len` floats needs: (width, height) in texels.
-pub fn texture_extent(len: usize) -> (u32, u32) {
-    (
-        TEX_WIDTH,
-        len.div_ceil(4 * TEX_WIDTH as usize).max(1) as u32,
-    )
-}
-
 /// Whether both operands of `problem` fit the device's largest 2D texture.
 fn textures_fit(ctx: &GpuContext, p: Problem) -> bool {
-    let max = ctx.limits().max_texture_dimension_2d;
     [p.m * p.k, p.n * p.k]
         .iter()
-        .all(|&len| texture_extent(len).1 <= max)
+        .all(|&len| crate::kernels::texture::texture_fits(ctx, len))
 }
 
 /// A kernel launch for a problem: module, entry point, grid, the variant's own override
