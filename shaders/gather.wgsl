@@ -18,11 +18,23 @@ struct GatherParams {
 @group(0) @binding(4) var<uniform> step: StepParams;
 
 // Four consecutive pixels per thread: one index lookup and mostly one word load serve all four.
+// When D % 4 == 0 (MNIST's 784, any RGB image of even side) the four are one whole word of one
+// image: one index load and one word load, unpacked, instead of four of each (storage loads are
+// the expensive part on CPU drivers, see src/kernels/texture.rs). Same values either way.
 @compute @workgroup_size(256, 1, 1)
 fn gather_batch(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let first = (gid.x + gid.y * nwg.x * 256u) * 4u;
     let total = p.batch * p.dim;
     if (first >= total) {
+        return;
+    }
+    if (p.dim % 4u == 0u) {
+        let b = first / p.dim;
+        let d = first % p.dim;
+        let word = pixels[(index[step.batch_offset + b] * p.dim + d) / 4u];
+        for (var q = 0u; q < 4u; q++) {
+            x[first + q] = f32((word >> (8u * q)) & 0xffu) / 255.0;
+        }
         return;
     }
     for (var q = 0u; q < 4u; q++) {

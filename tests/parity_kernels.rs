@@ -740,28 +740,35 @@ backend_test!(adam_matches_pytorch_formula, |ctx| {
 });
 
 backend_test!(gather_is_exact, |ctx| {
-    let (n, d, b) = (50, 13, 7); // 13 bytes per image: rows straddle u32 words
-    let pixels: Vec<u8> = (0..n * d).map(|i| (i * 37 % 256) as u8).collect();
-    let index: Vec<u32> = rng::Stream::new(3, rng::domain::SHUFFLE, 0).permutation(n);
-    let gpx = ctx.upload_u8("pixels", &[n, d], &pixels).unwrap();
-    let gidx = ctx.upload_u32("index", &[n], &index).unwrap();
-    let gx = ctx.zeros("x", &[b, d], DType::F32).unwrap();
-    let offset = 20;
-    let step = StepUniform::new(
-        ctx,
-        &StepParams {
-            batch_offset: offset as u32,
-            ..Default::default()
-        },
-    );
-    kernels::run(
-        ctx,
-        &[&gather::gather_batch(ctx, &gpx, &gidx, &gx, &step).unwrap()],
-    )
-    .unwrap();
-    let want = cpu::gather(&pixels, d, &index, offset, b);
-    // u8/255 in f32 is the correctly rounded quotient (WGSL division: 2.5 ULP at most).
-    assert_close("gather", &ctx.read_f32(&gx).unwrap(), &want, |i| {
-        3.0 * U * want[i].abs() + f64::MIN_POSITIVE
-    });
+    // 13 bytes per image: rows straddle u32 words (the general path); 28: whole words (the
+    // word-per-thread path every image size divisible by 4 takes).
+    for d in [13, 28] {
+        let (n, b) = (50, 7);
+        let pixels: Vec<u8> = (0..n * d).map(|i| (i * 37 % 256) as u8).collect();
+        let index: Vec<u32> = rng::Stream::new(3, rng::domain::SHUFFLE, 0).permutation(n);
+        let gpx = ctx.upload_u8("pixels", &[n, d], &pixels).unwrap();
+        let gidx = ctx.upload_u32("index", &[n], &index).unwrap();
+        let gx = ctx.zeros("x", &[b, d], DType::F32).unwrap();
+        let offset = 20;
+        let step = StepUniform::new(
+            ctx,
+            &StepParams {
+                batch_offset: offset as u32,
+                ..Default::default()
+            },
+        );
+        kernels::run(
+            ctx,
+            &[&gather::gather_batch(ctx, &gpx, &gidx, &gx, &step).unwrap()],
+        )
+        .unwrap();
+        let want = cpu::gather(&pixels, d, &index, offset, b);
+        // u8/255 in f32 is the correctly rounded quotient (WGSL division: 2.5 ULP at most).
+        assert_close(
+            &format!("gather, {d} bytes per image"),
+            &ctx.read_f32(&gx).unwrap(),
+            &want,
+            |i| 3.0 * U * want[i].abs() + f64::MIN_POSITIVE,
+        );
+    }
 });
