@@ -399,7 +399,13 @@ pub fn summary(ctx: &GpuContext) -> String {
     if let Some(v) = ctx.tune_store.pin() {
         return format!("matmul kernels: {v} (pinned)");
     }
-    let choices = ctx.tune_store.choices();
+    // The store also keeps other choices (Adam's read path, steps per submit): products only.
+    let choices: Vec<_> = ctx
+        .tune_store
+        .choices()
+        .into_iter()
+        .filter(|c| c.1.variant.parse::<MatmulVariant>().is_ok())
+        .collect();
     let mut counts: Vec<(MatmulVariant, usize)> = MatmulVariant::ALL
         .iter()
         .map(|&v| {
