@@ -24,6 +24,7 @@ use std::sync::{Mutex, OnceLock};
 
 use super::context::AdapterSummary;
 use super::pipeline::Shader;
+use crate::error::Result;
 
 /// Environment variable naming the cache directory.
 pub const CACHE_DIR_ENV: &str = "VAE_WGPU_CACHE_DIR";
@@ -115,6 +116,11 @@ pub struct Choice {
     pub timings: String,
 }
 
+thread_local! {
+    /// Whether this thread is inside a [`TuneStore::get_or_measure`] measurement.
+    static MEASURING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// Autotuned choices of one device.
 pub struct TuneStore {
     file: Option<PathBuf>,
@@ -128,7 +134,7 @@ pub struct TuneStore {
     /// Choices made or read in this process, by problem.
     memo: Mutex<HashMap<String, Choice>>,
     /// Held while a problem is timed, so concurrent planners tune it once.
-    pub(crate) tuning: Mutex<()>,
+    tuning: Mutex<()>,
     warned: AtomicBool,
 }
 
@@ -211,6 +217,39 @@ impl TuneStore {
             .clone();
         memo.insert(problem.to_string(), c.clone());
         Some(c.variant)
+    }
+
+    /// The choice for `problem` that `parse` accepts: recorded, else measured now by `measure`
+    /// (which returns the choice and the timings it was made from) and recorded. One problem is
+    /// measured at a time, so concurrent planners measure it once; a recorded choice `parse`
+    /// refuses (from another version, or one this device cannot run) counts as none.
+    pub fn get_or_measure<T>(
+        &self,
+        problem: &str,
+        parse: impl Fn(&str) -> Option<T>,
+        measure: impl FnOnce() -> Result<(T, String)>,
+    ) -> Result<T>
+    where
+        T: ToString,
+    {
+        let recorded = || self.get(problem).and_then(|v| parse(&v));
+        if let Some(v) = recorded() {
+            return Ok(v);
+        }
+        // A measurement may plan work that needs other choices (the steps-per-submit probe plans
+        // matmuls): on the thread that holds the lock already, measure without taking it again.
+        let nested = MEASURING.with(|m| m.get());
+        let _one_at_a_time =
+            (!nested).then(|| self.tuning.lock().unwrap_or_else(|e| e.into_inner()));
+        if let Some(v) = recorded() {
+            return Ok(v);
+        }
+        MEASURING.with(|m| m.set(true));
+        let measured = measure();
+        MEASURING.with(|m| m.set(nested));
+        let (best, timings) = measured?;
+        let chosen = self.record(problem, &best.to_string(), &timings);
+        Ok(parse(&chosen).unwrap_or(best))
     }
 
     /// Record `variant` (chosen from `timings`) as the choice for `problem` and return the choice
@@ -326,6 +365,46 @@ mod tests {
         assert_eq!(m["NN 6x6x6"].variant, "direct");
         assert_eq!(m["NT 1x2x3"].variant, "subgroup");
         assert_eq!(m["TN 4x4x4"].variant, "direct");
+    }
+
+    fn store() -> TuneStore {
+        let adapter = AdapterSummary {
+            index: 0,
+            name: "test adapter".into(),
+            backend: wgpu::Backend::Noop,
+            device_type: wgpu::DeviceType::Other,
+            driver: String::new(),
+            driver_info: String::new(),
+            limits: wgpu::Limits::default(),
+        };
+        TuneStore::new(&adapter, None, None, false)
+    }
+
+    #[test]
+    fn get_or_measure_measures_once_and_may_nest() {
+        let s = store();
+        let parse = |v: &str| v.parse::<usize>().ok();
+        // A measurement that needs another choice (as the steps-per-submit probe plans matmuls)
+        // takes it on the same thread without waiting for itself.
+        let outer = s
+            .get_or_measure("outer", parse, || {
+                let inner = s.get_or_measure("inner", parse, || Ok((3, "3=1us".into())))?;
+                Ok((inner + 4, "7=2us".into()))
+            })
+            .unwrap();
+        assert_eq!(outer, 7);
+        // Recorded now: not measured again.
+        let again = s.get_or_measure("outer", parse, || -> Result<(usize, String)> {
+            panic!("measured twice")
+        });
+        assert_eq!(again.unwrap(), 7);
+        // A recorded value the parser refuses counts as none.
+        s.record("refused", "x", "");
+        assert_eq!(
+            s.get_or_measure("refused", parse, || Ok((1, String::new())))
+                .unwrap(),
+            1
+        );
     }
 
     #[test]

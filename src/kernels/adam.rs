@@ -79,58 +79,41 @@ pub fn reads_for(
     if !texture_fits(ctx, n) {
         return Ok(AdamReads::Storage);
     }
-    let key = format!("adam reads, {n} parameters");
-    let recorded = || {
-        ctx.tune_store
-            .get(&key)
-            .and_then(|v| AdamReads::ALL.into_iter().find(|r| r.to_string() == v))
-    };
-    if let Some(r) = recorded() {
-        return Ok(r);
-    }
-    let _one_at_a_time = ctx
-        .tune_store
-        .tuning
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    if let Some(r) = recorded() {
-        return Ok(r);
-    }
-    let scratch = |name| ctx.zeros(name, &[n], crate::gpu::DType::F32);
-    let (p, g, m, v) = (
-        scratch("adam tune params")?,
-        scratch("adam tune grads")?,
-        scratch("adam tune m")?,
-        scratch("adam tune v")?,
-    );
-    let launches = AdamReads::ALL
-        .iter()
-        .map(|&r| adam_step_with(ctx, r, &p, &g, &m, &v, cfg, step))
-        .collect::<Result<Vec<_>>>()?;
-    let mut best = [f64::INFINITY; 2];
-    for round in 0..4 {
-        for (i, d) in launches.iter().enumerate() {
-            // Round 0 compiles (lavapipe compiles at first dispatch) and warms up.
-            let t = time_launches(ctx, d, 4)?;
-            if round > 0 {
-                best[i] = best[i].min(t);
+    ctx.tune_store.get_or_measure(
+        &format!("adam reads, {n} parameters"),
+        |v| AdamReads::ALL.into_iter().find(|r| r.to_string() == v),
+        || {
+            let scratch = |name| ctx.zeros(name, &[n], crate::gpu::DType::F32);
+            let (p, g, m, v) = (
+                scratch("adam tune params")?,
+                scratch("adam tune grads")?,
+                scratch("adam tune m")?,
+                scratch("adam tune v")?,
+            );
+            let launches = AdamReads::ALL
+                .iter()
+                .map(|&r| adam_step_with(ctx, r, &p, &g, &m, &v, cfg, step))
+                .collect::<Result<Vec<_>>>()?;
+            let mut best = [f64::INFINITY; 2];
+            for round in 0..4 {
+                for (i, d) in launches.iter().enumerate() {
+                    // Round 0 compiles (lavapipe compiles at first dispatch) and warms up.
+                    let t = time_launches(ctx, d, 4)?;
+                    if round > 0 {
+                        best[i] = best[i].min(t);
+                    }
+                }
             }
-        }
-    }
-    let fastest = if best[1] < best[0] { 1 } else { 0 };
-    let timings = AdamReads::ALL
-        .iter()
-        .zip(best)
-        .map(|(r, t)| format!("{r}={:.1}us", t * 1e6))
-        .collect::<Vec<_>>()
-        .join(" ");
-    let chosen = ctx
-        .tune_store
-        .record(&key, &AdamReads::ALL[fastest].to_string(), &timings);
-    Ok(AdamReads::ALL
-        .into_iter()
-        .find(|r| r.to_string() == chosen)
-        .unwrap_or(AdamReads::ALL[fastest]))
+            let fastest = if best[1] < best[0] { 1 } else { 0 };
+            let timings = AdamReads::ALL
+                .iter()
+                .zip(best)
+                .map(|(r, t)| format!("{r}={:.1}us", t * 1e6))
+                .collect::<Vec<_>>()
+                .join(" ");
+            Ok((AdamReads::ALL[fastest], timings))
+        },
+    )
 }
 
 /// As [`adam_step`], reading as `reads` says.

@@ -489,60 +489,58 @@ pub fn steps_per_submit(
             ))),
         };
     }
-    let key = format!("steps per submit, batch {batch}");
-    if let Some(k) = ctx
-        .tune_store
-        .get(&key)
-        .and_then(|v| v.parse::<usize>().ok())
-        .filter(|k| (1..=MAX_STEPS_PER_SUBMIT).contains(k))
-    {
-        return Ok(k);
-    }
-    // Forward-only graphs of a full batch in every slot, against a scratch accumulator.
-    let input = Input::Gather {
-        pixels: &train.pixels,
-        index: &train.index,
-    };
-    let acc = vae.new_accumulator(ctx)?;
-    let graphs = (0..MAX_STEPS_PER_SUBMIT)
-        .map(|slot| {
-            vae.in_slot(slot, |v| {
-                v.plan_step(ctx, batch, input, EpsSource::Philox, false, &acc)
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    const STEPS: usize = 16;
-    let counts = [1usize, 2, 4, 8];
-    let mut best = [f64::INFINITY; 4];
-    for _round in 0..3 {
-        for (i, &k) in counts.iter().enumerate() {
-            ctx.wait_idle("steps-per-submit probe")?;
-            let t = std::time::Instant::now();
-            for first in (0..STEPS).step_by(k) {
-                let chunk: Vec<(&StepGraph, usize)> = (0..k)
-                    .map(|j| (&graphs[j], ((first + j) % 4) * batch))
-                    .collect();
-                vae.run_steps(ctx, &chunk)?;
+    ctx.tune_store.get_or_measure(
+        &format!("steps per submit, batch {batch}"),
+        |v| {
+            v.parse::<usize>()
+                .ok()
+                .filter(|k| (1..=MAX_STEPS_PER_SUBMIT).contains(k))
+        },
+        || {
+            // Forward-only graphs of a full batch in every slot, against a scratch accumulator.
+            let input = Input::Gather {
+                pixels: &train.pixels,
+                index: &train.index,
+            };
+            let acc = vae.new_accumulator(ctx)?;
+            let graphs = (0..MAX_STEPS_PER_SUBMIT)
+                .map(|slot| {
+                    vae.in_slot(slot, |v| {
+                        v.plan_step(ctx, batch, input, EpsSource::Philox, false, &acc)
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            const STEPS: usize = 16;
+            let counts = [1usize, 2, 4, 8];
+            let mut best = [f64::INFINITY; 4];
+            for _round in 0..3 {
+                for (i, &k) in counts.iter().enumerate() {
+                    ctx.wait_idle("steps-per-submit probe")?;
+                    let t = std::time::Instant::now();
+                    for first in (0..STEPS).step_by(k) {
+                        let chunk: Vec<(&StepGraph, usize)> = (0..k)
+                            .map(|j| (&graphs[j], ((first + j) % 4) * batch))
+                            .collect();
+                        vae.run_steps(ctx, &chunk)?;
+                    }
+                    ctx.wait_idle("steps-per-submit probe")?;
+                    best[i] = best[i].min(t.elapsed().as_secs_f64() / STEPS as f64);
+                }
             }
-            ctx.wait_idle("steps-per-submit probe")?;
-            best[i] = best[i].min(t.elapsed().as_secs_f64() / STEPS as f64);
-        }
-    }
-    let (i, _) = best
-        .iter()
-        .enumerate()
-        .min_by(|a, b| a.1.total_cmp(b.1))
-        .unwrap_or((0, &0.0));
-    let timings = counts
-        .iter()
-        .zip(best)
-        .map(|(k, t)| format!("{k}={:.1}us", t * 1e6))
-        .collect::<Vec<_>>()
-        .join(" ");
-    // Forward-only steps moved only the evaluation noise counter: put it back.
-    vae.start_eval_draws(0);
-    let chosen = ctx
-        .tune_store
-        .record(&key, &counts[i].to_string(), &timings);
-    Ok(chosen.parse().unwrap_or(counts[i]))
+            let (i, _) = best
+                .iter()
+                .enumerate()
+                .min_by(|a, b| a.1.total_cmp(b.1))
+                .unwrap_or((0, &0.0));
+            let timings = counts
+                .iter()
+                .zip(best)
+                .map(|(k, t)| format!("{k}={:.1}us", t * 1e6))
+                .collect::<Vec<_>>()
+                .join(" ");
+            // Forward-only steps moved only the evaluation noise counter: put it back.
+            vae.start_eval_draws(0);
+            Ok((counts[i], timings))
+        },
+    )
 }

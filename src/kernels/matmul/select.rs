@@ -232,31 +232,20 @@ pub fn variant_for(ctx: &GpuContext, problem: Problem) -> Result<MatmulVariant> 
     if let Some(v) = pinned(ctx)? {
         return Ok(v);
     }
-    let key = problem.to_string();
     // A recorded choice this device cannot run (a subgroup kernel on a device without usable
     // subgroups), or one this version does not know, counts as none.
-    let recorded = || {
-        ctx.tune_store
-            .get(&key)
-            .and_then(|v| v.parse::<MatmulVariant>().ok())
-            .filter(|&v| !v.uses_subgroups() || subgroups_usable(ctx))
-    };
-    if let Some(v) = recorded() {
-        return Ok(v);
-    }
-    let _one_at_a_time = ctx
-        .tune_store
-        .tuning
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    if let Some(v) = recorded() {
-        return Ok(v);
-    }
-    let tuned = super::tune::tune(ctx, problem)?;
-    let chosen = ctx
-        .tune_store
-        .record(&key, &tuned.best.to_string(), &tuned.timings_text());
-    Ok(chosen.parse().unwrap_or(tuned.best))
+    ctx.tune_store.get_or_measure(
+        &problem.to_string(),
+        |v| {
+            v.parse::<MatmulVariant>()
+                .ok()
+                .filter(|&v| !v.uses_subgroups() || subgroups_usable(ctx))
+        },
+        || {
+            let tuned = super::tune::tune(ctx, problem)?;
+            Ok((tuned.best, tuned.timings_text()))
+        },
+    )
 }
 
 /// The candidates for a problem, the reference first: the direct kernel; the subgroup ones where
