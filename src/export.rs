@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use crate::data::ImageSet;
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuTensor, Shader};
-use crate::kernels::matmul::{MatmulVariant, SUBGROUP_LANES};
+use crate::kernels::matmul::SUBGROUP_LANES;
 use crate::kernels::reduce::LossSlots;
 use crate::kernels::reparam_kl::EpsSource;
 use crate::kernels::{DispatchDesc, StepParams};
@@ -112,7 +112,7 @@ impl BufferTable {
                             let mut cv = self.dispatch(&c.desc);
                             cv["variant"] = json!(c.variant.to_string());
                             cv["requires"] = json!(c.desc.shader.features);
-                            if c.variant == MatmulVariant::Subgroup {
+                            if c.variant.uses_subgroups() {
                                 // The subgroup kernels broadcast across this many lanes.
                                 cv["min_subgroup_size"] = json!(SUBGROUP_LANES);
                             }

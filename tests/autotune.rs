@@ -159,3 +159,72 @@ fn an_unwritable_cache_directory_does_not_stop_a_run() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An exported plan binds buffers only: on a context that records its buffers, a texture-fed
+/// choice (pinned matmul kernels, Adam's recorded read path) is planned as its storage twin, in
+/// every dispatch and every candidate — the logits product with its fused BCE included, which
+/// is planned apart from the other products.
+#[test]
+fn a_recording_context_never_plans_texture_reads() {
+    use vae_wgpu::kernels::reparam_kl::EpsSource;
+    use vae_wgpu::model::gpu::Input;
+    use vae_wgpu::model::{GpuVae, VaeConfig};
+
+    let dir = temp_dir("recording");
+    let probe = context(dir.clone(), Some(MatmulVariant::Direct));
+    // Where subgroups are usable, pin the texture-fed subgroup kernels; else plain autotuning.
+    let pin = matmul::select::subgroups_usable(&probe).then_some(MatmulVariant::SubgroupTexture);
+    drop(probe);
+    let opts = ContextOptions {
+        matmul: pin.map(|v| v.to_string()),
+        cache_dir: Some(dir.clone()),
+        record_buffers: true,
+        ..ContextOptions::from_env().unwrap()
+    };
+    let ctx = GpuContext::new(&opts).unwrap();
+    let vae = GpuVae::new(&ctx, VaeConfig::default(), Default::default(), 128, 0).unwrap();
+    ctx.tune_store.record(
+        &format!("adam reads, {} parameters", vae.layout.len),
+        "texture",
+        "",
+    );
+    let pixels = ctx
+        .upload_u8("px", &[256, 784], &vec![7u8; 256 * 784])
+        .unwrap();
+    let index = ctx
+        .upload_u32("ix", &[256], &(0..256).collect::<Vec<u32>>())
+        .unwrap();
+    let acc = vae.new_accumulator(&ctx).unwrap();
+    let input = Input::Gather {
+        pixels: &pixels,
+        index: &index,
+    };
+    let g = vae
+        .plan_step(&ctx, 128, input, EpsSource::Philox, true, &acc)
+        .unwrap();
+    let mut entries: Vec<&str> = Vec::new();
+    for d in g.dispatches() {
+        entries.push(d.desc.entry);
+        entries.extend(d.candidates.iter().map(|c| c.desc.entry));
+        assert!(
+            d.candidates
+                .iter()
+                .all(|c| c.variant != MatmulVariant::SubgroupTexture),
+            "{}: a texture-fed candidate in an exported plan",
+            d.desc.entry
+        );
+    }
+    assert!(
+        entries.iter().all(|e| !e.ends_with("_tex")),
+        "texture reads planned on a recording context: {entries:?}"
+    );
+    assert!(entries.contains(&"adam_step"));
+    if pin.is_some() {
+        // The pinned kernels did run, as their storage twins.
+        assert!(
+            entries.iter().any(|e| e.starts_with("matmul_sg_")),
+            "{entries:?}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

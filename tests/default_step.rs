@@ -12,13 +12,22 @@ use vae_wgpu::model::gpu::Input;
 use vae_wgpu::model::{GpuVae, VaeConfig};
 
 fn describe() -> String {
+    // A fresh tune store: the matmul kernels pinned to direct, and Adam's read path recorded as
+    // storage before planning (that engine had no texture reads; both read paths give the same
+    // bits, `parity_kernels::adam_matches_pytorch_formula`).
+    let cache = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("default-step-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&cache);
     let opts = ContextOptions {
         matmul: Some("direct".into()),
-        cache_dir: Some(std::env::temp_dir().join("vae-wgpu-default-step")),
+        cache_dir: Some(cache.clone()),
         ..ContextOptions::from_env().unwrap()
     };
     let ctx = GpuContext::new(&opts).unwrap();
     let vae = GpuVae::new(&ctx, VaeConfig::default(), Default::default(), 128, 0).unwrap();
+    let arena = vae.layout.len;
+    ctx.tune_store
+        .record(&format!("adam reads, {arena} parameters"), "storage", "");
     let pixels = ctx
         .upload_u8("px", &[256, 784], &vec![7u8; 256 * 784])
         .unwrap();
@@ -32,6 +41,7 @@ fn describe() -> String {
     let g = vae
         .plan_step(&ctx, 128, input, EpsSource::Philox, true, &acc)
         .unwrap();
+    let _ = std::fs::remove_dir_all(&cache);
     let mut buffers: Vec<wgpu::Buffer> = Vec::new();
     let mut out = format!("{} dispatches\n", g.dispatch_count());
     for d in g.dispatches() {

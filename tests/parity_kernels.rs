@@ -368,6 +368,66 @@ backend_test!(matmul_bce_epilogue, |ctx| {
     }
 });
 
+// The texture-fed kernels copy their operands right before the launch: an operand written by the
+// previous dispatch of the same submit must arrive written, and operands that are views at a
+// non-zero offset of a larger buffer (as the weights in the parameter arena) must arrive from
+// their offset. Y1 = X·W1ᵀ (direct) then Y2 = Y1·W2ᵀ (subgroup-tex, Y1 and W2 views into arenas),
+// in one run.
+backend_test!(texture_operands_follow_earlier_writes_and_views, |ctx| {
+    if !matmul::select::subgroups_usable(ctx) {
+        return;
+    }
+    let (b, d, h, o) = (36, 44, 68, 52);
+    let x = uniform(71, b * d, -1.0, 1.0);
+    let w1 = uniform(72, h * d, -1.0, 1.0);
+    let w2 = uniform(73, o * h, -1.0, 1.0);
+    let gx = ctx.upload_f32("x", &[b, d], &to_f32(&x)).unwrap();
+    let gw1 = ctx.upload_f32("w1", &[h, d], &to_f32(&w1)).unwrap();
+    // W2 at element 192 (768 bytes) of an arena, Y1 at element 128 of another.
+    let mut arena = vec![9.0f32; 192 + o * h + 64];
+    arena[192..192 + o * h].copy_from_slice(&to_f32(&w2));
+    let params = ctx.upload_f32("arena", &[arena.len()], &arena).unwrap();
+    let gw2 = params.view(192, &[o, h]).unwrap();
+    let acts = ctx.zeros("acts", &[128 + b * h + 64], DType::F32).unwrap();
+    let gy1 = acts.view(128, &[b, h]).unwrap();
+    let gy2 = ctx.zeros("y2", &[b, o], DType::F32).unwrap();
+    let first = matmul_with(
+        ctx,
+        MatmulVariant::Direct,
+        Layout::NT,
+        &gx,
+        &gw1,
+        &gy1,
+        Epilogue::NONE,
+    )
+    .unwrap();
+    let second = matmul_with(
+        ctx,
+        MatmulVariant::SubgroupTexture,
+        Layout::NT,
+        &gy1,
+        &gw2,
+        &gy2,
+        Epilogue::NONE,
+    )
+    .unwrap();
+    assert!(second.desc.entry.ends_with("_tex"), "{}", second.desc.entry);
+    kernels::run(ctx, &[&first, &second]).unwrap();
+    let y1 = cpu::matmul(Layout::NT, &x, &w1, b, h, d);
+    let want = cpu::matmul(Layout::NT, &y1, &w2, b, o, h);
+    let mag = abs_product(Layout::NT, &y1, &w2, b, o, h);
+    // Y1 itself is f32-rounded: allow its error (≤ γ_d·|X||W1|) carried through |W2| as well.
+    let y1_mag = abs_product(Layout::NT, &x, &w1, b, h, d);
+    let carried = abs_product(Layout::NT, &y1_mag, &w2, b, o, h);
+    let g = |k: usize| (k as f64 + 2.0) * U / (1.0 - (k as f64 + 2.0) * U);
+    assert_close(
+        "texture-fed product of an earlier product's output, from views",
+        &ctx.read_f32(&gy2).unwrap(),
+        &want,
+        |i| g(h) * mag[i] + g(d) * carried[i] + f64::MIN_POSITIVE,
+    );
+});
+
 /// The subgroup kernels must not silently drop out of the parity tests: lavapipe's Vulkan driver
 /// has 8-lane subgroups (AVX2) or wider, so there the device must come up with them.
 #[test]

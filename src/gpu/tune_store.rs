@@ -244,10 +244,16 @@ impl TuneStore {
         if let Some(v) = recorded() {
             return Ok(v);
         }
+        // Set while measuring, put back however the measurement ends (a panic included).
+        struct Measuring(bool);
+        impl Drop for Measuring {
+            fn drop(&mut self) {
+                MEASURING.with(|m| m.set(self.0));
+            }
+        }
+        let _measuring = Measuring(nested);
         MEASURING.with(|m| m.set(true));
-        let measured = measure();
-        MEASURING.with(|m| m.set(nested));
-        let (best, timings) = measured?;
+        let (best, timings) = measure()?;
         let chosen = self.record(problem, &best.to_string(), &timings);
         Ok(parse(&chosen).unwrap_or(best))
     }

@@ -163,7 +163,7 @@ pub fn run(ctx: &GpuContext, dispatches: &[&Dispatch]) -> Result<()> {
     ctx.wait_idle("kernel run")
 }
 
-/// Seconds per launch of `d`, from one submit of `reps` launches in one pass, waited for (the
+/// Seconds per launch of `d`, from one submit of `reps` launches (their texture copies included), waited for (the
 /// autotune and the speed report time kernels with it; enough launches amortise the submit).
 pub fn time_launches(ctx: &GpuContext, d: &Dispatch, reps: usize) -> Result<f64> {
     let start = std::time::Instant::now();

@@ -27,9 +27,10 @@ pub fn texture_fits(ctx: &GpuContext, len: usize) -> bool {
     texture_extent(len).1 <= ctx.limits().max_texture_dimension_2d
 }
 
-/// An operand a kernel reads as an rgba32float texture (the texture-fed matmul kernels): the
-/// texture, and the tensor it is filled from before every launch — vec4 i at texel
-/// (i % TEX_WIDTH, i / TEX_WIDTH), whole rows in one copy and the last, partial row in another.
+/// An operand a kernel reads as an rgba32float texture (the texture-fed matmul kernels, Adam's
+/// texture reads): the texture, and the tensor it is filled from before every launch — vec4 i at
+/// texel (i % TEX_WIDTH, i / TEX_WIDTH), whole rows in one copy and the last, partial row in
+/// another.
 #[derive(Clone, Debug)]
 pub struct TextureOperand {
     pub(super) tensor: GpuTensor,
@@ -38,12 +39,17 @@ pub struct TextureOperand {
 }
 
 impl TextureOperand {
-    /// A texture for `tensor` (f32, a multiple of 4 elements: the launcher checks).
+    /// A texture for `tensor` (f32, a multiple of 4 elements within the device's texture size:
+    /// the launchers choose texture reads only then; anything else would drop the tail).
     pub(crate) fn new(ctx: &GpuContext, tensor: &GpuTensor) -> TextureOperand {
-        debug_assert!(tensor.len().is_multiple_of(4) && texture_fits(ctx, tensor.len()));
+        assert!(
+            tensor.len().is_multiple_of(4) && texture_fits(ctx, tensor.len()),
+            "texture operand of {} floats",
+            tensor.len()
+        );
         let (width, height) = texture_extent(tensor.len());
         let texture = ctx.device.create_texture(&wgpu::TextureDescriptor {
-            label: Some("matmul operand"),
+            label: Some("operand texture"),
             size: wgpu::Extent3d {
                 width,
                 height,

@@ -3,8 +3,8 @@
 //!
 //! A [`StepGraph`] is planned once per batch size: every dispatch, bind group and static uniform
 //! is created up front. Running a step writes the 32-byte per-step uniform, records the dispatches
-//! into one compute pass of one command encoder, and submits — no readback, no host copy of
-//! images. Losses accumulate on the GPU and are read only when asked ([`GpuVae::read_losses`]).
+//! into one command encoder (one compute pass, split only around the copies of texture-fed
+//! kernels, see `kernels::encode_all`), and submits — no readback, no host copy of images. Losses accumulate on the GPU and are read only when asked ([`GpuVae::read_losses`]).
 //!
 //! Where it departs from the first design sketch, to cut passes (16 dispatches per training
 //! step): the two latent heads are one product into `heads` [B, 2K] (mu | logvar per row), and a
@@ -617,7 +617,7 @@ impl GpuVae {
         self.run_steps(ctx, &[(graph, batch_offset)])
     }
 
-    /// Record several planned steps, in order, into one compute pass of one submit (a real GPU
+    /// Record several planned steps, in order, into one command encoder and one submit (a real GPU
     /// pays tens of µs per submit). Each step's values go to its graph's own uniform slot, so the
     /// graphs must have been planned in distinct slots ([`GpuVae::in_slot`]); the results are
     /// bit for bit those of one submit per step.

@@ -106,12 +106,7 @@ pub fn matmul(
         k,
         row_sums: epi.row_sums.is_some(),
     };
-    let mut chosen = variant_for(ctx, problem)?;
-    // An exported plan binds buffers only: the texture-fed kernels' storage twins, same results.
-    if chosen == MatmulVariant::SubgroupTexture && ctx.records_buffers() {
-        chosen = MatmulVariant::Subgroup;
-    }
-    with_candidates(ctx, problem, chosen, |v| {
+    with_candidates(ctx, problem, variant_for(ctx, problem)?, |v| {
         matmul_with(ctx, v, layout, a, b, c, epi)
     })
 }

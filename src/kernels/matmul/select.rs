@@ -86,6 +86,8 @@ pub enum MatmulVariant {
     Subgroup,
     /// The subgroup kernels reading A and B from textures the dispatch fills first (see
     /// `matmul_subgroup_tex.wgsl`: ~5x faster on lavapipe, whose storage loads are per-lane loops).
+    /// Where the operands do not fit the device's textures, or the context records buffers for
+    /// an exported plan, it runs as `Subgroup`.
     SubgroupTexture,
 }
 
@@ -227,25 +229,31 @@ fn subgroup_entry(p: Problem) -> Option<&'static str> {
 }
 
 /// The matmul variant for a problem: the pinned one if any; else the autotune cache's choice;
-/// else the candidates are timed now, on this device, and the fastest is recorded.
+/// else the candidates are timed now, on this device, and the fastest is recorded. When the
+/// context records its buffers (to export a plan, whose bindings are buffers), a texture-fed
+/// choice becomes its storage twin: the same kernel and the same results without the copies.
 pub fn variant_for(ctx: &GpuContext, problem: Problem) -> Result<MatmulVariant> {
-    if let Some(v) = pinned(ctx)? {
-        return Ok(v);
-    }
-    // A recorded choice this device cannot run (a subgroup kernel on a device without usable
-    // subgroups), or one this version does not know, counts as none.
-    ctx.tune_store.get_or_measure(
-        &problem.to_string(),
-        |v| {
-            v.parse::<MatmulVariant>()
-                .ok()
-                .filter(|&v| !v.uses_subgroups() || subgroups_usable(ctx))
-        },
-        || {
-            let tuned = super::tune::tune(ctx, problem)?;
-            Ok((tuned.best, tuned.timings_text()))
-        },
-    )
+    let chosen = match pinned(ctx)? {
+        Some(v) => v,
+        // A recorded choice this device cannot run (a subgroup kernel on a device without usable
+        // subgroups), or one this version does not know, counts as none.
+        None => ctx.tune_store.get_or_measure(
+            &problem.to_string(),
+            |v| {
+                v.parse::<MatmulVariant>()
+                    .ok()
+                    .filter(|&v| !v.uses_subgroups() || subgroups_usable(ctx))
+            },
+            || {
+                let tuned = super::tune::tune(ctx, problem)?;
+                Ok((tuned.best, tuned.timings_text()))
+            },
+        )?,
+    };
+    Ok(match chosen {
+        MatmulVariant::SubgroupTexture if ctx.records_buffers() => MatmulVariant::Subgroup,
+        v => v,
+    })
 }
 
 /// The candidates for a problem, the reference first: the direct kernel; the subgroup ones where
@@ -330,16 +338,9 @@ pub(super) fn kernel_for(
                     ctx.adapter.name
                 )));
             }
-            let textured = variant == MatmulVariant::SubgroupTexture;
-            if textured && !textures_fit(ctx, problem) {
-                return Err(Error::AdapterLimit {
-                    adapter: ctx.adapter.name.clone(),
-                    what: format!(
-                        "the subgroup-tex kernel's operand textures for {problem} exceed the largest 2D texture ({} texels)",
-                        ctx.limits().max_texture_dimension_2d
-                    ),
-                });
-            }
+            // Operands too large for the device's textures (a pinned subgroup-tex on a large
+            // evaluation batch, say): the storage twin, same results.
+            let textured = variant == MatmulVariant::SubgroupTexture && textures_fit(ctx, problem);
             match subgroup_entry(problem) {
                 // One 8-lane workgroup per 32x32 tile of C.
                 Some(e) => Kernel {
