@@ -2,6 +2,8 @@
 //! contexts (so runs repeat bit for bit); pinning skips it; a bad cache file or directory never
 //! stops a run.
 
+mod common;
+
 use std::path::PathBuf;
 
 use vae_wgpu::gpu::{ContextOptions, GpuContext};
@@ -166,8 +168,6 @@ fn an_unwritable_cache_directory_does_not_stop_a_run() {
 /// is planned apart from the other products.
 #[test]
 fn a_recording_context_never_plans_texture_reads() {
-    use vae_wgpu::kernels::reparam_kl::EpsSource;
-    use vae_wgpu::model::gpu::Input;
     use vae_wgpu::model::{GpuVae, VaeConfig};
 
     let dir = temp_dir("recording");
@@ -188,20 +188,7 @@ fn a_recording_context_never_plans_texture_reads() {
         "texture",
         "",
     );
-    let pixels = ctx
-        .upload_u8("px", &[256, 784], &vec![7u8; 256 * 784])
-        .unwrap();
-    let index = ctx
-        .upload_u32("ix", &[256], &(0..256).collect::<Vec<u32>>())
-        .unwrap();
-    let acc = vae.new_accumulator(&ctx).unwrap();
-    let input = Input::Gather {
-        pixels: &pixels,
-        index: &index,
-    };
-    let g = vae
-        .plan_step(&ctx, 128, input, EpsSource::Philox, true, &acc)
-        .unwrap();
+    let g = common::plan_train_step(&ctx, &vae);
     let mut entries: Vec<&str> = Vec::new();
     for d in g.dispatches() {
         entries.push(d.desc.entry);

@@ -6,9 +6,9 @@
 //! single-hidden-layer engine (commit 6177430) with `VAE_WGPU_BLESS=1`; the `RELU_MASK` constant
 //! of that engine is spelled `ACT_GRAD` now (same values for ReLU).
 
+mod common;
+
 use vae_wgpu::gpu::{ContextOptions, GpuContext};
-use vae_wgpu::kernels::reparam_kl::EpsSource;
-use vae_wgpu::model::gpu::Input;
 use vae_wgpu::model::{GpuVae, VaeConfig};
 
 fn describe() -> String {
@@ -28,19 +28,7 @@ fn describe() -> String {
     let arena = vae.layout.len;
     ctx.tune_store
         .record(&format!("adam reads, {arena} parameters"), "storage", "");
-    let pixels = ctx
-        .upload_u8("px", &[256, 784], &vec![7u8; 256 * 784])
-        .unwrap();
-    let order: Vec<u32> = (0..256).collect();
-    let index = ctx.upload_u32("ix", &[256], &order).unwrap();
-    let acc = vae.new_accumulator(&ctx).unwrap();
-    let input = Input::Gather {
-        pixels: &pixels,
-        index: &index,
-    };
-    let g = vae
-        .plan_step(&ctx, 128, input, EpsSource::Philox, true, &acc)
-        .unwrap();
+    let g = common::plan_train_step(&ctx, &vae);
     let _ = std::fs::remove_dir_all(&cache);
     let mut buffers: Vec<wgpu::Buffer> = Vec::new();
     let mut out = format!("{} dispatches\n", g.dispatch_count());

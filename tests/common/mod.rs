@@ -221,3 +221,23 @@ pub fn reference_graphs(ctx: &GpuContext, gpu: &GpuVae, b: usize) -> ReferenceGr
         acc_forward,
     }
 }
+
+/// The training step of `vae` at batch 128, planned over 256 synthetic images: the plan that the
+/// plan-level tests (`default_step`, `autotune`) inspect, dispatch by dispatch.
+pub fn plan_train_step(
+    ctx: &GpuContext,
+    vae: &vae_wgpu::model::GpuVae,
+) -> vae_wgpu::model::gpu::StepGraph {
+    let pixels = ctx
+        .upload_u8("px", &[256, 784], &vec![7u8; 256 * 784])
+        .unwrap();
+    let order: Vec<u32> = (0..256).collect();
+    let index = ctx.upload_u32("ix", &[256], &order).unwrap();
+    let acc = vae.new_accumulator(ctx).unwrap();
+    let input = vae_wgpu::model::gpu::Input::Gather {
+        pixels: &pixels,
+        index: &index,
+    };
+    vae.plan_step(ctx, 128, input, EpsSource::Philox, true, &acc)
+        .unwrap()
+}
