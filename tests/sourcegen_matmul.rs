@@ -645,9 +645,8 @@ fn store_row_sums4(i0: u32, v: vec4<f32>) {
 /// `b4[i]` replaced by a texel fetch `a4_tex(i)`, `b4_tex(i)` from an rgba32float texture holding
 /// the same vec4s row by row. Same arithmetic in the same order, so the same results bit for bit.
 mod subgroup_tex {
-    /// Texels per texture row (4 KiB: a multiple of the 256-byte row pitch copies need); the
-    /// launcher (`kernels::texture::TEX_WIDTH`) sizes and fills the textures to match.
-    const WIDTH: u32 = 256;
+    /// Texels per texture row: the launcher's, which sizes and fills the textures.
+    use vae_wgpu::kernels::texture::TEX_WIDTH as WIDTH;
 
     const HEADER: &str = "\
 // Texture-fed variants of the subgroup matmul kernels of matmul_subgroup.wgsl (appended to it, in

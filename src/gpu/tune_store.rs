@@ -24,7 +24,7 @@ use std::sync::{Mutex, OnceLock};
 
 use super::context::AdapterSummary;
 use super::pipeline::Shader;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Environment variable naming the cache directory.
 pub const CACHE_DIR_ENV: &str = "VAE_WGPU_CACHE_DIR";
@@ -219,18 +219,19 @@ impl TuneStore {
         Some(c.variant)
     }
 
-    /// The choice for `problem` that `parse` accepts: recorded, else measured now by `measure`
-    /// (which returns the choice and the timings it was made from) and recorded. One problem is
-    /// measured at a time, so concurrent planners measure it once; a recorded choice `parse`
-    /// refuses (from another version, or one this device cannot run) counts as none.
+    /// The choice for `problem` that `parse` accepts: recorded, else measured now and recorded.
+    /// `measure` returns each candidate with its seconds; the fastest (the first of equals) is
+    /// the choice, kept with every candidate's time (`direct=12.5us subgroup=8.1us …`). One
+    /// problem is measured at a time, so concurrent planners measure it once; a recorded choice
+    /// `parse` refuses (from another version, or one this device cannot run) counts as none.
     pub fn get_or_measure<T>(
         &self,
         problem: &str,
         parse: impl Fn(&str) -> Option<T>,
-        measure: impl FnOnce() -> Result<(T, String)>,
+        measure: impl FnOnce() -> Result<Vec<(T, f64)>>,
     ) -> Result<T>
     where
-        T: ToString,
+        T: Copy + std::fmt::Display,
     {
         let recorded = || self.get(problem).and_then(|v| parse(&v));
         if let Some(v) = recorded() {
@@ -253,8 +254,18 @@ impl TuneStore {
         }
         let _measuring = Measuring(nested);
         MEASURING.with(|m| m.set(true));
-        let (best, timings) = measure()?;
-        let chosen = self.record(problem, &best.to_string(), &timings);
+        let timings = measure()?;
+        let Some(&(best, _)) = timings.iter().min_by(|a, b| a.1.total_cmp(&b.1)) else {
+            return Err(Error::Device(format!(
+                "{problem}: no candidate could be measured"
+            )));
+        };
+        let text = timings
+            .iter()
+            .map(|(c, s)| format!("{c}={:.1}us", s * 1e6))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let chosen = self.record(problem, &best.to_string(), &text);
         Ok(parse(&chosen).unwrap_or(best))
     }
 
@@ -394,23 +405,29 @@ mod tests {
         // takes it on the same thread without waiting for itself.
         let outer = s
             .get_or_measure("outer", parse, || {
-                let inner = s.get_or_measure("inner", parse, || Ok((3, "3=1us".into())))?;
-                Ok((inner + 4, "7=2us".into()))
+                // The fastest candidate is the choice: 3, not 5.
+                let inner = s.get_or_measure("inner", parse, || Ok(vec![(5, 2e-6), (3, 1e-6)]))?;
+                Ok(vec![(inner + 4, 2e-6)])
             })
             .unwrap();
         assert_eq!(outer, 7);
+        let choices = s.choices();
+        let timings = |p: &str| &choices.iter().find(|c| c.0 == p).unwrap().1.timings;
+        assert_eq!(timings("inner"), "5=2.0us 3=1.0us");
         // Recorded now: not measured again.
-        let again = s.get_or_measure("outer", parse, || -> Result<(usize, String)> {
+        let again = s.get_or_measure("outer", parse, || -> Result<Vec<(usize, f64)>> {
             panic!("measured twice")
         });
         assert_eq!(again.unwrap(), 7);
         // A recorded value the parser refuses counts as none.
         s.record("refused", "x", "");
         assert_eq!(
-            s.get_or_measure("refused", parse, || Ok((1, String::new())))
+            s.get_or_measure("refused", parse, || Ok(vec![(1, 0.0)]))
                 .unwrap(),
             1
         );
+        // Nothing measured is an error, not a made-up choice.
+        assert!(s.get_or_measure("empty", parse, || Ok(vec![])).is_err());
     }
 
     #[test]

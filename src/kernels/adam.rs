@@ -7,7 +7,7 @@ use std::fmt;
 
 use super::step::StepUniform;
 use super::texture::{TextureOperand, texture_fits};
-use super::{Bind, Dispatch, dispatch, grid_1d, time_launches, uniform};
+use super::{Bind, Dispatch, best_of_rounds, dispatch, grid_1d, uniform};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuTensor, Shader};
 use crate::ops::AdamConfig;
@@ -94,24 +94,11 @@ pub fn reads_for(
                 .iter()
                 .map(|&r| adam_step_with(ctx, r, &p, &g, &m, &v, cfg, step))
                 .collect::<Result<Vec<_>>>()?;
-            let mut best = [f64::INFINITY; 2];
-            for round in 0..4 {
-                for (i, d) in launches.iter().enumerate() {
-                    // Round 0 compiles (lavapipe compiles at first dispatch) and warms up.
-                    let t = time_launches(ctx, d, 4)?;
-                    if round > 0 {
-                        best[i] = best[i].min(t);
-                    }
-                }
-            }
-            let fastest = if best[1] < best[0] { 1 } else { 0 };
-            let timings = AdamReads::ALL
-                .iter()
-                .zip(best)
-                .map(|(r, t)| format!("{r}={:.1}us", t * 1e6))
-                .collect::<Vec<_>>()
-                .join(" ");
-            Ok((AdamReads::ALL[fastest], timings))
+            let launches: Vec<(&Dispatch, usize)> = launches.iter().map(|d| (d, 4)).collect();
+            // One round compiles (lavapipe compiles at first dispatch) and warms up.
+            best_of_rounds(ctx, &launches, 1)?;
+            let best = best_of_rounds(ctx, &launches, 3)?;
+            Ok(AdamReads::ALL.into_iter().zip(best).collect())
         },
     )
 }

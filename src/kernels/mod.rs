@@ -174,6 +174,23 @@ pub fn time_launches(ctx: &GpuContext, d: &Dispatch, reps: usize) -> Result<f64>
     Ok(start.elapsed().as_secs_f64() / reps as f64)
 }
 
+/// Each launch's fastest seconds per launch over `rounds` interleaved rounds of
+/// [`time_launches`] (`(dispatch, launches per submit)`): every round times each in turn, so a
+/// burst of load from another process slows all of them alike instead of deciding between them.
+pub fn best_of_rounds(
+    ctx: &GpuContext,
+    launches: &[(&Dispatch, usize)],
+    rounds: usize,
+) -> Result<Vec<f64>> {
+    let mut best = vec![f64::INFINITY; launches.len()];
+    for _ in 0..rounds {
+        for (b, &(d, reps)) in best.iter_mut().zip(launches) {
+            *b = b.min(time_launches(ctx, d, reps)?);
+        }
+    }
+    Ok(best)
+}
+
 /// Resources bound to one dispatch, in binding order.
 pub(crate) enum Bind<'a> {
     Tensor(&'a GpuTensor),

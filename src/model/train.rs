@@ -527,20 +527,9 @@ pub fn steps_per_submit(
                     best[i] = best[i].min(t.elapsed().as_secs_f64() / STEPS as f64);
                 }
             }
-            let (i, _) = best
-                .iter()
-                .enumerate()
-                .min_by(|a, b| a.1.total_cmp(b.1))
-                .unwrap_or((0, &0.0));
-            let timings = counts
-                .iter()
-                .zip(best)
-                .map(|(k, t)| format!("{k}={:.1}us", t * 1e6))
-                .collect::<Vec<_>>()
-                .join(" ");
             // Forward-only steps moved only the evaluation noise counter: put it back.
             vae.start_eval_draws(0);
-            Ok((counts[i], timings))
+            Ok(counts.into_iter().zip(best).collect())
         },
     )
 }

@@ -244,10 +244,7 @@ pub fn variant_for(ctx: &GpuContext, problem: Problem) -> Result<MatmulVariant> 
                     .ok()
                     .filter(|&v| !v.uses_subgroups() || subgroups_usable(ctx))
             },
-            || {
-                let tuned = super::tune::tune(ctx, problem)?;
-                Ok((tuned.best, tuned.timings_text()))
-            },
+            || super::tune::tune(ctx, problem),
         )?,
     };
     Ok(match chosen {

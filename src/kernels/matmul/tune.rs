@@ -8,33 +8,16 @@ use crate::gpu::GpuContext;
 use crate::kernels::Dispatch;
 use crate::ops::Layout;
 
-/// What a tune measured: the fastest variant and every timed candidate's seconds per launch.
-#[derive(Clone, Debug)]
-pub struct Tuned {
-    pub best: MatmulVariant,
-    pub timings: Vec<(MatmulVariant, f64)>,
-}
-
-impl Tuned {
-    /// `direct=12.5us subgroup=8.1us …`: how the tune store keeps the timings beside the choice.
-    pub fn timings_text(&self) -> String {
-        self.timings
-            .iter()
-            .map(|(v, s)| format!("{v}={:.1}us", s * 1e6))
-            .collect::<Vec<_>>()
-            .join(" ")
-    }
-}
-
 /// Rounds of timing: every candidate is timed once per round, in turn, and keeps its fastest
 /// round, so a burst of load from another process slows every candidate alike instead of deciding
 /// the choice (a first tune on a busy machine is otherwise kept forever).
 const ROUNDS: usize = 5;
 
-/// Time every candidate on operands of the problem's shape and return the fastest. A candidate
+/// Time every candidate on operands of the problem's shape: each with its seconds per launch
+/// (the tune store records the fastest). A candidate
 /// whose product disagrees with the direct kernel's is dropped with a warning: the subgroup kernels
 /// assume a lane layout that the spec does not promise, so each device proves it here first.
-pub(super) fn tune(ctx: &GpuContext, problem: Problem) -> Result<Tuned> {
+pub(super) fn tune(ctx: &GpuContext, problem: Problem) -> Result<Vec<(MatmulVariant, f64)>> {
     let Problem {
         layout,
         m,
@@ -122,18 +105,9 @@ pub(super) fn tune(ctx: &GpuContext, problem: Problem) -> Result<Tuned> {
         .iter()
         .map(|p| (2e-3 / p.2.max(1e-6)).ceil().clamp(1.0, 64.0) as usize)
         .collect();
-    let mut best_secs = vec![f64::INFINITY; passed.len()];
-    for _ in 0..ROUNDS {
-        for (i, (_, d, _)) in passed.iter().enumerate() {
-            best_secs[i] = best_secs[i].min(crate::kernels::time_launches(ctx, d, reps[i])?);
-        }
-    }
-    let timings: Vec<(MatmulVariant, f64)> = passed.iter().map(|p| p.0).zip(best_secs).collect();
-    let best = timings
-        .iter()
-        .min_by(|x, y| x.1.total_cmp(&y.1))
-        .map_or(MatmulVariant::Direct, |t| t.0);
-    Ok(Tuned { best, timings })
+    let launches: Vec<(&Dispatch, usize)> = passed.iter().map(|p| &p.1).zip(reps).collect();
+    let best_secs = crate::kernels::best_of_rounds(ctx, &launches, ROUNDS)?;
+    Ok(passed.iter().map(|p| p.0).zip(best_secs).collect())
 }
 
 /// Rows of the batch-like dimension a tuning problem is capped at.
