@@ -220,10 +220,10 @@ pub fn export_plan(ctx: &GpuContext, opts: &ExportOptions) -> Result<ExportSumma
     }
     let s = &opts.settings;
     let (train, test) = (&opts.train, &opts.test);
-    let cfg = VaeConfig {
-        input: train.dim(),
-        ..opts.cfg.clone()
-    };
+    let cfg = opts
+        .cfg
+        .clone()
+        .for_images(train.channels, train.rows, train.cols);
     s.validate(train.count)?;
     if opts.epochs == 0 {
         return Err(Error::setting("epochs", "must be at least 1"));

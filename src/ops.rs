@@ -136,3 +136,15 @@ impl AdamConfig {
         (Self::meant(self.lr) / bc1, bc2.sqrt())
     }
 }
+
+/// Split a `[B, 2K]` heads matrix (row b = mu_b then logvar_b, as the heads' product writes it)
+/// into its `[B, K]` mu and logvar halves.
+pub fn split_heads<T: Copy>(heads: &[T], latent: usize) -> (Vec<T>, Vec<T>) {
+    let mut mu = Vec::with_capacity(heads.len() / 2);
+    let mut logvar = Vec::with_capacity(heads.len() / 2);
+    for row in heads.chunks_exact(2 * latent) {
+        mu.extend_from_slice(&row[..latent]);
+        logvar.extend_from_slice(&row[latent..]);
+    }
+    (mu, logvar)
+}

@@ -214,3 +214,95 @@ fn activation_bce_and_reparam_gradients() {
     check("reparam+kl dmu", &dmu, &|m: &[f64]| loss(m, &lv), &mu);
     check("reparam+kl dlogvar", &dlv, &|l: &[f64]| loss(&mu, l), &lv);
 }
+
+#[test]
+fn conv_model_gradients_match_finite_differences() {
+    // Two conv layers on 2x8x8 images (8 -> 4 -> 2), a dense layer, L = 2, tanh: every conv and
+    // transposed-conv weight and bias, and the layers around them.
+    let cfg = VaeConfig {
+        samples: 2,
+        activation: Act::Tanh,
+        ..VaeConfig::convolutional([2, 8, 8], &[3, 4], &[5], 3)
+    };
+    whole_model_case(cfg, 2, 13);
+    // ReLU, no dense hidden layer: the heads read the last conv's features directly.
+    whole_model_case(VaeConfig::convolutional([1, 4, 4], &[2], &[], 2), 3, 17);
+}
+
+#[test]
+fn conv_gradients_for_every_geometry() {
+    // L = Σ G ⊙ conv(x, W): dL/dx by the transposed pass and dL/dW by the weight-gradient pass,
+    // for strides 1 and 2, paddings 0 to 2 and kernels 3 to 5, both sides (lo = the output of a
+    // Conv2d, the input of a ConvTranspose2d).
+    for (lo, hi, kernel, stride, padding) in [
+        ([2, 3, 4], [3, 5, 6], 3, 1, 0),
+        ([2, 3, 3], [1, 6, 6], 4, 2, 1),
+        ([3, 2, 3], [2, 5, 7], 5, 2, 2),
+    ] {
+        let d = ops::ConvDims {
+            batch: 2,
+            lo,
+            hi,
+            kernel,
+            stride,
+            padding,
+        };
+        let w = rand(20, lo[0] * hi[0] * kernel * kernel, -1.0, 1.0);
+        let x = rand(21, d.hi_len(), -1.0, 1.0);
+        let u = rand(22, d.lo_len(), -1.0, 1.0);
+        let g_lo = rand(23, d.lo_len(), -1.0, 1.0);
+        let g_hi = rand(24, d.hi_len(), -1.0, 1.0);
+        let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+        let name = format!("conv lo {lo:?} hi {hi:?} k{kernel} s{stride} p{padding}");
+        // conv_to_lo (a Conv2d's forward): its gradients are conv_to_hi and the weight gradient.
+        let f = |x: &[f64]| dot(&ops::conv_to_lo(&d, x, &w), &g_lo);
+        check(
+            &format!("{name} to_lo dx"),
+            &ops::conv_to_hi(&d, &g_lo, &w),
+            &f,
+            &x,
+        );
+        let f = |w: &[f64]| dot(&ops::conv_to_lo(&d, &x, w), &g_lo);
+        check(
+            &format!("{name} to_lo dW"),
+            &ops::conv_weight_grad(&d, &g_lo, &x),
+            &f,
+            &w,
+        );
+        // conv_to_hi (a ConvTranspose2d's forward): gradients conv_to_lo and the weight gradient
+        // with the operands' roles swapped.
+        let f = |u: &[f64]| dot(&ops::conv_to_hi(&d, u, &w), &g_hi);
+        check(
+            &format!("{name} to_hi dx"),
+            &ops::conv_to_lo(&d, &g_hi, &w),
+            &f,
+            &u,
+        );
+        let f = |w: &[f64]| dot(&ops::conv_to_hi(&d, &u, w), &g_hi);
+        check(
+            &format!("{name} to_hi dW"),
+            &ops::conv_weight_grad(&d, &u, &g_hi),
+            &f,
+            &w,
+        );
+        // The bias: dL/db[c] = Σ of the output's gradient over channel c.
+        let plane = hi[1] * hi[2];
+        let f = |b: &[f64]| {
+            let y = ops::conv_epilogue(
+                &ops::conv_to_hi(&d, &u, &w),
+                hi[0],
+                plane,
+                Some(b),
+                Act::Identity,
+            );
+            dot(&y, &g_hi)
+        };
+        let b = rand(25, hi[0], -1.0, 1.0);
+        check(
+            &format!("{name} bias"),
+            &ops::channel_sums(&g_hi, hi[0], plane),
+            &f,
+            &b,
+        );
+    }
+}

@@ -238,3 +238,32 @@ backend_test!(asymmetric_decoder_matches_cpu, |ctx| {
         2,
     );
 });
+
+// The `--conv` model at MNIST's size (two Conv2d layers 28 -> 14 -> 7, the heads on their
+// features, a Linear back to them, two ConvTranspose2d layers to the logits), fewer channels than
+// `--conv 32,64` so the f64 reference stays quick: every conv activation and gradient, the
+// standalone BCE kernel a conv output layer trains with.
+backend_test!(conv_model_full_steps_match_cpu, |ctx| {
+    run_case(
+        ctx,
+        VaeConfig::convolutional([1, 28, 28], &[4, 8], &[], 6),
+        9,
+        5,
+        2,
+    );
+});
+
+// Ragged: an RGB 12x12 image, one conv layer, a dense layer of its own, tanh, L = 2.
+backend_test!(conv_rgb_tanh_model_full_steps_match_cpu, |ctx| {
+    run_case(
+        ctx,
+        VaeConfig {
+            samples: 2,
+            activation: vae_wgpu::ops::Act::Tanh,
+            ..VaeConfig::convolutional([3, 12, 12], &[5], &[17], 4)
+        },
+        7,
+        9,
+        2,
+    );
+});

@@ -72,7 +72,8 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         ..TrainSettings::default()
     };
     settings.adam.lr = args.lr.0;
-    let cfg = args.model.new_model(data.train.dim());
+    let t = &data.train;
+    let cfg = args.model.new_model([t.channels, t.rows, t.cols]);
     let summary = export_plan(
         &ctx,
         &ExportOptions {

@@ -16,6 +16,10 @@ use out::note;
 
 use crate::gpu::ContextOptions;
 
+/// MNIST's image shape: the model's shape before the data is read (IDX files of other sizes
+/// reshape it once they are).
+pub const MNIST_IMAGE: [usize; 3] = [1, 28, 28];
+
 /// The device flags every program takes (flattened into each program's arguments).
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct DeviceArgs {
@@ -86,18 +90,32 @@ pub struct ModelArgs {
     /// Reparameterised samples per observation, AEVB's L [default: 1, or the checkpoint's].
     #[arg(long)]
     pub samples: Option<usize>,
+    /// Convolutional layers in front: one Conv2d(kernel 4, stride 2, padding 1) per channel
+    /// count, e.g. 32,64 (28 -> 14 -> 7); the decoder mirrors them with ConvTranspose2d layers.
+    /// --hidden then defaults to none [default: no conv layers, or the checkpoint's].
+    #[arg(long)]
+    pub conv: Option<Widths>,
 }
 
 impl ModelArgs {
-    /// A new model: these flags over the notebook's architecture, for `input` values per image.
-    pub fn new_model(&self, input: usize) -> crate::model::VaeConfig {
+    /// A new model: these flags over the notebook's architecture, for images of `image`
+    /// (channels, rows, columns).
+    pub fn new_model(&self, image: [usize; 3]) -> crate::model::VaeConfig {
         let d = crate::model::VaeConfig::default();
-        let hidden = self
-            .hidden
-            .as_ref()
-            .map_or(d.hidden.clone(), |w| w.0.clone());
+        let conv = self.conv.as_ref().map(|w| crate::model::ConvNet {
+            widths: w.0.clone(),
+            image,
+        });
+        // A conv model's convolutions are its hidden layers: dense ones only when asked for.
+        let default_hidden = if conv.is_some() {
+            vec![]
+        } else {
+            d.hidden.clone()
+        };
+        let hidden = self.hidden.as_ref().map_or(default_hidden, |w| w.0.clone());
         crate::model::VaeConfig {
-            input,
+            input: image.iter().product(),
+            conv,
             decoder_hidden: self
                 .decoder_hidden
                 .as_ref()
@@ -132,6 +150,21 @@ impl ModelArgs {
             && h.0 != c.decoder_hidden
         {
             return refuse("decoder-hidden", w(&h.0), w(&c.decoder_hidden));
+        }
+        let ckpt_conv = c
+            .conv
+            .as_ref()
+            .map(|n| n.widths.clone())
+            .unwrap_or_default();
+        if let Some(cv) = &self.conv
+            && cv.0 != ckpt_conv
+        {
+            let has = if ckpt_conv.is_empty() {
+                "none".to_string()
+            } else {
+                w(&ckpt_conv)
+            };
+            return refuse("conv", w(&cv.0), has);
         }
         if let Some(l) = self.latent
             && l != c.latent
@@ -208,13 +241,13 @@ pub struct DataArgs {
 impl DataArgs {
     /// The input size a new run's image folder will give (channels · size²), known before any
     /// decoding, with the folder options checked; `None` for IDX files (their header says).
-    pub fn folder_input(&self) -> Result<Option<usize>, String> {
+    pub fn folder_image(&self) -> Result<Option<[usize; 3]>, String> {
         if crate::data::is_idx_dir(&self.data_dir) {
             return Ok(None);
         }
         let opts = self.folder_options(0);
         opts.validate().map_err(|e| e.to_string())?;
-        Ok(Some(opts.channels * opts.size * opts.size))
+        Ok(Some([opts.channels, opts.size, opts.size]))
     }
 
     /// The folder options these flags give, defaults for the rest.

@@ -19,10 +19,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use super::MNIST_IMAGE;
 use super::run_dir::RunDir;
 
 use crate::gpu::GpuContext;
-use crate::model::{Checkpoint, EpochEnd, Event, GpuDataset, TrainSettings, Trainer, VaeConfig};
+use crate::model::{Checkpoint, EpochEnd, Event, GpuDataset, TrainSettings, Trainer};
 use crate::ops::AdamConfig;
 use crate::viz::LossHistory;
 use crate::viz::pictures::{PictureSet, write_pictures};
@@ -110,7 +111,8 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             let (s, a) = (TrainSettings::default(), AdamConfig::default());
             (
                 // The input size follows the images, once they are read.
-                args.model.new_model(VaeConfig::default().input),
+                args.model
+                    .new_model(args.data.folder_image()?.unwrap_or(MNIST_IMAGE)),
                 TrainSettings {
                     batch_size: args.batch_size.unwrap_or(s.batch_size),
                     adam: AdamConfig {
@@ -146,14 +148,12 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     // An image folder's input size is known before decoding: refuse a model too large for it
     // before spending minutes on a large folder.
     if ckpt.is_none()
-        && let Some(input) = args.data.folder_input()?
+        && let Some([c, r, w]) = args.data.folder_image()?
     {
-        VaeConfig {
-            input,
-            ..cfg.clone()
-        }
-        .validate()
-        .map_err(|e| format!("{e} (from --channels and --image-size)"))?;
+        cfg.clone()
+            .for_images(c, r, w)
+            .validate()
+            .map_err(|e| format!("{e} (from --channels and --image-size)"))?;
     }
     let data = args.data.load(settings.seed, ckpt.as_ref(), Some(&out))?;
     let (train, test) = (&data.train, &data.test);
@@ -169,10 +169,7 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         )
         .into());
     }
-    let cfg = VaeConfig {
-        input: train.dim(),
-        ..cfg
-    };
+    let cfg = cfg.for_images(train.channels, train.rows, train.cols);
     // Every layer's buffers against the adapter's limits happens in Trainer::new, before any
     // allocation; the sizes themselves are checked here, before the device starts.
     cfg.validate()?;

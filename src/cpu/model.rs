@@ -4,9 +4,7 @@
 //! row sums, activation backward masks, BCE in the logits product) are separate ops here.
 
 use super::ops;
-use crate::model::gpu::Activations;
-use crate::model::params::Linear;
-use crate::model::{ParamLayout, VaeConfig};
+use crate::model::{ConvGeom, Layer, LayerKind, ParamLayout, VaeConfig};
 use crate::ops::{Act, AdamConfig, Layout};
 
 /// Every intermediate and gradient of one step (activations row-major as on the GPU).
@@ -44,41 +42,111 @@ pub struct CpuVae {
     pub adam_steps: u64,
 }
 
-/// `y = act(x·Wᵀ + b)` for `rows` rows of `x`.
-fn linear_forward(params: &[f64], l: &Linear, x: &[f64], rows: usize, act: Act) -> Vec<f64> {
-    let pre = ops::matmul(
-        Layout::NT,
-        x,
-        &params[l.weight_range()],
-        rows,
-        l.outputs,
-        l.inputs,
-    );
-    ops::epilogue(&pre, l.outputs, Some(&params[l.bias_range()]), act)
+/// The twin of `model::gpu::layer_forward`: `y = act(layer(x) + b)` for `rows` rows of `x`.
+fn layer_forward(params: &[f64], l: &Layer, x: &[f64], rows: usize, act: Act) -> Vec<f64> {
+    let (w, b) = (&params[l.weight_range()], &params[l.bias_range()]);
+    match l.kind {
+        LayerKind::Linear => {
+            let pre = ops::matmul(Layout::NT, x, w, rows, l.outputs, l.inputs);
+            ops::epilogue(&pre, l.outputs, Some(b), act)
+        }
+        LayerKind::Conv2d(g) => {
+            let d = conv_dims(&g, false, rows);
+            let pre = ops::conv_to_lo(&d, x, w);
+            ops::conv_epilogue(&pre, g.output[0], g.output[1] * g.output[2], Some(b), act)
+        }
+        LayerKind::ConvTranspose2d(g) => {
+            let d = conv_dims(&g, true, rows);
+            let pre = ops::conv_to_hi(&d, x, w);
+            ops::conv_epilogue(&pre, g.output[0], g.output[1] * g.output[2], Some(b), act)
+        }
+    }
 }
 
-/// The backward of `y = x·Wᵀ + b` given `dy`: writes `dW = dyᵀ·x` and `db = colsum(dy)` into
-/// `grads`; returns `dx = (dy·W) ⊙ act′(x)` when asked (`Some(act)`, with `act` the activation
-/// whose output `x` is, `None` inside for an `x` no activation produced).
-fn linear_backward(
+/// The kernels' geometry of a conv layer (`kernels::conv::ConvShape::of`): a Conv2d's output is
+/// the lo side, a ConvTranspose2d's input.
+fn conv_dims(g: &ConvGeom, transposed: bool, batch: usize) -> ops::ConvDims {
+    let (lo, hi) = if transposed {
+        (g.input, g.output)
+    } else {
+        (g.output, g.input)
+    };
+    ops::ConvDims {
+        batch,
+        lo,
+        hi,
+        kernel: g.kernel,
+        stride: g.stride,
+        padding: g.padding,
+    }
+}
+
+/// The twin of `model::gpu::layer_backward`: writes the weight and bias gradients into `grads`;
+/// returns `dx ⊙ act′(x)` when asked (`Some(act)`, with `act` the activation whose output `x` is,
+/// `None` inside for an `x` no activation produced).
+fn layer_backward(
     params: &[f64],
     grads: &mut [f64],
-    l: &Linear,
+    l: &Layer,
     dy: &[f64],
     x: &[f64],
     rows: usize,
     dx: Option<Option<Act>>,
 ) -> Option<Vec<f64>> {
-    let (i, o) = (l.inputs, l.outputs);
-    grads[l.weight_range()].copy_from_slice(&ops::matmul(Layout::TN, dy, x, o, i, rows));
-    grads[l.bias_range()].copy_from_slice(&ops::column_sum(dy, rows, o));
-    dx.map(|act| {
-        let g = ops::matmul(Layout::NN, dy, &params[l.weight_range()], rows, i, o);
-        match act {
-            Some(act) => ops::act_backward(&g, x, act),
-            None => g,
+    let w = &params[l.weight_range()];
+    let (dw, db, g) = match l.kind {
+        LayerKind::Linear => {
+            let (i, o) = (l.inputs, l.outputs);
+            let dw = ops::matmul(Layout::TN, dy, x, o, i, rows);
+            let db = ops::column_sum(dy, rows, o);
+            let g = dx.map(|_| ops::matmul(Layout::NN, dy, w, rows, i, o));
+            (dw, db, g)
         }
+        LayerKind::Conv2d(geom) => {
+            let d = conv_dims(&geom, false, rows);
+            let dw = ops::conv_weight_grad(&d, dy, x);
+            let db = ops::channel_sums(dy, geom.output[0], geom.output[1] * geom.output[2]);
+            (dw, db, dx.map(|_| ops::conv_to_hi(&d, dy, w)))
+        }
+        LayerKind::ConvTranspose2d(geom) => {
+            let d = conv_dims(&geom, true, rows);
+            let dw = ops::conv_weight_grad(&d, x, dy);
+            let db = ops::channel_sums(dy, geom.output[0], geom.output[1] * geom.output[2]);
+            (dw, db, dx.map(|_| ops::conv_to_lo(&d, dy, w)))
+        }
+    };
+    grads[l.weight_range()].copy_from_slice(&dw);
+    grads[l.bias_range()].copy_from_slice(&db);
+    g.map(|g| match dx.flatten() {
+        Some(act) => ops::act_backward(&g, x, act),
+        None => g,
     })
+}
+
+/// The twin of `GpuVae::backward_chain`: layer j read `xs[j]`, its output's gradient is `dys[j]`;
+/// returns the input gradients (`dxs[j]` of layer j; layer 0's only with `first_dx`).
+fn backward_chain(
+    params: &[f64],
+    grads: &mut [f64],
+    layers: &[&Layer],
+    xs: &[&[f64]],
+    last_dy: &[f64],
+    rows: usize,
+    first_dx: bool,
+) -> Vec<Vec<f64>> {
+    let n = layers.len();
+    let mut dxs = vec![Vec::new(); n];
+    let mut dy = last_dy.to_vec();
+    for j in (0..n).rev() {
+        let dx = match j {
+            0 => first_dx.then_some(None),
+            _ => Some(Some(layers[j - 1].act)),
+        };
+        let g = layer_backward(params, grads, layers[j], &dy, xs[j], rows, dx);
+        dy = g.clone().unwrap_or_default();
+        dxs[j] = g.unwrap_or_default();
+    }
+    dxs
 }
 
 impl CpuVae {
@@ -99,7 +167,7 @@ impl CpuVae {
 
     /// Forward and backward for a batch `x` `[B, D]` with noise `eps` `[L·B, K]`.
     pub fn forward_backward(&self, x: &[f64], eps: &[f64]) -> Trace {
-        let (d, k, act) = (self.cfg.input, self.cfg.latent, self.cfg.activation);
+        let (d, k) = (self.cfg.input, self.cfg.latent);
         let b = x.len() / d;
         let lb = self.cfg.samples * b;
         assert_eq!(eps.len(), lb * k, "eps length");
@@ -109,57 +177,31 @@ impl CpuVae {
         // ---- forward: encoder layers, heads, reparameterize, decoder layers, loss
         let mut h = x.to_vec();
         for l in &layout.encoder {
-            h = linear_forward(p, l, &h, b, act);
+            h = layer_forward(p, l, &h, b, l.act);
             t.enc.push(h.clone());
         }
-        let heads = linear_forward(p, &layout.heads, &h, b, Act::Identity);
-        (t.mu, t.logvar) = Activations::split_heads(&heads, k);
+        let heads = layer_forward(p, &layout.heads, &h, b, Act::Identity);
+        (t.mu, t.logvar) = crate::ops::split_heads(&heads, k);
         (t.z, t.kl) = ops::reparam_forward(&t.mu, &t.logvar, eps, 1.0);
         let mut h = t.z.clone();
         for l in &layout.decoder {
-            h = linear_forward(p, l, &h, lb, act);
+            h = layer_forward(p, l, &h, lb, l.act);
             t.dec.push(h.clone());
         }
-        t.logits = linear_forward(p, &layout.output, &h, lb, Act::Identity);
+        t.logits = layer_forward(p, &layout.output, &h, lb, Act::Identity);
         (t.bce, t.dlogits) = ops::bce_forward_backward(&t.logits, x);
         t.loss = t.bce + t.kl;
 
         // ---- backward: the same layers in reverse order
         let mut g = vec![0.0; layout.len];
-        let n = layout.decoder.len();
-        t.d_dec = vec![Vec::new(); n];
-        t.d_dec[n - 1] = linear_backward(
-            p,
-            &mut g,
-            &layout.output,
-            &t.dlogits,
-            &t.dec[n - 1],
-            lb,
-            Some(Some(act)),
-        )
-        .unwrap_or_default();
-        for i in (0..n).rev() {
-            let (below, below_act) = if i == 0 {
-                (&t.z, None)
-            } else {
-                (&t.dec[i - 1], Some(act))
-            };
-            let dx = linear_backward(
-                p,
-                &mut g,
-                &layout.decoder[i],
-                &t.d_dec[i],
-                below,
-                lb,
-                Some(below_act),
-            )
-            .unwrap_or_default();
-            if i == 0 {
-                t.dz = dx;
-            } else {
-                t.d_dec[i - 1] = dx;
-            }
-        }
+        let layers: Vec<&Layer> = layout.decoder.iter().chain([&layout.output]).collect();
+        let xs: Vec<&[f64]> = [&t.z[..]]
+            .into_iter()
+            .chain(t.dec.iter().map(|v| &v[..]))
+            .collect();
+        let mut dxs = backward_chain(p, &mut g, &layers, &xs, &t.dlogits, lb, true);
+        t.dz = std::mem::take(&mut dxs[0]);
+        t.d_dec = dxs.into_iter().skip(1).collect();
         (t.dmu, t.dlogvar) = ops::reparam_backward(&t.mu, &t.logvar, eps, &t.dz, 1.0);
         let dheads: Vec<f64> = t
             .dmu
@@ -167,33 +209,14 @@ impl CpuVae {
             .zip(t.dlogvar.chunks(k))
             .flat_map(|(m, v)| m.iter().chain(v).copied())
             .collect();
-        let n = layout.encoder.len();
-        t.d_enc = vec![Vec::new(); n];
-        t.d_enc[n - 1] = linear_backward(
-            p,
-            &mut g,
-            &layout.heads,
-            &dheads,
-            &t.enc[n - 1],
-            b,
-            Some(Some(act)),
-        )
-        .unwrap_or_default();
-        for i in (0..n).rev() {
-            let below = if i == 0 { x } else { &t.enc[i - 1] };
-            let dx = linear_backward(
-                p,
-                &mut g,
-                &layout.encoder[i],
-                &t.d_enc[i],
-                below,
-                b,
-                (i > 0).then_some(Some(act)),
-            );
-            if let Some(dx) = dx {
-                t.d_enc[i - 1] = dx;
-            }
-        }
+        let layers: Vec<&Layer> = layout.encoder.iter().chain([&layout.heads]).collect();
+        let xs: Vec<&[f64]> = [x]
+            .into_iter()
+            .chain(t.enc.iter().map(|v| &v[..]))
+            .collect();
+        // No gradient for the data.
+        let dxs = backward_chain(p, &mut g, &layers, &xs, &dheads, b, false);
+        t.d_enc = dxs.into_iter().skip(1).collect();
         t.grads = g;
         t
     }

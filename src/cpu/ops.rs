@@ -251,3 +251,111 @@ pub fn iwae_estimate(
         })
         .collect()
 }
+
+// ---- conv.wgsl --------------------------------------------------------------------------------
+
+/// The geometry of `conv.wgsl`'s kernels: `batch` images, the lo side `[C, H, W]` whose pixel
+/// (y, x) sees `hi[y·s − p + ky, x·s − p + kx]`, weight `[C_lo, C_hi, k, k]` (see
+/// `kernels::conv::ConvShape`, the same fields).
+#[derive(Clone, Copy, Debug)]
+pub struct ConvDims {
+    pub batch: usize,
+    pub lo: [usize; 3],
+    pub hi: [usize; 3],
+    pub kernel: usize,
+    pub stride: usize,
+    pub padding: usize,
+}
+
+impl ConvDims {
+    /// Every (b, o, y, x, i, ky, kx) that pairs a lo pixel with an in-range hi pixel, as
+    /// (lo index, hi index, weight index): the one loop all three twins share.
+    fn pairs(&self) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+        let [cl, hl, wl] = self.lo;
+        let [ch, hh, wh] = self.hi;
+        let (k, s, p) = (self.kernel, self.stride as isize, self.padding as isize);
+        (0..self.batch).flat_map(move |b| {
+            (0..cl).flat_map(move |o| {
+                (0..hl * wl).flat_map(move |yx| {
+                    let (y, x) = ((yx / wl) as isize, (yx % wl) as isize);
+                    (0..ch * k * k).filter_map(move |ikk| {
+                        let (i, ky, kx) = (ikk / (k * k), (ikk / k) % k, ikk % k);
+                        let yy = y * s - p + ky as isize;
+                        let xx = x * s - p + kx as isize;
+                        if yy < 0 || xx < 0 || yy >= hh as isize || xx >= wh as isize {
+                            return None;
+                        }
+                        let lo = ((b * cl + o) * hl + y as usize) * wl + x as usize;
+                        let hi = ((b * ch + i) * hh + yy as usize) * wh + xx as usize;
+                        Some((lo, hi, (o * ch + i) * k * k + ky * k + kx))
+                    })
+                })
+            })
+        })
+    }
+
+    pub fn lo_len(&self) -> usize {
+        self.batch * self.lo.iter().product::<usize>()
+    }
+
+    pub fn hi_len(&self) -> usize {
+        self.batch * self.hi.iter().product::<usize>()
+    }
+}
+
+/// `conv_to_lo` before its epilogue: `lo[b,o,y,x] = Σ_{i,ky,kx} W[o,i,ky,kx] · hi[b,i,y·s−p+ky,
+/// x·s−p+kx]` (a Conv2d's forward; a ConvTranspose2d's input gradient).
+pub fn conv_to_lo(d: &ConvDims, hi: &[f64], w: &[f64]) -> Vec<f64> {
+    assert_eq!(hi.len(), d.hi_len(), "hi length");
+    let mut lo = vec![0.0; d.lo_len()];
+    for (l, h, wi) in d.pairs() {
+        lo[l] += w[wi] * hi[h];
+    }
+    lo
+}
+
+/// `conv_to_hi` before its epilogue: the transpose of [`conv_to_lo`], `hi[b,i,Y,X] = Σ W[o,i,ky,kx]
+/// · lo[b,o,y,x]` over the (y, x, ky, kx) with `y·s − p + ky = Y` (a ConvTranspose2d's forward; a
+/// Conv2d's input gradient).
+pub fn conv_to_hi(d: &ConvDims, lo: &[f64], w: &[f64]) -> Vec<f64> {
+    assert_eq!(lo.len(), d.lo_len(), "lo length");
+    let mut hi = vec![0.0; d.hi_len()];
+    for (l, h, wi) in d.pairs() {
+        hi[h] += w[wi] * lo[l];
+    }
+    hi
+}
+
+/// `conv_weight_grad` without the bias: `dW[o,i,ky,kx] = Σ_{b,y,x} lo[b,o,y,x] · hi[b,i,y·s−p+ky,
+/// x·s−p+kx]`.
+pub fn conv_weight_grad(d: &ConvDims, lo: &[f64], hi: &[f64]) -> Vec<f64> {
+    let mut dw = vec![0.0; d.lo[0] * d.hi[0] * d.kernel * d.kernel];
+    for (l, h, wi) in d.pairs() {
+        dw[wi] += lo[l] * hi[h];
+    }
+    dw
+}
+
+/// The bias gradient of a convolution: per channel, the sum over images and pixels of the
+/// output's gradient `[B, C, H, W]`.
+pub fn channel_sums(t: &[f64], channels: usize, plane: usize) -> Vec<f64> {
+    let mut s = vec![0.0; channels];
+    for (n, &v) in t.iter().enumerate() {
+        s[(n / plane) % channels] += v;
+    }
+    s
+}
+
+/// A convolution's epilogue: `act(v + bias[channel])` over `[B, C, plane]`.
+pub fn conv_epilogue(
+    v: &[f64],
+    channels: usize,
+    plane: usize,
+    bias: Option<&[f64]>,
+    act: Act,
+) -> Vec<f64> {
+    v.iter()
+        .enumerate()
+        .map(|(n, &x)| activate(act, x + bias.map_or(0.0, |b| b[(n / plane) % channels])))
+        .collect()
+}

@@ -6,6 +6,7 @@
 pub mod adam;
 pub mod bce;
 pub mod bias_act;
+pub mod conv;
 pub mod gather;
 pub mod iwae;
 pub mod matmul;
@@ -30,6 +31,11 @@ pub fn override_sets(shader: &Shader, entry: &str) -> Vec<Vec<(&'static str, f64
     // `matmul_sg_nn_tex`, ...) and never read LAYOUT: only that layout's sets are used.
     if let Some(layout) = matmul::fixed_layout(entry) {
         sets.retain(|s| s.contains(&("LAYOUT", layout.code() as f64)));
+    }
+    if entry == "conv_weight_grad" {
+        return (0..3)
+            .map(|side| vec![("BIAS_SIDE", side as f64)])
+            .collect();
     }
     if entry != "matmul_tiled" {
         return sets;
@@ -75,6 +81,18 @@ fn epilogue_sets(shader: &Shader) -> Vec<Vec<(&'static str, f64)>> {
         "bias_act" => (0..4)
             .flat_map(|a| (0..2).map(move |b| vec![("ACT", a as f64), ("HAS_BIAS", b as f64)]))
             .collect(),
+        // conv_to_lo / conv_to_hi: forward with bias and each hidden or no activation, a fused
+        // activation backward, or bare; conv_weight_grad: the bias gradient from either side.
+        "conv" => {
+            let mut v = vec![vec![("ACT", 0.0), ("HAS_BIAS", 0.0)]];
+            for act in [0.0, 1.0, 2.0, 3.0] {
+                v.push(vec![("ACT", act), ("HAS_BIAS", 1.0)]);
+            }
+            for grad in [1.0, 3.0] {
+                v.push(vec![("ACT", 0.0), ("HAS_BIAS", 0.0), ("ACT_GRAD", grad)]);
+            }
+            v
+        }
         "reparam_kl" => vec![
             vec![("EPS_FROM_BUFFER", 0.0)],
             vec![("EPS_FROM_BUFFER", 1.0)],

@@ -37,6 +37,26 @@ pub fn loss_reduce(
     n_kl: usize,
     acc: &GpuTensor,
 ) -> Result<Dispatch> {
+    Ok(loss_reduce_with_params(ctx, bce_partials, n_bce, kl_partials, n_kl, acc)?.dispatch)
+}
+
+/// A planned loss reduction and its uniform buffer, whose first u32 is the count of BCE partials
+/// it adds: a plan that lets another runtime choose the logits product's kernel writes that
+/// kernel's count there (see `GpuVae::plan_step`).
+pub struct LossReduce {
+    pub dispatch: Dispatch,
+    pub params: wgpu::Buffer,
+}
+
+/// [`loss_reduce`], handing back its uniform buffer too.
+pub fn loss_reduce_with_params(
+    ctx: &GpuContext,
+    bce_partials: &GpuTensor,
+    n_bce: usize,
+    kl_partials: &GpuTensor,
+    n_kl: usize,
+    acc: &GpuTensor,
+) -> Result<LossReduce> {
     if bce_partials.len() < n_bce || kl_partials.len() < n_kl {
         return Err(Error::shape(
             "loss_reduce",
@@ -62,7 +82,7 @@ pub fn loss_reduce(
             _pad: [0; 2],
         },
     );
-    dispatch(
+    let dispatch = dispatch(
         ctx,
         "loss_reduce",
         Shader::REDUCE,
@@ -75,5 +95,6 @@ pub fn loss_reduce(
             Bind::Buffer(&params),
         ],
         [1, 1, 1],
-    )
+    )?;
+    Ok(LossReduce { dispatch, params })
 }

@@ -117,7 +117,13 @@ impl Checkpoint {
         meta.insert("activation".to_string(), self.cfg.activation.to_string());
         meta.insert("latent".to_string(), self.cfg.latent.to_string());
         meta.insert("samples".to_string(), self.cfg.samples.to_string());
-        let [c, r, w] = self.progress.image;
+        let mut image = self.progress.image;
+        if let Some(c) = &self.cfg.conv {
+            // A conv model's layers depend on the image's shape: always recorded.
+            meta.insert("conv".to_string(), list(&c.widths));
+            image = c.image;
+        }
+        let [c, r, w] = image;
         if c > 0 {
             meta.insert("channels".to_string(), c.to_string());
             meta.insert("image_rows".to_string(), r.to_string());
@@ -254,14 +260,71 @@ impl Checkpoint {
             }
             Ok(v)
         };
-        let enc = side("linear_enc", "encoder")?;
-        let dec = side("linear_dec", "decoder")?;
+        // A conv model (metadata 'conv', or a 4-D first encoder weight) names its layers by
+        // their nn.Sequential indices around a Flatten and an Unflatten (see `ParamLayout`).
+        let four_d = |name: &str| st.tensor(name).is_ok_and(|t| t.shape().len() == 4);
+        let two_d = |name: &str| st.tensor(name).ok().filter(|t| t.shape().len() == 2);
+        let conv_found = meta.contains_key("conv") || four_d("encoder.0.weight");
+        let (enc, dec, conv) = if conv_found {
+            let mut widths = Vec::new();
+            let mut channels = 0;
+            while widths.len() < 1024 && four_d(&format!("encoder.{}.weight", 2 * widths.len())) {
+                let s = shape_of(&format!("encoder.{}.weight", 2 * widths.len()))?;
+                channels = if widths.is_empty() { s[1] } else { channels };
+                widths.push(s[0]);
+            }
+            let n = widths.len();
+            let dense = |prefix: &str, first: usize| -> Vec<Vec<usize>> {
+                (0..1024)
+                    .map_while(|j| two_d(&format!("{prefix}.{}.weight", first + 2 * j)))
+                    .map(|t| t.shape().to_vec())
+                    .collect()
+            };
+            let enc = dense("encoder", 2 * n + 1);
+            let mut dec = dense("decoder", 0);
+            // The decoder's last dense layer maps to the last conv's features.
+            dec.pop();
+            // The features the convolutions hand the dense layers: C_last · side², side = S / 2^n.
+            let features = match enc.first() {
+                Some(s) => s[1],
+                None => weight_shape("enc_mu.weight")?[1],
+            };
+            let c_last = widths.last().copied().unwrap_or(1).max(1);
+            let cells = features / c_last;
+            let side = ((cells as f64).sqrt().round() as usize) << n.min(32);
+            (enc, dec, Some((widths, [channels, side, side])))
+        } else {
+            (
+                side("linear_enc", "encoder")?,
+                side("linear_dec", "decoder")?,
+                None,
+            )
+        };
         let mu = weight_shape("enc_mu.weight")?;
+        let conv_model = conv.is_some();
         let widths = |key: &str, found: Vec<usize>| -> Result<Vec<usize>> {
             match meta.get(key) {
                 None => Ok(found),
+                // A conv model may have no dense hidden layers.
+                Some(v) if conv_model && v.trim().is_empty() => Ok(Vec::new()),
                 Some(v) => super::config::parse_widths(v)
                     .map_err(|e| data_err(path, format!("metadata '{key}': {e}"))),
+            }
+        };
+        let conv = match conv {
+            None => None,
+            Some((found, image)) => {
+                let dim = |key: &str, found: usize| -> Result<usize> {
+                    Ok(meta_num(key)?.map_or(found, |v| v as usize))
+                };
+                Some(super::config::ConvNet {
+                    widths: widths("conv", found)?,
+                    image: [
+                        dim("channels", image[0])?,
+                        dim("image_rows", image[1])?,
+                        dim("image_cols", image[2])?,
+                    ],
+                })
             }
         };
         let activation = match meta.get("activation") {
@@ -273,13 +336,18 @@ impl Checkpoint {
                 )
             })?),
         };
+        let found_input = match &conv {
+            Some(c) => c.image.iter().product(),
+            None => enc[0][1],
+        };
         let cfg = VaeConfig {
-            input: meta_num("input")?.map_or(enc[0][1], |v| v as usize),
+            input: meta_num("input")?.map_or(found_input, |v| v as usize),
             hidden: widths("hidden", enc.iter().map(|s| s[0]).collect())?,
             decoder_hidden: widths("decoder_hidden", dec.iter().map(|s| s[0]).collect())?,
             latent: meta_num("latent")?.map_or(mu[0], |v| v as usize),
             samples: meta_num("samples")?.map_or(1, |v| v as usize),
             activation: activation.unwrap_or(crate::ops::Act::Relu),
+            conv,
         };
         cfg.validate().map_err(|e| data_err(path, e.to_string()))?;
         let layout = ParamLayout::new(&cfg);

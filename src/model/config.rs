@@ -1,9 +1,27 @@
 use crate::error::{Error, Result};
 use crate::ops::Act;
 
-/// The Bernoulli VAE's architecture: an MLP encoder `input -> hidden[0] -> … -> (mu, logvar)` of
-/// `latent` each, and an MLP decoder `latent -> decoder_hidden[0] -> … -> input` logits, every
-/// hidden layer followed by `activation`.
+/// Every convolution of `--conv`: kernel 4, stride 2, padding 1, so each halves the image's sides
+/// (and each transposed convolution of the decoder doubles them).
+pub const CONV_KERNEL: usize = 4;
+pub const CONV_STRIDE: usize = 2;
+pub const CONV_PADDING: usize = 1;
+
+/// The convolutional front of a model (`--conv 32,64`): one `Conv2d(4, 2, 1)` per width on the
+/// encoder side, mirrored by `ConvTranspose2d(4, 2, 1)`s on the decoder side.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConvNet {
+    /// Output channels of each Conv2d, input side first.
+    pub widths: Vec<usize>,
+    /// The images' channels, rows, columns (`input` is their product).
+    pub image: [usize; 3],
+}
+
+/// The Bernoulli VAE's architecture: an encoder `input -> [conv layers] -> hidden[0] -> … ->
+/// (mu, logvar)` of `latent` each, and a decoder `latent -> decoder_hidden[0] -> … -> input`
+/// logits (with conv layers: `… -> Linear to the last conv's features -> ConvTranspose2d … ->
+/// logits`), every hidden layer followed by `activation`. The layers themselves, with their
+/// names, are [`crate::model::ParamLayout`]'s list.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VaeConfig {
     pub input: usize,
@@ -16,6 +34,8 @@ pub struct VaeConfig {
     pub samples: usize,
     /// The activation of every hidden layer.
     pub activation: Act,
+    /// Convolutional layers in front of the dense ones (`--conv`), or none.
+    pub conv: Option<ConvNet>,
 }
 
 impl Default for VaeConfig {
@@ -39,25 +59,59 @@ impl VaeConfig {
             latent,
             samples: 1,
             activation: Act::Relu,
+            conv: None,
         }
+    }
+
+    /// The `--conv` model for images of `image` (channels, rows, columns): `widths` Conv2d layers,
+    /// then the dense `hidden` layers (often none), the heads, and the mirrored decoder.
+    pub fn convolutional(
+        image: [usize; 3],
+        widths: &[usize],
+        hidden: &[usize],
+        latent: usize,
+    ) -> Self {
+        VaeConfig {
+            conv: Some(ConvNet {
+                widths: widths.to_vec(),
+                image,
+            }),
+            ..VaeConfig::mirrored(image.iter().product(), hidden, latent)
+        }
+    }
+
+    /// The same model for images of `channels × rows × cols` (the input size follows; a conv
+    /// model's image shape too).
+    pub fn for_images(mut self, channels: usize, rows: usize, cols: usize) -> Self {
+        self.input = channels * rows * cols;
+        if let Some(c) = &mut self.conv {
+            c.image = [channels, rows, cols];
+        }
+        self
     }
 
     /// One hidden layer on each side: the notebook's module, whose checkpoints keep its names
     /// (`linear_enc`, `linear_dec`); deeper models are named as `nn.Sequential`s
     /// (see [`crate::model::ParamLayout`]).
     pub fn has_notebook_names(&self) -> bool {
-        self.hidden.len() == 1 && self.decoder_hidden.len() == 1
+        self.conv.is_none() && self.hidden.len() == 1 && self.decoder_hidden.len() == 1
     }
 
     /// `784-400-200-10 tanh` (and the decoder's widths when they do not mirror the encoder's).
     pub fn describe(&self) -> String {
-        let mut s = format!(
-            "{}-{}-{} {}",
-            self.input,
-            widths(&self.hidden),
-            self.latent,
-            self.activation
-        );
+        let mut front = self.input.to_string();
+        if let Some(c) = &self.conv {
+            let [ch, r, w] = c.image;
+            front = format!("{ch}x{r}x{w}");
+            for w in &c.widths {
+                front.push_str(&format!("-c{w}"));
+            }
+        }
+        let mut s = front;
+        for h in &self.hidden {
+            s.push_str(&format!("-{h}"));
+        }
+        s.push_str(&format!("-{} {}", self.latent, self.activation));
         let mirrored: Vec<usize> = self.hidden.iter().rev().copied().collect();
         if self.decoder_hidden != mirrored {
             s.push_str(&format!(
@@ -89,11 +143,14 @@ impl VaeConfig {
                 ));
             }
         }
+        self.validate_conv()?;
         for (name, h) in [
             ("hidden", &self.hidden),
             ("decoder hidden", &self.decoder_hidden),
         ] {
-            if h.is_empty() || h.len() > MAX_HIDDEN_LAYERS {
+            // A conv model may have no dense hidden layers: its convolutions are the hidden ones.
+            let min = if self.conv.is_some() { 0 } else { 1 };
+            if h.len() < min || h.len() > MAX_HIDDEN_LAYERS {
                 return Err(Error::setting(
                     name,
                     format!(
@@ -123,36 +180,87 @@ impl VaeConfig {
         Ok(())
     }
 
-    /// `(inputs, outputs)` of every Linear layer in forward order: encoder layers, the joint
-    /// `mu | logvar` heads (`2K` outputs), decoder layers, the output layer.
-    pub fn linear_shapes(&self) -> Vec<(usize, usize)> {
-        let chain = |from: usize, widths: &[usize], to: usize| {
-            let mut sizes = vec![from];
-            sizes.extend_from_slice(widths);
-            sizes.push(to);
-            sizes.windows(2).map(|w| (w[0], w[1])).collect::<Vec<_>>()
+    /// The conv layers' shapes: channel counts in range, the image's sides divisible by 2^n (each
+    /// layer halves them), the image's size the input's. Named after the flags that set them.
+    fn validate_conv(&self) -> Result<()> {
+        let Some(c) = &self.conv else {
+            return Ok(());
         };
-        let mut v = chain(self.input, &self.hidden, 2 * self.latent);
-        v.extend(chain(self.latent, &self.decoder_hidden, self.input));
-        v
+        let [ch, rows, cols] = c.image;
+        if c.widths.is_empty() || c.widths.len() > MAX_HIDDEN_LAYERS {
+            return Err(Error::setting(
+                "conv",
+                format!(
+                    "{} conv layers given: give 1 to {MAX_HIDDEN_LAYERS} channel counts, e.g. 32,64",
+                    c.widths.len()
+                ),
+            ));
+        }
+        if let Some(w) = c.widths.iter().find(|&&w| w == 0 || w > 4096) {
+            return Err(Error::setting(
+                "conv",
+                format!("{w} channels: give 1 to 4096 per conv layer"),
+            ));
+        }
+        if ch * rows * cols != self.input || ch == 0 {
+            return Err(Error::Config(format!(
+                "the conv layers expect {ch}x{rows}x{cols} images, but the input has {} values",
+                self.input
+            )));
+        }
+        let n = c.widths.len();
+        let div = 1usize << n;
+        if rows % div != 0 || cols % div != 0 || rows < div || cols < div {
+            return Err(Error::Config(format!(
+                "--conv {} has {n} conv layer(s), each halving the image's sides, so they must be                  divisible by {div}; the images are {rows}x{cols}: choose an --image-size divisible                  by {div} (e.g. {}) or fewer --conv layers",
+                width_list(&c.widths),
+                (rows.max(div) / div) * div
+            )));
+        }
+        Ok(())
     }
 
-    /// Parameters of the model (weights and biases of every Linear layer).
+    /// Parameters of the model (weights and biases of every layer).
     pub fn num_params(&self) -> u64 {
-        self.linear_shapes()
-            .iter()
-            .map(|&(i, o)| (i as u64 + 1) * o as u64)
-            .sum()
+        let conv = |c: &ConvNet| -> u64 {
+            let mut prev = c.image[0] as u64;
+            let mut n = 0;
+            let k2 = (CONV_KERNEL * CONV_KERNEL) as u64;
+            for &w in &c.widths {
+                let w = w as u64;
+                // Conv2d prev -> w, and its mirror ConvTranspose2d w -> prev.
+                n += (prev * k2 + 1) * w + (w * k2 + 1) * prev;
+                prev = w;
+            }
+            n
+        };
+        let (enc_in, dec_out) = match &self.conv {
+            Some(_) => (self.conv_features() as u64, self.conv_features() as u64),
+            None => (self.input as u64, self.input as u64),
+        };
+        let chain = |from: u64, widths: &[usize], to: u64| {
+            let mut sizes = vec![from];
+            sizes.extend(widths.iter().map(|&w| w as u64));
+            sizes.push(to);
+            sizes.windows(2).map(|w| (w[0] + 1) * w[1]).sum::<u64>()
+        };
+        let k = self.latent as u64;
+        chain(enc_in, &self.hidden, 2 * k)
+            + chain(k, &self.decoder_hidden, dec_out)
+            + self.conv.as_ref().map_or(0, conv)
     }
 
-    /// The widest hidden layer (either side).
-    pub fn widest_hidden(&self) -> usize {
-        self.hidden
-            .iter()
-            .chain(&self.decoder_hidden)
-            .copied()
-            .max()
-            .unwrap_or(0)
+    /// Features after the last conv layer (`C_last · (rows/2^n) · (cols/2^n)`), what the dense
+    /// layers see; the input size without conv layers.
+    pub fn conv_features(&self) -> usize {
+        match &self.conv {
+            None => self.input,
+            Some(c) => {
+                let div = 1usize << c.widths.len().min(32);
+                let last = c.widths.last().copied().unwrap_or(c.image[0]);
+                last * (c.image[1] / div) * (c.image[2] / div)
+            }
+        }
     }
 }
 

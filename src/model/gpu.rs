@@ -12,6 +12,9 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{DType, GpuContext, GpuTensor};
+use crate::kernels::conv::{
+    BiasSide, ConvEpilogue, ConvShape, conv_to_hi, conv_to_lo, conv_weight_grad,
+};
 use crate::kernels::matmul::{self, BceEpilogue, Epilogue, matmul};
 use crate::kernels::reduce::LossSlots;
 use crate::kernels::reparam_kl::{EpsSource, kl_partials_len};
@@ -19,8 +22,7 @@ use crate::kernels::{
     self, Dispatch, StepParams, StepUniform, adam, bce, bias_act, gather, reduce, reparam_kl,
 };
 pub use crate::model::graph::{EpochPlan, Input, StepGraph};
-use crate::model::params::Linear;
-use crate::model::{ParamLayout, VaeConfig};
+use crate::model::{Layer, LayerKind, ParamLayout, VaeConfig};
 use crate::ops::{Act, AdamConfig, Layout};
 
 /// Activation and activation-gradient buffers, allocated once for the largest batch.
@@ -48,28 +50,29 @@ pub struct Activations {
 }
 
 impl Activations {
-    fn new(ctx: &GpuContext, cfg: &VaeConfig, batch: usize) -> Result<Self> {
+    fn new(ctx: &GpuContext, cfg: &VaeConfig, layout: &ParamLayout, batch: usize) -> Result<Self> {
         let (d, k, l) = (cfg.input, cfg.latent, cfg.samples);
         let lb = l * batch;
         let z = |name: &str, shape: &[usize]| ctx.zeros(name, shape, DType::F32);
-        let layers = |side: &str, rows: usize, widths: &[usize]| -> Result<Vec<GpuTensor>> {
-            (widths.iter().enumerate())
-                .map(|(i, &w)| z(&format!("{side}{i}"), &[rows, w]))
+        // One buffer per hidden layer's output, [rows, features] (an image's features in NCHW).
+        let layers = |side: &str, rows: usize, ls: &[Layer]| -> Result<Vec<GpuTensor>> {
+            (ls.iter().enumerate())
+                .map(|(i, l)| z(&format!("{side}{i}"), &[rows, l.outputs]))
                 .collect()
         };
         Ok(Activations {
             x: z("x", &[batch, d])?,
-            enc: layers("h_enc", batch, &cfg.hidden)?,
+            enc: layers("h_enc", batch, &layout.encoder)?,
             heads: z("mu_e | logvar_e", &[batch, 2 * k])?,
             eps: z("eps", &[lb, k])?,
             z: z("z", &[lb, k])?,
-            dec: layers("h_dec", lb, &cfg.decoder_hidden)?,
+            dec: layers("h_dec", lb, &layout.decoder)?,
             logits: z("logits", &[lb, d])?,
             dlogits: z("dlogits", &[lb, d])?,
-            d_dec: layers("dh_dec", lb, &cfg.decoder_hidden)?,
+            d_dec: layers("dh_dec", lb, &layout.decoder)?,
             dz: z("dz", &[lb, k])?,
             dheads: z("dmu_e | dlogvar_e", &[batch, 2 * k])?,
-            d_enc: layers("dh_enc", batch, &cfg.hidden)?,
+            d_enc: layers("dh_enc", batch, &layout.encoder)?,
             // Room for the BCE kernel's partials and for the fused BCE epilogue's.
             bce_partials: z(
                 "bce_partials",
@@ -82,13 +85,7 @@ impl Activations {
     /// Split a `[B, 2K]` heads matrix read back (`heads` or `dheads`) into its `[B, K]` mu and
     /// logvar halves.
     pub fn split_heads<T: Copy>(heads: &[T], latent: usize) -> (Vec<T>, Vec<T>) {
-        let mut mu = Vec::with_capacity(heads.len() / 2);
-        let mut logvar = Vec::with_capacity(heads.len() / 2);
-        for row in heads.chunks_exact(2 * latent) {
-            mu.extend_from_slice(&row[..latent]);
-            logvar.extend_from_slice(&row[latent..]);
-        }
-        (mu, logvar)
+        crate::ops::split_heads(heads, latent)
     }
 
     /// Views of the first `b` rows (and L·b rows) of every buffer.
@@ -127,54 +124,120 @@ impl Activations {
     }
 }
 
-/// A Linear layer's weight and bias views in the parameter arena and in the gradient arena.
-pub struct LinearViews {
+/// A layer's weight and bias views in the parameter arena and in the gradient arena.
+pub struct LayerViews {
     pub w: GpuTensor,
     pub b: GpuTensor,
     pub dw: GpuTensor,
     pub db: GpuTensor,
 }
 
-/// `y = act(x·Wᵀ + b)`: one NT product with bias and activation in its epilogue.
-pub fn linear_forward(
+/// The layer's forward, `y = act(layer(x) + b)`, bias and activation fused: one NT product for a
+/// Linear (`y = x·Wᵀ + b`), one direct convolution kernel for a Conv2d (`conv_to_lo`) or a
+/// ConvTranspose2d (`conv_to_hi`). `x` and `y` are `[rows, features]`, images in NCHW.
+pub fn layer_forward(
     ctx: &GpuContext,
-    l: &LinearViews,
+    l: &Layer,
+    v: &LayerViews,
     x: &GpuTensor,
     y: &GpuTensor,
     act: Act,
 ) -> Result<Dispatch> {
-    let epi = Epilogue {
-        bias: Some(&l.b),
-        act,
-        ..Epilogue::NONE
-    };
-    matmul(ctx, Layout::NT, x, &l.w, y, epi)
+    match l.kind {
+        LayerKind::Linear => {
+            let epi = Epilogue {
+                bias: Some(&v.b),
+                act,
+                ..Epilogue::NONE
+            };
+            matmul(ctx, Layout::NT, x, &v.w, y, epi)
+        }
+        LayerKind::Conv2d(g) | LayerKind::ConvTranspose2d(g) => {
+            let transposed = matches!(l.kind, LayerKind::ConvTranspose2d(_));
+            let shape = ConvShape::of(&g, transposed, x.shape[0]);
+            let epi = ConvEpilogue {
+                bias: Some(&v.b),
+                act,
+                act_grad: None,
+            };
+            if transposed {
+                conv_to_hi(ctx, &shape, x, &v.w, y, epi)
+            } else {
+                conv_to_lo(ctx, &shape, x, &v.w, y, epi)
+            }
+        }
+    }
 }
 
-/// The backward of `y = x·Wᵀ + b` given `dy`: `dW = dyᵀ·x` (TN) with `db = colsum(dy)` fused in as
-/// the product's row sums; then, if `dx` is asked for, `dx = (dy·W) ⊙ act′(x)` (NN), where `act`
-/// is the activation whose output `x` is (its backward fused into the epilogue; `None` for an `x`
-/// no activation produced, such as z).
-pub fn linear_backward(
+/// The layer's backward given `dy`, its forward read in reverse: the weight gradient with the bias
+/// gradient fused, then, if `dx` is asked for, the input gradient with the backward of the
+/// activation that produced `x` fused (`None` for an `x` no activation produced, such as z).
+/// Linear: `dW = dyᵀ·x` (TN, `db = colsum(dy)` as its row sums) and `dx = (dy·W) ⊙ act′(x)` (NN).
+/// Conv2d: `conv_weight_grad(lo = dy, hi = x)` (`db` the channel sums of dy) and `dx =
+/// conv_to_hi(dy)`; ConvTranspose2d: `conv_weight_grad(lo = x, hi = dy)` and `dx = conv_to_lo(dy)`.
+pub fn layer_backward(
     ctx: &GpuContext,
-    l: &LinearViews,
+    l: &Layer,
+    v: &LayerViews,
     dy: &GpuTensor,
     x: &GpuTensor,
     dx: Option<(&GpuTensor, Option<Act>)>,
 ) -> Result<Vec<Dispatch>> {
-    let with_bias_grad = Epilogue {
-        row_sums: Some(&l.db),
-        ..Epilogue::NONE
-    };
-    let mut d = vec![matmul(ctx, Layout::TN, dy, x, &l.dw, with_bias_grad)?];
-    if let Some((dx, act)) = dx {
-        let epi = Epilogue {
-            act_grad: act.map(|a| (a, x)),
-            ..Epilogue::NONE
-        };
-        d.push(matmul(ctx, Layout::NN, dy, &l.w, dx, epi)?);
+    match l.kind {
+        LayerKind::Linear => {
+            let with_bias_grad = Epilogue {
+                row_sums: Some(&v.db),
+                ..Epilogue::NONE
+            };
+            let mut d = vec![matmul(ctx, Layout::TN, dy, x, &v.dw, with_bias_grad)?];
+            if let Some((dx, act)) = dx {
+                let epi = Epilogue {
+                    act_grad: act.map(|a| (a, x)),
+                    ..Epilogue::NONE
+                };
+                d.push(matmul(ctx, Layout::NN, dy, &v.w, dx, epi)?);
+            }
+            Ok(d)
+        }
+        LayerKind::Conv2d(g) => {
+            let shape = ConvShape::of(&g, false, x.shape[0]);
+            let mut d = vec![conv_weight_grad(
+                ctx,
+                &shape,
+                dy,
+                x,
+                &v.dw,
+                Some((&v.db, BiasSide::Lo)),
+            )?];
+            if let Some((dx, act)) = dx {
+                let epi = ConvEpilogue {
+                    act_grad: act.map(|a| (a, x)),
+                    ..ConvEpilogue::NONE
+                };
+                d.push(conv_to_hi(ctx, &shape, dy, &v.w, dx, epi)?);
+            }
+            Ok(d)
+        }
+        LayerKind::ConvTranspose2d(g) => {
+            let shape = ConvShape::of(&g, true, x.shape[0]);
+            let mut d = vec![conv_weight_grad(
+                ctx,
+                &shape,
+                x,
+                dy,
+                &v.dw,
+                Some((&v.db, BiasSide::Hi)),
+            )?];
+            if let Some((dx, act)) = dx {
+                let epi = ConvEpilogue {
+                    act_grad: act.map(|a| (a, x)),
+                    ..ConvEpilogue::NONE
+                };
+                d.push(conv_to_lo(ctx, &shape, dy, &v.w, dx, epi)?);
+            }
+            Ok(d)
+        }
     }
-    Ok(d)
 }
 
 /// The loss accumulator's contents (sums over the batches since the last reset).
@@ -235,35 +298,60 @@ pub const MAX_STEPS_PER_SUBMIT: usize = 8;
 impl GpuVae {
     /// The largest buffers a model of `cfg` training on batches of `batch` needs, in bytes, with
     /// their names: checked against the adapter's limits before anything is allocated.
-    pub fn largest_buffers(cfg: &VaeConfig, batch: usize) -> Vec<(&'static str, u64)> {
+    pub fn largest_buffers(cfg: &VaeConfig, batch: usize) -> Vec<(String, u64)> {
         let rows = (cfg.samples * batch) as u64;
-        let arena = ParamLayout::new(cfg).len as u64 * 4;
-        vec![
-            ("parameter arena", arena),
-            ("logits [L·B, D]", rows * cfg.input as u64 * 4),
-            (
-                "widest decoder layer [L·B, H]",
-                rows * cfg.widest_hidden() as u64 * 4,
-            ),
-            ("x [B, D]", batch as u64 * cfg.input as u64 * 4),
-        ]
+        let layout = ParamLayout::new(cfg);
+        let mut v = vec![
+            ("parameter arena".to_string(), layout.len as u64 * 4),
+            ("logits [L·B, D]".to_string(), rows * cfg.input as u64 * 4),
+            ("x [B, D]".to_string(), batch as u64 * cfg.input as u64 * 4),
+        ];
+        // Every layer's output (decoder layers have L·B rows).
+        for l in layout.layers() {
+            v.push((
+                format!("the output of {} [L·B, {}]", l.describe(), l.outputs),
+                rows * l.outputs as u64 * 4,
+            ));
+        }
+        v
     }
 
-    /// Refuse, before any allocation, a model or batch whose buffers exceed the adapter's limits.
+    /// Refuse, before any allocation, a model or batch whose buffers or grids exceed the
+    /// adapter's limits, naming the layer and the limit.
     pub fn check_fits(ctx: &GpuContext, cfg: &VaeConfig, batch: usize) -> Result<()> {
         for (name, bytes) in Self::largest_buffers(cfg, batch) {
-            ctx.check_binding_size(name, bytes)?;
+            ctx.check_binding_size(&name, bytes)?;
         }
-        let widest = cfg.input.max(cfg.widest_hidden());
-        let groups = (cfg.samples * batch * widest).div_ceil(256) as u64;
         let max = ctx.limits().max_compute_workgroups_per_dimension as u64;
-        if groups > max * max {
-            return Err(Error::AdapterLimit {
-                adapter: ctx.adapter.name.clone(),
-                what: format!(
-                    "{groups} workgroups for the widest layer exceed {max}² (max_compute_workgroups_per_dimension)"
-                ),
-            });
+        let layout = ParamLayout::new(cfg);
+        let rows = (cfg.samples * batch) as u64;
+        let elementwise = |n: u64| n.div_ceil(256);
+        let mut grids = vec![(
+            "the logits".to_string(),
+            elementwise(rows * cfg.input as u64),
+        )];
+        for l in layout.layers() {
+            grids.push((
+                l.describe(),
+                elementwise(rows * l.outputs.max(l.inputs) as u64),
+            ));
+            if !matches!(l.kind, LayerKind::Linear) {
+                // The weight gradient: one workgroup per weight and bias value.
+                grids.push((
+                    format!("{}'s weight gradient", l.describe()),
+                    (l.weight_len() + l.bias_len()) as u64,
+                ));
+            }
+        }
+        for (what, groups) in grids {
+            if groups > max * max {
+                return Err(Error::AdapterLimit {
+                    adapter: ctx.adapter.name.clone(),
+                    what: format!(
+                        "{groups} workgroups for {what} exceed {max}² (max_compute_workgroups_per_dimension)"
+                    ),
+                });
+            }
         }
         Ok(())
     }
@@ -276,6 +364,8 @@ impl GpuVae {
         max_batch: usize,
         seed: u64,
     ) -> Result<Self> {
+        // The layer list needs a valid configuration (conv sides that divide, ...).
+        cfg.validate()?;
         let layout = ParamLayout::new(&cfg);
         let init = layout.init(seed);
         Self::from_params(ctx, cfg, adam, max_batch, seed, &init)
@@ -312,7 +402,7 @@ impl GpuVae {
             grads: ctx.zeros("grads", &[n], DType::F32)?,
             adam_m: ctx.zeros("adam_m", &[n], DType::F32)?,
             adam_v: ctx.zeros("adam_v", &[n], DType::F32)?,
-            acts: Activations::new(ctx, &cfg, max_batch)?,
+            acts: Activations::new(ctx, &cfg, &layout, max_batch)?,
             step_uniforms: (0..MAX_STEPS_PER_SUBMIT)
                 .map(|_| StepUniform::new(ctx, &StepParams::with_seed(seed)))
                 .collect(),
@@ -327,10 +417,10 @@ impl GpuVae {
         })
     }
 
-    /// A Linear layer's views in the parameter and gradient arenas.
-    pub fn linear(&self, l: &Linear) -> Result<LinearViews> {
-        let (w, b) = (l.weight_shape(), [l.outputs]);
-        Ok(LinearViews {
+    /// A layer's views in the parameter and gradient arenas.
+    pub fn views(&self, l: &Layer) -> Result<LayerViews> {
+        let (w, b) = (l.weight_shape(), [l.bias_len()]);
+        Ok(LayerViews {
             w: self.params.view(l.weight, &w)?,
             b: self.params.view(l.bias, &b)?,
             dw: self.grads.view(l.weight, &w)?,
@@ -357,7 +447,7 @@ impl GpuVae {
     ) -> Result<StepGraph> {
         self.check_batch(batch)?;
         let a = self.acts.rows(batch, self.cfg.samples)?;
-        let (act, lb) = (self.cfg.activation, self.cfg.samples * batch);
+        let lb = self.cfg.samples * batch;
         let step = self.step_uniform();
         let mut d = Vec::with_capacity(32);
 
@@ -374,10 +464,11 @@ impl GpuVae {
             step,
         )?);
         d.extend(self.decoder_hidden(ctx, &a)?);
-        let output = self.linear(&self.layout.output)?;
+        let out_layer = &self.layout.output;
+        let output = self.views(out_layer)?;
         let h_last = a.dec.last().unwrap_or(&a.z);
         let mut logits_variant = None;
-        let bce_partials = if train {
+        let bce_partials = if train && out_layer.kind == LayerKind::Linear {
             // Training needs no logits: the BCE loss and dlogits come out of the logits product's
             // epilogue (one dispatch and one pass over [L·B, D] fewer).
             let logits_product = matmul::Problem {
@@ -414,8 +505,9 @@ impl GpuVae {
             logits_variant = Some((d.len() - 1, logits_product));
             matmul::bce_partials_len(ctx, variant, logits_product)?
         } else {
-            d.push(linear_forward(
+            d.push(layer_forward(
                 ctx,
+                out_layer,
                 &output,
                 h_last,
                 &a.logits,
@@ -430,64 +522,45 @@ impl GpuVae {
             )?);
             bce::partials_len(lb * self.cfg.input)
         };
-        d.push(reduce::loss_reduce(
+        let loss_reduce = reduce::loss_reduce_with_params(
             ctx,
             &a.bce_partials,
             bce_partials,
             &a.kl_partials,
             kl_partials_len(lb * self.cfg.latent),
             acc,
-        )?);
+        )?;
         // An exported plan may choose another kernel for the logits product: the loss reduction
-        // then adds up that kernel's count of BCE partials (its first uniform word).
+        // then adds up that kernel's count of BCE partials (the first word of its uniform).
         if let Some((i, problem)) = logits_variant {
-            let reduce_params = d[d.len() - 1].desc.bindings[3].0.clone();
             for c in &mut d[i].candidates {
                 let n = matmul::bce_partials_len(ctx, c.variant, problem)? as u32;
-                c.set = vec![(reduce_params.clone(), 0, vec![n])];
+                c.set = vec![(loss_reduce.params.clone(), 0, vec![n])];
             }
         }
+        d.push(loss_reduce.dispatch);
 
         if train {
-            // ---- backward: each layer's dW (bias gradient fused) and dX (the activation below
-            // it fused), from the output layer down to the first encoder layer.
-            let (dec, d_dec) = (&a.dec, &a.d_dec);
-            let n = dec.len();
-            d.extend(linear_backward(
-                ctx,
-                &output,
-                &a.dlogits,
-                h_last,
-                Some((&d_dec[n - 1], Some(act))),
-            )?);
-            for i in (0..n).rev() {
-                let l = self.linear(&self.layout.decoder[i])?;
-                let (x, dx) = match i {
-                    0 => (&a.z, (&a.dz, None)),
-                    _ => (&dec[i - 1], (&d_dec[i - 1], Some(act))),
-                };
-                d.extend(linear_backward(ctx, &l, &d_dec[i], x, Some(dx))?);
-            }
+            // ---- backward: the same layers in reverse, each layer's weight gradient (bias
+            // gradient fused) and input gradient (the activation below it fused), from the output
+            // layer down to the first encoder layer.
+            let layers: Vec<&Layer> = self.layout.decoder.iter().chain([out_layer]).collect();
+            let xs: Vec<&GpuTensor> = [&a.z].into_iter().chain(&a.dec).collect();
+            let dys: Vec<&GpuTensor> = a.d_dec.iter().chain([&a.dlogits]).collect();
+            d.extend(self.backward_chain(ctx, &layers, &xs, &dys, Some(&a.dz))?);
             d.push(reparam_kl::reparam_backward(
                 ctx, &a.heads, &a.eps, &a.dz, &a.dheads, 1.0,
             )?);
-            let (enc, d_enc) = (&a.enc, &a.d_enc);
-            let n = enc.len();
-            d.extend(linear_backward(
-                ctx,
-                &self.linear(&self.layout.heads)?,
-                &a.dheads,
-                &enc[n - 1],
-                Some((&d_enc[n - 1], Some(act))),
-            )?);
-            for i in (0..n).rev() {
-                let l = self.linear(&self.layout.encoder[i])?;
-                let (x, dx) = match i {
-                    0 => (&a.x, None), // no gradient for the data
-                    _ => (&enc[i - 1], Some((&d_enc[i - 1], Some(act)))),
-                };
-                d.extend(linear_backward(ctx, &l, &d_enc[i], x, dx)?);
-            }
+            let layers: Vec<&Layer> = self
+                .layout
+                .encoder
+                .iter()
+                .chain([&self.layout.heads])
+                .collect();
+            let xs: Vec<&GpuTensor> = [&a.x].into_iter().chain(&a.enc).collect();
+            let dys: Vec<&GpuTensor> = a.d_enc.iter().chain([&a.dheads]).collect();
+            // No gradient for the data.
+            d.extend(self.backward_chain(ctx, &layers, &xs, &dys, None)?);
             d.push(adam::adam_step(
                 ctx,
                 &self.params,
@@ -500,6 +573,30 @@ impl GpuVae {
         }
         ctx.check_errors()?;
         Ok(StepGraph::new(batch, train, self.planning_slot.get(), d))
+    }
+
+    /// The backward of a chain of layers, last layer first: layer j read `xs[j]` and its output's
+    /// gradient is `dys[j]`; the input gradient of layer j > 0 is `dys[j − 1]` with layer j − 1's
+    /// activation backward fused, and of layer 0 `first_dx` (no activation produced its input),
+    /// or nothing.
+    fn backward_chain(
+        &self,
+        ctx: &GpuContext,
+        layers: &[&Layer],
+        xs: &[&GpuTensor],
+        dys: &[&GpuTensor],
+        first_dx: Option<&GpuTensor>,
+    ) -> Result<Vec<Dispatch>> {
+        let mut d = Vec::with_capacity(2 * layers.len());
+        for j in (0..layers.len()).rev() {
+            let dx = match j {
+                0 => first_dx.map(|t| (t, None)),
+                _ => Some((dys[j - 1], Some(layers[j - 1].act))),
+            };
+            let v = self.views(layers[j])?;
+            d.extend(layer_backward(ctx, layers[j], &v, dys[j], xs[j], dx)?);
+        }
+        Ok(d)
     }
 
     /// Gather (optional) → the encoder's hidden layers → the `mu | logvar` heads.
@@ -521,13 +618,20 @@ impl GpuVae {
         }
         let mut x = &a.x;
         for (layer, h) in self.layout.encoder.iter().zip(&a.enc) {
-            let l = self.linear(layer)?;
-            d.push(linear_forward(ctx, &l, x, h, self.cfg.activation)?);
+            let v = self.views(layer)?;
+            d.push(layer_forward(ctx, layer, &v, x, h, layer.act)?);
             x = h;
         }
         // Both heads as one Linear H -> 2K: heads = h·[W_mu; W_lv]ᵀ + [b_mu; b_lv].
-        let heads = self.linear(&self.layout.heads)?;
-        d.push(linear_forward(ctx, &heads, x, &a.heads, Act::Identity)?);
+        let heads = &self.layout.heads;
+        d.push(layer_forward(
+            ctx,
+            heads,
+            &self.views(heads)?,
+            x,
+            &a.heads,
+            Act::Identity,
+        )?);
         Ok(d)
     }
 
@@ -537,8 +641,8 @@ impl GpuVae {
         let mut d = Vec::with_capacity(a.dec.len());
         let mut x = &a.z;
         for (layer, h) in self.layout.decoder.iter().zip(&a.dec) {
-            let l = self.linear(layer)?;
-            d.push(linear_forward(ctx, &l, x, h, self.cfg.activation)?);
+            let v = self.views(layer)?;
+            d.push(layer_forward(ctx, layer, &v, x, h, layer.act)?);
             x = h;
         }
         Ok(d)
@@ -568,11 +672,12 @@ impl GpuVae {
         }
         let a = self.acts.decoder_rows(rows)?;
         let mut d = self.decoder_hidden(ctx, &a)?;
-        let output = self.linear(&self.layout.output)?;
+        let out_layer = &self.layout.output;
         let h_last = a.dec.last().unwrap_or(&a.z);
-        d.push(linear_forward(
+        d.push(layer_forward(
             ctx,
-            &output,
+            out_layer,
+            &self.views(out_layer)?,
             h_last,
             &a.logits,
             Act::Sigmoid,

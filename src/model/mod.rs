@@ -6,11 +6,13 @@ pub mod config;
 pub mod eval;
 pub mod gpu;
 pub mod graph;
+pub mod layers;
 pub mod params;
 pub mod train;
 
 pub use checkpoint::Checkpoint;
+pub use config::ConvNet;
 pub use config::VaeConfig;
 pub use gpu::{Activations, GpuVae, LossReadout};
-pub use params::{Linear, ParamLayout, ParamSpec};
+pub use params::{ConvGeom, Layer, LayerKind, Linear, ParamLayout, ParamSpec};
 pub use train::{EpochEnd, EpochStats, Event, GpuDataset, TrainSettings, Trainer};

@@ -21,6 +21,9 @@
 //! ```
 
 use super::VaeConfig;
+use super::config::{CONV_KERNEL, CONV_PADDING, CONV_STRIDE};
+pub use super::layers::{ConvGeom, Layer, LayerKind};
+use crate::ops::Act;
 use crate::rng::{Stream, domain};
 
 /// Alignment of every tensor in the arena, in f32 elements.
@@ -31,7 +34,7 @@ pub struct ParamSpec {
     pub name: String,
     pub shape: Vec<usize>,
     pub offset: usize,
-    /// `fan_in` of the Linear layer it belongs to (PyTorch's init bound is 1/sqrt(fan_in)).
+    /// `fan_in` of the layer it belongs to (PyTorch's init bound is 1/sqrt(fan_in)).
     pub fan_in: usize,
 }
 
@@ -49,31 +52,8 @@ impl ParamSpec {
     }
 }
 
-/// One Linear layer `y = x·Wᵀ + b` in the arenas: where its weight `[outputs, inputs]` and bias
-/// `[outputs]` live (the same offsets in the parameter, gradient and moment arenas).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Linear {
-    /// The state_dict prefix (`encoder.2`, `dec_mu`; `enc_mu|enc_logvar` for the joint heads).
-    pub name: String,
-    pub inputs: usize,
-    pub outputs: usize,
-    pub weight: usize,
-    pub bias: usize,
-}
-
-impl Linear {
-    pub fn weight_shape(&self) -> [usize; 2] {
-        [self.outputs, self.inputs]
-    }
-
-    pub fn weight_range(&self) -> std::ops::Range<usize> {
-        self.weight..self.weight + self.inputs * self.outputs
-    }
-
-    pub fn bias_range(&self) -> std::ops::Range<usize> {
-        self.bias..self.bias + self.outputs
-    }
-}
+/// The layers of the default model were all `Linear`s; the name stays for them.
+pub type Linear = Layer;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ParamLayout {
@@ -81,61 +61,172 @@ pub struct ParamLayout {
     pub specs: Vec<ParamSpec>,
     /// Arena length in f32 (a multiple of [`ARENA_ALIGN`]).
     pub len: usize,
-    /// The encoder's hidden layers, input side first.
-    pub encoder: Vec<Linear>,
+    /// The encoder's hidden layers, input side first (conv layers, then dense ones).
+    pub encoder: Vec<Layer>,
     /// Both heads as one Linear `H -> 2K` (mu rows, then logvar rows).
-    pub heads: Linear,
+    pub heads: Layer,
     /// The decoder's hidden layers, latent side first.
-    pub decoder: Vec<Linear>,
-    /// The output layer (logits).
-    pub output: Linear,
+    pub decoder: Vec<Layer>,
+    /// The output layer (logits): `dec_mu`, or a conv model's last ConvTranspose2d.
+    pub output: Layer,
+}
+
+/// A model's layers in forward order, with their state_dict names (offsets not yet placed).
+struct LayerList {
+    encoder: Vec<Layer>,
+    heads: Layer,
+    decoder: Vec<Layer>,
+    output: Layer,
+}
+
+impl LayerList {
+    /// The layers of `cfg`, named as its PyTorch module names them (see the module docs).
+    fn new(cfg: &VaeConfig) -> Self {
+        let act = cfg.activation;
+        let notebook = cfg.has_notebook_names();
+        let dense_name = |side: &str, notebook_name: &str, index: usize| {
+            if notebook {
+                notebook_name.to_string()
+            } else {
+                format!("{side}.{index}")
+            }
+        };
+        // Encoder: Conv2d, Act, … , Flatten (one Sequential index), then Linear, Act, ….
+        let mut encoder = Vec::new();
+        let mut image = cfg.conv.as_ref().map(|c| c.image);
+        for &w in cfg.conv.iter().flat_map(|c| &c.widths) {
+            let g = conv_geom(image, w, false);
+            image = Some(g.output);
+            encoder.push(Layer::conv(
+                format!("encoder.{}", 2 * encoder.len()),
+                false,
+                g,
+                act,
+            ));
+        }
+        let n_conv = encoder.len();
+        // Sequential index of the first dense layer: past the Flatten after the convolutions.
+        let dense_base = if n_conv > 0 { 2 * n_conv + 1 } else { 0 };
+        let mut width = cfg.conv_features();
+        for (i, &h) in cfg.hidden.iter().enumerate() {
+            encoder.push(Layer::linear(
+                dense_name("encoder", "linear_enc", dense_base + 2 * i),
+                width,
+                h,
+                act,
+            ));
+            width = h;
+        }
+        let heads = Layer::linear("enc_mu|enc_logvar", width, 2 * cfg.latent, Act::Identity);
+        // Decoder: Linear, Act, …; with conv layers a Linear to the last conv's features, Act,
+        // Unflatten, then ConvTranspose2d, Act, …, ConvTranspose2d (the logits).
+        let mut decoder = Vec::new();
+        let mut width = cfg.latent;
+        for (i, &h) in cfg.decoder_hidden.iter().enumerate() {
+            decoder.push(Layer::linear(
+                dense_name("decoder", "linear_dec", 2 * i),
+                width,
+                h,
+                act,
+            ));
+            width = h;
+        }
+        let output = match &cfg.conv {
+            None => Layer::linear("dec_mu", width, cfg.input, Act::Identity),
+            Some(c) => {
+                let m = decoder.len();
+                let features = cfg.conv_features();
+                decoder.push(Layer::linear(
+                    format!("decoder.{}", 2 * m),
+                    width,
+                    features,
+                    act,
+                ));
+                // After the Unflatten at index 2m + 2.
+                let mut index = 2 * m + 3;
+                let div = 1usize << c.widths.len();
+                let last = *c.widths.last().unwrap_or(&c.image[0]);
+                let mut image = Some([last, c.image[1] / div, c.image[2] / div]);
+                let mut channels: Vec<usize> = c.widths.iter().rev().skip(1).copied().collect();
+                channels.push(c.image[0]);
+                let n = channels.len();
+                let mut out = None;
+                for (i, &ch) in channels.iter().enumerate() {
+                    let g = conv_geom(image, ch, true);
+                    image = Some(g.output);
+                    let last = i + 1 == n;
+                    let l = Layer::conv(
+                        format!("decoder.{index}"),
+                        true,
+                        g,
+                        if last { Act::Identity } else { act },
+                    );
+                    index += 2;
+                    if last {
+                        out = Some(l);
+                    } else {
+                        decoder.push(l);
+                    }
+                }
+                out.expect("a conv model has at least one conv layer")
+            }
+        };
+        LayerList {
+            encoder,
+            heads,
+            decoder,
+            output,
+        }
+    }
+}
+
+/// The geometry of `--conv`'s layers (kernel 4, stride 2, padding 1) on `image`; [`VaeConfig::validate`]
+/// has checked that every side divides.
+fn conv_geom(image: Option<[usize; 3]>, c_out: usize, transposed: bool) -> ConvGeom {
+    let image = image.expect("conv layers have an image shape");
+    let g = if transposed {
+        ConvGeom::conv_transpose2d(image, c_out, CONV_KERNEL, CONV_STRIDE, CONV_PADDING)
+    } else {
+        ConvGeom::conv2d(image, c_out, CONV_KERNEL, CONV_STRIDE, CONV_PADDING)
+    };
+    g.unwrap_or(ConvGeom {
+        input: image,
+        output: [c_out, 0, 0],
+        kernel: CONV_KERNEL,
+        stride: CONV_STRIDE,
+        padding: CONV_PADDING,
+    })
 }
 
 impl ParamLayout {
     pub fn new(cfg: &VaeConfig) -> Self {
-        let notebook = cfg.has_notebook_names();
-        let side = |prefix: &str, notebook_name: &str, from: usize, widths: &[usize]| {
-            let mut sizes = vec![from];
-            sizes.extend_from_slice(widths);
-            sizes
-                .windows(2)
-                .enumerate()
-                .map(|(i, w)| {
-                    let name = if notebook {
-                        notebook_name.to_string()
-                    } else {
-                        format!("{prefix}.{}", 2 * i)
-                    };
-                    (name, w[0], w[1])
-                })
-                .collect::<Vec<_>>()
-        };
-        let enc = side("encoder", "linear_enc", cfg.input, &cfg.hidden);
-        let dec = side("decoder", "linear_dec", cfg.latent, &cfg.decoder_hidden);
-        let (h, k, g) = (
-            *cfg.hidden.last().unwrap_or(&cfg.input),
-            cfg.latent,
-            *cfg.decoder_hidden.last().unwrap_or(&cfg.latent),
-        );
-        // (name, inputs, outputs) of every Linear, in state_dict order.
-        let mut linears = enc.clone();
-        linears.push(("enc_mu".into(), h, k));
-        linears.push(("enc_logvar".into(), h, k));
-        linears.extend(dec.iter().cloned());
-        linears.push(("dec_mu".into(), g, cfg.input));
-        let mut specs = Vec::with_capacity(2 * linears.len());
-        for (name, i, o) in &linears {
-            for (suffix, shape) in [("weight", vec![*o, *i]), ("bias", vec![*o])] {
+        let list = LayerList::new(cfg);
+        // Every parameter tensor in state_dict order (the heads as their two modules), with the
+        // layer it belongs to: (layer index in forward order or usize::MAX for a head, spec).
+        let k = cfg.latent;
+        let mut specs: Vec<ParamSpec> = Vec::new();
+        let push_layer = |l: &Layer, specs: &mut Vec<ParamSpec>| {
+            for (suffix, shape) in [("weight", l.weight_shape()), ("bias", vec![l.bias_len()])] {
                 specs.push(ParamSpec {
-                    name: format!("{name}.{suffix}"),
+                    name: format!("{}.{suffix}", l.name),
                     shape,
                     offset: 0,
-                    fan_in: *i,
+                    fan_in: l.fan_in(),
                 });
             }
+        };
+        for l in &list.encoder {
+            push_layer(l, &mut specs);
+        }
+        let h = list.heads.inputs;
+        for name in ["enc_mu", "enc_logvar"] {
+            push_layer(&Layer::linear(name, h, k, Act::Identity), &mut specs);
+        }
+        for l in list.decoder.iter().chain([&list.output]) {
+            push_layer(l, &mut specs);
         }
         // Arena order: state_dict order, but each logvar tensor packed right behind its mu one.
-        let mu = 2 * enc.len();
+        let mu = 2 * list.encoder.len();
         let (mu_w, mu_b, lv_w, lv_b) = (mu, mu + 1, mu + 2, mu + 3);
         let mut order: Vec<(usize, bool)> = (0..mu).map(|i| (i, true)).collect();
         order.extend([(mu_w, true), (lv_w, false), (mu_b, true), (lv_b, false)]);
@@ -149,23 +240,34 @@ impl ParamLayout {
             offset += specs[i].len();
         }
         let len = offset.div_ceil(ARENA_ALIGN) * ARENA_ALIGN;
-        let linear = |spec: usize, name: String, outputs: usize| Linear {
-            name,
-            inputs: specs[spec].shape[1],
-            outputs,
-            weight: specs[spec].offset,
-            bias: specs[spec + 1].offset,
+        // Each layer's weight and bias are specs 2i and 2i + 1 (i counting the heads twice).
+        let placed = |mut l: Layer, spec: usize| {
+            l.weight = specs[spec].offset;
+            l.bias = specs[spec + 1].offset;
+            l
         };
-        let at = |i: usize| linear(2 * i, linears[i].0.clone(), linears[i].2);
-        let n_enc = enc.len();
+        let n_enc = list.encoder.len();
         ParamLayout {
-            encoder: (0..n_enc).map(at).collect(),
-            heads: linear(mu_w, "enc_mu|enc_logvar".into(), 2 * k),
-            decoder: (n_enc + 2..n_enc + 2 + dec.len()).map(at).collect(),
-            output: at(linears.len() - 1),
+            encoder: (list.encoder.into_iter().enumerate())
+                .map(|(i, l)| placed(l, 2 * i))
+                .collect(),
+            heads: placed(list.heads, mu),
+            decoder: (list.decoder.into_iter().enumerate())
+                .map(|(i, l)| placed(l, 2 * (n_enc + 2 + i)))
+                .collect(),
+            output: placed(list.output, specs.len() - 2),
             specs,
             len,
         }
+    }
+
+    /// Every layer in forward order: encoder layers, heads, decoder layers, output.
+    pub fn layers(&self) -> impl Iterator<Item = &Layer> {
+        self.encoder
+            .iter()
+            .chain([&self.heads])
+            .chain(&self.decoder)
+            .chain([&self.output])
     }
 
     /// Number of real (unpadded) parameters.

@@ -1,0 +1,207 @@
+// Launcher: src/kernels/conv.rs · CPU twin: cpu::ops::{conv_to_lo, conv_to_hi, conv_weight_grad} · parity: tests/parity_conv.rs
+// 2-D convolutions in NCHW, direct: one thread per output element (one workgroup per weight for
+// the weight gradient, so its long sums are split over 256 threads and added in a fixed tree).
+//
+// One geometry serves both layer kinds. The "lo" side is the one whose pixel (y, x) sees the
+// window hi[y·s − p + ky, x·s − p + kx] of the "hi" side; the weight is [C_lo, C_hi, k, k]:
+//   Conv2d           lo = output, hi = input   (weight [c_out, c_in, k, k] as PyTorch stores it)
+//   ConvTranspose2d  lo = input,  hi = output  (weight [c_in, c_out, k, k] as PyTorch stores it)
+// so each of the three entry points is a forward of one kind and a backward of the other:
+//   conv_to_lo       lo[b,o,y,x] = Σ_{i,ky,kx} W[o,i,ky,kx] · hi[b,i,y·s−p+ky,x·s−p+kx]
+//                    Conv2d forward (bias, activation), ConvTranspose2d input gradient (ACT_GRAD)
+//   conv_to_hi       hi[b,i,Y,X] = Σ_{o,ky,kx: Y+p−ky = y·s} W[o,i,ky,kx] · lo[b,o,y,x]
+//                    ConvTranspose2d forward (bias, activation), Conv2d input gradient (ACT_GRAD)
+//   conv_weight_grad dW[o,i,ky,kx] = Σ_{b,y,x} lo[b,o,y,x] · hi[b,i,y·s−p+ky,x·s−p+kx], and the
+//                    bias gradient as the channel sums of the output side's gradient (BIAS_SIDE)
+
+struct ConvParams {
+    batch: u32,
+    c_lo: u32,
+    h_lo: u32,
+    w_lo: u32,
+    c_hi: u32,
+    h_hi: u32,
+    w_hi: u32,
+    kernel: u32,
+    stride: u32,
+    padding: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+override ACT: u32 = 0u;       // the output's activation: 0 identity, 1 ReLU, 2 sigmoid, 3 tanh
+override HAS_BIAS: bool = false;
+override ACT_GRAD: u32 = 0u;  // multiply by the derivative of this activation at aux (its output)
+override BIAS_SIDE: u32 = 0u; // conv_weight_grad: 0 no bias, 1 Σ lo per channel, 2 Σ hi per channel
+
+@group(0) @binding(0) var<storage, read> src: array<f32>;
+@group(0) @binding(1) var<storage, read> wt: array<f32>;
+@group(0) @binding(2) var<storage, read> aux: array<f32>;     // bias [C_out], or the saved output
+@group(0) @binding(3) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(4) var<uniform> p: ConvParams;
+
+fn flat_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return gid.x + gid.y * nwg.x * 256u;
+}
+
+// Bias, activation or activation backward on one output value (element i of channel ch).
+fn epilogue(v0: f32, i: u32, ch: u32) -> f32 {
+    var v = v0;
+    if (HAS_BIAS) {
+        v = v + aux[ch];
+    }
+    if (ACT == 1u) {
+        v = max(v, 0.0);
+    } else if (ACT == 2u) {
+        v = sigmoid(v);
+    } else if (ACT == 3u) {
+        v = tanh_act(v);
+    }
+    if (ACT_GRAD == 1u) {
+        v = select(0.0, v, aux[i] > 0.0);
+    } else if (ACT_GRAD == 3u) {
+        let h = aux[i];
+        v = v * (1.0 - h * h);
+    }
+    return v;
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn conv_to_lo(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let idx = flat_index(gid, nwg);
+    let plane = p.h_lo * p.w_lo;
+    if (idx >= p.batch * p.c_lo * plane) {
+        return;
+    }
+    let x = idx % p.w_lo;
+    let y = (idx / p.w_lo) % p.h_lo;
+    let o = (idx / plane) % p.c_lo;
+    let b = idx / (plane * p.c_lo);
+    let k = p.kernel;
+    let y0 = i32(y * p.stride) - i32(p.padding);
+    let x0 = i32(x * p.stride) - i32(p.padding);
+    var acc = 0.0;
+    for (var i = 0u; i < p.c_hi; i++) {
+        let hi_base = (b * p.c_hi + i) * p.h_hi * p.w_hi;
+        let w_base = (o * p.c_hi + i) * k * k;
+        for (var ky = 0u; ky < k; ky++) {
+            let yy = y0 + i32(ky);
+            if (yy < 0 || yy >= i32(p.h_hi)) {
+                continue;
+            }
+            for (var kx = 0u; kx < k; kx++) {
+                let xx = x0 + i32(kx);
+                if (xx < 0 || xx >= i32(p.w_hi)) {
+                    continue;
+                }
+                acc += wt[w_base + ky * k + kx] * src[hi_base + u32(yy) * p.w_hi + u32(xx)];
+            }
+        }
+    }
+    dst[idx] = epilogue(acc, idx, o);
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn conv_to_hi(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let idx = flat_index(gid, nwg);
+    let plane = p.h_hi * p.w_hi;
+    if (idx >= p.batch * p.c_hi * plane) {
+        return;
+    }
+    let xx = idx % p.w_hi;
+    let yy = (idx / p.w_hi) % p.h_hi;
+    let i = (idx / plane) % p.c_hi;
+    let b = idx / (plane * p.c_hi);
+    let k = p.kernel;
+    let s = i32(p.stride);
+    var acc = 0.0;
+    for (var o = 0u; o < p.c_lo; o++) {
+        let lo_base = (b * p.c_lo + o) * p.h_lo * p.w_lo;
+        let w_base = (o * p.c_hi + i) * k * k;
+        for (var ky = 0u; ky < k; ky++) {
+            // The lo row y with y·s − p + ky = yy, when there is one.
+            let ty = i32(yy) + i32(p.padding) - i32(ky);
+            if (ty < 0 || ty % s != 0 || ty / s >= i32(p.h_lo)) {
+                continue;
+            }
+            let y = u32(ty / s);
+            for (var kx = 0u; kx < k; kx++) {
+                let tx = i32(xx) + i32(p.padding) - i32(kx);
+                if (tx < 0 || tx % s != 0 || tx / s >= i32(p.w_lo)) {
+                    continue;
+                }
+                acc += wt[w_base + ky * k + kx] * src[lo_base + y * p.w_lo + u32(tx / s)];
+            }
+        }
+    }
+    dst[idx] = epilogue(acc, idx, i);
+}
+
+// conv_weight_grad's operands: the lo side (binding 0) and the hi side (binding 1); the weight
+// gradient and the bias gradient are written.
+@group(0) @binding(0) var<storage, read> g_lo: array<f32>;
+@group(0) @binding(1) var<storage, read> g_hi: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dw: array<f32>;
+@group(0) @binding(3) var<storage, read_write> db: array<f32>;
+
+@compute @workgroup_size(256, 1, 1)
+fn conv_weight_grad(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) t: u32,
+) {
+    let g = wid.x + wid.y * nwg.x;
+    let k = p.kernel;
+    let n_w = p.c_lo * p.c_hi * k * k;
+    var n_b = 0u;
+    if (BIAS_SIDE == 1u) {
+        n_b = p.c_lo;
+    } else if (BIAS_SIDE == 2u) {
+        n_b = p.c_hi;
+    }
+    if (g >= n_w + n_b) {
+        return;
+    }
+    let lo_plane = p.h_lo * p.w_lo;
+    let hi_plane = p.h_hi * p.w_hi;
+    var acc = 0.0;
+    if (g < n_w) {
+        let kx = g % k;
+        let ky = (g / k) % k;
+        let i = (g / (k * k)) % p.c_hi;
+        let o = g / (k * k * p.c_hi);
+        // Σ over every (b, y, x) of the lo side, 256 threads interleaved.
+        for (var n = t; n < p.batch * lo_plane; n += 256u) {
+            let x = n % p.w_lo;
+            let y = (n / p.w_lo) % p.h_lo;
+            let b = n / lo_plane;
+            let yy = i32(y * p.stride + ky) - i32(p.padding);
+            let xx = i32(x * p.stride + kx) - i32(p.padding);
+            if (yy < 0 || yy >= i32(p.h_hi) || xx < 0 || xx >= i32(p.w_hi)) {
+                continue;
+            }
+            let lo = g_lo[(b * p.c_lo + o) * lo_plane + y * p.w_lo + x];
+            acc += lo * g_hi[(b * p.c_hi + i) * hi_plane + u32(yy) * p.w_hi + u32(xx)];
+        }
+    } else {
+        // The bias gradient: Σ over (b, pixel) of one channel of the output side's gradient.
+        let ch = g - n_w;
+        if (BIAS_SIDE == 1u) {
+            for (var n = t; n < p.batch * lo_plane; n += 256u) {
+                acc += g_lo[((n / lo_plane) * p.c_lo + ch) * lo_plane + n % lo_plane];
+            }
+        } else {
+            for (var n = t; n < p.batch * hi_plane; n += 256u) {
+                acc += g_hi[((n / hi_plane) * p.c_hi + ch) * hi_plane + n % hi_plane];
+            }
+        }
+    }
+    let total = workgroup_sum(t, acc);
+    if (t == 0u) {
+        if (g < n_w) {
+            dw[g] = total;
+        } else {
+            db[g - n_w] = total;
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! The model as a list of layers. A [`Layer`] is one parameterised operation with its activation:
+//! `Linear`, `Conv2d` or `ConvTranspose2d` ([`LayerKind`]). It owns what the rest of the engine
+//! needs to know about it: its parameter shapes and PyTorch names, its initialisation fan-in, and
+//! (in `model/gpu.rs` and `cpu/model.rs`, side by side) its forward and backward plans and their CPU
+//! twins.
+//!
+//! Every activation tensor is `[rows, features]` with an image's features in NCHW order
+//! (`c·H·W + y·W + x`), so the reshapes between dense and image layers (PyTorch's `Flatten` and
+//! `Unflatten`) are the same buffer read with another shape: they plan nothing and are not
+//! entries of the list; they only take an index in the `nn.Sequential` names.
+
+use crate::ops::Act;
+
+/// The geometry of a 2-D convolution in NCHW (square kernel; the same stride and padding on both
+/// axes). For a `Conv2d` the input is the larger side; for a `ConvTranspose2d` the output is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConvGeom {
+    /// Input channels, rows, columns.
+    pub input: [usize; 3],
+    /// Output channels, rows, columns.
+    pub output: [usize; 3],
+    pub kernel: usize,
+    pub stride: usize,
+    pub padding: usize,
+}
+
+impl ConvGeom {
+    /// `Conv2d(c_in, c_out, kernel, stride, padding)` on `[c_in, h, w]` images; `None` when the
+    /// kernel does not fit the padded image.
+    pub fn conv2d(
+        input: [usize; 3],
+        c_out: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    ) -> Option<Self> {
+        let side = |n: usize| {
+            let padded = n + 2 * padding;
+            (padded >= kernel && stride > 0).then(|| (padded - kernel) / stride + 1)
+        };
+        Some(ConvGeom {
+            input,
+            output: [c_out, side(input[1])?, side(input[2])?],
+            kernel,
+            stride,
+            padding,
+        })
+    }
+
+    /// `ConvTranspose2d(c_in, c_out, kernel, stride, padding)` on `[c_in, h, w]` images (no
+    /// output padding): the output side is `(n − 1)·stride − 2·padding + kernel`.
+    pub fn conv_transpose2d(
+        input: [usize; 3],
+        c_out: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    ) -> Option<Self> {
+        let side = |n: usize| ((n.max(1) - 1) * stride + kernel).checked_sub(2 * padding);
+        Some(ConvGeom {
+            input,
+            output: [c_out, side(input[1])?, side(input[2])?],
+            kernel,
+            stride,
+            padding,
+        })
+    }
+}
+
+/// What a layer computes (its activation is [`Layer::act`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LayerKind {
+    /// `y = x·Wᵀ + b`, weight `[out, in]`.
+    Linear,
+    /// `nn.Conv2d`, weight `[c_out, c_in, k, k]`.
+    Conv2d(ConvGeom),
+    /// `nn.ConvTranspose2d`, weight `[c_in, c_out, k, k]`.
+    ConvTranspose2d(ConvGeom),
+}
+
+/// One layer and where its parameters live in the arenas (the same offsets in the parameter,
+/// gradient and both moment arenas).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layer {
+    /// The state_dict prefix (`encoder.2`, `dec_mu`; `enc_mu|enc_logvar` for the joint heads).
+    pub name: String,
+    pub kind: LayerKind,
+    /// Features per row in (`C·H·W` for an image).
+    pub inputs: usize,
+    /// Features per row out.
+    pub outputs: usize,
+    /// The activation applied to the output (the backward of the next layer down fuses its
+    /// derivative).
+    pub act: Act,
+    /// Arena offsets of the weight and the bias.
+    pub weight: usize,
+    pub bias: usize,
+}
+
+impl Layer {
+    /// A layer of `kind` at arena offset 0 (placed by [`crate::model::ParamLayout`]).
+    pub fn new(
+        name: impl Into<String>,
+        kind: LayerKind,
+        inputs: usize,
+        outputs: usize,
+        act: Act,
+    ) -> Self {
+        Layer {
+            name: name.into(),
+            kind,
+            inputs,
+            outputs,
+            act,
+            weight: 0,
+            bias: 0,
+        }
+    }
+
+    /// A `Linear(inputs, outputs)`.
+    pub fn linear(name: impl Into<String>, inputs: usize, outputs: usize, act: Act) -> Self {
+        Self::new(name, LayerKind::Linear, inputs, outputs, act)
+    }
+
+    /// A `Conv2d` or `ConvTranspose2d` of geometry `g`.
+    pub fn conv(name: impl Into<String>, transposed: bool, g: ConvGeom, act: Act) -> Self {
+        let kind = if transposed {
+            LayerKind::ConvTranspose2d(g)
+        } else {
+            LayerKind::Conv2d(g)
+        };
+        let n = |s: [usize; 3]| s.iter().product();
+        Self::new(name, kind, n(g.input), n(g.output), act)
+    }
+
+    /// The weight's shape as PyTorch stores it.
+    pub fn weight_shape(&self) -> Vec<usize> {
+        match self.kind {
+            LayerKind::Linear => vec![self.outputs, self.inputs],
+            LayerKind::Conv2d(g) => vec![g.output[0], g.input[0], g.kernel, g.kernel],
+            LayerKind::ConvTranspose2d(g) => vec![g.input[0], g.output[0], g.kernel, g.kernel],
+        }
+    }
+
+    pub fn weight_len(&self) -> usize {
+        self.weight_shape().iter().product()
+    }
+
+    /// One bias per output feature (Linear) or output channel (convolutions).
+    pub fn bias_len(&self) -> usize {
+        match self.kind {
+            LayerKind::Linear => self.outputs,
+            LayerKind::Conv2d(g) | LayerKind::ConvTranspose2d(g) => g.output[0],
+        }
+    }
+
+    /// PyTorch's `fan_in` for the default initialisation (`_calculate_fan_in_and_fan_out`: the
+    /// weight's dimension 1 times the kernel's area, so a transposed convolution's fan-in counts
+    /// its output channels).
+    pub fn fan_in(&self) -> usize {
+        let s = self.weight_shape();
+        s[1..].iter().product()
+    }
+
+    pub fn weight_range(&self) -> std::ops::Range<usize> {
+        self.weight..self.weight + self.weight_len()
+    }
+
+    pub fn bias_range(&self) -> std::ops::Range<usize> {
+        self.bias..self.bias + self.bias_len()
+    }
+
+    /// Multiply-adds of the forward pass per row (the backward costs twice that).
+    pub fn macs_per_row(&self) -> u64 {
+        let w = self.weight_len() as u64;
+        match self.kind {
+            LayerKind::Linear => w,
+            // Each output pixel of a Conv2d takes a window of every input channel.
+            LayerKind::Conv2d(g) => w * (g.output[1] * g.output[2]) as u64,
+            // Each input pixel of a transposed convolution is spread over a window.
+            LayerKind::ConvTranspose2d(g) => w * (g.input[1] * g.input[2]) as u64,
+        }
+    }
+
+    /// `Linear 784->200`, `Conv2d 1x28x28->32x14x14 k4 s2 p1`, as the trainer and errors describe it.
+    pub fn describe(&self) -> String {
+        let img = |s: [usize; 3]| format!("{}x{}x{}", s[0], s[1], s[2]);
+        match self.kind {
+            LayerKind::Linear => format!("{} Linear {}->{}", self.name, self.inputs, self.outputs),
+            LayerKind::Conv2d(g) | LayerKind::ConvTranspose2d(g) => format!(
+                "{} {} {}->{} k{} s{} p{}",
+                self.name,
+                if matches!(self.kind, LayerKind::Conv2d(_)) {
+                    "Conv2d"
+                } else {
+                    "ConvTranspose2d"
+                },
+                img(g.input),
+                img(g.output),
+                g.kernel,
+                g.stride,
+                g.padding
+            ),
+        }
+    }
+}
