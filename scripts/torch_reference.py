@@ -11,7 +11,17 @@ summed `binary_cross_entropy` + analytic KL, Adam lr 0.01) keeps the notebook's 
     decoder    = nn.Sequential(Linear(K, g0), Act, Linear(g0, g1), Act, ...)   # decoder.0, .2, ...
     dec_mu     = Linear(g_last, D)
 
-with Act = ReLU or Tanh: the layout vae-wgpu writes (src/model/params.rs), so
+with Act = ReLU or Tanh; with conv layers (`--conv 32,64`, each Conv2d(4, 2, 1) halving the sides)
+
+    encoder    = nn.Sequential(Conv2d(C, c0, 4, 2, 1), Act, Conv2d(c0, c1, 4, 2, 1), Act, ...,
+                               Flatten(), Linear(F, h0), Act, ...)  # encoder.0, .2, ..., Flatten at 2n
+    enc_mu     = Linear(F or h_last, K);   enc_logvar = Linear(F or h_last, K)
+    decoder    = nn.Sequential(Linear(K, g0), Act, ..., Linear(g_last or K, F), Act,
+                               Unflatten(1, (c_last, S/2^n, S/2^n)),
+                               ConvTranspose2d(c_last, c_{n-2}, 4, 2, 1), Act, ...,
+                               ConvTranspose2d(c0, C, 4, 2, 1))    # the logits; no dec_mu
+
+(F = c_last·(S/2^n)², images NCHW): the layout vae-wgpu writes (src/model/params.rs), so
 `load_state_dict(strict=True)` works both ways.
 
 Fixture mode (default): seeds the module, takes the first 16 MNIST training images and fixed
@@ -48,11 +58,18 @@ ACTS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
 
 class BernoulliVAE(nn.Module):
-    def __init__(self, input_dim=784, hidden=(200,), latent_dim=10, decoder_hidden=None, activation="relu"):
+    def __init__(self, input_dim=784, hidden=(200,), latent_dim=10, decoder_hidden=None, activation="relu",
+                 conv=None, image=(1, 28, 28)):
         super().__init__()
         hidden = list(hidden)
         decoder_hidden = list(reversed(hidden)) if decoder_hidden is None else list(decoder_hidden)
         self.act = ACTS[activation]()
+        self.conv = list(conv or [])
+        self.image = tuple(image)
+        if self.conv:
+            self.notebook = False
+            self.build_conv(hidden, latent_dim, decoder_hidden, activation)
+            return
         self.notebook = len(hidden) == 1 and len(decoder_hidden) == 1
         if self.notebook:
             self.linear_enc = nn.Linear(input_dim, hidden[0])
@@ -65,6 +82,36 @@ class BernoulliVAE(nn.Module):
         else:
             self.decoder = self.sequential(latent_dim, decoder_hidden, activation)
         self.dec_mu = nn.Linear(decoder_hidden[-1], input_dim)
+
+    def build_conv(self, hidden, latent_dim, decoder_hidden, activation):
+        act = ACTS[activation]
+        c, n = self.image[0], len(self.conv)
+        rows, cols = self.image[1] >> n, self.image[2] >> n
+        layers = []
+        for w in self.conv:
+            layers += [nn.Conv2d(c, w, 4, 2, 1), act()]
+            c = w
+        features = c * rows * cols
+        layers.append(nn.Flatten())
+        inp = features
+        for w in hidden:
+            layers += [nn.Linear(inp, w), act()]
+            inp = w
+        self.encoder = nn.Sequential(*layers)
+        self.enc_mu = nn.Linear(inp, latent_dim)
+        self.enc_logvar = nn.Linear(inp, latent_dim)
+        dec, inp = [], latent_dim
+        for w in decoder_hidden:
+            dec += [nn.Linear(inp, w), act()]
+            inp = w
+        dec += [nn.Linear(inp, features), act(), nn.Unflatten(1, (c, rows, cols))]
+        channels = list(reversed(self.conv))[1:] + [self.image[0]]
+        for j, out in enumerate(channels):
+            dec.append(nn.ConvTranspose2d(c, out, 4, 2, 1))
+            if j + 1 < len(channels):
+                dec.append(act())
+            c = out
+        self.decoder = nn.Sequential(*dec)
 
     @staticmethod
     def sequential(inp, widths, activation):
@@ -82,17 +129,20 @@ class BernoulliVAE(nn.Module):
             return h
         for m in (self.encoder if side == "enc" else self.decoder):
             x = m(x)
-            if not isinstance(m, nn.Linear):
-                keep_list.append(x)
+            if isinstance(m, tuple(ACTS.values())):
+                # vae-wgpu's activations are [rows, features], images flattened NCHW.
+                keep_list.append(x.flatten(1))
         return x
 
     def forward(self, x, eps, keep=None):
         enc, dec = [], []
-        h_enc = self.hidden_layers("enc", x, enc)
+        x_in = x.view(-1, *self.image) if self.conv else x
+        h_enc = self.hidden_layers("enc", x_in, enc)
         mu_e, logvar_e = self.enc_mu(h_enc), self.enc_logvar(h_enc)
         z = mu_e + torch.exp(0.5 * logvar_e) * eps
         h_dec = self.hidden_layers("dec", z, dec)
-        logits = self.dec_mu(h_dec)
+        # A conv decoder's last ConvTranspose2d gives the logits.
+        logits = h_dec.flatten(1) if self.conv else self.dec_mu(h_dec)
         mu_d = torch.sigmoid(logits)
         if keep is not None:
             logits.retain_grad()
@@ -110,7 +160,13 @@ def widths(s):
 
 
 def architecture_metadata(model, args_like):
+    conv = {}
+    if args_like.get("conv"):
+        c, r, w = args_like["image"]
+        conv = {"conv": ",".join(map(str, args_like["conv"])), "channels": str(c), "image_rows": str(r),
+                "image_cols": str(w)}
     return {
+        **conv,
         "input": str(args_like["input"]),
         "hidden": ",".join(map(str, args_like["hidden"])),
         "decoder_hidden": ",".join(map(str, args_like["decoder_hidden"])),
@@ -150,8 +206,11 @@ def check(args):
         decoder_hidden=widths(meta["decoder_hidden"]) if "decoder_hidden" in meta else list(reversed(hidden)),
         latent=int(meta.get("latent", 10)),
         activation=meta.get("activation", "relu"),
+        conv=widths(meta["conv"]) if "conv" in meta else [],
+        image=(int(meta.get("channels", 1)), int(meta.get("image_rows", 28)), int(meta.get("image_cols", 28))),
     )
-    model = BernoulliVAE(arch["input"], arch["hidden"], arch["latent"], arch["decoder_hidden"], arch["activation"])
+    model = BernoulliVAE(arch["input"], arch["hidden"], arch["latent"], arch["decoder_hidden"], arch["activation"],
+                         arch["conv"], arch["image"])
     state = {k: v for k, v in tensors.items() if not k.startswith(("optimizer.", "trainer."))}
     model.load_state_dict(state, strict=True)
     x = read_images(f"{args.data_dir}/t10k-images-idx3-ubyte.gz", 100) if arch["input"] == 784 else None
@@ -174,21 +233,24 @@ def main():
     ap.add_argument("--out", default="tests/fixtures/torch_reference.safetensors")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--hidden", default="200")
+    ap.add_argument("--hidden", default=None, help="dense widths [default: 200, none with --conv]")
     ap.add_argument("--decoder-hidden", default=None)
     ap.add_argument("--latent", type=int, default=10)
     ap.add_argument("--activation", default="relu", choices=sorted(ACTS))
+    ap.add_argument("--conv", default="", help="conv channel counts, e.g. 32,64 (MNIST, 1x28x28)")
     ap.add_argument("--check", default=None, help="a vae-wgpu safetensors file to load strictly")
     ap.add_argument("--save-back", default=None)
     args = ap.parse_args()
     if args.check:
         return check(args)
 
-    hidden = widths(args.hidden)
+    conv = widths(args.conv)
+    hidden = widths(args.hidden) if args.hidden else ([] if conv else [200])
     dec = widths(args.decoder_hidden) if args.decoder_hidden else list(reversed(hidden))
-    arch = dict(input=784, hidden=hidden, decoder_hidden=dec, latent=args.latent, activation=args.activation)
+    arch = dict(input=784, hidden=hidden, decoder_hidden=dec, latent=args.latent, activation=args.activation,
+                conv=conv, image=(1, 28, 28))
     torch.manual_seed(args.seed)
-    model = BernoulliVAE(784, hidden, args.latent, dec, args.activation)
+    model = BernoulliVAE(784, hidden, args.latent, dec, args.activation, conv)
     x = read_images(f"{args.data_dir}/train-images-idx3-ubyte.gz", args.batch)
     eps = [torch.randn(args.batch, args.latent) for _ in range(3)]
     out = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}

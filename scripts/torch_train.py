@@ -10,6 +10,7 @@ losses for an architecture next to ours, and the CPU epoch time that issue 14 co
     pip install torch numpy safetensors
     python3 scripts/torch_train.py --epochs 5                                # the notebook's model
     python3 scripts/torch_train.py --hidden 400,200 --activation tanh --epochs 5
+    python3 scripts/torch_train.py --conv 32,64 --latent 16 --lr 0.001 --epochs 5    # the conv model
 """
 import argparse
 import json
@@ -26,10 +27,11 @@ from torch_reference import BernoulliVAE, loss_fn, read_images, widths  # noqa: 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--data-dir", default="data/mnist")
-    ap.add_argument("--hidden", default="200")
+    ap.add_argument("--hidden", default=None, help="dense widths [default: 200, none with --conv]")
     ap.add_argument("--decoder-hidden", default=None)
     ap.add_argument("--latent", type=int, default=10)
     ap.add_argument("--activation", default="relu")
+    ap.add_argument("--conv", default="", help="conv channel counts, e.g. 32,64 (--hidden then defaults to none)")
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--lr", type=float, default=0.01)
@@ -38,11 +40,12 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    hidden = widths(args.hidden)
+    conv = widths(args.conv)
+    hidden = widths(args.hidden) if args.hidden else ([] if conv else [200])
     dec = widths(args.decoder_hidden) if args.decoder_hidden else list(reversed(hidden))
     train = read_images(f"{args.data_dir}/train-images-idx3-ubyte.gz")
     test = read_images(f"{args.data_dir}/t10k-images-idx3-ubyte.gz")
-    model = BernoulliVAE(784, hidden, args.latent, dec, args.activation)
+    model = BernoulliVAE(784, hidden, args.latent, dec, args.activation, conv)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     epochs = []
     for epoch in range(1, args.epochs + 1):
@@ -65,7 +68,7 @@ def main():
         epochs.append(dict(epoch=epoch, train_loss=total / len(train), test_loss=t / len(test), seconds=seconds))
         print(f"====> Epoch {epoch}  Average loss: {total / len(train):.2f}  test loss: {t / len(test):.2f}  "
               f"time: {seconds:.1f} s", flush=True)
-    print(json.dumps(dict(torch=torch.__version__, threads=args.threads, hidden=hidden, decoder_hidden=dec,
+    print(json.dumps(dict(torch=torch.__version__, threads=args.threads, conv=conv, hidden=hidden, decoder_hidden=dec,
                           activation=args.activation, latent=args.latent, epochs=epochs)))
 
 

@@ -205,3 +205,148 @@ fn conv_weight_grad(
         }
     }
 }
+
+// ---- The GEMM formulation's layout kernels ---------------------------------------------------
+// A pass as one matrix product on the tuned matmul kernels (`kernels::conv::ConvFormulation::Gemm`):
+// the lo side's pixels become rows, r = (b, y, x), and a window of the hi side becomes a row of
+// `cols` [B·H_lo·W_lo, C_hi·k·k] (im2col), so
+//   conv_to_lo        t = cols · Wᵀ (NT, bias and activation in the product's epilogue), then
+//                     rows_to_lo (the activation backward fused there: the saved tensor is NCHW)
+//   conv_to_hi        t = lo_to_rows(lo); cols = t · W (NN); col2im (bias, activation, backward)
+//   conv_weight_grad  dW = lo_to_rows(lo)ᵀ · im2col(hi) (TN; its row sums are the lo side's
+//                     channel sums), hi's channel sums by channel_sum where the bias is there.
+// Every output is written by one thread (col2im gathers, it never scatters), so the results are
+// reproducible bit for bit.
+
+// The plain permutations (im2col, lo_to_rows, channel_sum).
+@group(0) @binding(0) var<storage, read> s_src: array<f32>;
+@group(0) @binding(1) var<storage, read_write> s_dst: array<f32>;
+@group(0) @binding(2) var<uniform> s_p: ConvParams;
+// The ones with an epilogue (col2im, rows_to_lo): aux is the bias [C] or the saved output.
+@group(0) @binding(0) var<storage, read> e_src: array<f32>;
+@group(0) @binding(1) var<storage, read> e_aux: array<f32>;
+@group(0) @binding(2) var<storage, read_write> e_dst: array<f32>;
+@group(0) @binding(3) var<uniform> e_p: ConvParams;
+
+fn e_epilogue(v0: f32, i: u32, ch: u32) -> f32 {
+    var v = v0;
+    if (HAS_BIAS) {
+        v = v + e_aux[ch];
+    }
+    if (ACT == 1u) {
+        v = max(v, 0.0);
+    } else if (ACT == 2u) {
+        v = sigmoid(v);
+    } else if (ACT == 3u) {
+        v = tanh_act(v);
+    }
+    if (ACT_GRAD == 1u) {
+        v = select(0.0, v, e_aux[i] > 0.0);
+    } else if (ACT_GRAD == 3u) {
+        let h = e_aux[i];
+        v = v * (1.0 - h * h);
+    }
+    return v;
+}
+
+// cols[(b,y,x), (i,ky,kx)] = hi[b, i, y·s − p + ky, x·s − p + kx], 0 outside the image.
+@compute @workgroup_size(256, 1, 1)
+fn im2col(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let idx = flat_index(gid, nwg);
+    let k = s_p.kernel;
+    let width = s_p.c_hi * k * k;
+    let lo_plane = s_p.h_lo * s_p.w_lo;
+    if (idx >= s_p.batch * lo_plane * width) {
+        return;
+    }
+    let c = idx % width;
+    let r = idx / width;
+    let kx = c % k;
+    let ky = (c / k) % k;
+    let i = c / (k * k);
+    let x = r % s_p.w_lo;
+    let y = (r / s_p.w_lo) % s_p.h_lo;
+    let b = r / lo_plane;
+    let yy = i32(y * s_p.stride + ky) - i32(s_p.padding);
+    let xx = i32(x * s_p.stride + kx) - i32(s_p.padding);
+    var v = 0.0;
+    if (yy >= 0 && yy < i32(s_p.h_hi) && xx >= 0 && xx < i32(s_p.w_hi)) {
+        v = s_src[((b * s_p.c_hi + i) * s_p.h_hi + u32(yy)) * s_p.w_hi + u32(xx)];
+    }
+    s_dst[idx] = v;
+}
+
+// hi[b,i,Y,X] = epilogue(Σ cols[(b,y,x), (i,ky,kx)] over the (y, x, ky, kx) with y·s − p + ky = Y
+// and x·s − p + kx = X): im2col's transpose, as a gather.
+@compute @workgroup_size(256, 1, 1)
+fn col2im(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let idx = flat_index(gid, nwg);
+    let plane = e_p.h_hi * e_p.w_hi;
+    if (idx >= e_p.batch * e_p.c_hi * plane) {
+        return;
+    }
+    let xx = idx % e_p.w_hi;
+    let yy = (idx / e_p.w_hi) % e_p.h_hi;
+    let i = (idx / plane) % e_p.c_hi;
+    let b = idx / (plane * e_p.c_hi);
+    let k = e_p.kernel;
+    let s = i32(e_p.stride);
+    let width = e_p.c_hi * k * k;
+    var acc = 0.0;
+    for (var ky = 0u; ky < k; ky++) {
+        let ty = i32(yy) + i32(e_p.padding) - i32(ky);
+        if (ty < 0 || ty % s != 0 || ty / s >= i32(e_p.h_lo)) {
+            continue;
+        }
+        for (var kx = 0u; kx < k; kx++) {
+            let tx = i32(xx) + i32(e_p.padding) - i32(kx);
+            if (tx < 0 || tx % s != 0 || tx / s >= i32(e_p.w_lo)) {
+                continue;
+            }
+            let r = (b * e_p.h_lo + u32(ty / s)) * e_p.w_lo + u32(tx / s);
+            acc += e_src[r * width + (i * k + ky) * k + kx];
+        }
+    }
+    e_dst[idx] = e_epilogue(acc, idx, i);
+}
+
+// rows[(b,y,x), o] = lo[b, o, y, x].
+@compute @workgroup_size(256, 1, 1)
+fn lo_to_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let idx = flat_index(gid, nwg);
+    let plane = s_p.h_lo * s_p.w_lo;
+    if (idx >= s_p.batch * plane * s_p.c_lo) {
+        return;
+    }
+    let o = idx % s_p.c_lo;
+    let r = idx / s_p.c_lo;
+    s_dst[idx] = s_src[((r / plane) * s_p.c_lo + o) * plane + r % plane];
+}
+
+// lo[b, o, y, x] = epilogue(rows[(b,y,x), o]).
+@compute @workgroup_size(256, 1, 1)
+fn rows_to_lo(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let idx = flat_index(gid, nwg);
+    let plane = e_p.h_lo * e_p.w_lo;
+    if (idx >= e_p.batch * e_p.c_lo * plane) {
+        return;
+    }
+    let o = (idx / plane) % e_p.c_lo;
+    let b = idx / (plane * e_p.c_lo);
+    e_dst[idx] = e_epilogue(e_src[(b * plane + idx % plane) * e_p.c_lo + o], idx, o);
+}
+
+// The hi side's channel sums (a ConvTranspose2d's bias gradient): one workgroup per channel.
+@compute @workgroup_size(256, 1, 1)
+fn channel_sum(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let ch = wid.x;
+    let plane = s_p.h_hi * s_p.w_hi;
+    var acc = 0.0;
+    for (var n = t; n < s_p.batch * plane; n += 256u) {
+        acc += s_src[((n / plane) * s_p.c_hi + ch) * plane + n % plane];
+    }
+    let total = workgroup_sum(t, acc);
+    if (t == 0u) {
+        s_dst[ch] = total;
+    }
+}

@@ -384,6 +384,8 @@ pub fn export_plan(ctx: &GpuContext, opts: &ExportOptions) -> Result<ExportSumma
         "planned_on": ctx.adapter.short(),
         "model": {
             "input": cfg.input, "hidden": cfg.hidden, "decoder_hidden": cfg.decoder_hidden,
+            "conv": cfg.conv.as_ref().map(|c| c.widths.clone()),
+            "describe": cfg.describe(),
             "activation": cfg.activation.name(), "latent": cfg.latent,
             "samples": cfg.samples, "params": vae.layout.num_params(),
         },

@@ -11,8 +11,11 @@ use common::{U, assert_close, to_f32, uniform};
 use vae_wgpu::cpu::ops::{self as cpu, ConvDims};
 use vae_wgpu::gpu::{DType, GpuContext};
 use vae_wgpu::kernels::{
-    self,
-    conv::{BiasSide, ConvEpilogue, ConvShape, conv_to_hi, conv_to_lo, conv_weight_grad},
+    self, Dispatch,
+    conv::{
+        BiasSide, ConvEpilogue, ConvFormulation, ConvScratch, ConvShape, conv_to_hi, conv_to_lo,
+        conv_weight_grad, plan_to_hi, plan_to_lo, plan_weight_grad,
+    },
 };
 use vae_wgpu::model::ConvGeom;
 use vae_wgpu::ops::Act;
@@ -77,14 +80,19 @@ fn terms(s: &ConvShape, pass: &str) -> usize {
     }
 }
 
-fn case(ctx: &GpuContext, c: &Case, act: Act) {
+fn run(ctx: &GpuContext, d: Vec<Dispatch>) {
+    kernels::run(ctx, &d.iter().collect::<Vec<_>>()).unwrap();
+}
+
+fn case(ctx: &GpuContext, c: &Case, act: Act, f: ConvFormulation) {
     let g = geom(c);
     let transposed = c.0;
     let batch = c.6;
     let s = ConvShape::of(&g, transposed, batch);
     let d = dims(&s);
+    let scratch = ConvScratch::new(ctx, &[s]).unwrap();
     let name = format!(
-        "{} {} {:?}->{:?} k{} s{} p{} B={batch} {act}",
+        "{} {f} {} {:?}->{:?} k{} s{} p{} B={batch} {act}",
         ctx.adapter.backend.to_str(),
         if transposed {
             "ConvTranspose2d"
@@ -148,12 +156,12 @@ fn case(ctx: &GpuContext, c: &Case, act: Act) {
     };
     let want = cpu::conv_epilogue(&pre, g.output[0], plane, Some(&bias), act);
     let fwd = if transposed {
-        conv_to_hi(ctx, &s, &gx, &gw, &gy, epi)
+        plan_to_hi(ctx, f, &s, &gx, &gw, &gy, epi, &scratch)
     } else {
-        conv_to_lo(ctx, &s, &gx, &gw, &gy, epi)
+        plan_to_lo(ctx, f, &s, &gx, &gw, &gy, epi, &scratch)
     }
     .unwrap();
-    kernels::run(ctx, &[&fwd]).unwrap();
+    run(ctx, fwd);
     let n = terms(&s, pass);
     assert_close(
         &format!("{name} forward"),
@@ -195,12 +203,12 @@ fn case(ctx: &GpuContext, c: &Case, act: Act) {
         ..ConvEpilogue::NONE
     };
     let bwd = if transposed {
-        conv_to_lo(ctx, &s, &gdy, &gw, &gdx, epi)
+        plan_to_lo(ctx, f, &s, &gdy, &gw, &gdx, epi, &scratch)
     } else {
-        conv_to_hi(ctx, &s, &gdy, &gw, &gdx, epi)
+        plan_to_hi(ctx, f, &s, &gdy, &gw, &gdx, epi, &scratch)
     }
     .unwrap();
-    kernels::run(ctx, &[&bwd]).unwrap();
+    run(ctx, bwd);
     let n = terms(&s, gpass);
     // act′ ≤ 1 for ReLU and tanh; tanh's 1 − h² adds two roundings.
     assert_close(
@@ -221,8 +229,8 @@ fn case(ctx: &GpuContext, c: &Case, act: Act) {
     let want_db = cpu::channel_sums(&dy, g.output[0], plane);
     let mag_db = cpu::channel_sums(&abs(&dy), g.output[0], plane);
     let (glo, ghi) = if transposed { (&gx, &gdy) } else { (&gdy, &gx) };
-    let wg = conv_weight_grad(ctx, &s, glo, ghi, &gdw, Some((&gdb, side))).unwrap();
-    kernels::run(ctx, &[&wg]).unwrap();
+    let wg = plan_weight_grad(ctx, f, &s, glo, ghi, &gdw, Some((&gdb, side)), &scratch).unwrap();
+    run(ctx, wg);
     let n = terms(&s, "weight");
     assert_close(
         &format!("{name} weight gradient"),
@@ -239,16 +247,21 @@ fn case(ctx: &GpuContext, c: &Case, act: Act) {
 }
 
 backend_test!(conv_layers_forward_and_backward_match_cpu, |ctx| {
-    for c in &CASES {
-        for act in [Act::Identity, Act::Relu, Act::Tanh] {
-            case(ctx, c, act);
+    for f in ConvFormulation::ALL {
+        for c in &CASES {
+            for act in [Act::Identity, Act::Relu, Act::Tanh] {
+                case(ctx, c, act, f);
+            }
         }
     }
 });
 
 backend_test!(conv_decoder_output_takes_a_sigmoid, |ctx| {
     // Decoding draws the output layer with the sigmoid fused (`plan_decode`).
-    case(ctx, &CASES[4], Act::Sigmoid);
+    for f in ConvFormulation::ALL {
+        case(ctx, &CASES[4], Act::Sigmoid, f);
+        case(ctx, &CASES[1], Act::Sigmoid, f);
+    }
 });
 
 backend_test!(conv_shape_mismatch_is_an_error_not_a_panic, |ctx| {

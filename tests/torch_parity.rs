@@ -238,6 +238,40 @@ backend_test!(deep_tanh_model_matches_pytorch, |ctx| {
     check_against_torch(ctx, &fx, cfg);
 });
 
+// The `--conv 4,8 --latent 6` model (`scripts/torch_reference.py --conv 4,8 --latent 6`): PyTorch's
+// Conv2d and ConvTranspose2d outputs, autograd gradients and Adam steps, tensor by tensor.
+backend_test!(conv_model_matches_pytorch, |ctx| {
+    let fx = Fixture::load("torch_reference_conv.safetensors");
+    check_against_torch(ctx, &fx, conv_cfg());
+});
+
+fn conv_cfg() -> VaeConfig {
+    VaeConfig::convolutional([1, 28, 28], &[4, 8], &[], 6)
+}
+
+// A bare state_dict (no metadata, as `torch.save`-then-convert gives) of a conv model: the
+// architecture is read from the tensors' names and shapes alone.
+#[test]
+fn a_conv_state_dict_without_metadata_reads_its_architecture_from_the_tensors() {
+    let fx = Fixture::load("torch_reference_conv.safetensors");
+    let st = SafeTensors::deserialize(&fx.bytes).unwrap();
+    let layout = vae_wgpu::model::ParamLayout::new(&conv_cfg());
+    let tensors: Vec<(String, safetensors::tensor::TensorView<'_>)> = layout
+        .specs
+        .iter()
+        .map(|s| (s.name.clone(), st.tensor(&s.name).unwrap()))
+        .collect();
+    let bare = safetensors::tensor::serialize(tensors, None).unwrap();
+    let c = Checkpoint::from_bytes(&bare, Path::new("bare")).unwrap();
+    assert_eq!(c.cfg, conv_cfg());
+    assert_eq!(
+        c.params,
+        Checkpoint::from_bytes(&fx.bytes, Path::new("fx"))
+            .unwrap()
+            .params
+    );
+}
+
 // Our checkpoints load into PyTorch with `load_state_dict(strict=True)` exactly when they hold the
 // same names and shapes as PyTorch's `state_dict()`: the fixtures are PyTorch's, so compare.
 #[test]
@@ -251,6 +285,7 @@ fn checkpoint_names_and_shapes_are_pytorchs_state_dict() {
                 ..VaeConfig::mirrored(784, &[32, 16], 6)
             },
         ),
+        ("torch_reference_conv.safetensors", conv_cfg()),
     ] {
         let fx = Fixture::load(file);
         let st = SafeTensors::deserialize(&fx.bytes).unwrap();

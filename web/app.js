@@ -12,9 +12,10 @@ import { createRuntime, errText, loadPlan, mulberry32, planBase } from './runtim
 /**
  * The architecture as the native trainer prints it: `784-400-200-10 tanh` (a plan from before
  * layer lists had one number for `hidden` and no activation).
- * @param {{input: number, hidden: number | number[], latent: number, activation?: string}} m
+ * @param {{input: number, hidden: number | number[], latent: number, activation?: string, describe?: string}} m
  */
 function describeModel(m) {
+  if (m.describe) return m.describe;
   const hidden = Array.isArray(m.hidden) ? m.hidden : [m.hidden];
   return `${[m.input, ...hidden, m.latent].join('-')} ${m.activation ?? 'relu'}`;
 }

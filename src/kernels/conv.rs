@@ -5,11 +5,12 @@
 //! ConvTranspose2d's forward and a Conv2d's input gradient, and [`conv_weight_grad`] both weight
 //! gradients with the bias gradient fused ([`BiasSide`]).
 
+use super::matmul::{Epilogue, matmul};
 use super::{Bind, Dispatch, dispatch, grid_1d, uniform};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuTensor, Shader};
 use crate::model::ConvGeom;
-use crate::ops::Act;
+use crate::ops::{Act, Layout};
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -129,7 +130,7 @@ impl ConvEpilogue<'_> {
 
 /// Which side's channel sums are the bias gradient: a Conv2d's output is its lo side, a
 /// ConvTranspose2d's its hi side.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum BiasSide {
     Lo,
     Hi,
@@ -294,4 +295,394 @@ pub fn conv_weight_grad(
         ],
         grid_1d((shape.weight_len() + n_bias) * 256),
     )
+}
+
+// ---- Formulations -------------------------------------------------------------------------------
+
+/// How a convolution pass is computed: the direct kernels above, or as one product on the tuned
+/// matmul kernels between layout kernels (`im2col`, `col2im`, `lo_to_rows`, `rows_to_lo`; see
+/// `shaders/conv.wgsl`). Chosen per pass and shape by measurement ([`formulation_for`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ConvFormulation {
+    Direct,
+    Gemm,
+}
+
+impl ConvFormulation {
+    pub const ALL: [ConvFormulation; 2] = [ConvFormulation::Direct, ConvFormulation::Gemm];
+}
+
+impl std::fmt::Display for ConvFormulation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ConvFormulation::Direct => "direct",
+            ConvFormulation::Gemm => "gemm",
+        })
+    }
+}
+
+/// The three passes of a convolution layer (see the module docs for which is which).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ConvPass {
+    ToLo,
+    ToHi,
+    WeightGrad(Option<BiasSide>),
+}
+
+impl ConvShape {
+    /// Rows of the GEMM formulation's products: one per lo pixel of every image.
+    pub fn gemm_rows(&self) -> usize {
+        self.batch * self.lo[1] * self.lo[2]
+    }
+
+    /// `C_hi·k·k`: a row of `cols` (a window of the hi side).
+    pub fn window(&self) -> usize {
+        self.hi[0] * self.kernel * self.kernel
+    }
+
+    /// (cols, rows) scratch values the GEMM formulation needs.
+    pub fn scratch_len(&self) -> (usize, usize) {
+        let r = self.gemm_rows();
+        (r * self.window(), r * self.lo[0])
+    }
+
+    /// The tune store's key: `conv to_lo 32x32x14x14 <- 1x28x28 k4 s2 p1`, for the batch the
+    /// choice is measured on ([`TUNE_IMAGES`] at most: past that a pass is more of the same work,
+    /// so the full batch and an epoch's smaller last one share one choice).
+    fn key(&self, pass: ConvPass) -> String {
+        let pass = match pass {
+            ConvPass::ToLo => "to_lo",
+            ConvPass::ToHi => "to_hi",
+            ConvPass::WeightGrad(None) => "weight_grad",
+            ConvPass::WeightGrad(Some(BiasSide::Lo)) => "weight_grad +lo bias",
+            ConvPass::WeightGrad(Some(BiasSide::Hi)) => "weight_grad +hi bias",
+        };
+        let [cl, hl, wl] = self.lo;
+        let [ch, hh, wh] = self.hi;
+        format!(
+            "conv {pass} {}x{cl}x{hl}x{wl} <- {ch}x{hh}x{wh} k{} s{} p{}",
+            self.batch.min(TUNE_IMAGES),
+            self.kernel,
+            self.stride,
+            self.padding
+        )
+    }
+}
+
+/// Scratch of the GEMM formulation, shared by every conv pass of a step (each pass fills what it
+/// reads before reading it): `cols` for `[rows, C_hi·k·k]` windows, `rows` for `[rows, C_lo]`.
+#[derive(Clone, Debug)]
+pub struct ConvScratch {
+    pub cols: GpuTensor,
+    pub rows: GpuTensor,
+}
+
+impl ConvScratch {
+    /// Scratch for every shape in `shapes` (at least one value each, so that it can be bound).
+    pub fn new(ctx: &GpuContext, shapes: &[ConvShape]) -> Result<Self> {
+        let (c, r) = shapes.iter().fold((1, 1), |(c, r), s| {
+            let (sc, sr) = s.scratch_len();
+            (c.max(sc), r.max(sr))
+        });
+        Ok(ConvScratch {
+            cols: ctx.zeros("conv cols", &[c], crate::gpu::DType::F32)?,
+            rows: ctx.zeros("conv rows", &[r], crate::gpu::DType::F32)?,
+        })
+    }
+
+    fn views(&self, s: &ConvShape) -> Result<(GpuTensor, GpuTensor)> {
+        let r = s.gemm_rows();
+        Ok((
+            self.cols.view(0, &[r, s.window()])?,
+            self.rows.view(0, &[r, s.lo[0]])?,
+        ))
+    }
+}
+
+/// A layout kernel of the GEMM formulation with no epilogue (`im2col`, `lo_to_rows`,
+/// `channel_sum`).
+fn layout_kernel(
+    ctx: &GpuContext,
+    entry: &'static str,
+    s: &ConvShape,
+    src: &GpuTensor,
+    dst: &GpuTensor,
+    grid: [u32; 3],
+) -> Result<Dispatch> {
+    let params = uniform(ctx, "conv params", &s.params()?);
+    dispatch(
+        ctx,
+        entry,
+        Shader::CONV,
+        entry,
+        &[],
+        &[Bind::Tensor(src), Bind::Tensor(dst), Bind::Buffer(&params)],
+        grid,
+    )
+}
+
+/// A layout kernel with the forward kernels' epilogue (`col2im`, `rows_to_lo`).
+fn epilogue_kernel(
+    ctx: &GpuContext,
+    entry: &'static str,
+    s: &ConvShape,
+    src: &GpuTensor,
+    dst: &GpuTensor,
+    epi: &ConvEpilogue<'_>,
+    out_channels: usize,
+) -> Result<Dispatch> {
+    let (constants, aux) = epilogue_binds(ctx, entry, epi, out_channels, dst.len())?;
+    let params = uniform(ctx, "conv params", &s.params()?);
+    dispatch(
+        ctx,
+        entry,
+        Shader::CONV,
+        entry,
+        &constants,
+        &[
+            Bind::Tensor(src),
+            aux,
+            Bind::Tensor(dst),
+            Bind::Buffer(&params),
+        ],
+        grid_1d(dst.len()),
+    )
+}
+
+/// [`conv_to_lo`] by `formulation`.
+#[allow(clippy::too_many_arguments)]
+pub fn plan_to_lo(
+    ctx: &GpuContext,
+    formulation: ConvFormulation,
+    s: &ConvShape,
+    hi: &GpuTensor,
+    weight: &GpuTensor,
+    lo: &GpuTensor,
+    epi: ConvEpilogue<'_>,
+    scratch: &ConvScratch,
+) -> Result<Vec<Dispatch>> {
+    if formulation == ConvFormulation::Direct {
+        return Ok(vec![conv_to_lo(ctx, s, hi, weight, lo, epi)?]);
+    }
+    check_len("conv_to_lo", "hi", hi, s.hi_len())?;
+    check_len("conv_to_lo", "lo", lo, s.lo_len())?;
+    let (cols, rows) = scratch.views(s)?;
+    let w = weight.reshaped(&[s.lo[0], s.window()])?;
+    // Bias and activation in the product's epilogue (per column = channel); the activation
+    // backward in rows_to_lo, where the saved tensor's NCHW layout is the output's.
+    let product = Epilogue {
+        bias: epi.bias,
+        act: epi.act,
+        ..Epilogue::NONE
+    };
+    let back = ConvEpilogue {
+        act_grad: epi.act_grad,
+        ..ConvEpilogue::NONE
+    };
+    Ok(vec![
+        layout_kernel(ctx, "im2col", s, hi, &cols, grid_1d(cols.len()))?,
+        matmul(ctx, Layout::NT, &cols, &w, &rows, product)?,
+        epilogue_kernel(ctx, "rows_to_lo", s, &rows, lo, &back, s.lo[0])?,
+    ])
+}
+
+/// [`conv_to_hi`] by `formulation`.
+#[allow(clippy::too_many_arguments)]
+pub fn plan_to_hi(
+    ctx: &GpuContext,
+    formulation: ConvFormulation,
+    s: &ConvShape,
+    lo: &GpuTensor,
+    weight: &GpuTensor,
+    hi: &GpuTensor,
+    epi: ConvEpilogue<'_>,
+    scratch: &ConvScratch,
+) -> Result<Vec<Dispatch>> {
+    if formulation == ConvFormulation::Direct {
+        return Ok(vec![conv_to_hi(ctx, s, lo, weight, hi, epi)?]);
+    }
+    check_len("conv_to_hi", "lo", lo, s.lo_len())?;
+    check_len("conv_to_hi", "hi", hi, s.hi_len())?;
+    let (cols, rows) = scratch.views(s)?;
+    let w = weight.reshaped(&[s.lo[0], s.window()])?;
+    Ok(vec![
+        layout_kernel(ctx, "lo_to_rows", s, lo, &rows, grid_1d(rows.len()))?,
+        matmul(ctx, Layout::NN, &rows, &w, &cols, Epilogue::NONE)?,
+        epilogue_kernel(ctx, "col2im", s, &cols, hi, &epi, s.hi[0])?,
+    ])
+}
+
+/// [`conv_weight_grad`] by `formulation`.
+#[allow(clippy::too_many_arguments)]
+pub fn plan_weight_grad(
+    ctx: &GpuContext,
+    formulation: ConvFormulation,
+    s: &ConvShape,
+    lo: &GpuTensor,
+    hi: &GpuTensor,
+    dw: &GpuTensor,
+    db: Option<(&GpuTensor, BiasSide)>,
+    scratch: &ConvScratch,
+) -> Result<Vec<Dispatch>> {
+    if formulation == ConvFormulation::Direct {
+        return Ok(vec![conv_weight_grad(ctx, s, lo, hi, dw, db)?]);
+    }
+    check_len("conv_weight_grad", "lo", lo, s.lo_len())?;
+    check_len("conv_weight_grad", "hi", hi, s.hi_len())?;
+    let (cols, rows) = scratch.views(s)?;
+    let dw2 = dw.reshaped(&[s.lo[0], s.window()])?;
+    // dW = rowsᵀ·cols: the row sums of rowsᵀ are the lo side's channel sums.
+    let row_sums = match db {
+        Some((b, BiasSide::Lo)) => Some(b),
+        _ => None,
+    };
+    let mut d = vec![
+        layout_kernel(ctx, "lo_to_rows", s, lo, &rows, grid_1d(rows.len()))?,
+        layout_kernel(ctx, "im2col", s, hi, &cols, grid_1d(cols.len()))?,
+        matmul(
+            ctx,
+            Layout::TN,
+            &rows,
+            &cols,
+            &dw2,
+            Epilogue {
+                row_sums,
+                ..Epilogue::NONE
+            },
+        )?,
+    ];
+    if let Some((b, BiasSide::Hi)) = db {
+        check_len("conv_weight_grad", "db", b, s.hi[0])?;
+        d.push(layout_kernel(
+            ctx,
+            "channel_sum",
+            s,
+            hi,
+            b,
+            [s.hi[0] as u32, 1, 1],
+        )?);
+    }
+    Ok(d)
+}
+
+/// The formulation of `pass` on shape `s`: `VAE_WGPU_CONV=direct|gemm` pins one; else the tune
+/// store's recorded choice; else both are run on the same operands, the GEMM one checked against
+/// the direct one (dropped with a warning if it disagrees), timed in interleaved rounds, and the
+/// fastest recorded.
+pub fn formulation_for(ctx: &GpuContext, pass: ConvPass, s: &ConvShape) -> Result<ConvFormulation> {
+    if let Ok(pin) = std::env::var("VAE_WGPU_CONV")
+        && !pin.is_empty()
+    {
+        return ConvFormulation::ALL
+            .into_iter()
+            .find(|f| f.to_string() == pin)
+            .ok_or_else(|| {
+                Error::setting(
+                    "VAE_WGPU_CONV",
+                    format!("'{pin}' is not one of direct, gemm"),
+                )
+            });
+    }
+    ctx.tune_store.get_or_measure(
+        &s.key(pass),
+        |v| {
+            ConvFormulation::ALL
+                .into_iter()
+                .find(|f| f.to_string() == v)
+        },
+        || measure(ctx, pass, s),
+    )
+}
+
+/// Images a formulation is measured on (the key's batch).
+pub const TUNE_IMAGES: usize = 32;
+
+/// Run and time both formulations of `pass` on deterministic operands.
+fn measure(ctx: &GpuContext, pass: ConvPass, s: &ConvShape) -> Result<Vec<(ConvFormulation, f64)>> {
+    let s = &ConvShape {
+        batch: s.batch.min(TUNE_IMAGES),
+        ..*s
+    };
+    let fill = |name: &str, len: usize, mul: usize| -> Result<GpuTensor> {
+        let v: Vec<f32> = (0..len)
+            .map(|i| ((i * mul) % 97) as f32 / 48.5 - 1.0)
+            .collect();
+        ctx.upload_f32(name, &[len], &v)
+    };
+    let lo = fill("conv tune lo", s.lo_len(), 31)?;
+    let hi = fill("conv tune hi", s.hi_len(), 17)?;
+    let w = fill("conv tune weight", s.weight_len(), 13)?;
+    let out_len = match pass {
+        ConvPass::ToLo => s.lo_len(),
+        ConvPass::ToHi => s.hi_len(),
+        ConvPass::WeightGrad(_) => s.weight_len(),
+    };
+    let out = ctx.zeros("conv tune out", &[out_len], crate::gpu::DType::F32)?;
+    let bias_len = match pass {
+        ConvPass::WeightGrad(Some(BiasSide::Hi)) => s.hi[0],
+        _ => s.lo[0],
+    };
+    let db = ctx.zeros("conv tune db", &[bias_len], crate::gpu::DType::F32)?;
+    let scratch = ConvScratch::new(ctx, &[*s])?;
+    let mut plans = Vec::new();
+    for f in ConvFormulation::ALL {
+        let d = match pass {
+            ConvPass::ToLo => plan_to_lo(ctx, f, s, &hi, &w, &out, ConvEpilogue::NONE, &scratch)?,
+            ConvPass::ToHi => plan_to_hi(ctx, f, s, &lo, &w, &out, ConvEpilogue::NONE, &scratch)?,
+            ConvPass::WeightGrad(side) => {
+                plan_weight_grad(ctx, f, s, &lo, &hi, &out, side.map(|b| (&db, b)), &scratch)?
+            }
+        };
+        plans.push((f, d));
+    }
+    let mut reference: Option<Vec<f32>> = None;
+    let mut passed = Vec::new();
+    for (f, d) in &plans {
+        ctx.write_f32(&out, &vec![f32::NAN; out_len])?;
+        ctx.write_f32(&db, &vec![f32::NAN; bias_len])?;
+        let refs: Vec<&Dispatch> = d.iter().collect();
+        // The first run compiles (lavapipe compiles at first dispatch); the second's time is a
+        // rough one of the formulation alone.
+        super::run(ctx, &refs)?;
+        let start = std::time::Instant::now();
+        super::run(ctx, &refs)?;
+        let first = start.elapsed().as_secs_f64();
+        let mut got = ctx.read_f32(&out)?;
+        if matches!(pass, ConvPass::WeightGrad(Some(_))) {
+            got.extend(ctx.read_f32(&db)?);
+        }
+        match &reference {
+            None => reference = Some(got),
+            Some(want) => {
+                // Sums of terms below 1 in magnitude: a right formulation agrees to ~n·2^-24 of
+                // the largest value, a wrong index is off by O(1).
+                let scale = 1.0 + want.iter().fold(0f32, |a, v| a.max(v.abs()));
+                let worst = want.iter().zip(&got).fold(0f32, |a, (x, y)| {
+                    let e = (x - y).abs();
+                    if e.is_nan() { f32::INFINITY } else { a.max(e) }
+                });
+                if worst > 1e-3 * scale {
+                    crate::error::warn(format_args!(
+                        "conv autotune: the {f} formulation disagrees with the direct one on {} \
+                         (max error {worst:e}) on {}; not using it",
+                        s.key(pass),
+                        ctx.adapter.name
+                    ));
+                    continue;
+                }
+            }
+        }
+        passed.push((*f, d, first));
+    }
+    // Far behind the fastest first run (the direct kernels on a CPU driver, 10-40x): not worth
+    // timing closely; recorded with the rough time.
+    let fastest = passed.iter().map(|p| p.2).fold(f64::INFINITY, f64::min);
+    let (close, far): (Vec<_>, Vec<_>) = passed
+        .into_iter()
+        .partition(|p| p.2 <= 4.0 * fastest + 1e-3);
+    let launches: Vec<Vec<&Dispatch>> = close.iter().map(|p| p.1.iter().collect()).collect();
+    let secs = super::best_of_sequences(ctx, &launches, 3)?;
+    let mut timed: Vec<(ConvFormulation, f64)> = close.iter().map(|p| p.0).zip(secs).collect();
+    timed.extend(far.iter().map(|p| (p.0, p.2)));
+    Ok(timed)
 }

@@ -209,6 +209,28 @@ pub fn best_of_rounds(
     Ok(best)
 }
 
+/// Each sequence's fastest seconds per run over `rounds` interleaved rounds (a sequence is
+/// several dispatches that together compute one thing, such as a convolution as im2col + product
+/// + layout). Run each once before, so that pipeline compilation is not timed.
+pub fn best_of_sequences(
+    ctx: &GpuContext,
+    seqs: &[Vec<&Dispatch>],
+    rounds: usize,
+) -> Result<Vec<f64>> {
+    let once = |seq: &[&Dispatch]| -> Result<f64> {
+        let start = std::time::Instant::now();
+        run(ctx, seq)?;
+        Ok(start.elapsed().as_secs_f64())
+    };
+    let mut best = vec![f64::INFINITY; seqs.len()];
+    for _ in 0..rounds {
+        for (b, seq) in best.iter_mut().zip(seqs) {
+            *b = b.min(once(seq)?);
+        }
+    }
+    Ok(best)
+}
+
 /// Resources bound to one dispatch, in binding order.
 pub(crate) enum Bind<'a> {
     Tensor(&'a GpuTensor),

@@ -13,7 +13,8 @@
 use crate::error::{Error, Result};
 use crate::gpu::{DType, GpuContext, GpuTensor};
 use crate::kernels::conv::{
-    BiasSide, ConvEpilogue, ConvShape, conv_to_hi, conv_to_lo, conv_weight_grad,
+    BiasSide, ConvEpilogue, ConvPass, ConvScratch, ConvShape, formulation_for, plan_to_hi,
+    plan_to_lo, plan_weight_grad,
 };
 use crate::kernels::matmul::{self, BceEpilogue, Epilogue, matmul};
 use crate::kernels::reduce::LossSlots;
@@ -47,6 +48,8 @@ pub struct Activations {
     pub d_enc: Vec<GpuTensor>,
     pub bce_partials: GpuTensor,
     pub kl_partials: GpuTensor,
+    /// Scratch of the conv layers' GEMM formulation (one value when there are none).
+    pub conv_scratch: ConvScratch,
 }
 
 impl Activations {
@@ -79,6 +82,7 @@ impl Activations {
                 &[bce::partials_len(lb * d).max(matmul::bce_partials_capacity(lb, d))],
             )?,
             kl_partials: z("kl_partials", &[kl_partials_len(lb * k)])?,
+            conv_scratch: ConvScratch::new(ctx, &conv_shapes(layout, batch, lb))?,
         })
     }
 
@@ -120,8 +124,27 @@ impl Activations {
             d_enc: all(&self.d_enc, b)?,
             bce_partials: self.bce_partials.clone(),
             kl_partials: self.kl_partials.clone(),
+            conv_scratch: self.conv_scratch.clone(),
         })
     }
+}
+
+/// The kernels' shape of every conv layer of `layout`: encoder layers on `batch` rows, decoder
+/// layers on `lb` (L·B).
+pub fn conv_shapes(layout: &ParamLayout, batch: usize, lb: usize) -> Vec<ConvShape> {
+    let side = |ls: &[Layer], rows: usize| -> Vec<ConvShape> {
+        ls.iter()
+            .filter_map(|l| match l.kind {
+                LayerKind::Linear => None,
+                LayerKind::Conv2d(g) => Some(ConvShape::of(&g, false, rows)),
+                LayerKind::ConvTranspose2d(g) => Some(ConvShape::of(&g, true, rows)),
+            })
+            .collect()
+    };
+    let mut v = side(&layout.encoder, batch);
+    v.extend(side(&layout.decoder, lb));
+    v.extend(side(std::slice::from_ref(&layout.output), lb));
+    v
 }
 
 /// A layer's weight and bias views in the parameter arena and in the gradient arena.
@@ -133,8 +156,9 @@ pub struct LayerViews {
 }
 
 /// The layer's forward, `y = act(layer(x) + b)`, bias and activation fused: one NT product for a
-/// Linear (`y = x·Wᵀ + b`), one direct convolution kernel for a Conv2d (`conv_to_lo`) or a
-/// ConvTranspose2d (`conv_to_hi`). `x` and `y` are `[rows, features]`, images in NCHW.
+/// Linear (`y = x·Wᵀ + b`); for a Conv2d the `to_lo` pass, for a ConvTranspose2d the `to_hi` pass,
+/// each by its measured formulation (a direct kernel, or im2col + a tuned product + a layout
+/// kernel, using `scratch`). `x` and `y` are `[rows, features]`, images in NCHW.
 pub fn layer_forward(
     ctx: &GpuContext,
     l: &Layer,
@@ -142,7 +166,8 @@ pub fn layer_forward(
     x: &GpuTensor,
     y: &GpuTensor,
     act: Act,
-) -> Result<Dispatch> {
+    scratch: &ConvScratch,
+) -> Result<Vec<Dispatch>> {
     match l.kind {
         LayerKind::Linear => {
             let epi = Epilogue {
@@ -150,7 +175,7 @@ pub fn layer_forward(
                 act,
                 ..Epilogue::NONE
             };
-            matmul(ctx, Layout::NT, x, &v.w, y, epi)
+            Ok(vec![matmul(ctx, Layout::NT, x, &v.w, y, epi)?])
         }
         LayerKind::Conv2d(g) | LayerKind::ConvTranspose2d(g) => {
             let transposed = matches!(l.kind, LayerKind::ConvTranspose2d(_));
@@ -161,9 +186,11 @@ pub fn layer_forward(
                 act_grad: None,
             };
             if transposed {
-                conv_to_hi(ctx, &shape, x, &v.w, y, epi)
+                let f = formulation_for(ctx, ConvPass::ToHi, &shape)?;
+                plan_to_hi(ctx, f, &shape, x, &v.w, y, epi, scratch)
             } else {
-                conv_to_lo(ctx, &shape, x, &v.w, y, epi)
+                let f = formulation_for(ctx, ConvPass::ToLo, &shape)?;
+                plan_to_lo(ctx, f, &shape, x, &v.w, y, epi, scratch)
             }
         }
     }
@@ -173,8 +200,8 @@ pub fn layer_forward(
 /// gradient fused, then, if `dx` is asked for, the input gradient with the backward of the
 /// activation that produced `x` fused (`None` for an `x` no activation produced, such as z).
 /// Linear: `dW = dyᵀ·x` (TN, `db = colsum(dy)` as its row sums) and `dx = (dy·W) ⊙ act′(x)` (NN).
-/// Conv2d: `conv_weight_grad(lo = dy, hi = x)` (`db` the channel sums of dy) and `dx =
-/// conv_to_hi(dy)`; ConvTranspose2d: `conv_weight_grad(lo = x, hi = dy)` and `dx = conv_to_lo(dy)`.
+/// Conv2d: the weight gradient of (lo = dy, hi = x), `db` the channel sums of dy, and `dx` by the
+/// `to_hi` pass; ConvTranspose2d: the weight gradient of (lo = x, hi = dy) and `dx` by `to_lo`.
 pub fn layer_backward(
     ctx: &GpuContext,
     l: &Layer,
@@ -182,7 +209,12 @@ pub fn layer_backward(
     dy: &GpuTensor,
     x: &GpuTensor,
     dx: Option<(&GpuTensor, Option<Act>)>,
+    scratch: &ConvScratch,
 ) -> Result<Vec<Dispatch>> {
+    let input_grad = |act: Option<Act>| ConvEpilogue {
+        act_grad: act.map(|a| (a, x)),
+        ..ConvEpilogue::NONE
+    };
     match l.kind {
         LayerKind::Linear => {
             let with_bias_grad = Epilogue {
@@ -201,39 +233,43 @@ pub fn layer_backward(
         }
         LayerKind::Conv2d(g) => {
             let shape = ConvShape::of(&g, false, x.shape[0]);
-            let mut d = vec![conv_weight_grad(
-                ctx,
-                &shape,
-                dy,
-                x,
-                &v.dw,
-                Some((&v.db, BiasSide::Lo)),
-            )?];
+            let side = BiasSide::Lo;
+            let f = formulation_for(ctx, ConvPass::WeightGrad(Some(side)), &shape)?;
+            let db = Some((&v.db, side));
+            let mut d = plan_weight_grad(ctx, f, &shape, dy, x, &v.dw, db, scratch)?;
             if let Some((dx, act)) = dx {
-                let epi = ConvEpilogue {
-                    act_grad: act.map(|a| (a, x)),
-                    ..ConvEpilogue::NONE
-                };
-                d.push(conv_to_hi(ctx, &shape, dy, &v.w, dx, epi)?);
+                let f = formulation_for(ctx, ConvPass::ToHi, &shape)?;
+                d.extend(plan_to_hi(
+                    ctx,
+                    f,
+                    &shape,
+                    dy,
+                    &v.w,
+                    dx,
+                    input_grad(act),
+                    scratch,
+                )?);
             }
             Ok(d)
         }
         LayerKind::ConvTranspose2d(g) => {
             let shape = ConvShape::of(&g, true, x.shape[0]);
-            let mut d = vec![conv_weight_grad(
-                ctx,
-                &shape,
-                x,
-                dy,
-                &v.dw,
-                Some((&v.db, BiasSide::Hi)),
-            )?];
+            let side = BiasSide::Hi;
+            let f = formulation_for(ctx, ConvPass::WeightGrad(Some(side)), &shape)?;
+            let db = Some((&v.db, side));
+            let mut d = plan_weight_grad(ctx, f, &shape, x, dy, &v.dw, db, scratch)?;
             if let Some((dx, act)) = dx {
-                let epi = ConvEpilogue {
-                    act_grad: act.map(|a| (a, x)),
-                    ..ConvEpilogue::NONE
-                };
-                d.push(conv_to_lo(ctx, &shape, dy, &v.w, dx, epi)?);
+                let f = formulation_for(ctx, ConvPass::ToLo, &shape)?;
+                d.extend(plan_to_lo(
+                    ctx,
+                    f,
+                    &shape,
+                    dy,
+                    &v.w,
+                    dx,
+                    input_grad(act),
+                    scratch,
+                )?);
             }
             Ok(d)
         }
@@ -312,6 +348,19 @@ impl GpuVae {
                 format!("the output of {} [L·B, {}]", l.describe(), l.outputs),
                 rows * l.outputs as u64 * 4,
             ));
+        }
+        // The conv layers' GEMM scratch: a window of the hi side per lo pixel.
+        for s in conv_shapes(&layout, batch, cfg.samples * batch) {
+            let (cols, r) = s.scratch_len();
+            v.push((
+                format!(
+                    "the im2col scratch of a conv layer ({} windows of {})",
+                    s.gemm_rows(),
+                    s.window()
+                ),
+                cols as u64 * 4,
+            ));
+            v.push(("the rows scratch of a conv layer".to_string(), r as u64 * 4));
         }
         v
     }
@@ -505,13 +554,14 @@ impl GpuVae {
             logits_variant = Some((d.len() - 1, logits_product));
             matmul::bce_partials_len(ctx, variant, logits_product)?
         } else {
-            d.push(layer_forward(
+            d.extend(layer_forward(
                 ctx,
                 out_layer,
                 &output,
                 h_last,
                 &a.logits,
                 Act::Identity,
+                &a.conv_scratch,
             )?);
             d.push(bce::bce_forward_backward(
                 ctx,
@@ -547,7 +597,7 @@ impl GpuVae {
             let layers: Vec<&Layer> = self.layout.decoder.iter().chain([out_layer]).collect();
             let xs: Vec<&GpuTensor> = [&a.z].into_iter().chain(&a.dec).collect();
             let dys: Vec<&GpuTensor> = a.d_dec.iter().chain([&a.dlogits]).collect();
-            d.extend(self.backward_chain(ctx, &layers, &xs, &dys, Some(&a.dz))?);
+            d.extend(self.backward_chain(ctx, &a, &layers, &xs, &dys, Some(&a.dz))?);
             d.push(reparam_kl::reparam_backward(
                 ctx, &a.heads, &a.eps, &a.dz, &a.dheads, 1.0,
             )?);
@@ -560,7 +610,7 @@ impl GpuVae {
             let xs: Vec<&GpuTensor> = [&a.x].into_iter().chain(&a.enc).collect();
             let dys: Vec<&GpuTensor> = a.d_enc.iter().chain([&a.dheads]).collect();
             // No gradient for the data.
-            d.extend(self.backward_chain(ctx, &layers, &xs, &dys, None)?);
+            d.extend(self.backward_chain(ctx, &a, &layers, &xs, &dys, None)?);
             d.push(adam::adam_step(
                 ctx,
                 &self.params,
@@ -582,6 +632,7 @@ impl GpuVae {
     fn backward_chain(
         &self,
         ctx: &GpuContext,
+        a: &Activations,
         layers: &[&Layer],
         xs: &[&GpuTensor],
         dys: &[&GpuTensor],
@@ -594,7 +645,15 @@ impl GpuVae {
                 _ => Some((dys[j - 1], Some(layers[j - 1].act))),
             };
             let v = self.views(layers[j])?;
-            d.extend(layer_backward(ctx, layers[j], &v, dys[j], xs[j], dx)?);
+            d.extend(layer_backward(
+                ctx,
+                layers[j],
+                &v,
+                dys[j],
+                xs[j],
+                dx,
+                &a.conv_scratch,
+            )?);
         }
         Ok(d)
     }
@@ -619,18 +678,27 @@ impl GpuVae {
         let mut x = &a.x;
         for (layer, h) in self.layout.encoder.iter().zip(&a.enc) {
             let v = self.views(layer)?;
-            d.push(layer_forward(ctx, layer, &v, x, h, layer.act)?);
+            d.extend(layer_forward(
+                ctx,
+                layer,
+                &v,
+                x,
+                h,
+                layer.act,
+                &a.conv_scratch,
+            )?);
             x = h;
         }
         // Both heads as one Linear H -> 2K: heads = h·[W_mu; W_lv]ᵀ + [b_mu; b_lv].
         let heads = &self.layout.heads;
-        d.push(layer_forward(
+        d.extend(layer_forward(
             ctx,
             heads,
             &self.views(heads)?,
             x,
             &a.heads,
             Act::Identity,
+            &a.conv_scratch,
         )?);
         Ok(d)
     }
@@ -642,7 +710,15 @@ impl GpuVae {
         let mut x = &a.z;
         for (layer, h) in self.layout.decoder.iter().zip(&a.dec) {
             let v = self.views(layer)?;
-            d.push(layer_forward(ctx, layer, &v, x, h, layer.act)?);
+            d.extend(layer_forward(
+                ctx,
+                layer,
+                &v,
+                x,
+                h,
+                layer.act,
+                &a.conv_scratch,
+            )?);
             x = h;
         }
         Ok(d)
@@ -674,13 +750,14 @@ impl GpuVae {
         let mut d = self.decoder_hidden(ctx, &a)?;
         let out_layer = &self.layout.output;
         let h_last = a.dec.last().unwrap_or(&a.z);
-        d.push(layer_forward(
+        d.extend(layer_forward(
             ctx,
             out_layer,
             &self.views(out_layer)?,
             h_last,
             &a.logits,
             Act::Sigmoid,
+            &a.conv_scratch,
         )?);
         Ok(StepGraph::new(rows, false, self.planning_slot.get(), d))
     }
