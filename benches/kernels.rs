@@ -2,7 +2,7 @@
 //! matmul in all three layouts and every variant (direct, tiled, and subgroup where the device has
 //! subgroups) at the model's shapes and 1024³, next to the f64 CPU twin and a tuned CPU sgemm
 //! (`matrixmultiply`); the logits product with and without the fused BCE; and the elementwise and
-//! reduction kernels.
+//! reduction kernels; the convolution passes of the `--conv 32,64` model in both formulations.
 //! Matmul throughput is reported in FLOP/s (criterion's "elem/s" = FLOP/s, 2·M·N·K per product).
 //!
 //! ```text
@@ -258,4 +258,92 @@ fn bench_elementwise(c: &mut Criterion) {
 
 criterion_group! { name = matmul; config = config(); targets = bench_matmul }
 criterion_group! { name = elementwise; config = config(); targets = bench_elementwise }
-criterion_main!(matmul, elementwise);
+criterion_group! { name = conv; config = config(); targets = bench_conv }
+criterion_main!(matmul, elementwise, conv);
+
+/// Time `iters` runs of a sequence of dispatches (a conv pass: one kernel, or im2col + product +
+/// layout), 16 to a submit.
+fn gpu_time_seq(ctx: &GpuContext, seq: &[Dispatch], iters: u64) -> Duration {
+    ctx.wait_idle("warm-up").unwrap();
+    let start = Instant::now();
+    let mut left = iters;
+    while left > 0 {
+        let n = left.min(16);
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        let all: Vec<&Dispatch> = (0..n).flat_map(|_| seq.iter()).collect();
+        vae_wgpu::kernels::encode_all(&mut enc, &all);
+        ctx.queue.submit([enc.finish()]);
+        left -= n;
+    }
+    ctx.wait_idle("benchmark").unwrap();
+    start.elapsed()
+}
+
+/// The `--conv 32,64 --latent 16` model's four conv layers on a batch of 128, each pass in each
+/// formulation (criterion's "elem/s" = FLOP/s, 2 per multiply-add).
+fn bench_conv(c: &mut Criterion) {
+    use vae_wgpu::kernels::conv::{
+        BiasSide, ConvEpilogue, ConvFormulation, ConvScratch, plan_to_hi, plan_to_lo,
+        plan_weight_grad,
+    };
+    let ctx = context();
+    let cfg = vae_wgpu::model::VaeConfig::convolutional([1, 28, 28], &[32, 64], &[], 16);
+    let layout = vae_wgpu::model::ParamLayout::new(&cfg);
+    let shapes = vae_wgpu::model::gpu::conv_shapes(&layout, 128, 128);
+    let mut g = c.benchmark_group(format!("conv [{}]", tag(&ctx)));
+    for s in shapes {
+        let fill = |len: usize| -> Vec<f32> {
+            (0..len)
+                .map(|i| ((i * 7) % 13) as f32 * 0.1 - 0.6)
+                .collect()
+        };
+        let lo = ctx
+            .upload_f32("lo", &[s.lo_len()], &fill(s.lo_len()))
+            .unwrap();
+        let hi = ctx
+            .upload_f32("hi", &[s.hi_len()], &fill(s.hi_len()))
+            .unwrap();
+        let w = ctx
+            .upload_f32("w", &[s.weight_len()], &fill(s.weight_len()))
+            .unwrap();
+        let db = ctx.zeros("db", &[s.lo[0]], DType::F32).unwrap();
+        let scratch = ConvScratch::new(&ctx, &[s]).unwrap();
+        g.throughput(Throughput::Elements(2 * s.macs()));
+        let id = format!(
+            "{}x{}x{}x{}<-{}x{}x{}",
+            s.batch, s.lo[0], s.lo[1], s.lo[2], s.hi[0], s.hi[1], s.hi[2]
+        );
+        for f in ConvFormulation::ALL {
+            let e = ConvEpilogue::NONE;
+            let passes = [
+                (
+                    "to_lo",
+                    plan_to_lo(&ctx, f, &s, &hi, &w, &lo, e, &scratch).unwrap(),
+                ),
+                (
+                    "to_hi",
+                    plan_to_hi(&ctx, f, &s, &lo, &w, &hi, e, &scratch).unwrap(),
+                ),
+                (
+                    "weight_grad",
+                    plan_weight_grad(
+                        &ctx,
+                        f,
+                        &s,
+                        &lo,
+                        &hi,
+                        &w,
+                        Some((&db, BiasSide::Lo)),
+                        &scratch,
+                    )
+                    .unwrap(),
+                ),
+            ];
+            for (pass, seq) in passes {
+                g.bench_function(BenchmarkId::new(format!("{pass}-{f}"), &id), |bench| {
+                    bench.iter_custom(|it| gpu_time_seq(&ctx, &seq, it))
+                });
+            }
+        }
+    }
+}

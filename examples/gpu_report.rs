@@ -1,7 +1,9 @@
 //! A speed report of this machine's adapter, to paste into an issue: the adapters wgpu sees, the
 //! matmul kernels at the model's shapes and 1024³ (GFLOP/s per variant beside a single-threaded CPU
 //! sgemm), the autotune's choices with their timings, the training step (dispatches and submits
-//! per step, host µs per step, step time), whole training epochs and an evaluation. Writes
+//! per step, host µs per step, step time), whole training epochs and an evaluation, then the
+//! `--conv 32,64 --latent 16` model: its conv layers per pass and formulation (GFLOP/s) beside
+//! PyTorch's CPU convolutions of the same shapes, and its epochs beside PyTorch's. Writes
 //! `report.md` and `report.json` into `--out` (default `report/`).
 //!
 //! ```text
@@ -41,6 +43,9 @@ struct Args {
     /// Skip the PyTorch CPU epoch (run only when `python3 -c "import torch"` works).
     #[arg(long)]
     no_torch: bool,
+    /// Epochs of the `--conv 32,64 --latent 16 --lr 0.001` model to time (0: none).
+    #[arg(long, default_value_t = 1)]
+    conv_epochs: usize,
     #[command(flatten)]
     device: vae_wgpu::cli::DeviceArgs,
 }
@@ -48,15 +53,27 @@ struct Args {
 /// PyTorch's CPU epochs of the same model (`scripts/torch_train.py`, data preloaded), run after
 /// ours in the same process's lifetime so the two are measured on the same machine in one run;
 /// `None` (with why) when python3 or torch is missing.
-fn torch_epochs(epochs: usize, data_dir: &std::path::Path) -> Result<Value, String> {
+fn torch_epochs(
+    epochs: usize,
+    data_dir: &std::path::Path,
+    extra: &[&str],
+) -> Result<Value, String> {
+    let mut a = vec![
+        "--epochs".to_string(),
+        epochs.to_string(),
+        "--data-dir".to_string(),
+    ];
+    a.push(data_dir.display().to_string());
+    a.extend(extra.iter().map(|s| s.to_string()));
+    python("scripts/torch_train.py", &a)
+}
+
+/// Run a script of `scripts/` with python3 and parse its last line as JSON; why not, when python3
+/// or torch is missing or the script fails.
+fn python(script: &str, args: &[String]) -> Result<Value, String> {
     let out = std::process::Command::new("python3")
-        .args([
-            "scripts/torch_train.py",
-            "--epochs",
-            &epochs.to_string(),
-            "--data-dir",
-        ])
-        .arg(data_dir)
+        .arg(script)
+        .args(args)
         .output()
         .map_err(|e| format!("python3 not runnable: {e}"))?;
     if !out.status.success() {
@@ -64,15 +81,12 @@ fn torch_epochs(epochs: usize, data_dir: &std::path::Path) -> Result<Value, Stri
         return Err(if err.contains("No module named 'torch'") {
             "PyTorch not installed (pip install torch numpy safetensors to compare)".into()
         } else {
-            format!(
-                "torch_train.py failed: {}",
-                err.lines().last().unwrap_or("")
-            )
+            format!("{script} failed: {}", err.lines().last().unwrap_or(""))
         });
     }
     let text = String::from_utf8_lossy(&out.stdout);
     let last = text.lines().last().unwrap_or("");
-    serde_json::from_str(last).map_err(|e| format!("torch_train.py's last line is not JSON: {e}"))
+    serde_json::from_str(last).map_err(|e| format!("{script}'s last line is not JSON: {e}"))
 }
 
 /// Seconds per launch: the best of 5 submits of enough launches to fill ~`budget / 5` each.
@@ -230,7 +244,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Err("skipped (--no-torch)".to_string())
     } else {
         println!("PyTorch CPU epochs of the same model (scripts/torch_train.py) ...");
-        torch_epochs(args.epochs, &args.data_dir)
+        torch_epochs(args.epochs, &args.data_dir, &[])
     };
     let torch_best = torch.as_ref().ok().and_then(|t| {
         t["epochs"]
@@ -268,6 +282,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .into_iter()
         .map(|(p, c)| json!({"problem": p, "choice": c.variant, "timings": c.timings}))
         .collect();
+    let (conv_layers, conv_epochs, conv_peer) = conv_report(&ctx, &args, &train, &test)?;
     let info = &ctx.adapter;
     let report = json!({
         "adapter": info.name, "backend": format!("{:?}", info.backend),
@@ -280,6 +295,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "host_us_per_step": host_us, "step_ms_back_to_back": step_ms},
         "epochs": epochs, "epoch_gflops": flops_per_epoch / best_epoch / 1e9,
         "pytorch_cpu": peer, "eval": eval, "autotune": choices,
+        "conv_layers": conv_layers, "conv_epochs": conv_epochs, "conv_pytorch_cpu": conv_peer,
         "report_seconds": started.elapsed().as_secs_f64(),
     });
     std::fs::create_dir_all(&args.out)?;
@@ -368,6 +384,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             c["timings"].as_str().unwrap_or("")
         );
     }
+    md += &conv_markdown(&conv_layers, &conv_epochs, &conv_peer);
     md += &format!(
         "\nReport took {:.0} s. Adapters seen:\n\n{}\n",
         started.elapsed().as_secs_f64(),
@@ -384,4 +401,234 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         args.out.join("report.md").display()
     );
     Ok(())
+}
+
+/// Seconds per run of a sequence of dispatches (a conv pass), the best of 5 submits.
+fn time_seq(
+    ctx: &GpuContext,
+    seq: &[Dispatch],
+    budget: f64,
+) -> Result<f64, Box<dyn std::error::Error>> {
+    let refs: Vec<&Dispatch> = seq.iter().collect();
+    kernels::run(ctx, &refs)?;
+    let once = |reps: usize| -> Result<f64, Box<dyn std::error::Error>> {
+        let all: Vec<&Dispatch> = (0..reps).flat_map(|_| refs.iter().copied()).collect();
+        let t = Instant::now();
+        kernels::run(ctx, &all)?;
+        Ok(t.elapsed().as_secs_f64() / reps as f64)
+    };
+    let first = once(1)?;
+    let reps = ((budget / 5.0) / first.max(1e-7)).ceil().clamp(1.0, 64.0) as usize;
+    let mut best = first;
+    for _ in 0..5 {
+        best = best.min(once(reps)?);
+    }
+    Ok(best)
+}
+
+/// The conv model's layers per pass and formulation, PyTorch's convolutions of the same shapes,
+/// and the conv model's epochs beside PyTorch's.
+fn conv_report(
+    ctx: &GpuContext,
+    args: &Args,
+    train: &vae_wgpu::data::ImageSet,
+    test: &vae_wgpu::data::ImageSet,
+) -> Result<(Vec<Value>, Vec<Value>, Value), Box<dyn std::error::Error>> {
+    use vae_wgpu::kernels::conv::{
+        BiasSide, ConvEpilogue, ConvFormulation, ConvPass, ConvScratch, ConvShape, formulation_for,
+        plan_to_hi, plan_to_lo, plan_weight_grad,
+    };
+    use vae_wgpu::model::{LayerKind, ParamLayout};
+    let cfg = VaeConfig::convolutional([1, 28, 28], &[32, 64], &[], 16);
+    let layout = ParamLayout::new(&cfg);
+    let batch = 128;
+    let torch = if args.no_torch {
+        Err("skipped (--no-torch)".to_string())
+    } else {
+        python(
+            "scripts/torch_conv_bench.py",
+            &["--batch", "128", "--image", "1,28,28", "--conv", "32,64"].map(String::from),
+        )
+    };
+    let mut rows = Vec::new();
+    let conv_layers = layout.layers().filter(|l| l.kind != LayerKind::Linear);
+    for (i, l) in conv_layers.enumerate() {
+        let (g, transposed) = match l.kind {
+            LayerKind::Conv2d(g) => (g, false),
+            LayerKind::ConvTranspose2d(g) => (g, true),
+            LayerKind::Linear => unreachable!(),
+        };
+        let s = ConvShape::of(&g, transposed, batch);
+        let fill = |n: usize| {
+            (0..n)
+                .map(|i| (i % 13) as f32 / 13.0 - 0.5)
+                .collect::<Vec<_>>()
+        };
+        let lo = ctx.upload_f32("lo", &[s.lo_len()], &fill(s.lo_len()))?;
+        let hi = ctx.upload_f32("hi", &[s.hi_len()], &fill(s.hi_len()))?;
+        let w = ctx.upload_f32("w", &[s.weight_len()], &fill(s.weight_len()))?;
+        let dw = ctx.zeros("dw", &[s.weight_len()], DType::F32)?;
+        let side = if transposed {
+            BiasSide::Hi
+        } else {
+            BiasSide::Lo
+        };
+        let db = ctx.zeros(
+            "db",
+            &[if transposed { s.hi[0] } else { s.lo[0] }],
+            DType::F32,
+        )?;
+        let scratch = ConvScratch::new(ctx, &[s])?;
+        let flops = 2.0 * s.macs() as f64;
+        let mut row = json!({"layer": l.describe(), "batch": batch, "macs_per_pass": s.macs()});
+        // forward = to_lo for a Conv2d, to_hi for a ConvTranspose2d; backward = the weight
+        // gradient and the other pass.
+        let (fwd_pass, dx_pass) = if transposed {
+            (ConvPass::ToHi, ConvPass::ToLo)
+        } else {
+            (ConvPass::ToLo, ConvPass::ToHi)
+        };
+        for (name, pass) in [
+            ("forward", fwd_pass),
+            ("input_grad", dx_pass),
+            ("weight_grad", ConvPass::WeightGrad(Some(side))),
+        ] {
+            row[format!("{name}_chosen")] = json!(formulation_for(ctx, pass, &s)?.to_string());
+            for f in ConvFormulation::ALL {
+                let e = ConvEpilogue::NONE;
+                let seq = match pass {
+                    ConvPass::ToLo => plan_to_lo(ctx, f, &s, &hi, &w, &lo, e, &scratch)?,
+                    ConvPass::ToHi => plan_to_hi(ctx, f, &s, &lo, &w, &hi, e, &scratch)?,
+                    ConvPass::WeightGrad(b) => {
+                        plan_weight_grad(ctx, f, &s, &lo, &hi, &dw, b.map(|b| (&db, b)), &scratch)?
+                    }
+                };
+                let secs = time_seq(ctx, &seq, args.kernel_seconds)?;
+                row[format!("{name}_{f}_gflops")] = json!(flops / secs / 1e9);
+                row[format!("{name}_{f}_s")] = json!(secs);
+            }
+        }
+        if let Ok(t) = &torch
+            && let Some(tl) = t["layers"].get(i)
+        {
+            let (fwd, bwd) = (tl["forward"].as_f64(), tl["backward"].as_f64());
+            row["torch_forward_gflops"] = json!(fwd.map(|f| flops / f / 1e9));
+            row["torch_backward_gflops"] = json!(bwd.map(|b| 2.0 * flops / b / 1e9));
+            row["torch_forward_s"] = json!(fwd);
+            row["torch_backward_s"] = json!(bwd);
+        }
+        println!("{row}");
+        rows.push(row);
+    }
+    let mut epochs = Vec::new();
+    if args.conv_epochs > 0 {
+        let settings = TrainSettings {
+            adam: vae_wgpu::ops::AdamConfig {
+                lr: 0.001,
+                ..Default::default()
+            },
+            ..TrainSettings::default()
+        };
+        let mut trainer = Trainer::new(ctx, cfg.clone(), settings, train)?;
+        let test_gpu = GpuDataset::upload(ctx, "test", test)?;
+        for _ in 0..args.conv_epochs {
+            let t = Instant::now();
+            let s = match trainer.train_epoch(ctx, &mut |_| {}, &mut || false)? {
+                EpochEnd::Completed(s) => s,
+                EpochEnd::Stopped { .. } => unreachable!("nothing stops the report"),
+            };
+            let secs = t.elapsed().as_secs_f64();
+            let test_loss = trainer.evaluate(ctx, &test_gpu)?.loss;
+            println!(
+                "conv epoch {}: {secs:.2} s, train {:.2}, test {test_loss:.2}",
+                s.epoch, s.loss
+            );
+            epochs.push(
+                json!({"epoch": s.epoch, "seconds": secs, "train_loss": s.loss,
+                "test_loss": test_loss, "dispatches": trainer.dispatches_per_step()}),
+            );
+        }
+    }
+    let peer = if args.no_torch || args.conv_epochs == 0 {
+        json!({"skipped": "no conv epochs or --no-torch"})
+    } else {
+        let conv = ["--conv", "32,64", "--latent", "16", "--lr", "0.001"];
+        match torch_epochs(args.conv_epochs, &args.data_dir, &conv) {
+            Ok(t) => {
+                let best = |v: &Value| {
+                    v.as_array().map(|a| {
+                        a.iter()
+                            .filter_map(|e| e["seconds"].as_f64())
+                            .fold(f64::INFINITY, f64::min)
+                    })
+                };
+                let (ours, theirs) = (best(&json!(epochs)), best(&t["epochs"]));
+                json!({"torch": t["torch"], "threads": t["threads"], "epochs": t["epochs"],
+                    "ratio_ours_over_torch": ours.zip(theirs).map(|(a, b)| a / b)})
+            }
+            Err(why) => json!({"skipped": why}),
+        }
+    };
+    Ok((rows, epochs, peer))
+}
+
+fn conv_markdown(rows: &[Value], epochs: &[Value], peer: &Value) -> String {
+    let g = |r: &Value, k: &str| r[k].as_f64().map_or("–".to_string(), |v| format!("{v:.1}"));
+    let mut md = String::from(
+        "\n`--conv 32,64 --latent 16`, batch 128, GFLOP/s per pass (direct / gemm, the chosen one \
+         marked *), PyTorch's CPU convolution of the same shape (scripts/torch_conv_bench.py):\n\n\
+         | layer | forward | input grad | weight grad | PyTorch forward | PyTorch backward |\n\
+         |---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        let pass = |name: &str| {
+            let chosen = r[format!("{name}_chosen")].as_str().unwrap_or("");
+            let mark = |f: &str| if f == chosen { "*" } else { "" };
+            format!(
+                "{}{} / {}{}",
+                g(r, &format!("{name}_direct_gflops")),
+                mark("direct"),
+                g(r, &format!("{name}_gemm_gflops")),
+                mark("gemm")
+            )
+        };
+        md += &format!(
+            "| {} | {} | {} | {} | {} | {} |\n",
+            r["layer"].as_str().unwrap_or(""),
+            pass("forward"),
+            pass("input_grad"),
+            pass("weight_grad"),
+            g(r, "torch_forward_gflops"),
+            g(r, "torch_backward_gflops")
+        );
+    }
+    for e in epochs {
+        md += &format!(
+            "\nConv epoch {}: {:.1} s ({} dispatches per step), train {:.2}, test {:.2}.",
+            e["epoch"],
+            e["seconds"].as_f64().unwrap_or(0.0),
+            e["dispatches"],
+            e["train_loss"].as_f64().unwrap_or(0.0),
+            e["test_loss"].as_f64().unwrap_or(0.0)
+        );
+    }
+    if let Some(r) = peer["ratio_ours_over_torch"].as_f64() {
+        let t = peer["epochs"]
+            .as_array()
+            .and_then(|a| a.first())
+            .cloned()
+            .unwrap_or_default();
+        md += &format!(
+            " PyTorch {} ({} threads), same model, same run: {:.1} s, train {:.2}, test {:.2}; ours / PyTorch = {:.2}.\n",
+            peer["torch"].as_str().unwrap_or("?"),
+            peer["threads"],
+            t["seconds"].as_f64().unwrap_or(0.0),
+            t["train_loss"].as_f64().unwrap_or(0.0),
+            t["test_loss"].as_f64().unwrap_or(0.0),
+            r
+        );
+    } else if let Some(why) = peer["skipped"].as_str() {
+        md += &format!(" PyTorch conv epochs: {why}.\n");
+    }
+    md
 }

@@ -3,8 +3,9 @@
 //! multiples of 64 floats (256 bytes), so every view can be bound on any adapter; the padding is
 //! never written, its gradient stays 0 and Adam leaves it at 0.
 //!
-//! Every layer is a [`Linear`] handle (weight `[out, in]` and bias views). The encoder's two heads
-//! are one of them, `H -> 2K`: `enc_logvar.weight` follows `enc_mu.weight` with no padding
+//! Every layer is a [`Layer`] (its kind, weight and bias views; see `model/layers.rs`), built in
+//! forward order from the configuration by `LayerList::new`. The encoder's two heads are one
+//! `Linear` `H -> 2K`: `enc_logvar.weight` follows `enc_mu.weight` with no padding
 //! (together a `[2K, H]` matrix) and `enc_logvar.bias` follows `enc_mu.bias`, so both heads are
 //! one product forward and one per gradient backward.
 //!
@@ -19,6 +20,17 @@
 //! decoder    = nn.Sequential(Linear(K, g0), Act, Linear(g0, g1), Act, ...)  # decoder.0, decoder.2, ...
 //! dec_mu     = Linear(g_last, D)                                             # logits; sigmoid outside
 //! ```
+//!
+//! With conv layers (`--conv c0,c1,…`, each `Conv2d(4, 2, 1)` halving the image's sides):
+//!
+//! ```text
+//! encoder = nn.Sequential(Conv2d(C, c0), Act, Conv2d(c0, c1), Act, …, Flatten(), Linear(F, h0), Act, …)
+//! enc_mu, enc_logvar = Linear(h_last or F, K)
+//! decoder = nn.Sequential(Linear(K, g0), Act, …, Linear(g_last or K, F), Act, Unflatten(1, (c_last, S/2^n, S/2^n)),
+//!                         ConvTranspose2d(c_last, c_{n-2}), Act, …, ConvTranspose2d(c0, C))   # logits
+//! ```
+//!
+//! (`F = c_last·(S/2^n)²`; Flatten and Unflatten take Sequential indices but hold no tensors.)
 
 use super::VaeConfig;
 use super::config::{CONV_KERNEL, CONV_PADDING, CONV_STRIDE};
