@@ -426,6 +426,9 @@ fn time_seq(
     Ok(best)
 }
 
+/// (per-layer rows, conv epochs, PyTorch's conv epochs or why not).
+type ConvReport = (Vec<Value>, Vec<Value>, Value);
+
 /// The conv model's layers per pass and formulation, PyTorch's convolutions of the same shapes,
 /// and the conv model's epochs beside PyTorch's.
 fn conv_report(
@@ -433,7 +436,7 @@ fn conv_report(
     args: &Args,
     train: &vae_wgpu::data::ImageSet,
     test: &vae_wgpu::data::ImageSet,
-) -> Result<(Vec<Value>, Vec<Value>, Value), Box<dyn std::error::Error>> {
+) -> Result<ConvReport, Box<dyn std::error::Error>> {
     use vae_wgpu::kernels::conv::{
         BiasSide, ConvEpilogue, ConvFormulation, ConvPass, ConvScratch, ConvShape, formulation_for,
         plan_to_hi, plan_to_lo, plan_weight_grad,
