@@ -1,5 +1,6 @@
-//! The smallest complete use of the engine: a context, two matrices uploaded, one matmul planned,
-//! run, read back and compared with its CPU twin.
+//! The smallest complete use of the engine: a context, two matrices uploaded, one matmul planned
+//! with the `direct` kernel (pinned: no autotune, so this is the one visible path from buffer to
+//! dispatch), run, read back and compared with its CPU twin.
 //!
 //! ```text
 //! cargo run --release --example one_kernel
@@ -20,7 +21,16 @@ fn main() -> vae_wgpu::Result<()> {
     let xg = ctx.upload_f32("x", &[m, k], &x)?;
     let wg = ctx.upload_f32("w", &[n, k], &w)?;
     let yg = ctx.zeros("y", &[m, n], DType::F32)?;
-    let d = matmul::matmul(&ctx, Layout::NT, &xg, &wg, &yg, matmul::Epilogue::NONE)?;
+    let direct = matmul::MatmulVariant::Direct;
+    let d = matmul::matmul_with(
+        &ctx,
+        direct,
+        Layout::NT,
+        &xg,
+        &wg,
+        &yg,
+        matmul::Epilogue::NONE,
+    )?;
     kernels::run(&ctx, &[&d])?;
     let y = ctx.read_f32(&yg)?;
     let f64s = |v: &[f32]| v.iter().map(|&a| a as f64).collect::<Vec<_>>();

@@ -11,7 +11,7 @@ struct ActParams {
     _pad1: u32,
 }
 
-override ACT: u32 = 1u;   // 0 identity, 1 ReLU, 2 sigmoid, 3 tanh
+override ACT: u32 = 1u;   // an ACT_* code of common.wgsl (ACT_RELU)
 override HAS_BIAS: bool = true;
 
 @group(0) @binding(0) var<storage, read_write> y: array<f32>;
@@ -33,12 +33,5 @@ fn act_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
     if (HAS_BIAS) {
         v = v + aux[i % p.cols];
     }
-    if (ACT == 1u) {
-        v = max(v, 0.0);
-    } else if (ACT == 2u) {
-        v = sigmoid(v);
-    } else if (ACT == 3u) {
-        v = tanh_act(v);
-    }
-    y[i] = v;
+    y[i] = activate(v, ACT);
 }

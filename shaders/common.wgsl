@@ -14,7 +14,16 @@ struct StepParams {
     _pad1: u32,
 }
 
-// σ(x), stable for both signs: never exp of a large positive number.
+// Activation codes (the `ACT` and `ACT_GRAD` override constants) and operand layouts (`LAYOUT`):
+// the values of `Act::code` and `Layout::code` in src/ops.rs (tested: kernels::contracts).
+const ACT_IDENTITY: u32 = 0u;
+const ACT_RELU: u32 = 1u;
+const ACT_SIGMOID: u32 = 2u;
+const ACT_TANH: u32 = 3u;
+const LAYOUT_NN: u32 = 0u;
+const LAYOUT_NT: u32 = 1u;
+const LAYOUT_TN: u32 = 2u;
+
 // tanh from exp(-2|x|), which never overflows (a driver's tanh may be built from exp(2x), inf
 // past |x| ≈ 44, giving inf/inf), with a Taylor polynomial near 0, where 1 - e would cancel.
 fn tanh_act(x: f32) -> f32 {
@@ -27,6 +36,7 @@ fn tanh_act(x: f32) -> f32 {
     return sign(x) * ((1.0 - e) / (1.0 + e));
 }
 
+// σ(x), stable for both signs: never exp of a large positive number.
 fn sigmoid(x: f32) -> f32 {
     if (x >= 0.0) {
         return 1.0 / (1.0 + exp(-x));
@@ -42,6 +52,29 @@ fn bce_with_logits(l: f32, x: f32) -> vec2<f32> {
     let e = exp(-abs(l));
     let sig = select(e / (1.0 + e), 1.0 / (1.0 + e), l >= 0.0);
     return vec2<f32>(max(l, 0.0) - l * x + log(1.0 + e), sig - x);
+}
+
+// The activation `act` of v (identity for ACT_IDENTITY).
+fn activate(v: f32, act: u32) -> f32 {
+    if (act == ACT_RELU) {
+        return max(v, 0.0);
+    } else if (act == ACT_SIGMOID) {
+        return sigmoid(v);
+    } else if (act == ACT_TANH) {
+        return tanh_act(v);
+    }
+    return v;
+}
+
+// A gradient v through the activation `act` whose output was h: ReLU's [h > 0], tanh's 1 − h²
+// (v unchanged for any other code).
+fn act_backward(v: f32, h: f32, act: u32) -> f32 {
+    if (act == ACT_RELU) {
+        return select(0.0, v, h > 0.0);
+    } else if (act == ACT_TANH) {
+        return v * (1.0 - h * h);
+    }
+    return v;
 }
 
 var<workgroup> wg_partial: array<f32, 256>;

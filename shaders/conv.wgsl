@@ -29,9 +29,9 @@ struct ConvParams {
     _pad1: u32,
 }
 
-override ACT: u32 = 0u;       // the output's activation: 0 identity, 1 ReLU, 2 sigmoid, 3 tanh
+override ACT: u32 = 0u;       // the output's activation, an ACT_* code of common.wgsl
 override HAS_BIAS: bool = false;
-override ACT_GRAD: u32 = 0u;  // multiply by the derivative of this activation at aux (its output)
+override ACT_GRAD: u32 = 0u;  // times the derivative of this ACT_* activation at aux (its output)
 override BIAS_SIDE: u32 = 0u; // conv_weight_grad: 0 no bias, 1 Σ lo per channel, 2 Σ hi per channel
 
 @group(0) @binding(0) var<storage, read> src: array<f32>;
@@ -50,18 +50,9 @@ fn epilogue(v0: f32, i: u32, ch: u32) -> f32 {
     if (HAS_BIAS) {
         v = v + aux[ch];
     }
-    if (ACT == 1u) {
-        v = max(v, 0.0);
-    } else if (ACT == 2u) {
-        v = sigmoid(v);
-    } else if (ACT == 3u) {
-        v = tanh_act(v);
-    }
-    if (ACT_GRAD == 1u) {
-        v = select(0.0, v, aux[i] > 0.0);
-    } else if (ACT_GRAD == 3u) {
-        let h = aux[i];
-        v = v * (1.0 - h * h);
+    v = activate(v, ACT);
+    if (ACT_GRAD != ACT_IDENTITY) {
+        v = act_backward(v, aux[i], ACT_GRAD);
     }
     return v;
 }
@@ -233,18 +224,9 @@ fn e_epilogue(v0: f32, i: u32, ch: u32) -> f32 {
     if (HAS_BIAS) {
         v = v + e_aux[ch];
     }
-    if (ACT == 1u) {
-        v = max(v, 0.0);
-    } else if (ACT == 2u) {
-        v = sigmoid(v);
-    } else if (ACT == 3u) {
-        v = tanh_act(v);
-    }
-    if (ACT_GRAD == 1u) {
-        v = select(0.0, v, e_aux[i] > 0.0);
-    } else if (ACT_GRAD == 3u) {
-        let h = e_aux[i];
-        v = v * (1.0 - h * h);
+    v = activate(v, ACT);
+    if (ACT_GRAD != ACT_IDENTITY) {
+        v = act_backward(v, e_aux[i], ACT_GRAD);
     }
     return v;
 }

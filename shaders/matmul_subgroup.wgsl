@@ -47,16 +47,16 @@ fn store_cols4(i: u32, col0: u32, acc: vec4<f32>) -> f32 {
         c_v4[idx] = vec4<f32>(r0.y, r1.y, r2.y, r3.y) * inv_l;
         return (r0.x + r1.x + r2.x + r3.x) * inv_l;
     }
-    if (ACT == 1u) {
+    if (ACT == ACT_RELU) {
         v = max(v, vec4<f32>(0.0));
-    } else if (ACT == 2u) {
+    } else if (ACT == ACT_SIGMOID) {
         v = vec4<f32>(sigmoid(v.x), sigmoid(v.y), sigmoid(v.z), sigmoid(v.w));
-    } else if (ACT == 3u) {
+    } else if (ACT == ACT_TANH) {
         v = vec4<f32>(tanh_act(v.x), tanh_act(v.y), tanh_act(v.z), tanh_act(v.w));
     }
-    if (ACT_GRAD == 1u) {
+    if (ACT_GRAD == ACT_RELU) {
         v = select(vec4<f32>(0.0), v, mask_v4[idx] > vec4<f32>(0.0));
-    } else if (ACT_GRAD == 3u) {
+    } else if (ACT_GRAD == ACT_TANH) {
         let h = mask_v4[idx];
         v = v * (vec4<f32>(1.0) - h * h);
     }

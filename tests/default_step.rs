@@ -3,8 +3,8 @@
 //! grids and bindings (buffers named by first appearance, with byte offsets and sizes). The same
 //! dispatches on the same adapter give the same numbers bit for bit, so this pins the default
 //! run's losses. `tests/fixtures/default_step.txt` was written by this file run against the
-//! single-hidden-layer engine (commit 6177430) with `VAE_WGPU_BLESS=1`; the `RELU_MASK` constant
-//! of that engine is spelled `ACT_GRAD` now (same values for ReLU).
+//! single-hidden-layer engine (commit 6177430) with `VAE_WGPU_BLESS=1` (its `RELU_MASK` constant
+//! written as today's `ACT_GRAD`, the same values for ReLU).
 
 mod common;
 
@@ -37,10 +37,7 @@ fn describe() -> String {
         let mut constants: Vec<String> = desc
             .constants
             .iter()
-            .map(|(k, v)| {
-                let k = if *k == "RELU_MASK" { "ACT_GRAD" } else { k };
-                format!("{k}={v}")
-            })
+            .map(|(k, v)| format!("{k}={v}"))
             .collect();
         constants.sort();
         let bindings: Vec<String> = desc

@@ -507,3 +507,20 @@ fn class7_a_resumed_run_prints_the_same_test_loss() {
         "epoch 2's test loss, straight vs resumed"
     );
 }
+
+#[test]
+fn class4_a_log_the_shell_created_does_not_make_a_folder_a_run() {
+    // `train --out runs/x > runs/x/train.log`: the shell creates the log before the program
+    // starts; the folder holds no run's file, so the run goes ahead.
+    let dir = Dir::new("logged");
+    let data = tiny_mnist(&dir, 300, 40);
+    let out = dir.path("run");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("train.log"), b"").unwrap();
+    let trained_here = trained(&dir, &data, "run");
+    assert!(trained_here.join("checkpoint.safetensors").is_file());
+    assert!(
+        trained_here.join("train.log").is_file(),
+        "the user's file is left alone"
+    );
+}

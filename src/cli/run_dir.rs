@@ -13,6 +13,27 @@ use crate::error::{Error, Result};
 /// The lock file's name inside a run folder.
 pub const LOCK_FILE: &str = ".vae-wgpu.lock";
 
+/// Files a run writes into its folder; a folder holding any of them holds a run.
+const RUN_FILES: [&str; 7] = [
+    "checkpoint.safetensors",
+    "model.safetensors",
+    "losses.csv",
+    "loss.png",
+    "latent_tsne.png",
+    "manifold.png",
+    crate::data::folder::CACHE_FILE,
+];
+
+fn is_run_file(name: &str) -> bool {
+    if name.contains(crate::files::TMP_MARK) {
+        return false;
+    }
+    RUN_FILES.contains(&name)
+        || ["reconstructions", "samples"]
+            .iter()
+            .any(|p| name.starts_with(p) && name.ends_with(".png"))
+}
+
 /// An output folder owned by this process until dropped.
 pub struct RunDir {
     pub path: PathBuf,
@@ -76,13 +97,15 @@ impl RunDir {
         })
     }
 
-    /// The folder's entries besides the lock and temporaries, sorted.
+    /// The files of a run the folder holds, sorted. Only what a run writes counts: a log the
+    /// shell created for this run (`train --out runs/x > runs/x/train.log`) or the user's notes do
+    /// not make the folder an earlier run's.
     fn run_files(path: &Path) -> Result<Vec<String>> {
         let mut names: Vec<String> = std::fs::read_dir(path)
             .map_err(io(path))?
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n != LOCK_FILE && !n.contains(crate::files::TMP_MARK))
+            .filter(|n| is_run_file(n))
             .collect();
         names.sort();
         Ok(names)

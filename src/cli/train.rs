@@ -57,7 +57,7 @@ pub struct Args {
     /// Print the batch loss every this many steps (0: never).
     #[arg(long, default_value_t = TrainSettings::default().log_every)]
     log_every: usize,
-    /// Output directory [default: runs/<unix time>, or the resumed checkpoint's directory].
+    /// Output directory [default: runs/<UTC start time, e.g. 2026-12-04T10-31-07>, or the resumed checkpoint's directory].
     #[arg(long)]
     out: Option<PathBuf>,
     /// Continue from a checkpoint.safetensors (exactly where it stopped).
@@ -137,13 +137,7 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             .filter(|p| !p.as_os_str().is_empty())
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from(".")),
-        (None, None) => {
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
-            PathBuf::from(format!("runs/{t}"))
-        }
+        (None, None) => default_out(std::time::SystemTime::now()),
     };
     // An image folder's input size is known before decoding: refuse a model too large for it
     // before spending minutes on a large folder.
@@ -441,6 +435,44 @@ fn stopped_status(stop: &AtomicBool) -> ExitCode {
     }
 }
 
+/// `runs/2026-12-04T10-31-07` (UTC): readable, sorted by time, and unique (`-2`, `-3`, … when two
+/// runs start in the same second).
+fn default_out(now: std::time::SystemTime) -> PathBuf {
+    let secs = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let stamp = utc_stamp(secs);
+    let mut path = PathBuf::from(format!("runs/{stamp}"));
+    let mut n = 2;
+    while path.exists() {
+        path = PathBuf::from(format!("runs/{stamp}-{n}"));
+        n += 1;
+    }
+    path
+}
+
+/// `YYYY-MM-DDTHH-MM-SS` of a Unix time, in UTC (Howard Hinnant's `civil_from_days`).
+fn utc_stamp(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}-{:02}-{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
 const LOSSES_HEADER: &str = "epoch,train_loss,train_bce,train_kl,test_loss,seconds";
 
 /// The data rows of an earlier run's losses.csv for epochs up to `epoch` (unreadable rows are
@@ -484,4 +516,14 @@ fn parse_losses_rows(rows: &[String]) -> Vec<(usize, f64, Option<f64>)> {
             ))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn run_folders_are_named_by_their_utc_start() {
+        assert_eq!(super::utc_stamp(0), "1970-01-01T00-00-00");
+        assert_eq!(super::utc_stamp(951_782_400), "2000-02-29T00-00-00");
+        assert_eq!(super::utc_stamp(1_796_379_067), "2026-12-04T10-11-07");
+    }
 }

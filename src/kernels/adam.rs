@@ -176,3 +176,16 @@ pub fn adam_step_with(
         grid_1d(n / 4),
     )
 }
+
+/// This module's uniform structs, as `kernels::contracts` checks them against `Shader::ADAM`.
+#[cfg(test)]
+pub(crate) const UNIFORMS: &[crate::kernels::UniformLayout] = &[uniform_layout!(
+    AdamParams,
+    n4,
+    beta1,
+    beta2,
+    eps,
+    weight_decay,
+    one_minus_beta1,
+    one_minus_beta2
+)];

@@ -76,3 +76,8 @@ pub fn bce_forward_backward(
         grid_1d(n.div_ceil(ITEMS)),
     )
 }
+
+/// This module's uniform structs, as `kernels::contracts` checks them against `Shader::BCE`.
+#[cfg(test)]
+pub(crate) const UNIFORMS: &[crate::kernels::UniformLayout] =
+    &[uniform_layout!(BceParams, n, n_target, scale)];

@@ -1,5 +1,6 @@
-//! Bias + activation forward and the activation backward — launchers for `shaders/bias_act.wgsl`.
-//! The bias gradient is a column sum: [`crate::kernels::reduce::column_sum`].
+//! Bias + activation — the launcher for `shaders/bias_act.wgsl`, evaluation's standalone sigmoid.
+//! Training fuses bias and activation into the products' epilogues (and their backward, and the
+//! bias gradient as row sums, into the gradient products'): see `kernels::matmul::Epilogue`.
 
 use super::{Bind, Dispatch, dispatch, expect_2d, grid_1d, uniform};
 use crate::error::{Error, Result};
@@ -56,3 +57,8 @@ pub fn act_forward(
         grid_1d(rows * cols),
     )
 }
+
+/// This module's uniform structs, as `kernels::contracts` checks them against `Shader::BIAS_ACT`.
+#[cfg(test)]
+pub(crate) const UNIFORMS: &[crate::kernels::UniformLayout] =
+    &[uniform_layout!(ActParams, rows, cols)];

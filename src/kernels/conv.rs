@@ -686,3 +686,9 @@ fn measure(ctx: &GpuContext, pass: ConvPass, s: &ConvShape) -> Result<Vec<(ConvF
     timed.extend(far.iter().map(|p| (p.0, p.2)));
     Ok(timed)
 }
+
+/// This module's uniform structs, as `kernels::contracts` checks them against `Shader::CONV`.
+#[cfg(test)]
+pub(crate) const UNIFORMS: &[crate::kernels::UniformLayout] = &[uniform_layout!(
+    ConvParams, batch, c_lo, h_lo, w_lo, c_hi, h_hi, w_hi, kernel, stride, padding
+)];

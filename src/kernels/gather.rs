@@ -59,3 +59,8 @@ pub fn gather_batch(
         grid_1d((b * d).div_ceil(4)),
     )
 }
+
+/// This module's uniform structs, as `kernels::contracts` checks them against `Shader::GATHER`.
+#[cfg(test)]
+pub(crate) const UNIFORMS: &[crate::kernels::UniformLayout] =
+    &[uniform_layout!(GatherParams, batch, dim)];

@@ -119,3 +119,10 @@ pub fn iwae_estimate(
         [b.div_ceil(64) as u32, 1, 1],
     )
 }
+
+/// This module's uniform structs, as `kernels::contracts` checks them against `Shader::IWAE`.
+#[cfg(test)]
+pub(crate) const UNIFORMS: &[crate::kernels::UniformLayout] = &[
+    uniform_layout!(RowParams, rows, dim, batch),
+    uniform_layout!(IwaeParams, batch, latent, samples),
+];

@@ -3,6 +3,26 @@
 //! any number of command encoders. The trainer plans its dispatches once and replays them every
 //! step; tests plan one and [`run`] it.
 
+/// `(struct name, size, [(field, offset)])` of a `#[repr(C)]` uniform struct, for the test that
+/// holds it to the WGSL struct of the same name (`kernels::contracts`).
+#[cfg(test)]
+macro_rules! uniform_layout {
+    ($t:ident $(, $f:ident)*) => {
+        (
+            stringify!($t),
+            std::mem::size_of::<$t>(),
+            &[$((stringify!($f), std::mem::offset_of!($t, $f))),*],
+        )
+    };
+}
+
+/// A uniform struct's layout as `uniform_layout!` writes it.
+#[cfg(test)]
+pub(crate) type UniformLayout = (&'static str, usize, &'static [(&'static str, usize)]);
+
+#[cfg(test)]
+mod contracts;
+
 pub mod adam;
 pub mod bce;
 pub mod bias_act;
@@ -232,7 +252,7 @@ pub fn best_of_sequences(
 }
 
 /// Resources bound to one dispatch, in binding order.
-pub(crate) enum Bind<'a> {
+pub enum Bind<'a> {
     Tensor(&'a GpuTensor),
     Buffer(&'a wgpu::Buffer),
     /// A tensor read through a texture (copied before each launch).
@@ -241,7 +261,7 @@ pub(crate) enum Bind<'a> {
 
 /// A uniform buffer holding one `#[repr(C)]` params struct (logged for export, see
 /// [`crate::gpu::ContextOptions::record_buffers`]).
-pub(crate) fn uniform<T: bytemuck::Pod>(ctx: &GpuContext, label: &str, value: &T) -> wgpu::Buffer {
+pub fn uniform<T: bytemuck::Pod>(ctx: &GpuContext, label: &str, value: &T) -> wgpu::Buffer {
     let contents = bytemuck::bytes_of(value);
     let buffer = ctx
         .device
@@ -257,8 +277,9 @@ pub(crate) fn uniform<T: bytemuck::Pod>(ctx: &GpuContext, label: &str, value: &T
 /// Every launcher ends here: check the grid against the adapter's limits, fetch the pipeline
 /// from the context's cache, build the bind group inside an error scope, and keep the launch
 /// both as wgpu objects and as data ([`DispatchDesc`]). A free function of `kernels`, not a method
-/// of [`GpuContext`], so that `gpu/` never depends on `kernels/`.
-pub(crate) fn dispatch(
+/// of [`GpuContext`], so that `gpu/` never depends on `kernels/`. Public, so that a kernel of
+/// your own runs through the same path (`examples/own_kernel.rs`).
+pub fn dispatch(
     ctx: &GpuContext,
     label: &'static str,
     shader: Shader,
@@ -335,7 +356,7 @@ pub(crate) fn dispatch(
 
 /// A grid of 256-thread workgroups covering `n` threads, spilling into y past 65535 in x.
 /// Kernels index `gid.x + gid.y * num_workgroups.x * 256` and bounds-check against `n`.
-pub(crate) fn grid_1d(n: usize) -> [u32; 3] {
+pub fn grid_1d(n: usize) -> [u32; 3] {
     let groups = n.div_ceil(256).max(1);
     if groups <= 65535 {
         [groups as u32, 1, 1]

@@ -98,3 +98,8 @@ pub fn loss_reduce_with_params(
     )?;
     Ok(LossReduce { dispatch, params })
 }
+
+/// This module's uniform structs, as `kernels::contracts` checks them against `Shader::REDUCE`.
+#[cfg(test)]
+pub(crate) const UNIFORMS: &[crate::kernels::UniformLayout] =
+    &[uniform_layout!(LossReduceParams, n_bce, n_kl)];

@@ -151,3 +151,8 @@ pub fn reparam_backward(
         [bk.div_ceil(256) as u32, 1, 1],
     )
 }
+
+/// This module's uniform structs, as `kernels::contracts` checks them against `Shader::REPARAM_KL`.
+#[cfg(test)]
+pub(crate) const UNIFORMS: &[crate::kernels::UniformLayout] =
+    &[uniform_layout!(ReparamParams, bk, samples, kl_weight, k)];

@@ -59,10 +59,6 @@ impl StepParams {
             ..Default::default()
         }
     }
-
-    pub fn seed(&self) -> u64 {
-        self.seed_lo as u64 | ((self.seed_hi as u64) << 32)
-    }
 }
 
 /// The per-step uniform buffer.
@@ -83,3 +79,15 @@ impl StepUniform {
             .write_buffer(&self.buffer, 0, bytemuck::bytes_of(value));
     }
 }
+
+/// This module's uniform structs, as `kernels::contracts` checks them against `Shader::ADAM`.
+#[cfg(test)]
+pub(crate) const UNIFORMS: &[crate::kernels::UniformLayout] = &[uniform_layout!(
+    StepParams,
+    batch_offset,
+    rng_step,
+    seed_lo,
+    seed_hi,
+    adam_step_size,
+    adam_bc2_sqrt
+)];

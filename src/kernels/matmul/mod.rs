@@ -329,3 +329,8 @@ pub fn bce_partials_len(
     let kernel = kernel_for(ctx, variant, problem)?;
     Ok(bce_partials_for(kernel.entry, kernel.groups))
 }
+
+/// This module's uniform structs, as `kernels::contracts` checks them against `Shader::MATMUL`.
+#[cfg(test)]
+pub(crate) const UNIFORMS: &[crate::kernels::UniformLayout] =
+    &[uniform_layout!(MatmulParams, m, n, k, target_rows)];

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Every test, from a fresh Debian or Ubuntu machine: installs what is missing (saying what and
+# why), runs the engine's suite (cargo test --release) and the WebGPU page's (npm --prefix web
+# test), and ends with one line: `N passed, N failed` (`, N skipped` when any were skipped).
+# Exit status 0 only when both suites ran and nothing failed. `.ci/run` calls exactly this.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf 'test.sh: %s\n' "$*"; }
+
+# ---- what the tests need --------------------------------------------------------------------
+missing=() why=()
+need() { missing+=("$1"); why+=("$1 ($2)"); }
+ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1 || need mesa-vulkan-drivers "lavapipe: the Vulkan driver the GPU tests run on without a GPU"
+ldconfig -p | grep -q 'libvulkan\.so\.1' || need libvulkan1 "the Vulkan loader"
+ldconfig -p | grep -q 'libEGL\.so\.1' || need libegl1 "EGL, for the GL backend's tests"
+ls /usr/share/glvnd/egl_vendor.d/*mesa*.json >/dev/null 2>&1 || need libegl-mesa0 "Mesa's EGL, for the GL backend's tests"
+ls /usr/lib/*/dri/swrast_dri.so >/dev/null 2>&1 || need libgl1-mesa-dri "llvmpipe, the GL driver the GL tests run on"
+browser=()
+command -v chromium >/dev/null 2>&1 || { browser+=(chromium); why+=("chromium (the WebGPU page's tests run in headless Chromium)"); }
+if [ $((${#missing[@]} + ${#browser[@]})) -gt 0 ]; then
+  say "installing: ${why[*]}"
+  sudo_=()
+  [ "$(id -u)" -eq 0 ] || sudo_=(sudo)
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo_[@]}" apt-get update || { say "apt-get update failed: install ${missing[*]} ${browser[*]} by hand"; exit 2; }
+  if [ ${#missing[@]} -gt 0 ]; then
+    "${sudo_[@]}" apt-get install -y --no-install-recommends "${missing[@]}" || exit 2
+  fi
+  if [ ${#browser[@]} -gt 0 ]; then
+    "${sudo_[@]}" apt-get install -y "${browser[@]}" || exit 2
+  fi
+fi
+say "installing the page's test driver exactly as locked (web/package-lock.json)"
+(cd web && npm ci --no-audit --no-fund) || exit 2
+
+# Mesa complains on stderr without a runtime dir; give it a private one.
+if [ -z "${XDG_RUNTIME_DIR:-}" ] || [ ! -d "${XDG_RUNTIME_DIR}" ]; then
+  XDG_RUNTIME_DIR="$(mktemp -d)"
+  chmod 700 "$XDG_RUNTIME_DIR"
+  export XDG_RUNTIME_DIR
+fi
+# On Linux the GL backend (llvmpipe through EGL, installed above) must be covered, not skipped.
+[ "$(uname -s)" = Linux ] && export VAE_WGPU_REQUIRE_GL=1
+
+# ---- the two suites -------------------------------------------------------------------------
+logs="$(mktemp -d)"
+say "cargo test --release"
+cargo test --release 2>&1 | tee "$logs/cargo.log"
+cargo_status=${PIPESTATUS[0]}
+say "npm --prefix web test"
+npm --prefix web test 2>&1 | tee "$logs/npm.log"
+npm_status=${PIPESTATUS[0]}
+
+# cargo: one `test result: ok. 5 passed; 0 failed; 1 ignored; …` line per test binary.
+read -r c_pass c_fail c_skip < <(grep -E '^test result: ' "$logs/cargo.log" |
+  sed -E 's/.* ([0-9]+) passed; ([0-9]+) failed; ([0-9]+) ignored.*/\1 \2 \3/' |
+  awk '{p += $1; f += $2; s += $3} END {print p + 0, f + 0, s + 0}')
+# node's test runner: `# pass N`, `# fail N`, `# skipped N`.
+n_count() { grep -E "^# $1 [0-9]+" "$logs/npm.log" | awk '{s += $3} END {print s + 0}'; }
+n_pass=$(n_count pass) n_fail=$(n_count fail) n_skip=$(n_count skipped)
+# A suite that died before reporting counts as one failure.
+[ "$cargo_status" -ne 0 ] && [ "$c_fail" -eq 0 ] && c_fail=1
+[ "$npm_status" -ne 0 ] && [ "$n_fail" -eq 0 ] && n_fail=1
+passed=$((c_pass + n_pass)) failed=$((c_fail + n_fail)) skipped=$((c_skip + n_skip))
+say "cargo: $c_pass passed, $c_fail failed, $c_skip skipped; browser: $n_pass passed, $n_fail failed, $n_skip skipped"
+if [ "$skipped" -gt 0 ]; then
+  echo "$passed passed, $failed failed, $skipped skipped"
+else
+  echo "$passed passed, $failed failed"
+fi
+[ "$failed" -eq 0 ]

@@ -1,0 +1,135 @@
+//! The contracts between the Rust host and the WGSL kernels, checked instead of trusted to
+//! comments: every uniform struct the launchers write has the byte layout of the WGSL struct of
+//! the same name (naga's reflection of the module), and the codes the host passes (`ACT`,
+//! `ACT_GRAD`, `LAYOUT`) and the loss accumulator's slots are the WGSL constants' values.
+
+use crate::gpu::Shader;
+use crate::kernels::reduce::LossSlots;
+use crate::ops::{Act, Layout};
+
+fn module(shader: &Shader) -> naga::Module {
+    naga::front::wgsl::parse_str(shader.source)
+        .unwrap_or_else(|e| panic!("{}: {}", shader.name, e.emit_to_string(shader.source)))
+}
+
+/// The value of a WGSL `const NAME: u32 = …u;`.
+fn const_u32(m: &naga::Module, name: &str) -> Option<u32> {
+    let (_, c) = m
+        .constants
+        .iter()
+        .find(|(_, c)| c.name.as_deref() == Some(name))?;
+    match m.global_expressions[c.init] {
+        naga::Expression::Literal(naga::Literal::U32(v)) => Some(v),
+        naga::Expression::Literal(naga::Literal::AbstractInt(v)) => u32::try_from(v).ok(),
+        _ => None,
+    }
+}
+
+#[test]
+fn uniform_structs_have_the_wgsl_layout() {
+    use super::*;
+    let table: [(Shader, &[UniformLayout]); 10] = [
+        (Shader::ADAM, adam::UNIFORMS),
+        (Shader::BCE, bce::UNIFORMS),
+        (Shader::BIAS_ACT, bias_act::UNIFORMS),
+        (Shader::CONV, conv::UNIFORMS),
+        (Shader::GATHER, gather::UNIFORMS),
+        (Shader::IWAE, iwae::UNIFORMS),
+        (Shader::REDUCE, reduce::UNIFORMS),
+        (Shader::REPARAM_KL, reparam_kl::UNIFORMS),
+        (Shader::ADAM, step::UNIFORMS),
+        (Shader::MATMUL, matmul::UNIFORMS),
+    ];
+    let mut checked = 0;
+    for (shader, structs) in table {
+        let m = module(&shader);
+        for &(name, size, fields) in structs {
+            let (members, span) = m
+                .types
+                .iter()
+                .find_map(|(_, t)| match &t.inner {
+                    naga::TypeInner::Struct { members, span }
+                        if t.name.as_deref() == Some(name) =>
+                    {
+                        Some((members.clone(), *span))
+                    }
+                    _ => None,
+                })
+                .unwrap_or_else(|| panic!("{}: no WGSL struct {name}", shader.name));
+            assert_eq!(
+                span as usize, size,
+                "{}: {name} is {span} bytes in WGSL, {size} in Rust",
+                shader.name
+            );
+            // Every WGSL member that is not padding is a Rust field at the same offset.
+            for mem in members.iter() {
+                let mname = mem.name.clone().unwrap_or_default();
+                if mname.starts_with('_') {
+                    continue;
+                }
+                let rust = fields.iter().find(|(f, _)| *f == mname).unwrap_or_else(|| {
+                    panic!(
+                        "{}: {name}.{mname} has no Rust field of that name",
+                        shader.name
+                    )
+                });
+                assert_eq!(
+                    mem.offset as usize, rust.1,
+                    "{}: {name}.{mname} is at byte {} in WGSL, {} in Rust",
+                    shader.name, mem.offset, rust.1
+                );
+                checked += 1;
+            }
+            assert_eq!(
+                members
+                    .iter()
+                    .filter(|m| !m.name.as_deref().unwrap_or("_").starts_with('_'))
+                    .count(),
+                fields.len(),
+                "{}: {name} has other fields in Rust and WGSL",
+                shader.name
+            );
+        }
+    }
+    assert!(checked > 40, "{checked} fields checked");
+}
+
+#[test]
+fn codes_and_slots_are_the_wgsl_constants() {
+    let common = module(&Shader::BIAS_ACT);
+    for (act, name) in [
+        (Act::Identity, "ACT_IDENTITY"),
+        (Act::Relu, "ACT_RELU"),
+        (Act::Sigmoid, "ACT_SIGMOID"),
+        (Act::Tanh, "ACT_TANH"),
+    ] {
+        assert_eq!(const_u32(&common, name), Some(act.code()), "{name}");
+    }
+    for (layout, name) in [
+        (Layout::NN, "LAYOUT_NN"),
+        (Layout::NT, "LAYOUT_NT"),
+        (Layout::TN, "LAYOUT_TN"),
+    ] {
+        assert_eq!(const_u32(&common, name), Some(layout.code()), "{name}");
+    }
+    let reduce = module(&Shader::REDUCE);
+    for (slot, name) in [
+        (LossSlots::EPOCH_TOTAL, "SLOT_EPOCH_TOTAL"),
+        (LossSlots::BATCH_TOTAL, "SLOT_BATCH_TOTAL"),
+        (LossSlots::BATCH_BCE, "SLOT_BATCH_BCE"),
+        (LossSlots::BATCH_KL, "SLOT_BATCH_KL"),
+        (LossSlots::EPOCH_BCE, "SLOT_EPOCH_BCE"),
+        (LossSlots::EPOCH_KL, "SLOT_EPOCH_KL"),
+        (LossSlots::NONFINITE, "SLOT_NONFINITE"),
+        (LossSlots::BATCHES, "SLOT_BATCHES"),
+    ] {
+        assert_eq!(const_u32(&reduce, name), Some(slot as u32), "{name}");
+    }
+    // Every slot has its WGSL constant.
+    let slots = reduce
+        .constants
+        .iter()
+        .filter(|(_, c)| c.name.as_deref().is_some_and(|n| n.starts_with("SLOT_")))
+        .count();
+    assert_eq!(slots, LossSlots::LEN, "slots in reduce.wgsl");
+}

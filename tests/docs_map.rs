@@ -1,0 +1,308 @@
+//! The map stays true: every file path and every Rust, WGSL or test item that `README.md` and the
+//! docs name in `code` must exist (the tidy-test pattern of rust-analyzer). A renamed function or a
+//! moved file fails here with the document and the name, instead of leaving a stale map.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The documents the test holds to the code.
+const DOCS: [&str; 7] = [
+    "README.md",
+    "docs/ARCHITECTURE.md",
+    "docs/MODELS.md",
+    "docs/PERFORMANCE.md",
+    "docs/TESTING.md",
+    "docs/TROUBLESHOOTING.md",
+    "docs/PLAN_FORMAT.md",
+];
+
+/// Every `code span` of a Markdown text (fenced blocks excluded: they hold commands and modules).
+fn code_spans(text: &str) -> Vec<String> {
+    let mut spans = Vec::new();
+    let mut fenced = false;
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+            continue;
+        }
+        if fenced {
+            continue;
+        }
+        let mut rest = line;
+        while let Some(a) = rest.find('`') {
+            let after = &rest[a + 1..];
+            let Some(b) = after.find('`') else { break };
+            spans.push(after[..b].to_string());
+            rest = &after[b + 1..];
+        }
+    }
+    spans
+}
+
+/// Every source file's text (Rust, WGSL, JavaScript, scripts) with its path.
+fn sources() -> Vec<(PathBuf, String)> {
+    let mut out = Vec::new();
+    let mut stack: Vec<PathBuf> = [
+        "src", "tests", "shaders", "examples", "benches", "web", "scripts",
+    ]
+    .iter()
+    .map(|d| root().join(d))
+    .collect();
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            let name = p
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .to_string();
+            if p.is_dir() {
+                if name != "node_modules" && !name.starts_with("plan") && name != "fixtures" {
+                    stack.push(p);
+                }
+            } else if [".rs", ".wgsl", ".mjs", ".js", ".py", ".sh"]
+                .iter()
+                .any(|x| name.ends_with(x))
+                && let Ok(t) = std::fs::read_to_string(&p)
+            {
+                out.push((p, t));
+            }
+        }
+    }
+    out
+}
+
+/// Names defined anywhere in the sources: functions, types, constants, modules, enum variants,
+/// WGSL entry points, `backend_test!` tests, JavaScript functions.
+fn definitions(sources: &[(PathBuf, String)]) -> HashSet<String> {
+    let mut names = HashSet::new();
+    let ident = |s: &str| -> String {
+        s.chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect()
+    };
+    for (path, text) in sources {
+        if let Some(stem) = path.file_stem() {
+            names.insert(stem.to_string_lossy().to_string());
+        }
+        for line in text.lines() {
+            let t = line.trim_start();
+            let t = t
+                .strip_prefix("pub(crate) ")
+                .or_else(|| t.strip_prefix("pub "))
+                .unwrap_or(t);
+            let t = t.strip_prefix("async ").unwrap_or(t);
+            let t = t.strip_prefix("export ").unwrap_or(t);
+            for kw in [
+                "fn ",
+                "struct ",
+                "enum ",
+                "trait ",
+                "type ",
+                "const ",
+                "static ",
+                "mod ",
+                "function ",
+                "macro_rules! ",
+                "override ",
+                "var<workgroup> ",
+                "class ",
+                "def ",
+            ] {
+                if let Some(rest) = t.strip_prefix(kw) {
+                    names.insert(ident(rest));
+                }
+            }
+            if let Some(rest) = t.strip_prefix("backend_test!(") {
+                names.insert(ident(rest));
+            }
+            // Enum variants and struct fields: `Name,` / `Name(…)` / `name: Type` at the start
+            // of a line.
+            let id = ident(t);
+            if !id.is_empty() {
+                let after = &t[id.len()..];
+                if after.starts_with(',')
+                    || after.starts_with('(')
+                    || after.starts_with(" {")
+                    || after.starts_with(':')
+                    || after.starts_with(" =")
+                {
+                    names.insert(id);
+                }
+            }
+        }
+    }
+    names
+}
+
+/// A span that names a file or folder of the repository (`src/model/gpu.rs`, `kernels/conv.rs`,
+/// `shaders/`), as opposed to a command, a flag or a message.
+fn as_path(span: &str) -> Option<&str> {
+    let exts = [
+        ".rs",
+        ".wgsl",
+        ".md",
+        ".py",
+        ".sh",
+        ".mjs",
+        ".js",
+        ".json",
+        ".toml",
+        ".png",
+        ".txt",
+        ".safetensors",
+    ];
+    let plain = span
+        .chars()
+        .all(|c| c.is_alphanumeric() || "_-./".contains(c));
+    let looks =
+        span.contains('/') && (exts.iter().any(|e| span.ends_with(e)) || span.ends_with('/'));
+    // Paths a run writes or a user supplies are not the repository's.
+    let elsewhere = [
+        "runs/",
+        "report/",
+        "pics",
+        "data/shapes",
+        "my_images",
+        "/tmp",
+        "/dev",
+        "/usr",
+        "~",
+        "target/",
+        "node_modules",
+        "plan",
+        "from_torch",
+        "back.safetensors",
+        "train/",
+        "test/",
+        "val/",
+    ];
+    (plain
+        && looks
+        && !elsewhere
+            .iter()
+            .any(|e| span.starts_with(e) || span.contains("/X/")))
+    .then_some(span)
+}
+
+/// A span that names Rust or WGSL items: `GpuVae::plan_step`, `cpu::ops::conv_to_lo`,
+/// `layer_forward(l, x, y, act)`, `model_parity::{a, b}`: the item names to look up.
+fn as_items(span: &str) -> Vec<String> {
+    let head = span.split('(').next().unwrap_or("").trim();
+    let is_item_path = head.contains("::")
+        && head
+            .chars()
+            .all(|c| c.is_alphanumeric() || "_:{}, ".contains(c));
+    let is_call = span.contains('(')
+        && head.contains('_')
+        && head
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if !is_item_path && !is_call {
+        return Vec::new();
+    }
+    // `a::b::{c, d}` names c and d; `A::b` names b (and A).
+    let mut names = Vec::new();
+    if let Some(open) = head.find('{') {
+        let inner = head[open + 1..].trim_end_matches('}');
+        names.extend(inner.split(',').map(|s| s.trim().to_string()));
+        names.extend(
+            head[..open]
+                .split("::")
+                .filter(|s| !s.is_empty())
+                .map(String::from),
+        );
+    } else {
+        names.extend(head.split("::").filter(|s| !s.is_empty()).map(String::from));
+    }
+    names
+        .into_iter()
+        .filter(|n| {
+            !n.is_empty()
+                && !["crate", "self", "super", "std", "wgpu", "nn", "torch"].contains(&n.as_str())
+        })
+        // PyTorch's API, which the docs name where they show interop.
+        .filter(|n| !["load_state_dict", "state_dict"].contains(&n.as_str()))
+        .collect()
+}
+
+#[test]
+fn every_path_and_item_the_docs_name_exists() {
+    let sources = sources();
+    let defs = definitions(&sources);
+    let all_paths: Vec<String> = sources
+        .iter()
+        .map(|(p, _)| p.to_string_lossy().replace('\\', "/"))
+        .collect();
+    let mut missing = Vec::new();
+    let mut checked = 0;
+    for doc in DOCS {
+        let text =
+            std::fs::read_to_string(root().join(doc)).unwrap_or_else(|e| panic!("{doc}: {e}"));
+        let base = root().join(doc).parent().unwrap().to_path_buf();
+        for span in code_spans(&text) {
+            if let Some(p) = as_path(&span) {
+                checked += 1;
+                // Relative to the root, to `src/`, to the document, or the tail of any path of
+                // the repository (`matmul/mod.rs` in the kernels' table).
+                let p = p.trim_end_matches('/');
+                let found = [
+                    root().to_path_buf(),
+                    root().join("src"),
+                    root().join("web"),
+                    base.clone(),
+                ]
+                .iter()
+                .any(|dir| dir.join(p).exists())
+                    || all_paths
+                        .iter()
+                        .any(|q| q.ends_with(&format!("/{p}")) || q.contains(&format!("/{p}/")));
+                if !found {
+                    missing.push(format!("{doc}: the path `{span}` does not exist"));
+                }
+                continue;
+            }
+            for name in as_items(&span) {
+                checked += 1;
+                if !defs.contains(&name) {
+                    missing.push(format!(
+                        "{doc}: `{span}` names `{name}`, defined nowhere in the sources"
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{} of {checked} names in the docs are stale:\n{}",
+        missing.len(),
+        missing.join("\n")
+    );
+    eprintln!("{checked} paths and items named in the docs exist");
+}
+
+#[test]
+fn the_checker_finds_a_stale_name() {
+    // The checker itself can fail: a made-up function and a made-up file are reported.
+    let defs = definitions(&sources());
+    assert!(
+        as_items("GpuVae::plan_step")
+            .iter()
+            .all(|n| defs.contains(n))
+    );
+    assert!(
+        !as_items("GpuVae::plan_everything")
+            .iter()
+            .all(|n| defs.contains(n))
+    );
+    assert_eq!(as_path("src/model/gone.rs"), Some("src/model/gone.rs"));
+    assert!(!root().join("src/model/gone.rs").exists());
+    assert_eq!(as_path("--conv 32,64"), None);
+}
