@@ -196,3 +196,35 @@ fn conv_model_on_an_rgb_folder_and_sides_it_cannot_halve() {
     let o = run(&["train", "--out", bad.to_str().unwrap(), "--conv", "4,8,8"]);
     fails_with(&o, &["28x28", "--conv 4,8,8", "divisible by 8"]);
 }
+
+#[test]
+fn a_conv_layer_too_large_for_the_adapter_is_named() {
+    // 64 channels of 128x128 for a batch of 64 is a 268 MB activation, past the 128 MiB storage
+    // binding of the adapters here: refused before anything is allocated, naming the layer.
+    let dir = Dir::new("conv-huge");
+    let root = dir.path("imgs");
+    shape_folder(&root, 30, 8, 8, 3);
+    let out = dir.path("run");
+    let o = run(&[
+        "train",
+        "--data-dir",
+        root.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--channels",
+        "3",
+        "--image-size",
+        "256",
+        "--conv",
+        "64",
+        "--latent",
+        "2",
+        "--batch-size",
+        "64",
+    ]);
+    fails_with(
+        &o,
+        &["encoder.0 Conv2d 3x256x256->64x128x128", "max_storage_buffer_binding_size"],
+    );
+    assert!(!out.join("checkpoint.safetensors").exists());
+}

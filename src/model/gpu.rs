@@ -413,8 +413,12 @@ impl GpuVae {
         max_batch: usize,
         seed: u64,
     ) -> Result<Self> {
-        // The layer list needs a valid configuration (conv sides that divide, ...).
+        // The layer list needs a valid configuration (conv sides that divide, ...), and nothing
+        // is allocated, on the host either, for a model the adapter cannot hold.
         cfg.validate()?;
+        if max_batch > 0 {
+            Self::check_fits(ctx, &cfg, max_batch)?;
+        }
         let layout = ParamLayout::new(&cfg);
         let init = layout.init(seed);
         Self::from_params(ctx, cfg, adam, max_batch, seed, &init)
