@@ -224,7 +224,10 @@ fn a_conv_layer_too_large_for_the_adapter_is_named() {
     ]);
     fails_with(
         &o,
-        &["encoder.0 Conv2d 3x256x256->64x128x128", "max_storage_buffer_binding_size"],
+        &[
+            "encoder.0 Conv2d 3x256x256->64x128x128",
+            "max_storage_buffer_binding_size",
+        ],
     );
     assert!(!out.join("checkpoint.safetensors").exists());
 }
