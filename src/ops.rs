@@ -148,3 +148,51 @@ pub fn split_heads<T: Copy>(heads: &[T], latent: usize) -> (Vec<T>, Vec<T>) {
     }
     (mu, logvar)
 }
+
+/// A 2-D convolution (NCHW) as the kernels (`shaders/conv.wgsl`) and their CPU twins see it: `batch` images, the lo side `[C, H, W]` (each
+/// pixel (y, x) sees `hi[y·s − p + ky, x·s − p + kx]`), the hi side, and the weight
+/// `[lo[0], hi[0], kernel, kernel]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConvShape {
+    pub batch: usize,
+    pub lo: [usize; 3],
+    pub hi: [usize; 3],
+    pub kernel: usize,
+    pub stride: usize,
+    pub padding: usize,
+}
+
+impl ConvShape {
+    pub fn lo_len(&self) -> usize {
+        self.batch * self.lo.iter().product::<usize>()
+    }
+
+    pub fn hi_len(&self) -> usize {
+        self.batch * self.hi.iter().product::<usize>()
+    }
+
+    pub fn weight_len(&self) -> usize {
+        self.lo[0] * self.hi[0] * self.kernel * self.kernel
+    }
+
+    /// Multiply-adds of one pass (any of the three: each pairs every weight with every lo pixel).
+    pub fn macs(&self) -> u64 {
+        (self.weight_len() * self.batch * self.lo[1] * self.lo[2]) as u64
+    }
+
+    /// Rows of the GEMM formulation's products: one per lo pixel of every image.
+    pub fn gemm_rows(&self) -> usize {
+        self.batch * self.lo[1] * self.lo[2]
+    }
+
+    /// `C_hi·k·k`: a row of `cols` (a window of the hi side).
+    pub fn window(&self) -> usize {
+        self.hi[0] * self.kernel * self.kernel
+    }
+
+    /// (cols, rows) scratch values the GEMM formulation needs.
+    pub fn scratch_len(&self) -> (usize, usize) {
+        let r = self.gemm_rows();
+        (r * self.window(), r * self.lo[0])
+    }
+}

@@ -239,7 +239,7 @@ fn conv_gradients_for_every_geometry() {
         ([2, 3, 3], [1, 6, 6], 4, 2, 1),
         ([3, 2, 3], [2, 5, 7], 5, 2, 2),
     ] {
-        let d = ops::ConvDims {
+        let d = vae_wgpu::ops::ConvShape {
             batch: 2,
             lo,
             hi,

@@ -8,7 +8,7 @@
 mod common;
 
 use common::{U, assert_close, to_f32, uniform};
-use vae_wgpu::cpu::ops::{self as cpu, ConvDims};
+use vae_wgpu::cpu::ops as cpu;
 use vae_wgpu::gpu::{DType, GpuContext};
 use vae_wgpu::kernels::{
     self, Dispatch,
@@ -46,17 +46,6 @@ fn geom(case: &Case) -> ConvGeom {
     g.expect("a case whose kernel fits")
 }
 
-fn dims(s: &ConvShape) -> ConvDims {
-    ConvDims {
-        batch: s.batch,
-        lo: s.lo,
-        hi: s.hi,
-        kernel: s.kernel,
-        stride: s.stride,
-        padding: s.padding,
-    }
-}
-
 fn abs(v: &[f64]) -> Vec<f64> {
     v.iter().map(|x| x.abs()).collect()
 }
@@ -89,7 +78,7 @@ fn case(ctx: &GpuContext, c: &Case, act: Act, f: ConvFormulation) {
     let transposed = c.0;
     let batch = c.6;
     let s = ConvShape::of(&g, transposed, batch);
-    let d = dims(&s);
+    let d = s;
     let scratch = ConvScratch::new(ctx, &[s]).unwrap();
     let name = format!(
         "{} {f} {} {:?}->{:?} k{} s{} p{} B={batch} {act}",

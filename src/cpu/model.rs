@@ -4,7 +4,8 @@
 //! row sums, activation backward masks, BCE in the logits product) are separate ops here.
 
 use super::ops;
-use crate::model::{ConvGeom, Layer, LayerKind, ParamLayout, VaeConfig};
+use crate::model::{Layer, LayerKind, ParamLayout, VaeConfig};
+use crate::ops::ConvShape;
 use crate::ops::{Act, AdamConfig, Layout};
 
 /// Every intermediate and gradient of one step (activations row-major as on the GPU).
@@ -51,33 +52,15 @@ fn layer_forward(params: &[f64], l: &Layer, x: &[f64], rows: usize, act: Act) ->
             ops::epilogue(&pre, l.outputs, Some(b), act)
         }
         LayerKind::Conv2d(g) => {
-            let d = conv_dims(&g, false, rows);
+            let d = ConvShape::of(&g, false, rows);
             let pre = ops::conv_to_lo(&d, x, w);
             ops::conv_epilogue(&pre, g.output[0], g.output[1] * g.output[2], Some(b), act)
         }
         LayerKind::ConvTranspose2d(g) => {
-            let d = conv_dims(&g, true, rows);
+            let d = ConvShape::of(&g, true, rows);
             let pre = ops::conv_to_hi(&d, x, w);
             ops::conv_epilogue(&pre, g.output[0], g.output[1] * g.output[2], Some(b), act)
         }
-    }
-}
-
-/// The kernels' geometry of a conv layer (`kernels::conv::ConvShape::of`): a Conv2d's output is
-/// the lo side, a ConvTranspose2d's input.
-fn conv_dims(g: &ConvGeom, transposed: bool, batch: usize) -> ops::ConvDims {
-    let (lo, hi) = if transposed {
-        (g.input, g.output)
-    } else {
-        (g.output, g.input)
-    };
-    ops::ConvDims {
-        batch,
-        lo,
-        hi,
-        kernel: g.kernel,
-        stride: g.stride,
-        padding: g.padding,
     }
 }
 
@@ -103,13 +86,13 @@ fn layer_backward(
             (dw, db, g)
         }
         LayerKind::Conv2d(geom) => {
-            let d = conv_dims(&geom, false, rows);
+            let d = ConvShape::of(&geom, false, rows);
             let dw = ops::conv_weight_grad(&d, dy, x);
             let db = ops::channel_sums(dy, geom.output[0], geom.output[1] * geom.output[2]);
             (dw, db, dx.map(|_| ops::conv_to_hi(&d, dy, w)))
         }
         LayerKind::ConvTranspose2d(geom) => {
-            let d = conv_dims(&geom, true, rows);
+            let d = ConvShape::of(&geom, true, rows);
             let dw = ops::conv_weight_grad(&d, x, dy);
             let db = ops::channel_sums(dy, geom.output[0], geom.output[1] * geom.output[2]);
             (dw, db, dx.map(|_| ops::conv_to_lo(&d, dy, w)))

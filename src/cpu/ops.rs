@@ -1,7 +1,7 @@
 //! Reference forward/backward math for every kernel family, in f64, row-major, same layouts as
 //! the WGSL kernels. Each function names the shader entry point it mirrors.
 
-use crate::ops::{Act, AdamConfig, Layout};
+use crate::ops::{Act, AdamConfig, ConvShape, Layout};
 
 // ---- matmul.wgsl ------------------------------------------------------------------------------
 
@@ -254,20 +254,7 @@ pub fn iwae_estimate(
 
 // ---- conv.wgsl --------------------------------------------------------------------------------
 
-/// The geometry of `conv.wgsl`'s kernels: `batch` images, the lo side `[C, H, W]` whose pixel
-/// (y, x) sees `hi[y·s − p + ky, x·s − p + kx]`, weight `[C_lo, C_hi, k, k]` (see
-/// `kernels::conv::ConvShape`, the same fields).
-#[derive(Clone, Copy, Debug)]
-pub struct ConvDims {
-    pub batch: usize,
-    pub lo: [usize; 3],
-    pub hi: [usize; 3],
-    pub kernel: usize,
-    pub stride: usize,
-    pub padding: usize,
-}
-
-impl ConvDims {
+impl ConvShape {
     /// Every (b, o, y, x, i, ky, kx) that pairs a lo pixel with an in-range hi pixel, as
     /// (lo index, hi index, weight index): the one loop all three twins share.
     fn pairs(&self) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
@@ -293,19 +280,11 @@ impl ConvDims {
             })
         })
     }
-
-    pub fn lo_len(&self) -> usize {
-        self.batch * self.lo.iter().product::<usize>()
-    }
-
-    pub fn hi_len(&self) -> usize {
-        self.batch * self.hi.iter().product::<usize>()
-    }
 }
 
 /// `conv_to_lo` before its epilogue: `lo[b,o,y,x] = Σ_{i,ky,kx} W[o,i,ky,kx] · hi[b,i,y·s−p+ky,
 /// x·s−p+kx]` (a Conv2d's forward; a ConvTranspose2d's input gradient).
-pub fn conv_to_lo(d: &ConvDims, hi: &[f64], w: &[f64]) -> Vec<f64> {
+pub fn conv_to_lo(d: &ConvShape, hi: &[f64], w: &[f64]) -> Vec<f64> {
     assert_eq!(hi.len(), d.hi_len(), "hi length");
     let mut lo = vec![0.0; d.lo_len()];
     for (l, h, wi) in d.pairs() {
@@ -317,7 +296,7 @@ pub fn conv_to_lo(d: &ConvDims, hi: &[f64], w: &[f64]) -> Vec<f64> {
 /// `conv_to_hi` before its epilogue: the transpose of [`conv_to_lo`], `hi[b,i,Y,X] = Σ W[o,i,ky,kx]
 /// · lo[b,o,y,x]` over the (y, x, ky, kx) with `y·s − p + ky = Y` (a ConvTranspose2d's forward; a
 /// Conv2d's input gradient).
-pub fn conv_to_hi(d: &ConvDims, lo: &[f64], w: &[f64]) -> Vec<f64> {
+pub fn conv_to_hi(d: &ConvShape, lo: &[f64], w: &[f64]) -> Vec<f64> {
     assert_eq!(lo.len(), d.lo_len(), "lo length");
     let mut hi = vec![0.0; d.hi_len()];
     for (l, h, wi) in d.pairs() {
@@ -328,7 +307,7 @@ pub fn conv_to_hi(d: &ConvDims, lo: &[f64], w: &[f64]) -> Vec<f64> {
 
 /// `conv_weight_grad` without the bias: `dW[o,i,ky,kx] = Σ_{b,y,x} lo[b,o,y,x] · hi[b,i,y·s−p+ky,
 /// x·s−p+kx]`.
-pub fn conv_weight_grad(d: &ConvDims, lo: &[f64], hi: &[f64]) -> Vec<f64> {
+pub fn conv_weight_grad(d: &ConvShape, lo: &[f64], hi: &[f64]) -> Vec<f64> {
     let mut dw = vec![0.0; d.lo[0] * d.hi[0] * d.kernel * d.kernel];
     for (l, h, wi) in d.pairs() {
         dw[wi] += lo[l] * hi[h];

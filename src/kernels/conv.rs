@@ -9,7 +9,7 @@ use super::matmul::{Epilogue, matmul};
 use super::{Bind, Dispatch, dispatch, grid_1d, uniform};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuTensor, Shader};
-use crate::model::ConvGeom;
+pub use crate::ops::ConvShape;
 use crate::ops::{Act, Layout};
 
 #[repr(C)]
@@ -28,55 +28,7 @@ struct ConvParams {
     _pad: [u32; 2],
 }
 
-/// A convolution's shape as the kernels see it: `batch` images, the lo side `[C, H, W]` (each
-/// pixel (y, x) sees `hi[y·s − p + ky, x·s − p + kx]`), the hi side, and the weight
-/// `[lo[0], hi[0], kernel, kernel]`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct ConvShape {
-    pub batch: usize,
-    pub lo: [usize; 3],
-    pub hi: [usize; 3],
-    pub kernel: usize,
-    pub stride: usize,
-    pub padding: usize,
-}
-
 impl ConvShape {
-    /// A layer's geometry on `batch` rows: a Conv2d's output is the lo side, a
-    /// ConvTranspose2d's input.
-    pub fn of(g: &ConvGeom, transposed: bool, batch: usize) -> Self {
-        let (lo, hi) = if transposed {
-            (g.input, g.output)
-        } else {
-            (g.output, g.input)
-        };
-        ConvShape {
-            batch,
-            lo,
-            hi,
-            kernel: g.kernel,
-            stride: g.stride,
-            padding: g.padding,
-        }
-    }
-
-    pub fn lo_len(&self) -> usize {
-        self.batch * self.lo.iter().product::<usize>()
-    }
-
-    pub fn hi_len(&self) -> usize {
-        self.batch * self.hi.iter().product::<usize>()
-    }
-
-    pub fn weight_len(&self) -> usize {
-        self.lo[0] * self.hi[0] * self.kernel * self.kernel
-    }
-
-    /// Multiply-adds of one pass (any of the three: each pairs every weight with every lo pixel).
-    pub fn macs(&self) -> u64 {
-        (self.weight_len() * self.batch * self.lo[1] * self.lo[2]) as u64
-    }
-
     fn params(&self) -> Result<ConvParams> {
         let u = |v: usize| -> Result<u32> {
             u32::try_from(v).map_err(|_| Error::shape("conv", format!("{v} exceeds u32")))
@@ -195,26 +147,16 @@ pub fn conv_to_lo(
     lo: &GpuTensor,
     epi: ConvEpilogue<'_>,
 ) -> Result<Dispatch> {
-    let params = shape.params()?;
-    check_len("conv_to_lo", "hi", hi, shape.hi_len())?;
-    check_len("conv_to_lo", "weight", weight, shape.weight_len())?;
-    check_len("conv_to_lo", "lo", lo, shape.lo_len())?;
-    let (constants, aux) = epilogue_binds(ctx, "conv_to_lo", &epi, shape.lo[0], shape.lo_len())?;
-    let params = uniform(ctx, "conv params", &params);
-    dispatch(
+    let out = (shape.lo[0], shape.lo_len());
+    direct_pass(
         ctx,
         "conv_to_lo",
-        Shader::CONV,
-        "conv_to_lo",
-        &constants,
-        &[
-            Bind::Tensor(hi),
-            Bind::Tensor(weight),
-            aux,
-            Bind::Tensor(lo),
-            Bind::Buffer(&params),
-        ],
-        grid_1d(shape.lo_len()),
+        shape,
+        (hi, shape.hi_len()),
+        weight,
+        lo,
+        out,
+        epi,
     )
 }
 
@@ -228,26 +170,52 @@ pub fn conv_to_hi(
     hi: &GpuTensor,
     epi: ConvEpilogue<'_>,
 ) -> Result<Dispatch> {
+    let out = (shape.hi[0], shape.hi_len());
+    direct_pass(
+        ctx,
+        "conv_to_hi",
+        shape,
+        (lo, shape.lo_len()),
+        weight,
+        hi,
+        out,
+        epi,
+    )
+}
+
+/// One of the two direct passes: `src` (with its expected length) and the weight in, `dst` (its
+/// channels and length) out through the epilogue, one thread per output value.
+#[allow(clippy::too_many_arguments)]
+fn direct_pass(
+    ctx: &GpuContext,
+    entry: &'static str,
+    shape: &ConvShape,
+    (src, src_len): (&GpuTensor, usize),
+    weight: &GpuTensor,
+    dst: &GpuTensor,
+    (out_channels, out_len): (usize, usize),
+    epi: ConvEpilogue<'_>,
+) -> Result<Dispatch> {
     let params = shape.params()?;
-    check_len("conv_to_hi", "lo", lo, shape.lo_len())?;
-    check_len("conv_to_hi", "weight", weight, shape.weight_len())?;
-    check_len("conv_to_hi", "hi", hi, shape.hi_len())?;
-    let (constants, aux) = epilogue_binds(ctx, "conv_to_hi", &epi, shape.hi[0], shape.hi_len())?;
+    check_len(entry, "input", src, src_len)?;
+    check_len(entry, "weight", weight, shape.weight_len())?;
+    check_len(entry, "output", dst, out_len)?;
+    let (constants, aux) = epilogue_binds(ctx, entry, &epi, out_channels, out_len)?;
     let params = uniform(ctx, "conv params", &params);
     dispatch(
         ctx,
-        "conv_to_hi",
+        entry,
         Shader::CONV,
-        "conv_to_hi",
+        entry,
         &constants,
         &[
-            Bind::Tensor(lo),
+            Bind::Tensor(src),
             Bind::Tensor(weight),
             aux,
-            Bind::Tensor(hi),
+            Bind::Tensor(dst),
             Bind::Buffer(&params),
         ],
-        grid_1d(shape.hi_len()),
+        grid_1d(out_len),
     )
 }
 
@@ -330,22 +298,6 @@ pub enum ConvPass {
 }
 
 impl ConvShape {
-    /// Rows of the GEMM formulation's products: one per lo pixel of every image.
-    pub fn gemm_rows(&self) -> usize {
-        self.batch * self.lo[1] * self.lo[2]
-    }
-
-    /// `C_hi·k·k`: a row of `cols` (a window of the hi side).
-    pub fn window(&self) -> usize {
-        self.hi[0] * self.kernel * self.kernel
-    }
-
-    /// (cols, rows) scratch values the GEMM formulation needs.
-    pub fn scratch_len(&self) -> (usize, usize) {
-        let r = self.gemm_rows();
-        (r * self.window(), r * self.lo[0])
-    }
-
     /// The tune store's key: `conv to_lo 32x32x14x14 <- 1x28x28 k4 s2 p1`, for the batch the
     /// choice is measured on ([`TUNE_IMAGES`] at most: past that a pass is more of the same work,
     /// so the full batch and an epoch's smaller last one share one choice).

@@ -231,45 +231,27 @@ pub fn layer_backward(
             }
             Ok(d)
         }
-        LayerKind::Conv2d(g) => {
-            let shape = ConvShape::of(&g, false, x.shape[0]);
-            let side = BiasSide::Lo;
+        LayerKind::Conv2d(g) | LayerKind::ConvTranspose2d(g) => {
+            // A Conv2d's output is its lo side; a ConvTranspose2d's input is.
+            let transposed = matches!(l.kind, LayerKind::ConvTranspose2d(_));
+            let shape = ConvShape::of(&g, transposed, x.shape[0]);
+            let (lo, hi, side) = if transposed {
+                (x, dy, BiasSide::Hi)
+            } else {
+                (dy, x, BiasSide::Lo)
+            };
             let f = formulation_for(ctx, ConvPass::WeightGrad(Some(side)), &shape)?;
             let db = Some((&v.db, side));
-            let mut d = plan_weight_grad(ctx, f, &shape, dy, x, &v.dw, db, scratch)?;
+            let mut d = plan_weight_grad(ctx, f, &shape, lo, hi, &v.dw, db, scratch)?;
             if let Some((dx, act)) = dx {
-                let f = formulation_for(ctx, ConvPass::ToHi, &shape)?;
-                d.extend(plan_to_hi(
-                    ctx,
-                    f,
-                    &shape,
-                    dy,
-                    &v.w,
-                    dx,
-                    input_grad(act),
-                    scratch,
-                )?);
-            }
-            Ok(d)
-        }
-        LayerKind::ConvTranspose2d(g) => {
-            let shape = ConvShape::of(&g, true, x.shape[0]);
-            let side = BiasSide::Hi;
-            let f = formulation_for(ctx, ConvPass::WeightGrad(Some(side)), &shape)?;
-            let db = Some((&v.db, side));
-            let mut d = plan_weight_grad(ctx, f, &shape, x, dy, &v.dw, db, scratch)?;
-            if let Some((dx, act)) = dx {
-                let f = formulation_for(ctx, ConvPass::ToLo, &shape)?;
-                d.extend(plan_to_lo(
-                    ctx,
-                    f,
-                    &shape,
-                    dy,
-                    &v.w,
-                    dx,
-                    input_grad(act),
-                    scratch,
-                )?);
+                let epi = input_grad(act);
+                d.extend(if transposed {
+                    let f = formulation_for(ctx, ConvPass::ToLo, &shape)?;
+                    plan_to_lo(ctx, f, &shape, dy, &v.w, dx, epi, scratch)?
+                } else {
+                    let f = formulation_for(ctx, ConvPass::ToHi, &shape)?;
+                    plan_to_hi(ctx, f, &shape, dy, &v.w, dx, epi, scratch)?
+                });
             }
             Ok(d)
         }
@@ -679,20 +661,8 @@ impl GpuVae {
                 self.step_uniform(),
             )?);
         }
-        let mut x = &a.x;
-        for (layer, h) in self.layout.encoder.iter().zip(&a.enc) {
-            let v = self.views(layer)?;
-            d.extend(layer_forward(
-                ctx,
-                layer,
-                &v,
-                x,
-                h,
-                layer.act,
-                &a.conv_scratch,
-            )?);
-            x = h;
-        }
+        d.extend(self.forward_chain(ctx, a, &self.layout.encoder, &a.x, &a.enc)?);
+        let x = a.enc.last().unwrap_or(&a.x);
         // Both heads as one Linear H -> 2K: heads = h·[W_mu; W_lv]ᵀ + [b_mu; b_lv].
         let heads = &self.layout.heads;
         d.extend(layer_forward(
@@ -710,9 +680,22 @@ impl GpuVae {
     /// z → the decoder's hidden layers (the output layer is planned by the caller: fused with the
     /// BCE in training, plain otherwise).
     fn decoder_hidden(&self, ctx: &GpuContext, a: &Activations) -> Result<Vec<Dispatch>> {
-        let mut d = Vec::with_capacity(a.dec.len());
-        let mut x = &a.z;
-        for (layer, h) in self.layout.decoder.iter().zip(&a.dec) {
+        self.forward_chain(ctx, a, &self.layout.decoder, &a.z, &a.dec)
+    }
+
+    /// The forward of a chain of layers from `x`: layer i writes `outs[i]` (with its activation)
+    /// and the next reads it. `backward_chain` is this read in reverse.
+    fn forward_chain(
+        &self,
+        ctx: &GpuContext,
+        a: &Activations,
+        layers: &[Layer],
+        x: &GpuTensor,
+        outs: &[GpuTensor],
+    ) -> Result<Vec<Dispatch>> {
+        let mut d = Vec::with_capacity(layers.len());
+        let mut x = x;
+        for (layer, h) in layers.iter().zip(outs) {
             let v = self.views(layer)?;
             d.extend(layer_forward(
                 ctx,

@@ -9,7 +9,7 @@
 //! `Unflatten`) are the same buffer read with another shape: they plan nothing and are not
 //! entries of the list; they only take an index in the `nn.Sequential` names.
 
-use crate::ops::Act;
+use crate::ops::{Act, ConvShape};
 
 /// The geometry of a 2-D convolution in NCHW (square kernel; the same stride and padding on both
 /// axes). For a `Conv2d` the input is the larger side; for a `ConvTranspose2d` the output is.
@@ -64,6 +64,26 @@ impl ConvGeom {
             stride,
             padding,
         })
+    }
+}
+
+impl ConvShape {
+    /// A layer's geometry on `batch` rows: a Conv2d's output is the lo side, a
+    /// ConvTranspose2d's input.
+    pub fn of(g: &ConvGeom, transposed: bool, batch: usize) -> Self {
+        let (lo, hi) = if transposed {
+            (g.input, g.output)
+        } else {
+            (g.output, g.input)
+        };
+        ConvShape {
+            batch,
+            lo,
+            hi,
+            kernel: g.kernel,
+            stride: g.stride,
+            padding: g.padding,
+        }
     }
 }
 
