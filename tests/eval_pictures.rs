@@ -140,8 +140,9 @@ fn pictures_are_written_sized_and_not_blank() {
         ]
     );
     // Grid sizes: cells of (28+1)·scale plus one gutter.
+    let label = vae_wgpu::viz::LABEL_WIDTH as usize;
     let expect = [
-        ((10 * 29 + 1) * 4, (2 * 29 + 1) * 4),
+        ((10 * 29 + 1) * 4 + label, (2 * 29 + 1) * 4),
         ((10 * 29 + 1) * 2, (10 * 29 + 1) * 2),
         (20 * 29 + 1, 20 * 29 + 1),
         (800, 720),
@@ -160,7 +161,8 @@ fn pictures_are_written_sized_and_not_blank() {
     // The top row of the reconstructions is the test images themselves.
     let (w, _, _, px) = decode_png(&files[0]);
     let img0 = test.image_f32(0);
-    let (y, x) = (4 + 14 * 4, 4 + 14 * 4); // centre pixel of the first cell, scale 4
+    // Centre pixel of the first cell, scale 4, right of the label column.
+    let (y, x) = (4 + 14 * 4, label + 4 + 14 * 4);
     assert_eq!(
         px[y * w as usize + x],
         (img0[14 * 28 + 14] * 255.0).round() as u8

@@ -104,7 +104,11 @@ pub fn grid_png(
     write_png(path, gw, gh, shape.channels as u8, &px)
 }
 
-/// The notebook's figure: observations on the top row, their reconstructions below.
+/// Width of the reconstructions figure's label column, in pixels.
+pub const LABEL_WIDTH: u32 = 136;
+
+/// The notebook's figure: observations on the top row, their reconstructions below, each row
+/// labelled in a column on the left (as the notebook's title says which is which).
 pub fn reconstructions_png(
     path: &Path,
     originals: &[Vec<f32>],
@@ -112,7 +116,35 @@ pub fn reconstructions_png(
     shape: ImageShape,
 ) -> Result<()> {
     let all: Vec<Vec<f32>> = originals.iter().chain(recons).cloned().collect();
-    grid_png(path, &all, shape, originals.len(), 4)
+    let (gw, gh, px) = image_grid(&all, shape, originals.len(), 4);
+    let ch = shape.channels;
+    let (w, h) = (gw + LABEL_WIDTH, gh);
+    // The grid to the right of the label column, as RGB for drawing the text.
+    let mut rgb = vec![40u8; (w * h * 3) as usize];
+    for y in 0..gh as usize {
+        for x in 0..gw as usize {
+            for c in 0..3 {
+                rgb[(y * w as usize + LABEL_WIDTH as usize + x) * 3 + c] =
+                    px[(y * gw as usize + x) * ch + c.min(ch - 1)];
+            }
+        }
+    }
+    register_font();
+    {
+        let root = BitMapBackend::with_buffer(&mut rgb, (w, h)).into_drawing_area();
+        let style = ("sans-serif", 18).into_font().color(&WHITE);
+        for (row, text) in ["input", "reconstruction"].into_iter().enumerate() {
+            let y = (row as u32 * gh / 2 + gh / 4).saturating_sub(9);
+            root.draw_text(text, &style, (8, y as i32)).map_err(draw_err)?;
+        }
+        root.present().map_err(draw_err)?;
+    }
+    if ch == 1 {
+        let gray: Vec<u8> = rgb.chunks_exact(3).map(|p| p[0]).collect();
+        write_png(path, w, h, 1, &gray)
+    } else {
+        write_png(path, w, h, 3, &rgb)
+    }
 }
 
 /// Per-epoch and per-logged-step losses, for the loss chart.
