@@ -135,7 +135,8 @@ pub fn reconstructions_png(
         let style = ("sans-serif", 18).into_font().color(&WHITE);
         for (row, text) in ["input", "reconstruction"].into_iter().enumerate() {
             let y = (row as u32 * gh / 2 + gh / 4).saturating_sub(9);
-            root.draw_text(text, &style, (8, y as i32)).map_err(draw_err)?;
+            root.draw_text(text, &style, (8, y as i32))
+                .map_err(draw_err)?;
         }
         root.present().map_err(draw_err)?;
     }
