@@ -3,6 +3,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod dataset;
 pub mod eval;
 pub mod gpu;
 pub mod graph;
@@ -13,6 +14,7 @@ pub mod train;
 pub use checkpoint::Checkpoint;
 pub use config::ConvNet;
 pub use config::VaeConfig;
+pub use dataset::GpuDataset;
 pub use gpu::{Activations, GpuVae, LossReadout};
 pub use params::{ConvGeom, Layer, LayerKind, Linear, ParamLayout, ParamSpec};
-pub use train::{EpochEnd, EpochStats, Event, GpuDataset, TrainSettings, Trainer};
+pub use train::{EpochEnd, EpochStats, Event, TrainSettings, Trainer};

@@ -10,35 +10,9 @@ use crate::kernels::reparam_kl::EpsSource;
 use crate::model::checkpoint::{Checkpoint, OptimizerState, Progress};
 use crate::model::eval::run_pass;
 use crate::model::gpu::{EpochPlan, Input, LossReadout, MAX_STEPS_PER_SUBMIT, StepGraph};
-use crate::model::{GpuVae, VaeConfig};
+use crate::model::{GpuDataset, GpuVae, VaeConfig};
 use crate::ops::AdamConfig;
 use crate::rng::{Stream, domain};
-
-/// A data split uploaded once: u8 pixels `[N, D]` and a u32 index list `[N]`.
-pub struct GpuDataset {
-    pub pixels: GpuTensor,
-    pub index: GpuTensor,
-    pub len: usize,
-    pub dim: usize,
-    /// Channels, rows, cols of each image.
-    pub image: [usize; 3],
-}
-
-impl GpuDataset {
-    pub fn upload(ctx: &GpuContext, name: &str, data: &ImageSet) -> Result<Self> {
-        let dim = data.dim();
-        let pixels = ctx.upload_u8(name, &[data.count, dim], &data.images)?;
-        let order: Vec<u32> = (0..data.count as u32).collect();
-        let index = ctx.upload_u32("index", &[data.count], &order)?;
-        Ok(GpuDataset {
-            pixels,
-            index,
-            len: data.count,
-            dim,
-            image: data.shape(),
-        })
-    }
-}
 
 /// Run settings besides the model's sizes.
 #[derive(Clone, Debug)]
