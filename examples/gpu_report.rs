@@ -438,10 +438,10 @@ fn conv_report(
     test: &vae_wgpu::data::ImageSet,
 ) -> Result<ConvReport, Box<dyn std::error::Error>> {
     use vae_wgpu::kernels::conv::{
-        BiasSide, ConvEpilogue, ConvFormulation, ConvPass, ConvScratch, ConvShape, formulation_for,
+        BiasSide, ConvEpilogue, ConvFormulation, ConvPass, ConvScratch, formulation_for,
         plan_to_hi, plan_to_lo, plan_weight_grad,
     };
-    use vae_wgpu::model::{LayerKind, ParamLayout};
+    use vae_wgpu::model::ParamLayout;
     let cfg = VaeConfig::convolutional([1, 28, 28], &[32, 64], &[], 16);
     let layout = ParamLayout::new(&cfg);
     let batch = 128;
@@ -454,14 +454,10 @@ fn conv_report(
         )
     };
     let mut rows = Vec::new();
-    let conv_layers = layout.layers().filter(|l| l.kind != LayerKind::Linear);
-    for (i, l) in conv_layers.enumerate() {
-        let (g, transposed) = match l.kind {
-            LayerKind::Conv2d(g) => (g, false),
-            LayerKind::ConvTranspose2d(g) => (g, true),
-            LayerKind::Linear => unreachable!(),
-        };
-        let s = ConvShape::of(&g, transposed, batch);
+    let conv_layers = layout
+        .layers()
+        .filter_map(|l| l.conv_shape(batch).map(|(s, t)| (l, s, t)));
+    for (i, (l, s, transposed)) in conv_layers.enumerate() {
         let fill = |n: usize| {
             (0..n)
                 .map(|i| (i % 13) as f32 / 13.0 - 0.5)

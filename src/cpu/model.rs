@@ -4,8 +4,7 @@
 //! row sums, activation backward masks, BCE in the logits product) are separate ops here.
 
 use super::ops;
-use crate::model::{Layer, LayerKind, ParamLayout, VaeConfig};
-use crate::ops::ConvShape;
+use crate::model::{Layer, ParamLayout, VaeConfig};
 use crate::ops::{Act, AdamConfig, Layout};
 
 /// Every intermediate and gradient of one step (activations row-major as on the GPU).
@@ -46,20 +45,20 @@ pub struct CpuVae {
 /// The twin of `model::gpu::layer_forward`: `y = act(layer(x) + b)` for `rows` rows of `x`.
 fn layer_forward(params: &[f64], l: &Layer, x: &[f64], rows: usize, act: Act) -> Vec<f64> {
     let (w, b) = (&params[l.weight_range()], &params[l.bias_range()]);
-    match l.kind {
-        LayerKind::Linear => {
+    match l.conv_shape(rows) {
+        // A Linear.
+        None => {
             let pre = ops::matmul(Layout::NT, x, w, rows, l.outputs, l.inputs);
             ops::epilogue(&pre, l.outputs, Some(b), act)
         }
-        LayerKind::Conv2d(g) => {
-            let d = ConvShape::of(&g, false, rows);
-            let pre = ops::conv_to_lo(&d, x, w);
-            ops::conv_epilogue(&pre, g.output[0], g.output[1] * g.output[2], Some(b), act)
-        }
-        LayerKind::ConvTranspose2d(g) => {
-            let d = ConvShape::of(&g, true, rows);
-            let pre = ops::conv_to_hi(&d, x, w);
-            ops::conv_epilogue(&pre, g.output[0], g.output[1] * g.output[2], Some(b), act)
+        // A Conv2d writes its lo side, a ConvTranspose2d its hi side.
+        Some((d, transposed)) => {
+            let (pre, out) = if transposed {
+                (ops::conv_to_hi(&d, x, w), d.hi)
+            } else {
+                (ops::conv_to_lo(&d, x, w), d.lo)
+            };
+            ops::conv_epilogue(&pre, out[0], out[1] * out[2], Some(b), act)
         }
     }
 }
@@ -77,25 +76,33 @@ fn layer_backward(
     dx: Option<Option<Act>>,
 ) -> Option<Vec<f64>> {
     let w = &params[l.weight_range()];
-    let (dw, db, g) = match l.kind {
-        LayerKind::Linear => {
+    let (dw, db, g) = match l.conv_shape(rows) {
+        // A Linear.
+        None => {
             let (i, o) = (l.inputs, l.outputs);
             let dw = ops::matmul(Layout::TN, dy, x, o, i, rows);
             let db = ops::column_sum(dy, rows, o);
             let g = dx.map(|_| ops::matmul(Layout::NN, dy, w, rows, i, o));
             (dw, db, g)
         }
-        LayerKind::Conv2d(geom) => {
-            let d = ConvShape::of(&geom, false, rows);
-            let dw = ops::conv_weight_grad(&d, dy, x);
-            let db = ops::channel_sums(dy, geom.output[0], geom.output[1] * geom.output[2]);
-            (dw, db, dx.map(|_| ops::conv_to_hi(&d, dy, w)))
-        }
-        LayerKind::ConvTranspose2d(geom) => {
-            let d = ConvShape::of(&geom, true, rows);
-            let dw = ops::conv_weight_grad(&d, x, dy);
-            let db = ops::channel_sums(dy, geom.output[0], geom.output[1] * geom.output[2]);
-            (dw, db, dx.map(|_| ops::conv_to_lo(&d, dy, w)))
+        // A Conv2d's output is its lo side, a ConvTranspose2d's its hi side; the input gradient
+        // is the other pass than the forward.
+        Some((d, transposed)) => {
+            let (lo, hi, out) = if transposed {
+                (x, dy, d.hi)
+            } else {
+                (dy, x, d.lo)
+            };
+            let dw = ops::conv_weight_grad(&d, lo, hi);
+            let db = ops::channel_sums(dy, out[0], out[1] * out[2]);
+            let g = dx.map(|_| {
+                if transposed {
+                    ops::conv_to_lo(&d, dy, w)
+                } else {
+                    ops::conv_to_hi(&d, dy, w)
+                }
+            });
+            (dw, db, g)
         }
     };
     grads[l.weight_range()].copy_from_slice(&dw);

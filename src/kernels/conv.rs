@@ -517,6 +517,44 @@ pub fn plan_weight_grad(
     Ok(d)
 }
 
+/// The `to_lo` or `to_hi` pass (`pass`) from `src` into `dst`, by its measured formulation
+/// ([`formulation_for`]); the weight gradient has its own operands ([`plan_weight_grad_tuned`]).
+#[allow(clippy::too_many_arguments)]
+pub fn plan_pass_tuned(
+    ctx: &GpuContext,
+    pass: ConvPass,
+    s: &ConvShape,
+    src: &GpuTensor,
+    weight: &GpuTensor,
+    dst: &GpuTensor,
+    epi: ConvEpilogue<'_>,
+    scratch: &ConvScratch,
+) -> Result<Vec<Dispatch>> {
+    let f = formulation_for(ctx, pass, s)?;
+    match pass {
+        ConvPass::ToLo => plan_to_lo(ctx, f, s, src, weight, dst, epi, scratch),
+        ConvPass::ToHi => plan_to_hi(ctx, f, s, src, weight, dst, epi, scratch),
+        ConvPass::WeightGrad(_) => Err(Error::shape(
+            "plan_pass_tuned",
+            "the weight gradient takes (lo, hi, dW, db): plan it with plan_weight_grad_tuned",
+        )),
+    }
+}
+
+/// [`plan_weight_grad`] by its measured formulation.
+pub fn plan_weight_grad_tuned(
+    ctx: &GpuContext,
+    s: &ConvShape,
+    lo: &GpuTensor,
+    hi: &GpuTensor,
+    dw: &GpuTensor,
+    db: Option<(&GpuTensor, BiasSide)>,
+    scratch: &ConvScratch,
+) -> Result<Vec<Dispatch>> {
+    let f = formulation_for(ctx, ConvPass::WeightGrad(db.map(|(_, side)| side)), s)?;
+    plan_weight_grad(ctx, f, s, lo, hi, dw, db, scratch)
+}
+
 /// The formulation of `pass` on shape `s`: `VAE_WGPU_CONV=direct|gemm` pins one; else the tune
 /// store's recorded choice; else both are run on the same operands, the GEMM one checked against
 /// the direct one (dropped with a warning if it disagrees), timed in interleaved rounds, and the

@@ -13,8 +13,8 @@
 use crate::error::{Error, Result};
 use crate::gpu::{DType, GpuContext, GpuTensor};
 use crate::kernels::conv::{
-    BiasSide, ConvEpilogue, ConvPass, ConvScratch, ConvShape, formulation_for, plan_to_hi,
-    plan_to_lo, plan_weight_grad,
+    BiasSide, ConvEpilogue, ConvPass, ConvScratch, ConvShape, plan_pass_tuned,
+    plan_weight_grad_tuned,
 };
 use crate::kernels::matmul::{self, BceEpilogue, Epilogue, matmul};
 use crate::kernels::reduce::LossSlots;
@@ -134,11 +134,7 @@ impl Activations {
 pub fn conv_shapes(layout: &ParamLayout, batch: usize, lb: usize) -> Vec<ConvShape> {
     let side = |ls: &[Layer], rows: usize| -> Vec<ConvShape> {
         ls.iter()
-            .filter_map(|l| match l.kind {
-                LayerKind::Linear => None,
-                LayerKind::Conv2d(g) => Some(ConvShape::of(&g, false, rows)),
-                LayerKind::ConvTranspose2d(g) => Some(ConvShape::of(&g, true, rows)),
-            })
+            .filter_map(|l| l.conv_shape(rows).map(|(s, _)| s))
             .collect()
     };
     let mut v = side(&layout.encoder, batch);
@@ -168,8 +164,9 @@ pub fn layer_forward(
     act: Act,
     scratch: &ConvScratch,
 ) -> Result<Vec<Dispatch>> {
-    match l.kind {
-        LayerKind::Linear => {
+    match l.conv_shape(x.shape[0]) {
+        // A Linear.
+        None => {
             let epi = Epilogue {
                 bias: Some(&v.b),
                 act,
@@ -177,21 +174,19 @@ pub fn layer_forward(
             };
             Ok(vec![matmul(ctx, Layout::NT, x, &v.w, y, epi)?])
         }
-        LayerKind::Conv2d(g) | LayerKind::ConvTranspose2d(g) => {
-            let transposed = matches!(l.kind, LayerKind::ConvTranspose2d(_));
-            let shape = ConvShape::of(&g, transposed, x.shape[0]);
+        Some((shape, transposed)) => {
             let epi = ConvEpilogue {
                 bias: Some(&v.b),
                 act,
                 act_grad: None,
             };
-            if transposed {
-                let f = formulation_for(ctx, ConvPass::ToHi, &shape)?;
-                plan_to_hi(ctx, f, &shape, x, &v.w, y, epi, scratch)
+            // A Conv2d's output is its lo side; a ConvTranspose2d's is its hi side.
+            let pass = if transposed {
+                ConvPass::ToHi
             } else {
-                let f = formulation_for(ctx, ConvPass::ToLo, &shape)?;
-                plan_to_lo(ctx, f, &shape, x, &v.w, y, epi, scratch)
-            }
+                ConvPass::ToLo
+            };
+            plan_pass_tuned(ctx, pass, &shape, x, &v.w, y, epi, scratch)
         }
     }
 }
@@ -215,8 +210,9 @@ pub fn layer_backward(
         act_grad: act.map(|a| (a, x)),
         ..ConvEpilogue::NONE
     };
-    match l.kind {
-        LayerKind::Linear => {
+    match l.conv_shape(x.shape[0]) {
+        // A Linear.
+        None => {
             let with_bias_grad = Epilogue {
                 row_sums: Some(&v.db),
                 ..Epilogue::NONE
@@ -231,27 +227,21 @@ pub fn layer_backward(
             }
             Ok(d)
         }
-        LayerKind::Conv2d(g) | LayerKind::ConvTranspose2d(g) => {
-            // A Conv2d's output is its lo side; a ConvTranspose2d's input is.
-            let transposed = matches!(l.kind, LayerKind::ConvTranspose2d(_));
-            let shape = ConvShape::of(&g, transposed, x.shape[0]);
-            let (lo, hi, side) = if transposed {
-                (x, dy, BiasSide::Hi)
+        Some((shape, transposed)) => {
+            // A Conv2d's output is its lo side; a ConvTranspose2d's input is. The input gradient
+            // is the other pass than the forward.
+            let (lo, hi, side, dx_pass) = if transposed {
+                (x, dy, BiasSide::Hi, ConvPass::ToLo)
             } else {
-                (dy, x, BiasSide::Lo)
+                (dy, x, BiasSide::Lo, ConvPass::ToHi)
             };
-            let f = formulation_for(ctx, ConvPass::WeightGrad(Some(side)), &shape)?;
             let db = Some((&v.db, side));
-            let mut d = plan_weight_grad(ctx, f, &shape, lo, hi, &v.dw, db, scratch)?;
+            let mut d = plan_weight_grad_tuned(ctx, &shape, lo, hi, &v.dw, db, scratch)?;
             if let Some((dx, act)) = dx {
                 let epi = input_grad(act);
-                d.extend(if transposed {
-                    let f = formulation_for(ctx, ConvPass::ToLo, &shape)?;
-                    plan_to_lo(ctx, f, &shape, dy, &v.w, dx, epi, scratch)?
-                } else {
-                    let f = formulation_for(ctx, ConvPass::ToHi, &shape)?;
-                    plan_to_hi(ctx, f, &shape, dy, &v.w, dx, epi, scratch)?
-                });
+                d.extend(plan_pass_tuned(
+                    ctx, dx_pass, &shape, dy, &v.w, dx, epi, scratch,
+                )?);
             }
             Ok(d)
         }

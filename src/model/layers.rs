@@ -190,6 +190,16 @@ impl Layer {
         self.bias..self.bias + self.bias_len()
     }
 
+    /// A conv layer's kernel geometry on `rows` images and whether it is transposed (a Conv2d's
+    /// output is the lo side, a ConvTranspose2d's input); `None` for a Linear.
+    pub fn conv_shape(&self, rows: usize) -> Option<(ConvShape, bool)> {
+        match self.kind {
+            LayerKind::Linear => None,
+            LayerKind::Conv2d(g) => Some((ConvShape::of(&g, false, rows), false)),
+            LayerKind::ConvTranspose2d(g) => Some((ConvShape::of(&g, true, rows), true)),
+        }
+    }
+
     /// Multiply-adds of the forward pass per row (the backward costs twice that).
     pub fn macs_per_row(&self) -> u64 {
         let w = self.weight_len() as u64;
