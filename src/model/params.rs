@@ -105,16 +105,18 @@ impl LayerList {
         };
         // Encoder: Conv2d, Act, … , Flatten (one Sequential index), then Linear, Act, ….
         let mut encoder = Vec::new();
-        let mut image = cfg.conv.as_ref().map(|c| c.image);
-        for &w in cfg.conv.iter().flat_map(|c| &c.widths) {
-            let g = conv_geom(image, w, false);
-            image = Some(g.output);
-            encoder.push(Layer::conv(
-                format!("encoder.{}", 2 * encoder.len()),
-                false,
-                g,
-                act,
-            ));
+        if let Some(c) = &cfg.conv {
+            let mut image = c.image;
+            for &w in &c.widths {
+                let g = conv_geom(image, w, false);
+                image = g.output;
+                encoder.push(Layer::conv(
+                    format!("encoder.{}", 2 * encoder.len()),
+                    false,
+                    g,
+                    act,
+                ));
+            }
         }
         let n_conv = encoder.len();
         // Sequential index of the first dense layer: past the Flatten after the convolutions.
@@ -158,29 +160,17 @@ impl LayerList {
                 let mut index = 2 * m + 3;
                 let div = 1usize << c.widths.len();
                 let last = *c.widths.last().unwrap_or(&c.image[0]);
-                let mut image = Some([last, c.image[1] / div, c.image[2] / div]);
-                let mut channels: Vec<usize> = c.widths.iter().rev().skip(1).copied().collect();
-                channels.push(c.image[0]);
-                let n = channels.len();
-                let mut out = None;
-                for (i, &ch) in channels.iter().enumerate() {
+                let mut image = [last, c.image[1] / div, c.image[2] / div];
+                // Each width in reverse but the first, with the activation; then the image's
+                // channels, the logits.
+                for &ch in c.widths.iter().rev().skip(1) {
                     let g = conv_geom(image, ch, true);
-                    image = Some(g.output);
-                    let last = i + 1 == n;
-                    let l = Layer::conv(
-                        format!("decoder.{index}"),
-                        true,
-                        g,
-                        if last { Act::Identity } else { act },
-                    );
+                    image = g.output;
+                    decoder.push(Layer::conv(format!("decoder.{index}"), true, g, act));
                     index += 2;
-                    if last {
-                        out = Some(l);
-                    } else {
-                        decoder.push(l);
-                    }
                 }
-                out.expect("a conv model has at least one conv layer")
+                let g = conv_geom(image, c.image[0], true);
+                Layer::conv(format!("decoder.{index}"), true, g, Act::Identity)
             }
         };
         LayerList {
@@ -194,8 +184,7 @@ impl LayerList {
 
 /// The geometry of `--conv`'s layers (kernel 4, stride 2, padding 1) on `image`; [`VaeConfig::validate`]
 /// has checked that every side divides.
-fn conv_geom(image: Option<[usize; 3]>, c_out: usize, transposed: bool) -> ConvGeom {
-    let image = image.expect("conv layers have an image shape");
+fn conv_geom(image: [usize; 3], c_out: usize, transposed: bool) -> ConvGeom {
     let g = if transposed {
         ConvGeom::conv_transpose2d(image, c_out, CONV_KERNEL, CONV_STRIDE, CONV_PADDING)
     } else {
@@ -213,8 +202,7 @@ fn conv_geom(image: Option<[usize; 3]>, c_out: usize, transposed: bool) -> ConvG
 impl ParamLayout {
     pub fn new(cfg: &VaeConfig) -> Self {
         let list = LayerList::new(cfg);
-        // Every parameter tensor in state_dict order (the heads as their two modules), with the
-        // layer it belongs to: (layer index in forward order or usize::MAX for a head, spec).
+        // Every parameter tensor in state_dict order (the heads as their two modules).
         let k = cfg.latent;
         let mut specs: Vec<ParamSpec> = Vec::new();
         let push_layer = |l: &Layer, specs: &mut Vec<ParamSpec>| {
