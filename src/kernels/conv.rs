@@ -594,10 +594,7 @@ fn measure(ctx: &GpuContext, pass: ConvPass, s: &ConvShape) -> Result<Vec<(ConvF
         ..*s
     };
     let fill = |name: &str, len: usize, mul: usize| -> Result<GpuTensor> {
-        let v: Vec<f32> = (0..len)
-            .map(|i| ((i * mul) % 97) as f32 / 48.5 - 1.0)
-            .collect();
-        ctx.upload_f32(name, &[len], &v)
+        ctx.upload_f32(name, &[len], &super::tune_operand(len, mul))
     };
     let lo = fill("conv tune lo", s.lo_len(), 31)?;
     let hi = fill("conv tune hi", s.hi_len(), 17)?;
@@ -644,14 +641,7 @@ fn measure(ctx: &GpuContext, pass: ConvPass, s: &ConvShape) -> Result<Vec<(ConvF
         match &reference {
             None => reference = Some(got),
             Some(want) => {
-                // Sums of terms below 1 in magnitude: a right formulation agrees to ~n·2^-24 of
-                // the largest value, a wrong index is off by O(1).
-                let scale = 1.0 + want.iter().fold(0f32, |a, v| a.max(v.abs()));
-                let worst = want.iter().zip(&got).fold(0f32, |a, (x, y)| {
-                    let e = (x - y).abs();
-                    if e.is_nan() { f32::INFINITY } else { a.max(e) }
-                });
-                if worst > 1e-3 * scale {
+                if let Some(worst) = super::disagreement(want, &got) {
                     crate::error::warn(format_args!(
                         "conv autotune: the {f} formulation disagrees with the direct one on {} \
                          (max error {worst:e}) on {}; not using it",

@@ -251,6 +251,27 @@ pub fn best_of_sequences(
     Ok(best)
 }
 
+/// Deterministic operands for the autotunes, in [-1, 1): `((i·mul) mod 97) / 48.5 − 1`, so a
+/// sum of K products stays below K in magnitude.
+pub(crate) fn tune_operand(len: usize, mul: usize) -> Vec<f32> {
+    (0..len)
+        .map(|i| ((i * mul) % 97) as f32 / 48.5 - 1.0)
+        .collect()
+}
+
+/// How far a tuning candidate's output is from the reference kernel's, when farther than a right
+/// one can be: sums of tuning operands agree to ~n·2^-24 of the largest value, a wrong index or
+/// lane layout is off by O(1), so the bound is 1e-3·(1 + max|want|). A NaN (a value the
+/// candidate never wrote) is infinitely far.
+pub(crate) fn disagreement(want: &[f32], got: &[f32]) -> Option<f32> {
+    let scale = 1.0 + want.iter().fold(0f32, |a, v| a.max(v.abs()));
+    let worst = want.iter().zip(got).fold(0f32, |a, (x, y)| {
+        let e = (x - y).abs();
+        if e.is_nan() { f32::INFINITY } else { a.max(e) }
+    });
+    (worst > 1e-3 * scale).then_some(worst)
+}
+
 /// Resources bound to one dispatch, in binding order.
 pub enum Bind<'a> {
     Tensor(&'a GpuTensor),

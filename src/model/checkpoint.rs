@@ -270,7 +270,9 @@ impl Checkpoint {
             let mut channels = 0;
             while widths.len() < 1024 && four_d(&format!("encoder.{}.weight", 2 * widths.len())) {
                 let s = shape_of(&format!("encoder.{}.weight", 2 * widths.len()))?;
-                channels = if widths.is_empty() { s[1] } else { channels };
+                if widths.is_empty() {
+                    channels = s[1];
+                }
                 widths.push(s[0]);
             }
             let n = widths.len();

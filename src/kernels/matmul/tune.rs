@@ -36,11 +36,7 @@ pub(super) fn tune(ctx: &GpuContext, problem: Problem) -> Result<Vec<(MatmulVari
     };
     let (sa, sb) = layout.operand_shapes(m, n, k);
     // Deterministic operands in [-1, 1): a product of K terms each |a·b| < 1.
-    let fill = |len: usize, mul: usize| -> Vec<f32> {
-        (0..len)
-            .map(|i| ((i * mul) % 97) as f32 / 48.5 - 1.0)
-            .collect()
-    };
+    let fill = crate::kernels::tune_operand;
     let a = ctx.upload_f32("autotune a", &sa, &fill(m * k, 31))?;
     let b = ctx.upload_f32("autotune b", &sb, &fill(k * n, 17))?;
     let c = ctx.zeros("autotune c", &[m, n], crate::gpu::DType::F32)?;
@@ -74,19 +70,7 @@ pub(super) fn tune(ctx: &GpuContext, problem: Problem) -> Result<Vec<(MatmulVari
             Some(want) => {
                 // f32 products of K terms of size < 1 agree to ~K·2^-24 each; a wrong lane
                 // layout is wrong by O(1).
-                let scale = 1.0 + want.iter().fold(0f32, |acc, v| acc.max(v.abs()));
-                let worst =
-                    want.iter()
-                        .zip(&out)
-                        .map(|(x, y)| (x - y).abs())
-                        .fold(0f32, |acc, e| {
-                            if e.is_nan() {
-                                f32::INFINITY
-                            } else {
-                                acc.max(e)
-                            }
-                        });
-                if worst > 1e-3 * scale {
+                if let Some(worst) = crate::kernels::disagreement(want, &out) {
                     crate::error::warn(format_args!(
                         "matmul autotune: the {variant} kernel disagrees with the direct \
                          one on {layout:?} {m}x{n}x{k} (max error {worst:e}) on {}; not using it",
