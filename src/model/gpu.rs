@@ -385,15 +385,10 @@ impl GpuVae {
         max_batch: usize,
         seed: u64,
     ) -> Result<Self> {
-        // The layer list needs a valid configuration (conv sides that divide, ...), and nothing
-        // is allocated, on the host either, for a model the adapter cannot hold.
-        cfg.validate()?;
-        if max_batch > 0 {
-            Self::check_fits(ctx, &cfg, max_batch)?;
-        }
-        let layout = ParamLayout::new(&cfg);
+        // Nothing is allocated, on the host either, for a model the adapter cannot hold.
+        let layout = Self::checked_layout(ctx, &cfg, max_batch)?;
         let init = layout.init(seed);
-        Self::from_params(ctx, cfg, adam, max_batch, seed, &init)
+        Self::with_layout(ctx, cfg, layout, adam, max_batch, seed, &init)
     }
 
     /// A model with the given parameter arena (laid out by [`ParamLayout`]).
@@ -405,12 +400,30 @@ impl GpuVae {
         seed: u64,
         params: &[f32],
     ) -> Result<Self> {
+        let layout = Self::checked_layout(ctx, &cfg, max_batch)?;
+        Self::with_layout(ctx, cfg, layout, adam, max_batch, seed, params)
+    }
+
+    /// The layer list of a valid configuration (conv sides that divide, ...) whose buffers and
+    /// grids the adapter can hold for batches of `max_batch`.
+    fn checked_layout(ctx: &GpuContext, cfg: &VaeConfig, max_batch: usize) -> Result<ParamLayout> {
         cfg.validate()?;
         if max_batch == 0 {
             return Err(Error::setting("batch size", "must be at least 1"));
         }
-        Self::check_fits(ctx, &cfg, max_batch)?;
-        let layout = ParamLayout::new(&cfg);
+        Self::check_fits(ctx, cfg, max_batch)?;
+        Ok(ParamLayout::new(cfg))
+    }
+
+    fn with_layout(
+        ctx: &GpuContext,
+        cfg: VaeConfig,
+        layout: ParamLayout,
+        adam: AdamConfig,
+        max_batch: usize,
+        seed: u64,
+        params: &[f32],
+    ) -> Result<Self> {
         if params.len() != layout.len {
             return Err(Error::shape(
                 "GpuVae::from_params",
