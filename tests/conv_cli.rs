@@ -5,27 +5,11 @@
 
 mod common;
 
-use common::programs::{Dir, fails_with, run, tiny_mnist, train_args};
+use common::programs::{
+    Dir, eval_and_draw, fails_with, ok, run, tiny_mnist, train_args, train_losses,
+};
 use common::shapes::shape_folder;
 use vae_wgpu::model::{Checkpoint, ConvNet, ParamLayout};
-
-fn ok(out: &std::process::Output) -> String {
-    let (o, e) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(out.status.success(), "stdout:\n{o}\nstderr:\n{e}");
-    o.into_owned()
-}
-
-fn losses(path: &std::path::Path) -> Vec<f64> {
-    std::fs::read_to_string(path.join("losses.csv"))
-        .unwrap()
-        .lines()
-        .skip(1)
-        .map(|l| l.split(',').nth(1).unwrap().parse().unwrap())
-        .collect()
-}
 
 #[test]
 fn conv_model_trains_resumes_evaluates_draws_and_keeps_pytorch_names() {
@@ -107,38 +91,14 @@ fn conv_model_trains_resumes_evaluates_draws_and_keeps_pytorch_names() {
         o.contains("resumed") && o.contains("1x28x28-c8-c16-4"),
         "{o}"
     );
-    let l = losses(&out);
+    let l = train_losses(&out);
     eprintln!("conv MNIST losses: {l:?}");
     assert_eq!(l.len(), 3, "{l:?}");
     // Measured on lavapipe (seed 0): 547.7, 437.5, 366.6; a model that learns nothing stays at
     // the first epoch's.
     assert!(l[2] < 0.8 * l[0], "the loss fell: {l:?}");
 
-    let o = ok(&run(&[
-        "eval",
-        "--checkpoint",
-        ck,
-        "--data-dir",
-        data,
-        "--elbo-samples",
-        "2",
-        "--iw-samples",
-        "4",
-    ]));
-    assert!(o.contains("1x28x28-c8-c16-4") && o.contains("IWAE"), "{o}");
-    let pics = dir.path("pics");
-    ok(&run(&[
-        "pictures",
-        "--checkpoint",
-        ck,
-        "--data-dir",
-        data,
-        "--out",
-        pics.to_str().unwrap(),
-    ]));
-    for f in ["reconstructions.png", "samples.png", "latent_tsne.png"] {
-        assert!(pics.join(f).is_file(), "{f}");
-    }
+    eval_and_draw(ck, data, &dir.path("pics"), "1x28x28-c8-c16-4");
 }
 
 #[test]

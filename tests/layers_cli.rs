@@ -4,29 +4,12 @@
 
 mod common;
 
-use common::programs::{Dir, fails_with, run, tiny_mnist, train_args};
+use common::programs::{
+    Dir, eval_and_draw, fails_with, ok, run, tiny_mnist, train_args, train_losses,
+};
 use common::shapes::shape_folder;
 use vae_wgpu::model::Checkpoint;
 use vae_wgpu::ops::Act;
-
-fn ok(out: &std::process::Output) -> String {
-    let (o, e) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(out.status.success(), "stdout:\n{o}\nstderr:\n{e}");
-    o.into_owned()
-}
-
-/// (epoch, train loss) rows of a run's losses.csv.
-fn losses(dir: &Dir) -> Vec<f64> {
-    std::fs::read_to_string(dir.path("run/losses.csv"))
-        .unwrap()
-        .lines()
-        .skip(1)
-        .map(|l| l.split(',').nth(1).unwrap().parse().unwrap())
-        .collect()
-}
 
 #[test]
 fn deep_tanh_model_trains_resumes_evaluates_and_refuses_contradicting_flags() {
@@ -90,36 +73,12 @@ fn deep_tanh_model_trains_resumes_evaluates_and_refuses_contradicting_flags() {
         o.contains("resumed") && o.contains("784-32-16-4 tanh"),
         "{o}"
     );
-    let l = losses(&dir);
+    let l = train_losses(&dir.path("run"));
     assert_eq!(l.len(), 2, "{l:?}");
     assert!(l[1] < l[0], "the loss fell: {l:?}");
 
     // eval and pictures read the architecture too.
-    let o = ok(&run(&[
-        "eval",
-        "--checkpoint",
-        ck,
-        "--data-dir",
-        data,
-        "--elbo-samples",
-        "2",
-        "--iw-samples",
-        "4",
-    ]));
-    assert!(o.contains("784-32-16-4 tanh") && o.contains("IWAE"), "{o}");
-    let pics = dir.path("pics");
-    ok(&run(&[
-        "pictures",
-        "--checkpoint",
-        ck,
-        "--data-dir",
-        data,
-        "--out",
-        pics.to_str().unwrap(),
-    ]));
-    for f in ["reconstructions.png", "samples.png", "latent_tsne.png"] {
-        assert!(pics.join(f).is_file(), "{f}");
-    }
+    eval_and_draw(ck, data, &dir.path("pics"), "784-32-16-4 tanh");
     let o = run(&[
         "eval",
         "--checkpoint",
@@ -164,7 +123,7 @@ fn a_generated_image_folder_trains_and_draws() {
         "{o}"
     );
     assert!(o.contains("3 class(es), 28x28, 1 channel(s)"), "{o}");
-    let l = losses(&dir);
+    let l = train_losses(&dir.path("run"));
     eprintln!("shape folder losses: {l:?}");
     // Measured on lavapipe (seed 0): 458.7 after the first epoch, 298.7 after the eighth; a model
     // that learns nothing stays near the first epoch's.

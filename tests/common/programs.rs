@@ -99,3 +99,53 @@ pub fn train_args<'a>(data: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a
     v.extend_from_slice(extra);
     v
 }
+
+/// Exit status 0 (else the failure shows both streams); returns stdout.
+pub fn ok(out: &Output) -> String {
+    let (o, e) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "stdout:\n{o}\nstderr:\n{e}");
+    o.into_owned()
+}
+
+/// The train loss of each epoch in a run folder's `losses.csv`.
+pub fn train_losses(run_dir: &Path) -> Vec<f64> {
+    std::fs::read_to_string(run_dir.join("losses.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(1).unwrap().parse().unwrap())
+        .collect()
+}
+
+/// `eval` (2 ELBO draws, k = 4) and `pictures` of checkpoint `ck` on `data`, as a user runs them:
+/// both read the architecture from the checkpoint (eval names it as `describe`, and reports the
+/// IWAE bound), and the pictures are written into `pics`.
+pub fn eval_and_draw(ck: &str, data: &str, pics: &Path, describe: &str) {
+    let o = ok(&run(&[
+        "eval",
+        "--checkpoint",
+        ck,
+        "--data-dir",
+        data,
+        "--elbo-samples",
+        "2",
+        "--iw-samples",
+        "4",
+    ]));
+    assert!(o.contains(describe) && o.contains("IWAE"), "{o}");
+    ok(&run(&[
+        "pictures",
+        "--checkpoint",
+        ck,
+        "--data-dir",
+        data,
+        "--out",
+        pics.to_str().unwrap(),
+    ]));
+    for f in ["reconstructions.png", "samples.png", "latent_tsne.png"] {
+        assert!(pics.join(f).is_file(), "{f}");
+    }
+}
