@@ -2,7 +2,8 @@
 // CHROMIUM_PATH) through playwright-core. WebGPU runs on SwiftShader where there is no GPU; the
 // last five flags are for a machine without network.
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 import { startServer } from '../serve.mjs';
 
@@ -101,4 +102,19 @@ export function assertLossesClose(got, want, rel, report) {
     const r = Math.abs(got[i] - want[i]) / Math.abs(want[i]);
     assert.ok(r <= rel, `step ${i}: page ${got[i]}, native ${want[i]} (relative difference ${r.toExponential(2)})`);
   }
+}
+
+/**
+ * An exported plan and the native engine's reference steps in `dir` (npm test's pretest writes
+ * them), parsed; a missing file says how to make it.
+ * @param {string} dir
+ */
+export function readPlanAndReference(dir) {
+  for (const f of ['plan.json', 'reference.json']) {
+    assert.ok(existsSync(join(dir, f)), `missing ${join(dir, f)}: run npm test (its pretest exports it)`);
+  }
+  return {
+    plan: JSON.parse(readFileSync(join(dir, 'plan.json'), 'utf8')),
+    reference: JSON.parse(readFileSync(join(dir, 'reference.json'), 'utf8')),
+  };
 }

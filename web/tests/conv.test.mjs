@@ -8,10 +8,15 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { assertLossesClose, newRecordedPage, runStepsMode, startBrowserAndServer } from './chromium.mjs';
+import {
+  assertLossesClose,
+  newRecordedPage,
+  readPlanAndReference,
+  runStepsMode,
+  startBrowserAndServer,
+} from './chromium.mjs';
 
 const WEB = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const PLAN_DIR = join(WEB, 'plan-conv');
@@ -32,11 +37,7 @@ after(async () => {
 });
 
 test('a conv model on RGB pictures trains in the page as natively', { timeout: 20 * MIN }, async () => {
-  for (const f of ['plan.json', 'reference.json']) {
-    assert.ok(existsSync(join(PLAN_DIR, f)), `missing ${join(PLAN_DIR, f)}: run npm test (its pretest exports it)`);
-  }
-  const plan = JSON.parse(readFileSync(join(PLAN_DIR, 'plan.json'), 'utf8'));
-  const reference = JSON.parse(readFileSync(join(PLAN_DIR, 'reference.json'), 'utf8'));
+  const { plan, reference } = readPlanAndReference(PLAN_DIR);
   assert.deepEqual(plan.model.conv, [4, 8]);
   assert.deepEqual(plan.image, { width: 16, height: 16, channels: 3 });
   const dispatches = plan.graphs.train.dispatches;
