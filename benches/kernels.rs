@@ -223,9 +223,8 @@ fn bench_elementwise(c: &mut Criterion) {
         .zeros("klp", &[kl_partials_len(b * k)], DType::F32)
         .unwrap();
     g.throughput(bytes(4 * b * k));
-    let kr =
-        reparam_kl::reparam_forward(&ctx, &heads, &eps, &z, &klp, 1.0, EpsSource::Philox, &step)
-            .unwrap();
+    let kr = reparam_kl::reparam_forward(&ctx, &heads, &eps, &z, &klp, EpsSource::Philox, &step)
+        .unwrap();
     g.bench_function("reparam_forward philox 128x10", |bn| {
         bn.iter_custom(|it| gpu_time(&ctx, &kr, it))
     });

@@ -10,8 +10,8 @@ struct StepParams {
     seed_hi: u32,
     adam_step_size: f32, // lr / (1 - beta1^t) (adam)
     adam_bc2_sqrt: f32,  // sqrt(1 - beta2^t)
+    kl_weight: f32,      // the KL term's weight in the objective (reparam_backward, loss_reduce)
     _pad0: u32,
-    _pad1: u32,
 }
 
 // Activation codes (the `ACT` and `ACT_GRAD` override constants) and operand layouts (`LAYOUT`):

@@ -3,9 +3,11 @@
 //
 //   reparam_forward:  eps ~ N(0, 1) from Philox4x32-10 keyed by the seed, counter (element, step);
 //                     z = mu + exp(0.5·logvar)·eps; eps is saved for the backward pass; and the KL
-//                     term  -0.5·(1 + logvar - mu² - exp(logvar))  is summed into per-workgroup partials.
-//   reparam_backward: dmu     = Σ_l dz_l + mu                                   (KL: ∂/∂mu = mu)
-//                     dlogvar = Σ_l dz_l·eps_l·0.5·exp(0.5·logvar) + 0.5·(exp(logvar) - 1)
+//                     term  -0.5·(1 + logvar - mu² - exp(logvar))  is summed into per-workgroup
+//                     partials, unweighted (loss_reduce weighs it).
+//   reparam_backward: dmu     = Σ_l dz_l + w·mu                                 (KL: ∂/∂mu = mu)
+//                     dlogvar = Σ_l dz_l·eps_l·0.5·exp(0.5·logvar) + w·0.5·(exp(logvar) - 1)
+//                     with w = step.kl_weight, the step's KL weight (β, warm-up: src/model/schedule.rs).
 //
 // mu and logvar arrive as one [B, 2K] matrix, row b = (mu_b, logvar_b): the output of the encoder's
 // two heads computed as one Linear H -> 2K (one product instead of two); the backward writes dmu and
@@ -18,8 +20,8 @@
 struct ReparamParams {
     bk: u32,        // B·K elements of mu / logvar
     samples: u32,   // L
-    kl_weight: f32, // 1 for the ELBO; 0 leaves the KL out of both passes
     k: u32,         // K
+    _pad: u32,
 }
 
 // Indices of mu and logvar of element e = b·K + j in the [B, 2K] heads matrix.
@@ -104,7 +106,7 @@ fn reparam_forward(
         }
         z[i] = m + exp(0.5 * lv) * n;
         if (i < p.bk) {
-            kl = -0.5 * (1.0 + lv - m * m - exp(lv)) * p.kl_weight;
+            kl = -0.5 * (1.0 + lv - m * m - exp(lv));
         }
     }
     let total = workgroup_sum(t, kl);
@@ -118,6 +120,7 @@ fn reparam_forward(
 @group(0) @binding(2) var<storage, read> b_dz: array<f32>;
 @group(0) @binding(3) var<storage, read_write> b_dheads: array<f32>;
 @group(0) @binding(4) var<uniform> bp: ReparamParams;
+@group(0) @binding(5) var<uniform> b_step: StepParams;
 
 @compute @workgroup_size(256, 1, 1)
 fn reparam_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -135,6 +138,7 @@ fn reparam_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
         gmu += b_dz[i];
         gsd += b_dz[i] * b_eps[i];
     }
-    b_dheads[mu_index(e, bp.k)] = gmu + bp.kl_weight * m;
-    b_dheads[logvar_index(e, bp.k)] = gsd * 0.5 * sd + bp.kl_weight * 0.5 * (exp(lv) - 1.0);
+    let w = b_step.kl_weight;
+    b_dheads[mu_index(e, bp.k)] = gmu + w * m;
+    b_dheads[logvar_index(e, bp.k)] = gsd * 0.5 * sd + w * 0.5 * (exp(lv) - 1.0);
 }

@@ -20,6 +20,7 @@ use crate::kernels::matmul::SUBGROUP_LANES;
 use crate::kernels::reduce::LossSlots;
 use crate::kernels::reparam_kl::EpsSource;
 use crate::kernels::{DispatchDesc, StepParams};
+use crate::model::KlWeight;
 use crate::model::gpu::{EpochPlan, Input, StepGraph};
 use crate::model::{GpuDataset, GpuVae, TrainSettings, VaeConfig};
 use crate::ops::AdamConfig;
@@ -249,6 +250,12 @@ pub fn export_plan(ctx: &GpuContext, opts: &ExportOptions) -> Result<ExportSumma
     let training = EpochPlan::new(train.count, b, |rows| {
         vae.plan_step(ctx, rows, train_in, EpsSource::Philox, true, &acc_train)
     })?;
+    // The warm-up is given in epochs, the schedule counts steps (as `Trainer` sets it).
+    vae.kl = KlWeight {
+        beta: cfg.beta,
+        warmup_steps: cfg.kl_warmup * training.steps() as f64,
+    };
+    let schedule = vae.schedule();
     // A test set smaller than a batch is one smaller batch (as the native evaluation does).
     let testing = EpochPlan::new(test.count, b.min(test.count), |rows| {
         vae.plan_step(ctx, rows, test_in, EpsSource::Philox, false, &acc_test)
@@ -289,12 +296,10 @@ pub fn export_plan(ctx: &GpuContext, opts: &ExportOptions) -> Result<ExportSumma
             "means": table.region(&a.logits, decode_rows),
         },
     });
-    let slots = json!({
-        "epoch_total": LossSlots::EPOCH_TOTAL, "batch_total": LossSlots::BATCH_TOTAL,
-        "batch_bce": LossSlots::BATCH_BCE, "batch_kl": LossSlots::BATCH_KL,
-        "epoch_bce": LossSlots::EPOCH_BCE, "epoch_kl": LossSlots::EPOCH_KL,
-        "nonfinite": LossSlots::NONFINITE, "batches": LossSlots::BATCHES,
-    });
+    let slots: serde_json::Map<String, Value> = LossSlots::NAMES
+        .iter()
+        .map(|(name, slot)| (name.to_string(), json!(slot)))
+        .collect();
     let acc_json = |t: &GpuTensor, table: &mut BufferTable| json!({"buffer": table.id(&t.buffer), "len": LossSlots::LEN, "slots": slots});
     let accumulators = json!({
         "train": acc_json(&acc_train, &mut table),
@@ -387,6 +392,7 @@ pub fn export_plan(ctx: &GpuContext, opts: &ExportOptions) -> Result<ExportSumma
             "conv": cfg.conv.as_ref().map(|c| c.widths.clone()),
             "describe": cfg.describe(),
             "activation": cfg.activation.name(), "latent": cfg.latent,
+            "likelihood": cfg.likelihood.name(), "beta": cfg.beta, "kl_warmup": cfg.kl_warmup,
             "samples": cfg.samples, "params": vae.layout.num_params(),
         },
         "train": {
@@ -414,9 +420,14 @@ pub fn export_plan(ctx: &GpuContext, opts: &ExportOptions) -> Result<ExportSumma
         "uniform": {
             "buffer": uniform_id,
             "size": std::mem::size_of::<StepParams>(),
+            // Each training step's values follow from its step t by the field's rule (the
+            // runtime supplies batch_offset; evaluation steps write their own counter).
             "fields": StepParams::FIELDS
                 .iter()
-                .map(|(name, offset, ty)| json!({"name": name, "offset": offset, "type": ty}))
+                .map(|(name, offset, ty)| {
+                    let rule = schedule.rules.iter().find(|(n, _)| n == name).map(|(_, r)| r.to_json());
+                    json!({"name": name, "offset": offset, "type": ty, "rule": rule})
+                })
                 .collect::<Vec<_>>(),
         },
         "accumulators": accumulators,
@@ -446,8 +457,29 @@ pub fn export_plan(ctx: &GpuContext, opts: &ExportOptions) -> Result<ExportSumma
         )?;
         let matmul = crate::kernels::matmul::select::pinned(ctx)?
             .map_or("auto".to_string(), |v| v.to_string());
+        // The uniform each of those steps was given, field by field, for the page's schedule test.
+        let uniforms: Vec<Value> = (1..=steps as u64)
+            .map(|t| {
+                let p = schedule.params(t, 0);
+                let bytes = bytemuck::bytes_of(&p);
+                let fields: serde_json::Map<String, Value> = StepParams::FIELDS
+                    .iter()
+                    .filter(|(n, _, _)| schedule.rules.iter().any(|(r, _)| r == n))
+                    .map(|(n, off, ty)| {
+                        let w: [u8; 4] = bytes[*off..off + 4].try_into().unwrap_or_default();
+                        let v = match *ty {
+                            "u32" => json!(u32::from_le_bytes(w)),
+                            _ => json!(f32::from_le_bytes(w) as f64),
+                        };
+                        (n.to_string(), v)
+                    })
+                    .collect();
+                Value::Object(fields)
+            })
+            .collect();
         let reference = json!({
             "steps": steps,
+            "uniforms": uniforms,
             "matmul": matmul,
             "adapter": ctx.adapter.short(),
             "batch_losses": reference_losses,

@@ -308,7 +308,8 @@ backend_test!(matmul_bce_epilogue, |ctx| {
                     ..Epilogue::NONE
                 };
                 let d = matmul_with(ctx, variant, layout, &ga, &gw, &gd, epi).unwrap();
-                let r = reduce::loss_reduce(ctx, &gp, np, &gk, 1, &acc).unwrap();
+                let step = StepUniform::new(ctx, &StepParams::with_seed(0));
+                let r = reduce::loss_reduce(ctx, &gp, np, &gk, 1, &acc, &step).unwrap();
                 kernels::run(ctx, &[&d, &r]).unwrap();
                 let p = cpu::matmul(layout, &a, &w, m, n, k);
                 let logits = cpu::epilogue(&p, n, Some(&bias), Act::Identity);
@@ -338,7 +339,7 @@ backend_test!(matmul_bce_epilogue, |ctx| {
                 let acc_v = ctx.read_f32(&acc).unwrap();
                 assert_close(
                     &format!("{tag} loss"),
-                    &acc_v[reduce::LossSlots::BATCH_BCE..][..1],
+                    &acc_v[reduce::LossSlots::BATCH_RECON..][..1],
                     &[want_loss],
                     |_| tol,
                 );
@@ -536,7 +537,8 @@ backend_test!(bce_forward_backward_matches_including_extremes, |ctx| {
             .zeros("acc", &[reduce::LossSlots::LEN], DType::F32)
             .unwrap();
         let k1 = bce::bce_forward_backward(ctx, &gl, &gx, &gd, &gp).unwrap();
-        let k2 = reduce::loss_reduce(ctx, &gp, np, &gk, 1, &acc).unwrap();
+        let step = StepUniform::new(ctx, &StepParams::with_seed(0));
+        let k2 = reduce::loss_reduce(ctx, &gp, np, &gk, 1, &acc, &step).unwrap();
         kernels::run(ctx, &[&k1, &k2]).unwrap();
         let (want_loss, want_d) = cpu::bce_forward_backward(&logits, &x);
         let scale = 1.0 / samples as f64;
@@ -557,7 +559,7 @@ backend_test!(bce_forward_backward_matches_including_extremes, |ctx| {
             * scale;
         let tol = 24.0 * U * mag + (rows * d) as f64 * scale * (2f64.powi(-21) + exp_rel_tol(17.0));
         for slot in [
-            reduce::LossSlots::BATCH_BCE,
+            reduce::LossSlots::BATCH_RECON,
             reduce::LossSlots::BATCH_TOTAL,
             reduce::LossSlots::EPOCH_TOTAL,
         ] {
@@ -599,19 +601,20 @@ backend_test!(reparam_kl_forward_backward, |ctx| {
         let acc = ctx
             .zeros("acc", &[reduce::LossSlots::LEN], DType::F32)
             .unwrap();
-        let step = StepUniform::new(ctx, &StepParams::with_seed(5));
-        let f = reparam_kl::reparam_forward(
+        // A KL weight other than 1 (β, a warm-up step): the forward's KL stays unweighted, the
+        // weighted slot and the backward's KL gradient take it.
+        let w = 0.375;
+        let step = StepUniform::new(
             ctx,
-            &gheads,
-            &geps,
-            &gz,
-            &gkl,
-            1.0,
-            EpsSource::Buffer,
-            &step,
-        )
-        .unwrap();
-        let r = reduce::loss_reduce(ctx, &gbce, 1, &gkl, kl_partials_len(n), &acc).unwrap();
+            &StepParams {
+                kl_weight: w as f32,
+                ..StepParams::with_seed(5)
+            },
+        );
+        let f =
+            reparam_kl::reparam_forward(ctx, &gheads, &geps, &gz, &gkl, EpsSource::Buffer, &step)
+                .unwrap();
+        let r = reduce::loss_reduce(ctx, &gbce, 1, &gkl, kl_partials_len(n), &acc, &step).unwrap();
         kernels::run(ctx, &[&f, &r]).unwrap();
         let (want_z, want_kl) = cpu::reparam_forward(&mu, &lv, &eps, 1.0);
         let name = format!("L={samples} {b}x{k} logvar in [{lv_lo}, {lv_hi}]");
@@ -637,16 +640,22 @@ backend_test!(reparam_kl_forward_backward, |ctx| {
             &[want_kl],
             |_| (exp_rel_tol(30.0) + 24.0 * U) * kl_mag,
         );
+        assert_close(
+            &format!("weighted kl sum {name}"),
+            &acc_v[reduce::LossSlots::BATCH_KL_WEIGHTED..][..1],
+            &[w * want_kl],
+            |_| w * (exp_rel_tol(30.0) + 25.0 * U) * kl_mag,
+        );
 
         // Backward (KL gradient fused in).
         let gdz = ctx
             .upload_f32("dz", &[samples * b, k], &to_f32(&dz))
             .unwrap();
         let gdheads = ctx.zeros("dheads", &[b, 2 * k], DType::F32).unwrap();
-        let bwd = reparam_kl::reparam_backward(ctx, &gheads, &geps, &gdz, &gdheads, 1.0).unwrap();
+        let bwd = reparam_kl::reparam_backward(ctx, &gheads, &geps, &gdz, &gdheads, &step).unwrap();
         kernels::run(ctx, &[&bwd]).unwrap();
         let (got_dmu, got_dlv) = Activations::split_heads(&ctx.read_f32(&gdheads).unwrap(), k);
-        let (want_dmu, want_dlv) = cpu::reparam_backward(&mu, &lv, &eps, &dz, 1.0);
+        let (want_dmu, want_dlv) = cpu::reparam_backward(&mu, &lv, &eps, &dz, w);
         let sum_dz = |e: usize| (0..samples).map(|l| dz[l * b * k + e].abs()).sum::<f64>();
         assert_close(&format!("reparam dmu {name}"), &got_dmu, &want_dmu, |e| {
             (samples as f64 + 2.0) * U * (sum_dz(e) + mu[e].abs())
@@ -688,17 +697,8 @@ backend_test!(reparam_philox_noise_matches_cpu_generator, |ctx| {
             ..StepParams::with_seed(seed)
         },
     );
-    let f = reparam_kl::reparam_forward(
-        ctx,
-        &gheads,
-        &geps,
-        &gz,
-        &gkl,
-        1.0,
-        EpsSource::Philox,
-        &step,
-    )
-    .unwrap();
+    let f = reparam_kl::reparam_forward(ctx, &gheads, &geps, &gz, &gkl, EpsSource::Philox, &step)
+        .unwrap();
     kernels::run(ctx, &[&f]).unwrap();
     let eps = ctx.read_f32(&geps).unwrap();
     let want = rng::normals(seed, step_no, n);

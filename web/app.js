@@ -7,7 +7,7 @@
 // then pictures; results on window.vaeTest), params=ID (the buffer whose bytes vaeTest.params
 // returns; default reference.json's params.buffer).
 
-import { createRuntime, errText, loadPlan, mulberry32, planBase } from './runtime.js';
+import { createRuntime, errText, loadPlan, mulberry32, planBase, scheduledValues } from './runtime.js';
 
 /**
  * The architecture as the native trainer prints it: `784-400-200-10 tanh` (a plan from before
@@ -109,20 +109,6 @@ window.addEventListener('unhandledrejection', (ev) => {
 // ---------------------------------------------------------------------------------------------
 // Host arithmetic of the native engine.
 
-/** f64 x^n as Rust's `powi` computes it (compiler-rt __powidf2: square and multiply).
- * @param {number} x @param {number} n */
-function powi(x, n) {
-  let r = 1;
-  let a = x;
-  let b = Math.abs(n);
-  for (;;) {
-    if (b & 1) r *= a;
-    b = Math.floor(b / 2);
-    if (b === 0) break;
-    a *= a;
-  }
-  return n < 0 ? 1 / r : r;
-}
 
 /**
  * @type {{plan: Plan|null, rt: Runtime|null, epoch: number, step: number, t: number,
@@ -155,20 +141,19 @@ function lr() {
 }
 
 /** Uniform values of training step `t` (1-based over the run) at batch offset `offset`: the
- * Adam factors in f64 from the plan's decimal hyperparameters, as the native engine computes them.
+ * plan's per-step rules (Adam's factors, the noise counter, the KL weight), evaluated as the native
+ * engine evaluates them; the learning-rate input rescales Adam's step-size rule.
  * @param {number} t @param {number} offset */
 function trainValues(t, offset) {
-  const tr = /** @type {Plan} */ (state.plan).train;
-  const beta1 = tr.beta1;
-  const beta2 = tr.beta2;
-  return {
-    batch_offset: offset,
-    rng_step: t >>> 0,
-    seed_lo: state.seedLo,
-    seed_hi: state.seedHi,
-    adam_step_size: lr() / (1 - powi(beta1, t)),
-    adam_bc2_sqrt: Math.sqrt(1 - powi(beta2, t)),
-  };
+  const plan = /** @type {Plan} */ (state.plan);
+  const fields = plan.uniform.fields;
+  /** @type {Record<string, import('./runtime.js').Rule>} */
+  const rules = {};
+  const stepSize = fields.find((f) => f.name === 'adam_step_size')?.rule;
+  if (stepSize && stepSize.rule === 'scale_over_one_minus_pow') {
+    rules.adam_step_size = { ...stepSize, scale: lr() };
+  }
+  return { ...scheduledValues(fields, t, rules), batch_offset: offset };
 }
 
 /** Uniform values of the next evaluation step. @param {number} offset */
@@ -181,6 +166,7 @@ function evalValues(offset) {
     seed_hi: state.seedHi,
     adam_step_size: 0,
     adam_bc2_sqrt: 0,
+    kl_weight: 1,
   };
 }
 
@@ -353,16 +339,22 @@ async function train() {
     checkFinite(acc, `epoch ${e}, step ${steps}`);
     const n = tr.train_len;
     const avg = acc[slots.epoch_total] / n;
-    const bce = acc[slots.epoch_bce] / n;
+    const recon = acc[slots.epoch_recon] / n;
     const kl = acc[slots.epoch_kl] / n;
+    // The objective minimised, when β or a warm-up weighs the KL (the printed loss is the -ELBO).
+    const m = plan.model;
+    const weighted = m.beta !== 1 || m.kl_warmup > 0;
+    const objective = recon + acc[slots.epoch_kl_weighted] / n;
+    const reconName = m.likelihood === 'bernoulli' ? 'BCE' : 'recon';
     const secs = state.epochSecs;
     const test = await evaluate(e);
     log(
-      `====> Epoch ${e}  Average loss: ${avg.toFixed(2)}  (BCE ${bce.toFixed(2)}, KL ${kl.toFixed(2)})` +
+      `====> Epoch ${e}  Average loss: ${avg.toFixed(2)}  (${reconName} ${recon.toFixed(2)}, KL ${kl.toFixed(2)}` +
+        (weighted ? `; objective recon + weighted KL: ${objective.toFixed(2)})` : ')') +
         `  test loss: ${test.toFixed(2)}  time: ${secs.toFixed(1)} s (${(n / secs).toFixed(0)} images/s)`,
     );
     state.epochLosses.push({ epoch: e, train: avg, test });
-    vaeTest.epochs.push({ epoch: e, loss: avg, bce, kl, test, seconds: secs });
+    vaeTest.epochs.push({ epoch: e, loss: avg, recon, kl, objective, test, seconds: secs });
     vaeTest.stepsPerSecond = steps / secs;
     drawChart();
     await drawPictures();

@@ -23,7 +23,8 @@ export const PLAN_VERSION = 1;
  * @typedef {{
  *   format: string, version: number,
  *   model: {input: number, hidden: number[], decoder_hidden: number[], latent: number,
- *           samples: number, activation: string, params: number},
+ *           samples: number, activation: string, params: number, likelihood: string,
+ *           beta: number, kl_warmup: number},
  *   train: {batch: number, epochs: number, lr: number, beta1: number, beta2: number, eps: number,
  *     weight_decay: number, seed: number, train_len: number, test_len: number, log_every: number,
  *     steps_per_epoch: number},
@@ -32,7 +33,7 @@ export const PLAN_VERSION = 1;
  *   shaders: {name: string, source: string, features: string[]}[],
  *   pipelines: {shader: string, entry: string, constants: Record<string, number>}[],
  *   buffers: BufferDesc[],
- *   uniform: {buffer: number, size: number, fields: {name: string, offset: number, type: string}[]},
+ *   uniform: {buffer: number, size: number, fields: UniformField[]},
  *   accumulators: Record<string, Accumulator>,
  *   epoch_input: {buffer: number, blob: string, count: number},
  *   graphs: Record<string, Graph>,
@@ -40,6 +41,61 @@ export const PLAN_VERSION = 1;
  *   seed?: bigint,
  * }} Plan
  */
+
+/**
+ * @typedef {{rule: 'const', value: number} | {rule: 'step'}
+ *   | {rule: 'scale_over_one_minus_pow', scale: number, base: number}
+ *   | {rule: 'sqrt_one_minus_pow', base: number} | {rule: 'ramp', to: number, steps: number}} Rule
+ * @typedef {{name: string, offset: number, type: string, rule: Rule | null}} UniformField
+ */
+
+/** f64 x^n as Rust's `powi` computes it (compiler-rt __powidf2: square and multiply), so the
+ * schedule's values are the native engine's bit for bit.
+ * @param {number} x @param {number} n */
+export function powi(x, n) {
+  let r = 1;
+  let a = x;
+  let b = Math.abs(n);
+  for (;;) {
+    if (b & 1) r *= a;
+    b = Math.floor(b / 2);
+    if (b === 0) break;
+    a *= a;
+  }
+  return n < 0 ? 1 / r : r;
+}
+
+/** A per-step uniform field's value at training step `t` (1-based) by its rule, as
+ * `model::schedule::Rule::at` computes it. @param {Rule} rule @param {number} t */
+export function ruleValue(rule, t) {
+  switch (rule.rule) {
+    case 'const':
+      return rule.value;
+    case 'step':
+      return t;
+    case 'scale_over_one_minus_pow':
+      return rule.scale / (1 - powi(rule.base, t));
+    case 'sqrt_one_minus_pow':
+      return Math.sqrt(1 - powi(rule.base, t));
+    case 'ramp':
+      return rule.steps <= 0 ? rule.to : rule.to * Math.min(1, Math.max(t - 1, 0) / rule.steps);
+    default:
+      throw new Error(`the plan's uniform has a rule this page does not know: ${JSON.stringify(rule)}`);
+  }
+}
+
+/** Every scheduled field's value at training step `t`, by name; `rules` replaces a field's rule
+ * (the page's learning-rate input). @param {UniformField[]} fields @param {number} t
+ * @param {Record<string, Rule>} [rules] */
+export function scheduledValues(fields, t, rules = {}) {
+  /** @type {Record<string, number>} */
+  const v = {};
+  for (const f of fields) {
+    const rule = rules[f.name] ?? f.rule;
+    if (rule) v[f.name] = ruleValue(rule, t);
+  }
+  return v;
+}
 
 /** `base` as an absolute URL ending in '/'. @param {string} base */
 export function planBase(base) {

@@ -95,12 +95,37 @@ pub struct ModelArgs {
     /// --hidden then defaults to none [default: no conv layers, or the checkpoint's].
     #[arg(long)]
     pub conv: Option<Widths>,
+    /// The decoder's likelihood: bernoulli (binary cross-entropy, the notebook's),
+    /// continuous-bernoulli (normalised for values in [0, 1]) or gaussian (mean sigmoid(logits),
+    /// a learned σ unless --sigma) [default: bernoulli, or the checkpoint's].
+    #[arg(long)]
+    pub likelihood: Option<String>,
+    /// A Gaussian decoder's fixed σ (> 0) instead of a learned one.
+    #[arg(long)]
+    pub sigma: Option<f32>,
+    /// The KL term's weight β in the objective recon + β·KL (β-VAE); printed losses stay the
+    /// unweighted -ELBO [default: 1, or the checkpoint's].
+    #[arg(long)]
+    pub beta: Option<f64>,
+    /// Epochs over which the KL weight rises linearly from 0 to β, step by step (fractions
+    /// allowed) [default: 0, none, or the checkpoint's].
+    #[arg(long)]
+    pub kl_warmup: Option<f64>,
 }
 
 impl ModelArgs {
+    /// `--likelihood` with `--sigma`, if given.
+    fn likelihood(&self) -> crate::Result<Option<crate::model::Likelihood>> {
+        match (&self.likelihood, self.sigma) {
+            (None, None) => Ok(None),
+            (None, Some(s)) => crate::model::Likelihood::parse("bernoulli", Some(s)).map(Some),
+            (Some(name), sigma) => crate::model::Likelihood::parse(name, sigma).map(Some),
+        }
+    }
+
     /// A new model: these flags over the notebook's architecture, for images of `image`
     /// (channels, rows, columns).
-    pub fn new_model(&self, image: [usize; 3]) -> crate::model::VaeConfig {
+    pub fn new_model(&self, image: [usize; 3]) -> crate::Result<crate::model::VaeConfig> {
         let d = crate::model::VaeConfig::default();
         let conv = self.conv.as_ref().map(|w| crate::model::ConvNet {
             widths: w.0.clone(),
@@ -113,7 +138,7 @@ impl ModelArgs {
             d.hidden.clone()
         };
         let hidden = self.hidden.as_ref().map_or(default_hidden, |w| w.0.clone());
-        crate::model::VaeConfig {
+        let cfg = crate::model::VaeConfig {
             input: image.iter().product(),
             conv,
             decoder_hidden: self
@@ -124,7 +149,12 @@ impl ModelArgs {
             latent: self.latent.unwrap_or(d.latent),
             samples: self.samples.unwrap_or(d.samples),
             activation: self.activation.map_or(d.activation, |a| a.0),
-        }
+            likelihood: self.likelihood()?.unwrap_or_default(),
+            beta: self.beta.unwrap_or(d.beta),
+            kl_warmup: self.kl_warmup.unwrap_or(d.kl_warmup),
+        };
+        cfg.validate()?;
+        Ok(cfg)
     }
 
     /// The checkpoint's architecture; a flag that contradicts it is refused, naming both (L, the
@@ -180,6 +210,25 @@ impl ModelArgs {
             }
             // A bare state_dict cannot say which activation it was trained with.
             cfg.activation = a.0;
+        }
+        if let Some(l) = self.likelihood().map_err(|e| setting_message(&e))?
+            && l != c.likelihood
+        {
+            // A bare state_dict cannot say whether it was a Bernoulli or a continuous Bernoulli.
+            if ckpt.activation_recorded || l.learns_sigma() != c.likelihood.learns_sigma() {
+                return refuse("likelihood", l.to_string(), c.likelihood.to_string());
+            }
+            cfg.likelihood = l;
+        }
+        if let Some(b) = self.beta
+            && b != c.beta
+        {
+            return refuse("beta", b.to_string(), c.beta.to_string());
+        }
+        if let Some(e) = self.kl_warmup
+            && e != c.kl_warmup
+        {
+            return refuse("kl-warmup", e.to_string(), c.kl_warmup.to_string());
         }
         if let Some(s) = self.samples {
             cfg.samples = s;
@@ -418,8 +467,23 @@ fn flag_of(setting: &str) -> Option<&'static str> {
         "latent" => "--latent",
         "samples" => "--samples",
         "epochs" => "--epochs",
+        "likelihood" => "--likelihood",
+        "sigma" => "--sigma",
+        "beta" => "--beta",
+        "kl warmup" => "--kl-warmup",
         _ => return None,
     })
+}
+
+/// A library error as the message `exit_with` prints (a setting named by its flag).
+pub(crate) fn setting_message(e: &crate::Error) -> String {
+    match e {
+        crate::Error::Setting { setting, problem } => match flag_of(setting) {
+            Some(flag) => format!("{flag} {problem}"),
+            None => e.to_string(),
+        },
+        e => e.to_string(),
+    }
 }
 
 /// A program's result as an exit status: errors print as `error: …` on stderr with status 1; a

@@ -112,7 +112,7 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             (
                 // The input size follows the images, once they are read.
                 args.model
-                    .new_model(args.data.folder_image()?.unwrap_or(MNIST_IMAGE)),
+                    .new_model(args.data.folder_image()?.unwrap_or(MNIST_IMAGE))?,
                 TrainSettings {
                     batch_size: args.batch_size.unwrap_or(s.batch_size),
                     adam: AdamConfig {
@@ -338,11 +338,25 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         let test_txt = test_stats
             .map(|t| format!("  test loss: {:.2}", t.loss))
             .unwrap_or_default();
+        // The -ELBO and its parts, whatever the objective; the objective minimised beside it when
+        // β or a warm-up weighs the KL.
+        let cfg = &trainer.vae.cfg;
+        let recon_name = match cfg.likelihood {
+            crate::model::Likelihood::Bernoulli => "BCE",
+            _ => "recon",
+        };
+        let weighted = cfg.beta != 1.0 || cfg.kl_warmup > 0.0;
+        let objective = stats.recon + stats.kl_weighted;
+        let objective_txt = if weighted {
+            format!("; objective recon + weighted KL: {objective:.2}")
+        } else {
+            String::new()
+        };
         say!(
-            "====> Epoch {}  Average loss: {:.2}  (BCE {:.2}, KL {:.2}){}  time: {:.1} s ({:.0} images/s, {:.0} µs to record a step)",
+            "====> Epoch {}  Average loss: {:.2}  ({recon_name} {:.2}, KL {:.2}{objective_txt}){}  time: {:.1} s ({:.0} images/s, {:.0} µs to record a step)",
             stats.epoch,
             stats.loss,
-            stats.bce,
+            stats.recon,
             stats.kl,
             test_txt,
             stats.seconds,
@@ -350,15 +364,16 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             stats.host_us_per_step
         );
         csv_rows.push(format!(
-            "{},{:.4},{:.4},{:.4},{},{:.3}",
+            "{},{:.4},{:.4},{:.4},{},{:.3},{:.4}",
             stats.epoch,
             stats.loss,
-            stats.bce,
+            stats.recon,
             stats.kl,
             test_stats
                 .map(|t| format!("{:.4}", t.loss))
                 .unwrap_or_default(),
-            stats.seconds
+            stats.seconds,
+            objective
         ));
         write_losses_csv(&csv_path, &csv_rows)?;
         hist.epochs
@@ -473,7 +488,10 @@ fn utc_stamp(secs: u64) -> String {
     )
 }
 
-const LOSSES_HEADER: &str = "epoch,train_loss,train_bce,train_kl,test_loss,seconds";
+/// `train_loss` and `test_loss` are the -ELBO (`train_recon + train_kl`); `train_objective` is
+/// what training minimised (`train_recon` + the KL weighted by β and the warm-up).
+const LOSSES_HEADER: &str =
+    "epoch,train_loss,train_recon,train_kl,test_loss,seconds,train_objective";
 
 /// The data rows of an earlier run's losses.csv for epochs up to `epoch` (unreadable rows are
 /// dropped: the checkpoint is what matters, the CSV follows it).

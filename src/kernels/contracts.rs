@@ -113,17 +113,10 @@ fn codes_and_slots_are_the_wgsl_constants() {
         assert_eq!(const_u32(&common, name), Some(layout.code()), "{name}");
     }
     let reduce = module(&Shader::REDUCE);
-    for (slot, name) in [
-        (LossSlots::EPOCH_TOTAL, "SLOT_EPOCH_TOTAL"),
-        (LossSlots::BATCH_TOTAL, "SLOT_BATCH_TOTAL"),
-        (LossSlots::BATCH_BCE, "SLOT_BATCH_BCE"),
-        (LossSlots::BATCH_KL, "SLOT_BATCH_KL"),
-        (LossSlots::EPOCH_BCE, "SLOT_EPOCH_BCE"),
-        (LossSlots::EPOCH_KL, "SLOT_EPOCH_KL"),
-        (LossSlots::NONFINITE, "SLOT_NONFINITE"),
-        (LossSlots::BATCHES, "SLOT_BATCHES"),
-    ] {
-        assert_eq!(const_u32(&reduce, name), Some(slot as u32), "{name}");
+    // Every named slot is the WGSL constant SLOT_<NAME>.
+    for (name, slot) in LossSlots::NAMES {
+        let wgsl = format!("SLOT_{}", name.to_uppercase());
+        assert_eq!(const_u32(&reduce, &wgsl), Some(slot as u32), "{wgsl}");
     }
     // Every slot has its WGSL constant.
     let slots = reduce

@@ -1,48 +1,72 @@
 //! Loss reduction — launcher for `shaders/reduce.wgsl`.
 
+use super::step::StepUniform;
 use super::{Bind, Dispatch, dispatch, uniform};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuTensor, Shader};
 
 /// Slots of the f32 loss accumulator that `loss_reduce` writes (mirrors `SLOT_*` in reduce.wgsl).
+/// `TOTAL` is the -ELBO (reconstruction + KL, unweighted); the objective minimised is
+/// reconstruction + `KL_WEIGHTED` (the KL times the step's weight, β and warm-up).
 pub struct LossSlots;
 
 impl LossSlots {
     pub const EPOCH_TOTAL: usize = 0;
     pub const BATCH_TOTAL: usize = 1;
-    pub const BATCH_BCE: usize = 2;
+    /// The reconstruction term, -log p(x | z) summed (the likelihood's; BCE for Bernoulli).
+    pub const BATCH_RECON: usize = 2;
     pub const BATCH_KL: usize = 3;
-    pub const EPOCH_BCE: usize = 4;
+    pub const EPOCH_RECON: usize = 4;
     pub const EPOCH_KL: usize = 5;
     /// Set to 1 once any batch loss was NaN or infinite.
     pub const NONFINITE: usize = 6;
     pub const BATCHES: usize = 7;
-    pub const LEN: usize = 8;
+    pub const BATCH_KL_WEIGHTED: usize = 8;
+    pub const EPOCH_KL_WEIGHTED: usize = 9;
+    pub const LEN: usize = 10;
+    /// Every slot's name (the exported plan's and the contract test's).
+    pub const NAMES: [(&'static str, usize); Self::LEN] = [
+        ("epoch_total", Self::EPOCH_TOTAL),
+        ("batch_total", Self::BATCH_TOTAL),
+        ("batch_recon", Self::BATCH_RECON),
+        ("batch_kl", Self::BATCH_KL),
+        ("epoch_recon", Self::EPOCH_RECON),
+        ("epoch_kl", Self::EPOCH_KL),
+        ("nonfinite", Self::NONFINITE),
+        ("batches", Self::BATCHES),
+        ("batch_kl_weighted", Self::BATCH_KL_WEIGHTED),
+        ("epoch_kl_weighted", Self::EPOCH_KL_WEIGHTED),
+    ];
 }
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct LossReduceParams {
-    n_bce: u32,
+    n_recon: u32,
     n_kl: u32,
     _pad: [u32; 2],
 }
 
-/// Sum `bce_partials[..n_bce]` and `kl_partials[..n_kl]` into the accumulator's slots.
+/// Sum `recon_partials[..n_recon]` and `kl_partials[..n_kl]` into the accumulator's slots, the KL
+/// weighted by `step`'s `kl_weight` in the weighted slots.
 pub fn loss_reduce(
     ctx: &GpuContext,
-    bce_partials: &GpuTensor,
-    n_bce: usize,
+    recon_partials: &GpuTensor,
+    n_recon: usize,
     kl_partials: &GpuTensor,
     n_kl: usize,
     acc: &GpuTensor,
+    step: &StepUniform,
 ) -> Result<Dispatch> {
-    Ok(loss_reduce_with_params(ctx, bce_partials, n_bce, kl_partials, n_kl, acc)?.dispatch)
+    Ok(
+        loss_reduce_with_params(ctx, recon_partials, n_recon, kl_partials, n_kl, acc, step)?
+            .dispatch,
+    )
 }
 
-/// A planned loss reduction and its uniform buffer, whose first u32 is the count of BCE partials
-/// it adds: a plan that lets another runtime choose the logits product's kernel writes that
-/// kernel's count there (see `GpuVae::plan_step`).
+/// A planned loss reduction and its uniform buffer, whose first u32 is the count of
+/// reconstruction partials it adds: a plan that lets another runtime choose the logits product's
+/// kernel writes that kernel's count there (see `GpuVae::plan_step`).
 pub struct LossReduce {
     pub dispatch: Dispatch,
     pub params: wgpu::Buffer,
@@ -51,18 +75,19 @@ pub struct LossReduce {
 /// [`loss_reduce`], handing back its uniform buffer too.
 pub fn loss_reduce_with_params(
     ctx: &GpuContext,
-    bce_partials: &GpuTensor,
-    n_bce: usize,
+    recon_partials: &GpuTensor,
+    n_recon: usize,
     kl_partials: &GpuTensor,
     n_kl: usize,
     acc: &GpuTensor,
+    step: &StepUniform,
 ) -> Result<LossReduce> {
-    if bce_partials.len() < n_bce || kl_partials.len() < n_kl {
+    if recon_partials.len() < n_recon || kl_partials.len() < n_kl {
         return Err(Error::shape(
             "loss_reduce",
             format!(
-                "{} BCE and {} KL partials, but {n_bce} and {n_kl} were asked for",
-                bce_partials.len(),
+                "{} reconstruction and {} KL partials, but {n_recon} and {n_kl} were asked for",
+                recon_partials.len(),
                 kl_partials.len()
             ),
         ));
@@ -77,7 +102,7 @@ pub fn loss_reduce_with_params(
         ctx,
         "loss reduce params",
         &LossReduceParams {
-            n_bce: n_bce as u32,
+            n_recon: n_recon as u32,
             n_kl: n_kl as u32,
             _pad: [0; 2],
         },
@@ -89,10 +114,11 @@ pub fn loss_reduce_with_params(
         "loss_reduce",
         &[],
         &[
-            Bind::Tensor(bce_partials),
+            Bind::Tensor(recon_partials),
             Bind::Tensor(kl_partials),
             Bind::Tensor(acc),
             Bind::Buffer(&params),
+            Bind::Buffer(&step.buffer),
         ],
         [1, 1, 1],
     )?;
@@ -102,4 +128,4 @@ pub fn loss_reduce_with_params(
 /// This module's uniform structs, as `kernels::contracts` checks them against `Shader::REDUCE`.
 #[cfg(test)]
 pub(crate) const UNIFORMS: &[crate::kernels::UniformLayout] =
-    &[uniform_layout!(LossReduceParams, n_bce, n_kl)];
+    &[uniform_layout!(LossReduceParams, n_recon, n_kl)];

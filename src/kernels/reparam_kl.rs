@@ -19,8 +19,8 @@ pub enum EpsSource {
 struct ReparamParams {
     bk: u32,
     samples: u32,
-    kl_weight: f32,
     k: u32,
+    _pad: u32,
 }
 
 /// How many KL partial sums `reparam_forward` writes for L·B·K noise elements.
@@ -49,8 +49,8 @@ fn check(
     Ok((rows / b, k))
 }
 
-/// `z = mu + exp(logvar/2)·eps` for L samples, and KL partial sums into `kl_partials`;
-/// `heads` is the encoder heads' output [B, 2K], row b = (mu_b, logvar_b).
+/// `z = mu + exp(logvar/2)·eps` for L samples, and the (unweighted) KL's partial sums into
+/// `kl_partials`; `heads` is the encoder heads' output [B, 2K], row b = (mu_b, logvar_b).
 #[allow(clippy::too_many_arguments)]
 pub fn reparam_forward(
     ctx: &GpuContext,
@@ -58,7 +58,6 @@ pub fn reparam_forward(
     eps: &GpuTensor,
     z: &GpuTensor,
     kl_partials: &GpuTensor,
-    kl_weight: f32,
     source: EpsSource,
     step: &StepUniform,
 ) -> Result<Dispatch> {
@@ -81,8 +80,8 @@ pub fn reparam_forward(
         &ReparamParams {
             bk: (heads.len() / 2) as u32,
             samples: samples as u32,
-            kl_weight,
             k: k as u32,
+            _pad: 0,
         },
     );
     dispatch(
@@ -107,14 +106,15 @@ pub fn reparam_forward(
 }
 
 /// `dmu = Σ_l dz_l + w·mu`, `dlogvar = Σ_l dz_l·eps_l·exp(logvar/2)/2 + w·(exp(logvar) - 1)/2`,
-/// written as `dheads` [B, 2K], row b = (dmu_b, dlogvar_b), like `heads`.
+/// written as `dheads` [B, 2K], row b = (dmu_b, dlogvar_b), like `heads`; the KL weight w is the
+/// step uniform's `kl_weight`.
 pub fn reparam_backward(
     ctx: &GpuContext,
     heads: &GpuTensor,
     eps: &GpuTensor,
     dz: &GpuTensor,
     dheads: &GpuTensor,
-    kl_weight: f32,
+    step: &StepUniform,
 ) -> Result<Dispatch> {
     const OP: &str = "reparam_backward";
     let (samples, k) = check(OP, heads, eps, dz)?;
@@ -131,8 +131,8 @@ pub fn reparam_backward(
         &ReparamParams {
             bk: bk as u32,
             samples: samples as u32,
-            kl_weight,
             k: k as u32,
+            _pad: 0,
         },
     );
     dispatch(
@@ -147,6 +147,7 @@ pub fn reparam_backward(
             Bind::Tensor(dz),
             Bind::Tensor(dheads),
             Bind::Buffer(&params),
+            Bind::Buffer(&step.buffer),
         ],
         [bk.div_ceil(256) as u32, 1, 1],
     )
@@ -155,4 +156,4 @@ pub fn reparam_backward(
 /// This module's uniform structs, as `kernels::contracts` checks them against `Shader::REPARAM_KL`.
 #[cfg(test)]
 pub(crate) const UNIFORMS: &[crate::kernels::UniformLayout] =
-    &[uniform_layout!(ReparamParams, bk, samples, kl_weight, k)];
+    &[uniform_layout!(ReparamParams, bk, samples, k)];

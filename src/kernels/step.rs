@@ -1,5 +1,5 @@
 //! The per-step uniform: the few values that change every step (batch offset, noise counter,
-//! seed, Adam's bias corrections), written once per step into one 32-byte buffer that the gather,
+//! seed, Adam's bias corrections, the KL weight), written once per step into one 32-byte buffer that the gather,
 //! reparameterisation, Adam and IWAE kernels read. It mirrors `StepParams` in
 //! `shaders/common.wgsl`.
 
@@ -21,13 +21,16 @@ pub struct StepParams {
     pub adam_step_size: f32,
     /// `sqrt(1 - β2^t)`.
     pub adam_bc2_sqrt: f32,
-    pub _pad: [u32; 2],
+    /// The KL term's weight in the objective being minimised (β, ramped up over a warm-up): the
+    /// reparameterisation's backward and the loss reduction's weighted KL read it.
+    pub kl_weight: f32,
+    pub _pad: u32,
 }
 
 impl StepParams {
     /// (name, byte offset, WGSL type) of every field, for runtimes that write the uniform
     /// themselves (the exported plan).
-    pub const FIELDS: [(&'static str, usize, &'static str); 6] = [
+    pub const FIELDS: [(&'static str, usize, &'static str); 7] = [
         (
             "batch_offset",
             std::mem::offset_of!(StepParams, batch_offset),
@@ -50,12 +53,18 @@ impl StepParams {
             std::mem::offset_of!(StepParams, adam_bc2_sqrt),
             "f32",
         ),
+        (
+            "kl_weight",
+            std::mem::offset_of!(StepParams, kl_weight),
+            "f32",
+        ),
     ];
 
     pub fn with_seed(seed: u64) -> Self {
         StepParams {
             seed_lo: seed as u32,
             seed_hi: (seed >> 32) as u32,
+            kl_weight: 1.0,
             ..Default::default()
         }
     }
@@ -89,5 +98,6 @@ pub(crate) const UNIFORMS: &[crate::kernels::UniformLayout] = &[uniform_layout!(
     seed_lo,
     seed_hi,
     adam_step_size,
-    adam_bc2_sqrt
+    adam_bc2_sqrt,
+    kl_weight
 )];

@@ -117,6 +117,16 @@ impl Checkpoint {
         meta.insert("activation".to_string(), self.cfg.activation.to_string());
         meta.insert("latent".to_string(), self.cfg.latent.to_string());
         meta.insert("samples".to_string(), self.cfg.samples.to_string());
+        // The objective: always recorded, so a resumed run minimises what the first one did.
+        meta.insert(
+            "likelihood".to_string(),
+            self.cfg.likelihood.name().to_string(),
+        );
+        if let crate::model::Likelihood::Gaussian { sigma: Some(s) } = self.cfg.likelihood {
+            meta.insert("sigma".to_string(), s.to_string());
+        }
+        meta.insert("beta".to_string(), self.cfg.beta.to_string());
+        meta.insert("kl_warmup".to_string(), self.cfg.kl_warmup.to_string());
         let mut image = self.progress.image;
         if let Some(c) = &self.cfg.conv {
             // A conv model's layers depend on the image's shape: always recorded.
@@ -338,6 +348,17 @@ impl Checkpoint {
                 )
             })?),
         };
+        // The likelihood: metadata, else a `log_sigma` tensor says a learned-σ Gaussian (a bare
+        // state_dict cannot tell a continuous Bernoulli from a Bernoulli: the flag decides).
+        let sigma = meta_value::<f32>(&meta, "sigma", path)?;
+        let likelihood = match meta.get("likelihood") {
+            Some(name) => crate::model::Likelihood::parse(name, sigma)
+                .map_err(|e| data_err(path, format!("metadata 'likelihood': {e}")))?,
+            None if st.tensor("log_sigma").is_ok() => {
+                crate::model::Likelihood::Gaussian { sigma: None }
+            }
+            None => crate::model::Likelihood::Bernoulli,
+        };
         let found_input = match &conv {
             Some(c) => c.image.iter().product(),
             None => enc[0][1],
@@ -350,6 +371,9 @@ impl Checkpoint {
             samples: meta_num("samples")?.map_or(1, |v| v as usize),
             activation: activation.unwrap_or(crate::ops::Act::Relu),
             conv,
+            likelihood,
+            beta: meta_value::<f64>(&meta, "beta", path)?.unwrap_or(1.0),
+            kl_warmup: meta_value::<f64>(&meta, "kl_warmup", path)?.unwrap_or(0.0),
         };
         cfg.validate().map_err(|e| data_err(path, e.to_string()))?;
         let layout = ParamLayout::new(&cfg);
@@ -409,7 +433,7 @@ impl Checkpoint {
                 steps: meta_num("adam_steps")?.unwrap_or(0),
                 m: read_arena("optimizer.exp_avg.")?,
                 v: read_arena("optimizer.exp_avg_sq.")?,
-                loss_accumulator: le_f32s(acc.data()).collect(),
+                loss_accumulator: upgrade_accumulator(le_f32s(acc.data()).collect()),
             })
         } else {
             None
@@ -631,6 +655,16 @@ fn le_f32s(bytes: &[u8]) -> impl Iterator<Item = f32> + '_ {
 }
 
 /// A metadata value parsed as `T`; absent is `None`, unparsable is an error naming key and value.
+/// An accumulator of a checkpoint written before the weighted-KL slots existed (8 slots, β = 1):
+/// its weighted KL is its KL.
+fn upgrade_accumulator(mut acc: Vec<f32>) -> Vec<f32> {
+    if acc.len() == LossSlots::BATCH_KL_WEIGHTED {
+        acc.push(acc[LossSlots::BATCH_KL]);
+        acc.push(acc[LossSlots::EPOCH_KL]);
+    }
+    acc
+}
+
 fn meta_value<T: std::str::FromStr>(
     meta: &HashMap<String, String>,
     key: &str,

@@ -1,4 +1,5 @@
 use crate::error::{Error, Result};
+use crate::model::likelihood::Likelihood;
 use crate::ops::Act;
 
 /// Every convolution of `--conv`: kernel 4, stride 2, padding 1, so each halves the image's sides
@@ -22,7 +23,7 @@ pub struct ConvNet {
 /// logits (with conv layers: `… -> Linear to the last conv's features -> ConvTranspose2d … ->
 /// logits`), every hidden layer followed by `activation`. The layers themselves, with their
 /// names, are [`crate::model::ParamLayout`]'s list.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct VaeConfig {
     pub input: usize,
     /// The encoder's hidden widths, input side first.
@@ -36,6 +37,14 @@ pub struct VaeConfig {
     pub activation: Act,
     /// Convolutional layers in front of the dense ones (`--conv`), or none.
     pub conv: Option<ConvNet>,
+    /// The decoder's likelihood p(x | z) (`--likelihood`; Bernoulli, the notebook's).
+    pub likelihood: Likelihood,
+    /// The KL term's weight β in the objective minimised, reconstruction + β·KL (`--beta`; 1, the
+    /// ELBO).
+    pub beta: f64,
+    /// Epochs over which the KL weight rises linearly from 0 to β, step by step (`--kl-warmup`;
+    /// 0: none; fractions allowed).
+    pub kl_warmup: f64,
 }
 
 impl Default for VaeConfig {
@@ -60,6 +69,9 @@ impl VaeConfig {
             samples: 1,
             activation: Act::Relu,
             conv: None,
+            likelihood: Likelihood::Bernoulli,
+            beta: 1.0,
+            kl_warmup: 0.0,
         }
     }
 
@@ -120,6 +132,15 @@ impl VaeConfig {
                 self.input
             ));
         }
+        if self.likelihood != Likelihood::Bernoulli {
+            s.push_str(&format!(", {}", self.likelihood));
+        }
+        if self.beta != 1.0 {
+            s.push_str(&format!(", β = {}", self.beta));
+        }
+        if self.kl_warmup > 0.0 {
+            s.push_str(&format!(", KL warm-up {} epochs", self.kl_warmup));
+        }
         s
     }
 
@@ -144,6 +165,25 @@ impl VaeConfig {
             }
         }
         self.validate_conv()?;
+        self.likelihood.validate()?;
+        if !(self.beta.is_finite() && self.beta >= 0.0) {
+            return Err(Error::setting(
+                "beta",
+                format!(
+                    "the KL weight must be a finite number ≥ 0, got {}",
+                    self.beta
+                ),
+            ));
+        }
+        if !(self.kl_warmup.is_finite() && self.kl_warmup >= 0.0) {
+            return Err(Error::setting(
+                "kl warmup",
+                format!(
+                    "the warm-up must be a finite number of epochs ≥ 0, got {}",
+                    self.kl_warmup
+                ),
+            ));
+        }
         for (name, h) in [
             ("hidden", &self.hidden),
             ("decoder hidden", &self.decoder_hidden),

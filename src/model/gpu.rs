@@ -23,6 +23,7 @@ use crate::kernels::{
     self, Dispatch, StepParams, StepUniform, adam, bce, bias_act, gather, reduce, reparam_kl,
 };
 pub use crate::model::graph::{EpochPlan, Input, StepGraph};
+use crate::model::schedule::{KlWeight, Schedule};
 use crate::model::{Layer, LayerKind, ParamLayout, VaeConfig};
 use crate::ops::{Act, AdamConfig, Layout};
 
@@ -251,12 +252,17 @@ pub fn layer_backward(
 /// The loss accumulator's contents (sums over the batches since the last reset).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct LossReadout {
+    /// The -ELBO: reconstruction + KL (unweighted).
     pub epoch_total: f64,
-    pub epoch_bce: f64,
+    /// The reconstruction term, -log p(x | z).
+    pub epoch_recon: f64,
     pub epoch_kl: f64,
+    /// The KL times each step's weight: the objective minimised is `epoch_recon` + this.
+    pub epoch_kl_weighted: f64,
     pub batch_total: f64,
-    pub batch_bce: f64,
+    pub batch_recon: f64,
     pub batch_kl: f64,
+    pub batch_kl_weighted: f64,
     pub batches: u64,
     /// Some batch since the last reset had a NaN or infinite loss.
     pub nonfinite: bool,
@@ -268,11 +274,13 @@ impl LossReadout {
         let f = |i: usize| v[i] as f64;
         LossReadout {
             epoch_total: f(LossSlots::EPOCH_TOTAL),
-            epoch_bce: f(LossSlots::EPOCH_BCE),
+            epoch_recon: f(LossSlots::EPOCH_RECON),
             epoch_kl: f(LossSlots::EPOCH_KL),
+            epoch_kl_weighted: f(LossSlots::EPOCH_KL_WEIGHTED),
             batch_total: f(LossSlots::BATCH_TOTAL),
-            batch_bce: f(LossSlots::BATCH_BCE),
+            batch_recon: f(LossSlots::BATCH_RECON),
             batch_kl: f(LossSlots::BATCH_KL),
+            batch_kl_weighted: f(LossSlots::BATCH_KL_WEIGHTED),
             batches: v[LossSlots::BATCHES] as u64,
             nonfinite: v[LossSlots::NONFINITE] != 0.0,
         }
@@ -292,6 +300,9 @@ pub struct GpuVae {
     pub seed: u64,
     /// Adam steps taken so far (PyTorch's `state['step']`).
     pub adam_steps: u64,
+    /// The KL weight's schedule (β and warm-up in steps: the trainer sets the steps from
+    /// `cfg.kl_warmup` epochs, which it knows the length of).
+    pub kl: KlWeight,
     /// A ring of per-step uniforms: a submit of k steps gives each step its own (see
     /// [`GpuVae::run_steps`]); graphs are planned against one slot of the ring.
     step_uniforms: Vec<StepUniform>,
@@ -435,6 +446,7 @@ impl GpuVae {
             ));
         }
         let n = layout.len;
+        let cfg_beta = cfg.beta;
         Ok(GpuVae {
             params: ctx.upload_f32("params", &[n], params)?,
             grads: ctx.zeros("grads", &[n], DType::F32)?,
@@ -451,6 +463,10 @@ impl GpuVae {
             max_batch,
             seed,
             adam_steps: 0,
+            kl: KlWeight {
+                beta: cfg_beta,
+                warmup_steps: 0.0,
+            },
             eval_draws: 0,
         })
     }
@@ -497,7 +513,6 @@ impl GpuVae {
             &a.eps,
             &a.z,
             &a.kl_partials,
-            1.0,
             eps_source,
             step,
         )?);
@@ -568,6 +583,7 @@ impl GpuVae {
             &a.kl_partials,
             kl_partials_len(lb * self.cfg.latent),
             acc,
+            step,
         )?;
         // An exported plan may choose another kernel for the logits product: the loss reduction
         // then adds up that kernel's count of BCE partials (the first word of its uniform).
@@ -588,7 +604,7 @@ impl GpuVae {
             let dys: Vec<&GpuTensor> = a.d_dec.iter().chain([&a.dlogits]).collect();
             d.extend(self.backward_chain(ctx, &a, &layers, &xs, &dys, Some(&a.dz))?);
             d.push(reparam_kl::reparam_backward(
-                ctx, &a.heads, &a.eps, &a.dz, &a.dheads, 1.0,
+                ctx, &a.heads, &a.eps, &a.dz, &a.dheads, step,
             )?);
             let layers: Vec<&Layer> = self
                 .layout
@@ -812,10 +828,7 @@ impl GpuVae {
             sp.batch_offset = *batch_offset as u32;
             if graph.train {
                 self.adam_steps += 1;
-                let (step_size, bc2_sqrt) = self.adam.step_factors(self.adam_steps);
-                sp.rng_step = self.adam_steps as u32;
-                sp.adam_step_size = step_size as f32;
-                sp.adam_bc2_sqrt = bc2_sqrt as f32;
+                sp = self.schedule().params(self.adam_steps, sp.batch_offset);
             } else {
                 // The top half of the counter space: never a training step's noise.
                 self.eval_draws = self.eval_draws.wrapping_add(1);
@@ -838,6 +851,12 @@ impl GpuVae {
         let recorded = start.elapsed();
         ctx.queue.submit([commands]);
         Ok(recorded)
+    }
+
+    /// The training run's per-step schedule (Adam's step factors, the noise counter, the KL
+    /// weight).
+    pub fn schedule(&self) -> Schedule {
+        Schedule::new(&self.adam, self.kl, self.seed)
     }
 
     /// Plan with `plan` against uniform slot `slot` of the ring (graphs that go into one submit

@@ -8,7 +8,9 @@ pub mod eval;
 pub mod gpu;
 pub mod graph;
 pub mod layers;
+pub mod likelihood;
 pub mod params;
+pub mod schedule;
 pub mod train;
 
 pub use checkpoint::Checkpoint;
@@ -16,5 +18,7 @@ pub use config::ConvNet;
 pub use config::VaeConfig;
 pub use dataset::GpuDataset;
 pub use gpu::{Activations, GpuVae, LossReadout};
+pub use likelihood::Likelihood;
 pub use params::{ConvGeom, Layer, LayerKind, Linear, ParamLayout, ParamSpec};
+pub use schedule::{KlWeight, Rule, Schedule};
 pub use train::{EpochEnd, EpochStats, Event, TrainSettings, Trainer};

@@ -95,9 +95,14 @@ pub enum EpochEnd {
 #[derive(Clone, Copy, Debug)]
 pub struct EpochStats {
     pub epoch: usize,
+    /// The -ELBO: `recon + kl` (unweighted, whatever the objective).
     pub loss: f64,
-    pub bce: f64,
+    /// The reconstruction term, -log p(x | z).
+    pub recon: f64,
     pub kl: f64,
+    /// The KL as weighted in the objective minimised (β, warm-up): the objective is
+    /// `recon + kl_weighted`.
+    pub kl_weighted: f64,
     pub seconds: f64,
     /// Mean host time to record one step (uniform write, encoding), in µs (0 for evaluation).
     pub host_us_per_step: f64,
@@ -173,6 +178,11 @@ impl Trainer {
             })
             .collect::<Result<Vec<_>>>()?;
         let loss_reader = AsyncReadback::new(ctx, &acc);
+        // The warm-up is given in epochs; the schedule counts steps.
+        vae.kl = crate::model::KlWeight {
+            beta: vae.cfg.beta,
+            warmup_steps: vae.cfg.kl_warmup * plans[0].steps() as f64,
+        };
         Ok(Trainer {
             vae,
             settings,
@@ -301,7 +311,8 @@ impl Trainer {
         Ok(EpochEnd::Completed(EpochStats {
             epoch,
             loss: r.epoch_total / n,
-            bce: r.epoch_bce / n,
+            recon: r.epoch_recon / n,
+            kl_weighted: r.epoch_kl_weighted / n,
             kl: r.epoch_kl / n,
             seconds: start.elapsed().as_secs_f64(),
             host_us_per_step: host.as_secs_f64() * 1e6 / taken.max(1) as f64,
@@ -430,7 +441,8 @@ impl Trainer {
         Ok(EpochStats {
             epoch: self.epoch,
             loss: r.epoch_total / n,
-            bce: r.epoch_bce / n,
+            recon: r.epoch_recon / n,
+            kl_weighted: r.epoch_kl_weighted / n,
             kl: r.epoch_kl / n,
             seconds: start.elapsed().as_secs_f64(),
             host_us_per_step: 0.0,
