@@ -340,7 +340,6 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             .unwrap_or_default();
         // The -ELBO and its parts, whatever the objective; the objective minimised beside it when
         // β or a warm-up weighs the KL.
-        let cfg = &trainer.vae.cfg;
         let recon_name = match cfg.likelihood {
             crate::model::Likelihood::Bernoulli => "BCE",
             _ => "recon",
