@@ -17,10 +17,11 @@ use vae_wgpu::cpu::ops as cpu;
 use vae_wgpu::gpu::{DType, GpuContext};
 use vae_wgpu::kernels::StepUniform;
 use vae_wgpu::kernels::matmul::{
-    BceEpilogue, Epilogue, Problem, bce_partials_len, matmul_with, variant_for,
+    Epilogue, Problem, ReconEpilogue, matmul_with, recon_partials_len, variant_for,
 };
 use vae_wgpu::kernels::reparam_kl::{EpsSource, kl_partials_len};
-use vae_wgpu::kernels::{Dispatch, StepParams, adam, bce, gather, reparam_kl};
+use vae_wgpu::kernels::{Dispatch, StepParams, adam, gather, likelihood, reparam_kl};
+use vae_wgpu::model::Likelihood;
 use vae_wgpu::ops::{AdamConfig, Layout};
 
 /// Model shapes (M, N, K) — the list, the two weight-gradient shapes training runs (TN
@@ -157,15 +158,20 @@ fn bench_elementwise(c: &mut Criterion) {
         .unwrap();
     let dl = ctx.zeros("dl", &[b, d], DType::F32).unwrap();
     let parts = ctx
-        .zeros("parts", &[bce::partials_len(b * d)], DType::F32)
+        .zeros("parts", &[likelihood::partials_len(b * d)], DType::F32)
         .unwrap();
     let bytes = |n: usize| Throughput::Bytes(n as u64 * 4);
 
     g.throughput(bytes(3 * b * d));
-    let kb = bce::bce_forward_backward(&ctx, &logits, &x, &dl, &parts).unwrap();
-    g.bench_function("bce_forward_backward 128x784", |bn| {
-        bn.iter_custom(|it| gpu_time(&ctx, &kb, it))
-    });
+    for lik in [Likelihood::Bernoulli, Likelihood::ContinuousBernoulli] {
+        let kb =
+            likelihood::recon_forward_backward(&ctx, lik, &logits, &x, &dl, &parts, None, None)
+                .unwrap();
+        g.bench_function(
+            format!("recon_forward_backward {} 128x784", lik.name()),
+            |bn| bn.iter_custom(|it| gpu_time(&ctx, &kb, it)),
+        );
+    }
 
     // The logits product with and without the BCE fused into its epilogue (autotuned variant).
     let hd = ctx.upload_f32("h_dec", &[b, h], &f(b * h)).unwrap();
@@ -182,7 +188,7 @@ fn bench_elementwise(c: &mut Criterion) {
     let fused_parts = ctx
         .zeros(
             "fused parts",
-            &[bce_partials_len(&ctx, variant, logits_product).unwrap()],
+            &[recon_partials_len(&ctx, variant, logits_product).unwrap()],
             DType::F32,
         )
         .unwrap();
@@ -196,7 +202,8 @@ fn bench_elementwise(c: &mut Criterion) {
         bn.iter_custom(|it| gpu_time(&ctx, &kp, it))
     });
     let fused = Epilogue {
-        bce: Some(BceEpilogue {
+        recon: Some(ReconEpilogue {
+            likelihood: Likelihood::Bernoulli,
             targets: &x,
             partials: &fused_parts,
         }),

@@ -47,11 +47,71 @@ fn sigmoid(x: f32) -> f32 {
 
 // Binary cross-entropy of σ(l) against a target x in [0, 1] and its gradient in l:
 // (max(l, 0) - l·x + log(1 + exp(-|l|)), σ(l) - x). One exp serves both, e = exp(-|l|) ≤ 1 never
-// overflows; see bce.wgsl for why this form and how it relates to PyTorch's BCELoss.
+// overflows; see likelihood.wgsl for why this form and how it relates to PyTorch's BCELoss.
 fn bce_with_logits(l: f32, x: f32) -> vec2<f32> {
     let e = exp(-abs(l));
     let sig = select(e / (1.0 + e), 1.0 / (1.0 + e), l >= 0.0);
     return vec2<f32>(max(l, 0.0) - l * x + log(1.0 + e), sig - x);
+}
+
+// The decoder's likelihoods (the `LIKELIHOOD` override constants): the values of
+// `Likelihood::code` in src/model/likelihood.rs (tested: kernels::contracts).
+const LIKELIHOOD_NONE: u32 = 0u;
+const LIKELIHOOD_BERNOULLI: u32 = 1u;
+const LIKELIHOOD_CONTINUOUS_BERNOULLI: u32 = 2u;
+const LIKELIHOOD_GAUSSIAN: u32 = 3u;
+
+// The continuous Bernoulli's log-partition A(l) = log((e^l - 1)/l) and its derivative, the mean
+// E[x] = 1/(1 - e^-l) - 1/l: both 0/0 at l = 0 (λ = ½), so a Taylor series below |l| = ½ (next
+// terms < 1e-8); above, max(l, 0) + log(1 - e^-|l|) - log|l|, which never overflows.
+fn cb_log_partition(l: f32) -> f32 {
+    let al = abs(l);
+    if (al < 0.5) {
+        let l2 = l * l;
+        return 0.5 * l + l2 * (1.0 / 24.0 - l2 * (1.0 / 2880.0 - l2 * (1.0 / 181440.0)));
+    }
+    return max(l, 0.0) + log(1.0 - exp(-al)) - log(al);
+}
+
+fn cb_mean(l: f32) -> f32 {
+    if (abs(l) < 0.5) {
+        let l2 = l * l;
+        return 0.5 + l * (1.0 / 12.0 - l2 * (1.0 / 720.0 - l2 * (1.0 / 30240.0)));
+    }
+    // 1/(1 - e^-l): e^-l may overflow to inf for l < -88, giving 1/(1 - inf) = -0, the limit.
+    return 1.0 / (1.0 - exp(-l)) - 1.0 / l;
+}
+
+// -log p(x | l) of one value and its gradient in the logit l, for likelihood `kind`:
+//   Bernoulli:            softplus(l) - l·x                              σ(l) - x
+//   continuous Bernoulli: A(l) - l·x                                     mean(l) - x
+//   Gaussian:             ½((x - μ)/s)² + log s + ½log 2π, μ = σ(l)      (μ - x)·μ(1 - μ)/s²
+// with log s = `log_sigma` (the Gaussian's only). See src/model/likelihood.rs.
+fn recon_with_logits(kind: u32, l: f32, x: f32, log_sigma: f32) -> vec2<f32> {
+    if (kind == LIKELIHOOD_CONTINUOUS_BERNOULLI) {
+        return vec2<f32>(cb_log_partition(l) - l * x, cb_mean(l) - x);
+    }
+    if (kind == LIKELIHOOD_GAUSSIAN) {
+        let mu = sigmoid(l);
+        let inv_s = exp(-log_sigma);
+        let r = (x - mu) * inv_s;
+        return vec2<f32>(0.5 * r * r + log_sigma + 0.91893853, -r * inv_s * mu * (1.0 - mu));
+    }
+    return bce_with_logits(l, x);
+}
+
+// A Gaussian's ∂(-log p)/∂log s of one value: 1 - ((x - μ)/s)².
+fn gaussian_dlog_sigma(l: f32, x: f32, log_sigma: f32) -> f32 {
+    let r = (x - sigmoid(l)) * exp(-log_sigma);
+    return 1.0 - r * r;
+}
+
+// The likelihood's mean (what the pictures draw) from the logit.
+fn likelihood_mean_of(kind: u32, l: f32) -> f32 {
+    if (kind == LIKELIHOOD_CONTINUOUS_BERNOULLI) {
+        return cb_mean(l);
+    }
+    return sigmoid(l);
 }
 
 // The activation `act` of v (identity for ACT_IDENTITY).

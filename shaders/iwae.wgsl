@@ -1,44 +1,12 @@
-// Launcher: src/kernels/iwae.rs · CPU twins: cpu::ops::bce_rows, cpu::ops::iwae_estimate · parity: tests/eval_pictures.rs evaluation_matches_cpu_reference
+// Launcher: src/kernels/iwae.rs · CPU twin: cpu::ops::iwae_estimate · parity: tests/eval_pictures.rs evaluation_matches_cpu_reference
 // Per-image quantities for evaluating a trained model.
 //
-//   bce_rows:      rowloss[r] = Σ_d bce(logits[r, d], x[r mod B, d])      (-log p(x | z_r), one
-//                  workgroup per row of the L·B logits, same stable form as bce.wgsl)
-//   iwae_estimate: for image b with L samples z_l = mu + sd·eps_l,
+//   iwae_estimate: for image b with L samples z_l = mu + sd·eps_l, and rowloss[r] = -log p(x | z_r)
+//                  from likelihood.wgsl's recon_rows,
 //                    log w_l = -rowloss[l·B + b] + Σ_k (½eps² - ½z² + ½logvar)
 //                            = log p(x|z_l) + log p(z_l) - log q(z_l|x)   (the 2π terms cancel)
 //                  nll[offset + b] = -(logsumexp_l log w_l - log L), the importance-weighted bound
 //                  on -log p(x) of Burda et al. (2016); it tightens as L grows.
-
-struct RowParams {
-    rows: u32,      // L·B
-    dim: u32,       // D
-    batch: u32,     // B (target rows)
-    _pad: u32,
-}
-
-@group(0) @binding(0) var<storage, read> logits: array<f32>;
-@group(0) @binding(1) var<storage, read> targets: array<f32>;
-@group(0) @binding(2) var<storage, read_write> rowloss: array<f32>;
-@group(0) @binding(3) var<uniform> rp: RowParams;
-
-@compute @workgroup_size(256, 1, 1)
-fn bce_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let r = wid.x;
-    if (r >= rp.rows) {
-        return;
-    }
-    let target_row = r % rp.batch;
-    var s = 0.0;
-    for (var d = t; d < rp.dim; d += 256u) {
-        let l = logits[r * rp.dim + d];
-        let x = targets[target_row * rp.dim + d];
-        s += max(l, 0.0) - l * x + log(1.0 + exp(-abs(l)));
-    }
-    let total = workgroup_sum(t, s);
-    if (t == 0u) {
-        rowloss[r] = total;
-    }
-}
 
 struct IwaeParams {
     batch: u32,     // B

@@ -7,11 +7,14 @@
 // rowsum[i] = Σ_k op(A)[i, k] — for the weight gradient dW = dYᵀ·X that is the bias gradient
 // colsum(dY), computed from the A values the product loads anyway (direct, tn4, sg_tn and tiled
 // kernels).
-// BCE fuses the loss into the logits product: C receives dlogits = (σ(l) - x)/L instead of the
-// logits l, against targets x (binding 5, [B, N], row i compared with target row i mod B, L = M/B),
-// and each thread writes the sum of its elements' losses / L to one slot of binding 6 (loss partials,
-// summed by reduce.wgsl's loss_reduce). It saves the BCE pass and the logits' round trip in memory.
-// Bindings 5 and 6 serve ACT_GRAD / ROW_SUM or BCE, never both (the launcher checks).
+// LIKELIHOOD fuses the reconstruction term into the logits product: C receives dlogits =
+// ∂(-log p(x|l))/∂l / L (σ(l) - x for the Bernoulli) instead of the logits l, against targets x
+// (binding 5, [B, N], row i compared with target row i mod B, L = M/B), and each thread writes the
+// sum of its elements' -log p / L to one slot of binding 6 (loss partials, summed by reduce.wgsl's
+// loss_reduce). It saves the likelihood's pass and the logits' round trip in memory. Only the
+// likelihoods that need nothing but l and x fuse (Bernoulli, continuous Bernoulli: see
+// recon_with_logits in common.wgsl); a Gaussian reads σ and runs as likelihood.wgsl after a plain
+// product. Bindings 5 and 6 serve ACT_GRAD / ROW_SUM or LIKELIHOOD, never both (the launcher checks).
 //
 // Layouts (row-major everywhere, weights stored as PyTorch does, [out, in]):
 //   NN (0): A [M,K], B [K,N]   e.g. dX = dY · W
@@ -39,7 +42,7 @@ struct MatmulParams {
     m: u32,
     n: u32,
     k: u32,
-    target_rows: u32,  // BCE: B, the targets' rows
+    target_rows: u32,  // LIKELIHOOD: B, the targets' rows
 }
 
 override LAYOUT: u32 = 1u;      // a LAYOUT_* code of common.wgsl (LAYOUT_NT)
@@ -47,7 +50,7 @@ override ACT: u32 = 0u;         // an ACT_* code of common.wgsl
 override HAS_BIAS: bool = false;
 override ACT_GRAD: u32 = 0u;    // ACT_IDENTITY, or times the derivative of ACT_RELU / ACT_TANH (binding 5)
 override ROW_SUM: bool = false;
-override BCE: bool = false;
+override LIKELIHOOD: u32 = 0u; // LIKELIHOOD_NONE, or a σ-free LIKELIHOOD_* of common.wgsl
 
 @group(0) @binding(0) var<storage, read> a: array<f32>;
 @group(0) @binding(1) var<storage, read> b: array<f32>;
@@ -75,15 +78,15 @@ fn b_at(kk: u32, j: u32) -> f32 {
     return b[kk * p.n + j];
 }
 
-// Stores C[i, j] through the epilogue; returns the element's BCE loss / L (0 unless BCE).
+// Stores C[i, j] through the epilogue; returns the element's -log p / L (0 unless LIKELIHOOD).
 fn epilogue_store(i: u32, j: u32, acc: f32) -> f32 {
     let idx = i * p.n + j;
     var v = acc;
     if (HAS_BIAS) {
         v = v + bias[j];
     }
-    if (BCE) {
-        let r = bce_with_logits(v, mask[(i % p.target_rows) * p.n + j]);
+    if (LIKELIHOOD != LIKELIHOOD_NONE) {
+        let r = recon_with_logits(LIKELIHOOD, v, mask[(i % p.target_rows) * p.n + j], 0.0);
         let inv_l = 1.0 / f32(p.m / p.target_rows);
         c[idx] = r.y * inv_l;
         return r.x * inv_l;
@@ -96,9 +99,9 @@ fn epilogue_store(i: u32, j: u32, acc: f32) -> f32 {
     return 0.0;
 }
 
-// One thread's BCE loss partial (BCE only), to slot `slot` of binding 6.
-fn store_bce_partial(slot: u32, loss: f32) {
-    if (BCE) {
+// One thread's loss partial (LIKELIHOOD only), to slot `slot` of binding 6.
+fn store_recon_partial(slot: u32, loss: f32) {
+    if (LIKELIHOOD != LIKELIHOOD_NONE) {
         rowsum[slot] = loss;
     }
 }
@@ -250,5 +253,5 @@ fn matmul_tiled(
             }
         }
     }
-    store_bce_partial((wid.y * ((p.n + bn - 1u) / bn) + wid.x) * 256u + lidx, loss);
+    store_recon_partial((wid.y * ((p.n + bn - 1u) / bn) + wid.x) * 256u + lidx, loss);
 }

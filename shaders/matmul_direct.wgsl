@@ -31,7 +31,7 @@ fn direct_slot(gid: vec3<u32>) -> u32 {
     return gid.y * ((p.n + 63u) / 64u * 8u) + gid.x;
 }
 
-// Row i, columns col0..col0+7 through the epilogue; returns their BCE loss (0 unless BCE).
+// Row i, columns col0..col0+7 through the epilogue; returns their -log p (0 unless LIKELIHOOD).
 fn store_row(i: u32, col0: u32, lo: vec4<f32>, hi: vec4<f32>) -> f32 {
     var loss = 0.0;
     if (i >= p.m) {
@@ -52,7 +52,7 @@ fn matmul_direct(@builtin(global_invocation_id) gid: vec3<u32>) {
     let row0 = gid.y * 8u;
     let col0 = gid.x * 8u;
     if (row0 >= p.m || col0 >= p.n) {
-        store_bce_partial(direct_slot(gid), 0.0);
+        store_recon_partial(direct_slot(gid), 0.0);
         return;
     }
     // Clamp indices so every load is in bounds; the extra rows/columns are never stored.
@@ -140,7 +140,7 @@ fn matmul_direct(@builtin(global_invocation_id) gid: vec3<u32>) {
     loss += store_row(row0 + 5u, col0, c5l, c5h);
     loss += store_row(row0 + 6u, col0, c6l, c6h);
     loss += store_row(row0 + 7u, col0, c7l, c7h);
-    store_bce_partial(direct_slot(gid), loss);
+    store_recon_partial(direct_slot(gid), loss);
 }
 
 // matmul_nt4: NT with K a multiple of 4 — both operands are K-contiguous, so each thread reads
@@ -150,7 +150,7 @@ fn matmul_nt4(@builtin(global_invocation_id) gid: vec3<u32>) {
     let row0 = gid.y * 8u;
     let col0 = gid.x * 8u;
     if (row0 >= p.m || col0 >= p.n) {
-        store_bce_partial(direct_slot(gid), 0.0);
+        store_recon_partial(direct_slot(gid), 0.0);
         return;
     }
     let k4 = p.k / 4u;
@@ -229,7 +229,7 @@ fn matmul_nt4(@builtin(global_invocation_id) gid: vec3<u32>) {
     loss += store_row(row0 + 5u, col0, c5l, c5h);
     loss += store_row(row0 + 6u, col0, c6l, c6h);
     loss += store_row(row0 + 7u, col0, c7l, c7h);
-    store_bce_partial(direct_slot(gid), loss);
+    store_recon_partial(direct_slot(gid), loss);
 }
 
 // matmul_nn4: NN with K and N multiples of 4: A rows read as vec4s along K, B rows as vec4s along N.
@@ -238,7 +238,7 @@ fn matmul_nn4(@builtin(global_invocation_id) gid: vec3<u32>) {
     let row0 = gid.y * 8u;
     let col0 = gid.x * 8u;
     if (row0 >= p.m || col0 >= p.n) {
-        store_bce_partial(direct_slot(gid), 0.0);
+        store_recon_partial(direct_slot(gid), 0.0);
         return;
     }
     let k4 = p.k / 4u;
@@ -361,7 +361,7 @@ fn matmul_nn4(@builtin(global_invocation_id) gid: vec3<u32>) {
     loss += store_row(row0 + 5u, col0, c5l, c5h);
     loss += store_row(row0 + 6u, col0, c6l, c6h);
     loss += store_row(row0 + 7u, col0, c7l, c7h);
-    store_bce_partial(direct_slot(gid), loss);
+    store_recon_partial(direct_slot(gid), loss);
 }
 
 // matmul_tn4: TN with M and N multiples of 4: for each k, the thread's 8 rows and 8 columns are
@@ -371,7 +371,7 @@ fn matmul_tn4(@builtin(global_invocation_id) gid: vec3<u32>) {
     let row0 = gid.y * 8u;
     let col0 = gid.x * 8u;
     if (row0 >= p.m || col0 >= p.n) {
-        store_bce_partial(direct_slot(gid), 0.0);
+        store_recon_partial(direct_slot(gid), 0.0);
         return;
     }
     let m4 = p.m / 4u;
@@ -435,5 +435,5 @@ fn matmul_tn4(@builtin(global_invocation_id) gid: vec3<u32>) {
     loss += store_row(row0 + 5u, col0, c5l, c5h);
     loss += store_row(row0 + 6u, col0, c6l, c6h);
     loss += store_row(row0 + 7u, col0, c7l, c7h);
-    store_bce_partial(direct_slot(gid), loss);
+    store_recon_partial(direct_slot(gid), loss);
 }

@@ -23,7 +23,7 @@
 // The epilogue of matmul.wgsl on 4 adjacent columns at once: with N % 4 == 0 a row's columns
 // col0..col0+3 are one aligned vec4 of C (and of the bias and the mask), so a lane stores 1 vec4
 // instead of 4 floats (each a per-lane loop on CPU drivers). Rows past M and column blocks past N
-// are skipped. Returns the 4 elements' BCE loss (0 unless BCE).
+// are skipped. Returns the 4 elements' -log p (0 unless LIKELIHOOD).
 @group(0) @binding(2) var<storage, read> bias_v4: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> c_v4: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read> mask_v4: array<vec4<f32>>;
@@ -37,12 +37,12 @@ fn store_cols4(i: u32, col0: u32, acc: vec4<f32>) -> f32 {
     if (HAS_BIAS) {
         v = v + bias_v4[col0 / 4u];
     }
-    if (BCE) {
+    if (LIKELIHOOD != LIKELIHOOD_NONE) {
         let x = mask_v4[((i % p.target_rows) * p.n + col0) / 4u];
-        let r0 = bce_with_logits(v.x, x.x);
-        let r1 = bce_with_logits(v.y, x.y);
-        let r2 = bce_with_logits(v.z, x.z);
-        let r3 = bce_with_logits(v.w, x.w);
+        let r0 = recon_with_logits(LIKELIHOOD, v.x, x.x, 0.0);
+        let r1 = recon_with_logits(LIKELIHOOD, v.y, x.y, 0.0);
+        let r2 = recon_with_logits(LIKELIHOOD, v.z, x.z, 0.0);
+        let r3 = recon_with_logits(LIKELIHOOD, v.w, x.w, 0.0);
         let inv_l = 1.0 / f32(p.m / p.target_rows);
         c_v4[idx] = vec4<f32>(r0.y, r1.y, r2.y, r3.y) * inv_l;
         return (r0.x + r1.x + r2.x + r3.x) * inv_l;
@@ -225,7 +225,7 @@ fn matmul_sg_nt(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocat
     loss += store_cols4(row0 + 29u, col0, c29);
     loss += store_cols4(row0 + 30u, col0, c30);
     loss += store_cols4(row0 + 31u, col0, c31);
-    store_bce_partial((wid.y * ((p.n + 31u) / 32u) + wid.x) * 8u + lane, loss);
+    store_recon_partial((wid.y * ((p.n + 31u) / 32u) + wid.x) * 8u + lane, loss);
 }
 
 // NN: C = A·B. Lane l loads rows row0 + 8t + l of A (vec4s along K) and, for each k, the vec4 of
@@ -380,7 +380,7 @@ fn matmul_sg_nn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocat
     loss += store_cols4(row0 + 29u, col0, c29);
     loss += store_cols4(row0 + 30u, col0, c30);
     loss += store_cols4(row0 + 31u, col0, c31);
-    store_bce_partial((wid.y * ((p.n + 31u) / 32u) + wid.x) * 8u + lane, loss);
+    store_recon_partial((wid.y * ((p.n + 31u) / 32u) + wid.x) * 8u + lane, loss);
 }
 
 // TN: C = Aᵀ·B (weight gradients; ROW_SUM gives the bias gradient). The tile's 32 A values of
@@ -708,5 +708,5 @@ fn matmul_sg_tn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocat
     loss += store_cols4(row0 + 29u, col0, c29);
     loss += store_cols4(row0 + 30u, col0, c30);
     loss += store_cols4(row0 + 31u, col0, c31);
-    store_bce_partial((wid.y * ((p.n + 31u) / 32u) + wid.x) * 8u + lane, loss);
+    store_recon_partial((wid.y * ((p.n + 31u) / 32u) + wid.x) * 8u + lane, loss);
 }

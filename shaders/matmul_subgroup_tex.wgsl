@@ -180,7 +180,7 @@ fn matmul_sg_nt_tex(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_inv
     loss += store_cols4(row0 + 29u, col0, c29);
     loss += store_cols4(row0 + 30u, col0, c30);
     loss += store_cols4(row0 + 31u, col0, c31);
-    store_bce_partial((wid.y * ((p.n + 31u) / 32u) + wid.x) * 8u + lane, loss);
+    store_recon_partial((wid.y * ((p.n + 31u) / 32u) + wid.x) * 8u + lane, loss);
 }
 
 // NN: C = A·B. Lane l loads rows row0 + 8t + l of A (vec4s along K) and, for each k, the vec4 of
@@ -335,7 +335,7 @@ fn matmul_sg_nn_tex(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_inv
     loss += store_cols4(row0 + 29u, col0, c29);
     loss += store_cols4(row0 + 30u, col0, c30);
     loss += store_cols4(row0 + 31u, col0, c31);
-    store_bce_partial((wid.y * ((p.n + 31u) / 32u) + wid.x) * 8u + lane, loss);
+    store_recon_partial((wid.y * ((p.n + 31u) / 32u) + wid.x) * 8u + lane, loss);
 }
 
 // TN: C = Aᵀ·B (weight gradients; ROW_SUM gives the bias gradient). The tile's 32 A values of
@@ -663,5 +663,5 @@ fn matmul_sg_tn_tex(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_inv
     loss += store_cols4(row0 + 29u, col0, c29);
     loss += store_cols4(row0 + 30u, col0, c30);
     loss += store_cols4(row0 + 31u, col0, c31);
-    store_bce_partial((wid.y * ((p.n + 31u) / 32u) + wid.x) * 8u + lane, loss);
+    store_recon_partial((wid.y * ((p.n + 31u) / 32u) + wid.x) * 8u + lane, loss);
 }

@@ -5,6 +5,8 @@
 //                kl_weight (the objective minimised is reconstruction + weighted KL), and adds
 //                them to the epoch's slots; it raises a flag when a sum is not finite, so a
 //                diverging run is caught at the next readback without reading every step.
+//   sum_to:      one workgroup writes out[0] = Σ values[..n] (a scalar parameter's gradient from a
+//                kernel's per-workgroup partials: a learned-σ Gaussian's log σ).
 // It sums in a fixed order, so results are bit-for-bit reproducible run to run.
 
 struct LossReduceParams {
@@ -31,6 +33,29 @@ const SLOT_EPOCH_KL_WEIGHTED: u32 = 9u;
 @group(0) @binding(2) var<storage, read_write> acc: array<f32>;
 @group(0) @binding(3) var<uniform> lp: LossReduceParams;
 @group(0) @binding(4) var<uniform> step: StepParams;
+
+struct SumParams {
+    n: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<storage, read> s_values: array<f32>;
+@group(0) @binding(1) var<storage, read_write> s_out: array<f32>;
+@group(0) @binding(2) var<uniform> sp: SumParams;
+
+@compute @workgroup_size(256, 1, 1)
+fn sum_to(@builtin(local_invocation_index) t: u32) {
+    var s = 0.0;
+    for (var i = t; i < sp.n; i += 256u) {
+        s += s_values[i];
+    }
+    let total = workgroup_sum(t, s);
+    if (t == 0u) {
+        s_out[0] = total;
+    }
+}
 
 fn is_finite(x: f32) -> bool {
     // Exponent bits all ones means Inf or NaN; a bit test, because compilers may fold `x != x`.

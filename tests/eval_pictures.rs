@@ -10,7 +10,7 @@ use vae_wgpu::cpu::model::CpuVae;
 use vae_wgpu::cpu::ops;
 use vae_wgpu::data::{ImageSet, Split};
 use vae_wgpu::model::eval::evaluate_pass;
-use vae_wgpu::model::{GpuDataset, GpuVae, ParamLayout, VaeConfig};
+use vae_wgpu::model::{GpuDataset, GpuVae, Likelihood, ParamLayout, VaeConfig};
 use vae_wgpu::ops::AdamConfig;
 use vae_wgpu::viz::pictures::{PictureSet, write_pictures};
 use vae_wgpu::viz::{LossHistory, tsne_2d};
@@ -62,7 +62,7 @@ fn evaluation_matches_cpu_reference() {
             &[want_elbo],
             |_| 1e-5 * want_elbo,
         );
-        let rowloss = ops::bce_rows(&t.logits, &x, 784);
+        let rowloss = ops::recon_rows(Likelihood::Bernoulli, &t.logits, &x, 784, 0.0);
         let nll = ops::iwae_estimate(&rowloss, &t.z, &eps, &t.logvar, n, cfg.latent);
         let want_iwae = nll.iter().sum::<f64>() / n as f64;
         let got = r.iwae_nll.unwrap();

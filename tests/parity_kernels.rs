@@ -10,11 +10,12 @@ use vae_wgpu::cpu::ops as cpu;
 use vae_wgpu::gpu::DType;
 use vae_wgpu::gpu::GpuContext;
 use vae_wgpu::kernels::matmul::MatmulVariant;
-use vae_wgpu::kernels::matmul::{self, BceEpilogue, Epilogue, matmul_with};
+use vae_wgpu::kernels::matmul::{self, Epilogue, ReconEpilogue, matmul_with};
 use vae_wgpu::kernels::reparam_kl::{EpsSource, kl_partials_len};
 use vae_wgpu::kernels::{
-    self, StepParams, StepUniform, adam, bce, bias_act, gather, reduce, reparam_kl,
+    self, StepParams, StepUniform, adam, bias_act, gather, likelihood, reduce, reparam_kl,
 };
+use vae_wgpu::model::Likelihood;
 use vae_wgpu::model::gpu::Activations;
 use vae_wgpu::ops::{Act, AdamConfig, Layout};
 use vae_wgpu::rng;
@@ -264,98 +265,115 @@ backend_test!(matmul_row_sums_epilogue, |ctx| {
     );
 });
 
-// BCE fused into the logits product (every variant and layout): C = dlogits = (σ(l) - x)/L with
+// The σ-free likelihoods fused into the logits product (every variant and layout): C = dlogits =
+// ∂(-log p)/∂l / L (σ(l) - x for the Bernoulli, mean(l) - x for the continuous Bernoulli) with
 // l = op(A)·op(B) + bias, and the per-thread loss partials add up to the CPU loss. Tolerance: the
-// product's error e_l = (K+2)·u·(|A||B| + |bias|) carries into dlogits at most e_l/4 (σ' ≤ 1/4) and
-// into each loss term at most e_l (|∂loss/∂l| ≤ 1), plus the BCE kernel's own rounding terms.
-backend_test!(matmul_bce_epilogue, |ctx| {
-    for variant in variants(ctx) {
-        for layout in Layout::ALL {
-            for (samples, b, n, k) in [(2, 34, 44, 36), (1, 128, 784, 200), (3, 23, 45, 33)] {
-                let m = samples * b;
-                let (sa, sb) = layout.operand_shapes(m, n, k);
-                let a = uniform(91, m * k, -1.0, 1.0);
-                let w = uniform(92, k * n, -1.0, 1.0);
-                let bias = uniform(93, n, -1.0, 1.0);
-                let x = uniform(94, b * n, 0.0, 1.0);
-                let ga = ctx.upload_f32("a", &sa, &to_f32(&a)).unwrap();
-                let gw = ctx.upload_f32("w", &sb, &to_f32(&w)).unwrap();
-                let gbias = ctx.upload_f32("bias", &[n], &to_f32(&bias)).unwrap();
-                let gx = ctx.upload_f32("x", &[b, n], &to_f32(&x)).unwrap();
-                let gd = ctx.zeros("dlogits", &[m, n], DType::F32).unwrap();
-                let problem = matmul::Problem {
-                    layout,
-                    m,
-                    n,
-                    k,
-                    row_sums: false,
-                };
-                let np = matmul::bce_partials_len(ctx, variant, problem).unwrap();
-                // NaN past the partials the kernel owns: loss_reduce must not reach them.
-                let gp = ctx
-                    .upload_f32("partials", &[np + 7], &vec![f32::NAN; np + 7])
-                    .unwrap();
-                let gk = ctx.zeros("kl partials", &[1], DType::F32).unwrap();
-                let acc = ctx
-                    .zeros("acc", &[reduce::LossSlots::LEN], DType::F32)
-                    .unwrap();
-                let epi = Epilogue {
-                    bias: Some(&gbias),
-                    bce: Some(BceEpilogue {
-                        targets: &gx,
-                        partials: &gp,
-                    }),
-                    ..Epilogue::NONE
-                };
-                let d = matmul_with(ctx, variant, layout, &ga, &gw, &gd, epi).unwrap();
-                let step = StepUniform::new(ctx, &StepParams::with_seed(0));
-                let r = reduce::loss_reduce(ctx, &gp, np, &gk, 1, &acc, &step).unwrap();
-                kernels::run(ctx, &[&d, &r]).unwrap();
-                let p = cpu::matmul(layout, &a, &w, m, n, k);
-                let logits = cpu::epilogue(&p, n, Some(&bias), Act::Identity);
-                let (want_loss, want_d) = cpu::bce_forward_backward(&logits, &x);
-                let mag = abs_product(layout, &a, &w, m, n, k);
-                let e_l = |i: usize| (k as f64 + 2.0) * U * (mag[i] + bias[i % n].abs());
-                let scale = 1.0 / samples as f64;
-                let tag = format!(
-                    "{} BCE epilogue {variant:?} {layout:?} L={samples} {m}x{n}x{k}",
-                    ctx.adapter.backend.to_str()
-                );
-                assert_close(
-                    &format!("{tag} dlogits"),
-                    &ctx.read_f32(&gd).unwrap(),
-                    &want_d,
-                    |i| scale * (0.25 * e_l(i) + exp_rel_tol(17.0) + 2.0 * U),
-                );
-                let loss_mag: f64 = logits
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &l)| cpu::bce_elem(l, x[i % x.len()]).abs() + 2.0 * l.abs())
-                    .sum::<f64>()
-                    * scale;
-                let tol = (0..m * n).map(e_l).sum::<f64>() * scale
-                    + 24.0 * U * loss_mag
-                    + (m * n) as f64 * scale * (2f64.powi(-21) + exp_rel_tol(17.0));
-                let acc_v = ctx.read_f32(&acc).unwrap();
-                assert_close(
-                    &format!("{tag} loss"),
-                    &acc_v[reduce::LossSlots::BATCH_RECON..][..1],
-                    &[want_loss],
-                    |_| tol,
-                );
+// product's error e_l = (K+2)·u·(|A||B| + |bias|) carries into dlogits at most e_l/4 (σ', the
+// continuous Bernoulli's variance ≤ 1/4) and into each loss term at most e_l (|∂loss/∂l| ≤ 1), plus
+// the likelihood's own rounding terms (the continuous Bernoulli's: a few logs and exps, `f` times
+// the Bernoulli's bound).
+backend_test!(matmul_likelihood_epilogue, |ctx| {
+    for (lik, f) in [
+        (Likelihood::Bernoulli, 1.0),
+        (Likelihood::ContinuousBernoulli, 4.0),
+    ] {
+        for variant in variants(ctx) {
+            for layout in Layout::ALL {
+                for (samples, b, n, k) in [(2, 34, 44, 36), (1, 128, 784, 200), (3, 23, 45, 33)] {
+                    let m = samples * b;
+                    let (sa, sb) = layout.operand_shapes(m, n, k);
+                    let a = uniform(91, m * k, -1.0, 1.0);
+                    let w = uniform(92, k * n, -1.0, 1.0);
+                    let bias = uniform(93, n, -1.0, 1.0);
+                    let x = uniform(94, b * n, 0.0, 1.0);
+                    let ga = ctx.upload_f32("a", &sa, &to_f32(&a)).unwrap();
+                    let gw = ctx.upload_f32("w", &sb, &to_f32(&w)).unwrap();
+                    let gbias = ctx.upload_f32("bias", &[n], &to_f32(&bias)).unwrap();
+                    let gx = ctx.upload_f32("x", &[b, n], &to_f32(&x)).unwrap();
+                    let gd = ctx.zeros("dlogits", &[m, n], DType::F32).unwrap();
+                    let problem = matmul::Problem {
+                        layout,
+                        m,
+                        n,
+                        k,
+                        row_sums: false,
+                    };
+                    let np = matmul::recon_partials_len(ctx, variant, problem).unwrap();
+                    // NaN past the partials the kernel owns: loss_reduce must not reach them.
+                    let gp = ctx
+                        .upload_f32("partials", &[np + 7], &vec![f32::NAN; np + 7])
+                        .unwrap();
+                    let gk = ctx.zeros("kl partials", &[1], DType::F32).unwrap();
+                    let acc = ctx
+                        .zeros("acc", &[reduce::LossSlots::LEN], DType::F32)
+                        .unwrap();
+                    let epi = Epilogue {
+                        bias: Some(&gbias),
+                        recon: Some(ReconEpilogue {
+                            likelihood: lik,
+                            targets: &gx,
+                            partials: &gp,
+                        }),
+                        ..Epilogue::NONE
+                    };
+                    let d = matmul_with(ctx, variant, layout, &ga, &gw, &gd, epi).unwrap();
+                    let step = StepUniform::new(ctx, &StepParams::with_seed(0));
+                    let r = reduce::loss_reduce(ctx, &gp, np, &gk, 1, &acc, &step).unwrap();
+                    kernels::run(ctx, &[&d, &r]).unwrap();
+                    let p = cpu::matmul(layout, &a, &w, m, n, k);
+                    let logits = cpu::epilogue(&p, n, Some(&bias), Act::Identity);
+                    let (want_loss, want_d, _) = cpu::recon_forward_backward(lik, &logits, &x, 0.0);
+                    let mag = abs_product(layout, &a, &w, m, n, k);
+                    let e_l = |i: usize| (k as f64 + 2.0) * U * (mag[i] + bias[i % n].abs());
+                    let scale = 1.0 / samples as f64;
+                    let tag = format!(
+                        "{} {lik} epilogue {variant:?} {layout:?} L={samples} {m}x{n}x{k}",
+                        ctx.adapter.backend.to_str()
+                    );
+                    assert_close(
+                        &format!("{tag} dlogits"),
+                        &ctx.read_f32(&gd).unwrap(),
+                        &want_d,
+                        |i| scale * (0.25 * e_l(i) + f * (exp_rel_tol(17.0) + 2.0 * U)),
+                    );
+                    let loss_mag: f64 = logits
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &l)| {
+                            cpu::recon_elem(lik, l, x[i % x.len()], 0.0).0.abs() + 2.0 * l.abs()
+                        })
+                        .sum::<f64>()
+                        * scale;
+                    let tol = (0..m * n).map(e_l).sum::<f64>() * scale
+                        + 24.0 * U * loss_mag
+                        + f * (m * n) as f64 * scale * (2f64.powi(-21) + exp_rel_tol(17.0));
+                    let acc_v = ctx.read_f32(&acc).unwrap();
+                    assert_close(
+                        &format!("{tag} loss"),
+                        &acc_v[reduce::LossSlots::BATCH_RECON..][..1],
+                        &[want_loss],
+                        |_| tol,
+                    );
+                }
             }
         }
     }
-    // A BCE epilogue with an activation, or targets that do not tile the rows, is refused.
+    // A likelihood epilogue with an activation, targets that do not tile the rows, or a likelihood
+    // that reads σ, is refused.
     let a = ctx.zeros("a", &[6, 4], DType::F32).unwrap();
     let w = ctx.zeros("w", &[5, 4], DType::F32).unwrap();
     let c = ctx.zeros("c", &[6, 5], DType::F32).unwrap();
     let parts = ctx.zeros("p", &[4096], DType::F32).unwrap();
-    for (rows, act) in [(4, Act::Identity), (3, Act::Relu)] {
+    for (rows, act, lik, says) in [
+        (4, Act::Identity, Likelihood::Bernoulli, "targets"),
+        (3, Act::Relu, Likelihood::Bernoulli, "activation"),
+        (3, Act::Identity, Likelihood::Gaussian { sigma: None }, "σ"),
+    ] {
         let x = ctx.zeros("x", &[rows, 5], DType::F32).unwrap();
         let epi = Epilogue {
             act,
-            bce: Some(BceEpilogue {
+            recon: Some(ReconEpilogue {
+                likelihood: lik,
                 targets: &x,
                 partials: &parts,
             }),
@@ -365,7 +383,7 @@ backend_test!(matmul_bce_epilogue, |ctx| {
             .err()
             .unwrap()
             .to_string();
-        assert!(msg.contains("BCE"), "{msg}");
+        assert!(msg.contains(says), "{msg}");
     }
 });
 
@@ -511,69 +529,145 @@ backend_test!(bias_act_forward, |ctx| {
     }
 });
 
-// BCE with logits, forward (through the partials and the loss reduction) and backward.
+// The likelihoods standalone (likelihood.wgsl), forward (through the partials and the loss
+// reduction) and backward, over extreme logits: the Bernoulli, the continuous Bernoulli (its series
+// near 0 and its exp that overflows to the limit for l < -88), and the Gaussian with a learned σ
+// (log σ's gradient through sum_to) or a fixed one. The mean kernel too.
 // Per element the GPU's log(1 + e^-|l|) is within 2^-21 absolute (log's bound near 1) plus e^-|l|'s
-// relative error; max(l,0) - l·x adds two roundings of |l|. Summation: a 256-wide tree (8 levels)
-// then the partials (strided, then another tree): 24·u·Σ|terms| is generous.
-backend_test!(bce_forward_backward_matches_including_extremes, |ctx| {
-    for (samples, b, d, lo, hi) in [
-        (1, 1, 1, -5.0, 5.0),
-        (1, 3, 7, -100.0, 100.0),
-        (1, 128, 784, -20.0, 20.0),
-        (2, 129, 785, -100.0, 100.0),
-    ] {
-        let rows = samples * b;
-        let logits = uniform(31, rows * d, lo, hi);
-        let x = uniform(32, b * d, 0.0, 1.0);
-        let gl = ctx
-            .upload_f32("logits", &[rows, d], &to_f32(&logits))
-            .unwrap();
-        let gx = ctx.upload_f32("x", &[b, d], &to_f32(&x)).unwrap();
-        let gd = ctx.zeros("dlogits", &[rows, d], DType::F32).unwrap();
-        let np = bce::partials_len(rows * d);
-        let gp = ctx.zeros("partials", &[np], DType::F32).unwrap();
-        let gk = ctx.zeros("kl partials", &[1], DType::F32).unwrap();
-        let acc = ctx
-            .zeros("acc", &[reduce::LossSlots::LEN], DType::F32)
-            .unwrap();
-        let k1 = bce::bce_forward_backward(ctx, &gl, &gx, &gd, &gp).unwrap();
-        let step = StepUniform::new(ctx, &StepParams::with_seed(0));
-        let k2 = reduce::loss_reduce(ctx, &gp, np, &gk, 1, &acc, &step).unwrap();
-        kernels::run(ctx, &[&k1, &k2]).unwrap();
-        let (want_loss, want_d) = cpu::bce_forward_backward(&logits, &x);
-        let scale = 1.0 / samples as f64;
-        let got_d = ctx.read_f32(&gd).unwrap();
-        // σ(l) - x: σ's error from exp (|l| ≤ 100 but σ' ≤ 1/4 and σ saturates), one subtraction.
-        assert_close(
-            &format!("bce dlogits L={samples} {b}x{d}"),
-            &got_d,
-            &want_d,
-            |_| scale * (exp_rel_tol(17.0) + 2.0 * U),
-        );
-        let acc_v = ctx.read_f32(&acc).unwrap();
-        let mag: f64 = logits
-            .iter()
-            .enumerate()
-            .map(|(i, &l)| cpu::bce_elem(l, x[i % x.len()]).abs() + 2.0 * l.abs())
-            .sum::<f64>()
-            * scale;
-        let tol = 24.0 * U * mag + (rows * d) as f64 * scale * (2f64.powi(-21) + exp_rel_tol(17.0));
-        for slot in [
-            reduce::LossSlots::BATCH_RECON,
-            reduce::LossSlots::BATCH_TOTAL,
-            reduce::LossSlots::EPOCH_TOTAL,
-        ] {
-            assert_close(
-                &format!("bce loss slot {slot} L={samples} {b}x{d}"),
-                &acc_v[slot..slot + 1],
-                &[want_loss],
-                |_| tol,
-            );
+// relative error; max(l,0) - l·x adds two roundings of |l|; the other likelihoods take a few more
+// logs and exps (`f` times that bound), the Gaussian's terms scale with r² = ((x − μ)/σ)².
+// Summation: a 256-wide tree (8 levels) then the partials (strided, then another tree): 24·u·Σ|terms|
+// is generous.
+backend_test!(
+    likelihood_forward_backward_matches_including_extremes,
+    |ctx| {
+        let likelihoods = [
+            (Likelihood::Bernoulli, 0.0, 1.0),
+            (Likelihood::ContinuousBernoulli, 0.0, 4.0),
+            (Likelihood::Gaussian { sigma: None }, -1.3, 4.0),
+            (Likelihood::Gaussian { sigma: Some(0.5) }, 0.5f64.ln(), 4.0),
+        ];
+        for (lik, log_sigma, f) in likelihoods {
+            for (samples, b, d, lo, hi) in [
+                (1, 1, 1, -5.0, 5.0),
+                (1, 3, 7, -100.0, 100.0),
+                (1, 128, 784, -20.0, 20.0),
+                (2, 129, 785, -100.0, 100.0),
+                (1, 16, 64, -0.7, 0.7),
+            ] {
+                let rows = samples * b;
+                let logits = uniform(31, rows * d, lo, hi);
+                let x = uniform(32, b * d, 0.0, 1.0);
+                let gl = ctx
+                    .upload_f32("logits", &[rows, d], &to_f32(&logits))
+                    .unwrap();
+                let gx = ctx.upload_f32("x", &[b, d], &to_f32(&x)).unwrap();
+                let gd = ctx.zeros("dlogits", &[rows, d], DType::F32).unwrap();
+                let np = likelihood::partials_len(rows * d);
+                let gp = ctx.zeros("partials", &[np], DType::F32).unwrap();
+                let gsp = ctx.zeros("sigma partials", &[np], DType::F32).unwrap();
+                let gls = ctx
+                    .upload_f32("log sigma", &[1], &[log_sigma as f32])
+                    .unwrap();
+                let gds = ctx.zeros("dlog sigma", &[1], DType::F32).unwrap();
+                let gk = ctx.zeros("kl partials", &[1], DType::F32).unwrap();
+                let acc = ctx
+                    .zeros("acc", &[reduce::LossSlots::LEN], DType::F32)
+                    .unwrap();
+                let learned = lik.learns_sigma();
+                let k1 = likelihood::recon_forward_backward(
+                    ctx,
+                    lik,
+                    &gl,
+                    &gx,
+                    &gd,
+                    &gp,
+                    Some(&gls),
+                    learned.then_some(&gsp),
+                )
+                .unwrap();
+                let step = StepUniform::new(ctx, &StepParams::with_seed(0));
+                let k2 = reduce::loss_reduce(ctx, &gp, np, &gk, 1, &acc, &step).unwrap();
+                let k3 = reduce::sum_to(ctx, &gsp, np, &gds).unwrap();
+                kernels::run(ctx, &[&k1, &k2, &k3]).unwrap();
+                let (want_loss, want_d, want_ds) =
+                    cpu::recon_forward_backward(lik, &logits, &x, log_sigma);
+                let scale = 1.0 / samples as f64;
+                let r2 = |i: usize| {
+                    let r = (x[i % x.len()] - cpu::sigmoid(logits[i])) * (-log_sigma).exp();
+                    if matches!(lik, Likelihood::Gaussian { .. }) {
+                        r * r
+                    } else {
+                        0.0
+                    }
+                };
+                let tag = format!("{lik} L={samples} {b}x{d} logits in [{lo}, {hi}]");
+                // σ(l) - x: σ's error from exp (|l| ≤ 100 but σ' ≤ 1/4 and σ saturates), one subtraction.
+                assert_close(
+                    &format!("{tag} dlogits"),
+                    &ctx.read_f32(&gd).unwrap(),
+                    &want_d,
+                    |i| {
+                        scale
+                            * f
+                            * (exp_rel_tol(17.0) + 2.0 * U)
+                            * (1.0 + r2(i) + (-log_sigma).exp())
+                    },
+                );
+                let acc_v = ctx.read_f32(&acc).unwrap();
+                let mag: f64 = logits
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &l)| {
+                        cpu::recon_elem(lik, l, x[i % x.len()], log_sigma).0.abs() + 2.0 * l.abs()
+                    })
+                    .sum::<f64>()
+                    * scale;
+                let per_elem: f64 = (0..rows * d)
+                    .map(|i| f * (2f64.powi(-21) + exp_rel_tol(17.0)) * (1.0 + r2(i)))
+                    .sum::<f64>()
+                    * scale;
+                let tol = 24.0 * U * mag + per_elem;
+                for slot in [
+                    reduce::LossSlots::BATCH_RECON,
+                    reduce::LossSlots::BATCH_TOTAL,
+                    reduce::LossSlots::EPOCH_TOTAL,
+                ] {
+                    assert_close(
+                        &format!("{tag} loss slot {slot}"),
+                        &acc_v[slot..slot + 1],
+                        &[want_loss],
+                        |_| tol,
+                    );
+                }
+                assert_eq!(acc_v[reduce::LossSlots::NONFINITE], 0.0);
+                assert_eq!(acc_v[reduce::LossSlots::BATCHES], 1.0);
+                if learned {
+                    let ds_mag: f64 = (0..rows * d).map(|i| 1.0 + r2(i)).sum::<f64>() * scale;
+                    assert_close(
+                        &format!("{tag} dlog_sigma"),
+                        &ctx.read_f32(&gds).unwrap(),
+                        &[want_ds],
+                        |_| (24.0 * U + 4.0 * exp_rel_tol(2.0)) * ds_mag,
+                    );
+                }
+                // The mean, in place.
+                let km = likelihood::likelihood_mean(ctx, lik, &gl).unwrap();
+                kernels::run(ctx, &[&km]).unwrap();
+                let want_mean: Vec<f64> = logits
+                    .iter()
+                    .map(|&l| cpu::likelihood_mean(lik, l))
+                    .collect();
+                assert_close(
+                    &format!("{tag} mean"),
+                    &ctx.read_f32(&gl).unwrap(),
+                    &want_mean,
+                    |_| f * (exp_rel_tol(17.0) + 4.0 * U),
+                );
+            }
         }
-        assert_eq!(acc_v[reduce::LossSlots::NONFINITE], 0.0);
-        assert_eq!(acc_v[reduce::LossSlots::BATCHES], 1.0);
     }
-});
+);
 
 // Reparameterisation + KL, forward and backward, with eps from a buffer (tight) and from the GPU's
 // Philox stream (the same bits as the CPU twin; normals equal up to log/cos accuracy).

@@ -94,7 +94,7 @@ fn direct_slot(gid: vec3<u32>) -> u32 {
     return gid.y * ((p.n + 63u) / 64u * 8u) + gid.x;
 }
 
-// Row i, columns col0..col0+7 through the epilogue; returns their BCE loss (0 unless BCE).
+// Row i, columns col0..col0+7 through the epilogue; returns their -log p (0 unless LIKELIHOOD).
 fn store_row(i: u32, col0: u32, lo: vec4<f32>, hi: vec4<f32>) -> f32 {
     var loss = 0.0;
     if (i >= p.m) {
@@ -123,7 +123,7 @@ fn {name}(@builtin(global_invocation_id) gid: vec3<u32>) {{
     let row0 = gid.y * 8u;
     let col0 = gid.x * 8u;
     if (row0 >= p.m || col0 >= p.n) {{
-        store_bce_partial(direct_slot(gid), 0.0);
+        store_recon_partial(direct_slot(gid), 0.0);
         return;
     }}
 "
@@ -159,7 +159,7 @@ fn {name}(@builtin(global_invocation_id) gid: vec3<u32>) {{
         for r in 0..R {
             writeln!(s, "    loss += store_row(row0 + {r}u, col0, c{r}l, c{r}h);").unwrap();
         }
-        s.push_str("    store_bce_partial(direct_slot(gid), loss);\n}\n");
+        s.push_str("    store_recon_partial(direct_slot(gid), loss);\n}\n");
     }
 
     /// Any layout and shape: scalar loads through `a_at` / `b_at`.
@@ -374,7 +374,7 @@ mod subgroup {
         }
         writeln!(
         s,
-        "    store_bce_partial((wid.y * ((p.n + {c}u) / {tc}u) + wid.x) * {LANES}u + lane, loss);",
+        "    store_recon_partial((wid.y * ((p.n + {c}u) / {tc}u) + wid.x) * {LANES}u + lane, loss);",
         c = LANES * 4 - 1,
         tc = LANES * 4
     )
@@ -584,7 +584,7 @@ fn {name}(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id
 // The epilogue of matmul.wgsl on 4 adjacent columns at once: with N % 4 == 0 a row's columns
 // col0..col0+3 are one aligned vec4 of C (and of the bias and the mask), so a lane stores 1 vec4
 // instead of 4 floats (each a per-lane loop on CPU drivers). Rows past M and column blocks past N
-// are skipped. Returns the 4 elements' BCE loss (0 unless BCE).
+// are skipped. Returns the 4 elements' -log p (0 unless LIKELIHOOD).
 @group(0) @binding(2) var<storage, read> bias_v4: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> c_v4: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read> mask_v4: array<vec4<f32>>;
@@ -598,12 +598,12 @@ fn store_cols4(i: u32, col0: u32, acc: vec4<f32>) -> f32 {
     if (HAS_BIAS) {
         v = v + bias_v4[col0 / 4u];
     }
-    if (BCE) {
+    if (LIKELIHOOD != LIKELIHOOD_NONE) {
         let x = mask_v4[((i % p.target_rows) * p.n + col0) / 4u];
-        let r0 = bce_with_logits(v.x, x.x);
-        let r1 = bce_with_logits(v.y, x.y);
-        let r2 = bce_with_logits(v.z, x.z);
-        let r3 = bce_with_logits(v.w, x.w);
+        let r0 = recon_with_logits(LIKELIHOOD, v.x, x.x, 0.0);
+        let r1 = recon_with_logits(LIKELIHOOD, v.y, x.y, 0.0);
+        let r2 = recon_with_logits(LIKELIHOOD, v.z, x.z, 0.0);
+        let r3 = recon_with_logits(LIKELIHOOD, v.w, x.w, 0.0);
         let inv_l = 1.0 / f32(p.m / p.target_rows);
         c_v4[idx] = vec4<f32>(r0.y, r1.y, r2.y, r3.y) * inv_l;
         return (r0.x + r1.x + r2.x + r3.x) * inv_l;

@@ -1,7 +1,7 @@
 //! The whole VAE step on the CPU, in f64, with the GPU's arena layout: the oracle of the
 //! whole-model parity test. Written with the same helpers in the same order as `model/gpu.rs`'s
 //! `plan_step`, so the two read side by side; unfused: the GPU's fused epilogues (bias gradients as
-//! row sums, activation backward masks, BCE in the logits product) are separate ops here.
+//! row sums, activation backward masks, the likelihood in the logits product) are separate ops here.
 
 use super::ops;
 use crate::model::{Layer, ParamLayout, VaeConfig};
@@ -18,9 +18,13 @@ pub struct Trace {
     /// Each decoder hidden layer's output `[L·B, g_i]`.
     pub dec: Vec<Vec<f64>>,
     pub logits: Vec<f64>,
-    pub bce: f64,
+    /// The reconstruction term, -log p(x | z) averaged over the L samples.
+    pub recon: f64,
     pub kl: f64,
+    /// The -ELBO, `recon + kl`.
     pub loss: f64,
+    /// What the gradients are of: `recon + kl_weight·kl`.
+    pub objective: f64,
     pub dlogits: Vec<f64>,
     pub d_dec: Vec<Vec<f64>>,
     pub dz: Vec<f64>,
@@ -40,6 +44,8 @@ pub struct CpuVae {
     pub m: Vec<f64>,
     pub v: Vec<f64>,
     pub adam_steps: u64,
+    /// The KL's weight in the objective (β; a warm-up step's value): `cfg.beta` to begin with.
+    pub kl_weight: f64,
 }
 
 /// The twin of `model::gpu::layer_forward`: `y = act(layer(x) + b)` for `rows` rows of `x`.
@@ -144,6 +150,7 @@ impl CpuVae {
         let layout = ParamLayout::new(&cfg);
         assert_eq!(params.len(), layout.len, "parameter arena length");
         let n = layout.len;
+        let cfg_beta = cfg.beta;
         CpuVae {
             cfg,
             layout,
@@ -152,6 +159,7 @@ impl CpuVae {
             m: vec![0.0; n],
             v: vec![0.0; n],
             adam_steps: 0,
+            kl_weight: cfg_beta,
         }
     }
 
@@ -179,11 +187,21 @@ impl CpuVae {
             t.dec.push(h.clone());
         }
         t.logits = layer_forward(p, &layout.output, &h, lb, Act::Identity);
-        (t.bce, t.dlogits) = ops::bce_forward_backward(&t.logits, x);
-        t.loss = t.bce + t.kl;
+        let log_sigma = match (layout.log_sigma, self.cfg.likelihood) {
+            (Some(o), _) => p[o],
+            (None, l) => l.fixed_log_sigma() as f64,
+        };
+        let d_log_sigma;
+        (t.recon, t.dlogits, d_log_sigma) =
+            ops::recon_forward_backward(self.cfg.likelihood, &t.logits, x, log_sigma);
+        t.loss = t.recon + t.kl;
+        t.objective = t.recon + self.kl_weight * t.kl;
 
         // ---- backward: the same layers in reverse order
         let mut g = vec![0.0; layout.len];
+        if let Some(o) = layout.log_sigma {
+            g[o] = d_log_sigma;
+        }
         let layers: Vec<&Layer> = layout.decoder.iter().chain([&layout.output]).collect();
         let xs: Vec<&[f64]> = [&t.z[..]]
             .into_iter()
@@ -192,7 +210,7 @@ impl CpuVae {
         let mut dxs = backward_chain(p, &mut g, &layers, &xs, &t.dlogits, lb, true);
         t.dz = std::mem::take(&mut dxs[0]);
         t.d_dec = dxs.into_iter().skip(1).collect();
-        (t.dmu, t.dlogvar) = ops::reparam_backward(&t.mu, &t.logvar, eps, &t.dz, 1.0);
+        (t.dmu, t.dlogvar) = ops::reparam_backward(&t.mu, &t.logvar, eps, &t.dz, self.kl_weight);
         let dheads: Vec<f64> = t
             .dmu
             .chunks(k)
@@ -211,10 +229,10 @@ impl CpuVae {
         t
     }
 
-    /// The batch loss (BCE averaged over L samples + KL) of a full forward and backward pass, for
-    /// finite differences.
+    /// The batch objective (the reconstruction term averaged over L samples + the weighted KL) of
+    /// a full forward and backward pass: what the gradients are of, for finite differences.
     pub fn loss(&self, x: &[f64], eps: &[f64]) -> f64 {
-        self.forward_backward(x, eps).loss
+        self.forward_backward(x, eps).objective
     }
 
     /// One training step: forward, backward, Adam. Returns the trace of the step.

@@ -1,6 +1,7 @@
 //! Reference forward/backward math for every kernel family, in f64, row-major, same layouts as
 //! the WGSL kernels. Each function names the shader entry point it mirrors.
 
+use crate::model::Likelihood;
 use crate::ops::{Act, AdamConfig, ConvShape, Layout};
 
 // ---- matmul.wgsl ------------------------------------------------------------------------------
@@ -95,31 +96,88 @@ pub fn column_sum(dy: &[f64], rows: usize, cols: usize) -> Vec<f64> {
     s
 }
 
-// ---- bce.wgsl ---------------------------------------------------------------------------------
+// ---- likelihood.wgsl (and the fused epilogue of matmul.wgsl) ----------------------------------
 
 /// One element of BCE with logits: `max(l,0) - l·x + ln(1 + e^-|l|)`.
 pub fn bce_elem(l: f64, x: f64) -> f64 {
     l.max(0.0) - l * x + (-l.abs()).exp().ln_1p()
 }
 
-/// `bce_forward_backward`: logits `[L·B, D]` against targets `[B, D]` (row r uses target row r mod B);
-/// returns (Σ loss / L, dlogits = (σ(l) - x) / L).
-pub fn bce_forward_backward(logits: &[f64], target: &[f64]) -> (f64, Vec<f64>) {
+/// The continuous Bernoulli's log-partition `A(l) = ln((e^l − 1)/l)` (its −log C is A − softplus),
+/// in f64: a series where both forms are 0/0.
+pub fn cb_log_partition(l: f64) -> f64 {
+    if l.abs() < 1e-3 {
+        return l / 2.0 + l * l / 24.0 - l.powi(4) / 2880.0;
+    }
+    l.max(0.0) + (-(-l.abs()).exp_m1()).ln() - l.abs().ln()
+}
+
+/// The continuous Bernoulli's mean `A′(l) = 1/(1 − e^{−l}) − 1/l` (½ at l = 0).
+pub fn cb_mean(l: f64) -> f64 {
+    if l.abs() < 1e-3 {
+        return 0.5 + l / 12.0 - l.powi(3) / 720.0;
+    }
+    -1.0 / (-l).exp_m1() - 1.0 / l
+}
+
+/// `-log p(x | l)` of one value, its gradient in l and in log σ (a Gaussian's; 0 otherwise): the
+/// twin of `recon_with_logits` and `gaussian_dlog_sigma` in shaders/common.wgsl.
+pub fn recon_elem(lik: Likelihood, l: f64, x: f64, log_sigma: f64) -> (f64, f64, f64) {
+    match lik {
+        Likelihood::Bernoulli => (bce_elem(l, x), sigmoid(l) - x, 0.0),
+        Likelihood::ContinuousBernoulli => (cb_log_partition(l) - l * x, cb_mean(l) - x, 0.0),
+        Likelihood::Gaussian { .. } => {
+            let mu = sigmoid(l);
+            let inv_s = (-log_sigma).exp();
+            let r = (x - mu) * inv_s;
+            let half_log_2pi = 0.5 * (2.0 * std::f64::consts::PI).ln();
+            (
+                0.5 * r * r + log_sigma + half_log_2pi,
+                -r * inv_s * mu * (1.0 - mu),
+                1.0 - r * r,
+            )
+        }
+    }
+}
+
+/// The likelihood's mean from a logit (what the pictures draw).
+pub fn likelihood_mean(lik: Likelihood, l: f64) -> f64 {
+    match lik {
+        Likelihood::ContinuousBernoulli => cb_mean(l),
+        _ => sigmoid(l),
+    }
+}
+
+/// `recon_forward_backward`: logits `[L·B, D]` against targets `[B, D]` (row r uses target row
+/// r mod B); returns (Σ -log p / L, dlogits / L, ∂/∂log σ of the sum / L).
+pub fn recon_forward_backward(
+    lik: Likelihood,
+    logits: &[f64],
+    target: &[f64],
+    log_sigma: f64,
+) -> (f64, Vec<f64>, f64) {
     assert!(
         !target.is_empty() && logits.len().is_multiple_of(target.len()),
         "logits must be L copies of target's size"
     );
     let scale = target.len() as f64 / logits.len() as f64;
-    let mut loss = 0.0;
+    let (mut loss, mut dls) = (0.0, 0.0);
     let d: Vec<f64> = logits
         .iter()
         .enumerate()
         .map(|(i, &l)| {
-            let x = target[i % target.len()];
-            loss += bce_elem(l, x) * scale;
-            (sigmoid(l) - x) * scale
+            let (v, dl, ds) = recon_elem(lik, l, target[i % target.len()], log_sigma);
+            loss += v * scale;
+            dls += ds * scale;
+            dl * scale
         })
         .collect();
+    (loss, d, dls)
+}
+
+/// The Bernoulli's [`recon_forward_backward`]: (Σ BCE / L, (σ(l) − x) / L).
+pub fn bce_forward_backward(logits: &[f64], target: &[f64]) -> (f64, Vec<f64>) {
+    let (loss, d, _) = recon_forward_backward(Likelihood::Bernoulli, logits, target, 0.0);
     (loss, d)
 }
 
@@ -205,8 +263,14 @@ pub fn gather(pixels: &[u8], dim: usize, index: &[u32], offset: usize, b: usize)
 
 // ---- iwae.wgsl --------------------------------------------------------------------------------
 
-/// `bce_rows`: per-row BCE sums of logits `[L·B, D]` against targets `[B, D]`.
-pub fn bce_rows(logits: &[f64], target: &[f64], dim: usize) -> Vec<f64> {
+/// `recon_rows`: per-row sums of -log p(x | l), logits `[L·B, D]` against targets `[B, D]`.
+pub fn recon_rows(
+    lik: Likelihood,
+    logits: &[f64],
+    target: &[f64],
+    dim: usize,
+    log_sigma: f64,
+) -> Vec<f64> {
     let tr = target.len() / dim;
     logits
         .chunks(dim)
@@ -214,7 +278,7 @@ pub fn bce_rows(logits: &[f64], target: &[f64], dim: usize) -> Vec<f64> {
         .map(|(r, row)| {
             row.iter()
                 .enumerate()
-                .map(|(d, &l)| bce_elem(l, target[(r % tr) * dim + d]))
+                .map(|(d, &l)| recon_elem(lik, l, target[(r % tr) * dim + d], log_sigma).0)
                 .sum()
         })
         .collect()

@@ -48,7 +48,7 @@ impl Shader {
     };
     pub const BIAS_ACT: Shader = shader!("bias_act");
     pub const REDUCE: Shader = shader!("reduce");
-    pub const BCE: Shader = shader!("bce");
+    pub const LIKELIHOOD: Shader = shader!("likelihood");
     pub const REPARAM_KL: Shader = shader!("reparam_kl");
     pub const ADAM: Shader = shader!("adam");
     pub const GATHER: Shader = shader!("gather");
@@ -88,7 +88,7 @@ impl Shader {
         Shader::MATMUL,
         Shader::BIAS_ACT,
         Shader::REDUCE,
-        Shader::BCE,
+        Shader::LIKELIHOOD,
         Shader::REPARAM_KL,
         Shader::ADAM,
         Shader::GATHER,

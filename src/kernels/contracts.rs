@@ -30,7 +30,7 @@ fn uniform_structs_have_the_wgsl_layout() {
     use super::*;
     let table: [(Shader, &[UniformLayout]); 10] = [
         (Shader::ADAM, adam::UNIFORMS),
-        (Shader::BCE, bce::UNIFORMS),
+        (Shader::LIKELIHOOD, likelihood::UNIFORMS),
         (Shader::BIAS_ACT, bias_act::UNIFORMS),
         (Shader::CONV, conv::UNIFORMS),
         (Shader::GATHER, gather::UNIFORMS),

@@ -1,4 +1,4 @@
-//! Per-row BCE and the importance-weighted bound — launchers for `shaders/iwae.wgsl`.
+//! The importance-weighted bound — launcher for `shaders/iwae.wgsl`.
 
 use super::step::StepUniform;
 use super::{Bind, Dispatch, dispatch, expect_2d, uniform};
@@ -7,65 +7,11 @@ use crate::gpu::{GpuContext, GpuTensor, Shader};
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct RowParams {
-    rows: u32,
-    dim: u32,
-    batch: u32,
-    _pad: u32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct IwaeParams {
     batch: u32,
     latent: u32,
     samples: u32,
     _pad: u32,
-}
-
-/// `rowloss[r] = Σ_d bce(logits[r, d], target[r mod B, d])`; logits `[L·B, D]`, target `[B, D]`.
-pub fn bce_rows(
-    ctx: &GpuContext,
-    logits: &GpuTensor,
-    target: &GpuTensor,
-    rowloss: &GpuTensor,
-) -> Result<Dispatch> {
-    const OP: &str = "bce_rows";
-    let (rows, d) = expect_2d(OP, "logits", logits)?;
-    let (b, td) = expect_2d(OP, "target", target)?;
-    if td != d || rows % b != 0 || rowloss.len() < rows {
-        return Err(Error::shape(
-            OP,
-            format!(
-                "logits {:?}, target {:?}, rowloss {:?}",
-                logits.shape, target.shape, rowloss.shape
-            ),
-        ));
-    }
-    let params = uniform(
-        ctx,
-        "bce rows params",
-        &RowParams {
-            rows: rows as u32,
-            dim: d as u32,
-            batch: b as u32,
-            _pad: 0,
-        },
-    );
-    dispatch(
-        ctx,
-        OP,
-        Shader::IWAE,
-        OP,
-        &[],
-        &[
-            Bind::Tensor(logits),
-            Bind::Tensor(target),
-            Bind::Tensor(rowloss),
-            Bind::Buffer(&params),
-        ],
-        [rows as u32, 1, 1],
-    )
 }
 
 /// `nll[step.batch_offset + b] = -(logsumexp_l log w_l - log L)` for each of the B images.
@@ -122,7 +68,5 @@ pub fn iwae_estimate(
 
 /// This module's uniform structs, as `kernels::contracts` checks them against `Shader::IWAE`.
 #[cfg(test)]
-pub(crate) const UNIFORMS: &[crate::kernels::UniformLayout] = &[
-    uniform_layout!(RowParams, rows, dim, batch),
-    uniform_layout!(IwaeParams, batch, latent, samples),
-];
+pub(crate) const UNIFORMS: &[crate::kernels::UniformLayout] =
+    &[uniform_layout!(IwaeParams, batch, latent, samples)];

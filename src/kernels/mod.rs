@@ -24,11 +24,11 @@ pub(crate) type UniformLayout = (&'static str, usize, &'static [(&'static str, u
 mod contracts;
 
 pub mod adam;
-pub mod bce;
 pub mod bias_act;
 pub mod conv;
 pub mod gather;
 pub mod iwae;
+pub mod likelihood;
 pub mod matmul;
 pub mod reduce;
 pub mod reparam_kl;
@@ -78,7 +78,7 @@ fn epilogue_sets(shader: &Shader) -> Vec<Vec<(&'static str, f64)>> {
         "matmul" | "matmul_subgroup" | "matmul_subgroup_tex" => {
             // Per layout: each forward activation with and without bias (Linear forward,
             // decoding), each fused activation backward (input gradients), row sums (weight
-            // gradients), the bare product, and the BCE epilogue (logits, with and without
+            // gradients), the bare product, and the likelihood epilogues (logits, with and without
             // bias). Each feature is one `if` on its constant, so this covers every branch.
             let mut v = Vec::new();
             for layout in 0..3 {
@@ -93,8 +93,9 @@ fn epilogue_sets(shader: &Shader) -> Vec<Vec<(&'static str, f64)>> {
                 }
                 v.push(vec![l, ("ROW_SUM", 1.0)]);
                 for bias in 0..2 {
-                    v.push(vec![l, ("HAS_BIAS", bias as f64), ("BCE", 1.0)]);
+                    v.push(vec![l, ("HAS_BIAS", bias as f64), ("LIKELIHOOD", 1.0)]);
                 }
+                v.push(vec![l, ("HAS_BIAS", 1.0), ("LIKELIHOOD", 2.0)]);
             }
             v
         }
@@ -113,6 +114,13 @@ fn epilogue_sets(shader: &Shader) -> Vec<Vec<(&'static str, f64)>> {
             }
             v
         }
+        // Each likelihood; a Gaussian with and without log σ's gradient.
+        "likelihood" => vec![
+            vec![("LIKELIHOOD", 1.0)],
+            vec![("LIKELIHOOD", 2.0)],
+            vec![("LIKELIHOOD", 3.0), ("SIGMA_GRAD", 0.0)],
+            vec![("LIKELIHOOD", 3.0), ("SIGMA_GRAD", 1.0)],
+        ],
         "reparam_kl" => vec![
             vec![("EPS_FROM_BUFFER", 0.0)],
             vec![("EPS_FROM_BUFFER", 1.0)],

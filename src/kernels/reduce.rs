@@ -125,7 +125,48 @@ pub fn loss_reduce_with_params(
     Ok(LossReduce { dispatch, params })
 }
 
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct SumParams {
+    n: u32,
+    _pad: [u32; 3],
+}
+
+/// `out[0] = Σ values[..n]`, in a fixed order (a scalar parameter's gradient from per-workgroup
+/// partials).
+pub fn sum_to(ctx: &GpuContext, values: &GpuTensor, n: usize, out: &GpuTensor) -> Result<Dispatch> {
+    if values.len() < n || out.is_empty() {
+        return Err(Error::shape(
+            "sum_to",
+            format!("{n} of {:?} into {:?}", values.shape, out.shape),
+        ));
+    }
+    let params = uniform(
+        ctx,
+        "sum params",
+        &SumParams {
+            n: n as u32,
+            _pad: [0; 3],
+        },
+    );
+    dispatch(
+        ctx,
+        "sum_to",
+        Shader::REDUCE,
+        "sum_to",
+        &[],
+        &[
+            Bind::Tensor(values),
+            Bind::Tensor(out),
+            Bind::Buffer(&params),
+        ],
+        [1, 1, 1],
+    )
+}
+
 /// This module's uniform structs, as `kernels::contracts` checks them against `Shader::REDUCE`.
 #[cfg(test)]
-pub(crate) const UNIFORMS: &[crate::kernels::UniformLayout] =
-    &[uniform_layout!(LossReduceParams, n_recon, n_kl)];
+pub(crate) const UNIFORMS: &[crate::kernels::UniformLayout] = &[
+    uniform_layout!(LossReduceParams, n_recon, n_kl),
+    uniform_layout!(SumParams, n),
+];

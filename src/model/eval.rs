@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::gpu::{DType, GpuContext};
-use crate::kernels::iwae;
 use crate::kernels::reparam_kl::EpsSource;
+use crate::kernels::{iwae, likelihood};
 use crate::model::gpu::{EpochPlan, Input, LossReadout};
 use crate::model::{GpuDataset, GpuVae, VaeConfig};
 use crate::ops::AdamConfig;
@@ -17,7 +17,7 @@ pub const EVAL_ROWS: usize = 12_800;
 /// One pass over a data set with the model's L samples per image.
 #[derive(Clone, Copy, Debug)]
 pub struct PassResult {
-    /// Mean over images of the L-sample estimate of -ELBO (BCE averaged over samples + KL).
+    /// Mean over images of the L-sample estimate of -ELBO (the reconstruction term averaged over samples + KL).
     pub neg_elbo: f64,
     /// Mean over images of the importance-weighted bound on -log p(x), when asked for.
     pub iwae_nll: Option<f64>,
@@ -72,7 +72,14 @@ pub(crate) fn run_pass(
         let mut g = vae.plan_step(ctx, batch, input, EpsSource::Philox, false, &acc)?;
         if let Some((rowloss, nll)) = &iwae_bufs {
             let a = vae.acts.rows(batch, vae.cfg.samples)?;
-            g.push(iwae::bce_rows(ctx, &a.logits, &a.x, rowloss)?);
+            g.push(likelihood::recon_rows(
+                ctx,
+                vae.cfg.likelihood,
+                &a.logits,
+                &a.x,
+                rowloss,
+                vae.log_sigma.as_ref(),
+            )?);
             g.push(iwae::iwae_estimate(
                 ctx,
                 rowloss,

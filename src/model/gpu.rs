@@ -16,13 +16,14 @@ use crate::kernels::conv::{
     BiasSide, ConvEpilogue, ConvPass, ConvScratch, ConvShape, plan_pass_tuned,
     plan_weight_grad_tuned,
 };
-use crate::kernels::matmul::{self, BceEpilogue, Epilogue, matmul};
+use crate::kernels::matmul::{self, Epilogue, ReconEpilogue, matmul};
 use crate::kernels::reduce::LossSlots;
 use crate::kernels::reparam_kl::{EpsSource, kl_partials_len};
 use crate::kernels::{
-    self, Dispatch, StepParams, StepUniform, adam, bce, bias_act, gather, reduce, reparam_kl,
+    self, Dispatch, StepParams, StepUniform, adam, bias_act, gather, likelihood, reduce, reparam_kl,
 };
 pub use crate::model::graph::{EpochPlan, Input, StepGraph};
+use crate::model::likelihood::Likelihood;
 use crate::model::schedule::{KlWeight, Schedule};
 use crate::model::{Layer, LayerKind, ParamLayout, VaeConfig};
 use crate::ops::{Act, AdamConfig, Layout};
@@ -47,7 +48,10 @@ pub struct Activations {
     pub dz: GpuTensor,
     pub dheads: GpuTensor,
     pub d_enc: Vec<GpuTensor>,
-    pub bce_partials: GpuTensor,
+    /// The reconstruction term's partial sums (the likelihood kernel's or the fused epilogue's).
+    pub recon_partials: GpuTensor,
+    /// A learned-σ Gaussian's partial sums of log σ's gradient.
+    pub sigma_partials: GpuTensor,
     pub kl_partials: GpuTensor,
     /// Scratch of the conv layers' GEMM formulation (one value when there are none).
     pub conv_scratch: ConvScratch,
@@ -77,11 +81,12 @@ impl Activations {
             dz: z("dz", &[lb, k])?,
             dheads: z("dmu_e | dlogvar_e", &[batch, 2 * k])?,
             d_enc: layers("dh_enc", batch, &layout.encoder)?,
-            // Room for the BCE kernel's partials and for the fused BCE epilogue's.
-            bce_partials: z(
-                "bce_partials",
-                &[bce::partials_len(lb * d).max(matmul::bce_partials_capacity(lb, d))],
+            // Room for the likelihood kernel's partials and for the fused epilogue's.
+            recon_partials: z(
+                "recon_partials",
+                &[likelihood::partials_len(lb * d).max(matmul::recon_partials_capacity(lb, d))],
             )?,
+            sigma_partials: z("sigma_partials", &[likelihood::partials_len(lb * d)])?,
             kl_partials: z("kl_partials", &[kl_partials_len(lb * k)])?,
             conv_scratch: ConvScratch::new(ctx, &conv_shapes(layout, batch, lb))?,
         })
@@ -123,7 +128,8 @@ impl Activations {
             dz: v(&self.dz, lb)?,
             dheads: v(&self.dheads, b)?,
             d_enc: all(&self.d_enc, b)?,
-            bce_partials: self.bce_partials.clone(),
+            recon_partials: self.recon_partials.clone(),
+            sigma_partials: self.sigma_partials.clone(),
             kl_partials: self.kl_partials.clone(),
             conv_scratch: self.conv_scratch.clone(),
         })
@@ -306,6 +312,9 @@ pub struct GpuVae {
     /// A ring of per-step uniforms: a submit of k steps gives each step its own (see
     /// [`GpuVae::run_steps`]); graphs are planned against one slot of the ring.
     step_uniforms: Vec<StepUniform>,
+    /// Where a Gaussian decoder's log σ is: a view of the parameter arena (learned) or a constant
+    /// (`--sigma`); `None` for the other likelihoods.
+    pub log_sigma: Option<GpuTensor>,
     /// The slot `plan_*` binds (set by [`GpuVae::in_slot`]).
     planning_slot: std::cell::Cell<usize>,
     eval_draws: u32,
@@ -447,8 +456,17 @@ impl GpuVae {
         }
         let n = layout.len;
         let cfg_beta = cfg.beta;
+        let params = ctx.upload_f32("params", &[n], params)?;
+        let log_sigma = match (cfg.likelihood, layout.log_sigma) {
+            (_, Some(offset)) => Some(params.view(offset, &[1])?),
+            (l @ Likelihood::Gaussian { .. }, None) => {
+                Some(ctx.upload_f32("fixed log sigma", &[1], &[l.fixed_log_sigma()])?)
+            }
+            _ => None,
+        };
         Ok(GpuVae {
-            params: ctx.upload_f32("params", &[n], params)?,
+            params,
+            log_sigma,
             grads: ctx.zeros("grads", &[n], DType::F32)?,
             adam_m: ctx.zeros("adam_m", &[n], DType::F32)?,
             adam_v: ctx.zeros("adam_v", &[n], DType::F32)?,
@@ -521,9 +539,10 @@ impl GpuVae {
         let output = self.views(out_layer)?;
         let h_last = a.dec.last().unwrap_or(&a.z);
         let mut logits_variant = None;
-        let bce_partials = if train && out_layer.kind == LayerKind::Linear {
-            // Training needs no logits: the BCE loss and dlogits come out of the logits product's
-            // epilogue (one dispatch and one pass over [L·B, D] fewer).
+        let lik = self.cfg.likelihood;
+        let recon_partials = if train && out_layer.kind == LayerKind::Linear && lik.fuses() {
+            // Training needs no logits: the reconstruction term and dlogits come out of the logits
+            // product's epilogue (one dispatch and one pass over [L·B, D] fewer).
             let logits_product = matmul::Problem {
                 layout: Layout::NT,
                 m: lb,
@@ -546,9 +565,10 @@ impl GpuVae {
                         &a.dlogits,
                         Epilogue {
                             bias: Some(&output.b),
-                            bce: Some(BceEpilogue {
+                            recon: Some(ReconEpilogue {
+                                likelihood: lik,
                                 targets: &a.x,
-                                partials: &a.bce_partials,
+                                partials: &a.recon_partials,
                             }),
                             ..Epilogue::NONE
                         },
@@ -556,7 +576,7 @@ impl GpuVae {
                 },
             )?);
             logits_variant = Some((d.len() - 1, logits_product));
-            matmul::bce_partials_len(ctx, variant, logits_product)?
+            matmul::recon_partials_len(ctx, variant, logits_product)?
         } else {
             d.extend(layer_forward(
                 ctx,
@@ -567,19 +587,29 @@ impl GpuVae {
                 Act::Identity,
                 &a.conv_scratch,
             )?);
-            d.push(bce::bce_forward_backward(
+            // A learned σ's gradient: partial sums, added into its slot of the gradient arena.
+            let sigma_grad = train && lik.learns_sigma();
+            d.push(likelihood::recon_forward_backward(
                 ctx,
+                lik,
                 &a.logits,
                 &a.x,
                 &a.dlogits,
-                &a.bce_partials,
+                &a.recon_partials,
+                self.log_sigma.as_ref(),
+                sigma_grad.then_some(&a.sigma_partials),
             )?);
-            bce::partials_len(lb * self.cfg.input)
+            let n = likelihood::partials_len(lb * self.cfg.input);
+            if let (true, Some(offset)) = (sigma_grad, self.layout.log_sigma) {
+                let grad = self.grads.view(offset, &[1])?;
+                d.push(reduce::sum_to(ctx, &a.sigma_partials, n, &grad)?);
+            }
+            n
         };
         let loss_reduce = reduce::loss_reduce_with_params(
             ctx,
-            &a.bce_partials,
-            bce_partials,
+            &a.recon_partials,
+            recon_partials,
             &a.kl_partials,
             kl_partials_len(lb * self.cfg.latent),
             acc,
@@ -589,7 +619,7 @@ impl GpuVae {
         // then adds up that kernel's count of BCE partials (the first word of its uniform).
         if let Some((i, problem)) = logits_variant {
             for c in &mut d[i].candidates {
-                let n = matmul::bce_partials_len(ctx, c.variant, problem)? as u32;
+                let n = matmul::recon_partials_len(ctx, c.variant, problem)? as u32;
                 c.set = vec![(loss_reduce.params.clone(), 0, vec![n])];
             }
         }
@@ -743,8 +773,8 @@ impl GpuVae {
         Ok(StepGraph::new(batch, false, self.planning_slot.get(), d))
     }
 
-    /// Plan the decoder alone on `rows` latent codes written into `acts.z`: leaves
-    /// `mu_d = sigmoid(logits)` in `acts.logits`.
+    /// Plan the decoder alone on `rows` latent codes written into `acts.z`: leaves the
+    /// likelihood's mean in `acts.logits` (`sigmoid(logits)` but for a continuous Bernoulli).
     pub fn plan_decode(&self, ctx: &GpuContext, rows: usize) -> Result<StepGraph> {
         if rows == 0 || rows > self.acts.z.shape[0] {
             return Err(Error::Config(format!(
@@ -756,20 +786,35 @@ impl GpuVae {
         let mut d = self.decoder_hidden(ctx, &a)?;
         let out_layer = &self.layout.output;
         let h_last = a.dec.last().unwrap_or(&a.z);
+        // A sigmoid mean is the output layer's fused activation; another, a kernel after it.
+        let (act, mean) = self.mean_kernel(ctx, &a.logits)?;
         d.extend(layer_forward(
             ctx,
             out_layer,
             &self.views(out_layer)?,
             h_last,
             &a.logits,
-            Act::Sigmoid,
+            act,
             &a.conv_scratch,
         )?);
+        d.extend(mean);
         Ok(StepGraph::new(rows, false, self.planning_slot.get(), d))
     }
 
+    /// How the logits become the likelihood's mean: the output layer's fused sigmoid (Bernoulli,
+    /// Gaussian), or no activation and the mean kernel after it (continuous Bernoulli).
+    fn mean_kernel(&self, ctx: &GpuContext, logits: &GpuTensor) -> Result<(Act, Option<Dispatch>)> {
+        Ok(match self.cfg.likelihood {
+            l @ Likelihood::ContinuousBernoulli => (
+                Act::Identity,
+                Some(likelihood::likelihood_mean(ctx, l, logits)?),
+            ),
+            _ => (Act::Sigmoid, None),
+        })
+    }
+
     /// Plan the full forward pass with sampled z (as the notebook's `model(x)`), the loss into
-    /// `acc`, and `mu_d = sigmoid(logits)` left in `acts.logits`.
+    /// `acc`, and the likelihood's mean left in `acts.logits`.
     pub fn plan_reconstruct(
         &self,
         ctx: &GpuContext,
@@ -779,7 +824,10 @@ impl GpuVae {
     ) -> Result<StepGraph> {
         let mut g = self.plan_step(ctx, batch, input, EpsSource::Philox, false, acc)?;
         let logits = self.acts.rows(batch, self.cfg.samples)?.logits;
-        g.push(bias_act::act_forward(ctx, &logits, None, Act::Sigmoid)?);
+        match self.mean_kernel(ctx, &logits)? {
+            (_, Some(mean)) => g.push(mean),
+            (act, None) => g.push(bias_act::act_forward(ctx, &logits, None, act)?),
+        }
         Ok(g)
     }
 

@@ -81,6 +81,9 @@ pub struct ParamLayout {
     pub decoder: Vec<Layer>,
     /// The output layer (logits): `dec_mu`, or a conv model's last ConvTranspose2d.
     pub output: Layer,
+    /// The arena offset of a learned-σ Gaussian decoder's `log_sigma` (a 0-d tensor, last in the
+    /// state_dict, initialised to 0: σ = 1).
+    pub log_sigma: Option<usize>,
 }
 
 /// A model's layers in forward order, with their state_dict names (offsets not yet placed).
@@ -239,7 +242,18 @@ impl ParamLayout {
             specs[i].offset = offset;
             offset += specs[i].len();
         }
-        let len = offset.div_ceil(ARENA_ALIGN) * ARENA_ALIGN;
+        let mut len = offset.div_ceil(ARENA_ALIGN) * ARENA_ALIGN;
+        let output_spec = specs.len() - 2;
+        let log_sigma = cfg.likelihood.learns_sigma().then(|| {
+            specs.push(ParamSpec {
+                name: "log_sigma".into(),
+                shape: vec![],
+                offset: len,
+                fan_in: 0,
+            });
+            len += ARENA_ALIGN;
+            len - ARENA_ALIGN
+        });
         // Each layer's weight and bias are specs 2i and 2i + 1 (i counting the heads twice).
         let placed = |mut l: Layer, spec: usize| {
             l.weight = specs[spec].offset;
@@ -255,9 +269,10 @@ impl ParamLayout {
             decoder: (list.decoder.into_iter().enumerate())
                 .map(|(i, l)| placed(l, 2 * (n_enc + 2 + i)))
                 .collect(),
-            output: placed(list.output, specs.len() - 2),
+            output: placed(list.output, output_spec),
             specs,
             len,
+            log_sigma,
         }
     }
 
@@ -281,10 +296,14 @@ impl ParamLayout {
 
     /// PyTorch's `nn.Linear` default init (kaiming_uniform with a=√5 for weights, which is
     /// U(±1/sqrt(fan_in)), and U(±1/sqrt(fan_in)) for biases), drawn from our Philox stream:
-    /// the same seed gives the same arena on every machine. Padding is 0.
+    /// the same seed gives the same arena on every machine. Padding is 0, and so is `log_sigma`.
     pub fn init(&self, seed: u64) -> Vec<f32> {
         let mut arena = vec![0.0f32; self.len];
         for (i, spec) in self.specs.iter().enumerate() {
+            // Not a layer's: log σ starts at 0 (σ = 1).
+            if spec.fan_in == 0 {
+                continue;
+            }
             let bound = 1.0 / (spec.fan_in as f64).sqrt();
             let mut s = Stream::new(seed, domain::INIT, i as u32);
             for v in &mut arena[spec.range()] {

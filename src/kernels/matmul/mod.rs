@@ -11,6 +11,7 @@ use select::{candidates, kernel_for, tiles_64};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuTensor};
 use crate::kernels::{Bind, Candidate, Dispatch, TextureOperand, dispatch, expect_2d, uniform};
+use crate::model::likelihood::{LIKELIHOOD_NONE, Likelihood};
 use crate::ops::{Act, Layout};
 
 #[repr(C)]
@@ -19,7 +20,7 @@ struct MatmulParams {
     m: u32,
     n: u32,
     k: u32,
-    /// BCE epilogue: the targets' rows B.
+    /// Likelihood epilogue: the targets' rows B.
     target_rows: u32,
 }
 
@@ -35,18 +36,20 @@ pub struct Epilogue<'a> {
     /// Also write `Σ_k op(A)[i, k]` for every row i of C into this `[M]` tensor: for a weight
     /// gradient `dW = dYᵀ·X` (TN) that is the bias gradient `colsum(dY)`, fused.
     pub row_sums: Option<&'a GpuTensor>,
-    /// The BCE loss fused into the logits product (see `shaders/matmul.wgsl`, BCE): C receives
-    /// dlogits instead of the logits.
-    pub bce: Option<BceEpilogue<'a>>,
+    /// The reconstruction term -log p(x | logits) fused into the logits product (see
+    /// `shaders/matmul.wgsl`, LIKELIHOOD): C receives dlogits instead of the logits.
+    pub recon: Option<ReconEpilogue<'a>>,
 }
 
-/// Targets and loss-partial output of a BCE epilogue.
+/// Likelihood, targets and loss-partial output of a reconstruction epilogue.
 #[derive(Clone, Copy, Debug)]
-pub struct BceEpilogue<'a> {
+pub struct ReconEpilogue<'a> {
+    /// One that fuses ([`Likelihood::fuses`]: it needs nothing but the logit and the target).
+    pub likelihood: Likelihood,
     /// `[B, N]`; row i of C is compared with target row `i mod B` (`M = L·B`), and loss and
     /// gradient are divided by L.
     pub targets: &'a GpuTensor,
-    /// At least [`bce_partials_len`] values: one loss partial per thread of the kernel.
+    /// At least [`recon_partials_len`] values: one loss partial per thread of the kernel.
     pub partials: &'a GpuTensor,
 }
 
@@ -56,7 +59,7 @@ impl Epilogue<'_> {
         act: Act::Identity,
         act_grad: None,
         row_sums: None,
-        bce: None,
+        recon: None,
     };
 }
 
@@ -201,7 +204,7 @@ pub fn matmul_with(
             m: m as u32,
             n: n as u32,
             k: k as u32,
-            target_rows: epi.bce.map_or(0, |b| b.targets.shape[0] as u32),
+            target_rows: epi.recon.map_or(0, |r| r.targets.shape[0] as u32),
         },
     );
     let mut constants = vec![
@@ -210,21 +213,24 @@ pub fn matmul_with(
         ("HAS_BIAS", epi.bias.is_some() as u32 as f64),
         ("ACT_GRAD", epi.act_grad.map_or(0, |(a, _)| a.code()) as f64),
         ("ROW_SUM", epi.row_sums.is_some() as u32 as f64),
-        ("BCE", epi.bce.is_some() as u32 as f64),
+        (
+            "LIKELIHOOD",
+            epi.recon.map_or(LIKELIHOOD_NONE, |r| r.likelihood.code()) as f64,
+        ),
     ];
     let bias = match epi.bias {
         Some(t) => Bind::Tensor(t),
         None => Bind::Buffer(&ctx.dummy),
     };
-    // Binding 5: the activation's saved output or the BCE targets; 6: the row sums or the BCE
-    // loss partials.
-    let mask = match (epi.act_grad, epi.bce) {
+    // Binding 5: the activation's saved output or the likelihood's targets; 6: the row sums or
+    // the loss partials.
+    let mask = match (epi.act_grad, epi.recon) {
         (Some((_, t)), _) => Bind::Tensor(t),
         (None, Some(b)) => Bind::Tensor(b.targets),
         (None, None) => Bind::Buffer(&ctx.dummy),
     };
     // A separate writable placeholder: one buffer may not be bound read-only and read-write at once.
-    let row_sums = match (epi.row_sums, epi.bce) {
+    let row_sums = match (epi.row_sums, epi.recon) {
         (Some(t), _) => Bind::Tensor(t),
         (None, Some(b)) => Bind::Tensor(b.partials),
         (None, None) => Bind::Buffer(&ctx.dummy_rw),
@@ -242,14 +248,14 @@ pub fn matmul_with(
     )?;
     let (shader, entry, groups) = (kernel.shader, kernel.entry, kernel.groups);
     constants.extend(kernel.constants.iter().copied());
-    if let Some(b) = epi.bce {
-        check_bce(b, epi, m, n)?;
-        let need = bce_partials_for(entry, groups);
+    if let Some(b) = epi.recon {
+        check_recon(b, epi, m, n)?;
+        let need = recon_partials_for(entry, groups);
         if b.partials.len() < need {
             return Err(Error::shape(
                 OP,
                 format!(
-                    "{} BCE loss partials, the {entry} kernel writes {need}",
+                    "{} loss partials, the {entry} kernel writes {need}",
                     b.partials.len()
                 ),
             ));
@@ -282,29 +288,36 @@ pub fn matmul_with(
     )
 }
 
-/// A BCE epilogue applies to the plain product plus bias: no activation, mask or row sums (they
-/// share its bindings); targets `[B, N]` with B dividing M.
-fn check_bce(b: BceEpilogue<'_>, epi: Epilogue<'_>, m: usize, n: usize) -> Result<()> {
+/// A reconstruction epilogue applies to the plain product plus bias: no activation, mask or row
+/// sums (they share its bindings); targets `[B, N]` with B dividing M; a likelihood that fuses.
+fn check_recon(b: ReconEpilogue<'_>, epi: Epilogue<'_>, m: usize, n: usize) -> Result<()> {
     if epi.act != Act::Identity || epi.act_grad.is_some() || epi.row_sums.is_some() {
         return Err(Error::Config(
-            "a BCE epilogue takes the logits as they are: no activation, activation mask or row sums"
+            "a likelihood epilogue takes the logits as they are: no activation, activation mask or row sums"
                 .into(),
         ));
+    }
+    if !b.likelihood.fuses() {
+        return Err(Error::Config(format!(
+            "the {} likelihood does not fuse into the logits product (it reads σ): plan the \
+             standalone kernel (kernels::likelihood)",
+            b.likelihood
+        )));
     }
     match b.targets.shape[..] {
         [rows, cols] if cols == n && rows > 0 && m.is_multiple_of(rows) => Ok(()),
         _ => Err(Error::shape(
             "matmul",
             format!(
-                "BCE targets {:?} for logits [{m}, {n}]: need [B, {n}] with B dividing {m}",
+                "likelihood targets {:?} for logits [{m}, {n}]: need [B, {n}] with B dividing {m}",
                 b.targets.shape
             ),
         )),
     }
 }
 
-/// How many BCE loss partials a kernel writes: one per thread of its grid.
-fn bce_partials_for(entry: &str, groups: [u32; 3]) -> usize {
+/// How many loss partials a kernel writes: one per thread of its grid.
+fn recon_partials_for(entry: &str, groups: [u32; 3]) -> usize {
     let per_group = match entry {
         "matmul_tiled" => 256,
         e if e.starts_with("matmul_sg_") => SUBGROUP_LANES as usize,
@@ -313,21 +326,21 @@ fn bce_partials_for(entry: &str, groups: [u32; 3]) -> usize {
     groups[0] as usize * groups[1] as usize * per_group
 }
 
-/// A partials buffer this long fits the BCE epilogue of every variant on an `[M, N]` product:
+/// A partials buffer this long fits the likelihood epilogue of every variant on an `[M, N]` product:
 /// the tiled kernel's grid in its smallest shape (256 threads per 64x64 tile) has the most threads.
-pub fn bce_partials_capacity(m: usize, n: usize) -> usize {
-    bce_partials_for("matmul_tiled", tiles_64(m, n))
+pub fn recon_partials_capacity(m: usize, n: usize) -> usize {
+    recon_partials_for("matmul_tiled", tiles_64(m, n))
 }
 
-/// How many BCE loss partials the `variant` kernel for an `[M, N]` product over K writes (what
-/// `loss_reduce` must add up; at most [`bce_partials_capacity`]).
-pub fn bce_partials_len(
+/// How many loss partials the `variant` kernel for an `[M, N]` product over K writes (what
+/// `loss_reduce` must add up; at most [`recon_partials_capacity`]).
+pub fn recon_partials_len(
     ctx: &GpuContext,
     variant: MatmulVariant,
     problem: Problem,
 ) -> Result<usize> {
     let kernel = kernel_for(ctx, variant, problem)?;
-    Ok(bce_partials_for(kernel.entry, kernel.groups))
+    Ok(recon_partials_for(kernel.entry, kernel.groups))
 }
 
 /// This module's uniform structs, as `kernels::contracts` checks them against `Shader::MATMUL`.
