@@ -53,6 +53,8 @@ fn run_case(ctx: &GpuContext, cfg: VaeConfig, b: usize, seed: u64, steps: u32) {
         x.iter().map(|&v| v as f64).collect()
     };
     let mut gpu = GpuVae::from_params(ctx, cfg.clone(), adam, b, seed, &init).unwrap();
+    // A warm-up of `kl_warmup` steps here (an epoch is one step): the KL weight changes each step.
+    gpu.kl.warmup_steps = cfg.kl_warmup;
     let mut cpu = CpuVae::new(cfg.clone(), adam, &init);
     let ReferenceGraphs {
         train: graph,
@@ -80,28 +82,36 @@ fn run_case(ctx: &GpuContext, cfg: VaeConfig, b: usize, seed: u64, steps: u32) {
         let logits = read(ctx, &a.logits);
         let r_fwd = gpu.read_losses(ctx, &acc_fwd).unwrap();
         gpu.reset_losses(ctx, &acc).unwrap();
+        cpu.kl_weight = gpu.schedule().kl_weight(step as u64);
         gpu.run_step(ctx, &graph, 0).unwrap();
         let t = cpu.step(&x64, &eps);
         let r = gpu.read_losses(ctx, &acc).unwrap();
-        // Fused (training) and standalone BCE: the same sums in other orders.
+        // Fused (training) and standalone likelihood: the same sums in other orders.
         assert_close(
-            &format!("{name} step {step} loss, fused BCE vs BCE kernel"),
+            &format!("{name} step {step} loss, fused vs standalone likelihood"),
             &[r.batch_total as f32],
             &[r_fwd.batch_total],
             |_| 1e-5 * r_fwd.batch_total.abs(),
         );
-        // The loss is a sum of B·D BCE terms in f32 (see the kernel test): 1e-5 relative.
+        // The loss is a sum of B·D terms in f32 (see the kernel test): 1e-5 relative (of the
+        // terms' magnitude: a Gaussian's -log p sums terms of both signs).
         assert_close(
             &format!("{name} step {step} loss"),
             &[r.batch_total as f32],
             &[t.loss],
-            |_| 1e-5 * t.loss.abs(),
+            |_| 1e-5 * (t.loss.abs() + t.kl.abs() + (b * cfg.input) as f64 / cfg.samples as f64),
         );
         assert_close(
             &format!("{name} step {step} KL"),
             &[r.batch_kl as f32],
             &[t.kl],
             |_| 1e-4 * t.kl.abs() + 1e-6,
+        );
+        assert_close(
+            &format!("{name} step {step} weighted KL (weight {})", cpu.kl_weight),
+            &[r.batch_kl_weighted as f32],
+            &[cpu.kl_weight * t.kl],
+            |_| 1e-4 * cpu.kl_weight * t.kl.abs() + 1e-6,
         );
         if step == 1 {
             for (i, (h, want)) in a.enc.iter().zip(&t.enc).enumerate() {
@@ -188,6 +198,46 @@ fn run_case(ctx: &GpuContext, cfg: VaeConfig, b: usize, seed: u64, steps: u32) {
 
 backend_test!(notebook_model_full_steps_match_cpu, |ctx| {
     run_case(ctx, VaeConfig::default(), 128, 42, 3);
+});
+
+// The likelihoods and the KL weight: a continuous Bernoulli (fused into the logits product), with
+// β = 4; a learned-σ Gaussian (standalone kernel, log σ's gradient and Adam update) with a warm-up
+// of 2 steps, so each step's KL weight differs (0, ½, 1); a fixed-σ Gaussian on a conv model.
+backend_test!(likelihoods_and_kl_weights_match_cpu, |ctx| {
+    use vae_wgpu::model::Likelihood;
+    run_case(
+        ctx,
+        VaeConfig {
+            samples: 2,
+            likelihood: Likelihood::ContinuousBernoulli,
+            beta: 4.0,
+            ..VaeConfig::mirrored(45, &[37], 5)
+        },
+        33,
+        7,
+        3,
+    );
+    run_case(
+        ctx,
+        VaeConfig {
+            likelihood: Likelihood::Gaussian { sigma: None },
+            kl_warmup: 2.0,
+            ..VaeConfig::mirrored(784, &[64], 6)
+        },
+        32,
+        9,
+        3,
+    );
+    run_case(
+        ctx,
+        VaeConfig {
+            likelihood: Likelihood::Gaussian { sigma: Some(0.3) },
+            ..VaeConfig::convolutional([1, 28, 28], &[4], &[], 4)
+        },
+        5,
+        3,
+        2,
+    );
 });
 
 backend_test!(odd_sizes_and_several_samples_match_cpu, |ctx| {

@@ -112,6 +112,18 @@ fn codes_and_slots_are_the_wgsl_constants() {
     ] {
         assert_eq!(const_u32(&common, name), Some(layout.code()), "{name}");
     }
+    use crate::model::Likelihood;
+    assert_eq!(
+        const_u32(&common, "LIKELIHOOD_NONE"),
+        Some(crate::model::likelihood::LIKELIHOOD_NONE)
+    );
+    for (lik, name) in [
+        (Likelihood::Bernoulli, "LIKELIHOOD_BERNOULLI"),
+        (Likelihood::ContinuousBernoulli, "LIKELIHOOD_CONTINUOUS_BERNOULLI"),
+        (Likelihood::Gaussian { sigma: None }, "LIKELIHOOD_GAUSSIAN"),
+    ] {
+        assert_eq!(const_u32(&common, name), Some(lik.code()), "{name}");
+    }
     let reduce = module(&Shader::REDUCE);
     // Every named slot is the WGSL constant SLOT_<NAME>.
     for (name, slot) in LossSlots::NAMES {
