@@ -8,7 +8,7 @@
 
 use vae_wgpu::cpu::model::CpuVae;
 use vae_wgpu::cpu::ops;
-use vae_wgpu::model::{ParamLayout, VaeConfig};
+use vae_wgpu::model::{Likelihood, ParamLayout, VaeConfig};
 use vae_wgpu::ops::{Act, AdamConfig, Layout};
 use vae_wgpu::rng::{Stream, domain};
 
@@ -213,6 +213,59 @@ fn activation_bce_and_reparam_gradients() {
     let (dmu, dlv) = ops::reparam_backward(&mu, &lv, &eps, &dz, 1.0);
     check("reparam+kl dmu", &dmu, &|m: &[f64]| loss(m, &lv), &mu);
     check("reparam+kl dlogvar", &dlv, &|l: &[f64]| loss(&mu, l), &lv);
+}
+
+// Each likelihood's -log p(x | l): its gradient in the logits (logits across the continuous
+// Bernoulli's series/closed-form switch at |l| = ½, and large ones) and a Gaussian's in log σ.
+#[test]
+fn likelihood_gradients_in_logits_and_log_sigma() {
+    let n = 16;
+    let mut x = rand(30, n, -6.0, 6.0);
+    x.extend([0.4999, 0.5001, -0.5001, 1e-4, -30.0, 25.0]);
+    let target = rand(31, x.len() / 2, 0.0, 1.0);
+    for lik in [
+        Likelihood::Bernoulli,
+        Likelihood::ContinuousBernoulli,
+        Likelihood::Gaussian { sigma: None },
+    ] {
+        let ls = -0.7;
+        let (_, dl, dls) = ops::recon_forward_backward(lik, &x, &target, ls);
+        let loss = |l: &[f64], ls: f64| ops::recon_forward_backward(lik, l, &target, ls).0;
+        check(&format!("{lik} dlogits"), &dl, &|l: &[f64]| loss(l, ls), &x);
+        if matches!(lik, Likelihood::Gaussian { .. }) {
+            check(&format!("{lik} dlog_sigma"), &[dls], &|s: &[f64]| loss(&x, s[0]), &[ls]);
+        }
+    }
+    // The continuous Bernoulli's mean is its log-partition's derivative (exponential family), and
+    // its density integrates to 1 over [0, 1]: exp(-(A(l) - l·x)) by the midpoint rule.
+    for l in [-40.0, -3.0, -0.6, -0.2, 0.0, 1e-5, 0.3, 0.5, 2.0, 12.0] {
+        let a = |l: f64| ops::cb_log_partition(l);
+        let fd = (a(l + H) - a(l - H)) / (2.0 * H);
+        assert!((fd - ops::cb_mean(l)).abs() < 1e-7, "A'({l}) = {fd} vs mean {}", ops::cb_mean(l));
+        let k = 20_000;
+        let mass: f64 = (0..k)
+            .map(|i| (-(a(l) - l * (i as f64 + 0.5) / k as f64)).exp() / k as f64)
+            .sum();
+        assert!((mass - 1.0).abs() < 1e-6, "∫ p(x | {l}) dx = {mass}");
+    }
+}
+
+// The whole model under each likelihood and a KL weight: every parameter's gradient, log σ's too.
+#[test]
+fn likelihoods_and_kl_weight_model_gradients_match_finite_differences() {
+    for (likelihood, beta) in [
+        (Likelihood::ContinuousBernoulli, 1.0),
+        (Likelihood::Gaussian { sigma: None }, 0.25),
+        (Likelihood::Gaussian { sigma: Some(0.4) }, 3.0),
+    ] {
+        let cfg = VaeConfig {
+            samples: 2,
+            likelihood,
+            beta,
+            ..VaeConfig::mirrored(7, &[6], 3)
+        };
+        whole_model_case(cfg, 4, 5);
+    }
 }
 
 #[test]

@@ -321,3 +321,94 @@ fn checkpoint_names_and_shapes_are_pytorchs_state_dict() {
         assert_eq!(back.params, ckpt.params);
     }
 }
+
+// Each likelihood against torch.distributions itself (scripts/torch_likelihoods.py, float64 on
+// f32 inputs): the GPU's standalone kernel (-Σ log p through loss_reduce, dlogits, a Gaussian's
+// dlog σ through sum_to, the mean) and the CPU twin. Logits up to ±12 and inside the continuous
+// Bernoulli's Taylor region (|l| < 0.01), targets with exact 0s and 1s. Tolerances: the sum of 4096
+// terms in f32 (1e-5 of Σ|terms|), per element a few ulps of exp and log.
+backend_test!(likelihoods_match_torch_distributions, |ctx| {
+    use vae_wgpu::cpu::ops;
+    use vae_wgpu::gpu::DType;
+    use vae_wgpu::kernels::{self, StepParams, StepUniform, likelihood, reduce};
+    use vae_wgpu::model::Likelihood;
+    let fx = Fixture::load("torch_likelihoods.safetensors");
+    let (logits, x) = (fx.get("logits"), fx.get("x"));
+    let log_sigma = fx.get("log_sigma")[0];
+    let n = logits.len();
+    let gl = ctx.upload_f32("logits", &[1, n], &logits).unwrap();
+    let gx = ctx.upload_f32("x", &[1, n], &x).unwrap();
+    let gls = ctx.upload_f32("log sigma", &[1], &[log_sigma]).unwrap();
+    for lik in [
+        Likelihood::Bernoulli,
+        Likelihood::ContinuousBernoulli,
+        Likelihood::Gaussian { sigma: None },
+    ] {
+        let name = lik.name();
+        let (want_nll, want_d, want_mean) = (
+            fx.get64(&format!("{name}.nll"))[0],
+            fx.get64(&format!("{name}.dlogits")),
+            fx.get64(&format!("{name}.mean")),
+        );
+        let terms: f64 = (0..n)
+            .map(|i| ops::recon_elem(lik, logits[i] as f64, x[i] as f64, log_sigma as f64).0.abs())
+            .sum();
+        // The CPU twin in f64.
+        let l64: Vec<f64> = logits.iter().map(|&v| v as f64).collect();
+        let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+        let (cpu_nll, cpu_d, cpu_ds) = ops::recon_forward_backward(lik, &l64, &x64, log_sigma as f64);
+        assert_close(&format!("cpu {name} nll"), &[cpu_nll as f32], &[want_nll], |_| 1e-6 * terms);
+        let cpu_d32: Vec<f32> = cpu_d.iter().map(|&v| v as f32).collect();
+        assert_close(&format!("cpu {name} dlogits"), &cpu_d32, &want_d, |_| 1e-6);
+        // The GPU kernel.
+        let np = likelihood::partials_len(n);
+        let gd = ctx.zeros("dlogits", &[1, n], DType::F32).unwrap();
+        let gp = ctx.zeros("partials", &[np], DType::F32).unwrap();
+        let gsp = ctx.zeros("sigma partials", &[np], DType::F32).unwrap();
+        let gds = ctx.zeros("dlog sigma", &[1], DType::F32).unwrap();
+        let gk = ctx.zeros("kl", &[1], DType::F32).unwrap();
+        let acc = ctx.zeros("acc", &[reduce::LossSlots::LEN], DType::F32).unwrap();
+        let step = StepUniform::new(ctx, &StepParams::with_seed(0));
+        let learned = lik.learns_sigma();
+        let d = [
+            likelihood::recon_forward_backward(
+                ctx,
+                lik,
+                &gl,
+                &gx,
+                &gd,
+                &gp,
+                Some(&gls),
+                learned.then_some(&gsp),
+            )
+            .unwrap(),
+            reduce::loss_reduce(ctx, &gp, np, &gk, 1, &acc, &step).unwrap(),
+            reduce::sum_to(ctx, &gsp, np, &gds).unwrap(),
+        ];
+        kernels::run(ctx, &d.iter().collect::<Vec<_>>()).unwrap();
+        let acc_v = ctx.read_f32(&acc).unwrap();
+        assert_close(
+            &format!("{name} -Σ log p"),
+            &acc_v[reduce::LossSlots::BATCH_RECON..][..1],
+            &[want_nll],
+            |_| 1e-5 * terms,
+        );
+        let scale = want_d.iter().fold(0.0f64, |a, v| a.max(v.abs()));
+        assert_close(&format!("{name} dlogits"), &ctx.read_f32(&gd).unwrap(), &want_d, |_| {
+            2e-5 * scale
+        });
+        if learned {
+            let want = fx.get64(&format!("{name}.dlog_sigma"));
+            assert_close(&format!("cpu {name} dlog_sigma"), &[cpu_ds as f32], &want, |_| {
+                1e-6 * n as f64
+            });
+            assert_close(&format!("{name} dlog_sigma"), &ctx.read_f32(&gds).unwrap(), &want, |_| {
+                1e-5 * n as f64 * 8.0
+            });
+        }
+        let km = likelihood::likelihood_mean(ctx, lik, &gd).unwrap();
+        ctx.write_f32(&gd, &logits).unwrap();
+        kernels::run(ctx, &[&km]).unwrap();
+        assert_close(&format!("{name} mean"), &ctx.read_f32(&gd).unwrap(), &want_mean, |_| 2e-6);
+    }
+});
