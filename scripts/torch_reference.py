@@ -59,8 +59,15 @@ ACTS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
 class BernoulliVAE(nn.Module):
     def __init__(self, input_dim=784, hidden=(200,), latent_dim=10, decoder_hidden=None, activation="relu",
-                 conv=None, image=(1, 28, 28)):
+                 conv=None, image=(1, 28, 28), learned_sigma=False):
         super().__init__()
+        self.build(input_dim, hidden, latent_dim, decoder_hidden, activation, conv, image)
+        # A Gaussian decoder's learned log σ (`--likelihood gaussian` without --sigma): a 0-d
+        # parameter after every layer's, 0 at initialisation.
+        if learned_sigma:
+            self.log_sigma = nn.Parameter(torch.zeros(()))
+
+    def build(self, input_dim, hidden, latent_dim, decoder_hidden, activation, conv, image):
         hidden = list(hidden)
         decoder_hidden = list(reversed(hidden)) if decoder_hidden is None else list(decoder_hidden)
         self.act = ACTS[activation]()
@@ -176,6 +183,17 @@ def architecture_metadata(model, args_like):
     }
 
 
+def recon_nll(likelihood, mu_d, x, sigma=1.0):
+    """-Σ log p(x | z) from the decoder's sigmoid output, as src/model/likelihood.rs defines it."""
+    from torch.distributions import ContinuousBernoulli, Normal
+
+    if likelihood == "continuous-bernoulli":
+        return -ContinuousBernoulli(probs=mu_d).log_prob(x).sum()
+    if likelihood == "gaussian":
+        return -Normal(mu_d, sigma).log_prob(x).sum()
+    return F.binary_cross_entropy(mu_d, x, reduction="sum")
+
+
 def loss_fn(mu_d, x, mu_e, logvar_e):
     bce = F.binary_cross_entropy(mu_d, x, reduction="sum")
     kl = -0.5 * torch.sum(1 + logvar_e - mu_e.pow(2) - logvar_e.exp())
@@ -209,8 +227,10 @@ def check(args):
         conv=widths(meta["conv"]) if "conv" in meta else [],
         image=(int(meta.get("channels", 1)), int(meta.get("image_rows", 28)), int(meta.get("image_cols", 28))),
     )
+    likelihood = meta.get("likelihood", "gaussian" if "log_sigma" in tensors else "bernoulli")
+    learned = likelihood == "gaussian" and "sigma" not in meta
     model = BernoulliVAE(arch["input"], arch["hidden"], arch["latent"], arch["decoder_hidden"], arch["activation"],
-                         arch["conv"], arch["image"])
+                         arch["conv"], arch["image"], learned_sigma=learned)
     state = {k: v for k, v in tensors.items() if not k.startswith(("optimizer.", "trainer."))}
     model.load_state_dict(state, strict=True)
     x = read_images(f"{args.data_dir}/t10k-images-idx3-ubyte.gz", 100) if arch["input"] == 784 else None
@@ -219,11 +239,18 @@ def check(args):
     if x is not None:
         with torch.no_grad():
             mu_d, mu_e, logvar_e = model(x, torch.zeros(100, arch["latent"]))
-            loss, bce, kl = loss_fn(mu_d, x, mu_e, logvar_e)
-        print(f"first 100 test images, z = mu: loss per image {loss.item() / 100:.4f} (BCE {bce.item() / 100:.4f}, KL {kl.item() / 100:.4f})")
+            _, _, kl = loss_fn(mu_d, x, mu_e, logvar_e)
+            sigma = model.log_sigma.exp() if learned else float(meta.get("sigma", 1.0))
+            recon = recon_nll(likelihood, mu_d, x, sigma)
+        print(f"first 100 test images, z = mu: loss per image {(recon + kl).item() / 100:.4f} "
+              f"({likelihood} -log p {recon.item() / 100:.4f}, KL {kl.item() / 100:.4f})")
     if args.save_back:
         out = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
-        save_file(out, args.save_back, metadata=architecture_metadata(model, arch))
+        meta_back = architecture_metadata(model, arch)
+        meta_back["likelihood"] = likelihood
+        if "sigma" in meta:
+            meta_back["sigma"] = meta["sigma"]
+        save_file(out, args.save_back, metadata=meta_back)
         print(f"wrote {args.save_back} from PyTorch's state_dict()")
 
 

@@ -32,6 +32,11 @@ pub struct Args {
     /// here record theirs, and a flag that contradicts it is refused.
     #[arg(long)]
     activation: Option<super::HiddenAct>,
+    /// The likelihood of a bare PyTorch state_dict, which cannot say whether it is a Bernoulli or
+    /// a continuous Bernoulli (checkpoints written here record theirs; a contradicting flag is
+    /// refused).
+    #[arg(long)]
+    likelihood: Option<String>,
     /// Noise draws per image for the N-sample ELBO.
     #[arg(long, default_value_t = 10)]
     elbo_samples: usize,
@@ -53,6 +58,7 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let ckpt = Checkpoint::load(&args.checkpoint)?;
     let cfg = super::ModelArgs {
         activation: args.activation,
+        likelihood: args.likelihood.clone(),
         ..Default::default()
     }
     .agree_with(&ckpt)?;

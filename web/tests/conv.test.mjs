@@ -1,9 +1,10 @@
 // A convolutional model in the page: the exporter plans the `--conv` layers (direct or GEMM
 // formulation, as measured natively) and the page replays them with no code of its own for
-// convolutions. Plan web/plan-conv: `--conv 4,8 --latent 6` on the 16x16 RGB pictures of
+// convolutions. Plan web/plan-conv: `--conv 4,8 --latent 6 --likelihood gaussian` (a learned σ:
+// the standalone likelihood kernel and log σ's gradient) on the 16x16 RGB pictures of
 // web/plan-deep-data, exported by `npm test`'s pretest:
 //   cargo run --release --example export_web -- --out web/plan-conv --reference-steps 8 \
-//     --matmul direct --conv 4,8 --latent 6 \
+//     --matmul direct --conv 4,8 --latent 6 --likelihood gaussian \
 //     --data-dir web/plan-deep-data --channels 3 --image-size 16 --batch-size 32
 
 import { test, before, after } from 'node:test';
@@ -43,6 +44,8 @@ test('a conv model on RGB pictures trains in the page as natively', { timeout: 2
   const dispatches = plan.graphs.train.dispatches;
   // The conv layers are in the plan: their kernels come from the conv module.
   assert.ok(dispatches.some((/** @type {{shader: string}} */ d) => d.shader === 'conv'), 'no conv dispatch in the plan');
+  assert.equal(plan.model.likelihood, 'gaussian');
+  assert.ok(dispatches.some((/** @type {{entry: string}} */ d) => d.entry === 'sum_to'), 'no log σ gradient in the plan');
 
   const { page, errors, close } = await newRecordedPage(browser);
   try {
