@@ -233,7 +233,12 @@ fn likelihood_gradients_in_logits_and_log_sigma() {
         let loss = |l: &[f64], ls: f64| ops::recon_forward_backward(lik, l, &target, ls).0;
         check(&format!("{lik} dlogits"), &dl, &|l: &[f64]| loss(l, ls), &x);
         if matches!(lik, Likelihood::Gaussian { .. }) {
-            check(&format!("{lik} dlog_sigma"), &[dls], &|s: &[f64]| loss(&x, s[0]), &[ls]);
+            check(
+                &format!("{lik} dlog_sigma"),
+                &[dls],
+                &|s: &[f64]| loss(&x, s[0]),
+                &[ls],
+            );
         }
     }
     // The continuous Bernoulli's mean is its log-partition's derivative (exponential family), and
@@ -241,7 +246,11 @@ fn likelihood_gradients_in_logits_and_log_sigma() {
     for l in [-40.0, -3.0, -0.6, -0.2, 0.0, 1e-5, 0.3, 0.5, 2.0, 12.0] {
         let a = |l: f64| ops::cb_log_partition(l);
         let fd = (a(l + H) - a(l - H)) / (2.0 * H);
-        assert!((fd - ops::cb_mean(l)).abs() < 1e-7, "A'({l}) = {fd} vs mean {}", ops::cb_mean(l));
+        assert!(
+            (fd - ops::cb_mean(l)).abs() < 1e-7,
+            "A'({l}) = {fd} vs mean {}",
+            ops::cb_mean(l)
+        );
         let k = 20_000;
         let mass: f64 = (0..k)
             .map(|i| (-(a(l) - l * (i as f64 + 0.5) / k as f64)).exp() / k as f64)

@@ -351,13 +351,23 @@ backend_test!(likelihoods_match_torch_distributions, |ctx| {
             fx.get64(&format!("{name}.mean")),
         );
         let terms: f64 = (0..n)
-            .map(|i| ops::recon_elem(lik, logits[i] as f64, x[i] as f64, log_sigma as f64).0.abs())
+            .map(|i| {
+                ops::recon_elem(lik, logits[i] as f64, x[i] as f64, log_sigma as f64)
+                    .0
+                    .abs()
+            })
             .sum();
         // The CPU twin in f64.
         let l64: Vec<f64> = logits.iter().map(|&v| v as f64).collect();
         let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
-        let (cpu_nll, cpu_d, cpu_ds) = ops::recon_forward_backward(lik, &l64, &x64, log_sigma as f64);
-        assert_close(&format!("cpu {name} nll"), &[cpu_nll as f32], &[want_nll], |_| 1e-6 * terms);
+        let (cpu_nll, cpu_d, cpu_ds) =
+            ops::recon_forward_backward(lik, &l64, &x64, log_sigma as f64);
+        assert_close(
+            &format!("cpu {name} nll"),
+            &[cpu_nll as f32],
+            &[want_nll],
+            |_| 1e-6 * terms,
+        );
         let cpu_d32: Vec<f32> = cpu_d.iter().map(|&v| v as f32).collect();
         assert_close(&format!("cpu {name} dlogits"), &cpu_d32, &want_d, |_| 1e-6);
         // The GPU kernel.
@@ -367,7 +377,9 @@ backend_test!(likelihoods_match_torch_distributions, |ctx| {
         let gsp = ctx.zeros("sigma partials", &[np], DType::F32).unwrap();
         let gds = ctx.zeros("dlog sigma", &[1], DType::F32).unwrap();
         let gk = ctx.zeros("kl", &[1], DType::F32).unwrap();
-        let acc = ctx.zeros("acc", &[reduce::LossSlots::LEN], DType::F32).unwrap();
+        let acc = ctx
+            .zeros("acc", &[reduce::LossSlots::LEN], DType::F32)
+            .unwrap();
         let step = StepUniform::new(ctx, &StepParams::with_seed(0));
         let learned = lik.learns_sigma();
         let d = [
@@ -394,21 +406,35 @@ backend_test!(likelihoods_match_torch_distributions, |ctx| {
             |_| 1e-5 * terms,
         );
         let scale = want_d.iter().fold(0.0f64, |a, v| a.max(v.abs()));
-        assert_close(&format!("{name} dlogits"), &ctx.read_f32(&gd).unwrap(), &want_d, |_| {
-            2e-5 * scale
-        });
+        assert_close(
+            &format!("{name} dlogits"),
+            &ctx.read_f32(&gd).unwrap(),
+            &want_d,
+            |_| 2e-5 * scale,
+        );
         if learned {
             let want = fx.get64(&format!("{name}.dlog_sigma"));
-            assert_close(&format!("cpu {name} dlog_sigma"), &[cpu_ds as f32], &want, |_| {
-                1e-6 * n as f64
-            });
-            assert_close(&format!("{name} dlog_sigma"), &ctx.read_f32(&gds).unwrap(), &want, |_| {
-                1e-5 * n as f64 * 8.0
-            });
+            assert_close(
+                &format!("cpu {name} dlog_sigma"),
+                &[cpu_ds as f32],
+                &want,
+                |_| 1e-6 * n as f64,
+            );
+            assert_close(
+                &format!("{name} dlog_sigma"),
+                &ctx.read_f32(&gds).unwrap(),
+                &want,
+                |_| 1e-5 * n as f64 * 8.0,
+            );
         }
         let km = likelihood::likelihood_mean(ctx, lik, &gd).unwrap();
         ctx.write_f32(&gd, &logits).unwrap();
         kernels::run(ctx, &[&km]).unwrap();
-        assert_close(&format!("{name} mean"), &ctx.read_f32(&gd).unwrap(), &want_mean, |_| 2e-6);
+        assert_close(
+            &format!("{name} mean"),
+            &ctx.read_f32(&gd).unwrap(),
+            &want_mean,
+            |_| 2e-6,
+        );
     }
 });

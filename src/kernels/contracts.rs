@@ -119,7 +119,10 @@ fn codes_and_slots_are_the_wgsl_constants() {
     );
     for (lik, name) in [
         (Likelihood::Bernoulli, "LIKELIHOOD_BERNOULLI"),
-        (Likelihood::ContinuousBernoulli, "LIKELIHOOD_CONTINUOUS_BERNOULLI"),
+        (
+            Likelihood::ContinuousBernoulli,
+            "LIKELIHOOD_CONTINUOUS_BERNOULLI",
+        ),
         (Likelihood::Gaussian { sigma: None }, "LIKELIHOOD_GAUSSIAN"),
     ] {
         assert_eq!(const_u32(&common, name), Some(lik.code()), "{name}");

@@ -1,0 +1,186 @@
+//! Likelihoods and KL weights end to end, as a user runs them: each `--likelihood` trained on MNIST,
+//! checkpointed (the likelihood, β and warm-up in its metadata; a learned σ as the `log_sigma`
+//! tensor), resumed, evaluated and drawn; the printed and stored losses honest about what was
+//! minimised; contradicting flags refused naming both; bad values refused before any GPU work.
+
+mod common;
+
+use common::programs::{Dir, eval_and_draw, fails_with, ok, run, tiny_mnist, train_args};
+use vae_wgpu::model::{Checkpoint, Likelihood, ParamLayout};
+
+/// losses.csv's rows as (train -ELBO, recon, KL, objective).
+fn csv_rows(run_dir: &std::path::Path) -> Vec<(f64, f64, f64, f64)> {
+    let text = std::fs::read_to_string(run_dir.join("losses.csv")).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some("epoch,train_loss,train_recon,train_kl,test_loss,seconds,train_objective")
+    );
+    lines
+        .map(|l| {
+            let f: Vec<f64> = l
+                .split(',')
+                .map(|v| v.parse().unwrap_or(f64::NAN))
+                .collect();
+            (f[1], f[2], f[3], f[6])
+        })
+        .collect()
+}
+
+#[test]
+fn each_likelihood_trains_resumes_evaluates_and_draws() {
+    let dir = Dir::new("likelihoods");
+    let data = tiny_mnist(&dir, 300, 60);
+    let data = data.to_str().unwrap();
+    for (flags, want) in [
+        (
+            &["--likelihood", "continuous-bernoulli"][..],
+            Likelihood::ContinuousBernoulli,
+        ),
+        (
+            &["--likelihood", "gaussian"][..],
+            Likelihood::Gaussian { sigma: None },
+        ),
+        (
+            &["--likelihood", "gaussian", "--sigma", "0.2"][..],
+            Likelihood::Gaussian { sigma: Some(0.2) },
+        ),
+    ] {
+        let out = dir.path(&format!("run-{}", flags.join("")));
+        let out_s = out.to_str().unwrap();
+        let mut a = train_args(data, out_s, &["--epochs", "2", "--batch-size", "50"]);
+        a.extend_from_slice(flags);
+        let o = ok(&run(&a));
+        assert!(
+            o.contains(&want.to_string()) && o.contains("(recon "),
+            "{o}"
+        );
+        let ck = out.join("checkpoint.safetensors");
+        let c = Checkpoint::load(&ck).unwrap();
+        assert_eq!(c.cfg.likelihood, want);
+        let sd = Checkpoint::load(&out.join("model.safetensors")).unwrap();
+        assert_eq!(
+            sd.cfg.likelihood, want,
+            "the state_dict alone says its likelihood"
+        );
+        if want.learns_sigma() {
+            // σ is learned: log σ moved from its initial 0, as a parameter the optimizer updates.
+            let layout = ParamLayout::new(&c.cfg);
+            let spec = layout.get("log_sigma").expect("log_sigma tensor");
+            let log_sigma = c.params[spec.offset];
+            assert!(log_sigma < -0.05, "log σ = {log_sigma}");
+        }
+        let rows = csv_rows(&out);
+        for (loss, recon, kl, objective) in &rows {
+            assert!((loss - (recon + kl)).abs() < 1e-3, "{rows:?}");
+            assert!(
+                (objective - loss).abs() < 1e-3,
+                "β = 1: the objective is the -ELBO"
+            );
+        }
+        assert!(rows[1].0 < rows[0].0, "the loss fell: {rows:?}");
+        let ck_s = ck.to_str().unwrap();
+        // A contradicting likelihood is refused, naming both.
+        let o = run(&train_args(
+            data,
+            out_s,
+            &[
+                "--resume",
+                ck_s,
+                "--epochs",
+                "3",
+                "--likelihood",
+                "bernoulli",
+            ],
+        ));
+        fails_with(&o, &["--likelihood bernoulli", want.name(), "contradicts"]);
+        ok(&run(&train_args(
+            data,
+            out_s,
+            &["--resume", ck_s, "--epochs", "3"],
+        )));
+        assert_eq!(csv_rows(&out).len(), 3);
+        eval_and_draw(ck_s, data, &dir.path("pics"), &want.to_string());
+    }
+}
+
+#[test]
+fn beta_and_warmup_weigh_the_kl_and_the_printout_says_so() {
+    let dir = Dir::new("beta");
+    let data = tiny_mnist(&dir, 300, 60);
+    let data = data.to_str().unwrap();
+    let out = dir.path("run");
+    let out_s = out.to_str().unwrap();
+    let o = ok(&run(&train_args(
+        data,
+        out_s,
+        &[
+            "--epochs",
+            "2",
+            "--batch-size",
+            "50",
+            "--beta",
+            "4",
+            "--kl-warmup",
+            "1.5",
+        ],
+    )));
+    assert!(o.contains("β = 4, KL warm-up 1.5 epochs"), "{o}");
+    assert!(o.contains("objective recon + weighted KL"), "{o}");
+    let rows = csv_rows(&out);
+    // Epoch 1 ramps the weight from 0 to 4·(5/9) (6 steps of 9): below the KL's full weight; in
+    // epoch 2 it reaches 4.
+    let (loss1, recon1, kl1, obj1) = rows[0];
+    assert!(
+        (loss1 - (recon1 + kl1)).abs() < 1e-3,
+        "the loss is the -ELBO"
+    );
+    assert!(obj1 > recon1 && obj1 < recon1 + 4.0 * kl1, "{rows:?}");
+    let (_, recon2, kl2, obj2) = rows[1];
+    assert!(
+        obj2 > recon2 + 1.5 * kl2 && obj2 <= recon2 + 4.0 * kl2 + 1e-3,
+        "{rows:?}"
+    );
+    let ck = out.join("checkpoint.safetensors");
+    let c = Checkpoint::load(&ck).unwrap();
+    assert_eq!((c.cfg.beta, c.cfg.kl_warmup), (4.0, 1.5));
+    let ck_s = ck.to_str().unwrap();
+    for (flag, value, has) in [("--beta", "1", "4"), ("--kl-warmup", "0", "1.5")] {
+        let o = run(&train_args(
+            data,
+            out_s,
+            &["--resume", ck_s, "--epochs", "3", flag, value],
+        ));
+        fails_with(&o, &[&format!("{flag} {value}"), has, "contradicts"]);
+    }
+}
+
+#[test]
+fn bad_objective_values_are_refused_before_gpu_work_naming_the_flag() {
+    let dir = Dir::new("bad-objective");
+    let out = dir.path("run");
+    let out_s = out.to_str().unwrap();
+    for (flags, needles) in [
+        (&["--beta", "-1"][..], &["--beta", "-1"][..]),
+        (&["--kl-warmup", "nan"][..], &["--kl-warmup", "NaN"][..]),
+        (
+            &["--likelihood", "gaussian", "--sigma", "0"][..],
+            &["--sigma", "> 0"][..],
+        ),
+        (
+            &["--sigma", "0.5"][..],
+            &["--sigma", "--likelihood gaussian"][..],
+        ),
+        (
+            &["--likelihood", "poisson"][..],
+            &["--likelihood", "poisson", "gaussian"][..],
+        ),
+    ] {
+        let mut a = vec!["train", "--out", out_s];
+        a.extend_from_slice(flags);
+        let t = std::time::Instant::now();
+        fails_with(&run(&a), needles);
+        eprintln!("{flags:?} refused in {:.2} s", t.elapsed().as_secs_f64());
+        assert!(!out.exists(), "nothing written for {flags:?}");
+    }
+}
