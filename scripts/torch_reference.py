@@ -151,6 +151,7 @@ class BernoulliVAE(nn.Module):
         # A conv decoder's last ConvTranspose2d gives the logits.
         logits = h_dec.flatten(1) if self.conv else self.dec_mu(h_dec)
         mu_d = torch.sigmoid(logits)
+        self.logits = logits  # for likelihoods computed from the logits (scripts/torch_train.py)
         if keep is not None:
             logits.retain_grad()
             keep.update(mu_e=mu_e, logvar_e=logvar_e, z=z, logits=logits, mu_d=mu_d)

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Train the engine's Bernoulli VAE in PyTorch on the CPU, as the peer of `vae-wgpu train`.
 
-The same model (any depth and activation, built by torch_reference.BernoulliVAE), loss (summed BCE
-+ analytic KL), Adam settings, batch size and epochs, with the data preloaded as one float tensor
+The same model (any depth and activation, built by torch_reference.BernoulliVAE), loss (summed
+-log p(x|z) of the likelihood + analytic KL weighted by β and the warm-up), Adam settings, batch size
+and epochs, with the data preloaded as one float tensor
 (PyTorch's fastest CPU path: no DataLoader workers). Prints each epoch's average training loss, test
 loss (one noise draw) and wall time, and a last line of JSON. Used for two things: PyTorch's own
 losses for an architecture next to ours, and the CPU epoch time that issue 14 compares ours with.
@@ -11,6 +12,11 @@ losses for an architecture next to ours, and the CPU epoch time that issue 14 co
     python3 scripts/torch_train.py --epochs 5                                # the notebook's model
     python3 scripts/torch_train.py --hidden 400,200 --activation tanh --epochs 5
     python3 scripts/torch_train.py --conv 32,64 --latent 16 --lr 0.001 --epochs 5    # the conv model
+    python3 scripts/torch_train.py --likelihood gaussian --beta 4 --kl-warmup 2
+
+The likelihoods are torch.distributions' (ContinuousBernoulli from the logits; Normal(sigmoid, σ)
+with a learned 0-d log_sigma unless --sigma); the KL weight at step t is β·min(1, (t−1)/(E·steps per
+epoch)), as src/model/schedule.rs. Printed: the -ELBO (recon + KL) and, when weighted, the objective.
 """
 import argparse
 import json
@@ -19,6 +25,7 @@ import sys
 import time
 
 import torch
+from torch.distributions import ContinuousBernoulli, Normal
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from torch_reference import BernoulliVAE, loss_fn, read_images, widths  # noqa: E402
@@ -37,6 +44,10 @@ def main():
     ap.add_argument("--lr", type=float, default=0.01)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--likelihood", default="bernoulli", choices=["bernoulli", "continuous-bernoulli", "gaussian"])
+    ap.add_argument("--sigma", type=float, default=None, help="a Gaussian's fixed σ [default: learned]")
+    ap.add_argument("--beta", type=float, default=1.0)
+    ap.add_argument("--kl-warmup", type=float, default=0.0, help="epochs over which the KL weight rises to β")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -45,31 +56,55 @@ def main():
     dec = widths(args.decoder_hidden) if args.decoder_hidden else list(reversed(hidden))
     train = read_images(f"{args.data_dir}/train-images-idx3-ubyte.gz")
     test = read_images(f"{args.data_dir}/t10k-images-idx3-ubyte.gz")
-    model = BernoulliVAE(784, hidden, args.latent, dec, args.activation, conv)
+    learned = args.likelihood == "gaussian" and args.sigma is None
+    model = BernoulliVAE(784, hidden, args.latent, dec, args.activation, conv, learned_sigma=learned)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
-    epochs = []
+
+    def losses(x, mu_d, mu_e, logvar_e):
+        """(-ELBO, recon, KL) of a batch, summed."""
+        if args.likelihood == "bernoulli":
+            return loss_fn(mu_d, x, mu_e, logvar_e)
+        kl = -0.5 * torch.sum(1 + logvar_e - mu_e.pow(2) - logvar_e.exp())
+        if args.likelihood == "continuous-bernoulli":
+            recon = -ContinuousBernoulli(logits=model.logits).log_prob(x).sum()
+        else:
+            sigma = model.log_sigma.exp() if learned else args.sigma
+            recon = -Normal(mu_d, sigma).log_prob(x).sum()
+        return recon + kl, recon, kl
+
+    steps_per_epoch = -(-len(train) // args.batch_size)
+    warmup_steps = args.kl_warmup * steps_per_epoch
+    weighted = args.beta != 1.0 or args.kl_warmup > 0
+    epochs, step = [], 0
     for epoch in range(1, args.epochs + 1):
         start = time.perf_counter()
-        total = 0.0
+        total = objective = 0.0
         for idx in torch.randperm(len(train)).split(args.batch_size):
             x = train[idx]
             opt.zero_grad()
             mu_d, mu_e, logvar_e = model(x, torch.randn(len(x), args.latent))
-            loss, _, _ = loss_fn(mu_d, x, mu_e, logvar_e)
-            loss.backward()
+            loss, recon, kl = losses(x, mu_d, mu_e, logvar_e)
+            step += 1
+            w = args.beta * (min(1.0, (step - 1) / warmup_steps) if warmup_steps > 0 else 1.0)
+            obj = recon + w * kl if weighted else loss
+            obj.backward()
             opt.step()
             total += loss.item()
+            objective += obj.item()
         seconds = time.perf_counter() - start
         with torch.no_grad():
             t = 0.0
             for x in test.split(1000):
                 mu_d, mu_e, logvar_e = model(x, torch.randn(len(x), args.latent))
-                t += loss_fn(mu_d, x, mu_e, logvar_e)[0].item()
-        epochs.append(dict(epoch=epoch, train_loss=total / len(train), test_loss=t / len(test), seconds=seconds))
-        print(f"====> Epoch {epoch}  Average loss: {total / len(train):.2f}  test loss: {t / len(test):.2f}  "
+                t += losses(x, mu_d, mu_e, logvar_e)[0].item()
+        epochs.append(dict(epoch=epoch, train_loss=total / len(train), train_objective=objective / len(train),
+                           test_loss=t / len(test), seconds=seconds))
+        obj_txt = f"  objective: {objective / len(train):.2f}" if weighted else ""
+        print(f"====> Epoch {epoch}  Average loss: {total / len(train):.2f}{obj_txt}  test loss: {t / len(test):.2f}  "
               f"time: {seconds:.1f} s", flush=True)
     print(json.dumps(dict(torch=torch.__version__, threads=args.threads, conv=conv, hidden=hidden, decoder_hidden=dec,
-                          activation=args.activation, latent=args.latent, epochs=epochs)))
+                          activation=args.activation, latent=args.latent, likelihood=args.likelihood,
+                          sigma=args.sigma, beta=args.beta, kl_warmup=args.kl_warmup, epochs=epochs)))
 
 
 if __name__ == "__main__":
