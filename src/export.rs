@@ -28,7 +28,7 @@ use crate::rng::{Stream, domain};
 
 /// The plan format's name and version (`plan.json`'s `format` and `version`).
 pub const FORMAT: &str = "vae-wgpu-plan";
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// Test images reconstructed by the page after each epoch, and decoded samples drawn.
 pub const RECONSTRUCTIONS: usize = 10;

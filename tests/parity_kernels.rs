@@ -5,7 +5,9 @@
 #[macro_use]
 mod common;
 
-use common::{U, assert_close, contexts, exp_rel_tol, join_heads, to_f32, uniform, variants};
+use common::{
+    U, assert_close, contexts, exp_rel_tol, join_heads, run_likelihood, to_f32, uniform, variants,
+};
 use vae_wgpu::cpu::ops as cpu;
 use vae_wgpu::gpu::DType;
 use vae_wgpu::gpu::GpuContext;
@@ -562,34 +564,8 @@ backend_test!(
                     .upload_f32("logits", &[rows, d], &to_f32(&logits))
                     .unwrap();
                 let gx = ctx.upload_f32("x", &[b, d], &to_f32(&x)).unwrap();
-                let gd = ctx.zeros("dlogits", &[rows, d], DType::F32).unwrap();
-                let np = likelihood::partials_len(rows * d);
-                let gp = ctx.zeros("partials", &[np], DType::F32).unwrap();
-                let gsp = ctx.zeros("sigma partials", &[np], DType::F32).unwrap();
-                let gls = ctx
-                    .upload_f32("log sigma", &[1], &[log_sigma as f32])
-                    .unwrap();
-                let gds = ctx.zeros("dlog sigma", &[1], DType::F32).unwrap();
-                let gk = ctx.zeros("kl partials", &[1], DType::F32).unwrap();
-                let acc = ctx
-                    .zeros("acc", &[reduce::LossSlots::LEN], DType::F32)
-                    .unwrap();
                 let learned = lik.learns_sigma();
-                let k1 = likelihood::recon_forward_backward(
-                    ctx,
-                    lik,
-                    &gl,
-                    &gx,
-                    &gd,
-                    &gp,
-                    Some(&gls),
-                    learned.then_some(&gsp),
-                )
-                .unwrap();
-                let step = StepUniform::new(ctx, &StepParams::with_seed(0));
-                let k2 = reduce::loss_reduce(ctx, &gp, np, &gk, 1, &acc, &step).unwrap();
-                let k3 = reduce::sum_to(ctx, &gsp, np, &gds).unwrap();
-                kernels::run(ctx, &[&k1, &k2, &k3]).unwrap();
+                let got = run_likelihood(ctx, lik, &gl, &gx, log_sigma as f32);
                 let (want_loss, want_d, want_ds) =
                     cpu::recon_forward_backward(lik, &logits, &x, log_sigma);
                 let scale = 1.0 / samples as f64;
@@ -603,18 +579,10 @@ backend_test!(
                 };
                 let tag = format!("{lik} L={samples} {b}x{d} logits in [{lo}, {hi}]");
                 // σ(l) - x: σ's error from exp (|l| ≤ 100 but σ' ≤ 1/4 and σ saturates), one subtraction.
-                assert_close(
-                    &format!("{tag} dlogits"),
-                    &ctx.read_f32(&gd).unwrap(),
-                    &want_d,
-                    |i| {
-                        scale
-                            * f
-                            * (exp_rel_tol(17.0) + 2.0 * U)
-                            * (1.0 + r2(i) + (-log_sigma).exp())
-                    },
-                );
-                let acc_v = ctx.read_f32(&acc).unwrap();
+                assert_close(&format!("{tag} dlogits"), &got.dlogits, &want_d, |i| {
+                    scale * f * (exp_rel_tol(17.0) + 2.0 * U) * (1.0 + r2(i) + (-log_sigma).exp())
+                });
+                let acc_v = &got.acc;
                 let mag: f64 = logits
                     .iter()
                     .enumerate()
@@ -646,7 +614,7 @@ backend_test!(
                     let ds_mag: f64 = (0..rows * d).map(|i| 1.0 + r2(i)).sum::<f64>() * scale;
                     assert_close(
                         &format!("{tag} dlog_sigma"),
-                        &ctx.read_f32(&gds).unwrap(),
+                        &[got.dlog_sigma],
                         &[want_ds],
                         |_| (24.0 * U + 4.0 * exp_rel_tol(2.0)) * ds_mag,
                     );

@@ -13,7 +13,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{ReferenceGraphs, U, assert_close, reference_graphs};
+use common::{ReferenceGraphs, U, assert_close, reference_graphs, run_likelihood};
 use safetensors::SafeTensors;
 use vae_wgpu::cpu::model::CpuVae;
 use vae_wgpu::gpu::GpuContext;
@@ -329,8 +329,7 @@ fn checkpoint_names_and_shapes_are_pytorchs_state_dict() {
 // terms in f32 (1e-5 of Σ|terms|), per element a few ulps of exp and log.
 backend_test!(likelihoods_match_torch_distributions, |ctx| {
     use vae_wgpu::cpu::ops;
-    use vae_wgpu::gpu::DType;
-    use vae_wgpu::kernels::{self, StepParams, StepUniform, likelihood, reduce};
+    use vae_wgpu::kernels::{self, likelihood, reduce};
     use vae_wgpu::model::Likelihood;
     let fx = Fixture::load("torch_likelihoods.safetensors");
     let (logits, x) = (fx.get("logits"), fx.get("x"));
@@ -338,7 +337,6 @@ backend_test!(likelihoods_match_torch_distributions, |ctx| {
     let n = logits.len();
     let gl = ctx.upload_f32("logits", &[1, n], &logits).unwrap();
     let gx = ctx.upload_f32("x", &[1, n], &x).unwrap();
-    let gls = ctx.upload_f32("log sigma", &[1], &[log_sigma]).unwrap();
     for lik in [
         Likelihood::Bernoulli,
         Likelihood::ContinuousBernoulli,
@@ -371,34 +369,9 @@ backend_test!(likelihoods_match_torch_distributions, |ctx| {
         let cpu_d32: Vec<f32> = cpu_d.iter().map(|&v| v as f32).collect();
         assert_close(&format!("cpu {name} dlogits"), &cpu_d32, &want_d, |_| 1e-6);
         // The GPU kernel.
-        let np = likelihood::partials_len(n);
-        let gd = ctx.zeros("dlogits", &[1, n], DType::F32).unwrap();
-        let gp = ctx.zeros("partials", &[np], DType::F32).unwrap();
-        let gsp = ctx.zeros("sigma partials", &[np], DType::F32).unwrap();
-        let gds = ctx.zeros("dlog sigma", &[1], DType::F32).unwrap();
-        let gk = ctx.zeros("kl", &[1], DType::F32).unwrap();
-        let acc = ctx
-            .zeros("acc", &[reduce::LossSlots::LEN], DType::F32)
-            .unwrap();
-        let step = StepUniform::new(ctx, &StepParams::with_seed(0));
         let learned = lik.learns_sigma();
-        let d = [
-            likelihood::recon_forward_backward(
-                ctx,
-                lik,
-                &gl,
-                &gx,
-                &gd,
-                &gp,
-                Some(&gls),
-                learned.then_some(&gsp),
-            )
-            .unwrap(),
-            reduce::loss_reduce(ctx, &gp, np, &gk, 1, &acc, &step).unwrap(),
-            reduce::sum_to(ctx, &gsp, np, &gds).unwrap(),
-        ];
-        kernels::run(ctx, &d.iter().collect::<Vec<_>>()).unwrap();
-        let acc_v = ctx.read_f32(&acc).unwrap();
+        let got = run_likelihood(ctx, lik, &gl, &gx, log_sigma);
+        let acc_v = &got.acc;
         assert_close(
             &format!("{name} -Σ log p"),
             &acc_v[reduce::LossSlots::BATCH_RECON..][..1],
@@ -406,12 +379,9 @@ backend_test!(likelihoods_match_torch_distributions, |ctx| {
             |_| 1e-5 * terms,
         );
         let scale = want_d.iter().fold(0.0f64, |a, v| a.max(v.abs()));
-        assert_close(
-            &format!("{name} dlogits"),
-            &ctx.read_f32(&gd).unwrap(),
-            &want_d,
-            |_| 2e-5 * scale,
-        );
+        assert_close(&format!("{name} dlogits"), &got.dlogits, &want_d, |_| {
+            2e-5 * scale
+        });
         if learned {
             let want = fx.get64(&format!("{name}.dlog_sigma"));
             assert_close(
@@ -422,17 +392,17 @@ backend_test!(likelihoods_match_torch_distributions, |ctx| {
             );
             assert_close(
                 &format!("{name} dlog_sigma"),
-                &ctx.read_f32(&gds).unwrap(),
+                &[got.dlog_sigma],
                 &want,
                 |_| 1e-5 * n as f64 * 8.0,
             );
         }
-        let km = likelihood::likelihood_mean(ctx, lik, &gd).unwrap();
-        ctx.write_f32(&gd, &logits).unwrap();
+        let means = ctx.upload_f32("means", &[1, n], &logits).unwrap();
+        let km = likelihood::likelihood_mean(ctx, lik, &means).unwrap();
         kernels::run(ctx, &[&km]).unwrap();
         assert_close(
             &format!("{name} mean"),
-            &ctx.read_f32(&gd).unwrap(),
+            &ctx.read_f32(&means).unwrap(),
             &want_mean,
             |_| 2e-6,
         );

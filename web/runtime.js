@@ -5,7 +5,7 @@
 // pass, one submit each) and reads buffers back asynchronously.
 
 export const PLAN_FORMAT = 'vae-wgpu-plan';
-export const PLAN_VERSION = 1;
+export const PLAN_VERSION = 2;
 
 /**
  * @typedef {{binding: number, buffer: number, offset: number, size: number}} Binding

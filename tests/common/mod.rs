@@ -241,3 +241,60 @@ pub fn plan_train_step(
     vae.plan_step(ctx, 128, input, EpsSource::Philox, true, &acc)
         .unwrap()
 }
+
+/// What the standalone likelihood kernel gave: the loss accumulator's slots (after `loss_reduce`),
+/// dlogits, and log σ's gradient (after `sum_to`; 0 unless the likelihood learns σ).
+#[allow(dead_code)]
+pub struct LikelihoodRun {
+    pub acc: Vec<f32>,
+    pub dlogits: Vec<f32>,
+    pub dlog_sigma: f32,
+}
+
+/// `recon_forward_backward` on logits `[rows, d]` (uploaded) against targets `[b, d]` with log σ =
+/// `log_sigma`, then `loss_reduce` and `sum_to`, as a training step chains them.
+#[allow(dead_code)]
+pub fn run_likelihood(
+    ctx: &GpuContext,
+    lik: vae_wgpu::model::Likelihood,
+    logits: &vae_wgpu::gpu::GpuTensor,
+    targets: &vae_wgpu::gpu::GpuTensor,
+    log_sigma: f32,
+) -> LikelihoodRun {
+    use vae_wgpu::gpu::DType;
+    use vae_wgpu::kernels::{self, StepParams, StepUniform, likelihood, reduce};
+    let np = likelihood::partials_len(logits.len());
+    let z = |name: &str, n: usize| ctx.zeros(name, &[n], DType::F32).unwrap();
+    let gd = ctx.zeros("dlogits", &logits.shape, DType::F32).unwrap();
+    let (gp, gsp, gds, gk) = (
+        z("partials", np),
+        z("sigma partials", np),
+        z("dls", 1),
+        z("kl", 1),
+    );
+    let acc = z("acc", reduce::LossSlots::LEN);
+    let gls = ctx.upload_f32("log sigma", &[1], &[log_sigma]).unwrap();
+    let step = StepUniform::new(ctx, &StepParams::with_seed(0));
+    let sigma_partials = lik.learns_sigma().then_some(&gsp);
+    let d = [
+        likelihood::recon_forward_backward(
+            ctx,
+            lik,
+            logits,
+            targets,
+            &gd,
+            &gp,
+            Some(&gls),
+            sigma_partials,
+        )
+        .unwrap(),
+        reduce::loss_reduce(ctx, &gp, np, &gk, 1, &acc, &step).unwrap(),
+        reduce::sum_to(ctx, &gsp, np, &gds).unwrap(),
+    ];
+    kernels::run(ctx, &d.iter().collect::<Vec<_>>()).unwrap();
+    LikelihoodRun {
+        acc: ctx.read_f32(&acc).unwrap(),
+        dlogits: ctx.read_f32(&gd).unwrap(),
+        dlog_sigma: ctx.read_f32(&gds).unwrap()[0],
+    }
+}
