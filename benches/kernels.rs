@@ -164,9 +164,10 @@ fn bench_elementwise(c: &mut Criterion) {
 
     g.throughput(bytes(3 * b * d));
     for lik in [Likelihood::Bernoulli, Likelihood::ContinuousBernoulli] {
-        let kb =
-            likelihood::recon_forward_backward(&ctx, lik, &logits, &x, &dl, &parts, None, None)
-                .unwrap();
+        let kb = likelihood::recon_forward_backward(
+            &ctx, lik, &logits, &x, &dl, &parts, None, None, None,
+        )
+        .unwrap();
         g.bench_function(
             format!("recon_forward_backward {} 128x784", lik.name()),
             |bn| bn.iter_custom(|it| gpu_time(&ctx, &kb, it)),

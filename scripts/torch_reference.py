@@ -141,6 +141,17 @@ class BernoulliVAE(nn.Module):
                 keep_list.append(x.flatten(1))
         return x
 
+    def enc_mu_logvar(self, x):
+        """The encoder's heads (for objectives that draw their own samples)."""
+        h = self.hidden_layers("enc", x.view(-1, *self.image) if self.conv else x, [])
+        return self.enc_mu(h), self.enc_logvar(h)
+
+    def decode(self, z):
+        """sigmoid(logits) of latent codes z (the logits kept in self.logits)."""
+        h = self.hidden_layers("dec", z, [])
+        self.logits = h.flatten(1) if self.conv else self.dec_mu(h)
+        return torch.sigmoid(self.logits)
+
     def forward(self, x, eps, keep=None):
         enc, dec = [], []
         x_in = x.view(-1, *self.image) if self.conv else x

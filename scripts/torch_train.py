@@ -20,6 +20,7 @@ epoch)), as src/model/schedule.rs. Printed: the -ELBO (recon + KL) and, when wei
 """
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -48,6 +49,8 @@ def main():
     ap.add_argument("--sigma", type=float, default=None, help="a Gaussian's fixed σ [default: learned]")
     ap.add_argument("--beta", type=float, default=1.0)
     ap.add_argument("--kl-warmup", type=float, default=0.0, help="epochs over which the KL weight rises to β")
+    ap.add_argument("--objective", default="elbo", choices=["elbo", "iwae"])
+    ap.add_argument("--samples", type=int, default=1, help="k, the IWAE objective's samples per image")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -60,21 +63,40 @@ def main():
     model = BernoulliVAE(784, hidden, args.latent, dec, args.activation, conv, learned_sigma=learned)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
 
+    def recon_rows(x, mu_d):
+        """-log p(x | z) per row."""
+        if args.likelihood == "bernoulli":
+            return torch.nn.functional.binary_cross_entropy(mu_d, x, reduction="none").sum(1)
+        if args.likelihood == "continuous-bernoulli":
+            return -ContinuousBernoulli(logits=model.logits).log_prob(x).sum(1)
+        sigma = model.log_sigma.exp() if learned else args.sigma
+        return -Normal(mu_d, sigma).log_prob(x).sum(1)
+
     def losses(x, mu_d, mu_e, logvar_e):
         """(-ELBO, recon, KL) of a batch, summed."""
         if args.likelihood == "bernoulli":
             return loss_fn(mu_d, x, mu_e, logvar_e)
         kl = -0.5 * torch.sum(1 + logvar_e - mu_e.pow(2) - logvar_e.exp())
-        if args.likelihood == "continuous-bernoulli":
-            recon = -ContinuousBernoulli(logits=model.logits).log_prob(x).sum()
-        else:
-            sigma = model.log_sigma.exp() if learned else args.sigma
-            recon = -Normal(mu_d, sigma).log_prob(x).sum()
+        recon = recon_rows(x, mu_d).sum()
         return recon + kl, recon, kl
+
+    def iwae_step(x):
+        """(the IWAE bound summed over the batch, its -ELBO with k samples) for k = --samples."""
+        k, b = args.samples, len(x)
+        mu_e, logvar_e = model.enc_mu_logvar(x)
+        eps = torch.randn(k, b, args.latent)
+        z = mu_e + torch.exp(0.5 * logvar_e) * eps
+        xs = x.repeat(k, 1)
+        mu_d = model.decode(z.reshape(k * b, -1))
+        rows = recon_rows(xs, mu_d).reshape(k, b)
+        log_w = -rows + 0.5 * (eps.pow(2) - z.pow(2) + logvar_e).sum(2)
+        bound = -(torch.logsumexp(log_w, 0) - math.log(k)).sum()
+        kl = -0.5 * torch.sum(1 + logvar_e - mu_e.pow(2) - logvar_e.exp())
+        return bound, rows.sum() / k + kl
 
     steps_per_epoch = -(-len(train) // args.batch_size)
     warmup_steps = args.kl_warmup * steps_per_epoch
-    weighted = args.beta != 1.0 or args.kl_warmup > 0
+    weighted = args.beta != 1.0 or args.kl_warmup > 0 or args.objective == "iwae"
     epochs, step = [], 0
     for epoch in range(1, args.epochs + 1):
         start = time.perf_counter()
@@ -82,11 +104,14 @@ def main():
         for idx in torch.randperm(len(train)).split(args.batch_size):
             x = train[idx]
             opt.zero_grad()
-            mu_d, mu_e, logvar_e = model(x, torch.randn(len(x), args.latent))
-            loss, recon, kl = losses(x, mu_d, mu_e, logvar_e)
             step += 1
-            w = args.beta * (min(1.0, (step - 1) / warmup_steps) if warmup_steps > 0 else 1.0)
-            obj = recon + w * kl if weighted else loss
+            if args.objective == "iwae":
+                obj, loss = iwae_step(x)
+            else:
+                mu_d, mu_e, logvar_e = model(x, torch.randn(len(x), args.latent))
+                loss, recon, kl = losses(x, mu_d, mu_e, logvar_e)
+                w = args.beta * (min(1.0, (step - 1) / warmup_steps) if warmup_steps > 0 else 1.0)
+                obj = recon + w * kl if weighted else loss
             obj.backward()
             opt.step()
             total += loss.item()

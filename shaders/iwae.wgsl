@@ -7,6 +7,8 @@
 //                            = log p(x|z_l) + log p(z_l) - log q(z_l|x)   (the 2π terms cancel)
 //                  nll[offset + b] = -(logsumexp_l log w_l - log L), the importance-weighted bound
 //                  on -log p(x) of Burda et al. (2016); it tightens as L grows.
+//   iwae_weights:  training on that bound: each sample's normalised importance weight and each
+//                  image's objective (below).
 
 struct IwaeParams {
     batch: u32,     // B
@@ -50,4 +52,31 @@ fn iwae_estimate(@builtin(global_invocation_id) gid: vec3<u32>) {
         s += exp(log_weight(b, l) - m);
     }
     nll[step.batch_offset + b] = -(m + log(s) - log(f32(ip.samples)));
+}
+
+// iwae_weights (training with --objective iwae): for image b, the softmax over its L samples of
+// log w_l, w̃_l = exp(log w_l − logsumexp), into weights[l·B + b] — the IWAE objective's gradient is
+// Σ_l w̃_l ∇(−log w_l), so w̃ scales the likelihood's dlogits and the reparameterisation's terms —
+// and the image's objective −(logsumexp_l log w_l − log L) into obj[b] (summed by objective_reduce).
+@group(0) @binding(4) var<storage, read_write> w_weights: array<f32>;
+@group(0) @binding(6) var<storage, read_write> w_obj: array<f32>;
+
+@compute @workgroup_size(64, 1, 1)
+fn iwae_weights(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let b = gid.x;
+    if (b >= ip.batch) {
+        return;
+    }
+    var m = log_weight(b, 0u);
+    for (var l = 1u; l < ip.samples; l++) {
+        m = max(m, log_weight(b, l));
+    }
+    var s = 0.0;
+    for (var l = 0u; l < ip.samples; l++) {
+        s += exp(log_weight(b, l) - m);
+    }
+    for (var l = 0u; l < ip.samples; l++) {
+        w_weights[l * ip.batch + b] = exp(log_weight(b, l) - m) / s;
+    }
+    w_obj[b] = -(m + log(s) - log(f32(ip.samples)));
 }

@@ -2,7 +2,8 @@
 // The decoder's likelihood p(x | logits), standalone (recon_with_logits in common.wgsl has the
 // per-value math; src/model/likelihood.rs the table of formulas):
 //
-//   recon_forward_backward: dlogits = ∂(-log p)/∂l / L and per-workgroup partial sums of -log p / L;
+//   recon_forward_backward: dlogits = ∂(-log p)/∂l / L (ROW_WEIGHTS: × w̃_row instead of / L) and
+//                           per-workgroup partial sums of -log p / L;
 //                           for a learned-σ Gaussian also partial sums of ∂(-log p)/∂log σ / L
 //                           (reduce.wgsl's sum_to adds them into log σ's gradient).
 //   recon_rows:             rowloss[r] = Σ_d -log p(x[r mod B, d] | logits[r, d])  (one workgroup per
@@ -26,11 +27,12 @@ struct ReconParams {
     n: u32,          // L·B·D logits
     n_target: u32,   // B·D targets
     scale: f32,      // 1/L
-    _pad: u32,
+    dim: u32,        // D (ROW_WEIGHTS: row r = i / D)
 }
 
 override LIKELIHOOD: u32 = 1u;      // a LIKELIHOOD_* code of common.wgsl
 override SIGMA_GRAD: bool = false;  // write the log σ gradient's partials (learned-σ Gaussian)
+override ROW_WEIGHTS: bool = false; // the gradients scaled per row by row_weights (the IWAE objective's w̃) instead of 1/L
 
 @group(0) @binding(0) var<storage, read> logits: array<f32>;
 @group(0) @binding(1) var<storage, read> targets: array<f32>;
@@ -39,6 +41,7 @@ override SIGMA_GRAD: bool = false;  // write the log σ gradient's partials (lea
 @group(0) @binding(4) var<uniform> p: ReconParams;
 @group(0) @binding(5) var<storage, read> log_sigma: array<f32>;
 @group(0) @binding(6) var<storage, read_write> sigma_partials: array<f32>;
+@group(0) @binding(7) var<storage, read> row_weights: array<f32>;
 
 // Each thread takes ITEMS consecutive-by-stride elements before the workgroup reduction, so the
 // reduction's barriers (costly on CPU drivers) are paid once per 2048 elements, not per 256.
@@ -62,9 +65,13 @@ fn recon_forward_backward(
             let x = targets[i % p.n_target];
             let r = recon_with_logits(LIKELIHOOD, l, x, ls);
             loss += r.x;
-            dlogits[i] = r.y * p.scale;
+            var g = p.scale;
+            if (ROW_WEIGHTS) {
+                g = row_weights[i / p.dim];
+            }
+            dlogits[i] = r.y * g;
             if (SIGMA_GRAD) {
-                dls += gaussian_dlog_sigma(l, x, ls);
+                dls += gaussian_dlog_sigma(l, x, ls) * g;
             }
         }
     }
@@ -73,9 +80,9 @@ fn recon_forward_backward(
         partials[group] = total;
     }
     if (SIGMA_GRAD) {
-        let g = workgroup_sum(t, dls * p.scale);
+        let gs = workgroup_sum(t, dls);
         if (t == 0u) {
-            sigma_partials[group] = g;
+            sigma_partials[group] = gs;
         }
     }
 }

@@ -5,6 +5,8 @@
 //                kl_weight (the objective minimised is reconstruction + weighted KL), and adds
 //                them to the epoch's slots; it raises a flag when a sum is not finite, so a
 //                diverging run is caught at the next readback without reading every step.
+//   objective_reduce: after loss_reduce, replaces the batch's objective (recon + weighted KL) by
+//                the sum of per-image objectives (the IWAE bound's: iwae.wgsl's iwae_weights).
 //   sum_to:      one workgroup writes out[0] = Σ values[..n] (a scalar parameter's gradient from a
 //                kernel's per-workgroup partials: a learned-σ Gaussian's log σ).
 // It sums in a fixed order, so results are bit-for-bit reproducible run to run.
@@ -27,6 +29,8 @@ const SLOT_NONFINITE: u32 = 6u;
 const SLOT_BATCHES: u32 = 7u;
 const SLOT_BATCH_KL_WEIGHTED: u32 = 8u;
 const SLOT_EPOCH_KL_WEIGHTED: u32 = 9u;
+const SLOT_BATCH_OBJECTIVE: u32 = 10u;
+const SLOT_EPOCH_OBJECTIVE: u32 = 11u;
 
 @group(0) @binding(0) var<storage, read> recon_partials: array<f32>;
 @group(0) @binding(1) var<storage, read> kl_partials: array<f32>;
@@ -54,6 +58,27 @@ fn sum_to(@builtin(local_invocation_index) t: u32) {
     let total = workgroup_sum(t, s);
     if (t == 0u) {
         s_out[0] = total;
+    }
+}
+
+@group(0) @binding(0) var<storage, read> o_values: array<f32>;
+@group(0) @binding(1) var<storage, read_write> o_acc: array<f32>;
+@group(0) @binding(2) var<uniform> op: SumParams;
+
+@compute @workgroup_size(256, 1, 1)
+fn objective_reduce(@builtin(local_invocation_index) t: u32) {
+    var s = 0.0;
+    for (var i = t; i < op.n; i += 256u) {
+        s += o_values[i];
+    }
+    let total = workgroup_sum(t, s);
+    if (t == 0u) {
+        // Undo loss_reduce's objective for this batch, then count this one.
+        o_acc[SLOT_EPOCH_OBJECTIVE] += total - o_acc[SLOT_BATCH_OBJECTIVE];
+        o_acc[SLOT_BATCH_OBJECTIVE] = total;
+        if (!is_finite(total)) {
+            o_acc[SLOT_NONFINITE] = 1.0;
+        }
     }
 }
 
@@ -85,6 +110,8 @@ fn loss_reduce(@builtin(local_invocation_index) t: u32) {
         acc[SLOT_EPOCH_RECON] += recon;
         acc[SLOT_EPOCH_KL] += kl;
         acc[SLOT_EPOCH_KL_WEIGHTED] += kl_weighted;
+        acc[SLOT_BATCH_OBJECTIVE] = recon + kl_weighted;
+        acc[SLOT_EPOCH_OBJECTIVE] += recon + kl_weighted;
         acc[SLOT_BATCHES] += 1.0;
         if (!is_finite(total) || !is_finite(kl_weighted)) {
             acc[SLOT_NONFINITE] = 1.0;

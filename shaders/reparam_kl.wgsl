@@ -8,6 +8,7 @@
 //   reparam_backward: dmu     = Σ_l dz_l + w·mu                                 (KL: ∂/∂mu = mu)
 //                     dlogvar = Σ_l dz_l·eps_l·0.5·exp(0.5·logvar) + w·0.5·(exp(logvar) - 1)
 //                     with w = step.kl_weight, the step's KL weight (β, warm-up: src/model/schedule.rs).
+//                     IWAE: dmu = Σ_l (dz_l + w̃_l z_l), dlogvar = Σ_l (dz_l + w̃_l z_l)·eps_l·½sd − ½.
 //
 // mu and logvar arrive as one [B, 2K] matrix, row b = (mu_b, logvar_b): the output of the encoder's
 // two heads computed as one Linear H -> 2K (one product instead of two); the backward writes dmu and
@@ -33,6 +34,9 @@ fn logvar_index(e: u32, k: u32) -> u32 {
 }
 
 override EPS_FROM_BUFFER: bool = false;
+// The IWAE objective's backward (reparam_backward): no analytic KL; each sample's own terms of
+// −log w_l, ½z² − ½logvar, weighted by its normalised importance weight w̃_l (binding 6).
+override IWAE: bool = false;
 
 @group(0) @binding(0) var<storage, read> heads: array<f32>;
 @group(0) @binding(1) var<storage, read_write> eps: array<f32>;
@@ -121,6 +125,7 @@ fn reparam_forward(
 @group(0) @binding(3) var<storage, read_write> b_dheads: array<f32>;
 @group(0) @binding(4) var<uniform> bp: ReparamParams;
 @group(0) @binding(5) var<uniform> b_step: StepParams;
+@group(0) @binding(6) var<storage, read> b_weights: array<f32>;  // IWAE: w̃ per row l·B + b
 
 @compute @workgroup_size(256, 1, 1)
 fn reparam_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -135,8 +140,19 @@ fn reparam_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
     var gsd = 0.0;
     for (var l = 0u; l < bp.samples; l++) {
         let i = l * bp.bk + e;
-        gmu += b_dz[i];
-        gsd += b_dz[i] * b_eps[i];
+        var dz = b_dz[i];
+        if (IWAE) {
+            // ∂(w̃_l·½z²)/∂z = w̃_l·z, z = m + sd·eps.
+            dz += b_weights[l * (bp.bk / bp.k) + e / bp.k] * (m + sd * b_eps[i]);
+        }
+        gmu += dz;
+        gsd += dz * b_eps[i];
+    }
+    if (IWAE) {
+        // −½logvar per sample, the weights summing to 1.
+        b_dheads[mu_index(e, bp.k)] = gmu;
+        b_dheads[logvar_index(e, bp.k)] = gsd * 0.5 * sd - 0.5;
+        return;
     }
     let w = b_step.kl_weight;
     b_dheads[mu_index(e, bp.k)] = gmu + w * m;

@@ -393,6 +393,7 @@ pub fn export_plan(ctx: &GpuContext, opts: &ExportOptions) -> Result<ExportSumma
             "describe": cfg.describe(),
             "activation": cfg.activation.name(), "latent": cfg.latent,
             "likelihood": cfg.likelihood.name(), "beta": cfg.beta, "kl_warmup": cfg.kl_warmup,
+            "objective": cfg.objective.name(),
             "samples": cfg.samples, "params": vae.layout.num_params(),
         },
         "train": {

@@ -275,6 +275,16 @@ fn likelihoods_and_kl_weight_model_gradients_match_finite_differences() {
         };
         whole_model_case(cfg, 4, 5);
     }
+    // The IWAE objective (k = 4): its gradient weighs each sample by its importance weight.
+    for likelihood in [Likelihood::Bernoulli, Likelihood::Gaussian { sigma: None }] {
+        let cfg = VaeConfig {
+            samples: 4,
+            likelihood,
+            objective: vae_wgpu::model::Objective::Iwae,
+            ..VaeConfig::mirrored(7, &[6], 3)
+        };
+        whole_model_case(cfg, 3, 9);
+    }
 }
 
 #[test]

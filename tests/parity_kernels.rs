@@ -714,7 +714,8 @@ backend_test!(reparam_kl_forward_backward, |ctx| {
             .upload_f32("dz", &[samples * b, k], &to_f32(&dz))
             .unwrap();
         let gdheads = ctx.zeros("dheads", &[b, 2 * k], DType::F32).unwrap();
-        let bwd = reparam_kl::reparam_backward(ctx, &gheads, &geps, &gdz, &gdheads, &step).unwrap();
+        let bwd =
+            reparam_kl::reparam_backward(ctx, &gheads, &geps, &gdz, &gdheads, &step, None).unwrap();
         kernels::run(ctx, &[&bwd]).unwrap();
         let (got_dmu, got_dlv) = Activations::split_heads(&ctx.read_f32(&gdheads).unwrap(), k);
         let (want_dmu, want_dlv) = cpu::reparam_backward(&mu, &lv, &eps, &dz, w);

@@ -343,14 +343,19 @@ async function train() {
     const kl = acc[slots.epoch_kl] / n;
     // The objective minimised, when β or a warm-up weighs the KL (the printed loss is the -ELBO).
     const m = plan.model;
-    const weighted = m.beta !== 1 || m.kl_warmup > 0;
-    const objective = recon + acc[slots.epoch_kl_weighted] / n;
+    const objective = acc[slots.epoch_objective] / n;
+    const objectiveName =
+      m.objective === 'iwae'
+        ? `objective IWAE (k = ${m.samples})`
+        : m.beta !== 1 || m.kl_warmup > 0
+          ? 'objective recon + weighted KL'
+          : '';
     const reconName = m.likelihood === 'bernoulli' ? 'BCE' : 'recon';
     const secs = state.epochSecs;
     const test = await evaluate(e);
     log(
       `====> Epoch ${e}  Average loss: ${avg.toFixed(2)}  (${reconName} ${recon.toFixed(2)}, KL ${kl.toFixed(2)}` +
-        (weighted ? `; objective recon + weighted KL: ${objective.toFixed(2)})` : ')') +
+        (objectiveName ? `; ${objectiveName}: ${objective.toFixed(2)})` : ')') +
         `  test loss: ${test.toFixed(2)}  time: ${secs.toFixed(1)} s (${(n / secs).toFixed(0)} images/s)`,
     );
     state.epochLosses.push({ epoch: e, train: avg, test });

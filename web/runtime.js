@@ -24,7 +24,7 @@ export const PLAN_VERSION = 2;
  *   format: string, version: number,
  *   model: {input: number, hidden: number[], decoder_hidden: number[], latent: number,
  *           samples: number, activation: string, params: number, likelihood: string,
- *           beta: number, kl_warmup: number},
+ *           beta: number, kl_warmup: number, objective: string},
  *   train: {batch: number, epochs: number, lr: number, beta1: number, beta2: number, eps: number,
  *     weight_decay: number, seed: number, train_len: number, test_len: number, log_every: number,
  *     steps_per_epoch: number},

@@ -111,6 +111,10 @@ pub struct ModelArgs {
     /// allowed) [default: 0, none, or the checkpoint's].
     #[arg(long)]
     pub kl_warmup: Option<f64>,
+    /// What training minimises: elbo, or iwae (the importance-weighted bound with k = --samples,
+    /// at least 2) [default: elbo, or the checkpoint's].
+    #[arg(long)]
+    pub objective: Option<String>,
 }
 
 impl ModelArgs {
@@ -152,6 +156,10 @@ impl ModelArgs {
             likelihood: self.likelihood()?.unwrap_or_default(),
             beta: self.beta.unwrap_or(d.beta),
             kl_warmup: self.kl_warmup.unwrap_or(d.kl_warmup),
+            objective: match &self.objective {
+                Some(o) => crate::model::Objective::parse(o)?,
+                None => d.objective,
+            },
         };
         cfg.validate()?;
         Ok(cfg)
@@ -230,9 +238,16 @@ impl ModelArgs {
         {
             return refuse("kl-warmup", e.to_string(), c.kl_warmup.to_string());
         }
+        if let Some(o) = &self.objective {
+            let o = crate::model::Objective::parse(o).map_err(|e| setting_message(&e))?;
+            if o != c.objective {
+                return refuse("objective", o.name().into(), c.objective.name().into());
+            }
+        }
         if let Some(s) = self.samples {
             cfg.samples = s;
         }
+        cfg.validate().map_err(|e| setting_message(&e))?;
         Ok(cfg)
     }
 }
@@ -471,6 +486,7 @@ fn flag_of(setting: &str) -> Option<&'static str> {
         "sigma" => "--sigma",
         "beta" => "--beta",
         "kl warmup" => "--kl-warmup",
+        "objective" => "--objective",
         _ => return None,
     })
 }

@@ -344,9 +344,10 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             crate::model::Likelihood::Bernoulli => "BCE",
             _ => "recon",
         };
-        let weighted = cfg.beta != 1.0 || cfg.kl_warmup > 0.0;
-        let objective = stats.recon + stats.kl_weighted;
-        let objective_txt = if weighted {
+        let objective = stats.objective;
+        let objective_txt = if cfg.objective == crate::model::Objective::Iwae {
+            format!("; objective IWAE (k = {}): {objective:.2}", cfg.samples)
+        } else if cfg.beta != 1.0 || cfg.kl_warmup > 0.0 {
             format!("; objective recon + weighted KL: {objective:.2}")
         } else {
             String::new()

@@ -4,7 +4,7 @@
 //! row sums, activation backward masks, the likelihood in the logits product) are separate ops here.
 
 use super::ops;
-use crate::model::{Layer, ParamLayout, VaeConfig};
+use crate::model::{Layer, Objective, ParamLayout, VaeConfig};
 use crate::ops::{Act, AdamConfig, Layout};
 
 /// Every intermediate and gradient of one step (activations row-major as on the GPU).
@@ -191,11 +191,26 @@ impl CpuVae {
             (Some(o), _) => p[o],
             (None, l) => l.fixed_log_sigma() as f64,
         };
-        let d_log_sigma;
+        let lik = self.cfg.likelihood;
+        let mut d_log_sigma;
         (t.recon, t.dlogits, d_log_sigma) =
-            ops::recon_forward_backward(self.cfg.likelihood, &t.logits, x, log_sigma);
+            ops::recon_forward_backward(lik, &t.logits, x, log_sigma);
         t.loss = t.recon + t.kl;
         t.objective = t.recon + self.kl_weight * t.kl;
+        // The IWAE objective: the likelihood's gradients weighted per row by w̃ instead of 1/L.
+        let iwae = (self.cfg.objective == Objective::Iwae).then(|| {
+            let rowloss = ops::recon_rows(lik, &t.logits, x, d, log_sigma);
+            ops::iwae_weights(&rowloss, &t.z, eps, &t.logvar, b, k)
+        });
+        if let Some((w, obj)) = &iwae {
+            t.objective = obj.iter().sum();
+            d_log_sigma = 0.0;
+            for (i, g) in t.dlogits.iter_mut().enumerate() {
+                let (_, dl, ds) = ops::recon_elem(lik, t.logits[i], x[i % x.len()], log_sigma);
+                *g = w[i / d] * dl;
+                d_log_sigma += w[i / d] * ds;
+            }
+        }
 
         // ---- backward: the same layers in reverse order
         let mut g = vec![0.0; layout.len];
@@ -210,7 +225,10 @@ impl CpuVae {
         let mut dxs = backward_chain(p, &mut g, &layers, &xs, &t.dlogits, lb, true);
         t.dz = std::mem::take(&mut dxs[0]);
         t.d_dec = dxs.into_iter().skip(1).collect();
-        (t.dmu, t.dlogvar) = ops::reparam_backward(&t.mu, &t.logvar, eps, &t.dz, self.kl_weight);
+        (t.dmu, t.dlogvar) = match &iwae {
+            Some((w, _)) => ops::reparam_backward_iwae(&t.mu, &t.logvar, eps, &t.dz, w, k),
+            None => ops::reparam_backward(&t.mu, &t.logvar, eps, &t.dz, self.kl_weight),
+        };
         let dheads: Vec<f64> = t
             .dmu
             .chunks(k)

@@ -294,8 +294,23 @@ pub fn iwae_estimate(
     batch: usize,
     latent: usize,
 ) -> Vec<f64> {
+    iwae_weights(rowloss, z, eps, logvar, batch, latent).1
+}
+
+/// `iwae_weights`: the normalised importance weights w̃ per row `l·B + b` (the softmax over each
+/// image's L samples of `log w_l = -rowloss + Σ_k ½(eps² − z² + logvar)`) and each image's
+/// `-(logsumexp_l log w_l − log L)`.
+pub fn iwae_weights(
+    rowloss: &[f64],
+    z: &[f64],
+    eps: &[f64],
+    logvar: &[f64],
+    batch: usize,
+    latent: usize,
+) -> (Vec<f64>, Vec<f64>) {
     let samples = rowloss.len() / batch;
-    (0..batch)
+    let mut weights = vec![0.0; rowloss.len()];
+    let obj = (0..batch)
         .map(|b| {
             let w: Vec<f64> = (0..samples)
                 .map(|l| {
@@ -311,9 +326,37 @@ pub fn iwae_estimate(
                 .collect();
             let m = w.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
             let s: f64 = w.iter().map(|v| (v - m).exp()).sum();
+            for (l, v) in w.iter().enumerate() {
+                weights[l * batch + b] = (v - m).exp() / s;
+            }
             -(m + s.ln() - (samples as f64).ln())
         })
-        .collect()
+        .collect();
+    (weights, obj)
+}
+
+/// `reparam_backward` for the IWAE objective: `dmu = Σ_l (dz_l + w̃_l z_l)`,
+/// `dlogvar = Σ_l (dz_l + w̃_l z_l)·eps_l·sd/2 − 1/2`, w̃ per row `l·B + b`.
+pub fn reparam_backward_iwae(
+    mu: &[f64],
+    logvar: &[f64],
+    eps: &[f64],
+    dz: &[f64],
+    weights: &[f64],
+    latent: usize,
+) -> (Vec<f64>, Vec<f64>) {
+    let bk = mu.len();
+    let mut dmu = vec![0.0; bk];
+    let mut dlv = vec![-0.5; bk];
+    for (i, (&g, &n)) in dz.iter().zip(eps).enumerate() {
+        let e = i % bk;
+        let sd = (0.5 * logvar[e]).exp();
+        let w = weights[(i / bk) * (bk / latent) + e / latent];
+        let g = g + w * (mu[e] + sd * n);
+        dmu[e] += g;
+        dlv[e] += g * n * 0.5 * sd;
+    }
+    (dmu, dlv)
 }
 
 // ---- conv.wgsl --------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ struct ReconParams {
     n: u32,
     n_target: u32,
     scale: f32,
-    _pad: u32,
+    dim: u32,
 }
 
 #[repr(C)]
@@ -73,6 +73,8 @@ fn log_sigma_bind<'a>(ctx: &'a GpuContext, log_sigma: Option<&'a GpuTensor>) -> 
 /// `partials[..partials_len(L·B·D)]`; logits and dlogits `[L·B, D]`, targets `[B, D]`. A Gaussian
 /// reads log σ from `log_sigma` (required), and with `sigma_partials` also writes partial sums of
 /// ∂(-log p)/∂log σ / L there (a learned σ: [`crate::kernels::reduce::sum_to`] adds them up).
+/// With `row_weights` (`[L·B]`, the IWAE objective's normalised importance weights) the gradients
+/// of row r are scaled by `row_weights[r]` instead of 1/L (the loss partials stay / L).
 #[allow(clippy::too_many_arguments)]
 pub fn recon_forward_backward(
     ctx: &GpuContext,
@@ -83,6 +85,7 @@ pub fn recon_forward_backward(
     partials: &GpuTensor,
     log_sigma: Option<&GpuTensor>,
     sigma_partials: Option<&GpuTensor>,
+    row_weights: Option<&GpuTensor>,
 ) -> Result<Dispatch> {
     const OP: &str = "recon_forward_backward";
     let (rows, b, d) = check_targets(OP, logits, target)?;
@@ -100,6 +103,9 @@ pub fn recon_forward_backward(
             format!("partials buffers need {need} values"),
         ));
     }
+    if row_weights.is_some_and(|w| w.len() < rows) {
+        return Err(Error::shape(OP, format!("row weights for {rows} rows")));
+    }
     let gaussian = matches!(likelihood, Likelihood::Gaussian { .. });
     if gaussian && log_sigma.is_none() {
         return Err(Error::Config(format!("{OP}: a Gaussian needs its log σ")));
@@ -116,7 +122,7 @@ pub fn recon_forward_backward(
             n: n as u32,
             n_target: (b * d) as u32,
             scale: 1.0 / (rows / b) as f32,
-            _pad: 0,
+            dim: d as u32,
         },
     );
     dispatch(
@@ -127,6 +133,7 @@ pub fn recon_forward_backward(
         &[
             ("LIKELIHOOD", likelihood.code() as f64),
             ("SIGMA_GRAD", sigma_partials.is_some() as u32 as f64),
+            ("ROW_WEIGHTS", row_weights.is_some() as u32 as f64),
         ],
         &[
             Bind::Tensor(logits),
@@ -139,6 +146,7 @@ pub fn recon_forward_backward(
                 Some(t) => Bind::Tensor(t),
                 None => Bind::Buffer(&ctx.dummy_rw),
             },
+            log_sigma_bind(ctx, row_weights),
         ],
         grid_1d(n.div_ceil(ITEMS)),
     )
@@ -223,7 +231,7 @@ pub fn likelihood_mean(
 /// This module's uniform structs, as `kernels::contracts` checks them against `Shader::LIKELIHOOD`.
 #[cfg(test)]
 pub(crate) const UNIFORMS: &[crate::kernels::UniformLayout] = &[
-    uniform_layout!(ReconParams, n, n_target, scale),
+    uniform_layout!(ReconParams, n, n_target, scale, dim),
     uniform_layout!(RowParams, rows, dim, batch),
     uniform_layout!(MeanParams, n),
 ];

@@ -23,7 +23,10 @@ impl LossSlots {
     pub const BATCHES: usize = 7;
     pub const BATCH_KL_WEIGHTED: usize = 8;
     pub const EPOCH_KL_WEIGHTED: usize = 9;
-    pub const LEN: usize = 10;
+    /// The objective minimised: recon + weighted KL, or the IWAE bound (`objective_reduce`).
+    pub const BATCH_OBJECTIVE: usize = 10;
+    pub const EPOCH_OBJECTIVE: usize = 11;
+    pub const LEN: usize = 12;
     /// Every slot's name (the exported plan's and the contract test's).
     pub const NAMES: [(&'static str, usize); Self::LEN] = [
         ("epoch_total", Self::EPOCH_TOTAL),
@@ -36,6 +39,8 @@ impl LossSlots {
         ("batches", Self::BATCHES),
         ("batch_kl_weighted", Self::BATCH_KL_WEIGHTED),
         ("epoch_kl_weighted", Self::EPOCH_KL_WEIGHTED),
+        ("batch_objective", Self::BATCH_OBJECTIVE),
+        ("epoch_objective", Self::EPOCH_OBJECTIVE),
     ];
 }
 
@@ -158,6 +163,46 @@ pub fn sum_to(ctx: &GpuContext, values: &GpuTensor, n: usize, out: &GpuTensor) -
         &[
             Bind::Tensor(values),
             Bind::Tensor(out),
+            Bind::Buffer(&params),
+        ],
+        [1, 1, 1],
+    )
+}
+
+/// After `loss_reduce`: the batch's objective becomes `Σ values[..n]` (per-image objectives, the
+/// IWAE bound's) in the objective slots, the epoch's adjusted to match.
+pub fn objective_reduce(
+    ctx: &GpuContext,
+    values: &GpuTensor,
+    n: usize,
+    acc: &GpuTensor,
+) -> Result<Dispatch> {
+    if values.len() < n || acc.shape != [LossSlots::LEN] {
+        return Err(Error::shape(
+            "objective_reduce",
+            format!(
+                "{n} of {:?} into an accumulator {:?}",
+                values.shape, acc.shape
+            ),
+        ));
+    }
+    let params = uniform(
+        ctx,
+        "objective params",
+        &SumParams {
+            n: n as u32,
+            _pad: [0; 3],
+        },
+    );
+    dispatch(
+        ctx,
+        "objective_reduce",
+        Shader::REDUCE,
+        "objective_reduce",
+        &[],
+        &[
+            Bind::Tensor(values),
+            Bind::Tensor(acc),
             Bind::Buffer(&params),
         ],
         [1, 1, 1],

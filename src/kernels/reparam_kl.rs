@@ -107,7 +107,8 @@ pub fn reparam_forward(
 
 /// `dmu = Σ_l dz_l + w·mu`, `dlogvar = Σ_l dz_l·eps_l·exp(logvar/2)/2 + w·(exp(logvar) - 1)/2`,
 /// written as `dheads` [B, 2K], row b = (dmu_b, dlogvar_b), like `heads`; the KL weight w is the
-/// step uniform's `kl_weight`.
+/// step uniform's `kl_weight`. With `iwae_weights` (`[L·B]`, normalised importance weights w̃) the
+/// IWAE objective's instead: `dmu = Σ_l (dz_l + w̃_l z_l)`, `dlogvar = Σ_l (dz_l + w̃_l z_l)·eps_l·sd/2 − 1/2`.
 pub fn reparam_backward(
     ctx: &GpuContext,
     heads: &GpuTensor,
@@ -115,6 +116,7 @@ pub fn reparam_backward(
     dz: &GpuTensor,
     dheads: &GpuTensor,
     step: &StepUniform,
+    iwae_weights: Option<&GpuTensor>,
 ) -> Result<Dispatch> {
     const OP: &str = "reparam_backward";
     let (samples, k) = check(OP, heads, eps, dz)?;
@@ -125,6 +127,12 @@ pub fn reparam_backward(
         ));
     }
     let bk = heads.len() / 2;
+    if iwae_weights.is_some_and(|w| w.len() < samples * (bk / k)) {
+        return Err(Error::shape(
+            OP,
+            format!("IWAE weights for {samples}·{} rows", bk / k),
+        ));
+    }
     let params = uniform(
         ctx,
         "reparam params",
@@ -140,7 +148,7 @@ pub fn reparam_backward(
         OP,
         Shader::REPARAM_KL,
         OP,
-        &[],
+        &[("IWAE", iwae_weights.is_some() as u32 as f64)],
         &[
             Bind::Tensor(heads),
             Bind::Tensor(eps),
@@ -148,6 +156,10 @@ pub fn reparam_backward(
             Bind::Tensor(dheads),
             Bind::Buffer(&params),
             Bind::Buffer(&step.buffer),
+            match iwae_weights {
+                Some(w) => Bind::Tensor(w),
+                None => Bind::Buffer(&ctx.dummy),
+            },
         ],
         [bk.div_ceil(256) as u32, 1, 1],
     )

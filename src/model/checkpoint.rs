@@ -127,6 +127,10 @@ impl Checkpoint {
         }
         meta.insert("beta".to_string(), self.cfg.beta.to_string());
         meta.insert("kl_warmup".to_string(), self.cfg.kl_warmup.to_string());
+        meta.insert(
+            "objective".to_string(),
+            self.cfg.objective.name().to_string(),
+        );
         let mut image = self.progress.image;
         if let Some(c) = &self.cfg.conv {
             // A conv model's layers depend on the image's shape: always recorded.
@@ -374,6 +378,11 @@ impl Checkpoint {
             likelihood,
             beta: meta_value::<f64>(&meta, "beta", path)?.unwrap_or(1.0),
             kl_warmup: meta_value::<f64>(&meta, "kl_warmup", path)?.unwrap_or(0.0),
+            objective: match meta.get("objective") {
+                None => super::config::Objective::Elbo,
+                Some(o) => super::config::Objective::parse(o)
+                    .map_err(|e| data_err(path, format!("metadata 'objective': {e}")))?,
+            },
         };
         cfg.validate().map_err(|e| data_err(path, e.to_string()))?;
         let layout = ParamLayout::new(&cfg);
@@ -655,12 +664,14 @@ fn le_f32s(bytes: &[u8]) -> impl Iterator<Item = f32> + '_ {
 }
 
 /// A metadata value parsed as `T`; absent is `None`, unparsable is an error naming key and value.
-/// An accumulator of a checkpoint written before the weighted-KL slots existed (8 slots, β = 1):
-/// its weighted KL is its KL.
+/// An accumulator of a checkpoint written before the weighted-KL and objective slots existed
+/// (8 slots: β = 1 and the ELBO, so the weighted KL is the KL and the objective the -ELBO).
 fn upgrade_accumulator(mut acc: Vec<f32>) -> Vec<f32> {
     if acc.len() == LossSlots::BATCH_KL_WEIGHTED {
         acc.push(acc[LossSlots::BATCH_KL]);
         acc.push(acc[LossSlots::EPOCH_KL]);
+        acc.push(acc[LossSlots::BATCH_TOTAL]);
+        acc.push(acc[LossSlots::EPOCH_TOTAL]);
     }
     acc
 }

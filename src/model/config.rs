@@ -18,6 +18,38 @@ pub struct ConvNet {
     pub image: [usize; 3],
 }
 
+/// What training minimises (`--objective`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Objective {
+    /// The negative ELBO: reconstruction (averaged over the L samples) + β·KL (analytic).
+    #[default]
+    Elbo,
+    /// The importance-weighted bound of Burda et al. (2015) with k = L samples:
+    /// −log (1/L Σ_l w_l), w_l = p(x|z_l) p(z_l) / q(z_l|x); its gradient weighs each sample's
+    /// −log w_l by its normalised weight (no analytic KL).
+    Iwae,
+}
+
+impl Objective {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Objective::Elbo => "elbo",
+            Objective::Iwae => "iwae",
+        }
+    }
+
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "elbo" => Ok(Objective::Elbo),
+            "iwae" => Ok(Objective::Iwae),
+            _ => Err(Error::setting(
+                "objective",
+                format!("{name:?} is not one: use elbo or iwae"),
+            )),
+        }
+    }
+}
+
 /// The Bernoulli VAE's architecture: an encoder `input -> [conv layers] -> hidden[0] -> … ->
 /// (mu, logvar)` of `latent` each, and a decoder `latent -> decoder_hidden[0] -> … -> input`
 /// logits (with conv layers: `… -> Linear to the last conv's features -> ConvTranspose2d … ->
@@ -45,6 +77,8 @@ pub struct VaeConfig {
     /// Epochs over which the KL weight rises linearly from 0 to β, step by step (`--kl-warmup`;
     /// 0: none; fractions allowed).
     pub kl_warmup: f64,
+    /// The ELBO (default) or the IWAE bound with k = `samples` (`--objective`).
+    pub objective: Objective,
 }
 
 impl Default for VaeConfig {
@@ -72,6 +106,7 @@ impl VaeConfig {
             likelihood: Likelihood::Bernoulli,
             beta: 1.0,
             kl_warmup: 0.0,
+            objective: Objective::Elbo,
         }
     }
 
@@ -141,6 +176,9 @@ impl VaeConfig {
         if self.kl_warmup > 0.0 {
             s.push_str(&format!(", KL warm-up {} epochs", self.kl_warmup));
         }
+        if self.objective == Objective::Iwae {
+            s.push_str(&format!(", IWAE objective (k = {})", self.samples));
+        }
         s
     }
 
@@ -183,6 +221,23 @@ impl VaeConfig {
                     self.kl_warmup
                 ),
             ));
+        }
+        if self.objective == Objective::Iwae {
+            if self.samples < 2 {
+                return Err(Error::setting(
+                    "objective",
+                    format!(
+                        "iwae weighs k ≥ 2 samples per image, but samples is {}: add --samples 5 (or more)",
+                        self.samples
+                    ),
+                ));
+            }
+            if self.beta != 1.0 || self.kl_warmup > 0.0 {
+                return Err(Error::setting(
+                    "objective",
+                    "iwae has no separate KL term to weigh: drop --beta and --kl-warmup",
+                ));
+            }
         }
         for (name, h) in [
             ("hidden", &self.hidden),

@@ -20,12 +20,13 @@ use crate::kernels::matmul::{self, Epilogue, ReconEpilogue, matmul};
 use crate::kernels::reduce::LossSlots;
 use crate::kernels::reparam_kl::{EpsSource, kl_partials_len};
 use crate::kernels::{
-    self, Dispatch, StepParams, StepUniform, adam, bias_act, gather, likelihood, reduce, reparam_kl,
+    self, Dispatch, StepParams, StepUniform, adam, bias_act, gather, iwae, likelihood, reduce,
+    reparam_kl,
 };
 pub use crate::model::graph::{EpochPlan, Input, StepGraph};
 use crate::model::likelihood::Likelihood;
 use crate::model::schedule::{KlWeight, Schedule};
-use crate::model::{Layer, LayerKind, ParamLayout, VaeConfig};
+use crate::model::{Layer, LayerKind, Objective, ParamLayout, VaeConfig};
 use crate::ops::{Act, AdamConfig, Layout};
 
 /// Activation and activation-gradient buffers, allocated once for the largest batch.
@@ -52,6 +53,11 @@ pub struct Activations {
     pub recon_partials: GpuTensor,
     /// A learned-σ Gaussian's partial sums of log σ's gradient.
     pub sigma_partials: GpuTensor,
+    /// The IWAE objective's per-row -log p(x | z_r) [L·B], normalised importance weights [L·B]
+    /// and per-image objectives [B].
+    pub rowloss: GpuTensor,
+    pub iwae_weights: GpuTensor,
+    pub iwae_obj: GpuTensor,
     pub kl_partials: GpuTensor,
     /// Scratch of the conv layers' GEMM formulation (one value when there are none).
     pub conv_scratch: ConvScratch,
@@ -87,6 +93,9 @@ impl Activations {
                 &[likelihood::partials_len(lb * d).max(matmul::recon_partials_capacity(lb, d))],
             )?,
             sigma_partials: z("sigma_partials", &[likelihood::partials_len(lb * d)])?,
+            rowloss: z("rowloss", &[lb])?,
+            iwae_weights: z("iwae weights", &[lb])?,
+            iwae_obj: z("iwae objective", &[batch])?,
             kl_partials: z("kl_partials", &[kl_partials_len(lb * k)])?,
             conv_scratch: ConvScratch::new(ctx, &conv_shapes(layout, batch, lb))?,
         })
@@ -130,6 +139,9 @@ impl Activations {
             d_enc: all(&self.d_enc, b)?,
             recon_partials: self.recon_partials.clone(),
             sigma_partials: self.sigma_partials.clone(),
+            rowloss: self.rowloss.view(0, &[lb])?,
+            iwae_weights: self.iwae_weights.view(0, &[lb])?,
+            iwae_obj: self.iwae_obj.view(0, &[b])?,
             kl_partials: self.kl_partials.clone(),
             conv_scratch: self.conv_scratch.clone(),
         })
@@ -269,6 +281,9 @@ pub struct LossReadout {
     pub batch_recon: f64,
     pub batch_kl: f64,
     pub batch_kl_weighted: f64,
+    /// The objective minimised (recon + weighted KL, or the IWAE bound), summed.
+    pub epoch_objective: f64,
+    pub batch_objective: f64,
     pub batches: u64,
     /// Some batch since the last reset had a NaN or infinite loss.
     pub nonfinite: bool,
@@ -287,6 +302,8 @@ impl LossReadout {
             batch_recon: f(LossSlots::BATCH_RECON),
             batch_kl: f(LossSlots::BATCH_KL),
             batch_kl_weighted: f(LossSlots::BATCH_KL_WEIGHTED),
+            epoch_objective: f(LossSlots::EPOCH_OBJECTIVE),
+            batch_objective: f(LossSlots::BATCH_OBJECTIVE),
             batches: v[LossSlots::BATCHES] as u64,
             nonfinite: v[LossSlots::NONFINITE] != 0.0,
         }
@@ -540,7 +557,11 @@ impl GpuVae {
         let h_last = a.dec.last().unwrap_or(&a.z);
         let mut logits_variant = None;
         let lik = self.cfg.likelihood;
-        let recon_partials = if train && out_layer.kind == LayerKind::Linear && lik.fuses() {
+        // Training on the IWAE bound: each row's -log p first, the importance weights from them,
+        // then the likelihood's gradients weighted by them (no fused epilogue).
+        let iwae = train && self.cfg.objective == Objective::Iwae;
+        let recon_partials = if train && !iwae && out_layer.kind == LayerKind::Linear && lik.fuses()
+        {
             // Training needs no logits: the reconstruction term and dlogits come out of the logits
             // product's epilogue (one dispatch and one pass over [L·B, D] fewer).
             let logits_product = matmul::Problem {
@@ -587,6 +608,25 @@ impl GpuVae {
                 Act::Identity,
                 &a.conv_scratch,
             )?);
+            if iwae {
+                d.push(likelihood::recon_rows(
+                    ctx,
+                    lik,
+                    &a.logits,
+                    &a.x,
+                    &a.rowloss,
+                    self.log_sigma.as_ref(),
+                )?);
+                d.push(iwae::iwae_weights(
+                    ctx,
+                    &a.rowloss,
+                    &a.z,
+                    &a.eps,
+                    &a.heads,
+                    &a.iwae_weights,
+                    &a.iwae_obj,
+                )?);
+            }
             // A learned σ's gradient: partial sums, added into its slot of the gradient arena.
             let sigma_grad = train && lik.learns_sigma();
             d.push(likelihood::recon_forward_backward(
@@ -598,6 +638,7 @@ impl GpuVae {
                 &a.recon_partials,
                 self.log_sigma.as_ref(),
                 sigma_grad.then_some(&a.sigma_partials),
+                iwae.then_some(&a.iwae_weights),
             )?);
             let n = likelihood::partials_len(lb * self.cfg.input);
             if let (true, Some(offset)) = (sigma_grad, self.layout.log_sigma) {
@@ -624,6 +665,9 @@ impl GpuVae {
             }
         }
         d.push(loss_reduce.dispatch);
+        if iwae {
+            d.push(reduce::objective_reduce(ctx, &a.iwae_obj, batch, acc)?);
+        }
 
         if train {
             // ---- backward: the same layers in reverse, each layer's weight gradient (bias
@@ -634,7 +678,13 @@ impl GpuVae {
             let dys: Vec<&GpuTensor> = a.d_dec.iter().chain([&a.dlogits]).collect();
             d.extend(self.backward_chain(ctx, &a, &layers, &xs, &dys, Some(&a.dz))?);
             d.push(reparam_kl::reparam_backward(
-                ctx, &a.heads, &a.eps, &a.dz, &a.dheads, step,
+                ctx,
+                &a.heads,
+                &a.eps,
+                &a.dz,
+                &a.dheads,
+                step,
+                iwae.then_some(&a.iwae_weights),
             )?);
             let layers: Vec<&Layer> = self
                 .layout

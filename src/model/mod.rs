@@ -14,8 +14,8 @@ pub mod schedule;
 pub mod train;
 
 pub use checkpoint::Checkpoint;
-pub use config::ConvNet;
 pub use config::VaeConfig;
+pub use config::{ConvNet, Objective};
 pub use dataset::GpuDataset;
 pub use gpu::{Activations, GpuVae, LossReadout};
 pub use likelihood::Likelihood;

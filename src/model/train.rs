@@ -100,9 +100,10 @@ pub struct EpochStats {
     /// The reconstruction term, -log p(x | z).
     pub recon: f64,
     pub kl: f64,
-    /// The KL as weighted in the objective minimised (β, warm-up): the objective is
-    /// `recon + kl_weighted`.
+    /// The KL as weighted in the objective minimised (β, warm-up).
     pub kl_weighted: f64,
+    /// The objective minimised: `recon + kl_weighted`, or the IWAE bound.
+    pub objective: f64,
     pub seconds: f64,
     /// Mean host time to record one step (uniform write, encoding), in µs (0 for evaluation).
     pub host_us_per_step: f64,
@@ -313,6 +314,7 @@ impl Trainer {
             loss: r.epoch_total / n,
             recon: r.epoch_recon / n,
             kl_weighted: r.epoch_kl_weighted / n,
+            objective: r.epoch_objective / n,
             kl: r.epoch_kl / n,
             seconds: start.elapsed().as_secs_f64(),
             host_us_per_step: host.as_secs_f64() * 1e6 / taken.max(1) as f64,
@@ -443,6 +445,7 @@ impl Trainer {
             loss: r.epoch_total / n,
             recon: r.epoch_recon / n,
             kl_weighted: r.epoch_kl_weighted / n,
+            objective: r.epoch_objective / n,
             kl: r.epoch_kl / n,
             seconds: start.elapsed().as_secs_f64(),
             host_us_per_step: 0.0,

@@ -38,8 +38,10 @@ pub fn write_pictures(
     seed: u64,
     set: &PictureSet<'_>,
 ) -> Result<Vec<PathBuf>> {
+    // One sample per picture; nothing trains, so the objective does not matter.
     let cfg = VaeConfig {
         samples: 1,
+        objective: crate::model::Objective::Elbo,
         ..cfg.clone()
     };
     let dim = cfg.input;

@@ -286,6 +286,7 @@ pub fn run_likelihood(
             &gp,
             Some(&gls),
             sigma_partials,
+            None,
         )
         .unwrap(),
         reduce::loss_reduce(ctx, &gp, np, &gk, 1, &acc, &step).unwrap(),
