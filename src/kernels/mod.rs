@@ -114,16 +114,20 @@ fn epilogue_sets(shader: &Shader) -> Vec<Vec<(&'static str, f64)>> {
             }
             v
         }
-        // Each likelihood; a Gaussian with and without log σ's gradient.
+        // Each likelihood; a Gaussian with and without log σ's gradient; the IWAE objective's
+        // per-row weights.
         "likelihood" => vec![
             vec![("LIKELIHOOD", 1.0)],
             vec![("LIKELIHOOD", 2.0)],
             vec![("LIKELIHOOD", 3.0), ("SIGMA_GRAD", 0.0)],
             vec![("LIKELIHOOD", 3.0), ("SIGMA_GRAD", 1.0)],
+            vec![("LIKELIHOOD", 1.0), ("ROW_WEIGHTS", 1.0)],
+            vec![("LIKELIHOOD", 3.0), ("SIGMA_GRAD", 1.0), ("ROW_WEIGHTS", 1.0)],
         ],
         "reparam_kl" => vec![
             vec![("EPS_FROM_BUFFER", 0.0)],
             vec![("EPS_FROM_BUFFER", 1.0)],
+            vec![("IWAE", 1.0)],
         ],
         _ => vec![vec![]],
     }

@@ -1,10 +1,11 @@
 // A convolutional model in the page: the exporter plans the `--conv` layers (direct or GEMM
 // formulation, as measured natively) and the page replays them with no code of its own for
-// convolutions. Plan web/plan-conv: `--conv 4,8 --latent 6 --likelihood gaussian` (a learned σ:
-// the standalone likelihood kernel and log σ's gradient) on the 16x16 RGB pictures of
-// web/plan-deep-data, exported by `npm test`'s pretest:
+// convolutions. Plan web/plan-conv: `--conv 4,8 --latent 6 --likelihood gaussian --objective iwae
+// --samples 2` (a learned σ: the standalone likelihood kernel and log σ's gradient; the IWAE
+// objective: per-row log-likelihoods, importance weights, the weighted backward) on the 16x16 RGB
+// pictures of web/plan-deep-data, exported by `npm test`'s pretest:
 //   cargo run --release --example export_web -- --out web/plan-conv --reference-steps 8 \
-//     --matmul direct --conv 4,8 --latent 6 --likelihood gaussian \
+//     --matmul direct --conv 4,8 --latent 6 --likelihood gaussian --objective iwae --samples 2 \
 //     --data-dir web/plan-deep-data --channels 3 --image-size 16 --batch-size 32
 
 import { test, before, after } from 'node:test';
@@ -46,6 +47,8 @@ test('a conv model on RGB pictures trains in the page as natively', { timeout: 2
   assert.ok(dispatches.some((/** @type {{shader: string}} */ d) => d.shader === 'conv'), 'no conv dispatch in the plan');
   assert.equal(plan.model.likelihood, 'gaussian');
   assert.ok(dispatches.some((/** @type {{entry: string}} */ d) => d.entry === 'sum_to'), 'no log σ gradient in the plan');
+  assert.equal(plan.model.objective, 'iwae');
+  assert.ok(dispatches.some((/** @type {{entry: string}} */ d) => d.entry === 'iwae_weights'), 'no IWAE weights in the plan');
 
   const { page, errors, close } = await newRecordedPage(browser);
   try {
