@@ -36,13 +36,9 @@ fn log_weight(b: u32, l: u32) -> f32 {
     return s;
 }
 
-@compute @workgroup_size(64, 1, 1)
-fn iwae_estimate(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let b = gid.x;
-    if (b >= ip.batch) {
-        return;
-    }
-    // Two passes (max, then Σ exp(w - max)) keep logsumexp finite whatever the weights' scale.
+// (max_l log w_l, Σ_l exp(log w_l − max)) of image b: two passes keep logsumexp finite whatever
+// the weights' scale.
+fn max_and_sum(b: u32) -> vec2<f32> {
     var m = log_weight(b, 0u);
     for (var l = 1u; l < ip.samples; l++) {
         m = max(m, log_weight(b, l));
@@ -51,7 +47,17 @@ fn iwae_estimate(@builtin(global_invocation_id) gid: vec3<u32>) {
     for (var l = 0u; l < ip.samples; l++) {
         s += exp(log_weight(b, l) - m);
     }
-    nll[step.batch_offset + b] = -(m + log(s) - log(f32(ip.samples)));
+    return vec2<f32>(m, s);
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn iwae_estimate(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let b = gid.x;
+    if (b >= ip.batch) {
+        return;
+    }
+    let ms = max_and_sum(b);
+    nll[step.batch_offset + b] = -(ms.x + log(ms.y) - log(f32(ip.samples)));
 }
 
 // iwae_weights (training with --objective iwae): for image b, the softmax over its L samples of
@@ -67,16 +73,9 @@ fn iwae_weights(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (b >= ip.batch) {
         return;
     }
-    var m = log_weight(b, 0u);
-    for (var l = 1u; l < ip.samples; l++) {
-        m = max(m, log_weight(b, l));
-    }
-    var s = 0.0;
+    let ms = max_and_sum(b);
     for (var l = 0u; l < ip.samples; l++) {
-        s += exp(log_weight(b, l) - m);
+        w_weights[l * ip.batch + b] = exp(log_weight(b, l) - ms.x) / ms.y;
     }
-    for (var l = 0u; l < ip.samples; l++) {
-        w_weights[l * ip.batch + b] = exp(log_weight(b, l) - m) / s;
-    }
-    w_obj[b] = -(m + log(s) - log(f32(ip.samples)));
+    w_obj[b] = -(ms.x + log(ms.y) - log(f32(ip.samples)));
 }

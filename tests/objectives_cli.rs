@@ -8,6 +8,22 @@ mod common;
 use common::programs::{Dir, eval_and_draw, fails_with, ok, run, tiny_mnist, train_args};
 use vae_wgpu::model::{Checkpoint, Likelihood, ParamLayout};
 
+/// A temporary folder with 300/60 MNIST images and a run trained on them for 2 epochs (batch 50)
+/// with `flags`: (the folder, the data path, the run folder, the program's stdout).
+fn trained(name: &str, flags: &[&str]) -> (Dir, String, std::path::PathBuf, String) {
+    let dir = Dir::new(name);
+    let data = tiny_mnist(&dir, 300, 60).to_str().unwrap().to_string();
+    let out = dir.path("run");
+    let mut a = train_args(
+        &data,
+        out.to_str().unwrap(),
+        &["--epochs", "2", "--batch-size", "50"],
+    );
+    a.extend_from_slice(flags);
+    let o = ok(&run(&a));
+    (dir, data, out, o)
+}
+
 /// losses.csv's rows as (train -ELBO, recon, KL, objective).
 fn csv_rows(run_dir: &std::path::Path) -> Vec<(f64, f64, f64, f64)> {
     let text = std::fs::read_to_string(run_dir.join("losses.csv")).unwrap();
@@ -106,25 +122,8 @@ fn each_likelihood_trains_resumes_evaluates_and_draws() {
 
 #[test]
 fn beta_and_warmup_weigh_the_kl_and_the_printout_says_so() {
-    let dir = Dir::new("beta");
-    let data = tiny_mnist(&dir, 300, 60);
-    let data = data.to_str().unwrap();
-    let out = dir.path("run");
-    let out_s = out.to_str().unwrap();
-    let o = ok(&run(&train_args(
-        data,
-        out_s,
-        &[
-            "--epochs",
-            "2",
-            "--batch-size",
-            "50",
-            "--beta",
-            "4",
-            "--kl-warmup",
-            "1.5",
-        ],
-    )));
+    let (_dir, data, out, o) = trained("beta", &["--beta", "4", "--kl-warmup", "1.5"]);
+    let (data, out_s) = (data.as_str(), out.to_str().unwrap());
     assert!(o.contains("β = 4, KL warm-up 1.5 epochs"), "{o}");
     assert!(o.contains("objective recon + weighted KL"), "{o}");
     let rows = csv_rows(&out);
@@ -157,25 +156,8 @@ fn beta_and_warmup_weigh_the_kl_and_the_printout_says_so() {
 
 #[test]
 fn the_iwae_objective_trains_and_says_what_it_minimised() {
-    let dir = Dir::new("iwae");
-    let data = tiny_mnist(&dir, 300, 60);
-    let data = data.to_str().unwrap();
-    let out = dir.path("run");
-    let out_s = out.to_str().unwrap();
-    let o = ok(&run(&train_args(
-        data,
-        out_s,
-        &[
-            "--epochs",
-            "2",
-            "--batch-size",
-            "50",
-            "--objective",
-            "iwae",
-            "--samples",
-            "5",
-        ],
-    )));
+    let (dir, data, out, o) = trained("iwae", &["--objective", "iwae", "--samples", "5"]);
+    let (data, out_s) = (data.as_str(), out.to_str().unwrap());
     assert!(
         o.contains("IWAE objective (k = 5)") && o.contains("objective IWAE (k = 5)"),
         "{o}"

@@ -122,7 +122,11 @@ fn epilogue_sets(shader: &Shader) -> Vec<Vec<(&'static str, f64)>> {
             vec![("LIKELIHOOD", 3.0), ("SIGMA_GRAD", 0.0)],
             vec![("LIKELIHOOD", 3.0), ("SIGMA_GRAD", 1.0)],
             vec![("LIKELIHOOD", 1.0), ("ROW_WEIGHTS", 1.0)],
-            vec![("LIKELIHOOD", 3.0), ("SIGMA_GRAD", 1.0), ("ROW_WEIGHTS", 1.0)],
+            vec![
+                ("LIKELIHOOD", 3.0),
+                ("SIGMA_GRAD", 1.0),
+                ("ROW_WEIGHTS", 1.0),
+            ],
         ],
         "reparam_kl" => vec![
             vec![("EPS_FROM_BUFFER", 0.0)],
