@@ -17,5 +17,7 @@ if [ -z "${XDG_RUNTIME_DIR:-}" ]; then
   XDG_RUNTIME_DIR="$(mktemp -d)"; chmod 700 "$XDG_RUNTIME_DIR"; export XDG_RUNTIME_DIR
 fi
 cargo build --release --example gpu_report --example list_adapters
-./target/release/examples/list_adapters || true
-exec ./target/release/examples/gpu_report "${args[@]}"
+# Where cargo put them: CARGO_TARGET_DIR, a config's build.target-dir, or ./target.
+target="$(cargo metadata --format-version 1 --no-deps | grep -o '"target_directory":"[^"]*"' | cut -d'"' -f4)"
+"$target/release/examples/list_adapters" || true
+exec "$target/release/examples/gpu_report" "${args[@]}"
