@@ -52,7 +52,7 @@ impl Likelihood {
     pub fn parse(name: &str, sigma: Option<f32>) -> Result<Self> {
         let l = match name {
             "bernoulli" => Likelihood::Bernoulli,
-            "continuous-bernoulli" | "cb" => Likelihood::ContinuousBernoulli,
+            "continuous-bernoulli" => Likelihood::ContinuousBernoulli,
             "gaussian" => Likelihood::Gaussian { sigma },
             _ => {
                 return Err(Error::setting(
