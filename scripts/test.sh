@@ -16,6 +16,7 @@ ldconfig -p | grep -q 'libvulkan\.so\.1' || need libvulkan1 "the Vulkan loader"
 ldconfig -p | grep -q 'libEGL\.so\.1' || need libegl1 "EGL, for the GL backend's tests"
 ls /usr/share/glvnd/egl_vendor.d/*mesa*.json >/dev/null 2>&1 || need libegl-mesa0 "Mesa's EGL, for the GL backend's tests"
 ls /usr/lib/*/dri/swrast_dri.so >/dev/null 2>&1 || need libgl1-mesa-dri "llvmpipe, the GL driver the GL tests run on"
+command -v spirv-val >/dev/null 2>&1 || need spirv-tools "spirv-val, Khronos's validator of the SPIR-V every shader compiles to"
 browser=()
 command -v chromium >/dev/null 2>&1 || { browser+=(chromium); why+=("chromium (the WebGPU page's tests run in headless Chromium)"); }
 if [ $((${#missing[@]} + ${#browser[@]})) -gt 0 ]; then
@@ -42,6 +43,8 @@ if [ -z "${XDG_RUNTIME_DIR:-}" ] || [ ! -d "${XDG_RUNTIME_DIR}" ]; then
 fi
 # On Linux the GL backend (llvmpipe through EGL, installed above) must be covered, not skipped.
 [ "$(uname -s)" = Linux ] && export VAE_WGPU_REQUIRE_GL=1
+# The SPIR-V check (tests/shader_targets.rs) must run, not be skipped: spirv-val is installed above.
+export VAE_WGPU_REQUIRE_SPIRV_VAL=1
 
 # ---- the two suites -------------------------------------------------------------------------
 logs="$(mktemp -d)"

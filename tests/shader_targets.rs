@@ -1,6 +1,9 @@
 //! Every shader, every entry point, with every override combination the launchers use, goes through
 //! naga (the translator wgpu itself uses) to SPIR-V (Vulkan), MSL (Metal), HLSL (DX12) and GLSL ES
 //! 3.10 (GL), and is validated — so a Metal, DX12 or GL user never meets the first shader error.
+//! The SPIR-V is also checked by Khronos's `spirv-val` (from `spirv-tools`, which `scripts/test.sh`
+//! installs and requires through `VAE_WGPU_REQUIRE_SPIRV_VAL=1`): naga's own validation is of its
+//! IR, not of the binary a Vulkan driver receives.
 
 use naga::back::PipelineConstants;
 use naga::valid::{Capabilities, ValidationFlags, Validator};
@@ -9,6 +12,7 @@ use vae_wgpu::gpu::Shader;
 #[test]
 fn every_shader_translates_to_every_backend() {
     let mut translated = 0;
+    let spirv_val = SpirvVal::find();
     for shader in Shader::ALL.into_iter().chain(Shader::SUBGROUP_MODULES) {
         // The subgroup kernels need subgroup operations: SPIR-V 1.3, MSL 2.1 (SIMD-group
         // functions), HLSL shader model 6.0 (wave intrinsics). wgpu's GL backend has no subgroups,
@@ -51,8 +55,12 @@ fn every_shader_translates_to_every_backend() {
                     msl.lang_version = (2, 1);
                     hlsl_opts.shader_model = naga::back::hlsl::ShaderModel::V6_0;
                 }
-                naga::back::spv::write_vec(&m, &i, &spv, Some(&spv_opts))
+                let words = naga::back::spv::write_vec(&m, &i, &spv, Some(&spv_opts))
                     .unwrap_or_else(|e| panic!("{what}: SPIR-V: {e}"));
+                if let Some(val) = &spirv_val {
+                    let env = if subgroup { "vulkan1.1" } else { "vulkan1.0" };
+                    val.check(&what, env, &words);
+                }
 
                 let msl_opts = naga::back::msl::PipelineOptions {
                     entry_point: Some((naga::ShaderStage::Compute, entry.clone())),
@@ -101,4 +109,58 @@ fn every_shader_translates_to_every_backend() {
         translated >= 40,
         "expected every shader variant, got {translated}"
     );
+}
+
+/// Khronos's SPIR-V validator, run on each module naga writes (one file per check).
+struct SpirvVal {
+    dir: std::path::PathBuf,
+}
+
+impl SpirvVal {
+    /// `spirv-val` if it runs; its absence fails the test when `VAE_WGPU_REQUIRE_SPIRV_VAL=1` (as
+    /// `scripts/test.sh` sets), else it is said on stderr.
+    fn find() -> Option<SpirvVal> {
+        let runs = std::process::Command::new("spirv-val")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !runs {
+            let required = std::env::var("VAE_WGPU_REQUIRE_SPIRV_VAL").is_ok_and(|v| v == "1");
+            assert!(
+                !required,
+                "spirv-val is not installed (apt-get install spirv-tools), and VAE_WGPU_REQUIRE_SPIRV_VAL=1"
+            );
+            eprintln!(
+                "note: spirv-val not found (apt-get install spirv-tools): SPIR-V checked by naga only"
+            );
+            return None;
+        }
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("spirv-val-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Some(SpirvVal { dir })
+    }
+
+    fn check(&self, what: &str, env: &str, words: &[u32]) {
+        let path = self.dir.join("module.spv");
+        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        std::fs::write(&path, bytes).unwrap();
+        let out = std::process::Command::new("spirv-val")
+            .args(["--target-env", env])
+            .arg(&path)
+            .output()
+            .expect("run spirv-val");
+        assert!(
+            out.status.success(),
+            "{what}: spirv-val --target-env {env}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for SpirvVal {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
