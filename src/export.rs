@@ -250,11 +250,8 @@ pub fn export_plan(ctx: &GpuContext, opts: &ExportOptions) -> Result<ExportSumma
     let training = EpochPlan::new(train.count, b, |rows| {
         vae.plan_step(ctx, rows, train_in, EpsSource::Philox, true, &acc_train)
     })?;
-    // The warm-up is given in epochs, the schedule counts steps (as `Trainer` sets it).
-    vae.kl = KlWeight {
-        beta: cfg.beta,
-        warmup_steps: cfg.kl_warmup * training.steps() as f64,
-    };
+    // As `Trainer` sets it.
+    vae.kl = KlWeight::of(&cfg, training.steps());
     let schedule = vae.schedule();
     // A test set smaller than a batch is one smaller batch (as the native evaluation does).
     let testing = EpochPlan::new(test.count, b.min(test.count), |rows| {

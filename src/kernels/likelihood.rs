@@ -61,12 +61,20 @@ fn check_targets(
     Ok((rows, b, d))
 }
 
-/// The tensor holding log σ (its first value), bound where the likelihood reads it.
-fn log_sigma_bind<'a>(ctx: &'a GpuContext, log_sigma: Option<&'a GpuTensor>) -> Bind<'a> {
-    match log_sigma {
+/// An optional read-only input (log σ, the IWAE row weights): the tensor, or the placeholder.
+fn optional_input<'a>(ctx: &'a GpuContext, t: Option<&'a GpuTensor>) -> Bind<'a> {
+    match t {
         Some(t) => Bind::Tensor(t),
         None => Bind::Buffer(&ctx.dummy),
     }
+}
+
+/// A Gaussian reads its log σ: refuse one planned without it.
+fn check_log_sigma(op: &str, likelihood: Likelihood, log_sigma: Option<&GpuTensor>) -> Result<()> {
+    if matches!(likelihood, Likelihood::Gaussian { .. }) && log_sigma.is_none() {
+        return Err(Error::Config(format!("{op}: a Gaussian needs its log σ")));
+    }
+    Ok(())
 }
 
 /// `dlogits = ∂(-log p(x | l))/∂l / L` and per-workgroup partial sums of -log p / L into
@@ -106,11 +114,8 @@ pub fn recon_forward_backward(
     if row_weights.is_some_and(|w| w.len() < rows) {
         return Err(Error::shape(OP, format!("row weights for {rows} rows")));
     }
-    let gaussian = matches!(likelihood, Likelihood::Gaussian { .. });
-    if gaussian && log_sigma.is_none() {
-        return Err(Error::Config(format!("{OP}: a Gaussian needs its log σ")));
-    }
-    if sigma_partials.is_some() && !gaussian {
+    check_log_sigma(OP, likelihood, log_sigma)?;
+    if sigma_partials.is_some() && !matches!(likelihood, Likelihood::Gaussian { .. }) {
         return Err(Error::Config(format!(
             "{OP}: only a Gaussian has a σ to differentiate"
         )));
@@ -141,12 +146,12 @@ pub fn recon_forward_backward(
             Bind::Tensor(dlogits),
             Bind::Tensor(partials),
             Bind::Buffer(&params),
-            log_sigma_bind(ctx, log_sigma),
+            optional_input(ctx, log_sigma),
             match sigma_partials {
                 Some(t) => Bind::Tensor(t),
                 None => Bind::Buffer(&ctx.dummy_rw),
             },
-            log_sigma_bind(ctx, row_weights),
+            optional_input(ctx, row_weights),
         ],
         grid_1d(n.div_ceil(ITEMS)),
     )
@@ -170,9 +175,7 @@ pub fn recon_rows(
             format!("rowloss {:?} for {rows} rows", rowloss.shape),
         ));
     }
-    if matches!(likelihood, Likelihood::Gaussian { .. }) && log_sigma.is_none() {
-        return Err(Error::Config(format!("{OP}: a Gaussian needs its log σ")));
-    }
+    check_log_sigma(OP, likelihood, log_sigma)?;
     let params = uniform(
         ctx,
         "recon rows params",
@@ -194,7 +197,7 @@ pub fn recon_rows(
             Bind::Tensor(target),
             Bind::Tensor(rowloss),
             Bind::Buffer(&params),
-            log_sigma_bind(ctx, log_sigma),
+            optional_input(ctx, log_sigma),
         ],
         [rows as u32, 1, 1],
     )

@@ -137,6 +137,17 @@ impl VaeConfig {
         self
     }
 
+    /// The same model run with `samples` draws per image by a pass that trains nothing
+    /// (evaluation, pictures): the objective does not apply, so an IWAE model's k ≥ 2 does not
+    /// either.
+    pub fn for_inference(&self, samples: usize) -> Self {
+        VaeConfig {
+            samples,
+            objective: Objective::Elbo,
+            ..self.clone()
+        }
+    }
+
     /// One hidden layer on each side: the notebook's module, whose checkpoints keep its names
     /// (`linear_enc`, `linear_dec`); deeper models are named as `nn.Sequential`s
     /// (see [`crate::model::ParamLayout`]).

@@ -165,12 +165,7 @@ pub fn evaluate(
         ));
     }
     let mut pass = |samples: usize, with_iwae: bool, name: &str| -> Result<PassResult> {
-        // Evaluation trains nothing: the objective does not matter (an IWAE model's k aside).
-        let c = VaeConfig {
-            samples,
-            objective: crate::model::Objective::Elbo,
-            ..cfg.clone()
-        };
+        let c = cfg.for_inference(samples);
         let mut vae = GpuVae::from_params(
             ctx,
             c,

@@ -66,6 +66,16 @@ pub struct KlWeight {
     pub warmup_steps: f64,
 }
 
+impl KlWeight {
+    /// The KL weight of `cfg` (`--beta`, `--kl-warmup` in epochs) for epochs of `steps_per_epoch`.
+    pub fn of(cfg: &crate::model::VaeConfig, steps_per_epoch: usize) -> Self {
+        KlWeight {
+            beta: cfg.beta,
+            warmup_steps: cfg.kl_warmup * steps_per_epoch as f64,
+        }
+    }
+}
+
 impl Default for KlWeight {
     fn default() -> Self {
         KlWeight {

@@ -179,11 +179,7 @@ impl Trainer {
             })
             .collect::<Result<Vec<_>>>()?;
         let loss_reader = AsyncReadback::new(ctx, &acc);
-        // The warm-up is given in epochs; the schedule counts steps.
-        vae.kl = crate::model::KlWeight {
-            beta: vae.cfg.beta,
-            warmup_steps: vae.cfg.kl_warmup * plans[0].steps() as f64,
-        };
+        vae.kl = crate::model::KlWeight::of(&vae.cfg, plans[0].steps());
         Ok(Trainer {
             vae,
             settings,

@@ -38,12 +38,8 @@ pub fn write_pictures(
     seed: u64,
     set: &PictureSet<'_>,
 ) -> Result<Vec<PathBuf>> {
-    // One sample per picture; nothing trains, so the objective does not matter.
-    let cfg = VaeConfig {
-        samples: 1,
-        objective: crate::model::Objective::Elbo,
-        ..cfg.clone()
-    };
+    // One sample per picture.
+    let cfg = cfg.for_inference(1);
     let dim = cfg.input;
     let shape = ImageShape {
         channels: test.channels,
