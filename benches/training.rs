@@ -11,7 +11,6 @@ use std::time::Instant;
 use vae_wgpu::data::{ImageSet, Split};
 use vae_wgpu::gpu::GpuContext;
 use vae_wgpu::kernels::reparam_kl::EpsSource;
-use vae_wgpu::model::gpu::Input;
 use vae_wgpu::model::{EpochEnd, GpuDataset, GpuVae, TrainSettings, Trainer, VaeConfig};
 
 fn main() {
@@ -30,10 +29,7 @@ fn main() {
     let data = GpuDataset::upload(&ctx, "train", &train).unwrap();
     let mut vae = GpuVae::new(&ctx, cfg.clone(), settings.adam, 128, 0).unwrap();
     let acc = vae.new_accumulator(&ctx).unwrap();
-    let input = Input::Gather {
-        pixels: &data.pixels,
-        index: &data.index,
-    };
+    let input = data.input();
     let graph = vae
         .plan_step(&ctx, 128, input, EpsSource::Philox, true, &acc)
         .unwrap();

@@ -20,7 +20,6 @@ use vae_wgpu::gpu::{BackendChoice, DType, GpuContext, list_adapters};
 use vae_wgpu::kernels::matmul::{self, Epilogue};
 use vae_wgpu::kernels::{self, Dispatch};
 use vae_wgpu::model::eval::evaluate;
-use vae_wgpu::model::gpu::Input;
 use vae_wgpu::model::{EpochEnd, GpuDataset, GpuVae, TrainSettings, Trainer, VaeConfig};
 use vae_wgpu::ops::Layout;
 
@@ -189,10 +188,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let data = GpuDataset::upload(&ctx, "train", &train)?;
     let mut vae = GpuVae::new(&ctx, cfg.clone(), settings.adam, settings.batch_size, 0)?;
     let acc = vae.new_accumulator(&ctx)?;
-    let input = Input::Gather {
-        pixels: &data.pixels,
-        index: &data.index,
-    };
+    let input = data.input();
     let graph = vae.plan_step(
         &ctx,
         settings.batch_size,

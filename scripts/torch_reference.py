@@ -22,7 +22,9 @@ with Act = ReLU or Tanh; with conv layers (`--conv 32,64`, each Conv2d(4, 2, 1) 
                                ConvTranspose2d(c0, C, 4, 2, 1))    # the logits; no dec_mu
 
 (F = c_last·(S/2^n)², images NCHW): the layout vae-wgpu writes (src/model/params.rs), so
-`load_state_dict(strict=True)` works both ways.
+`load_state_dict(strict=True)` works both ways. A class-conditional model (`--classes C`, vae-wgpu's
+`--conditional`) concatenates the one-hot label to the input of the encoder's first Linear and of
+the decoder's first Linear, so those weights are [h0, D + C] and [g0, K + C].
 
 Fixture mode (default): seeds the module, takes the first 16 MNIST training images and fixed
 noise, and writes one safetensors file with
@@ -59,8 +61,10 @@ ACTS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
 class BernoulliVAE(nn.Module):
     def __init__(self, input_dim=784, hidden=(200,), latent_dim=10, decoder_hidden=None, activation="relu",
-                 conv=None, image=(1, 28, 28), learned_sigma=False):
+                 conv=None, image=(1, 28, 28), learned_sigma=False, classes=0):
         super().__init__()
+        # A conditional model's one-hot label joins the first layer's input on each side.
+        self.classes = classes
         self.build(input_dim, hidden, latent_dim, decoder_hidden, activation, conv, image)
         # A Gaussian decoder's learned log σ (`--likelihood gaussian` without --sigma): a 0-d
         # parameter after every layer's, 0 at initialisation.
@@ -78,16 +82,17 @@ class BernoulliVAE(nn.Module):
             self.build_conv(hidden, latent_dim, decoder_hidden, activation)
             return
         self.notebook = len(hidden) == 1 and len(decoder_hidden) == 1
+        c = self.classes
         if self.notebook:
-            self.linear_enc = nn.Linear(input_dim, hidden[0])
+            self.linear_enc = nn.Linear(input_dim + c, hidden[0])
         else:
-            self.encoder = self.sequential(input_dim, hidden, activation)
+            self.encoder = self.sequential(input_dim + c, hidden, activation)
         self.enc_mu = nn.Linear(hidden[-1], latent_dim)
         self.enc_logvar = nn.Linear(hidden[-1], latent_dim)
         if self.notebook:
-            self.linear_dec = nn.Linear(latent_dim, decoder_hidden[0])
+            self.linear_dec = nn.Linear(latent_dim + c, decoder_hidden[0])
         else:
-            self.decoder = self.sequential(latent_dim, decoder_hidden, activation)
+            self.decoder = self.sequential(latent_dim + c, decoder_hidden, activation)
         self.dec_mu = nn.Linear(decoder_hidden[-1], input_dim)
 
     def build_conv(self, hidden, latent_dim, decoder_hidden, activation):
@@ -141,24 +146,32 @@ class BernoulliVAE(nn.Module):
                 keep_list.append(x.flatten(1))
         return x
 
-    def enc_mu_logvar(self, x):
+    def with_label(self, v, y):
+        """`v` with the one-hot label of `y` appended (rows of v cycle over y: L samples of B
+        images are sample-major); `v` itself for an unconditional model."""
+        if not self.classes:
+            return v
+        onehot = F.one_hot(y.long(), self.classes).to(v.dtype)
+        return torch.cat([v, onehot.repeat(v.shape[0] // onehot.shape[0], 1)], 1)
+
+    def enc_mu_logvar(self, x, y=None):
         """The encoder's heads (for objectives that draw their own samples)."""
-        h = self.hidden_layers("enc", x.view(-1, *self.image) if self.conv else x, [])
+        h = self.hidden_layers("enc", x.view(-1, *self.image) if self.conv else self.with_label(x, y), [])
         return self.enc_mu(h), self.enc_logvar(h)
 
-    def decode(self, z):
+    def decode(self, z, y=None):
         """sigmoid(logits) of latent codes z (the logits kept in self.logits)."""
-        h = self.hidden_layers("dec", z, [])
+        h = self.hidden_layers("dec", self.with_label(z, y), [])
         self.logits = h.flatten(1) if self.conv else self.dec_mu(h)
         return torch.sigmoid(self.logits)
 
-    def forward(self, x, eps, keep=None):
+    def forward(self, x, eps, keep=None, y=None):
         enc, dec = [], []
-        x_in = x.view(-1, *self.image) if self.conv else x
+        x_in = x.view(-1, *self.image) if self.conv else self.with_label(x, y)
         h_enc = self.hidden_layers("enc", x_in, enc)
         mu_e, logvar_e = self.enc_mu(h_enc), self.enc_logvar(h_enc)
         z = mu_e + torch.exp(0.5 * logvar_e) * eps
-        h_dec = self.hidden_layers("dec", z, dec)
+        h_dec = self.hidden_layers("dec", self.with_label(z, y), dec)
         # A conv decoder's last ConvTranspose2d gives the logits.
         logits = h_dec.flatten(1) if self.conv else self.dec_mu(h_dec)
         mu_d = torch.sigmoid(logits)
@@ -184,8 +197,10 @@ def architecture_metadata(model, args_like):
         c, r, w = args_like["image"]
         conv = {"conv": ",".join(map(str, args_like["conv"])), "channels": str(c), "image_rows": str(r),
                 "image_cols": str(w)}
+    classes = {"classes": str(args_like["classes"])} if args_like.get("classes") else {}
     return {
         **conv,
+        **classes,
         "input": str(args_like["input"]),
         "hidden": ",".join(map(str, args_like["hidden"])),
         "decoder_hidden": ",".join(map(str, args_like["decoder_hidden"])),
@@ -210,6 +225,16 @@ def loss_fn(mu_d, x, mu_e, logvar_e):
     bce = F.binary_cross_entropy(mu_d, x, reduction="sum")
     kl = -0.5 * torch.sum(1 + logvar_e - mu_e.pow(2) - logvar_e.exp())
     return bce + kl, bce, kl
+
+
+def read_labels(path, n=None):
+    """The first `n` labels (all without `n`) of a gzipped IDX1 file, as int64."""
+    with gzip.open(path, "rb") as f:
+        magic, count = struct.unpack(">II", f.read(8))
+        assert magic == 0x801, f"bad magic {magic:#x}"
+        n = count if n is None else n
+        data = np.frombuffer(f.read(n), dtype=np.uint8)
+    return torch.from_numpy(data.astype(np.int64))
 
 
 def read_images(path, n=None):
@@ -238,19 +263,21 @@ def check(args):
         activation=meta.get("activation", "relu"),
         conv=widths(meta["conv"]) if "conv" in meta else [],
         image=(int(meta.get("channels", 1)), int(meta.get("image_rows", 28)), int(meta.get("image_cols", 28))),
+        classes=int(meta.get("classes", 0)),
     )
     likelihood = meta.get("likelihood", "gaussian" if "log_sigma" in tensors else "bernoulli")
     learned = likelihood == "gaussian" and "sigma" not in meta
     model = BernoulliVAE(arch["input"], arch["hidden"], arch["latent"], arch["decoder_hidden"], arch["activation"],
-                         arch["conv"], arch["image"], learned_sigma=learned)
+                         arch["conv"], arch["image"], learned_sigma=learned, classes=arch["classes"])
     state = {k: v for k, v in tensors.items() if not k.startswith(("optimizer.", "trainer."))}
     model.load_state_dict(state, strict=True)
     x = read_images(f"{args.data_dir}/t10k-images-idx3-ubyte.gz", 100) if arch["input"] == 784 else None
+    y = read_labels(f"{args.data_dir}/t10k-labels-idx1-ubyte.gz", 100) if arch["classes"] else None
     print(f"loaded {args.check} strictly: {len(state)} tensors, {sum(v.numel() for v in state.values())} parameters, "
           f"architecture {arch}")
     if x is not None:
         with torch.no_grad():
-            mu_d, mu_e, logvar_e = model(x, torch.zeros(100, arch["latent"]))
+            mu_d, mu_e, logvar_e = model(x, torch.zeros(100, arch["latent"]), y=y)
             _, _, kl = loss_fn(mu_d, x, mu_e, logvar_e)
             sigma = model.log_sigma.exp() if learned else float(meta.get("sigma", 1.0))
             recon = recon_nll(likelihood, mu_d, x, sigma)
@@ -260,8 +287,9 @@ def check(args):
         out = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
         meta_back = architecture_metadata(model, arch)
         meta_back["likelihood"] = likelihood
-        if "sigma" in meta:
-            meta_back["sigma"] = meta["sigma"]
+        for key in ("sigma", "class_names"):
+            if key in meta:
+                meta_back[key] = meta[key]
         save_file(out, args.save_back, metadata=meta_back)
         print(f"wrote {args.save_back} from PyTorch's state_dict()")
 
@@ -277,6 +305,7 @@ def main():
     ap.add_argument("--latent", type=int, default=10)
     ap.add_argument("--activation", default="relu", choices=sorted(ACTS))
     ap.add_argument("--conv", default="", help="conv channel counts, e.g. 32,64 (MNIST, 1x28x28)")
+    ap.add_argument("--classes", type=int, default=0, help="a class-conditional model on MNIST's labels (10)")
     ap.add_argument("--check", default=None, help="a vae-wgpu safetensors file to load strictly")
     ap.add_argument("--save-back", default=None)
     args = ap.parse_args()
@@ -287,13 +316,16 @@ def main():
     hidden = widths(args.hidden) if args.hidden else ([] if conv else [200])
     dec = widths(args.decoder_hidden) if args.decoder_hidden else list(reversed(hidden))
     arch = dict(input=784, hidden=hidden, decoder_hidden=dec, latent=args.latent, activation=args.activation,
-                conv=conv, image=(1, 28, 28))
+                conv=conv, image=(1, 28, 28), classes=args.classes)
     torch.manual_seed(args.seed)
-    model = BernoulliVAE(784, hidden, args.latent, dec, args.activation, conv)
+    model = BernoulliVAE(784, hidden, args.latent, dec, args.activation, conv, classes=args.classes)
     x = read_images(f"{args.data_dir}/train-images-idx3-ubyte.gz", args.batch)
+    y = read_labels(f"{args.data_dir}/train-labels-idx1-ubyte.gz", args.batch) if args.classes else None
     eps = [torch.randn(args.batch, args.latent) for _ in range(3)]
     out = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
     out["x"] = x.clone()
+    if y is not None:
+        out["labels"] = y.to(torch.float32)
     for i, e in enumerate(eps, 1):
         out[f"eps.{i}"] = e.clone()
 
@@ -302,7 +334,7 @@ def main():
     for step in range(3):
         opt.zero_grad()
         keep = {} if step == 0 else None
-        mu_d, mu_e, logvar_e = model(x, eps[step], keep)
+        mu_d, mu_e, logvar_e = model(x, eps[step], keep, y=y)
         loss, bce, kl = loss_fn(mu_d, x, mu_e, logvar_e)
         loss.backward()
         losses.append(loss.item())

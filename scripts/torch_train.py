@@ -13,6 +13,7 @@ losses for an architecture next to ours, and the CPU epoch time that issue 14 co
     python3 scripts/torch_train.py --hidden 400,200 --activation tanh --epochs 5
     python3 scripts/torch_train.py --conv 32,64 --latent 16 --lr 0.001 --epochs 5    # the conv model
     python3 scripts/torch_train.py --likelihood gaussian --beta 4 --kl-warmup 2
+    python3 scripts/torch_train.py --conditional                              # one-hot labels in
 
 The likelihoods are torch.distributions' (ContinuousBernoulli from the logits; Normal(sigmoid, σ)
 with a learned 0-d log_sigma unless --sigma); the KL weight at step t is β·min(1, (t−1)/(E·steps per
@@ -29,7 +30,7 @@ import torch
 from torch.distributions import ContinuousBernoulli, Normal
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torch_reference import BernoulliVAE, loss_fn, read_images, widths  # noqa: E402
+from torch_reference import BernoulliVAE, loss_fn, read_images, read_labels, widths  # noqa: E402
 
 
 def main():
@@ -51,6 +52,7 @@ def main():
     ap.add_argument("--kl-warmup", type=float, default=0.0, help="epochs over which the KL weight rises to β")
     ap.add_argument("--objective", default="elbo", choices=["elbo", "iwae"])
     ap.add_argument("--samples", type=int, default=1, help="k, the IWAE objective's samples per image")
+    ap.add_argument("--conditional", action="store_true", help="condition on MNIST's labels (one-hot, 10 classes)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -59,8 +61,12 @@ def main():
     dec = widths(args.decoder_hidden) if args.decoder_hidden else list(reversed(hidden))
     train = read_images(f"{args.data_dir}/train-images-idx3-ubyte.gz")
     test = read_images(f"{args.data_dir}/t10k-images-idx3-ubyte.gz")
+    classes = 10 if args.conditional else 0
+    train_y = read_labels(f"{args.data_dir}/train-labels-idx1-ubyte.gz") if classes else None
+    test_y = read_labels(f"{args.data_dir}/t10k-labels-idx1-ubyte.gz") if classes else None
     learned = args.likelihood == "gaussian" and args.sigma is None
-    model = BernoulliVAE(784, hidden, args.latent, dec, args.activation, conv, learned_sigma=learned)
+    model = BernoulliVAE(784, hidden, args.latent, dec, args.activation, conv, learned_sigma=learned,
+                         classes=classes)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
 
     def recon_rows(x, mu_d):
@@ -80,14 +86,14 @@ def main():
         recon = recon_rows(x, mu_d).sum()
         return recon + kl, recon, kl
 
-    def iwae_step(x):
+    def iwae_step(x, y):
         """(the IWAE bound summed over the batch, its -ELBO with k samples) for k = --samples."""
         k, b = args.samples, len(x)
-        mu_e, logvar_e = model.enc_mu_logvar(x)
+        mu_e, logvar_e = model.enc_mu_logvar(x, y)
         eps = torch.randn(k, b, args.latent)
         z = mu_e + torch.exp(0.5 * logvar_e) * eps
         xs = x.repeat(k, 1)
-        mu_d = model.decode(z.reshape(k * b, -1))
+        mu_d = model.decode(z.reshape(k * b, -1), y)
         rows = recon_rows(xs, mu_d).reshape(k, b)
         log_w = -rows + 0.5 * (eps.pow(2) - z.pow(2) + logvar_e).sum(2)
         bound = -(torch.logsumexp(log_w, 0) - math.log(k)).sum()
@@ -103,12 +109,13 @@ def main():
         total = objective = 0.0
         for idx in torch.randperm(len(train)).split(args.batch_size):
             x = train[idx]
+            y = train_y[idx] if classes else None
             opt.zero_grad()
             step += 1
             if args.objective == "iwae":
-                obj, loss = iwae_step(x)
+                obj, loss = iwae_step(x, y)
             else:
-                mu_d, mu_e, logvar_e = model(x, torch.randn(len(x), args.latent))
+                mu_d, mu_e, logvar_e = model(x, torch.randn(len(x), args.latent), y=y)
                 loss, recon, kl = losses(x, mu_d, mu_e, logvar_e)
                 w = args.beta * (min(1.0, (step - 1) / warmup_steps) if warmup_steps > 0 else 1.0)
                 obj = recon + w * kl if weighted else loss
@@ -119,8 +126,9 @@ def main():
         seconds = time.perf_counter() - start
         with torch.no_grad():
             t = 0.0
-            for x in test.split(1000):
-                mu_d, mu_e, logvar_e = model(x, torch.randn(len(x), args.latent))
+            for i, x in enumerate(test.split(1000)):
+                y = test_y[i * 1000:(i + 1) * 1000] if classes else None
+                mu_d, mu_e, logvar_e = model(x, torch.randn(len(x), args.latent), y=y)
                 t += losses(x, mu_d, mu_e, logvar_e)[0].item()
         epochs.append(dict(epoch=epoch, train_loss=total / len(train), train_objective=objective / len(train),
                            test_loss=t / len(test), seconds=seconds))
@@ -129,7 +137,8 @@ def main():
               f"time: {seconds:.1f} s", flush=True)
     print(json.dumps(dict(torch=torch.__version__, threads=args.threads, conv=conv, hidden=hidden, decoder_hidden=dec,
                           activation=args.activation, latent=args.latent, likelihood=args.likelihood,
-                          sigma=args.sigma, beta=args.beta, kl_warmup=args.kl_warmup, epochs=epochs)))
+                          sigma=args.sigma, beta=args.beta, kl_warmup=args.kl_warmup, classes=classes,
+                          epochs=epochs)))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ use crate::kernels::reduce::LossSlots;
 use crate::kernels::reparam_kl::EpsSource;
 use crate::kernels::{DispatchDesc, StepParams};
 use crate::model::KlWeight;
-use crate::model::gpu::{EpochPlan, Input, StepGraph};
+use crate::model::gpu::{EpochPlan, StepGraph};
 use crate::model::{GpuDataset, GpuVae, TrainSettings, VaeConfig};
 use crate::ops::AdamConfig;
 use crate::rng::{Stream, domain};
@@ -235,14 +235,8 @@ pub fn export_plan(ctx: &GpuContext, opts: &ExportOptions) -> Result<ExportSumma
     let train_gpu = GpuDataset::upload(ctx, "train pixels", train)?;
     let test_gpu = GpuDataset::upload(ctx, "test pixels", test)?;
     let (train_px, train_ix) = (&train_gpu.pixels, &train_gpu.index);
-    let train_in = Input::Gather {
-        pixels: train_px,
-        index: train_ix,
-    };
-    let test_in = Input::Gather {
-        pixels: &test_gpu.pixels,
-        index: &test_gpu.index,
-    };
+    let train_in = train_gpu.input();
+    let test_in = test_gpu.input();
     let acc_train = vae.new_accumulator(ctx)?;
     let acc_test = vae.new_accumulator(ctx)?;
     let acc_scratch = vae.new_accumulator(ctx)?;
@@ -293,6 +287,15 @@ pub fn export_plan(ctx: &GpuContext, opts: &ExportOptions) -> Result<ExportSumma
             "means": table.region(&a.logits, decode_rows),
         },
     });
+    let mut outputs = outputs;
+    if cfg.is_conditional() {
+        // A conditional model decodes each code with a class: u32 per row, written by the page.
+        outputs["decode"]["labels"] = json!({
+            "buffer": table.id(&a.labels.buffer),
+            "offset": a.labels.offset,
+            "rows": decode_rows,
+        });
+    }
     let slots: serde_json::Map<String, Value> = LossSlots::NAMES
         .iter()
         .map(|(name, slot)| (name.to_string(), json!(slot)))
@@ -391,6 +394,8 @@ pub fn export_plan(ctx: &GpuContext, opts: &ExportOptions) -> Result<ExportSumma
             "activation": cfg.activation.name(), "latent": cfg.latent,
             "likelihood": cfg.likelihood.name(), "beta": cfg.beta, "kl_warmup": cfg.kl_warmup,
             "objective": cfg.objective.name(),
+            "classes": cfg.classes,
+            "class_names": if cfg.is_conditional() { train.classes.clone() } else { Vec::new() },
             "samples": cfg.samples, "params": vae.layout.num_params(),
         },
         "train": {

@@ -55,7 +55,11 @@ fn whole_model_case(cfg: VaeConfig, b: usize, seed: u64) {
     let params: Vec<f32> = layout.init(seed);
     let x = rand(seed as u32 + 1, b * cfg.input, 0.0, 1.0);
     let eps = rand(seed as u32 + 2, cfg.samples * b * cfg.latent, -2.0, 2.0);
-    let vae = CpuVae::new(cfg.clone(), AdamConfig::default(), &params);
+    let mut vae = CpuVae::new(cfg.clone(), AdamConfig::default(), &params);
+    vae.labels = (0..b).map(|i| (i % cfg.classes.max(1)) as u32).collect();
+    if !cfg.is_conditional() {
+        vae.labels.clear();
+    }
     let trace = vae.forward_backward(&x, &eps);
     if cfg.activation == Act::Relu {
         assert!(
@@ -63,19 +67,23 @@ fn whole_model_case(cfg: VaeConfig, b: usize, seed: u64) {
             "ReLU should be active somewhere"
         );
     }
+    // Each tensor's arena ranges (a conditional layer's weight has two: its input and label
+    // columns).
     for spec in &layout.specs {
-        let base = vae.params.clone();
-        let f = |p: &[f64]| {
-            let mut v = vae.clone();
-            v.params[spec.range()].copy_from_slice(p);
-            v.loss(&x, &eps)
-        };
-        check(
-            &format!("{} {}", cfg.describe(), spec.name),
-            &trace.grads[spec.range()],
-            &f,
-            &base[spec.range()],
-        );
+        for range in spec.ranges() {
+            let base = vae.params.clone();
+            let f = |p: &[f64]| {
+                let mut v = vae.clone();
+                v.params[range.clone()].copy_from_slice(p);
+                v.loss(&x, &eps)
+            };
+            check(
+                &format!("{} {} [{range:?}]", cfg.describe(), spec.name),
+                &trace.grads[range.clone()],
+                &f,
+                &base[range.clone()],
+            );
+        }
     }
 }
 
@@ -99,6 +107,24 @@ fn deep_tanh_model_gradients_match_finite_differences() {
         ..VaeConfig::mirrored(7, &[6, 5, 4], 3)
     };
     whole_model_case(cfg, 4, 7);
+}
+
+#[test]
+fn conditional_model_gradients_match_finite_differences() {
+    // Labels of 3 classes (one of them twice) join the first layer of each side; L = 2, so
+    // decoder rows of both samples read their image's label; and a deeper tanh model.
+    let cfg = VaeConfig {
+        samples: 2,
+        classes: 3,
+        ..VaeConfig::mirrored(7, &[6], 3)
+    };
+    whole_model_case(cfg, 4, 5);
+    let cfg = VaeConfig {
+        classes: 2,
+        activation: Act::Tanh,
+        ..VaeConfig::mirrored(6, &[5, 4], 2)
+    };
+    whole_model_case(cfg, 3, 9);
 }
 
 #[test]

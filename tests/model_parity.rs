@@ -64,6 +64,12 @@ fn run_case(ctx: &GpuContext, cfg: VaeConfig, b: usize, seed: u64, steps: u32) {
     } = reference_graphs(ctx, &gpu, b);
     let a = gpu.acts.rows(b, cfg.samples).unwrap();
     ctx.write_f32(&a.x, &x).unwrap();
+    if cfg.is_conditional() {
+        // Every class, in an order that is not the rows'.
+        let labels: Vec<u32> = (0..b).map(|i| ((i * 7 + 3) % cfg.classes) as u32).collect();
+        ctx.write_u32(&a.labels, &labels).unwrap();
+        cpu.labels = labels;
+    }
     let name = format!(
         "{} {} L={} B={b}",
         ctx.adapter.backend.to_str(),
@@ -151,8 +157,8 @@ fn run_case(ctx: &GpuContext, cfg: VaeConfig, b: usize, seed: u64, steps: u32) {
             for s in &layout.specs {
                 close(
                     &format!("{name} d{}", s.name),
-                    &grads[s.range()],
-                    &t.grads[s.range()],
+                    &s.read(&grads),
+                    &s.read(&t.grads),
                     1e-3,
                 );
             }
@@ -162,11 +168,16 @@ fn run_case(ctx: &GpuContext, cfg: VaeConfig, b: usize, seed: u64, steps: u32) {
         // parameter may differ by up to 2·lr per step. Elsewhere the update agrees to rounding.
         let params = read(ctx, &gpu.params);
         let gpu_grads = read(ctx, &gpu.grads);
-        for s in &layout.specs {
-            let g = &t.grads[s.range()];
+        // Each tensor's arena ranges (a conditional layer's weight has two).
+        for (s, range) in layout
+            .specs
+            .iter()
+            .flat_map(|s| s.ranges().into_iter().map(move |r| (s, r)))
+        {
+            let g = &t.grads[range.clone()];
             let lr = adam.lr as f64;
-            let loose = &mut ever_loose[s.range()];
-            for ((l, &v), &gg) in loose.iter_mut().zip(g).zip(&gpu_grads[s.range()]) {
+            let loose = &mut ever_loose[range.clone()];
+            for ((l, &v), &gg) in loose.iter_mut().zip(g).zip(&gpu_grads[range.clone()]) {
                 // The update's direction is shared when both gradients have the same sign and are
                 // well above Adam's ε (1e-8); exact zeros (pixels 0 across the batch) stay 0 on both.
                 // Adam's update follows the ratios of a weight's gradients over the steps, so a
@@ -181,10 +192,10 @@ fn run_case(ctx: &GpuContext, cfg: VaeConfig, b: usize, seed: u64, steps: u32) {
                     loose_total += 1;
                 }
             }
-            let want = &cpu.params[s.range()];
+            let want = &cpu.params[range.clone()];
             assert_close(
-                &format!("{name} step {step} {}", s.name),
-                &params[s.range()],
+                &format!("{name} step {step} {} [{range:?}]", s.name),
+                &params[range],
                 want,
                 |i| {
                     let base = 4.0 * U * want[i].abs() + 1e-6 * step as f64;
@@ -272,6 +283,48 @@ backend_test!(iwae_objective_matches_cpu, |ctx| {
         },
         16,
         9,
+        2,
+    );
+});
+
+// A class-conditional model: the label columns of the first encoder and first decoder layers
+// (forward and their gradients, rows of every class), with L = 3 samples (decoder rows read
+// their image's label) and tanh; at MNIST's size with 10 classes and two layers a side; and
+// trained on the IWAE bound.
+backend_test!(conditional_model_matches_cpu, |ctx| {
+    run_case(
+        ctx,
+        VaeConfig {
+            samples: 3,
+            classes: 4,
+            activation: vae_wgpu::ops::Act::Tanh,
+            ..VaeConfig::mirrored(45, &[37], 5)
+        },
+        33,
+        7,
+        3,
+    );
+    run_case(
+        ctx,
+        VaeConfig {
+            classes: 10,
+            ..VaeConfig::mirrored(784, &[64, 32], 6)
+        },
+        32,
+        9,
+        2,
+    );
+    // On the IWAE bound (k = 3): the importance weights of rows decoded with their labels.
+    run_case(
+        ctx,
+        VaeConfig {
+            samples: 3,
+            classes: 3,
+            objective: vae_wgpu::model::Objective::Iwae,
+            ..VaeConfig::mirrored(45, &[37], 5)
+        },
+        17,
+        5,
         2,
     );
 });

@@ -862,6 +862,69 @@ backend_test!(adam_matches_pytorch_formula, |ctx| {
     );
 });
 
+// A conditional layer's label input: the batch's labels gathered through the shuffled index; the
+// label columns added before each activation, with period B (encoder) and L·B rows read with
+// period B (decoder, sample-major); their gradient summed per class in row order.
+backend_test!(condition_kernels_match, |ctx| {
+    use vae_wgpu::kernels::condition;
+    let (n, b, classes) = (50, 7, 4);
+    let data_labels: Vec<u32> = (0..n).map(|i| (i * 3 % classes) as u32).collect();
+    let index: Vec<u32> = rng::Stream::new(5, rng::domain::SHUFFLE, 0).permutation(n);
+    let g_data = ctx.upload_u32("data labels", &[n], &data_labels).unwrap();
+    let g_index = ctx.upload_u32("index", &[n], &index).unwrap();
+    let g_labels = ctx.zeros("labels", &[b], DType::U32).unwrap();
+    let offset = 11;
+    let step = StepUniform::new(
+        ctx,
+        &StepParams {
+            batch_offset: offset as u32,
+            ..Default::default()
+        },
+    );
+    let gather = condition::gather_labels(ctx, &g_data, &g_index, &g_labels, &step).unwrap();
+    kernels::run(ctx, &[&gather]).unwrap();
+    let labels = cpu::gather_labels(&data_labels, &index, offset, b);
+    assert_eq!(ctx.read_u32(&g_labels).unwrap(), labels, "gather_labels");
+    let cols = 37;
+    for rows in [b, 3 * b] {
+        let wc = uniform(1, cols * classes, -1.0, 1.0);
+        let pre = uniform(2, rows * cols, -2.0, 2.0);
+        let g_wc = ctx
+            .upload_f32("wc", &[cols, classes], &to_f32(&wc))
+            .unwrap();
+        for act in [Act::Identity, Act::Relu, Act::Sigmoid, Act::Tanh] {
+            let y = ctx.upload_f32("y", &[rows, cols], &to_f32(&pre)).unwrap();
+            let f = condition::label_forward(ctx, &y, &g_wc, &g_labels, act).unwrap();
+            kernels::run(ctx, &[&f]).unwrap();
+            let want = cpu::label_forward(&pre, cols, &wc, &labels, act);
+            // One f32 addition and the activation (tanh/sigmoid: a few ULP of an exp).
+            assert_close(
+                &format!("label_forward {act} rows {rows}"),
+                &ctx.read_f32(&y).unwrap(),
+                &want,
+                |i| 1e-6 * (pre[i].abs() + 1.0),
+            );
+        }
+        let dy = uniform(3, rows * cols, -1.0, 1.0);
+        let g_dy = ctx.upload_f32("dy", &[rows, cols], &to_f32(&dy)).unwrap();
+        let g_dwc = ctx.zeros("dwc", &[cols, classes], DType::F32).unwrap();
+        let g = condition::label_grad(ctx, &g_dy, &g_dwc, &g_labels).unwrap();
+        kernels::run(ctx, &[&g]).unwrap();
+        let want = cpu::label_grad(&dy, cols, classes, &labels);
+        // A sum of up to `rows` terms in f32.
+        assert_close(
+            &format!("label_grad rows {rows}"),
+            &ctx.read_f32(&g_dwc).unwrap(),
+            &want,
+            |_| rows as f64 * U * 2.0,
+        );
+    }
+    // Shapes that do not fit are refused: rows not a multiple of the labels' count.
+    let y = ctx.zeros("y", &[b + 1, cols], DType::F32).unwrap();
+    let wc = ctx.zeros("wc", &[cols, classes], DType::F32).unwrap();
+    assert!(condition::label_forward(ctx, &y, &wc, &g_labels, Act::Relu).is_err());
+});
+
 backend_test!(gather_is_exact, |ctx| {
     // 13 bytes per image: rows straddle u32 words (the general path); 28: whole words (the
     // word-per-thread path every image size divisible by 4 takes).

@@ -114,6 +114,12 @@ fn check_against_torch(ctx: &GpuContext, fx: &Fixture, cfg: VaeConfig) {
     } = reference_graphs(ctx, &gpu, b);
     let a = gpu.acts.rows(b, 1).unwrap();
     ctx.write_f32(&a.x, &x).unwrap();
+    if cfg.is_conditional() {
+        // PyTorch concatenated their one-hot codes; the engine reads them as label columns.
+        let labels: Vec<u32> = fx.get("labels").iter().map(|&l| l as u32).collect();
+        ctx.write_u32(&a.labels, &labels).unwrap();
+        cpu.labels = labels;
+    }
     let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
     let backend = ctx.adapter.backend.to_str();
     let losses = fx.get64("losses");
@@ -185,11 +191,11 @@ fn check_against_torch(ctx: &GpuContext, fx: &Fixture, cfg: VaeConfig) {
             let want = fx.get64(&format!("grad.{}", s.name));
             close(
                 &format!("{backend} d{} (gpu vs torch)", s.name),
-                &grads[s.range()],
+                &s.read(&grads),
                 &want,
                 2e-3,
             );
-            let c: Vec<f32> = t.grads[s.range()].iter().map(|&v| v as f32).collect();
+            let c: Vec<f32> = s.read(&t.grads).iter().map(|&v| v as f32).collect();
             close(&format!("d{} (cpu vs torch)", s.name), &c, &want, 2e-3);
         }
     }
@@ -212,7 +218,7 @@ fn check_against_torch(ctx: &GpuContext, fx: &Fixture, cfg: VaeConfig) {
         loose += robust.iter().filter(|r| !**r).count();
         assert_close(
             &format!("{backend} after3.{} (gpu vs torch)", s.name),
-            &params[s.range()],
+            &s.read(&params),
             &want,
             |i| {
                 let base = 3.0 * lr * 2e-3 + 8.0 * U * want[i].abs();
@@ -228,6 +234,14 @@ fn check_against_torch(ctx: &GpuContext, fx: &Fixture, cfg: VaeConfig) {
 backend_test!(engine_and_cpu_reference_match_pytorch, |ctx| {
     let fx = Fixture::load("torch_reference.safetensors");
     check_against_torch(ctx, &fx, VaeConfig::default());
+});
+
+// A class-conditional model: PyTorch concatenates one-hot labels to the inputs of `encoder.0`
+// ([32, 784 + 10]) and `decoder.0` ([16, 6 + 10]); the engine reads the label columns per row
+// (`scripts/torch_reference.py --hidden 32,16 --latent 6 --classes 10`, MNIST's labels).
+backend_test!(conditional_model_matches_pytorch, |ctx| {
+    let fx = Fixture::load("torch_reference_conditional.safetensors");
+    check_against_torch(ctx, &fx, conditional_cfg());
 });
 
 // A two-hidden-layer tanh model, PyTorch's `encoder`/`decoder` Sequentials (names and metadata as
@@ -252,27 +266,40 @@ fn conv_cfg() -> VaeConfig {
     VaeConfig::convolutional([1, 28, 28], &[4, 8], &[], 6)
 }
 
-// A bare state_dict (no metadata, as `torch.save`-then-convert gives) of a conv model: the
-// architecture is read from the tensors' names and shapes alone.
+fn conditional_cfg() -> VaeConfig {
+    VaeConfig {
+        classes: 10,
+        ..VaeConfig::mirrored(784, &[32, 16], 6)
+    }
+}
+
+// A bare state_dict (no metadata, as `torch.save`-then-convert gives) of a conv model and of a
+// conditional one: the architecture (the classes: the decoder's first layer takes K + C inputs)
+// is read from the tensors' names and shapes alone.
 #[test]
-fn a_conv_state_dict_without_metadata_reads_its_architecture_from_the_tensors() {
-    let fx = Fixture::load("torch_reference_conv.safetensors");
-    let st = SafeTensors::deserialize(&fx.bytes).unwrap();
-    let layout = vae_wgpu::model::ParamLayout::new(&conv_cfg());
-    let tensors: Vec<(String, safetensors::tensor::TensorView<'_>)> = layout
-        .specs
-        .iter()
-        .map(|s| (s.name.clone(), st.tensor(&s.name).unwrap()))
-        .collect();
-    let bare = safetensors::tensor::serialize(tensors, None).unwrap();
-    let c = Checkpoint::from_bytes(&bare, Path::new("bare")).unwrap();
-    assert_eq!(c.cfg, conv_cfg());
-    assert_eq!(
-        c.params,
-        Checkpoint::from_bytes(&fx.bytes, Path::new("fx"))
-            .unwrap()
-            .params
-    );
+fn a_state_dict_without_metadata_reads_its_architecture_from_the_tensors() {
+    for (file, cfg) in [
+        ("torch_reference_conv.safetensors", conv_cfg()),
+        ("torch_reference_conditional.safetensors", conditional_cfg()),
+    ] {
+        let fx = Fixture::load(file);
+        let st = SafeTensors::deserialize(&fx.bytes).unwrap();
+        let layout = vae_wgpu::model::ParamLayout::new(&cfg);
+        let tensors: Vec<(String, safetensors::tensor::TensorView<'_>)> = layout
+            .specs
+            .iter()
+            .map(|s| (s.name.clone(), st.tensor(&s.name).unwrap()))
+            .collect();
+        let bare = safetensors::tensor::serialize(tensors, None).unwrap();
+        let c = Checkpoint::from_bytes(&bare, Path::new("bare")).unwrap();
+        assert_eq!(c.cfg, cfg, "{file}");
+        assert_eq!(
+            c.params,
+            Checkpoint::from_bytes(&fx.bytes, Path::new("fx"))
+                .unwrap()
+                .params
+        );
+    }
 }
 
 // Our checkpoints load into PyTorch with `load_state_dict(strict=True)` exactly when they hold the
@@ -289,6 +316,7 @@ fn checkpoint_names_and_shapes_are_pytorchs_state_dict() {
             },
         ),
         ("torch_reference_conv.safetensors", conv_cfg()),
+        ("torch_reference_conditional.safetensors", conditional_cfg()),
     ] {
         let fx = Fixture::load(file);
         let st = SafeTensors::deserialize(&fx.bytes).unwrap();
@@ -316,6 +344,17 @@ fn checkpoint_names_and_shapes_are_pytorchs_state_dict() {
         ));
         ckpt.save_state_dict(&p).unwrap();
         let back = Checkpoint::load(&p).unwrap();
+        // Every tensor written in PyTorch's layout: byte for byte the fixture's.
+        let written = std::fs::read(&p).unwrap();
+        let written = SafeTensors::deserialize(&written).unwrap();
+        for s in &layout.specs {
+            assert_eq!(
+                written.tensor(&s.name).unwrap().data(),
+                st.tensor(&s.name).unwrap().data(),
+                "{file}: {} as written",
+                s.name
+            );
+        }
         let _ = std::fs::remove_file(&p);
         assert_eq!(back.cfg, cfg);
         assert_eq!(back.params, ckpt.params);

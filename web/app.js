@@ -74,6 +74,7 @@ const ui = {
   chart: /** @type {HTMLCanvasElement} */ (el('chart')),
   recon: /** @type {HTMLCanvasElement} */ (el('reconstructions')),
   samples: /** @type {HTMLCanvasElement} */ (el('samples')),
+  samplesCaption: el('samples-caption'),
 };
 
 /** @param {string} line */
@@ -563,17 +564,34 @@ async function drawPictures() {
   }
   if (plan.graphs.decode && o?.decode) {
     const z = o.decode.z;
+    const rows = o.decode.means.rows;
+    const classes = plan.model.classes ?? 0;
+    // A conditional model: one row per class (as many as fit), the same codes in every row, so a
+    // column keeps its z (the "style") while the class changes.
+    const cols = classes > 0 ? Math.max(1, Math.floor(rows / Math.min(classes, rows))) : Math.ceil(Math.sqrt(rows));
     const draws = new Float32Array(z.rows * z.cols);
     for (let i = 0; i < draws.length; i++) draws[i] = normal();
+    if (classes > 0 && o.decode.labels) {
+      const labels = new Uint32Array(o.decode.labels.rows);
+      for (let i = 0; i < labels.length; i++) {
+        labels[i] = Math.min(classes - 1, Math.floor(i / cols));
+        draws.copyWithin(i * z.cols, (i % cols) * z.cols, (i % cols + 1) * z.cols);
+      }
+      rt.writeU32(o.decode.labels.buffer, o.decode.labels.offset, labels);
+      const names = plan.model.class_names ?? [];
+      const shown = Math.min(classes, Math.floor(rows / cols));
+      ui.samplesCaption.textContent =
+        `decodes of z ~ N(0, I), one row per class: ${names.slice(0, shown).join(', ')}` +
+        (shown < classes ? ` (first ${shown} of ${classes})` : '');
+    }
     rt.writeF32(z.buffer, z.offset, draws);
     rt.runGraph('decode', evalValues(0));
     const means = await readRegion(o.decode.means);
-    const cols = Math.ceil(Math.sqrt(o.decode.means.rows));
     const per = o.decode.means.cols;
     /** @type {Float32Array[]} */
     const gridRows = [];
-    for (let r = 0; r * cols < o.decode.means.rows; r++) {
-      gridRows.push(means.subarray(r * cols * per, Math.min(o.decode.means.rows, (r + 1) * cols) * per));
+    for (let r = 0; r * cols < rows && (classes === 0 || r < classes); r++) {
+      gridRows.push(means.subarray(r * cols * per, Math.min(rows, (r + 1) * cols) * per));
     }
     drawImages(ui.samples, gridRows, cols);
   }

@@ -24,7 +24,8 @@ export const PLAN_VERSION = 2;
  *   format: string, version: number,
  *   model: {input: number, hidden: number[], decoder_hidden: number[], latent: number,
  *           samples: number, activation: string, params: number, likelihood: string,
- *           beta: number, kl_warmup: number, objective: string},
+ *           beta: number, kl_warmup: number, objective: string, classes?: number,
+ *           class_names?: string[]},
  *   train: {batch: number, epochs: number, lr: number, beta1: number, beta2: number, eps: number,
  *     weight_decay: number, seed: number, train_len: number, test_len: number, log_every: number,
  *     steps_per_epoch: number},
@@ -37,7 +38,8 @@ export const PLAN_VERSION = 2;
  *   accumulators: Record<string, Accumulator>,
  *   epoch_input: {buffer: number, blob: string, count: number},
  *   graphs: Record<string, Graph>,
- *   outputs: {reconstruct: {originals: Region, reconstructions: Region}, decode: {z: Region, means: Region}},
+ *   outputs: {reconstruct: {originals: Region, reconstructions: Region},
+ *             decode: {z: Region, means: Region, labels?: {buffer: number, offset: number, rows: number}}},
  *   seed?: bigint,
  * }} Plan
  */
@@ -772,6 +774,14 @@ export class Runtime {
    * @param {number} buffer @param {number} offset @param {Float32Array} data
    */
   writeF32(buffer, offset, data) {
+    this.queue.writeBuffer(this.buffer(buffer), offset, data);
+  }
+
+  /**
+   * Write u32 values (a conditional model's class labels) to a buffer region.
+   * @param {number} buffer @param {number} offset @param {Uint32Array} data
+   */
+  writeU32(buffer, offset, data) {
     this.queue.writeBuffer(this.buffer(buffer), offset, data);
   }
 

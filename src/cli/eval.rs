@@ -80,6 +80,14 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         )
         .into());
     }
+    // A conditional model is evaluated on the true labels: the data's classes must be its own.
+    let cfg = super::condition_on(
+        cfg,
+        false,
+        &ckpt.progress.class_names,
+        &test,
+        &args.data.data_dir,
+    )?;
     // Ctrl-C / SIGTERM stop the evaluation at its next progress point.
     let stop = super::stop_flag()?;
     let ctx = GpuContext::new(&opts)?;
@@ -137,8 +145,14 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         r.neg_elbo_n.neg_elbo,
         r.neg_elbo_n.seconds
     );
+    // A conditional model's bound is on the images given their true labels.
+    let nll = if cfg.is_conditional() {
+        "-log p(x|y)"
+    } else {
+        "-log p(x)  "
+    };
     say!(
-        "  -log p(x) ≤ IWAE, k = {:>3}:   {:8.2}   ({:.1} s)",
+        "  {nll} ≤ IWAE, k = {:>3}: {:8.2}   ({:.1} s)",
         r.iwae_samples,
         r.iwae.iwae_nll.unwrap_or(f64::NAN),
         r.iwae.seconds

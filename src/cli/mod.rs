@@ -115,6 +115,11 @@ pub struct ModelArgs {
     /// at least 2) [default: elbo, or the checkpoint's].
     #[arg(long)]
     pub objective: Option<String>,
+    /// A class-conditional VAE: the one-hot class label joins the input of the encoder's and of
+    /// the decoder's first layer; labels come from the IDX label file or the image folder's class
+    /// folders (dense models) [default: off, or the checkpoint's].
+    #[arg(long)]
+    pub conditional: bool,
 }
 
 impl ModelArgs {
@@ -160,7 +165,15 @@ impl ModelArgs {
                 Some(o) => crate::model::Objective::parse(o)?,
                 None => d.objective,
             },
+            // Set from the data's classes once they are read (see `condition_on`).
+            classes: 0,
         };
+        if self.conditional && cfg.conv.is_some() {
+            return Err(crate::Error::setting(
+                "conditional",
+                "conditioning is built for dense models: drop --conv, or --conditional",
+            ));
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -244,12 +257,64 @@ impl ModelArgs {
                 return refuse("objective", o.name().into(), c.objective.name().into());
             }
         }
+        if self.conditional && !c.is_conditional() {
+            return Err(
+                "--conditional contradicts the checkpoint (an unconditional model); the \
+                        architecture comes from the checkpoint: drop the flag"
+                    .to_string(),
+            );
+        }
         if let Some(s) = self.samples {
             cfg.samples = s;
         }
         cfg.validate().map_err(|e| setting_message(&e))?;
         Ok(cfg)
     }
+}
+
+/// A conditional model on `data`: a new one (`classes` 0 in `cfg`, `--conditional` asked) takes
+/// the data's classes; a checkpoint's must be the data's, by count and, where it recorded them,
+/// by name. Unlabelled images (a flat folder) are refused. An unconditional model is returned
+/// as it is.
+pub fn condition_on(
+    mut cfg: crate::model::VaeConfig,
+    asked: bool,
+    ckpt_names: &[String],
+    data: &crate::data::ImageSet,
+    source: &std::path::Path,
+) -> Result<crate::model::VaeConfig, String> {
+    if !asked && !cfg.is_conditional() {
+        return Ok(cfg);
+    }
+    let src = source.display();
+    if !data.is_labelled() {
+        return Err(format!(
+            "--conditional needs labelled images, but {src} is a flat folder of images without              class folders: put each class's images in a folder of its own              ({src}/<class>/*.png), or drop --conditional"
+        ));
+    }
+    let n = data.classes.len();
+    if !cfg.is_conditional() {
+        if n < 2 {
+            return Err(format!(
+                "--conditional needs at least 2 classes, but {src} has one ({}): add class                  folders, or drop --conditional",
+                data.classes.join(", ")
+            ));
+        }
+        cfg.classes = n;
+    } else if cfg.classes != n || (!ckpt_names.is_empty() && ckpt_names != data.classes) {
+        let names = |v: &[String]| match v.is_empty() {
+            true => "names not recorded".to_string(),
+            false => v.join(", "),
+        };
+        return Err(format!(
+            "the checkpoint's model is conditional on {} classes ({}), but {src} has {n} ({}):              use the data it was trained on",
+            cfg.classes,
+            names(ckpt_names),
+            names(&data.classes)
+        ));
+    }
+    cfg.validate().map_err(|e| setting_message(&e))?;
+    Ok(cfg)
 }
 
 /// The data a program runs on, and the split it used (for the checkpoint's metadata).

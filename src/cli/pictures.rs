@@ -60,6 +60,14 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         .data
         .load(ckpt.progress.seed, Some(&ckpt), args.checkpoint.parent())?
         .test;
+    // A conditional model is evaluated on the true labels: the data's classes must be its own.
+    let cfg = super::condition_on(
+        cfg,
+        false,
+        &ckpt.progress.class_names,
+        &test,
+        &args.data.data_dir,
+    )?;
     std::fs::create_dir_all(&args.out)
         .map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
     let ctx = GpuContext::new(&opts)?;

@@ -164,6 +164,16 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         .into());
     }
     let cfg = cfg.for_images(train.channels, train.rows, train.cols);
+    let ckpt_names = ckpt
+        .as_ref()
+        .map_or(&[][..], |c| &c.progress.class_names[..]);
+    let cfg = super::condition_on(
+        cfg,
+        args.model.conditional,
+        ckpt_names,
+        train,
+        &args.data.data_dir,
+    )?;
     // Every layer's buffers against the adapter's limits happens in Trainer::new, before any
     // allocation; the sizes themselves are checked here, before the device starts.
     cfg.validate()?;

@@ -37,7 +37,11 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     opts.retune = true;
     let ctx = GpuContext::new(&opts)?;
     say!("adapter: {}", ctx.adapter.short());
-    let cfg = args.model.new_model(super::MNIST_IMAGE)?;
+    let mut cfg = args.model.new_model(super::MNIST_IMAGE)?;
+    if args.model.conditional {
+        // MNIST's ten digits (the products' shapes do not depend on the classes).
+        cfg.classes = 10;
+    }
     let vae = GpuVae::new(&ctx, cfg, Default::default(), args.batch_size, 0)?;
     let acc = vae.new_accumulator(&ctx)?;
     let start = std::time::Instant::now();

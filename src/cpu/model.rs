@@ -46,12 +46,30 @@ pub struct CpuVae {
     pub adam_steps: u64,
     /// The KL's weight in the objective (β; a warm-up step's value): `cfg.beta` to begin with.
     pub kl_weight: f64,
+    /// A conditional model's classes of the batch's images (`[B]`; decoder row l·B + b reads
+    /// entry b).
+    pub labels: Vec<u32>,
 }
 
-/// The twin of `model::gpu::layer_forward`: `y = act(layer(x) + b)` for `rows` rows of `x`.
-fn layer_forward(params: &[f64], l: &Layer, x: &[f64], rows: usize, act: Act) -> Vec<f64> {
+/// The twin of `model::gpu::layer_forward`: `y = act(layer(x) + b)` for `rows` rows of `x` (a
+/// conditional Linear adds its label columns of each row's class before the activation).
+fn layer_forward(
+    params: &[f64],
+    l: &Layer,
+    x: &[f64],
+    rows: usize,
+    act: Act,
+    labels: &[u32],
+) -> Vec<f64> {
     let (w, b) = (&params[l.weight_range()], &params[l.bias_range()]);
     match l.conv_shape(rows) {
+        // A conditional Linear.
+        None if l.labels > 0 => {
+            let pre = ops::matmul(Layout::NT, x, w, rows, l.outputs, l.inputs);
+            let pre = ops::epilogue(&pre, l.outputs, Some(b), Act::Identity);
+            let wc = &params[l.label_weight_range()];
+            ops::label_forward(&pre, l.outputs, wc, labels, act)
+        }
         // A Linear.
         None => {
             let pre = ops::matmul(Layout::NT, x, w, rows, l.outputs, l.inputs);
@@ -71,7 +89,9 @@ fn layer_forward(params: &[f64], l: &Layer, x: &[f64], rows: usize, act: Act) ->
 
 /// The twin of `model::gpu::layer_backward`: writes the weight and bias gradients into `grads`;
 /// returns `dx ⊙ act′(x)` when asked (`Some(act)`, with `act` the activation whose output `x` is,
-/// `None` inside for an `x` no activation produced).
+/// `None` inside for an `x` no activation produced). A conditional Linear's label columns get
+/// their gradient from `dy` and the rows' classes.
+#[allow(clippy::too_many_arguments)]
 fn layer_backward(
     params: &[f64],
     grads: &mut [f64],
@@ -80,7 +100,12 @@ fn layer_backward(
     x: &[f64],
     rows: usize,
     dx: Option<Option<Act>>,
+    labels: &[u32],
 ) -> Option<Vec<f64>> {
+    if l.labels > 0 {
+        grads[l.label_weight_range()]
+            .copy_from_slice(&ops::label_grad(dy, l.outputs, l.labels, labels));
+    }
     let w = &params[l.weight_range()];
     let (dw, db, g) = match l.conv_shape(rows) {
         // A Linear.
@@ -121,6 +146,7 @@ fn layer_backward(
 
 /// The twin of `GpuVae::backward_chain`: layer j read `xs[j]`, its output's gradient is `dys[j]`;
 /// returns the input gradients (`dxs[j]` of layer j; layer 0's only with `first_dx`).
+#[allow(clippy::too_many_arguments)]
 fn backward_chain(
     params: &[f64],
     grads: &mut [f64],
@@ -129,6 +155,7 @@ fn backward_chain(
     last_dy: &[f64],
     rows: usize,
     first_dx: bool,
+    labels: &[u32],
 ) -> Vec<Vec<f64>> {
     let n = layers.len();
     let mut dxs = vec![Vec::new(); n];
@@ -138,7 +165,7 @@ fn backward_chain(
             0 => first_dx.then_some(None),
             _ => Some(Some(layers[j - 1].act)),
         };
-        let g = layer_backward(params, grads, layers[j], &dy, xs[j], rows, dx);
+        let g = layer_backward(params, grads, layers[j], &dy, xs[j], rows, dx, labels);
         dy = g.clone().unwrap_or_default();
         dxs[j] = g.unwrap_or_default();
     }
@@ -160,6 +187,7 @@ impl CpuVae {
             v: vec![0.0; n],
             adam_steps: 0,
             kl_weight: cfg_beta,
+            labels: Vec::new(),
         }
     }
 
@@ -171,22 +199,27 @@ impl CpuVae {
         assert_eq!(eps.len(), lb * k, "eps length");
         let (p, layout) = (&self.params[..], &self.layout);
         let mut t = Trace::default();
+        let labels = &self.labels[..];
+        assert!(
+            !self.cfg.is_conditional() || labels.len() == b,
+            "a conditional model needs the batch's {b} labels"
+        );
 
         // ---- forward: encoder layers, heads, reparameterize, decoder layers, loss
         let mut h = x.to_vec();
         for l in &layout.encoder {
-            h = layer_forward(p, l, &h, b, l.act);
+            h = layer_forward(p, l, &h, b, l.act, labels);
             t.enc.push(h.clone());
         }
-        let heads = layer_forward(p, &layout.heads, &h, b, Act::Identity);
+        let heads = layer_forward(p, &layout.heads, &h, b, Act::Identity, labels);
         (t.mu, t.logvar) = crate::ops::split_heads(&heads, k);
         (t.z, t.kl) = ops::reparam_forward(&t.mu, &t.logvar, eps, 1.0);
         let mut h = t.z.clone();
         for l in &layout.decoder {
-            h = layer_forward(p, l, &h, lb, l.act);
+            h = layer_forward(p, l, &h, lb, l.act, labels);
             t.dec.push(h.clone());
         }
-        t.logits = layer_forward(p, &layout.output, &h, lb, Act::Identity);
+        t.logits = layer_forward(p, &layout.output, &h, lb, Act::Identity, labels);
         let log_sigma = match (layout.log_sigma, self.cfg.likelihood) {
             (Some(o), _) => p[o],
             (None, l) => l.fixed_log_sigma() as f64,
@@ -222,7 +255,7 @@ impl CpuVae {
             .into_iter()
             .chain(t.dec.iter().map(|v| &v[..]))
             .collect();
-        let mut dxs = backward_chain(p, &mut g, &layers, &xs, &t.dlogits, lb, true);
+        let mut dxs = backward_chain(p, &mut g, &layers, &xs, &t.dlogits, lb, true, labels);
         t.dz = std::mem::take(&mut dxs[0]);
         t.d_dec = dxs.into_iter().skip(1).collect();
         (t.dmu, t.dlogvar) = match &iwae {
@@ -241,7 +274,7 @@ impl CpuVae {
             .chain(t.enc.iter().map(|v| &v[..]))
             .collect();
         // No gradient for the data.
-        let dxs = backward_chain(p, &mut g, &layers, &xs, &dheads, b, false);
+        let dxs = backward_chain(p, &mut g, &layers, &xs, &dheads, b, false, labels);
         t.d_enc = dxs.into_iter().skip(1).collect();
         t.grads = g;
         t

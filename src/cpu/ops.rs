@@ -83,6 +83,39 @@ pub fn act_backward(dy: &[f64], y: &[f64], act: Act) -> Vec<f64> {
         .collect()
 }
 
+// ---- condition.wgsl ---------------------------------------------------------------------------
+
+/// `gather_labels`: the batch's classes, `labels[index[offset + b]]`.
+pub fn gather_labels(labels: &[u32], index: &[u32], offset: usize, b: usize) -> Vec<u32> {
+    (0..b).map(|i| labels[index[offset + i] as usize]).collect()
+}
+
+/// `label_forward`: `y[r, j] = act(pre[r, j] + wc[j, labels[r % period]])` over `[rows, cols]`,
+/// `wc` `[cols, classes]` (`pre`: the product with its bias).
+pub fn label_forward(pre: &[f64], cols: usize, wc: &[f64], labels: &[u32], act: Act) -> Vec<f64> {
+    let classes = wc.len() / cols;
+    pre.iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let (r, j) = (i / cols, i % cols);
+            let c = labels[r % labels.len()] as usize;
+            activate(act, v + wc[j * classes + c])
+        })
+        .collect()
+}
+
+/// `label_grad`: `dwc[j, c] = Σ_{r : labels[r % period] = c} dy[r, j]`, `[cols, classes]`.
+pub fn label_grad(dy: &[f64], cols: usize, classes: usize, labels: &[u32]) -> Vec<f64> {
+    let mut g = vec![0.0; cols * classes];
+    for (r, row) in dy.chunks(cols).enumerate() {
+        let c = labels[r % labels.len()] as usize;
+        for (j, &v) in row.iter().enumerate() {
+            g[j * classes + c] += v;
+        }
+    }
+    g
+}
+
 // ---- reduce.wgsl ------------------------------------------------------------------------------
 
 /// `column_sum`: `db[j] = Σ_i dy[i, j]`.

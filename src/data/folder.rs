@@ -351,7 +351,7 @@ fn scan(root: &Path, report: &mut FolderReport) -> Result<Vec<(PathBuf, String)>
         }
         return Ok(loose
             .into_iter()
-            .map(|p| (p, "unlabelled".to_string()))
+            .map(|p| (p, super::images::UNLABELLED.to_string()))
             .collect());
     }
     report.ignored_loose_files += loose.len();

@@ -1,6 +1,9 @@
 //! A set of images in memory, however it was read: u8 pixels, channel-planar (`[C, H, W]` per
 //! image, as torchvision's `ToTensor` lays them out before flattening), one label per image.
 
+/// The one class of a flat folder of images (no class folders): the images have no labels.
+pub const UNLABELLED: &str = "unlabelled";
+
 /// `count` images of `channels x rows x cols` u8 pixels, and their labels (indices into `classes`).
 #[derive(Clone, Debug)]
 pub struct ImageSet {
@@ -26,6 +29,12 @@ impl ImageSet {
             .iter()
             .map(|&p| p as f32 / 255.0)
             .collect()
+    }
+
+    /// Whether the labels name classes (an IDX label file, class folders), rather than the one
+    /// class of a flat folder of images.
+    pub fn is_labelled(&self) -> bool {
+        self.classes != [UNLABELLED]
     }
 
     /// `channels, rows, cols`.

@@ -28,7 +28,8 @@ fn const_u32(m: &naga::Module, name: &str) -> Option<u32> {
 #[test]
 fn uniform_structs_have_the_wgsl_layout() {
     use super::*;
-    let table: [(Shader, &[UniformLayout]); 10] = [
+    let table: [(Shader, &[UniformLayout]); 11] = [
+        (Shader::CONDITION, condition::UNIFORMS),
         (Shader::ADAM, adam::UNIFORMS),
         (Shader::LIKELIHOOD, likelihood::UNIFORMS),
         (Shader::BIAS_ACT, bias_act::UNIFORMS),

@@ -25,6 +25,7 @@ mod contracts;
 
 pub mod adam;
 pub mod bias_act;
+pub mod condition;
 pub mod conv;
 pub mod gather;
 pub mod iwae;
@@ -51,6 +52,9 @@ pub fn override_sets(shader: &Shader, entry: &str) -> Vec<Vec<(&'static str, f64
     // `matmul_sg_nn_tex`, ...) and never read LAYOUT: only that layout's sets are used.
     if let Some(layout) = matmul::fixed_layout(entry) {
         sets.retain(|s| s.contains(&("LAYOUT", layout.code() as f64)));
+    }
+    if shader.name == "condition" && entry != "label_forward" {
+        return vec![vec![]];
     }
     if entry == "conv_weight_grad" {
         return (0..3)
@@ -128,6 +132,8 @@ fn epilogue_sets(shader: &Shader) -> Vec<Vec<(&'static str, f64)>> {
                 ("ROW_WEIGHTS", 1.0),
             ],
         ],
+        // label_forward after each layer activation (the others read no constant).
+        "condition" => (0..4).map(|a| vec![("ACT", a as f64)]).collect(),
         "reparam_kl" => vec![
             vec![("EPS_FROM_BUFFER", 0.0)],
             vec![("EPS_FROM_BUFFER", 1.0)],

@@ -48,6 +48,9 @@ pub struct Progress {
     /// The seed that chose the held-out images (the run's first seed: a later `--seed` does not
     /// move images between the splits).
     pub split_seed: u64,
+    /// A conditional model's class names by label (`0`–`9` for MNIST, an image folder's class
+    /// folders); empty when unknown.
+    pub class_names: Vec<String>,
 }
 
 /// Adam's state (PyTorch's `exp_avg`, `exp_avg_sq`, `step`), arenas in [`ParamLayout`] order.
@@ -81,16 +84,10 @@ fn data_err(path: &Path, detail: impl Into<String>) -> Error {
     }
 }
 
-/// One tensor of an arena as a safetensors view.
-fn view<'a>(
-    arena: &'a [f32],
-    spec: &crate::model::ParamSpec,
-) -> std::result::Result<TensorView<'a>, safetensors::SafeTensorError> {
-    TensorView::new(
-        Dtype::F32,
-        spec.shape.clone(),
-        bytemuck::cast_slice(&arena[spec.range()]),
-    )
+/// One tensor of an arena in PyTorch's order, as little-endian bytes (a conditional layer's weight
+/// is two pieces of the arena, see [`crate::model::ParamSpec::read`]).
+fn tensor_bytes(arena: &[f32], spec: &crate::model::ParamSpec) -> Vec<u8> {
+    bytemuck::cast_slice(&spec.read(arena)).to_vec()
 }
 
 impl Checkpoint {
@@ -100,12 +97,14 @@ impl Checkpoint {
 
     fn serialize(&self, with_state: bool) -> Result<Vec<u8>> {
         let layout = self.layout();
-        let mut tensors: Vec<(String, TensorView<'_>)> = Vec::new();
+        // (name, shape, bytes) of every tensor; the views below borrow them.
+        let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
         let ser = |e| Error::Config(format!("cannot serialise checkpoint: {e}"));
         for spec in &layout.specs {
-            tensors.push((
+            owned.push((
                 spec.name.to_string(),
-                view(&self.params, spec).map_err(ser)?,
+                spec.shape.clone(),
+                tensor_bytes(&self.params, spec),
             ));
         }
         let mut meta = HashMap::new();
@@ -131,6 +130,15 @@ impl Checkpoint {
             "objective".to_string(),
             self.cfg.objective.name().to_string(),
         );
+        if self.cfg.classes > 0 {
+            // A conditional model: the class count, and the names the labels stand for.
+            meta.insert("classes".to_string(), self.cfg.classes.to_string());
+            if !self.progress.class_names.is_empty() {
+                let names = serde_json::to_string(&self.progress.class_names)
+                    .map_err(|e| Error::Config(format!("cannot serialise class names: {e}")))?;
+                meta.insert("class_names".to_string(), names);
+            }
+        }
         let mut image = self.progress.image;
         if let Some(c) = &self.cfg.conv {
             // A conv model's layers depend on the image's shape: always recorded.
@@ -173,24 +181,28 @@ impl Checkpoint {
                     meta.insert(k.to_string(), v);
                 }
                 for spec in &layout.specs {
-                    tensors.push((
-                        format!("optimizer.exp_avg.{}", spec.name),
-                        view(&o.m, spec).map_err(ser)?,
-                    ));
-                    tensors.push((
-                        format!("optimizer.exp_avg_sq.{}", spec.name),
-                        view(&o.v, spec).map_err(ser)?,
-                    ));
+                    for (moment, arena) in [("exp_avg", &o.m), ("exp_avg_sq", &o.v)] {
+                        owned.push((
+                            format!("optimizer.{moment}.{}", spec.name),
+                            spec.shape.clone(),
+                            tensor_bytes(arena, spec),
+                        ));
+                    }
                 }
-                let acc = TensorView::new(
-                    Dtype::F32,
+                owned.push((
+                    "trainer.loss_accumulator".to_string(),
                     vec![o.loss_accumulator.len()],
-                    bytemuck::cast_slice(&o.loss_accumulator),
-                )
-                .map_err(ser)?;
-                tensors.push(("trainer.loss_accumulator".to_string(), acc));
+                    bytemuck::cast_slice(&o.loss_accumulator).to_vec(),
+                ));
             }
         }
+        let tensors = owned
+            .iter()
+            .map(|(name, shape, bytes)| {
+                TensorView::new(Dtype::F32, shape.clone(), bytes).map(|v| (name.clone(), v))
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(ser)?;
         safetensors::tensor::serialize(tensors, Some(meta)).map_err(ser)
     }
 
@@ -363,9 +375,16 @@ impl Checkpoint {
             }
             None => crate::model::Likelihood::Bernoulli,
         };
+        // A conditional model's first layers take the one-hot label too: the decoder's first
+        // weight is [g0, K + classes], so a bare state_dict says how many.
+        let classes = match meta_num("classes")? {
+            Some(c) => c as usize,
+            None if conv.is_none() => dec.first().map_or(0, |s| s[1].saturating_sub(mu[0])),
+            None => 0,
+        };
         let found_input = match &conv {
             Some(c) => c.image.iter().product(),
-            None => enc[0][1],
+            None => enc[0][1].saturating_sub(classes),
         };
         let cfg = VaeConfig {
             input: meta_num("input")?.map_or(found_input, |v| v as usize),
@@ -383,6 +402,7 @@ impl Checkpoint {
                 Some(o) => super::config::Objective::parse(o)
                     .map_err(|e| data_err(path, format!("metadata 'objective': {e}")))?,
             },
+            classes,
         };
         cfg.validate().map_err(|e| data_err(path, e.to_string()))?;
         let layout = ParamLayout::new(&cfg);
@@ -414,9 +434,8 @@ impl Checkpoint {
             }
             let mut arena = vec![0.0f32; layout.len];
             for (spec, t) in layout.specs.iter().zip(&views) {
-                for (dst, v) in arena[spec.range()].iter_mut().zip(le_f32s(t.data())) {
-                    *dst = v;
-                }
+                let values: Vec<f32> = le_f32s(t.data()).collect();
+                spec.write(&mut arena, &values);
             }
             Ok(arena)
         };
@@ -460,7 +479,26 @@ impl Checkpoint {
             ],
             test_fraction: meta_value::<f64>(&meta, "test_fraction", path)?.unwrap_or(0.0),
             split_seed: meta_num("split_seed")?.unwrap_or(0),
+            class_names: match meta.get("class_names") {
+                None => Vec::new(),
+                Some(v) => serde_json::from_str::<Vec<String>>(v).map_err(|e| {
+                    data_err(
+                        path,
+                        format!("metadata 'class_names' is not a JSON list of names: {e}"),
+                    )
+                })?,
+            },
         };
+        if !progress.class_names.is_empty() && progress.class_names.len() != cfg.classes {
+            return Err(data_err(
+                path,
+                format!(
+                    "metadata 'class_names' lists {} names for a model of {} classes",
+                    progress.class_names.len(),
+                    cfg.classes
+                ),
+            ));
+        }
         let ckpt = Checkpoint {
             cfg,
             params,
@@ -478,7 +516,7 @@ impl Checkpoint {
     fn check_values(&self, path: &Path, layout: &ParamLayout) -> Result<()> {
         let scan = |arena: &[f32], prefix: &str, ok: fn(f32) -> bool, what: &str| -> Result<()> {
             for spec in &layout.specs {
-                let t = &arena[spec.range()];
+                let t = spec.read(arena);
                 if let Some(i) = t.iter().position(|&v| !ok(v)) {
                     return Err(data_err(
                         path,

@@ -1,3 +1,4 @@
+use crate::data::folder::MAX_CLASSES;
 use crate::error::{Error, Result};
 use crate::model::likelihood::Likelihood;
 use crate::ops::Act;
@@ -79,6 +80,9 @@ pub struct VaeConfig {
     pub kl_warmup: f64,
     /// The ELBO (default) or the IWAE bound with k = `samples` (`--objective`).
     pub objective: Objective,
+    /// Classes of a class-conditional model (`--conditional`: the one-hot label joins the input
+    /// of the encoder's first layer and of the decoder's first layer); 0: unconditional.
+    pub classes: usize,
 }
 
 impl Default for VaeConfig {
@@ -107,6 +111,7 @@ impl VaeConfig {
             beta: 1.0,
             kl_warmup: 0.0,
             objective: Objective::Elbo,
+            classes: 0,
         }
     }
 
@@ -190,7 +195,15 @@ impl VaeConfig {
         if self.objective == Objective::Iwae {
             s.push_str(&format!(", IWAE objective (k = {})", self.samples));
         }
+        if self.classes > 0 {
+            s.push_str(&format!(", conditional on {} classes", self.classes));
+        }
         s
+    }
+
+    /// Whether the model is class-conditional (`--conditional`).
+    pub fn is_conditional(&self) -> bool {
+        self.classes > 0
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -249,6 +262,21 @@ impl VaeConfig {
                     "iwae has no separate KL term to weigh: drop --beta and --kl-warmup",
                 ));
             }
+        }
+        if self.classes > MAX_CLASSES {
+            return Err(Error::setting(
+                "conditional",
+                format!(
+                    "{} classes: a conditional model takes at most {MAX_CLASSES}",
+                    self.classes
+                ),
+            ));
+        }
+        if self.classes > 0 && self.conv.is_some() {
+            return Err(Error::setting(
+                "conditional",
+                "conditioning is built for dense models: drop --conv, or --conditional",
+            ));
         }
         for (name, h) in [
             ("hidden", &self.hidden),
@@ -351,8 +379,13 @@ impl VaeConfig {
             sizes.windows(2).map(|w| (w[0] + 1) * w[1]).sum::<u64>()
         };
         let k = self.latent as u64;
+        // A conditional model's first encoder and first decoder layers take `classes` more inputs.
+        let first_widths = |w: &[usize], last: u64| w.first().map_or(last, |&h| h as u64);
+        let labels = self.classes as u64
+            * (first_widths(&self.hidden, 2 * k) + first_widths(&self.decoder_hidden, dec_out));
         chain(enc_in, &self.hidden, 2 * k)
             + chain(k, &self.decoder_hidden, dec_out)
+            + labels
             + self.conv.as_ref().map_or(0, conv)
     }
 

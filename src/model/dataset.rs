@@ -5,10 +5,17 @@ use crate::data::ImageSet;
 use crate::error::Result;
 use crate::gpu::{GpuContext, GpuTensor};
 
-/// A data split uploaded once: u8 pixels `[N, D]` and a u32 index list `[N]`.
+/// A data split uploaded once: u8 pixels `[N, D]`, u32 class labels `[N]` (what a conditional
+/// model's gather reads) and a u32 index list `[N]`.
 pub struct GpuDataset {
     pub pixels: GpuTensor,
+    pub labels: GpuTensor,
     pub index: GpuTensor,
+    /// Class names by label.
+    pub classes: Vec<String>,
+    /// The labels name classes (an IDX label file, an image folder's class folders), not the one
+    /// class of a flat folder of unlabelled images.
+    pub labelled: bool,
     pub len: usize,
     pub dim: usize,
     /// Channels, rows, cols of each image.
@@ -21,12 +28,26 @@ impl GpuDataset {
         let pixels = ctx.upload_u8(name, &[data.count, dim], &data.images)?;
         let order: Vec<u32> = (0..data.count as u32).collect();
         let index = ctx.upload_u32("index", &[data.count], &order)?;
+        let labels: Vec<u32> = data.labels.iter().map(|&l| l as u32).collect();
+        let labels = ctx.upload_u32(&format!("{name} labels"), &[data.count], &labels)?;
         Ok(GpuDataset {
             pixels,
+            labels,
             index,
+            classes: data.classes.clone(),
+            labelled: data.is_labelled(),
             len: data.count,
             dim,
             image: data.shape(),
         })
+    }
+
+    /// The step input that gathers this split's batches (and labels) on the GPU.
+    pub fn input(&self) -> crate::model::graph::Input<'_> {
+        crate::model::graph::Input::Gather {
+            pixels: &self.pixels,
+            labels: &self.labels,
+            index: &self.index,
+        }
     }
 }

@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{DType, GpuContext};
 use crate::kernels::reparam_kl::EpsSource;
 use crate::kernels::{iwae, likelihood};
-use crate::model::gpu::{EpochPlan, Input, LossReadout};
+use crate::model::gpu::{EpochPlan, LossReadout};
 use crate::model::{GpuDataset, GpuVae, VaeConfig};
 use crate::ops::AdamConfig;
 
@@ -53,10 +53,7 @@ pub(crate) fn run_pass(
     with_iwae: bool,
     mut progress: Option<OnProgress<'_>>,
 ) -> Result<(LossReadout, Option<f64>)> {
-    let input = Input::Gather {
-        pixels: &data.pixels,
-        index: &data.index,
-    };
+    let input = data.input();
     let acc = vae.new_accumulator(ctx)?;
     // Per-row and per-image buffers of the IWAE estimate, only when it is asked for.
     let iwae_bufs = if with_iwae {

@@ -20,8 +20,8 @@ use crate::kernels::matmul::{self, Epilogue, ReconEpilogue, matmul};
 use crate::kernels::reduce::LossSlots;
 use crate::kernels::reparam_kl::{EpsSource, kl_partials_len};
 use crate::kernels::{
-    self, Dispatch, StepParams, StepUniform, adam, bias_act, gather, iwae, likelihood, reduce,
-    reparam_kl,
+    self, Dispatch, StepParams, StepUniform, adam, bias_act, condition, gather, iwae, likelihood,
+    reduce, reparam_kl,
 };
 pub use crate::model::graph::{EpochPlan, Input, StepGraph};
 use crate::model::likelihood::Likelihood;
@@ -59,6 +59,9 @@ pub struct Activations {
     pub iwae_weights: GpuTensor,
     pub iwae_obj: GpuTensor,
     pub kl_partials: GpuTensor,
+    /// A conditional model's classes of the batch's images, u32 `[B]` (decoder row l·B + b reads
+    /// entry b); when decoding codes, one per code.
+    pub labels: GpuTensor,
     /// Scratch of the conv layers' GEMM formulation (one value when there are none).
     pub conv_scratch: ConvScratch,
 }
@@ -97,6 +100,7 @@ impl Activations {
             iwae_weights: z("iwae weights", &[lb])?,
             iwae_obj: z("iwae objective", &[batch])?,
             kl_partials: z("kl_partials", &[kl_partials_len(lb * k)])?,
+            labels: ctx.zeros("labels", &[lb], DType::U32)?,
             conv_scratch: ConvScratch::new(ctx, &conv_shapes(layout, batch, lb))?,
         })
     }
@@ -115,7 +119,9 @@ impl Activations {
     /// Views of the decoder-side buffers (z, dec, logits, ...) with `rows` rows, for decoding
     /// latent codes written into `z`.
     pub fn decoder_rows(&self, rows: usize) -> Result<Activations> {
-        self.view_rows(rows.min(self.x.shape[0]), rows)
+        let mut a = self.view_rows(rows.min(self.x.shape[0]), rows)?;
+        a.labels = self.labels.view(0, &[rows])?;
+        Ok(a)
     }
 
     /// Views with `b` rows on the encoder side and `lb` on the decoder side.
@@ -143,6 +149,7 @@ impl Activations {
             iwae_weights: self.iwae_weights.view(0, &[lb])?,
             iwae_obj: self.iwae_obj.view(0, &[b])?,
             kl_partials: self.kl_partials.clone(),
+            labels: self.labels.view(0, &[b])?,
             conv_scratch: self.conv_scratch.clone(),
         })
     }
@@ -168,12 +175,34 @@ pub struct LayerViews {
     pub b: GpuTensor,
     pub dw: GpuTensor,
     pub db: GpuTensor,
+    /// A conditional Linear's label columns `[out, classes]` and their gradient.
+    pub label_cols: Option<(GpuTensor, GpuTensor)>,
+}
+
+impl LayerViews {
+    /// A conditional layer's label columns, with the rows' classes they are read by.
+    fn conditioned<'a>(
+        &'a self,
+        l: &Layer,
+        labels: Option<&'a GpuTensor>,
+    ) -> Result<Option<(&'a GpuTensor, &'a GpuTensor, &'a GpuTensor)>> {
+        match (&self.label_cols, labels) {
+            (None, _) => Ok(None),
+            (Some((wc, dwc)), Some(labels)) => Ok(Some((wc, dwc, labels))),
+            (Some(_), None) => Err(Error::Config(format!(
+                "{} is conditional: its rows' class labels are needed",
+                l.describe()
+            ))),
+        }
+    }
 }
 
 /// The layer's forward, `y = act(layer(x) + b)`, bias and activation fused: one NT product for a
 /// Linear (`y = x·Wᵀ + b`); for a Conv2d the `to_lo` pass, for a ConvTranspose2d the `to_hi` pass,
 /// each by its measured formulation (a direct kernel, or im2col + a tuned product + a layout
-/// kernel, using `scratch`). `x` and `y` are `[rows, features]`, images in NCHW.
+/// kernel, using `scratch`). `x` and `y` are `[rows, features]`, images in NCHW. A conditional
+/// Linear adds its label columns of each row's class (`labels`) before the activation.
+#[allow(clippy::too_many_arguments)]
 pub fn layer_forward(
     ctx: &GpuContext,
     l: &Layer,
@@ -181,8 +210,20 @@ pub fn layer_forward(
     x: &GpuTensor,
     y: &GpuTensor,
     act: Act,
+    labels: Option<&GpuTensor>,
     scratch: &ConvScratch,
 ) -> Result<Vec<Dispatch>> {
+    if let Some((wc, _, labels)) = v.conditioned(l, labels)? {
+        // The product with its bias, then the label columns and the activation.
+        let epi = Epilogue {
+            bias: Some(&v.b),
+            ..Epilogue::NONE
+        };
+        return Ok(vec![
+            matmul(ctx, Layout::NT, x, &v.w, y, epi)?,
+            condition::label_forward(ctx, y, wc, labels, act)?,
+        ]);
+    }
     match l.conv_shape(x.shape[0]) {
         // A Linear.
         None => {
@@ -216,6 +257,8 @@ pub fn layer_forward(
 /// Linear: `dW = dyᵀ·x` (TN, `db = colsum(dy)` as its row sums) and `dx = (dy·W) ⊙ act′(x)` (NN).
 /// Conv2d: the weight gradient of (lo = dy, hi = x), `db` the channel sums of dy, and `dx` by the
 /// `to_hi` pass; ConvTranspose2d: the weight gradient of (lo = x, hi = dy) and `dx` by `to_lo`.
+/// A conditional Linear's label columns get theirs from `dy` and the rows' classes (`labels`).
+#[allow(clippy::too_many_arguments)]
 pub fn layer_backward(
     ctx: &GpuContext,
     l: &Layer,
@@ -223,8 +266,13 @@ pub fn layer_backward(
     dy: &GpuTensor,
     x: &GpuTensor,
     dx: Option<(&GpuTensor, Option<Act>)>,
+    labels: Option<&GpuTensor>,
     scratch: &ConvScratch,
 ) -> Result<Vec<Dispatch>> {
+    let label_grad = match v.conditioned(l, labels)? {
+        Some((_, dwc, labels)) => Some(condition::label_grad(ctx, dy, dwc, labels)?),
+        None => None,
+    };
     let input_grad = |act: Option<Act>| ConvEpilogue {
         act_grad: act.map(|a| (a, x)),
         ..ConvEpilogue::NONE
@@ -237,6 +285,7 @@ pub fn layer_backward(
                 ..Epilogue::NONE
             };
             let mut d = vec![matmul(ctx, Layout::TN, dy, x, &v.dw, with_bias_grad)?];
+            d.extend(label_grad);
             if let Some((dx, act)) = dx {
                 let epi = Epilogue {
                     act_grad: act.map(|a| (a, x)),
@@ -254,6 +303,7 @@ pub fn layer_backward(
             } else {
                 (dy, x, BiasSide::Lo, ConvPass::ToHi)
             };
+            debug_assert!(label_grad.is_none(), "conditioning is for dense layers");
             let db = Some((&v.db, side));
             let mut d = plan_weight_grad_tuned(ctx, &shape, lo, hi, &v.dw, db, scratch)?;
             if let Some((dx, act)) = dx {
@@ -509,11 +559,22 @@ impl GpuVae {
     /// A layer's views in the parameter and gradient arenas.
     pub fn views(&self, l: &Layer) -> Result<LayerViews> {
         let (w, b) = (l.weight_shape(), [l.bias_len()]);
+        let label_cols = match l.labels {
+            0 => None,
+            c => {
+                let shape = [l.outputs, c];
+                Some((
+                    self.params.view(l.label_weight, &shape)?,
+                    self.grads.view(l.label_weight, &shape)?,
+                ))
+            }
+        };
         Ok(LayerViews {
             w: self.params.view(l.weight, &w)?,
             b: self.params.view(l.bias, &b)?,
             dw: self.grads.view(l.weight, &w)?,
             db: self.grads.view(l.bias, &b)?,
+            label_cols,
         })
     }
 
@@ -606,6 +667,7 @@ impl GpuVae {
                 h_last,
                 &a.logits,
                 Act::Identity,
+                Some(&a.labels),
                 &a.conv_scratch,
             )?);
             if iwae {
@@ -737,6 +799,7 @@ impl GpuVae {
                 dys[j],
                 xs[j],
                 dx,
+                Some(&a.labels),
                 &a.conv_scratch,
             )?);
         }
@@ -751,7 +814,12 @@ impl GpuVae {
         input: Input<'_>,
     ) -> Result<Vec<Dispatch>> {
         let mut d = Vec::with_capacity(2 + a.enc.len());
-        if let Input::Gather { pixels, index } = input {
+        if let Input::Gather {
+            pixels,
+            labels,
+            index,
+        } = input
+        {
             d.push(gather::gather_batch(
                 ctx,
                 pixels,
@@ -759,6 +827,15 @@ impl GpuVae {
                 &a.x,
                 self.step_uniform(),
             )?);
+            if self.cfg.is_conditional() {
+                d.push(condition::gather_labels(
+                    ctx,
+                    labels,
+                    index,
+                    &a.labels,
+                    self.step_uniform(),
+                )?);
+            }
         }
         d.extend(self.forward_chain(ctx, a, &self.layout.encoder, &a.x, &a.enc)?);
         let x = a.enc.last().unwrap_or(&a.x);
@@ -771,6 +848,7 @@ impl GpuVae {
             x,
             &a.heads,
             Act::Identity,
+            Some(&a.labels),
             &a.conv_scratch,
         )?);
         Ok(d)
@@ -803,6 +881,7 @@ impl GpuVae {
                 x,
                 h,
                 layer.act,
+                Some(&a.labels),
                 &a.conv_scratch,
             )?);
             x = h;
@@ -845,6 +924,7 @@ impl GpuVae {
             h_last,
             &a.logits,
             act,
+            Some(&a.labels),
             &a.conv_scratch,
         )?);
         d.extend(mean);

@@ -9,12 +9,15 @@ use crate::kernels::Dispatch;
 /// Where a step's input batch comes from.
 #[derive(Clone, Copy)]
 pub enum Input<'a> {
-    /// Gathered on the GPU: rows `index[batch_offset..batch_offset + B]` of `pixels` (u8 `[N, D]`).
+    /// Gathered on the GPU: rows `index[batch_offset..batch_offset + B]` of `pixels` (u8 `[N, D]`),
+    /// and of `labels` (u32 `[N]`) for a conditional model.
     Gather {
         pixels: &'a GpuTensor,
+        labels: &'a GpuTensor,
         index: &'a GpuTensor,
     },
-    /// Already in `acts.x` (written by the caller), e.g. for parity with a reference batch.
+    /// Already in `acts.x` (and a conditional model's classes in `acts.labels`), written by the
+    /// caller, e.g. for parity with a reference batch.
     Given,
 }
 

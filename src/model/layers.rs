@@ -115,6 +115,13 @@ pub struct Layer {
     /// Arena offsets of the weight and the bias.
     pub weight: usize,
     pub bias: usize,
+    /// Classes a conditional model's first encoder or decoder Linear also takes as a one-hot
+    /// input (0: none). PyTorch's weight is then `[out, in + classes]`; the arena keeps its input
+    /// columns `[out, in]` at `weight` (what the products read) and its label columns
+    /// `[out, classes]` at `label_weight`, so no one-hot tensor exists: a row of class c adds
+    /// column c of the label columns (`kernels::condition`).
+    pub labels: usize,
+    pub label_weight: usize,
 }
 
 impl Layer {
@@ -134,7 +141,33 @@ impl Layer {
             act,
             weight: 0,
             bias: 0,
+            labels: 0,
+            label_weight: 0,
         }
+    }
+
+    /// The same Linear taking a one-hot label of `classes` as well (see [`Layer::labels`]).
+    pub fn with_labels(mut self, classes: usize) -> Self {
+        debug_assert!(self.kind == LayerKind::Linear || classes == 0);
+        self.labels = classes;
+        self
+    }
+
+    /// The weight's shape in PyTorch's state_dict: [`Layer::weight_shape`] with a conditional
+    /// Linear's label columns, `[out, in + classes]`.
+    pub fn torch_weight_shape(&self) -> Vec<usize> {
+        let mut s = self.weight_shape();
+        s[1] += self.labels;
+        s
+    }
+
+    /// The label columns `[out, classes]` (empty unless conditional).
+    pub fn label_weight_len(&self) -> usize {
+        self.outputs * self.labels
+    }
+
+    pub fn label_weight_range(&self) -> std::ops::Range<usize> {
+        self.label_weight..self.label_weight + self.label_weight_len()
     }
 
     /// A `Linear(inputs, outputs)`.
@@ -153,7 +186,8 @@ impl Layer {
         Self::new(name, kind, n(g.input), n(g.output), act)
     }
 
-    /// The weight's shape as PyTorch stores it.
+    /// The weight's shape as the products read it (PyTorch's but for a conditional Linear's label
+    /// columns, see [`Layer::torch_weight_shape`]).
     pub fn weight_shape(&self) -> Vec<usize> {
         match self.kind {
             LayerKind::Linear => vec![self.outputs, self.inputs],
@@ -178,7 +212,7 @@ impl Layer {
     /// weight's dimension 1 times the kernel's area, so a transposed convolution's fan-in counts
     /// its output channels).
     pub fn fan_in(&self) -> usize {
-        let s = self.weight_shape();
+        let s = self.torch_weight_shape();
         s[1..].iter().product()
     }
 

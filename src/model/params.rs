@@ -48,9 +48,20 @@ pub struct ParamSpec {
     pub offset: usize,
     /// `fan_in` of the layer it belongs to (PyTorch's init bound is 1/sqrt(fan_in)).
     pub fan_in: usize,
+    /// A conditional layer's weight, stored in two pieces (see [`Layer::labels`]).
+    pub split: Option<Split>,
+}
+
+/// Where a conditional Linear's `[out, in + classes]` weight lives: its first `inputs` columns
+/// `[out, inputs]` at the spec's offset, its label columns `[out, classes]` at `label_offset`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Split {
+    pub inputs: usize,
+    pub label_offset: usize,
 }
 
 impl ParamSpec {
+    /// Values of the tensor (PyTorch's shape).
     pub fn len(&self) -> usize {
         self.shape.iter().product()
     }
@@ -59,8 +70,58 @@ impl ParamSpec {
         self.len() == 0
     }
 
+    /// The arena range of an unsplit tensor; of a split one, its input columns'
+    /// (use [`ParamSpec::read`] / [`ParamSpec::write`] for the whole tensor).
     pub fn range(&self) -> std::ops::Range<usize> {
-        self.offset..self.offset + self.len()
+        let n = match self.split {
+            None => self.len(),
+            Some(sp) => self.shape[0] * sp.inputs,
+        };
+        self.offset..self.offset + n
+    }
+
+    /// The arena ranges the tensor occupies (two for a split weight).
+    pub fn ranges(&self) -> Vec<std::ops::Range<usize>> {
+        let mut v = vec![self.range()];
+        if let Some(sp) = self.split {
+            let n = self.len() - self.range().len();
+            v.push(sp.label_offset..sp.label_offset + n);
+        }
+        v
+    }
+
+    /// The tensor's values in PyTorch's row-major order, from an arena of this layout.
+    pub fn read<T: Copy>(&self, arena: &[T]) -> Vec<T> {
+        let Some(sp) = self.split else {
+            return arena[self.range()].to_vec();
+        };
+        let (inputs, classes) = (sp.inputs, self.shape[1] - sp.inputs);
+        let (x, labels) = (&arena[self.range()], &arena[self.ranges()[1].clone()]);
+        (0..self.shape[0])
+            .flat_map(|o| {
+                x[o * inputs..(o + 1) * inputs]
+                    .iter()
+                    .chain(&labels[o * classes..(o + 1) * classes])
+                    .copied()
+            })
+            .collect()
+    }
+
+    /// Store the tensor's values (PyTorch's row-major order) into an arena of this layout.
+    pub fn write<T: Copy>(&self, arena: &mut [T], values: &[T]) {
+        assert_eq!(values.len(), self.len(), "{}: values", self.name);
+        let Some(sp) = self.split else {
+            arena[self.range()].copy_from_slice(values);
+            return;
+        };
+        let (inputs, cols) = (sp.inputs, self.shape[1]);
+        let classes = cols - inputs;
+        for (o, row) in values.chunks(cols).enumerate() {
+            let x = self.offset + o * inputs;
+            arena[x..x + inputs].copy_from_slice(&row[..inputs]);
+            let l = sp.label_offset + o * classes;
+            arena[l..l + classes].copy_from_slice(&row[inputs..]);
+        }
     }
 }
 
@@ -176,6 +237,15 @@ impl LayerList {
                 Layer::conv(format!("decoder.{index}"), true, g, Act::Identity)
             }
         };
+        // A conditional model's label joins the first dense layer's input on each side (validation
+        // allows it only for dense models, which have a hidden layer on each side).
+        if cfg.classes > 0 {
+            for side in [&mut encoder, &mut decoder] {
+                if let Some(first) = side.first_mut() {
+                    *first = first.clone().with_labels(cfg.classes);
+                }
+            }
+        }
         LayerList {
             encoder,
             heads,
@@ -209,12 +279,21 @@ impl ParamLayout {
         let k = cfg.latent;
         let mut specs: Vec<ParamSpec> = Vec::new();
         let push_layer = |l: &Layer, specs: &mut Vec<ParamSpec>| {
-            for (suffix, shape) in [("weight", l.weight_shape()), ("bias", vec![l.bias_len()])] {
+            for (suffix, shape) in [
+                ("weight", l.torch_weight_shape()),
+                ("bias", vec![l.bias_len()]),
+            ] {
+                // A conditional layer's label columns are placed at the end (below).
+                let split = (suffix == "weight" && l.labels > 0).then_some(Split {
+                    inputs: l.inputs,
+                    label_offset: 0,
+                });
                 specs.push(ParamSpec {
                     name: format!("{}.{suffix}", l.name),
                     shape,
                     offset: 0,
                     fan_in: l.fan_in(),
+                    split,
                 });
             }
         };
@@ -240,7 +319,15 @@ impl ParamLayout {
                 offset = offset.div_ceil(ARENA_ALIGN) * ARENA_ALIGN;
             }
             specs[i].offset = offset;
-            offset += specs[i].len();
+            offset += specs[i].range().len();
+        }
+        // A conditional model's label columns, after everything else.
+        for spec in &mut specs {
+            if let Some(sp) = &mut spec.split {
+                offset = offset.div_ceil(ARENA_ALIGN) * ARENA_ALIGN;
+                sp.label_offset = offset;
+                offset += spec.shape[0] * (spec.shape[1] - sp.inputs);
+            }
         }
         let mut len = offset.div_ceil(ARENA_ALIGN) * ARENA_ALIGN;
         let output_spec = specs.len() - 2;
@@ -250,6 +337,7 @@ impl ParamLayout {
                 shape: vec![],
                 offset: len,
                 fan_in: 0,
+                split: None,
             });
             len += ARENA_ALIGN;
             len - ARENA_ALIGN
@@ -258,6 +346,7 @@ impl ParamLayout {
         let placed = |mut l: Layer, spec: usize| {
             l.weight = specs[spec].offset;
             l.bias = specs[spec + 1].offset;
+            l.label_weight = specs[spec].split.map_or(0, |sp| sp.label_offset);
             l
         };
         let n_enc = list.encoder.len();
@@ -306,9 +395,10 @@ impl ParamLayout {
             }
             let bound = 1.0 / (spec.fan_in as f64).sqrt();
             let mut s = Stream::new(seed, domain::INIT, i as u32);
-            for v in &mut arena[spec.range()] {
-                *v = s.uniform(-bound, bound) as f32;
-            }
+            let values: Vec<f32> = (0..spec.len())
+                .map(|_| s.uniform(-bound, bound) as f32)
+                .collect();
+            spec.write(&mut arena, &values);
         }
         arena
     }
@@ -378,6 +468,51 @@ mod tests {
             }
             assert_eq!(l.num_params() as u64, cfg.num_params());
         }
+    }
+
+    #[test]
+    fn a_conditional_layers_weight_is_its_input_columns_and_its_label_columns() {
+        let cfg = VaeConfig {
+            classes: 3,
+            ..VaeConfig::mirrored(5, &[4, 2], 2)
+        };
+        let l = ParamLayout::new(&cfg);
+        let (enc, dec) = (&l.encoder[0], &l.decoder[0]);
+        assert_eq!((enc.labels, dec.labels), (3, 3));
+        assert!(l.encoder[1].labels == 0 && l.heads.labels == 0 && l.output.labels == 0);
+        assert_eq!(enc.weight_shape(), [4, 5]);
+        assert_eq!(enc.torch_weight_shape(), [4, 8]);
+        assert_eq!(dec.torch_weight_shape(), [2, 5]);
+        // PyTorch's fan-in counts the one-hot inputs.
+        assert_eq!(enc.fan_in(), 8);
+        let spec = l.get("encoder.0.weight").unwrap();
+        assert_eq!(spec.shape, [4, 8]);
+        assert_eq!(
+            spec.ranges(),
+            [enc.weight_range(), enc.label_weight_range()]
+        );
+        assert_eq!(l.num_params() as u64, cfg.num_params());
+        // Row o of PyTorch's [out, in + classes] is the input columns' row o, then the label
+        // columns' row o; writing and reading back is the identity, and nothing else is touched.
+        let values: Vec<f32> = (0..spec.len()).map(|i| i as f32 + 1.0).collect();
+        let mut arena = vec![0.0f32; l.len];
+        spec.write(&mut arena, &values);
+        assert_eq!(spec.read(&arena), values);
+        assert_eq!(
+            &arena[enc.weight_range()][..6],
+            [1.0, 2.0, 3.0, 4.0, 5.0, 9.0]
+        );
+        assert_eq!(&arena[enc.label_weight_range()][..4], [6.0, 7.0, 8.0, 14.0]);
+        let touched = arena.iter().filter(|&&v| v != 0.0).count();
+        assert_eq!(touched, spec.len());
+        // Every tensor's ranges are disjoint and inside the arena.
+        let mut all: Vec<std::ops::Range<usize>> =
+            l.specs.iter().flat_map(|s| s.ranges()).collect();
+        all.sort_by_key(|r| r.start);
+        for w in all.windows(2) {
+            assert!(w[0].end <= w[1].start, "{w:?}");
+        }
+        assert!(all.last().unwrap().end <= l.len);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use crate::gpu::{GpuContext, GpuTensor};
 use crate::kernels::reparam_kl::EpsSource;
 use crate::model::checkpoint::{Checkpoint, OptimizerState, Progress};
 use crate::model::eval::run_pass;
-use crate::model::gpu::{EpochPlan, Input, LossReadout, MAX_STEPS_PER_SUBMIT, StepGraph};
+use crate::model::gpu::{EpochPlan, LossReadout, MAX_STEPS_PER_SUBMIT, StepGraph};
 use crate::model::{GpuDataset, GpuVae, VaeConfig};
 use crate::ops::AdamConfig;
 use crate::rng::{Stream, domain};
@@ -163,10 +163,7 @@ impl Trainer {
         settings: TrainSettings,
         train: GpuDataset,
     ) -> Result<Self> {
-        let input = Input::Gather {
-            pixels: &train.pixels,
-            index: &train.index,
-        };
+        let input = train.input();
         let acc = vae.new_accumulator(ctx)?;
         let k = steps_per_submit(ctx, &mut vae, &train, settings.batch_size)?;
         let plans = (0..k)
@@ -339,6 +336,10 @@ impl Trainer {
                 image: self.train.image,
                 test_fraction: self.test_fraction,
                 split_seed: self.split_seed,
+                class_names: match self.vae.cfg.is_conditional() {
+                    true => self.train.classes.clone(),
+                    false => Vec::new(),
+                },
             },
             activation_recorded: true,
         })
@@ -483,10 +484,7 @@ pub fn steps_per_submit(
         },
         || {
             // Forward-only graphs of a full batch in every slot, against a scratch accumulator.
-            let input = Input::Gather {
-                pixels: &train.pixels,
-                index: &train.index,
-            };
+            let input = train.input();
             let acc = vae.new_accumulator(ctx)?;
             let graphs = (0..MAX_STEPS_PER_SUBMIT)
                 .map(|slot| {

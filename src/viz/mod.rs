@@ -104,7 +104,7 @@ pub fn grid_png(
     write_png(path, gw, gh, shape.channels as u8, &px)
 }
 
-/// Width of the reconstructions figure's label column, in pixels.
+/// Widest label column of a figure's named rows, in pixels (the reconstructions figure's).
 pub const LABEL_WIDTH: u32 = 136;
 
 /// The notebook's figure: observations on the top row, their reconstructions below, each row
@@ -116,15 +116,32 @@ pub fn reconstructions_png(
     shape: ImageShape,
 ) -> Result<()> {
     let all: Vec<Vec<f32>> = originals.iter().chain(recons).cloned().collect();
-    let (gw, gh, px) = image_grid(&all, shape, originals.len(), 4);
+    let rows = ["input".to_string(), "reconstruction".to_string()];
+    labelled_grid_png(path, &all, shape, originals.len(), 4, &rows)
+}
+
+/// A grid of images, `cols` per row, each row named in a column on the left (names longer than
+/// 14 characters are cut).
+pub fn labelled_grid_png(
+    path: &Path,
+    images: &[Vec<f32>],
+    shape: ImageShape,
+    cols: usize,
+    scale: usize,
+    row_names: &[String],
+) -> Result<()> {
+    let (gw, gh, px) = image_grid(images, shape, cols, scale);
     let ch = shape.channels;
-    let (w, h) = (gw + LABEL_WIDTH, gh);
+    // As wide as the longest name needs (about 11 pixels a character at 18 px).
+    let longest = row_names.iter().map(|n| n.chars().count().min(14)).max();
+    let label_w = (longest.unwrap_or(0) as u32 * 11 + 16).clamp(32, LABEL_WIDTH);
+    let (w, h) = (gw + label_w, gh);
     // The grid to the right of the label column, as RGB for drawing the text.
     let mut rgb = vec![40u8; (w * h * 3) as usize];
     for y in 0..gh as usize {
         for x in 0..gw as usize {
             for c in 0..3 {
-                rgb[(y * w as usize + LABEL_WIDTH as usize + x) * 3 + c] =
+                rgb[(y * w as usize + label_w as usize + x) * 3 + c] =
                     px[(y * gw as usize + x) * ch + c.min(ch - 1)];
             }
         }
@@ -133,9 +150,11 @@ pub fn reconstructions_png(
     {
         let root = BitMapBackend::with_buffer(&mut rgb, (w, h)).into_drawing_area();
         let style = ("sans-serif", 18).into_font().color(&WHITE);
-        for (row, text) in ["input", "reconstruction"].into_iter().enumerate() {
-            let y = (row as u32 * gh / 2 + gh / 4).saturating_sub(9);
-            root.draw_text(text, &style, (8, y as i32))
+        let n = row_names.len().max(1) as u32;
+        for (row, text) in row_names.iter().enumerate() {
+            let text: String = text.chars().take(14).collect();
+            let y = (row as u32 * gh / n + gh / (2 * n)).saturating_sub(9);
+            root.draw_text(&text, &style, (8, y as i32))
                 .map_err(draw_err)?;
         }
         root.present().map_err(draw_err)?;

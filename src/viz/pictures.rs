@@ -1,10 +1,14 @@
 //! The pictures of a trained model, computed on the GPU from its current weights:
-//! `reconstructions.png`, `samples.png`, `latent_tsne.png`, and with a 2-D latent space
-//! `manifold.png`; `loss.png` from the training history.
+//! `reconstructions.png`, `samples.png`, `latent_tsne.png`, with a 2-D latent space
+//! `manifold.png`, for a conditional model `samples_by_class.png` (one labelled row per class);
+//! `loss.png` from the training history.
 
 use std::path::{Path, PathBuf};
 
-use super::{ImageShape, LossHistory, grid_png, loss_png, reconstructions_png, tsne_2d, tsne_png};
+use super::{
+    ImageShape, LossHistory, grid_png, labelled_grid_png, loss_png, reconstructions_png, tsne_2d,
+    tsne_png,
+};
 use crate::data::ImageSet;
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
@@ -23,6 +27,20 @@ pub struct PictureSet<'a> {
     pub suffix: &'a str,
     pub tsne: bool,
     pub loss: Option<&'a LossHistory>,
+}
+
+/// Write a conditional model's classes of `rows` rows into `labels` (nothing for another model).
+fn write_labels(
+    ctx: &GpuContext,
+    vae: &GpuVae,
+    labels: &crate::gpu::GpuTensor,
+    classes: impl Iterator<Item = u32>,
+) -> Result<()> {
+    if vae.cfg.is_conditional() {
+        let v: Vec<u32> = classes.take(labels.len()).collect();
+        ctx.write_u32(labels, &v)?;
+    }
+    Ok(())
 }
 
 fn image_rows(data: &[f32], rows: usize, dim: usize) -> Vec<Vec<f32>> {
@@ -71,6 +89,7 @@ pub fn write_pictures(
     let x: Vec<f32> = (0..n_rec).flat_map(|i| test.image_f32(i)).collect();
     let a = vae.acts.rows(n_rec, 1)?;
     ctx.write_f32(&a.x, &x)?;
+    write_labels(ctx, &vae, &a.labels, test.labels.iter().map(|&l| l as u32))?;
     let g = vae.plan_reconstruct(ctx, n_rec, Input::Given, &acc)?;
     vae.run_step(ctx, &g, 0)?;
     let recon = ctx.read_f32(&a.logits)?;
@@ -92,6 +111,9 @@ pub fn write_pictures(
     let logits = {
         let a = vae.acts.decoder_rows(n_samples)?;
         ctx.write_f32(&a.z, &z)?;
+        // A conditional model's samples cycle through the classes.
+        let classes = cfg.classes.max(1) as u32;
+        write_labels(ctx, &vae, &a.labels, (0..).map(|i| i % classes))?;
         a.logits
     };
     let g = vae.plan_decode(ctx, n_samples)?;
@@ -106,6 +128,41 @@ pub fn write_pictures(
     )?;
     written.push(path);
 
+    // A conditional model: one row per class, named, over the same 10 codes (a column holds z,
+    // the "style", fixed while the class changes).
+    let rows = cfg.classes.min(cap / 10);
+    if rows > 0 {
+        let mut s = Stream::new(seed, domain::SAMPLES, 3);
+        let codes: Vec<f32> = (0..10 * cfg.latent).map(|_| s.normal() as f32).collect();
+        let z: Vec<f32> = (0..rows).flat_map(|_| codes.iter().copied()).collect();
+        let logits = {
+            let a = vae.acts.decoder_rows(rows * 10)?;
+            ctx.write_f32(&a.z, &z)?;
+            write_labels(ctx, &vae, &a.labels, (0..rows as u32 * 10).map(|i| i / 10))?;
+            a.logits
+        };
+        let g = vae.plan_decode(ctx, rows * 10)?;
+        vae.run_step(ctx, &g, 0)?;
+        let path = name("samples_by_class");
+        let names: Vec<String> = (0..rows)
+            .map(|c| {
+                test.classes
+                    .get(c)
+                    .cloned()
+                    .unwrap_or_else(|| c.to_string())
+            })
+            .collect();
+        labelled_grid_png(
+            &path,
+            &image_rows(&ctx.read_f32(&logits)?, rows * 10, dim),
+            shape,
+            10,
+            2,
+            &names,
+        )?;
+        written.push(path);
+    }
+
     // The manifold of a 2-D latent space: decodes over a 20x20 grid of z in [-2, 2]².
     if cfg.latent == 2 && cap >= 4 {
         let n = 20.min(cap.isqrt());
@@ -119,6 +176,8 @@ pub fn write_pictures(
         let logits = {
             let a = vae.acts.decoder_rows(n * n)?;
             ctx.write_f32(&a.z, &z)?;
+            // A conditional model's manifold is its first class's.
+            write_labels(ctx, &vae, &a.labels, std::iter::repeat(0))?;
             a.logits
         };
         let g = vae.plan_decode(ctx, n * n)?;
@@ -144,6 +203,8 @@ pub fn write_pictures(
             .collect();
         let a = vae.acts.rows(n_tsne, 1)?;
         ctx.write_f32(&a.x, &x)?;
+        let picked = pick.iter().map(|&i| test.labels[i as usize] as u32);
+        write_labels(ctx, &vae, &a.labels, picked)?;
         let g = vae.plan_encode(ctx, n_tsne, Input::Given)?;
         vae.run_step(ctx, &g, 0)?;
         let (mu, _) = Activations::split_heads(&ctx.read_f32(&a.heads)?, cfg.latent);

@@ -234,8 +234,10 @@ pub fn plan_train_step(
     let order: Vec<u32> = (0..256).collect();
     let index = ctx.upload_u32("ix", &[256], &order).unwrap();
     let acc = vae.new_accumulator(ctx).unwrap();
+    let labels = ctx.upload_u32("labels", &[256], &vec![0; 256]).unwrap();
     let input = vae_wgpu::model::gpu::Input::Gather {
         pixels: &pixels,
+        labels: &labels,
         index: &index,
     };
     vae.plan_step(ctx, 128, input, EpsSource::Philox, true, &acc)
