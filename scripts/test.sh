@@ -16,6 +16,7 @@ ldconfig -p | grep -q 'libvulkan\.so\.1' || need libvulkan1 "the Vulkan loader"
 ldconfig -p | grep -q 'libEGL\.so\.1' || need libegl1 "EGL, for the GL backend's tests"
 ls /usr/share/glvnd/egl_vendor.d/*mesa*.json >/dev/null 2>&1 || need libegl-mesa0 "Mesa's EGL, for the GL backend's tests"
 ls /usr/lib/*/dri/swrast_dri.so >/dev/null 2>&1 || need libgl1-mesa-dri "llvmpipe, the GL driver the GL tests run on"
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need python3-venv "Python virtual environments, for TensorBoard's event reader"
 command -v spirv-val >/dev/null 2>&1 || need spirv-tools "spirv-val, Khronos's validator of the SPIR-V every shader compiles to"
 browser=()
 command -v chromium >/dev/null 2>&1 || { browser+=(chromium); why+=("chromium (the WebGPU page's tests run in headless Chromium)"); }
@@ -34,6 +35,15 @@ if [ $((${#missing[@]} + ${#browser[@]})) -gt 0 ]; then
 fi
 say "installing the page's test driver exactly as locked (web/package-lock.json)"
 (cd web && npm ci --no-audit --no-fund) || exit 2
+# TensorBoard's own reader checks the trainer's event files (tests/tensorboard.rs), from a
+# virtual environment under target/ (Debian's Python takes no pip installs of its own).
+tb_venv=target/tensorboard-venv
+if ! "$tb_venv/bin/python3" -c 'import tensorboard' >/dev/null 2>&1; then
+  say "installing tensorboard 2.21.0 into $tb_venv (its event reader checks the trainer's TensorBoard files)"
+  python3 -m venv "$tb_venv" && "$tb_venv/bin/pip" install -q tensorboard==2.21.0 || {
+    say "could not install tensorboard: install python3-venv (apt) and rerun"; exit 2; }
+fi
+export VAE_WGPU_PYTHON="$PWD/$tb_venv/bin/python3"
 
 # Mesa complains on stderr without a runtime dir; give it a private one.
 if [ -z "${XDG_RUNTIME_DIR:-}" ] || [ ! -d "${XDG_RUNTIME_DIR}" ]; then

@@ -29,10 +29,14 @@ fn is_run_file(name: &str) -> bool {
         return false;
     }
     RUN_FILES.contains(&name)
+        || name.starts_with(EVENTS_PREFIX)
         || ["reconstructions", "samples"]
             .iter()
             .any(|p| name.starts_with(p) && name.ends_with(".png"))
 }
+
+/// TensorBoard event files (`viz::tensorboard`).
+const EVENTS_PREFIX: &str = "events.out.tfevents.";
 
 /// An output folder owned by this process until dropped.
 pub struct RunDir {
@@ -88,6 +92,16 @@ impl RunDir {
                     others.join(", "),
                     path.join("checkpoint.safetensors").display()
                 )));
+            }
+        }
+        if overwrite && !resuming {
+            // The replaced run's TensorBoard events would read as this run's (TensorBoard merges
+            // a folder's event files); its other files are rewritten as this run goes.
+            for name in Self::run_files(path)? {
+                if name.starts_with(EVENTS_PREFIX) {
+                    let f = path.join(&name);
+                    std::fs::remove_file(&f).map_err(io(&f))?;
+                }
             }
         }
         crate::files::remove_stale_temporaries(path);

@@ -26,7 +26,8 @@ use crate::gpu::GpuContext;
 use crate::model::{Checkpoint, EpochEnd, Event, GpuDataset, TrainSettings, Trainer};
 use crate::ops::AdamConfig;
 use crate::viz::LossHistory;
-use crate::viz::pictures::{PictureSet, write_pictures};
+use crate::viz::pictures::{PictureSet, draw_grids, write_pictures};
+use crate::viz::tensorboard::EventWriter;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -292,6 +293,14 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     if let Some(c) = ckpt.as_ref().filter(|_| resuming_here) {
         c.save_state_dict(&model_path)?;
     }
+    // TensorBoard's view of the run: a failure to write it warns and stops it, nothing else.
+    let mut events = TensorBoardLog(match EventWriter::create(&out) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            note!("warning: no TensorBoard events for this run: {e}");
+            None
+        }
+    });
     let total_start = std::time::Instant::now();
     while trainer.epoch < args.epochs {
         let steps = trainer.steps_per_epoch();
@@ -309,6 +318,9 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             Event::Step { images, .. } => pb.inc(images as u64),
             Event::BatchLoss { step, loss, .. } => {
                 let line = format!("[{step}/{steps}] batch loss: {loss:.2}");
+                // TensorBoard's step is the training step (Adam's), counted from 1.
+                let global = ((epoch_no - 1) * steps + step + 1) as i64;
+                events.write(|w| w.scalar("train/batch_loss", global, loss));
                 hist.steps
                     .push((epoch_no as f64 - 1.0 + step as f64 / steps as f64, loss));
                 // A hidden bar (output not a terminal) swallows println: print directly then.
@@ -390,6 +402,31 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             .push((stats.epoch, stats.loss, test_stats.map(|t| t.loss)));
         let c = trainer.checkpoint(&ctx)?;
         save_checkpoint(&c)?;
+        let e = stats.epoch as i64;
+        let mut scalars = vec![
+            ("epoch/train_loss", stats.loss),
+            ("epoch/train_recon", stats.recon),
+            ("epoch/train_kl", stats.kl),
+            ("epoch/train_objective", objective),
+        ];
+        if let Some(t) = test_stats {
+            scalars.extend([
+                ("epoch/test_loss", t.loss),
+                ("epoch/test_recon", t.recon),
+                ("epoch/test_kl", t.kl),
+            ]);
+        }
+        for (tag, v) in scalars {
+            events.write(|w| w.scalar(tag, e, v));
+        }
+        // The epoch's pictures (test reconstructions, samples) as the Images tab shows them.
+        if events.0.is_some() {
+            for (name, png) in draw_grids(&ctx, &cfg, &c.params, test, settings.seed)? {
+                let (w, h, ch) = (png.width, png.height, png.channels as u32);
+                events.write(|wr| wr.image(&format!("pictures/{name}"), e, &png.bytes, w, h, ch));
+            }
+        }
+        events.write(|w| w.flush());
         if interrupted(&stop) {
             note!(
                 "interrupted after epoch {}: its checkpoint is written to {}; pictures not written\n\
@@ -447,6 +484,24 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
 }
 
 /// Ctrl-C, SIGTERM or a closed stdout since the run started.
+/// The run's TensorBoard event file, while it can be written: the first failure warns once and
+/// ends it (TensorBoard is a view of the run; the checkpoint and `losses.csv` are the record).
+struct TensorBoardLog(Option<EventWriter>);
+
+impl TensorBoardLog {
+    fn write(&mut self, f: impl FnOnce(&mut EventWriter) -> crate::Result<()>) {
+        if let Some(w) = &mut self.0
+            && let Err(e) = f(w)
+        {
+            note!(
+                "warning: TensorBoard events stop here ({}): {e}",
+                w.path().display()
+            );
+            self.0 = None;
+        }
+    }
+}
+
 fn interrupted(stop: &AtomicBool) -> bool {
     stop.load(Ordering::SeqCst) || super::out::stdout_closed()
 }

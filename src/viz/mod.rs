@@ -4,6 +4,7 @@
 //! on a fresh machine with no system fonts.
 
 pub mod pictures;
+pub mod tensorboard;
 
 use std::path::Path;
 use std::sync::Once;
@@ -32,23 +33,52 @@ fn io_err(path: &Path, e: impl std::fmt::Display) -> Error {
     }
 }
 
-/// Write an 8-bit PNG (`channels` 1 = gray, 3 = RGB), atomically (a full disk leaves the old file
-/// or none, never a truncated one).
-pub fn write_png(path: &Path, width: u32, height: u32, channels: u8, data: &[u8]) -> Result<()> {
-    let mut bytes = Vec::new();
-    {
-        let mut enc = png::Encoder::new(&mut bytes, width, height);
-        enc.set_color(if channels == 1 {
-            png::ColorType::Grayscale
-        } else {
-            png::ColorType::Rgb
-        });
-        enc.set_depth(png::BitDepth::Eight);
-        let mut w = enc.write_header().map_err(|e| io_err(path, e))?;
-        w.write_image_data(data).map_err(|e| io_err(path, e))?;
-        w.finish().map_err(|e| io_err(path, e))?;
+/// An encoded 8-bit PNG picture (`channels` 1 = gray, 3 = RGB): what a picture file holds, and
+/// what the TensorBoard event file embeds.
+#[derive(Clone, Debug)]
+pub struct Png {
+    pub width: u32,
+    pub height: u32,
+    pub channels: u8,
+    pub bytes: Vec<u8>,
+}
+
+impl Png {
+    /// Encode interleaved 8-bit pixels.
+    pub fn encode(width: u32, height: u32, channels: u8, data: &[u8]) -> Result<Png> {
+        let err = |e: png::EncodingError| Error::Config(format!("PNG encoding failed: {e}"));
+        let mut bytes = Vec::new();
+        {
+            let mut enc = png::Encoder::new(&mut bytes, width, height);
+            enc.set_color(if channels == 1 {
+                png::ColorType::Grayscale
+            } else {
+                png::ColorType::Rgb
+            });
+            enc.set_depth(png::BitDepth::Eight);
+            let mut w = enc.write_header().map_err(err)?;
+            w.write_image_data(data).map_err(err)?;
+            w.finish().map_err(err)?;
+        }
+        Ok(Png {
+            width,
+            height,
+            channels,
+            bytes,
+        })
     }
-    crate::files::write_atomic(path, &bytes)
+
+    /// Write it atomically (a full disk leaves the old file or none, never a truncated one).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        crate::files::write_atomic(path, &self.bytes)
+    }
+}
+
+/// Write an 8-bit PNG (`channels` 1 = gray, 3 = RGB), atomically.
+pub fn write_png(path: &Path, width: u32, height: u32, channels: u8, data: &[u8]) -> Result<()> {
+    Png::encode(width, height, channels, data)
+        .map_err(|e| io_err(path, e))?
+        .save(path)
 }
 
 /// The shape of the images drawn: `channels` (1 grayscale, 3 RGB) planes of `h x w`, as the model
@@ -92,16 +122,10 @@ pub fn image_grid(
     (width as u32, height as u32, out)
 }
 
-/// Write a grid of images as a PNG (grayscale or RGB as the images are).
-pub fn grid_png(
-    path: &Path,
-    images: &[Vec<f32>],
-    shape: ImageShape,
-    cols: usize,
-    scale: usize,
-) -> Result<()> {
+/// A grid of images as a PNG (grayscale or RGB as the images are).
+pub fn grid_png(images: &[Vec<f32>], shape: ImageShape, cols: usize, scale: usize) -> Result<Png> {
     let (gw, gh, px) = image_grid(images, shape, cols, scale);
-    write_png(path, gw, gh, shape.channels as u8, &px)
+    Png::encode(gw, gh, shape.channels as u8, &px)
 }
 
 /// Widest label column of a figure's named rows, in pixels (the reconstructions figure's).
@@ -110,26 +134,24 @@ pub const LABEL_WIDTH: u32 = 136;
 /// The notebook's figure: observations on the top row, their reconstructions below, each row
 /// labelled in a column on the left (as the notebook's title says which is which).
 pub fn reconstructions_png(
-    path: &Path,
     originals: &[Vec<f32>],
     recons: &[Vec<f32>],
     shape: ImageShape,
-) -> Result<()> {
+) -> Result<Png> {
     let all: Vec<Vec<f32>> = originals.iter().chain(recons).cloned().collect();
     let rows = ["input".to_string(), "reconstruction".to_string()];
-    labelled_grid_png(path, &all, shape, originals.len(), 4, &rows)
+    labelled_grid_png(&all, shape, originals.len(), 4, &rows)
 }
 
 /// A grid of images, `cols` per row, each row named in a column on the left (names longer than
 /// 14 characters are cut).
 pub fn labelled_grid_png(
-    path: &Path,
     images: &[Vec<f32>],
     shape: ImageShape,
     cols: usize,
     scale: usize,
     row_names: &[String],
-) -> Result<()> {
+) -> Result<Png> {
     let (gw, gh, px) = image_grid(images, shape, cols, scale);
     let ch = shape.channels;
     // As wide as the longest name needs (about 11 pixels a character at 18 px).
@@ -161,9 +183,9 @@ pub fn labelled_grid_png(
     }
     if ch == 1 {
         let gray: Vec<u8> = rgb.chunks_exact(3).map(|p| p[0]).collect();
-        write_png(path, w, h, 1, &gray)
+        Png::encode(w, h, 1, &gray)
     } else {
-        write_png(path, w, h, 3, &rgb)
+        Png::encode(w, h, 3, &rgb)
     }
 }
 

@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use super::{
-    ImageShape, LossHistory, grid_png, labelled_grid_png, loss_png, reconstructions_png, tsne_2d,
-    tsne_png,
+    ImageShape, LossHistory, Png, grid_png, labelled_grid_png, loss_png, reconstructions_png,
+    tsne_2d, tsne_png,
 };
 use crate::data::ImageSet;
 use crate::error::{Error, Result};
@@ -43,6 +43,9 @@ fn write_labels(
     Ok(())
 }
 
+/// Pictures by name (`samples`), encoded.
+pub type Grids = Vec<(&'static str, Png)>;
+
 fn image_rows(data: &[f32], rows: usize, dim: usize) -> Vec<Vec<f32>> {
     data[..rows * dim].chunks(dim).map(|c| c.to_vec()).collect()
 }
@@ -56,142 +59,16 @@ pub fn write_pictures(
     seed: u64,
     set: &PictureSet<'_>,
 ) -> Result<Vec<PathBuf>> {
-    // One sample per picture.
-    let cfg = cfg.for_inference(1);
-    let dim = cfg.input;
-    let shape = ImageShape {
-        channels: test.channels,
-        h: test.rows,
-        w: test.cols,
-    };
-    if test.dim() != dim {
-        return Err(Error::Config(format!(
-            "test images have {} values, the model takes {dim}: point --data-dir at the data it \
-             was trained on",
-            test.dim()
-        )));
-    }
-    // Rows the pictures' buffers may have on this adapter: large images (3x256x256, say) fit a
-    // training batch but not 1000 rows at once; the pictures then use fewer.
-    let mut cap = TSNE_POINTS.min(test.count).max(400);
-    while cap > 1 && GpuVae::check_fits(ctx, &cfg, cap).is_err() {
-        cap /= 2;
-    }
-    let n_tsne = TSNE_POINTS.min(test.count).min(cap);
-    let mut vae = GpuVae::from_params(ctx, cfg.clone(), AdamConfig::default(), cap, seed, params)?;
-    let acc = vae.new_accumulator(ctx)?;
     let name = |stem: &str| set.out_dir.join(format!("{stem}{}.png", set.suffix));
+    let (mut vae, cap, grids) = draw(ctx, cfg, params, test, seed)?;
     let mut written = Vec::new();
-
-    // Reconstructions: the first 10 test images over their reconstructions (sampled z, as the
-    // notebook's `model(x)`).
-    let n_rec = 10.min(test.count).min(cap);
-    let x: Vec<f32> = (0..n_rec).flat_map(|i| test.image_f32(i)).collect();
-    let a = vae.acts.rows(n_rec, 1)?;
-    ctx.write_f32(&a.x, &x)?;
-    write_labels(ctx, &vae, &a.labels, test.labels.iter().map(|&l| l as u32))?;
-    let g = vae.plan_reconstruct(ctx, n_rec, Input::Given, &acc)?;
-    vae.run_step(ctx, &g, 0)?;
-    let recon = ctx.read_f32(&a.logits)?;
-    let path = name("reconstructions");
-    reconstructions_png(
-        &path,
-        &image_rows(&x, n_rec, dim),
-        &image_rows(&recon, n_rec, dim),
-        shape,
-    )?;
-    written.push(path);
-
-    // Samples: decodes of z ~ N(0, I), a 10x10 grid.
-    let n_samples = 100.min(cap);
-    let mut s = Stream::new(seed, domain::SAMPLES, 1);
-    let z: Vec<f32> = (0..n_samples * cfg.latent)
-        .map(|_| s.normal() as f32)
-        .collect();
-    let logits = {
-        let a = vae.acts.decoder_rows(n_samples)?;
-        ctx.write_f32(&a.z, &z)?;
-        // A conditional model's samples cycle through the classes.
-        let classes = cfg.classes.max(1) as u32;
-        write_labels(ctx, &vae, &a.labels, (0..).map(|i| i % classes))?;
-        a.logits
-    };
-    let g = vae.plan_decode(ctx, n_samples)?;
-    vae.run_step(ctx, &g, 0)?;
-    let path = name("samples");
-    grid_png(
-        &path,
-        &image_rows(&ctx.read_f32(&logits)?, n_samples, dim),
-        shape,
-        10,
-        2,
-    )?;
-    written.push(path);
-
-    // A conditional model: one row per class, named, over the same 10 codes (a column holds z,
-    // the "style", fixed while the class changes).
-    let rows = cfg.classes.min(cap / 10);
-    if rows > 0 {
-        let mut s = Stream::new(seed, domain::SAMPLES, 3);
-        let codes: Vec<f32> = (0..10 * cfg.latent).map(|_| s.normal() as f32).collect();
-        let z: Vec<f32> = (0..rows).flat_map(|_| codes.iter().copied()).collect();
-        let logits = {
-            let a = vae.acts.decoder_rows(rows * 10)?;
-            ctx.write_f32(&a.z, &z)?;
-            write_labels(ctx, &vae, &a.labels, (0..rows as u32 * 10).map(|i| i / 10))?;
-            a.logits
-        };
-        let g = vae.plan_decode(ctx, rows * 10)?;
-        vae.run_step(ctx, &g, 0)?;
-        let path = name("samples_by_class");
-        let names: Vec<String> = (0..rows)
-            .map(|c| {
-                test.classes
-                    .get(c)
-                    .cloned()
-                    .unwrap_or_else(|| c.to_string())
-            })
-            .collect();
-        labelled_grid_png(
-            &path,
-            &image_rows(&ctx.read_f32(&logits)?, rows * 10, dim),
-            shape,
-            10,
-            2,
-            &names,
-        )?;
+    for (stem, png) in grids {
+        let path = name(stem);
+        png.save(&path)?;
         written.push(path);
     }
-
-    // The manifold of a 2-D latent space: decodes over a 20x20 grid of z in [-2, 2]².
-    if cfg.latent == 2 && cap >= 4 {
-        let n = 20.min(cap.isqrt());
-        let z: Vec<f32> = (0..n * n)
-            .flat_map(|i| {
-                let (r, c) = (i / n, i % n);
-                let t = |k: usize| -2.0 + 4.0 * k as f32 / (n - 1) as f32;
-                [t(c), -t(r)]
-            })
-            .collect();
-        let logits = {
-            let a = vae.acts.decoder_rows(n * n)?;
-            ctx.write_f32(&a.z, &z)?;
-            // A conditional model's manifold is its first class's.
-            write_labels(ctx, &vae, &a.labels, std::iter::repeat(0))?;
-            a.logits
-        };
-        let g = vae.plan_decode(ctx, n * n)?;
-        vae.run_step(ctx, &g, 0)?;
-        let path = name("manifold");
-        grid_png(
-            &path,
-            &image_rows(&ctx.read_f32(&logits)?, n * n, dim),
-            shape,
-            n,
-            1,
-        )?;
-        written.push(path);
-    }
+    let cfg = &vae.cfg.clone();
+    let n_tsne = TSNE_POINTS.min(test.count).min(cap);
 
     // t-SNE of the encoded means of random test images, coloured by class.
     if set.tsne && n_tsne >= 4 {
@@ -223,4 +100,154 @@ pub fn write_pictures(
         written.push(path);
     }
     Ok(written)
+}
+
+/// The image grids of weights `params` (no files): `reconstructions`, `samples`, for a conditional
+/// model `samples_by_class`, with a 2-D latent space `manifold`, as (name, PNG): what
+/// [`write_pictures`] saves and the TensorBoard event file embeds after each epoch.
+pub fn draw_grids(
+    ctx: &GpuContext,
+    cfg: &VaeConfig,
+    params: &[f32],
+    test: &ImageSet,
+    seed: u64,
+) -> Result<Grids> {
+    Ok(draw(ctx, cfg, params, test, seed)?.2)
+}
+
+/// The grids, and the model they were drawn with and its row capacity (for the t-SNE map).
+fn draw(
+    ctx: &GpuContext,
+    cfg: &VaeConfig,
+    params: &[f32],
+    test: &ImageSet,
+    seed: u64,
+) -> Result<(GpuVae, usize, Grids)> {
+    // One sample per picture.
+    let cfg = cfg.for_inference(1);
+    let dim = cfg.input;
+    let shape = ImageShape {
+        channels: test.channels,
+        h: test.rows,
+        w: test.cols,
+    };
+    if test.dim() != dim {
+        return Err(Error::Config(format!(
+            "test images have {} values, the model takes {dim}: point --data-dir at the data it \
+             was trained on",
+            test.dim()
+        )));
+    }
+    // Rows the pictures' buffers may have on this adapter: large images (3x256x256, say) fit a
+    // training batch but not 1000 rows at once; the pictures then use fewer.
+    let mut cap = TSNE_POINTS.min(test.count).max(400);
+    while cap > 1 && GpuVae::check_fits(ctx, &cfg, cap).is_err() {
+        cap /= 2;
+    }
+    let mut vae = GpuVae::from_params(ctx, cfg.clone(), AdamConfig::default(), cap, seed, params)?;
+    let acc = vae.new_accumulator(ctx)?;
+    let mut written = Vec::new();
+
+    // Reconstructions: the first 10 test images over their reconstructions (sampled z, as the
+    // notebook's `model(x)`).
+    let n_rec = 10.min(test.count).min(cap);
+    let x: Vec<f32> = (0..n_rec).flat_map(|i| test.image_f32(i)).collect();
+    let a = vae.acts.rows(n_rec, 1)?;
+    ctx.write_f32(&a.x, &x)?;
+    write_labels(ctx, &vae, &a.labels, test.labels.iter().map(|&l| l as u32))?;
+    let g = vae.plan_reconstruct(ctx, n_rec, Input::Given, &acc)?;
+    vae.run_step(ctx, &g, 0)?;
+    let recon = ctx.read_f32(&a.logits)?;
+    let png = reconstructions_png(
+        &image_rows(&x, n_rec, dim),
+        &image_rows(&recon, n_rec, dim),
+        shape,
+    )?;
+    written.push(("reconstructions", png));
+
+    // Samples: decodes of z ~ N(0, I), a 10x10 grid.
+    let n_samples = 100.min(cap);
+    let mut s = Stream::new(seed, domain::SAMPLES, 1);
+    let z: Vec<f32> = (0..n_samples * cfg.latent)
+        .map(|_| s.normal() as f32)
+        .collect();
+    let logits = {
+        let a = vae.acts.decoder_rows(n_samples)?;
+        ctx.write_f32(&a.z, &z)?;
+        // A conditional model's samples cycle through the classes.
+        let classes = cfg.classes.max(1) as u32;
+        write_labels(ctx, &vae, &a.labels, (0..).map(|i| i % classes))?;
+        a.logits
+    };
+    let g = vae.plan_decode(ctx, n_samples)?;
+    vae.run_step(ctx, &g, 0)?;
+    let png = grid_png(
+        &image_rows(&ctx.read_f32(&logits)?, n_samples, dim),
+        shape,
+        10,
+        2,
+    )?;
+    written.push(("samples", png));
+
+    // A conditional model: one row per class, named, over the same 10 codes (a column holds z,
+    // the "style", fixed while the class changes).
+    let rows = cfg.classes.min(cap / 10);
+    if rows > 0 {
+        let mut s = Stream::new(seed, domain::SAMPLES, 3);
+        let codes: Vec<f32> = (0..10 * cfg.latent).map(|_| s.normal() as f32).collect();
+        let z: Vec<f32> = (0..rows).flat_map(|_| codes.iter().copied()).collect();
+        let logits = {
+            let a = vae.acts.decoder_rows(rows * 10)?;
+            ctx.write_f32(&a.z, &z)?;
+            write_labels(ctx, &vae, &a.labels, (0..rows as u32 * 10).map(|i| i / 10))?;
+            a.logits
+        };
+        let g = vae.plan_decode(ctx, rows * 10)?;
+        vae.run_step(ctx, &g, 0)?;
+        let names: Vec<String> = (0..rows)
+            .map(|c| {
+                test.classes
+                    .get(c)
+                    .cloned()
+                    .unwrap_or_else(|| c.to_string())
+            })
+            .collect();
+        let png = labelled_grid_png(
+            &image_rows(&ctx.read_f32(&logits)?, rows * 10, dim),
+            shape,
+            10,
+            2,
+            &names,
+        )?;
+        written.push(("samples_by_class", png));
+    }
+
+    // The manifold of a 2-D latent space: decodes over a 20x20 grid of z in [-2, 2]².
+    if cfg.latent == 2 && cap >= 4 {
+        let n = 20.min(cap.isqrt());
+        let z: Vec<f32> = (0..n * n)
+            .flat_map(|i| {
+                let (r, c) = (i / n, i % n);
+                let t = |k: usize| -2.0 + 4.0 * k as f32 / (n - 1) as f32;
+                [t(c), -t(r)]
+            })
+            .collect();
+        let logits = {
+            let a = vae.acts.decoder_rows(n * n)?;
+            ctx.write_f32(&a.z, &z)?;
+            // A conditional model's manifold is its first class's.
+            write_labels(ctx, &vae, &a.labels, std::iter::repeat(0))?;
+            a.logits
+        };
+        let g = vae.plan_decode(ctx, n * n)?;
+        vae.run_step(ctx, &g, 0)?;
+        let png = grid_png(
+            &image_rows(&ctx.read_f32(&logits)?, n * n, dim),
+            shape,
+            n,
+            1,
+        )?;
+        written.push(("manifold", png));
+    }
+    Ok((vae, cap, written))
 }
