@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use crate::data::ImageSet;
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuTensor, Shader};
+use crate::kernels::AUTOTUNE;
 use crate::kernels::matmul::SUBGROUP_LANES;
 use crate::kernels::reduce::LossSlots;
 use crate::kernels::reparam_kl::EpsSource;
@@ -28,7 +29,7 @@ use crate::rng::{Stream, domain};
 
 /// The plan format's name and version (`plan.json`'s `format` and `version`).
 pub const FORMAT: &str = "vae-wgpu-plan";
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 
 /// Test images reconstructed by the page after each epoch, and decoded samples drawn.
 pub const RECONSTRUCTIONS: usize = 10;
@@ -407,6 +408,12 @@ pub fn export_plan(ctx: &GpuContext, opts: &ExportOptions) -> Result<ExportSumma
             "log_every": s.log_every, "steps_per_epoch": training.steps(),
         },
         "image": {"width": train.cols, "height": train.rows, "channels": train.channels},
+        // The native autotune's rule, which the page follows when it picks kernels itself.
+        "autotune": {
+            "rounds": AUTOTUNE.rounds, "target_secs": AUTOTUNE.target_secs,
+            "max_reps": AUTOTUNE.max_reps, "skip_factor": AUTOTUNE.skip_factor,
+            "skip_slack_secs": AUTOTUNE.skip_slack_secs, "tolerance": AUTOTUNE.tolerance,
+        },
         "limits": {
             "maxStorageBufferBindingSize": max_binding,
             "maxBufferSize": max_buffer,

@@ -5,7 +5,7 @@
 // pass, one submit each) and reads buffers back asynchronously.
 
 export const PLAN_FORMAT = 'vae-wgpu-plan';
-export const PLAN_VERSION = 2;
+export const PLAN_VERSION = 3;
 
 /**
  * @typedef {{binding: number, buffer: number, offset: number, size: number}} Binding
@@ -20,6 +20,8 @@ export const PLAN_VERSION = 2;
  * @typedef {{id: number, name: string, size: number, usage: string[], init: Init}} BufferDesc
  * @typedef {{buffer: number, len: number, slots: Record<string, number>}} Accumulator
  * @typedef {{buffer: number, offset: number, rows: number, cols: number}} Region
+ * @typedef {{rounds: number, target_secs: number, max_reps: number, skip_factor: number,
+ *   skip_slack_secs: number, tolerance: number}} AutotuneRule
  * @typedef {{
  *   format: string, version: number,
  *   model: {input: number, hidden: number[], decoder_hidden: number[], latent: number,
@@ -30,6 +32,7 @@ export const PLAN_VERSION = 2;
  *     weight_decay: number, seed: number, train_len: number, test_len: number, log_every: number,
  *     steps_per_epoch: number},
  *   image: {width: number, height: number, channels: number},
+ *   autotune: AutotuneRule,
  *   limits: Record<string, number>,
  *   shaders: {name: string, source: string, features: string[]}[],
  *   pipelines: {shader: string, entry: string, constants: Record<string, number>}[],
@@ -584,9 +587,11 @@ export class Runtime {
   }
 
   /**
-   * The native engine's rule: run every usable candidate on scratch copies of its storage
-   * bindings (the same random values for all), drop those that disagree with `direct` by more
-   * than 1e-3 of the largest |value| (+1), time the rest, keep the fastest.
+   * The native engine's rule, as the plan carries it (`plan.autotune`): run every usable
+   * candidate on scratch copies of its storage bindings (the same random values for all), once to
+   * build and once for a rough time; drop those that disagree with `direct` (`compareOutputs`) or
+   * are far behind the fastest (`worthTiming`); time the rest over interleaved rounds
+   * (`repsFor` launches each) and keep the fastest (`fastest`).
    * @param {string} problem @param {Dispatch[]} ds the dispatches of this problem
    * @returns {Promise<string>}
    */
@@ -599,7 +604,7 @@ export class Runtime {
     if (!cands.length || cands[0].variant !== 'direct') return cands[0]?.variant ?? 'direct';
     const isUniform = (/** @type {Binding} */ b) =>
       this.plan.buffers.find((x) => x.id === b.buffer)?.usage.includes('uniform') ?? false;
-    /** @type {Map<string, {buf: GPUBuffer, fill: Float32Array}>} */
+    /** @type {Map<string, {buf: GPUBuffer, fill: Float32Array<ArrayBuffer>}>} */
     const scratch = new Map();
     const scratchFor = (/** @type {Binding} */ b) => {
       const key = `${b.binding}:${b.size}`;
@@ -618,10 +623,11 @@ export class Runtime {
       }
       return s;
     };
+    const rule = this.plan.autotune;
     /** @type {{bindings: Binding[], data: Float32Array[], fills: Float32Array[]} | null} */
     let reference = null;
-    /** @type {{variant: string, secs: number} | null} */
-    let best = null;
+    /** @type {{variant: string, run: (reps: number) => Promise<number>, first: number}[]} */
+    const passed = [];
     try {
       for (const c of cands) {
         let pipeline;
@@ -652,6 +658,8 @@ export class Runtime {
           await this.queue.onSubmittedWorkDone();
           return (performance.now() - t) / 1000;
         };
+        // As the native autotune: one run to build, one for a rough time.
+        await run(1);
         const first = await run(1);
         const out = await Promise.all(
           storage.map(async (b) => new Float32Array(await this.readBuffer(scratchFor(b).buf, 0, b.size))),
@@ -659,24 +667,27 @@ export class Runtime {
         if (!reference) {
           reference = { bindings: storage, data: out, fills: storage.map((b) => scratchFor(b).fill) };
         } else {
-          const ref = reference;
           const lenient = !!(c.set?.length || d.candidates?.[0]?.set?.length);
-          const worst = compareOutputs(ref, storage, out, lenient);
-          if (!(worst.ok)) {
+          const worst = compareOutputs(reference, storage, out, lenient, rule.tolerance);
+          if (!worst.ok) {
             this.log(`warning: matmul autotune: the ${c.variant} kernel disagrees with the direct one on ${problem} (max error ${worst.err.toExponential(2)}); not using it`);
             continue;
           }
         }
-        if (best && first > 4 * best.secs + 1e-3) continue;
-        const reps = Math.min(16, Math.max(1, Math.ceil(2e-3 / Math.max(first, 1e-6))));
-        let secs = Infinity;
-        for (let i = 0; i < 2; i++) secs = Math.min(secs, (await run(reps)) / reps);
-        if (!best || secs < best.secs) best = { variant: c.variant, secs };
+        passed.push({ variant: c.variant, run, first });
       }
+      const timed = worthTiming(passed, rule);
+      const best = timed.map(() => Infinity);
+      for (let r = 0; r < rule.rounds; r++) {
+        for (let i = 0; i < timed.length; i++) {
+          const reps = repsFor(timed[i].first, rule);
+          best[i] = Math.min(best[i], (await timed[i].run(reps)) / reps);
+        }
+      }
+      return fastest(timed.map((t, i) => ({ variant: t.variant, secs: best[i] }))) ?? 'direct';
     } finally {
       for (const s of scratch.values()) s.buf.destroy();
     }
-    return best?.variant ?? 'direct';
   }
 
   /** Dispatches per run of graph `name`. @param {string} name */
@@ -771,7 +782,7 @@ export class Runtime {
 
   /**
    * Write f32 values to a buffer region.
-   * @param {number} buffer @param {number} offset @param {Float32Array} data
+   * @param {number} buffer @param {number} offset @param {Float32Array<ArrayBuffer>} data
    */
   writeF32(buffer, offset, data) {
     this.queue.writeBuffer(this.buffer(buffer), offset, data);
@@ -779,7 +790,7 @@ export class Runtime {
 
   /**
    * Write u32 values (a conditional model's class labels) to a buffer region.
-   * @param {number} buffer @param {number} offset @param {Uint32Array} data
+   * @param {number} buffer @param {number} offset @param {Uint32Array<ArrayBuffer>} data
    */
   writeU32(buffer, offset, data) {
     this.queue.writeBuffer(this.buffer(buffer), offset, data);
@@ -824,14 +835,43 @@ function sameKernel(a, b) {
 }
 
 /**
+ * The candidates the autotune times closely: those whose rough time `first` is within
+ * `skip_factor` × the fastest rough time + `skip_slack_secs` (the native rule).
+ * @template {{first: number}} T @param {T[]} cands @param {AutotuneRule} rule @returns {T[]}
+ */
+export function worthTiming(cands, rule) {
+  const fastestFirst = Math.min(...cands.map((c) => c.first));
+  return cands.filter((c) => c.first <= rule.skip_factor * fastestFirst + rule.skip_slack_secs);
+}
+
+/**
+ * Launches per timed round for a candidate of rough time `first`: enough for `target_secs`, 1 to
+ * `max_reps` (the native rule). @param {number} first @param {AutotuneRule} rule
+ */
+export function repsFor(first, rule) {
+  return Math.min(rule.max_reps, Math.max(1, Math.ceil(rule.target_secs / Math.max(first, 1e-6))));
+}
+
+/**
+ * The fastest candidate's variant (the first of equals), or null for none.
+ * @param {{variant: string, secs: number}[]} timings
+ */
+export function fastest(timings) {
+  let best = null;
+  for (const t of timings) if (best === null || t.secs < best.secs) best = t;
+  return best?.variant ?? null;
+}
+
+/**
  * Compare a candidate's storage bindings after its run with the reference's. Element by element,
- * tolerance 1e-3 × (1 + max |reference|). With `lenient` (a candidate whose loss partials are laid
+ * tolerance `tol` × (1 + max |reference|). With `lenient` (a candidate whose loss partials are laid
  * out by its grid, see `set`), a binding that fails element-wise passes when the sums of the
  * elements each run changed agree.
  * @param {{bindings: Binding[], data: Float32Array[], fills: Float32Array[]}} ref
  * @param {Binding[]} bindings @param {Float32Array[]} out @param {boolean} lenient
+ * @param {number} tol
  */
-function compareOutputs(ref, bindings, out, lenient) {
+export function compareOutputs(ref, bindings, out, lenient, tol) {
   let err = 0;
   for (let j = 0; j < bindings.length; j++) {
     const r = ref.bindings.findIndex((b) => b.binding === bindings[j].binding);
@@ -847,7 +887,7 @@ function compareOutputs(ref, bindings, out, lenient) {
       if (Number.isNaN(e)) worst = Infinity;
       else if (e > worst) worst = e;
     }
-    if (worst <= 1e-3 * scale) {
+    if (worst <= tol * scale) {
       err = Math.max(err, worst);
       continue;
     }
@@ -867,7 +907,7 @@ function compareOutputs(ref, bindings, out, lenient) {
       const fill = mulberryFillLike(bindings[j], got.length);
       const [s1] = changedSum(got, fill);
       const e = Math.abs(s0 - s1);
-      if (e <= 1e-3 * (1 + a0)) {
+      if (e <= tol * (1 + a0)) {
         err = Math.max(err, e);
         continue;
       }

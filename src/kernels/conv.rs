@@ -659,7 +659,7 @@ fn measure(ctx: &GpuContext, pass: ConvPass, s: &ConvShape) -> Result<Vec<(ConvF
     let fastest = passed.iter().map(|p| p.2).fold(f64::INFINITY, f64::min);
     let (close, far): (Vec<_>, Vec<_>) = passed
         .into_iter()
-        .partition(|p| p.2 <= 4.0 * fastest + 1e-3);
+        .partition(|p| super::AUTOTUNE.worth_timing(p.2, fastest));
     let launches: Vec<Vec<&Dispatch>> = close.iter().map(|p| p.1.iter().collect()).collect();
     let secs = super::best_of_sequences(ctx, &launches, 3)?;
     let mut timed: Vec<(ConvFormulation, f64)> = close.iter().map(|p| p.0).zip(secs).collect();

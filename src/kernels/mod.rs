@@ -281,17 +281,84 @@ pub(crate) fn tune_operand(len: usize, mul: usize) -> Vec<f32> {
         .collect()
 }
 
+/// How the autotunes choose a kernel (the matmul's and the convolution's here; the page's from
+/// the exported plan's copy, so there is one rule): run each candidate (once to compile, once for
+/// a rough time), drop one whose output disagrees with the reference kernel's by more than
+/// `tolerance`·(1 + max|reference|), drop one whose rough time is beyond
+/// `skip_factor`·fastest + `skip_slack_secs` (not worth timing closely), time the rest over
+/// `rounds` interleaved rounds of `reps` launches (enough for `target_secs`, at most `max_reps`)
+/// and keep the fastest.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AutotuneRule {
+    pub rounds: usize,
+    pub target_secs: f64,
+    pub max_reps: usize,
+    pub skip_factor: f64,
+    pub skip_slack_secs: f64,
+    pub tolerance: f64,
+}
+
+/// The rule every autotune follows (a burst of load from another process slows every candidate
+/// of a round alike, so 5 rounds keep it from deciding the choice).
+pub const AUTOTUNE: AutotuneRule = AutotuneRule {
+    rounds: 5,
+    target_secs: 2e-3,
+    max_reps: 64,
+    skip_factor: 4.0,
+    skip_slack_secs: 1e-3,
+    tolerance: 1e-3,
+};
+
+impl AutotuneRule {
+    /// Whether a candidate whose rough time is `first` is timed closely, the fastest rough time
+    /// being `fastest`.
+    pub fn worth_timing(&self, first: f64, fastest: f64) -> bool {
+        first <= self.skip_factor * fastest + self.skip_slack_secs
+    }
+
+    /// Launches per timed round for a candidate whose rough time is `first`.
+    pub fn reps(&self, first: f64) -> usize {
+        (self.target_secs / first.max(1e-6))
+            .ceil()
+            .clamp(1.0, self.max_reps as f64) as usize
+    }
+}
+
+/// The examples `web/tests/autotune.test.mjs` holds the page's copy of the rule to.
+#[test]
+fn autotune_rule_examples() {
+    for (first, reps) in [
+        (1e-9, 64),
+        (1e-5, 64),
+        (1e-4, 20),
+        (3e-4, 7),
+        (2e-3, 1),
+        (0.5, 1),
+    ] {
+        assert_eq!(AUTOTUNE.reps(first), reps, "reps({first})");
+    }
+    let fastest = 1e-3;
+    let timed: Vec<bool> = [4e-3, 1e-3, 5e-3, 5.1e-3]
+        .iter()
+        .map(|&f| AUTOTUNE.worth_timing(f, fastest))
+        .collect();
+    assert_eq!(timed, [true, true, true, false]);
+    assert!(disagreement(&[1.0, -3.0], &[1.0, -3.0 + 3.9e-3]).is_none());
+    assert!(disagreement(&[1.0, -3.0], &[1.0, -3.0 + 4.1e-3]).is_some());
+    assert!(disagreement(&[1.0, -3.0], &[1.0, f32::NAN]).is_some());
+}
+
 /// How far a tuning candidate's output is from the reference kernel's, when farther than a right
 /// one can be: sums of tuning operands agree to ~n·2^-24 of the largest value, a wrong index or
-/// lane layout is off by O(1), so the bound is 1e-3·(1 + max|want|). A NaN (a value the
-/// candidate never wrote) is infinitely far.
+/// lane layout is off by O(1), so the bound is `AUTOTUNE.tolerance`·(1 + max|want|). A NaN (a
+/// value the candidate never wrote) is infinitely far.
 pub(crate) fn disagreement(want: &[f32], got: &[f32]) -> Option<f32> {
     let scale = 1.0 + want.iter().fold(0f32, |a, v| a.max(v.abs()));
     let worst = want.iter().zip(got).fold(0f32, |a, (x, y)| {
         let e = (x - y).abs();
         if e.is_nan() { f32::INFINITY } else { a.max(e) }
     });
-    (worst > 1e-3 * scale).then_some(worst)
+    (worst > AUTOTUNE.tolerance as f32 * scale).then_some(worst)
 }
 
 /// Resources bound to one dispatch, in binding order.

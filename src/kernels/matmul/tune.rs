@@ -8,11 +8,6 @@ use crate::gpu::GpuContext;
 use crate::kernels::Dispatch;
 use crate::ops::Layout;
 
-/// Rounds of timing: every candidate is timed once per round, in turn, and keeps its fastest
-/// round, so a burst of load from another process slows every candidate alike instead of deciding
-/// the choice (a first tune on a busy machine is otherwise kept forever).
-const ROUNDS: usize = 5;
-
 /// Time every candidate on operands of the problem's shape: each with its seconds per launch
 /// (the tune store records the fastest). A candidate
 /// whose product disagrees with the direct kernel's is dropped with a warning: the subgroup kernels
@@ -83,14 +78,12 @@ pub(super) fn tune(ctx: &GpuContext, problem: Problem) -> Result<Vec<(MatmulVari
         passed.push((variant, d, first));
     }
     // Far behind the fastest first run (tiling on a CPU driver, say): not worth timing closely.
+    let rule = crate::kernels::AUTOTUNE;
     let fastest_first = passed.iter().map(|p| p.2).fold(f64::INFINITY, f64::min);
-    passed.retain(|p| p.2 <= 4.0 * fastest_first + 1e-3);
-    let reps: Vec<usize> = passed
-        .iter()
-        .map(|p| (2e-3 / p.2.max(1e-6)).ceil().clamp(1.0, 64.0) as usize)
-        .collect();
+    passed.retain(|p| rule.worth_timing(p.2, fastest_first));
+    let reps: Vec<usize> = passed.iter().map(|p| rule.reps(p.2)).collect();
     let launches: Vec<(&Dispatch, usize)> = passed.iter().map(|p| &p.1).zip(reps).collect();
-    let best_secs = crate::kernels::best_of_rounds(ctx, &launches, ROUNDS)?;
+    let best_secs = crate::kernels::best_of_rounds(ctx, &launches, rule.rounds)?;
     Ok(passed.iter().map(|p| p.0).zip(best_secs).collect())
 }
 
