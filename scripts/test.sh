@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every test, from a fresh Debian or Ubuntu machine: installs what is missing (saying what and
 # why), runs the engine's suite (cargo test --release, and its parity suites at 16-, 32- and
-# 64-lane subgroups) and the WebGPU page's (npm --prefix web test), and ends with one line: `N passed, N failed` (`, N skipped` when any were skipped).
+# 64-lane subgroups and under the Khronos validation layer) and the WebGPU page's (npm --prefix web test), and ends with one line: `N passed, N failed` (`, N skipped` when any were skipped).
 # Exit status 0 only when both suites ran and nothing failed. `.ci/run` calls exactly this.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +17,7 @@ ldconfig -p | grep -q 'libEGL\.so\.1' || need libegl1 "EGL, for the GL backend's
 ls /usr/share/glvnd/egl_vendor.d/*mesa*.json >/dev/null 2>&1 || need libegl-mesa0 "Mesa's EGL, for the GL backend's tests"
 ls /usr/lib/*/dri/swrast_dri.so >/dev/null 2>&1 || need libgl1-mesa-dri "llvmpipe, the GL driver the GL tests run on"
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need python3-venv "Python virtual environments, for TensorBoard's event reader"
+ls /usr/share/vulkan/explicit_layer.d/VkLayer_khronos_validation.json >/dev/null 2>&1 || need vulkan-validationlayers "the Khronos validation layer, which checks every API call and synchronization of the parity suites"
 command -v spirv-val >/dev/null 2>&1 || need spirv-tools "spirv-val, Khronos's validator of the SPIR-V every shader compiles to"
 browser=()
 command -v chromium >/dev/null 2>&1 || { browser+=(chromium); why+=("chromium (the WebGPU page's tests run in headless Chromium)"); }
@@ -69,6 +70,15 @@ for width in 512 1024 2048; do
   LP_NATIVE_VECTOR_WIDTH=$width cargo test --release --test parity_kernels --test model_parity 2>&1 | tee -a "$logs/cargo.log"
   [ "${PIPESTATUS[0]}" -ne 0 ] && cargo_status=1
 done
+# The suites that cover every kernel, every matmul variant and convolution formulation, the
+# training step, evaluation, the texture-fed paths and steps per submit, once more under the
+# Khronos validation layer with synchronization validation (tests/validation/vk_layer_settings.txt):
+# any message it reports fails the test that sees it (tests/common: `assert_no_validation_messages`;
+# tests/validation.rs proves the layer is loaded and heard).
+validated=(--test parity_kernels --test model_parity --test parity_conv --test torch_parity --test steps_per_submit --test eval_pictures)
+say "cargo test --release ${validated[*]}, under the Khronos validation layer (WGPU_VALIDATION=1, synchronization validation)"
+WGPU_VALIDATION=1 VK_LAYER_SETTINGS_PATH="$PWD/tests/validation" cargo test --release "${validated[@]}" 2>&1 | tee -a "$logs/cargo.log"
+[ "${PIPESTATUS[0]}" -ne 0 ] && cargo_status=1
 say "npm --prefix web test"
 npm --prefix web test 2>&1 | tee "$logs/npm.log"
 npm_status=${PIPESTATUS[0]}

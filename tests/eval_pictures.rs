@@ -102,6 +102,7 @@ fn evaluation_matches_cpu_reference() {
             );
         }
     }
+    common::assert_no_validation_messages("evaluation_matches_cpu_reference");
 }
 
 fn decode_png(path: &Path) -> (u32, u32, png::ColorType, Vec<u8>) {
@@ -183,6 +184,7 @@ fn pictures_are_written_sized_and_not_blank() {
         (img0[14 * 28 + 14] * 255.0).round() as u8
     );
     let _ = std::fs::remove_dir_all(&dir);
+    common::assert_no_validation_messages("pictures_are_written_sized_and_not_blank");
 }
 
 #[test]

@@ -75,4 +75,5 @@ fn k_steps_per_submit_equal_one_step_per_submit() {
             "weights after 2 epochs differ with {k} steps per submit"
         );
     }
+    common::assert_no_validation_messages("k_steps_per_submit_equal_one_step_per_submit");
 }

@@ -194,9 +194,19 @@ impl fmt::Display for AdapterSummary {
     }
 }
 
+/// A wgpu instance on `backends`. `WGPU_VALIDATION=1` (wgpu's own variable) turns on the
+/// backends' validation: on Vulkan the Khronos validation layer, whose messages wgpu logs at
+/// their severity (`scripts/test.sh` runs the parity suites so, and fails on any message).
 fn instance_for(backends: wgpu::Backends) -> wgpu::Instance {
+    let mut flags = wgpu::InstanceFlags::default().with_env();
+    if flags.contains(wgpu::InstanceFlags::VALIDATION) {
+        // The layer's messages reach wgpu (and its log) through VK_EXT_debug_utils, which wgpu
+        // enables with its DEBUG flag; the labels it adds name our buffers and passes in them.
+        flags |= wgpu::InstanceFlags::DEBUG;
+    }
     wgpu::Instance::new(wgpu::InstanceDescriptor {
         backends,
+        flags,
         ..wgpu::InstanceDescriptor::new_without_display_handle()
     })
 }
