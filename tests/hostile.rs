@@ -524,3 +524,86 @@ fn class4_a_log_the_shell_created_does_not_make_a_folder_a_run() {
         "the user's file is left alone"
     );
 }
+
+// Class 8 of the hostile rerun: every refusal names its flag, and nothing finished pretends to
+// run. Folder options out of range name their flags; a finished run resumed to its own epoch
+// count says it is complete and how to train further, and writes nothing (not into its own
+// folder, not into a new --out).
+#[test]
+fn class8_refusals_name_their_flags_and_a_finished_run_says_so() {
+    let dir = Dir::new("hostile-class8");
+    let data = tiny_mnist(&dir, 128, 32);
+    let folder = dir.path("pictures");
+    common::shapes::shape_folder(&folder, 2, 8, 8, 0);
+    let folder = folder.to_str().unwrap();
+    for (flag, value, needle) in [
+        (
+            "--image-size",
+            "4096",
+            "--image-size 4096 is outside 1..=1024",
+        ),
+        (
+            "--channels",
+            "2",
+            "--channels 2 is not 1 (grayscale) or 3 (RGB)",
+        ),
+        (
+            "--test-fraction",
+            "1.5",
+            "--test-fraction 1.5 is outside (0, 1)",
+        ),
+    ] {
+        let out = dir.path(&format!("refused{flag}"));
+        fails_with(
+            &run(&train_args(folder, out.to_str().unwrap(), &[flag, value])),
+            &[needle],
+        );
+    }
+    fails_with(
+        &run(&train_args(
+            folder,
+            dir.path("conv-cond").to_str().unwrap(),
+            &["--conv", "4", "--conditional"],
+        )),
+        &["--conditional is built for dense models"],
+    );
+
+    let out = trained(&dir, &data, "done");
+    let ck = out.join("checkpoint.safetensors");
+    let files = |d: &Path| {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let before = files(&out);
+    let mtime = std::fs::metadata(&ck).unwrap().modified().unwrap();
+    let o = run(&["train", "--resume", ck.to_str().unwrap(), "--epochs", "1"]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        stdout.contains("has trained 1 epoch(s)")
+            && stdout.contains("nothing to do")
+            && stdout.contains("--epochs 6"),
+        "{stdout}"
+    );
+    assert_eq!(files(&out), before, "nothing written into the run's folder");
+    assert_eq!(std::fs::metadata(&ck).unwrap().modified().unwrap(), mtime);
+    let elsewhere = dir.path("elsewhere");
+    let o = run(&[
+        "train",
+        "--resume",
+        ck.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--out",
+        elsewhere.to_str().unwrap(),
+    ]);
+    assert!(o.status.success());
+    assert!(
+        !elsewhere.exists(),
+        "no folder made for a run that does not run"
+    );
+}

@@ -230,7 +230,10 @@ fn an_input_layer_too_large_is_refused_before_gpu_work() {
             &big("512")[..],
             &["786432-200-10", "parameters", "limit"][..],
         ),
-        (&["--image-size", "0"][..], &["image size", "outside"][..]),
+        (
+            &["--image-size", "0"][..],
+            &["--image-size 0 is outside"][..],
+        ),
         (&["--hidden", "32,x"][..], &["'x'", "400,200"][..]),
     ] {
         let o = run(&train_args(data, out, flags));

@@ -5,6 +5,8 @@
 //! installs and requires through `VAE_WGPU_REQUIRE_SPIRV_VAL=1`): naga's own validation is of its
 //! IR, not of the binary a Vulkan driver receives.
 
+mod common;
+
 use naga::back::PipelineConstants;
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 use vae_wgpu::gpu::Shader;
@@ -130,8 +132,9 @@ impl SpirvVal {
                 !required,
                 "spirv-val is not installed (apt-get install spirv-tools), and VAE_WGPU_REQUIRE_SPIRV_VAL=1"
             );
-            eprintln!(
-                "note: spirv-val not found (apt-get install spirv-tools): SPIR-V checked by naga only"
+            common::skip(
+                "spirv-val of every module",
+                "spirv-val not found (apt-get install spirv-tools): SPIR-V checked by naga only",
             );
             return None;
         }

@@ -171,7 +171,7 @@ impl ModelArgs {
         if self.conditional && cfg.conv.is_some() {
             return Err(crate::Error::setting(
                 "conditional",
-                "conditioning is built for dense models: drop --conv, or --conditional",
+                "is built for dense models: drop --conv, or --conditional",
             ));
         }
         cfg.validate()?;
@@ -375,7 +375,7 @@ impl DataArgs {
             return Ok(None);
         }
         let opts = self.folder_options(0);
-        opts.validate().map_err(|e| e.to_string())?;
+        opts.validate().map_err(|e| setting_message(&e))?;
         Ok(Some([opts.channels, opts.size, opts.size]))
     }
 
@@ -456,7 +456,7 @@ impl DataArgs {
         if let Some(b) = pb.get() {
             b.finish_and_clear();
         }
-        let (train, test, report) = loaded.map_err(|e| e.to_string())?;
+        let (train, test, report) = loaded.map_err(|e| setting_message(&e))?;
         if report.is_none() {
             // IDX files: the folder options apply to image folders only.
             let given = |flag: &str, v: Option<usize>, has: usize| match v {
@@ -552,6 +552,13 @@ fn flag_of(setting: &str) -> Option<&'static str> {
         "beta" => "--beta",
         "kl warmup" => "--kl-warmup",
         "objective" => "--objective",
+        "decoder hidden" => "--decoder-hidden",
+        "activation" => "--activation",
+        "conv" => "--conv",
+        "conditional" => "--conditional",
+        "channels" => "--channels",
+        "image size" => "--image-size",
+        "test fraction" => "--test-fraction",
         _ => return None,
     })
 }

@@ -88,6 +88,21 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         Some(p) => Some(Checkpoint::load(p)?),
         None => None,
     };
+    // A finished run resumed to where it already is: nothing runs, nothing is written.
+    if let (Some(c), Some(p)) = (&ckpt, &args.resume)
+        && c.progress.step_in_epoch == 0
+        && c.progress.epoch >= args.epochs
+    {
+        say!(
+            "{} has trained {} epoch(s), which --epochs {} asks for: nothing to do. To train \
+             further, resume it with a larger --epochs: {}",
+            p.display(),
+            c.progress.epoch,
+            args.epochs,
+            super::resume_command("train", p, c.progress.epoch + 5)
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     // Architecture and settings: flags, else the checkpoint's, else the notebook's.
     let (cfg, mut settings) = match &ckpt {
         Some(c) => {

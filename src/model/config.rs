@@ -267,7 +267,7 @@ impl VaeConfig {
             return Err(Error::setting(
                 "conditional",
                 format!(
-                    "{} classes: a conditional model takes at most {MAX_CLASSES}",
+                    "takes at most {MAX_CLASSES} classes; the data has {}",
                     self.classes
                 ),
             ));
@@ -275,7 +275,7 @@ impl VaeConfig {
         if self.classes > 0 && self.conv.is_some() {
             return Err(Error::setting(
                 "conditional",
-                "conditioning is built for dense models: drop --conv, or --conditional",
+                "is built for dense models: drop --conv, or --conditional",
             ));
         }
         for (name, h) in [
