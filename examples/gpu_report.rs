@@ -1,7 +1,8 @@
 //! A speed report of this machine's adapter, to paste into an issue: the adapters wgpu sees, the
 //! matmul kernels at the model's shapes and 1024³ (GFLOP/s per variant beside a single-threaded CPU
 //! sgemm), the autotune's choices with their timings, the training step (dispatches and submits
-//! per step, host µs per step, step time), whole training epochs and an evaluation, then the
+//! per step, host µs per step, step time, and each of its dispatches timed alone), whole training
+//! epochs and an evaluation, then the
 //! `--conv 32,64 --latent 16` model: its conv layers per pass and formulation (GFLOP/s) beside
 //! PyTorch's CPU convolutions of the same shapes, and its epochs beside PyTorch's. Writes
 //! `report.md` and `report.json` into `--out` (default `report/`).
@@ -207,6 +208,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let step_ms = t.elapsed().as_secs_f64() * 1e3 / steps as f64;
     host.sort_by(|a, b| a.total_cmp(b));
     let host_us = host[host.len() / 2];
+    let dispatch_rows = dispatch_table(&ctx, graph.dispatches())?;
+    let dispatch_sum_us: f64 = dispatch_rows.iter().filter_map(|r| r["us"].as_f64()).sum();
     drop((vae, data));
 
     let mut trainer = Trainer::new(&ctx, cfg.clone(), settings.clone(), &train)?;
@@ -288,7 +291,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "kernels_gflops": kernel_rows,
         "training_step": {"dispatches": trainer.dispatches_per_step(), "submits_per_step":
             1.0 / trainer.steps_per_submit as f64, "steps_per_submit": trainer.steps_per_submit,
-            "host_us_per_step": host_us, "step_ms_back_to_back": step_ms},
+            "host_us_per_step": host_us, "step_ms_back_to_back": step_ms,
+            "dispatches_alone": dispatch_rows, "sum_of_dispatches_alone_us": dispatch_sum_us},
         "epochs": epochs, "epoch_gflops": flops_per_epoch / best_epoch / 1e9,
         "pytorch_cpu": peer, "eval": eval, "autotune": choices,
         "conv_layers": conv_layers, "conv_epochs": conv_epochs, "conv_pytorch_cpu": conv_peer,
@@ -331,12 +335,32 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     md += &format!(
         "\nTraining step: {} dispatches, {} step(s) per submit, {:.0} µs host time to record, \
-         {:.2} ms per step back to back.\n\n| epoch | seconds | images/s | train | test |\n|---|---|---|---|---|\n",
+         {:.2} ms per step back to back.\n\n",
         trainer.dispatches_per_step(),
         trainer.steps_per_submit,
         host_us,
         step_ms
     );
+    let step = &report["training_step"];
+    md += &format!(
+        "Where the step's time goes: each dispatch alone (its best of {} rounds of launches \
+         back to back, texture copies included); together {:.0} µs against {:.0} µs per step.\n\n\
+         | # | dispatch | entry point | workgroups | µs |\n|---|---|---|---|---|\n",
+        kernels::AUTOTUNE.rounds,
+        dispatch_sum_us,
+        step_ms * 1e3
+    );
+    for r in step["dispatches_alone"].as_array().into_iter().flatten() {
+        md += &format!(
+            "| {} | {} | {} | {} | {:.0} |\n",
+            r["index"],
+            r["label"].as_str().unwrap_or(""),
+            r["entry"].as_str().unwrap_or(""),
+            r["workgroups"],
+            r["us"].as_f64().unwrap_or(f64::NAN)
+        );
+    }
+    md += "\n| epoch | seconds | images/s | train | test |\n|---|---|---|---|---|\n";
     for e in &epochs {
         md += &format!(
             "| {} | {:.2} | {:.0} | {:.2} | {:.2} |\n",
@@ -397,6 +421,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         args.out.join("report.md").display()
     );
     Ok(())
+}
+
+/// Each dispatch of a training step timed alone, as the autotune times a candidate (a rough run
+/// for the launch count, then the best of its rounds): where the step's time goes.
+fn dispatch_table(
+    ctx: &GpuContext,
+    dispatches: &[Dispatch],
+) -> Result<Vec<Value>, Box<dyn std::error::Error>> {
+    let rule = kernels::AUTOTUNE;
+    let mut rows = Vec::new();
+    for (i, d) in dispatches.iter().enumerate() {
+        // Once to compile (lavapipe compiles at first use), once for a rough time.
+        kernels::time_launches(ctx, d, 1)?;
+        let first = kernels::time_launches(ctx, d, 1)?;
+        let reps = rule.reps(first);
+        let secs = kernels::best_of_rounds(ctx, &[(d, reps)], rule.rounds)?[0];
+        rows.push(json!({"index": i, "label": d.label, "entry": d.desc.entry,
+            "workgroups": d.desc.workgroups, "us": secs * 1e6}));
+    }
+    Ok(rows)
 }
 
 /// Seconds per run of a sequence of dispatches (a conv pass), the best of 5 submits.
