@@ -607,3 +607,142 @@ fn class8_refusals_name_their_flags_and_a_finished_run_says_so() {
         "no folder made for a run that does not run"
     );
 }
+
+// Class 5 of the hostile rerun: a program reads the data its run trained on, or says it does
+// not. A run records its data folder; `eval` and `pictures` without --data-dir read it (and say
+// so), refuse it by name when it is gone, and --data-dir still chooses. A bare state_dict, which
+// cannot say its activation, is evaluated with a warning that names the assumption.
+#[test]
+fn class5_eval_reads_the_data_the_run_trained_on() {
+    let dir = Dir::new("hostile-class5");
+    let folder = dir.path("shapes");
+    common::shapes::shape_folder(&folder, 8, 8, 8, 3);
+    let out = dir.path("run");
+    let o = run(&train_args(
+        folder.to_str().unwrap(),
+        out.to_str().unwrap(),
+        &[
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--image-size",
+            "8",
+            "--hidden",
+            "16",
+            "--activation",
+            "tanh",
+        ],
+    ));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let ck = out.join("checkpoint.safetensors");
+    let abs = std::path::absolute(&folder).unwrap();
+    assert_eq!(
+        Checkpoint::load(&ck).unwrap().progress.data_dir,
+        abs.display().to_string()
+    );
+    let eval = |extra: &[&str]| {
+        let mut a = vec![
+            "eval",
+            "--checkpoint",
+            ck.to_str().unwrap(),
+            "--elbo-samples",
+            "1",
+            "--iw-samples",
+            "2",
+        ];
+        a.extend_from_slice(extra);
+        run(&a)
+    };
+    let o = eval(&[]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        stdout.contains(&format!("data: {} (the checkpoint's run's", abs.display())),
+        "{stdout}"
+    );
+    let pics = dir.path("pics");
+    let o = run(&[
+        "pictures",
+        "--checkpoint",
+        ck.to_str().unwrap(),
+        "--out",
+        pics.to_str().unwrap(),
+        "--no-tsne",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(pics.join("samples.png").is_file());
+    // --data-dir still chooses: MNIST's 28x28 images do not fit this 3x8x8 model.
+    fails_with(
+        &eval(&[
+            "--data-dir",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist"),
+        ]),
+        &["point --data-dir at the data it was trained on"],
+    );
+    // The folder gone: refused, naming it.
+    let moved = dir.path("moved");
+    std::fs::rename(&folder, &moved).unwrap();
+    fails_with(
+        &eval(&[]),
+        &[
+            &abs.display().to_string(),
+            "not there any more",
+            "--data-dir",
+        ],
+    );
+
+    // A bare state_dict of the tanh model: the assumption is said, and --activation states it.
+    let c = Checkpoint::load(&out.join("model.safetensors")).unwrap();
+    let bytes = std::fs::read(out.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let layout = vae_wgpu::model::ParamLayout::new(&c.cfg);
+    let tensors: Vec<(String, safetensors::tensor::TensorView<'_>)> = layout
+        .specs
+        .iter()
+        .map(|s| (s.name.clone(), st.tensor(&s.name).unwrap()))
+        .collect();
+    let bare = dir.path("bare.safetensors");
+    std::fs::write(
+        &bare,
+        safetensors::tensor::serialize(tensors, None).unwrap(),
+    )
+    .unwrap();
+    let moved_s = moved.to_str().unwrap();
+    let o = run(&[
+        "eval",
+        "--checkpoint",
+        bare.to_str().unwrap(),
+        "--data-dir",
+        moved_s,
+        "--image-size",
+        "8",
+        "--elbo-samples",
+        "1",
+        "--iw-samples",
+        "2",
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("does not say which activation") && stderr.contains("assuming relu"),
+        "{stderr}"
+    );
+    let o = run(&[
+        "eval",
+        "--checkpoint",
+        bare.to_str().unwrap(),
+        "--data-dir",
+        moved_s,
+        "--image-size",
+        "8",
+        "--activation",
+        "tanh",
+        "--elbo-samples",
+        "1",
+        "--iw-samples",
+        "2",
+    ]);
+    assert!(o.status.success());
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("assuming relu"));
+}

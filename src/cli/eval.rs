@@ -62,10 +62,17 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         ..Default::default()
     }
     .agree_with(&ckpt)?;
+    if !ckpt.activation_recorded && args.activation.is_none() {
+        super::out::note!(
+            "warning: {} does not say which activation its hidden layers use (a bare state_dict): \
+             assuming relu; pass --activation tanh if it was trained with tanh",
+            args.checkpoint.display()
+        );
+    }
+    let data = args.data.for_checkpoint(&ckpt)?;
     let opts = args.device.options()?;
     // The test split the checkpoint's run held out (an image folder is split with its seed).
-    let test = args
-        .data
+    let test = data
         .load(ckpt.progress.seed, Some(&ckpt), args.checkpoint.parent())?
         .test;
     if test.dim() != cfg.input {
@@ -81,13 +88,7 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         .into());
     }
     // A conditional model is evaluated on the true labels: the data's classes must be its own.
-    let cfg = super::condition_on(
-        cfg,
-        false,
-        &ckpt.progress.class_names,
-        &test,
-        &args.data.data_dir,
-    )?;
+    let cfg = super::condition_on(cfg, false, &ckpt.progress.class_names, &test, &data.dir())?;
     // Ctrl-C / SIGTERM stop the evaluation at its next progress point.
     let stop = super::stop_flag()?;
     let ctx = GpuContext::new(&opts)?;

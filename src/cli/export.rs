@@ -74,7 +74,7 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     settings.adam.lr = args.lr.0;
     let t = &data.train;
     let cfg = args.model.new_model([t.channels, t.rows, t.cols])?;
-    let cfg = super::condition_on(cfg, args.model.conditional, &[], t, &args.data.data_dir)?;
+    let cfg = super::condition_on(cfg, args.model.conditional, &[], t, &args.data.dir())?;
     let summary = export_plan(
         &ctx,
         &ExportOptions {

@@ -347,13 +347,17 @@ impl LoadedData {
     }
 }
 
+/// The data folder when none is given.
+pub const DEFAULT_DATA_DIR: &str = "data/mnist";
+
 /// Where the images come from (train, eval, pictures, export_web).
 #[derive(clap::Args, Debug, Clone)]
 pub struct DataArgs {
     /// MNIST-style IDX files (Fashion-MNIST and KMNIST use the same names), or a folder of images:
     /// root/<class>/*.png|jpg, a flat folder, or train/ and test/ folders of those.
-    #[arg(long, default_value = "data/mnist")]
-    pub data_dir: std::path::PathBuf,
+    /// [default: data/mnist; for eval and pictures, the data the checkpoint's run trained on]
+    #[arg(long)]
+    pub data_dir: Option<std::path::PathBuf>,
     /// Image folders: 1 (grayscale) or 3 (RGB) [default: 1, or the checkpoint's].
     #[arg(long)]
     pub channels: Option<usize>,
@@ -368,10 +372,38 @@ pub struct DataArgs {
 }
 
 impl DataArgs {
+    /// The data folder: `--data-dir`, else `data/mnist`.
+    pub fn dir(&self) -> std::path::PathBuf {
+        self.data_dir
+            .clone()
+            .unwrap_or_else(|| std::path::PathBuf::from(DEFAULT_DATA_DIR))
+    }
+
+    /// For a program reading a checkpoint: with no `--data-dir`, the folder its run trained on
+    /// (said on stdout; refused, naming it, when it is gone), else `data/mnist`.
+    pub fn for_checkpoint(&self, ckpt: &crate::model::Checkpoint) -> Result<DataArgs, String> {
+        let recorded = &ckpt.progress.data_dir;
+        if self.data_dir.is_some() || recorded.is_empty() {
+            return Ok(self.clone());
+        }
+        let dir = std::path::PathBuf::from(recorded);
+        if !dir.exists() {
+            return Err(format!(
+                "the checkpoint's run trained on {recorded}, which is not there any more: pass \
+                 --data-dir with the same images"
+            ));
+        }
+        out::say!("data: {recorded} (the checkpoint's run's; --data-dir reads other images)");
+        Ok(DataArgs {
+            data_dir: Some(dir),
+            ..self.clone()
+        })
+    }
+
     /// The input size a new run's image folder will give (channels · size²), known before any
     /// decoding, with the folder options checked; `None` for IDX files (their header says).
     pub fn folder_image(&self) -> Result<Option<[usize; 3]>, String> {
-        if crate::data::is_idx_dir(&self.data_dir) {
+        if crate::data::is_idx_dir(&self.dir()) {
             return Ok(None);
         }
         let opts = self.folder_options(0);
@@ -452,7 +484,7 @@ impl DataArgs {
             bar.set_position(done as u64);
         };
         let cache = run_dir.map(|d| d.join(crate::data::folder::CACHE_FILE));
-        let loaded = crate::data::load_data(&self.data_dir, &opts, cache.as_deref(), &progress);
+        let loaded = crate::data::load_data(&self.dir(), &opts, cache.as_deref(), &progress);
         if let Some(b) = pb.get() {
             b.finish_and_clear();
         }
@@ -463,7 +495,7 @@ impl DataArgs {
                 Some(v) if v != has => Err(format!(
                     "{}: holds IDX files of {}x{} grayscale images: --{flag} {v} applies to image \
                      folders (drop it)",
-                    self.data_dir.display(),
+                    self.dir().display(),
                     train.rows,
                     train.cols
                 )),
@@ -489,7 +521,7 @@ impl DataArgs {
                 "images: {} train / {} test from {} ({}), {} class(es), {}x{}, {} channel(s)",
                 train.count,
                 test.count,
-                self.data_dir.display(),
+                self.dir().display(),
                 if r.presplit {
                     "its train/ and test/ folders".to_string()
                 } else {

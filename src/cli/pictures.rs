@@ -55,19 +55,20 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         ..Default::default()
     }
     .agree_with(&ckpt)?;
+    if !ckpt.activation_recorded && args.activation.is_none() {
+        super::out::note!(
+            "warning: {} does not say which activation its hidden layers use (a bare state_dict): \
+             assuming relu; pass --activation tanh if it was trained with tanh",
+            args.checkpoint.display()
+        );
+    }
+    let data = args.data.for_checkpoint(&ckpt)?;
     let opts = args.device.options()?;
-    let test = args
-        .data
+    let test = data
         .load(ckpt.progress.seed, Some(&ckpt), args.checkpoint.parent())?
         .test;
     // A conditional model is evaluated on the true labels: the data's classes must be its own.
-    let cfg = super::condition_on(
-        cfg,
-        false,
-        &ckpt.progress.class_names,
-        &test,
-        &args.data.data_dir,
-    )?;
+    let cfg = super::condition_on(cfg, false, &ckpt.progress.class_names, &test, &data.dir())?;
     std::fs::create_dir_all(&args.out)
         .map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
     let ctx = GpuContext::new(&opts)?;

@@ -171,7 +171,7 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         return Err(format!(
             "the checkpoint's model takes {} inputs, but the images in {} have {} ({} channel(s) of {}x{})",
             cfg.input,
-            args.data.data_dir.display(),
+            args.data.dir().display(),
             train.dim(),
             train.channels,
             train.rows,
@@ -188,7 +188,7 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         args.model.conditional,
         ckpt_names,
         train,
-        &args.data.data_dir,
+        &args.data.dir(),
     )?;
     // Every layer's buffers against the adapter's limits happens in Trainer::new, before any
     // allocation; the sizes themselves are checked here, before the device starts.
@@ -222,7 +222,7 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
                     "warning: the checkpoint's run trained on {} images, {} has {}: the epochs \
                      from here cover other data",
                     c.progress.train_len,
-                    args.data.data_dir.display(),
+                    args.data.dir().display(),
                     train.count
                 );
             }
@@ -243,6 +243,10 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     // The split this run holds out (a resumed run's is the checkpoint's, unless the data changed
     // kind): its checkpoints record it for eval, pictures and later resumes.
     trainer.test_fraction = data.test_fraction;
+    trainer.data_dir = std::path::absolute(args.data.dir())
+        .unwrap_or_else(|_| args.data.dir())
+        .display()
+        .to_string();
     trainer.split_seed = data.split_seed;
     settings = trainer.settings.clone();
     let test_gpu = if args.no_test {

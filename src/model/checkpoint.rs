@@ -48,6 +48,9 @@ pub struct Progress {
     /// The seed that chose the held-out images (the run's first seed: a later `--seed` does not
     /// move images between the splits).
     pub split_seed: u64,
+    /// The data the run trained on, as given to `--data-dir` (made absolute); empty when unknown.
+    /// `eval` and `pictures` read it when no `--data-dir` is given.
+    pub data_dir: String,
     /// A conditional model's class names by label (`0`–`9` for MNIST, an image folder's class
     /// folders); empty when unknown.
     pub class_names: Vec<String>,
@@ -150,6 +153,9 @@ impl Checkpoint {
             meta.insert("channels".to_string(), c.to_string());
             meta.insert("image_rows".to_string(), r.to_string());
             meta.insert("image_cols".to_string(), w.to_string());
+        }
+        if !self.progress.data_dir.is_empty() {
+            meta.insert("data_dir".to_string(), self.progress.data_dir.clone());
         }
         if self.progress.test_fraction > 0.0 {
             meta.insert(
@@ -479,6 +485,7 @@ impl Checkpoint {
             ],
             test_fraction: meta_value::<f64>(&meta, "test_fraction", path)?.unwrap_or(0.0),
             split_seed: meta_num("split_seed")?.unwrap_or(0),
+            data_dir: meta.get("data_dir").cloned().unwrap_or_default(),
             class_names: match meta.get("class_names") {
                 None => Vec::new(),
                 Some(v) => serde_json::from_str::<Vec<String>>(v).map_err(|e| {

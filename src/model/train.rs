@@ -130,6 +130,8 @@ pub struct Trainer {
     pub test_fraction: f64,
     /// The seed that chose those held-out images.
     pub split_seed: u64,
+    /// The data set's folder, absolute (recorded in checkpoints for `eval` and `pictures`).
+    pub data_dir: String,
 }
 
 impl Trainer {
@@ -189,6 +191,7 @@ impl Trainer {
             step_in_epoch: 0,
             test_fraction: 0.0,
             split_seed: 0,
+            data_dir: String::new(),
         })
     }
 
@@ -336,6 +339,7 @@ impl Trainer {
                 image: self.train.image,
                 test_fraction: self.test_fraction,
                 split_seed: self.split_seed,
+                data_dir: self.data_dir.clone(),
                 class_names: match self.vae.cfg.is_conditional() {
                     true => self.train.classes.clone(),
                     false => Vec::new(),
