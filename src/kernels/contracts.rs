@@ -142,3 +142,40 @@ fn codes_and_slots_are_the_wgsl_constants() {
         .count();
     assert_eq!(slots, LossSlots::LEN, "slots in reduce.wgsl");
 }
+
+/// The typed table of matmul entry points (`MatmulEntry`) is the modules' list: every entry point
+/// of the three matmul modules is in it (the subgroup modules include `matmul.wgsl`'s kernels
+/// too), and every entry of the table is an entry point of the module it names.
+#[test]
+fn matmul_entry_table_is_the_modules_entry_points() {
+    use super::matmul::MatmulEntry;
+    let entry_points = |shader: &Shader| -> Vec<String> {
+        module(shader)
+            .entry_points
+            .into_iter()
+            .map(|e| e.name)
+            .collect()
+    };
+    for shader in [
+        Shader::MATMUL,
+        Shader::MATMUL_SUBGROUP,
+        Shader::MATMUL_SUBGROUP_TEX,
+    ] {
+        for name in entry_points(&shader) {
+            assert!(
+                MatmulEntry::parse(&name).is_some(),
+                "{}: {name} is not in MatmulEntry",
+                shader.name
+            );
+        }
+    }
+    for e in MatmulEntry::ALL {
+        assert!(
+            entry_points(&e.shader()).contains(&e.name().to_string()),
+            "{} is no entry point of {}",
+            e.name(),
+            e.shader().name
+        );
+        assert_eq!(MatmulEntry::parse(e.name()), Some(e));
+    }
+}

@@ -5,7 +5,7 @@
 pub mod select;
 mod tune;
 
-pub use select::{MatmulVariant, SUBGROUP_LANES, fixed_layout, summary, variant_for};
+pub use select::{MatmulEntry, MatmulVariant, SUBGROUP_LANES, fixed_layout, summary, variant_for};
 use select::{candidates, kernel_for, tiles_64};
 
 use crate::error::{Error, Result};
@@ -246,7 +246,7 @@ pub fn matmul_with(
             row_sums: epi.row_sums.is_some(),
         },
     )?;
-    let (shader, entry, groups) = (kernel.shader, kernel.entry, kernel.groups);
+    let (entry, groups) = (kernel.entry, kernel.groups);
     constants.extend(kernel.constants.iter().copied());
     if let Some(b) = epi.recon {
         check_recon(b, epi, m, n)?;
@@ -255,8 +255,9 @@ pub fn matmul_with(
             return Err(Error::shape(
                 OP,
                 format!(
-                    "{} loss partials, the {entry} kernel writes {need}",
-                    b.partials.len()
+                    "{} loss partials, the {} kernel writes {need}",
+                    b.partials.len(),
+                    entry.name()
                 ),
             ));
         }
@@ -272,8 +273,8 @@ pub fn matmul_with(
     dispatch(
         ctx,
         "matmul",
-        shader,
-        entry,
+        entry.shader(),
+        entry.name(),
         &constants,
         &[
             operand(a),
@@ -317,19 +318,14 @@ fn check_recon(b: ReconEpilogue<'_>, epi: Epilogue<'_>, m: usize, n: usize) -> R
 }
 
 /// How many loss partials a kernel writes: one per thread of its grid.
-fn recon_partials_for(entry: &str, groups: [u32; 3]) -> usize {
-    let per_group = match entry {
-        "matmul_tiled" => 256,
-        e if e.starts_with("matmul_sg_") => SUBGROUP_LANES as usize,
-        _ => 64, // the direct kernels: 8x8 threads
-    };
-    groups[0] as usize * groups[1] as usize * per_group
+fn recon_partials_for(entry: MatmulEntry, groups: [u32; 3]) -> usize {
+    groups[0] as usize * groups[1] as usize * entry.threads_per_group()
 }
 
 /// A partials buffer this long fits the likelihood epilogue of every variant on an `[M, N]` product:
 /// the tiled kernel's grid in its smallest shape (256 threads per 64x64 tile) has the most threads.
 pub fn recon_partials_capacity(m: usize, n: usize) -> usize {
-    recon_partials_for("matmul_tiled", tiles_64(m, n))
+    recon_partials_for(MatmulEntry::Tiled, tiles_64(m, n))
 }
 
 /// How many loss partials the `variant` kernel for an `[M, N]` product over K writes (what

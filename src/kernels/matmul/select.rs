@@ -188,7 +188,7 @@ pub fn pinned(ctx: &GpuContext) -> Result<Option<MatmulVariant>> {
 /// The direct kernel for a product: a vec4-loading one when the dimensions that are contiguous in
 /// memory are multiples of 4 (then every row starts 16-byte aligned), else the scalar one. Loads,
 /// not arithmetic, bound the direct kernel on CPU drivers: vec4 loads make it ~1.8x faster there.
-fn direct_entry(p: Problem) -> &'static str {
+fn direct_entry(p: Problem) -> MatmulEntry {
     let Problem {
         layout,
         m,
@@ -198,17 +198,17 @@ fn direct_entry(p: Problem) -> &'static str {
     } = p;
     match layout {
         // The NT/NN vec4 kernels load A along K in vec4s and do not keep row sums.
-        Layout::NT | Layout::NN if row_sums => "matmul_direct",
-        Layout::NT if k.is_multiple_of(4) => "matmul_nt4",
-        Layout::NN if k.is_multiple_of(4) && n.is_multiple_of(4) => "matmul_nn4",
-        Layout::TN if m.is_multiple_of(4) && n.is_multiple_of(4) => "matmul_tn4",
-        _ => "matmul_direct",
+        Layout::NT | Layout::NN if row_sums => MatmulEntry::Direct,
+        Layout::NT if k.is_multiple_of(4) => MatmulEntry::Vec4(Layout::NT),
+        Layout::NN if k.is_multiple_of(4) && n.is_multiple_of(4) => MatmulEntry::Vec4(Layout::NN),
+        Layout::TN if m.is_multiple_of(4) && n.is_multiple_of(4) => MatmulEntry::Vec4(Layout::TN),
+        _ => MatmulEntry::Direct,
     }
 }
 
 /// The subgroup kernel for a product, where one fits: C, bias and mask are read and written as
 /// vec4s (N % 4 == 0), and the operands as the vec4 kernels read them.
-fn subgroup_entry(p: Problem) -> Option<&'static str> {
+fn subgroup_entry(p: Problem) -> Option<MatmulEntry> {
     let Problem {
         layout,
         m,
@@ -219,13 +219,15 @@ fn subgroup_entry(p: Problem) -> Option<&'static str> {
     if !n.is_multiple_of(4) {
         return None;
     }
-    match layout {
-        Layout::NT | Layout::NN if row_sums => None,
-        Layout::NT if k.is_multiple_of(4) => Some("matmul_sg_nt"),
-        Layout::NN if k.is_multiple_of(4) => Some("matmul_sg_nn"),
-        Layout::TN if m.is_multiple_of(4) => Some("matmul_sg_tn"),
-        _ => None,
-    }
+    let fits = match layout {
+        Layout::NT | Layout::NN if row_sums => false,
+        Layout::NT | Layout::NN => k.is_multiple_of(4),
+        Layout::TN => m.is_multiple_of(4),
+    };
+    fits.then_some(MatmulEntry::Subgroup {
+        layout,
+        textures: false,
+    })
 }
 
 /// The matmul variant for a problem: the pinned one if any; else the autotune cache's choice;
@@ -290,8 +292,7 @@ fn textures_fit(ctx: &GpuContext, p: Problem) -> bool {
 /// A kernel launch for a problem: module, entry point, grid, the variant's own override
 /// constants (the tile shape), and whether A and B are bound as textures.
 pub(super) struct Kernel {
-    pub shader: Shader,
-    pub entry: &'static str,
+    pub entry: MatmulEntry,
     pub groups: [u32; 3],
     pub constants: Vec<(&'static str, f64)>,
     pub textures: bool,
@@ -304,8 +305,7 @@ pub(super) fn kernel_for(
     problem: Problem,
 ) -> Result<Kernel> {
     let (m, n) = (problem.m, problem.n);
-    let plain = |(shader, entry, groups): (Shader, &'static str, [u32; 3])| Kernel {
-        shader,
+    let plain = |entry: MatmulEntry, groups: [u32; 3]| Kernel {
         entry,
         groups,
         constants: Vec::new(),
@@ -315,8 +315,7 @@ pub(super) fn kernel_for(
         MatmulVariant::Tiled(t) => {
             let (bm, bn) = t.tile();
             Kernel {
-                shader: Shader::MATMUL,
-                entry: "matmul_tiled",
+                entry: MatmulEntry::Tiled,
                 groups: [
                     n.div_ceil(bn as usize) as u32,
                     m.div_ceil(bm as usize) as u32,
@@ -327,7 +326,7 @@ pub(super) fn kernel_for(
             }
         }
         // The direct kernels cover a 64x64 tile of C per workgroup.
-        MatmulVariant::Direct => plain((Shader::MATMUL, direct_entry(problem), tiles_64(m, n))),
+        MatmulVariant::Direct => plain(direct_entry(problem), tiles_64(m, n)),
         MatmulVariant::Subgroup | MatmulVariant::SubgroupTexture => {
             if !subgroups_usable(ctx) {
                 return Err(Error::Config(format!(
@@ -341,40 +340,124 @@ pub(super) fn kernel_for(
             match subgroup_entry(problem) {
                 // One 8-lane workgroup per 32x32 tile of C.
                 Some(e) => Kernel {
-                    shader: if textured {
-                        Shader::MATMUL_SUBGROUP_TEX
-                    } else {
-                        Shader::MATMUL_SUBGROUP
-                    },
-                    entry: if textured { texture_entry(e) } else { e },
+                    entry: if textured { e.with_textures() } else { e },
                     groups: [n.div_ceil(32) as u32, m.div_ceil(32) as u32, 1],
                     constants: Vec::new(),
                     textures: textured,
                 },
-                None => plain((Shader::MATMUL, direct_entry(problem), tiles_64(m, n))),
+                None => plain(direct_entry(problem), tiles_64(m, n)),
             }
         }
     })
 }
 
-/// The texture-fed twin of a subgroup entry point.
-fn texture_entry(subgroup_entry: &str) -> &'static str {
-    match subgroup_entry {
-        "matmul_sg_nt" => "matmul_sg_nt_tex",
-        "matmul_sg_nn" => "matmul_sg_nn_tex",
-        _ => "matmul_sg_tn_tex",
+/// Every matmul entry point, typed: what each is written for (its layout, its module, its
+/// workgroup) in one table that the launcher, the loss-partial counts and the override sets read,
+/// instead of names matched by prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MatmulEntry {
+    /// `matmul_direct`: any layout (it reads `LAYOUT`), 8x8 threads per 64x64 tile of C.
+    Direct,
+    /// `matmul_nt4`, `matmul_nn4`, `matmul_tn4`: one layout each, vec4 loads, 8x8 threads.
+    Vec4(Layout),
+    /// `matmul_tiled`: any layout, 256 threads per tile (the tile's shape is override constants).
+    Tiled,
+    /// `matmul_sg_{nt,nn,tn}`, and reading A and B through textures `matmul_sg_{nt,nn,tn}_tex`:
+    /// one layout each, one subgroup-sized workgroup per 32x32 tile.
+    Subgroup { layout: Layout, textures: bool },
+}
+
+impl MatmulEntry {
+    pub const ALL: [MatmulEntry; 11] = {
+        use Layout::{NN, NT, TN};
+        const fn sg(layout: Layout, textures: bool) -> MatmulEntry {
+            MatmulEntry::Subgroup { layout, textures }
+        }
+        [
+            MatmulEntry::Direct,
+            MatmulEntry::Vec4(NT),
+            MatmulEntry::Vec4(NN),
+            MatmulEntry::Vec4(TN),
+            MatmulEntry::Tiled,
+            sg(NT, false),
+            sg(NN, false),
+            sg(TN, false),
+            sg(NT, true),
+            sg(NN, true),
+            sg(TN, true),
+        ]
+    };
+
+    /// The WGSL entry point's name.
+    pub fn name(self) -> &'static str {
+        use Layout::{NN, NT, TN};
+        match self {
+            MatmulEntry::Direct => "matmul_direct",
+            MatmulEntry::Vec4(NT) => "matmul_nt4",
+            MatmulEntry::Vec4(NN) => "matmul_nn4",
+            MatmulEntry::Vec4(TN) => "matmul_tn4",
+            MatmulEntry::Tiled => "matmul_tiled",
+            MatmulEntry::Subgroup { layout, textures } => match (layout, textures) {
+                (NT, false) => "matmul_sg_nt",
+                (NN, false) => "matmul_sg_nn",
+                (TN, false) => "matmul_sg_tn",
+                (NT, true) => "matmul_sg_nt_tex",
+                (NN, true) => "matmul_sg_nn_tex",
+                (TN, true) => "matmul_sg_tn_tex",
+            },
+        }
+    }
+
+    /// The entry point of this name, if it is a matmul one.
+    pub fn parse(name: &str) -> Option<MatmulEntry> {
+        Self::ALL.into_iter().find(|e| e.name() == name)
+    }
+
+    /// The shader module that holds it.
+    pub fn shader(self) -> Shader {
+        match self {
+            MatmulEntry::Subgroup {
+                textures: false, ..
+            } => Shader::MATMUL_SUBGROUP,
+            MatmulEntry::Subgroup { textures: true, .. } => Shader::MATMUL_SUBGROUP_TEX,
+            _ => Shader::MATMUL,
+        }
+    }
+
+    /// The layout it is written for, where it is written for one (the vec4 and subgroup kernels,
+    /// which never read the `LAYOUT` constant).
+    pub fn fixed_layout(self) -> Option<Layout> {
+        match self {
+            MatmulEntry::Vec4(l) | MatmulEntry::Subgroup { layout: l, .. } => Some(l),
+            MatmulEntry::Direct | MatmulEntry::Tiled => None,
+        }
+    }
+
+    /// Threads per workgroup (each writes one loss partial in the likelihood epilogue).
+    pub fn threads_per_group(self) -> usize {
+        match self {
+            MatmulEntry::Tiled => 256,
+            MatmulEntry::Subgroup { .. } => SUBGROUP_LANES as usize,
+            MatmulEntry::Direct | MatmulEntry::Vec4(_) => 64,
+        }
+    }
+
+    /// A subgroup kernel's texture-fed twin (the same kernel for the others).
+    pub fn with_textures(self) -> MatmulEntry {
+        match self {
+            MatmulEntry::Subgroup { layout, .. } => MatmulEntry::Subgroup {
+                layout,
+                textures: true,
+            },
+            e => e,
+        }
     }
 }
 
-/// The layout an entry point is written for, where it is written for one (the vec4 and subgroup
-/// kernels, which never read the `LAYOUT` constant).
+/// The layout an entry point of any module is written for, where it is a matmul entry point
+/// written for one (what the override sets of `kernels::override_sets` follow).
 pub fn fixed_layout(entry: &str) -> Option<Layout> {
-    match entry.strip_suffix("_tex").unwrap_or(entry) {
-        "matmul_nt4" | "matmul_sg_nt" => Some(Layout::NT),
-        "matmul_nn4" | "matmul_sg_nn" => Some(Layout::NN),
-        "matmul_tn4" | "matmul_sg_tn" => Some(Layout::TN),
-        _ => None,
-    }
+    MatmulEntry::parse(entry).and_then(MatmulEntry::fixed_layout)
 }
 
 pub(super) fn tiles_64(m: usize, n: usize) -> [u32; 3] {
