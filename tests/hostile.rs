@@ -709,40 +709,31 @@ fn class5_eval_reads_the_data_the_run_trained_on() {
     )
     .unwrap();
     let moved_s = moved.to_str().unwrap();
-    let o = run(&[
-        "eval",
-        "--checkpoint",
-        bare.to_str().unwrap(),
-        "--data-dir",
-        moved_s,
-        "--image-size",
-        "8",
-        "--elbo-samples",
-        "1",
-        "--iw-samples",
-        "2",
-    ]);
+    let eval_bare = |extra: &[&str]| {
+        let mut a = vec![
+            "eval",
+            "--checkpoint",
+            bare.to_str().unwrap(),
+            "--data-dir",
+            moved_s,
+            "--image-size",
+            "8",
+            "--elbo-samples",
+            "1",
+            "--iw-samples",
+            "2",
+        ];
+        a.extend_from_slice(extra);
+        run(&a)
+    };
+    let o = eval_bare(&[]);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{stderr}");
     assert!(
         stderr.contains("does not say which activation") && stderr.contains("assuming relu"),
         "{stderr}"
     );
-    let o = run(&[
-        "eval",
-        "--checkpoint",
-        bare.to_str().unwrap(),
-        "--data-dir",
-        moved_s,
-        "--image-size",
-        "8",
-        "--activation",
-        "tanh",
-        "--elbo-samples",
-        "1",
-        "--iw-samples",
-        "2",
-    ]);
+    let o = eval_bare(&["--activation", "tanh"]);
     assert!(o.status.success());
     assert!(!String::from_utf8_lossy(&o.stderr).contains("assuming relu"));
 }

@@ -56,20 +56,13 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         return Err("--elbo-samples and --iw-samples must be at least 1".into());
     }
     let ckpt = Checkpoint::load(&args.checkpoint)?;
-    let cfg = super::ModelArgs {
-        activation: args.activation,
-        likelihood: args.likelihood.clone(),
-        ..Default::default()
-    }
-    .agree_with(&ckpt)?;
-    if !ckpt.activation_recorded && args.activation.is_none() {
-        super::out::note!(
-            "warning: {} does not say which activation its hidden layers use (a bare state_dict): \
-             assuming relu; pass --activation tanh if it was trained with tanh",
-            args.checkpoint.display()
-        );
-    }
-    let data = args.data.for_checkpoint(&ckpt)?;
+    let (cfg, data) = super::reading_checkpoint(
+        &ckpt,
+        &args.checkpoint,
+        args.activation,
+        args.likelihood.clone(),
+        &args.data,
+    )?;
     let opts = args.device.options()?;
     // The test split the checkpoint's run held out (an image folder is split with its seed).
     let test = data

@@ -272,6 +272,32 @@ impl ModelArgs {
     }
 }
 
+/// What `eval` and `pictures` read a checkpoint as: its architecture (the flags they take must
+/// agree with it; a bare state_dict's assumed activation is said) and the data to read (the
+/// run's own folder unless `--data-dir` says otherwise).
+pub(crate) fn reading_checkpoint(
+    ckpt: &crate::model::Checkpoint,
+    path: &std::path::Path,
+    activation: Option<HiddenAct>,
+    likelihood: Option<String>,
+    data: &DataArgs,
+) -> Result<(crate::model::VaeConfig, DataArgs), String> {
+    let cfg = ModelArgs {
+        activation,
+        likelihood,
+        ..Default::default()
+    }
+    .agree_with(ckpt)?;
+    if !ckpt.activation_recorded && activation.is_none() {
+        out::note!(
+            "warning: {} does not say which activation its hidden layers use (a bare state_dict): \
+             assuming relu; pass --activation tanh if it was trained with tanh",
+            path.display()
+        );
+    }
+    Ok((cfg, data.for_checkpoint(ckpt)?))
+}
+
 /// A conditional model on `data`: a new one (`classes` 0 in `cfg`, `--conditional` asked) takes
 /// the data's classes; a checkpoint's must be the data's, by count and, where it recorded them,
 /// by name. Unlabelled images (a flat folder) are refused. An unconditional model is returned

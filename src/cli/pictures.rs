@@ -49,20 +49,13 @@ super::program_entry_points!();
 
 fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let ckpt = Checkpoint::load(&args.checkpoint)?;
-    let cfg = super::ModelArgs {
-        activation: args.activation,
-        likelihood: args.likelihood.clone(),
-        ..Default::default()
-    }
-    .agree_with(&ckpt)?;
-    if !ckpt.activation_recorded && args.activation.is_none() {
-        super::out::note!(
-            "warning: {} does not say which activation its hidden layers use (a bare state_dict): \
-             assuming relu; pass --activation tanh if it was trained with tanh",
-            args.checkpoint.display()
-        );
-    }
-    let data = args.data.for_checkpoint(&ckpt)?;
+    let (cfg, data) = super::reading_checkpoint(
+        &ckpt,
+        &args.checkpoint,
+        args.activation,
+        args.likelihood.clone(),
+        &args.data,
+    )?;
     let opts = args.device.options()?;
     let test = data
         .load(ckpt.progress.seed, Some(&ckpt), args.checkpoint.parent())?

@@ -37,6 +37,29 @@ fn params(
     )
 }
 
+/// One launch of `entry` with its tensors, then its uniforms, one thread per `threads`.
+fn launch(
+    ctx: &GpuContext,
+    entry: &'static str,
+    constants: &[(&'static str, f64)],
+    tensors: &[&GpuTensor],
+    uniforms: &[&wgpu::Buffer],
+    threads: usize,
+) -> Result<Dispatch> {
+    let binds: Vec<Bind<'_>> = (tensors.iter().map(|t| Bind::Tensor(t)))
+        .chain(uniforms.iter().map(|b| Bind::Buffer(b)))
+        .collect();
+    dispatch(
+        ctx,
+        entry,
+        Shader::CONDITION,
+        entry,
+        constants,
+        &binds,
+        grid_1d(threads),
+    )
+}
+
 /// `labels[b] = data_labels[index[step.batch_offset + b]]` for the `B` entries of `labels`.
 pub fn gather_labels(
     ctx: &GpuContext,
@@ -60,20 +83,13 @@ pub fn gather_labels(
         ));
     }
     let p = params(ctx, b, 1, 1, b);
-    dispatch(
+    launch(
         ctx,
         OP,
-        Shader::CONDITION,
-        OP,
         &[],
-        &[
-            Bind::Tensor(data_labels),
-            Bind::Tensor(index),
-            Bind::Tensor(labels),
-            Bind::Buffer(&p),
-            Bind::Buffer(&step.buffer),
-        ],
-        grid_1d(b),
+        &[data_labels, index, labels],
+        &[&p, &step.buffer],
+        b,
     )
 }
 
@@ -114,20 +130,8 @@ pub fn label_forward(
     const OP: &str = "label_forward";
     let (rows, cols, classes, period) = check(OP, y, label_w, labels)?;
     let p = params(ctx, rows, cols, classes, period);
-    dispatch(
-        ctx,
-        OP,
-        Shader::CONDITION,
-        OP,
-        &[("ACT", act.code() as f64)],
-        &[
-            Bind::Tensor(y),
-            Bind::Tensor(label_w),
-            Bind::Tensor(labels),
-            Bind::Buffer(&p),
-        ],
-        grid_1d(rows * cols),
-    )
+    let act = [("ACT", act.code() as f64)];
+    launch(ctx, OP, &act, &[y, label_w, labels], &[&p], rows * cols)
 }
 
 /// `d_label_w[j, c] = Σ_{r : labels[r % period] = c} dy[r, j]`, dy `[rows, out]`, `d_label_w`
@@ -141,19 +145,13 @@ pub fn label_grad(
     const OP: &str = "label_grad";
     let (rows, cols, classes, period) = check(OP, dy, d_label_w, labels)?;
     let p = params(ctx, rows, cols, classes, period);
-    dispatch(
+    launch(
         ctx,
         OP,
-        Shader::CONDITION,
-        OP,
         &[],
-        &[
-            Bind::Tensor(dy),
-            Bind::Tensor(d_label_w),
-            Bind::Tensor(labels),
-            Bind::Buffer(&p),
-        ],
-        grid_1d(cols * classes),
+        &[dy, d_label_w, labels],
+        &[&p],
+        cols * classes,
     )
 }
 
