@@ -81,6 +81,7 @@ pub struct Args {
 super::program_entry_points!();
 
 fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let started = std::time::Instant::now();
     if args.epochs == 0 {
         return Err(crate::Error::setting("epochs", "must be at least 1").into());
     }
@@ -166,6 +167,7 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             .map_err(|e| format!("{e} (from --channels and --image-size)"))?;
     }
     let data = args.data.load(settings.seed, ckpt.as_ref(), Some(&out))?;
+    let data_ready = started.elapsed();
     let (train, test) = (&data.train, &data.test);
     if ckpt.is_some() && train.dim() != cfg.input {
         return Err(format!(
@@ -207,6 +209,7 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     // Ctrl-C / SIGTERM only raise a flag; the loop stops between steps and checkpoints.
     let stop = super::stop_flag()?;
     let ctx = GpuContext::new(&opts)?;
+    let device_ready = started.elapsed();
     say!("adapter: {}", ctx.adapter.short());
     say!("output: {}", out.display());
 
@@ -254,6 +257,22 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     } else {
         Some(GpuDataset::upload(&ctx, "test pixels", test)?)
     };
+    let planned = started.elapsed();
+    // Where the time to the first loss went, said once (the cold start: reading data, starting
+    // the device, planning with the autotune, the first steps, whose pipelines some drivers
+    // compile at their first dispatch).
+    let mut first_loss = Some(move || {
+        let (s, d, p, f) = (data_ready, device_ready, planned, started.elapsed());
+        format!(
+            "first loss {:.2} s after start: data {:.2} s, device {:.2} s, planning and autotune \
+             {:.2} s, first steps {:.2} s",
+            f.as_secs_f64(),
+            s.as_secs_f64(),
+            (d - s).as_secs_f64(),
+            (p - d).as_secs_f64(),
+            (f - p).as_secs_f64()
+        )
+    });
     say!(
         "model: {} (L = {}), {} parameters; {} train images, batch {}, lr {}, {} steps/epoch, {} dispatches/step, {} steps/submit",
         cfg.describe(),
@@ -342,11 +361,14 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 events.write(|w| w.scalar("train/batch_loss", global, loss));
                 hist.steps
                     .push((epoch_no as f64 - 1.0 + step as f64 / steps as f64, loss));
+                let split = first_loss.take().map(|f| f());
                 // A hidden bar (output not a terminal) swallows println: print directly then.
-                if pb.is_hidden() {
-                    say!("{line}")
-                } else {
-                    pb.println(line)
+                for line in [Some(line), split].into_iter().flatten() {
+                    if pb.is_hidden() {
+                        say!("{line}")
+                    } else {
+                        pb.println(line)
+                    }
                 }
             }
         };
