@@ -315,14 +315,17 @@ pub fn condition_on(
     let src = source.display();
     if !data.is_labelled() {
         return Err(format!(
-            "--conditional needs labelled images, but {src} is a flat folder of images without              class folders: put each class's images in a folder of its own              ({src}/<class>/*.png), or drop --conditional"
+            "--conditional needs labelled images, but {src} is a flat folder of images without \
+             class folders: put each class's images in a folder of its own \
+             ({src}/<class>/*.png), or drop --conditional"
         ));
     }
     let n = data.classes.len();
     if !cfg.is_conditional() {
         if n < 2 {
             return Err(format!(
-                "--conditional needs at least 2 classes, but {src} has one ({}): add class                  folders, or drop --conditional",
+                "--conditional needs at least 2 classes, but {src} has one ({}): add class \
+                 folders, or drop --conditional",
                 data.classes.join(", ")
             ));
         }
@@ -333,7 +336,8 @@ pub fn condition_on(
             false => v.join(", "),
         };
         return Err(format!(
-            "the checkpoint's model is conditional on {} classes ({}), but {src} has {n} ({}):              use the data it was trained on",
+            "the checkpoint's model is conditional on {} classes ({}), but {src} has {n} ({}): \
+             use the data it was trained on",
             cfg.classes,
             names(ckpt_names),
             names(&data.classes)

@@ -346,7 +346,9 @@ impl VaeConfig {
         let div = 1usize << n;
         if rows % div != 0 || cols % div != 0 || rows < div || cols < div {
             return Err(Error::Config(format!(
-                "--conv {} has {n} conv layer(s), each halving the image's sides, so they must be                  divisible by {div}; the images are {rows}x{cols}: choose an --image-size divisible                  by {div} (e.g. {}) or fewer --conv layers",
+                "--conv {} has {n} conv layer(s), each halving the image's sides, so they must be \
+                 divisible by {div}; the images are {rows}x{cols}: choose an --image-size divisible \
+                 by {div} (e.g. {}) or fewer --conv layers",
                 width_list(&c.widths),
                 (rows.max(div) / div) * div
             )));
