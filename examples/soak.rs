@@ -16,7 +16,7 @@ use clap::Parser;
 use vae_wgpu::data::load_splits;
 use vae_wgpu::gpu::GpuContext;
 use vae_wgpu::model::{EpochEnd, GpuDataset, TrainSettings, Trainer, VaeConfig};
-use vae_wgpu::viz::pictures::{PictureSet, draw_grids, write_pictures};
+use vae_wgpu::viz::pictures::{draw_grids, save_grids};
 
 #[derive(Parser)]
 #[command(about = "Train for a long time and watch memory and epoch time")]
@@ -91,14 +91,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let t = trainer.evaluate(&ctx, &test_gpu)?;
         let c = trainer.checkpoint(&ctx)?;
         c.save(&args.out.join("checkpoint.safetensors"))?;
-        let set = PictureSet {
-            out_dir: &args.out,
-            suffix: "",
-            tsne: false,
-            loss: None,
-        };
-        write_pictures(&ctx, &cfg, &c.params, &test, settings.seed, &set)?;
-        draw_grids(&ctx, &cfg, &c.params, &test, settings.seed)?;
+        // Drawn once, for the files and the TensorBoard events, as `train` does.
+        let grids = draw_grids(&ctx, &cfg, &c.params, &test, settings.seed)?;
+        save_grids(&grids, &args.out, "")?;
         ctx.wait_idle("the epoch")?;
         let counters = ctx.device.get_internal_counters().hal;
         let (buffers, buffer_mib) = (

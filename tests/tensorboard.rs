@@ -1,7 +1,8 @@
 //! The trainer's TensorBoard event files read back by TensorBoard's own reader
 //! (`scripts/read_tensorboard.py`: `EventAccumulator`, which verifies every record's CRC): the batch
 //! loss at each log point as printed, each epoch's losses and parts as `losses.csv` has them, the
-//! pictures after each epoch (the last epoch's byte for byte the run's picture files), and a
+//! pictures after each epoch (the last epoch's byte for byte the run's picture files, each
+//! epoch's the `--images-every-epoch` files), and a
 //! resumed run's events continuing the same steps.
 //!
 //! The reader runs on `VAE_WGPU_PYTHON` (`scripts/test.sh` installs tensorboard into a virtual
@@ -61,7 +62,13 @@ fn a_runs_tensorboard_events_hold_what_the_trainer_printed_and_wrote() {
     let stdout = ok(&run(&train_args(
         data,
         out_s,
-        &["--epochs", "2", "--batch-size", "50"],
+        &[
+            "--epochs",
+            "2",
+            "--batch-size",
+            "50",
+            "--images-every-epoch",
+        ],
     )));
     let ev = read_events(&out);
 
@@ -127,6 +134,16 @@ fn a_runs_tensorboard_events_hold_what_the_trainer_printed_and_wrote() {
             "{name}: the same PNG"
         );
         assert_eq!(last[4].as_bool(), Some(true), "{name}: PNG bytes");
+        // --images-every-epoch saves the same drawing as each epoch's event.
+        for (i, img) in imgs.iter().enumerate() {
+            let epoch = std::fs::read(out.join(format!("{name}_epoch{}.png", i + 1))).unwrap();
+            assert_eq!(
+                img[3].as_u64(),
+                Some(epoch.len() as u64),
+                "{name} epoch {}",
+                i + 1
+            );
+        }
     }
 
     // Resumed to epoch 3: a second event file, the steps going on from 13.

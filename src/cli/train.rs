@@ -26,7 +26,7 @@ use crate::gpu::GpuContext;
 use crate::model::{Checkpoint, EpochEnd, Event, GpuDataset, TrainSettings, Trainer};
 use crate::ops::AdamConfig;
 use crate::viz::LossHistory;
-use crate::viz::pictures::{PictureSet, draw_grids, write_pictures};
+use crate::viz::pictures::{PictureSet, draw_grids, save_grids, write_pictures};
 use crate::viz::tensorboard::EventWriter;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -460,12 +460,15 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         for (tag, v) in scalars {
             events.write(|w| w.scalar(tag, e, v));
         }
-        // The epoch's pictures (test reconstructions, samples) as the Images tab shows them.
-        if events.0.is_some() {
-            for (name, png) in draw_grids(&ctx, &cfg, &c.params, test, settings.seed)? {
-                let (w, h, ch) = (png.width, png.height, png.channels as u32);
-                events.write(|wr| wr.image(&format!("pictures/{name}"), e, &png.bytes, w, h, ch));
-            }
+        // The epoch's pictures (test reconstructions, samples), drawn once for the Images tab
+        // and, with --images-every-epoch, the files.
+        let grids = match events.0.is_some() || args.images_every_epoch {
+            true => draw_grids(&ctx, &cfg, &c.params, test, settings.seed)?,
+            false => Vec::new(),
+        };
+        for (name, png) in &grids {
+            let (w, h, ch) = (png.width, png.height, png.channels as u32);
+            events.write(|wr| wr.image(&format!("pictures/{name}"), e, &png.bytes, w, h, ch));
         }
         events.write(|w| w.flush());
         if interrupted(&stop) {
@@ -479,13 +482,7 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             return Ok(stopped_status(&stop));
         }
         if args.images_every_epoch {
-            let set = PictureSet {
-                out_dir: &out,
-                suffix: &format!("_epoch{}", stats.epoch),
-                tsne: false,
-                loss: None,
-            };
-            write_pictures(&ctx, &cfg, &c.params, test, settings.seed, &set)?;
+            save_grids(&grids, &out, &format!("_epoch{}", stats.epoch))?;
         }
     }
     say!(

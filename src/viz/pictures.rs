@@ -61,12 +61,7 @@ pub fn write_pictures(
 ) -> Result<Vec<PathBuf>> {
     let name = |stem: &str| set.out_dir.join(format!("{stem}{}.png", set.suffix));
     let (mut vae, cap, grids) = draw(ctx, cfg, params, test, seed)?;
-    let mut written = Vec::new();
-    for (stem, png) in grids {
-        let path = name(stem);
-        png.save(&path)?;
-        written.push(path);
-    }
+    let mut written = save_grids(&grids, set.out_dir, set.suffix)?;
     let cfg = &vae.cfg.clone();
     let n_tsne = TSNE_POINTS.min(test.count).min(cap);
 
@@ -113,6 +108,17 @@ pub fn draw_grids(
     seed: u64,
 ) -> Result<Grids> {
     Ok(draw(ctx, cfg, params, test, seed)?.2)
+}
+
+/// Save grids as `{name}{suffix}.png` in `dir`; returns the files written.
+pub fn save_grids(grids: &Grids, dir: &Path, suffix: &str) -> Result<Vec<PathBuf>> {
+    let mut written = Vec::with_capacity(grids.len());
+    for (stem, png) in grids {
+        let path = dir.join(format!("{stem}{suffix}.png"));
+        png.save(&path)?;
+        written.push(path);
+    }
+    Ok(written)
 }
 
 /// The grids, and the model they were drawn with and its row capacity (for the t-SNE map).
