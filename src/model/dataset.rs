@@ -13,9 +13,6 @@ pub struct GpuDataset {
     pub index: GpuTensor,
     /// Class names by label.
     pub classes: Vec<String>,
-    /// The labels name classes (an IDX label file, an image folder's class folders), not the one
-    /// class of a flat folder of unlabelled images.
-    pub labelled: bool,
     pub len: usize,
     pub dim: usize,
     /// Channels, rows, cols of each image.
@@ -35,7 +32,6 @@ impl GpuDataset {
             labels,
             index,
             classes: data.classes.clone(),
-            labelled: data.is_labelled(),
             len: data.count,
             dim,
             image: data.shape(),

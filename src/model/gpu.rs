@@ -213,26 +213,24 @@ pub fn layer_forward(
     labels: Option<&GpuTensor>,
     scratch: &ConvScratch,
 ) -> Result<Vec<Dispatch>> {
-    if let Some((wc, _, labels)) = v.conditioned(l, labels)? {
-        // The product with its bias, then the label columns and the activation.
-        let epi = Epilogue {
-            bias: Some(&v.b),
-            ..Epilogue::NONE
-        };
-        return Ok(vec![
-            matmul(ctx, Layout::NT, x, &v.w, y, epi)?,
-            condition::label_forward(ctx, y, wc, labels, act)?,
-        ]);
-    }
+    let conditioned = v.conditioned(l, labels)?;
     match l.conv_shape(x.shape[0]) {
-        // A Linear.
+        // A Linear; a conditional one applies its activation after its label columns.
         None => {
             let epi = Epilogue {
                 bias: Some(&v.b),
-                act,
+                act: if conditioned.is_some() {
+                    Act::Identity
+                } else {
+                    act
+                },
                 ..Epilogue::NONE
             };
-            Ok(vec![matmul(ctx, Layout::NT, x, &v.w, y, epi)?])
+            let mut d = vec![matmul(ctx, Layout::NT, x, &v.w, y, epi)?];
+            if let Some((wc, _, labels)) = conditioned {
+                d.push(condition::label_forward(ctx, y, wc, labels, act)?);
+            }
+            Ok(d)
         }
         Some((shape, transposed)) => {
             let epi = ConvEpilogue {

@@ -80,23 +80,27 @@ impl ParamSpec {
         self.offset..self.offset + n
     }
 
+    /// The arena range of a split weight's label columns.
+    fn label_range(&self) -> Option<std::ops::Range<usize>> {
+        let sp = self.split?;
+        Some(sp.label_offset..sp.label_offset + self.len() - self.range().len())
+    }
+
     /// The arena ranges the tensor occupies (two for a split weight).
     pub fn ranges(&self) -> Vec<std::ops::Range<usize>> {
-        let mut v = vec![self.range()];
-        if let Some(sp) = self.split {
-            let n = self.len() - self.range().len();
-            v.push(sp.label_offset..sp.label_offset + n);
-        }
-        v
+        [Some(self.range()), self.label_range()]
+            .into_iter()
+            .flatten()
+            .collect()
     }
 
     /// The tensor's values in PyTorch's row-major order, from an arena of this layout.
     pub fn read<T: Copy>(&self, arena: &[T]) -> Vec<T> {
-        let Some(sp) = self.split else {
+        let (Some(sp), Some(label_range)) = (self.split, self.label_range()) else {
             return arena[self.range()].to_vec();
         };
         let (inputs, classes) = (sp.inputs, self.shape[1] - sp.inputs);
-        let (x, labels) = (&arena[self.range()], &arena[self.ranges()[1].clone()]);
+        let (x, labels) = (&arena[self.range()], &arena[label_range]);
         (0..self.shape[0])
             .flat_map(|o| {
                 x[o * inputs..(o + 1) * inputs]

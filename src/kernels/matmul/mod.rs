@@ -264,7 +264,7 @@ pub fn matmul_with(
     }
     // The texture-fed kernels read A and B from textures filled from them before each launch.
     let operand = |t| {
-        if kernel.textures {
+        if entry.reads_textures() {
             Bind::Texture(Box::new(TextureOperand::new(ctx, t)))
         } else {
             Bind::Tensor(t)

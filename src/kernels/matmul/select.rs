@@ -289,13 +289,12 @@ fn textures_fit(ctx: &GpuContext, p: Problem) -> bool {
         .all(|&len| crate::kernels::texture::texture_fits(ctx, len))
 }
 
-/// A kernel launch for a problem: module, entry point, grid, the variant's own override
-/// constants (the tile shape), and whether A and B are bound as textures.
+/// A kernel launch for a problem: entry point (which says its module and whether A and B are
+/// bound as textures), grid, and the variant's own override constants (the tile shape).
 pub(super) struct Kernel {
     pub entry: MatmulEntry,
     pub groups: [u32; 3],
     pub constants: Vec<(&'static str, f64)>,
-    pub textures: bool,
 }
 
 /// The kernel of a variant for a problem.
@@ -309,7 +308,6 @@ pub(super) fn kernel_for(
         entry,
         groups,
         constants: Vec::new(),
-        textures: false,
     };
     Ok(match variant {
         MatmulVariant::Tiled(t) => {
@@ -322,7 +320,6 @@ pub(super) fn kernel_for(
                     1,
                 ],
                 constants: t.constants().to_vec(),
-                textures: false,
             }
         }
         // The direct kernels cover a 64x64 tile of C per workgroup.
@@ -343,7 +340,6 @@ pub(super) fn kernel_for(
                     entry: if textured { e.with_textures() } else { e },
                     groups: [n.div_ceil(32) as u32, m.div_ceil(32) as u32, 1],
                     constants: Vec::new(),
-                    textures: textured,
                 },
                 None => plain(direct_entry(problem), tiles_64(m, n)),
             }
@@ -440,6 +436,11 @@ impl MatmulEntry {
             MatmulEntry::Subgroup { .. } => SUBGROUP_LANES as usize,
             MatmulEntry::Direct | MatmulEntry::Vec4(_) => 64,
         }
+    }
+
+    /// Whether it reads A and B through textures (copied from them before each launch).
+    pub fn reads_textures(self) -> bool {
+        matches!(self, MatmulEntry::Subgroup { textures: true, .. })
     }
 
     /// A subgroup kernel's texture-fed twin (the same kernel for the others).
