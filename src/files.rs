@@ -12,8 +12,11 @@ use crate::error::{Error, Result};
 /// removes leftovers of dead processes; they are never mistaken for the files themselves.
 pub const TMP_MARK: &str = ".tmp-";
 
-/// Write `bytes` to `path` through a temporary file and a rename.
+/// Write `bytes` to `path` through a temporary file and a rename. A symbolic link is written
+/// through: its target is replaced, so every path that shares the file sees the new contents.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let target = link_target(path);
+    let path = target.as_path();
     let io = |p: &Path| {
         let p = p.to_path_buf();
         move |source| Error::Io { path: p, source }
@@ -45,6 +48,24 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// The file a path names after following its symbolic links (a chain of at most 32; a link to
+/// nothing names the file it would create), else the path itself.
+pub fn link_target(path: &Path) -> PathBuf {
+    let mut p = path.to_path_buf();
+    for _ in 0..32 {
+        match std::fs::read_link(&p) {
+            Ok(to) => {
+                p = match p.parent() {
+                    Some(dir) if to.is_relative() => dir.join(to),
+                    _ => to,
+                }
+            }
+            Err(_) => return p,
+        }
+    }
+    path.to_path_buf()
 }
 
 /// The contents of `path`, which must be a regular file of at most `max_bytes` (`what` names it

@@ -379,8 +379,204 @@ fn large_folders_are_cached_decoded_and_a_changed_folder_is_decoded_again() {
     std::fs::write(root.join("discs/00000.png"), b"not an image any more").unwrap();
     let (_, _, r4) = load_folder_cached(&root, &opts, Some(&cache), &|_, _| {}).unwrap();
     assert!(r4.from_cache.is_none() && r4.skipped.len() == 1);
-    // A damaged cache is ignored.
+    // Another version's (or no) cache is replaced quietly.
     std::fs::write(&cache, b"VAEWGPU-IMAGES1\n garbage").unwrap();
     let (_, _, r5) = load_folder_cached(&root, &opts, Some(&cache), &|_, _| {}).unwrap();
-    assert!(r5.from_cache.is_none());
+    assert!(r5.from_cache.is_none() && r5.cache_damaged.is_none());
+    // A cache of this folder is checked before it is trusted: altered pixels (the checksum),
+    // a truncated or extended file (the size its header gives, checked before the pixels are
+    // read: a sparse 30 GB file is refused at once), an out-of-range label.
+    let key = r5.cache_key.unwrap();
+    let (train, test, _) = load_folder_cached(&root, &opts, None, &|_, _| {}).unwrap();
+    ImageCache::write(&cache, key, &train, &test, &[]).unwrap();
+    let good = std::fs::read(&cache).unwrap();
+    let damaged = |bytes: &dyn Fn(&std::fs::File), what: &str| {
+        std::fs::write(&cache, &good).unwrap();
+        bytes(
+            &std::fs::OpenOptions::new()
+                .write(true)
+                .open(&cache)
+                .unwrap(),
+        );
+        let t = std::time::Instant::now();
+        let (t2, _, r) = load_folder_cached(&root, &opts, Some(&cache), &|_, _| {}).unwrap();
+        let (p, why) = r
+            .cache_damaged
+            .clone()
+            .unwrap_or_else(|| panic!("{what}: trusted"));
+        assert!(r.from_cache.is_none() && p == cache, "{what}");
+        assert!(why.contains(what), "{what}: {why}");
+        assert!(r.warning().unwrap().contains("decoded again"), "{what}");
+        assert_eq!(t2.images, train.images, "{what}: decoded again");
+        assert!(t.elapsed().as_secs() < 20, "{what}: read whole");
+    };
+    use std::io::{Seek, Write};
+    let n = good.len() as u64;
+    let at = |f: &std::fs::File, pos: u64, b: &[u8]| {
+        let mut f = f;
+        f.seek(std::io::SeekFrom::Start(pos)).unwrap();
+        f.write_all(b).unwrap();
+    };
+    // The first test image's first pixels, inverted (the pixels sit just before the checksum).
+    let tail = (test.count * test.dim() + 8) as u64;
+    let inverted: Vec<u8> = good[(n - tail) as usize..][..64]
+        .iter()
+        .map(|p| 255 - p)
+        .collect();
+    damaged(&|f| at(f, n - tail, &inverted), "checksum");
+    damaged(&|f| f.set_len(n - 100).unwrap(), "truncated or altered");
+    damaged(&|f| f.set_len(30 << 30).unwrap(), "truncated or altered");
+    // A label past the class list, with a checksum that matches: the range check.
+    let mut bad_label = good[..(n - 8) as usize].to_vec();
+    let labels_at =
+        bad_label.len() - test.count * test.dim() - test.count - train.count * (train.dim() + 1);
+    bad_label[labels_at] = 200;
+    let sum = vae_wgpu::hash::Fnv1a::default().bytes(&bad_label).finish();
+    bad_label.extend(sum.to_le_bytes());
+    damaged(&|f| at(f, 0, &bad_label), "label");
+    std::fs::write(&cache, &good).unwrap();
+    let (_, _, r6) = load_folder_cached(&root, &opts, Some(&cache), &|_, _| {}).unwrap();
+    assert!(r6.from_cache.is_some(), "the intact cache is read");
+}
+
+#[test]
+fn folders_mean_what_they_look_like() {
+    let opts = FolderOptions::default();
+    // train/ alone: its class folders are the classes, and a share of it is held out.
+    let d = Dir::new("train-only");
+    shape_folder(&d.0.join("train"), 10, 28, 28, 3);
+    let (train, test, r) = load_folder(&d.0, &opts, &|_, _| {}).unwrap();
+    assert!(!r.presplit);
+    assert_eq!(train.classes, CLASSES, "train/ read as one class");
+    assert_eq!(train.count + test.count, 30);
+    assert!(
+        r.warning().unwrap().contains("held out"),
+        "{:?}",
+        r.warning()
+    );
+    // train/ beside other folders and no test/: refused, naming them.
+    shape_folder(&d.0.join("more"), 1, 28, 28, 4);
+    let e = load(&d.0, &opts).unwrap_err().to_string();
+    assert!(e.contains("no test/") && e.contains("more"), "{e}");
+    // train/ + val/: val/ is the test set, said; with test/ too, val/ is not read, said.
+    let d = Dir::new("train-val");
+    shape_folder(&d.0.join("train"), 4, 28, 28, 3);
+    shape_folder(&d.0.join("val"), 2, 28, 28, 9);
+    let (train, test, r) = load_folder(&d.0, &opts, &|_, _| {}).unwrap();
+    assert!(r.presplit && (train.count, test.count) == (12, 6));
+    assert!(r.warning().unwrap().contains("val/ is the test set"));
+    shape_folder(&d.0.join("test"), 1, 28, 28, 11);
+    let (_, test, r) = load_folder(&d.0, &opts, &|_, _| {}).unwrap();
+    assert_eq!(test.count, 3);
+    assert!(r.warning().unwrap().contains("not read: val/"));
+    // test/ without train/: refused.
+    let d = Dir::new("test-only");
+    shape_folder(&d.0.join("test"), 2, 28, 28, 9);
+    let e = load(&d.0, &opts).unwrap_err().to_string();
+    assert!(e.contains("no train/"), "{e}");
+    // Class folders whose names are not UTF-8 and differ stay two classes.
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let d = Dir::new("non-utf8");
+        for (i, name) in [&b"cat\xff"[..], &b"cat\xfe"[..]].into_iter().enumerate() {
+            let dir = d.0.join(std::ffi::OsStr::from_bytes(name));
+            shape_folder(&d.0.join("tmp"), 3, 28, 28, i as u32);
+            std::fs::rename(d.0.join("tmp").join(CLASSES[i]), &dir).unwrap();
+            std::fs::remove_dir_all(d.0.join("tmp")).unwrap();
+        }
+        let (train, _, _) = load_folder(&d.0, &opts, &|_, _| {}).unwrap();
+        assert_eq!(train.classes, ["cat\\xfe", "cat\\xff"]);
+    }
+    // A FIFO and a dangling link named like images are reported with the unreadable files.
+    let d = Dir::new("odd-files");
+    shape_folder(&d.0, 3, 28, 28, 5);
+    let fifo = d.0.join("discs").join("pipe.png");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+    let link = d.0.join("bars").join("gone.png");
+    std::os::unix::fs::symlink(d.0.join("nothing.png"), &link).unwrap();
+    let (_, _, r) = load_folder(&d.0, &opts, &|_, _| {}).unwrap();
+    let skipped: Vec<_> = r.skipped.iter().map(|(p, _)| p.clone()).collect();
+    assert!(
+        skipped.contains(&fifo) && skipped.contains(&link),
+        "{skipped:?}"
+    );
+    let w = r.warning().unwrap();
+    assert!(
+        w.contains("not a regular file") && w.contains("link to nothing"),
+        "{w}"
+    );
+    // A flat folder may hold an image named like an IDX file.
+    let d = Dir::new("ubyte-png");
+    shape_folder(&d.0.join("x"), 3, 28, 28, 5);
+    for (i, f) in std::fs::read_dir(d.0.join("x").join("discs"))
+        .unwrap()
+        .enumerate()
+    {
+        std::fs::rename(f.unwrap().path(), d.0.join(format!("img{i}-ubyte.png"))).unwrap();
+    }
+    std::fs::remove_dir_all(d.0.join("x")).unwrap();
+    let (train, test, r) = load_data(&d.0, &opts, None, &|_, _| {}).unwrap();
+    assert!(r.is_some(), "taken for IDX files");
+    assert_eq!(train.count + test.count, 3);
+}
+
+#[test]
+fn truncated_jpegs_are_refused_and_large_images_decode_within_a_memory_budget() {
+    use vae_wgpu::data::folder::{DecodeBudget, decode};
+    let d = Dir::new("decode");
+    // A JPEG cut in half decodes without error in the image crate (grey rows): refused.
+    let img = image::RgbImage::from_fn(256, 256, |x, y| {
+        image::Rgb([(x * 7 + y * 13) as u8, (x ^ y) as u8, (x * y) as u8])
+    });
+    let jpeg = d.0.join("whole.jpg");
+    img.save(&jpeg).unwrap();
+    let bytes = std::fs::read(&jpeg).unwrap();
+    let cut = d.0.join("cut.jpg");
+    let half = &bytes[..bytes.len() * 6 / 10];
+    std::fs::write(&cut, half).unwrap();
+    assert!(
+        image::load_from_memory(half).is_ok(),
+        "the decoder alone accepts the cut file"
+    );
+    let budget = DecodeBudget::new(1 << 30);
+    assert!(decode(&jpeg, 1, 28, &budget).is_ok());
+    let e = decode(&cut, 1, 28, &budget).unwrap_err();
+    assert!(e.contains("truncated JPEG"), "{e}");
+    // Trailing bytes after the end-of-image marker are fine.
+    let padded = d.0.join("padded.jpg");
+    std::fs::write(&padded, [&bytes[..], &[0u8; 100]].concat()).unwrap();
+    assert!(decode(&padded, 1, 28, &budget).is_ok());
+    // The header's size is read first: an image larger than the whole budget is refused
+    // without decoding; the others wait for each other's memory, never holding more at once.
+    let big = d.0.join("big.png");
+    image::GrayImage::from_pixel(2000, 2000, image::Luma([7]))
+        .save(&big)
+        .unwrap();
+    let small = DecodeBudget::new(3 << 20);
+    let e = decode(&big, 1, 28, &small).unwrap_err();
+    assert!(e.contains("2000x2000") && e.contains("shrink it"), "{e}");
+    let files: Vec<_> = (0..8)
+        .map(|i| {
+            let p = d.0.join(format!("m{i}.png"));
+            image::GrayImage::from_pixel(700, 700, image::Luma([i]))
+                .save(&p)
+                .unwrap();
+            p
+        })
+        .collect();
+    // Each needs ~1 MB (file, pixels, grayscale copy): at most two fit in 2.5 MB at once.
+    let two = DecodeBudget::new(5 << 19);
+    std::thread::scope(|s| {
+        for f in &files {
+            let two = &two;
+            s.spawn(move || assert!(decode(f, 1, 28, two).is_ok()));
+        }
+    });
+    assert!(
+        two.peak() > 0 && two.peak() <= 5 << 19,
+        "peak {}",
+        two.peak()
+    );
 }

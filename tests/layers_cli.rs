@@ -243,4 +243,36 @@ fn an_input_layer_too_large_is_refused_before_gpu_work() {
             "{flags:?}"
         );
     }
+    // tune and export-web check the model before the device starts (and so before the
+    // parameters are initialised on the host).
+    let web = dir.path("web");
+    let web = web.to_str().unwrap();
+    for (args, needle) in [
+        (&["tune", "--hidden", "1048576,1048576"][..], "parameters"),
+        (
+            &["export-web", "--hidden", "1048576,1048576", "--out", web],
+            "parameters",
+        ),
+        (
+            &[
+                "export-web",
+                "--data-dir",
+                data,
+                "--image-size",
+                "1024",
+                "--channels",
+                "3",
+                "--out",
+                web,
+            ],
+            "absurdly large",
+        ),
+    ] {
+        let o = run(args);
+        fails_with(&o, &[needle]);
+        assert!(
+            !String::from_utf8_lossy(&o.stdout).contains("adapter:"),
+            "{args:?}"
+        );
+    }
 }

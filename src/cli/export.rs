@@ -61,7 +61,12 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 .to_string(),
         );
     }
-    // The images first: a bad folder is refused before any GPU work.
+    // The model's sizes first (the input size an image folder will give), then the images: a
+    // bad model or folder is refused before any decoding or GPU work.
+    args.model
+        .new_model(args.data.folder_image()?.unwrap_or(super::MNIST_IMAGE))?
+        .validate()
+        .map_err(|e| super::setting_message(&e))?;
     let data = args.data.load(args.seed, None, None)?;
     let ctx = GpuContext::new(&opts)?;
     say!("adapter: {}", ctx.adapter.short());

@@ -538,6 +538,15 @@ impl DataArgs {
             Some(r) if !r.presplit => opts.test_fraction,
             _ => 0.0,
         };
+        if let Some(f) = self.test_fraction
+            && test_fraction == 0.0
+        {
+            note!(
+                "warning: --test-fraction {f} is not used: {} comes split into a training and a \
+                 test set",
+                self.dir().display()
+            );
+        }
         let cache_key = report
             .as_ref()
             .filter(|r| r.from_cache.is_none())

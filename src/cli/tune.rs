@@ -35,13 +35,15 @@ super::program_entry_points!();
 fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let mut opts = args.device.options()?;
     opts.retune = true;
-    let ctx = GpuContext::new(&opts)?;
-    say!("adapter: {}", ctx.adapter.short());
+    // The model is checked before the device starts or anything is allocated.
     let mut cfg = args.model.new_model(super::MNIST_IMAGE)?;
     if args.model.conditional {
         // MNIST's ten digits (the products' shapes do not depend on the classes).
         cfg.classes = 10;
     }
+    cfg.validate().map_err(|e| super::setting_message(&e))?;
+    let ctx = GpuContext::new(&opts)?;
+    say!("adapter: {}", ctx.adapter.short());
     let vae = GpuVae::new(&ctx, cfg, Default::default(), args.batch_size, 0)?;
     let acc = vae.new_accumulator(&ctx)?;
     let start = std::time::Instant::now();

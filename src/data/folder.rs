@@ -42,12 +42,31 @@ pub const CACHE_MIN_FILES: usize = 20_000;
 /// The cache file's name in a run's folder.
 pub const CACHE_FILE: &str = "decoded-images.bin";
 
-const CACHE_MAGIC: &[u8; 16] = b"VAEWGPU-IMAGES1\n";
+const CACHE_MAGIC: &[u8; 16] = b"VAEWGPU-IMAGES2\n";
+
+/// Most skipped files a cache records (the rest are counted in the report, not named).
+const CACHE_MAX_SKIPPED: usize = 1000;
 
 /// Files that did not decode, with why.
 pub type Skipped = Vec<(PathBuf, String)>;
 
+/// What a cache file held for a folder.
+pub enum CacheRead {
+    /// Both splits and the files skipped when they were decoded.
+    Hit(ImageSet, ImageSet, Skipped),
+    /// No cache, or one of another folder, other files or other options: decode.
+    Absent,
+    /// A cache of this folder that fails its checks (why): decode, and say so.
+    Damaged(String),
+}
+
 /// A decoded folder on disk: both splits and the key of what they were decoded from.
+///
+/// Layout (little-endian): magic, key u64, the class names, the skipped files (u32-length-
+/// prefixed texts), then both splits' `count, channels, rows, cols` (u64 each) — so the file's
+/// exact size is known from its first bytes — then each split's labels and pixels, and last an
+/// FNV-1a checksum of everything before it. A reader checks the header and the size before it
+/// reads the rest, and the checksum and every label's range before it trusts a pixel.
 pub struct ImageCache;
 
 impl ImageCache {
@@ -60,7 +79,7 @@ impl ImageCache {
     }
 
     /// Write both splits under `key` (atomically), with the files that were skipped when they
-    /// were decoded (a cache hit reports them again).
+    /// were decoded (a cache hit reports them again; the first [`CACHE_MAX_SKIPPED`] are kept).
     pub fn write(
         path: &Path,
         key: u64,
@@ -79,6 +98,7 @@ impl ImageCache {
         for c in &train.classes {
             text(&mut b, c);
         }
+        let skipped = &skipped[..skipped.len().min(CACHE_MAX_SKIPPED)];
         b.extend_from_slice(&(skipped.len() as u32).to_le_bytes());
         for (p, why) in skipped {
             text(&mut b, &p.to_string_lossy());
@@ -88,62 +108,131 @@ impl ImageCache {
             for v in [s.count, s.channels, s.rows, s.cols] {
                 b.extend_from_slice(&(v as u64).to_le_bytes());
             }
+        }
+        for s in [train, test] {
             b.extend_from_slice(&s.labels);
             b.extend_from_slice(&s.images);
         }
+        let sum = Fnv1a::default().bytes(&b).finish();
+        b.extend_from_slice(&sum.to_le_bytes());
         crate::files::write_atomic(path, &b)
     }
 
-    /// Both splits and the skipped files, if `path` holds a cache of `key`; `None` for a missing,
-    /// foreign or damaged file.
-    pub fn read(path: &Path, key: u64) -> Option<(ImageSet, ImageSet, Skipped)> {
-        let bytes = crate::files::read_bounded(path, 64 << 30, "image cache").ok()?;
-        /// A cursor over the cache's bytes; every read is checked.
-        struct Reader<'a>(&'a [u8]);
-        impl<'a> Reader<'a> {
-            fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-                let (a, b) = (self.0.get(..n)?, self.0.get(n..)?);
-                self.0 = b;
-                Some(a)
+    /// What `path` holds for a folder of cache key `key`, reading no more than its header unless
+    /// the header is this folder's and the file's size is the one the header gives.
+    pub fn read(path: &Path, key: u64) -> CacheRead {
+        use std::io::Read;
+        let Ok(meta) = std::fs::metadata(path) else {
+            return CacheRead::Absent;
+        };
+        if !meta.is_file() {
+            return CacheRead::Damaged("not a regular file".into());
+        }
+        let Ok(file) = std::fs::File::open(path) else {
+            return CacheRead::Absent;
+        };
+        /// The file read in order, hashed and counted as it goes; every length is checked
+        /// before it is allocated.
+        struct Reader {
+            r: std::io::BufReader<std::fs::File>,
+            sum: Fnv1a,
+            read: u64,
+        }
+        const SHORT: &str = "its header is damaged (too short)";
+        impl Reader {
+            fn take(&mut self, n: usize) -> Option<Vec<u8>> {
+                let mut v = vec![0; n];
+                self.r.read_exact(&mut v).ok()?;
+                self.sum.bytes(&v);
+                self.read += n as u64;
+                Some(v)
             }
-            fn u32(&mut self) -> Option<usize> {
-                Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?) as usize)
+            fn u32(&mut self) -> std::result::Result<usize, String> {
+                let v = self.take(4).ok_or(SHORT)?;
+                Ok(u32::from_le_bytes(v.try_into().unwrap_or_default()) as usize)
             }
-            fn u64(&mut self) -> Option<u64> {
-                Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+            fn u64(&mut self) -> std::result::Result<u64, String> {
+                let v = self.take(8).ok_or(SHORT)?;
+                Ok(u64::from_le_bytes(v.try_into().unwrap_or_default()))
             }
-            fn text(&mut self) -> Option<String> {
+            fn text(&mut self, limit: usize) -> std::result::Result<String, String> {
                 let len = self.u32()?;
-                String::from_utf8(self.take(len)?.to_vec()).ok()
+                if len > limit {
+                    return Err("its header is damaged (a name is too long)".into());
+                }
+                String::from_utf8(self.take(len).ok_or(SHORT)?)
+                    .map_err(|_| "its header is damaged (a name is not UTF-8)".into())
             }
         }
-        let mut r = Reader(bytes.strip_prefix(CACHE_MAGIC.as_slice())?);
-        if r.u64()? != key {
-            return None;
-        }
-        let n_classes = r.u32()?;
-        if n_classes > MAX_CLASSES {
-            return None;
-        }
-        let classes = (0..n_classes)
-            .map(|_| r.text())
-            .collect::<Option<Vec<_>>>()?;
-        let n_skipped = r.u32()?;
-        let mut skipped = Vec::new();
-        for _ in 0..n_skipped {
-            let p = r.text()?;
-            skipped.push((PathBuf::from(p), r.text()?));
-        }
-        let mut split = || -> Option<ImageSet> {
-            let mut dims = [0usize; 4];
-            for d in &mut dims {
-                *d = usize::try_from(r.u64()?).ok()?;
+        let mut r = Reader {
+            r: std::io::BufReader::new(file),
+            sum: Fnv1a::default(),
+            read: 0,
+        };
+        let header = (|| -> std::result::Result<Option<_>, String> {
+            let bad = |what: &str| format!("its header is damaged ({what})");
+            // Another version's cache, not a cache, or another folder's: decode and replace it.
+            if r.take(16).as_deref() != Some(CACHE_MAGIC) || r.u64()? != key {
+                return Ok(None);
             }
-            let [count, channels, rows, cols] = dims;
-            let dim = channels.checked_mul(rows)?.checked_mul(cols)?;
-            let labels = r.take(count)?.to_vec();
-            let images = r.take(count.checked_mul(dim)?)?.to_vec();
-            Some(ImageSet {
+            let n_classes = r.u32()?;
+            if n_classes == 0 || n_classes > MAX_CLASSES {
+                return Err(bad("class count"));
+            }
+            let classes = (0..n_classes)
+                .map(|_| r.text(4096))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            let n_skipped = r.u32()?;
+            if n_skipped > CACHE_MAX_SKIPPED {
+                return Err(bad("skipped-file count"));
+            }
+            let mut skipped = Vec::new();
+            for _ in 0..n_skipped {
+                let p = r.text(1 << 16)?;
+                skipped.push((PathBuf::from(p), r.text(1 << 16)?));
+            }
+            let mut dims = [[0usize; 4]; 2];
+            for d in dims.iter_mut().flatten() {
+                *d = usize::try_from(r.u64()?).map_err(|_| bad("a size"))?;
+            }
+            for [count, channels, rows, cols] in dims {
+                let sane = count > 0
+                    && (channels == 1 || channels == 3)
+                    && rows == cols
+                    && (1..=MAX_IMAGE_SIZE).contains(&rows)
+                    && count <= 1 << 32;
+                if !sane || [channels, rows] != [dims[0][1], dims[0][2]] {
+                    return Err(bad("image counts or shapes"));
+                }
+            }
+            Ok(Some((classes, skipped, dims)))
+        })();
+        let (classes, skipped, dims) = match header {
+            Ok(Some(h)) => h,
+            Ok(None) => return CacheRead::Absent,
+            Err(e) => return CacheRead::Damaged(e),
+        };
+        // The exact size the header gives, before the pixels are read.
+        let header_len = r.read;
+        let payload: u64 = dims
+            .iter()
+            .map(|[n, c, h, w]| (*n as u64) * (1 + (c * h * w) as u64))
+            .sum();
+        let expected = header_len + payload + 8;
+        if meta.len() != expected {
+            return CacheRead::Damaged(format!(
+                "it is {} bytes where its header says {expected}: truncated or altered",
+                meta.len()
+            ));
+        }
+        let mut sets = Vec::new();
+        for [count, channels, rows, cols] in dims {
+            let (Some(labels), Some(images)) =
+                (r.take(count), r.take(count * channels * rows * cols))
+            else {
+                return CacheRead::Damaged("it ends early".into());
+            };
+            sets.push(ImageSet {
                 images,
                 labels,
                 count,
@@ -151,10 +240,24 @@ impl ImageCache {
                 rows,
                 cols,
                 classes: classes.clone(),
-            })
+            });
+        }
+        let computed = r.sum.finish();
+        let Some(stored) = r.take(8) else {
+            return CacheRead::Damaged("it ends early".into());
         };
-        let (train, test) = (split()?, split()?);
-        (r.0.is_empty() && train.count > 0 && test.count > 0).then_some((train, test, skipped))
+        if u64::from_le_bytes(stored.try_into().unwrap_or_default()) != computed {
+            return CacheRead::Damaged("its checksum does not match its contents".into());
+        }
+        if sets
+            .iter()
+            .any(|s| s.labels.iter().any(|&l| l as usize >= classes.len()))
+        {
+            return CacheRead::Damaged("a label is out of range".into());
+        }
+        let test = sets.pop().expect("two splits");
+        let train = sets.pop().expect("two splits");
+        CacheRead::Hit(train, test, skipped)
     }
 }
 
@@ -242,6 +345,11 @@ pub struct FolderReport {
     pub cache_key: Option<u64>,
     /// The cache file the sets were read from, instead of decoding.
     pub from_cache: Option<PathBuf>,
+    /// A cache of this folder that failed its checks (and why): the folder was decoded again.
+    pub cache_damaged: Option<(PathBuf, String)>,
+    /// How the folder's layout was read, where it could be taken another way (`val/` as the
+    /// test set, folders left unread, a held-out share of `train/`).
+    pub notes: Vec<String>,
 }
 
 impl FolderReport {
@@ -262,6 +370,13 @@ impl FolderReport {
                 if self.skipped.len() > 3 { "; …" } else { "" }
             ));
         }
+        parts.extend(self.notes.iter().cloned());
+        if let Some((p, why)) = &self.cache_damaged {
+            parts.push(format!(
+                "{} was not used, {why}: the images were decoded again",
+                p.display()
+            ));
+        }
         if self.ignored_loose_files > 0 {
             parts.push(format!(
                 "ignored {} image file(s) lying next to the class folders (images go inside a class folder)",
@@ -279,7 +394,8 @@ fn data_err(path: &Path, detail: impl Into<String>) -> Error {
     }
 }
 
-fn is_image(p: &Path) -> bool {
+/// Whether a file is named as an image (by its extension).
+pub fn is_image(p: &Path) -> bool {
     p.extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
@@ -291,8 +407,10 @@ fn hidden(p: &Path) -> bool {
         .is_some_and(|n| n.starts_with('.'))
 }
 
-/// Sorted entries of a directory (hidden ones skipped): (subdirectories, image files).
-fn entries(dir: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
+/// Sorted entries of a directory (hidden ones skipped): (subdirectories, image files). A name
+/// that looks like an image but is not a regular file (a FIFO, a socket, a link to nothing) is
+/// reported as skipped, as an unreadable image is.
+fn entries(dir: &Path, report: &mut FolderReport) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
     let rd = std::fs::read_dir(dir).map_err(|e| data_err(dir, format!("cannot list: {e}")))?;
     let (mut dirs, mut files) = (Vec::new(), Vec::new());
     for e in rd {
@@ -304,9 +422,18 @@ fn entries(dir: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
         }
         if p.is_dir() {
             dirs.push(p);
-        } else if is_image(&p) && p.is_file() {
+        } else if is_image(&p) {
             // Regular files only: a FIFO named x.png would block the reader forever.
-            files.push(p);
+            match std::fs::metadata(&p) {
+                Ok(m) if m.is_file() => files.push(p),
+                Ok(_) => report
+                    .skipped
+                    .push((p, "not a regular file (a FIFO, socket or device)".into())),
+                Err(e) if p.is_symlink() => report
+                    .skipped
+                    .push((p, format!("a symbolic link to nothing ({e})"))),
+                Err(e) => report.skipped.push((p, e.to_string())),
+            }
         }
     }
     dirs.sort();
@@ -314,12 +441,33 @@ fn entries(dir: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
     Ok((dirs, files))
 }
 
+/// A file or folder name as text: UTF-8 as it is, other bytes as `\xNN`, so names that differ
+/// stay different (a lossy conversion would merge two class folders).
+pub fn name_text(name: &std::ffi::OsStr) -> String {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let mut out = String::new();
+        for chunk in name.as_bytes().utf8_chunks() {
+            out.push_str(chunk.valid());
+            for b in chunk.invalid() {
+                out.push_str(&format!("\\x{b:02x}"));
+            }
+        }
+        out
+    }
+    #[cfg(not(unix))]
+    {
+        name.to_string_lossy().into_owned()
+    }
+}
+
 /// Deepest folder nesting searched below a class folder.
 const MAX_DEPTH: usize = 32;
 
 /// Every image file below `dir`, at any depth up to [`MAX_DEPTH`] (symbolic links are followed,
 /// so a link loop ends there with an error instead of recursing forever), sorted.
-fn images_below(dir: &Path, depth: usize) -> Result<Vec<PathBuf>> {
+fn images_below(dir: &Path, depth: usize, report: &mut FolderReport) -> Result<Vec<PathBuf>> {
     if depth > MAX_DEPTH {
         return Err(data_err(
             dir,
@@ -328,16 +476,16 @@ fn images_below(dir: &Path, depth: usize) -> Result<Vec<PathBuf>> {
             ),
         ));
     }
-    let (dirs, mut files) = entries(dir)?;
+    let (dirs, mut files) = entries(dir, report)?;
     for d in dirs {
-        files.extend(images_below(&d, depth + 1)?);
+        files.extend(images_below(&d, depth + 1, report)?);
     }
     Ok(files)
 }
 
 /// The image files of one ImageFolder root with their class names.
 fn scan(root: &Path, report: &mut FolderReport) -> Result<Vec<(PathBuf, String)>> {
-    let (dirs, loose) = entries(root)?;
+    let (dirs, loose) = entries(root, report)?;
     if dirs.is_empty() {
         if loose.is_empty() {
             return Err(data_err(
@@ -357,7 +505,7 @@ fn scan(root: &Path, report: &mut FolderReport) -> Result<Vec<(PathBuf, String)>
     report.ignored_loose_files += loose.len();
     let mut out = Vec::new();
     for d in dirs {
-        let files = images_below(&d, 1)?;
+        let files = images_below(&d, 1, report)?;
         if files.is_empty() {
             return Err(data_err(
                 &d,
@@ -367,23 +515,120 @@ fn scan(root: &Path, report: &mut FolderReport) -> Result<Vec<(PathBuf, String)>
                 ),
             ));
         }
-        let class = d
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let class = d.file_name().map(name_text).unwrap_or_default();
         out.extend(files.into_iter().map(|f| (f, class.clone())));
     }
     Ok(out)
 }
 
-/// Decode one file to `channels x size x size` u8, channel-planar.
-pub fn decode(path: &Path, channels: usize, size: usize) -> std::result::Result<Vec<u8>, String> {
-    let img = image::ImageReader::open(path)
-        .map_err(|e| e.to_string())?
+/// Memory that decoding images may hold at once, across all threads: a large image waits for
+/// others to finish instead of every core decoding one (six 23000² PNGs on 16 threads would
+/// otherwise hold ~10 GB to make 28x28 inputs).
+pub const DECODE_BUDGET: u64 = 1 << 30;
+
+/// Bytes of memory lent to decodes running at once; a decode waits until its share is free.
+pub struct DecodeBudget {
+    limit: u64,
+    used: std::sync::Mutex<u64>,
+    freed: std::sync::Condvar,
+    /// The most held at once (for tests and reports).
+    peak: std::sync::atomic::AtomicU64,
+}
+
+/// A share of a [`DecodeBudget`], given back when dropped.
+struct Lease<'a>(&'a DecodeBudget, u64);
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        let mut used = self.0.used.lock().unwrap_or_else(|e| e.into_inner());
+        *used -= self.1;
+        self.0.freed.notify_all();
+    }
+}
+
+impl DecodeBudget {
+    pub fn new(limit: u64) -> Self {
+        DecodeBudget {
+            limit,
+            used: std::sync::Mutex::new(0),
+            freed: std::sync::Condvar::new(),
+            peak: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// The most memory held at once so far.
+    pub fn peak(&self) -> u64 {
+        self.peak.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// `bytes` of the budget, waiting for other decodes to give theirs back; `None` when
+    /// `bytes` exceeds the whole budget (it could never run).
+    fn lease(&self, bytes: u64) -> Option<Lease<'_>> {
+        if bytes > self.limit {
+            return None;
+        }
+        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        while *used + bytes > self.limit {
+            used = self.freed.wait(used).unwrap_or_else(|e| e.into_inner());
+        }
+        *used += bytes;
+        self.peak
+            .fetch_max(*used, std::sync::atomic::Ordering::Relaxed);
+        Some(Lease(self, bytes))
+    }
+}
+
+/// Whether a JPEG's bytes end its last scan with an end-of-image marker. A truncated JPEG
+/// decodes without an error (the missing rows come out grey), so it is refused here, as PIL
+/// refuses it. Inside a scan 0xFF is always followed by 0x00 or a restart marker, so the last
+/// other marker in a whole file is EOI (0xD9); in a cut one it is the last scan's SOS or earlier.
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let is_marker = |w: &[u8]| w[0] == 0xFF && !matches!(w[1], 0x00 | 0xD0..=0xD7 | 0xFF);
+    bytes.windows(2).rev().find(|w| is_marker(w)) == Some(&[0xFF, 0xD9][..])
+}
+
+/// Decode one file to `channels x size x size` u8, channel-planar, within `budget`: the image's
+/// header is read first, and its decode waits for (or, if larger than all of it, is refused)
+/// the memory it needs.
+pub fn decode(
+    path: &Path,
+    channels: usize,
+    size: usize,
+    budget: &DecodeBudget,
+) -> std::result::Result<Vec<u8>, String> {
+    use image::ImageDecoder;
+    let file_len = std::fs::metadata(path).map_err(|e| e.to_string())?.len();
+    let (w, h, decoded_bytes) = {
+        let d = image::ImageReader::open(path)
+            .map_err(|e| e.to_string())?
+            .with_guessed_format()
+            .map_err(|e| e.to_string())?
+            .into_decoder()
+            .map_err(|e| e.to_string())?;
+        let (w, h) = d.dimensions();
+        (w, h, d.total_bytes())
+    };
+    // The file, the decoded image and its grayscale or RGB copy.
+    let need = file_len
+        .saturating_add(decoded_bytes)
+        .saturating_add(w as u64 * h as u64 * channels as u64);
+    let Some(_lease) = budget.lease(need) else {
+        return Err(format!(
+            "{w}x{h} pixels need {} MB to decode, more than the {} MB the decoder may use: \
+             shrink it (it becomes {size}x{size})",
+            need >> 20,
+            budget.limit >> 20
+        ));
+    };
+    let bytes = crate::files::read_bounded(path, file_len, "image").map_err(|e| e.to_string())?;
+    let reader = image::ImageReader::new(std::io::Cursor::new(&bytes))
         .with_guessed_format()
-        .map_err(|e| e.to_string())?
-        .decode()
         .map_err(|e| e.to_string())?;
+    if reader.format() == Some(image::ImageFormat::Jpeg) && !jpeg_is_complete(&bytes) {
+        return Err("truncated JPEG (no end-of-image marker after its last scan)".into());
+    }
+    let img = reader.decode().map_err(|e| e.to_string())?;
+    drop(bytes);
     let (w, h) = (size as u32, size as u32);
     let filter = image::imageops::FilterType::Triangle;
     Ok(if channels == 1 {
@@ -412,10 +657,11 @@ fn decode_all(
     report: &mut FolderReport,
 ) -> (ImageSet, Vec<PathBuf>) {
     let done = std::sync::atomic::AtomicUsize::new(0);
+    let budget = DecodeBudget::new(DECODE_BUDGET);
     let decoded: Vec<std::result::Result<Vec<u8>, String>> = files
         .par_iter()
         .map(|(p, _)| {
-            let r = decode(p, opts.channels, opts.size);
+            let r = decode(p, opts.channels, opts.size, &budget);
             progress(done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1);
             r
         })
@@ -462,6 +708,78 @@ fn split_point(seed: u64, root: &Path, path: &Path) -> f64 {
     (h >> 11) as f64 / (1u64 << 53) as f64
 }
 
+/// The folders that hold the training images and, when the folder comes split, the test images:
+/// `train/` and `test/` (or `val/`, when there is no `test/`), else the root itself. Anything
+/// these rules leave unread is said in the report; a layout with no sensible reading is refused.
+fn split_folders(
+    root: &Path,
+    opts: &FolderOptions,
+    report: &mut FolderReport,
+) -> Result<(PathBuf, Option<PathBuf>)> {
+    let sub = |n: &str| Some(root.join(n)).filter(|p| p.is_dir());
+    let (train, test, val) = (sub("train"), sub("test"), sub("val"));
+    let mut probe = FolderReport::default();
+    let others: Vec<String> = entries(root, &mut probe)?
+        .0
+        .iter()
+        .filter_map(|d| d.file_name().map(name_text))
+        .filter(|n| !["train", "test", "val"].contains(&n.as_str()))
+        .collect();
+    let ignored = |report: &mut FolderReport| {
+        if !others.is_empty() {
+            report.notes.push(format!(
+                "not read: the folder(s) {} beside the split folders",
+                others.join(", ")
+            ));
+        }
+    };
+    match (train, test, val) {
+        (None, None, None) => Ok((root.to_path_buf(), None)),
+        (Some(train), Some(test), val) => {
+            if val.is_some() {
+                report.notes.push(
+                    "not read: val/ (train/ and test/ are the split; rename val/ to test/ to \
+                     test on it)"
+                        .into(),
+                );
+            }
+            ignored(report);
+            Ok((train, Some(test)))
+        }
+        (Some(train), None, Some(val)) => {
+            report
+                .notes
+                .push("val/ is the test set (there is no test/ folder)".into());
+            ignored(report);
+            Ok((train, Some(val)))
+        }
+        (Some(train), None, None) if others.is_empty() => {
+            report.notes.push(format!(
+                "train/ has no test/ or val/ beside it: {} of train/'s images are held out as \
+                 the test set",
+                opts.test_fraction
+            ));
+            Ok((train, None))
+        }
+        (Some(_), None, None) => Err(data_err(
+            root,
+            format!(
+                "holds train/ beside other folders ({}) but no test/: put the test images in \
+                 test/, or move train/'s class folders up beside the others",
+                others.join(", ")
+            ),
+        )),
+        (None, test, _) => Err(data_err(
+            root,
+            format!(
+                "holds {}/ but no train/: put the training images in train/ \
+                 (train/<class>/*.png) beside it",
+                if test.is_some() { "test" } else { "val" }
+            ),
+        )),
+    }
+}
+
 /// Load an image folder as a (train, test) pair. `progress(done, all)` follows the decoding.
 pub fn load_folder(
     root: &Path,
@@ -488,15 +806,12 @@ pub fn load_folder_cached(
         ));
     }
     let mut report = FolderReport::default();
-    let (train_dir, test_dir) = (root.join("train"), root.join("test"));
-    report.presplit = train_dir.is_dir() && test_dir.is_dir();
-    let (train_files, test_files) = if report.presplit {
-        (
-            scan(&train_dir, &mut report)?,
-            scan(&test_dir, &mut report)?,
-        )
-    } else {
-        (scan(root, &mut report)?, Vec::new())
+    let (train_dir, test_dir) = split_folders(root, opts, &mut report)?;
+    report.presplit = test_dir.is_some();
+    let train_files = scan(&train_dir, &mut report)?;
+    let test_files = match &test_dir {
+        Some(d) => scan(d, &mut report)?,
+        None => Vec::new(),
     };
     let mut classes: Vec<String> = train_files
         .iter()
@@ -531,12 +846,16 @@ pub fn load_folder_cached(
         };
         let key = cache_key(&listed, &keyed);
         report.cache_key = Some(key);
-        if let Some(path) = cache
-            && let Some((train, test, skipped)) = ImageCache::read(path, key)
-        {
-            report.from_cache = Some(path.to_path_buf());
-            report.skipped = skipped;
-            return Ok((train, test, report));
+        if let Some(path) = cache {
+            match ImageCache::read(path, key) {
+                CacheRead::Hit(train, test, skipped) => {
+                    report.from_cache = Some(path.to_path_buf());
+                    report.skipped = skipped;
+                    return Ok((train, test, report));
+                }
+                CacheRead::Damaged(why) => report.cache_damaged = Some((path.to_path_buf(), why)),
+                CacheRead::Absent => {}
+            }
         }
     }
     let tick = |base: usize| move |done: usize| progress(base + done, all);
@@ -562,14 +881,14 @@ pub fn load_folder_cached(
         )
     };
     if train.count == 0 {
-        return Err(nothing(
-            if report.presplit { &train_dir } else { root },
-            train_files.len(),
-        ));
+        return Err(nothing(&train_dir, train_files.len()));
     }
     if report.presplit {
         if test.count == 0 {
-            return Err(nothing(&test_dir, test_files.len()));
+            return Err(nothing(
+                test_dir.as_deref().unwrap_or(root),
+                test_files.len(),
+            ));
         }
         return Ok((train, test, report));
     }
@@ -583,7 +902,7 @@ pub fn load_folder_cached(
     }
     let points: Vec<f64> = kept
         .iter()
-        .map(|p| split_point(opts.seed, root, p))
+        .map(|p| split_point(opts.seed, &train_dir, p))
         .collect();
     let mut test_ix: Vec<usize> = (0..train.count)
         .filter(|&i| points[i] < opts.test_fraction)

@@ -9,20 +9,25 @@ pub mod mnist;
 
 use std::path::Path;
 
-pub use folder::{FolderOptions, FolderReport, ImageCache, load_folder, load_folder_cached};
+pub use folder::{
+    CacheRead, FolderOptions, FolderReport, ImageCache, load_folder, load_folder_cached,
+};
 pub use idx::{IdxArray, decode_idx, parse_idx, read_idx};
 pub use images::ImageSet;
 pub use mnist::{Split, load_splits};
 
 use crate::error::Result;
 
-/// Whether `dir` holds IDX split files (MNIST's file names; any `*-ubyte*` file counts, so a folder
-/// of differently named IDX files gets the IDX reader's error naming the file it expects).
+/// Whether `dir` holds IDX split files (MNIST's file names; any `*-ubyte*` file that is not named
+/// as an image counts, so a folder of differently named IDX files gets the IDX reader's error
+/// naming the file it expects, while a flat folder of images may hold `x-ubyte.png`).
 pub fn is_idx_dir(dir: &Path) -> bool {
     mnist::find(dir, Split::Train.stems().0).is_ok()
         || std::fs::read_dir(dir).is_ok_and(|rd| {
-            rd.flatten()
-                .any(|e| e.file_name().to_string_lossy().contains("-ubyte"))
+            rd.flatten().any(|e| {
+                let name = e.file_name().to_string_lossy().to_lowercase();
+                name.contains("-ubyte") && !folder::is_image(Path::new(&name))
+            })
         })
 }
 

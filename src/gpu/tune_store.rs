@@ -13,11 +13,13 @@
 //! timings` (each candidate's best time per launch, e.g. `direct=61.2us subgroup=40.8us`),
 //! appended; the first line for a problem wins. Lines of other adapters, drivers or kernel versions
 //! are kept but not used; malformed, overlong or undecodable lines are skipped. The file is read
-//! once per process, at most 16 MiB of it. `--retune` (or the `tune` program) times every problem
-//! again and replaces its line; deleting the file does the same for everything.
+//! once per process, line by line. `--retune` (or the `tune` program) times every problem again
+//! and replaces its line, keeping every other line byte for byte; deleting the file does the same
+//! for everything. A symbolic link is written through (the shared file it points to is updated);
+//! a cache path that is not a regular file (a FIFO, a device) is left alone, with a warning.
 
 use std::collections::HashMap;
-use std::io::Read;
+use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -75,38 +77,76 @@ fn adapter_key(a: &AdapterSummary) -> String {
 
 /// The longest cache line read (a choice line is ~200 bytes); longer lines are skipped.
 const MAX_LINE: usize = 4096;
-/// The most of a cache file read (tens of thousands of choices); the rest is ignored.
-const MAX_FILE: u64 = 16 << 20;
+/// The largest cache file `--retune` rewrites (it holds the file in memory to keep every other
+/// line); a larger one is left as it is, with a warning.
+const MAX_REWRITE: u64 = 1 << 30;
+
+/// Call `f` with each line of `r` (without its `\n`) of at most `max` bytes; longer lines are
+/// skipped without being held in memory.
+fn for_each_line(mut r: impl BufRead, max: usize, mut f: impl FnMut(&[u8])) -> std::io::Result<()> {
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = (&mut r).take(max as u64 + 1).read_until(b'\n', &mut line)?;
+        if n == 0 {
+            return Ok(());
+        }
+        if line.last() == Some(&b'\n') {
+            line.pop();
+        } else if line.len() > max {
+            // Overlong: drop the rest of it.
+            loop {
+                let buf = r.fill_buf()?;
+                if buf.is_empty() {
+                    return Ok(());
+                }
+                match buf.iter().position(|&b| b == b'\n') {
+                    Some(i) => {
+                        r.consume(i + 1);
+                        break;
+                    }
+                    None => {
+                        let all = buf.len();
+                        r.consume(all);
+                    }
+                }
+            }
+            continue;
+        }
+        f(&line);
+    }
+}
 
 /// This adapter's choices in a cache file's bytes; the first line for a problem wins (processes
 /// that tune at once each append a line, then all take the first). Lines that are too long, not
 /// UTF-8 or malformed are skipped, never the whole file.
+#[cfg(test)]
 fn parse(bytes: &[u8], key: &str) -> HashMap<String, Choice> {
     let mut out = HashMap::new();
-    for line in bytes.split(|&b| b == b'\n') {
-        let Some(l) = (line.len() <= MAX_LINE)
-            .then(|| std::str::from_utf8(line).ok())
-            .flatten()
-        else {
-            continue;
-        };
-        if l.starts_with('#') {
-            continue;
-        }
-        // key, problem, choice, and (since v2) the timings the choice was made from.
-        let f: Vec<&str> = l.trim_end_matches('\r').split('\t').collect();
-        if let [k, problem, variant, ..] = f[..]
-            && f.len() <= 4
-            && k == key
-            && !variant.is_empty()
-        {
-            out.entry(problem.to_string()).or_insert_with(|| Choice {
-                variant: variant.to_string(),
-                timings: f.get(3).unwrap_or(&"").to_string(),
-            });
-        }
-    }
+    let _ = for_each_line(bytes, MAX_LINE, |line| parse_line(line, key, &mut out));
     out
+}
+
+/// One cache line into `out` (see [`parse`]).
+fn parse_line(line: &[u8], key: &str, out: &mut HashMap<String, Choice>) {
+    let Ok(l) = std::str::from_utf8(line) else {
+        return;
+    };
+    if l.starts_with('#') {
+        return;
+    }
+    // key, problem, choice, and (since v2) the timings the choice was made from.
+    let f: Vec<&str> = l.trim_end_matches('\r').split('\t').collect();
+    if let [k, problem, variant, ..] = f[..]
+        && f.len() <= 4
+        && k == key
+        && !variant.is_empty()
+    {
+        out.entry(problem.to_string()).or_insert_with(|| Choice {
+            variant: variant.to_string(),
+            timings: f.get(3).unwrap_or(&"").to_string(),
+        });
+    }
 }
 
 /// A recorded choice and the timings it was made from (empty in v1 lines).
@@ -176,8 +216,8 @@ impl TuneStore {
         }
     }
 
-    /// The file's bytes, bounded; a path that is not a regular file is ignored with a warning
-    /// (a FIFO or a device there would otherwise hang or fill memory).
+    /// This adapter's choices in the file, read line by line; a path that is not a regular file
+    /// is ignored with a warning (a FIFO or a device there would otherwise hang or fill memory).
     fn read_file(&self) -> HashMap<String, Choice> {
         let Some(file) = &self.file else {
             return HashMap::new();
@@ -194,11 +234,13 @@ impl TuneStore {
             }
             Err(_) => return HashMap::new(),
         }
-        let mut bytes = Vec::new();
-        match std::fs::File::open(file).and_then(|f| f.take(MAX_FILE).read_to_end(&mut bytes)) {
-            Ok(_) => parse(&bytes, &self.key),
-            Err(_) => HashMap::new(),
-        }
+        let mut out = HashMap::new();
+        let _ = std::fs::File::open(file).and_then(|f| {
+            for_each_line(std::io::BufReader::new(f), MAX_LINE, |l| {
+                parse_line(l, &self.key, &mut out)
+            })
+        });
+        out
     }
 
     /// The recorded choice for `problem`: this process's, else the file's (read once).
@@ -306,30 +348,50 @@ impl TuneStore {
         chosen.variant
     }
 
-    /// Rewrite the file without this adapter's lines for `problem`, then with `line` (atomically).
+    /// Rewrite the file without this adapter's lines for `problem`, then with `line` (atomically,
+    /// through a symbolic link to its target). Every other line is kept byte for byte, whatever
+    /// its length or encoding.
     fn replace_line(&self, file: &Path, problem: &str, line: &str) -> std::io::Result<()> {
+        let target = crate::files::link_target(file);
         let mut bytes = Vec::new();
-        if std::fs::metadata(file).is_ok_and(|m| m.is_file()) {
-            std::fs::File::open(file)?
-                .take(MAX_FILE)
-                .read_to_end(&mut bytes)?;
+        match std::fs::metadata(&target) {
+            Ok(m) if !m.is_file() => return Err(std::io::Error::other("not a regular file")),
+            Ok(m) if m.len() > MAX_REWRITE => {
+                return Err(std::io::Error::other(format!(
+                    "{} bytes is too large to rewrite (at most {MAX_REWRITE}): delete it to start \
+                     afresh",
+                    m.len()
+                )));
+            }
+            Ok(_) => {
+                std::fs::File::open(&target)?
+                    .take(MAX_REWRITE)
+                    .read_to_end(&mut bytes)?;
+            }
+            Err(_) => {}
         }
         let prefix = format!("{}\t{problem}\t", self.key);
-        let mut text = String::new();
-        for l in String::from_utf8_lossy(&bytes).lines() {
-            if !l.starts_with(&prefix) {
-                text.push_str(l);
-                text.push('\n');
+        let mut text = Vec::with_capacity(bytes.len() + line.len() + HEADER.len());
+        if !bytes.is_empty() {
+            for l in bytes
+                .strip_suffix(b"\n")
+                .unwrap_or(&bytes)
+                .split(|&b| b == b'\n')
+            {
+                if !l.starts_with(prefix.as_bytes()) {
+                    text.extend_from_slice(l);
+                    text.push(b'\n');
+                }
             }
         }
         if text.is_empty() {
-            text.push_str(HEADER);
+            text.extend_from_slice(HEADER.as_bytes());
         }
-        text.push_str(line);
-        if let Some(dir) = file.parent() {
+        text.extend_from_slice(line.as_bytes());
+        if let Some(dir) = target.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        crate::files::write_atomic(file, text.as_bytes()).map_err(std::io::Error::other)
+        crate::files::write_atomic(&target, &text).map_err(std::io::Error::other)
     }
 
     /// Append one line with a single write (appends of a short line do not interleave), creating
@@ -384,8 +446,8 @@ mod tests {
         assert_eq!(m["TN 4x4x4"].variant, "direct");
     }
 
-    fn store() -> TuneStore {
-        let adapter = AdapterSummary {
+    fn store_adapter() -> AdapterSummary {
+        AdapterSummary {
             index: 0,
             name: "test adapter".into(),
             backend: wgpu::Backend::Noop,
@@ -393,8 +455,11 @@ mod tests {
             driver: String::new(),
             driver_info: String::new(),
             limits: wgpu::Limits::default(),
-        };
-        TuneStore::new(&adapter, None, None, false)
+        }
+    }
+
+    fn store() -> TuneStore {
+        TuneStore::new(&store_adapter(), None, None, false)
     }
 
     #[test]
@@ -428,6 +493,88 @@ mod tests {
         );
         // Nothing measured is an error, not a made-up choice.
         assert!(s.get_or_measure("empty", parse, || Ok(vec![])).is_err());
+    }
+
+    #[test]
+    fn retune_keeps_every_other_line_whole_and_writes_through_links() {
+        let dir = std::env::temp_dir().join(format!("vae-tune-store-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("shared")).unwrap();
+        let adapter = |name: &str| AdapterSummary {
+            name: name.into(),
+            ..store_adapter()
+        };
+        let key = adapter_key(&adapter("this"));
+        // 17.6 MB of other adapters' lines (past any read limit), one not UTF-8, one overlong,
+        // and this adapter's old choice in the middle.
+        let mut text = HEADER.as_bytes().to_vec();
+        for i in 0..200_000 {
+            text.extend(
+                format!("other {i}\tNT 128x784x200\tsubgroup\tsubgroup=1.0us\n").as_bytes(),
+            );
+            if i == 100_000 {
+                text.extend(format!("{key}\tNT 1x2x3\tdirect\tdirect=9.0us\n").as_bytes());
+            }
+        }
+        text.extend(b"other \xff\tNN 1x1x1\tdirect\n");
+        text.extend(vec![b'x'; 3 * MAX_LINE]);
+        text.push(b'\n');
+        text.extend(b"other last\tNN 2x2x2\ttiled\n");
+        let shared = dir.join("shared").join(FILE_NAME);
+        std::fs::write(&shared, &text).unwrap();
+        // The store's folder holds a link to the shared file.
+        let mine = dir.join("mine");
+        std::fs::create_dir_all(&mine).unwrap();
+        std::os::unix::fs::symlink(&shared, mine.join(FILE_NAME)).unwrap();
+        let s = TuneStore::new(&adapter("this"), Some(mine.clone()), None, false);
+        assert_eq!(s.get("NT 1x2x3").as_deref(), Some("direct"));
+        let s = TuneStore::new(&adapter("this"), Some(mine.clone()), None, true);
+        assert_eq!(
+            s.record("NT 1x2x3", "subgroup", "subgroup=1.0us"),
+            "subgroup"
+        );
+        let link = std::fs::symlink_metadata(mine.join(FILE_NAME)).unwrap();
+        assert!(
+            link.file_type().is_symlink(),
+            "the link was replaced by a file"
+        );
+        let after = std::fs::read(&shared).unwrap();
+        let old_line = format!("{key}\tNT 1x2x3\tdirect\tdirect=9.0us\n");
+        let new_line = format!("{key}\tNT 1x2x3\tsubgroup\tsubgroup=1.0us\n");
+        let mut expected = text.clone();
+        let at = expected
+            .windows(old_line.len())
+            .position(|w| w == old_line.as_bytes())
+            .unwrap();
+        expected.drain(at..at + old_line.len());
+        expected.extend(new_line.as_bytes());
+        assert!(
+            after == expected,
+            "other lines changed ({} bytes, expected {})",
+            after.len(),
+            expected.len()
+        );
+        assert_eq!(
+            TuneStore::new(&adapter("this"), Some(mine), None, false)
+                .get("NT 1x2x3")
+                .as_deref(),
+            Some("subgroup")
+        );
+        // A FIFO is neither read nor replaced.
+        let fifo_dir = dir.join("fifo");
+        std::fs::create_dir_all(&fifo_dir).unwrap();
+        let fifo = fifo_dir.join(FILE_NAME);
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if made.is_ok_and(|s| s.success()) {
+            for retune in [false, true] {
+                let s = TuneStore::new(&adapter("this"), Some(fifo_dir.clone()), None, retune);
+                assert_eq!(s.get("NT 1x2x3"), None);
+                assert_eq!(s.record("NT 1x2x3", "direct", ""), "direct");
+                let ty = std::fs::symlink_metadata(&fifo).unwrap().file_type();
+                assert!(!ty.is_file(), "the FIFO was replaced");
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
