@@ -53,7 +53,7 @@ pub type Skipped = Vec<(PathBuf, String)>;
 /// What a cache file held for a folder.
 pub enum CacheRead {
     /// Both splits and the files skipped when they were decoded.
-    Hit(ImageSet, ImageSet, Skipped),
+    Hit(Box<(ImageSet, ImageSet, Skipped)>),
     /// No cache, or one of another folder, other files or other options: decode.
     Absent,
     /// A cache of this folder that fails its checks (why): decode, and say so.
@@ -257,7 +257,7 @@ impl ImageCache {
         }
         let test = sets.pop().expect("two splits");
         let train = sets.pop().expect("two splits");
-        CacheRead::Hit(train, test, skipped)
+        CacheRead::Hit(Box::new((train, test, skipped)))
     }
 }
 
@@ -848,7 +848,8 @@ pub fn load_folder_cached(
         report.cache_key = Some(key);
         if let Some(path) = cache {
             match ImageCache::read(path, key) {
-                CacheRead::Hit(train, test, skipped) => {
+                CacheRead::Hit(hit) => {
+                    let (train, test, skipped) = *hit;
                     report.from_cache = Some(path.to_path_buf());
                     report.skipped = skipped;
                     return Ok((train, test, report));
