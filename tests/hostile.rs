@@ -737,3 +737,187 @@ fn class5_eval_reads_the_data_the_run_trained_on() {
     assert!(o.status.success());
     assert!(!String::from_utf8_lossy(&o.stderr).contains("assuming relu"));
 }
+
+/// As [`spawn_until`], with environment variables set.
+fn spawn_env_until(
+    args: &[&str],
+    env: &[(&str, &Path)],
+    needle: &str,
+) -> (std::process::Child, Lines) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("run vae-wgpu");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    loop {
+        match lines.next() {
+            Some(Ok(l)) if l.contains(needle) => break,
+            Some(Ok(_)) => {}
+            other => {
+                let (code, err) = stderr_of(child);
+                panic!("no '{needle}' line ({other:?}, exit {code:?}): {err}");
+            }
+        }
+    }
+    (child, lines)
+}
+
+#[test]
+fn class7_a_stop_during_the_autotune_or_the_pictures_is_prompt() {
+    let dir = Dir::new("prompt stops");
+    let data = tiny_mnist(&dir, 300, 1200);
+    let d = data.to_str().unwrap();
+    let run_files = |out: &Path| -> Vec<String> {
+        std::fs::read_dir(out)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| !n.starts_with('.'))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    // A first run's autotune (an empty cache: seconds of timing) stops at its next problem, not
+    // after it, and leaves no run behind: the same command starts again without --overwrite.
+    for (signals, says) in [
+        (1, "stopped while timing the kernel candidates"),
+        (2, "second interrupt: stopping now"),
+    ] {
+        let out = dir.path(&format!("first run {signals}"));
+        let cache = dir.path(&format!("empty cache {signals}"));
+        let args = ["train", "--data-dir", d, "--out", out.to_str().unwrap()];
+        let (child, lines) = spawn_env_until(&args, &[("VAE_WGPU_CACHE_DIR", &cache)], "output:");
+        for _ in 0..signals {
+            signal(&child, "-TERM");
+        }
+        drop(lines);
+        let (code, err) = stderr_of(child);
+        assert_eq!(code, Some(130), "{err}");
+        assert!(err.contains(says), "{err}");
+        assert_eq!(run_files(&out), Vec::<String>::new(), "{err}");
+    }
+    // After the last step, a stop ends the t-SNE map (seconds for 1000 points) at once: the run
+    // is complete and says so; the map is not written.
+    let out = dir.path("pictures");
+    let args = [
+        "train",
+        "--data-dir",
+        d,
+        "--out",
+        out.to_str().unwrap(),
+        "--epochs",
+        "1",
+    ];
+    let (child, lines) = spawn_env_until(&args, &[], "trained to epoch 1");
+    signal(&child, "-TERM");
+    drop(lines);
+    let (code, err) = stderr_of(child);
+    assert_eq!(code, Some(130), "{err}");
+    assert!(
+        err.contains("interrupted while the pictures were drawn: training is complete"),
+        "{err}"
+    );
+    let files = run_files(&out);
+    assert!(
+        files.contains(&"checkpoint.safetensors".to_string()),
+        "{files:?}"
+    );
+    assert!(!files.contains(&"latent_tsne.png".to_string()), "{files:?}");
+}
+
+#[test]
+fn class1_optional_files_give_way_to_the_checkpoint() {
+    let dir = Dir::new("full disk");
+    let folder = dir.path("shapes");
+    common::shapes::shape_folder(&folder, 80, 64, 64, 1);
+    let d = folder.to_str().unwrap();
+    let flags = [
+        "--channels",
+        "3",
+        "--image-size",
+        "64",
+        "--hidden",
+        "8",
+        "--latent",
+        "3",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "32",
+    ];
+    let train = |out: &Path| -> Command {
+        let mut c = Command::new(BIN);
+        c.args(train_args(d, out.to_str().unwrap(), &flags))
+            .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+            // 240 images are a "large" folder here: its decoded cache is written into the run.
+            .env("VAE_WGPU_IMAGE_CACHE_MIN", "10");
+        c
+    };
+    // The sizes of this model's files, from a run with room.
+    let cal = dir.path("room");
+    common::programs::ok(&train(&cal).output().unwrap());
+    let size = |f: &str| std::fs::metadata(cal.join(f)).unwrap().len();
+    let (ckpt, model, cache) = (
+        size("checkpoint.safetensors"),
+        size("model.safetensors"),
+        size(vae_wgpu::data::folder::CACHE_FILE),
+    );
+    assert!(
+        cache > 2 << 20,
+        "{cache}: the cache must not fit beside the checkpoint"
+    );
+    // A disk with room for the checkpoint, the state_dict and 512 KiB: the cache, written at the
+    // start, leaves too little for the checkpoint; the pictures do not fit after it.
+    let kib = (ckpt + model) / 1024 + 512;
+    let (mnt, copy) = (dir.path("mnt"), dir.path("copy"));
+    std::fs::create_dir_all(&mnt).unwrap();
+    std::fs::create_dir_all(&copy).unwrap();
+    let inner = train(&mnt.join("run"));
+    let script = r#"mount -t tmpfs -o size="$KIB"k tmpfs "$MNT" || exit 97
+"$@"; rc=$?; cp -a "$MNT/run" "$COPY/"; exit $rc"#;
+    let r = Command::new("unshare")
+        .args(["-r", "-m", "sh", "-c", script, "sh"])
+        .arg(inner.get_program())
+        .args(inner.get_args())
+        .envs(inner.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .env("KIB", kib.to_string())
+        .env("MNT", &mnt)
+        .env("COPY", &copy)
+        .output();
+    let r = match r {
+        Ok(r) if r.status.code() != Some(97) && r.status.code().is_some() => r,
+        other => {
+            // No user namespace or tmpfs here: the class is untested on this machine, said.
+            common::skip(
+                "class1_optional_files_give_way_to_the_checkpoint",
+                &format!("cannot mount a small tmpfs with `unshare -r -m`: {other:?}"),
+            );
+            return;
+        }
+    };
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(r.status.success(), "{err}");
+    assert!(
+        err.contains("removed the decoded-image cache") && err.contains("room for the checkpoint"),
+        "{err}"
+    );
+    assert!(
+        err.contains("the pictures were not written")
+            && err.contains("training is complete and saved in"),
+        "{err}"
+    );
+    let run = copy.join("run");
+    let c = Checkpoint::load(&run.join("checkpoint.safetensors")).unwrap();
+    assert_eq!(c.progress.epoch, 1);
+    let csv = std::fs::read_to_string(run.join("losses.csv")).unwrap();
+    assert!(
+        csv.lines().nth(1).is_some_and(|l| l.starts_with("1,")),
+        "{csv}"
+    );
+    assert!(!run.join(vae_wgpu::data::folder::CACHE_FILE).exists());
+}

@@ -681,12 +681,18 @@ pub(crate) fn shell_quote(p: &std::path::Path) -> String {
 /// The command that resumes a run, naming the program actually run: `vae-wgpu train …` for the
 /// binary, `cargo run --release --example train -- …` for the example.
 pub(crate) fn resume_command(program: &str, checkpoint: &std::path::Path, epochs: usize) -> String {
+    let args = format!("--resume {} --epochs {epochs}", shell_quote(checkpoint));
+    command_line(program, &args)
+}
+
+/// `program` (train, pictures, …) with `args` as the user runs it: through the binary that is
+/// running (`vae-wgpu pictures …`), else as the example (`cargo run --release --example …`).
+pub(crate) fn command_line(program: &str, args: &str) -> String {
     let exe = std::env::args_os().next().map(std::path::PathBuf::from);
     let is_binary = exe
         .as_ref()
         .and_then(|p| p.file_stem())
         .is_some_and(|n| n == "vae-wgpu");
-    let args = format!("--resume {} --epochs {epochs}", shell_quote(checkpoint));
     match exe {
         Some(exe) if is_binary => format!("{} {program} {args}", shell_quote(&exe)),
         _ => format!("cargo run --release --example {program} -- {args}"),
@@ -738,13 +744,21 @@ impl std::fmt::Display for Lr {
     }
 }
 
-/// Catch Ctrl-C and SIGTERM from here on: they only raise the returned flag, which the program
-/// checks at its safe points. Installed before any GPU work or output, so a signal that arrives
-/// while the program starts up is caught too, never the default death.
+/// Catch Ctrl-C and SIGTERM from here on: the first raises the returned flag, which the program
+/// checks at its safe points, and asks the engine's long work (the autotune, the t-SNE map) to
+/// give up; a second ends the process at once (status 130: every file is written atomically,
+/// so what is on disk is whole). Installed before any GPU work or output, so a signal that
+/// arrives while the program starts up is caught too, never the default death.
 pub(crate) fn stop_flag() -> Result<std::sync::Arc<std::sync::atomic::AtomicBool>, String> {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = stop.clone();
-    ctrlc::set_handler(move || flag.store(true, std::sync::atomic::Ordering::SeqCst))
-        .map_err(|e| format!("cannot install the signal handler: {e}"))?;
+    ctrlc::set_handler(move || {
+        if flag.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            note!("second interrupt: stopping now");
+            std::process::exit(130);
+        }
+        crate::error::request_interrupt();
+    })
+    .map_err(|e| format!("cannot install the signal handler: {e}"))?;
     Ok(stop)
 }

@@ -83,7 +83,11 @@ impl RunDir {
             .and_then(|()| write!(lock, "{}", std::process::id()))
             .map_err(io(&lock_path))?;
         if !resuming && !overwrite {
-            let others = Self::run_files(path)?;
+            // A decoded-image cache alone is no run (a run stopped while planning leaves it).
+            let others: Vec<String> = Self::run_files(path)?
+                .into_iter()
+                .filter(|n| n != crate::data::folder::CACHE_FILE)
+                .collect();
             if !others.is_empty() {
                 return Err(Error::Config(format!(
                     "{} already holds a run ({}): resume it with --resume {}, choose another \

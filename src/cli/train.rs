@@ -213,13 +213,30 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     say!("adapter: {}", ctx.adapter.short());
     say!("output: {}", out.display());
 
-    let mut trainer = match &ckpt {
+    // A stop during planning (a first run's autotune takes seconds) ends the run here: nothing
+    // trained, nothing written but the folder, which the same command can use again.
+    let stopped_planning = |e: &crate::Error| {
+        let why = match e {
+            crate::Error::Interrupted(why) => why.clone(),
+            e => e.to_string(),
+        };
+        note!(
+            "interrupted while planning the training step ({why}): nothing was trained or \
+             written; run the same command again to start"
+        );
+        stopped_status(&stop)
+    };
+    let planned_trainer = match &ckpt {
         Some(c) => {
             let c = Checkpoint {
                 cfg: cfg.clone(),
                 ..c.clone()
             };
-            let t = Trainer::resume(&ctx, &c, settings.clone(), train)?;
+            let t = Trainer::resume(&ctx, &c, settings.clone(), train);
+            let t = match t {
+                Err(e @ crate::Error::Interrupted(_)) => return Ok(stopped_planning(&e)),
+                t => t?,
+            };
             if c.progress.train_len != 0 && c.progress.train_len != train.count {
                 super::out::note!(
                     "warning: the checkpoint's run trained on {} images, {} has {}: the epochs \
@@ -239,10 +256,19 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 t.step_in_epoch,
                 t.vae.adam_steps
             );
-            t
+            Ok(t)
         }
-        None => Trainer::new(&ctx, cfg.clone(), settings.clone(), train)?,
+        None => Trainer::new(&ctx, cfg.clone(), settings.clone(), train),
     };
+    let mut trainer = match planned_trainer {
+        Err(e @ crate::Error::Interrupted(_)) => return Ok(stopped_planning(&e)),
+        t => t?,
+    };
+    if interrupted(&stop) {
+        return Ok(stopped_planning(&crate::Error::Interrupted(
+            "before the first step".into(),
+        )));
+    }
     // The split this run holds out (a resumed run's is the checkpoint's, unless the data changed
     // kind): its checkpoints record it for eval, pictures and later resumes.
     trainer.test_fraction = data.test_fraction;
@@ -302,31 +328,55 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         epochs: parse_losses_rows(&csv_rows),
         ..LossHistory::default()
     };
-    // The epoch whose checkpoint is on disk (named when a later one cannot be written).
-    let mut saved_epoch = ckpt
-        .as_ref()
-        .filter(|_| resuming_here)
-        .map(|c| c.progress.epoch);
-    // The resumable checkpoint and the PyTorch state_dict, both written atomically.
-    let mut save_checkpoint = |c: &Checkpoint| -> Result<(), String> {
-        let written = c
-            .save(&ckpt_path)
-            .and_then(|()| c.save_state_dict(&model_path));
+    // The epoch whose checkpoint is on disk: every failure from here on says what is saved.
+    let saved_epoch = std::cell::Cell::new(
+        ckpt.as_ref()
+            .filter(|_| resuming_here)
+            .map(|c| c.progress.epoch),
+    );
+    let cache_path = out.join(crate::data::folder::CACHE_FILE);
+    // The resumable checkpoint and the PyTorch state_dict, both written atomically. The run's
+    // optional files give way to them: on a disk too full for the checkpoint, the decoded-image
+    // cache (which only saves decoding time) is removed, saying so, and the checkpoint written
+    // again.
+    let save_checkpoint = |c: &Checkpoint| -> Result<(), String> {
+        let write = || {
+            c.save(&ckpt_path)
+                .and_then(|()| c.save_state_dict(&model_path))
+        };
+        let mut written = write();
+        if let Err(e) = &written
+            && out_of_space(e)
+            && let Ok(m) = std::fs::metadata(&cache_path)
+            && std::fs::remove_file(&cache_path).is_ok()
+        {
+            note!(
+                "warning: the disk is full: removed the decoded-image cache {} ({:.1} MB; a \
+                 later run decodes the images again) to make room for the checkpoint",
+                cache_path.display(),
+                m.len() as f64 / 1e6
+            );
+            written = write();
+        }
         match written {
             Ok(()) => {
-                saved_epoch = Some(c.progress.epoch);
+                saved_epoch.set(Some(c.progress.epoch));
                 Ok(())
             }
             Err(e) => Err(format!(
-                "the checkpoint of epoch {} (step {}) was not written: {e}\n{}",
-                c.progress.epoch,
-                c.progress.step_in_epoch,
-                match saved_epoch {
-                    Some(ep) => format!("{} still holds epoch {ep}, intact", ckpt_path.display()),
-                    None => "no earlier checkpoint of this run exists".to_string(),
-                }
+                "the checkpoint of epoch {} (step {}) was not written: {e}",
+                c.progress.epoch, c.progress.step_in_epoch,
             )),
         }
+    };
+    // What is saved, for the message of a failure after training began.
+    let saved_note = || match saved_epoch.get() {
+        Some(ep) => format!(
+            "{} holds epoch {ep}, intact; resume with: {}",
+            ckpt_path.display(),
+            super::resume_command("train", &ckpt_path, args.epochs)
+        ),
+        None => "no checkpoint of this run was written".to_string(),
     };
     if let Some(c) = ckpt.as_ref().filter(|_| resuming_here) {
         c.save_state_dict(&model_path)?;
@@ -340,185 +390,269 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         }
     });
     let total_start = std::time::Instant::now();
-    while trainer.epoch < args.epochs {
-        let steps = trainer.steps_per_epoch();
-        let pb = ProgressBar::new((steps * settings.batch_size).min(train.count) as u64);
-        pb.set_style(
-            ProgressStyle::with_template(
-                "epoch {prefix} [{bar:30}] {pos}/{len} images  {per_sec}  ETA {eta}",
-            )?
-            .progress_chars("=> "),
-        );
-        pb.set_prefix(format!("{}/{}", trainer.epoch + 1, args.epochs));
-        pb.set_position((trainer.step_in_epoch * settings.batch_size) as u64);
-        let epoch_no = trainer.epoch + 1;
-        let mut on_event = |e: Event| match e {
-            Event::Step { images, .. } => pb.inc(images as u64),
-            Event::BatchLoss { step, loss, .. } => {
-                let line = format!("[{step}/{steps}] batch loss: {loss:.2}");
-                // TensorBoard's step is the training step (Adam's), counted from 1.
-                let global = ((epoch_no - 1) * steps + step + 1) as i64;
-                events.write(|w| w.scalar("train/batch_loss", global, loss));
-                hist.steps
-                    .push((epoch_no as f64 - 1.0 + step as f64 / steps as f64, loss));
-                let split = first_loss.take().map(|f| f());
-                // A hidden bar (output not a terminal) swallows println: print directly then.
-                for line in [Some(line), split].into_iter().flatten() {
-                    if pb.is_hidden() {
-                        say!("{line}")
-                    } else {
-                        pb.println(line)
+    let steps_at_start = trainer.vae.adam_steps;
+    let trained = (|| -> Result<ExitCode, Box<dyn std::error::Error>> {
+        while trainer.epoch < args.epochs {
+            let steps = trainer.steps_per_epoch();
+            let pb = ProgressBar::new((steps * settings.batch_size).min(train.count) as u64);
+            pb.set_style(
+                ProgressStyle::with_template(
+                    "epoch {prefix} [{bar:30}] {pos}/{len} images  {per_sec}  ETA {eta}",
+                )?
+                .progress_chars("=> "),
+            );
+            pb.set_prefix(format!("{}/{}", trainer.epoch + 1, args.epochs));
+            pb.set_position((trainer.step_in_epoch * settings.batch_size) as u64);
+            let epoch_no = trainer.epoch + 1;
+            let mut on_event = |e: Event| match e {
+                Event::Step { images, .. } => pb.inc(images as u64),
+                Event::BatchLoss { step, loss, .. } => {
+                    let line = format!("[{step}/{steps}] batch loss: {loss:.2}");
+                    // TensorBoard's step is the training step (Adam's), counted from 1.
+                    let global = ((epoch_no - 1) * steps + step + 1) as i64;
+                    events.write(|w| w.scalar("train/batch_loss", global, loss));
+                    hist.steps
+                        .push((epoch_no as f64 - 1.0 + step as f64 / steps as f64, loss));
+                    let split = first_loss.take().map(|f| f());
+                    // A hidden bar (output not a terminal) swallows println: print directly then.
+                    for line in [Some(line), split].into_iter().flatten() {
+                        if pb.is_hidden() {
+                            say!("{line}")
+                        } else {
+                            pb.println(line)
+                        }
                     }
                 }
-            }
-        };
-        // A closed stdout (`train | head`) stops the run as an interrupt does.
-        let mut should_stop = || stop.load(Ordering::SeqCst) || super::out::stdout_closed();
-        let end = trainer.train_epoch(&ctx, &mut on_event, &mut should_stop);
-        pb.finish_and_clear();
-        let stats = match end? {
-            EpochEnd::Completed(s) => s,
-            EpochEnd::Stopped { epoch, step } => {
-                save_checkpoint(&trainer.checkpoint(&ctx)?)?;
-                let why = if stop.load(Ordering::SeqCst) {
-                    "interrupted"
+            };
+            // A closed stdout (`train | head`) stops the run as an interrupt does.
+            let mut should_stop = || stop.load(Ordering::SeqCst) || super::out::stdout_closed();
+            let end = trainer.train_epoch(&ctx, &mut on_event, &mut should_stop);
+            pb.finish_and_clear();
+            let stats = match end? {
+                EpochEnd::Completed(s) => s,
+                EpochEnd::Stopped { epoch, step } => {
+                    let why = if stop.load(Ordering::SeqCst) {
+                        "interrupted"
+                    } else {
+                        "stdout was closed"
+                    };
+                    if trainer.vae.adam_steps == steps_at_start {
+                        // Nothing trained in this run: nothing to save, and a new run's folder
+                        // is left as the same command can use again.
+                        if !resuming_here {
+                            let _ = std::fs::remove_file(&csv_path);
+                            if let Some(w) = events.0.take() {
+                                let _ = std::fs::remove_file(w.path());
+                            }
+                        }
+                        match &args.resume {
+                            Some(r) => note!(
+                                "{why} before the first step: nothing new was trained\n\
+                                 resume with: {}",
+                                super::resume_command("train", r, args.epochs)
+                            ),
+                            None => {
+                                note!("{why} before the first step: nothing was trained or written")
+                            }
+                        }
+                        return Ok(stopped_status(&stop));
+                    }
+                    save_checkpoint(&trainer.checkpoint(&ctx)?)?;
+                    note!(
+                        "{why} before step {step} of epoch {epoch}: checkpoint written to {}\n\
+                         resume with: {}",
+                        ckpt_path.display(),
+                        super::resume_command("train", &ckpt_path, args.epochs)
+                    );
+                    return Ok(stopped_status(&stop));
+                }
+            };
+            // The test pass stops with the run (its epoch is complete and checkpointed below).
+            let test_stats = match &test_gpu {
+                Some(t) => {
+                    let mut go_on = |_: usize, _: usize| !interrupted(&stop);
+                    match trainer.evaluate_with(&ctx, t, Some(&mut go_on)) {
+                        Ok(s) => Some(s),
+                        Err(crate::Error::Interrupted(_)) => None,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                None => None,
+            };
+            let test_txt = test_stats
+                .map(|t| format!("  test loss: {:.2}", t.loss))
+                .unwrap_or_default();
+            // The -ELBO and its parts, whatever the objective; the objective minimised beside it
+            // when β or a warm-up weighs the KL.
+            let recon_name = match cfg.likelihood {
+                crate::model::Likelihood::Bernoulli => "BCE",
+                _ => "recon",
+            };
+            let objective = stats.objective;
+            let objective_txt = if cfg.objective == crate::model::Objective::Iwae {
+                format!("; objective IWAE (k = {}): {objective:.2}", cfg.samples)
+            } else if cfg.beta != 1.0 || cfg.kl_warmup > 0.0 {
+                format!("; objective recon + weighted KL: {objective:.2}")
+            } else {
+                String::new()
+            };
+            say!(
+                "====> Epoch {}  Average loss: {:.2}  ({recon_name} {:.2}, KL {:.2}{objective_txt}){}  time: {:.1} s ({:.0} images/s, {:.0} µs to record a step)",
+                stats.epoch,
+                stats.loss,
+                stats.recon,
+                stats.kl,
+                test_txt,
+                stats.seconds,
+                train.count as f64 / stats.seconds,
+                stats.host_us_per_step
+            );
+            // The checkpoint first: losses.csv never claims an epoch the checkpoint lacks.
+            let c = trainer.checkpoint(&ctx)?;
+            save_checkpoint(&c)?;
+            csv_rows.push(format!(
+                "{},{:.4},{:.4},{:.4},{},{:.3},{:.4}",
+                stats.epoch,
+                stats.loss,
+                stats.recon,
+                stats.kl,
+                test_stats
+                    .map(|t| format!("{:.4}", t.loss))
+                    .unwrap_or_default(),
+                stats.seconds,
+                objective
+            ));
+            write_losses_csv(&csv_path, &csv_rows)?;
+            hist.epochs
+                .push((stats.epoch, stats.loss, test_stats.map(|t| t.loss)));
+            if interrupted(&stop) {
+                let skipped = if test_gpu.is_some() && test_stats.is_none() {
+                    "test loss and pictures"
                 } else {
-                    "stdout was closed"
+                    "pictures"
+                };
+                let next = if trainer.epoch >= args.epochs {
+                    format!(
+                        "training is complete; draw the pictures with: {}",
+                        super::command_line(
+                            "pictures",
+                            &format!(
+                                "--checkpoint {} --out {}",
+                                super::shell_quote(&ckpt_path),
+                                super::shell_quote(&out)
+                            )
+                        )
+                    )
+                } else {
+                    format!(
+                        "resume with: {}",
+                        super::resume_command("train", &ckpt_path, args.epochs)
+                    )
                 };
                 note!(
-                    "{why} before step {step} of epoch {epoch}: checkpoint written to {}\n\
-                     resume with: {}",
+                    "interrupted after epoch {}: its checkpoint is written to {}; {skipped} not \
+                     drawn\n{next}",
+                    stats.epoch,
                     ckpt_path.display(),
-                    super::resume_command("train", &ckpt_path, args.epochs)
                 );
                 return Ok(stopped_status(&stop));
             }
-        };
-        let test_stats = match &test_gpu {
-            Some(t) => Some(trainer.evaluate(&ctx, t)?),
-            None => None,
-        };
-        let test_txt = test_stats
-            .map(|t| format!("  test loss: {:.2}", t.loss))
-            .unwrap_or_default();
-        // The -ELBO and its parts, whatever the objective; the objective minimised beside it when
-        // β or a warm-up weighs the KL.
-        let recon_name = match cfg.likelihood {
-            crate::model::Likelihood::Bernoulli => "BCE",
-            _ => "recon",
-        };
-        let objective = stats.objective;
-        let objective_txt = if cfg.objective == crate::model::Objective::Iwae {
-            format!("; objective IWAE (k = {}): {objective:.2}", cfg.samples)
-        } else if cfg.beta != 1.0 || cfg.kl_warmup > 0.0 {
-            format!("; objective recon + weighted KL: {objective:.2}")
-        } else {
-            String::new()
-        };
+            let e = stats.epoch as i64;
+            let mut scalars = vec![
+                ("epoch/train_loss", stats.loss),
+                ("epoch/train_recon", stats.recon),
+                ("epoch/train_kl", stats.kl),
+                ("epoch/train_objective", objective),
+            ];
+            if let Some(t) = test_stats {
+                scalars.extend([
+                    ("epoch/test_loss", t.loss),
+                    ("epoch/test_recon", t.recon),
+                    ("epoch/test_kl", t.kl),
+                ]);
+            }
+            for (tag, v) in scalars {
+                events.write(|w| w.scalar(tag, e, v));
+            }
+            // The epoch's pictures (test reconstructions, samples), drawn once for the Images tab
+            // and, with --images-every-epoch, the files (optional: a failure to save them warns).
+            let grids = match events.0.is_some() || args.images_every_epoch {
+                true => draw_grids(&ctx, &cfg, &c.params, test, settings.seed)?,
+                false => Vec::new(),
+            };
+            for (name, png) in &grids {
+                let (w, h, ch) = (png.width, png.height, png.channels as u32);
+                events.write(|wr| wr.image(&format!("pictures/{name}"), e, &png.bytes, w, h, ch));
+            }
+            events.write(|w| w.flush());
+            if args.images_every_epoch
+                && let Err(err) = save_grids(&grids, &out, &format!("_epoch{}", stats.epoch))
+            {
+                note!("warning: the pictures of epoch {e} were not written: {err}");
+            }
+        }
         say!(
-            "====> Epoch {}  Average loss: {:.2}  ({recon_name} {:.2}, KL {:.2}{objective_txt}){}  time: {:.1} s ({:.0} images/s, {:.0} µs to record a step)",
-            stats.epoch,
-            stats.loss,
-            stats.recon,
-            stats.kl,
-            test_txt,
-            stats.seconds,
-            train.count as f64 / stats.seconds,
-            stats.host_us_per_step
+            "trained to epoch {} in {:.1} s this run",
+            trainer.epoch,
+            total_start.elapsed().as_secs_f64()
         );
-        csv_rows.push(format!(
-            "{},{:.4},{:.4},{:.4},{},{:.3},{:.4}",
-            stats.epoch,
-            stats.loss,
-            stats.recon,
-            stats.kl,
-            test_stats
-                .map(|t| format!("{:.4}", t.loss))
-                .unwrap_or_default(),
-            stats.seconds,
-            objective
-        ));
-        write_losses_csv(&csv_path, &csv_rows)?;
-        hist.epochs
-            .push((stats.epoch, stats.loss, test_stats.map(|t| t.loss)));
-        let c = trainer.checkpoint(&ctx)?;
-        save_checkpoint(&c)?;
-        let e = stats.epoch as i64;
-        let mut scalars = vec![
-            ("epoch/train_loss", stats.loss),
-            ("epoch/train_recon", stats.recon),
-            ("epoch/train_kl", stats.kl),
-            ("epoch/train_objective", objective),
-        ];
-        if let Some(t) = test_stats {
-            scalars.extend([
-                ("epoch/test_loss", t.loss),
-                ("epoch/test_recon", t.recon),
-                ("epoch/test_kl", t.kl),
-            ]);
-        }
-        for (tag, v) in scalars {
-            events.write(|w| w.scalar(tag, e, v));
-        }
-        // The epoch's pictures (test reconstructions, samples), drawn once for the Images tab
-        // and, with --images-every-epoch, the files.
-        let grids = match events.0.is_some() || args.images_every_epoch {
-            true => draw_grids(&ctx, &cfg, &c.params, test, settings.seed)?,
-            false => Vec::new(),
+        say!(
+            "checkpoint: {} (resumable), weights: {} (PyTorch state_dict)",
+            ckpt_path.display(),
+            model_path.display()
+        );
+        let params = ctx.read_f32(&trainer.vae.params)?;
+        let set = PictureSet {
+            out_dir: &out,
+            suffix: "",
+            tsne: !args.no_tsne,
+            loss: Some(&hist),
         };
-        for (name, png) in &grids {
-            let (w, h, ch) = (png.width, png.height, png.channels as u32);
-            events.write(|wr| wr.image(&format!("pictures/{name}"), e, &png.bytes, w, h, ch));
+        let t = std::time::Instant::now();
+        // The pictures are optional outputs: a failure to write them leaves the run complete.
+        let written = match write_pictures(&ctx, &cfg, &params, test, settings.seed, &set) {
+            Ok(w) => w,
+            Err(e) => {
+                note!(
+                    "warning: the pictures were not written ({e}); training is complete and \
+                     saved in {}: draw them later with {}",
+                    ckpt_path.display(),
+                    super::command_line(
+                        "pictures",
+                        &format!(
+                            "--checkpoint {} --out {}",
+                            super::shell_quote(&ckpt_path),
+                            super::shell_quote(&out)
+                        )
+                    )
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+        };
+        for p in &written {
+            say!("wrote {}", p.display());
         }
-        events.write(|w| w.flush());
+        say!("pictures took {:.1} s", t.elapsed().as_secs_f64());
         if interrupted(&stop) {
+            // The pictures are written whole or not at all; the run is complete either way.
             note!(
-                "interrupted after epoch {}: its checkpoint is written to {}; pictures not written\n\
-                 resume with: {}",
-                stats.epoch,
+                "interrupted while the pictures were drawn: training is complete and \
+                 checkpointed in {}; {} pictures written",
                 ckpt_path.display(),
-                super::resume_command("train", &ckpt_path, args.epochs)
+                written.len()
             );
             return Ok(stopped_status(&stop));
         }
-        if args.images_every_epoch {
-            save_grids(&grids, &out, &format!("_epoch{}", stats.epoch))?;
-        }
-    }
-    say!(
-        "trained to epoch {} in {:.1} s this run",
-        trainer.epoch,
-        total_start.elapsed().as_secs_f64()
-    );
-    say!(
-        "checkpoint: {} (resumable), weights: {} (PyTorch state_dict)",
-        ckpt_path.display(),
-        model_path.display()
-    );
-    let params = ctx.read_f32(&trainer.vae.params)?;
-    let set = PictureSet {
-        out_dir: &out,
-        suffix: "",
-        tsne: !args.no_tsne,
-        loss: Some(&hist),
-    };
-    let t = std::time::Instant::now();
-    let written = write_pictures(&ctx, &cfg, &params, test, settings.seed, &set)?;
-    for p in &written {
-        say!("wrote {}", p.display());
-    }
-    say!("pictures took {:.1} s", t.elapsed().as_secs_f64());
-    if interrupted(&stop) {
-        // The pictures are written whole or not at all; the run is complete either way.
-        note!(
-            "interrupted while the pictures were drawn: training is complete and checkpointed in {}; \
-             {} pictures written",
-            ckpt_path.display(),
-            written.len()
-        );
-        return Ok(stopped_status(&stop));
-    }
-    Ok(ExitCode::SUCCESS)
+        Ok(ExitCode::SUCCESS)
+    })();
+    trained.map_err(|e| format!("{e}\n{}", saved_note()).into())
+}
+
+/// Whether a write failed for want of space (a full disk or quota, a file-size limit).
+fn out_of_space(e: &crate::Error) -> bool {
+    use std::io::ErrorKind::{FileTooLarge, QuotaExceeded, StorageFull};
+    matches!(e, crate::Error::Io { source, .. }
+        if matches!(source.kind(), StorageFull | QuotaExceeded | FileTooLarge))
 }
 
 /// Ctrl-C, SIGTERM or a closed stdout since the run started.

@@ -296,7 +296,20 @@ impl TuneStore {
         }
         let _measuring = Measuring(nested);
         MEASURING.with(|m| m.set(true));
+        // A stop asked for while planning ends it here, before the next problem is timed (a
+        // first run's autotune takes seconds); nothing half-measured is recorded.
+        let stopped = || {
+            Error::Interrupted(format!(
+                "stopped while timing the kernel candidates for {problem} (nothing recorded)"
+            ))
+        };
+        if crate::error::interrupt_requested() {
+            return Err(stopped());
+        }
         let timings = measure()?;
+        if crate::error::interrupt_requested() {
+            return Err(stopped());
+        }
         let Some(&(best, _)) = timings.iter().min_by(|a, b| a.1.total_cmp(&b.1)) else {
             return Err(Error::Device(format!(
                 "{problem}: no candidate could be measured"

@@ -436,10 +436,21 @@ impl Trainer {
     /// The average loss per image (negative ELBO with one noise draw, as the notebook's test loss)
     /// over a data set, computed on the GPU in batches of the training batch size.
     pub fn evaluate(&mut self, ctx: &GpuContext, data: &GpuDataset) -> Result<EpochStats> {
+        self.evaluate_with(ctx, data, None)
+    }
+
+    /// As [`Trainer::evaluate`], told its progress now and then; `progress` answering `false`
+    /// stops the pass with [`Error::Interrupted`] (a stop asked for during the test pass).
+    pub fn evaluate_with(
+        &mut self,
+        ctx: &GpuContext,
+        data: &GpuDataset,
+        progress: Option<crate::model::eval::OnProgress<'_>>,
+    ) -> Result<EpochStats> {
         let start = std::time::Instant::now();
         // The noise depends on (seed, epoch) alone, so a resumed run prints the same test loss.
         self.vae.start_eval_draws(self.epoch);
-        let (r, _) = run_pass(ctx, &mut self.vae, data, false, None)?;
+        let (r, _) = run_pass(ctx, &mut self.vae, data, false, progress)?;
         let n = data.len as f64;
         Ok(EpochStats {
             epoch: self.epoch,

@@ -65,6 +65,10 @@ pub fn write_pictures(
     let cfg = &vae.cfg.clone();
     let n_tsne = TSNE_POINTS.min(test.count).min(cap);
 
+    // A stop asked for (Ctrl-C, SIGTERM) ends the pictures here: those written are whole.
+    if crate::error::interrupt_requested() {
+        return Ok(written);
+    }
     // t-SNE of the encoded means of random test images, coloured by class.
     if set.tsne && n_tsne >= 4 {
         let pick = Stream::new(seed, domain::SAMPLES, 2).permutation(test.count);
@@ -81,7 +85,25 @@ pub fn write_pictures(
         vae.run_step(ctx, &g, 0)?;
         let (mu, _) = Activations::split_heads(&ctx.read_f32(&a.heads)?, cfg.latent);
         let labels: Vec<u8> = pick.iter().map(|&i| test.labels[i as usize]).collect();
-        let points = tsne_2d(&mu, cfg.latent, seed)?;
+        // The map takes seconds and cannot be stopped midway: it runs on a thread of its own,
+        // left behind (the process is about to exit) when a stop is asked for.
+        let (latent, (tx, rx)) = (cfg.latent, std::sync::mpsc::channel());
+        std::thread::spawn(move || tx.send(tsne_2d(&mu, latent, seed)));
+        let points = loop {
+            match rx.recv_timeout(std::time::Duration::from_millis(50)) {
+                Ok(points) => break points?,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    if crate::error::interrupt_requested() {
+                        return Ok(written);
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(crate::Error::Device(
+                        "the t-SNE map's thread ended early".into(),
+                    ));
+                }
+            }
+        };
         let path = name("latent_tsne");
         tsne_png(&path, &points, &labels, &test.classes)?;
         written.push(path);
@@ -89,6 +111,7 @@ pub fn write_pictures(
 
     if let Some(hist) = set.loss
         && (!hist.epochs.is_empty() || !hist.steps.is_empty())
+        && !crate::error::interrupt_requested()
     {
         let path = name("loss");
         loss_png(&path, hist)?;
