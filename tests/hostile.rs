@@ -143,6 +143,11 @@ fn class2_checkpoint_values_are_checked_and_blamed_on_the_file() {
             vec!["linear_enc.weight", "non-finite", "index 7"],
         ),
         (
+            // Finite but absurd: pictures would be blank, a resume diverge at once.
+            write("huge.safetensors", &|c| c.params[11] = 1e30),
+            vec!["linear_enc.weight", "past ±1e6", "index 11"],
+        ),
+        (
             write("inf_m.safetensors", &|c| {
                 c.optimizer.as_mut().unwrap().m[3] = f32::INFINITY
             }),
@@ -591,6 +596,24 @@ fn class8_refusals_name_their_flags_and_a_finished_run_says_so() {
     );
     assert_eq!(files(&out), before, "nothing written into the run's folder");
     assert_eq!(std::fs::metadata(&ck).unwrap().modified().unwrap(), mtime);
+    // samples = 1000 read from a checkpoint: the buffer that does not fit, where L came from and
+    // what fits.
+    let mut many = Checkpoint::load(&ck).unwrap();
+    many.cfg.samples = 1000;
+    let many_path = dir.path("samples1000.safetensors");
+    many.save(&many_path).unwrap();
+    fails_with(
+        &run(&train_args(
+            data.to_str().unwrap(),
+            dir.path("many").to_str().unwrap(),
+            &["--resume", many_path.to_str().unwrap(), "--epochs", "2"],
+        )),
+        &[
+            "storage buffer",
+            "1000 samples per image (L = 1000, from the checkpoint)",
+            "smaller --batch-size fits",
+        ],
+    );
     let elsewhere = dir.path("elsewhere");
     let o = run(&[
         "train",

@@ -232,36 +232,49 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 cfg: cfg.clone(),
                 ..c.clone()
             };
-            let t = Trainer::resume(&ctx, &c, settings.clone(), train);
-            let t = match t {
-                Err(e @ crate::Error::Interrupted(_)) => return Ok(stopped_planning(&e)),
-                t => t?,
-            };
-            if c.progress.train_len != 0 && c.progress.train_len != train.count {
-                super::out::note!(
-                    "warning: the checkpoint's run trained on {} images, {} has {}: the epochs \
-                     from here cover other data",
-                    c.progress.train_len,
-                    args.data.dir().display(),
-                    train.count
+            Trainer::resume(&ctx, &c, settings.clone(), train).inspect(|t| {
+                if c.progress.train_len != 0 && c.progress.train_len != train.count {
+                    super::out::note!(
+                        "warning: the checkpoint's run trained on {} images, {} has {}: the \
+                         epochs from here cover other data",
+                        c.progress.train_len,
+                        args.data.dir().display(),
+                        train.count
+                    );
+                }
+                say!(
+                    "resumed from {} at epoch {}, step {} ({} Adam steps)",
+                    args.resume
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
+                    t.epoch + 1,
+                    t.step_in_epoch,
+                    t.vae.adam_steps
                 );
-            }
-            say!(
-                "resumed from {} at epoch {}, step {} ({} Adam steps)",
-                args.resume
-                    .as_ref()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default(),
-                t.epoch + 1,
-                t.step_in_epoch,
-                t.vae.adam_steps
-            );
-            Ok(t)
+            })
         }
         None => Trainer::new(&ctx, cfg.clone(), settings.clone(), train),
     };
     let mut trainer = match planned_trainer {
         Err(e @ crate::Error::Interrupted(_)) => return Ok(stopped_planning(&e)),
+        // Rows are L·B: say where L came from and what fits.
+        Err(e @ crate::Error::AdapterLimit { .. }) if cfg.samples > 1 => {
+            return Err(format!(
+                "{e}\n{} samples per image (L = {}{}) and a batch of {} make {} rows a step: a \
+                 smaller --batch-size fits",
+                cfg.samples,
+                cfg.samples,
+                if ckpt.is_some() {
+                    ", from the checkpoint"
+                } else {
+                    ", from --samples"
+                },
+                settings.batch_size,
+                cfg.samples * settings.batch_size
+            )
+            .into());
+        }
         t => t?,
     };
     if interrupted(&stop) {

@@ -67,6 +67,10 @@ pub struct OptimizerState {
     pub loss_accumulator: Vec<f32>,
 }
 
+/// The largest weight or bias magnitude a checkpoint may hold: a trained VAE's are of order 1;
+/// past ±1e6 the file is damaged or from a diverged run.
+pub const MAX_PARAM_MAGNITUDE: f32 = 1e6;
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Checkpoint {
     pub cfg: VaeConfig,
@@ -517,7 +521,7 @@ impl Checkpoint {
         Ok(ckpt)
     }
 
-    /// Refuse values no training run writes: non-finite weights or moments, a negative second
+    /// Refuse values no training run writes (see [`MAX_PARAM_MAGNITUDE`]): non-finite weights or moments, a negative second
     /// moment, Adam settings out of range, progress counters past any real run. Each message names
     /// the tensor (and first bad index) or metadata key.
     fn check_values(&self, path: &Path, layout: &ParamLayout) -> Result<()> {
@@ -538,6 +542,14 @@ impl Checkpoint {
             Ok(())
         };
         scan(&self.params, "", f32::is_finite, "a non-finite value")?;
+        // Finite but absurd: such weights overflow the first products (exp of a log-variance
+        // past 88 is infinite in f32), so pictures would be blank and training diverge at once.
+        scan(
+            &self.params,
+            "",
+            |v| v.abs() <= MAX_PARAM_MAGNITUDE,
+            "a value past ±1e6, which no trained model holds,",
+        )?;
         if let Some(o) = &self.optimizer {
             scan(
                 &o.m,
