@@ -548,7 +548,7 @@ impl Checkpoint {
             &self.params,
             "",
             |v| v.abs() <= MAX_PARAM_MAGNITUDE,
-            "a value past ±1e6, which no trained model holds,",
+            "a value past ±1e6",
         )?;
         if let Some(o) = &self.optimizer {
             scan(
