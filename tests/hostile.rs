@@ -596,6 +596,22 @@ fn class8_refusals_name_their_flags_and_a_finished_run_says_so() {
     );
     assert_eq!(files(&out), before, "nothing written into the run's folder");
     assert_eq!(std::fs::metadata(&ck).unwrap().modified().unwrap(), mtime);
+    // An IWAE k past what one image's rows may hold on any adapter: refused before any work,
+    // with the largest k that fits.
+    fails_with(
+        &run(&[
+            "eval",
+            "--checkpoint",
+            ck.to_str().unwrap(),
+            "--iw-samples",
+            "2000000",
+        ]),
+        &[
+            "--iw-samples 2000000",
+            "evaluated at once",
+            "fit this adapter",
+        ],
+    );
     // samples = 1000 read from a checkpoint: the buffer that does not fit, where L came from and
     // what fits.
     let mut many = Checkpoint::load(&ck).unwrap();

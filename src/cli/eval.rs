@@ -86,6 +86,30 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let stop = super::stop_flag()?;
     let ctx = GpuContext::new(&opts)?;
     say!("adapter: {}", ctx.adapter.short());
+    // One image's samples are evaluated at once (its k rows share one log-sum-exp): refuse a k
+    // whose rows the adapter cannot hold, with the largest that fits, before any work.
+    for (flag, k) in [
+        ("--elbo-samples", args.elbo_samples),
+        ("--iw-samples", args.iw_samples),
+    ] {
+        let fits = |k: usize| crate::model::GpuVae::check_fits(&ctx, &cfg.for_inference(k), 1);
+        if let Err(e) = fits(k) {
+            let (mut lo, mut hi) = (0usize, k);
+            while lo + 1 < hi {
+                let mid = lo + (hi - lo) / 2;
+                if fits(mid).is_ok() {
+                    lo = mid
+                } else {
+                    hi = mid
+                }
+            }
+            return Err(format!(
+                "{flag} {k}: one image's {k} samples are evaluated at once, and {e}; at most {lo} \
+                 fit this adapter"
+            )
+            .into());
+        }
+    }
     say!(
         "model: {} from {} (epoch {})",
         cfg.describe(),
