@@ -458,11 +458,39 @@ fn texture_operands_follow_earlier_writes_and_views() {
 }
 
 /// The subgroup kernels must not silently drop out of the parity tests: lavapipe's Vulkan driver
-/// has 8-lane subgroups (AVX2) or wider, so there the device must come up with them.
+/// has 8-lane subgroups (AVX2) or wider, so there the device must come up with them. Made 4 lanes
+/// wide (`LP_NATIVE_VECTOR_WIDTH=128`, narrower than the kernels' 8), they must be refused: by the
+/// autotune (not a candidate) and by a pin.
 #[test]
 fn subgroup_kernels_are_covered_on_lavapipe() {
     let ctx = &contexts()[0];
+    let lanes_4 = std::env::var("LP_NATIVE_VECTOR_WIDTH").is_ok_and(|w| w == "128");
     if ctx.adapter.backend == wgpu::Backend::Vulkan && ctx.adapter.name.contains("llvmpipe") {
+        if lanes_4 {
+            assert!(
+                !matmul::select::subgroups_usable(ctx)
+                    && !matmul::select::usable_variants(ctx)
+                        .iter()
+                        .any(|v| v.uses_subgroups()),
+                "{} has {}-lane subgroups: the 8-lane kernels must not be candidates",
+                ctx.adapter.short(),
+                ctx.subgroup_min_size
+            );
+            let pinned = vae_wgpu::gpu::ContextOptions::from_env()
+                .and_then(|o| {
+                    GpuContext::new(&vae_wgpu::gpu::ContextOptions {
+                        matmul: Some("subgroup".into()),
+                        cache_dir: None,
+                        ..o
+                    })
+                })
+                .and_then(|c| matmul::select::pinned(&c).map(|_| ()));
+            let e = pinned
+                .expect_err("a pinned subgroup kernel on 4 lanes")
+                .to_string();
+            assert!(e.contains("needs subgroups of at least 8 lanes"), "{e}");
+            return;
+        }
         assert!(
             matmul::select::subgroups_usable(ctx),
             "{} came up without subgroups: the subgroup matmul kernels would go untested",
