@@ -179,11 +179,12 @@ fn bench_elementwise(c: &mut Criterion) {
     let w_out = ctx.upload_f32("w_out", &[d, h], &f(d * h)).unwrap();
     let b_out = ctx.upload_f32("b_out", &[d], &f(d)).unwrap();
     let logits_product = Problem {
-        layout: Layout::NT,
-        m: b,
-        n: d,
-        k: h,
-        row_sums: false,
+        epilogue: vae_wgpu::kernels::matmul::EpilogueKind {
+            bias: true,
+            recon: Some(Likelihood::Bernoulli.name()),
+            ..vae_wgpu::kernels::matmul::EpilogueKind::NONE
+        },
+        ..Problem::bare(Layout::NT, b, d, h)
     };
     let variant = variant_for(&ctx, logits_product).unwrap();
     let fused_parts = ctx

@@ -30,11 +30,8 @@ fn context(cache_dir: PathBuf, matmul: Option<MatmulVariant>) -> GpuContext {
 
 fn problem(layout: Layout, m: usize, n: usize, k: usize, row_sums: bool) -> Problem {
     Problem {
-        layout,
-        m,
-        n,
-        k,
         row_sums,
+        ..Problem::bare(layout, m, n, k)
     }
 }
 
@@ -214,4 +211,65 @@ fn a_recording_context_never_plans_texture_reads() {
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_key_holds_the_epilogue_and_the_rows_are_bucketed() {
+    use vae_wgpu::kernels::matmul::EpilogueKind;
+    let dir = temp_dir("epilogue");
+    let ctx = context(dir.clone(), None);
+    // A forward product with its bias and ReLU, and a logits product with the fused BCE, are
+    // timed as they run: their keys say so.
+    let forward = Problem {
+        epilogue: EpilogueKind {
+            bias: true,
+            act: vae_wgpu::ops::Act::Relu,
+            ..EpilogueKind::NONE
+        },
+        ..Problem::bare(Layout::NT, 64, 40, 36)
+    };
+    let logits = Problem {
+        epilogue: EpilogueKind {
+            bias: true,
+            recon: Some("bernoulli"),
+            ..EpilogueKind::NONE
+        },
+        ..Problem::bare(Layout::NT, 64, 36, 40)
+    };
+    let grad = Problem {
+        epilogue: EpilogueKind {
+            act_grad: Some(vae_wgpu::ops::Act::Tanh),
+            ..EpilogueKind::NONE
+        },
+        ..Problem::bare(Layout::NN, 64, 40, 36)
+    };
+    for p in [forward, logits, grad] {
+        variant_for(&ctx, p).unwrap();
+    }
+    let text = cache_text(&dir);
+    for key in [
+        "\tNT 64x40x36 +bias +relu\t",
+        "\tNT 64x36x40 +bias +bernoulli loss\t",
+        "\tNN 64x40x36 +tanh grad\t",
+    ] {
+        assert_eq!(text.matches(key).count(), 1, "{key} in:\n{text}");
+    }
+    // An epoch's short last batch (48 rows; 44 for a TN product's summed K) takes the choice
+    // timed for the bucket's power of two: nothing more is timed or written.
+    let lines = text.lines().count();
+    assert_eq!(
+        variant_for(&ctx, Problem { m: 48, ..forward }).unwrap(),
+        variant_for(&ctx, forward).unwrap()
+    );
+    let tn = problem(Layout::TN, 40, 36, 64, true);
+    let v = variant_for(&ctx, tn).unwrap();
+    assert_eq!(variant_for(&ctx, Problem { k: 44, ..tn }).unwrap(), v);
+    let text = cache_text(&dir);
+    assert_eq!(text.lines().count(), lines + 1, "{text}");
+    assert!(!text.contains("48x") && !text.contains("x44"), "{text}");
+    assert_eq!(Problem { m: 48, ..forward }.key(), forward.key());
+    assert_eq!(
+        Problem { m: 65, ..forward }.key(),
+        "NT 128x40x36 +bias +relu"
+    );
 }

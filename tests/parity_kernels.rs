@@ -293,13 +293,7 @@ backend_test!(matmul_likelihood_epilogue, |ctx| {
                     let gbias = ctx.upload_f32("bias", &[n], &to_f32(&bias)).unwrap();
                     let gx = ctx.upload_f32("x", &[b, n], &to_f32(&x)).unwrap();
                     let gd = ctx.zeros("dlogits", &[m, n], DType::F32).unwrap();
-                    let problem = matmul::Problem {
-                        layout,
-                        m,
-                        n,
-                        k,
-                        row_sums: false,
-                    };
+                    let problem = matmul::Problem::bare(layout, m, n, k);
                     let np = matmul::recon_partials_len(ctx, variant, problem).unwrap();
                     // NaN past the partials the kernel owns: loss_reduce must not reach them.
                     let gp = ctx

@@ -624,11 +624,12 @@ impl GpuVae {
             // Training needs no logits: the reconstruction term and dlogits come out of the logits
             // product's epilogue (one dispatch and one pass over [L·B, D] fewer).
             let logits_product = matmul::Problem {
-                layout: Layout::NT,
-                m: lb,
-                n: self.cfg.input,
-                k: h_last.shape[1],
-                row_sums: false,
+                epilogue: matmul::EpilogueKind {
+                    bias: true,
+                    recon: Some(lik.name()),
+                    ..matmul::EpilogueKind::NONE
+                },
+                ..matmul::Problem::bare(Layout::NT, lb, self.cfg.input, h_last.shape[1])
             };
             let variant = matmul::variant_for(ctx, logits_product)?;
             d.push(matmul::with_candidates(

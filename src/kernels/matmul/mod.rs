@@ -63,8 +63,10 @@ impl Epilogue<'_> {
     };
 }
 
-/// A product as the kernels see it: `C [M, N] = op(A)·op(B)` over K in `layout`, and whether the
-/// row sums of op(A) are kept. Autotune choices are recorded per problem.
+/// A product as the kernels see it: `C [M, N] = op(A)·op(B) + epilogue` over K in `layout`, and
+/// whether the row sums of op(A) are kept. Autotune choices are recorded per [`Problem::key`]:
+/// the product with its epilogue (which can cost as much as the product: the fused BCE's exp and
+/// log per element), its batch-like rows bucketed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Problem {
     pub layout: Layout,
@@ -72,16 +74,105 @@ pub struct Problem {
     pub n: usize,
     pub k: usize,
     pub row_sums: bool,
+    pub epilogue: EpilogueKind,
+}
+
+/// What an epilogue adds to a product's cost, as the autotune keys and times it (the tensors
+/// aside: the timing makes its own).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct EpilogueKind {
+    pub bias: bool,
+    /// The activation applied to C (`Identity`: none).
+    pub act: Act,
+    /// The activation whose derivative multiplies C.
+    pub act_grad: Option<Act>,
+    /// The fused likelihood's name (`Likelihood::name`).
+    pub recon: Option<&'static str>,
+}
+
+impl EpilogueKind {
+    pub const NONE: EpilogueKind = EpilogueKind {
+        bias: false,
+        act: Act::Identity,
+        act_grad: None,
+        recon: None,
+    };
+}
+
+impl Epilogue<'_> {
+    /// What this epilogue costs, as [`Problem::epilogue`] records it.
+    pub fn kind(&self) -> EpilogueKind {
+        EpilogueKind {
+            bias: self.bias.is_some(),
+            act: self.act,
+            act_grad: self.act_grad.map(|(a, _)| a),
+            recon: self.recon.map(|r| r.likelihood.name()),
+        }
+    }
+}
+
+impl Problem {
+    /// A product with no epilogue.
+    pub fn bare(layout: Layout, m: usize, n: usize, k: usize) -> Problem {
+        Problem {
+            layout,
+            m,
+            n,
+            k,
+            row_sums: false,
+            epilogue: EpilogueKind::NONE,
+        }
+    }
+
+    /// The problem whose timing stands for this one: the batch-like dimension (the rows M of an
+    /// NN or NT product, the summed K of a TN one) rounded up to a power of two, as cubecl
+    /// anchors shapes, so an epoch's short last batch (96 rows of MNIST's 60 000 at 128) runs the
+    /// kernel timed for the full one. Which kernels fit does not depend on that dimension.
+    pub fn bucketed(self) -> Problem {
+        let up = |r: usize| r.max(1).next_power_of_two();
+        match self.layout {
+            Layout::NN | Layout::NT => Problem {
+                m: up(self.m),
+                ..self
+            },
+            Layout::TN => Problem {
+                k: up(self.k),
+                ..self
+            },
+        }
+    }
+
+    /// The autotune's key: the bucketed problem as text (`NT 128x784x200 +bias +bernoulli loss`).
+    pub fn key(&self) -> String {
+        self.bucketed().to_string()
+    }
 }
 
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let Problem {
-            layout, m, n, k, ..
+            layout,
+            m,
+            n,
+            k,
+            epilogue: e,
+            ..
         } = self;
         write!(f, "{layout:?} {m}x{n}x{k}")?;
         if self.row_sums {
             f.write_str(" +row sums")?;
+        }
+        if e.bias {
+            f.write_str(" +bias")?;
+        }
+        if e.act != Act::Identity {
+            write!(f, " +{}", e.act)?;
+        }
+        if let Some(a) = e.act_grad {
+            write!(f, " +{a} grad")?;
+        }
+        if let Some(l) = e.recon {
+            write!(f, " +{l} loss")?;
         }
         Ok(())
     }
@@ -108,6 +199,7 @@ pub fn matmul(
         n,
         k,
         row_sums: epi.row_sums.is_some(),
+        epilogue: epi.kind(),
     };
     with_candidates(ctx, problem, variant_for(ctx, problem)?, |v| {
         matmul_with(ctx, v, layout, a, b, c, epi)
@@ -128,7 +220,7 @@ pub fn with_candidates(
         for variant in candidates(ctx, problem, true) {
             d.candidates.push(Candidate {
                 variant,
-                problem: problem.to_string(),
+                problem: problem.key(),
                 desc: build(variant)?.desc,
                 set: Vec::new(),
             });
@@ -239,11 +331,8 @@ pub fn matmul_with(
         ctx,
         variant,
         Problem {
-            layout,
-            m,
-            n,
-            k,
             row_sums: epi.row_sums.is_some(),
+            ..Problem::bare(layout, m, n, k)
         },
     )?;
     let (entry, groups) = (kernel.entry, kernel.groups);

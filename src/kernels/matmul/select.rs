@@ -195,6 +195,7 @@ fn direct_entry(p: Problem) -> MatmulEntry {
         n,
         k,
         row_sums,
+        ..
     } = p;
     match layout {
         // The NT/NN vec4 kernels load A along K in vec4s and do not keep row sums.
@@ -215,6 +216,7 @@ fn subgroup_entry(p: Problem) -> Option<MatmulEntry> {
         n,
         k,
         row_sums,
+        ..
     } = p;
     if !n.is_multiple_of(4) {
         return None;
@@ -239,14 +241,15 @@ pub fn variant_for(ctx: &GpuContext, problem: Problem) -> Result<MatmulVariant> 
         Some(v) => v,
         // A recorded choice this device cannot run (a subgroup kernel on a device without usable
         // subgroups), or one this version does not know, counts as none.
+        // The timing is the bucketed problem's, with its epilogue (see `Problem::key`).
         None => ctx.tune_store.get_or_measure(
-            &problem.to_string(),
+            &problem.key(),
             |v| {
                 v.parse::<MatmulVariant>()
                     .ok()
                     .filter(|&v| !v.uses_subgroups() || subgroups_usable(ctx))
             },
-            || super::tune::tune(ctx, problem),
+            || super::tune::tune(ctx, problem.bucketed()),
         )?,
     };
     Ok(match chosen {

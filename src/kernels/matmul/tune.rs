@@ -19,6 +19,7 @@ pub(super) fn tune(ctx: &GpuContext, problem: Problem) -> Result<Vec<(MatmulVari
         n,
         k,
         row_sums,
+        epilogue: kind,
     } = problem;
     // Past ~1024 rows of the batch-like dimension (M; for TN also the summed K) a product is more
     // of the same workgroups, so a 1024-row slice ranks the kernels as well and keeps tuning short
@@ -36,9 +37,45 @@ pub(super) fn tune(ctx: &GpuContext, problem: Problem) -> Result<Vec<(MatmulVari
     let b = ctx.upload_f32("autotune b", &sb, &fill(k * n, 17))?;
     let c = ctx.zeros("autotune c", &[m, n], crate::gpu::DType::F32)?;
     let rs = ctx.zeros("autotune row sums", &[m], crate::gpu::DType::F32)?;
+    // The epilogue the product runs with, on operands of its shapes: the time is what runs.
+    let tuned = Problem { m, k, ..problem };
+    let bias = match kind.bias {
+        true => Some(ctx.upload_f32("autotune bias", &[n], &fill(n, 7))?),
+        false => None,
+    };
+    // The saved activation output (half of it positive) or the likelihood's targets in [0, 1].
+    let y = match kind.act_grad.is_some() || kind.recon.is_some() {
+        true => {
+            let v: Vec<f32> = fill(m * n, 5).iter().map(|x| (x + 1.0) / 2.0).collect();
+            Some(ctx.upload_f32("autotune saved output", &[m, n], &v)?)
+        }
+        false => None,
+    };
+    let recon = match kind.recon {
+        Some(name) => {
+            let likelihood = crate::model::Likelihood::parse(name, None)?;
+            let mut need = 1;
+            for v in candidates(ctx, problem, false) {
+                need = need.max(super::recon_partials_len(ctx, v, tuned)?);
+            }
+            let partials = ctx.zeros("autotune loss partials", &[need], crate::gpu::DType::F32)?;
+            Some((likelihood, partials))
+        }
+        None => None,
+    };
     let epi = Epilogue {
+        bias: bias.as_ref(),
+        act: kind.act,
+        act_grad: kind.act_grad.zip(y.as_ref()),
         row_sums: row_sums.then_some(&rs),
-        ..Epilogue::NONE
+        recon: match (&recon, &y) {
+            (Some((likelihood, partials)), Some(targets)) => Some(super::ReconEpilogue {
+                likelihood: *likelihood,
+                targets,
+                partials,
+            }),
+            _ => None,
+        },
     };
     let mut reference: Option<Vec<f32>> = None;
     // (variant, dispatch, rough first time) of every candidate that computes the right product.
