@@ -260,10 +260,10 @@ pub fn variant_for(ctx: &GpuContext, problem: Problem) -> Result<MatmulVariant> 
 
 /// The candidates for a problem, the reference first: the direct kernel; the subgroup ones where
 /// the device has subgroups and the shape fits them (else they are the direct one); the tile
-/// shapes. With `for_export` false, a CPU adapter (lavapipe, SwiftShader) gets the 64x64 tile
-/// only: there workgroup memory is plain memory plus barriers, every tile shape runs 10-40x behind
-/// the direct kernels (measured: 0.2-0.6 GFLOP/s against 2-8), and compiling and running more
-/// shapes per product took a first run from 9 to 23 s. An exported plan (`for_export`) lists every
+/// shapes. With `for_export` false, a CPU adapter (lavapipe, SwiftShader) gets no tile shape:
+/// there workgroup memory is plain memory plus barriers, every tile shape runs 4-40x behind the
+/// direct kernels (measured: 0.2-0.6 GFLOP/s against 2-8; no product of any model here ever chose
+/// one), and each is one more pipeline a first run compiles per product and epilogue. An exported plan (`for_export`) lists every
 /// shape, and not the texture-fed kernels: a plan's bindings are buffers.
 pub(super) fn candidates(
     ctx: &GpuContext,
@@ -279,8 +279,6 @@ pub(super) fn candidates(
     }
     if for_export || ctx.adapter.device_type != wgpu::DeviceType::Cpu {
         v.extend(TileShape::ALL.map(MatmulVariant::Tiled));
-    } else {
-        v.push(MatmulVariant::TILED);
     }
     v
 }
