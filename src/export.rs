@@ -25,7 +25,7 @@ use crate::model::KlWeight;
 use crate::model::gpu::{EpochPlan, StepGraph};
 use crate::model::{GpuDataset, GpuVae, TrainSettings, VaeConfig};
 use crate::ops::AdamConfig;
-use crate::rng::{Stream, domain};
+use crate::rng::{Philox, domain};
 
 /// The plan format's name and version (`plan.json`'s `format` and `version`).
 pub const FORMAT: &str = "vae-wgpu-plan";
@@ -314,7 +314,7 @@ pub fn export_plan(ctx: &GpuContext, opts: &ExportOptions) -> Result<ExportSumma
     // The per-epoch shuffles, exactly as the trainer draws them.
     let mut indices = Vec::with_capacity(opts.epochs * train.count * 4);
     for epoch in 1..=opts.epochs {
-        let perm = Stream::new(s.seed, domain::SHUFFLE, epoch as u32).permutation(train.count);
+        let perm = Philox::stream(s.seed, domain::SHUFFLE, epoch as u32).permutation(train.count);
         indices.extend(bytemuck::cast_slice::<u32, u8>(&perm));
     }
     let mut bytes = write_file(&opts.out, "indices.bin", &indices)?;

@@ -6,17 +6,18 @@
 //! gradient of a tensor (plus a tiny absolute floor) is a bound no correct gradient misses and a
 //! wrong one (a missing term, a transposed index) fails by orders of magnitude.
 
+use rand::Rng;
 use vae_wgpu::cpu::model::CpuVae;
 use vae_wgpu::cpu::ops;
 use vae_wgpu::model::{Likelihood, ParamLayout, VaeConfig};
 use vae_wgpu::ops::{Act, AdamConfig, Layout};
-use vae_wgpu::rng::{Stream, domain};
+use vae_wgpu::rng::{Between, Philox, domain};
 
 const H: f64 = 1e-5;
 
 fn rand(seed: u32, n: usize, lo: f64, hi: f64) -> Vec<f64> {
-    let mut s = Stream::new(99, domain::TEST_DATA, seed);
-    (0..n).map(|_| s.uniform(lo, hi)).collect()
+    let mut s = Philox::stream(99, domain::TEST_DATA, seed);
+    (0..n).map(|_| s.sample(Between(lo, hi))).collect()
 }
 
 fn central(f: &dyn Fn(&[f64]) -> f64, x: &[f64], i: usize) -> f64 {

@@ -904,7 +904,7 @@ backend_test!(condition_kernels_match, |ctx| {
     use vae_wgpu::kernels::condition;
     let (n, b, classes) = (50, 7, 4);
     let data_labels: Vec<u32> = (0..n).map(|i| (i * 3 % classes) as u32).collect();
-    let index: Vec<u32> = rng::Stream::new(5, rng::domain::SHUFFLE, 0).permutation(n);
+    let index: Vec<u32> = rng::Philox::stream(5, rng::domain::SHUFFLE, 0).permutation(n);
     let g_data = ctx.upload_u32("data labels", &[n], &data_labels).unwrap();
     let g_index = ctx.upload_u32("index", &[n], &index).unwrap();
     let g_labels = ctx.zeros("labels", &[b], DType::U32).unwrap();
@@ -966,7 +966,7 @@ backend_test!(gather_is_exact, |ctx| {
     for d in [13, 28] {
         let (n, b) = (50, 7);
         let pixels: Vec<u8> = (0..n * d).map(|i| (i * 37 % 256) as u8).collect();
-        let index: Vec<u32> = rng::Stream::new(3, rng::domain::SHUFFLE, 0).permutation(n);
+        let index: Vec<u32> = rng::Philox::stream(3, rng::domain::SHUFFLE, 0).permutation(n);
         let gpx = ctx.upload_u8("pixels", &[n, d], &pixels).unwrap();
         let gidx = ctx.upload_u32("index", &[n], &index).unwrap();
         let gx = ctx.zeros("x", &[b, d], DType::F32).unwrap();

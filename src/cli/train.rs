@@ -625,6 +625,7 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         // The pictures are optional outputs: a failure to write them leaves the run complete.
         let written = match write_pictures(&ctx, &cfg, &params, test, settings.seed, &set) {
             Ok(w) => w,
+            Err(e @ crate::Error::Interrupted(_)) => return Err(e.into()),
             Err(e) => {
                 note!(
                     "warning: the pictures were not written ({e}); training is complete and \
@@ -658,7 +659,24 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         }
         Ok(ExitCode::SUCCESS)
     })();
-    trained.map_err(|e| format!("{e}\n{}", saved_note()).into())
+    match trained {
+        // A stop that reached work between the safe points (the autotune of the pictures' new
+        // shapes): what is saved is whole; say so as the other stops do.
+        Err(e) if matches!(e.downcast_ref(), Some(crate::Error::Interrupted(_))) => {
+            let why = match e.downcast_ref() {
+                Some(crate::Error::Interrupted(why)) => why.as_str(),
+                _ => "",
+            };
+            note!(
+                "interrupted after epoch {} ({why}): {}",
+                trainer.epoch,
+                saved_note()
+            );
+            Ok(stopped_status(&stop))
+        }
+        Err(e) => Err(format!("{e}\n{}", saved_note()).into()),
+        ok => ok,
+    }
 }
 
 /// Whether a write failed for want of space (a full disk or quota, a file-size limit).

@@ -36,7 +36,8 @@ use super::VaeConfig;
 use super::config::{CONV_KERNEL, CONV_PADDING, CONV_STRIDE};
 pub use super::layers::{ConvGeom, Layer, LayerKind};
 use crate::ops::Act;
-use crate::rng::{Stream, domain};
+use crate::rng::{Between, Philox, domain};
+use rand::Rng;
 
 /// Alignment of every tensor in the arena, in f32 elements.
 pub const ARENA_ALIGN: usize = 64;
@@ -398,9 +399,9 @@ impl ParamLayout {
                 continue;
             }
             let bound = 1.0 / (spec.fan_in as f64).sqrt();
-            let mut s = Stream::new(seed, domain::INIT, i as u32);
+            let mut s = Philox::stream(seed, domain::INIT, i as u32);
             let values: Vec<f32> = (0..spec.len())
-                .map(|_| s.uniform(-bound, bound) as f32)
+                .map(|_| s.sample(Between(-bound, bound)) as f32)
                 .collect();
             spec.write(&mut arena, &values);
         }

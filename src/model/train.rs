@@ -12,7 +12,7 @@ use crate::model::eval::run_pass;
 use crate::model::gpu::{EpochPlan, LossReadout, MAX_STEPS_PER_SUBMIT, StepGraph};
 use crate::model::{GpuDataset, GpuVae, VaeConfig};
 use crate::ops::AdamConfig;
-use crate::rng::{Stream, domain};
+use crate::rng::{Philox, domain};
 
 /// Run settings besides the model's sizes.
 #[derive(Clone, Debug)]
@@ -216,7 +216,7 @@ impl Trainer {
         let start = std::time::Instant::now();
         let epoch = self.epoch + 1;
         // The shuffle depends only on (seed, epoch), so a resumed epoch sees the same order.
-        let perm = Stream::new(self.settings.seed, domain::SHUFFLE, epoch as u32)
+        let perm = Philox::stream(self.settings.seed, domain::SHUFFLE, epoch as u32)
             .permutation(self.train.len);
         ctx.write_u32(&self.train.index, &perm)?;
         if self.step_in_epoch == 0 {

@@ -13,7 +13,8 @@ use plotters::prelude::*;
 use plotters::style::FontStyle;
 
 use crate::error::{Error, Result};
-use crate::rng::{Stream, domain};
+use crate::rng::{BoxMuller, Philox, domain};
+use rand::Rng;
 
 const FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
 
@@ -324,8 +325,10 @@ pub fn tsne_2d(codes: &[f32], dim: usize, seed: u64) -> Result<Vec<(f64, f64)>> 
         )));
     }
     let rows: Vec<&[f32]> = codes.chunks(dim).collect();
-    let mut s = Stream::new(seed, domain::SAMPLES, 0x75e);
-    let init: Vec<f32> = (0..n * 2).map(|_| (s.normal() * 1e-4) as f32).collect();
+    let mut s = Philox::stream(seed, domain::SAMPLES, 0x75e);
+    let init: Vec<f32> = (0..n * 2)
+        .map(|_| (s.sample(BoxMuller) * 1e-4) as f32)
+        .collect();
     let perplexity = 30.0f32.min((n as f32 - 1.0) / 3.0);
     let emb = bhtsne::tSNE::<f32, &[f32]>::new(&rows)
         .perplexity(perplexity)

@@ -15,7 +15,8 @@ use crate::gpu::GpuContext;
 use crate::model::gpu::{Activations, Input};
 use crate::model::{GpuVae, VaeConfig};
 use crate::ops::AdamConfig;
-use crate::rng::{Stream, domain};
+use crate::rng::{BoxMuller, Philox, domain};
+use rand::Rng;
 
 /// Points in the t-SNE map.
 pub const TSNE_POINTS: usize = 1000;
@@ -71,7 +72,7 @@ pub fn write_pictures(
     }
     // t-SNE of the encoded means of random test images, coloured by class.
     if set.tsne && n_tsne >= 4 {
-        let pick = Stream::new(seed, domain::SAMPLES, 2).permutation(test.count);
+        let pick = Philox::stream(seed, domain::SAMPLES, 2).permutation(test.count);
         let pick = &pick[..n_tsne];
         let x: Vec<f32> = pick
             .iter()
@@ -196,9 +197,9 @@ fn draw(
 
     // Samples: decodes of z ~ N(0, I), a 10x10 grid.
     let n_samples = 100.min(cap);
-    let mut s = Stream::new(seed, domain::SAMPLES, 1);
+    let mut s = Philox::stream(seed, domain::SAMPLES, 1);
     let z: Vec<f32> = (0..n_samples * cfg.latent)
-        .map(|_| s.normal() as f32)
+        .map(|_| s.sample(BoxMuller) as f32)
         .collect();
     let logits = {
         let a = vae.acts.decoder_rows(n_samples)?;
@@ -222,8 +223,10 @@ fn draw(
     // the "style", fixed while the class changes).
     let rows = cfg.classes.min(cap / 10);
     if rows > 0 {
-        let mut s = Stream::new(seed, domain::SAMPLES, 3);
-        let codes: Vec<f32> = (0..10 * cfg.latent).map(|_| s.normal() as f32).collect();
+        let mut s = Philox::stream(seed, domain::SAMPLES, 3);
+        let codes: Vec<f32> = (0..10 * cfg.latent)
+            .map(|_| s.sample(BoxMuller) as f32)
+            .collect();
         let z: Vec<f32> = (0..rows).flat_map(|_| codes.iter().copied()).collect();
         let logits = {
             let a = vae.acts.decoder_rows(rows * 10)?;

@@ -7,12 +7,13 @@ use std::sync::OnceLock;
 pub mod programs;
 pub mod shapes;
 
+use rand::Rng;
 use vae_wgpu::gpu::{BackendChoice, ContextOptions, GpuContext, GpuTensor};
 use vae_wgpu::kernels::matmul::MatmulVariant;
 use vae_wgpu::kernels::reparam_kl::EpsSource;
 use vae_wgpu::model::GpuVae;
 use vae_wgpu::model::gpu::{Input, StepGraph};
-use vae_wgpu::rng::{Stream, domain};
+use vae_wgpu::rng::{Between, Philox, domain};
 
 /// f32 unit roundoff.
 pub const U: f64 = 1.0 / 16_777_216.0;
@@ -232,8 +233,10 @@ pub fn join_heads(mu: &[f64], logvar: &[f64], k: usize) -> Vec<f64> {
 
 /// Deterministic uniform values in [lo, hi), rounded to f32 (what the GPU receives) and widened.
 pub fn uniform(seed: u32, n: usize, lo: f64, hi: f64) -> Vec<f64> {
-    let mut s = Stream::new(0xC0FFEE, domain::TEST_DATA, seed);
-    (0..n).map(|_| s.uniform(lo, hi) as f32 as f64).collect()
+    let mut s = Philox::stream(0xC0FFEE, domain::TEST_DATA, seed);
+    (0..n)
+        .map(|_| s.sample(Between(lo, hi)) as f32 as f64)
+        .collect()
 }
 
 pub fn to_f32(v: &[f64]) -> Vec<f32> {

@@ -3,22 +3,23 @@
 
 use std::path::{Path, PathBuf};
 
-use vae_wgpu::rng::{Stream, domain};
+use rand::Rng;
+use vae_wgpu::rng::{Between, Philox, domain};
 
 pub const CLASSES: [&str; 3] = ["bars", "discs", "squares"];
 
 /// One `w x h` RGB picture of `class` (an index into [`CLASSES`]): a bright shape on a dark
 /// background, its colour drawn at random.
 pub fn shape_picture(class: usize, w: u32, h: u32, seed: u32) -> image::RgbImage {
-    let mut s = Stream::new(u64::from(seed), domain::SAMPLES, 77);
+    let mut s = Philox::stream(u64::from(seed), domain::SAMPLES, 77);
     let (fw, fh) = (w as f64, h as f64);
-    let size = (0.25 + 0.2 * s.uniform(0.0, 1.0)) * fw.min(fh);
-    let cx = s.uniform(size, fw - size);
-    let cy = s.uniform(size, fh - size);
+    let size = (0.25 + 0.2 * s.sample(Between(0.0, 1.0))) * fw.min(fh);
+    let cx = s.sample(Between(size, fw - size));
+    let cy = s.sample(Between(size, fh - size));
     let color = [
-        s.uniform(150.0, 255.0) as u8,
-        s.uniform(150.0, 255.0) as u8,
-        s.uniform(150.0, 255.0) as u8,
+        s.sample(Between(150.0, 255.0)) as u8,
+        s.sample(Between(150.0, 255.0)) as u8,
+        s.sample(Between(150.0, 255.0)) as u8,
     ];
     image::RgbImage::from_fn(w, h, |x, y| {
         let (dx, dy) = (x as f64 + 0.5 - cx, y as f64 + 0.5 - cy);
