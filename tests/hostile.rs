@@ -43,19 +43,7 @@ type Lines = std::io::Lines<BufReader<std::process::ChildStdout>>;
 /// Spawn, then read stdout until a line contains `needle` (the program is past its start-up: its
 /// signal handler is in place). The reader is returned open: closing it would close stdout.
 fn spawn_until(args: &[&str], needle: &str) -> (std::process::Child, Lines) {
-    let mut child = spawn(args);
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    loop {
-        match lines.next() {
-            Some(Ok(l)) if l.contains(needle) => break,
-            Some(Ok(_)) => {}
-            other => {
-                let (code, err) = stderr_of(child);
-                panic!("no '{needle}' line ({other:?}, exit {code:?}): {err}");
-            }
-        }
-    }
-    (child, lines)
+    spawn_env_until(args, &[], needle)
 }
 
 fn signal(child: &std::process::Child, sig: &str) {

@@ -404,6 +404,15 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     });
     let total_start = std::time::Instant::now();
     let steps_at_start = trainer.vae.adam_steps;
+    // How to draw a finished run's pictures that were not drawn (a stop, a full disk).
+    let draw_later = super::command_line(
+        "pictures",
+        &format!(
+            "--checkpoint {} --out {}",
+            super::shell_quote(&ckpt_path),
+            super::shell_quote(&out)
+        ),
+    );
     let trained = (|| -> Result<ExitCode, Box<dyn std::error::Error>> {
         while trainer.epoch < args.epochs {
             let steps = trainer.steps_per_epoch();
@@ -545,17 +554,7 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
                     "pictures"
                 };
                 let next = if trainer.epoch >= args.epochs {
-                    format!(
-                        "training is complete; draw the pictures with: {}",
-                        super::command_line(
-                            "pictures",
-                            &format!(
-                                "--checkpoint {} --out {}",
-                                super::shell_quote(&ckpt_path),
-                                super::shell_quote(&out)
-                            )
-                        )
-                    )
+                    format!("training is complete; draw the pictures with: {draw_later}")
                 } else {
                     format!(
                         "resume with: {}",
@@ -629,16 +628,8 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             Err(e) => {
                 note!(
                     "warning: the pictures were not written ({e}); training is complete and \
-                     saved in {}: draw them later with {}",
+                     saved in {}: draw them later with {draw_later}",
                     ckpt_path.display(),
-                    super::command_line(
-                        "pictures",
-                        &format!(
-                            "--checkpoint {} --out {}",
-                            super::shell_quote(&ckpt_path),
-                            super::shell_quote(&out)
-                        )
-                    )
                 );
                 return Ok(ExitCode::SUCCESS);
             }
