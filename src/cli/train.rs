@@ -215,11 +215,7 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
 
     // A stop during planning (a first run's autotune takes seconds) ends the run here: nothing
     // trained, nothing written but the folder, which the same command can use again.
-    let stopped_planning = |e: &crate::Error| {
-        let why = match e {
-            crate::Error::Interrupted(why) => why.clone(),
-            e => e.to_string(),
-        };
+    let stopped_planning = |why: &str| {
         note!(
             "interrupted while planning the training step ({why}): nothing was trained or \
              written; run the same command again to start"
@@ -257,7 +253,7 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         None => Trainer::new(&ctx, cfg.clone(), settings.clone(), train),
     };
     let mut trainer = match planned_trainer {
-        Err(e @ crate::Error::Interrupted(_)) => return Ok(stopped_planning(&e)),
+        Err(crate::Error::Interrupted(why)) => return Ok(stopped_planning(&why)),
         // Rows are L·B: say where L came from and what fits.
         Err(e @ crate::Error::AdapterLimit { .. }) if cfg.samples > 1 => {
             return Err(format!(
@@ -278,9 +274,7 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         t => t?,
     };
     if interrupted(&stop) {
-        return Ok(stopped_planning(&crate::Error::Interrupted(
-            "before the first step".into(),
-        )));
+        return Ok(stopped_planning("before the first step"));
     }
     // The split this run holds out (a resumed run's is the checkpoint's, unless the data changed
     // kind): its checkpoints record it for eval, pictures and later resumes.
@@ -447,7 +441,7 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 }
             };
             // A closed stdout (`train | head`) stops the run as an interrupt does.
-            let mut should_stop = || stop.load(Ordering::SeqCst) || super::out::stdout_closed();
+            let mut should_stop = || interrupted(&stop);
             let end = trainer.train_epoch(&ctx, &mut on_event, &mut should_stop);
             pb.finish_and_clear();
             let stats = match end? {
@@ -650,14 +644,13 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         }
         Ok(ExitCode::SUCCESS)
     })();
-    match trained {
+    let Err(e) = trained else {
+        return trained;
+    };
+    match e.downcast_ref() {
         // A stop that reached work between the safe points (the autotune of the pictures' new
         // shapes): what is saved is whole; say so as the other stops do.
-        Err(e) if matches!(e.downcast_ref(), Some(crate::Error::Interrupted(_))) => {
-            let why = match e.downcast_ref() {
-                Some(crate::Error::Interrupted(why)) => why.as_str(),
-                _ => "",
-            };
+        Some(crate::Error::Interrupted(why)) => {
             note!(
                 "interrupted after epoch {} ({why}): {}",
                 trainer.epoch,
@@ -665,8 +658,7 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             );
             Ok(stopped_status(&stop))
         }
-        Err(e) => Err(format!("{e}\n{}", saved_note()).into()),
-        ok => ok,
+        _ => Err(format!("{e}\n{}", saved_note()).into()),
     }
 }
 

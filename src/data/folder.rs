@@ -718,8 +718,13 @@ fn split_folders(
 ) -> Result<(PathBuf, Option<PathBuf>)> {
     let sub = |n: &str| Some(root.join(n)).filter(|p| p.is_dir());
     let (train, test, val) = (sub("train"), sub("test"), sub("val"));
-    let mut probe = FolderReport::default();
-    let others: Vec<String> = entries(root, &mut probe)?
+    if (&train, &test, &val) == (&None, &None, &None) {
+        // The usual ImageFolder root: `scan` lists it (listing it here too would stat a large
+        // flat folder's files twice).
+        return Ok((root.to_path_buf(), None));
+    }
+    // The folders beside the split ones (their files are `scan`'s to report).
+    let others: Vec<String> = entries(root, &mut FolderReport::default())?
         .0
         .iter()
         .filter_map(|d| d.file_name().map(name_text))
@@ -734,7 +739,6 @@ fn split_folders(
         }
     };
     match (train, test, val) {
-        (None, None, None) => Ok((root.to_path_buf(), None)),
         (Some(train), Some(test), val) => {
             if val.is_some() {
                 report.notes.push(

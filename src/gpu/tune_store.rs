@@ -117,13 +117,12 @@ fn for_each_line(mut r: impl BufRead, max: usize, mut f: impl FnMut(&[u8])) -> s
     }
 }
 
-/// This adapter's choices in a cache file's bytes; the first line for a problem wins (processes
-/// that tune at once each append a line, then all take the first). Lines that are too long, not
-/// UTF-8 or malformed are skipped, never the whole file.
-#[cfg(test)]
-fn parse(bytes: &[u8], key: &str) -> HashMap<String, Choice> {
+/// This adapter's choices in a cache file, read line by line; the first line for a problem wins
+/// (processes that tune at once each append a line, then all take the first). Lines that are too
+/// long, not UTF-8 or malformed are skipped, never the whole file; a read error ends the reading.
+fn parse(r: impl BufRead, key: &str) -> HashMap<String, Choice> {
     let mut out = HashMap::new();
-    let _ = for_each_line(bytes, MAX_LINE, |line| parse_line(line, key, &mut out));
+    let _ = for_each_line(r, MAX_LINE, |line| parse_line(line, key, &mut out));
     out
 }
 
@@ -234,13 +233,10 @@ impl TuneStore {
             }
             Err(_) => return HashMap::new(),
         }
-        let mut out = HashMap::new();
-        let _ = std::fs::File::open(file).and_then(|f| {
-            for_each_line(std::io::BufReader::new(f), MAX_LINE, |l| {
-                parse_line(l, &self.key, &mut out)
-            })
-        });
-        out
+        match std::fs::File::open(file) {
+            Ok(f) => parse(std::io::BufReader::new(f), &self.key),
+            Err(_) => HashMap::new(),
+        }
     }
 
     /// The recorded choice for `problem`: this process's, else the file's (read once).
@@ -450,7 +446,7 @@ mod tests {
         let mut bytes = text.as_bytes().to_vec();
         // A line that is not UTF-8 is skipped alone.
         bytes.extend(b"\nA\tNN 7x7x7\tdirect\xff\nA\tNN 6x6x6\tdirect\n");
-        let m = parse(&bytes, "A");
+        let m = parse(&bytes[..], "A");
         assert_eq!(m.len(), 4, "{m:?}");
         assert_eq!(m["NN 8x8x8"].variant, "tiled");
         assert_eq!(m["NN 8x8x8"].timings, "tiled=2.0us");

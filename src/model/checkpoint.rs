@@ -521,9 +521,10 @@ impl Checkpoint {
         Ok(ckpt)
     }
 
-    /// Refuse values no training run writes (see [`MAX_PARAM_MAGNITUDE`]): non-finite weights or moments, a negative second
-    /// moment, Adam settings out of range, progress counters past any real run. Each message names
-    /// the tensor (and first bad index) or metadata key.
+    /// Refuse values no training run writes: non-finite weights or moments, weights past
+    /// [`MAX_PARAM_MAGNITUDE`], a negative second moment, Adam settings out of range, progress
+    /// counters past any real run. Each message names the tensor (and first bad index) or
+    /// metadata key.
     fn check_values(&self, path: &Path, layout: &ParamLayout) -> Result<()> {
         let scan = |arena: &[f32], prefix: &str, ok: fn(f32) -> bool, what: &str| -> Result<()> {
             for spec in &layout.specs {

@@ -240,8 +240,8 @@ pub fn variant_for(ctx: &GpuContext, problem: Problem) -> Result<MatmulVariant> 
     let chosen = match pinned(ctx)? {
         Some(v) => v,
         // A recorded choice this device cannot run (a subgroup kernel on a device without usable
-        // subgroups), or one this version does not know, counts as none.
-        // The timing is the bucketed problem's, with its epilogue (see `Problem::key`).
+        // subgroups), or one this version does not know, counts as none. The timing is the
+        // bucketed problem's, with its epilogue (see `Problem::key`).
         None => ctx.tune_store.get_or_measure(
             &problem.key(),
             |v| {
@@ -263,8 +263,9 @@ pub fn variant_for(ctx: &GpuContext, problem: Problem) -> Result<MatmulVariant> 
 /// shapes. With `for_export` false, a CPU adapter (lavapipe, SwiftShader) gets no tile shape:
 /// there workgroup memory is plain memory plus barriers, every tile shape runs 4-40x behind the
 /// direct kernels (measured: 0.2-0.6 GFLOP/s against 2-8; no product of any model here ever chose
-/// one), and each is one more pipeline a first run compiles per product and epilogue. An exported plan (`for_export`) lists every
-/// shape, and not the texture-fed kernels: a plan's bindings are buffers.
+/// one), and each is one more pipeline a first run compiles per product and epilogue. An exported
+/// plan (`for_export`) lists every shape, and not the texture-fed kernels: a plan's bindings are
+/// buffers.
 pub(super) fn candidates(
     ctx: &GpuContext,
     problem: Problem,
