@@ -2,7 +2,8 @@
 //! matmul kernels at the model's shapes and 1024³ (GFLOP/s per variant beside a single-threaded CPU
 //! sgemm), the autotune's choices with their timings, the training step (dispatches and submits
 //! per step, host µs per step, step time, and each of its dispatches timed alone), whole training
-//! epochs and an evaluation, then the
+//! epochs and an evaluation, the cold start (the trainer's time to its first loss with empty and
+//! kept autotune and driver shader caches), then the
 //! `--conv 32,64 --latent 16` model: its conv layers per pass and formulation (GFLOP/s) beside
 //! PyTorch's CPU convolutions of the same shapes, and its epochs beside PyTorch's. Writes
 //! `report.md` and `report.json` into `--out` (default `report/`).
@@ -16,6 +17,7 @@ use std::time::Instant;
 
 use clap::Parser;
 use serde_json::{Value, json};
+use vae_wgpu::cli::train::FirstLoss;
 use vae_wgpu::data::load_splits;
 use vae_wgpu::gpu::{BackendChoice, DType, GpuContext, list_adapters};
 use vae_wgpu::kernels::matmul::{self, Epilogue};
@@ -281,6 +283,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .into_iter()
         .map(|(p, c)| json!({"problem": p, "choice": c.variant, "timings": c.timings}))
         .collect();
+    let cold = cold_start(&args);
     let (conv_layers, conv_epochs, conv_peer) = conv_report(&ctx, &args, &train, &test)?;
     let info = &ctx.adapter;
     let report = json!({
@@ -294,7 +297,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "host_us_per_step": host_us, "step_ms_back_to_back": step_ms,
             "dispatches_alone": dispatch_rows, "sum_of_dispatches_alone_us": dispatch_sum_us},
         "epochs": epochs, "epoch_gflops": flops_per_epoch / best_epoch / 1e9,
-        "pytorch_cpu": peer, "eval": eval, "autotune": choices,
+        "pytorch_cpu": peer, "eval": eval, "autotune": choices, "cold_start": cold,
         "conv_layers": conv_layers, "conv_epochs": conv_epochs, "conv_pytorch_cpu": conv_peer,
         "report_seconds": started.elapsed().as_secs_f64(),
     });
@@ -404,6 +407,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             c["timings"].as_str().unwrap_or("")
         );
     }
+    md += &cold_start_markdown(&cold);
     md += &conv_markdown(&conv_layers, &conv_epochs, &conv_peer);
     md += &format!(
         "\nReport took {:.0} s. Adapters seen:\n\n{}\n",
@@ -668,6 +672,111 @@ fn conv_markdown(rows: &[Value], epochs: &[Value], peer: &Value) -> String {
         );
     } else if let Some(why) = peer["skipped"].as_str() {
         md += &format!(" PyTorch conv epochs: {why}.\n");
+    }
+    md
+}
+
+/// The cold start as a user meets it: `vae-wgpu train --epochs 1` run three times in fresh cache
+/// folders — a first run ever (an empty autotune cache and an empty driver shader cache), then the
+/// autotune's choices kept with the driver's cache empty (drivers such as lavapipe compile each
+/// pipeline at its first dispatch), then both kept — each split as the trainer reports it after
+/// its first loss (data, device, planning and autotune, first steps). One row per run, or why not.
+fn cold_start(args: &Args) -> Vec<Value> {
+    let exe = std::env::current_exe().ok();
+    // target/<profile>/examples/gpu_report -> target/<profile>/vae-wgpu
+    let bin = exe
+        .as_deref()
+        .and_then(|e| e.parent()?.parent())
+        .map(|d| d.join(format!("vae-wgpu{}", std::env::consts::EXE_SUFFIX)));
+    let Some(bin) = bin.filter(|b| b.is_file()) else {
+        return vec![
+            json!({"skipped": "the vae-wgpu binary is not beside this example's folder: \
+            build it with `cargo build --release` (scripts/gpu_report.sh does)"}),
+        ];
+    };
+    let root = std::env::temp_dir().join(format!("vae-wgpu-cold-start-{}", std::process::id()));
+    let runs = [
+        ("first run ever (both caches empty)", "driver-1"),
+        ("autotune cache kept, driver shader cache empty", "driver-2"),
+        ("both caches kept", "driver-2"),
+    ];
+    let mut rows = Vec::new();
+    for (i, (caches, driver)) in runs.into_iter().enumerate() {
+        let mut cmd = std::process::Command::new(&bin);
+        cmd.args([
+            "train",
+            "--epochs",
+            "1",
+            "--no-tsne",
+            "--no-test",
+            "--data-dir",
+        ])
+        .arg(&args.data_dir)
+        .arg("--out")
+        .arg(root.join(format!("run-{i}")))
+        .env("VAE_WGPU_CACHE_DIR", root.join("autotune"))
+        // Mesa's and NVIDIA's on-disk shader caches; other drivers keep their own.
+        .env("MESA_SHADER_CACHE_DIR", root.join(driver))
+        .env("__GL_SHADER_DISK_CACHE_PATH", root.join(driver))
+        .env_remove("MESA_SHADER_CACHE_DISABLE");
+        if let Some(b) = &args.device.backend {
+            cmd.args(["--backend", b]);
+        }
+        if let Some(a) = &args.device.adapter {
+            cmd.args(["--adapter", a]);
+        }
+        let row = match cmd.output() {
+            Err(e) => {
+                json!({"caches": caches, "skipped": format!("{} did not start: {e}", bin.display())})
+            }
+            Ok(out) => {
+                let text = String::from_utf8_lossy(&out.stdout).into_owned()
+                    + &String::from_utf8_lossy(&out.stderr);
+                match text.lines().find_map(FirstLoss::parse) {
+                    Some(f) => json!({
+                        "caches": caches, "first_loss_s": f.total, "data_s": f.data,
+                        "device_s": f.device, "planning_and_autotune_s": f.planning,
+                        "first_steps_s": f.first_steps}),
+                    None => json!({"caches": caches, "skipped": format!(
+                        "no first-loss line from the trainer (exit {}): {}",
+                        out.status, text.lines().last().unwrap_or(""))}),
+                }
+            }
+        };
+        println!("cold start: {row}");
+        rows.push(row);
+    }
+    let _ = std::fs::remove_dir_all(&root);
+    rows
+}
+
+fn cold_start_markdown(rows: &[Value]) -> String {
+    let mut md = String::from(
+        "\nCold start (`vae-wgpu train --epochs 1` in fresh cache folders, as the trainer splits \
+         its first loss), seconds:\n\n| caches | first loss | data | device | planning and autotune \
+         | first steps |\n|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        let f = |k: &str| r[k].as_f64().map_or("—".to_string(), |v| format!("{v:.2}"));
+        match r["skipped"].as_str() {
+            Some(why) => {
+                md += &format!(
+                    "| {} | {why} | | | | |\n",
+                    r["caches"].as_str().unwrap_or("")
+                )
+            }
+            None => {
+                md += &format!(
+                    "| {} | {} | {} | {} | {} | {} |\n",
+                    r["caches"].as_str().unwrap_or(""),
+                    f("first_loss_s"),
+                    f("data_s"),
+                    f("device_s"),
+                    f("planning_and_autotune_s"),
+                    f("first_steps_s")
+                )
+            }
+        }
     }
     md
 }

@@ -16,7 +16,7 @@ done
 if [ -z "${XDG_RUNTIME_DIR:-}" ]; then
   XDG_RUNTIME_DIR="$(mktemp -d)"; chmod 700 "$XDG_RUNTIME_DIR"; export XDG_RUNTIME_DIR
 fi
-cargo build --release --example gpu_report --example list_adapters
+cargo build --release --bin vae-wgpu --example gpu_report --example list_adapters
 # Where cargo put them: CARGO_TARGET_DIR, a config's build.target-dir, or ./target.
 target="$(cargo metadata --format-version 1 --no-deps | grep -o '"target_directory":"[^"]*"' | cut -d'"' -f4)"
 "$target/release/examples/list_adapters" || true

@@ -132,14 +132,23 @@ fn matmul_direct(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     store_row_sums(row0, gid.x == 0u, sl, sh);
     var loss = 0.0;
-    loss += store_row(row0 + 0u, col0, c0l, c0h);
-    loss += store_row(row0 + 1u, col0, c1l, c1h);
-    loss += store_row(row0 + 2u, col0, c2l, c2h);
-    loss += store_row(row0 + 3u, col0, c3l, c3h);
-    loss += store_row(row0 + 4u, col0, c4l, c4h);
-    loss += store_row(row0 + 5u, col0, c5l, c5h);
-    loss += store_row(row0 + 6u, col0, c6l, c6h);
-    loss += store_row(row0 + 7u, col0, c7l, c7h);
+    for (var r = 0u; r < 8u; r++) {
+        loss += store_row(row0 + r, col0, c0l, c0h);
+        c0l = c1l;
+        c0h = c1h;
+        c1l = c2l;
+        c1h = c2h;
+        c2l = c3l;
+        c2h = c3h;
+        c3l = c4l;
+        c3h = c4h;
+        c4l = c5l;
+        c4h = c5h;
+        c5l = c6l;
+        c5h = c6h;
+        c6l = c7l;
+        c6h = c7h;
+    }
     store_recon_partial(direct_slot(gid), loss);
 }
 
@@ -221,14 +230,23 @@ fn matmul_nt4(@builtin(global_invocation_id) gid: vec3<u32>) {
         c7h += vec4<f32>(dot(u7, v4), dot(u7, v5), dot(u7, v6), dot(u7, v7));
     }
     var loss = 0.0;
-    loss += store_row(row0 + 0u, col0, c0l, c0h);
-    loss += store_row(row0 + 1u, col0, c1l, c1h);
-    loss += store_row(row0 + 2u, col0, c2l, c2h);
-    loss += store_row(row0 + 3u, col0, c3l, c3h);
-    loss += store_row(row0 + 4u, col0, c4l, c4h);
-    loss += store_row(row0 + 5u, col0, c5l, c5h);
-    loss += store_row(row0 + 6u, col0, c6l, c6h);
-    loss += store_row(row0 + 7u, col0, c7l, c7h);
+    for (var r = 0u; r < 8u; r++) {
+        loss += store_row(row0 + r, col0, c0l, c0h);
+        c0l = c1l;
+        c0h = c1h;
+        c1l = c2l;
+        c1h = c2h;
+        c2l = c3l;
+        c2h = c3h;
+        c3l = c4l;
+        c3h = c4h;
+        c4l = c5l;
+        c4h = c5h;
+        c5l = c6l;
+        c5h = c6h;
+        c6l = c7l;
+        c6h = c7h;
+    }
     store_recon_partial(direct_slot(gid), loss);
 }
 
@@ -353,14 +371,23 @@ fn matmul_nn4(@builtin(global_invocation_id) gid: vec3<u32>) {
         c7h = fma(vec4<f32>(u7.w), v3h, c7h);
     }
     var loss = 0.0;
-    loss += store_row(row0 + 0u, col0, c0l, c0h);
-    loss += store_row(row0 + 1u, col0, c1l, c1h);
-    loss += store_row(row0 + 2u, col0, c2l, c2h);
-    loss += store_row(row0 + 3u, col0, c3l, c3h);
-    loss += store_row(row0 + 4u, col0, c4l, c4h);
-    loss += store_row(row0 + 5u, col0, c5l, c5h);
-    loss += store_row(row0 + 6u, col0, c6l, c6h);
-    loss += store_row(row0 + 7u, col0, c7l, c7h);
+    for (var r = 0u; r < 8u; r++) {
+        loss += store_row(row0 + r, col0, c0l, c0h);
+        c0l = c1l;
+        c0h = c1h;
+        c1l = c2l;
+        c1h = c2h;
+        c2l = c3l;
+        c2h = c3h;
+        c3l = c4l;
+        c3h = c4h;
+        c4l = c5l;
+        c4h = c5h;
+        c5l = c6l;
+        c5h = c6h;
+        c6l = c7l;
+        c6h = c7h;
+    }
     store_recon_partial(direct_slot(gid), loss);
 }
 
@@ -427,13 +454,22 @@ fn matmul_tn4(@builtin(global_invocation_id) gid: vec3<u32>) {
     // With M % 4 == 0 the clamped vec4 `ah` repeats real rows only past M, never stored.
     store_row_sums(row0, gid.x == 0u, sl, sh);
     var loss = 0.0;
-    loss += store_row(row0 + 0u, col0, c0l, c0h);
-    loss += store_row(row0 + 1u, col0, c1l, c1h);
-    loss += store_row(row0 + 2u, col0, c2l, c2h);
-    loss += store_row(row0 + 3u, col0, c3l, c3h);
-    loss += store_row(row0 + 4u, col0, c4l, c4h);
-    loss += store_row(row0 + 5u, col0, c5l, c5h);
-    loss += store_row(row0 + 6u, col0, c6l, c6h);
-    loss += store_row(row0 + 7u, col0, c7l, c7h);
+    for (var r = 0u; r < 8u; r++) {
+        loss += store_row(row0 + r, col0, c0l, c0h);
+        c0l = c1l;
+        c0h = c1h;
+        c1l = c2l;
+        c1h = c2h;
+        c2l = c3l;
+        c2h = c3h;
+        c3l = c4l;
+        c3h = c4h;
+        c4l = c5l;
+        c4h = c5h;
+        c5l = c6l;
+        c5h = c6h;
+        c6l = c7l;
+        c6h = c7h;
+    }
     store_recon_partial(direct_slot(gid), loss);
 }

@@ -155,11 +155,25 @@ fn {name}(@builtin(global_invocation_id) gid: vec3<u32>) {{
 
     /// The epilogue: every row of the block through `store_row`, then the thread's loss partial.
     fn stores(s: &mut String) {
-        s.push_str("    var loss = 0.0;\n");
-        for r in 0..R {
-            writeln!(s, "    loss += store_row(row0 + {r}u, col0, c{r}l, c{r}h);").unwrap();
+        // One store_row in a loop that shifts the rows' accumulators down by one each time (no
+        // array: a local array indexed by the loop counter becomes a ladder of branches on CPU
+        // drivers), so drivers compiling at first dispatch compile the epilogue once, not 8 times
+        // (lavapipe, the default model's three direct products: 295, 185, 163 -> 81, 97, 71 ms).
+        writeln!(
+            s,
+            "    var loss = 0.0;\n    for (var r = 0u; r < {R}u; r++) {{"
+        )
+        .unwrap();
+        s.push_str("        loss += store_row(row0 + r, col0, c0l, c0h);\n");
+        for r in 0..R - 1 {
+            writeln!(
+                s,
+                "        c{r}l = c{n}l;\n        c{r}h = c{n}h;",
+                n = r + 1
+            )
+            .unwrap();
         }
-        s.push_str("    store_recon_partial(direct_slot(gid), loss);\n}\n");
+        s.push_str("    }\n    store_recon_partial(direct_slot(gid), loss);\n}\n");
     }
 
     /// Any layout and shape: scalar loads through `a_at` / `b_at`.
@@ -367,18 +381,30 @@ mod subgroup {
         }
     }
 
+    /// The tile's 32 rows through the epilogue: one `store_cols4` in a loop that shifts the rows'
+    /// accumulators down by one each time, not 32 inlined copies, so drivers that compile at their
+    /// first dispatch (llvmpipe) compile its loads, stores and likelihood once (lavapipe: NT and NN
+    /// 330 -> 105-120 ms, the logits' fused BCE 890 -> 117 ms; TN's time is its K loop's, 460
+    /// either way). No array: one indexed by the loop counter becomes a ladder of branches there
+    /// (1000 ms); through workgroup memory, 155 ms.
     fn stores(s: &mut String) {
-        s.push_str("    var loss = 0.0;\n");
-        for r in 0..ROWS {
-            writeln!(s, "    loss += store_cols4(row0 + {r}u, col0, c{r});").unwrap();
-        }
         writeln!(
-        s,
-        "    store_recon_partial((wid.y * ((p.n + {c}u) / {tc}u) + wid.x) * {LANES}u + lane, loss);",
-        c = LANES * 4 - 1,
-        tc = LANES * 4
-    )
-    .unwrap();
+            s,
+            "    var loss = 0.0;\n    for (var r = 0u; r < {ROWS}u; r++) {{"
+        )
+        .unwrap();
+        s.push_str("        loss += store_cols4(row0 + r, col0, c0);\n");
+        for r in 0..ROWS - 1 {
+            writeln!(s, "        c{r} = c{n};", n = r + 1).unwrap();
+        }
+        s.push_str("    }\n");
+        writeln!(
+            s,
+            "    store_recon_partial((wid.y * ((p.n + {c}u) / {tc}u) + wid.x) * {LANES}u + lane, loss);",
+            c = LANES * 4 - 1,
+            tc = LANES * 4
+        )
+        .unwrap();
     }
 
     fn prologue(s: &mut String, name: &str, what: &str) {

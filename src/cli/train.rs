@@ -80,6 +80,51 @@ pub struct Args {
 
 super::program_entry_points!();
 
+/// Where a run's time to its first loss went, in seconds: the line the trainer says once after
+/// that loss (`first loss 1.21 s after start: data 0.17 s, …`), which `examples/gpu_report.rs`
+/// reads back for its cold-start table.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FirstLoss {
+    pub total: f64,
+    pub data: f64,
+    pub device: f64,
+    /// Building the model's step: pipelines, buffers and the autotune.
+    pub planning: f64,
+    pub first_steps: f64,
+}
+
+impl std::fmt::Display for FirstLoss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "first loss {:.2} s after start: data {:.2} s, device {:.2} s, planning and autotune \
+             {:.2} s, first steps {:.2} s",
+            self.total, self.data, self.device, self.planning, self.first_steps
+        )
+    }
+}
+
+impl FirstLoss {
+    /// The figures of a line as `Display` writes it; `None` for any other line.
+    pub fn parse(line: &str) -> Option<Self> {
+        let rest = line.trim().strip_prefix("first loss ")?;
+        let v: Vec<f64> = rest
+            .split_whitespace()
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        let &[total, data, device, planning, first_steps] = v.as_slice() else {
+            return None;
+        };
+        Some(Self {
+            total,
+            data,
+            device,
+            planning,
+            first_steps,
+        })
+    }
+}
+
 fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let started = std::time::Instant::now();
     if args.epochs == 0 {
@@ -296,15 +341,14 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     // compile at their first dispatch).
     let mut first_loss = Some(move || {
         let (s, d, p, f) = (data_ready, device_ready, planned, started.elapsed());
-        format!(
-            "first loss {:.2} s after start: data {:.2} s, device {:.2} s, planning and autotune \
-             {:.2} s, first steps {:.2} s",
-            f.as_secs_f64(),
-            s.as_secs_f64(),
-            (d - s).as_secs_f64(),
-            (p - d).as_secs_f64(),
-            (f - p).as_secs_f64()
-        )
+        FirstLoss {
+            total: f.as_secs_f64(),
+            data: s.as_secs_f64(),
+            device: (d - s).as_secs_f64(),
+            planning: (p - d).as_secs_f64(),
+            first_steps: (f - p).as_secs_f64(),
+        }
+        .to_string()
     });
     say!(
         "model: {} (L = {}), {} parameters; {} train images, batch {}, lr {}, {} steps/epoch, {} dispatches/step, {} steps/submit",
@@ -794,5 +838,30 @@ mod tests {
         assert_eq!(super::utc_stamp(0), "1970-01-01T00-00-00");
         assert_eq!(super::utc_stamp(951_782_400), "2000-02-29T00-00-00");
         assert_eq!(super::utc_stamp(1_796_379_067), "2026-12-04T10-11-07");
+    }
+
+    #[test]
+    fn the_first_loss_line_reads_back_as_written() {
+        let f = super::FirstLoss {
+            total: 1.85,
+            data: 0.17,
+            device: 0.03,
+            planning: 0.21,
+            first_steps: 1.44,
+        };
+        let line = f.to_string();
+        assert!(
+            line.starts_with("first loss 1.85 s after start: data 0.17 s"),
+            "{line}"
+        );
+        assert_eq!(super::FirstLoss::parse(&format!("  {line}\n")), Some(f));
+        assert_eq!(
+            super::FirstLoss::parse("[100/469] batch loss: 150.20"),
+            None
+        );
+        assert_eq!(
+            super::FirstLoss::parse("first loss 1.85 s after start"),
+            None
+        );
     }
 }
