@@ -99,6 +99,21 @@ fn time_gpu(ctx: &GpuContext, d: &Dispatch, budget: f64) -> f64 {
     (0..5).map(|_| launch(reps)).fold(f64::INFINITY, f64::min)
 }
 
+/// (threads, GFLOP/s): a 1024³ sgemm on every core at once, the threads' rates summed.
+fn host_sgemm_all_cores(budget: f64) -> (usize, f64) {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let flops = 2.0 * 1024f64.powi(3);
+    let secs: Vec<f64> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..threads)
+            .map(|_| s.spawn(move || time_cpu(Layout::NT, 1024, 1024, 1024, budget.max(0.5))))
+            .collect();
+        hs.into_iter()
+            .map(|h| h.join().unwrap_or(f64::INFINITY))
+            .collect()
+    });
+    (threads, secs.iter().map(|t| flops / t / 1e9).sum())
+}
+
 /// Seconds of one single-threaded sgemm (matrixmultiply) of the same product, best of a few.
 fn time_cpu(layout: Layout, m: usize, n: usize, k: usize, budget: f64) -> f64 {
     let (a, b) = (vec![0.5f32; m * k], vec![0.25f32; k * n]);
@@ -183,6 +198,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("{row}");
         kernel_rows.push(row);
     }
+    // The host's fp32 rate on all its cores (one sgemm of 1024³ per thread at once): the peak a
+    // CPU adapter such as lavapipe can reach, against which its products are measured.
+    let (host_threads, host_gflops) = host_sgemm_all_cores(args.kernel_seconds);
+    let best_model_product = kernel_rows
+        .iter()
+        .filter(|r| r["m"] != 1024)
+        .flat_map(|r| variants.iter().filter_map(|v| r[v.to_string()].as_f64()))
+        .fold(0.0, f64::max);
+    let host_peak = json!({"threads": host_threads, "gflops": host_gflops,
+        "best_model_product_gflops": best_model_product,
+        "best_model_product_share": best_model_product / host_gflops});
+    println!("host sgemm on all cores: {host_peak}");
 
     // The training step in isolation, then whole epochs through the trainer.
     let (train, test) = load_splits(&args.data_dir)?;
@@ -291,7 +318,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "device_type": format!("{:?}", info.device_type),
         "driver": format!("{} {}", info.driver, info.driver_info),
         "adapters_seen": adapters,
-        "kernels_gflops": kernel_rows,
+        "kernels_gflops": kernel_rows, "host_sgemm_all_cores": host_peak,
         "training_step": {"dispatches": trainer.dispatches_per_step(), "submits_per_step":
             1.0 / trainer.steps_per_submit as f64, "steps_per_submit": trainer.steps_per_submit,
             "host_us_per_step": host_us, "step_ms_back_to_back": step_ms,
@@ -336,6 +363,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             r["cpu_sgemm_1_thread"].as_f64().unwrap_or(f64::NAN)
         );
     }
+    md += &format!(
+        "\nThe host's CPU: sgemm (matrixmultiply) of 1024³ on all {} threads at once, {:.1} GFLOP/s; \
+         the fastest model product above reaches {:.1} GFLOP/s, {:.0}% of it (the peak a CPU \
+         adapter can reach; on a GPU, a yardstick only).\n",
+        host_threads,
+        host_gflops,
+        best_model_product,
+        100.0 * best_model_product / host_gflops
+    );
     md += &format!(
         "\nTraining step: {} dispatches, {} step(s) per submit, {:.0} µs host time to record, \
          {:.2} ms per step back to back.\n\n",

@@ -34,6 +34,8 @@
 //                          shared across a subgroup (a module of its own: needs subgroups).
 //   matmul_subgroup_tex.wgsl — matmul_sg_{nt,nn,tn}_tex: the same reading A and B from textures
 //                          (lavapipe's storage loads are per-lane loops; see kernels/texture.rs).
+//   matmul_skinny.wgsl   — matmul_sg_skinny (hand-written, in the subgroup module): products with
+//                          N <= 12, one row of C per lane.
 // matmul_tiled and matmul_direct handle any M, N, K: out-of-range rows/columns are zero-filled
 // (tiled) or clamped on load (direct), and masked on store; the vec4 kernels need multiples of 4
 // (the launcher checks).

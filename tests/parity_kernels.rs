@@ -190,6 +190,108 @@ backend_test!(matmul_act_backward_epilogue, |ctx| {
     );
 });
 
+// `matmul_sg_skinny` (the subgroup variant of a product with N <= 12) makes the scalar direct
+// kernel's multiply-adds in its order: C with bias and ReLU, and the row sums, bit for bit,
+// in every layout, with ragged M, N from 1 to 12 and K tails of every length mod 8. The
+// primary adapter only, as the texture test above (GL has no subgroups; 4-lane lavapipe refuses
+// the subgroup kernels: the outcome checked there).
+#[test]
+fn skinny_products_match_the_direct_kernel_bit_for_bit() {
+    let ctx = &contexts()[0];
+    if !matmul::select::subgroups_usable(ctx) {
+        let lanes_4 = std::env::var("LP_NATIVE_VECTOR_WIDTH").is_ok_and(|w| w == "128")
+            && ctx.adapter.name.contains("llvmpipe");
+        if lanes_4 {
+            assert!(!matmul::select::usable_variants(ctx).contains(&MatmulVariant::Subgroup));
+            return;
+        }
+        return common::skip(
+            "skinny_products_match_the_direct_kernel_bit_for_bit",
+            &format!("{} has no subgroups", ctx.adapter.short()),
+        );
+    }
+    let mut checked = 0;
+    for layout in Layout::ALL {
+        for (m, n, k) in [
+            (128, 10, 200),
+            (200, 10, 128),
+            (67, 12, 33),
+            (9, 1, 7),
+            (20, 5, 70),
+        ] {
+            let (sa, sb) = layout.operand_shapes(m, n, k);
+            let seed = (m * 31 + n * 7 + k) as u32;
+            let up = |name, shape: &[usize], s, len| {
+                ctx.upload_f32(name, shape, &to_f32(&uniform(s, len, -1.0, 1.0)))
+                    .unwrap()
+            };
+            let (a, b, bias) = (
+                up("a", &sa, seed, m * k),
+                up("b", &sb, seed + 1, k * n),
+                up("bias", &[n], seed + 2, n),
+            );
+            let (mut outs, mut entries) = (Vec::new(), Vec::new());
+            for variant in [MatmulVariant::Direct, MatmulVariant::Subgroup] {
+                let c = ctx.zeros("c", &[m, n], DType::F32).unwrap();
+                let rs = ctx.zeros("rs", &[m], DType::F32).unwrap();
+                let epi = Epilogue {
+                    bias: Some(&bias),
+                    act: Act::Relu,
+                    ..Epilogue::NONE
+                };
+                let d = matmul_with(ctx, variant, layout, &a, &b, &c, epi).unwrap();
+                let sums = Epilogue {
+                    row_sums: Some(&rs),
+                    ..Epilogue::NONE
+                };
+                let c2 = ctx.zeros("c2", &[m, n], DType::F32).unwrap();
+                let d2 = matmul_with(ctx, variant, layout, &a, &b, &c2, sums).unwrap();
+                assert_eq!(
+                    d.desc.entry == "matmul_sg_skinny",
+                    variant == MatmulVariant::Subgroup,
+                    "{layout:?} {m}x{n}x{k}: {variant} runs {}",
+                    d.desc.entry
+                );
+                entries.push(d.desc.entry.to_string());
+                kernels::run(ctx, &[&d, &d2]).unwrap();
+                let bits = |t| {
+                    ctx.read_f32(t)
+                        .unwrap()
+                        .iter()
+                        .map(|v| v.to_bits())
+                        .collect::<Vec<_>>()
+                };
+                outs.push((bits(&c), bits(&c2), bits(&rs)));
+            }
+            let what = format!("{layout:?} {m}x{n}x{k}");
+            // NT with K % 4 == 0 is matmul_nt4's for the direct variant (dot products of vec4s
+            // along K, another order): the all-shapes test bounds both against the CPU there.
+            if entries[0] != "matmul_direct" {
+                assert!(
+                    layout == Layout::NT && k % 4 == 0,
+                    "{what}: direct runs {}",
+                    entries[0]
+                );
+                continue;
+            }
+            assert!(
+                outs[0].0 == outs[1].0,
+                "{what}: C with bias and ReLU differs from the direct kernel's"
+            );
+            assert!(
+                outs[0].1 == outs[1].1,
+                "{what}: C with row sums differs from the direct kernel's"
+            );
+            assert!(
+                outs[0].2 == outs[1].2,
+                "{what}: the row sums differ from the direct kernel's"
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 13);
+}
+
 // Row sums of op(A) written by the product's own threads (the fused bias gradient of a TN
 // weight-gradient product): Σ_k op(A)[i, k] against the CPU, in every layout and variant, with the
 // product itself still right. Tolerance: a sum of K terms, K·u·Σ|a|.

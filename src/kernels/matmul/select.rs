@@ -207,8 +207,12 @@ fn direct_entry(p: Problem) -> MatmulEntry {
     }
 }
 
-/// The subgroup kernel for a product, where one fits: C, bias and mask are read and written as
-/// vec4s (N % 4 == 0), and the operands as the vec4 kernels read them.
+/// The most columns `matmul_sg_skinny` takes (three vec4 accumulators per lane).
+pub const SKINNY_MAX_N: usize = 12;
+
+/// The subgroup kernel for a product, where one fits: `matmul_sg_skinny` for N <= 12; else C,
+/// bias and mask are read and written as vec4s (N % 4 == 0), and the operands as the vec4 kernels
+/// read them.
 fn subgroup_entry(p: Problem) -> Option<MatmulEntry> {
     let Problem {
         layout,
@@ -218,6 +222,10 @@ fn subgroup_entry(p: Problem) -> Option<MatmulEntry> {
         row_sums,
         ..
     } = p;
+    // Products with few columns: one row per lane, any layout and shape.
+    if n <= SKINNY_MAX_N {
+        return Some(MatmulEntry::SubgroupSkinny);
+    }
     if !n.is_multiple_of(4) {
         return None;
     }
@@ -272,9 +280,11 @@ pub(super) fn candidates(
     for_export: bool,
 ) -> Vec<MatmulVariant> {
     let mut v = vec![MatmulVariant::Direct];
-    if subgroups_usable(ctx) && subgroup_entry(problem).is_some() {
+    let entry = subgroup_entry(problem);
+    if subgroups_usable(ctx) && entry.is_some() {
         v.push(MatmulVariant::Subgroup);
-        if !for_export && textures_fit(ctx, problem) {
+        // The skinny kernel has no texture twin: nothing more to time.
+        if !for_export && textures_fit(ctx, problem) && entry != Some(MatmulEntry::SubgroupSkinny) {
             v.push(MatmulVariant::SubgroupTexture);
         }
     }
@@ -337,6 +347,12 @@ pub(super) fn kernel_for(
             // evaluation batch, say): the storage twin, same results.
             let textured = variant == MatmulVariant::SubgroupTexture && textures_fit(ctx, problem);
             match subgroup_entry(problem) {
+                // One 8-lane workgroup per 8 rows of C.
+                Some(MatmulEntry::SubgroupSkinny) => Kernel {
+                    entry: MatmulEntry::SubgroupSkinny,
+                    groups: [m.div_ceil(8) as u32, 1, 1],
+                    constants: Vec::new(),
+                },
                 // One 8-lane workgroup per 32x32 tile of C.
                 Some(e) => Kernel {
                     entry: if textured { e.with_textures() } else { e },
@@ -363,10 +379,13 @@ pub enum MatmulEntry {
     /// `matmul_sg_{nt,nn,tn}`, and reading A and B through textures `matmul_sg_{nt,nn,tn}_tex`:
     /// one layout each, one subgroup-sized workgroup per 32x32 tile.
     Subgroup { layout: Layout, textures: bool },
+    /// `matmul_sg_skinny`: N <= 12, any layout, one 8-lane workgroup per 8 rows of C (no texture
+    /// twin: the subgroup-tex variant runs it too).
+    SubgroupSkinny,
 }
 
 impl MatmulEntry {
-    pub const ALL: [MatmulEntry; 11] = {
+    pub const ALL: [MatmulEntry; 12] = {
         use Layout::{NN, NT, TN};
         const fn sg(layout: Layout, textures: bool) -> MatmulEntry {
             MatmulEntry::Subgroup { layout, textures }
@@ -383,6 +402,7 @@ impl MatmulEntry {
             sg(NT, true),
             sg(NN, true),
             sg(TN, true),
+            MatmulEntry::SubgroupSkinny,
         ]
     };
 
@@ -403,6 +423,7 @@ impl MatmulEntry {
                 (NN, true) => "matmul_sg_nn_tex",
                 (TN, true) => "matmul_sg_tn_tex",
             },
+            MatmulEntry::SubgroupSkinny => "matmul_sg_skinny",
         }
     }
 
@@ -416,7 +437,8 @@ impl MatmulEntry {
         match self {
             MatmulEntry::Subgroup {
                 textures: false, ..
-            } => Shader::MATMUL_SUBGROUP,
+            }
+            | MatmulEntry::SubgroupSkinny => Shader::MATMUL_SUBGROUP,
             MatmulEntry::Subgroup { textures: true, .. } => Shader::MATMUL_SUBGROUP_TEX,
             _ => Shader::MATMUL,
         }
@@ -427,7 +449,7 @@ impl MatmulEntry {
     pub fn fixed_layout(self) -> Option<Layout> {
         match self {
             MatmulEntry::Vec4(l) | MatmulEntry::Subgroup { layout: l, .. } => Some(l),
-            MatmulEntry::Direct | MatmulEntry::Tiled => None,
+            MatmulEntry::Direct | MatmulEntry::Tiled | MatmulEntry::SubgroupSkinny => None,
         }
     }
 
@@ -435,7 +457,7 @@ impl MatmulEntry {
     pub fn threads_per_group(self) -> usize {
         match self {
             MatmulEntry::Tiled => 256,
-            MatmulEntry::Subgroup { .. } => SUBGROUP_LANES as usize,
+            MatmulEntry::Subgroup { .. } | MatmulEntry::SubgroupSkinny => SUBGROUP_LANES as usize,
             MatmulEntry::Direct | MatmulEntry::Vec4(_) => 64,
         }
     }
