@@ -190,13 +190,15 @@ backend_test!(matmul_act_backward_epilogue, |ctx| {
     );
 });
 
-// `matmul_sg_skinny` (the subgroup variant of a product with N <= 12) makes the scalar direct
-// kernel's multiply-adds in its order: C with bias and ReLU, and the row sums, bit for bit,
-// in every layout, with ragged M, N from 1 to 12 and K tails of every length mod 8. The
-// primary adapter only, as the texture test above (GL has no subgroups; 4-lane lavapipe refuses
-// the subgroup kernels: the outcome checked there).
+// Every subgroup kernel makes the direct variant's multiply-adds in the direct variant's order, so
+// the autotune's choice between them never changes a result: C with bias and ReLU, C with row
+// sums and the row sums themselves, bit for bit, in every layout, for the default model's products
+// and ragged ones (M % 8 = 4, K tails of every length mod 8, N from 1 to 12 for
+// `matmul_sg_skinny`, which the subgroup variant runs where N <= 12 and the direct variant runs
+// the scalar kernel). The primary adapter only, as the texture test above (GL has no subgroups;
+// 4-lane lavapipe refuses the subgroup kernels: the outcome checked there).
 #[test]
-fn skinny_products_match_the_direct_kernel_bit_for_bit() {
+fn subgroup_kernels_match_the_direct_variant_bit_for_bit() {
     let ctx = &contexts()[0];
     if !matmul::select::subgroups_usable(ctx) {
         let lanes_4 = std::env::var("LP_NATIVE_VECTOR_WIDTH").is_ok_and(|w| w == "128")
@@ -206,13 +208,27 @@ fn skinny_products_match_the_direct_kernel_bit_for_bit() {
             return;
         }
         return common::skip(
-            "skinny_products_match_the_direct_kernel_bit_for_bit",
+            "subgroup_kernels_match_the_direct_variant_bit_for_bit",
             &format!("{} has no subgroups", ctx.adapter.short()),
         );
     }
-    let mut checked = 0;
+    let variants: Vec<MatmulVariant> = [MatmulVariant::Subgroup, MatmulVariant::SubgroupTexture]
+        .into_iter()
+        .filter(|v| matmul::select::usable_variants(ctx).contains(v))
+        .collect();
+    let mut entries = std::collections::BTreeSet::new();
     for layout in Layout::ALL {
         for (m, n, k) in [
+            (128, 200, 784),
+            (128, 784, 200),
+            (784, 200, 128),
+            (200, 784, 128),
+            (128, 20, 200),
+            (128, 200, 20),
+            (20, 200, 128),
+            (68, 44, 36),
+            (132, 204, 203),
+            (68, 44, 35),
             (128, 10, 200),
             (200, 10, 128),
             (67, 12, 33),
@@ -230,29 +246,21 @@ fn skinny_products_match_the_direct_kernel_bit_for_bit() {
                 up("b", &sb, seed + 1, k * n),
                 up("bias", &[n], seed + 2, n),
             );
-            let (mut outs, mut entries) = (Vec::new(), Vec::new());
-            for variant in [MatmulVariant::Direct, MatmulVariant::Subgroup] {
+            let run = |variant| {
                 let c = ctx.zeros("c", &[m, n], DType::F32).unwrap();
+                let c2 = ctx.zeros("c2", &[m, n], DType::F32).unwrap();
                 let rs = ctx.zeros("rs", &[m], DType::F32).unwrap();
                 let epi = Epilogue {
                     bias: Some(&bias),
                     act: Act::Relu,
                     ..Epilogue::NONE
                 };
-                let d = matmul_with(ctx, variant, layout, &a, &b, &c, epi).unwrap();
                 let sums = Epilogue {
                     row_sums: Some(&rs),
                     ..Epilogue::NONE
                 };
-                let c2 = ctx.zeros("c2", &[m, n], DType::F32).unwrap();
+                let d = matmul_with(ctx, variant, layout, &a, &b, &c, epi).unwrap();
                 let d2 = matmul_with(ctx, variant, layout, &a, &b, &c2, sums).unwrap();
-                assert_eq!(
-                    d.desc.entry == "matmul_sg_skinny",
-                    variant == MatmulVariant::Subgroup,
-                    "{layout:?} {m}x{n}x{k}: {variant} runs {}",
-                    d.desc.entry
-                );
-                entries.push(d.desc.entry.to_string());
                 kernels::run(ctx, &[&d, &d2]).unwrap();
                 let bits = |t| {
                     ctx.read_f32(t)
@@ -261,35 +269,32 @@ fn skinny_products_match_the_direct_kernel_bit_for_bit() {
                         .map(|v| v.to_bits())
                         .collect::<Vec<_>>()
                 };
-                outs.push((bits(&c), bits(&c2), bits(&rs)));
-            }
-            let what = format!("{layout:?} {m}x{n}x{k}");
-            // NT with K % 4 == 0 is matmul_nt4's for the direct variant (dot products of vec4s
-            // along K, another order): the all-shapes test bounds both against the CPU there.
-            if entries[0] != "matmul_direct" {
-                assert!(
-                    layout == Layout::NT && k % 4 == 0,
-                    "{what}: direct runs {}",
-                    entries[0]
+                let names = [d.desc.entry.to_string(), d2.desc.entry.to_string()];
+                (bits(&c), bits(&c2), bits(&rs), names)
+            };
+            let want = run(MatmulVariant::Direct);
+            for &variant in &variants {
+                let got = run(variant);
+                let what = format!(
+                    "{layout:?} {m}x{n}x{k}: {variant} ({}, {}) against direct ({}, {})",
+                    got.3[0], got.3[1], want.3[0], want.3[1]
                 );
-                continue;
+                assert!(got.0 == want.0, "{what}: C with bias and ReLU differs");
+                assert!(got.1 == want.1, "{what}: C with row sums differs");
+                assert!(got.2 == want.2, "{what}: the row sums differ");
+                entries.extend(got.3);
             }
-            assert!(
-                outs[0].0 == outs[1].0,
-                "{what}: C with bias and ReLU differs from the direct kernel's"
-            );
-            assert!(
-                outs[0].1 == outs[1].1,
-                "{what}: C with row sums differs from the direct kernel's"
-            );
-            assert!(
-                outs[0].2 == outs[1].2,
-                "{what}: the row sums differ from the direct kernel's"
-            );
-            checked += 1;
         }
     }
-    assert_eq!(checked, 13);
+    // Every subgroup kernel took part.
+    for e in [
+        "matmul_sg_nt",
+        "matmul_sg_nn",
+        "matmul_sg_tn",
+        "matmul_sg_skinny",
+    ] {
+        assert!(entries.contains(e), "{e} never ran: {entries:?}");
+    }
 }
 
 // Row sums of op(A) written by the product's own threads (the fused bias gradient of a TN
@@ -383,7 +388,13 @@ backend_test!(matmul_likelihood_epilogue, |ctx| {
     ] {
         for variant in variants(ctx) {
             for layout in Layout::ALL {
-                for (samples, b, n, k) in [(2, 34, 44, 36), (1, 128, 784, 200), (3, 23, 45, 33)] {
+                for (samples, b, n, k) in [
+                    (2, 34, 44, 36),
+                    (1, 128, 784, 200),
+                    (3, 23, 45, 33),
+                    // N <= 12: the subgroup variant is matmul_sg_skinny.
+                    (2, 13, 10, 18),
+                ] {
                     let m = samples * b;
                     let (sa, sb) = layout.operand_shapes(m, n, k);
                     let a = uniform(91, m * k, -1.0, 1.0);

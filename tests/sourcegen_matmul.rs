@@ -267,16 +267,18 @@ fn {name}(@builtin(global_invocation_id) gid: vec3<u32>) {{
                 .unwrap();
             }
         }
+        // The 4 k of a vec4 in one nested fma, as matmul_sg_nn adds them (k + 3 first), so the
+        // direct and subgroup variants give the same C bit for bit and the autotune's choice
+        // between them never changes a result.
         for r in 0..R {
             writeln!(s, "        let u{r} = a4[i{r} + q];").unwrap();
-            for (x, comp) in XYZW.iter().enumerate() {
-                for half in ["l", "h"] {
-                    writeln!(
-                        s,
-                        "        c{r}{half} = fma(vec4<f32>(u{r}.{comp}), v{x}{half}, c{r}{half});"
-                    )
-                    .unwrap();
-                }
+            for half in ["l", "h"] {
+                writeln!(
+                    s,
+                    "        c{r}{half} = fma(vec4<f32>(u{r}.x), v0{half}, fma(vec4<f32>(u{r}.y), v1{half}, \
+                     fma(vec4<f32>(u{r}.z), v2{half}, fma(vec4<f32>(u{r}.w), v3{half}, c{r}{half}))));"
+                )
+                .unwrap();
             }
         }
         s.push_str("    }\n");
@@ -302,8 +304,43 @@ fn {name}(@builtin(global_invocation_id) gid: vec3<u32>) {{
         );
         acc_decls(s);
         row_sum_decls(s);
+        // 4 k at a time in one nested fma up to the last multiple of 8, then one k at a time, and
+        // the row sums pairwise: the order matmul_sg_tn adds them in, so the direct and subgroup
+        // variants give the same C and row sums bit for bit.
+        s.push_str("    let k8 = p.k / 8u * 8u;\n    for (var k0 = 0u; k0 < k8; k0 += 4u) {\n");
+        for x in 0..4 {
+            for half in ["l", "h"] {
+                writeln!(
+                    s,
+                    "        let a{half}{x} = a4[(k0 + {x}u) * m4 + i{half}];\n        \
+                     let v{half}{x} = b4[(k0 + {x}u) * n4 + j{half}];"
+                )
+                .unwrap();
+            }
+        }
         s.push_str(
-            "    for (var kk = 0u; kk < p.k; kk++) {
+            "        if (ROW_SUM) {
+            sl += (al0 + al1) + (al2 + al3);
+            sh += (ah0 + ah1) + (ah2 + ah3);
+        }
+",
+        );
+        for r in 0..R {
+            let a = if r < 4 { "al" } else { "ah" };
+            let comp = XYZW[r % 4];
+            for half in ["l", "h"] {
+                writeln!(
+                    s,
+                    "        c{r}{half} = fma(vec4<f32>({a}0.{comp}), v{half}0, fma(vec4<f32>({a}1.{comp}), \
+                     v{half}1, fma(vec4<f32>({a}2.{comp}), v{half}2, fma(vec4<f32>({a}3.{comp}), v{half}3, \
+                     c{r}{half}))));"
+                )
+                .unwrap();
+            }
+        }
+        s.push_str(
+            "    }
+    for (var kk = k8; kk < p.k; kk++) {
         let al = a4[kk * m4 + il];
         let ah = a4[kk * m4 + ih];
         if (ROW_SUM) {

@@ -210,9 +210,10 @@ fn direct_entry(p: Problem) -> MatmulEntry {
 /// The most columns `matmul_sg_skinny` takes (three vec4 accumulators per lane).
 pub const SKINNY_MAX_N: usize = 12;
 
-/// The subgroup kernel for a product, where one fits: `matmul_sg_skinny` for N <= 12; else C,
-/// bias and mask are read and written as vec4s (N % 4 == 0), and the operands as the vec4 kernels
-/// read them.
+/// The subgroup kernel for a product, where one fits: `matmul_sg_skinny` for N <= 12 where the
+/// direct variant runs the scalar kernel; else C, bias and mask are read and written as vec4s
+/// (N % 4 == 0), and the operands as the vec4 kernels read them. Each gives the direct variant's
+/// C bit for bit (`parity_kernels::subgroup_kernels_match_the_direct_variant_bit_for_bit`).
 fn subgroup_entry(p: Problem) -> Option<MatmulEntry> {
     let Problem {
         layout,
@@ -222,8 +223,10 @@ fn subgroup_entry(p: Problem) -> Option<MatmulEntry> {
         row_sums,
         ..
     } = p;
-    // Products with few columns: one row per lane, any layout and shape.
-    if n <= SKINNY_MAX_N {
+    // Products with few columns that the direct variant runs on its scalar kernel: one row per
+    // lane, the scalar kernel's arithmetic (where the direct variant takes a vec4 kernel, the
+    // other subgroup kernels match that one instead), so the autotune's choice never changes C.
+    if n <= SKINNY_MAX_N && direct_entry(p) == MatmulEntry::Direct {
         return Some(MatmulEntry::SubgroupSkinny);
     }
     if !n.is_multiple_of(4) {
