@@ -1,6 +1,7 @@
 // Launcher: src/kernels/matmul/select.rs (MatmulEntry::SubgroupSkinny, the `subgroup` variant of a
 // product with N <= 12) · CPU twin: cpu::ops::matmul + cpu::ops::epilogue · parity:
-// tests/parity_kernels.rs matmul_* (every variant, layout and epilogue)
+// tests/parity_kernels.rs matmul_* (every variant, layout and epilogue) and
+// subgroup_kernels_match_the_direct_variant_bit_for_bit
 //
 // matmul_sg_skinny: products with at most 12 columns (the latent code's: dz = dh·W_dec [128x10],
 // dW_dec = dhᵀ·z [200x10]), any layout (LAYOUT) and any M, K. Appended to the subgroup module after

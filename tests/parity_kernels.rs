@@ -200,17 +200,12 @@ backend_test!(matmul_act_backward_epilogue, |ctx| {
 #[test]
 fn subgroup_kernels_match_the_direct_variant_bit_for_bit() {
     let ctx = &contexts()[0];
-    if !matmul::select::subgroups_usable(ctx) {
-        let lanes_4 = std::env::var("LP_NATIVE_VECTOR_WIDTH").is_ok_and(|w| w == "128")
-            && ctx.adapter.name.contains("llvmpipe");
-        if lanes_4 {
-            assert!(!matmul::select::usable_variants(ctx).contains(&MatmulVariant::Subgroup));
-            return;
-        }
-        return common::skip(
-            "subgroup_kernels_match_the_direct_variant_bit_for_bit",
-            &format!("{} has no subgroups", ctx.adapter.short()),
-        );
+    if !runs_subgroup_kernels(
+        ctx,
+        "subgroup_kernels_match_the_direct_variant_bit_for_bit",
+        MatmulVariant::Subgroup,
+    ) {
+        return;
     }
     let variants: Vec<MatmulVariant> = [MatmulVariant::Subgroup, MatmulVariant::SubgroupTexture]
         .into_iter()
@@ -506,23 +501,13 @@ backend_test!(matmul_likelihood_epilogue, |ctx| {
 #[test]
 fn texture_operands_follow_earlier_writes_and_views() {
     let ctx = &contexts()[0];
-    // The texture-fed products are the subgroup kernels': on lavapipe made 4 lanes wide they must
-    // be refused (`subgroup_kernels_are_covered_on_lavapipe` checks the pin's error), and that is
-    // this test's outcome there; any other adapter without them is a counted skip.
-    let lanes_4 = std::env::var("LP_NATIVE_VECTOR_WIDTH").is_ok_and(|w| w == "128")
-        && ctx.adapter.name.contains("llvmpipe");
-    if !matmul::select::subgroups_usable(ctx) {
-        if lanes_4 {
-            assert!(
-                !matmul::select::usable_variants(ctx).contains(&MatmulVariant::SubgroupTexture),
-                "a texture-fed subgroup kernel is a candidate on 4-lane subgroups"
-            );
-            return;
-        }
-        return common::skip(
-            "texture_operands_follow_earlier_writes_and_views",
-            &format!("{} has no subgroups", ctx.adapter.short()),
-        );
+    // The texture-fed products are the subgroup kernels'.
+    if !runs_subgroup_kernels(
+        ctx,
+        "texture_operands_follow_earlier_writes_and_views",
+        MatmulVariant::SubgroupTexture,
+    ) {
+        return;
     }
     let (b, d, h, o) = (36, 44, 68, 52);
     let x = uniform(71, b * d, -1.0, 1.0);
@@ -574,6 +559,27 @@ fn texture_operands_follow_earlier_writes_and_views() {
         |i| g(h) * mag[i] + g(d) * carried[i] + f64::MIN_POSITIVE,
     );
     common::assert_no_validation_messages("texture_operands_follow_earlier_writes_and_views");
+}
+
+/// Whether `ctx` runs the subgroup kernels, for `test`, a test of them. Where it does not: on
+/// lavapipe made 4 lanes wide `variant` must be refused, which is the test's outcome there
+/// (`subgroup_kernels_are_covered_on_lavapipe` checks the pin's error); any other adapter without
+/// them is a counted skip.
+fn runs_subgroup_kernels(ctx: &GpuContext, test: &str, variant: MatmulVariant) -> bool {
+    if matmul::select::subgroups_usable(ctx) {
+        return true;
+    }
+    let lanes_4 = std::env::var("LP_NATIVE_VECTOR_WIDTH").is_ok_and(|w| w == "128")
+        && ctx.adapter.name.contains("llvmpipe");
+    if lanes_4 {
+        assert!(
+            !matmul::select::usable_variants(ctx).contains(&variant),
+            "{test}: {variant} is a candidate on 4-lane subgroups"
+        );
+    } else {
+        common::skip(test, &format!("{} has no subgroups", ctx.adapter.short()));
+    }
+    false
 }
 
 /// The subgroup kernels must not silently drop out of the parity tests: lavapipe's Vulkan driver

@@ -55,6 +55,26 @@ fn matmul_subgroup_tex_wgsl_is_up_to_date() {
 /// `shaders/matmul_direct.wgsl`: an 8x8 thread grid per workgroup, each thread owning an 8x8 block
 /// of C (a 64x64 tile per workgroup) in sixteen vec4 accumulators `c{r}l`, `c{r}h` (row r, columns
 /// 0..3 and 4..7 of the block), its operands read straight from storage.
+/// `store` (of row `row0 + r` from the first row's accumulators) for every row of a thread's block
+/// in one loop, the rows' accumulators `c{r}{suffix}` shifting down by one each time, summing the
+/// loss into `loss`: drivers that compile at the first dispatch (llvmpipe) compile the epilogue's
+/// loads, stores and likelihood once, not once per row. No array: one indexed by the loop counter
+/// becomes a ladder of branches there (1000 ms a subgroup kernel; through workgroup memory 155).
+fn shifted_stores(s: &mut String, rows: usize, store: &str, suffixes: &[&str]) {
+    use std::fmt::Write;
+    writeln!(
+        s,
+        "    var loss = 0.0;\n    for (var r = 0u; r < {rows}u; r++) {{\n        loss += {store};"
+    )
+    .unwrap();
+    for r in 0..rows - 1 {
+        for x in suffixes {
+            writeln!(s, "        c{r}{x} = c{n}{x};", n = r + 1).unwrap();
+        }
+    }
+    s.push_str("    }\n");
+}
+
 mod direct {
     use std::fmt::Write;
 
@@ -155,25 +175,9 @@ fn {name}(@builtin(global_invocation_id) gid: vec3<u32>) {{
 
     /// The epilogue: every row of the block through `store_row`, then the thread's loss partial.
     fn stores(s: &mut String) {
-        // One store_row in a loop that shifts the rows' accumulators down by one each time (no
-        // array: a local array indexed by the loop counter becomes a ladder of branches on CPU
-        // drivers), so drivers compiling at first dispatch compile the epilogue once, not 8 times
-        // (lavapipe, the default model's three direct products: 295, 185, 163 -> 81, 97, 71 ms).
-        writeln!(
-            s,
-            "    var loss = 0.0;\n    for (var r = 0u; r < {R}u; r++) {{"
-        )
-        .unwrap();
-        s.push_str("        loss += store_row(row0 + r, col0, c0l, c0h);\n");
-        for r in 0..R - 1 {
-            writeln!(
-                s,
-                "        c{r}l = c{n}l;\n        c{r}h = c{n}h;",
-                n = r + 1
-            )
-            .unwrap();
-        }
-        s.push_str("    }\n    store_recon_partial(direct_slot(gid), loss);\n}\n");
+        // Lavapipe, the default model's three direct products: 295, 185, 163 -> 81, 97, 71 ms.
+        super::shifted_stores(s, R, "store_row(row0 + r, col0, c0l, c0h)", &["l", "h"]);
+        s.push_str("    store_recon_partial(direct_slot(gid), loss);\n}\n");
     }
 
     /// Any layout and shape: scalar loads through `a_at` / `b_at`.
@@ -418,23 +422,11 @@ mod subgroup {
         }
     }
 
-    /// The tile's 32 rows through the epilogue: one `store_cols4` in a loop that shifts the rows'
-    /// accumulators down by one each time, not 32 inlined copies, so drivers that compile at their
-    /// first dispatch (llvmpipe) compile its loads, stores and likelihood once (lavapipe: NT and NN
+    /// The tile's 32 rows through the epilogue, then the lane's loss partial (lavapipe: NT and NN
     /// 330 -> 105-120 ms, the logits' fused BCE 890 -> 117 ms; TN's time is its K loop's, 460
-    /// either way). No array: one indexed by the loop counter becomes a ladder of branches there
-    /// (1000 ms); through workgroup memory, 155 ms.
+    /// either way).
     fn stores(s: &mut String) {
-        writeln!(
-            s,
-            "    var loss = 0.0;\n    for (var r = 0u; r < {ROWS}u; r++) {{"
-        )
-        .unwrap();
-        s.push_str("        loss += store_cols4(row0 + r, col0, c0);\n");
-        for r in 0..ROWS - 1 {
-            writeln!(s, "        c{r} = c{n};", n = r + 1).unwrap();
-        }
-        s.push_str("    }\n");
+        super::shifted_stores(s, ROWS, "store_cols4(row0 + r, col0, c0)", &[""]);
         writeln!(
             s,
             "    store_recon_partial((wid.y * ((p.n + {c}u) / {tc}u) + wid.x) * {LANES}u + lane, loss);",

@@ -286,8 +286,11 @@ pub(super) fn candidates(
     let entry = subgroup_entry(problem);
     if subgroups_usable(ctx) && entry.is_some() {
         v.push(MatmulVariant::Subgroup);
-        // The skinny kernel has no texture twin: nothing more to time.
-        if !for_export && textures_fit(ctx, problem) && entry != Some(MatmulEntry::SubgroupSkinny) {
+        // Only a kernel with a texture twin (not the skinny one) has more to time.
+        if !for_export
+            && textures_fit(ctx, problem)
+            && entry.is_some_and(|e| e.with_textures() != e)
+        {
             v.push(MatmulVariant::SubgroupTexture);
         }
     }
