@@ -16,13 +16,14 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use vae_wgpu::cpu::ops as cpu;
 use vae_wgpu::gpu::{DType, GpuContext};
 use vae_wgpu::kernels::StepUniform;
+use vae_wgpu::kernels::adam::AdamHyper;
 use vae_wgpu::kernels::matmul::{
     Epilogue, Problem, ReconEpilogue, matmul_with, recon_partials_len, variant_for,
 };
 use vae_wgpu::kernels::reparam_kl::{EpsSource, kl_partials_len};
 use vae_wgpu::kernels::{Dispatch, StepParams, adam, gather, likelihood, reparam_kl};
 use vae_wgpu::model::Likelihood;
-use vae_wgpu::ops::{AdamConfig, Layout};
+use vae_wgpu::ops::Layout;
 
 /// Model shapes (M, N, K) — the list, the two weight-gradient shapes training runs (TN
 /// 784x200x128 and 200x784x128), the 20-wide joint latent heads, the 10-wide decoder input — and
@@ -220,8 +221,8 @@ fn bench_elementwise(c: &mut Criterion) {
     let step = StepUniform::new(
         &ctx,
         &StepParams {
-            adam_step_size: 0.01,
-            adam_bc2_sqrt: 0.03,
+            step_size: 0.01,
+            bc2_sqrt: 0.03,
             ..StepParams::with_seed(1)
         },
     );
@@ -244,7 +245,7 @@ fn bench_elementwise(c: &mut Criterion) {
     let m = ctx.zeros("m", &[n], DType::F32).unwrap();
     let v = ctx.zeros("v", &[n], DType::F32).unwrap();
     g.throughput(bytes(7 * n));
-    let kadam = adam::adam_step(&ctx, &p, &gr, &m, &v, &AdamConfig::default(), &step).unwrap();
+    let kadam = adam::adam_step(&ctx, &p, &gr, &m, &v, &AdamHyper::default(), &step).unwrap();
     g.bench_function("adam_step 320k", |bn| {
         bn.iter_custom(|it| gpu_time(&ctx, &kadam, it))
     });

@@ -27,11 +27,12 @@ fn main() {
 
     // One step in isolation: host recording time and wall time (submit + wait).
     let data = GpuDataset::upload(&ctx, "train", &train).unwrap();
-    let mut vae = GpuVae::new(&ctx, cfg.clone(), settings.adam, 128, 0).unwrap();
+    let mut vae = GpuVae::new(&ctx, cfg.clone(), 128, 0).unwrap();
+    let adam = vae_wgpu::optim::Optimizer::new(&ctx, settings.optimizer, vae.layout.len).unwrap();
     let acc = vae.new_accumulator(&ctx).unwrap();
     let input = data.input();
     let graph = vae
-        .plan_step(&ctx, 128, input, EpsSource::Philox, true, &acc)
+        .plan_step(&ctx, 128, input, EpsSource::Philox, Some(&adam), &acc)
         .unwrap();
     println!("dispatches per training step: {}", graph.dispatch_count());
     println!("{}", vae_wgpu::kernels::matmul::summary(&ctx));

@@ -9,10 +9,10 @@
 //! ```
 
 use vae_wgpu::gpu::{GpuContext, Shader};
+use vae_wgpu::kernels::adam::AdamHyper;
 use vae_wgpu::kernels::adam::{AdamReads, adam_step_with};
 use vae_wgpu::kernels::step::{StepParams, StepUniform};
 use vae_wgpu::kernels::{self, Bind, Dispatch};
-use vae_wgpu::ops::AdamConfig;
 
 const PROBES: Shader = Shader {
     name: "adam_bound",
@@ -85,7 +85,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let t = |name| ctx.zeros(name, &[n], vae_wgpu::gpu::DType::F32);
     let (p, g, m, v) = (t("param")?, t("grad")?, t("m")?, t("v")?);
     let step = StepUniform::new(&ctx, &StepParams::default());
-    let cfg = AdamConfig::default();
+    let cfg = AdamHyper::default();
     let params = kernels::uniform(
         &ctx,
         "probe params",

@@ -21,20 +21,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (train, _) = load_splits(std::path::Path::new("data/mnist"))?;
     let settings = TrainSettings::default();
     let data = GpuDataset::upload(&ctx, "train", &train)?;
-    let vae = GpuVae::new(
-        &ctx,
-        VaeConfig::default(),
-        settings.adam,
-        settings.batch_size,
-        0,
-    )?;
+    let vae = GpuVae::new(&ctx, VaeConfig::default(), settings.batch_size, 0)?;
+    let adam = vae_wgpu::optim::Optimizer::new(&ctx, settings.optimizer, vae.layout.len)?;
     let acc = vae.new_accumulator(&ctx)?;
     let step = vae.plan_step(
         &ctx,
         settings.batch_size,
         data.input(),
         EpsSource::Philox,
-        true,
+        Some(&adam),
         &acc,
     )?;
     println!("planned {:.2} s after start", start.elapsed().as_secs_f64());

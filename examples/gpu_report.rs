@@ -216,7 +216,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let settings = TrainSettings::default();
     let cfg = VaeConfig::default();
     let data = GpuDataset::upload(&ctx, "train", &train)?;
-    let mut vae = GpuVae::new(&ctx, cfg.clone(), settings.adam, settings.batch_size, 0)?;
+    let mut vae = GpuVae::new(&ctx, cfg.clone(), settings.batch_size, 0)?;
+    let adam = vae_wgpu::optim::Optimizer::new(&ctx, settings.optimizer, vae.layout.len)?;
     let acc = vae.new_accumulator(&ctx)?;
     let input = data.input();
     let graph = vae.plan_step(
@@ -224,7 +225,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         settings.batch_size,
         input,
         vae_wgpu::kernels::reparam_kl::EpsSource::Philox,
-        true,
+        Some(&adam),
         &acc,
     )?;
     let mut host = Vec::new();
@@ -602,7 +603,7 @@ fn conv_report(
     let mut epochs = Vec::new();
     if args.conv_epochs > 0 {
         let settings = TrainSettings {
-            adam: vae_wgpu::ops::AdamConfig {
+            optimizer: vae_wgpu::optim::OptimizerConfig {
                 lr: 0.001,
                 ..Default::default()
             },

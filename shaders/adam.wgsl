@@ -1,6 +1,9 @@
 // Launcher: src/kernels/adam.rs · CPU twin: cpu::ops::adam_step · parity: tests/parity_kernels.rs adam_matches_pytorch_formula (both entry points)
-// Adam over a flat parameter arena, with PyTorch's semantics (torch.optim.Adam, foreach form):
-//   g  = grad + weight_decay·param                  (L2, not AdamW; 0 by default)
+// Adam and AdamW over a flat parameter arena, with PyTorch's semantics (torch.optim.Adam and
+// torch.optim.AdamW, single-tensor form):
+//   g  = grad + weight_decay·param                  (Adam's L2; 0 for AdamW and by default)
+//   param = decay·param                             (AdamW's decoupled decay, step.decay =
+//                                                    1 - lr_t·λ from the host; 1 for Adam)
 //   m  = β1·m + (1-β1)·g
 //   v  = β2·v + (1-β2)·g²
 //   param -= (lr / (1-β1^t)) · m / (sqrt(v) / sqrt(1-β2^t) + ε)
@@ -26,14 +29,15 @@ struct AdamParams {
 @group(0) @binding(5) var<uniform> step: StepParams;
 
 // One thread's update of vec4 i from the old values w, g, m0, v0.
-fn adam_update(i: u32, w: vec4<f32>, grad_i: vec4<f32>, m0: vec4<f32>, v0: vec4<f32>) {
-    let g = grad_i + p.weight_decay * w;
+fn adam_update(i: u32, w0: vec4<f32>, grad_i: vec4<f32>, m0: vec4<f32>, v0: vec4<f32>) {
+    let g = grad_i + p.weight_decay * w0;
+    let w = w0 * step.decay;
     let m1 = p.beta1 * m0 + p.one_minus_beta1 * g;
     let v1 = p.beta2 * v0 + p.one_minus_beta2 * g * g;
     m[i] = m1;
     v[i] = v1;
-    let denom = sqrt(v1) / step.adam_bc2_sqrt + vec4<f32>(p.eps);
-    param[i] = w - step.adam_step_size * m1 / denom;
+    let denom = sqrt(v1) / step.bc2_sqrt + vec4<f32>(p.eps);
+    param[i] = w - step.step_size * m1 / denom;
 }
 
 fn thread_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {

@@ -8,10 +8,10 @@ struct StepParams {
     rng_step: u32,       // step counter in the Philox counter (reparam_kl)
     seed_lo: u32,
     seed_hi: u32,
-    adam_step_size: f32, // lr / (1 - beta1^t) (adam)
-    adam_bc2_sqrt: f32,  // sqrt(1 - beta2^t)
+    step_size: f32,      // the optimizer's step: Adam's lr_t / (1 - beta1^t), SGD's lr_t (adam, sgd)
+    bc2_sqrt: f32,       // Adam's sqrt(1 - beta2^t)
     kl_weight: f32,      // the KL term's weight in the objective (reparam_backward, loss_reduce)
-    _pad0: u32,
+    decay: f32,          // AdamW's decoupled decay 1 - lr_t * weight_decay (1 for the others)
 }
 
 // Activation codes (the `ACT` and `ACT_GRAD` override constants) and operand layouts (`LAYOUT`):

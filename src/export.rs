@@ -24,7 +24,7 @@ use crate::kernels::{DispatchDesc, StepParams};
 use crate::model::KlWeight;
 use crate::model::gpu::{EpochPlan, StepGraph};
 use crate::model::{GpuDataset, GpuVae, TrainSettings, VaeConfig};
-use crate::ops::AdamConfig;
+use crate::optim::Optimizer;
 use crate::rng::{Philox, domain};
 
 /// The plan format's name and version (`plan.json`'s `format` and `version`).
@@ -232,7 +232,13 @@ pub fn export_plan(ctx: &GpuContext, opts: &ExportOptions) -> Result<ExportSumma
     }
     std::fs::create_dir_all(&opts.out).map_err(io_err(&opts.out))?;
 
-    let mut vae = GpuVae::new(ctx, cfg.clone(), s.adam, s.batch_size, s.seed)?;
+    let mut vae = GpuVae::new(ctx, cfg.clone(), s.batch_size, s.seed)?;
+    // The schedule spans the exported epochs.
+    let mut opt_cfg = s.optimizer;
+    opt_cfg.schedule.total_steps = (opts.epochs as u64)
+        .checked_mul(train.count.div_ceil(s.batch_size) as u64)
+        .ok_or_else(|| Error::setting("epochs", format!("{} is too many", opts.epochs)))?;
+    let optimizer = Optimizer::new(ctx, opt_cfg, vae.layout.len)?;
     let train_gpu = GpuDataset::upload(ctx, "train pixels", train)?;
     let test_gpu = GpuDataset::upload(ctx, "test pixels", test)?;
     let (train_px, train_ix) = (&train_gpu.pixels, &train_gpu.index);
@@ -243,14 +249,21 @@ pub fn export_plan(ctx: &GpuContext, opts: &ExportOptions) -> Result<ExportSumma
     let acc_scratch = vae.new_accumulator(ctx)?;
     let b = s.batch_size;
     let training = EpochPlan::new(train.count, b, |rows| {
-        vae.plan_step(ctx, rows, train_in, EpsSource::Philox, true, &acc_train)
+        vae.plan_step(
+            ctx,
+            rows,
+            train_in,
+            EpsSource::Philox,
+            Some(&optimizer),
+            &acc_train,
+        )
     })?;
     // As `Trainer` sets it.
     vae.kl = KlWeight::of(&cfg, training.steps());
-    let schedule = vae.schedule();
+    let schedule = vae.schedule(&opt_cfg.rules());
     // A test set smaller than a batch is one smaller batch (as the native evaluation does).
     let testing = EpochPlan::new(test.count, b.min(test.count), |rows| {
-        vae.plan_step(ctx, rows, test_in, EpsSource::Philox, false, &acc_test)
+        vae.plan_step(ctx, rows, test_in, EpsSource::Philox, None, &acc_test)
     })?;
     let recon_rows = RECONSTRUCTIONS.min(b).min(test.count);
     let reconstruct = vae.plan_reconstruct(ctx, recon_rows, test_in, &acc_scratch)?;
@@ -382,7 +395,7 @@ pub fn export_plan(ctx: &GpuContext, opts: &ExportOptions) -> Result<ExportSumma
         .chain(Shader::SUBGROUP_MODULES)
         .map(|sh| json!({"name": sh.name, "source": sh.webgpu_source(), "features": sh.features}))
         .collect();
-    let adam = &s.adam;
+    let (o, meant) = (&opt_cfg, crate::ops::meant);
     let plan = json!({
         "format": FORMAT,
         "version": VERSION,
@@ -400,10 +413,11 @@ pub fn export_plan(ctx: &GpuContext, opts: &ExportOptions) -> Result<ExportSumma
             "samples": cfg.samples, "params": vae.layout.num_params(),
         },
         "train": {
-            "batch": b, "epochs": opts.epochs, "lr": AdamConfig::meant(adam.lr),
-            "beta1": AdamConfig::meant(adam.beta1), "beta2": AdamConfig::meant(adam.beta2),
-            "eps": AdamConfig::meant(adam.eps),
-            "weight_decay": AdamConfig::meant(adam.weight_decay), "seed": s.seed,
+            "batch": b, "epochs": opts.epochs, "optimizer": o.kind.name(), "lr": meant(o.lr),
+            "beta1": meant(o.beta1), "beta2": meant(o.beta2), "eps": meant(o.eps),
+            "weight_decay": meant(o.weight_decay), "momentum": meant(o.momentum),
+            "nesterov": o.nesterov, "lr_schedule": o.schedule.to_json(),
+            "clip_grad_norm": o.clip_grad_norm.map(meant), "seed": s.seed,
             "train_len": train.count, "test_len": test.count,
             "log_every": s.log_every, "steps_per_epoch": training.steps(),
         },

@@ -8,6 +8,8 @@
 //! - [`export`]: the planned training step written as data for other runtimes (`web/`).
 //! - [`model`]: the VAE's parameter layout, its planned GPU step, the trainer, evaluation and
 //!   checkpoints.
+//! - [`optim`]: the optimizers (Adam, AdamW, SGD) as values: their state on the device, their
+//!   step-dependent factors, learning-rate schedules and gradient clipping.
 //! - [`cpu`]: the f64 reference of every kernel and of the model, the oracle of the parity tests.
 //! - [`kernels`]: one typed launcher per shader of `shaders/`, each returning a replayable
 //!   [`kernels::Dispatch`]; the matmul kernel choice and autotune.
@@ -16,7 +18,7 @@
 //! - [`files`]: atomic writes and bounded reads.
 //! - [`hash`]: FNV-1a, for keys that are stored or must repeat across runs.
 //! - [`rng`]: Philox4x32-10, shared by the WGSL kernels and the host.
-//! - [`ops`]: descriptors shared by kernels and their CPU twins (layouts, activations, Adam).
+//! - [`ops`]: descriptors shared by kernels and their CPU twins (layouts, activations, the shapes of convolutions).
 //! - [`error`]: the one error type.
 
 #[cfg(feature = "cli")]
@@ -31,6 +33,7 @@ pub mod hash;
 pub mod kernels;
 pub mod model;
 pub mod ops;
+pub mod optim;
 pub mod rng;
 #[cfg(feature = "cli")]
 pub mod viz;

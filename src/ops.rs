@@ -91,50 +91,17 @@ impl std::fmt::Display for Act {
     }
 }
 
-/// Adam's hyperparameters (PyTorch's defaults but for the notebook's lr of 0.01).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct AdamConfig {
-    pub lr: f32,
-    pub beta1: f32,
-    pub beta2: f32,
-    pub eps: f32,
-    pub weight_decay: f32,
+/// `1 - β` as PyTorch computes it: in f64 from the decimal value meant (the f32's shortest
+/// decimal form, 0.999 for `0.999f32`), then rounded to f32 once. `1.0 - 0.999f32` in f32 is
+/// 1.3e-5 (relative) away from that, which would scale `exp_avg_sq` against PyTorch's.
+pub fn one_minus(beta: f32) -> f32 {
+    (1.0 - meant(beta)) as f32
 }
 
-impl Default for AdamConfig {
-    fn default() -> Self {
-        AdamConfig {
-            lr: 0.01,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.0,
-        }
-    }
-}
-
-impl AdamConfig {
-    /// `1 - β` as PyTorch computes it: in f64 from the decimal value meant (the f32's shortest
-    /// decimal form, 0.999 for `0.999f32`), then rounded to f32 once. `1.0 - 0.999f32` in f32 is
-    /// 1.3e-5 (relative) away from that, which would scale `exp_avg_sq` against PyTorch's.
-    pub fn one_minus(beta: f32) -> f32 {
-        (1.0 - Self::meant(beta)) as f32
-    }
-
-    /// The decimal value an f32 hyperparameter stands for, as an f64 (PyTorch keeps Python
-    /// floats): the f32's shortest decimal form, parsed as f64 (0.999 for `0.999f32`).
-    pub fn meant(value: f32) -> f64 {
-        value.to_string().parse().unwrap_or(value as f64)
-    }
-
-    /// The step-dependent factors for step `t` (1-based): `lr / (1 - β1^t)` and `sqrt(1 - β2^t)`,
-    /// computed in f64 on the host as PyTorch does in Python floats.
-    pub fn step_factors(&self, t: u64) -> (f64, f64) {
-        let t = t as i32;
-        let bc1 = 1.0 - Self::meant(self.beta1).powi(t);
-        let bc2 = 1.0 - Self::meant(self.beta2).powi(t);
-        (Self::meant(self.lr) / bc1, bc2.sqrt())
-    }
+/// The decimal value an f32 hyperparameter stands for, as an f64 (PyTorch keeps Python floats):
+/// the f32's shortest decimal form, parsed as f64 (0.999 for `0.999f32`).
+pub fn meant(value: f32) -> f64 {
+    value.to_string().parse().unwrap_or(value as f64)
 }
 
 /// Split a `[B, 2K]` heads matrix (row b = mu_b then logvar_b, as the heads' product writes it)

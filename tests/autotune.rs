@@ -179,7 +179,7 @@ fn a_recording_context_never_plans_texture_reads() {
         ..ContextOptions::from_env().unwrap()
     };
     let ctx = GpuContext::new(&opts).unwrap();
-    let vae = GpuVae::new(&ctx, VaeConfig::default(), Default::default(), 128, 0).unwrap();
+    let vae = GpuVae::new(&ctx, VaeConfig::default(), 128, 0).unwrap();
     ctx.tune_store.record(
         &format!("adam reads, {} parameters", vae.layout.len),
         "texture",

@@ -40,7 +40,7 @@ fn train(t: &mut Trainer, epochs: usize, stop_after: Option<usize>) -> Vec<f64> 
     let ctx = ctx();
     let mut losses = Vec::new();
     while t.epoch < epochs {
-        let steps_done = t.vae.adam_steps as usize;
+        let steps_done = t.vae.train_steps as usize;
         let mut n = steps_done;
         let mut stop = || {
             let s = stop_after.is_some_and(|k| n >= k);
@@ -70,7 +70,7 @@ fn round_trip_is_bit_for_bit_and_resume_equals_straight_through() {
     let mut b = Trainer::new(ctx, cfg.clone(), settings(), &data).unwrap();
     let first = train(&mut b, 2, Some(11));
     assert_eq!(first.len(), 1, "epoch 1 completes, epoch 2 stops mid-way");
-    assert_eq!((b.epoch, b.step_in_epoch, b.vae.adam_steps), (1, 3, 11));
+    assert_eq!((b.epoch, b.step_in_epoch, b.vae.train_steps), (1, 3, 11));
     let ckpt = b.checkpoint(ctx).unwrap();
     let dir = tmp("resume");
     let path = dir.join("checkpoint.safetensors");

@@ -126,6 +126,37 @@ fn absurd_flags_are_refused_before_gpu_work() {
         (&["--samples", "0"], &["--samples must be at least 1"]),
         (&["--hidden", "400000"], &["parameters", "limit"]),
         (&["--backend", "quantum"], &["unknown backend 'quantum'"]),
+        // The optimizer's flags, each named.
+        (
+            &["--optimizer", "rmsprop"],
+            &["--optimizer must be one of adam, adamw, sgd, got 'rmsprop'"],
+        ),
+        (
+            &["--weight-decay", "-0.1"],
+            &["--weight-decay must be a finite number ≥ 0"],
+        ),
+        (
+            &["--optimizer", "sgd", "--momentum", "1"],
+            &["--momentum must be in [0, 1), got 1"],
+        ),
+        (&["--momentum", "0.9"], &["--momentum is SGD's"]),
+        (
+            &["--optimizer", "sgd", "--nesterov"],
+            &["--nesterov needs a momentum > 0"],
+        ),
+        (
+            &["--lr-schedule", "linear"],
+            &["--lr-schedule must be constant or cosine, got 'linear'"],
+        ),
+        (&["--warmup-steps", "-3"], &["--warmup-steps must be ≥ 0"]),
+        (
+            &["--clip-grad-norm", "0"],
+            &["--clip-grad-norm must be a finite number > 0"],
+        ),
+        (
+            &["--clip-grad-norm", "NaN"],
+            &["--clip-grad-norm must be a finite number > 0"],
+        ),
         // Fits the host, not one storage binding: the logits alone are 100·1000·784·4 bytes.
         (
             &["--samples", "1000", "--batch-size", "100"],
@@ -350,4 +381,97 @@ fn interrupt_checkpoints_and_resume_continues(signal: &str) {
         so.contains("resumed from") && so.contains(&format!("trained to epoch {target}")),
         "{so}"
     );
+}
+
+// Every optimizer's state, its schedule's position and the clipping survive a checkpoint: SGD
+// with Nesterov momentum and a warm-up, clipped, trained 2 epochs in one run and 1 + 1 with a
+// resume, gives the same weights bit for bit (a warm-up does not depend on the run's length; a
+// cosine spans the --epochs of the command that trains, recorded in the checkpoint); resuming it
+// with another optimizer is refused naming both.
+#[test]
+fn optimizer_state_resumes_exactly_and_another_optimizer_is_refused() {
+    let dir = Dir::new("optim_resume");
+    let data = tiny_mnist(&dir, 100, 20);
+    let d = data.to_str().unwrap();
+    let flags = [
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "0.0001",
+        "--momentum",
+        "0.9",
+        "--nesterov",
+        "--warmup-steps",
+        "10",
+        "--clip-grad-norm",
+        "200",
+        "--batch-size",
+        "16",
+        "--hidden",
+        "32",
+        "--no-test",
+    ];
+    let (whole, split) = (dir.path("whole"), dir.path("split"));
+    let (w, s) = (whole.to_str().unwrap(), split.to_str().unwrap());
+    let ok = |out: std::process::Output| {
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{err}");
+        String::from_utf8_lossy(&out.stdout).to_string() + &err
+    };
+    let said = ok(run(&train_args(
+        d,
+        w,
+        &[&flags[..], &["--epochs", "2"]].concat(),
+    )));
+    assert!(
+        said.contains(
+            "sgd lr 0.0001 momentum 0.9 (nesterov), constant schedule over 14 steps (10 \
+             warm-up), gradients clipped to norm 200"
+        ),
+        "{said}"
+    );
+    ok(run(&train_args(
+        d,
+        s,
+        &[&flags[..], &["--epochs", "1"]].concat(),
+    )));
+    let ckpt = split.join("checkpoint.safetensors");
+    let c = ckpt.to_str().unwrap();
+    let one = vae_wgpu::model::Checkpoint::load(&ckpt).unwrap();
+    let o = one.optimizer.as_ref().unwrap();
+    assert_eq!(o.config.state_names(), ["momentum_buffer"]);
+    assert_eq!((o.steps, o.config.schedule.total_steps), (7, 7));
+    assert_eq!(o.config.schedule.warmup_steps, 10);
+    assert!(o.state[0].iter().any(|&v| v != 0.0));
+    let refused = run(&[
+        "train",
+        "--resume",
+        c,
+        "--data-dir",
+        d,
+        "--epochs",
+        "2",
+        "--optimizer",
+        "adam",
+    ]);
+    fails_with(&refused, &["trained with sgd, not adam", "--optimizer sgd"]);
+    ok(run(&[
+        "train",
+        "--resume",
+        c,
+        "--data-dir",
+        d,
+        "--epochs",
+        "2",
+        "--no-tsne",
+        "--no-test",
+    ]));
+    let a = vae_wgpu::model::Checkpoint::load(&whole.join("checkpoint.safetensors")).unwrap();
+    let b = vae_wgpu::model::Checkpoint::load(&ckpt).unwrap();
+    assert_eq!(b.optimizer.as_ref().unwrap().steps, 14);
+    assert!(
+        a.params == b.params,
+        "2 epochs in one run and 1 + 1 resumed differ"
+    );
+    assert_eq!(a.optimizer, b.optimizer, "the optimizer's state differs");
 }

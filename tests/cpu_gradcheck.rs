@@ -10,7 +10,7 @@ use rand::Rng;
 use vae_wgpu::cpu::model::CpuVae;
 use vae_wgpu::cpu::ops;
 use vae_wgpu::model::{Likelihood, ParamLayout, VaeConfig};
-use vae_wgpu::ops::{Act, AdamConfig, Layout};
+use vae_wgpu::ops::{Act, Layout};
 use vae_wgpu::rng::{Between, Philox, domain};
 
 const H: f64 = 1e-5;
@@ -56,7 +56,7 @@ fn whole_model_case(cfg: VaeConfig, b: usize, seed: u64) {
     let params: Vec<f32> = layout.init(seed);
     let x = rand(seed as u32 + 1, b * cfg.input, 0.0, 1.0);
     let eps = rand(seed as u32 + 2, cfg.samples * b * cfg.latent, -2.0, 2.0);
-    let mut vae = CpuVae::new(cfg.clone(), AdamConfig::default(), &params);
+    let mut vae = CpuVae::new(cfg.clone(), Default::default(), &params);
     vae.labels = (0..b).map(|i| (i % cfg.classes.max(1)) as u32).collect();
     if !cfg.is_conditional() {
         vae.labels.clear();

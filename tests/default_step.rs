@@ -29,7 +29,7 @@ fn describe() -> String {
         ..ContextOptions::from_env().unwrap()
     };
     let ctx = GpuContext::new(&opts).unwrap();
-    let vae = GpuVae::new(&ctx, VaeConfig::default(), Default::default(), 128, 0).unwrap();
+    let vae = GpuVae::new(&ctx, VaeConfig::default(), 128, 0).unwrap();
     let arena = vae.layout.len;
     ctx.tune_store
         .record(&format!("adam reads, {arena} parameters"), "storage", "");

@@ -11,7 +11,6 @@ use vae_wgpu::cpu::ops;
 use vae_wgpu::data::{ImageSet, Split};
 use vae_wgpu::model::eval::evaluate_pass;
 use vae_wgpu::model::{GpuDataset, GpuVae, Likelihood, ParamLayout, VaeConfig};
-use vae_wgpu::ops::AdamConfig;
 use vae_wgpu::viz::pictures::{PictureSet, write_pictures};
 use vae_wgpu::viz::{LossHistory, tsne_2d};
 
@@ -56,8 +55,7 @@ fn evaluation_matches_cpu_reference() {
         if let Some(o) = layout.log_sigma {
             params[o] = log_sigma as f32;
         }
-        let mut vae =
-            GpuVae::from_params(ctx, cfg.clone(), AdamConfig::default(), n, 3, &params).unwrap();
+        let mut vae = GpuVae::from_params(ctx, cfg.clone(), n, 3, &params).unwrap();
         let r = evaluate_pass(ctx, &mut vae, &data, true, None).unwrap();
         let a = vae.acts.rows(n, samples).unwrap();
         let eps: Vec<f64> = ctx
@@ -66,7 +64,7 @@ fn evaluation_matches_cpu_reference() {
             .iter()
             .map(|&v| v as f64)
             .collect();
-        let cpu = CpuVae::new(cfg.clone(), AdamConfig::default(), &params);
+        let cpu = CpuVae::new(cfg.clone(), Default::default(), &params);
         let t = cpu.forward_backward(&x, &eps);
         let want_elbo = t.loss / n as f64;
         // Relative to the terms' size: a density's -log p may sum to near 0.

@@ -135,13 +135,13 @@ fn class2_checkpoint_values_are_checked_and_blamed_on_the_file() {
         ),
         (
             write("inf_m.safetensors", &|c| {
-                c.optimizer.as_mut().unwrap().m[3] = f32::INFINITY
+                c.optimizer.as_mut().unwrap().state[0][3] = f32::INFINITY
             }),
             vec!["optimizer.exp_avg.linear_enc.weight", "index 3"],
         ),
         (
             write("neg_v.safetensors", &|c| {
-                c.optimizer.as_mut().unwrap().v[0] = -1.0
+                c.optimizer.as_mut().unwrap().state[1][0] = -1.0
             }),
             vec!["optimizer.exp_avg_sq.linear_enc.weight", "negative"],
         ),

@@ -13,7 +13,7 @@ use vae_wgpu::gpu::GpuContext;
 use vae_wgpu::gpu::GpuTensor;
 use vae_wgpu::model::gpu::Activations;
 use vae_wgpu::model::{GpuVae, ParamLayout, VaeConfig};
-use vae_wgpu::ops::AdamConfig;
+use vae_wgpu::optim::OptimizerConfig;
 use vae_wgpu::rng;
 
 fn mnist_batch(b: usize) -> (Vec<f32>, Vec<f64>) {
@@ -38,7 +38,7 @@ fn close(name: &str, got: &[f32], want: &[f64], rel: f64) {
 }
 
 fn run_case(ctx: &GpuContext, cfg: VaeConfig, b: usize, seed: u64, steps: u32) {
-    let adam = AdamConfig::default();
+    let adam = OptimizerConfig::default();
     let layout = ParamLayout::new(&cfg);
     let init = layout.init(seed);
     let (x, x64) = mnist_batch(b);
@@ -52,7 +52,7 @@ fn run_case(ctx: &GpuContext, cfg: VaeConfig, b: usize, seed: u64, steps: u32) {
     } else {
         x.iter().map(|&v| v as f64).collect()
     };
-    let mut gpu = GpuVae::from_params(ctx, cfg.clone(), adam, b, seed, &init).unwrap();
+    let mut gpu = GpuVae::from_params(ctx, cfg.clone(), b, seed, &init).unwrap();
     // A warm-up of `kl_warmup` steps here (an epoch is one step): the KL weight changes each step.
     gpu.kl.warmup_steps = cfg.kl_warmup;
     let mut cpu = CpuVae::new(cfg.clone(), adam, &init);
@@ -61,6 +61,7 @@ fn run_case(ctx: &GpuContext, cfg: VaeConfig, b: usize, seed: u64, steps: u32) {
         acc,
         forward,
         acc_forward: acc_fwd,
+        ..
     } = reference_graphs(ctx, &gpu, b);
     let a = gpu.acts.rows(b, cfg.samples).unwrap();
     ctx.write_f32(&a.x, &x).unwrap();
@@ -88,7 +89,7 @@ fn run_case(ctx: &GpuContext, cfg: VaeConfig, b: usize, seed: u64, steps: u32) {
         let logits = read(ctx, &a.logits);
         let r_fwd = gpu.read_losses(ctx, &acc_fwd).unwrap();
         gpu.reset_losses(ctx, &acc).unwrap();
-        cpu.kl_weight = gpu.schedule().kl_weight(step as u64);
+        cpu.kl_weight = gpu.schedule(graph.update_rules()).kl_weight(step as u64);
         gpu.run_step(ctx, &graph, 0).unwrap();
         let t = cpu.step(&x64, &eps);
         let r = gpu.read_losses(ctx, &acc).unwrap();

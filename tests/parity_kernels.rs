@@ -19,7 +19,8 @@ use vae_wgpu::kernels::{
 };
 use vae_wgpu::model::Likelihood;
 use vae_wgpu::model::gpu::Activations;
-use vae_wgpu::ops::{Act, AdamConfig, Layout};
+use vae_wgpu::ops::{Act, Layout};
+use vae_wgpu::optim::{OptimizerConfig, OptimizerKind};
 use vae_wgpu::rng;
 
 /// (M, N, K). 132x204x200 has every dimension a multiple of 4 but not of the 8x8 block, so the
@@ -964,68 +965,176 @@ backend_test!(reparam_philox_noise_matches_cpu_generator, |ctx| {
     );
 });
 
-// Adam over an arena, several steps, against PyTorch's formula in f64. Per step the parameter is
-// rounded once (u·|p|, twice for slack) and the update lr·m̂/(sqrt(v̂)+ε), |m̂/sqrt(v̂)| ≤ 3 here,
-// carries a relative error of ~20u; over 5 steps: 5·(2u·|p| + 60u·lr).
+// Adam and AdamW over an arena, several steps, against PyTorch's formula in f64. Per step the
+// parameter is rounded once (u·|p|, twice for slack; AdamW's decay once more) and the update
+// lr·m̂/(sqrt(v̂)+ε), |m̂/sqrt(v̂)| ≤ 3 here, carries a relative error of ~20u; over 5 steps:
+// 5·(3u·|p| + 60u·lr).
 backend_test!(adam_matches_pytorch_formula, |ctx| {
     // 4064 floats: 3 full texture rows and a partial one for the texture-fed reads.
     let n = 4 * 1000 + 64;
-    let cfg = AdamConfig {
-        weight_decay: 0.01,
-        ..AdamConfig::default()
-    };
-    let mut results = Vec::new();
-    for reads in adam::AdamReads::ALL {
-        let mut p = uniform(61, n, -1.0, 1.0);
-        let (mut m, mut v) = (vec![0.0; n], vec![0.0; n]);
+    for kind in [OptimizerKind::Adam, OptimizerKind::AdamW] {
+        let cfg = OptimizerConfig {
+            weight_decay: 0.01,
+            // A schedule, so the factors differ from step to step as a run's do.
+            schedule: vae_wgpu::optim::LrSchedule {
+                shape: vae_wgpu::optim::LrShape::Cosine,
+                warmup_steps: 2,
+                total_steps: 6,
+            },
+            ..OptimizerConfig::of(kind)
+        };
+        let rules = cfg.rules();
+        let hyper = adam::AdamHyper {
+            beta1: cfg.beta1,
+            beta2: cfg.beta2,
+            eps: cfg.eps,
+            // AdamW's decay is the uniform's `decay`, not an L2 term.
+            weight_decay: if kind == OptimizerKind::Adam {
+                cfg.weight_decay
+            } else {
+                0.0
+            },
+        };
+        let mut results = Vec::new();
+        for reads in adam::AdamReads::ALL {
+            let mut p = uniform(61, n, -1.0, 1.0);
+            let (mut m, mut v) = (vec![0.0; n], vec![0.0; n]);
+            let gp = ctx.upload_f32("p", &[n], &to_f32(&p)).unwrap();
+            let gg = ctx.zeros("g", &[n], DType::F32).unwrap();
+            let gm = ctx.zeros("m", &[n], DType::F32).unwrap();
+            let gv = ctx.zeros("v", &[n], DType::F32).unwrap();
+            let step = StepUniform::new(ctx, &StepParams::default());
+            let d = adam::adam_step_with(ctx, reads, &gp, &gg, &gm, &gv, &hyper, &step).unwrap();
+            for t in 1..=5u64 {
+                // Gradients bounded away from 0 so the sign of m̂ is never a coin flip between f32
+                // and f64.
+                let g: Vec<f64> = uniform(62 + t as u32, n, 0.1, 1.0)
+                    .iter()
+                    .enumerate()
+                    .map(|(i, x)| if i % 2 == 0 { *x } else { -x })
+                    .collect();
+                ctx.write_f32(&gg, &to_f32(&g)).unwrap();
+                let sp = vae_wgpu::model::Schedule::new(Default::default(), 0, &rules).params(t, 0);
+                let (ss, bc2) = cfg.step_factors(t);
+                assert_eq!((sp.step_size, sp.bc2_sqrt), (ss as f32, bc2 as f32));
+                step.write(ctx, &sp);
+                kernels::run(ctx, &[&d]).unwrap();
+                cpu::adam_step(&mut p, &g, &mut m, &mut v, &cfg, t);
+            }
+            let got = ctx.read_f32(&gp).unwrap();
+            assert_close(
+                &format!("{kind} ({reads} reads) params after 5 steps"),
+                &got,
+                &p,
+                |i| 5.0 * (3.0 * U * p[i].abs() + 60.0 * U * cfg.lr as f64),
+            );
+            let got_m = ctx.read_f32(&gm).unwrap();
+            assert_close(&format!("{kind} ({reads} reads) m"), &got_m, &m, |i| {
+                8.0 * U * m[i].abs() + 1e-30
+            });
+            let got_v = ctx.read_f32(&gv).unwrap();
+            assert_close(&format!("{kind} ({reads} reads) v"), &got_v, &v, |i| {
+                8.0 * U * v[i].abs() + 1e-30
+            });
+            results.push((got, got_m, got_v));
+        }
+        // Same arithmetic on the same values: the read path changes nothing, bit for bit.
+        assert!(
+            results.windows(2).all(|w| w[0] == w[1]),
+            "{kind}: storage and texture reads disagree"
+        );
+    }
+});
+
+// SGD, plain, with momentum and with Nesterov momentum, L2 and a warm-up, 5 steps against
+// PyTorch's formula in f64 (both entry points). A step rounds the parameter once and the
+// buffer's two operations twice: over 5 steps 5·(2u·|p| + 4u·lr·|g + buf·(1 + μ)|), |g| ≤ 1,
+// |buf| ≤ 1/(1 − μ).
+backend_test!(sgd_matches_pytorch_formula, |ctx| {
+    let n = 4 * 250;
+    for (momentum, nesterov) in [(0.0, false), (0.9, false), (0.9, true)] {
+        let cfg = OptimizerConfig {
+            lr: 0.05,
+            momentum,
+            nesterov,
+            weight_decay: 0.01,
+            schedule: vae_wgpu::optim::LrSchedule {
+                shape: vae_wgpu::optim::LrShape::Constant,
+                warmup_steps: 3,
+                total_steps: 5,
+            },
+            ..OptimizerConfig::of(OptimizerKind::Sgd)
+        };
+        let mut p = uniform(71, n, -1.0, 1.0);
+        let mut buf = vec![0.0; n];
         let gp = ctx.upload_f32("p", &[n], &to_f32(&p)).unwrap();
         let gg = ctx.zeros("g", &[n], DType::F32).unwrap();
-        let gm = ctx.zeros("m", &[n], DType::F32).unwrap();
-        let gv = ctx.zeros("v", &[n], DType::F32).unwrap();
+        let gb = ctx.zeros("buf", &[n], DType::F32).unwrap();
         let step = StepUniform::new(ctx, &StepParams::default());
-        let d = adam::adam_step_with(ctx, reads, &gp, &gg, &gm, &gv, &cfg, &step).unwrap();
+        let with_buf = (momentum > 0.0).then_some(&gb);
+        let d = vae_wgpu::kernels::sgd::sgd_step(
+            ctx,
+            &gp,
+            &gg,
+            with_buf,
+            (momentum, nesterov, cfg.weight_decay),
+            &step,
+        )
+        .unwrap();
         for t in 1..=5u64 {
-            // Gradients bounded away from 0 so the sign of m̂ is never a coin flip between f32 and f64.
-            let g: Vec<f64> = uniform(62 + t as u32, n, 0.1, 1.0)
-                .iter()
-                .enumerate()
-                .map(|(i, x)| if i % 2 == 0 { *x } else { -x })
-                .collect();
+            let g = uniform(72 + t as u32, n, -1.0, 1.0);
             ctx.write_f32(&gg, &to_f32(&g)).unwrap();
-            let (ss, bc2) = cfg.step_factors(t);
-            step.write(
-                ctx,
-                &StepParams {
-                    adam_step_size: ss as f32,
-                    adam_bc2_sqrt: bc2 as f32,
-                    ..Default::default()
-                },
-            );
+            let sp =
+                vae_wgpu::model::Schedule::new(Default::default(), 0, &cfg.rules()).params(t, 0);
+            assert_eq!(sp.step_size, cfg.lr_at(t) as f32, "SGD's step is lr_t");
+            step.write(ctx, &sp);
             kernels::run(ctx, &[&d]).unwrap();
-            cpu::adam_step(&mut p, &g, &mut m, &mut v, &cfg, t);
+            let b = (momentum > 0.0).then_some(&mut buf[..]);
+            cpu::sgd_step(&mut p, &g, b, &cfg, t);
         }
+        let what = format!("sgd momentum {momentum} nesterov {nesterov}");
         let got = ctx.read_f32(&gp).unwrap();
-        assert_close(
-            &format!("adam ({reads} reads) params after 5 steps"),
-            &got,
-            &p,
-            |i| 5.0 * (2.0 * U * p[i].abs() + 60.0 * U * cfg.lr as f64),
-        );
-        let got_m = ctx.read_f32(&gm).unwrap();
-        assert_close(&format!("adam ({reads} reads) m"), &got_m, &m, |i| {
-            8.0 * U * m[i].abs() + 1e-30
+        let lr = cfg.lr as f64;
+        assert_close(&format!("{what}: params"), &got, &p, |i| {
+            5.0 * (2.0 * U * p[i].abs() + 4.0 * U * lr * 21.0)
         });
-        let got_v = ctx.read_f32(&gv).unwrap();
-        assert_close(&format!("adam ({reads} reads) v"), &got_v, &v, |i| {
-            8.0 * U * v[i].abs() + 1e-30
-        });
-        results.push((got, got_m, got_v));
+        if momentum > 0.0 {
+            let got_b = ctx.read_f32(&gb).unwrap();
+            assert_close(&format!("{what}: buffer"), &got_b, &buf, |i| {
+                10.0 * U * (buf[i].abs() + 10.0)
+            });
+        }
     }
-    // Same arithmetic on the same values: the read path changes nothing, bit for bit.
-    assert!(
-        results.windows(2).all(|w| w[0] == w[1]),
-        "adam: storage and texture reads disagree"
-    );
+});
+
+// Clipping by the global norm: an arena of several partial-sum workgroups with a ragged tail,
+// scaled by min(1, max/(‖g‖ + 1e-6)); the norm is a sum of n squares (relative error ≤ n·u, far
+// less in the tree order), so each value is within (n·u + 2u)·|g|. Below the threshold the
+// gradients are untouched, bit for bit (coef 1).
+backend_test!(clip_grad_norm_matches_pytorch_formula, |ctx| {
+    let n = 4 * (256 * 5 + 37);
+    let g = uniform(81, n, -1.0, 1.0);
+    let norm = g.iter().map(|v| v * v).sum::<f64>().sqrt();
+    let grads = ctx.upload_f32("g", &[n], &to_f32(&g)).unwrap();
+    let partials = vae_wgpu::kernels::clip_grad::partials(ctx, n).unwrap();
+    for max_norm in [norm / 3.0, norm * 2.0] {
+        ctx.write_f32(&grads, &to_f32(&g)).unwrap();
+        let d =
+            vae_wgpu::kernels::clip_grad::clip_grad_norm(ctx, &grads, &partials, max_norm as f32)
+                .unwrap();
+        kernels::run(ctx, &d.iter().collect::<Vec<_>>()).unwrap();
+        let mut want = g.clone();
+        let before = cpu::clip_grad_norm(&mut want, max_norm as f32 as f64);
+        assert!((before - norm).abs() < 1e-9 * norm);
+        let got = ctx.read_f32(&grads).unwrap();
+        if max_norm > norm {
+            assert_eq!(got, to_f32(&g), "under the threshold nothing changes");
+        } else {
+            assert_close("clipped gradients", &got, &want, |i| {
+                64.0 * U * want[i].abs() + 1e-30
+            });
+        }
+    }
 });
 
 // A conditional layer's label input: the batch's labels gathered through the shuffled index; the

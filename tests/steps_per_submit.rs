@@ -65,7 +65,7 @@ fn k_steps_per_submit_equal_one_step_per_submit() {
         matches!(end, EpochEnd::Stopped { epoch: 1, step: 5 }),
         "{end:?}"
     );
-    assert_eq!((t.step_in_epoch, t.vae.adam_steps), (5, 5));
+    assert_eq!((t.step_in_epoch, t.vae.train_steps), (5, 5));
 
     for k in [3, 8] {
         let (lk, pk) = run(k);

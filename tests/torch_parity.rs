@@ -19,7 +19,7 @@ use vae_wgpu::cpu::model::CpuVae;
 use vae_wgpu::gpu::GpuContext;
 use vae_wgpu::model::gpu::Activations;
 use vae_wgpu::model::{Checkpoint, GpuVae, VaeConfig};
-use vae_wgpu::ops::AdamConfig;
+use vae_wgpu::optim::OptimizerConfig;
 
 struct Fixture {
     bytes: Vec<u8>,
@@ -101,10 +101,10 @@ fn check_against_torch(ctx: &GpuContext, fx: &Fixture, cfg: VaeConfig) {
         ckpt.cfg, cfg,
         "architecture read from PyTorch's names and metadata"
     );
-    let adam = AdamConfig::default();
+    let adam = OptimizerConfig::default();
     let b = 16;
     let x = fx.get("x");
-    let mut gpu = GpuVae::from_params(ctx, cfg.clone(), adam, b, 0, &ckpt.params).unwrap();
+    let mut gpu = GpuVae::from_params(ctx, cfg.clone(), b, 0, &ckpt.params).unwrap();
     let mut cpu = CpuVae::new(cfg.clone(), adam, &ckpt.params);
     let ReferenceGraphs {
         train: graph,
@@ -460,9 +460,9 @@ backend_test!(iwae_objective_matches_pytorch, |ctx| {
         let ckpt = Checkpoint::from_bytes(&fx.bytes, Path::new(file)).unwrap();
         let cfg = ckpt.cfg.clone();
         assert_eq!((cfg.objective, cfg.samples), (Objective::Iwae, 5), "{file}");
-        let (b, adam) = (16, AdamConfig::default());
+        let b = 16;
         let (x, eps) = (fx.get("x"), fx.get("eps"));
-        let gpu = GpuVae::from_params(ctx, cfg.clone(), adam, b, 0, &ckpt.params).unwrap();
+        let gpu = GpuVae::from_params(ctx, cfg.clone(), b, 0, &ckpt.params).unwrap();
         let ReferenceGraphs {
             train: graph, acc, ..
         } = reference_graphs(ctx, &gpu, b);
@@ -480,7 +480,7 @@ backend_test!(iwae_objective_matches_pytorch, |ctx| {
             &want,
             |_| 1e-5 * want[0].abs(),
         );
-        let cpu = CpuVae::new(cfg.clone(), adam, &ckpt.params);
+        let cpu = CpuVae::new(cfg.clone(), Default::default(), &ckpt.params);
         let to64 = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
         let t = cpu.forward_backward(&to64(&x), &to64(&eps));
         assert_close(
@@ -500,6 +500,138 @@ backend_test!(iwae_objective_matches_pytorch, |ctx| {
             );
             let cpu_g: Vec<f32> = t.grads[s.range()].iter().map(|&g| g as f32).collect();
             close(&format!("cpu {file} d{}", s.name), &cpu_g, &want, 2e-3);
+        }
+    }
+});
+
+// Every optimizer, schedule and clipping against torch.optim itself
+// (`scripts/torch_optimizers.py`): from one initial state, 3 steps of each case on the GPU and the
+// CPU twin; the losses, the weights and every state tensor after them. Tolerances as the Adam
+// check above: gradients carry 2e-3 of their tensor's largest magnitude; Adam's update is
+// bounded by lr a step (6·lr where a tiny step-1 gradient can flip the first moment's sign),
+// SGD's is lr·|buf| with |buf| ≤ Σ μ^t·|g_t| (clipping scales g by its coefficient, whose own
+// error is of the norm's, ~2e-3).
+backend_test!(optimizers_match_pytorch, |ctx| {
+    use vae_wgpu::optim::{LrSchedule, LrShape, OptimizerConfig, OptimizerKind};
+    let fx = Fixture::load("torch_optimizers.safetensors");
+    let path = Path::new("torch_optimizers.safetensors");
+    let ckpt = Checkpoint::from_bytes(&fx.bytes, path).unwrap();
+    let (_, header) = SafeTensors::read_metadata(&fx.bytes).unwrap();
+    let meta = header.metadata().clone().unwrap();
+    let cases: Vec<serde_json::Value> = serde_json::from_str(&meta["cases"]).unwrap();
+    assert_eq!(cases.len(), 6, "the fixture's cases");
+    let (b, cfg) = (16, ckpt.cfg.clone());
+    let x = fx.get("x");
+    let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+    let backend = ctx.adapter.backend.to_str();
+    for case in &cases {
+        let name = case["name"].as_str().unwrap();
+        let num = |k: &str| case.get(k).and_then(|v| v.as_f64());
+        let kind = OptimizerKind::parse(case["optimizer"].as_str().unwrap()).unwrap();
+        let d = OptimizerConfig::of(kind);
+        let opt = OptimizerConfig {
+            lr: num("lr").unwrap() as f32,
+            weight_decay: num("weight_decay").map_or(d.weight_decay, |v| v as f32),
+            momentum: num("momentum").unwrap_or(0.0) as f32,
+            nesterov: case
+                .get("nesterov")
+                .is_some_and(|v| v.as_bool() == Some(true)),
+            schedule: LrSchedule {
+                shape: match case.get("lr_schedule").and_then(|v| v.as_str()) {
+                    Some(s) => LrShape::parse(s).unwrap(),
+                    None => LrShape::Constant,
+                },
+                warmup_steps: num("warmup_steps").unwrap_or(0.0) as u64,
+                total_steps: num("total_steps").unwrap_or(0.0) as u64,
+            },
+            clip_grad_norm: num("clip_grad_norm").map(|v| v as f32),
+            ..d
+        };
+        let mut gpu = GpuVae::from_params(ctx, cfg.clone(), b, 0, &ckpt.params).unwrap();
+        let mut cpu = CpuVae::new(cfg.clone(), opt, &ckpt.params);
+        let ReferenceGraphs {
+            train: graph,
+            acc,
+            optimizer,
+            ..
+        } = common::reference_graphs_with(ctx, &gpu, b, opt);
+        let a = gpu.acts.rows(b, 1).unwrap();
+        ctx.write_f32(&a.x, &x).unwrap();
+        let losses = fx.get64(&format!("{name}.losses"));
+        // The step-1 gradient, and each tensor's largest, for the bounds.
+        let (mut gmax, mut g1) = (Vec::new(), Vec::new());
+        for step in 1..=3 {
+            let eps = fx.get(&format!("eps.{step}"));
+            ctx.write_f32(&a.eps, &eps).unwrap();
+            gpu.reset_losses(ctx, &acc).unwrap();
+            gpu.run_step(ctx, &graph, 0).unwrap();
+            let t = cpu.step(&x64, &eps.iter().map(|&v| v as f64).collect::<Vec<_>>());
+            let r = gpu.read_losses(ctx, &acc).unwrap();
+            let want = losses[step - 1];
+            let what = format!("{backend} {name} loss step {step}");
+            assert_close(&what, &[r.batch_total as f32], &[want], |_| 1e-5 * want);
+            assert_close(&format!("{what} (cpu)"), &[t.loss as f32], &[want], |_| {
+                1e-5 * want
+            });
+            if step == 1 {
+                gmax = (gpu.layout.specs.iter())
+                    .map(|s| s.read(&t.grads).iter().fold(0.0f64, |m, v| m.max(v.abs())))
+                    .collect();
+                g1 = t.grads.clone();
+            }
+        }
+        let lr = opt.lr as f64;
+        let mu = opt.momentum as f64;
+        let params = ctx.read_f32(&gpu.params).unwrap();
+        let state = optimizer.read_state(ctx).unwrap();
+        assert_eq!(state.len(), opt.state_names().len());
+        for (j, s) in gpu.layout.specs.iter().enumerate() {
+            let want = fx.get64(&format!("{name}.after3.{}", s.name));
+            // Where the step-1 gradient is robustly non-zero, the first moment's sign is settled.
+            let robust: Vec<bool> = (s.read(&g1).iter())
+                .map(|g| *g == 0.0 || (g.abs() > 1e-2 * gmax[j] && g.abs() > 1e-6))
+                .collect();
+            let tol = |i: usize| {
+                let w = want[i];
+                match kind {
+                    OptimizerKind::Sgd => {
+                        // |buf| after 3 steps ≤ (1 + μ + μ²)·G; Nesterov adds μ·buf.
+                        let buf = (1.0 + mu + mu * mu) * (1.0 + mu) * gmax[j];
+                        3.0 * lr * 2e-3 * buf + 8.0 * U * w.abs()
+                    }
+                    _ if robust[i] => 3.0 * lr * 2e-3 + 8.0 * U * w.abs(),
+                    _ => 3.0 * lr * 2e-3 + 8.0 * U * w.abs() + 6.0 * lr,
+                }
+            };
+            assert_close(
+                &format!("{backend} {name} after3.{} (gpu vs torch)", s.name),
+                &s.read(&params),
+                &want,
+                tol,
+            );
+            let c: Vec<f32> = s.read(&cpu.params).iter().map(|&v| v as f32).collect();
+            assert_close(
+                &format!("{name} after3.{} (cpu vs torch)", s.name),
+                &c,
+                &want,
+                tol,
+            );
+            for (k, key) in opt.state_names().iter().enumerate() {
+                let want = fx.get64(&format!("{name}.state.{key}.{}", s.name));
+                let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+                let rel = if *key == "exp_avg_sq" { 8e-3 } else { 4e-3 };
+                let what = format!("{backend} {name} {key}.{}", s.name);
+                assert_close(
+                    &format!("{what} (gpu vs torch)"),
+                    &s.read(&state[k]),
+                    &want,
+                    |_| rel * scale + 1e-30,
+                );
+                let c: Vec<f32> = s.read(&cpu.state[k]).iter().map(|&v| v as f32).collect();
+                assert_close(&format!("{what} (cpu vs torch)"), &c, &want, |_| {
+                    rel * scale + 1e-30
+                });
+            }
         }
     }
 });

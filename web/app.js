@@ -142,17 +142,17 @@ function lr() {
 }
 
 /** Uniform values of training step `t` (1-based over the run) at batch offset `offset`: the
- * plan's per-step rules (Adam's factors, the noise counter, the KL weight), evaluated as the native
- * engine evaluates them; the learning-rate input rescales Adam's step-size rule.
+ * plan's per-step rules (the optimizer's factors, the noise counter, the KL weight), evaluated as
+ * the native engine evaluates them; the learning-rate input replaces the lr of every rule that has
+ * one (the step size, AdamW's decay).
  * @param {number} t @param {number} offset */
 function trainValues(t, offset) {
   const plan = /** @type {Plan} */ (state.plan);
   const fields = plan.uniform.fields;
   /** @type {Record<string, import('./runtime.js').Rule>} */
   const rules = {};
-  const stepSize = fields.find((f) => f.name === 'adam_step_size')?.rule;
-  if (stepSize && stepSize.rule === 'scale_over_one_minus_pow') {
-    rules.adam_step_size = { ...stepSize, scale: lr() };
+  for (const f of fields) {
+    if (f.rule && 'lr' in f.rule) rules[f.name] = { ...f.rule, lr: lr() };
   }
   return { ...scheduledValues(fields, t, rules), batch_offset: offset };
 }
@@ -165,9 +165,10 @@ function evalValues(offset) {
     rng_step: (0x80000000 + (state.evalDraws & 0x7fffffff)) >>> 0,
     seed_lo: state.seedLo,
     seed_hi: state.seedHi,
-    adam_step_size: 0,
-    adam_bc2_sqrt: 0,
+    step_size: 0,
+    bc2_sqrt: 0,
     kl_weight: 1,
+    decay: 1,
   };
 }
 

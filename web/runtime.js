@@ -28,8 +28,9 @@ export const PLAN_VERSION = 3;
  *           samples: number, activation: string, params: number, likelihood: string,
  *           beta: number, kl_warmup: number, objective: string, classes?: number,
  *           class_names?: string[]},
- *   train: {batch: number, epochs: number, lr: number, beta1: number, beta2: number, eps: number,
- *     weight_decay: number, seed: number, train_len: number, test_len: number, log_every: number,
+ *   train: {batch: number, epochs: number, optimizer: string, lr: number, beta1: number,
+ *     beta2: number, eps: number, weight_decay: number, momentum: number, nesterov: boolean,
+ *     lr_schedule: LrSchedule, clip_grad_norm: number | null, seed: number, train_len: number, test_len: number, log_every: number,
  *     steps_per_epoch: number},
  *   image: {width: number, height: number, channels: number},
  *   autotune: AutotuneRule,
@@ -48,8 +49,11 @@ export const PLAN_VERSION = 3;
  */
 
 /**
+ * @typedef {{shape: 'constant' | 'cosine', warmup_steps: number, total_steps: number}} LrSchedule
  * @typedef {{rule: 'const', value: number} | {rule: 'step'}
- *   | {rule: 'scale_over_one_minus_pow', scale: number, base: number}
+ *   | {rule: 'lr', lr: number, schedule: LrSchedule}
+ *   | {rule: 'lr_over_one_minus_pow', lr: number, base: number, schedule: LrSchedule}
+ *   | {rule: 'one_minus_lr_times', lr: number, times: number, schedule: LrSchedule}
  *   | {rule: 'sqrt_one_minus_pow', base: number} | {rule: 'ramp', to: number, steps: number}} Rule
  * @typedef {{name: string, offset: number, type: string, rule: Rule | null}} UniformField
  */
@@ -70,16 +74,34 @@ export function powi(x, n) {
   return n < 0 ? 1 / r : r;
 }
 
+/** The learning rate's factor at training step `t` (1-based), as `LrSchedule::factor` computes
+ * it: (s + 1)/N over an N-step warm-up (s = t − 1), then 1, or half a cosine from 1 to 0 at the
+ * run's last step. @param {LrSchedule} s @param {number} t */
+export function lrFactor(s, t) {
+  const k = Math.max(t - 1, 0);
+  const n = s.warmup_steps;
+  if (k + 1 < n) return (k + 1) / n;
+  if (s.shape !== 'cosine') return 1;
+  const peak = Math.max(n, 1) - 1;
+  const span = Math.max(s.total_steps - 1 - peak, 0);
+  if (span === 0) return 1;
+  return 0.5 * (1 + Math.cos(Math.PI * Math.min((k - peak) / span, 1)));
+}
+
 /** A per-step uniform field's value at training step `t` (1-based) by its rule, as
- * `model::schedule::Rule::at` computes it. @param {Rule} rule @param {number} t */
+ * `kernels::step::Rule::at` computes it. @param {Rule} rule @param {number} t */
 export function ruleValue(rule, t) {
   switch (rule.rule) {
     case 'const':
       return rule.value;
     case 'step':
       return t;
-    case 'scale_over_one_minus_pow':
-      return rule.scale / (1 - powi(rule.base, t));
+    case 'lr':
+      return rule.lr * lrFactor(rule.schedule, t);
+    case 'lr_over_one_minus_pow':
+      return (rule.lr * lrFactor(rule.schedule, t)) / (1 - powi(rule.base, t));
+    case 'one_minus_lr_times':
+      return 1 - rule.lr * lrFactor(rule.schedule, t) * rule.times;
     case 'sqrt_one_minus_pow':
       return Math.sqrt(1 - powi(rule.base, t));
     case 'ramp':

@@ -26,9 +26,11 @@ pub struct Args {
     /// Images per step.
     #[arg(long, default_value_t = TrainSettings::default().batch_size)]
     batch_size: usize,
-    /// Adam learning rate (the page can change it: it enters only the per-step uniform).
-    #[arg(long, default_value_t = super::Lr(TrainSettings::default().adam.lr))]
+    /// Learning rate (the page can change it: it enters only the per-step uniform).
+    #[arg(long, default_value_t = super::Lr(TrainSettings::default().optimizer.lr))]
     lr: super::Lr,
+    #[command(flatten)]
+    optimizer: super::OptimizerArgs,
     #[command(flatten)]
     model: super::ModelArgs,
     /// Seed of initialisation, shuffling and noise.
@@ -67,6 +69,7 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         .new_model(args.data.folder_image()?.unwrap_or(super::MNIST_IMAGE))?
         .validate()
         .map_err(|e| super::setting_message(&e))?;
+    let optimizer = args.optimizer.config(None, Some(args.lr), 0)?;
     let data = args.data.load(args.seed, None, None)?;
     let ctx = GpuContext::new(&opts)?;
     say!("adapter: {}", ctx.adapter.short());
@@ -76,7 +79,7 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         log_every: args.log_every,
         ..TrainSettings::default()
     };
-    settings.adam.lr = args.lr.0;
+    settings.optimizer = optimizer;
     let t = &data.train;
     let cfg = args.model.new_model([t.channels, t.rows, t.cols])?;
     let cfg = super::condition_on(cfg, args.model.conditional, &[], t, &args.data.dir())?;

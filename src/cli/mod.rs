@@ -614,6 +614,13 @@ fn flag_of(setting: &str) -> Option<&'static str> {
     Some(match setting {
         "batch size" => "--batch-size",
         "lr" => "--lr",
+        "optimizer" => "--optimizer",
+        "weight decay" => "--weight-decay",
+        "momentum" => "--momentum",
+        "nesterov" => "--nesterov",
+        "lr schedule" => "--lr-schedule",
+        "warmup steps" => "--warmup-steps",
+        "clip grad norm" => "--clip-grad-norm",
         "hidden" => "--hidden",
         "latent" => "--latent",
         "samples" => "--samples",
@@ -716,6 +723,95 @@ pub(crate) fn ensure_runtime_dir() {
         }
         // SAFETY: called at program start, before any other thread exists.
         unsafe { std::env::set_var("XDG_RUNTIME_DIR", &dir) };
+    }
+}
+
+/// The optimizer flags (train, export_web). Unset flags take the checkpoint's values when
+/// resuming, else PyTorch's defaults for the optimizer (the lr the notebook's 0.01).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct OptimizerArgs {
+    /// adam, adamw (decoupled weight decay) or sgd [default: adam, or the checkpoint's].
+    #[arg(long)]
+    pub optimizer: Option<String>,
+    /// L2 penalty for adam and sgd, decoupled decay for adamw [default: 0; adamw 0.01, as PyTorch].
+    #[arg(long)]
+    pub weight_decay: Option<f32>,
+    /// SGD's momentum, in [0, 1) (dampening 0) [default: 0].
+    #[arg(long)]
+    pub momentum: Option<f32>,
+    /// Nesterov momentum (SGD with --momentum > 0).
+    #[arg(long)]
+    pub nesterov: bool,
+    /// The learning rate over the run: constant, or cosine (from lr after the warm-up to 0 at the
+    /// run's last step) [default: constant].
+    #[arg(long)]
+    pub lr_schedule: Option<String>,
+    /// Linear warm-up over this many steps, from lr/N at the first step to lr at step N
+    /// [default: 0].
+    #[arg(long)]
+    pub warmup_steps: Option<i64>,
+    /// Clip the gradients to this global L2 norm before each update (torch.nn.utils.clip_grad_norm_).
+    #[arg(long)]
+    pub clip_grad_norm: Option<f32>,
+}
+
+impl OptimizerArgs {
+    /// The optimizer these flags and `--lr` ask for, over a run of `total_steps` steps: unset
+    /// flags take `base`'s values (a checkpoint's) where the optimizer is the same, else PyTorch's
+    /// defaults. Bad values are refused naming the flag, before any GPU work.
+    pub fn config(
+        &self,
+        base: Option<&crate::optim::OptimizerConfig>,
+        lr: Option<Lr>,
+        total_steps: u64,
+    ) -> crate::Result<crate::optim::OptimizerConfig> {
+        use crate::optim::{LrShape, OptimizerConfig, OptimizerKind};
+        let kind = match &self.optimizer {
+            Some(name) => OptimizerKind::parse(name).ok_or_else(|| {
+                crate::Error::setting(
+                    "optimizer",
+                    format!("must be one of adam, adamw, sgd, got '{name}'"),
+                )
+            })?,
+            None => base.map_or(OptimizerKind::Adam, |b| b.kind),
+        };
+        let mut c = match base {
+            Some(b) if b.kind == kind => *b,
+            Some(b) => OptimizerConfig {
+                lr: b.lr,
+                ..OptimizerConfig::of(kind)
+            },
+            None => OptimizerConfig::of(kind),
+        };
+        if let Some(l) = lr {
+            c.lr = l.0;
+        }
+        if let Some(w) = self.weight_decay {
+            c.weight_decay = w;
+        }
+        if let Some(m) = self.momentum {
+            c.momentum = m;
+        }
+        c.nesterov |= self.nesterov;
+        if let Some(s) = &self.lr_schedule {
+            c.schedule.shape = LrShape::parse(s).ok_or_else(|| {
+                crate::Error::setting(
+                    "lr schedule",
+                    format!("must be constant or cosine, got '{s}'"),
+                )
+            })?;
+        }
+        if let Some(n) = self.warmup_steps {
+            c.schedule.warmup_steps = u64::try_from(n).map_err(|_| {
+                crate::Error::setting("warmup steps", format!("must be ≥ 0, got {n}"))
+            })?;
+        }
+        if let Some(x) = self.clip_grad_norm {
+            c.clip_grad_norm = Some(x);
+        }
+        c.schedule.total_steps = total_steps;
+        c.validate()?;
+        Ok(c)
     }
 }
 

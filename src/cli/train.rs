@@ -24,7 +24,6 @@ use super::run_dir::RunDir;
 
 use crate::gpu::GpuContext;
 use crate::model::{Checkpoint, EpochEnd, Event, GpuDataset, TrainSettings, Trainer};
-use crate::ops::AdamConfig;
 use crate::viz::LossHistory;
 use crate::viz::pictures::{PictureSet, draw_grids, save_grids, write_pictures};
 use crate::viz::tensorboard::EventWriter;
@@ -43,9 +42,11 @@ pub struct Args {
     /// Images per step [default: 128, or the checkpoint's].
     #[arg(long)]
     batch_size: Option<usize>,
-    /// Adam learning rate [default: 0.01, or the checkpoint's].
+    /// Learning rate [default: 0.01, or the checkpoint's].
     #[arg(long)]
     lr: Option<super::Lr>,
+    #[command(flatten)]
+    optimizer: super::OptimizerArgs,
     #[command(flatten)]
     model: super::ModelArgs,
     /// Seed of initialisation, shuffling and noise [default: 0, or the checkpoint's].
@@ -153,34 +154,29 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let (cfg, mut settings) = match &ckpt {
         Some(c) => {
             let cfg = args.model.agree_with(c)?;
-            let adam = c.optimizer.as_ref().map(|o| o.config).unwrap_or_default();
+            let base = c.optimizer.as_ref().map(|o| o.config);
             let settings = TrainSettings {
                 batch_size: args.batch_size.unwrap_or(if c.progress.batch_size > 0 {
                     c.progress.batch_size
                 } else {
                     TrainSettings::default().batch_size
                 }),
-                adam: AdamConfig {
-                    lr: args.lr.map_or(adam.lr, |l| l.0),
-                    ..adam
-                },
+                // The run's length is set once the data is read.
+                optimizer: args.optimizer.config(base.as_ref(), args.lr, 0)?,
                 seed: args.seed.unwrap_or(c.progress.seed),
                 log_every: args.log_every,
             };
             (cfg, settings)
         }
         None => {
-            let (s, a) = (TrainSettings::default(), AdamConfig::default());
+            let s = TrainSettings::default();
             (
                 // The input size follows the images, once they are read.
                 args.model
                     .new_model(args.data.folder_image()?.unwrap_or(MNIST_IMAGE))?,
                 TrainSettings {
                     batch_size: args.batch_size.unwrap_or(s.batch_size),
-                    adam: AdamConfig {
-                        lr: args.lr.map_or(a.lr, |l| l.0),
-                        ..a
-                    },
+                    optimizer: args.optimizer.config(None, args.lr, 0)?,
                     seed: args.seed.unwrap_or(s.seed),
                     log_every: args.log_every,
                 },
@@ -241,6 +237,10 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     // allocation; the sizes themselves are checked here, before the device starts.
     cfg.validate()?;
     settings.validate(train.count)?;
+    // The learning-rate schedule spans the run: --epochs of this data at this batch size.
+    settings.optimizer.schedule.total_steps = (args.epochs as u64)
+        .checked_mul(train.count.div_ceil(settings.batch_size) as u64)
+        .ok_or_else(|| crate::Error::setting("epochs", format!("{} is too many", args.epochs)))?;
 
     // Resuming the folder's own checkpoint continues its run; anything else starts a new one.
     let same_file = |a: &Path, b: &Path| matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y);
@@ -284,14 +284,14 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
                     );
                 }
                 say!(
-                    "resumed from {} at epoch {}, step {} ({} Adam steps)",
+                    "resumed from {} at epoch {}, step {} ({} training steps)",
                     args.resume
                         .as_ref()
                         .map(|p| p.display().to_string())
                         .unwrap_or_default(),
                     t.epoch + 1,
                     t.step_in_epoch,
-                    t.vae.adam_steps
+                    t.vae.train_steps
                 );
             })
         }
@@ -351,13 +351,13 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         .to_string()
     });
     say!(
-        "model: {} (L = {}), {} parameters; {} train images, batch {}, lr {}, {} steps/epoch, {} dispatches/step, {} steps/submit",
+        "model: {} (L = {}), {} parameters; {} train images, batch {}, {}, {} steps/epoch, {} dispatches/step, {} steps/submit",
         cfg.describe(),
         cfg.samples,
         trainer.vae.layout.num_params(),
         train.count,
         settings.batch_size,
-        settings.adam.lr,
+        settings.optimizer.describe(),
         trainer.steps_per_epoch(),
         trainer.dispatches_per_step(),
         trainer.steps_per_submit
@@ -441,7 +441,7 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         }
     });
     let total_start = std::time::Instant::now();
-    let steps_at_start = trainer.vae.adam_steps;
+    let steps_at_start = trainer.vae.train_steps;
     // How to draw a finished run's pictures that were not drawn (a stop, a full disk).
     let draw_later = super::command_line(
         "pictures",
@@ -496,7 +496,7 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
                     } else {
                         "stdout was closed"
                     };
-                    if trainer.vae.adam_steps == steps_at_start {
+                    if trainer.vae.train_steps == steps_at_start {
                         // Nothing trained in this run: nothing to save, and a new run's folder
                         // is left as the same command can use again.
                         if !resuming_here {

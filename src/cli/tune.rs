@@ -44,7 +44,8 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     cfg.validate().map_err(|e| super::setting_message(&e))?;
     let ctx = GpuContext::new(&opts)?;
     say!("adapter: {}", ctx.adapter.short());
-    let vae = GpuVae::new(&ctx, cfg, Default::default(), args.batch_size, 0)?;
+    let vae = GpuVae::new(&ctx, cfg, args.batch_size, 0)?;
+    let optimizer = crate::optim::Optimizer::new(&ctx, Default::default(), vae.layout.len)?;
     let acc = vae.new_accumulator(&ctx)?;
     let start = std::time::Instant::now();
     vae.plan_step(
@@ -52,7 +53,7 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         args.batch_size,
         Input::Given,
         EpsSource::Philox,
-        true,
+        Some(&optimizer),
         &acc,
     )?;
     say!(

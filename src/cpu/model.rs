@@ -5,7 +5,8 @@
 
 use super::ops;
 use crate::model::{Layer, Objective, ParamLayout, VaeConfig};
-use crate::ops::{Act, AdamConfig, Layout};
+use crate::ops::{Act, Layout};
+use crate::optim::OptimizerConfig;
 
 /// Every intermediate and gradient of one step (activations row-major as on the GPU).
 #[derive(Clone, Debug, Default)]
@@ -39,11 +40,12 @@ pub struct Trace {
 pub struct CpuVae {
     pub cfg: VaeConfig,
     pub layout: ParamLayout,
-    pub adam: AdamConfig,
+    pub optimizer: OptimizerConfig,
     pub params: Vec<f64>,
-    pub m: Vec<f64>,
-    pub v: Vec<f64>,
-    pub adam_steps: u64,
+    /// The optimizer's state arenas ([`OptimizerConfig::state_names`]).
+    pub state: Vec<Vec<f64>>,
+    /// Training steps taken, t.
+    pub train_steps: u64,
     /// The KL's weight in the objective (β; a warm-up step's value): `cfg.beta` to begin with.
     pub kl_weight: f64,
     /// A conditional model's classes of the batch's images (`[B]`; decoder row l·B + b reads
@@ -173,7 +175,7 @@ fn backward_chain(
 }
 
 impl CpuVae {
-    pub fn new(cfg: VaeConfig, adam: AdamConfig, params: &[f32]) -> Self {
+    pub fn new(cfg: VaeConfig, optimizer: OptimizerConfig, params: &[f32]) -> Self {
         let layout = ParamLayout::new(&cfg);
         assert_eq!(params.len(), layout.len, "parameter arena length");
         let n = layout.len;
@@ -181,11 +183,10 @@ impl CpuVae {
         CpuVae {
             cfg,
             layout,
-            adam,
+            optimizer,
             params: params.iter().map(|&p| p as f64).collect(),
-            m: vec![0.0; n],
-            v: vec![0.0; n],
-            adam_steps: 0,
+            state: vec![vec![0.0; n]; optimizer.state_names().len()],
+            train_steps: 0,
             kl_weight: cfg_beta,
             labels: Vec::new(),
         }
@@ -286,17 +287,16 @@ impl CpuVae {
         self.forward_backward(x, eps).objective
     }
 
-    /// One training step: forward, backward, Adam. Returns the trace of the step.
+    /// One training step: forward, backward, the optimizer. Returns the trace of the step.
     pub fn step(&mut self, x: &[f64], eps: &[f64]) -> Trace {
         let t = self.forward_backward(x, eps);
-        self.adam_steps += 1;
-        ops::adam_step(
+        self.train_steps += 1;
+        ops::optimizer_step(
+            &self.optimizer,
+            self.train_steps,
             &mut self.params,
             &t.grads,
-            &mut self.m,
-            &mut self.v,
-            &self.adam,
-            self.adam_steps,
+            &mut self.state,
         );
         t
     }

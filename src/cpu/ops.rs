@@ -2,7 +2,8 @@
 //! the WGSL kernels. Each function names the shader entry point it mirrors.
 
 use crate::model::Likelihood;
-use crate::ops::{Act, AdamConfig, ConvShape, Layout};
+use crate::ops::{Act, ConvShape, Layout, meant};
+use crate::optim::{OptimizerConfig, OptimizerKind};
 
 // ---- matmul.wgsl ------------------------------------------------------------------------------
 
@@ -257,28 +258,91 @@ pub fn reparam_backward(
 
 // ---- adam.wgsl --------------------------------------------------------------------------------
 
-/// `adam_step` at step `t` (1-based), PyTorch's formula, in place.
+/// `adam_step` at step `t` (1-based), PyTorch's formula, in place: Adam (`weight_decay` as L2) or
+/// AdamW (the weights first multiplied by `1 − lr_t·weight_decay`).
 pub fn adam_step(
     params: &mut [f64],
     grads: &[f64],
     m: &mut [f64],
     v: &mut [f64],
-    cfg: &AdamConfig,
+    cfg: &OptimizerConfig,
     t: u64,
 ) {
     let (step_size, bc2_sqrt) = cfg.step_factors(t);
     let (b1, b2, eps, wd) = (
-        AdamConfig::meant(cfg.beta1),
-        AdamConfig::meant(cfg.beta2),
-        AdamConfig::meant(cfg.eps),
-        AdamConfig::meant(cfg.weight_decay),
+        meant(cfg.beta1),
+        meant(cfg.beta2),
+        meant(cfg.eps),
+        meant(cfg.weight_decay),
     );
+    let (l2, decay) = match cfg.kind {
+        OptimizerKind::AdamW => (0.0, 1.0 - cfg.lr_at(t) * wd),
+        _ => (wd, 1.0),
+    };
     for i in 0..params.len() {
-        let g = grads[i] + wd * params[i];
+        let g = grads[i] + l2 * params[i];
+        let w = params[i] * decay;
         m[i] = b1 * m[i] + (1.0 - b1) * g;
         v[i] = b2 * v[i] + (1.0 - b2) * g * g;
         let denom = v[i].sqrt() / bc2_sqrt + eps;
-        params[i] -= step_size * m[i] / denom;
+        params[i] = w - step_size * m[i] / denom;
+    }
+}
+
+// ---- sgd.wgsl ---------------------------------------------------------------------------------
+
+/// `sgd_step` / `sgd_momentum` at step `t` (1-based), PyTorch's formula (dampening 0), in place;
+/// `buf` is the momentum buffer (starting at zeros) when `cfg.momentum` > 0.
+pub fn sgd_step(
+    params: &mut [f64],
+    grads: &[f64],
+    buf: Option<&mut [f64]>,
+    cfg: &OptimizerConfig,
+    t: u64,
+) {
+    let (lr, wd, mom) = (cfg.lr_at(t), meant(cfg.weight_decay), meant(cfg.momentum));
+    let mut buf = buf;
+    for i in 0..params.len() {
+        let mut g = grads[i] + wd * params[i];
+        if let Some(b) = buf.as_deref_mut() {
+            b[i] = mom * b[i] + g;
+            g = if cfg.nesterov { g + mom * b[i] } else { b[i] };
+        }
+        params[i] -= lr * g;
+    }
+}
+
+// ---- clip_grad.wgsl ---------------------------------------------------------------------------
+
+/// `clip_grad_norm`: scale `grads` in place by `min(1, max_norm / (‖grads‖₂ + 1e-6))`; returns the
+/// norm before clipping.
+pub fn clip_grad_norm(grads: &mut [f64], max_norm: f64) -> f64 {
+    let norm = grads.iter().map(|g| g * g).sum::<f64>().sqrt();
+    let coef = (max_norm / (norm + 1e-6)).min(1.0);
+    for g in grads.iter_mut() {
+        *g *= coef;
+    }
+    norm
+}
+
+/// One update of `cfg`'s optimizer at step `t`: clipping (if asked for), then its rule, `state`
+/// holding its arenas (as [`OptimizerConfig::state_names`] lists them).
+pub fn optimizer_step(
+    cfg: &OptimizerConfig,
+    t: u64,
+    params: &mut [f64],
+    grads: &[f64],
+    state: &mut [Vec<f64>],
+) {
+    let mut g = grads.to_vec();
+    if let Some(x) = cfg.clip_grad_norm {
+        clip_grad_norm(&mut g, meant(x));
+    }
+    match (cfg.kind, state) {
+        (OptimizerKind::Adam | OptimizerKind::AdamW, [m, v]) => adam_step(params, &g, m, v, cfg, t),
+        (OptimizerKind::Sgd, [b]) => sgd_step(params, &g, Some(b), cfg, t),
+        (OptimizerKind::Sgd, []) => sgd_step(params, &g, None, cfg, t),
+        (k, s) => panic!("{k} with {} state arenas", s.len()),
     }
 }
 

@@ -51,6 +51,8 @@ impl Shader {
     pub const LIKELIHOOD: Shader = shader!("likelihood");
     pub const REPARAM_KL: Shader = shader!("reparam_kl");
     pub const ADAM: Shader = shader!("adam");
+    pub const SGD: Shader = shader!("sgd");
+    pub const CLIP_GRAD: Shader = shader!("clip_grad");
     pub const GATHER: Shader = shader!("gather");
     pub const CONDITION: Shader = shader!("condition");
     pub const IWAE: Shader = shader!("iwae");
@@ -87,13 +89,15 @@ impl Shader {
         [Shader::MATMUL_SUBGROUP, Shader::MATMUL_SUBGROUP_TEX];
 
     /// Every shader of the engine (the cross-compilation test walks this list).
-    pub const ALL: [Shader; 10] = [
+    pub const ALL: [Shader; 12] = [
         Shader::MATMUL,
         Shader::BIAS_ACT,
         Shader::REDUCE,
         Shader::LIKELIHOOD,
         Shader::REPARAM_KL,
         Shader::ADAM,
+        Shader::SGD,
+        Shader::CLIP_GRAD,
         Shader::GATHER,
         Shader::CONDITION,
         Shader::IWAE,

@@ -1,4 +1,4 @@
-//! One fused Adam update over a flat parameter arena — launcher for `shaders/adam.wgsl`, whose
+//! One fused Adam (or AdamW) update over a flat parameter arena — launcher for `shaders/adam.wgsl`, whose
 //! two entry points read the four operands from storage (`adam_step`) or from textures copied from
 //! them just before (`adam_step_tex`, see [`super::texture`]); which one runs is measured once per
 //! device and parameter count and kept in the tune store, as the matmul choices are.
@@ -10,7 +10,29 @@ use super::texture::{TextureOperand, texture_fits};
 use super::{Bind, Dispatch, best_of_rounds, dispatch, grid_1d, uniform};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuTensor, Shader};
-use crate::ops::AdamConfig;
+use crate::ops::one_minus;
+
+/// The kernel's constant hyperparameters (the step-dependent factors come from the per-step
+/// uniform): Adam's, and AdamW's with `weight_decay` 0 (its decay is the uniform's `decay`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamHyper {
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    /// L2, added to the gradient (Adam's `weight_decay`).
+    pub weight_decay: f32,
+}
+
+impl Default for AdamHyper {
+    fn default() -> Self {
+        AdamHyper {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        }
+    }
+}
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -56,7 +78,7 @@ pub fn adam_step(
     grads: &GpuTensor,
     m: &GpuTensor,
     v: &GpuTensor,
-    cfg: &AdamConfig,
+    cfg: &AdamHyper,
     step: &StepUniform,
 ) -> Result<Dispatch> {
     let reads = if ctx.records_buffers() {
@@ -73,7 +95,7 @@ pub fn adam_step(
 pub fn reads_for(
     ctx: &GpuContext,
     n: usize,
-    cfg: &AdamConfig,
+    cfg: &AdamHyper,
     step: &StepUniform,
 ) -> Result<AdamReads> {
     if !texture_fits(ctx, n) {
@@ -112,7 +134,7 @@ pub fn adam_step_with(
     grads: &GpuTensor,
     m: &GpuTensor,
     v: &GpuTensor,
-    cfg: &AdamConfig,
+    cfg: &AdamHyper,
     step: &StepUniform,
 ) -> Result<Dispatch> {
     let n = params.len();
@@ -134,8 +156,8 @@ pub fn adam_step_with(
         beta2: cfg.beta2,
         eps: cfg.eps,
         weight_decay: cfg.weight_decay,
-        one_minus_beta1: AdamConfig::one_minus(cfg.beta1),
-        one_minus_beta2: AdamConfig::one_minus(cfg.beta2),
+        one_minus_beta1: one_minus(cfg.beta1),
+        one_minus_beta2: one_minus(cfg.beta2),
         _pad: 0,
     };
     let params_buf = uniform(ctx, "adam params", &p);

@@ -25,6 +25,7 @@ mod contracts;
 
 pub mod adam;
 pub mod bias_act;
+pub mod clip_grad;
 pub mod condition;
 pub mod conv;
 pub mod gather;
@@ -33,6 +34,7 @@ pub mod likelihood;
 pub mod matmul;
 pub mod reduce;
 pub mod reparam_kl;
+pub mod sgd;
 pub mod step;
 pub mod texture;
 

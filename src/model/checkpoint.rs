@@ -8,9 +8,12 @@
 //! Two files are written:
 //! - `model.safetensors`: the state_dict alone, for
 //!   `model.load_state_dict(safetensors.torch.load_file(path))` (strict loading rejects extra keys);
-//! - `checkpoint.safetensors`: the same tensors plus Adam's moments (`optimizer.exp_avg.<name>`,
-//!   `optimizer.exp_avg_sq.<name>`), the loss accumulator of a half-done epoch, and metadata (sizes,
-//!   Adam settings, step, epoch, seed), so `--resume` continues exactly where training stopped.
+//! - `checkpoint.safetensors`: the same tensors plus the optimizer's state under PyTorch's
+//!   `optimizer.state_dict()` names (`optimizer.exp_avg.<name>`, `optimizer.exp_avg_sq.<name>` for
+//!   Adam and AdamW, `optimizer.momentum_buffer.<name>` for SGD with momentum; the step in the
+//!   metadata), the loss accumulator of a half-done epoch, and metadata (sizes, the optimizer and its
+//!   settings and learning-rate schedule, step, epoch, seed), so `--resume` continues exactly where
+//!   training stopped.
 //!
 //! Writes are atomic: a temporary file in the same directory, flushed to disk, then renamed over
 //! the old one, so a crash never leaves a half-written checkpoint in place of a good one.
@@ -24,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::files::write_atomic;
 use crate::kernels::reduce::LossSlots;
 use crate::model::{ParamLayout, VaeConfig};
-use crate::ops::AdamConfig;
+use crate::optim::{LrSchedule, LrShape, OptimizerConfig, OptimizerKind};
 
 /// Format tag in the metadata of files this crate writes.
 pub const FORMAT: &str = "vae-wgpu/1";
@@ -56,13 +59,15 @@ pub struct Progress {
     pub class_names: Vec<String>,
 }
 
-/// Adam's state (PyTorch's `exp_avg`, `exp_avg_sq`, `step`), arenas in [`ParamLayout`] order.
+/// The optimizer's state (PyTorch's `exp_avg`, `exp_avg_sq`, `momentum_buffer`, `step`), arenas in
+/// [`ParamLayout`] order.
 #[derive(Clone, Debug, PartialEq)]
 pub struct OptimizerState {
-    pub config: AdamConfig,
+    pub config: OptimizerConfig,
+    /// Training steps taken (PyTorch's `step`; the schedule's position).
     pub steps: u64,
-    pub m: Vec<f32>,
-    pub v: Vec<f32>,
+    /// One arena per [`OptimizerConfig::state_names`], in that order.
+    pub state: Vec<Vec<f32>>,
     /// The trainer's loss accumulator (sums of the epoch in progress).
     pub loss_accumulator: Vec<f32>,
 }
@@ -181,19 +186,28 @@ impl Checkpoint {
             if let Some(o) = &self.optimizer {
                 let c = &o.config;
                 for (k, v) in [
-                    ("adam_steps", o.steps.to_string()),
+                    ("optimizer", c.kind.name().to_string()),
+                    ("step", o.steps.to_string()),
                     ("lr", c.lr.to_string()),
                     ("beta1", c.beta1.to_string()),
                     ("beta2", c.beta2.to_string()),
                     ("eps", c.eps.to_string()),
                     ("weight_decay", c.weight_decay.to_string()),
+                    ("momentum", c.momentum.to_string()),
+                    ("nesterov", c.nesterov.to_string()),
+                    ("lr_schedule", c.schedule.shape.name().to_string()),
+                    ("warmup_steps", c.schedule.warmup_steps.to_string()),
+                    ("total_steps", c.schedule.total_steps.to_string()),
                 ] {
                     meta.insert(k.to_string(), v);
                 }
+                if let Some(x) = c.clip_grad_norm {
+                    meta.insert("clip_grad_norm".to_string(), x.to_string());
+                }
                 for spec in &layout.specs {
-                    for (moment, arena) in [("exp_avg", &o.m), ("exp_avg_sq", &o.v)] {
+                    for (name, arena) in c.state_names().iter().zip(&o.state) {
                         owned.push((
-                            format!("optimizer.{moment}.{}", spec.name),
+                            format!("optimizer.{name}.{}", spec.name),
                             spec.shape.clone(),
                             tensor_bytes(arena, spec),
                         ));
@@ -450,27 +464,64 @@ impl Checkpoint {
             Ok(arena)
         };
         let params = read_arena("")?;
-        let has_state = get(&format!("optimizer.exp_avg.{}", layout.specs[0].name)).is_ok();
+        // A training checkpoint has the loss accumulator (files from before SGD existed: Adam's
+        // moments, and the step as 'adam_steps').
+        let has_state = st.tensor("trainer.loss_accumulator").is_ok()
+            || get(&format!("optimizer.exp_avg.{}", layout.specs[0].name)).is_ok();
         let optimizer = if has_state {
+            let kind = match meta.get("optimizer") {
+                None => OptimizerKind::Adam,
+                Some(k) => OptimizerKind::parse(k).ok_or_else(|| {
+                    data_err(
+                        path,
+                        format!("metadata 'optimizer' = '{k}' is not one of adam, adamw, sgd"),
+                    )
+                })?,
+            };
+            let d = OptimizerConfig::of(kind);
             let f = |key: &str, default: f32| -> Result<f32> {
                 Ok(meta_value::<f32>(&meta, key, path)?.unwrap_or(default))
             };
-            let d = AdamConfig::default();
+            let shape = match meta.get("lr_schedule") {
+                None => LrShape::Constant,
+                Some(v) => LrShape::parse(v).ok_or_else(|| {
+                    data_err(
+                        path,
+                        format!("metadata 'lr_schedule' = '{v}' is not one of constant, cosine"),
+                    )
+                })?,
+            };
+            let config = OptimizerConfig {
+                kind,
+                lr: f("lr", d.lr)?,
+                beta1: f("beta1", d.beta1)?,
+                beta2: f("beta2", d.beta2)?,
+                eps: f("eps", d.eps)?,
+                weight_decay: f("weight_decay", d.weight_decay)?,
+                momentum: f("momentum", d.momentum)?,
+                nesterov: meta_value::<bool>(&meta, "nesterov", path)?.unwrap_or(false),
+                schedule: LrSchedule {
+                    shape,
+                    warmup_steps: meta_num("warmup_steps")?.unwrap_or(0),
+                    total_steps: meta_num("total_steps")?.unwrap_or(0),
+                },
+                clip_grad_norm: meta_value::<f32>(&meta, "clip_grad_norm", path)?,
+            };
             let acc = get("trainer.loss_accumulator")?;
             if acc.dtype() != Dtype::F32 {
                 return Err(data_err(path, "trainer.loss_accumulator must be F32"));
             }
+            let state = (config.state_names().iter())
+                .map(|name| read_arena(&format!("optimizer.{name}.")))
+                .collect::<Result<Vec<_>>>()?;
             Some(OptimizerState {
-                config: AdamConfig {
-                    lr: f("lr", d.lr)?,
-                    beta1: f("beta1", d.beta1)?,
-                    beta2: f("beta2", d.beta2)?,
-                    eps: f("eps", d.eps)?,
-                    weight_decay: f("weight_decay", d.weight_decay)?,
-                },
-                steps: meta_num("adam_steps")?.unwrap_or(0),
-                m: read_arena("optimizer.exp_avg.")?,
-                v: read_arena("optimizer.exp_avg_sq.")?,
+                config,
+                steps: match meta_num("step")? {
+                    Some(s) => Some(s),
+                    None => meta_num("adam_steps")?,
+                }
+                .unwrap_or(0),
+                state,
                 loss_accumulator: upgrade_accumulator(le_f32s(acc.data()).collect()),
             })
         } else {
@@ -552,18 +603,22 @@ impl Checkpoint {
             "a value past ±1e6",
         )?;
         if let Some(o) = &self.optimizer {
-            scan(
-                &o.m,
-                "optimizer.exp_avg.",
-                f32::is_finite,
-                "a non-finite value",
-            )?;
-            scan(
-                &o.v,
-                "optimizer.exp_avg_sq.",
-                |v| v.is_finite() && v >= 0.0,
-                "a negative or non-finite value",
-            )?;
+            for (name, arena) in o.config.state_names().iter().zip(&o.state) {
+                match *name {
+                    "exp_avg_sq" => scan(
+                        arena,
+                        "optimizer.exp_avg_sq.",
+                        |v| v.is_finite() && v >= 0.0,
+                        "a negative or non-finite value",
+                    )?,
+                    _ => scan(
+                        arena,
+                        &format!("optimizer.{name}."),
+                        f32::is_finite,
+                        "a non-finite value",
+                    )?,
+                }
+            }
             let c = &o.config;
             for (key, v, ok, range) in [
                 ("lr", c.lr, c.lr.is_finite() && c.lr > 0.0, "0 < lr"),
@@ -586,11 +641,26 @@ impl Checkpoint {
                     c.weight_decay.is_finite() && c.weight_decay >= 0.0,
                     "0 ≤ weight_decay < ∞",
                 ),
+                (
+                    "momentum",
+                    c.momentum,
+                    (0.0..1.0).contains(&c.momentum),
+                    "0 ≤ momentum < 1",
+                ),
+                (
+                    "clip_grad_norm",
+                    c.clip_grad_norm.unwrap_or(1.0),
+                    c.clip_grad_norm.is_none_or(|x| x.is_finite() && x > 0.0),
+                    "0 < clip_grad_norm < ∞",
+                ),
             ] {
                 if !ok {
                     return Err(data_err(
                         path,
-                        format!("metadata '{key}' = {v} is out of range: Adam needs {range}"),
+                        format!(
+                            "metadata '{key}' = {v} is out of range: {} needs {range}",
+                            c.kind
+                        ),
                     ));
                 }
             }
@@ -599,7 +669,7 @@ impl Checkpoint {
                 return Err(data_err(
                     path,
                     format!(
-                        "metadata 'adam_steps' = {} is out of range (at most {})",
+                        "metadata 'step' = {} is out of range (at most {})",
                         o.steps,
                         u32::MAX / 2
                     ),

@@ -9,7 +9,6 @@ use crate::kernels::reparam_kl::EpsSource;
 use crate::kernels::{iwae, likelihood};
 use crate::model::gpu::{EpochPlan, LossReadout};
 use crate::model::{GpuDataset, GpuVae, VaeConfig};
-use crate::ops::AdamConfig;
 
 /// Seconds of work between two progress reports of a pass (each waits for the device).
 const PROGRESS_SECS: f64 = 0.5;
@@ -69,7 +68,7 @@ pub(crate) fn run_pass(
         None
     };
     let plan = EpochPlan::new(data.len, vae.max_batch.min(data.len), |batch| {
-        let mut g = vae.plan_step(ctx, batch, input, EpsSource::Philox, false, &acc)?;
+        let mut g = vae.plan_step(ctx, batch, input, EpsSource::Philox, None, &acc)?;
         if let Some((rowloss, nll)) = &iwae_bufs {
             let a = vae.acts.rows(batch, vae.cfg.samples)?;
             g.push(likelihood::recon_rows(
@@ -173,14 +172,7 @@ pub fn evaluate(
     }
     let mut pass = |samples: usize, with_iwae: bool, name: &str| -> Result<PassResult> {
         let c = cfg.for_inference(samples);
-        let mut vae = GpuVae::from_params(
-            ctx,
-            c,
-            AdamConfig::default(),
-            eval_batch(samples, data.len),
-            seed,
-            params,
-        )?;
+        let mut vae = GpuVae::from_params(ctx, c, eval_batch(samples, data.len), seed, params)?;
         evaluate_pass(
             ctx,
             &mut vae,

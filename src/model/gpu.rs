@@ -19,15 +19,17 @@ use crate::kernels::conv::{
 use crate::kernels::matmul::{self, Epilogue, ReconEpilogue, matmul};
 use crate::kernels::reduce::LossSlots;
 use crate::kernels::reparam_kl::{EpsSource, kl_partials_len};
+use crate::kernels::step::Rule;
 use crate::kernels::{
-    self, Dispatch, StepParams, StepUniform, adam, bias_act, condition, gather, iwae, likelihood,
-    reduce, reparam_kl,
+    self, Dispatch, StepParams, StepUniform, bias_act, condition, gather, iwae, likelihood, reduce,
+    reparam_kl,
 };
 pub use crate::model::graph::{EpochPlan, Input, StepGraph};
 use crate::model::likelihood::Likelihood;
 use crate::model::schedule::{KlWeight, Schedule};
 use crate::model::{Layer, LayerKind, Objective, ParamLayout, VaeConfig};
-use crate::ops::{Act, AdamConfig, Layout};
+use crate::ops::{Act, Layout};
+use crate::optim::Optimizer;
 
 /// Activation and activation-gradient buffers, allocated once for the largest batch.
 /// Shapes: `x`, `enc[i]`, `heads`, `dheads`, `d_enc[i]` have B rows; `eps, z, dec[i], logits` and
@@ -358,19 +360,20 @@ impl LossReadout {
     }
 }
 
+/// The model on the device: its parameters and their gradients, its activation buffers, and the
+/// planned passes over them. The optimizer that updates it is a value of its own
+/// ([`crate::optim::Optimizer`]), given to [`GpuVae::plan_step`] for a training step.
 pub struct GpuVae {
     pub cfg: VaeConfig,
     pub layout: ParamLayout,
-    pub adam: AdamConfig,
     pub params: GpuTensor,
     pub grads: GpuTensor,
-    pub adam_m: GpuTensor,
-    pub adam_v: GpuTensor,
     pub acts: Activations,
     pub max_batch: usize,
     pub seed: u64,
-    /// Adam steps taken so far (PyTorch's `state['step']`).
-    pub adam_steps: u64,
+    /// Training steps taken so far, t (PyTorch's `state['step']`): keys each step's noise and its
+    /// optimizer's factors.
+    pub train_steps: u64,
     /// The KL weight's schedule (β and warm-up in steps: the trainer sets the steps from
     /// `cfg.kl_warmup` epochs, which it knows the length of).
     pub kl: KlWeight,
@@ -463,30 +466,23 @@ impl GpuVae {
     }
 
     /// A fresh model initialised from `seed` as PyTorch's `nn.Linear` would be.
-    pub fn new(
-        ctx: &GpuContext,
-        cfg: VaeConfig,
-        adam: AdamConfig,
-        max_batch: usize,
-        seed: u64,
-    ) -> Result<Self> {
+    pub fn new(ctx: &GpuContext, cfg: VaeConfig, max_batch: usize, seed: u64) -> Result<Self> {
         // Nothing is allocated, on the host either, for a model the adapter cannot hold.
         let layout = Self::checked_layout(ctx, &cfg, max_batch)?;
         let init = layout.init(seed);
-        Self::with_layout(ctx, cfg, layout, adam, max_batch, seed, &init)
+        Self::with_layout(ctx, cfg, layout, max_batch, seed, &init)
     }
 
     /// A model with the given parameter arena (laid out by [`ParamLayout`]).
     pub fn from_params(
         ctx: &GpuContext,
         cfg: VaeConfig,
-        adam: AdamConfig,
         max_batch: usize,
         seed: u64,
         params: &[f32],
     ) -> Result<Self> {
         let layout = Self::checked_layout(ctx, &cfg, max_batch)?;
-        Self::with_layout(ctx, cfg, layout, adam, max_batch, seed, params)
+        Self::with_layout(ctx, cfg, layout, max_batch, seed, params)
     }
 
     /// The layer list of a valid configuration (conv sides that divide, ...) whose buffers and
@@ -504,7 +500,6 @@ impl GpuVae {
         ctx: &GpuContext,
         cfg: VaeConfig,
         layout: ParamLayout,
-        adam: AdamConfig,
         max_batch: usize,
         seed: u64,
         params: &[f32],
@@ -533,8 +528,6 @@ impl GpuVae {
             params,
             log_sigma,
             grads: ctx.zeros("grads", &[n], DType::F32)?,
-            adam_m: ctx.zeros("adam_m", &[n], DType::F32)?,
-            adam_v: ctx.zeros("adam_v", &[n], DType::F32)?,
             acts: Activations::new(ctx, &cfg, &layout, max_batch)?,
             step_uniforms: (0..MAX_STEPS_PER_SUBMIT)
                 .map(|_| StepUniform::new(ctx, &StepParams::with_seed(seed)))
@@ -542,10 +535,9 @@ impl GpuVae {
             planning_slot: std::cell::Cell::new(0),
             cfg,
             layout,
-            adam,
             max_batch,
             seed,
-            adam_steps: 0,
+            train_steps: 0,
             kl: KlWeight {
                 beta: cfg_beta,
                 warmup_steps: 0.0,
@@ -581,19 +573,21 @@ impl GpuVae {
         ctx.zeros("loss accumulator", &[LossSlots::LEN], DType::F32)
     }
 
-    /// Plan one step on `batch` rows: forward, loss (into `acc`), and if `train`, backward and Adam.
-    /// It reads as the model's math: encoder layers, heads, reparameterize, decoder layers, loss;
-    /// then the same layers backward in reverse order; then Adam.
+    /// Plan one step on `batch` rows: forward and loss (into `acc`), and with an optimizer
+    /// (`update`), backward and its update. It reads as the model's math: encoder layers, heads,
+    /// reparameterize, decoder layers, loss; then the same layers backward in reverse order; then
+    /// the optimizer.
     pub fn plan_step(
         &self,
         ctx: &GpuContext,
         batch: usize,
         input: Input<'_>,
         eps_source: EpsSource,
-        train: bool,
+        update: Option<&Optimizer>,
         acc: &GpuTensor,
     ) -> Result<StepGraph> {
         self.check_batch(batch)?;
+        let train = update.is_some();
         let a = self.acts.rows(batch, self.cfg.samples)?;
         let lb = self.cfg.samples * batch;
         let step = self.step_uniform();
@@ -757,18 +751,16 @@ impl GpuVae {
             let dys: Vec<&GpuTensor> = a.d_enc.iter().chain([&a.dheads]).collect();
             // No gradient for the data.
             d.extend(self.backward_chain(ctx, &a, &layers, &xs, &dys, None)?);
-            d.push(adam::adam_step(
-                ctx,
-                &self.params,
-                &self.grads,
-                &self.adam_m,
-                &self.adam_v,
-                &self.adam,
-                step,
-            )?);
         }
+        let rules = match update {
+            Some(opt) => {
+                d.extend(opt.plan(ctx, &self.params, &self.grads, step)?);
+                opt.config.rules()
+            }
+            None => Vec::new(),
+        };
         ctx.check_errors()?;
-        Ok(StepGraph::new(batch, train, self.planning_slot.get(), d))
+        Ok(StepGraph::new(batch, train, self.planning_slot.get(), d).updating(rules))
     }
 
     /// The backward of a chain of layers, last layer first: layer j read `xs[j]` and its output's
@@ -951,7 +943,7 @@ impl GpuVae {
         input: Input<'_>,
         acc: &GpuTensor,
     ) -> Result<StepGraph> {
-        let mut g = self.plan_step(ctx, batch, input, EpsSource::Philox, false, acc)?;
+        let mut g = self.plan_step(ctx, batch, input, EpsSource::Philox, None, acc)?;
         let logits = self.acts.rows(batch, self.cfg.samples)?.logits;
         match self.mean_kernel(ctx, &logits)? {
             (_, Some(mean)) => g.push(mean),
@@ -971,7 +963,8 @@ impl GpuVae {
     }
 
     /// Record and submit one planned step (does not wait for it to finish); returns the host time
-    /// spent recording it. For a training step the Adam step counter advances and keys the noise;
+    /// spent recording it. For a training step the step counter t advances and keys the noise and
+    /// the optimizer's factors;
     /// evaluation draws use a separate counter range.
     pub fn run_step(
         &mut self,
@@ -1004,8 +997,9 @@ impl GpuVae {
             let mut sp = StepParams::with_seed(self.seed);
             sp.batch_offset = *batch_offset as u32;
             if graph.train {
-                self.adam_steps += 1;
-                sp = self.schedule().params(self.adam_steps, sp.batch_offset);
+                self.train_steps += 1;
+                sp =
+                    (self.schedule(graph.update_rules())).params(self.train_steps, sp.batch_offset);
             } else {
                 // The top half of the counter space: never a training step's noise.
                 self.eval_draws = self.eval_draws.wrapping_add(1);
@@ -1030,10 +1024,10 @@ impl GpuVae {
         Ok(recorded)
     }
 
-    /// The training run's per-step schedule (Adam's step factors, the noise counter, the KL
-    /// weight).
-    pub fn schedule(&self) -> Schedule {
-        Schedule::new(&self.adam, self.kl, self.seed)
+    /// The training run's per-step schedule: the noise counter, the KL weight, and the fields of
+    /// the optimizer whose rules are `update` (a training graph's [`StepGraph::update_rules`]).
+    pub fn schedule(&self, update: &[(&'static str, Rule)]) -> Schedule {
+        Schedule::new(self.kl, self.seed, update)
     }
 
     /// Plan with `plan` against uniform slot `slot` of the ring (graphs that go into one submit

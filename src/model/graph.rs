@@ -5,6 +5,7 @@
 use crate::error::{Error, Result};
 use crate::gpu::GpuTensor;
 use crate::kernels::Dispatch;
+use crate::kernels::step::Rule;
 
 /// Where a step's input batch comes from.
 #[derive(Clone, Copy)]
@@ -28,6 +29,9 @@ pub struct StepGraph {
     /// The per-step uniform slot its kernels read.
     pub slot: usize,
     dispatches: Vec<Dispatch>,
+    /// The rules of the uniform fields of the optimizer that a training step updates with (see
+    /// `crate::optim::OptimizerConfig::rules`); empty for a step that updates nothing.
+    update_rules: Vec<(&'static str, Rule)>,
 }
 
 impl StepGraph {
@@ -37,7 +41,19 @@ impl StepGraph {
             train,
             slot,
             dispatches,
+            update_rules: Vec::new(),
         }
+    }
+
+    /// The same step, its optimizer's uniform fields following `rules`.
+    pub fn updating(mut self, rules: Vec<(&'static str, Rule)>) -> Self {
+        self.update_rules = rules;
+        self
+    }
+
+    /// The rules of its optimizer's uniform fields (none when it updates nothing).
+    pub fn update_rules(&self) -> &[(&'static str, Rule)] {
+        &self.update_rules
     }
 
     pub fn dispatch_count(&self) -> usize {

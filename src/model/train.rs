@@ -11,14 +11,15 @@ use crate::model::checkpoint::{Checkpoint, OptimizerState, Progress};
 use crate::model::eval::run_pass;
 use crate::model::gpu::{EpochPlan, LossReadout, MAX_STEPS_PER_SUBMIT, StepGraph};
 use crate::model::{GpuDataset, GpuVae, VaeConfig};
-use crate::ops::AdamConfig;
+use crate::optim::{Optimizer, OptimizerConfig};
 use crate::rng::{Philox, domain};
 
 /// Run settings besides the model's sizes.
 #[derive(Clone, Debug)]
 pub struct TrainSettings {
     pub batch_size: usize,
-    pub adam: AdamConfig,
+    /// The optimizer, its learning rate and schedule (the schedule's `total_steps` is the run's).
+    pub optimizer: OptimizerConfig,
     pub seed: u64,
     /// Print the batch loss every this many steps (0: never).
     pub log_every: usize,
@@ -28,7 +29,7 @@ impl Default for TrainSettings {
     fn default() -> Self {
         TrainSettings {
             batch_size: 128,
-            adam: AdamConfig::default(),
+            optimizer: OptimizerConfig::default(),
             seed: 0,
             log_every: 100,
         }
@@ -49,14 +50,7 @@ impl TrainSettings {
                 ),
             ));
         }
-        let lr = self.adam.lr;
-        if !(lr.is_finite() && lr > 0.0) {
-            return Err(Error::setting(
-                "lr",
-                format!("must be a finite number > 0, got {lr}"),
-            ));
-        }
-        Ok(())
+        self.optimizer.validate()
     }
 }
 
@@ -111,6 +105,8 @@ pub struct EpochStats {
 
 pub struct Trainer {
     pub vae: GpuVae,
+    /// Updates `vae`'s parameters from their gradients, holding its own state.
+    pub optimizer: Optimizer,
     pub settings: TrainSettings,
     pub train: GpuDataset,
     acc: GpuTensor,
@@ -154,14 +150,16 @@ impl Trainer {
         }
         GpuVae::check_fits(ctx, &cfg, settings.batch_size)?;
         let train_gpu = GpuDataset::upload(ctx, "train pixels", train)?;
-        let vae = GpuVae::new(ctx, cfg, settings.adam, settings.batch_size, settings.seed)?;
-        Self::with_model(ctx, vae, settings, train_gpu)
+        let vae = GpuVae::new(ctx, cfg, settings.batch_size, settings.seed)?;
+        let optimizer = Optimizer::new(ctx, settings.optimizer, vae.layout.len)?;
+        Self::with_model(ctx, vae, optimizer, settings, train_gpu)
     }
 
-    /// A trainer around an existing model (e.g. one restored from a checkpoint).
+    /// A trainer around an existing model and optimizer (e.g. restored from a checkpoint).
     pub fn with_model(
         ctx: &GpuContext,
         mut vae: GpuVae,
+        optimizer: Optimizer,
         settings: TrainSettings,
         train: GpuDataset,
     ) -> Result<Self> {
@@ -172,7 +170,8 @@ impl Trainer {
             .map(|slot| {
                 vae.in_slot(slot, |vae| {
                     EpochPlan::new(train.len, settings.batch_size, |rows| {
-                        vae.plan_step(ctx, rows, input, EpsSource::Philox, true, &acc)
+                        let update = Some(&optimizer);
+                        vae.plan_step(ctx, rows, input, EpsSource::Philox, update, &acc)
                     })
                 })
             })
@@ -181,6 +180,7 @@ impl Trainer {
         vae.kl = crate::model::KlWeight::of(&vae.cfg, plans[0].steps());
         Ok(Trainer {
             vae,
+            optimizer,
             settings,
             train,
             acc,
@@ -317,17 +317,16 @@ impl Trainer {
         }))
     }
 
-    /// Everything needed to continue exactly from here: weights, Adam state, the loss sums of the
+    /// Everything needed to continue exactly from here: weights, optimizer state, the loss sums of the
     /// epoch in progress, and where in which epoch we are (waits for submitted work).
     pub fn checkpoint(&self, ctx: &GpuContext) -> Result<Checkpoint> {
         Ok(Checkpoint {
             cfg: self.vae.cfg.clone(),
             params: ctx.read_f32(&self.vae.params)?,
             optimizer: Some(OptimizerState {
-                config: self.vae.adam,
-                steps: self.vae.adam_steps,
-                m: ctx.read_f32(&self.vae.adam_m)?,
-                v: ctx.read_f32(&self.vae.adam_v)?,
+                config: self.optimizer.config,
+                steps: self.vae.train_steps,
+                state: self.optimizer.read_state(ctx)?,
                 loss_accumulator: ctx.read_f32(&self.acc)?,
             }),
             progress: Progress {
@@ -350,7 +349,8 @@ impl Trainer {
     }
 
     /// A trainer that continues from a checkpoint. The checkpoint's sizes are the model's; its
-    /// optimizer state (if any) is restored, else Adam starts fresh from the saved weights.
+    /// optimizer state (if any) is restored, else the optimizer starts fresh from the saved
+    /// weights. A checkpoint of one optimizer resumed with another is refused.
     pub fn resume(
         ctx: &GpuContext,
         ckpt: &Checkpoint,
@@ -404,21 +404,33 @@ impl Trainer {
                 ));
             }
         }
-        let mut vae = GpuVae::from_params(
-            ctx,
-            cfg,
-            settings.adam,
-            settings.batch_size,
-            settings.seed,
-            &ckpt.params,
-        )?;
+        if let Some(o) = &ckpt.optimizer
+            && o.config.kind != settings.optimizer.kind
+        {
+            return Err(Error::Config(format!(
+                "the checkpoint's run was trained with {}, not {}: its state ({}) is not {}'s. \
+                 Resume with --optimizer {}, or start a new run from its weights \
+                 (model.safetensors) with --optimizer {}",
+                o.config.kind,
+                settings.optimizer.kind,
+                o.config.state_names().join(", "),
+                settings.optimizer.kind,
+                o.config.kind,
+                settings.optimizer.kind
+            )));
+        }
+        let mut vae =
+            GpuVae::from_params(ctx, cfg, settings.batch_size, settings.seed, &ckpt.params)?;
+        let optimizer = Optimizer::new(ctx, settings.optimizer, vae.layout.len)?;
         if let Some(o) = &ckpt.optimizer {
-            ctx.write_f32(&vae.adam_m, &o.m)?;
-            ctx.write_f32(&vae.adam_v, &o.v)?;
-            vae.adam_steps = o.steps;
+            // SGD without momentum keeps nothing: a momentum added on resume starts from zeros.
+            if o.state.len() == optimizer.state.len() {
+                optimizer.write_state(ctx, &o.state)?;
+            }
+            vae.train_steps = o.steps;
         }
         let train_gpu = GpuDataset::upload(ctx, "train pixels", train)?;
-        let mut t = Self::with_model(ctx, vae, settings, train_gpu)?;
+        let mut t = Self::with_model(ctx, vae, optimizer, settings, train_gpu)?;
         t.epoch = ckpt.progress.epoch;
         t.test_fraction = ckpt.progress.test_fraction;
         t.split_seed = ckpt.progress.split_seed;
@@ -504,7 +516,7 @@ pub fn steps_per_submit(
             let graphs = (0..MAX_STEPS_PER_SUBMIT)
                 .map(|slot| {
                     vae.in_slot(slot, |v| {
-                        v.plan_step(ctx, batch, input, EpsSource::Philox, false, &acc)
+                        v.plan_step(ctx, batch, input, EpsSource::Philox, None, &acc)
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;

@@ -14,7 +14,6 @@ use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
 use crate::model::gpu::{Activations, Input};
 use crate::model::{GpuVae, VaeConfig};
-use crate::ops::AdamConfig;
 use crate::rng::{BoxMuller, Philox, domain};
 use rand::Rng;
 
@@ -174,7 +173,7 @@ fn draw(
     while cap > 1 && GpuVae::check_fits(ctx, &cfg, cap).is_err() {
         cap /= 2;
     }
-    let mut vae = GpuVae::from_params(ctx, cfg.clone(), AdamConfig::default(), cap, seed, params)?;
+    let mut vae = GpuVae::from_params(ctx, cfg.clone(), cap, seed, params)?;
     let acc = vae.new_accumulator(ctx)?;
     let mut written = Vec::new();
 

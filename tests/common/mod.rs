@@ -317,21 +317,35 @@ pub fn gz(bytes: &[u8]) -> Vec<u8> {
 /// fused one. Each has its own loss accumulator.
 pub struct ReferenceGraphs {
     pub train: StepGraph,
+    /// The optimizer the training step updates with (its state on the device).
+    pub optimizer: vae_wgpu::optim::Optimizer,
     pub acc: GpuTensor,
     pub forward: StepGraph,
     pub acc_forward: GpuTensor,
 }
 
 pub fn reference_graphs(ctx: &GpuContext, gpu: &GpuVae, b: usize) -> ReferenceGraphs {
-    let plan = |acc: &GpuTensor, train: bool| {
-        gpu.plan_step(ctx, b, Input::Given, EpsSource::Buffer, train, acc)
+    reference_graphs_with(ctx, gpu, b, Default::default())
+}
+
+/// As [`reference_graphs`], the training step updating with the optimizer `opt`.
+pub fn reference_graphs_with(
+    ctx: &GpuContext,
+    gpu: &GpuVae,
+    b: usize,
+    opt: vae_wgpu::optim::OptimizerConfig,
+) -> ReferenceGraphs {
+    let optimizer = vae_wgpu::optim::Optimizer::new(ctx, opt, gpu.layout.len).unwrap();
+    let plan = |acc: &GpuTensor, update| {
+        gpu.plan_step(ctx, b, Input::Given, EpsSource::Buffer, update, acc)
             .unwrap()
     };
     let acc = gpu.new_accumulator(ctx).unwrap();
     let acc_forward = gpu.new_accumulator(ctx).unwrap();
     ReferenceGraphs {
-        train: plan(&acc, true),
-        forward: plan(&acc_forward, false),
+        train: plan(&acc, Some(&optimizer)),
+        forward: plan(&acc_forward, None),
+        optimizer,
         acc,
         acc_forward,
     }
@@ -355,7 +369,8 @@ pub fn plan_train_step(
         labels: &labels,
         index: &index,
     };
-    vae.plan_step(ctx, 128, input, EpsSource::Philox, true, &acc)
+    let adam = vae_wgpu::optim::Optimizer::new(ctx, Default::default(), vae.layout.len).unwrap();
+    vae.plan_step(ctx, 128, input, EpsSource::Philox, Some(&adam), &acc)
         .unwrap()
 }
 

@@ -5,7 +5,7 @@
 //   cd .. && cargo run --release --example shapes -- --out web/plan-deep-data --per-class 100 --size 16
 //   cargo run --release --example export_web -- --out web/plan-deep --reference-steps 8 \
 //     --matmul direct --hidden 48,24 --latent 6 --activation tanh \
-//     --beta 2 --kl-warmup 0.5 --conditional --data-dir web/plan-deep-data --channels 3 --image-size 16 --batch-size 32
+//     --beta 2 --kl-warmup 0.5 --conditional --optimizer adamw --lr-schedule cosine --warmup-steps 3 --data-dir web/plan-deep-data --channels 3 --image-size 16 --batch-size 32
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
