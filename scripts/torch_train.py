@@ -14,6 +14,9 @@ losses for an architecture next to ours, and the CPU epoch time that issue 14 co
     python3 scripts/torch_train.py --conv 32,64 --latent 16 --lr 0.001 --epochs 5    # the conv model
     python3 scripts/torch_train.py --likelihood gaussian --beta 4 --kl-warmup 2
     python3 scripts/torch_train.py --conditional                              # one-hot labels in
+    python3 scripts/torch_train.py --optimizer adamw --weight-decay 0.05      # torch.optim.AdamW
+    python3 scripts/torch_train.py --optimizer sgd --lr 0.00003 --momentum 0.9
+    python3 scripts/torch_train.py --lr-schedule cosine --warmup-steps 200    # LambdaLR, as the engine's
 
 The likelihoods are torch.distributions' (ContinuousBernoulli from the logits; Normal(sigmoid, σ)
 with a learned 0-d log_sigma unless --sigma); the KL weight at step t is β·min(1, (t−1)/(E·steps per
@@ -44,6 +47,13 @@ def main():
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--lr", type=float, default=0.01)
+    ap.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd"])
+    ap.add_argument("--weight-decay", type=float, default=None, help="[default: 0; adamw 0.01]")
+    ap.add_argument("--momentum", type=float, default=0.0)
+    ap.add_argument("--nesterov", action="store_true")
+    ap.add_argument("--lr-schedule", default="constant", choices=["constant", "cosine"])
+    ap.add_argument("--warmup-steps", type=int, default=0)
+    ap.add_argument("--clip-grad-norm", type=float, default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--likelihood", default="bernoulli", choices=["bernoulli", "continuous-bernoulli", "gaussian"])
@@ -67,7 +77,12 @@ def main():
     learned = args.likelihood == "gaussian" and args.sigma is None
     model = BernoulliVAE(784, hidden, args.latent, dec, args.activation, conv, learned_sigma=learned,
                          classes=classes)
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    from torch_optimizers import lr_factor, make_optimizer  # noqa: E402
+    case = dict(optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, momentum=args.momentum,
+                nesterov=args.nesterov, lr_schedule=args.lr_schedule, warmup_steps=args.warmup_steps,
+                total_steps=args.epochs * -(-len(train) // args.batch_size))
+    opt = make_optimizer(case, model.parameters())
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(case))
 
     def recon_rows(x, mu_d):
         """-log p(x | z) per row."""
@@ -120,7 +135,10 @@ def main():
                 w = args.beta * (min(1.0, (step - 1) / warmup_steps) if warmup_steps > 0 else 1.0)
                 obj = recon + w * kl if weighted else loss
             obj.backward()
+            if args.clip_grad_norm:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad_norm)
             opt.step()
+            sched.step()
             total += loss.item()
             objective += obj.item()
         seconds = time.perf_counter() - start
