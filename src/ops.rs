@@ -1,5 +1,9 @@
 //! Descriptors shared by the GPU kernels and their CPU twins.
 
+pub mod likelihood;
+
+pub use likelihood::Likelihood;
+
 /// Operand layouts of `C = op(A) · op(B)` (row-major; weights `[out, in]` as PyTorch stores them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Layout {

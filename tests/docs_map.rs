@@ -306,3 +306,112 @@ fn the_checker_finds_a_stale_name() {
     assert!(!root().join("src/model/gone.rs").exists());
     assert_eq!(as_path("--conv 32,64"), None);
 }
+
+/// The text of every `.rs` file under `dir` (recursively), with its path.
+fn rust_files(dir: &Path) -> Vec<(PathBuf, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                let t = std::fs::read_to_string(&p).unwrap();
+                out.push((p, t));
+            }
+        }
+    }
+    out
+}
+
+/// The lines of `files` that name `module` (comments included: a doc link is a dependency too).
+fn naming(files: &[(PathBuf, String)], module: &str) -> Vec<String> {
+    let mut hits = Vec::new();
+    for (p, t) in files {
+        for (i, line) in t.lines().enumerate() {
+            if line.contains(module) {
+                hits.push(format!("{}:{}: {}", p.display(), i + 1, line.trim()));
+            }
+        }
+    }
+    hits
+}
+
+/// ARCHITECTURE.md's import rules, checked: the kernels and the optimizers know nothing of the
+/// model (the likelihood codes they need are `ops`'), and `gpu/` knows neither.
+#[test]
+fn imports_go_downward_only() {
+    let src = root().join("src");
+    let kernels = rust_files(&src.join("kernels"));
+    assert!(kernels.len() > 10, "src/kernels read");
+    let mut bad = naming(&kernels, "crate::model");
+    let optim = vec![(
+        src.join("optim.rs"),
+        std::fs::read_to_string(src.join("optim.rs")).unwrap(),
+    )];
+    bad.extend(naming(&optim, "crate::model"));
+    let gpu = rust_files(&src.join("gpu"));
+    bad.extend(naming(&gpu, "crate::model"));
+    bad.extend(naming(&gpu, "crate::kernels"));
+    assert!(
+        bad.is_empty(),
+        "imports against the map:\n{}",
+        bad.join("\n")
+    );
+}
+
+/// ARCHITECTURE.md promises that a layer kind without its own planning code is a compile error:
+/// every function that reaches a kind's module (`src/model/layers/mod.rs`) matches on the kind
+/// with an arm per `LayerKind` variant and no wildcard, and nothing else plans by kind.
+#[test]
+fn every_layer_kind_reaches_the_planner_through_its_own_arm() {
+    let text = std::fs::read_to_string(root().join("src/model/layers/mod.rs")).unwrap();
+    let variants: Vec<String> = {
+        let at = text
+            .find("pub enum LayerKind {")
+            .expect("pub enum LayerKind");
+        let body = &text[at..at + text[at..].find("\n}").unwrap()];
+        body.lines()
+            .skip(1)
+            .map(str::trim)
+            .filter(|l| !l.starts_with("//") && !l.is_empty())
+            .map(|l| {
+                l.chars()
+                    .take_while(|c| c.is_alphanumeric())
+                    .collect::<String>()
+            })
+            .collect()
+    };
+    assert_eq!(variants, ["Linear", "Conv2d", "ConvTranspose2d"]);
+    for f in [
+        "fn layer_forward(",
+        "fn layer_backward(",
+        "fn cpu_forward(",
+        "fn cpu_backward(",
+        "fn weight_shape(",
+        "fn bias_len(",
+    ] {
+        let at = text
+            .find(f)
+            .unwrap_or_else(|| panic!("layers/mod.rs lacks {f}"));
+        let body = &text[at..at + text[at..].find("\n}").unwrap_or(text.len() - at)];
+        let body = &body[..body.find("\n    }\n").map_or(body.len(), |e| e + 6)];
+        assert!(body.contains(".kind {"), "{f} does not match on the kind");
+        for v in &variants {
+            assert!(
+                body.contains(&format!("LayerKind::{v}")),
+                "{f} has no arm of its own for LayerKind::{v}"
+            );
+        }
+        assert!(!body.contains("_ =>"), "{f} has a wildcard arm");
+    }
+    // The planner and the CPU twin reach kinds only through those functions.
+    for file in ["src/model/gpu.rs", "src/cpu/model.rs"] {
+        let t = std::fs::read_to_string(root().join(file)).unwrap();
+        assert!(
+            !t.contains("conv_shape(") && !t.contains("LayerKind::Conv"),
+            "{file} plans by kind itself"
+        );
+    }
+}

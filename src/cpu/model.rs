@@ -5,7 +5,7 @@
 
 use super::ops;
 use crate::model::{Layer, Objective, ParamLayout, VaeConfig};
-use crate::ops::{Act, Layout};
+use crate::ops::Act;
 use crate::optim::OptimizerConfig;
 
 /// Every intermediate and gradient of one step (activations row-major as on the GPU).
@@ -53,8 +53,7 @@ pub struct CpuVae {
     pub labels: Vec<u32>,
 }
 
-/// The twin of `model::gpu::layer_forward`: `y = act(layer(x) + b)` for `rows` rows of `x` (a
-/// conditional Linear adds its label columns of each row's class before the activation).
+/// The twin of `model::gpu::layer_forward` (`model::layers::cpu_forward`).
 fn layer_forward(
     params: &[f64],
     l: &Layer,
@@ -63,30 +62,7 @@ fn layer_forward(
     act: Act,
     labels: &[u32],
 ) -> Vec<f64> {
-    let (w, b) = (&params[l.weight_range()], &params[l.bias_range()]);
-    match l.conv_shape(rows) {
-        // A conditional Linear.
-        None if l.labels > 0 => {
-            let pre = ops::matmul(Layout::NT, x, w, rows, l.outputs, l.inputs);
-            let pre = ops::epilogue(&pre, l.outputs, Some(b), Act::Identity);
-            let wc = &params[l.label_weight_range()];
-            ops::label_forward(&pre, l.outputs, wc, labels, act)
-        }
-        // A Linear.
-        None => {
-            let pre = ops::matmul(Layout::NT, x, w, rows, l.outputs, l.inputs);
-            ops::epilogue(&pre, l.outputs, Some(b), act)
-        }
-        // A Conv2d writes its lo side, a ConvTranspose2d its hi side.
-        Some((d, transposed)) => {
-            let (pre, out) = if transposed {
-                (ops::conv_to_hi(&d, x, w), d.hi)
-            } else {
-                (ops::conv_to_lo(&d, x, w), d.lo)
-            };
-            ops::conv_epilogue(&pre, out[0], out[1] * out[2], Some(b), act)
-        }
-    }
+    crate::model::layers::cpu_forward(params, l, x, rows, act, labels)
 }
 
 /// The twin of `model::gpu::layer_backward`: writes the weight and bias gradients into `grads`;
@@ -104,43 +80,13 @@ fn layer_backward(
     dx: Option<Option<Act>>,
     labels: &[u32],
 ) -> Option<Vec<f64>> {
-    if l.labels > 0 {
-        grads[l.label_weight_range()]
-            .copy_from_slice(&ops::label_grad(dy, l.outputs, l.labels, labels));
+    let g = crate::model::layers::cpu_backward(params, l, dy, x, rows, dx.is_some(), labels);
+    if let Some(dl) = g.dlabels {
+        grads[l.label_weight_range()].copy_from_slice(&dl);
     }
-    let w = &params[l.weight_range()];
-    let (dw, db, g) = match l.conv_shape(rows) {
-        // A Linear.
-        None => {
-            let (i, o) = (l.inputs, l.outputs);
-            let dw = ops::matmul(Layout::TN, dy, x, o, i, rows);
-            let db = ops::column_sum(dy, rows, o);
-            let g = dx.map(|_| ops::matmul(Layout::NN, dy, w, rows, i, o));
-            (dw, db, g)
-        }
-        // A Conv2d's output is its lo side, a ConvTranspose2d's its hi side; the input gradient
-        // is the other pass than the forward.
-        Some((d, transposed)) => {
-            let (lo, hi, out) = if transposed {
-                (x, dy, d.hi)
-            } else {
-                (dy, x, d.lo)
-            };
-            let dw = ops::conv_weight_grad(&d, lo, hi);
-            let db = ops::channel_sums(dy, out[0], out[1] * out[2]);
-            let g = dx.map(|_| {
-                if transposed {
-                    ops::conv_to_lo(&d, dy, w)
-                } else {
-                    ops::conv_to_hi(&d, dy, w)
-                }
-            });
-            (dw, db, g)
-        }
-    };
-    grads[l.weight_range()].copy_from_slice(&dw);
-    grads[l.bias_range()].copy_from_slice(&db);
-    g.map(|g| match dx.flatten() {
+    grads[l.weight_range()].copy_from_slice(&g.dw);
+    grads[l.bias_range()].copy_from_slice(&g.db);
+    g.dx.map(|g| match dx.flatten() {
         Some(act) => ops::act_backward(&g, x, act),
         None => g,
     })

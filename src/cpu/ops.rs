@@ -1,7 +1,7 @@
 //! Reference forward/backward math for every kernel family, in f64, row-major, same layouts as
 //! the WGSL kernels. Each function names the shader entry point it mirrors.
 
-use crate::model::Likelihood;
+use crate::ops::Likelihood;
 use crate::ops::{Act, ConvShape, Layout, meant};
 use crate::optim::{OptimizerConfig, OptimizerKind};
 

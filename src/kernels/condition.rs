@@ -1,7 +1,7 @@
 //! A class-conditional model's label input — launchers for `shaders/condition.wgsl`: the batch's
 //! labels gathered beside its pixels, the label columns added to a conditional Linear's output
 //! (its activation applied after them), and their gradient. No one-hot tensor exists: see
-//! [`crate::model::Layer::labels`].
+//! the model's `Layer::labels`.
 
 use super::step::StepUniform;
 use super::{Bind, Dispatch, dispatch, expect_2d, grid_1d, uniform};

@@ -115,10 +115,10 @@ fn codes_and_slots_are_the_wgsl_constants() {
     ] {
         assert_eq!(const_u32(&common, name), Some(layout.code()), "{name}");
     }
-    use crate::model::Likelihood;
+    use crate::ops::Likelihood;
     assert_eq!(
         const_u32(&common, "LIKELIHOOD_NONE"),
-        Some(crate::model::likelihood::LIKELIHOOD_NONE)
+        Some(crate::ops::likelihood::LIKELIHOOD_NONE)
     );
     for (lik, name) in [
         (Likelihood::Bernoulli, "LIKELIHOOD_BERNOULLI"),

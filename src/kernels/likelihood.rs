@@ -5,7 +5,7 @@
 use super::{Bind, Dispatch, dispatch, expect_2d, grid_1d, grid_1d_groups, uniform};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuTensor, Shader};
-use crate::model::likelihood::Likelihood;
+use crate::ops::likelihood::Likelihood;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]

@@ -8,7 +8,8 @@ pub mod eval;
 pub mod gpu;
 pub mod graph;
 pub mod layers;
-pub mod likelihood;
+/// The decoder's likelihood, a descriptor of `ops` that the model's configuration names.
+pub use crate::ops::likelihood;
 pub mod params;
 pub mod schedule;
 pub mod train;

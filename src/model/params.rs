@@ -3,7 +3,7 @@
 //! multiples of 64 floats (256 bytes), so every view can be bound on any adapter; the padding is
 //! never written, its gradient stays 0 and Adam leaves it at 0.
 //!
-//! Every layer is a [`Layer`] (its kind, weight and bias views; see `model/layers.rs`), built in
+//! Every layer is a [`Layer`] (its kind, weight and bias views; see `model/layers/`), built in
 //! forward order from the configuration by `LayerList::new`. The encoder's two heads are one
 //! `Linear` `H -> 2K`: `enc_logvar.weight` follows `enc_mu.weight` with no padding
 //! (together a `[2K, H]` matrix) and `enc_logvar.bias` follows `enc_mu.bias`, so both heads are

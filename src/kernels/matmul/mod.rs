@@ -11,7 +11,7 @@ use select::{candidates, kernel_for, tiles_64};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuTensor};
 use crate::kernels::{Bind, Candidate, Dispatch, TextureOperand, dispatch, expect_2d, uniform};
-use crate::model::likelihood::{LIKELIHOOD_NONE, Likelihood};
+use crate::ops::likelihood::{LIKELIHOOD_NONE, Likelihood};
 use crate::ops::{Act, Layout};
 
 #[repr(C)]

@@ -53,7 +53,7 @@ pub(super) fn tune(ctx: &GpuContext, problem: Problem) -> Result<Vec<(MatmulVari
     };
     let recon = match kind.recon {
         Some(name) => {
-            let likelihood = crate::model::Likelihood::parse(name, None)?;
+            let likelihood = crate::ops::Likelihood::parse(name, None)?;
             let mut need = 1;
             for v in candidates(ctx, problem, false) {
                 need = need.max(super::recon_partials_len(ctx, v, tuned)?);

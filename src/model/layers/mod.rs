@@ -1,14 +1,22 @@
 //! The model as a list of layers. A [`Layer`] is one parameterised operation with its activation:
-//! `Linear`, `Conv2d` or `ConvTranspose2d` ([`LayerKind`]). It owns what the rest of the engine
-//! needs to know about it: its parameter shapes and PyTorch names, its initialisation fan-in, and
-//! (in `model/gpu.rs` and `cpu/model.rs`, side by side) its forward and backward plans and their CPU
-//! twins.
+//! `Linear`, `Conv2d` or `ConvTranspose2d` ([`LayerKind`]). Each kind is one module holding side by
+//! side its parameter shapes, its GPU forward and backward plans and their f64 CPU twins
+//! ([`linear`], [`conv`]); this module reaches them only through exhaustive `match`es on
+//! [`LayerKind`] ([`layer_forward`], [`layer_backward`], [`cpu_forward`], [`cpu_backward`] and the
+//! shapes), so a kind without its arms is a compile error.
 //!
 //! Every activation tensor is `[rows, features]` with an image's features in NCHW order
 //! (`c·H·W + y·W + x`), so the reshapes between dense and image layers (PyTorch's `Flatten` and
 //! `Unflatten`) are the same buffer read with another shape: they plan nothing and are not
 //! entries of the list; they only take an index in the `nn.Sequential` names.
 
+pub mod conv;
+pub mod linear;
+
+use crate::error::{Error, Result};
+use crate::gpu::{GpuContext, GpuTensor};
+use crate::kernels::Dispatch;
+use crate::kernels::conv::ConvScratch;
 use crate::ops::{Act, ConvShape};
 
 /// The geometry of a 2-D convolution in NCHW (square kernel; the same stride and padding on both
@@ -190,9 +198,9 @@ impl Layer {
     /// columns, see [`Layer::torch_weight_shape`]).
     pub fn weight_shape(&self) -> Vec<usize> {
         match self.kind {
-            LayerKind::Linear => vec![self.outputs, self.inputs],
-            LayerKind::Conv2d(g) => vec![g.output[0], g.input[0], g.kernel, g.kernel],
-            LayerKind::ConvTranspose2d(g) => vec![g.input[0], g.output[0], g.kernel, g.kernel],
+            LayerKind::Linear => linear::weight_shape(self),
+            LayerKind::Conv2d(g) => conv::weight_shape(&g, false),
+            LayerKind::ConvTranspose2d(g) => conv::weight_shape(&g, true),
         }
     }
 
@@ -239,10 +247,8 @@ impl Layer {
         let w = self.weight_len() as u64;
         match self.kind {
             LayerKind::Linear => w,
-            // Each output pixel of a Conv2d takes a window of every input channel.
-            LayerKind::Conv2d(g) => w * (g.output[1] * g.output[2]) as u64,
-            // Each input pixel of a transposed convolution is spread over a window.
-            LayerKind::ConvTranspose2d(g) => w * (g.input[1] * g.input[2]) as u64,
+            LayerKind::Conv2d(g) => conv::macs_per_row(&g, false, w),
+            LayerKind::ConvTranspose2d(g) => conv::macs_per_row(&g, true, w),
         }
     }
 
@@ -267,4 +273,167 @@ impl Layer {
             ),
         }
     }
+}
+
+/// A layer's weight and bias views in the parameter arena and in the gradient arena.
+pub struct LayerViews {
+    pub w: GpuTensor,
+    pub b: GpuTensor,
+    pub dw: GpuTensor,
+    pub db: GpuTensor,
+    /// A conditional Linear's label columns `[out, classes]` and their gradient.
+    pub label_cols: Option<(GpuTensor, GpuTensor)>,
+}
+
+impl LayerViews {
+    /// A conditional layer's label columns, with the rows' classes they are read by.
+    pub(crate) fn conditioned<'a>(
+        &'a self,
+        l: &Layer,
+        labels: Option<&'a GpuTensor>,
+    ) -> Result<Option<(&'a GpuTensor, &'a GpuTensor, &'a GpuTensor)>> {
+        match (&self.label_cols, labels) {
+            (None, _) => Ok(None),
+            (Some((wc, dwc)), Some(labels)) => Ok(Some((wc, dwc, labels))),
+            (Some(_), None) => Err(Error::Config(format!(
+                "{} is conditional: its rows' class labels are needed",
+                l.describe()
+            ))),
+        }
+    }
+}
+
+/// The layer's forward, `y = act(layer(x) + b)` (bias and activation fused), by its kind's
+/// module. `x` and `y` are `[rows, features]`, images in NCHW; `labels` are the rows' classes for
+/// a conditional Linear; `scratch` serves the convolutions' GEMM formulation.
+#[allow(clippy::too_many_arguments)]
+pub fn layer_forward(
+    ctx: &GpuContext,
+    l: &Layer,
+    v: &LayerViews,
+    x: &GpuTensor,
+    y: &GpuTensor,
+    act: Act,
+    labels: Option<&GpuTensor>,
+    scratch: &ConvScratch,
+) -> Result<Vec<Dispatch>> {
+    let rows = x.shape[0];
+    match l.kind {
+        LayerKind::Linear => linear::forward(ctx, l, v, x, y, act, labels),
+        LayerKind::Conv2d(g) => conv::forward(
+            ctx,
+            &ConvShape::of(&g, false, rows),
+            false,
+            v,
+            x,
+            y,
+            act,
+            scratch,
+        ),
+        LayerKind::ConvTranspose2d(g) => conv::forward(
+            ctx,
+            &ConvShape::of(&g, true, rows),
+            true,
+            v,
+            x,
+            y,
+            act,
+            scratch,
+        ),
+    }
+}
+
+/// The layer's backward given `dy`, its forward read in reverse: the weight gradient with the
+/// bias gradient fused, then, if `dx` is asked for, the input gradient with the backward of the
+/// activation that produced `x` fused (`None` for an `x` no activation produced, such as z).
+#[allow(clippy::too_many_arguments)]
+pub fn layer_backward(
+    ctx: &GpuContext,
+    l: &Layer,
+    v: &LayerViews,
+    dy: &GpuTensor,
+    x: &GpuTensor,
+    dx: Option<(&GpuTensor, Option<Act>)>,
+    labels: Option<&GpuTensor>,
+    scratch: &ConvScratch,
+) -> Result<Vec<Dispatch>> {
+    let rows = x.shape[0];
+    match l.kind {
+        LayerKind::Linear => linear::backward(ctx, l, v, dy, x, dx, labels),
+        LayerKind::Conv2d(g) => {
+            let s = ConvShape::of(&g, false, rows);
+            conv::backward(ctx, &s, false, v, dy, x, dx, scratch)
+        }
+        LayerKind::ConvTranspose2d(g) => {
+            let s = ConvShape::of(&g, true, rows);
+            conv::backward(ctx, &s, true, v, dy, x, dx, scratch)
+        }
+    }
+}
+
+/// What a layer's CPU backward gives: its parameters' gradients and, when asked, the input
+/// gradient before the backward of the activation that produced the input.
+pub struct CpuGrads {
+    pub dw: Vec<f64>,
+    pub db: Vec<f64>,
+    /// A conditional Linear's label columns' gradient.
+    pub dlabels: Option<Vec<f64>>,
+    pub dx: Option<Vec<f64>>,
+}
+
+/// The f64 CPU twin of [`layer_forward`] for `rows` rows of `x`.
+pub fn cpu_forward(
+    params: &[f64],
+    l: &Layer,
+    x: &[f64],
+    rows: usize,
+    act: Act,
+    labels: &[u32],
+) -> Vec<f64> {
+    let (w, b) = (&params[l.weight_range()], &params[l.bias_range()]);
+    match l.kind {
+        LayerKind::Linear => linear::cpu_forward(params, l, x, rows, act, labels),
+        LayerKind::Conv2d(g) => {
+            conv::cpu_forward(&ConvShape::of(&g, false, rows), false, w, b, x, act)
+        }
+        LayerKind::ConvTranspose2d(g) => {
+            conv::cpu_forward(&ConvShape::of(&g, true, rows), true, w, b, x, act)
+        }
+    }
+}
+
+/// The f64 CPU twin of [`layer_backward`] (unfused: the activation's backward is the caller's).
+pub fn cpu_backward(
+    params: &[f64],
+    l: &Layer,
+    dy: &[f64],
+    x: &[f64],
+    rows: usize,
+    want_dx: bool,
+    labels: &[u32],
+) -> CpuGrads {
+    let w = &params[l.weight_range()];
+    match l.kind {
+        LayerKind::Linear => linear::cpu_backward(params, l, dy, x, rows, want_dx, labels),
+        LayerKind::Conv2d(g) => {
+            conv::cpu_backward(&ConvShape::of(&g, false, rows), false, w, dy, x, want_dx)
+        }
+        LayerKind::ConvTranspose2d(g) => {
+            conv::cpu_backward(&ConvShape::of(&g, true, rows), true, w, dy, x, want_dx)
+        }
+    }
+}
+
+/// The kernels' shape of every conv layer of `layout`: encoder layers on `batch` rows, decoder
+/// layers on `lb` (L·B).
+pub fn conv_shapes(layout: &crate::model::ParamLayout, batch: usize, lb: usize) -> Vec<ConvShape> {
+    let side = |ls: &[Layer], rows: usize| -> Vec<ConvShape> {
+        ls.iter()
+            .filter_map(|l| l.conv_shape(rows).map(|(s, _)| s))
+            .collect()
+    };
+    let mut v = side(&layout.encoder, batch);
+    v.extend(side(&layout.decoder, lb));
+    v.extend(side(std::slice::from_ref(&layout.output), lb));
+    v
 }
