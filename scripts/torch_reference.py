@@ -43,6 +43,8 @@ Usage (needs `pip install torch safetensors numpy`):
     python3 scripts/torch_reference.py                       # tests/fixtures/torch_reference.safetensors
     python3 scripts/torch_reference.py --hidden 32,16 --latent 6 --activation tanh \
         --out tests/fixtures/torch_reference_deep_tanh.safetensors
+    python3 scripts/torch_reference.py --hidden 32 --latent 6 --res-blocks 32,16 \
+        --out tests/fixtures/torch_reference_residual.safetensors    # residual blocks (src/model/body.rs)
     python3 scripts/torch_reference.py --check runs/X/model.safetensors --save-back /tmp/back.safetensors
 """
 import argparse
@@ -59,12 +61,36 @@ from safetensors.torch import save_file
 ACTS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
 
+class ResBlock(nn.Module):
+    """vae-wgpu's residual block (`--res-blocks`, src/model/body.rs): act(s + fc2(act(fc1(x)))),
+    s = x, or shortcut(x) when the widths differ. `keep` collects its tensors in the engine's
+    order: fc1's output, fc2's, the shortcut's, the sum."""
+
+    def __init__(self, inp, out, activation):
+        super().__init__()
+        self.act = ACTS[activation]()
+        self.fc1 = nn.Linear(inp, out)
+        self.fc2 = nn.Linear(out, out)
+        if inp != out:
+            self.shortcut = nn.Linear(inp, out)
+
+    def forward(self, x, keep=None):
+        h = self.act(self.fc1(x))
+        r = self.fc2(h)
+        s = self.shortcut(x) if hasattr(self, "shortcut") else x
+        y = self.act(s + r)
+        if keep is not None:
+            keep += [h, r] + ([s] if hasattr(self, "shortcut") else []) + [y]
+        return y
+
+
 class BernoulliVAE(nn.Module):
     def __init__(self, input_dim=784, hidden=(200,), latent_dim=10, decoder_hidden=None, activation="relu",
-                 conv=None, image=(1, 28, 28), learned_sigma=False, classes=0):
+                 conv=None, image=(1, 28, 28), learned_sigma=False, classes=0, res_blocks=()):
         super().__init__()
         # A conditional model's one-hot label joins the first layer's input on each side.
         self.classes = classes
+        self.res_blocks = list(res_blocks)
         self.build(input_dim, hidden, latent_dim, decoder_hidden, activation, conv, image)
         # A Gaussian decoder's learned log σ (`--likelihood gaussian` without --sigma): a 0-d
         # parameter after every layer's, 0 at initialisation.
@@ -87,13 +113,27 @@ class BernoulliVAE(nn.Module):
             self.linear_enc = nn.Linear(input_dim + c, hidden[0])
         else:
             self.encoder = self.sequential(input_dim + c, hidden, activation)
-        self.enc_mu = nn.Linear(hidden[-1], latent_dim)
-        self.enc_logvar = nn.Linear(hidden[-1], latent_dim)
+        width = hidden[-1]
+        if self.res_blocks:
+            self.enc_blocks, width = self.blocks(width, self.res_blocks, activation)
+        self.enc_mu = nn.Linear(width, latent_dim)
+        self.enc_logvar = nn.Linear(width, latent_dim)
         if self.notebook:
             self.linear_dec = nn.Linear(latent_dim + c, decoder_hidden[0])
         else:
             self.decoder = self.sequential(latent_dim + c, decoder_hidden, activation)
-        self.dec_mu = nn.Linear(decoder_hidden[-1], input_dim)
+        width = decoder_hidden[-1]
+        if self.res_blocks:
+            self.dec_blocks, width = self.blocks(width, list(reversed(self.res_blocks)), activation)
+        self.dec_mu = nn.Linear(width, input_dim)
+
+    @staticmethod
+    def blocks(inp, widths, activation):
+        blocks = []
+        for w in widths:
+            blocks.append(ResBlock(inp, w, activation))
+            inp = w
+        return nn.ModuleList(blocks), inp
 
     def build_conv(self, hidden, latent_dim, decoder_hidden, activation):
         act = ACTS[activation]
@@ -134,6 +174,12 @@ class BernoulliVAE(nn.Module):
         return nn.Sequential(*layers)
 
     def hidden_layers(self, side, x, keep_list):
+        x = self.dense_layers(side, x, keep_list)
+        for block in getattr(self, f"{side}_blocks", []):
+            x = block(x, keep_list)
+        return x
+
+    def dense_layers(self, side, x, keep_list):
         if self.notebook:
             layer = self.linear_enc if side == "enc" else self.linear_dec
             h = self.act(layer(x))
@@ -179,7 +225,7 @@ class BernoulliVAE(nn.Module):
         if keep is not None:
             logits.retain_grad()
             keep.update(mu_e=mu_e, logvar_e=logvar_e, z=z, logits=logits, mu_d=mu_d)
-            if self.notebook:
+            if self.notebook and not self.res_blocks:
                 keep.update(h_enc=enc[0], h_dec=dec[0])
             else:
                 keep.update({f"h_enc.{i}": h for i, h in enumerate(enc)})
@@ -198,9 +244,11 @@ def architecture_metadata(model, args_like):
         conv = {"conv": ",".join(map(str, args_like["conv"])), "channels": str(c), "image_rows": str(r),
                 "image_cols": str(w)}
     classes = {"classes": str(args_like["classes"])} if args_like.get("classes") else {}
+    blocks = {"res_blocks": ",".join(map(str, args_like["res_blocks"]))} if args_like.get("res_blocks") else {}
     return {
         **conv,
         **classes,
+        **blocks,
         "input": str(args_like["input"]),
         "hidden": ",".join(map(str, args_like["hidden"])),
         "decoder_hidden": ",".join(map(str, args_like["decoder_hidden"])),
@@ -264,11 +312,13 @@ def check(args):
         conv=widths(meta["conv"]) if "conv" in meta else [],
         image=(int(meta.get("channels", 1)), int(meta.get("image_rows", 28)), int(meta.get("image_cols", 28))),
         classes=int(meta.get("classes", 0)),
+        res_blocks=widths(meta.get("res_blocks", "")),
     )
     likelihood = meta.get("likelihood", "gaussian" if "log_sigma" in tensors else "bernoulli")
     learned = likelihood == "gaussian" and "sigma" not in meta
     model = BernoulliVAE(arch["input"], arch["hidden"], arch["latent"], arch["decoder_hidden"], arch["activation"],
-                         arch["conv"], arch["image"], learned_sigma=learned, classes=arch["classes"])
+                         arch["conv"], arch["image"], learned_sigma=learned, classes=arch["classes"],
+                         res_blocks=arch["res_blocks"])
     state = {k: v for k, v in tensors.items() if not k.startswith(("optimizer.", "trainer."))}
     model.load_state_dict(state, strict=True)
     x = read_images(f"{args.data_dir}/t10k-images-idx3-ubyte.gz", 100) if arch["input"] == 784 else None
@@ -306,6 +356,7 @@ def main():
     ap.add_argument("--activation", default="relu", choices=sorted(ACTS))
     ap.add_argument("--conv", default="", help="conv channel counts, e.g. 32,64 (MNIST, 1x28x28)")
     ap.add_argument("--classes", type=int, default=0, help="a class-conditional model on MNIST's labels (10)")
+    ap.add_argument("--res-blocks", default="", help="residual blocks' widths after the hidden layers")
     ap.add_argument("--check", default=None, help="a vae-wgpu safetensors file to load strictly")
     ap.add_argument("--save-back", default=None)
     args = ap.parse_args()
@@ -316,9 +367,10 @@ def main():
     hidden = widths(args.hidden) if args.hidden else ([] if conv else [200])
     dec = widths(args.decoder_hidden) if args.decoder_hidden else list(reversed(hidden))
     arch = dict(input=784, hidden=hidden, decoder_hidden=dec, latent=args.latent, activation=args.activation,
-                conv=conv, image=(1, 28, 28), classes=args.classes)
+                conv=conv, image=(1, 28, 28), classes=args.classes, res_blocks=widths(args.res_blocks))
     torch.manual_seed(args.seed)
-    model = BernoulliVAE(784, hidden, args.latent, dec, args.activation, conv, classes=args.classes)
+    model = BernoulliVAE(784, hidden, args.latent, dec, args.activation, conv, classes=args.classes,
+                         res_blocks=widths(args.res_blocks))
     x = read_images(f"{args.data_dir}/train-images-idx3-ubyte.gz", args.batch)
     y = read_labels(f"{args.data_dir}/train-labels-idx1-ubyte.gz", args.batch) if args.classes else None
     eps = [torch.randn(args.batch, args.latent) for _ in range(3)]

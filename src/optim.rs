@@ -341,6 +341,12 @@ impl Optimizer {
         Ok(d)
     }
 
+    /// Bytes of its state on the device.
+    pub fn device_bytes(&self) -> u64 {
+        let clip = self.clip_partials.as_ref().map_or(0, |t| t.len());
+        (self.state.iter().map(|t| t.len()).sum::<usize>() + clip) as u64 * 4
+    }
+
     /// The state arenas, read back (in [`OptimizerConfig::state_names`] order).
     pub fn read_state(&self, ctx: &GpuContext) -> Result<Vec<Vec<f32>>> {
         self.state.iter().map(|t| ctx.read_f32(t)).collect()

@@ -8,6 +8,7 @@ use common::programs::{BIN, Dir, fails_with, run, tiny_mnist, train_args};
 use common::{gz, idx_bytes};
 use std::path::PathBuf;
 use std::process::Command;
+use vae_wgpu::model::ParamLayout;
 
 #[test]
 fn bad_data_is_named_with_what_was_expected() {
@@ -474,4 +475,100 @@ fn optimizer_state_resumes_exactly_and_another_optimizer_is_refused() {
         "2 epochs in one run and 1 + 1 resumed differ"
     );
     assert_eq!(a.optimizer, b.optimizer, "the optimizer's state differs");
+}
+
+// Residual blocks as a user runs them: trained, checkpointed with their modules' names and the
+// architecture in the metadata, resumed (a different --res-blocks refused, naming both),
+// evaluated; refused with --conv, naming the flag.
+#[test]
+fn residual_blocks_train_resume_and_evaluate() {
+    let dir = Dir::new("res_blocks");
+    let data = tiny_mnist(&dir, 100, 20);
+    let d = data.to_str().unwrap();
+    let out = dir.path("run");
+    let o = out.to_str().unwrap();
+    let flags = [
+        "--hidden",
+        "32",
+        "--res-blocks",
+        "32,16",
+        "--latent",
+        "4",
+        "--batch-size",
+        "25",
+        "--epochs",
+        "1",
+    ];
+    let res = run(&train_args(d, o, &flags));
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(res.status.success(), "{err}");
+    let said = String::from_utf8_lossy(&res.stdout);
+    assert!(
+        said.contains("784-32-4 relu, residual blocks 32,16"),
+        "{said}"
+    );
+    let ckpt = out.join("checkpoint.safetensors");
+    let c = vae_wgpu::model::Checkpoint::load(&ckpt).unwrap();
+    assert_eq!(c.cfg.res_blocks, [32, 16]);
+    let layout = ParamLayout::new(&c.cfg);
+    let names: Vec<&str> = (layout.specs.iter())
+        .map(|s| s.name.as_str())
+        .filter(|n| n.contains("blocks.1"))
+        .map(|n| &n[..n.rfind('.').unwrap()])
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "enc_blocks.1.fc1",
+            "enc_blocks.1.fc1",
+            "enc_blocks.1.fc2",
+            "enc_blocks.1.fc2",
+            "enc_blocks.1.shortcut",
+            "enc_blocks.1.shortcut",
+            "dec_blocks.1.fc1",
+            "dec_blocks.1.fc1",
+            "dec_blocks.1.fc2",
+            "dec_blocks.1.fc2",
+            "dec_blocks.1.shortcut",
+            "dec_blocks.1.shortcut",
+        ]
+    );
+    let c_path = ckpt.to_str().unwrap();
+    let refused = run(&[
+        "train",
+        "--resume",
+        c_path,
+        "--data-dir",
+        d,
+        "--epochs",
+        "2",
+        "--res-blocks",
+        "8",
+    ]);
+    fails_with(&refused, &["--res-blocks 8", "32,16"]);
+    let resumed = run(&[
+        "train",
+        "--resume",
+        c_path,
+        "--data-dir",
+        d,
+        "--epochs",
+        "2",
+        "--no-tsne",
+    ]);
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    let eval = run(&["eval", "--checkpoint", c_path, "--iw-samples", "2"]);
+    let said = String::from_utf8_lossy(&eval.stdout);
+    assert!(
+        eval.status.success(),
+        "{}",
+        String::from_utf8_lossy(&eval.stderr)
+    );
+    assert!(said.contains("-ELBO"), "{said}");
+    let conv = run(&train_args(d, o, &["--conv", "4", "--res-blocks", "8"]));
+    fails_with(&conv, &["--res-blocks", "dense unconditional models"]);
 }

@@ -111,6 +111,25 @@ fn deep_tanh_model_gradients_match_finite_differences() {
 }
 
 #[test]
+fn residual_model_gradients_match_finite_differences() {
+    // Residual blocks on both sides: a block that keeps its width (its input read by fc1 and the
+    // sum) and blocks with a shortcut Linear (read by fc1 and the shortcut), tanh and ReLU, L = 2:
+    // every tensor with two readers sums both gradients.
+    let cfg = VaeConfig {
+        samples: 2,
+        res_blocks: vec![6, 4],
+        activation: Act::Tanh,
+        ..VaeConfig::mirrored(7, &[6], 3)
+    };
+    whole_model_case(cfg, 4, 11);
+    let cfg = VaeConfig {
+        res_blocks: vec![5],
+        ..VaeConfig::mirrored(7, &[5], 3)
+    };
+    whole_model_case(cfg, 5, 13);
+}
+
+#[test]
 fn conditional_model_gradients_match_finite_differences() {
     // Labels of 3 classes (one of them twice) join the first layer of each side; L = 2, so
     // decoder rows of both samples read their image's label; and a deeper tanh model.

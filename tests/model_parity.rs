@@ -218,6 +218,34 @@ backend_test!(notebook_model_full_steps_match_cpu, |ctx| {
     run_case(ctx, VaeConfig::default(), 128, 42, 3);
 });
 
+// Residual blocks (`--res-blocks`): each side's graph has tensors with two readers, their
+// gradients summed (the second contribution through the add kernel); a width-keeping block and
+// blocks with a shortcut Linear, tanh with L = 3, and ReLU at MNIST's size with 3 Adam steps.
+backend_test!(residual_blocks_match_cpu, |ctx| {
+    run_case(
+        ctx,
+        VaeConfig {
+            samples: 3,
+            res_blocks: vec![37, 21],
+            activation: vae_wgpu::ops::Act::Tanh,
+            ..VaeConfig::mirrored(45, &[37], 5)
+        },
+        33,
+        5,
+        3,
+    );
+    run_case(
+        ctx,
+        VaeConfig {
+            res_blocks: vec![64, 64],
+            ..VaeConfig::mirrored(784, &[64], 8)
+        },
+        32,
+        6,
+        3,
+    );
+});
+
 // The likelihoods and the KL weight: a continuous Bernoulli (fused into the logits product), with
 // β = 4; a learned-σ Gaussian (standalone kernel, log σ's gradient and Adam update) with a warm-up
 // of 2 steps, so each step's KL weight differs (0, ½, 1); a fixed-σ Gaussian on a conv model.

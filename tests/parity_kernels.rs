@@ -1137,6 +1137,53 @@ backend_test!(clip_grad_norm_matches_pytorch_formula, |ctx| {
     }
 });
 
+// The graph's tensor operations: a residual sum with each hidden activation, and a gradient
+// through the activation that produced a tensor, written and then accumulated (a tensor read by
+// two nodes). One rounding per sum or product: u·|value| each.
+backend_test!(add_kernels_match, |ctx| {
+    use vae_wgpu::kernels::add;
+    let n = 3 * 257 + 5;
+    let (a, b) = (uniform(91, n, -2.0, 2.0), uniform(92, n, -2.0, 2.0));
+    let g = uniform(93, n, -1.0, 1.0);
+    let up = |name, v: &[f64]| ctx.upload_f32(name, &[n], &to_f32(v)).unwrap();
+    let (ga, gb, gg) = (up("a", &a), up("b", &b), up("g", &g));
+    let y = ctx.zeros("y", &[n], DType::F32).unwrap();
+    for act in [Act::Identity, Act::Relu, Act::Tanh] {
+        let d = add::add_act(ctx, &ga, &gb, &y, act).unwrap();
+        kernels::run(ctx, &[&d]).unwrap();
+        let want = cpu::add_act(
+            &to_f32(&a).iter().map(|&v| v as f64).collect::<Vec<_>>(),
+            &to_f32(&b).iter().map(|&v| v as f64).collect::<Vec<_>>(),
+            act,
+        );
+        let h = ctx.read_f32(&y).unwrap();
+        assert_close(&format!("add_act {act}"), &h, &want, |i| {
+            4.0 * U * (want[i].abs() + 1.0)
+        });
+        // The gradient into h twice: written, then added.
+        let h64: Vec<f64> = h.iter().map(|&v| v as f64).collect();
+        let g32: Vec<f64> = to_f32(&g).iter().map(|&v| v as f64).collect();
+        let out = ctx.zeros("out", &[n], DType::F32).unwrap();
+        let mut want = vec![0.0; n];
+        for accumulate in [false, true] {
+            let d = add::grad_act(ctx, &gg, &y, &out, act, accumulate).unwrap();
+            kernels::run(ctx, &[&d]).unwrap();
+            cpu::grad_act(&g32, &h64, &mut want, act, accumulate);
+        }
+        let got = ctx.read_f32(&out).unwrap();
+        assert_close(
+            &format!("grad_act {act}, written then added"),
+            &got,
+            &want,
+            |i| 8.0 * U * (want[i].abs() + 1.0),
+        );
+        assert!(
+            want.iter().any(|v| v.abs() > 0.5),
+            "the sums are not trivial"
+        );
+    }
+});
+
 // A conditional layer's label input: the batch's labels gathered through the shuffled index; the
 // label columns added before each activation, with period B (encoder) and L·B rows read with
 // period B (decoder, sample-major); their gradient summed per class in row order.

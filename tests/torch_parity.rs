@@ -244,6 +244,27 @@ backend_test!(conditional_model_matches_pytorch, |ctx| {
     check_against_torch(ctx, &fx, conditional_cfg());
 });
 
+// Residual blocks (`scripts/torch_reference.py --hidden 32 --latent 6 --res-blocks 32,16`):
+// `enc_blocks.0` keeps its width (its input is read twice: by fc1 and by the sum), every other
+// block has a shortcut Linear (its input read by fc1 and the shortcut), so each side's graph has
+// tensors with two readers whose gradients are summed. Every tensor of both graphs, every
+// gradient and 3 Adam steps against PyTorch's autograd.
+backend_test!(residual_model_matches_pytorch, |ctx| {
+    let fx = Fixture::load("torch_reference_residual.safetensors");
+    let cfg = VaeConfig {
+        res_blocks: vec![32, 16],
+        ..VaeConfig::mirrored(784, &[32], 6)
+    };
+    let layout = vae_wgpu::model::ParamLayout::new(&cfg);
+    assert!(layout.enc_body.has_fan_out() && layout.dec_body.has_fan_out());
+    assert_eq!(
+        (layout.enc_body.widths.len(), layout.dec_body.widths.len()),
+        (9, 10),
+        "tensors of each side's graph (the input, each layer's output, each sum)"
+    );
+    check_against_torch(ctx, &fx, cfg);
+});
+
 // A two-hidden-layer tanh model, PyTorch's `encoder`/`decoder` Sequentials (names and metadata as
 // `scripts/torch_reference.py --hidden 32,16 --latent 6 --activation tanh` writes them).
 backend_test!(deep_tanh_model_matches_pytorch, |ctx| {

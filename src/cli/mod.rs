@@ -120,6 +120,11 @@ pub struct ModelArgs {
     /// folders (dense models) [default: off, or the checkpoint's].
     #[arg(long)]
     pub conditional: bool,
+    /// Residual blocks after the hidden layers, by output width (e.g. 200,200): each
+    /// act(x + fc2(act(fc1(x)))), with a shortcut Linear for x where the widths differ; the
+    /// decoder's in reverse order (dense models) [default: none, or the checkpoint's].
+    #[arg(long)]
+    pub res_blocks: Option<Widths>,
 }
 
 impl ModelArgs {
@@ -167,6 +172,10 @@ impl ModelArgs {
             },
             // Set from the data's classes once they are read (see `condition_on`).
             classes: 0,
+            res_blocks: self
+                .res_blocks
+                .as_ref()
+                .map_or_else(Vec::new, |w| w.0.clone()),
         };
         if self.conditional && cfg.conv.is_some() {
             return Err(crate::Error::setting(
@@ -221,6 +230,16 @@ impl ModelArgs {
             && l != c.latent
         {
             return refuse("latent", l.to_string(), c.latent.to_string());
+        }
+        if let Some(r) = &self.res_blocks
+            && r.0 != c.res_blocks
+        {
+            let has = if c.res_blocks.is_empty() {
+                "none".to_string()
+            } else {
+                w(&c.res_blocks)
+            };
+            return refuse("res-blocks", w(&r.0), has);
         }
         let mut cfg = c.clone();
         if let Some(a) = self.activation
@@ -634,6 +653,7 @@ fn flag_of(setting: &str) -> Option<&'static str> {
         "activation" => "--activation",
         "conv" => "--conv",
         "conditional" => "--conditional",
+        "res blocks" => "--res-blocks",
         "channels" => "--channels",
         "image size" => "--image-size",
         "test fraction" => "--test-fraction",

@@ -351,10 +351,11 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         .to_string()
     });
     say!(
-        "model: {} (L = {}), {} parameters; {} train images, batch {}, {}, {} steps/epoch, {} dispatches/step, {} steps/submit",
+        "model: {} (L = {}), {} parameters, {:.1} MiB on the device; {} train images, batch {}, {}, {} steps/epoch, {} dispatches/step, {} steps/submit",
         cfg.describe(),
         cfg.samples,
         trainer.vae.layout.num_params(),
+        (trainer.vae.device_bytes() + trainer.optimizer.device_bytes()) as f64 / (1 << 20) as f64,
         train.count,
         settings.batch_size,
         settings.optimizer.describe(),

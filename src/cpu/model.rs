@@ -4,6 +4,7 @@
 //! row sums, activation backward masks, the likelihood in the logits product) are separate ops here.
 
 use super::ops;
+use crate::model::body::{Body, Op};
 use crate::model::{Layer, Objective, ParamLayout, VaeConfig};
 use crate::ops::Act;
 use crate::optim::OptimizerConfig;
@@ -11,12 +12,12 @@ use crate::optim::OptimizerConfig;
 /// Every intermediate and gradient of one step (activations row-major as on the GPU).
 #[derive(Clone, Debug, Default)]
 pub struct Trace {
-    /// Each encoder hidden layer's output `[B, h_i]`.
+    /// Each tensor the encoder's graph writes `[B, w_t]` (a chain's: each hidden layer's output).
     pub enc: Vec<Vec<f64>>,
     pub mu: Vec<f64>,
     pub logvar: Vec<f64>,
     pub z: Vec<f64>,
-    /// Each decoder hidden layer's output `[L·B, g_i]`.
+    /// Each tensor the decoder's graph writes `[L·B, w_t]`.
     pub dec: Vec<Vec<f64>>,
     pub logits: Vec<f64>,
     /// The reconstruction term, -log p(x | z) averaged over the L samples.
@@ -92,32 +93,79 @@ fn layer_backward(
     })
 }
 
-/// The twin of `GpuVae::backward_chain`: layer j read `xs[j]`, its output's gradient is `dys[j]`;
-/// returns the input gradients (`dxs[j]` of layer j; layer 0's only with `first_dx`).
-#[allow(clippy::too_many_arguments)]
-fn backward_chain(
+/// The twin of `GpuVae::forward_body`: every tensor the side's graph writes, from its input `x`.
+fn forward_body(
     params: &[f64],
-    grads: &mut [f64],
-    layers: &[&Layer],
-    xs: &[&[f64]],
-    last_dy: &[f64],
+    body: &Body,
+    layers: &[Layer],
+    x: &[f64],
     rows: usize,
-    first_dx: bool,
     labels: &[u32],
 ) -> Vec<Vec<f64>> {
-    let n = layers.len();
-    let mut dxs = vec![Vec::new(); n];
-    let mut dy = last_dy.to_vec();
-    for j in (0..n).rev() {
-        let dx = match j {
-            0 => first_dx.then_some(None),
-            _ => Some(Some(layers[j - 1].act)),
+    let mut outs: Vec<Vec<f64>> = Vec::with_capacity(body.nodes.len());
+    for node in &body.nodes {
+        let value = |t: usize| if t == 0 { x } else { &outs[t - 1][..] };
+        let y = match node.op {
+            Op::Layer(j) => {
+                let l = &layers[j];
+                layer_forward(params, l, value(node.inputs[0]), rows, l.act, labels)
+            }
+            Op::Add(act) => ops::add_act(value(node.inputs[0]), value(node.inputs[1]), act),
         };
-        let g = layer_backward(params, grads, layers[j], &dy, xs[j], rows, dx, labels);
-        dy = g.clone().unwrap_or_default();
-        dxs[j] = g.unwrap_or_default();
+        outs.push(y);
     }
-    dxs
+    outs
+}
+
+/// The twin of `GpuVae::backward_body`: the side's graph and the layer `last` that reads its last
+/// tensor, in reverse, from `last_dy`; writes the parameters' gradients into `grads` and returns
+/// every tensor's gradient (before the activation that produced it; the input's only when
+/// `input_grad`, else empty). A tensor read by several nodes sums their contributions.
+#[allow(clippy::too_many_arguments)]
+fn backward_body(
+    params: &[f64],
+    grads: &mut [f64],
+    body: &Body,
+    layers: &[Layer],
+    last: &Layer,
+    last_dy: &[f64],
+    x: &[f64],
+    outs: &[Vec<f64>],
+    rows: usize,
+    input_grad: bool,
+    labels: &[u32],
+) -> Vec<Vec<f64>> {
+    let n = body.widths.len();
+    let mut dts: Vec<Option<Vec<f64>>> = vec![None; n];
+    let value = |t: usize| if t == 0 { x } else { &outs[t - 1][..] };
+    let wants = |t: usize| t > 0 || input_grad;
+    // Add a contribution to tensor t's gradient.
+    let give = |dts: &mut Vec<Option<Vec<f64>>>, t: usize, g: Vec<f64>| match &mut dts[t] {
+        Some(acc) => acc.iter_mut().zip(g).for_each(|(a, v)| *a += v),
+        None => dts[t] = Some(g),
+    };
+    let mut back = |l: &Layer, dy: &[f64], t: usize, dts: &mut Vec<Option<Vec<f64>>>| {
+        let dx = wants(t).then_some(body.acts[t]);
+        if let Some(g) = layer_backward(params, grads, l, dy, value(t), rows, dx, labels) {
+            give(dts, t, g);
+        }
+    };
+    back(last, last_dy, body.output(), &mut dts);
+    for (i, node) in body.nodes.iter().enumerate().rev() {
+        let dy = dts[i + 1].clone().unwrap_or_default();
+        match node.op {
+            Op::Layer(j) => back(&layers[j], &dy, node.inputs[0], &mut dts),
+            Op::Add(_) => {
+                for &t in &node.inputs {
+                    if wants(t) {
+                        let act = body.acts[t].unwrap_or(Act::Identity);
+                        give(&mut dts, t, ops::act_backward(&dy, value(t), act));
+                    }
+                }
+            }
+        }
+    }
+    dts.into_iter().map(Option::unwrap_or_default).collect()
 }
 
 impl CpuVae {
@@ -153,20 +201,14 @@ impl CpuVae {
         );
 
         // ---- forward: encoder layers, heads, reparameterize, decoder layers, loss
-        let mut h = x.to_vec();
-        for l in &layout.encoder {
-            h = layer_forward(p, l, &h, b, l.act, labels);
-            t.enc.push(h.clone());
-        }
-        let heads = layer_forward(p, &layout.heads, &h, b, Act::Identity, labels);
+        t.enc = forward_body(p, &layout.enc_body, &layout.encoder, x, b, labels);
+        let h = t.enc.last().map_or(x, |v| &v[..]);
+        let heads = layer_forward(p, &layout.heads, h, b, Act::Identity, labels);
         (t.mu, t.logvar) = crate::ops::split_heads(&heads, k);
         (t.z, t.kl) = ops::reparam_forward(&t.mu, &t.logvar, eps, 1.0);
-        let mut h = t.z.clone();
-        for l in &layout.decoder {
-            h = layer_forward(p, l, &h, lb, l.act, labels);
-            t.dec.push(h.clone());
-        }
-        t.logits = layer_forward(p, &layout.output, &h, lb, Act::Identity, labels);
+        t.dec = forward_body(p, &layout.dec_body, &layout.decoder, &t.z, lb, labels);
+        let h = t.dec.last().map_or(&t.z[..], |v| &v[..]);
+        t.logits = layer_forward(p, &layout.output, h, lb, Act::Identity, labels);
         let log_sigma = match (layout.log_sigma, self.cfg.likelihood) {
             (Some(o), _) => p[o],
             (None, l) => l.fixed_log_sigma() as f64,
@@ -197,12 +239,20 @@ impl CpuVae {
         if let Some(o) = layout.log_sigma {
             g[o] = d_log_sigma;
         }
-        let layers: Vec<&Layer> = layout.decoder.iter().chain([&layout.output]).collect();
-        let xs: Vec<&[f64]> = [&t.z[..]]
-            .into_iter()
-            .chain(t.dec.iter().map(|v| &v[..]))
-            .collect();
-        let mut dxs = backward_chain(p, &mut g, &layers, &xs, &t.dlogits, lb, true, labels);
+        let (body, layers) = (&layout.dec_body, &layout.decoder[..]);
+        let mut dxs = backward_body(
+            p,
+            &mut g,
+            body,
+            layers,
+            &layout.output,
+            &t.dlogits,
+            &t.z,
+            &t.dec,
+            lb,
+            true,
+            labels,
+        );
         t.dz = std::mem::take(&mut dxs[0]);
         t.d_dec = dxs.into_iter().skip(1).collect();
         (t.dmu, t.dlogvar) = match &iwae {
@@ -215,13 +265,21 @@ impl CpuVae {
             .zip(t.dlogvar.chunks(k))
             .flat_map(|(m, v)| m.iter().chain(v).copied())
             .collect();
-        let layers: Vec<&Layer> = layout.encoder.iter().chain([&layout.heads]).collect();
-        let xs: Vec<&[f64]> = [x]
-            .into_iter()
-            .chain(t.enc.iter().map(|v| &v[..]))
-            .collect();
+        let (body, layers) = (&layout.enc_body, &layout.encoder[..]);
         // No gradient for the data.
-        let dxs = backward_chain(p, &mut g, &layers, &xs, &dheads, b, false, labels);
+        let dxs = backward_body(
+            p,
+            &mut g,
+            body,
+            layers,
+            &layout.heads,
+            &dheads,
+            x,
+            &t.enc,
+            b,
+            false,
+            labels,
+        );
         t.d_enc = dxs.into_iter().skip(1).collect();
         t.grads = g;
         t

@@ -40,6 +40,21 @@ pub fn epilogue(p: &[f64], n: usize, bias: Option<&[f64]>, act: Act) -> Vec<f64>
         .collect()
 }
 
+// ---- add.wgsl ---------------------------------------------------------------------------------
+
+/// `add_act`: `y = act(a + b)`.
+pub fn add_act(a: &[f64], b: &[f64], act: Act) -> Vec<f64> {
+    a.iter().zip(b).map(|(x, y)| activate(act, x + y)).collect()
+}
+
+/// `grad_act`: `g ⊙ act′(h)` written into `out`, or added to it with `accumulate`.
+pub fn grad_act(g: &[f64], h: &[f64], out: &mut [f64], act: Act, accumulate: bool) {
+    let v = act_backward(g, h, act);
+    for (o, v) in out.iter_mut().zip(v) {
+        *o = if accumulate { *o + v } else { v };
+    }
+}
+
 // ---- bias_act.wgsl ----------------------------------------------------------------------------
 
 pub fn sigmoid(x: f64) -> f64 {

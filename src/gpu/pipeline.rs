@@ -52,6 +52,7 @@ impl Shader {
     pub const REPARAM_KL: Shader = shader!("reparam_kl");
     pub const ADAM: Shader = shader!("adam");
     pub const SGD: Shader = shader!("sgd");
+    pub const ADD: Shader = shader!("add");
     pub const CLIP_GRAD: Shader = shader!("clip_grad");
     pub const GATHER: Shader = shader!("gather");
     pub const CONDITION: Shader = shader!("condition");
@@ -89,7 +90,7 @@ impl Shader {
         [Shader::MATMUL_SUBGROUP, Shader::MATMUL_SUBGROUP_TEX];
 
     /// Every shader of the engine (the cross-compilation test walks this list).
-    pub const ALL: [Shader; 12] = [
+    pub const ALL: [Shader; 13] = [
         Shader::MATMUL,
         Shader::BIAS_ACT,
         Shader::REDUCE,
@@ -98,6 +99,7 @@ impl Shader {
         Shader::ADAM,
         Shader::SGD,
         Shader::CLIP_GRAD,
+        Shader::ADD,
         Shader::GATHER,
         Shader::CONDITION,
         Shader::IWAE,

@@ -28,10 +28,11 @@ fn const_u32(m: &naga::Module, name: &str) -> Option<u32> {
 #[test]
 fn uniform_structs_have_the_wgsl_layout() {
     use super::*;
-    let table: [(Shader, &[UniformLayout]); 13] = [
+    let table: [(Shader, &[UniformLayout]); 14] = [
         (Shader::CONDITION, condition::UNIFORMS),
         (Shader::ADAM, adam::UNIFORMS),
         (Shader::SGD, sgd::UNIFORMS),
+        (Shader::ADD, add::UNIFORMS),
         (Shader::CLIP_GRAD, clip_grad::UNIFORMS),
         (Shader::LIKELIHOOD, likelihood::UNIFORMS),
         (Shader::BIAS_ACT, bias_act::UNIFORMS),

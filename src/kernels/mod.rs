@@ -24,6 +24,7 @@ pub(crate) type UniformLayout = (&'static str, usize, &'static [(&'static str, u
 mod contracts;
 
 pub mod adam;
+pub mod add;
 pub mod bias_act;
 pub mod clip_grad;
 pub mod condition;

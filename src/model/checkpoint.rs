@@ -151,6 +151,9 @@ impl Checkpoint {
                 meta.insert("class_names".to_string(), names);
             }
         }
+        if !self.cfg.res_blocks.is_empty() {
+            meta.insert("res_blocks".to_string(), list(&self.cfg.res_blocks));
+        }
         let mut image = self.progress.image;
         if let Some(c) = &self.cfg.conv {
             // A conv model's layers depend on the image's shape: always recorded.
@@ -410,7 +413,13 @@ impl Checkpoint {
             Some(c) => c.image.iter().product(),
             None => enc[0][1].saturating_sub(classes),
         };
+        // Residual blocks: metadata, else the `enc_blocks.{j}` modules' fc2 weights `[w, w]`.
+        let found_blocks: Vec<usize> = (0..1024)
+            .map_while(|j| two_d(&format!("enc_blocks.{j}.fc2.weight")))
+            .map(|t| t.shape()[0])
+            .collect();
         let cfg = VaeConfig {
+            res_blocks: widths("res_blocks", found_blocks)?,
             input: meta_num("input")?.map_or(found_input, |v| v as usize),
             hidden: widths("hidden", enc.iter().map(|s| s[0]).collect())?,
             decoder_hidden: widths("decoder_hidden", dec.iter().map(|s| s[0]).collect())?,

@@ -83,6 +83,10 @@ pub struct VaeConfig {
     /// Classes of a class-conditional model (`--conditional`: the one-hot label joins the input
     /// of the encoder's first layer and of the decoder's first layer); 0: unconditional.
     pub classes: usize,
+    /// Residual blocks after the hidden layers (`--res-blocks`): their output widths on the
+    /// encoder side, in reverse order on the decoder's; each `act(s + fc2(act(fc1(x))))` with `s`
+    /// the block's input, or its `shortcut` Linear when the widths differ (`model::body`).
+    pub res_blocks: Vec<usize>,
 }
 
 impl Default for VaeConfig {
@@ -112,6 +116,7 @@ impl VaeConfig {
             kl_warmup: 0.0,
             objective: Objective::Elbo,
             classes: 0,
+            res_blocks: Vec::new(),
         }
     }
 
@@ -198,6 +203,12 @@ impl VaeConfig {
         if self.classes > 0 {
             s.push_str(&format!(", conditional on {} classes", self.classes));
         }
+        if !self.res_blocks.is_empty() {
+            s.push_str(&format!(
+                ", residual blocks {}",
+                width_list(&self.res_blocks)
+            ));
+        }
         s
     }
 
@@ -215,6 +226,7 @@ impl VaeConfig {
         .into_iter()
         .chain(self.hidden.iter().map(|&h| ("hidden", h)))
         .chain(self.decoder_hidden.iter().map(|&h| ("decoder hidden", h)))
+        .chain(self.res_blocks.iter().map(|&h| ("res blocks", h)))
         {
             if v == 0 {
                 return Err(Error::setting(name, "must be at least 1"));
@@ -271,6 +283,24 @@ impl VaeConfig {
                     self.classes
                 ),
             ));
+        }
+        if !self.res_blocks.is_empty() {
+            if self.res_blocks.len() > MAX_HIDDEN_LAYERS {
+                return Err(Error::setting(
+                    "res blocks",
+                    format!(
+                        "{} blocks given: give 1 to {MAX_HIDDEN_LAYERS} widths, e.g. 200,200",
+                        self.res_blocks.len()
+                    ),
+                ));
+            }
+            if self.conv.is_some() || self.classes > 0 {
+                return Err(Error::setting(
+                    "res blocks",
+                    "are built for dense unconditional models: drop --conv and --conditional, \
+                     or --res-blocks",
+                ));
+            }
         }
         if self.classes > 0 && self.conv.is_some() {
             return Err(Error::setting(
@@ -374,10 +404,10 @@ impl VaeConfig {
             Some(_) => (self.conv_features() as u64, self.conv_features() as u64),
             None => (self.input as u64, self.input as u64),
         };
-        let chain = |from: u64, widths: &[usize], to: u64| {
+        // Linear layers from width `from` through `widths`.
+        let dense = |from: u64, widths: &[usize]| {
             let mut sizes = vec![from];
             sizes.extend(widths.iter().map(|&w| w as u64));
-            sizes.push(to);
             sizes.windows(2).map(|w| (w[0] + 1) * w[1]).sum::<u64>()
         };
         let k = self.latent as u64;
@@ -385,8 +415,30 @@ impl VaeConfig {
         let first_widths = |w: &[usize], last: u64| w.first().map_or(last, |&h| h as u64);
         let labels = self.classes as u64
             * (first_widths(&self.hidden, 2 * k) + first_widths(&self.decoder_hidden, dec_out));
-        chain(enc_in, &self.hidden, 2 * k)
-            + chain(k, &self.decoder_hidden, dec_out)
+        // Residual blocks from width `from`: fc1, fc2 and a shortcut where the widths differ.
+        let blocks = |from: u64, widths: &mut dyn Iterator<Item = usize>| -> (u64, u64) {
+            let (mut n, mut i) = (0, from);
+            for o in widths.map(|o| o as u64) {
+                n += (i + 1) * o + (o + 1) * o + if i != o { (i + 1) * o } else { 0 };
+                i = o;
+            }
+            (n, i)
+        };
+        let last = |w: &[usize], first: u64| w.last().map_or(first, |&h| h as u64);
+        let (enc_blocks, enc_last) = blocks(
+            last(&self.hidden, enc_in),
+            &mut self.res_blocks.iter().copied(),
+        );
+        let (dec_blocks, dec_last) = blocks(
+            last(&self.decoder_hidden, k),
+            &mut self.res_blocks.iter().rev().copied(),
+        );
+        dense(enc_in, &self.hidden)
+            + enc_blocks
+            + (enc_last + 1) * 2 * k
+            + dense(k, &self.decoder_hidden)
+            + dec_blocks
+            + (dec_last + 1) * dec_out
             + labels
             + self.conv.as_ref().map_or(0, conv)
     }

@@ -18,9 +18,10 @@ use crate::kernels::reduce::LossSlots;
 use crate::kernels::reparam_kl::{EpsSource, kl_partials_len};
 use crate::kernels::step::Rule;
 use crate::kernels::{
-    self, Dispatch, StepParams, StepUniform, bias_act, condition, gather, iwae, likelihood, reduce,
-    reparam_kl,
+    self, Dispatch, StepParams, StepUniform, add, bias_act, condition, gather, iwae, likelihood,
+    reduce, reparam_kl,
 };
+use crate::model::body::{Body, Op, TensorId};
 pub use crate::model::graph::{EpochPlan, Input, StepGraph};
 use crate::model::likelihood::Likelihood;
 use crate::model::schedule::{KlWeight, Schedule};
@@ -63,6 +64,9 @@ pub struct Activations {
     pub labels: GpuTensor,
     /// Scratch of the conv layers' GEMM formulation (one value when there are none).
     pub conv_scratch: ConvScratch,
+    /// A gradient contribution to a tensor read by several nodes, before it is added to the
+    /// tensor's gradient (4 values when no tensor is).
+    pub grad_scratch: GpuTensor,
 }
 
 impl Activations {
@@ -70,25 +74,35 @@ impl Activations {
         let (d, k, l) = (cfg.input, cfg.latent, cfg.samples);
         let lb = l * batch;
         let z = |name: &str, shape: &[usize]| ctx.zeros(name, shape, DType::F32);
-        // One buffer per hidden layer's output, [rows, features] (an image's features in NCHW).
-        let layers = |side: &str, rows: usize, ls: &[Layer]| -> Result<Vec<GpuTensor>> {
-            (ls.iter().enumerate())
-                .map(|(i, l)| z(&format!("{side}{i}"), &[rows, l.outputs]))
+        // One buffer per tensor a side's graph writes, [rows, features] (an image's features in
+        // NCHW): a chain's are its hidden layers' outputs.
+        let layers = |side: &str, rows: usize, body: &Body| -> Result<Vec<GpuTensor>> {
+            (body.widths[1..].iter().enumerate())
+                .map(|(i, &w)| z(&format!("{side}{i}"), &[rows, w]))
                 .collect()
         };
+        // Where a contribution to a tensor read by several nodes is written before it is added.
+        let fan_out = |b: &Body, rows: usize| match b.has_fan_out() {
+            true => rows * b.widths.iter().max().copied().unwrap_or(1),
+            false => 0,
+        };
+        let scratch_len = fan_out(&layout.enc_body, batch)
+            .max(fan_out(&layout.dec_body, lb))
+            .max(4);
         Ok(Activations {
             x: z("x", &[batch, d])?,
-            enc: layers("h_enc", batch, &layout.encoder)?,
+            enc: layers("h_enc", batch, &layout.enc_body)?,
             heads: z("mu_e | logvar_e", &[batch, 2 * k])?,
             eps: z("eps", &[lb, k])?,
             z: z("z", &[lb, k])?,
-            dec: layers("h_dec", lb, &layout.decoder)?,
+            dec: layers("h_dec", lb, &layout.dec_body)?,
             logits: z("logits", &[lb, d])?,
             dlogits: z("dlogits", &[lb, d])?,
-            d_dec: layers("dh_dec", lb, &layout.decoder)?,
+            d_dec: layers("dh_dec", lb, &layout.dec_body)?,
             dz: z("dz", &[lb, k])?,
             dheads: z("dmu_e | dlogvar_e", &[batch, 2 * k])?,
-            d_enc: layers("dh_enc", batch, &layout.encoder)?,
+            d_enc: layers("dh_enc", batch, &layout.enc_body)?,
+            grad_scratch: z("gradient contribution", &[scratch_len])?,
             // Room for the likelihood kernel's partials and for the fused epilogue's.
             recon_partials: z(
                 "recon_partials",
@@ -102,6 +116,34 @@ impl Activations {
             labels: ctx.zeros("labels", &[lb], DType::U32)?,
             conv_scratch: ConvScratch::new(ctx, &conv_shapes(layout, batch, lb))?,
         })
+    }
+
+    /// Bytes of every buffer (the full allocations this value was made with, not views).
+    pub fn bytes(&self) -> u64 {
+        let one = [
+            &self.x,
+            &self.heads,
+            &self.eps,
+            &self.z,
+            &self.logits,
+            &self.dlogits,
+            &self.dz,
+            &self.dheads,
+            &self.recon_partials,
+            &self.sigma_partials,
+            &self.rowloss,
+            &self.iwae_weights,
+            &self.iwae_obj,
+            &self.kl_partials,
+            &self.labels,
+            &self.conv_scratch.cols,
+            &self.conv_scratch.rows,
+            &self.grad_scratch,
+        ];
+        let many = [&self.enc, &self.dec, &self.d_enc, &self.d_dec];
+        (one.into_iter().chain(many.into_iter().flatten()))
+            .map(|t| t.len() as u64 * 4)
+            .sum()
     }
 
     /// Split a `[B, 2K]` heads matrix read back (`heads` or `dheads`) into its `[B, K]` mu and
@@ -150,11 +192,42 @@ impl Activations {
             kl_partials: self.kl_partials.clone(),
             labels: self.labels.view(0, &[b])?,
             conv_scratch: self.conv_scratch.clone(),
+            grad_scratch: self.grad_scratch.clone(),
         })
     }
 }
 
 pub use crate::model::layers::{LayerViews, conv_shapes, layer_backward, layer_forward};
+
+/// One side's graph with its buffers, for its backward: tensor 0 is `input`, tensor t ≥ 1 is
+/// `outs[t − 1]` with gradient `grads[t − 1]`; the input's gradient is `input_grad` (z's, `dz`) or
+/// not wanted (the data).
+struct Side<'a> {
+    body: &'a Body,
+    layers: &'a [Layer],
+    input: &'a GpuTensor,
+    outs: &'a [GpuTensor],
+    grads: &'a [GpuTensor],
+    input_grad: Option<&'a GpuTensor>,
+}
+
+impl Side<'_> {
+    fn value(&self, t: TensorId) -> &GpuTensor {
+        if t == 0 {
+            self.input
+        } else {
+            &self.outs[t - 1]
+        }
+    }
+
+    fn grad(&self, t: TensorId) -> Option<&GpuTensor> {
+        if t == 0 {
+            self.input_grad
+        } else {
+            Some(&self.grads[t - 1])
+        }
+    }
+}
 
 /// The loss accumulator's contents (sums over the batches since the last reset).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -407,6 +480,12 @@ impl GpuVae {
         })
     }
 
+    /// Bytes the model holds on the device: its parameters, their gradients and every activation
+    /// and scratch buffer (the optimizer's state is the optimizer's).
+    pub fn device_bytes(&self) -> u64 {
+        (self.params.len() + self.grads.len()) as u64 * 4 + self.acts.bytes()
+    }
+
     /// A fresh loss accumulator.
     pub fn new_accumulator(&self, ctx: &GpuContext) -> Result<GpuTensor> {
         ctx.zeros("loss accumulator", &[LossSlots::LEN], DType::F32)
@@ -567,10 +646,15 @@ impl GpuVae {
             // ---- backward: the same layers in reverse, each layer's weight gradient (bias
             // gradient fused) and input gradient (the activation below it fused), from the output
             // layer down to the first encoder layer.
-            let layers: Vec<&Layer> = self.layout.decoder.iter().chain([out_layer]).collect();
-            let xs: Vec<&GpuTensor> = [&a.z].into_iter().chain(&a.dec).collect();
-            let dys: Vec<&GpuTensor> = a.d_dec.iter().chain([&a.dlogits]).collect();
-            d.extend(self.backward_chain(ctx, &a, &layers, &xs, &dys, Some(&a.dz))?);
+            let dec = Side {
+                body: &self.layout.dec_body,
+                layers: &self.layout.decoder,
+                input: &a.z,
+                outs: &a.dec,
+                grads: &a.d_dec,
+                input_grad: Some(&a.dz),
+            };
+            d.extend(self.backward_body(ctx, &a, &dec, out_layer, &a.dlogits)?);
             d.push(reparam_kl::reparam_backward(
                 ctx,
                 &a.heads,
@@ -580,16 +664,16 @@ impl GpuVae {
                 step,
                 iwae.then_some(&a.iwae_weights),
             )?);
-            let layers: Vec<&Layer> = self
-                .layout
-                .encoder
-                .iter()
-                .chain([&self.layout.heads])
-                .collect();
-            let xs: Vec<&GpuTensor> = [&a.x].into_iter().chain(&a.enc).collect();
-            let dys: Vec<&GpuTensor> = a.d_enc.iter().chain([&a.dheads]).collect();
-            // No gradient for the data.
-            d.extend(self.backward_chain(ctx, &a, &layers, &xs, &dys, None)?);
+            let enc = Side {
+                body: &self.layout.enc_body,
+                layers: &self.layout.encoder,
+                input: &a.x,
+                outs: &a.enc,
+                grads: &a.d_enc,
+                // No gradient for the data.
+                input_grad: None,
+            };
+            d.extend(self.backward_body(ctx, &a, &enc, &self.layout.heads, &a.dheads)?);
         }
         let rules = match update {
             Some(opt) => {
@@ -602,36 +686,94 @@ impl GpuVae {
         Ok(StepGraph::new(batch, train, self.planning_slot.get(), d).updating(rules))
     }
 
-    /// The backward of a chain of layers, last layer first: layer j read `xs[j]` and its output's
-    /// gradient is `dys[j]`; the input gradient of layer j > 0 is `dys[j − 1]` with layer j − 1's
-    /// activation backward fused, and of layer 0 `first_dx` (no activation produced its input),
-    /// or nothing.
-    fn backward_chain(
+    /// The backward of a side's graph and of the layer that reads its last tensor (`last`, the
+    /// heads or the output layer, whose output's gradient is `last_dy`): nodes in reverse order,
+    /// each passing its output's gradient to its inputs. The first contribution to a tensor's
+    /// gradient is written in place, later ones (a tensor read by several nodes) added through
+    /// `grad_scratch`; every contribution fuses the backward of the activation that produced the
+    /// tensor. The side's input gets a gradient only when `side.input_grad` asks for it.
+    fn backward_body(
         &self,
         ctx: &GpuContext,
         a: &Activations,
-        layers: &[&Layer],
-        xs: &[&GpuTensor],
-        dys: &[&GpuTensor],
-        first_dx: Option<&GpuTensor>,
+        side: &Side<'_>,
+        last: &Layer,
+        last_dy: &GpuTensor,
     ) -> Result<Vec<Dispatch>> {
-        let mut d = Vec::with_capacity(2 * layers.len());
-        for j in (0..layers.len()).rev() {
-            let dx = match j {
-                0 => first_dx.map(|t| (t, None)),
-                _ => Some((dys[j - 1], Some(layers[j - 1].act))),
-            };
-            let v = self.views(layers[j])?;
-            d.extend(layer_backward(
-                ctx,
-                layers[j],
-                &v,
-                dys[j],
-                xs[j],
-                dx,
-                Some(&a.labels),
-                &a.conv_scratch,
-            )?);
+        let body = side.body;
+        let mut written = vec![false; body.widths.len()];
+        let mut d = Vec::with_capacity(2 * body.nodes.len() + 2);
+        // A layer's backward with its input gradient going into tensor `t`.
+        let layer_back = |l: &Layer,
+                          dy: &GpuTensor,
+                          t: TensorId,
+                          d: &mut Vec<Dispatch>,
+                          written: &mut [bool]|
+         -> Result<()> {
+            let v = self.views(l)?;
+            let (x, act) = (side.value(t), body.acts[t]);
+            let labels = Some(&a.labels);
+            match side.grad(t) {
+                None => d.extend(layer_backward(
+                    ctx,
+                    l,
+                    &v,
+                    dy,
+                    x,
+                    None,
+                    labels,
+                    &a.conv_scratch,
+                )?),
+                Some(g) if !written[t] => {
+                    let dx = Some((g, act));
+                    d.extend(layer_backward(
+                        ctx,
+                        l,
+                        &v,
+                        dy,
+                        x,
+                        dx,
+                        labels,
+                        &a.conv_scratch,
+                    )?);
+                    written[t] = true;
+                }
+                Some(g) => {
+                    let tmp = a.grad_scratch.view(0, &g.shape)?;
+                    let dx = Some((&tmp, act));
+                    d.extend(layer_backward(
+                        ctx,
+                        l,
+                        &v,
+                        dy,
+                        x,
+                        dx,
+                        labels,
+                        &a.conv_scratch,
+                    )?);
+                    d.push(add::grad_act(ctx, &tmp, &tmp, g, Act::Identity, true)?);
+                }
+            }
+            Ok(())
+        };
+        layer_back(last, last_dy, body.output(), &mut d, &mut written)?;
+        for (i, node) in body.nodes.iter().enumerate().rev() {
+            let dy = &side.grads[i];
+            match node.op {
+                Op::Layer(j) => {
+                    layer_back(&side.layers[j], dy, node.inputs[0], &mut d, &mut written)?
+                }
+                Op::Add(_) => {
+                    for &t in &node.inputs {
+                        if let Some(g) = side.grad(t) {
+                            let act = body.acts[t].unwrap_or(Act::Identity);
+                            let h = side.value(t);
+                            d.push(add::grad_act(ctx, dy, h, g, act, written[t])?);
+                            written[t] = true;
+                        }
+                    }
+                }
+            }
         }
         Ok(d)
     }
@@ -667,7 +809,8 @@ impl GpuVae {
                 )?);
             }
         }
-        d.extend(self.forward_chain(ctx, a, &self.layout.encoder, &a.x, &a.enc)?);
+        let (body, layers) = (&self.layout.enc_body, &self.layout.encoder);
+        d.extend(self.forward_body(ctx, a, body, layers, &a.x, &a.enc)?);
         let x = a.enc.last().unwrap_or(&a.x);
         // Both heads as one Linear H -> 2K: heads = h·[W_mu; W_lv]ᵀ + [b_mu; b_lv].
         let heads = &self.layout.heads;
@@ -687,34 +830,47 @@ impl GpuVae {
     /// z → the decoder's hidden layers (the output layer is planned by the caller: fused with the
     /// BCE in training, plain otherwise).
     fn decoder_hidden(&self, ctx: &GpuContext, a: &Activations) -> Result<Vec<Dispatch>> {
-        self.forward_chain(ctx, a, &self.layout.decoder, &a.z, &a.dec)
+        let (body, layers) = (&self.layout.dec_body, &self.layout.decoder);
+        self.forward_body(ctx, a, body, layers, &a.z, &a.dec)
     }
 
-    /// The forward of a chain of layers from `x`: layer i writes `outs[i]` (with its activation)
-    /// and the next reads it. `backward_chain` is this read in reverse.
-    fn forward_chain(
+    /// The forward of a side's graph from `x`: each node writes its tensor (`outs[i]` for node
+    /// i, a layer with its activation or a residual sum) from tensors written before it.
+    /// `backward_body` is this read in reverse.
+    fn forward_body(
         &self,
         ctx: &GpuContext,
         a: &Activations,
+        body: &Body,
         layers: &[Layer],
         x: &GpuTensor,
         outs: &[GpuTensor],
     ) -> Result<Vec<Dispatch>> {
-        let mut d = Vec::with_capacity(layers.len());
-        let mut x = x;
-        for (layer, h) in layers.iter().zip(outs) {
-            let v = self.views(layer)?;
-            d.extend(layer_forward(
-                ctx,
-                layer,
-                &v,
-                x,
-                h,
-                layer.act,
-                Some(&a.labels),
-                &a.conv_scratch,
-            )?);
-            x = h;
+        let value = |t: TensorId| if t == 0 { x } else { &outs[t - 1] };
+        let mut d = Vec::with_capacity(body.nodes.len());
+        for (node, y) in body.nodes.iter().zip(outs) {
+            match node.op {
+                Op::Layer(j) => {
+                    let l = &layers[j];
+                    let v = self.views(l)?;
+                    let x = value(node.inputs[0]);
+                    let labels = Some(&a.labels);
+                    d.extend(layer_forward(
+                        ctx,
+                        l,
+                        &v,
+                        x,
+                        y,
+                        l.act,
+                        labels,
+                        &a.conv_scratch,
+                    )?);
+                }
+                Op::Add(act) => {
+                    let (p, q) = (value(node.inputs[0]), value(node.inputs[1]));
+                    d.push(add::add_act(ctx, p, q, y, act)?);
+                }
+            }
         }
         Ok(d)
     }

@@ -33,6 +33,7 @@
 //! (`F = c_last·(S/2^n)²`; Flatten and Unflatten take Sequential indices but hold no tensors.)
 
 use super::VaeConfig;
+use super::body::Body;
 use super::config::{CONV_KERNEL, CONV_PADDING, CONV_STRIDE};
 pub use super::layers::{ConvGeom, Layer, LayerKind};
 use crate::ops::Act;
@@ -147,6 +148,11 @@ pub struct ParamLayout {
     pub decoder: Vec<Layer>,
     /// The output layer (logits): `dec_mu`, or a conv model's last ConvTranspose2d.
     pub output: Layer,
+    /// The encoder's layers as a graph (before the heads, which read its last tensor), and the
+    /// decoder's (before the output layer): a chain of the layers, with residual blocks
+    /// (`model::body`).
+    pub enc_body: Body,
+    pub dec_body: Body,
     /// The arena offset of a learned-σ Gaussian decoder's `log_sigma` (a 0-d tensor, last in the
     /// state_dict, initialised to 0: σ = 1).
     pub log_sigma: Option<usize>,
@@ -158,6 +164,46 @@ struct LayerList {
     heads: Layer,
     decoder: Vec<Layer>,
     output: Layer,
+    enc_body: Body,
+    dec_body: Body,
+}
+
+/// Residual blocks of output widths `widths` after `body`'s last tensor, their layers appended to
+/// `layers` in state_dict order (`{prefix}.{j}.fc1`, `.fc2`, `.shortcut`); returns the width
+/// they end with.
+fn residual_blocks(
+    prefix: &str,
+    widths: impl Iterator<Item = usize>,
+    act: Act,
+    layers: &mut Vec<Layer>,
+    body: &mut Body,
+) -> usize {
+    let mut t = body.output();
+    for (j, o) in widths.enumerate() {
+        let i = body.widths[t];
+        let mut add = |l: Layer, input, body: &mut Body| {
+            layers.push(l);
+            body.layer(layers.len() - 1, &layers[layers.len() - 1], input)
+        };
+        let h = add(
+            Layer::linear(format!("{prefix}.{j}.fc1"), i, o, act),
+            t,
+            body,
+        );
+        let r = add(
+            Layer::linear(format!("{prefix}.{j}.fc2"), o, o, Act::Identity),
+            h,
+            body,
+        );
+        let s = if i == o {
+            t
+        } else {
+            let sc = Layer::linear(format!("{prefix}.{j}.shortcut"), i, o, Act::Identity);
+            add(sc, t, body)
+        };
+        t = body.add(s, r, act);
+    }
+    body.widths[t]
 }
 
 impl LayerList {
@@ -200,6 +246,13 @@ impl LayerList {
             ));
             width = h;
         }
+        // The layers so far are a chain from the input; then the residual blocks.
+        let mut enc_body = Body::new(encoder.first().map_or(width, |l| l.inputs));
+        for (i, l) in encoder.iter().enumerate() {
+            enc_body.layer(i, l, i);
+        }
+        let blocks = cfg.res_blocks.iter().copied();
+        let width = residual_blocks("enc_blocks", blocks, act, &mut encoder, &mut enc_body);
         let heads = Layer::linear("enc_mu|enc_logvar", width, 2 * cfg.latent, Act::Identity);
         // Decoder: Linear, Act, …; with conv layers a Linear to the last conv's features, Act,
         // Unflatten, then ConvTranspose2d, Act, …, ConvTranspose2d (the logits).
@@ -214,6 +267,13 @@ impl LayerList {
             ));
             width = h;
         }
+        let mut dec_body = Body::new(cfg.latent);
+        for (i, l) in decoder.iter().enumerate() {
+            dec_body.layer(i, l, i);
+        }
+        let blocks = cfg.res_blocks.iter().rev().copied();
+        let width = residual_blocks("dec_blocks", blocks, act, &mut decoder, &mut dec_body);
+        let in_body = decoder.len();
         let output = match &cfg.conv {
             None => Layer::linear("dec_mu", width, cfg.input, Act::Identity),
             Some(c) => {
@@ -242,6 +302,11 @@ impl LayerList {
                 Layer::conv(format!("decoder.{index}"), true, g, Act::Identity)
             }
         };
+        // A conv decoder's layers after the dense ones: the rest of the chain.
+        for (i, l) in decoder.iter().enumerate().skip(in_body) {
+            let t = dec_body.output();
+            dec_body.layer(i, l, t);
+        }
         // A conditional model's label joins the first dense layer's input on each side (validation
         // allows it only for dense models, which have a hidden layer on each side).
         if cfg.classes > 0 {
@@ -252,6 +317,8 @@ impl LayerList {
             }
         }
         LayerList {
+            enc_body,
+            dec_body,
             encoder,
             heads,
             decoder,
@@ -364,6 +431,8 @@ impl ParamLayout {
                 .map(|(i, l)| placed(l, 2 * (n_enc + 2 + i)))
                 .collect(),
             output: placed(list.output, output_spec),
+            enc_body: list.enc_body,
+            dec_body: list.dec_body,
             specs,
             len,
             log_sigma,

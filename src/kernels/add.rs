@@ -1,0 +1,95 @@
+//! The tensor operations between a model graph's layers — launcher for `shaders/add.wgsl`: a
+//! residual sum with its activation (`add_act`), and a gradient passed through an activation into
+//! a tensor's gradient, written or added (`grad_act`: how a tensor read by several nodes sums
+//! their gradients).
+
+use super::{Bind, Dispatch, dispatch, grid_1d, uniform};
+use crate::error::{Error, Result};
+use crate::gpu::{GpuContext, GpuTensor, Shader};
+use crate::ops::Act;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct AddParams {
+    n: u32,
+    _pad: [u32; 3],
+}
+
+fn same_len(op: &'static str, ts: &[&GpuTensor]) -> Result<usize> {
+    let n = ts[0].len();
+    if ts.iter().any(|t| t.len() != n) {
+        let shapes: Vec<_> = ts.iter().map(|t| t.shape.clone()).collect();
+        return Err(Error::shape(
+            op,
+            format!("operands of unequal sizes {shapes:?}"),
+        ));
+    }
+    Ok(n)
+}
+
+fn launch(
+    ctx: &GpuContext,
+    entry: &'static str,
+    constants: &[(&'static str, f64)],
+    (x, h, y): (&GpuTensor, &GpuTensor, &GpuTensor),
+) -> Result<Dispatch> {
+    let n = same_len(entry, &[x, h, y])?;
+    let params = uniform(
+        ctx,
+        "add params",
+        &AddParams {
+            n: n as u32,
+            _pad: [0; 3],
+        },
+    );
+    dispatch(
+        ctx,
+        entry,
+        Shader::ADD,
+        entry,
+        constants,
+        &[
+            Bind::Tensor(x),
+            Bind::Tensor(h),
+            Bind::Tensor(y),
+            Bind::Buffer(&params),
+        ],
+        grid_1d(n),
+    )
+}
+
+/// `y = act(a + b)`, all of one size.
+pub fn add_act(
+    ctx: &GpuContext,
+    a: &GpuTensor,
+    b: &GpuTensor,
+    y: &GpuTensor,
+    act: Act,
+) -> Result<Dispatch> {
+    launch(ctx, "add_act", &[("ACT", act.code() as f64)], (a, b, y))
+}
+
+/// `out = g ⊙ act′(h)`, or with `accumulate` `out += g ⊙ act′(h)` (`h` the output of `act`;
+/// Identity passes `g` through unchanged).
+pub fn grad_act(
+    ctx: &GpuContext,
+    g: &GpuTensor,
+    h: &GpuTensor,
+    out: &GpuTensor,
+    act: Act,
+    accumulate: bool,
+) -> Result<Dispatch> {
+    launch(
+        ctx,
+        "grad_act",
+        &[
+            ("ACT", act.code() as f64),
+            ("ACCUMULATE", accumulate as u32 as f64),
+        ],
+        (g, h, out),
+    )
+}
+
+/// This module's uniform structs, as `kernels::contracts` checks them against `Shader::ADD`.
+#[cfg(test)]
+pub(crate) const UNIFORMS: &[crate::kernels::UniformLayout] = &[uniform_layout!(AddParams, n)];
