@@ -34,6 +34,8 @@ pub const VERSION: u32 = 3;
 /// Test images reconstructed by the page after each epoch, and decoded samples drawn.
 pub const RECONSTRUCTIONS: usize = 10;
 pub const SAMPLES: usize = 64;
+/// The most bytes of shuffled indices a plan carries (`indices.bin`, every epoch's order).
+pub const MAX_INDEX_BYTES: u64 = 1 << 30;
 
 /// What to export.
 #[derive(Clone, Debug)]
@@ -230,6 +232,23 @@ pub fn export_plan(ctx: &GpuContext, opts: &ExportOptions) -> Result<ExportSumma
     if opts.epochs == 0 {
         return Err(Error::setting("epochs", "must be at least 1"));
     }
+    // The plan carries every epoch's shuffle (4 bytes an image): refuse what it could not hold
+    // before allocating it.
+    let per_epoch = train.count as u64 * 4;
+    let max_epochs = (MAX_INDEX_BYTES / per_epoch.max(1)).max(1);
+    if opts.epochs as u64 > max_epochs {
+        return Err(Error::setting(
+            "epochs",
+            format!(
+                "{} is too many to export: the plan carries each epoch's shuffle of the {} \
+                 training images ({per_epoch} bytes an epoch), and at most {max_epochs} epochs fit \
+                 its {} MiB; the page trains at most the exported epochs",
+                opts.epochs,
+                train.count,
+                MAX_INDEX_BYTES >> 20
+            ),
+        ));
+    }
     std::fs::create_dir_all(&opts.out).map_err(io_err(&opts.out))?;
 
     let mut vae = GpuVae::new(ctx, cfg.clone(), s.batch_size, s.seed)?;
@@ -325,7 +344,7 @@ pub fn export_plan(ctx: &GpuContext, opts: &ExportOptions) -> Result<ExportSumma
     let params_id = table.id(&vae.params.buffer);
 
     // The per-epoch shuffles, exactly as the trainer draws them.
-    let mut indices = Vec::with_capacity(opts.epochs * train.count * 4);
+    let mut indices = Vec::with_capacity((opts.epochs as u64 * per_epoch) as usize);
     for epoch in 1..=opts.epochs {
         let perm = Philox::stream(s.seed, domain::SHUFFLE, epoch as u32).permutation(train.count);
         indices.extend(bytemuck::cast_slice::<u32, u8>(&perm));

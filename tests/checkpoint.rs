@@ -297,3 +297,77 @@ fn one_layer_sequential_names_load_and_depth_errors_count_every_layer() {
         .to_string();
     assert!(e.contains("20 layers given"), "{e}");
 }
+
+/// `bytes` (a safetensors file) with its metadata changed by `edit`.
+fn with_metadata(
+    bytes: &[u8],
+    edit: &dyn Fn(&mut serde_json::Map<String, serde_json::Value>),
+) -> Vec<u8> {
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let meta = header
+        .entry("__metadata__")
+        .or_insert_with(|| serde_json::json!({}));
+    edit(meta.as_object_mut().unwrap());
+    let mut h = serde_json::to_vec(&header).unwrap();
+    h.resize(h.len().next_multiple_of(8), b' ');
+    let mut out = (h.len() as u64).to_le_bytes().to_vec();
+    out.extend(h);
+    out.extend(&bytes[8 + n..]);
+    out
+}
+
+// Metadata that contradicts the tensors is refused, naming what disagrees (hostile class "silent
+// wrong results" b): a fixed σ or another likelihood beside a learned `log_sigma` tensor, and a
+// conv file's image sides that the dense layers' widths cannot take. Each file is first checked
+// to load unedited.
+#[test]
+fn metadata_that_contradicts_the_tensors_is_refused() {
+    let p = Path::new("edited.safetensors");
+    let save = |cfg: &VaeConfig| {
+        let layout = ParamLayout::new(cfg);
+        let c = Checkpoint {
+            cfg: cfg.clone(),
+            params: layout.init(3),
+            optimizer: None,
+            progress: Default::default(),
+            activation_recorded: true,
+        };
+        let path = tmp("contradiction").join("state.safetensors");
+        c.save_state_dict(&path).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(Checkpoint::from_bytes(&bytes, p).unwrap().cfg, *cfg);
+        bytes
+    };
+    let refused = |bytes: Vec<u8>, needle: &str| {
+        let e = Checkpoint::from_bytes(&bytes, p).unwrap_err().to_string();
+        assert!(
+            e.contains(needle) && e.contains("edited.safetensors"),
+            "{e}"
+        );
+    };
+    let gaussian = save(&VaeConfig {
+        likelihood: vae_wgpu::model::Likelihood::Gaussian { sigma: None },
+        ..VaeConfig::mirrored(784, &[16], 2)
+    });
+    refused(
+        with_metadata(&gaussian, &|m| {
+            m.insert("sigma".into(), "0.1".into());
+        }),
+        "holds a learned σ (tensor 'log_sigma')",
+    );
+    refused(
+        with_metadata(&gaussian, &|m| {
+            m.insert("likelihood".into(), "bernoulli".into());
+        }),
+        "the likelihood is bernoulli",
+    );
+    let conv = save(&VaeConfig::convolutional([1, 28, 56], &[4], &[], 2));
+    refused(
+        with_metadata(&conv, &|m| {
+            m.insert("image_cols".into(), "28".into());
+        }),
+        "'image_rows' = 28, 'image_cols' = 28 contradict the tensors",
+    );
+}

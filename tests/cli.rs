@@ -572,3 +572,77 @@ fn residual_blocks_train_resume_and_evaluate() {
     let conv = run(&train_args(d, o, &["--conv", "4", "--res-blocks", "8"]));
     fails_with(&conv, &["--res-blocks", "dense unconditional models"]);
 }
+
+// Hostile class "silent wrong results" (a): images of another shape with the same pixel count
+// (56x28 for a model of 28x56) are refused by eval and by a resume, naming both shapes; and
+// (abort) an export of more epochs than its shuffles can be carried in is refused before any
+// allocation, huge counts included.
+#[test]
+fn data_of_another_shape_and_absurd_export_epochs_are_refused() {
+    let dir = Dir::new("geometry");
+    let idx_set = |name: &str, rows: u32, cols: u32| -> PathBuf {
+        let d = dir.path(name);
+        std::fs::create_dir_all(&d).unwrap();
+        for (split, n) in [("train", 64u32), ("t10k", 16)] {
+            let px: Vec<u8> = (0..n * rows * cols).map(|i| (i * 37 % 251) as u8).collect();
+            let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
+            let images = gz(&idx_bytes(&[n, rows, cols], &px));
+            std::fs::write(d.join(format!("{split}-images-idx3-ubyte.gz")), images).unwrap();
+            let lbl = gz(&idx_bytes(&[n], &labels));
+            std::fs::write(d.join(format!("{split}-labels-idx1-ubyte.gz")), lbl).unwrap();
+        }
+        d
+    };
+    let (wide, tall) = (idx_set("wide", 28, 56), idx_set("tall", 56, 28));
+    let (w, t) = (wide.to_str().unwrap(), tall.to_str().unwrap());
+    let run_dir = dir.path("run");
+    let o = run_dir.to_str().unwrap();
+    let flags = [
+        "--conv",
+        "4",
+        "--latent",
+        "2",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+    ];
+    let trained = run(&train_args(w, o, &flags));
+    assert!(
+        trained.status.success(),
+        "{}",
+        String::from_utf8_lossy(&trained.stderr)
+    );
+    let ckpt = run_dir.join("checkpoint.safetensors");
+    let c = ckpt.to_str().unwrap();
+    let needles = ["holds 56x28 images", "trained on 28x56 images"];
+    fails_with(
+        &run(&["eval", "--checkpoint", c, "--data-dir", t]),
+        &needles,
+    );
+    let resume = ["train", "--resume", c, "--data-dir", t, "--epochs", "2"];
+    fails_with(&run(&resume), &needles);
+    // The shuffles of 64 images take 256 bytes an epoch.
+    let out = dir.path("plan");
+    let p = out.to_str().unwrap();
+    for epochs in ["100000000", "4611686018427387904"] {
+        let export = run(&[
+            "export-web",
+            "--data-dir",
+            w,
+            "--out",
+            p,
+            "--batch-size",
+            "16",
+            "--epochs",
+            epochs,
+        ]);
+        fails_with(
+            &export,
+            &[
+                &format!("--epochs {epochs} is too many to export"),
+                "at most",
+            ],
+        );
+    }
+}

@@ -697,7 +697,7 @@ fn class5_eval_reads_the_data_the_run_trained_on() {
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(pics.join("samples.png").is_file());
-    // --data-dir still chooses: MNIST's 28x28 images do not fit this 3x8x8 model.
+    // --data-dir still chooses: MNIST's 28x28 images do not fit this 8x8 model.
     fails_with(
         &eval(&[
             "--data-dir",
@@ -866,6 +866,105 @@ fn class7_a_stop_during_the_autotune_or_the_pictures_is_prompt() {
     assert!(!files.contains(&"latent_tsne.png".to_string()), "{files:?}");
 }
 
+/// Run `cmd` with `$MNT` on a tmpfs of `kib` KiB in a user and mount namespace (its run folder
+/// copied out to `copy` afterwards); `None`, said as a counted skip, where this machine allows no
+/// such namespace.
+fn on_small_tmpfs(
+    test: &str,
+    cmd: Command,
+    kib: u64,
+    mnt: &Path,
+    copy: &Path,
+) -> Option<std::process::Output> {
+    std::fs::create_dir_all(mnt).unwrap();
+    std::fs::create_dir_all(copy).unwrap();
+    let script = r#"mount -t tmpfs -o size="$KIB"k tmpfs "$MNT" || exit 97
+"$@"; rc=$?; cp -a "$MNT/run" "$COPY/"; exit $rc"#;
+    let r = Command::new("unshare")
+        .args(["-r", "-m", "sh", "-c", script, "sh"])
+        .arg(cmd.get_program())
+        .args(cmd.get_args())
+        .envs(cmd.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .env("KIB", kib.to_string())
+        .env("MNT", mnt)
+        .env("COPY", copy)
+        .output();
+    match r {
+        Ok(r) if r.status.code() != Some(97) && r.status.code().is_some() => Some(r),
+        other => {
+            common::skip(
+                test,
+                &format!("cannot mount a small tmpfs with `unshare -r -m`: {other:?}"),
+            );
+            None
+        }
+    }
+}
+
+// Data loss (Reliability IV's first class): the TensorBoard event file, which holds each epoch's
+// pictures, took the room the next checkpoint needed, and the run stopped without it. On a disk
+// with room for the checkpoints and little else, the events now give way to the checkpoint (said),
+// every epoch is saved, and the run ends well; `--no-tensorboard` writes none at all.
+#[test]
+fn tensorboard_events_give_way_to_the_checkpoint() {
+    let dir = Dir::new("events full disk");
+    let data = tiny_mnist(&dir, 100, 20);
+    let d = data.to_str().unwrap();
+    let flags = [
+        "--hidden",
+        "2",
+        "--latent",
+        "2",
+        "--batch-size",
+        "16",
+        "--epochs",
+        "3",
+    ];
+    let train = |out: &Path, extra: &[&str]| -> Command {
+        let mut c = Command::new(BIN);
+        let mut args = train_args(d, out.to_str().unwrap(), &flags);
+        args.extend_from_slice(extra);
+        c.args(args).env("XDG_RUNTIME_DIR", std::env::temp_dir());
+        c
+    };
+    // The sizes of this model's files, from a run with room.
+    let cal = dir.path("room");
+    common::programs::ok(&train(&cal, &[]).output().unwrap());
+    let size = |f: &str| std::fs::metadata(cal.join(f)).unwrap().len();
+    let (ckpt, model) = (size("checkpoint.safetensors"), size("model.safetensors"));
+    let events: u64 = (std::fs::read_dir(&cal).unwrap().flatten())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("events.out"))
+        .map(|e| e.metadata().unwrap().len())
+        .sum();
+    // Room for two of each checkpoint file (a write replaces the old file after the new one is
+    // whole), losses.csv and a little more: not for the events, which hold three epochs' pictures.
+    let kib = 2 * (ckpt + model) / 1024 + 24;
+    assert!(events / 1024 > 24, "{events}: the events must not fit");
+    let (mnt, copy) = (dir.path("mnt"), dir.path("copy"));
+    let test = "hostile::tensorboard_events_give_way_to_the_checkpoint";
+    let Some(r) = on_small_tmpfs(test, train(&mnt.join("run"), &[]), kib, &mnt, &copy) else {
+        return;
+    };
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(r.status.success(), "{err}");
+    assert!(
+        err.contains("removed this run's TensorBoard events")
+            && err.contains("room for the checkpoint"),
+        "{err}"
+    );
+    let run = copy.join("run");
+    let c = Checkpoint::load(&run.join("checkpoint.safetensors")).unwrap();
+    assert_eq!(c.progress.epoch, 3, "every epoch saved");
+    // --no-tensorboard: no event file at all.
+    let none = dir.path("none");
+    common::programs::ok(&train(&none, &["--no-tensorboard"]).output().unwrap());
+    assert!(
+        !(std::fs::read_dir(&none).unwrap().flatten())
+            .any(|e| e.file_name().to_string_lossy().starts_with("events.out")),
+        "--no-tensorboard wrote events"
+    );
+}
+
 #[test]
 fn class1_optional_files_give_way_to_the_checkpoint() {
     let dir = Dir::new("full disk");
@@ -911,30 +1010,9 @@ fn class1_optional_files_give_way_to_the_checkpoint() {
     // start, leaves too little for the checkpoint; the pictures do not fit after it.
     let kib = (ckpt + model) / 1024 + 512;
     let (mnt, copy) = (dir.path("mnt"), dir.path("copy"));
-    std::fs::create_dir_all(&mnt).unwrap();
-    std::fs::create_dir_all(&copy).unwrap();
-    let inner = train(&mnt.join("run"));
-    let script = r#"mount -t tmpfs -o size="$KIB"k tmpfs "$MNT" || exit 97
-"$@"; rc=$?; cp -a "$MNT/run" "$COPY/"; exit $rc"#;
-    let r = Command::new("unshare")
-        .args(["-r", "-m", "sh", "-c", script, "sh"])
-        .arg(inner.get_program())
-        .args(inner.get_args())
-        .envs(inner.get_envs().filter_map(|(k, v)| Some((k, v?))))
-        .env("KIB", kib.to_string())
-        .env("MNT", &mnt)
-        .env("COPY", &copy)
-        .output();
-    let r = match r {
-        Ok(r) if r.status.code() != Some(97) && r.status.code().is_some() => r,
-        other => {
-            // No user namespace or tmpfs here: the class is untested on this machine, said.
-            common::skip(
-                "class1_optional_files_give_way_to_the_checkpoint",
-                &format!("cannot mount a small tmpfs with `unshare -r -m`: {other:?}"),
-            );
-            return;
-        }
+    let test = "class1_optional_files_give_way_to_the_checkpoint";
+    let Some(r) = on_small_tmpfs(test, train(&mnt.join("run")), kib, &mnt, &copy) else {
+        return;
     };
     let err = String::from_utf8_lossy(&r.stderr);
     assert!(r.status.success(), "{err}");

@@ -538,6 +538,23 @@ impl DataArgs {
             b.finish_and_clear();
         }
         let (train, test, report) = loaded.map_err(|e| setting_message(&e))?;
+        // The images must have the shape the checkpoint's model was trained on, not only its
+        // pixel count (28x56 and 56x28 have the same).
+        if let Some(c) = ckpt
+            && let [ch, rows, cols] = c.progress.image
+            && rows > 0
+            && (train.channels, train.rows, train.cols) != (ch, rows, cols)
+        {
+            return Err(format!(
+                "{} holds {}x{} images of {} channel(s), but the checkpoint's model was trained \
+                 on {rows}x{cols} images of {ch} channel(s): point --data-dir at the data it was \
+                 trained on",
+                self.dir().display(),
+                train.rows,
+                train.cols,
+                train.channels
+            ));
+        }
         if report.is_none() {
             // IDX files: the folder options apply to image folders only.
             let given = |flag: &str, v: Option<usize>, has: usize| match v {

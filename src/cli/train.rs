@@ -77,6 +77,10 @@ pub struct Args {
     /// Skip the t-SNE map (it takes a few seconds on 2 cores).
     #[arg(long)]
     no_tsne: bool,
+    /// Write no TensorBoard event files (they hold each epoch's pictures; on a full disk they
+    /// give way to the checkpoint anyway).
+    #[arg(long)]
+    no_tensorboard: bool,
 }
 
 super::program_entry_points!();
@@ -386,11 +390,25 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             .filter(|_| resuming_here)
             .map(|c| c.progress.epoch),
     );
+    // TensorBoard's view of the run (`--no-tensorboard`: none): a failure to write it warns and
+    // stops it, nothing else; on a disk too full for a checkpoint it gives way (below).
+    let writer = match args.no_tensorboard {
+        true => None,
+        false => match EventWriter::create(&out) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                note!("warning: no TensorBoard events for this run: {e}");
+                None
+            }
+        },
+    };
+    let events_path = writer.as_ref().map(|w| w.path().to_path_buf());
+    let events = std::cell::RefCell::new(TensorBoardLog(writer));
     let cache_path = out.join(crate::data::folder::CACHE_FILE);
     // The resumable checkpoint and the PyTorch state_dict, both written atomically. The run's
     // optional files give way to them: on a disk too full for the checkpoint, the decoded-image
-    // cache (which only saves decoding time) is removed, saying so, and the checkpoint written
-    // again.
+    // cache (which only saves decoding time) is removed, then the TensorBoard events (a view of
+    // what losses.csv and the pictures record), each said, and the checkpoint written again.
     let save_checkpoint = |c: &Checkpoint| -> Result<(), String> {
         let write = || {
             c.save(&ckpt_path)
@@ -409,6 +427,28 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 m.len() as f64 / 1e6
             );
             written = write();
+        }
+        if let Err(e) = &written
+            && out_of_space(e)
+        {
+            // Closed first (an open file keeps its blocks after it is removed); a writer that
+            // stopped on a full disk left its file, which goes too.
+            drop(events.borrow_mut().0.take());
+            if let Some(path) = &events_path
+                && let Ok(m) = std::fs::metadata(path)
+            {
+                let bytes = m.len();
+                if std::fs::remove_file(path).is_ok() {
+                    note!(
+                        "warning: the disk is full: removed this run's TensorBoard events {} \
+                         ({:.1} MB) to make room for the checkpoint; the run goes on without \
+                         them (losses.csv and the pictures keep the record)",
+                        path.display(),
+                        bytes as f64 / 1e6
+                    );
+                    written = write();
+                }
+            }
         }
         match written {
             Ok(()) => {
@@ -433,14 +473,6 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     if let Some(c) = ckpt.as_ref().filter(|_| resuming_here) {
         c.save_state_dict(&model_path)?;
     }
-    // TensorBoard's view of the run: a failure to write it warns and stops it, nothing else.
-    let mut events = TensorBoardLog(match EventWriter::create(&out) {
-        Ok(w) => Some(w),
-        Err(e) => {
-            note!("warning: no TensorBoard events for this run: {e}");
-            None
-        }
-    });
     let total_start = std::time::Instant::now();
     let steps_at_start = trainer.vae.train_steps;
     // How to draw a finished run's pictures that were not drawn (a stop, a full disk).
@@ -471,7 +503,7 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
                     let line = format!("[{step}/{steps}] batch loss: {loss:.2}");
                     // TensorBoard's step is the training step (Adam's), counted from 1.
                     let global = ((epoch_no - 1) * steps + step + 1) as i64;
-                    events.write(|w| w.scalar("train/batch_loss", global, loss));
+                    (events.borrow_mut()).write(|w| w.scalar("train/batch_loss", global, loss));
                     hist.steps
                         .push((epoch_no as f64 - 1.0 + step as f64 / steps as f64, loss));
                     let split = first_loss.take().map(|f| f());
@@ -502,7 +534,7 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
                         // is left as the same command can use again.
                         if !resuming_here {
                             let _ = std::fs::remove_file(&csv_path);
-                            if let Some(w) = events.0.take() {
+                            if let Some(w) = events.borrow_mut().0.take() {
                                 let _ = std::fs::remove_file(w.path());
                             }
                         }
@@ -623,19 +655,20 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 ]);
             }
             for (tag, v) in scalars {
-                events.write(|w| w.scalar(tag, e, v));
+                events.borrow_mut().write(|w| w.scalar(tag, e, v));
             }
             // The epoch's pictures (test reconstructions, samples), drawn once for the Images tab
             // and, with --images-every-epoch, the files (optional: a failure to save them warns).
-            let grids = match events.0.is_some() || args.images_every_epoch {
+            let grids = match events.borrow().0.is_some() || args.images_every_epoch {
                 true => draw_grids(&ctx, &cfg, &c.params, test, settings.seed)?,
                 false => Vec::new(),
             };
             for (name, png) in &grids {
                 let (w, h, ch) = (png.width, png.height, png.channels as u32);
-                events.write(|wr| wr.image(&format!("pictures/{name}"), e, &png.bytes, w, h, ch));
+                (events.borrow_mut())
+                    .write(|wr| wr.image(&format!("pictures/{name}"), e, &png.bytes, w, h, ch));
             }
-            events.write(|w| w.flush());
+            events.borrow_mut().write(|w| w.flush());
             if args.images_every_epoch
                 && let Err(err) = save_grids(&grids, &out, &format!("_epoch{}", stats.epoch))
             {

@@ -372,14 +372,35 @@ impl Checkpoint {
                 let dim = |key: &str, found: usize| -> Result<usize> {
                     Ok(meta_num(key)?.map_or(found, |v| v as usize))
                 };
-                Some(super::config::ConvNet {
+                let net = super::config::ConvNet {
                     widths: widths("conv", found)?,
                     image: [
                         dim("channels", image[0])?,
                         dim("image_rows", image[1])?,
                         dim("image_cols", image[2])?,
                     ],
-                })
+                };
+                // The images' shape must be the one the tensors were trained on: the dense
+                // layers after the convolutions take c_last · (rows/2^n) · (cols/2^n) features.
+                let heads_in = weight_shape("enc_mu.weight")?[1];
+                let dense_in = two_d(&format!("encoder.{}.weight", 2 * net.widths.len() + 1))
+                    .map_or(heads_in, |t| t.shape()[1]);
+                let n = net.widths.len().min(32);
+                let [_, r, c] = net.image;
+                let c_last = net.widths.last().copied().unwrap_or(1);
+                let fits = r % (1 << n) == 0 && c % (1 << n) == 0;
+                if !fits || c_last * (r >> n) * (c >> n) != dense_in {
+                    return Err(data_err(
+                        path,
+                        format!(
+                            "metadata 'image_rows' = {r}, 'image_cols' = {c} contradict the \
+                             tensors: after {} conv layers of {c_last} channels the dense layers \
+                             take {dense_in} features; the file is inconsistent",
+                            net.widths.len()
+                        ),
+                    ));
+                }
+                Some(net)
             }
         };
         let activation = match meta.get("activation") {
@@ -402,6 +423,18 @@ impl Checkpoint {
             }
             None => crate::model::Likelihood::Bernoulli,
         };
+        // A learned σ is a tensor: metadata that says otherwise contradicts the file.
+        if st.tensor("log_sigma").is_ok() && !likelihood.learns_sigma() {
+            return Err(data_err(
+                path,
+                format!(
+                    "holds a learned σ (tensor 'log_sigma') but its metadata says the likelihood \
+                     is {}: the file is inconsistent (a Gaussian with a learned σ has no 'sigma' \
+                     metadata)",
+                    likelihood.describe()
+                ),
+            ));
+        }
         // A conditional model's first layers take the one-hot label too: the decoder's first
         // weight is [g0, K + classes], so a bare state_dict says how many.
         let classes = match meta_num("classes")? {
