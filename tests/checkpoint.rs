@@ -371,3 +371,36 @@ fn metadata_that_contradicts_the_tensors_is_refused() {
         "'image_rows' = 28, 'image_cols' = 28 contradict the tensors",
     );
 }
+
+// Hostile class "silent wrong results" (c): a run with a KL warm-up of 2 epochs at batch 64,
+// resumed at batch 128, keeps the ramp the run started (2 × 4 steps), not one recomputed from the
+// new steps per epoch (2 × 2, which would give the full KL weight from the resumed run's first
+// step); the schedule's KL weight at the next step is the original ramp's.
+#[test]
+fn a_kl_warmup_resumed_at_another_batch_size_keeps_its_ramp() {
+    let ctx = ctx();
+    let data = subset(256);
+    let cfg = VaeConfig {
+        kl_warmup: 2.0,
+        ..VaeConfig::mirrored(784, &[32], 4)
+    };
+    let s = TrainSettings {
+        batch_size: 64,
+        ..settings()
+    };
+    let mut t = Trainer::new(ctx, cfg, s.clone(), &data).unwrap();
+    assert_eq!(t.vae.kl.warmup_steps, 8.0);
+    train(&mut t, 1, None);
+    let path = tmp("warmup").join("checkpoint.safetensors");
+    t.checkpoint(ctx).unwrap().save(&path).unwrap();
+    let c = Checkpoint::load(&path).unwrap();
+    assert_eq!(c.progress.kl_warmup_steps, Some(8.0));
+    let s = TrainSettings {
+        batch_size: 128,
+        ..s
+    };
+    let r = Trainer::resume(ctx, &c, s, &data).unwrap();
+    assert_eq!(r.vae.kl.warmup_steps, 8.0, "the ramp the run started");
+    // Step 5 of 8 on the ramp: half the weight, not all of it.
+    assert_eq!(r.vae.schedule(&[]).kl_weight(5), 0.5);
+}

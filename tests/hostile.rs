@@ -1035,3 +1035,43 @@ fn class1_optional_files_give_way_to_the_checkpoint() {
     );
     assert!(!run.join(vae_wgpu::data::folder::CACHE_FILE).exists());
 }
+
+// Hostile class "silent wrong results" (d): a run's --out inside its image folder is refused
+// before anything is written; a run folder already inside one (from an earlier version) is not
+// read as a class of images: it is skipped, said, and a conditional model keeps its classes.
+#[test]
+fn a_run_inside_its_image_folder_is_refused_and_old_ones_are_skipped() {
+    let dir = Dir::new("out inside data");
+    let folder = dir.path("shapes");
+    common::shapes::shape_folder(&folder, 8, 8, 8, 1);
+    let d = folder.to_str().unwrap();
+    let inside = folder.join("run");
+    let flags = [
+        "--image-size",
+        "8",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--conditional",
+    ];
+    fails_with(
+        &run(&train_args(d, inside.to_str().unwrap(), &flags)),
+        &["is inside --data-dir", "choose an --out outside it"],
+    );
+    assert!(!inside.exists(), "nothing written");
+    // An earlier run left inside the folder: its PNGs are no class.
+    let outside = dir.path("run");
+    common::programs::ok(&run(&train_args(d, outside.to_str().unwrap(), &flags)));
+    let classes = |c: &Checkpoint| c.progress.class_names.clone();
+    let before = classes(&Checkpoint::load(&outside.join("checkpoint.safetensors")).unwrap());
+    std::fs::rename(&outside, &inside).unwrap();
+    let again = dir.path("again");
+    let r = run(&train_args(d, again.to_str().unwrap(), &flags));
+    common::programs::ok(&r);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(err.contains("holds a vae-wgpu run"), "{err}");
+    let after = classes(&Checkpoint::load(&again.join("checkpoint.safetensors")).unwrap());
+    assert_eq!(after, before, "the run's folder became a class");
+    assert!(!after.iter().any(|c| c == "run"));
+}

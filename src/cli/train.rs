@@ -201,6 +201,20 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             .unwrap_or_else(|| PathBuf::from(".")),
         (None, None) => default_out(std::time::SystemTime::now()),
     };
+    // A run inside its own data folder would read its pictures back as images of a class.
+    let data_dir = args.data.dir();
+    if let (Ok(o), Ok(d)) = (std::path::absolute(&out), data_dir.canonicalize()) {
+        let o = o.canonicalize().unwrap_or(o);
+        if o.starts_with(&d) {
+            return Err(format!(
+                "--out {} is inside --data-dir {}: the run's pictures would be read as images of \
+                 the data; choose an --out outside it",
+                out.display(),
+                data_dir.display()
+            )
+            .into());
+        }
+    }
     // An image folder's input size is known before decoding: refuse a model too large for it
     // before spending minutes on a large folder.
     if ckpt.is_none()

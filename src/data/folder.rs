@@ -421,6 +421,19 @@ fn entries(dir: &Path, report: &mut FolderReport) -> Result<(Vec<PathBuf>, Vec<P
             continue;
         }
         if p.is_dir() {
+            // A training run's own folder (its pictures are PNGs) is never a class of images.
+            if ["checkpoint.safetensors", "losses.csv"]
+                .iter()
+                .any(|f| p.join(f).is_file())
+            {
+                report.skipped.push((
+                    p,
+                    "holds a vae-wgpu run (checkpoint.safetensors, losses.csv), not images of a \
+                     class"
+                        .into(),
+                ));
+                continue;
+            }
             dirs.push(p);
         } else if is_image(&p) {
             // Regular files only: a FIFO named x.png would block the reader forever.

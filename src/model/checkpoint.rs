@@ -57,6 +57,10 @@ pub struct Progress {
     /// A conditional model's class names by label (`0`–`9` for MNIST, an image folder's class
     /// folders); empty when unknown.
     pub class_names: Vec<String>,
+    /// The KL warm-up in training steps, as the run that started it counted them (`--kl-warmup`
+    /// epochs × its steps per epoch), so a resume at another batch size keeps the ramp; `None`
+    /// when unknown.
+    pub kl_warmup_steps: Option<f64>,
 }
 
 /// The optimizer's state (PyTorch's `exp_avg`, `exp_avg_sq`, `momentum_buffer`, `step`), arenas in
@@ -186,6 +190,9 @@ impl Checkpoint {
             meta.insert("seed".to_string(), p.seed.to_string());
             meta.insert("batch_size".to_string(), p.batch_size.to_string());
             meta.insert("train_len".to_string(), p.train_len.to_string());
+            if let Some(s) = p.kl_warmup_steps {
+                meta.insert("kl_warmup_steps".to_string(), s.to_string());
+            }
             if let Some(o) = &self.optimizer {
                 let c = &o.config;
                 for (k, v) in [
@@ -582,6 +589,8 @@ impl Checkpoint {
             ],
             test_fraction: meta_value::<f64>(&meta, "test_fraction", path)?.unwrap_or(0.0),
             split_seed: meta_num("split_seed")?.unwrap_or(0),
+            kl_warmup_steps: meta_value::<f64>(&meta, "kl_warmup_steps", path)?
+                .filter(|s| s.is_finite() && *s >= 0.0),
             data_dir: meta.get("data_dir").cloned().unwrap_or_default(),
             class_names: match meta.get("class_names") {
                 None => Vec::new(),

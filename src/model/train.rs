@@ -343,6 +343,7 @@ impl Trainer {
                     true => self.train.classes.clone(),
                     false => Vec::new(),
                 },
+                kl_warmup_steps: Some(self.vae.kl.warmup_steps),
             },
             activation_recorded: true,
         })
@@ -431,6 +432,10 @@ impl Trainer {
         }
         let train_gpu = GpuDataset::upload(ctx, "train pixels", train)?;
         let mut t = Self::with_model(ctx, vae, optimizer, settings, train_gpu)?;
+        // The warm-up's ramp as the run counted it, whatever this resume's batch size.
+        if let Some(s) = ckpt.progress.kl_warmup_steps {
+            t.vae.kl.warmup_steps = s;
+        }
         t.epoch = ckpt.progress.epoch;
         t.test_fraction = ckpt.progress.test_fraction;
         t.split_seed = ckpt.progress.split_seed;
