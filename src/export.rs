@@ -481,8 +481,18 @@ pub fn export_plan(ctx: &GpuContext, opts: &ExportOptions) -> Result<ExportSumma
 
     // The native engine's first steps of the same plan, for the page's parity test.
     let mut reference_losses = Vec::new();
+    if opts.reference_steps > training.steps() {
+        return Err(Error::setting(
+            "reference steps",
+            format!(
+                "{} exceeds the first epoch's {} steps, within which the reference runs",
+                opts.reference_steps,
+                training.steps()
+            ),
+        ));
+    }
     if opts.reference_steps > 0 {
-        let steps = opts.reference_steps.min(training.steps());
+        let steps = opts.reference_steps;
         let perm = &indices[..train.count * 4];
         ctx.write_u32(train_ix, bytemuck::cast_slice(perm))?;
         vae.reset_losses(ctx, &acc_train)?;

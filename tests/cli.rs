@@ -8,7 +8,7 @@ use common::programs::{BIN, Dir, fails_with, run, tiny_mnist, train_args};
 use common::{gz, idx_bytes};
 use std::path::PathBuf;
 use std::process::Command;
-use vae_wgpu::model::ParamLayout;
+use vae_wgpu::model::{Checkpoint, ParamLayout};
 
 #[test]
 fn bad_data_is_named_with_what_was_expected() {
@@ -645,4 +645,125 @@ fn data_of_another_shape_and_absurd_export_epochs_are_refused() {
             ],
         );
     }
+}
+
+// Hostile class "wrong or unclear messages", four of its cases: a checkpoint stopped inside an
+// epoch that --epochs does not reach says so and writes nothing; --sigma on a learned-σ Gaussian
+// checkpoint names the checkpoint's likelihood, not the default one; a state_dict that cannot be
+// written is named as such, the checkpoint said to hold its epoch; --reference-steps past the
+// first epoch is refused instead of shortened silently.
+#[test]
+fn wrong_or_unclear_messages_say_what_is_true() {
+    let dir = Dir::new("messages");
+    let data = tiny_mnist(&dir, 100, 20);
+    let d = data.to_str().unwrap();
+    let out = dir.path("run");
+    let o = out.to_str().unwrap();
+    let flags = [
+        "--hidden",
+        "8",
+        "--latent",
+        "2",
+        "--batch-size",
+        "20",
+        "--epochs",
+        "1",
+        "--likelihood",
+        "gaussian",
+    ];
+    vae_wgpu_ok(&run(&train_args(d, o, &flags)));
+    let ckpt = out.join("checkpoint.safetensors");
+    let c = ckpt.to_str().unwrap();
+    // Stopped at step 2 of epoch 2 (edited as a Ctrl-C would have left it), resumed to 1 epoch.
+    let mut k = Checkpoint::load(&ckpt).unwrap();
+    k.progress.step_in_epoch = 2;
+    let mid = dir.path("mid.safetensors");
+    k.save(&mid).unwrap();
+    let before = std::fs::read(&mid).unwrap();
+    let r = run(&[
+        "train",
+        "--resume",
+        mid.to_str().unwrap(),
+        "--data-dir",
+        d,
+        "--epochs",
+        "1",
+    ]);
+    let said = String::from_utf8_lossy(&r.stdout);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(
+        said.contains("stopped at step 2 of epoch 2, past the 1 epoch(s)")
+            && said.contains("nothing written")
+            && said.contains("--epochs 2"),
+        "{said}"
+    );
+    assert_eq!(
+        std::fs::read(&mid).unwrap(),
+        before,
+        "the checkpoint is untouched"
+    );
+    // --sigma on a learned-σ checkpoint.
+    let r = run(&[
+        "train",
+        "--resume",
+        c,
+        "--data-dir",
+        d,
+        "--epochs",
+        "2",
+        "--sigma",
+        "0.5",
+    ]);
+    fails_with(&r, &["gaussian (σ = 0.5)", "gaussian (learned σ)"]);
+    // A state_dict that cannot be written (its name links into a folder that does not exist).
+    let blocked = dir.path("blocked");
+    std::fs::create_dir_all(&blocked).unwrap();
+    std::os::unix::fs::symlink(
+        dir.path("no such folder").join("model.safetensors"),
+        blocked.join("model.safetensors"),
+    )
+    .unwrap();
+    let mut args = train_args(d, blocked.to_str().unwrap(), &flags);
+    args.push("--overwrite");
+    let r = run(&args);
+    fails_with(
+        &r,
+        &[
+            "model.safetensors of epoch 1",
+            "checkpoint.safetensors holds epoch 1",
+        ],
+    );
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        !err.contains("no checkpoint of this run was written"),
+        "{err}"
+    );
+    assert_eq!(
+        Checkpoint::load(&blocked.join("checkpoint.safetensors"))
+            .unwrap()
+            .progress
+            .epoch,
+        1
+    );
+    // --reference-steps past the first epoch (5 steps of 20 images).
+    let plan = dir.path("plan");
+    let r = run(&[
+        "export-web",
+        "--data-dir",
+        d,
+        "--out",
+        plan.to_str().unwrap(),
+        "--batch-size",
+        "20",
+        "--reference-steps",
+        "100000000",
+    ]);
+    fails_with(
+        &r,
+        &["--reference-steps 100000000 exceeds the first epoch's 5 steps"],
+    );
+}
+
+fn vae_wgpu_ok(r: &std::process::Output) {
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
 }

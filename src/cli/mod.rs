@@ -251,7 +251,15 @@ impl ModelArgs {
             // A bare state_dict cannot say which activation it was trained with.
             cfg.activation = a.0;
         }
-        if let Some(l) = self.likelihood().map_err(|e| setting_message(&e))?
+        // --sigma alone speaks of the checkpoint's likelihood, not of the default one.
+        let given = match (&self.likelihood, self.sigma) {
+            (None, Some(s)) => Some(
+                crate::model::Likelihood::parse(c.likelihood.name(), Some(s))
+                    .map_err(|e| setting_message(&e))?,
+            ),
+            _ => self.likelihood().map_err(|e| setting_message(&e))?,
+        };
+        if let Some(l) = given
             && l != c.likelihood
         {
             // A bare state_dict cannot say whether it was a Bernoulli or a continuous Bernoulli.
@@ -671,6 +679,7 @@ fn flag_of(setting: &str) -> Option<&'static str> {
         "conv" => "--conv",
         "conditional" => "--conditional",
         "res blocks" => "--res-blocks",
+        "reference steps" => "--reference-steps",
         "channels" => "--channels",
         "image size" => "--image-size",
         "test fraction" => "--test-fraction",

@@ -154,6 +154,23 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         );
         return Ok(ExitCode::SUCCESS);
     }
+    // A run stopped inside an epoch that --epochs does not reach: nothing runs either.
+    if let (Some(c), Some(p)) = (&ckpt, &args.resume)
+        && c.progress.step_in_epoch > 0
+        && c.progress.epoch >= args.epochs
+    {
+        let current = c.progress.epoch + 1;
+        say!(
+            "{} stopped at step {} of epoch {current}, past the {} epoch(s) --epochs {} asks \
+             for: nothing to do, nothing written. To finish epoch {current}, resume it with: {}",
+            p.display(),
+            c.progress.step_in_epoch,
+            args.epochs,
+            args.epochs,
+            super::resume_command("train", p, current)
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     // Architecture and settings: flags, else the checkpoint's, else the notebook's.
     let (cfg, mut settings) = match &ckpt {
         Some(c) => {
@@ -424,9 +441,13 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     // cache (which only saves decoding time) is removed, then the TensorBoard events (a view of
     // what losses.csv and the pictures record), each said, and the checkpoint written again.
     let save_checkpoint = |c: &Checkpoint| -> Result<(), String> {
+        // Which file failed matters to the message: the checkpoint may be whole when only the
+        // state_dict is not.
+        let ckpt_written = std::cell::Cell::new(false);
         let write = || {
-            c.save(&ckpt_path)
-                .and_then(|()| c.save_state_dict(&model_path))
+            c.save(&ckpt_path)?;
+            ckpt_written.set(true);
+            c.save_state_dict(&model_path)
         };
         let mut written = write();
         if let Err(e) = &written
@@ -468,6 +489,15 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             Ok(()) => {
                 saved_epoch.set(Some(c.progress.epoch));
                 Ok(())
+            }
+            Err(e) if ckpt_written.get() => {
+                saved_epoch.set(Some(c.progress.epoch));
+                Err(format!(
+                    "{} of epoch {} (step {}) was not written: {e}",
+                    model_path.display(),
+                    c.progress.epoch,
+                    c.progress.step_in_epoch,
+                ))
             }
             Err(e) => Err(format!(
                 "the checkpoint of epoch {} (step {}) was not written: {e}",
