@@ -647,7 +647,8 @@ fn data_of_another_shape_and_absurd_export_epochs_are_refused() {
     }
 }
 
-// Hostile class "wrong or unclear messages", four of its cases: a checkpoint stopped inside an
+// Hostile class "wrong or unclear messages", five of its cases: eval's huge sample counts named
+// by eval's flags; a checkpoint stopped inside an
 // epoch that --epochs does not reach says so and writes nothing; --sigma on a learned-σ Gaussian
 // checkpoint names the checkpoint's likelihood, not the default one; a state_dict that cannot be
 // written is named as such, the checkpoint said to hold its epoch; --reference-steps past the
@@ -745,6 +746,16 @@ fn wrong_or_unclear_messages_say_what_is_true() {
             .epoch,
         1
     );
+    // Huge sample counts for eval: named by eval's own flags, refused before any pass.
+    for (flag, k) in [
+        ("--iw-samples", "4611686018427387904"),
+        ("--elbo-samples", "2000000"),
+    ] {
+        let r = run(&["eval", "--checkpoint", c, "--data-dir", d, flag, k]);
+        fails_with(&r, &[&format!("{flag} {k} is absurdly large")]);
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert!(!err.contains("--samples"), "{err}");
+    }
     // --reference-steps past the first epoch (5 steps of 20 images).
     let plan = dir.path("plan");
     let r = run(&[

@@ -55,6 +55,19 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     if args.elbo_samples == 0 || args.iw_samples == 0 {
         return Err("--elbo-samples and --iw-samples must be at least 1".into());
     }
+    // Sample counts are rows of a pass: bounded as the model's --samples is, named by their flag.
+    for (flag, k) in [
+        ("--elbo-samples", args.elbo_samples),
+        ("--iw-samples", args.iw_samples),
+    ] {
+        if k > crate::model::config::MAX_SAMPLES {
+            return Err(format!(
+                "{flag} {k} is absurdly large (max {})",
+                crate::model::config::MAX_SAMPLES
+            )
+            .into());
+        }
+    }
     let ckpt = Checkpoint::load(&args.checkpoint)?;
     let (cfg, data) = super::reading_checkpoint(
         &ckpt,

@@ -303,26 +303,31 @@ pub struct GpuVae {
 /// The most steps one submit can carry: the size of the per-step uniform ring.
 pub const MAX_STEPS_PER_SUBMIT: usize = 8;
 
+/// Bytes of `rows × cols` f32 values, saturating (a huge request must not wrap to a small one).
+fn bytes(rows: u64, cols: usize) -> u64 {
+    rows.saturating_mul(cols as u64).saturating_mul(4)
+}
+
 impl GpuVae {
     /// The largest buffers a model of `cfg` training on batches of `batch` needs, in bytes, with
     /// their names: checked against the adapter's limits before anything is allocated.
     pub fn largest_buffers(cfg: &VaeConfig, batch: usize) -> Vec<(String, u64)> {
-        let rows = (cfg.samples * batch) as u64;
+        let rows = (cfg.samples as u64).saturating_mul(batch as u64);
         let layout = ParamLayout::new(cfg);
         let mut v = vec![
             ("parameter arena".to_string(), layout.len as u64 * 4),
-            ("logits [L·B, D]".to_string(), rows * cfg.input as u64 * 4),
-            ("x [B, D]".to_string(), batch as u64 * cfg.input as u64 * 4),
+            ("logits [L·B, D]".to_string(), bytes(rows, cfg.input)),
+            ("x [B, D]".to_string(), bytes(batch as u64, cfg.input)),
         ];
         // Every layer's output (decoder layers have L·B rows).
         for l in layout.layers() {
             v.push((
                 format!("the output of {} [L·B, {}]", l.describe(), l.outputs),
-                rows * l.outputs as u64 * 4,
+                bytes(rows, l.outputs),
             ));
         }
         // The conv layers' GEMM scratch: a window of the hi side per lo pixel.
-        for s in conv_shapes(&layout, batch, cfg.samples * batch) {
+        for s in conv_shapes(&layout, batch, cfg.samples.saturating_mul(batch)) {
             let (cols, r) = s.scratch_len();
             v.push((
                 format!(
@@ -345,16 +350,16 @@ impl GpuVae {
         }
         let max = ctx.limits().max_compute_workgroups_per_dimension as u64;
         let layout = ParamLayout::new(cfg);
-        let rows = (cfg.samples * batch) as u64;
+        let rows = (cfg.samples as u64).saturating_mul(batch as u64);
         let elementwise = |n: u64| n.div_ceil(256);
         let mut grids = vec![(
             "the logits".to_string(),
-            elementwise(rows * cfg.input as u64),
+            elementwise(rows.saturating_mul(cfg.input as u64)),
         )];
         for l in layout.layers() {
             grids.push((
                 l.describe(),
-                elementwise(rows * l.outputs.max(l.inputs) as u64),
+                elementwise(rows.saturating_mul(l.outputs.max(l.inputs) as u64)),
             ));
             if !matches!(l.kind, LayerKind::Linear) {
                 // The weight gradient: one workgroup per weight and bias value.
