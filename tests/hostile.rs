@@ -590,10 +590,10 @@ fn class8_refusals_name_their_flags_and_a_finished_run_says_so() {
             "--checkpoint",
             ck.to_str().unwrap(),
             "--iw-samples",
-            "2000000",
+            "1000000",
         ]),
         &[
-            "--iw-samples 2000000",
+            "--iw-samples 1000000",
             "evaluated at once",
             "fit this adapter",
         ],
