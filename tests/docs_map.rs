@@ -415,3 +415,36 @@ fn every_layer_kind_reaches_the_planner_through_its_own_arm() {
         );
     }
 }
+
+/// Docs describe the software as it is, each figure with its adapter and command: no narrative
+/// of sessions or of earlier measurements (Reliability IV's guard).
+#[test]
+fn the_docs_tell_no_story_of_sessions() {
+    let phrases = [
+        "this session",
+        "last session",
+        "previous session",
+        "earlier session",
+        "this vm",
+        "an earlier measurement",
+        "earlier measurements",
+        "we measured",
+    ];
+    let mut found = Vec::new();
+    for doc in DOCS.iter().chain(&["web/README.md"]) {
+        let text = std::fs::read_to_string(root().join(doc)).unwrap();
+        for (i, line) in text.lines().enumerate() {
+            let l = line.to_lowercase();
+            for p in phrases {
+                if l.contains(p) {
+                    found.push(format!("{doc}:{}: '{p}' in: {}", i + 1, line.trim()));
+                }
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "narrative in the docs:\n{}",
+        found.join("\n")
+    );
+}
