@@ -54,17 +54,7 @@ pub struct CpuVae {
     pub labels: Vec<u32>,
 }
 
-/// The twin of `model::gpu::layer_forward` (`model::layers::cpu_forward`).
-fn layer_forward(
-    params: &[f64],
-    l: &Layer,
-    x: &[f64],
-    rows: usize,
-    act: Act,
-    labels: &[u32],
-) -> Vec<f64> {
-    crate::model::layers::cpu_forward(params, l, x, rows, act, labels)
-}
+use crate::model::layers::cpu_forward as layer_forward;
 
 /// The twin of `model::gpu::layer_backward`: writes the weight and bias gradients into `grads`;
 /// returns `dx ⊙ act′(x)` when asked (`Some(act)`, with `act` the activation whose output `x` is,

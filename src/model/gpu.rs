@@ -717,47 +717,30 @@ impl GpuVae {
          -> Result<()> {
             let v = self.views(l)?;
             let (x, act) = (side.value(t), body.acts[t]);
+            // Where the input gradient goes: the tensor's gradient, or (a later contribution) the
+            // scratch it is then added from.
+            let (target, added) = match side.grad(t) {
+                None => (None, None),
+                Some(g) if !written[t] => (Some(g.clone()), None),
+                Some(g) => (Some(a.grad_scratch.view(0, &g.shape)?), Some(g)),
+            };
+            let dx = target.as_ref().map(|g| (g, act));
             let labels = Some(&a.labels);
-            match side.grad(t) {
-                None => d.extend(layer_backward(
-                    ctx,
-                    l,
-                    &v,
-                    dy,
-                    x,
-                    None,
-                    labels,
-                    &a.conv_scratch,
-                )?),
-                Some(g) if !written[t] => {
-                    let dx = Some((g, act));
-                    d.extend(layer_backward(
-                        ctx,
-                        l,
-                        &v,
-                        dy,
-                        x,
-                        dx,
-                        labels,
-                        &a.conv_scratch,
-                    )?);
-                    written[t] = true;
-                }
-                Some(g) => {
-                    let tmp = a.grad_scratch.view(0, &g.shape)?;
-                    let dx = Some((&tmp, act));
-                    d.extend(layer_backward(
-                        ctx,
-                        l,
-                        &v,
-                        dy,
-                        x,
-                        dx,
-                        labels,
-                        &a.conv_scratch,
-                    )?);
-                    d.push(add::grad_act(ctx, &tmp, &tmp, g, Act::Identity, true)?);
-                }
+            d.extend(layer_backward(
+                ctx,
+                l,
+                &v,
+                dy,
+                x,
+                dx,
+                labels,
+                &a.conv_scratch,
+            )?);
+            if let (Some(tmp), Some(g)) = (&target, added) {
+                d.push(add::grad_act(ctx, tmp, tmp, g, Act::Identity, true)?);
+            }
+            if target.is_some() {
+                written[t] = true;
             }
             Ok(())
         };
