@@ -1075,3 +1075,58 @@ fn a_run_inside_its_image_folder_is_refused_and_old_ones_are_skipped() {
     assert_eq!(after, before, "the run's folder became a class");
     assert!(!after.iter().any(|c| c == "run"));
 }
+
+// Slow (Reliability IV): Ctrl-C while a large batch's steps per submit are timed (16 forward
+// passes of 2000 conv images, a minute on lavapipe) took effect only after the probe. The probe
+// now stops at its next submit. With a cache that holds every other choice (a first run with the
+// count pinned), the run starts that probe at once; a stop 1.5 s in must end it within seconds,
+// not a minute.
+#[test]
+fn a_stop_while_steps_per_submit_are_timed_is_prompt() {
+    let dir = Dir::new("prompt probe");
+    let data = tiny_mnist(&dir, 2000, 100);
+    let d = data.to_str().unwrap();
+    let cache = dir.path("cache");
+    let flags = |out: &Path| -> Vec<String> {
+        [
+            "train",
+            "--data-dir",
+            d,
+            "--out",
+            out.to_str().unwrap(),
+            "--conv",
+            "4,8",
+            "--batch-size",
+            "2000",
+            "--epochs",
+            "1",
+            "--no-test",
+            "--no-tsne",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    // A first run with steps per submit pinned: every kernel choice cached, the probe not run.
+    let first = dir.path("first");
+    let o = Command::new(BIN)
+        .args(flags(&first))
+        .env("VAE_WGPU_CACHE_DIR", &cache)
+        .env("VAE_WGPU_STEPS_PER_SUBMIT", "1")
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .output()
+        .unwrap();
+    common::programs::ok(&o);
+    let out = dir.path("second");
+    let args = flags(&out);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (child, lines) = spawn_env_until(&args, &[("VAE_WGPU_CACHE_DIR", &cache)], "output:");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let start = std::time::Instant::now();
+    signal(&child, "-TERM");
+    drop(lines);
+    let (code, err) = stderr_of(child);
+    let took = start.elapsed().as_secs_f64();
+    assert_eq!(code, Some(130), "{err}");
+    assert!(err.contains("steps per submit"), "{err}");
+    assert!(took < 15.0, "the stop took {took:.1} s: {err}");
+}

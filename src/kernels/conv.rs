@@ -630,6 +630,7 @@ fn measure(ctx: &GpuContext, pass: ConvPass, s: &ConvShape) -> Result<Vec<(ConvF
         let refs: Vec<&Dispatch> = d.iter().collect();
         // The first run compiles (lavapipe compiles at first dispatch); the second's time is a
         // rough one of the formulation alone.
+        super::stop_point()?;
         super::run(ctx, &refs)?;
         let start = std::time::Instant::now();
         super::run(ctx, &refs)?;

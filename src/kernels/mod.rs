@@ -248,6 +248,7 @@ pub fn best_of_rounds(
     let mut best = vec![f64::INFINITY; launches.len()];
     for _ in 0..rounds {
         for (b, &(d, reps)) in best.iter_mut().zip(launches) {
+            stop_point()?;
             *b = b.min(time_launches(ctx, d, reps)?);
         }
     }
@@ -270,10 +271,22 @@ pub fn best_of_sequences(
     let mut best = vec![f64::INFINITY; seqs.len()];
     for _ in 0..rounds {
         for (b, seq) in best.iter_mut().zip(seqs) {
+            stop_point()?;
             *b = b.min(once(seq)?);
         }
     }
     Ok(best)
+}
+
+/// Between two timed runs of an autotune: a stop asked for ends the measurement here (nothing
+/// is recorded: the tune store records only whole measurements).
+pub(crate) fn stop_point() -> Result<()> {
+    match crate::error::interrupt_requested() {
+        true => Err(Error::Interrupted(
+            "stopped while timing the kernel candidates (nothing recorded)".into(),
+        )),
+        false => Ok(()),
+    }
 }
 
 /// Deterministic operands for the autotunes, in [-1, 1): `((i·mul) mod 97) / 48.5 − 1`, so a

@@ -533,6 +533,14 @@ pub fn steps_per_submit(
                     ctx.wait_idle("steps-per-submit probe")?;
                     let t = std::time::Instant::now();
                     for first in (0..STEPS).step_by(k) {
+                        // A stop asked for ends the probe at its next submit (a large batch's
+                        // forward passes take seconds each), nothing recorded.
+                        if crate::error::interrupt_requested() {
+                            return Err(Error::Interrupted(format!(
+                                "stopped while timing steps per submit, batch {batch} (nothing \
+                                 recorded)"
+                            )));
+                        }
                         let chunk: Vec<(&StepGraph, usize)> = (0..k)
                             .map(|j| (&graphs[j], ((first + j) % 4) * batch))
                             .collect();
