@@ -203,7 +203,16 @@ fn bad_objective_values_are_refused_before_gpu_work_naming_the_flag() {
         (&["--kl-warmup", "nan"][..], &["--kl-warmup", "NaN"][..]),
         (
             &["--likelihood", "gaussian", "--sigma", "0"][..],
-            &["--sigma", "> 0"][..],
+            &["--sigma", "from 1e-6 to 1e6", "got 0"][..],
+        ),
+        // Past what f32 arithmetic holds: refused at once, not a diverged epoch later.
+        (
+            &["--likelihood", "gaussian", "--sigma", "1e-30"][..],
+            &["--sigma", "from 1e-6 to 1e6"][..],
+        ),
+        (
+            &["--beta", "1e300"][..],
+            &["--beta", "from 0 to 1e6", "got 1e300"][..],
         ),
         (
             &["--sigma", "0.5"][..],

@@ -243,12 +243,17 @@ impl VaeConfig {
         }
         self.validate_conv()?;
         self.likelihood.validate()?;
-        if !(self.beta.is_finite() && self.beta >= 0.0) {
+        // The KL weight is an f32 on the device: past 1e6 it drowns the reconstruction term and
+        // past f32's range it is infinite, which would only surface as a diverged epoch.
+        if !(self.beta.is_finite() && (0.0..=1e6).contains(&self.beta)) {
             return Err(Error::setting(
                 "beta",
                 format!(
-                    "the KL weight must be a finite number ≥ 0, got {}",
-                    self.beta
+                    "the KL weight must be a number from 0 to 1e6, got {}",
+                    match self.beta.abs() >= 1e7 {
+                        true => format!("{:e}", self.beta),
+                        false => self.beta.to_string(),
+                    }
                 ),
             ));
         }

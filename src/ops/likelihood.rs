@@ -75,12 +75,14 @@ impl Likelihood {
     }
 
     pub fn validate(&self) -> Result<()> {
+        // Values lie in [0, 1]: a σ past these bounds overflows −log p in f32 (½((x − μ)/σ)²) or
+        // says nothing, and would only surface as a diverged epoch.
         if let Likelihood::Gaussian { sigma: Some(s) } = self
-            && !(s.is_finite() && *s > 0.0)
+            && !(s.is_finite() && (1e-6..=1e6).contains(s))
         {
             return Err(Error::setting(
                 "sigma",
-                format!("must be a finite number > 0, got {s}"),
+                format!("must be a number from 1e-6 to 1e6 (values lie in [0, 1]), got {s}"),
             ));
         }
         Ok(())
