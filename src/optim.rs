@@ -132,24 +132,22 @@ impl OptimizerConfig {
     pub fn rules(&self) -> Vec<(&'static str, Rule)> {
         let (lr, schedule) = (Self::meant(self.lr), self.schedule);
         match self.kind {
-            OptimizerKind::Adam | OptimizerKind::AdamW => {
-                let mut r = vec![
-                    (
-                        "step_size",
-                        Rule::LrOverOneMinusPow {
-                            lr,
-                            base: Self::meant(self.beta1),
-                            schedule,
-                        },
-                    ),
-                    (
-                        "bc2_sqrt",
-                        Rule::SqrtOneMinusPow {
-                            base: Self::meant(self.beta2),
-                        },
-                    ),
-                ];
-                r.push((
+            OptimizerKind::Adam | OptimizerKind::AdamW => vec![
+                (
+                    "step_size",
+                    Rule::LrOverOneMinusPow {
+                        lr,
+                        base: Self::meant(self.beta1),
+                        schedule,
+                    },
+                ),
+                (
+                    "bc2_sqrt",
+                    Rule::SqrtOneMinusPow {
+                        base: Self::meant(self.beta2),
+                    },
+                ),
+                (
                     "decay",
                     match self.kind {
                         OptimizerKind::AdamW => Rule::OneMinusLrTimes {
@@ -159,9 +157,8 @@ impl OptimizerConfig {
                         },
                         _ => Rule::Const(1.0),
                     },
-                ));
-                r
-            }
+                ),
+            ],
             OptimizerKind::Sgd => vec![
                 ("step_size", Rule::Lr { lr, schedule }),
                 ("bc2_sqrt", Rule::Const(1.0)),

@@ -60,10 +60,10 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         ("--elbo-samples", args.elbo_samples),
         ("--iw-samples", args.iw_samples),
     ] {
-        if k > crate::model::config::MAX_SAMPLES {
+        if k > crate::model::config::MAX_SIZE {
             return Err(format!(
                 "{flag} {k} is absurdly large (max {})",
-                crate::model::config::MAX_SAMPLES
+                crate::model::config::MAX_SIZE
             )
             .into());
         }

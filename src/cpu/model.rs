@@ -5,6 +5,7 @@
 
 use super::ops;
 use crate::model::body::{Body, Op};
+use crate::model::layers::cpu_forward as layer_forward;
 use crate::model::{Layer, Objective, ParamLayout, VaeConfig};
 use crate::ops::Act;
 use crate::optim::OptimizerConfig;
@@ -53,8 +54,6 @@ pub struct CpuVae {
     /// entry b).
     pub labels: Vec<u32>,
 }
-
-use crate::model::layers::cpu_forward as layer_forward;
 
 /// The twin of `model::gpu::layer_backward`: writes the weight and bias gradients into `grads`;
 /// returns `dx ⊙ act′(x)` when asked (`Some(act)`, with `act` the activation whose output `x` is,

@@ -99,8 +99,8 @@ impl Default for VaeConfig {
 /// Most hidden layers per side.
 pub const MAX_HIDDEN_LAYERS: usize = 16;
 
-/// The largest size of any kind a configuration takes (widths, latent, samples per image).
-pub const MAX_SAMPLES: usize = 1 << 20;
+/// The largest value any size of a configuration takes (widths, latent, samples per image).
+pub const MAX_SIZE: usize = 1 << 20;
 
 impl VaeConfig {
     /// A model whose decoder mirrors the encoder's hidden widths (`[400, 200]` ->
@@ -234,10 +234,10 @@ impl VaeConfig {
             if v == 0 {
                 return Err(Error::setting(name, "must be at least 1"));
             }
-            if v > MAX_SAMPLES {
+            if v > MAX_SIZE {
                 return Err(Error::setting(
                     name,
-                    format!("{v} is absurdly large (max {MAX_SAMPLES})"),
+                    format!("{v} is absurdly large (max {MAX_SIZE})"),
                 ));
             }
         }

@@ -199,7 +199,7 @@ impl Activations {
 
 pub use crate::model::layers::{LayerViews, conv_shapes, layer_backward, layer_forward};
 
-/// One side's graph with its buffers, for its backward: tensor 0 is `input`, tensor t ≥ 1 is
+/// One side's graph with its buffers: tensor 0 is `input`, tensor t ≥ 1 is
 /// `outs[t − 1]` with gradient `grads[t − 1]`; the input's gradient is `input_grad` (z's, `dz`) or
 /// not wanted (the data).
 struct Side<'a> {
@@ -651,15 +651,7 @@ impl GpuVae {
             // ---- backward: the same layers in reverse, each layer's weight gradient (bias
             // gradient fused) and input gradient (the activation below it fused), from the output
             // layer down to the first encoder layer.
-            let dec = Side {
-                body: &self.layout.dec_body,
-                layers: &self.layout.decoder,
-                input: &a.z,
-                outs: &a.dec,
-                grads: &a.d_dec,
-                input_grad: Some(&a.dz),
-            };
-            d.extend(self.backward_body(ctx, &a, &dec, out_layer, &a.dlogits)?);
+            d.extend(self.backward_body(ctx, &a, &self.decoder_side(&a), out_layer, &a.dlogits)?);
             d.push(reparam_kl::reparam_backward(
                 ctx,
                 &a.heads,
@@ -669,16 +661,8 @@ impl GpuVae {
                 step,
                 iwae.then_some(&a.iwae_weights),
             )?);
-            let enc = Side {
-                body: &self.layout.enc_body,
-                layers: &self.layout.encoder,
-                input: &a.x,
-                outs: &a.enc,
-                grads: &a.d_enc,
-                // No gradient for the data.
-                input_grad: None,
-            };
-            d.extend(self.backward_body(ctx, &a, &enc, &self.layout.heads, &a.dheads)?);
+            let (enc, heads) = (self.encoder_side(&a), &self.layout.heads);
+            d.extend(self.backward_body(ctx, &a, &enc, heads, &a.dheads)?);
         }
         let rules = match update {
             Some(opt) => {
@@ -797,8 +781,7 @@ impl GpuVae {
                 )?);
             }
         }
-        let (body, layers) = (&self.layout.enc_body, &self.layout.encoder);
-        d.extend(self.forward_body(ctx, a, body, layers, &a.x, &a.enc)?);
+        d.extend(self.forward_body(ctx, a, &self.encoder_side(a))?);
         let x = a.enc.last().unwrap_or(&a.x);
         // Both heads as one Linear H -> 2K: heads = h·[W_mu; W_lv]ᵀ + [b_mu; b_lv].
         let heads = &self.layout.heads;
@@ -818,8 +801,31 @@ impl GpuVae {
     /// z → the decoder's hidden layers (the output layer is planned by the caller: fused with the
     /// BCE in training, plain otherwise).
     fn decoder_hidden(&self, ctx: &GpuContext, a: &Activations) -> Result<Vec<Dispatch>> {
-        let (body, layers) = (&self.layout.dec_body, &self.layout.decoder);
-        self.forward_body(ctx, a, body, layers, &a.z, &a.dec)
+        self.forward_body(ctx, a, &self.decoder_side(a))
+    }
+
+    /// The encoder's graph with its buffers: from x, which gets no gradient.
+    fn encoder_side<'a>(&'a self, a: &'a Activations) -> Side<'a> {
+        Side {
+            body: &self.layout.enc_body,
+            layers: &self.layout.encoder,
+            input: &a.x,
+            outs: &a.enc,
+            grads: &a.d_enc,
+            input_grad: None,
+        }
+    }
+
+    /// The decoder's graph with its buffers: from z, whose gradient is `dz`.
+    fn decoder_side<'a>(&'a self, a: &'a Activations) -> Side<'a> {
+        Side {
+            body: &self.layout.dec_body,
+            layers: &self.layout.decoder,
+            input: &a.z,
+            outs: &a.dec,
+            grads: &a.d_dec,
+            input_grad: Some(&a.dz),
+        }
     }
 
     /// The forward of a side's graph from `x`: each node writes its tensor (`outs[i]` for node
@@ -829,19 +835,15 @@ impl GpuVae {
         &self,
         ctx: &GpuContext,
         a: &Activations,
-        body: &Body,
-        layers: &[Layer],
-        x: &GpuTensor,
-        outs: &[GpuTensor],
+        side: &Side<'_>,
     ) -> Result<Vec<Dispatch>> {
-        let value = |t: TensorId| if t == 0 { x } else { &outs[t - 1] };
-        let mut d = Vec::with_capacity(body.nodes.len());
-        for (node, y) in body.nodes.iter().zip(outs) {
+        let mut d = Vec::with_capacity(side.body.nodes.len());
+        for (node, y) in side.body.nodes.iter().zip(side.outs) {
             match node.op {
                 Op::Layer(j) => {
-                    let l = &layers[j];
+                    let l = &side.layers[j];
                     let v = self.views(l)?;
-                    let x = value(node.inputs[0]);
+                    let x = side.value(node.inputs[0]);
                     let labels = Some(&a.labels);
                     d.extend(layer_forward(
                         ctx,
@@ -855,7 +857,7 @@ impl GpuVae {
                     )?);
                 }
                 Op::Add(act) => {
-                    let (p, q) = (value(node.inputs[0]), value(node.inputs[1]));
+                    let (p, q) = (side.value(node.inputs[0]), side.value(node.inputs[1]));
                     d.push(add::add_act(ctx, p, q, y, act)?);
                 }
             }

@@ -242,6 +242,11 @@ impl Layer {
         }
     }
 
+    /// A `ConvTranspose2d` (whose input is the lo side of its kernels, not its output).
+    pub fn is_transposed(&self) -> bool {
+        matches!(self.kind, LayerKind::ConvTranspose2d(_))
+    }
+
     /// Multiply-adds of the forward pass per row (the backward costs twice that).
     pub fn macs_per_row(&self) -> u64 {
         let w = self.weight_len() as u64;
@@ -260,10 +265,10 @@ impl Layer {
             LayerKind::Conv2d(g) | LayerKind::ConvTranspose2d(g) => format!(
                 "{} {} {}->{} k{} s{} p{}",
                 self.name,
-                if matches!(self.kind, LayerKind::Conv2d(_)) {
-                    "Conv2d"
-                } else {
+                if self.is_transposed() {
                     "ConvTranspose2d"
+                } else {
+                    "Conv2d"
                 },
                 img(g.input),
                 img(g.output),
@@ -320,26 +325,10 @@ pub fn layer_forward(
     let rows = x.shape[0];
     match l.kind {
         LayerKind::Linear => linear::forward(ctx, l, v, x, y, act, labels),
-        LayerKind::Conv2d(g) => conv::forward(
-            ctx,
-            &ConvShape::of(&g, false, rows),
-            false,
-            v,
-            x,
-            y,
-            act,
-            scratch,
-        ),
-        LayerKind::ConvTranspose2d(g) => conv::forward(
-            ctx,
-            &ConvShape::of(&g, true, rows),
-            true,
-            v,
-            x,
-            y,
-            act,
-            scratch,
-        ),
+        LayerKind::Conv2d(g) | LayerKind::ConvTranspose2d(g) => {
+            let t = l.is_transposed();
+            conv::forward(ctx, &ConvShape::of(&g, t, rows), t, v, x, y, act, scratch)
+        }
     }
 }
 
@@ -360,13 +349,9 @@ pub fn layer_backward(
     let rows = x.shape[0];
     match l.kind {
         LayerKind::Linear => linear::backward(ctx, l, v, dy, x, dx, labels),
-        LayerKind::Conv2d(g) => {
-            let s = ConvShape::of(&g, false, rows);
-            conv::backward(ctx, &s, false, v, dy, x, dx, scratch)
-        }
-        LayerKind::ConvTranspose2d(g) => {
-            let s = ConvShape::of(&g, true, rows);
-            conv::backward(ctx, &s, true, v, dy, x, dx, scratch)
+        LayerKind::Conv2d(g) | LayerKind::ConvTranspose2d(g) => {
+            let t = l.is_transposed();
+            conv::backward(ctx, &ConvShape::of(&g, t, rows), t, v, dy, x, dx, scratch)
         }
     }
 }
@@ -390,14 +375,15 @@ pub fn cpu_forward(
     act: Act,
     labels: &[u32],
 ) -> Vec<f64> {
-    let (w, b) = (&params[l.weight_range()], &params[l.bias_range()]);
     match l.kind {
         LayerKind::Linear => linear::cpu_forward(params, l, x, rows, act, labels),
-        LayerKind::Conv2d(g) => {
-            conv::cpu_forward(&ConvShape::of(&g, false, rows), false, w, b, x, act)
-        }
-        LayerKind::ConvTranspose2d(g) => {
-            conv::cpu_forward(&ConvShape::of(&g, true, rows), true, w, b, x, act)
+        LayerKind::Conv2d(g) | LayerKind::ConvTranspose2d(g) => {
+            let (t, w, b) = (
+                l.is_transposed(),
+                &params[l.weight_range()],
+                &params[l.bias_range()],
+            );
+            conv::cpu_forward(&ConvShape::of(&g, t, rows), t, w, b, x, act)
         }
     }
 }
@@ -412,14 +398,11 @@ pub fn cpu_backward(
     want_dx: bool,
     labels: &[u32],
 ) -> CpuGrads {
-    let w = &params[l.weight_range()];
     match l.kind {
         LayerKind::Linear => linear::cpu_backward(params, l, dy, x, rows, want_dx, labels),
-        LayerKind::Conv2d(g) => {
-            conv::cpu_backward(&ConvShape::of(&g, false, rows), false, w, dy, x, want_dx)
-        }
-        LayerKind::ConvTranspose2d(g) => {
-            conv::cpu_backward(&ConvShape::of(&g, true, rows), true, w, dy, x, want_dx)
+        LayerKind::Conv2d(g) | LayerKind::ConvTranspose2d(g) => {
+            let (t, w) = (l.is_transposed(), &params[l.weight_range()]);
+            conv::cpu_backward(&ConvShape::of(&g, t, rows), t, w, dy, x, want_dx)
         }
     }
 }
