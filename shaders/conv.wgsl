@@ -209,6 +209,20 @@ fn conv_weight_grad(
 // Every output is written by one thread (col2im gathers, it never scatters), so the results are
 // reproducible bit for bit.
 
+// The layout kernels' geometry is override constants, set by the launcher from the shape, so that
+// every division and remainder in them is by a constant (a multiply and a shift; a division by a
+// run-time size costs a CPU driver a scalar loop per lane). Only the batch is read at run time,
+// so one pipeline serves a step's full batch and an epoch's smaller last one.
+override LO_C: u32 = 1u;
+override LO_H: u32 = 1u;
+override LO_W: u32 = 1u;
+override HI_C: u32 = 1u;
+override HI_H: u32 = 1u;
+override HI_W: u32 = 1u;
+override KERNEL: u32 = 1u;
+override STRIDE: u32 = 1u;
+override PADDING: u32 = 0u;
+
 // The plain permutations (im2col, lo_to_rows, channel_sum).
 @group(0) @binding(0) var<storage, read> s_src: array<f32>;
 @group(0) @binding(1) var<storage, read_write> s_dst: array<f32>;
@@ -231,101 +245,131 @@ fn e_epilogue(v0: f32, i: u32, ch: u32) -> f32 {
     return v;
 }
 
-// cols[(b,y,x), (i,ky,kx)] = hi[b, i, y·s − p + ky, x·s − p + kx], 0 outside the image.
+// cols[(b,y,x), (i,ky,kx)] = hi[b, i, y·s − p + ky, x·s − p + kx], 0 outside the image: one
+// thread per (b, y, x, i), writing that channel's k·k window values (contiguous in cols).
 @compute @workgroup_size(256, 1, 1)
 fn im2col(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let idx = flat_index(gid, nwg);
-    let k = s_p.kernel;
-    let width = s_p.c_hi * k * k;
-    let lo_plane = s_p.h_lo * s_p.w_lo;
-    if (idx >= s_p.batch * lo_plane * width) {
+    let t = flat_index(gid, nwg);
+    if (t >= s_p.batch * LO_H * LO_W * HI_C) {
         return;
     }
-    let c = idx % width;
-    let r = idx / width;
-    let kx = c % k;
-    let ky = (c / k) % k;
-    let i = c / (k * k);
-    let x = r % s_p.w_lo;
-    let y = (r / s_p.w_lo) % s_p.h_lo;
-    let b = r / lo_plane;
-    let yy = i32(y * s_p.stride + ky) - i32(s_p.padding);
-    let xx = i32(x * s_p.stride + kx) - i32(s_p.padding);
-    var v = 0.0;
-    if (yy >= 0 && yy < i32(s_p.h_hi) && xx >= 0 && xx < i32(s_p.w_hi)) {
-        v = s_src[((b * s_p.c_hi + i) * s_p.h_hi + u32(yy)) * s_p.w_hi + u32(xx)];
+    let i = t % HI_C;
+    let r = t / HI_C;
+    let x = r % LO_W;
+    let y = (r / LO_W) % LO_H;
+    let b = r / (LO_H * LO_W);
+    let y0 = i32(y * STRIDE) - i32(PADDING);
+    let x0 = i32(x * STRIDE) - i32(PADDING);
+    let src = (b * HI_C + i) * HI_H * HI_W;
+    // Row r of cols starts at r·C_hi·k·k, channel i's taps at i·k·k within it: t·k·k.
+    let dst = t * KERNEL * KERNEL;
+    // Every lane runs the same unrolled code: a tap outside the image loads a clamped index and
+    // writes 0.
+    for (var ky = 0u; ky < KERNEL; ky++) {
+        let yy = y0 + i32(ky);
+        let row_in = yy >= 0 && yy < i32(HI_H);
+        let row = src + u32(clamp(yy, 0, i32(HI_H) - 1)) * HI_W;
+        for (var kx = 0u; kx < KERNEL; kx++) {
+            let xx = x0 + i32(kx);
+            let v = s_src[row + u32(clamp(xx, 0, i32(HI_W) - 1))];
+            s_dst[dst + ky * KERNEL + kx] = select(0.0, v, row_in && xx >= 0 && xx < i32(HI_W));
+        }
     }
-    s_dst[idx] = v;
 }
 
 // hi[b,i,Y,X] = epilogue(Σ cols[(b,y,x), (i,ky,kx)] over the (y, x, ky, kx) with y·s − p + ky = Y
-// and x·s − p + kx = X): im2col's transpose, as a gather.
+// and x·s − p + kx = X): im2col's transpose, as a gather. Only the taps that land are visited:
+// ky ≡ Y + p (mod s), ascending, so the sum's order is the direct kernel's.
 @compute @workgroup_size(256, 1, 1)
 fn col2im(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let idx = flat_index(gid, nwg);
-    let plane = e_p.h_hi * e_p.w_hi;
-    if (idx >= e_p.batch * e_p.c_hi * plane) {
+    let plane = HI_H * HI_W;
+    if (idx >= e_p.batch * HI_C * plane) {
         return;
     }
-    let xx = idx % e_p.w_hi;
-    let yy = (idx / e_p.w_hi) % e_p.h_hi;
-    let i = (idx / plane) % e_p.c_hi;
-    let b = idx / (plane * e_p.c_hi);
-    let k = e_p.kernel;
-    let s = i32(e_p.stride);
-    let width = e_p.c_hi * k * k;
+    let xx = idx % HI_W;
+    let yy = (idx / HI_W) % HI_H;
+    let i = (idx / plane) % HI_C;
+    let b = idx / (plane * HI_C);
+    let width = HI_C * KERNEL * KERNEL;
+    let ty = yy + PADDING;
+    let tx = xx + PADDING;
+    // A constant trip count (⌈k/s⌉ taps a side), so the loops unroll and every lane runs the same
+    // code; a tap that does not land loads a clamped index and adds nothing.
+    let taps = (KERNEL + STRIDE - 1u) / STRIDE;
     var acc = 0.0;
-    for (var ky = 0u; ky < k; ky++) {
-        let ty = i32(yy) + i32(e_p.padding) - i32(ky);
-        if (ty < 0 || ty % s != 0 || ty / s >= i32(e_p.h_lo)) {
-            continue;
-        }
-        for (var kx = 0u; kx < k; kx++) {
-            let tx = i32(xx) + i32(e_p.padding) - i32(kx);
-            if (tx < 0 || tx % s != 0 || tx / s >= i32(e_p.w_lo)) {
-                continue;
-            }
-            let r = (b * e_p.h_lo + u32(ty / s)) * e_p.w_lo + u32(tx / s);
-            acc += e_src[r * width + (i * k + ky) * k + kx];
+    for (var jy = 0u; jy < taps; jy++) {
+        let ky = ty % STRIDE + jy * STRIDE;
+        let y = (ty - min(ky, ty)) / STRIDE;
+        let y_in = ky < KERNEL && ky <= ty && y < LO_H;
+        for (var jx = 0u; jx < taps; jx++) {
+            let kx = tx % STRIDE + jx * STRIDE;
+            let x = (tx - min(kx, tx)) / STRIDE;
+            let tap_in = y_in && kx < KERNEL && kx <= tx && x < LO_W;
+            let r = (b * LO_H + min(y, LO_H - 1u)) * LO_W + min(x, LO_W - 1u);
+            let c = (i * KERNEL + min(ky, KERNEL - 1u)) * KERNEL + min(kx, KERNEL - 1u);
+            acc += select(0.0, e_src[r * width + c], tap_in);
         }
     }
     e_dst[idx] = e_epilogue(acc, idx, i);
 }
 
+// The permutations between lo (NCHW) and rows ([(b,y,x), o]): a thread moves PIXELS_PER_THREAD
+// neighbouring pixels of one channel, since on CPU drivers a thread's fixed cost is more than that
+// of moving one value (set by the launcher, `kernels::conv::PIXELS_PER_THREAD`).
+override PIXELS_PER_THREAD: u32 = 1u;
+
+// (b, o, first pixel) of thread idx.
+fn pixel_run(idx: u32) -> vec3<u32> {
+    let plane = LO_H * LO_W;
+    let runs = (plane + PIXELS_PER_THREAD - 1u) / PIXELS_PER_THREAD;
+    let run = idx % runs;
+    let o = (idx / runs) % LO_C;
+    let b = idx / (runs * LO_C);
+    return vec3<u32>(b, o, run * PIXELS_PER_THREAD);
+}
+
 // rows[(b,y,x), o] = lo[b, o, y, x].
 @compute @workgroup_size(256, 1, 1)
 fn lo_to_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let idx = flat_index(gid, nwg);
-    let plane = s_p.h_lo * s_p.w_lo;
-    if (idx >= s_p.batch * plane * s_p.c_lo) {
+    let plane = LO_H * LO_W;
+    let v = pixel_run(flat_index(gid, nwg));
+    if (v.x >= s_p.batch) {
         return;
     }
-    let o = idx % s_p.c_lo;
-    let r = idx / s_p.c_lo;
-    s_dst[idx] = s_src[((r / plane) * s_p.c_lo + o) * plane + r % plane];
+    for (var j = 0u; j < PIXELS_PER_THREAD; j++) {
+        let pix = v.z + j;
+        if (pix < plane) {
+            s_dst[(v.x * plane + pix) * LO_C + v.y] = s_src[(v.x * LO_C + v.y) * plane + pix];
+        }
+    }
 }
 
 // lo[b, o, y, x] = epilogue(rows[(b,y,x), o]).
 @compute @workgroup_size(256, 1, 1)
 fn rows_to_lo(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let idx = flat_index(gid, nwg);
-    let plane = e_p.h_lo * e_p.w_lo;
-    if (idx >= e_p.batch * e_p.c_lo * plane) {
+    let plane = LO_H * LO_W;
+    let v = pixel_run(flat_index(gid, nwg));
+    if (v.x >= e_p.batch) {
         return;
     }
-    let o = (idx / plane) % e_p.c_lo;
-    let b = idx / (plane * e_p.c_lo);
-    e_dst[idx] = e_epilogue(e_src[(b * plane + idx % plane) * e_p.c_lo + o], idx, o);
+    for (var j = 0u; j < PIXELS_PER_THREAD; j++) {
+        let pix = v.z + j;
+        if (pix < plane) {
+            let out = (v.x * LO_C + v.y) * plane + pix;
+            e_dst[out] = e_epilogue(e_src[(v.x * plane + pix) * LO_C + v.y], out, v.y);
+        }
+    }
 }
 
 // The hi side's channel sums (a ConvTranspose2d's bias gradient): one workgroup per channel.
 @compute @workgroup_size(256, 1, 1)
 fn channel_sum(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let ch = wid.x;
-    let plane = s_p.h_hi * s_p.w_hi;
+    let plane = HI_H * HI_W;
     var acc = 0.0;
     for (var n = t; n < s_p.batch * plane; n += 256u) {
-        acc += s_src[((n / plane) * s_p.c_hi + ch) * plane + n % plane];
+        acc += s_src[((n / plane) * HI_C + ch) * plane + n % plane];
     }
     let total = workgroup_sum(t, acc);
     if (t == 0u) {
