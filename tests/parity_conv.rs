@@ -13,8 +13,8 @@ use vae_wgpu::gpu::{DType, GpuContext};
 use vae_wgpu::kernels::{
     self, Dispatch,
     conv::{
-        BiasSide, ConvEpilogue, ConvFormulation, ConvScratch, ConvShape, conv_to_hi, conv_to_lo,
-        conv_weight_grad, plan_to_hi, plan_to_lo, plan_weight_grad,
+        BiasSide, ConvEpilogue, ConvFormulation, ConvPass, ConvScratch, ConvShape, conv_to_hi,
+        conv_to_lo, conv_weight_grad, plan_to_hi, plan_to_lo, plan_weight_grad,
     },
 };
 use vae_wgpu::model::ConvGeom;
@@ -276,4 +276,27 @@ backend_test!(conv_shape_mismatch_is_an_error_not_a_panic, |ctx| {
         .err()
         .expect("refused");
     assert!(e.to_string().contains("dW"), "{e}");
+});
+
+backend_test!(gemm_past_the_binding_limit_is_not_a_candidate, |ctx| {
+    // 32 images of 64x64x64 through a 3x3 convolution: 302 MB of windows, more than one binding of
+    // any adapter this suite runs on (wgpu's default 128 MiB). The direct kernel serves it, and the
+    // scratch is sized for the shapes that fit (here none: one value each).
+    let g = ConvGeom::conv2d([64, 64, 64], 64, 3, 1, 1).unwrap();
+    let big = ConvShape::of(&g, false, 32);
+    assert!(4 * big.scratch_len().0 as u64 > ctx.limits().max_storage_buffer_binding_size as u64);
+    assert!(!kernels::conv::gemm_fits(ctx, &big));
+    for pass in [
+        ConvPass::ToLo,
+        ConvPass::ToHi,
+        ConvPass::WeightGrad(Some(BiasSide::Lo)),
+    ] {
+        assert_eq!(
+            kernels::conv::formulation_for(ctx, pass, &big).unwrap(),
+            ConvFormulation::Direct
+        );
+    }
+    let small = ConvShape::of(&ConvGeom::conv2d([1, 8, 8], 2, 3, 1, 1).unwrap(), false, 2);
+    let scratch = ConvScratch::new(ctx, &[big, small]).unwrap();
+    assert_eq!(scratch.cols.len(), small.scratch_len().0);
 });

@@ -364,12 +364,16 @@ pub struct ConvScratch {
 }
 
 impl ConvScratch {
-    /// Scratch for every shape in `shapes` (at least one value each, so that it can be bound).
+    /// Scratch for every shape in `shapes` whose GEMM formulation fits the adapter's bindings
+    /// ([`gemm_fits`]; at least one value each, so that it can be bound).
     pub fn new(ctx: &GpuContext, shapes: &[ConvShape]) -> Result<Self> {
-        let (c, r) = shapes.iter().fold((1, 1), |(c, r), s| {
-            let (sc, sr) = s.scratch_len();
-            (c.max(sc), r.max(sr))
-        });
+        let (c, r) = shapes
+            .iter()
+            .filter(|s| gemm_fits(ctx, s))
+            .fold((1, 1), |(c, r), s| {
+                let (sc, sr) = s.scratch_len();
+                (c.max(sc), r.max(sr))
+            });
         Ok(ConvScratch {
             cols: ctx.zeros("conv cols", &[c], crate::gpu::DType::F32)?,
             rows: ctx.zeros("conv rows", &[r], crate::gpu::DType::F32)?,
@@ -627,15 +631,26 @@ pub fn plan_weight_grad_tuned(
     plan_weight_grad(ctx, f, s, lo, hi, dw, db, scratch)
 }
 
-/// The formulation of `pass` on shape `s`: `VAE_WGPU_CONV=direct|gemm` pins one; else the tune
-/// store's recorded choice; else both are run on the same operands, the GEMM one checked against
-/// the direct one (dropped with a warning if it disagrees), timed in interleaved rounds, and the
-/// fastest recorded.
+/// Whether the GEMM formulation's scratch for `s` (its windows, `[rows, C_hi·k·k]`) fits one
+/// storage binding of this adapter: past that it is not a candidate, and the direct kernels,
+/// which need no scratch, serve the shape.
+pub fn gemm_fits(ctx: &GpuContext, s: &ConvShape) -> bool {
+    let (cols, rows) = s.scratch_len();
+    ctx.check_binding_size("conv scratch", 4 * cols.max(rows) as u64)
+        .is_ok()
+}
+
+/// The formulation of `pass` on shape `s`: `VAE_WGPU_CONV=direct|gemm` pins one; else the direct
+/// one where the GEMM formulation's scratch does not fit the adapter ([`gemm_fits`], said once
+/// per shape); else the tune store's recorded choice; else both are run on the same operands, the
+/// GEMM one checked against the direct one (dropped with a warning if it disagrees), timed in
+/// interleaved rounds, and the fastest recorded.
 pub fn formulation_for(ctx: &GpuContext, pass: ConvPass, s: &ConvShape) -> Result<ConvFormulation> {
+    let fits = gemm_fits(ctx, s);
     if let Ok(pin) = std::env::var("VAE_WGPU_CONV")
         && !pin.is_empty()
     {
-        return ConvFormulation::ALL
+        let f = ConvFormulation::ALL
             .into_iter()
             .find(|f| f.to_string() == pin)
             .ok_or_else(|| {
@@ -643,7 +658,30 @@ pub fn formulation_for(ctx: &GpuContext, pass: ConvPass, s: &ConvShape) -> Resul
                     "VAE_WGPU_CONV",
                     format!("'{pin}' is not one of direct, gemm"),
                 )
-            });
+            })?;
+        if f == ConvFormulation::Gemm && !fits {
+            let bytes = 4 * s.scratch_len().0 as u64;
+            ctx.check_binding_size(&format!("VAE_WGPU_CONV=gemm on {}", s.key(pass)), bytes)?;
+        }
+        return Ok(f);
+    }
+    if !fits {
+        let key = format!("{}, gemm scratch at batch {}", s.key(pass), s.batch);
+        if ctx.tune_store.get(&key).is_none() {
+            let mib = (4 * s.scratch_len().0) >> 20;
+            crate::error::warn(format_args!(
+                "conv: {}: the GEMM formulation needs {mib} MiB of scratch, more than one binding \
+                 of {} holds; the direct kernel runs it",
+                s.key(pass),
+                ctx.adapter.name
+            ));
+            ctx.tune_store.record(
+                &key,
+                "direct",
+                &format!("gemm needs {mib} MiB, past the binding limit"),
+            );
+        }
+        return Ok(ConvFormulation::Direct);
     }
     ctx.tune_store.get_or_measure(
         &s.key(pass),
