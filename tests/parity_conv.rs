@@ -284,7 +284,7 @@ backend_test!(gemm_past_the_binding_limit_is_not_a_candidate, |ctx| {
     // scratch is sized for the shapes that fit (here none: one value each).
     let g = ConvGeom::conv2d([64, 64, 64], 64, 3, 1, 1).unwrap();
     let big = ConvShape::of(&g, false, 32);
-    assert!(4 * big.scratch_len().0 as u64 > ctx.limits().max_storage_buffer_binding_size as u64);
+    assert!(4 * big.scratch_len().0 as u64 > ctx.limits().max_storage_buffer_binding_size);
     assert!(!kernels::conv::gemm_fits(ctx, &big));
     for pass in [
         ConvPass::ToLo,
