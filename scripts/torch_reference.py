@@ -45,6 +45,8 @@ Usage (needs `pip install torch safetensors numpy`):
         --out tests/fixtures/torch_reference_deep_tanh.safetensors
     python3 scripts/torch_reference.py --hidden 32 --latent 6 --res-blocks 32,16 \
         --out tests/fixtures/torch_reference_residual.safetensors    # residual blocks (src/model/body.rs)
+    python3 scripts/torch_reference.py --conv 4,8 --latent 6 --res-blocks 8,6 \
+        --out tests/fixtures/torch_reference_conv_residual.safetensors  # conv residual blocks
     python3 scripts/torch_reference.py --check runs/X/model.safetensors --save-back /tmp/back.safetensors
 """
 import argparse
@@ -81,6 +83,30 @@ class ResBlock(nn.Module):
         y = self.act(s + r)
         if keep is not None:
             keep += [h, r] + ([s] if hasattr(self, "shortcut") else []) + [y]
+        return y
+
+
+class ConvResBlock(nn.Module):
+    """vae-wgpu's conv residual block (`--conv … --res-blocks`, src/model/params.rs), diffusers'
+    ResnetBlock2D without its norms: act(s + conv2(act(conv1(x)))), 3x3 convolutions at stride 1,
+    s = x, or the 1x1 conv_shortcut(x) when the channels differ. `keep` collects its tensors
+    flattened, in the engine's order: conv1's output, conv2's, the shortcut's, the sum."""
+
+    def __init__(self, inp, out, activation):
+        super().__init__()
+        self.act = ACTS[activation]()
+        self.conv1 = nn.Conv2d(inp, out, 3, 1, 1)
+        self.conv2 = nn.Conv2d(out, out, 3, 1, 1)
+        if inp != out:
+            self.conv_shortcut = nn.Conv2d(inp, out, 1, 1, 0)
+
+    def forward(self, x, keep=None):
+        h = self.act(self.conv1(x))
+        r = self.conv2(h)
+        s = self.conv_shortcut(x) if hasattr(self, "conv_shortcut") else x
+        y = self.act(s + r)
+        if keep is not None:
+            keep += [t.flatten(1) for t in [h, r] + ([s] if hasattr(self, "conv_shortcut") else []) + [y]]
         return y
 
 
@@ -128,10 +154,10 @@ class BernoulliVAE(nn.Module):
         self.dec_mu = nn.Linear(width, input_dim)
 
     @staticmethod
-    def blocks(inp, widths, activation):
+    def blocks(inp, widths, activation, block=ResBlock):
         blocks = []
         for w in widths:
-            blocks.append(ResBlock(inp, w, activation))
+            blocks.append(block(inp, w, activation))
             inp = w
         return nn.ModuleList(blocks), inp
 
@@ -144,12 +170,17 @@ class BernoulliVAE(nn.Module):
             layers += [nn.Conv2d(c, w, 4, 2, 1), act()]
             c = w
         features = c * rows * cols
+        # Residual blocks run on the last convolution's output, before the Flatten (encoder) and
+        # after the Unflatten (decoder); registered after each side's Sequential.
+        c_enc = self.res_blocks[-1] if self.res_blocks else c
         layers.append(nn.Flatten())
-        inp = features
+        inp = c_enc * rows * cols
         for w in hidden:
             layers += [nn.Linear(inp, w), act()]
             inp = w
         self.encoder = nn.Sequential(*layers)
+        if self.res_blocks:
+            self.enc_blocks, _ = self.blocks(c, self.res_blocks, activation, ConvResBlock)
         self.enc_mu = nn.Linear(inp, latent_dim)
         self.enc_logvar = nn.Linear(inp, latent_dim)
         dec, inp = [], latent_dim
@@ -157,6 +188,9 @@ class BernoulliVAE(nn.Module):
             dec += [nn.Linear(inp, w), act()]
             inp = w
         dec += [nn.Linear(inp, features), act(), nn.Unflatten(1, (c, rows, cols))]
+        if self.res_blocks:
+            dec_blocks, c_dec = self.blocks(c, list(reversed(self.res_blocks)), activation, ConvResBlock)
+            c = c_dec
         channels = list(reversed(self.conv))[1:] + [self.image[0]]
         for j, out in enumerate(channels):
             dec.append(nn.ConvTranspose2d(c, out, 4, 2, 1))
@@ -164,6 +198,8 @@ class BernoulliVAE(nn.Module):
                 dec.append(act())
             c = out
         self.decoder = nn.Sequential(*dec)
+        if self.res_blocks:
+            self.dec_blocks = dec_blocks
 
     @staticmethod
     def sequential(inp, widths, activation):
@@ -175,6 +211,11 @@ class BernoulliVAE(nn.Module):
 
     def hidden_layers(self, side, x, keep_list):
         x = self.dense_layers(side, x, keep_list)
+        if not self.conv:
+            x = self.run_blocks(side, x, keep_list)
+        return x
+
+    def run_blocks(self, side, x, keep_list):
         for block in getattr(self, f"{side}_blocks", []):
             x = block(x, keep_list)
         return x
@@ -186,7 +227,11 @@ class BernoulliVAE(nn.Module):
             keep_list.append(h)
             return h
         for m in (self.encoder if side == "enc" else self.decoder):
+            if isinstance(m, nn.Flatten):
+                x = self.run_blocks(side, x, keep_list)
             x = m(x)
+            if isinstance(m, nn.Unflatten):
+                x = self.run_blocks(side, x, keep_list)
             if isinstance(m, tuple(ACTS.values())):
                 # vae-wgpu's activations are [rows, features], images flattened NCHW.
                 keep_list.append(x.flatten(1))

@@ -479,7 +479,7 @@ fn optimizer_state_resumes_exactly_and_another_optimizer_is_refused() {
 
 // Residual blocks as a user runs them: trained, checkpointed with their modules' names and the
 // architecture in the metadata, resumed (a different --res-blocks refused, naming both),
-// evaluated; refused with --conv, naming the flag.
+// evaluated; conv blocks with --conv; refused with --conditional, naming the flag.
 #[test]
 fn residual_blocks_train_resume_and_evaluate() {
     let dir = Dir::new("res_blocks");
@@ -569,8 +569,35 @@ fn residual_blocks_train_resume_and_evaluate() {
         String::from_utf8_lossy(&eval.stderr)
     );
     assert!(said.contains("-ELBO"), "{said}");
-    let conv = run(&train_args(d, o, &["--conv", "4", "--res-blocks", "8"]));
-    fails_with(&conv, &["--res-blocks", "dense unconditional models"]);
+    // With --conv: blocks of 3x3 convolutions after the last one, a 1x1 conv_shortcut where the
+    // channels change (4 -> 8), under diffusers' module names.
+    let conv_out = dir.path("conv_run");
+    let flags = [
+        "--conv",
+        "4",
+        "--res-blocks",
+        "8",
+        "--latent",
+        "4",
+        "--batch-size",
+        "25",
+        "--epochs",
+        "1",
+    ];
+    let conv = run(&train_args(d, conv_out.to_str().unwrap(), &flags));
+    assert!(
+        conv.status.success(),
+        "{}",
+        String::from_utf8_lossy(&conv.stderr)
+    );
+    let c = vae_wgpu::model::Checkpoint::load(&conv_out.join("checkpoint.safetensors")).unwrap();
+    assert_eq!(c.cfg.res_blocks, [8]);
+    let shortcut = (ParamLayout::new(&c.cfg).specs.into_iter())
+        .find(|s| s.name == "enc_blocks.0.conv_shortcut.weight")
+        .map(|s| s.shape);
+    assert_eq!(shortcut, Some(vec![8, 4, 1, 1]));
+    let conditional = run(&train_args(d, o, &["--conditional", "--res-blocks", "8"]));
+    fails_with(&conditional, &["--res-blocks", "unconditional models"]);
 }
 
 // Hostile class "silent wrong results" (a): images of another shape with the same pixel count

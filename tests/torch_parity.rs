@@ -283,8 +283,37 @@ backend_test!(conv_model_matches_pytorch, |ctx| {
     check_against_torch(ctx, &fx, conv_cfg());
 });
 
+// Conv residual blocks (`scripts/torch_reference.py --conv 4,8 --latent 6 --res-blocks 8,6`):
+// after the convolutions, `enc_blocks.0` (8 -> 8 channels: its input read by conv1 and by the sum)
+// and `enc_blocks.1` (8 -> 6, through a 1x1 conv_shortcut); the decoder's after its Unflatten,
+// 8 -> 6 -> 8, then the transposed convolutions. Every tensor, gradient and 3 Adam steps against
+// PyTorch's autograd.
+backend_test!(conv_residual_model_matches_pytorch, |ctx| {
+    let fx = Fixture::load("torch_reference_conv_residual.safetensors");
+    let cfg = conv_residual_cfg();
+    let layout = vae_wgpu::model::ParamLayout::new(&cfg);
+    assert!(layout.enc_body.has_fan_out() && layout.dec_body.has_fan_out());
+    assert_eq!(
+        cfg.num_params(),
+        layout
+            .specs
+            .iter()
+            .map(|s| s.shape.iter().product::<usize>() as u64)
+            .sum::<u64>(),
+        "num_params counts the declared tensors"
+    );
+    check_against_torch(ctx, &fx, cfg);
+});
+
 fn conv_cfg() -> VaeConfig {
     VaeConfig::convolutional([1, 28, 28], &[4, 8], &[], 6)
+}
+
+fn conv_residual_cfg() -> VaeConfig {
+    VaeConfig {
+        res_blocks: vec![8, 6],
+        ..conv_cfg()
+    }
 }
 
 fn conditional_cfg() -> VaeConfig {
@@ -302,6 +331,10 @@ fn a_state_dict_without_metadata_reads_its_architecture_from_the_tensors() {
     for (file, cfg) in [
         ("torch_reference_conv.safetensors", conv_cfg()),
         ("torch_reference_conditional.safetensors", conditional_cfg()),
+        (
+            "torch_reference_conv_residual.safetensors",
+            conv_residual_cfg(),
+        ),
     ] {
         let fx = Fixture::load(file);
         let st = SafeTensors::deserialize(&fx.bytes).unwrap();
@@ -338,6 +371,10 @@ fn checkpoint_names_and_shapes_are_pytorchs_state_dict() {
         ),
         ("torch_reference_conv.safetensors", conv_cfg()),
         ("torch_reference_conditional.safetensors", conditional_cfg()),
+        (
+            "torch_reference_conv_residual.safetensors",
+            conv_residual_cfg(),
+        ),
     ] {
         let fx = Fixture::load(file);
         let st = SafeTensors::deserialize(&fx.bytes).unwrap();

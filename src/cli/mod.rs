@@ -120,9 +120,10 @@ pub struct ModelArgs {
     /// folders (dense models) [default: off, or the checkpoint's].
     #[arg(long)]
     pub conditional: bool,
-    /// Residual blocks after the hidden layers, by output width (e.g. 200,200): each
-    /// act(x + fc2(act(fc1(x)))), with a shortcut Linear for x where the widths differ; the
-    /// decoder's in reverse order (dense models) [default: none, or the checkpoint's].
+    /// Residual blocks by output width (e.g. 200,200): each act(x + fc2(act(fc1(x)))) after the
+    /// hidden layers, with a shortcut Linear for x where the widths differ; with --conv, blocks
+    /// of two 3x3 convolutions after the last one, by channels, with a 1x1 conv_shortcut; the
+    /// decoder's in reverse order [default: none, or the checkpoint's].
     #[arg(long)]
     pub res_blocks: Option<Widths>,
 }

@@ -351,7 +351,19 @@ impl Checkpoint {
                 Some(s) => s[1],
                 None => weight_shape("enc_mu.weight")?[1],
             };
-            let c_last = widths.last().copied().unwrap_or(1).max(1);
+            // The channels the dense layers see: the last conv residual block's second layer's,
+            // or the last convolution's.
+            let block_channels = (0..1024)
+                .map_while(|j| {
+                    st.tensor(&format!("enc_blocks.{j}.conv2.weight"))
+                        .ok()
+                        .map(|t| t.shape()[0])
+                })
+                .last();
+            let c_last = block_channels
+                .or(widths.last().copied())
+                .unwrap_or(1)
+                .max(1);
             let cells = features / c_last;
             let side = ((cells as f64).sqrt().round() as usize) << n.min(32);
             (enc, dec, Some((widths, [channels, side, side])))
@@ -373,6 +385,17 @@ impl Checkpoint {
                     .map_err(|e| data_err(path, format!("metadata '{key}': {e}"))),
             }
         };
+        // Residual blocks: metadata, else the `enc_blocks.{j}` modules' second layers, fc2's
+        // weight `[w, w]` (dense) or conv2's `[w, w, 3, 3]` (conv).
+        let found_blocks: Vec<usize> = (0..1024)
+            .map_while(|j| {
+                let b = format!("enc_blocks.{j}");
+                two_d(&format!("{b}.fc2.weight"))
+                    .or_else(|| st.tensor(&format!("{b}.conv2.weight")).ok())
+            })
+            .map(|t| t.shape()[0])
+            .collect();
+        let res_blocks = widths("res_blocks", found_blocks)?;
         let conv = match conv {
             None => None,
             Some((found, image)) => {
@@ -394,16 +417,24 @@ impl Checkpoint {
                     .map_or(heads_in, |t| t.shape()[1]);
                 let n = net.widths.len().min(32);
                 let [_, r, c] = net.image;
-                let c_last = net.widths.last().copied().unwrap_or(1);
+                // The channels the dense layers see: the last residual block's, or the last
+                // convolution's.
+                let c_last = res_blocks
+                    .last()
+                    .or(net.widths.last())
+                    .copied()
+                    .unwrap_or(1);
                 let fits = r % (1 << n) == 0 && c % (1 << n) == 0;
                 if !fits || c_last * (r >> n) * (c >> n) != dense_in {
                     return Err(data_err(
                         path,
                         format!(
                             "metadata 'image_rows' = {r}, 'image_cols' = {c} contradict the \
-                             tensors: after {} conv layers of {c_last} channels the dense layers \
-                             take {dense_in} features; the file is inconsistent",
-                            net.widths.len()
+                             tensors: after {} conv layers the dense layers take {dense_in} \
+                             features, not {c_last} channels of {}x{}; the file is inconsistent",
+                            net.widths.len(),
+                            r >> n,
+                            c >> n
                         ),
                     ));
                 }
@@ -453,13 +484,8 @@ impl Checkpoint {
             Some(c) => c.image.iter().product(),
             None => enc[0][1].saturating_sub(classes),
         };
-        // Residual blocks: metadata, else the `enc_blocks.{j}` modules' fc2 weights `[w, w]`.
-        let found_blocks: Vec<usize> = (0..1024)
-            .map_while(|j| two_d(&format!("enc_blocks.{j}.fc2.weight")))
-            .map(|t| t.shape()[0])
-            .collect();
         let cfg = VaeConfig {
-            res_blocks: widths("res_blocks", found_blocks)?,
+            res_blocks,
             input: meta_num("input")?.map_or(found_input, |v| v as usize),
             hidden: widths("hidden", enc.iter().map(|s| s[0]).collect())?,
             decoder_hidden: widths("decoder_hidden", dec.iter().map(|s| s[0]).collect())?,

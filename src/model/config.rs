@@ -302,11 +302,10 @@ impl VaeConfig {
                     ),
                 ));
             }
-            if self.conv.is_some() || self.classes > 0 {
+            if self.classes > 0 {
                 return Err(Error::setting(
                     "res blocks",
-                    "are built for dense unconditional models: drop --conv and --conditional, \
-                     or --res-blocks",
+                    "are built for unconditional models: drop --conditional, or --res-blocks",
                 ));
             }
         }
@@ -396,20 +395,40 @@ impl VaeConfig {
 
     /// Parameters of the model (weights and biases of every layer).
     pub fn num_params(&self) -> u64 {
+        // Residual blocks from width `from`: two layers and a shortcut where the widths differ,
+        // `k2` weights a pair of channels (1 for the dense blocks' Linear layers, 9 for the
+        // conv blocks' 3x3 convolutions, whose shortcut is 1x1).
+        let blocks = |from: u64, widths: &mut dyn Iterator<Item = usize>, k2: u64| -> (u64, u64) {
+            let (mut n, mut i) = (0, from);
+            for o in widths.map(|o| o as u64) {
+                n += (i * k2 + 1) * o + (o * k2 + 1) * o + if i != o { (i + 1) * o } else { 0 };
+                i = o;
+            }
+            (n, i)
+        };
         let conv = |c: &ConvNet| -> u64 {
             let mut prev = c.image[0] as u64;
             let mut n = 0;
             let k2 = (CONV_KERNEL * CONV_KERNEL) as u64;
-            for &w in &c.widths {
+            let last = c.widths.last().copied().unwrap_or(0) as u64;
+            // The decoder's blocks end at the first width, where its transposed convolutions begin.
+            let dec_first = self.res_blocks.first().map_or(last, |&w| w as u64);
+            for (j, &w) in c.widths.iter().enumerate() {
                 let w = w as u64;
+                let mirror_in = if j + 1 == c.widths.len() {
+                    dec_first
+                } else {
+                    w
+                };
                 // Conv2d prev -> w, and its mirror ConvTranspose2d w -> prev.
-                n += (prev * k2 + 1) * w + (w * k2 + 1) * prev;
+                n += (prev * k2 + 1) * w + (mirror_in * k2 + 1) * prev;
                 prev = w;
             }
-            n
+            n + blocks(last, &mut self.res_blocks.iter().copied(), 9).0
+                + blocks(last, &mut self.res_blocks.iter().rev().copied(), 9).0
         };
         let (enc_in, dec_out) = match &self.conv {
-            Some(_) => (self.conv_features() as u64, self.conv_features() as u64),
+            Some(_) => (self.enc_features() as u64, self.conv_features() as u64),
             None => (self.input as u64, self.input as u64),
         };
         // Linear layers from width `from` through `widths`.
@@ -423,23 +442,22 @@ impl VaeConfig {
         let first_widths = |w: &[usize], last: u64| w.first().map_or(last, |&h| h as u64);
         let labels = self.classes as u64
             * (first_widths(&self.hidden, 2 * k) + first_widths(&self.decoder_hidden, dec_out));
-        // Residual blocks from width `from`: fc1, fc2 and a shortcut where the widths differ.
-        let blocks = |from: u64, widths: &mut dyn Iterator<Item = usize>| -> (u64, u64) {
-            let (mut n, mut i) = (0, from);
-            for o in widths.map(|o| o as u64) {
-                n += (i + 1) * o + (o + 1) * o + if i != o { (i + 1) * o } else { 0 };
-                i = o;
-            }
-            (n, i)
+        // A dense model's residual blocks (a conv model's are among its convolutions).
+        let dense_blocks: &[usize] = if self.conv.is_some() {
+            &[]
+        } else {
+            &self.res_blocks
         };
         let last = |w: &[usize], first: u64| w.last().map_or(first, |&h| h as u64);
         let (enc_blocks, enc_last) = blocks(
             last(&self.hidden, enc_in),
-            &mut self.res_blocks.iter().copied(),
+            &mut dense_blocks.iter().copied(),
+            1,
         );
         let (dec_blocks, dec_last) = blocks(
             last(&self.decoder_hidden, k),
-            &mut self.res_blocks.iter().rev().copied(),
+            &mut dense_blocks.iter().rev().copied(),
+            1,
         );
         dense(enc_in, &self.hidden)
             + enc_blocks
@@ -451,8 +469,23 @@ impl VaeConfig {
             + self.conv.as_ref().map_or(0, conv)
     }
 
-    /// Features after the last conv layer (`C_last · (rows/2^n) · (cols/2^n)`), what the dense
-    /// layers see; the input size without conv layers.
+    /// Features the encoder's dense layers (or heads) see: the last conv layer's, or with
+    /// residual blocks the last block's (`C · (rows/2^n) · (cols/2^n)`); the input size without
+    /// conv layers.
+    pub fn enc_features(&self) -> usize {
+        match (&self.conv, self.res_blocks.last()) {
+            (Some(_), Some(&c)) => {
+                let last = self.conv_features();
+                let channels = self.conv.as_ref().and_then(|n| n.widths.last().copied());
+                last / channels.unwrap_or(1).max(1) * c
+            }
+            _ => self.conv_features(),
+        }
+    }
+
+    /// Features after the last conv layer (`C_last · (rows/2^n) · (cols/2^n)`): what the
+    /// decoder's last dense layer gives (and without residual blocks what the encoder's dense
+    /// layers see); the input size without conv layers.
     pub fn conv_features(&self) -> usize {
         match &self.conv {
             None => self.input,

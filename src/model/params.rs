@@ -206,6 +206,43 @@ fn residual_blocks(
     body.widths[t]
 }
 
+/// Convolutional residual blocks on `[C, h, w]` images (`--conv` with `--res-blocks`), as
+/// diffusers' `ResnetBlock2D` without its norms: `y = act(s + conv2(act(conv1(x))))`, conv1 and
+/// conv2 3x3 at stride 1 with padding 1, `s` the input or a 1x1 `conv_shortcut` where the channels
+/// differ. Layers appended to `layers` in state_dict order (`{prefix}.{j}.conv1`, `.conv2`,
+/// `.conv_shortcut`); returns the channels they end with.
+fn conv_residual_blocks(
+    prefix: &str,
+    [c, h, w]: [usize; 3],
+    widths: impl Iterator<Item = usize>,
+    act: Act,
+    layers: &mut Vec<Layer>,
+    body: &mut Body,
+) -> usize {
+    let mut t = body.output();
+    let mut i = c;
+    for (j, o) in widths.enumerate() {
+        let mut add = |l: Layer, input, body: &mut Body| {
+            layers.push(l);
+            body.layer(layers.len() - 1, &layers[layers.len() - 1], input)
+        };
+        let conv = |name: &str, from: usize, kernel: usize, a: Act| {
+            let g = block_geom([from, h, w], o, kernel);
+            Layer::conv(format!("{prefix}.{j}.{name}"), false, g, a)
+        };
+        let hid = add(conv("conv1", i, 3, act), t, body);
+        let r = add(conv("conv2", o, 3, Act::Identity), hid, body);
+        let s = if i == o {
+            t
+        } else {
+            add(conv("conv_shortcut", i, 1, Act::Identity), t, body)
+        };
+        t = body.add(s, r, act);
+        i = o;
+    }
+    i
+}
+
 impl LayerList {
     /// The layers of `cfg`, named as its PyTorch module names them (see the module docs).
     fn new(cfg: &VaeConfig) -> Self {
@@ -220,6 +257,8 @@ impl LayerList {
         };
         // Encoder: Conv2d, Act, … , Flatten (one Sequential index), then Linear, Act, ….
         let mut encoder = Vec::new();
+        // The last convolution's output [C, h, w], where a conv model's residual blocks work.
+        let mut conv_image = None;
         if let Some(c) = &cfg.conv {
             let mut image = c.image;
             for &w in &c.widths {
@@ -232,11 +271,13 @@ impl LayerList {
                     act,
                 ));
             }
+            conv_image = Some(image);
         }
+        let conv_blocks = conv_image.filter(|_| !cfg.res_blocks.is_empty());
         let n_conv = encoder.len();
         // Sequential index of the first dense layer: past the Flatten after the convolutions.
         let dense_base = if n_conv > 0 { 2 * n_conv + 1 } else { 0 };
-        let mut width = cfg.conv_features();
+        let mut width = cfg.enc_features();
         for (i, &h) in cfg.hidden.iter().enumerate() {
             encoder.push(Layer::linear(
                 dense_name("encoder", "linear_enc", dense_base + 2 * i),
@@ -246,13 +287,38 @@ impl LayerList {
             ));
             width = h;
         }
-        // The layers so far are a chain from the input; then the residual blocks.
-        let mut enc_body = Body::new(encoder.first().map_or(width, |l| l.inputs));
-        for (i, l) in encoder.iter().enumerate() {
-            enc_body.layer(i, l, i);
-        }
         let blocks = cfg.res_blocks.iter().copied();
-        let width = residual_blocks("enc_blocks", blocks, act, &mut encoder, &mut enc_body);
+        let mut enc_body = Body::new(encoder.first().map_or(width, |l| l.inputs));
+        let width = match conv_blocks {
+            // Convolutions, their residual blocks (listed after the dense layers, as the PyTorch
+            // module registers them), then the dense layers.
+            Some(image) => {
+                for (i, l) in encoder.iter().enumerate().take(n_conv) {
+                    enc_body.layer(i, l, i);
+                }
+                let n = encoder.len();
+                conv_residual_blocks(
+                    "enc_blocks",
+                    image,
+                    blocks,
+                    act,
+                    &mut encoder,
+                    &mut enc_body,
+                );
+                for (i, l) in encoder.iter().enumerate().take(n).skip(n_conv) {
+                    let t = enc_body.output();
+                    enc_body.layer(i, l, t);
+                }
+                enc_body.widths[enc_body.output()]
+            }
+            // A chain from the input, then the residual blocks.
+            None => {
+                for (i, l) in encoder.iter().enumerate() {
+                    enc_body.layer(i, l, i);
+                }
+                residual_blocks("enc_blocks", blocks, act, &mut encoder, &mut enc_body)
+            }
+        };
         let heads = Layer::linear("enc_mu|enc_logvar", width, 2 * cfg.latent, Act::Identity);
         // Decoder: Linear, Act, …; with conv layers a Linear to the last conv's features, Act,
         // Unflatten, then ConvTranspose2d, Act, …, ConvTranspose2d (the logits).
@@ -272,7 +338,16 @@ impl LayerList {
             dec_body.layer(i, l, i);
         }
         let blocks = cfg.res_blocks.iter().rev().copied();
-        let width = residual_blocks("dec_blocks", blocks, act, &mut decoder, &mut dec_body);
+        let width = match conv_blocks {
+            Some(_) => width,
+            None => residual_blocks(
+                "dec_blocks",
+                blocks.clone(),
+                act,
+                &mut decoder,
+                &mut dec_body,
+            ),
+        };
         let in_body = decoder.len();
         let output = match &cfg.conv {
             None => Layer::linear("dec_mu", width, cfg.input, Act::Identity),
@@ -289,7 +364,12 @@ impl LayerList {
                 let mut index = 2 * m + 3;
                 let div = 1usize << c.widths.len();
                 let last = *c.widths.last().unwrap_or(&c.image[0]);
-                let mut image = [last, c.image[1] / div, c.image[2] / div];
+                // The transposed convolutions start from the residual blocks' last channels.
+                let first = match conv_blocks {
+                    Some(_) => cfg.res_blocks.first().copied().unwrap_or(last),
+                    None => last,
+                };
+                let mut image = [first, c.image[1] / div, c.image[2] / div];
                 // Each width in reverse but the first, with the activation; then the image's
                 // channels, the logits.
                 for &ch in c.widths.iter().rev().skip(1) {
@@ -302,10 +382,26 @@ impl LayerList {
                 Layer::conv(format!("decoder.{index}"), true, g, Act::Identity)
             }
         };
-        // A conv decoder's layers after the dense ones: the rest of the chain.
-        for (i, l) in decoder.iter().enumerate().skip(in_body) {
+        // A conv decoder's layers after the dense ones: the rest of the chain, with a conv model's
+        // residual blocks right after the Unflatten (listed after every layer of the Sequential).
+        let n = decoder.len();
+        for i in in_body..n {
             let t = dec_body.output();
-            dec_body.layer(i, l, t);
+            dec_body.layer(i, &decoder[i], t);
+            if i == in_body
+                && let (Some(c), Some(image)) = (&cfg.conv, conv_blocks)
+            {
+                let last = *c.widths.last().unwrap_or(&c.image[0]);
+                let image = [last, image[1], image[2]];
+                conv_residual_blocks(
+                    "dec_blocks",
+                    image,
+                    blocks.clone(),
+                    act,
+                    &mut decoder,
+                    &mut dec_body,
+                );
+            }
         }
         // A conditional model's label joins the first dense layer's input on each side (validation
         // allows it only for dense models, which have a hidden layer on each side).
@@ -344,6 +440,19 @@ fn conv_geom(image: [usize; 3], c_out: usize, transposed: bool) -> ConvGeom {
     })
 }
 
+/// The geometry of a residual block's convolution: `kernel` (3, or 1 for the shortcut) at stride
+/// 1, padding `kernel / 2`, which keeps the image's size.
+fn block_geom(image: [usize; 3], c_out: usize, kernel: usize) -> ConvGeom {
+    let padding = kernel / 2;
+    ConvGeom::conv2d(image, c_out, kernel, 1, padding).unwrap_or(ConvGeom {
+        input: image,
+        output: [c_out, image[1], image[2]],
+        kernel,
+        stride: 1,
+        padding,
+    })
+}
+
 impl ParamLayout {
     pub fn new(cfg: &VaeConfig) -> Self {
         let list = LayerList::new(cfg);
@@ -376,7 +485,15 @@ impl ParamLayout {
         for name in ["enc_mu", "enc_logvar"] {
             push_layer(&Layer::linear(name, h, k, Act::Identity), &mut specs);
         }
-        for l in list.decoder.iter().chain([&list.output]) {
+        // PyTorch registers the decoder's modules in this order: its Sequential (a conv model's
+        // output layer is the Sequential's last), the residual blocks, the dense output layer.
+        let mut decoder: Vec<&Layer> = list.decoder.iter().chain([&list.output]).collect();
+        decoder.sort_by_key(|l| match l.name.split('.').next() {
+            Some("dec_blocks") => 1,
+            Some("dec_mu") => 2,
+            _ => 0,
+        });
+        for l in decoder {
             push_layer(l, &mut specs);
         }
         // Arena order: state_dict order, but each logvar tensor packed right behind its mu one.
@@ -402,7 +519,6 @@ impl ParamLayout {
             }
         }
         let mut len = offset.div_ceil(ARENA_ALIGN) * ARENA_ALIGN;
-        let output_spec = specs.len() - 2;
         let log_sigma = cfg.likelihood.learns_sigma().then(|| {
             specs.push(ParamSpec {
                 name: "log_sigma".into(),
@@ -414,23 +530,28 @@ impl ParamLayout {
             len += ARENA_ALIGN;
             len - ARENA_ALIGN
         });
-        // Each layer's weight and bias are specs 2i and 2i + 1 (i counting the heads twice).
-        let placed = |mut l: Layer, spec: usize| {
+        // Each layer's weight and bias are consecutive specs, found by the weight's name (the
+        // heads' are enc_mu's, logvar's packed behind them).
+        let weight_spec: std::collections::HashMap<&str, usize> = (specs.iter().enumerate())
+            .map(|(i, s)| (s.name.strip_suffix(".weight").unwrap_or(""), i))
+            .collect();
+        let placed = |mut l: Layer| {
+            let name = if l.name == list.heads.name {
+                "enc_mu"
+            } else {
+                &l.name
+            };
+            let spec = weight_spec[name];
             l.weight = specs[spec].offset;
             l.bias = specs[spec + 1].offset;
             l.label_weight = specs[spec].split.map_or(0, |sp| sp.label_offset);
             l
         };
-        let n_enc = list.encoder.len();
         ParamLayout {
-            encoder: (list.encoder.into_iter().enumerate())
-                .map(|(i, l)| placed(l, 2 * i))
-                .collect(),
-            heads: placed(list.heads, mu),
-            decoder: (list.decoder.into_iter().enumerate())
-                .map(|(i, l)| placed(l, 2 * (n_enc + 2 + i)))
-                .collect(),
-            output: placed(list.output, output_spec),
+            encoder: list.encoder.into_iter().map(placed).collect(),
+            heads: placed(list.heads.clone()),
+            decoder: list.decoder.into_iter().map(placed).collect(),
+            output: placed(list.output),
             enc_body: list.enc_body,
             dec_body: list.dec_body,
             specs,
