@@ -1,15 +1,14 @@
 //! Where a convolution pass spends its time: every pass of the `--conv 32,64 --latent 16` model's
 //! four layers (batch 128, or `--batch N`), in the GEMM formulation (and the direct one with
 //! `--direct`), each dispatch timed alone (best of
-//! 5 submits of several launches) and the whole pass, with the pass's GFLOP/s; with `--step`, every
-//! dispatch of the model's training step timed alone. `docs/PERFORMANCE.md`'s
+//! 5 submits of several launches) and the whole pass, with the pass's GFLOP/s. The whole step's
+//! dispatches: `examples/step_dispatches.rs`. `docs/PERFORMANCE.md`'s
 //! per-dispatch table is this program's output.
 //!
 //! ```text
-//! cargo run --release --example conv_passes [-- --batch 128] [--direct] [--step]
+//! cargo run --release --example conv_passes [-- --batch 128] [--direct]
 //! ```
 
-use std::time::Instant;
 use vae_wgpu::gpu::{DType, GpuContext};
 use vae_wgpu::kernels::conv::{
     BiasSide, ConvEpilogue, ConvFormulation, ConvScratch, plan_to_hi, plan_to_lo, plan_weight_grad,
@@ -17,22 +16,9 @@ use vae_wgpu::kernels::conv::{
 use vae_wgpu::kernels::{self, Dispatch};
 use vae_wgpu::model::{ParamLayout, VaeConfig};
 
-/// Seconds per run of `seq`, the best of 5 submits of enough runs to fill about 50 ms.
+/// Seconds per run of `seq`: the best of 5 submits of about 50 ms each.
 fn time(ctx: &GpuContext, seq: &[&Dispatch]) -> vae_wgpu::Result<f64> {
-    kernels::run(ctx, seq)?;
-    let once = |reps: usize| -> vae_wgpu::Result<f64> {
-        let all: Vec<&Dispatch> = (0..reps).flat_map(|_| seq.iter().copied()).collect();
-        let t = Instant::now();
-        kernels::run(ctx, &all)?;
-        Ok(t.elapsed().as_secs_f64() / reps as f64)
-    };
-    let first = once(1)?;
-    let reps = (0.05 / first.max(1e-7)).ceil().clamp(1.0, 32.0) as usize;
-    let mut best = first;
-    for _ in 0..5 {
-        best = best.min(once(reps)?);
-    }
-    Ok(best)
+    kernels::time_sequence(ctx, seq, 0.05)
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -111,49 +97,5 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     }
-    if args.iter().any(|a| a == "--step") {
-        step_profile(&ctx, &cfg, batch)?;
-    }
-    Ok(())
-}
-
-/// Every dispatch of the model's planned training step (Adam, the data gathered on the device),
-/// timed alone, in plan order, with their sum.
-fn step_profile(
-    ctx: &GpuContext,
-    cfg: &VaeConfig,
-    batch: usize,
-) -> Result<(), Box<dyn std::error::Error>> {
-    use vae_wgpu::kernels::reparam_kl::EpsSource;
-    use vae_wgpu::model::{GpuVae, gpu::Input};
-    let vae = GpuVae::new(ctx, cfg.clone(), batch, 0)?;
-    let n = 2 * batch;
-    let pixels = ctx.upload_u8("pixels", &[n, 784], &vec![7u8; n * 784])?;
-    let order: Vec<u32> = (0..n as u32).collect();
-    let index = ctx.upload_u32("index", &[n], &order)?;
-    let labels = ctx.upload_u32("labels", &[n], &vec![0; n])?;
-    let acc = vae.new_accumulator(ctx)?;
-    let adam = vae_wgpu::optim::Optimizer::new(ctx, Default::default(), vae.layout.len)?;
-    let input = Input::Gather {
-        pixels: &pixels,
-        labels: &labels,
-        index: &index,
-    };
-    let g = vae.plan_step(ctx, batch, input, EpsSource::Philox, Some(&adam), &acc)?;
-    println!(
-        "\nthe training step, {} dispatches, each timed alone (ms):",
-        g.dispatch_count()
-    );
-    let mut total = 0.0;
-    for d in g.dispatches() {
-        let ms = 1e3 * time(ctx, &[d])?;
-        total += ms;
-        println!("  {:<24} {ms:7.2}", d.label);
-    }
-    let all: Vec<&Dispatch> = g.dispatches().iter().collect();
-    println!(
-        "  sum {total:.1} ms; the step as one submit {:.1} ms",
-        1e3 * time(ctx, &all)?
-    );
     Ok(())
 }

@@ -491,20 +491,7 @@ fn time_seq(
     budget: f64,
 ) -> Result<f64, Box<dyn std::error::Error>> {
     let refs: Vec<&Dispatch> = seq.iter().collect();
-    kernels::run(ctx, &refs)?;
-    let once = |reps: usize| -> Result<f64, Box<dyn std::error::Error>> {
-        let all: Vec<&Dispatch> = (0..reps).flat_map(|_| refs.iter().copied()).collect();
-        let t = Instant::now();
-        kernels::run(ctx, &all)?;
-        Ok(t.elapsed().as_secs_f64() / reps as f64)
-    };
-    let first = once(1)?;
-    let reps = ((budget / 5.0) / first.max(1e-7)).ceil().clamp(1.0, 64.0) as usize;
-    let mut best = first;
-    for _ in 0..5 {
-        best = best.min(once(reps)?);
-    }
-    Ok(best)
+    Ok(kernels::time_sequence(ctx, &refs, budget / 5.0)?)
 }
 
 /// (per-layer rows, conv epochs, PyTorch's conv epochs or why not).

@@ -53,6 +53,8 @@ fn run_case(ctx: &GpuContext, cfg: VaeConfig, b: usize, seed: u64, steps: u32) {
         x.iter().map(|&v| v as f64).collect()
     };
     let mut gpu = GpuVae::from_params(ctx, cfg.clone(), b, seed, &init).unwrap();
+    // Every tensor's gradient is compared below: each in a buffer of its own.
+    gpu.keep_every_gradient(ctx).unwrap();
     // A warm-up of `kl_warmup` steps here (an epoch is one step): the KL weight changes each step.
     gpu.kl.warmup_steps = cfg.kl_warmup;
     let mut cpu = CpuVae::new(cfg.clone(), adam, &init);
@@ -244,6 +246,68 @@ backend_test!(residual_blocks_match_cpu, |ctx| {
         6,
         3,
     );
+});
+
+// The tensor gradients share buffers by default (`Body::gradient_slots`): the same step with
+// shared and with separate buffers gives the same gradients and weights bit for bit, for a deep
+// chain, residual blocks and conv residual blocks, and the shared ones take less memory.
+backend_test!(shared_gradient_buffers_change_nothing, |ctx| {
+    for cfg in [
+        VaeConfig::mirrored(784, &[64, 48, 32], 8),
+        VaeConfig {
+            res_blocks: vec![64, 32],
+            ..VaeConfig::mirrored(784, &[64], 8)
+        },
+        VaeConfig {
+            res_blocks: vec![8, 6],
+            ..VaeConfig::convolutional([1, 28, 28], &[4, 8], &[], 6)
+        },
+    ] {
+        let b = 16;
+        let init = ParamLayout::new(&cfg).init(3);
+        let (x, _) = mnist_batch(b);
+        let eps: Vec<f32> = (rng::normals(3, 1, b * cfg.latent).iter())
+            .map(|&e| e as f32)
+            .collect();
+        let run = |keep: bool| {
+            let mut gpu = GpuVae::from_params(ctx, cfg.clone(), b, 3, &init).unwrap();
+            if keep {
+                gpu.keep_every_gradient(ctx).unwrap();
+            }
+            let graphs = reference_graphs(ctx, &gpu, b);
+            let a = gpu.acts.rows(b, 1).unwrap();
+            ctx.write_f32(&a.x, &x).unwrap();
+            ctx.write_f32(&a.eps, &eps).unwrap();
+            gpu.reset_losses(ctx, &graphs.acc).unwrap();
+            gpu.run_step(ctx, &graphs.train, 0).unwrap();
+            let bytes = gpu.device_bytes();
+            (read(ctx, &gpu.grads), read(ctx, &gpu.params), bytes)
+        };
+        let (shared, kept) = (run(false), run(true));
+        let name = cfg.describe();
+        assert!(
+            shared
+                .0
+                .iter()
+                .zip(&kept.0)
+                .all(|(p, q)| p.to_bits() == q.to_bits()),
+            "{name}: gradients differ"
+        );
+        assert!(
+            shared
+                .1
+                .iter()
+                .zip(&kept.1)
+                .all(|(p, q)| p.to_bits() == q.to_bits()),
+            "{name}: updated weights differ"
+        );
+        assert!(
+            shared.2 < kept.2,
+            "{name}: {} bytes shared, {} kept",
+            shared.2,
+            kept.2
+        );
+    }
 });
 
 // The likelihoods and the KL weight: a continuous Bernoulli (fused into the logits product), with

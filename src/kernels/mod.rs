@@ -237,6 +237,26 @@ pub fn time_launches(ctx: &GpuContext, d: &Dispatch, reps: usize) -> Result<f64>
     Ok(start.elapsed().as_secs_f64() / reps as f64)
 }
 
+/// Seconds per run of the sequence `seq` (a conv pass, a training step): the best of 5 submits of
+/// enough runs to fill about `budget` seconds each, after one run to compile and warm up (the
+/// speed report and the per-dispatch examples time with it).
+pub fn time_sequence(ctx: &GpuContext, seq: &[&Dispatch], budget: f64) -> Result<f64> {
+    run(ctx, seq)?;
+    let once = |reps: usize| -> Result<f64> {
+        let all: Vec<&Dispatch> = (0..reps).flat_map(|_| seq.iter().copied()).collect();
+        let t = std::time::Instant::now();
+        run(ctx, &all)?;
+        Ok(t.elapsed().as_secs_f64() / reps as f64)
+    };
+    let first = once(1)?;
+    let reps = (budget / first.max(1e-7)).ceil().clamp(1.0, 64.0) as usize;
+    let mut best = first;
+    for _ in 0..5 {
+        best = best.min(once(reps)?);
+    }
+    Ok(best)
+}
+
 /// Each launch's fastest seconds per launch over `rounds` interleaved rounds of
 /// [`time_launches`] (`(dispatch, launches per submit)`): every round times each in turn, so a
 /// burst of load from another process slows all of them alike instead of deciding between them.

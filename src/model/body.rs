@@ -10,7 +10,8 @@
 //! (`kernels::add::grad_act` with `ACCUMULATE`). A tensor's gradient is taken before the
 //! activation that produced it (every contribution fuses that activation's backward, which
 //! distributes over the sum). `GpuVae` plans this walk and `CpuVae` runs its twin
-//! (`model/gpu.rs`, `cpu/model.rs`).
+//! (`model/gpu.rs`, `cpu/model.rs`). The gradients share buffers where their lifetimes in that
+//! walk do not overlap ([`Body::gradient_slots`]).
 //!
 //! A plain chain of layers is the graph whose node i reads tensor i: the default model's encoder
 //! is one node, `linear_enc`. A residual block (`--res-blocks`) is four or five nodes:
@@ -102,5 +103,80 @@ impl Body {
     /// Whether some tensor has several readers (a gradient then sums several contributions).
     pub fn has_fan_out(&self) -> bool {
         self.readers().iter().any(|r| r.len() > 1)
+    }
+
+    /// A buffer slot for every tensor's gradient (index t − 1 for tensor t ≥ 1), shared where
+    /// the gradients' lifetimes in the backward do not overlap. The backward visits the layer
+    /// that reads the last tensor at time 0 and node i at time `nodes − i`; tensor t's gradient
+    /// is first written at its earliest-visited reader and last read at its producer (node t − 1),
+    /// both ends included (a node reads its output's gradient while it writes its inputs'), so a
+    /// slot is reused only after the gradient in it has been read for the last time. A chain
+    /// needs two slots, whatever its length. Returns (slot per gradient, number of slots).
+    pub fn gradient_slots(&self) -> (Vec<usize>, usize) {
+        let n = self.nodes.len();
+        let time = |reader: usize| if reader == usize::MAX { 0 } else { n - reader };
+        let readers = self.readers();
+        let mut order: Vec<(usize, usize, usize)> = (1..self.widths.len())
+            .map(|t| {
+                let end = time(t - 1);
+                let start = readers[t].iter().map(|&r| time(r)).min().unwrap_or(end);
+                (start, end, t)
+            })
+            .collect();
+        order.sort();
+        let mut slot_free_after: Vec<usize> = Vec::new();
+        let mut slots = vec![0; self.widths.len().saturating_sub(1)];
+        for (start, end, t) in order {
+            let slot = match slot_free_after.iter().position(|&e| e < start) {
+                Some(s) => s,
+                None => {
+                    slot_free_after.push(0);
+                    slot_free_after.len() - 1
+                }
+            };
+            slot_free_after[slot] = end;
+            slots[t - 1] = slot;
+        }
+        (slots, slot_free_after.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::layers::Layer;
+
+    fn dense(w: usize) -> Layer {
+        Layer::linear("l", w, w, Act::Relu)
+    }
+
+    #[test]
+    fn a_chain_shares_two_gradient_buffers() {
+        let mut b = Body::new(4);
+        for i in 0..5 {
+            b.layer(i, &dense(4), i);
+        }
+        let (slots, n) = b.gradient_slots();
+        assert_eq!(n, 2);
+        // Neighbours (one node reads the other's gradient while writing its own) never share.
+        assert!(slots.windows(2).all(|w| w[0] != w[1]), "{slots:?}");
+    }
+
+    #[test]
+    fn a_residual_input_keeps_its_gradient_until_its_producer_reads_it() {
+        // x -> l0 -> t1; t1 -> l1 -> t2; t2 -> l2 -> t3; t4 = t1 + t3 (t1 read twice).
+        let mut b = Body::new(4);
+        let t1 = b.layer(0, &dense(4), 0);
+        let t2 = b.layer(1, &dense(4), t1);
+        let t3 = b.layer(2, &dense(4), t2);
+        let t4 = b.add(t1, t3, Act::Relu);
+        let (slots, _) = b.gradient_slots();
+        let slot = |t: usize| slots[t - 1];
+        // t1's gradient is written by the add (before t3's backward) and read by l0 last: no
+        // other gradient alive meanwhile may share its buffer.
+        for t in [t2, t3, t4] {
+            assert_ne!(slot(t1), slot(t), "{slots:?}");
+        }
+        assert_ne!(slot(t2), slot(t3));
     }
 }

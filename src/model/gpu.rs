@@ -70,7 +70,16 @@ pub struct Activations {
 }
 
 impl Activations {
-    fn new(ctx: &GpuContext, cfg: &VaeConfig, layout: &ParamLayout, batch: usize) -> Result<Self> {
+    /// Every buffer of a step of `batch` images; the graphs' tensor gradients share buffers
+    /// where their lifetimes do not overlap ([`Body::gradient_slots`]) unless `keep_gradients`
+    /// gives each its own, so that all can be read after the step.
+    fn new(
+        ctx: &GpuContext,
+        cfg: &VaeConfig,
+        layout: &ParamLayout,
+        batch: usize,
+        keep_gradients: bool,
+    ) -> Result<Self> {
         let (d, k, l) = (cfg.input, cfg.latent, cfg.samples);
         let lb = l * batch;
         let z = |name: &str, shape: &[usize]| ctx.zeros(name, shape, DType::F32);
@@ -79,6 +88,23 @@ impl Activations {
         let layers = |side: &str, rows: usize, body: &Body| -> Result<Vec<GpuTensor>> {
             (body.widths[1..].iter().enumerate())
                 .map(|(i, &w)| z(&format!("{side}{i}"), &[rows, w]))
+                .collect()
+        };
+        // Gradients: one buffer per slot, as large as its largest tensor; a view each.
+        let grads = |side: &str, rows: usize, body: &Body| -> Result<Vec<GpuTensor>> {
+            if keep_gradients {
+                return layers(side, rows, body);
+            }
+            let (slots, n) = body.gradient_slots();
+            let mut len = vec![0; n];
+            for (&slot, &w) in slots.iter().zip(&body.widths[1..]) {
+                len[slot] = len[slot].max(rows * w);
+            }
+            let buffers = (len.iter().enumerate())
+                .map(|(i, &l)| z(&format!("{side} slot {i}"), &[l]))
+                .collect::<Result<Vec<_>>>()?;
+            (slots.iter().zip(&body.widths[1..]))
+                .map(|(&slot, &w)| buffers[slot].view(0, &[rows, w]))
                 .collect()
         };
         // Where a contribution to a tensor read by several nodes is written before it is added.
@@ -98,10 +124,10 @@ impl Activations {
             dec: layers("h_dec", lb, &layout.dec_body)?,
             logits: z("logits", &[lb, d])?,
             dlogits: z("dlogits", &[lb, d])?,
-            d_dec: layers("dh_dec", lb, &layout.dec_body)?,
+            d_dec: grads("dh_dec", lb, &layout.dec_body)?,
             dz: z("dz", &[lb, k])?,
             dheads: z("dmu_e | dlogvar_e", &[batch, 2 * k])?,
-            d_enc: layers("dh_enc", batch, &layout.enc_body)?,
+            d_enc: grads("dh_enc", batch, &layout.enc_body)?,
             grad_scratch: z("gradient contribution", &[scratch_len])?,
             // Room for the likelihood kernel's partials and for the fused epilogue's.
             recon_partials: z(
@@ -118,7 +144,7 @@ impl Activations {
         })
     }
 
-    /// Bytes of every buffer (the full allocations this value was made with, not views).
+    /// Bytes of every buffer (the full allocations this value was made with, each once).
     pub fn bytes(&self) -> u64 {
         let one = [
             &self.x,
@@ -141,9 +167,13 @@ impl Activations {
             &self.grad_scratch,
         ];
         let many = [&self.enc, &self.dec, &self.d_enc, &self.d_dec];
-        (one.into_iter().chain(many.into_iter().flatten()))
-            .map(|t| t.len() as u64 * 4)
-            .sum()
+        let mut buffers: Vec<&wgpu::Buffer> = Vec::new();
+        for t in one.into_iter().chain(many.into_iter().flatten()) {
+            if !buffers.contains(&&t.buffer) {
+                buffers.push(&t.buffer);
+            }
+        }
+        buffers.iter().map(|b| b.size()).sum()
     }
 
     /// Split a `[B, 2K]` heads matrix read back (`heads` or `dheads`) into its `[B, K]` mu and
@@ -445,7 +475,7 @@ impl GpuVae {
             params,
             log_sigma,
             grads: ctx.zeros("grads", &[n], DType::F32)?,
-            acts: Activations::new(ctx, &cfg, &layout, max_batch)?,
+            acts: Activations::new(ctx, &cfg, &layout, max_batch, false)?,
             step_uniforms: (0..MAX_STEPS_PER_SUBMIT)
                 .map(|_| StepUniform::new(ctx, &StepParams::with_seed(seed)))
                 .collect(),
@@ -461,6 +491,14 @@ impl GpuVae {
             },
             eval_draws: 0,
         })
+    }
+
+    /// Give every tensor gradient of the sides' graphs its own buffer (by default they share
+    /// buffers where their lifetimes do not overlap, [`Body::gradient_slots`]), so that all of
+    /// them can be read after a step, as the parity tests do; plan the step after this.
+    pub fn keep_every_gradient(&mut self, ctx: &GpuContext) -> Result<()> {
+        self.acts = Activations::new(ctx, &self.cfg, &self.layout, self.max_batch, true)?;
+        Ok(())
     }
 
     /// A layer's views in the parameter and gradient arenas.
