@@ -35,7 +35,7 @@
 use super::VaeConfig;
 use super::body::Body;
 use super::config::{CONV_KERNEL, CONV_PADDING, CONV_STRIDE};
-pub use super::layers::{ConvGeom, Layer, LayerKind};
+pub use super::layers::{ConvGeom, Init, Layer, LayerKind, ParamDecl};
 use crate::ops::Act;
 use crate::rng::{Between, Philox, domain};
 use rand::Rng;
@@ -48,8 +48,8 @@ pub struct ParamSpec {
     pub name: String,
     pub shape: Vec<usize>,
     pub offset: usize,
-    /// `fan_in` of the layer it belongs to (PyTorch's init bound is 1/sqrt(fan_in)).
-    pub fan_in: usize,
+    /// How it starts (its layer's declaration, [`Layer::params`]).
+    pub init: Init,
     /// A conditional layer's weight, stored in two pieces (see [`Layer::labels`]).
     pub split: Option<Split>,
 }
@@ -460,20 +460,17 @@ impl ParamLayout {
         let k = cfg.latent;
         let mut specs: Vec<ParamSpec> = Vec::new();
         let push_layer = |l: &Layer, specs: &mut Vec<ParamSpec>| {
-            for (suffix, shape) in [
-                ("weight", l.torch_weight_shape()),
-                ("bias", vec![l.bias_len()]),
-            ] {
+            for decl in l.params() {
                 // A conditional layer's label columns are placed at the end (below).
-                let split = (suffix == "weight" && l.labels > 0).then_some(Split {
+                let split = (decl.suffix == "weight" && l.labels > 0).then_some(Split {
                     inputs: l.inputs,
                     label_offset: 0,
                 });
                 specs.push(ParamSpec {
-                    name: format!("{}.{suffix}", l.name),
-                    shape,
+                    name: format!("{}.{}", l.name, decl.suffix),
+                    shape: decl.shape,
                     offset: 0,
-                    fan_in: l.fan_in(),
+                    init: decl.init,
                     split,
                 });
             }
@@ -524,7 +521,7 @@ impl ParamLayout {
                 name: "log_sigma".into(),
                 shape: vec![],
                 offset: len,
-                fan_in: 0,
+                init: Init::Zeros,
                 split: None,
             });
             len += ARENA_ALIGN;
@@ -578,21 +575,23 @@ impl ParamLayout {
         self.specs.iter().find(|s| s.name == name)
     }
 
-    /// PyTorch's `nn.Linear` default init (kaiming_uniform with a=√5 for weights, which is
-    /// U(±1/sqrt(fan_in)), and U(±1/sqrt(fan_in)) for biases), drawn from our Philox stream:
-    /// the same seed gives the same arena on every machine. Padding is 0, and so is `log_sigma`.
+    /// Every tensor as its declaration says it starts ([`Init`]: PyTorch's default for its
+    /// module), the uniform ones drawn from our Philox stream (tensor i from stream i), so the
+    /// same seed gives the same arena on every machine. Padding is 0.
     pub fn init(&self, seed: u64) -> Vec<f32> {
         let mut arena = vec![0.0f32; self.len];
         for (i, spec) in self.specs.iter().enumerate() {
-            // Not a layer's: log σ starts at 0 (σ = 1).
-            if spec.fan_in == 0 {
-                continue;
-            }
-            let bound = 1.0 / (spec.fan_in as f64).sqrt();
-            let mut s = Philox::stream(seed, domain::INIT, i as u32);
-            let values: Vec<f32> = (0..spec.len())
-                .map(|_| s.sample(Between(-bound, bound)) as f32)
-                .collect();
+            let values: Vec<f32> = match spec.init {
+                Init::FanInUniform(fan_in) => {
+                    let bound = 1.0 / (fan_in as f64).sqrt();
+                    let mut s = Philox::stream(seed, domain::INIT, i as u32);
+                    (0..spec.len())
+                        .map(|_| s.sample(Between(-bound, bound)) as f32)
+                        .collect()
+                }
+                Init::Ones => vec![1.0; spec.len()],
+                Init::Zeros => continue,
+            };
             spec.write(&mut arena, &values);
         }
         arena
@@ -603,6 +602,29 @@ impl ParamLayout {
 mod tests {
     use super::*;
     use crate::ops::Act;
+
+    #[test]
+    fn each_tensor_starts_as_its_declaration_says() {
+        let mut l = ParamLayout::new(&VaeConfig::mirrored(45, &[37], 5));
+        let uniform = l.init(7);
+        // Every layer's tensors are fan-in uniform (nn.Linear's bounds), different per tensor.
+        for s in &l.specs {
+            let Init::FanInUniform(fan_in) = s.init else {
+                panic!("{} is not fan-in uniform", s.name);
+            };
+            let bound = 1.0 / (fan_in as f32).sqrt();
+            let v = &uniform[s.range()];
+            assert!(v.iter().all(|x| x.abs() <= bound), "{}", s.name);
+            assert!(v.iter().any(|x| x.abs() > bound / 2.0), "{}", s.name);
+        }
+        // A norm's declarations: ones and zeros; the other tensors keep their own streams.
+        l.specs[0].init = Init::Ones;
+        l.specs[1].init = Init::Zeros;
+        let mixed = l.init(7);
+        assert!(mixed[l.specs[0].range()].iter().all(|&x| x == 1.0));
+        assert!(mixed[l.specs[1].range()].iter().all(|&x| x == 0.0));
+        assert_eq!(mixed[l.specs[2].range()], uniform[l.specs[2].range()]);
+    }
 
     #[test]
     fn heads_are_packed_everything_else_aligned_nothing_overlaps() {

@@ -5,7 +5,7 @@
 //! kernel, or im2col + a tuned product + a layout kernel using the scratch) and their f64 CPU
 //! twins, side by side.
 
-use super::{ConvGeom, CpuGrads, LayerViews};
+use super::{ConvGeom, CpuGrads, Init, Layer, LayerViews, ParamDecl};
 use crate::cpu::ops;
 use crate::error::Result;
 use crate::gpu::{GpuContext, GpuTensor};
@@ -14,6 +14,24 @@ use crate::kernels::conv::{
     BiasSide, ConvEpilogue, ConvPass, ConvScratch, plan_pass_tuned, plan_weight_grad_tuned,
 };
 use crate::ops::{Act, ConvShape};
+
+/// `weight` (see [`weight_shape`]) and `bias [c_out]`, both U(±1/√fan_in) as `nn.Conv2d`'s and
+/// `nn.ConvTranspose2d`'s.
+pub fn params(l: &Layer) -> Vec<ParamDecl> {
+    let init = Init::FanInUniform(l.fan_in());
+    vec![
+        ParamDecl {
+            suffix: "weight",
+            shape: l.torch_weight_shape(),
+            init,
+        },
+        ParamDecl {
+            suffix: "bias",
+            shape: vec![l.bias_len()],
+            init,
+        },
+    ]
+}
 
 /// The weight's shape: `[c_out, c_in, k, k]`, transposed `[c_in, c_out, k, k]`.
 pub fn weight_shape(g: &ConvGeom, transposed: bool) -> Vec<usize> {

@@ -19,6 +19,28 @@ use crate::kernels::Dispatch;
 use crate::kernels::conv::ConvScratch;
 use crate::ops::{Act, ConvShape};
 
+/// How a parameter tensor starts, as PyTorch initialises the module that owns it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Init {
+    /// U(−1/√fan_in, 1/√fan_in): `nn.Linear`'s and the convolutions' weight (kaiming_uniform with
+    /// a = √5) and bias.
+    FanInUniform(usize),
+    /// Every value 1 (a norm's scale).
+    Ones,
+    /// Every value 0 (a norm's shift, a learned log σ).
+    Zeros,
+}
+
+/// One parameter tensor a layer declares: its state_dict name's last part, PyTorch's shape, and
+/// how it starts. The arena, the state_dict's names and order and the initialisation are derived
+/// from these (`ParamLayout::new`, `ParamLayout::init`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParamDecl {
+    pub suffix: &'static str,
+    pub shape: Vec<usize>,
+    pub init: Init,
+}
+
 /// The geometry of a 2-D convolution in NCHW (square kernel; the same stride and padding on both
 /// axes). For a `Conv2d` the input is the larger side; for a `ConvTranspose2d` the output is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -213,6 +235,14 @@ impl Layer {
         match self.kind {
             LayerKind::Linear => self.outputs,
             LayerKind::Conv2d(g) | LayerKind::ConvTranspose2d(g) => g.output[0],
+        }
+    }
+
+    /// The layer's parameter tensors, in PyTorch's order, from its kind's module.
+    pub fn params(&self) -> Vec<ParamDecl> {
+        match self.kind {
+            LayerKind::Linear => linear::params(self),
+            LayerKind::Conv2d(_) | LayerKind::ConvTranspose2d(_) => conv::params(self),
         }
     }
 
