@@ -167,3 +167,37 @@ impl ConvShape {
         (r * self.window(), r * self.lo[0])
     }
 }
+
+/// A GroupNorm as its kernels (`shaders/group_norm.wgsl`) and CPU twins see it: `batch` NCHW
+/// images of `channels` channels of `plane` pixels, normalised over `groups` groups of
+/// `channels / groups` channels each, `eps` inside the square root (PyTorch's `nn.GroupNorm`;
+/// diffusers uses 1e-6).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GroupNormShape {
+    pub batch: usize,
+    pub channels: usize,
+    pub groups: usize,
+    pub plane: usize,
+    pub eps: f32,
+}
+
+impl GroupNormShape {
+    /// Values of the tensor normalised.
+    pub fn len(&self) -> usize {
+        self.batch * self.channels * self.plane
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Values of one group of one image.
+    pub fn group_len(&self) -> usize {
+        self.channels / self.groups.max(1) * self.plane
+    }
+
+    /// (image, group) pairs: the statistics are `[batch·groups, 2]` (mean, 1/σ).
+    pub fn stats_rows(&self) -> usize {
+        self.batch * self.groups
+    }
+}

@@ -2,7 +2,7 @@
 //! the WGSL kernels. Each function names the shader entry point it mirrors.
 
 use crate::ops::Likelihood;
-use crate::ops::{Act, ConvShape, Layout, meant};
+use crate::ops::{Act, ConvShape, GroupNormShape, Layout, meant};
 use crate::optim::{OptimizerConfig, OptimizerKind};
 
 // ---- matmul.wgsl ------------------------------------------------------------------------------
@@ -556,4 +556,68 @@ pub fn conv_epilogue(
         .enumerate()
         .map(|(n, &x)| activate(act, x + bias.map_or(0.0, |b| b[(n / plane) % channels])))
         .collect()
+}
+
+// ---- group_norm.wgsl ----------------------------------------------------------------------------
+
+/// `gn_stats` then `gn_apply`: y = (x − mean)·rstd·γ[c] + β[c] per image and group, with the
+/// statistics `[B·G, 2]` (mean, rstd = 1/√(biased var + eps)) the backward reads.
+pub fn group_norm_forward(
+    s: &GroupNormShape,
+    x: &[f64],
+    gamma: &[f64],
+    beta: &[f64],
+) -> (Vec<f64>, Vec<f64>) {
+    let n = s.group_len();
+    let mut stats = Vec::with_capacity(2 * s.stats_rows());
+    let mut y = vec![0.0; x.len()];
+    for (bg, group) in x.chunks_exact(n).enumerate() {
+        let mean = group.iter().sum::<f64>() / n as f64;
+        let var = group.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n as f64;
+        let rstd = 1.0 / (var + s.eps as f64).sqrt();
+        stats.extend([mean, rstd]);
+        for (j, v) in group.iter().enumerate() {
+            let c = (bg % s.groups) * (s.channels / s.groups) + j / s.plane;
+            y[bg * n + j] = (v - mean) * rstd * gamma[c] + beta[c];
+        }
+    }
+    (y, stats)
+}
+
+/// `gn_backward_sums`, `gn_input_grad`, `gn_param_grad`: (dx, dγ, dβ) from the output's
+/// gradient `dy`, the input and the forward's statistics.
+pub fn group_norm_backward(
+    s: &GroupNormShape,
+    dy: &[f64],
+    x: &[f64],
+    gamma: &[f64],
+    stats: &[f64],
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let n = s.group_len();
+    let cpg = s.channels / s.groups;
+    let mut dx = vec![0.0; x.len()];
+    let mut dgamma = vec![0.0; s.channels];
+    let mut dbeta = vec![0.0; s.channels];
+    for bg in 0..s.stats_rows() {
+        let (mean, rstd) = (stats[2 * bg], stats[2 * bg + 1]);
+        let c0 = (bg % s.groups) * cpg;
+        let at = |j: usize| {
+            let i = bg * n + j;
+            let c = c0 + j / s.plane;
+            (i, c, (x[i] - mean) * rstd)
+        };
+        let (mut s1, mut s2) = (0.0, 0.0);
+        for j in 0..n {
+            let (i, c, xhat) = at(j);
+            s1 += dy[i] * gamma[c];
+            s2 += dy[i] * gamma[c] * xhat;
+            dgamma[c] += dy[i] * xhat;
+            dbeta[c] += dy[i];
+        }
+        for j in 0..n {
+            let (i, c, xhat) = at(j);
+            dx[i] = rstd * (dy[i] * gamma[c] - s1 / n as f64 - xhat * s2 / n as f64);
+        }
+    }
+    (dx, dgamma, dbeta)
 }

@@ -28,7 +28,7 @@ fn const_u32(m: &naga::Module, name: &str) -> Option<u32> {
 #[test]
 fn uniform_structs_have_the_wgsl_layout() {
     use super::*;
-    let table: [(Shader, &[UniformLayout]); 14] = [
+    let table: [(Shader, &[UniformLayout]); 15] = [
         (Shader::CONDITION, condition::UNIFORMS),
         (Shader::ADAM, adam::UNIFORMS),
         (Shader::SGD, sgd::UNIFORMS),
@@ -37,6 +37,7 @@ fn uniform_structs_have_the_wgsl_layout() {
         (Shader::LIKELIHOOD, likelihood::UNIFORMS),
         (Shader::BIAS_ACT, bias_act::UNIFORMS),
         (Shader::CONV, conv::UNIFORMS),
+        (Shader::GROUP_NORM, group_norm::UNIFORMS),
         (Shader::GATHER, gather::UNIFORMS),
         (Shader::IWAE, iwae::UNIFORMS),
         (Shader::REDUCE, reduce::UNIFORMS),

@@ -30,6 +30,7 @@ pub mod clip_grad;
 pub mod condition;
 pub mod conv;
 pub mod gather;
+pub mod group_norm;
 pub mod iwae;
 pub mod likelihood;
 pub mod matmul;

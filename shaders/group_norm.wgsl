@@ -1,0 +1,152 @@
+// Launcher: src/kernels/group_norm.rs · CPU twin: cpu::ops::{group_norm_forward, group_norm_backward} · parity: tests/parity_group_norm.rs
+// GroupNorm (PyTorch's nn.GroupNorm, diffusers' norms) over NCHW tensors [B, C, H·W]: for image b
+// and group g of C/G channels, the n = (C/G)·H·W values x of the group (contiguous in NCHW) give
+//   mean, rstd = 1/sqrt(var + eps)   (var the biased variance, as PyTorch's)
+//   x̂ = (x − mean)·rstd,   y = x̂·γ[c] + β[c]
+// and the backward, from the output's gradient dy:
+//   dx    = rstd·(dy·γ − Σ(dy·γ)/n − x̂·Σ(dy·γ·x̂)/n)      (sums over the group)
+//   dγ[c] = Σ_{b, pixel} dy·x̂,   dβ[c] = Σ_{b, pixel} dy
+// Entry points, in the order a pass runs them:
+//   forward:  gn_stats (a workgroup per image and group: the mean, then Σ(x − mean)², two passes
+//             for accuracy), gn_apply (a thread per value)
+//   backward: gn_backward_sums (a workgroup per image and group: Σ dy·γ and Σ dy·γ·x̂),
+//             gn_input_grad (a thread per value), gn_param_grad (a workgroup per channel)
+// Every sum is a fixed tree over 256 threads, so results are reproducible bit for bit. Each entry
+// point binds 0..k contiguously; variables of one type at one binding are shared between them.
+
+struct GnParams {
+    batch: u32,
+    channels: u32,
+    groups: u32,
+    plane: u32,
+    eps: f32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+// gn_stats: x, stats (written), params.
+@group(0) @binding(0) var<storage, read> gn_x: array<f32>;
+@group(0) @binding(1) var<storage, read_write> gn_stats_out: array<f32>; // [B·G, 2]: mean, rstd
+@group(0) @binding(2) var<uniform> gn_p2: GnParams;
+// gn_apply and gn_backward_sums: x, stats, γ, β (apply) or dy (sums), y or the sums, params.
+@group(0) @binding(1) var<storage, read> gn_st: array<f32>;
+@group(0) @binding(2) var<storage, read> gn_gamma: array<f32>;
+@group(0) @binding(3) var<storage, read> gn_in3: array<f32>;
+@group(0) @binding(4) var<storage, read_write> gn_out4: array<f32>;
+@group(0) @binding(5) var<uniform> gn_p5: GnParams;
+// gn_input_grad: x, stats, γ, dy, the sums, dx, params.
+@group(0) @binding(4) var<storage, read> gn_sums: array<f32>;
+@group(0) @binding(5) var<storage, read_write> gn_dx: array<f32>;
+@group(0) @binding(6) var<uniform> gn_p6: GnParams;
+// gn_param_grad: x, stats, dy, [2, C] dγ | dβ, params.
+@group(0) @binding(2) var<storage, read> gn_dy2: array<f32>;
+@group(0) @binding(3) var<storage, read_write> gn_out3: array<f32>;
+@group(0) @binding(4) var<uniform> gn_p4: GnParams;
+
+fn gn_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return gid.x + gid.y * nwg.x * 256u;
+}
+
+// Image b's group of value i (NCHW index) and its channel.
+fn gn_group_of(p: GnParams, i: u32) -> vec2<u32> {
+    let c = (i / p.plane) % p.channels;
+    let b = i / (p.plane * p.channels);
+    return vec2<u32>(b * p.groups + c / (p.channels / p.groups), c);
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn gn_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let p = gn_p2;
+    let bg = wid.x;
+    let n = (p.channels / p.groups) * p.plane;
+    let base = bg * n;
+    var s = 0.0;
+    for (var j = t; j < n; j += 256u) {
+        s += gn_x[base + j];
+    }
+    let mean = workgroup_sum(t, s) / f32(n);
+    var q = 0.0;
+    for (var j = t; j < n; j += 256u) {
+        let d = gn_x[base + j] - mean;
+        q += d * d;
+    }
+    let var_ = workgroup_sum(t, q) / f32(n);
+    if (t == 0u) {
+        gn_stats_out[2u * bg] = mean;
+        gn_stats_out[2u * bg + 1u] = inverseSqrt(var_ + p.eps);
+    }
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn gn_apply(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let p = gn_p5;
+    let i = gn_index(gid, nwg);
+    if (i >= p.batch * p.channels * p.plane) {
+        return;
+    }
+    let g = gn_group_of(p, i);
+    let xhat = (gn_x[i] - gn_st[2u * g.x]) * gn_st[2u * g.x + 1u];
+    gn_out4[i] = xhat * gn_gamma[g.y] + gn_in3[g.y];
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn gn_backward_sums(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let p = gn_p5;
+    let bg = wid.x;
+    let cpg = p.channels / p.groups;
+    let n = cpg * p.plane;
+    let base = bg * n;
+    let c0 = (bg % p.groups) * cpg;
+    let mean = gn_st[2u * bg];
+    let rstd = gn_st[2u * bg + 1u];
+    var s1 = 0.0;
+    var s2 = 0.0;
+    for (var j = t; j < n; j += 256u) {
+        let g = gn_in3[base + j] * gn_gamma[c0 + j / p.plane];
+        s1 += g;
+        s2 += g * (gn_x[base + j] - mean) * rstd;
+    }
+    let sum1 = workgroup_sum(t, s1);
+    let sum2 = workgroup_sum(t, s2);
+    if (t == 0u) {
+        gn_out4[2u * bg] = sum1;
+        gn_out4[2u * bg + 1u] = sum2;
+    }
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn gn_input_grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let p = gn_p6;
+    let i = gn_index(gid, nwg);
+    if (i >= p.batch * p.channels * p.plane) {
+        return;
+    }
+    let g = gn_group_of(p, i);
+    let n = f32((p.channels / p.groups) * p.plane);
+    let rstd = gn_st[2u * g.x + 1u];
+    let xhat = (gn_x[i] - gn_st[2u * g.x]) * rstd;
+    let dyg = gn_in3[i] * gn_gamma[g.y];
+    gn_dx[i] = rstd * (dyg - gn_sums[2u * g.x] / n - xhat * gn_sums[2u * g.x + 1u] / n);
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn gn_param_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let p = gn_p4;
+    let c = wid.x;
+    var sg = 0.0;
+    var sb = 0.0;
+    for (var j = t; j < p.batch * p.plane; j += 256u) {
+        let i = ((j / p.plane) * p.channels + c) * p.plane + j % p.plane;
+        let g = gn_group_of(p, i);
+        let xhat = (gn_x[i] - gn_st[2u * g.x]) * gn_st[2u * g.x + 1u];
+        sg += gn_dy2[i] * xhat;
+        sb += gn_dy2[i];
+    }
+    let dgamma = workgroup_sum(t, sg);
+    let dbeta = workgroup_sum(t, sb);
+    if (t == 0u) {
+        gn_out3[c] = dgamma;
+        gn_out3[p.channels + c] = dbeta;
+    }
+}

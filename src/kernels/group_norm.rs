@@ -1,0 +1,168 @@
+//! GroupNorm — launchers for `shaders/group_norm.wgsl` (PyTorch's `nn.GroupNorm` with its affine
+//! scale γ and shift β, over NCHW tensors [`GroupNormShape`]). [`forward`] computes each image's
+//! and group's statistics and then the output; [`backward`] the input gradient and the
+//! parameters' from the output's gradient and those statistics.
+
+use super::{Bind, Dispatch, dispatch, grid_1d, uniform};
+use crate::error::{Error, Result};
+use crate::gpu::{GpuContext, GpuTensor, Shader};
+pub use crate::ops::GroupNormShape;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct GnParams {
+    batch: u32,
+    channels: u32,
+    groups: u32,
+    plane: u32,
+    eps: f32,
+    _pad: [u32; 3],
+}
+
+impl GroupNormShape {
+    fn params(&self) -> Result<GnParams> {
+        let bad = |why: String| Err(Error::shape("group_norm", format!("{self:?}: {why}")));
+        if self.groups == 0 || self.channels == 0 || self.plane == 0 || self.batch == 0 {
+            return bad("an empty dimension".into());
+        }
+        if !self.channels.is_multiple_of(self.groups) {
+            return bad(format!(
+                "{} channels do not split into {} groups",
+                self.channels, self.groups
+            ));
+        }
+        if self.len() > u32::MAX as usize {
+            return bad("more than 2^32 values".into());
+        }
+        if !(self.eps.is_finite() && self.eps > 0.0) {
+            return bad("eps must be a positive number".into());
+        }
+        Ok(GnParams {
+            batch: self.batch as u32,
+            channels: self.channels as u32,
+            groups: self.groups as u32,
+            plane: self.plane as u32,
+            eps: self.eps,
+            _pad: [0; 3],
+        })
+    }
+}
+
+fn check_len(name: &str, t: &GpuTensor, want: usize) -> Result<()> {
+    if t.len() != want {
+        return Err(Error::shape(
+            "group_norm",
+            format!(
+                "{name} {:?} holds {} values; the shape needs {want}",
+                t.shape,
+                t.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn launch(
+    ctx: &GpuContext,
+    entry: &'static str,
+    s: &GroupNormShape,
+    tensors: &[&GpuTensor],
+    grid: [u32; 3],
+) -> Result<Dispatch> {
+    let params = uniform(ctx, "group norm params", &s.params()?);
+    let mut binds: Vec<Bind<'_>> = tensors.iter().map(|t| Bind::Tensor(t)).collect();
+    binds.push(Bind::Buffer(&params));
+    dispatch(ctx, entry, Shader::GROUP_NORM, entry, &[], &binds, grid)
+}
+
+/// `y = (x − mean)·rstd·γ + β`: the statistics of every image and group into `stats`
+/// (`[B·G, 2]`: mean, rstd, kept for the backward), then the output.
+pub fn forward(
+    ctx: &GpuContext,
+    s: &GroupNormShape,
+    x: &GpuTensor,
+    gamma: &GpuTensor,
+    beta: &GpuTensor,
+    stats: &GpuTensor,
+    y: &GpuTensor,
+) -> Result<Vec<Dispatch>> {
+    s.params()?;
+    for (name, t, len) in [
+        ("x", x, s.len()),
+        ("y", y, s.len()),
+        ("γ", gamma, s.channels),
+        ("β", beta, s.channels),
+        ("stats", stats, 2 * s.stats_rows()),
+    ] {
+        check_len(name, t, len)?;
+    }
+    let groups = [s.stats_rows() as u32, 1, 1];
+    Ok(vec![
+        launch(ctx, "gn_stats", s, &[x, stats], groups)?,
+        launch(
+            ctx,
+            "gn_apply",
+            s,
+            &[x, stats, gamma, beta, y],
+            grid_1d(s.len()),
+        )?,
+    ])
+}
+
+/// From the output's gradient `dy`: the input gradient `dx`, and `dγ | dβ` into `dgb` (`[2, C]`),
+/// with `sums` (`[B·G, 2]`) as scratch for each group's Σ dy·γ and Σ dy·γ·x̂.
+#[allow(clippy::too_many_arguments)]
+pub fn backward(
+    ctx: &GpuContext,
+    s: &GroupNormShape,
+    dy: &GpuTensor,
+    x: &GpuTensor,
+    gamma: &GpuTensor,
+    stats: &GpuTensor,
+    sums: &GpuTensor,
+    dx: &GpuTensor,
+    dgb: &GpuTensor,
+) -> Result<Vec<Dispatch>> {
+    s.params()?;
+    for (name, t, len) in [
+        ("dy", dy, s.len()),
+        ("x", x, s.len()),
+        ("dx", dx, s.len()),
+        ("γ", gamma, s.channels),
+        ("stats", stats, 2 * s.stats_rows()),
+        ("sums", sums, 2 * s.stats_rows()),
+        ("dγ | dβ", dgb, 2 * s.channels),
+    ] {
+        check_len(name, t, len)?;
+    }
+    let groups = [s.stats_rows() as u32, 1, 1];
+    Ok(vec![
+        launch(
+            ctx,
+            "gn_backward_sums",
+            s,
+            &[x, stats, gamma, dy, sums],
+            groups,
+        )?,
+        launch(
+            ctx,
+            "gn_input_grad",
+            s,
+            &[x, stats, gamma, dy, sums, dx],
+            grid_1d(s.len()),
+        )?,
+        launch(
+            ctx,
+            "gn_param_grad",
+            s,
+            &[x, stats, dy, dgb],
+            [s.channels as u32, 1, 1],
+        )?,
+    ])
+}
+
+/// This module's uniform structs, as `kernels::contracts` checks them against `Shader::GROUP_NORM`.
+#[cfg(test)]
+pub(crate) const UNIFORMS: &[crate::kernels::UniformLayout] = &[uniform_layout!(
+    GnParams, batch, channels, groups, plane, eps
+)];
