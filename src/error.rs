@@ -112,3 +112,13 @@ pub fn warn(args: std::fmt::Arguments<'_>) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr().lock(), "warning: {args}");
 }
+
+/// A number as a message shows it: in exponent form when it is huge or tiny (`1e300`, `1e-50`,
+/// not 300 digits), as written otherwise.
+pub(crate) fn number(v: f64) -> String {
+    if v != 0.0 && v.is_finite() && !(1e-4..1e7).contains(&v.abs()) {
+        format!("{v:e}")
+    } else {
+        v.to_string()
+    }
+}

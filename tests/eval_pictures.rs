@@ -9,7 +9,7 @@ use common::{assert_close, ctx};
 use vae_wgpu::cpu::model::CpuVae;
 use vae_wgpu::cpu::ops;
 use vae_wgpu::data::{ImageSet, Split};
-use vae_wgpu::model::eval::evaluate_pass;
+use vae_wgpu::model::eval::{evaluate, evaluate_pass};
 use vae_wgpu::model::{GpuDataset, GpuVae, Likelihood, ParamLayout, VaeConfig};
 use vae_wgpu::viz::pictures::{PictureSet, write_pictures};
 use vae_wgpu::viz::{LossHistory, tsne_2d};
@@ -115,6 +115,45 @@ fn decode_png(path: &Path) -> (u32, u32, png::ColorType, Vec<u8>) {
 fn spread(px: &[u8]) -> f64 {
     let mean = px.iter().map(|&v| v as f64).sum::<f64>() / px.len() as f64;
     (px.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / px.len() as f64).sqrt()
+}
+
+// A stop (Ctrl-C) as evaluate's progress callback reports it: one that arrives at the end of a
+// pass leaves that pass whole and stops before the next one, saying so with the passes done and
+// their numbers (it said "stopped after 40 of 40 images"); one inside a pass names the pass and
+// how far it went.
+#[test]
+fn a_stopped_evaluation_says_which_pass_and_what_was_done() {
+    let ctx = ctx();
+    let n = 40;
+    let data = GpuDataset::upload(ctx, "test", &test_subset(n)).unwrap();
+    let cfg = VaeConfig::mirrored(784, &[32], 4);
+    let params = ParamLayout::new(&cfg).init(5);
+    let run = |stop_at: &dyn Fn(&str, usize) -> bool| {
+        let mut stopped = false;
+        let mut progress = |name: &str, done: usize, _all: usize| {
+            stopped |= stop_at(name, done);
+            !stopped
+        };
+        match evaluate(ctx, &cfg, &params, &data, 3, 1000, 0, &mut progress) {
+            Err(vae_wgpu::Error::Interrupted(what)) => what,
+            other => panic!("not interrupted: {:?}", other.map(|r| r.images)),
+        }
+    };
+    let at_end = run(&|name, done| name == "-ELBO, 1 sample" && done == n);
+    assert!(
+        at_end.starts_with(
+            "evaluation stopped before the '-ELBO, N samples' pass (done: -ELBO, 1 sample "
+        ),
+        "{at_end}"
+    );
+    // The IWAE pass with k = 1000 takes 12 images a step (`eval_batch`): a stop after its first
+    // step is inside it.
+    let inside = run(&|name, done| name == "IWAE bound" && done > 0 && done < n);
+    assert!(
+        inside.starts_with("evaluation stopped in the 'IWAE bound' pass after 12 of 40 images (done: -ELBO, 1 sample "),
+        "{inside}"
+    );
+    assert!(inside.contains(", -ELBO, N samples "), "{inside}");
 }
 
 #[test]

@@ -210,6 +210,11 @@ fn bad_objective_values_are_refused_before_gpu_work_naming_the_flag() {
             &["--likelihood", "gaussian", "--sigma", "1e-30"][..],
             &["--sigma", "from 1e-6 to 1e6"][..],
         ),
+        // Past f32's range: reported as given, not as the 0 it would round to.
+        (
+            &["--likelihood", "gaussian", "--sigma", "1e-50"][..],
+            &["--sigma", "got 1e-50"][..],
+        ),
         (
             &["--beta", "1e300"][..],
             &["--beta", "from 0 to 1e6", "got 1e300"][..],

@@ -100,9 +100,9 @@ pub struct ModelArgs {
     /// a learned σ unless --sigma) [default: bernoulli, or the checkpoint's].
     #[arg(long)]
     pub likelihood: Option<String>,
-    /// A Gaussian decoder's fixed σ (> 0) instead of a learned one.
+    /// A Gaussian decoder's fixed σ (1e-6 to 1e6) instead of a learned one.
     #[arg(long)]
-    pub sigma: Option<f32>,
+    pub sigma: Option<f64>,
     /// The KL term's weight β in the objective recon + β·KL (β-VAE); printed losses stay the
     /// unweighted -ELBO [default: 1, or the checkpoint's].
     #[arg(long)]
@@ -129,9 +129,24 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
+    /// `--sigma` as the f32 the model holds, checked as given: a value past f32's range would
+    /// otherwise round to 0 or infinity and be reported as that.
+    fn sigma(&self) -> crate::Result<Option<f32>> {
+        match self.sigma {
+            Some(s) if !(s.is_finite() && (1e-6..=1e6).contains(&s)) => Err(crate::Error::setting(
+                "sigma",
+                format!(
+                    "must be a number from 1e-6 to 1e6 (values lie in [0, 1]), got {}",
+                    crate::error::number(s)
+                ),
+            )),
+            s => Ok(s.map(|s| s as f32)),
+        }
+    }
+
     /// `--likelihood` with `--sigma`, if given.
     fn likelihood(&self) -> crate::Result<Option<crate::model::Likelihood>> {
-        match (&self.likelihood, self.sigma) {
+        match (&self.likelihood, self.sigma()?) {
             (None, None) => Ok(None),
             (None, Some(s)) => crate::model::Likelihood::parse("bernoulli", Some(s)).map(Some),
             (Some(name), sigma) => crate::model::Likelihood::parse(name, sigma).map(Some),
@@ -253,7 +268,10 @@ impl ModelArgs {
             cfg.activation = a.0;
         }
         // --sigma alone speaks of the checkpoint's likelihood, not of the default one.
-        let given = match (&self.likelihood, self.sigma) {
+        let given = match (
+            &self.likelihood,
+            self.sigma().map_err(|e| setting_message(&e))?,
+        ) {
             (None, Some(s)) => Some(
                 crate::model::Likelihood::parse(c.likelihood.name(), Some(s))
                     .map_err(|e| setting_message(&e))?,

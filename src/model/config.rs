@@ -250,10 +250,7 @@ impl VaeConfig {
                 "beta",
                 format!(
                     "the KL weight must be a number from 0 to 1e6, got {}",
-                    match self.beta.abs() >= 1e7 {
-                        true => format!("{:e}", self.beta),
-                        false => self.beta.to_string(),
-                    }
+                    crate::error::number(self.beta)
                 ),
             ));
         }

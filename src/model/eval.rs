@@ -104,10 +104,12 @@ pub(crate) fn run_pass(
             && (step + 1 - done >= every || step + 1 == steps)
         {
             ctx.wait_idle("an evaluation pass")?;
-            if !report(((step + 1) * plan.batch).min(data.len), data.len) {
+            let images = ((step + 1) * plan.batch).min(data.len);
+            // A stop at the pass's last step leaves the pass whole: its result stands, and the
+            // caller stops before the next one.
+            if !report(images, data.len) && step + 1 < steps {
                 return Err(Error::Interrupted(format!(
-                    "evaluation stopped after {} of {} images",
-                    (step + 1) * plan.batch,
+                    "after {images} of {} images",
                     data.len
                 )));
             }
@@ -170,16 +172,35 @@ pub fn evaluate(
             "evaluation sample counts must be at least 1".into(),
         ));
     }
+    // The passes done so far, for the message of a stop.
+    let mut done: Vec<String> = Vec::new();
     let mut pass = |samples: usize, with_iwae: bool, name: &str| -> Result<PassResult> {
+        let stopped = |what: String, done: &[String]| {
+            let results = match done.is_empty() {
+                true => String::new(),
+                false => format!(" (done: {})", done.join(", ")),
+            };
+            Error::Interrupted(format!("evaluation stopped {what}{results}"))
+        };
+        if !progress(name, 0, data.len) {
+            return Err(stopped(format!("before the '{name}' pass"), &done));
+        }
         let c = cfg.for_inference(samples);
         let mut vae = GpuVae::from_params(ctx, c, eval_batch(samples, data.len), seed, params)?;
-        evaluate_pass(
+        let r = evaluate_pass(
             ctx,
             &mut vae,
             data,
             with_iwae,
-            Some(&mut |done, all| progress(name, done, all)),
+            Some(&mut |d, all| progress(name, d, all)),
         )
+        .map_err(|e| match e {
+            Error::Interrupted(what) => stopped(format!("in the '{name}' pass {what}"), &done),
+            e => e,
+        })?;
+        let value = r.iwae_nll.unwrap_or(r.neg_elbo);
+        done.push(format!("{name} {value:.2}"));
+        Ok(r)
     };
     Ok(EvalReport {
         images: data.len,
