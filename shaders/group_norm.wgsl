@@ -2,17 +2,19 @@
 // GroupNorm (PyTorch's nn.GroupNorm, diffusers' norms) over NCHW tensors [B, C, H·W]: for image b
 // and group g of C/G channels, the n = (C/G)·H·W values x of the group (contiguous in NCHW) give
 //   mean, rstd = 1/sqrt(var + eps)   (var the biased variance, as PyTorch's)
-//   x̂ = (x − mean)·rstd,   y = x̂·γ[c] + β[c]
-// and the backward, from the output's gradient dy:
-//   dx    = rstd·(dy·γ − Σ(dy·γ)/n − x̂·Σ(dy·γ·x̂)/n)      (sums over the group)
-//   dγ[c] = Σ_{b, pixel} dy·x̂,   dβ[c] = Σ_{b, pixel} dy
+//   x̂ = (x − mean)·rstd,   a = x̂·γ[c] + β[c],   y = a, or with SILU y = a·σ(a) (diffusers' norm
+//   then SiLU, fused: the backward recomputes a from x, so nothing more is kept)
+// and the backward, from the output's gradient dy, with g = dy·silu′(a) (or dy):
+//   dx    = rstd·(g·γ − Σ(g·γ)/n − x̂·Σ(g·γ·x̂)/n)      (sums over the group)
+//   dγ[c] = Σ_{b, pixel} g·x̂,   dβ[c] = Σ_{b, pixel} g
 // Entry points, in the order a pass runs them:
 //   forward:  gn_stats (a workgroup per image and group: the mean, then Σ(x − mean)², two passes
 //             for accuracy), gn_apply (a thread per value)
-//   backward: gn_backward_sums (a workgroup per image and group: Σ dy·γ and Σ dy·γ·x̂),
+//   backward: gn_backward_sums (a workgroup per image and group: Σ g·γ and Σ g·γ·x̂),
 //             gn_input_grad (a thread per value), gn_param_grad (a workgroup per channel)
 // Every sum is a fixed tree over 256 threads, so results are reproducible bit for bit. Each entry
-// point binds 0..k contiguously; variables of one type at one binding are shared between them.
+// point binds 0..k contiguously (x, the statistics, γ, β, then its own); variables of one type
+// at one binding are shared between them.
 
 struct GnParams {
     batch: u32,
@@ -25,24 +27,28 @@ struct GnParams {
     _pad2: u32,
 }
 
-// gn_stats: x, stats (written), params.
+override SILU: bool = false;
+
 @group(0) @binding(0) var<storage, read> gn_x: array<f32>;
+// gn_stats: x, the statistics (written), params.
 @group(0) @binding(1) var<storage, read_write> gn_stats_out: array<f32>; // [B·G, 2]: mean, rstd
 @group(0) @binding(2) var<uniform> gn_p2: GnParams;
-// gn_apply and gn_backward_sums: x, stats, γ, β (apply) or dy (sums), y or the sums, params.
+// The others: x, the statistics, γ, β, then
+//   gn_apply          y (written), params
+//   gn_backward_sums  dy, the sums (written, [B·G, 2]), params
+//   gn_input_grad     dy, the sums, dx (written), params
+//   gn_param_grad     dy, dγ | dβ (written, [2, C]), params
 @group(0) @binding(1) var<storage, read> gn_st: array<f32>;
 @group(0) @binding(2) var<storage, read> gn_gamma: array<f32>;
-@group(0) @binding(3) var<storage, read> gn_in3: array<f32>;
-@group(0) @binding(4) var<storage, read_write> gn_out4: array<f32>;
+@group(0) @binding(3) var<storage, read> gn_beta: array<f32>;
+@group(0) @binding(4) var<storage, read_write> gn_y: array<f32>;
+@group(0) @binding(4) var<storage, read> gn_dy: array<f32>;
 @group(0) @binding(5) var<uniform> gn_p5: GnParams;
-// gn_input_grad: x, stats, γ, dy, the sums, dx, params.
-@group(0) @binding(4) var<storage, read> gn_sums: array<f32>;
-@group(0) @binding(5) var<storage, read_write> gn_dx: array<f32>;
+@group(0) @binding(5) var<storage, read_write> gn_out5: array<f32>;
+@group(0) @binding(5) var<storage, read> gn_sums: array<f32>;
 @group(0) @binding(6) var<uniform> gn_p6: GnParams;
-// gn_param_grad: x, stats, dy, [2, C] dγ | dβ, params.
-@group(0) @binding(2) var<storage, read> gn_dy2: array<f32>;
-@group(0) @binding(3) var<storage, read_write> gn_out3: array<f32>;
-@group(0) @binding(4) var<uniform> gn_p4: GnParams;
+@group(0) @binding(6) var<storage, read_write> gn_dx: array<f32>;
+@group(0) @binding(7) var<uniform> gn_p7: GnParams;
 
 fn gn_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * 256u;
@@ -53,6 +59,23 @@ fn gn_group_of(p: GnParams, i: u32) -> vec2<u32> {
     let c = (i / p.plane) % p.channels;
     let b = i / (p.plane * p.channels);
     return vec2<u32>(b * p.groups + c / (p.channels / p.groups), c);
+}
+
+// x̂ of value i of group bg.
+fn gn_xhat(i: u32, bg: u32) -> f32 {
+    return (gn_x[i] - gn_st[2u * bg]) * gn_st[2u * bg + 1u];
+}
+
+// The output's gradient dy of value i (channel c, normalised x̂) taken back through SiLU: the
+// pre-activation a = x̂·γ + β recomputed.
+fn gn_grad(i: u32, c: u32, xhat: f32) -> f32 {
+    let dy = gn_dy[i];
+    if (SILU) {
+        let a = xhat * gn_gamma[c] + gn_beta[c];
+        let s = sigmoid(a);
+        return dy * s * (1.0 + a * (1.0 - s));
+    }
+    return dy;
 }
 
 @compute @workgroup_size(256, 1, 1)
@@ -86,67 +109,71 @@ fn gn_apply(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
         return;
     }
     let g = gn_group_of(p, i);
-    let xhat = (gn_x[i] - gn_st[2u * g.x]) * gn_st[2u * g.x + 1u];
-    gn_out4[i] = xhat * gn_gamma[g.y] + gn_in3[g.y];
+    let a = gn_xhat(i, g.x) * gn_gamma[g.y] + gn_beta[g.y];
+    if (SILU) {
+        gn_y[i] = a * sigmoid(a);
+    } else {
+        gn_y[i] = a;
+    }
 }
 
 @compute @workgroup_size(256, 1, 1)
 fn gn_backward_sums(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let p = gn_p5;
+    let p = gn_p6;
     let bg = wid.x;
     let cpg = p.channels / p.groups;
     let n = cpg * p.plane;
     let base = bg * n;
     let c0 = (bg % p.groups) * cpg;
-    let mean = gn_st[2u * bg];
-    let rstd = gn_st[2u * bg + 1u];
     var s1 = 0.0;
     var s2 = 0.0;
     for (var j = t; j < n; j += 256u) {
-        let g = gn_in3[base + j] * gn_gamma[c0 + j / p.plane];
+        let c = c0 + j / p.plane;
+        let xhat = gn_xhat(base + j, bg);
+        let g = gn_grad(base + j, c, xhat) * gn_gamma[c];
         s1 += g;
-        s2 += g * (gn_x[base + j] - mean) * rstd;
+        s2 += g * xhat;
     }
     let sum1 = workgroup_sum(t, s1);
     let sum2 = workgroup_sum(t, s2);
     if (t == 0u) {
-        gn_out4[2u * bg] = sum1;
-        gn_out4[2u * bg + 1u] = sum2;
+        gn_out5[2u * bg] = sum1;
+        gn_out5[2u * bg + 1u] = sum2;
     }
 }
 
 @compute @workgroup_size(256, 1, 1)
 fn gn_input_grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let p = gn_p6;
+    let p = gn_p7;
     let i = gn_index(gid, nwg);
     if (i >= p.batch * p.channels * p.plane) {
         return;
     }
     let g = gn_group_of(p, i);
     let n = f32((p.channels / p.groups) * p.plane);
+    let xhat = gn_xhat(i, g.x);
+    let gg = gn_grad(i, g.y, xhat) * gn_gamma[g.y];
     let rstd = gn_st[2u * g.x + 1u];
-    let xhat = (gn_x[i] - gn_st[2u * g.x]) * rstd;
-    let dyg = gn_in3[i] * gn_gamma[g.y];
-    gn_dx[i] = rstd * (dyg - gn_sums[2u * g.x] / n - xhat * gn_sums[2u * g.x + 1u] / n);
+    gn_dx[i] = rstd * (gg - gn_sums[2u * g.x] / n - xhat * gn_sums[2u * g.x + 1u] / n);
 }
 
 @compute @workgroup_size(256, 1, 1)
 fn gn_param_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let p = gn_p4;
+    let p = gn_p6;
     let c = wid.x;
     var sg = 0.0;
     var sb = 0.0;
     for (var j = t; j < p.batch * p.plane; j += 256u) {
         let i = ((j / p.plane) * p.channels + c) * p.plane + j % p.plane;
-        let g = gn_group_of(p, i);
-        let xhat = (gn_x[i] - gn_st[2u * g.x]) * gn_st[2u * g.x + 1u];
-        sg += gn_dy2[i] * xhat;
-        sb += gn_dy2[i];
+        let xhat = gn_xhat(i, gn_group_of(p, i).x);
+        let g = gn_grad(i, c, xhat);
+        sg += g * xhat;
+        sb += g;
     }
     let dgamma = workgroup_sum(t, sg);
     let dbeta = workgroup_sum(t, sb);
     if (t == 0u) {
-        gn_out3[c] = dgamma;
-        gn_out3[p.channels + c] = dbeta;
+        gn_out5[c] = dgamma;
+        gn_out5[p.channels + c] = dbeta;
     }
 }

@@ -1,7 +1,8 @@
 //! GroupNorm (`shaders/group_norm.wgsl`, launchers in `src/kernels/group_norm.rs`): the f64 CPU
 //! twin (`cpu::ops::group_norm_forward`, `group_norm_backward`) against PyTorch's own
 //! `nn.GroupNorm` and autograd (`scripts/torch_group_norm.py`: a group per channel, one group,
-//! diffusers' 32 groups of 4 channels at eps 1e-6, ragged sides, inputs of mean 50), then the GPU
+//! diffusers' 32 groups of 4 channels at eps 1e-6, ragged sides, inputs of mean 50; GroupNorm then
+//! SiLU, fused, as diffusers' blocks use it), then the GPU
 //! kernels against the twin on the same cases: the output, the statistics, the input gradient and
 //! the parameters' gradients. Bad shapes are errors, not panics.
 
@@ -17,6 +18,8 @@ use vae_wgpu::kernels::{self, group_norm, group_norm::GroupNormShape};
 
 struct Case {
     shape: GroupNormShape,
+    /// y = silu(groupnorm(x)).
+    silu: bool,
     x: Vec<f32>,
     gamma: Vec<f32>,
     beta: Vec<f32>,
@@ -66,6 +69,7 @@ fn cases() -> Vec<Case> {
                     plane: shape[2] * shape[3],
                     eps: meta[&format!("{p}.eps")].parse().unwrap(),
                 },
+                silu: meta[&format!("{p}.silu")] == "1",
                 x,
                 gamma: f32s(&format!("{p}.gamma")).0,
                 beta: f32s(&format!("{p}.beta")).0,
@@ -85,8 +89,10 @@ type Twin = (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>);
 
 fn twin(c: &Case) -> Twin {
     let (x, gamma) = (f64s(&c.x), f64s(&c.gamma));
-    let (y, stats) = cpu::group_norm_forward(&c.shape, &x, &gamma, &f64s(&c.beta));
-    let (dx, dg, db) = cpu::group_norm_backward(&c.shape, &f64s(&c.dy), &x, &gamma, &stats);
+    let beta = f64s(&c.beta);
+    let (y, stats) = cpu::group_norm_forward(&c.shape, c.silu, &x, &gamma, &beta);
+    let (dx, dg, db) =
+        cpu::group_norm_backward(&c.shape, c.silu, &f64s(&c.dy), &x, (&gamma, &beta), &stats);
     (y, stats, dx, dg, db)
 }
 
@@ -138,17 +144,26 @@ backend_test!(group_norm_kernels_match_cpu, |ctx| {
             zeros("dx", s.len()),
             zeros("dγ | dβ", 2 * s.channels),
         );
-        let mut d = group_norm::forward(ctx, &s, &x_g, &gamma_g, &beta_g, &stats_g, &y_g).unwrap();
+        let silu = c.silu;
+        let mut d =
+            group_norm::forward(ctx, &s, silu, &x_g, &gamma_g, &beta_g, &stats_g, &y_g).unwrap();
+        let params = (&gamma_g, &beta_g);
         d.extend(
             group_norm::backward(
-                ctx, &s, &dy_g, &x_g, &gamma_g, &stats_g, &sums_g, &dx_g, &dgb_g,
+                ctx, &s, silu, &dy_g, &x_g, params, &stats_g, &sums_g, &dx_g, &dgb_g,
             )
             .unwrap(),
         );
         let refs: Vec<&kernels::Dispatch> = d.iter().collect();
         kernels::run(ctx, &refs).unwrap();
         let read = |t| ctx.read_f32(t).unwrap();
-        let name = |what: &str| format!("{} case {i} {s:?} {what}", ctx.adapter.backend.to_str());
+        let name = |what: &str| {
+            let act = if silu { " + SiLU" } else { "" };
+            format!(
+                "{} case {i} {s:?}{act} {what}",
+                ctx.adapter.backend.to_str()
+            )
+        };
         // f32 sums of n = (C/G)·H·W terms (at most 512 here) in a tree: each statistic within a
         // few ulps of its magnitude; x̂ then carries the mean's absolute error over σ (the
         // mean-50 case: 50·2⁻²⁴·√n relative to σ ≈ 2). Tolerances: 1e-5 of the largest value for
@@ -180,7 +195,7 @@ backend_test!(group_norm_bad_shapes_are_errors, |ctx| {
     let t = ctx.zeros("t", &[s.len()], DType::F32).unwrap();
     let c = ctx.zeros("c", &[6], DType::F32).unwrap();
     let st = ctx.zeros("st", &[16], DType::F32).unwrap();
-    let err = group_norm::forward(ctx, &s, &t, &c, &c, &st, &t)
+    let err = group_norm::forward(ctx, &s, false, &t, &c, &c, &st, &t)
         .err()
         .expect("6 channels, 4 groups");
     assert!(
@@ -188,7 +203,7 @@ backend_test!(group_norm_bad_shapes_are_errors, |ctx| {
         "{err}"
     );
     let ok = GroupNormShape { groups: 3, ..s };
-    let err = group_norm::forward(ctx, &ok, &t, &c, &c, &st, &t)
+    let err = group_norm::forward(ctx, &ok, false, &t, &c, &c, &st, &t)
         .err()
         .expect("16 stats for 6");
     assert!(err.to_string().contains("stats"), "{err}");

@@ -560,10 +560,12 @@ pub fn conv_epilogue(
 
 // ---- group_norm.wgsl ----------------------------------------------------------------------------
 
-/// `gn_stats` then `gn_apply`: y = (x − mean)·rstd·γ[c] + β[c] per image and group, with the
-/// statistics `[B·G, 2]` (mean, rstd = 1/√(biased var + eps)) the backward reads.
+/// `gn_stats` then `gn_apply`: y = (x − mean)·rstd·γ[c] + β[c] per image and group (then SiLU
+/// with `silu`), with the statistics `[B·G, 2]` (mean, rstd = 1/√(biased var + eps)) the
+/// backward reads.
 pub fn group_norm_forward(
     s: &GroupNormShape,
+    silu: bool,
     x: &[f64],
     gamma: &[f64],
     beta: &[f64],
@@ -578,19 +580,21 @@ pub fn group_norm_forward(
         stats.extend([mean, rstd]);
         for (j, v) in group.iter().enumerate() {
             let c = (bg % s.groups) * (s.channels / s.groups) + j / s.plane;
-            y[bg * n + j] = (v - mean) * rstd * gamma[c] + beta[c];
+            let a = (v - mean) * rstd * gamma[c] + beta[c];
+            y[bg * n + j] = if silu { a * sigmoid(a) } else { a };
         }
     }
     (y, stats)
 }
 
 /// `gn_backward_sums`, `gn_input_grad`, `gn_param_grad`: (dx, dγ, dβ) from the output's
-/// gradient `dy`, the input and the forward's statistics.
+/// gradient `dy` (through SiLU with `silu`), the input and the forward's statistics.
 pub fn group_norm_backward(
     s: &GroupNormShape,
+    silu: bool,
     dy: &[f64],
     x: &[f64],
-    gamma: &[f64],
+    (gamma, beta): (&[f64], &[f64]),
     stats: &[f64],
 ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     let n = s.group_len();
@@ -601,22 +605,31 @@ pub fn group_norm_backward(
     for bg in 0..s.stats_rows() {
         let (mean, rstd) = (stats[2 * bg], stats[2 * bg + 1]);
         let c0 = (bg % s.groups) * cpg;
+        // (index, channel, x̂, the gradient before the activation)
         let at = |j: usize| {
             let i = bg * n + j;
             let c = c0 + j / s.plane;
-            (i, c, (x[i] - mean) * rstd)
+            let xhat = (x[i] - mean) * rstd;
+            let g = if silu {
+                let a = xhat * gamma[c] + beta[c];
+                let sg = sigmoid(a);
+                dy[i] * sg * (1.0 + a * (1.0 - sg))
+            } else {
+                dy[i]
+            };
+            (i, c, xhat, g)
         };
         let (mut s1, mut s2) = (0.0, 0.0);
         for j in 0..n {
-            let (i, c, xhat) = at(j);
-            s1 += dy[i] * gamma[c];
-            s2 += dy[i] * gamma[c] * xhat;
-            dgamma[c] += dy[i] * xhat;
-            dbeta[c] += dy[i];
+            let (_, c, xhat, g) = at(j);
+            s1 += g * gamma[c];
+            s2 += g * gamma[c] * xhat;
+            dgamma[c] += g * xhat;
+            dbeta[c] += g;
         }
         for j in 0..n {
-            let (i, c, xhat) = at(j);
-            dx[i] = rstd * (dy[i] * gamma[c] - s1 / n as f64 - xhat * s2 / n as f64);
+            let (i, c, xhat, g) = at(j);
+            dx[i] = rstd * (g * gamma[c] - s1 / n as f64 - xhat * s2 / n as f64);
         }
     }
     (dx, dgamma, dbeta)

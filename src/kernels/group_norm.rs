@@ -1,7 +1,8 @@
 //! GroupNorm — launchers for `shaders/group_norm.wgsl` (PyTorch's `nn.GroupNorm` with its affine
-//! scale γ and shift β, over NCHW tensors [`GroupNormShape`]). [`forward`] computes each image's
-//! and group's statistics and then the output; [`backward`] the input gradient and the
-//! parameters' from the output's gradient and those statistics.
+//! scale γ and shift β, over NCHW tensors [`GroupNormShape`]), with diffusers' SiLU after it
+//! fused when asked (`silu`). [`forward`] computes each image's and group's statistics and then
+//! the output; [`backward`] the input gradient and the parameters' from the output's gradient,
+//! the input and those statistics.
 
 use super::{Bind, Dispatch, dispatch, grid_1d, uniform};
 use crate::error::{Error, Result};
@@ -65,21 +66,32 @@ fn check_len(name: &str, t: &GpuTensor, want: usize) -> Result<()> {
 fn launch(
     ctx: &GpuContext,
     entry: &'static str,
-    s: &GroupNormShape,
+    (s, silu): (&GroupNormShape, bool),
     tensors: &[&GpuTensor],
     grid: [u32; 3],
 ) -> Result<Dispatch> {
     let params = uniform(ctx, "group norm params", &s.params()?);
     let mut binds: Vec<Bind<'_>> = tensors.iter().map(|t| Bind::Tensor(t)).collect();
     binds.push(Bind::Buffer(&params));
-    dispatch(ctx, entry, Shader::GROUP_NORM, entry, &[], &binds, grid)
+    let constants = [("SILU", silu as u32 as f64)];
+    dispatch(
+        ctx,
+        entry,
+        Shader::GROUP_NORM,
+        entry,
+        &constants,
+        &binds,
+        grid,
+    )
 }
 
-/// `y = (x − mean)·rstd·γ + β`: the statistics of every image and group into `stats`
-/// (`[B·G, 2]`: mean, rstd, kept for the backward), then the output.
+/// `y = (x − mean)·rstd·γ + β` (then SiLU with `silu`): the statistics of every image and group
+/// into `stats` (`[B·G, 2]`: mean, rstd, kept for the backward), then the output.
+#[allow(clippy::too_many_arguments)]
 pub fn forward(
     ctx: &GpuContext,
     s: &GroupNormShape,
+    silu: bool,
     x: &GpuTensor,
     gamma: &GpuTensor,
     beta: &GpuTensor,
@@ -97,27 +109,30 @@ pub fn forward(
         check_len(name, t, len)?;
     }
     let groups = [s.stats_rows() as u32, 1, 1];
+    let k = (s, silu);
     Ok(vec![
-        launch(ctx, "gn_stats", s, &[x, stats], groups)?,
+        launch(ctx, "gn_stats", k, &[x, stats], groups)?,
         launch(
             ctx,
             "gn_apply",
-            s,
+            k,
             &[x, stats, gamma, beta, y],
             grid_1d(s.len()),
         )?,
     ])
 }
 
-/// From the output's gradient `dy`: the input gradient `dx`, and `dγ | dβ` into `dgb` (`[2, C]`),
-/// with `sums` (`[B·G, 2]`) as scratch for each group's Σ dy·γ and Σ dy·γ·x̂.
+/// From the output's gradient `dy` (through SiLU with `silu`, its input recomputed from `x`):
+/// the input gradient `dx`, and `dγ | dβ` into `dgb` (`[2, C]`), with `sums` (`[B·G, 2]`) as
+/// scratch for each group's Σ g·γ and Σ g·γ·x̂.
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     ctx: &GpuContext,
     s: &GroupNormShape,
+    silu: bool,
     dy: &GpuTensor,
     x: &GpuTensor,
-    gamma: &GpuTensor,
+    (gamma, beta): (&GpuTensor, &GpuTensor),
     stats: &GpuTensor,
     sums: &GpuTensor,
     dx: &GpuTensor,
@@ -129,6 +144,7 @@ pub fn backward(
         ("x", x, s.len()),
         ("dx", dx, s.len()),
         ("γ", gamma, s.channels),
+        ("β", beta, s.channels),
         ("stats", stats, 2 * s.stats_rows()),
         ("sums", sums, 2 * s.stats_rows()),
         ("dγ | dβ", dgb, 2 * s.channels),
@@ -136,26 +152,28 @@ pub fn backward(
         check_len(name, t, len)?;
     }
     let groups = [s.stats_rows() as u32, 1, 1];
+    let k = (s, silu);
+    let front = [x, stats, gamma, beta, dy];
     Ok(vec![
         launch(
             ctx,
             "gn_backward_sums",
-            s,
-            &[x, stats, gamma, dy, sums],
+            k,
+            &[&front[..], &[sums]].concat(),
             groups,
         )?,
         launch(
             ctx,
             "gn_input_grad",
-            s,
-            &[x, stats, gamma, dy, sums, dx],
+            k,
+            &[&front[..], &[sums, dx]].concat(),
             grid_1d(s.len()),
         )?,
         launch(
             ctx,
             "gn_param_grad",
-            s,
-            &[x, stats, dy, dgb],
+            k,
+            &[&front[..], &[dgb]].concat(),
             [s.channels as u32, 1, 1],
         )?,
     ])
