@@ -9,6 +9,11 @@ Per likelihood (torch.distributions, float64 on the f32 inputs): `<name>.nll` = 
 the Gaussian (N(sigmoid(l), exp(log_sigma)²)) also `gaussian.dlog_sigma`. The logits cover the
 continuous Bernoulli's unstable region around 0 (where PyTorch switches to a Taylor series), the
 targets exact 0s and 1s.
+
+And the continuous Bernoulli as PyTorch computes it in float32, the engine's definition (its
+clamp of λ to [ε, 1 − ε] bounds the normaliser): logits `cb32.logits` from −40 to 40, targets
+`cb32.x` exact 0s and 1s and some between; per element `cb32.nll` (−log_prob), `cb32.dlogits`
+(autograd), `cb32.mean`, all computed in float32.
 """
 import argparse
 
@@ -48,8 +53,19 @@ def main():
         out[f"{name}.mean"] = d.mean.detach().float()
         if name == "gaussian":
             out[f"{name}.dlog_sigma"] = s.grad.reshape(1).float()
+    # PyTorch's float32 continuous Bernoulli, per element, logits to ±40 on 0/1 targets.
+    m = 2048
+    l32 = torch.linspace(-40.0, 40.0, m, dtype=torch.float32)
+    x32 = (torch.arange(m) % 2).float()
+    x32[::7] = torch.rand(len(x32[::7]), generator=g)
+    l32g = l32.clone().requires_grad_(True)
+    d = ContinuousBernoulli(logits=l32g)
+    nll32 = -d.log_prob(x32)
+    nll32.sum().backward()
+    out.update({"cb32.logits": l32, "cb32.x": x32, "cb32.nll": nll32.detach(),
+                "cb32.dlogits": l32g.grad, "cb32.mean": d.mean.detach()})
     save_file({k: v.contiguous() for k, v in out.items()}, args.out)
-    print(f"wrote {args.out}: " + ", ".join(f"{k} {float(v[0]):.6g}" for k, v in out.items() if k.endswith("nll")))
+    print(f"wrote {args.out}: " + ", ".join(f"{k} {float(v[0]):.6g}" for k, v in out.items() if k.endswith(".nll")))
 
 
 if __name__ == "__main__":

@@ -82,13 +82,46 @@ fn cb_mean(l: f32) -> f32 {
     return 1.0 / (1.0 - exp(-l)) - 1.0 / l;
 }
 
+// PyTorch's ContinuousBernoulli in float32 clamps λ = σ(l) to [ε, 1 − ε] (ε = 2^-23, float32's
+// eps) inside its log-normaliser and its mean, so beyond the clamp the normaliser stops growing
+// (its gradient is 0) and the mean stops moving: on exact 0 and 1 pixels the exact density would
+// grow without bound as the logits run off, and training finds that. PyTorch's float32 σ(l)
+// reaches 1 − ε at l = ln(2^23 / 1.5) (CB_LIMIT_HIGH: 1 + e^-l rounds to 1 + ε there) and ε at
+// l = −logit(1 − ε) (CB_LIMIT_LOW). Between, both are the exact A(l) and mean(l) above; beyond,
+// −log p is softplus(l) − l·x − CB_LOG_NORM_CLAMPED (BCE minus log C(1 − ε)).
+const CB_LIMIT_HIGH: f32 = 15.53692;
+const CB_LIMIT_LOW: f32 = -15.942385;
+const CB_LOG_NORM_CLAMPED: f32 = 2.7689815;
+const CB_MEAN_CLAMPED_HIGH: f32 = 0.9372742;
+const CB_MEAN_CLAMPED_LOW: f32 = 0.06272575;
+
+fn cb_clamped(l: f32) -> bool {
+    return l > CB_LIMIT_HIGH || l < CB_LIMIT_LOW;
+}
+
+// The mean PyTorch's ContinuousBernoulli gives: mean(l), held beyond the clamp.
+fn cb_mean_clamped(l: f32) -> f32 {
+    if (l > CB_LIMIT_HIGH) {
+        return CB_MEAN_CLAMPED_HIGH;
+    }
+    if (l < CB_LIMIT_LOW) {
+        return CB_MEAN_CLAMPED_LOW;
+    }
+    return cb_mean(l);
+}
+
 // -log p(x | l) of one value and its gradient in the logit l, for likelihood `kind`:
 //   Bernoulli:            softplus(l) - l·x                              σ(l) - x
 //   continuous Bernoulli: A(l) - l·x                                     mean(l) - x
+//                         (clamped: softplus(l) - l·x - CB_LOG_NORM_CLAMPED, σ(l) - x)
 //   Gaussian:             ½((x - μ)/s)² + log s + ½log 2π, μ = σ(l)      (μ - x)·μ(1 - μ)/s²
 // with log s = `log_sigma` (the Gaussian's only). See src/model/likelihood.rs.
 fn recon_with_logits(kind: u32, l: f32, x: f32, log_sigma: f32) -> vec2<f32> {
     if (kind == LIKELIHOOD_CONTINUOUS_BERNOULLI) {
+        if (cb_clamped(l)) {
+            let b = bce_with_logits(l, x);
+            return vec2<f32>(b.x - CB_LOG_NORM_CLAMPED, b.y);
+        }
         return vec2<f32>(cb_log_partition(l) - l * x, cb_mean(l) - x);
     }
     if (kind == LIKELIHOOD_GAUSSIAN) {
@@ -109,7 +142,7 @@ fn gaussian_dlog_sigma(l: f32, x: f32, log_sigma: f32) -> f32 {
 // The likelihood's mean (what the pictures draw) from the logit.
 fn likelihood_mean_of(kind: u32, l: f32) -> f32 {
     if (kind == LIKELIHOOD_CONTINUOUS_BERNOULLI) {
-        return cb_mean(l);
+        return cb_mean_clamped(l);
     }
     return sigmoid(l);
 }

@@ -506,6 +506,78 @@ backend_test!(likelihoods_match_torch_distributions, |ctx| {
     }
 });
 
+// The continuous Bernoulli is what PyTorch's float32 `ContinuousBernoulli` computes
+// (scripts/torch_likelihoods.py's `cb32.*`: logits from −40 to 40 on exact 0 and 1 targets): its
+// clamp of λ = σ(l) to [ε, 1 − ε] holds the normaliser at |l| > logit(1 − ε) ≈ 15.94, so −log p
+// on a 0/1 pixel stops falling as the logit runs off (the exact density's grows without bound).
+// Per element, the CPU twin and the GPU kernel against PyTorch's f32 numbers. Tolerance: PyTorch
+// rounds λ = σ(l) to f32 first, so for l > 0 its 1 − λ carries up to 2⁻²³ absolute error (the
+// rounding and an ulp of σ's own), which its log-normaliser turns into up to 2⁻²³·(1 + eˡ)/l
+// (and its gradient likewise, up to the 1/l it keeps where σ(l) rounds to 1 − ε exactly,
+// 15.94 < l < 16.64); elsewhere a few ulps.
+backend_test!(continuous_bernoulli_is_pytorchs_float32_definition, |ctx| {
+    use vae_wgpu::cpu::ops;
+    use vae_wgpu::kernels::{self, likelihood};
+    use vae_wgpu::model::Likelihood;
+    let fx = Fixture::load("torch_likelihoods.safetensors");
+    let (logits, x) = (fx.get("cb32.logits"), fx.get("cb32.x"));
+    let (want_nll, want_d, want_mean) = (
+        fx.get64("cb32.nll"),
+        fx.get64("cb32.dlogits"),
+        fx.get64("cb32.mean"),
+    );
+    let n = logits.len();
+    // PyTorch's f32 rounding, per element: of λ near 1 (l > 0, see above), and near l = 0 outside
+    // its Taylor region (|l| > 0.004) the cancellation of log(1 − λ) − log λ ≈ −l (each log within
+    // 2⁻²³ absolute), which its log-normaliser turns into 2⁻²²/|l| and its gradient into 2⁻²²/l².
+    let noise = |i: usize, power: i32| {
+        let l = logits[i] as f64;
+        let near_one = if l > 0.0 && l < 16.7 {
+            2f64.powi(-23) * (1.0 + l.exp()) / l
+        } else {
+            0.0
+        };
+        let near_zero = if l.abs() < 1.0 {
+            2f64.powi(-22) / l.abs().max(0.004).powi(power)
+        } else {
+            0.0
+        };
+        (near_one + near_zero).min(0.07) + 1e-5
+    };
+    let mut cpu_nll = Vec::with_capacity(n);
+    let mut cpu_d = Vec::with_capacity(n);
+    for i in 0..n {
+        let (v, d) = ops::cb_nll(logits[i] as f64, x[i] as f64);
+        cpu_nll.push(v as f32);
+        cpu_d.push(d as f32);
+    }
+    assert_close("cpu cb32 -log p", &cpu_nll, &want_nll, |i| {
+        noise(i, 1) + 1e-6 * want_nll[i].abs()
+    });
+    assert_close("cpu cb32 dlogits", &cpu_d, &want_d, |i| noise(i, 2));
+    let cpu_mean: Vec<f32> = (logits.iter())
+        .map(|&l| ops::cb_mean_clamped(l as f64) as f32)
+        .collect();
+    assert_close("cpu cb32 mean", &cpu_mean, &want_mean, |i| noise(i, 2));
+    // The GPU: the standalone kernel's gradient per element, and the mean kernel.
+    let gl = ctx.upload_f32("logits", &[1, n], &logits).unwrap();
+    let gx = ctx.upload_f32("x", &[1, n], &x).unwrap();
+    let got = run_likelihood(ctx, Likelihood::ContinuousBernoulli, &gl, &gx, 0.0);
+    assert_close("cb32 dlogits", &got.dlogits, &want_d, |i| noise(i, 2));
+    let means = ctx.upload_f32("means", &[1, n], &logits).unwrap();
+    let km = likelihood::likelihood_mean(ctx, Likelihood::ContinuousBernoulli, &means).unwrap();
+    kernels::run(ctx, &[&km]).unwrap();
+    assert_close(
+        "cb32 mean",
+        &ctx.read_f32(&means).unwrap(),
+        &want_mean,
+        |i| noise(i, 2),
+    );
+    // On a 0/1 pixel −log p is bounded below: past the clamp it is BCE − log C(1 − ε) ≥ −2.77.
+    let floor = want_nll.iter().cloned().fold(f64::INFINITY, f64::min);
+    assert!(floor > -2.77, "PyTorch's −log p reaches {floor}");
+});
+
 // The IWAE objective (k = 5) against PyTorch's autograd (scripts/torch_iwae.py): the notebook's
 // module at 784-32-6 with a Bernoulli and with a learned-σ Gaussian decoder, 16 MNIST images, the
 // fixture's noise. The bound summed over the batch and every parameter's gradient (log σ's too),

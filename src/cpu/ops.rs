@@ -169,12 +169,50 @@ pub fn cb_mean(l: f64) -> f64 {
     -1.0 / (-l).exp_m1() - 1.0 / l
 }
 
+/// The logits beyond which PyTorch's float32 `ContinuousBernoulli` clamps λ = σ(l) to
+/// [ε, 1 − ε] (ε = f32::EPSILON) inside its log-normaliser and mean: `(−logit(1 − ε),
+/// ln(2²³ / 1.5))`, the second where its float32 σ(l) rounds to 1 − ε (see `CB_LIMIT_HIGH` in
+/// shaders/common.wgsl).
+pub fn cb_limits() -> (f64, f64) {
+    let eps = f32::EPSILON as f64;
+    (-((1.0 - eps) / eps).ln(), (2f64.powi(23) / 1.5).ln())
+}
+
+/// The continuous Bernoulli's `(−log p(x | l), its gradient in l)` as PyTorch's float32
+/// `ContinuousBernoulli` defines it: `A(l) − l·x` and `mean(l) − x` within [`cb_limits`];
+/// beyond, BCE minus the clamped log-normaliser `log C(1 − ε)`, whose gradient is 0.
+pub fn cb_nll(l: f64, x: f64) -> (f64, f64) {
+    let (low, high) = cb_limits();
+    if l < low || l > high {
+        let eps = f32::EPSILON as f64;
+        let log_norm = (-low).ln() - (-2.0 * eps).ln_1p();
+        return (bce_elem(l, x) - log_norm, sigmoid(l) - x);
+    }
+    (cb_log_partition(l) - l * x, cb_mean(l) - x)
+}
+
+/// The mean PyTorch's float32 `ContinuousBernoulli` gives: [`cb_mean`], held beyond
+/// [`cb_limits`] at its value for λ = 1 − ε (or ε).
+pub fn cb_mean_clamped(l: f64) -> f64 {
+    let (low, high) = cb_limits();
+    if l > high {
+        cb_mean(-low)
+    } else if l < low {
+        cb_mean(low)
+    } else {
+        cb_mean(l)
+    }
+}
+
 /// `-log p(x | l)` of one value, its gradient in l and in log σ (a Gaussian's; 0 otherwise): the
 /// twin of `recon_with_logits` and `gaussian_dlog_sigma` in shaders/common.wgsl.
 pub fn recon_elem(lik: Likelihood, l: f64, x: f64, log_sigma: f64) -> (f64, f64, f64) {
     match lik {
         Likelihood::Bernoulli => (bce_elem(l, x), sigmoid(l) - x, 0.0),
-        Likelihood::ContinuousBernoulli => (cb_log_partition(l) - l * x, cb_mean(l) - x, 0.0),
+        Likelihood::ContinuousBernoulli => {
+            let (nll, d) = cb_nll(l, x);
+            (nll, d, 0.0)
+        }
         Likelihood::Gaussian { .. } => {
             let mu = sigmoid(l);
             let inv_s = (-log_sigma).exp();
@@ -192,7 +230,7 @@ pub fn recon_elem(lik: Likelihood, l: f64, x: f64, log_sigma: f64) -> (f64, f64,
 /// The likelihood's mean from a logit (what the pictures draw).
 pub fn likelihood_mean(lik: Likelihood, l: f64) -> f64 {
     match lik {
-        Likelihood::ContinuousBernoulli => cb_mean(l),
+        Likelihood::ContinuousBernoulli => cb_mean_clamped(l),
         _ => sigmoid(l),
     }
 }
