@@ -248,3 +248,53 @@ fn bad_objective_values_are_refused_before_gpu_work_naming_the_flag() {
         assert!(!out.exists(), "nothing written for {flags:?}");
     }
 }
+
+// Each likelihood's 3-epoch test -ELBO on MNIST (the default model, seed 0) lies inside PyTorch's
+// own seed band for the same flags (`tests/fixtures/pytorch_bands.json`, written by
+// `scripts/likelihood_bands.py`: scripts/torch_train.py with seeds 0, 1, 2), widened by the band's
+// own spread on each side: a number beyond the spread of three seeds is a finding, and this makes
+// it a failure. (The continuous Bernoulli's exact density, unclamped, gave −4138 here against
+// PyTorch's −1745…−1750.)
+#[test]
+fn likelihoods_train_inside_pytorchs_seed_band() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pytorch_bands.json");
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist");
+    let dir = Dir::new("bands");
+    for (name, case) in doc["cases"].as_object().unwrap() {
+        let flags: Vec<&str> = (case["flags"].as_array().unwrap().iter())
+            .map(|f| f.as_str().unwrap())
+            .collect();
+        let band: Vec<f64> = (case["pytorch_test_loss"].as_array().unwrap().iter())
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        let (lo, hi) = band
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
+                (lo.min(v), hi.max(v))
+            });
+        let spread = (hi - lo).max(1.0);
+        let out = dir.path(name);
+        let mut args = train_args(data.to_str().unwrap(), out.to_str().unwrap(), &flags);
+        args.extend(["--epochs", "3", "--seed", "0", "--no-tensorboard"]);
+        let said = ok(&run(&args));
+        let line = (said.lines())
+            .find(|l| l.contains("Epoch 3 "))
+            .unwrap_or_else(|| panic!("{name}: no epoch 3 in\n{said}"));
+        let test: f64 = line
+            .split("test loss:")
+            .nth(1)
+            .and_then(|t| t.split_whitespace().next())
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| panic!("{name}: no test loss in '{line}'"));
+        assert!(
+            (lo - spread..=hi + spread).contains(&test),
+            "{name} {flags:?}: test -ELBO {test} after 3 epochs, PyTorch's seeds {band:?} (band \
+             {:.2}..{:.2})",
+            lo - spread,
+            hi + spread
+        );
+    }
+}
