@@ -8,6 +8,7 @@
 //!
 //! ```text
 //! cargo run --release --example trajectory -- --likelihood gaussian --steps 500 --out /tmp/traj
+//!     [--seed S]   (the initial weights' and the noise's seed, 0 by default)
 //! ```
 
 use std::path::PathBuf;
@@ -28,7 +29,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let steps: usize = flag("--steps").map_or(Ok(500), |v| v.parse())?;
     let out = PathBuf::from(flag("--out").unwrap_or("trajectory".into()));
     let likelihood = Likelihood::parse(&flag("--likelihood").unwrap_or("gaussian".into()), None)?;
-    let (seed, b) = (0u64, 128usize);
+    let seed: u64 = flag("--seed").map_or(Ok(0), |v| v.parse())?;
+    let b = 128usize;
     std::fs::create_dir_all(&out)?;
     let cfg = VaeConfig {
         likelihood,

@@ -63,6 +63,9 @@ def main():
     ap.add_argument("--objective", default="elbo", choices=["elbo", "iwae"])
     ap.add_argument("--samples", type=int, default=1, help="k, the IWAE objective's samples per image")
     ap.add_argument("--conditional", action="store_true", help="condition on MNIST's labels (one-hot, 10 classes)")
+    ap.add_argument("--init", default=None,
+                    help="start from these weights (a safetensors state_dict, e.g. examples/trajectory.rs's "
+                         "init.safetensors) instead of PyTorch's own initialisation")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -77,6 +80,9 @@ def main():
     learned = args.likelihood == "gaussian" and args.sigma is None
     model = BernoulliVAE(784, hidden, args.latent, dec, args.activation, conv, learned_sigma=learned,
                          classes=classes)
+    if args.init:
+        from safetensors.torch import load_file
+        model.load_state_dict(load_file(args.init), strict=True)
     from torch_optimizers import lr_factor, make_optimizer  # noqa: E402
     case = dict(optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, momentum=args.momentum,
                 nesterov=args.nesterov, lr_schedule=args.lr_schedule, warmup_steps=args.warmup_steps,
