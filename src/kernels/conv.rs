@@ -411,6 +411,23 @@ fn layout_kernel(
     )
 }
 
+/// `cols` = the windows of `hi` (a thread per window channel).
+fn im2col(ctx: &GpuContext, s: &ConvShape, hi: &GpuTensor, cols: &GpuTensor) -> Result<Dispatch> {
+    let grid = grid_1d(s.gemm_rows() * s.hi[0]);
+    layout_kernel(ctx, "im2col", s, hi, cols, grid)
+}
+
+/// `rows` = `lo` as `[(b, y, x), channel]`.
+fn lo_to_rows(
+    ctx: &GpuContext,
+    s: &ConvShape,
+    lo: &GpuTensor,
+    rows: &GpuTensor,
+) -> Result<Dispatch> {
+    let grid = grid_1d(s.blocked_threads());
+    layout_kernel(ctx, "lo_to_rows", s, lo, rows, grid)
+}
+
 /// A layout kernel with the forward kernels' epilogue (`col2im`, `rows_to_lo`), writing `dst`'s
 /// `out_channels` channels with `threads` threads.
 fn epilogue_kernel(
@@ -472,14 +489,7 @@ pub fn plan_to_lo(
         ..ConvEpilogue::NONE
     };
     Ok(vec![
-        layout_kernel(
-            ctx,
-            "im2col",
-            s,
-            hi,
-            &cols,
-            grid_1d(s.gemm_rows() * s.hi[0]),
-        )?,
+        im2col(ctx, s, hi, &cols)?,
         matmul(ctx, Layout::NT, &cols, &w, &rows, product)?,
         epilogue_kernel(
             ctx,
@@ -513,14 +523,7 @@ pub fn plan_to_hi(
     let (cols, rows) = scratch.views(s)?;
     let w = weight.reshaped(&[s.lo[0], s.window()])?;
     Ok(vec![
-        layout_kernel(
-            ctx,
-            "lo_to_rows",
-            s,
-            lo,
-            &rows,
-            grid_1d(s.blocked_threads()),
-        )?,
+        lo_to_rows(ctx, s, lo, &rows)?,
         matmul(ctx, Layout::NN, &rows, &w, &cols, Epilogue::NONE)?,
         epilogue_kernel(ctx, "col2im", s, &cols, hi, &epi, (s.hi[0], s.hi_len()))?,
     ])
@@ -551,22 +554,8 @@ pub fn plan_weight_grad(
         _ => None,
     };
     let mut d = vec![
-        layout_kernel(
-            ctx,
-            "lo_to_rows",
-            s,
-            lo,
-            &rows,
-            grid_1d(s.blocked_threads()),
-        )?,
-        layout_kernel(
-            ctx,
-            "im2col",
-            s,
-            hi,
-            &cols,
-            grid_1d(s.gemm_rows() * s.hi[0]),
-        )?,
+        lo_to_rows(ctx, s, lo, &rows)?,
+        im2col(ctx, s, hi, &cols)?,
         matmul(
             ctx,
             Layout::TN,

@@ -33,7 +33,7 @@
 //! (`F = c_last·(S/2^n)²`; Flatten and Unflatten take Sequential indices but hold no tensors.)
 
 use super::VaeConfig;
-use super::body::Body;
+use super::body::{Body, TensorId};
 use super::config::{CONV_KERNEL, CONV_PADDING, CONV_STRIDE};
 pub use super::layers::{ConvGeom, Init, Layer, LayerKind, ParamDecl};
 use crate::ops::Act;
@@ -168,6 +168,13 @@ struct LayerList {
     dec_body: Body,
 }
 
+/// Append `l` to the side's `layers` and a node of it reading `input` to its graph; returns the
+/// node's output tensor.
+fn push_node(layers: &mut Vec<Layer>, body: &mut Body, l: Layer, input: TensorId) -> TensorId {
+    layers.push(l);
+    body.layer(layers.len() - 1, &layers[layers.len() - 1], input)
+}
+
 /// Residual blocks of output widths `widths` after `body`'s last tensor, their layers appended to
 /// `layers` in state_dict order (`{prefix}.{j}.fc1`, `.fc2`, `.shortcut`); returns the width
 /// they end with.
@@ -181,10 +188,7 @@ fn residual_blocks(
     let mut t = body.output();
     for (j, o) in widths.enumerate() {
         let i = body.widths[t];
-        let mut add = |l: Layer, input, body: &mut Body| {
-            layers.push(l);
-            body.layer(layers.len() - 1, &layers[layers.len() - 1], input)
-        };
+        let mut add = |l: Layer, input, body: &mut Body| push_node(layers, body, l, input);
         let h = add(
             Layer::linear(format!("{prefix}.{j}.fc1"), i, o, act),
             t,
@@ -222,10 +226,7 @@ fn conv_residual_blocks(
     let mut t = body.output();
     let mut i = c;
     for (j, o) in widths.enumerate() {
-        let mut add = |l: Layer, input, body: &mut Body| {
-            layers.push(l);
-            body.layer(layers.len() - 1, &layers[layers.len() - 1], input)
-        };
+        let mut add = |l: Layer, input, body: &mut Body| push_node(layers, body, l, input);
         let conv = |name: &str, from: usize, kernel: usize, a: Act| {
             let g = block_geom([from, h, w], o, kernel);
             Layer::conv(format!("{prefix}.{j}.{name}"), false, g, a)

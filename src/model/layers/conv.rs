@@ -5,7 +5,7 @@
 //! kernel, or im2col + a tuned product + a layout kernel using the scratch) and their f64 CPU
 //! twins, side by side.
 
-use super::{ConvGeom, CpuGrads, Init, Layer, LayerViews, ParamDecl};
+use super::{ConvGeom, CpuGrads, Layer, LayerViews, ParamDecl};
 use crate::cpu::ops;
 use crate::error::Result;
 use crate::gpu::{GpuContext, GpuTensor};
@@ -18,19 +18,7 @@ use crate::ops::{Act, ConvShape};
 /// `weight` (see [`weight_shape`]) and `bias [c_out]`, both U(±1/√fan_in) as `nn.Conv2d`'s and
 /// `nn.ConvTranspose2d`'s.
 pub fn params(l: &Layer) -> Vec<ParamDecl> {
-    let init = Init::FanInUniform(l.fan_in());
-    vec![
-        ParamDecl {
-            suffix: "weight",
-            shape: l.torch_weight_shape(),
-            init,
-        },
-        ParamDecl {
-            suffix: "bias",
-            shape: vec![l.bias_len()],
-            init,
-        },
-    ]
+    l.fan_in_weight_and_bias()
 }
 
 /// The weight's shape: `[c_out, c_in, k, k]`, transposed `[c_in, c_out, k, k]`.

@@ -3,7 +3,7 @@
 //! reverse. A conditional Linear also takes each row's class as a one-hot input, stored as label
 //! columns (`Layer::labels`) that `kernels::condition` adds before the activation.
 
-use super::{Init, Layer, LayerViews, ParamDecl};
+use super::{Layer, LayerViews, ParamDecl};
 use crate::cpu::ops;
 use crate::error::Result;
 use crate::gpu::{GpuContext, GpuTensor};
@@ -13,19 +13,7 @@ use crate::ops::{Act, Layout};
 
 /// `weight [out, in + classes]` and `bias [out]`, both U(±1/√fan_in) as `nn.Linear`'s.
 pub fn params(l: &Layer) -> Vec<ParamDecl> {
-    let init = Init::FanInUniform(l.fan_in());
-    vec![
-        ParamDecl {
-            suffix: "weight",
-            shape: l.torch_weight_shape(),
-            init,
-        },
-        ParamDecl {
-            suffix: "bias",
-            shape: vec![l.outputs],
-            init,
-        },
-    ]
+    l.fan_in_weight_and_bias()
 }
 
 /// The weight's shape as the products read it: `[out, in]`.

@@ -238,6 +238,24 @@ impl Layer {
         }
     }
 
+    /// `weight` and `bias`, both U(±1/√fan_in): how PyTorch's `nn.Linear` and convolutions
+    /// declare theirs.
+    fn fan_in_weight_and_bias(&self) -> Vec<ParamDecl> {
+        let init = Init::FanInUniform(self.fan_in());
+        vec![
+            ParamDecl {
+                suffix: "weight",
+                shape: self.torch_weight_shape(),
+                init,
+            },
+            ParamDecl {
+                suffix: "bias",
+                shape: vec![self.bias_len()],
+                init,
+            },
+        ]
+    }
+
     /// The layer's parameter tensors, in PyTorch's order, from its kind's module.
     pub fn params(&self) -> Vec<ParamDecl> {
         match self.kind {
