@@ -60,9 +60,7 @@ impl ConvShape {
             _pad: [0; 2],
         })
     }
-}
 
-impl ConvShape {
     /// The layout kernels' override constants: the geometry but the batch (see
     /// `shaders/conv.wgsl`), so one pipeline serves every batch of a shape.
     fn geometry(&self) -> Vec<(&'static str, f64)> {
@@ -81,20 +79,25 @@ impl ConvShape {
             ("PIXELS_PER_THREAD", PIXELS_PER_THREAD as f64),
         ]
     }
+
+    /// Threads of `lo_to_rows` and `rows_to_lo`: one per [`PIXELS_PER_THREAD`] pixels of a
+    /// channel.
+    fn blocked_threads(&self) -> usize {
+        self.batch * self.lo[0] * (self.lo[1] * self.lo[2]).div_ceil(PIXELS_PER_THREAD)
+    }
+
+    /// Bytes of the GEMM formulation's larger scratch buffer (`cols` or `rows`), which must fit
+    /// one storage binding.
+    fn gemm_scratch_bytes(&self) -> u64 {
+        let (cols, rows) = self.scratch_len();
+        4 * cols.max(rows) as u64
+    }
 }
 
 /// Neighbouring pixels of one channel that a thread of `lo_to_rows` and `rows_to_lo` moves. On
 /// lavapipe (Xeon VM, `cargo run --release --example conv_passes`), moving the 800 K values of a
 /// 32x14x14 side at batch 128 took 2.24 ms at 1 pixel a thread, 1.46 ms at 4, 1.34–1.58 at 8.
 const PIXELS_PER_THREAD: usize = 4;
-
-impl ConvShape {
-    /// Threads of `lo_to_rows` and `rows_to_lo`: one per [`PIXELS_PER_THREAD`] pixels of a
-    /// channel.
-    fn blocked_threads(&self) -> usize {
-        self.batch * self.lo[0] * (self.lo[1] * self.lo[2]).div_ceil(PIXELS_PER_THREAD)
-    }
-}
 
 /// What the forward-direction kernels do to each output value: a bias per output channel and an
 /// activation (a layer's forward), or the derivative of the activation that produced the saved
@@ -624,8 +627,7 @@ pub fn plan_weight_grad_tuned(
 /// storage binding of this adapter: past that it is not a candidate, and the direct kernels,
 /// which need no scratch, serve the shape.
 pub fn gemm_fits(ctx: &GpuContext, s: &ConvShape) -> bool {
-    let (cols, rows) = s.scratch_len();
-    ctx.check_binding_size("conv scratch", 4 * cols.max(rows) as u64)
+    ctx.check_binding_size("conv scratch", s.gemm_scratch_bytes())
         .is_ok()
 }
 
@@ -649,15 +651,15 @@ pub fn formulation_for(ctx: &GpuContext, pass: ConvPass, s: &ConvShape) -> Resul
                 )
             })?;
         if f == ConvFormulation::Gemm && !fits {
-            let bytes = 4 * s.scratch_len().0 as u64;
-            ctx.check_binding_size(&format!("VAE_WGPU_CONV=gemm on {}", s.key(pass)), bytes)?;
+            let what = format!("VAE_WGPU_CONV=gemm on {}", s.key(pass));
+            ctx.check_binding_size(&what, s.gemm_scratch_bytes())?;
         }
         return Ok(f);
     }
     if !fits {
         let key = format!("{}, gemm scratch at batch {}", s.key(pass), s.batch);
         if ctx.tune_store.get(&key).is_none() {
-            let mib = (4 * s.scratch_len().0) >> 20;
+            let mib = s.gemm_scratch_bytes() >> 20;
             crate::error::warn(format_args!(
                 "conv: {}: the GEMM formulation needs {mib} MiB of scratch, more than one binding \
                  of {} holds; the direct kernel runs it",
