@@ -324,6 +324,16 @@ impl Checkpoint {
         // their nn.Sequential indices around a Flatten and an Unflatten (see `ParamLayout`).
         let four_d = |name: &str| st.tensor(name).is_ok_and(|t| t.shape().len() == 4);
         let two_d = |name: &str| st.tensor(name).ok().filter(|t| t.shape().len() == 2);
+        // Residual blocks in the tensors: the `enc_blocks.{j}` modules' second layers, fc2's
+        // weight `[w, w]` (dense) or conv2's `[w, w, 3, 3]` (conv).
+        let found_blocks: Vec<usize> = (0..1024)
+            .map_while(|j| {
+                let b = format!("enc_blocks.{j}");
+                two_d(&format!("{b}.fc2.weight"))
+                    .or_else(|| st.tensor(&format!("{b}.conv2.weight")).ok())
+            })
+            .map(|t| t.shape()[0])
+            .collect();
         let conv_found = meta.contains_key("conv") || four_d("encoder.0.weight");
         let (enc, dec, conv) = if conv_found {
             let mut widths = Vec::new();
@@ -351,17 +361,12 @@ impl Checkpoint {
                 Some(s) => s[1],
                 None => weight_shape("enc_mu.weight")?[1],
             };
-            // The channels the dense layers see: the last conv residual block's second layer's,
-            // or the last convolution's.
-            let block_channels = (0..1024)
-                .map_while(|j| {
-                    st.tensor(&format!("enc_blocks.{j}.conv2.weight"))
-                        .ok()
-                        .map(|t| t.shape()[0])
-                })
-                .last();
-            let c_last = block_channels
-                .or(widths.last().copied())
+            // The channels the dense layers see: the last residual block's, or the last
+            // convolution's.
+            let c_last = found_blocks
+                .last()
+                .or(widths.last())
+                .copied()
                 .unwrap_or(1)
                 .max(1);
             let cells = features / c_last;
@@ -385,16 +390,7 @@ impl Checkpoint {
                     .map_err(|e| data_err(path, format!("metadata '{key}': {e}"))),
             }
         };
-        // Residual blocks: metadata, else the `enc_blocks.{j}` modules' second layers, fc2's
-        // weight `[w, w]` (dense) or conv2's `[w, w, 3, 3]` (conv).
-        let found_blocks: Vec<usize> = (0..1024)
-            .map_while(|j| {
-                let b = format!("enc_blocks.{j}");
-                two_d(&format!("{b}.fc2.weight"))
-                    .or_else(|| st.tensor(&format!("{b}.conv2.weight")).ok())
-            })
-            .map(|t| t.shape()[0])
-            .collect();
+        // Residual blocks: metadata, else the tensors'.
         let res_blocks = widths("res_blocks", found_blocks)?;
         let conv = match conv {
             None => None,

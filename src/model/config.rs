@@ -471,13 +471,15 @@ impl VaeConfig {
     /// conv layers.
     pub fn enc_features(&self) -> usize {
         match (&self.conv, self.res_blocks.last()) {
-            (Some(_), Some(&c)) => {
-                let last = self.conv_features();
-                let channels = self.conv.as_ref().and_then(|n| n.widths.last().copied());
-                last / channels.unwrap_or(1).max(1) * c
-            }
+            (Some(c), Some(&channels)) => channels * Self::conv_cells(c),
             _ => self.conv_features(),
         }
+    }
+
+    /// Pixels of one channel after the conv layers: `(rows/2^n) · (cols/2^n)`.
+    fn conv_cells(c: &ConvNet) -> usize {
+        let div = 1usize << c.widths.len().min(32);
+        (c.image[1] / div) * (c.image[2] / div)
     }
 
     /// Features after the last conv layer (`C_last · (rows/2^n) · (cols/2^n)`): what the
@@ -486,11 +488,7 @@ impl VaeConfig {
     pub fn conv_features(&self) -> usize {
         match &self.conv {
             None => self.input,
-            Some(c) => {
-                let div = 1usize << c.widths.len().min(32);
-                let last = c.widths.last().copied().unwrap_or(c.image[0]);
-                last * (c.image[1] / div) * (c.image[2] / div)
-            }
+            Some(c) => c.widths.last().copied().unwrap_or(c.image[0]) * Self::conv_cells(c),
         }
     }
 }

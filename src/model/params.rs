@@ -389,11 +389,11 @@ impl LayerList {
         for i in in_body..n {
             let t = dec_body.output();
             dec_body.layer(i, &decoder[i], t);
+            // The Unflatten gives the last convolution's [C, h, w], where the encoder's blocks
+            // worked too.
             if i == in_body
-                && let (Some(c), Some(image)) = (&cfg.conv, conv_blocks)
+                && let Some(image) = conv_blocks
             {
-                let last = *c.widths.last().unwrap_or(&c.image[0]);
-                let image = [last, image[1], image[2]];
                 conv_residual_blocks(
                     "dec_blocks",
                     image,
@@ -531,7 +531,7 @@ impl ParamLayout {
         // Each layer's weight and bias are consecutive specs, found by the weight's name (the
         // heads' are enc_mu's, logvar's packed behind them).
         let weight_spec: std::collections::HashMap<&str, usize> = (specs.iter().enumerate())
-            .map(|(i, s)| (s.name.strip_suffix(".weight").unwrap_or(""), i))
+            .filter_map(|(i, s)| Some((s.name.strip_suffix(".weight")?, i)))
             .collect();
         let placed = |mut l: Layer| {
             let name = if l.name == list.heads.name {
