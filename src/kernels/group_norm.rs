@@ -63,16 +63,17 @@ fn check_len(name: &str, t: &GpuTensor, want: usize) -> Result<()> {
     Ok(())
 }
 
+/// One entry point of a pass: its tensors, then the pass's uniform (one per pass, shared by its
+/// dispatches).
 fn launch(
     ctx: &GpuContext,
     entry: &'static str,
-    (s, silu): (&GroupNormShape, bool),
+    (params, silu): (&wgpu::Buffer, bool),
     tensors: &[&GpuTensor],
     grid: [u32; 3],
 ) -> Result<Dispatch> {
-    let params = uniform(ctx, "group norm params", &s.params()?);
     let mut binds: Vec<Bind<'_>> = tensors.iter().map(|t| Bind::Tensor(t)).collect();
-    binds.push(Bind::Buffer(&params));
+    binds.push(Bind::Buffer(params));
     let constants = [("SILU", silu as u32 as f64)];
     dispatch(
         ctx,
@@ -98,7 +99,7 @@ pub fn forward(
     stats: &GpuTensor,
     y: &GpuTensor,
 ) -> Result<Vec<Dispatch>> {
-    s.params()?;
+    let checked = s.params()?;
     for (name, t, len) in [
         ("x", x, s.len()),
         ("y", y, s.len()),
@@ -108,8 +109,9 @@ pub fn forward(
     ] {
         check_len(name, t, len)?;
     }
+    let params = uniform(ctx, "group norm params", &checked);
     let groups = [s.stats_rows() as u32, 1, 1];
-    let k = (s, silu);
+    let k = (&params, silu);
     Ok(vec![
         launch(ctx, "gn_stats", k, &[x, stats], groups)?,
         launch(
@@ -138,7 +140,7 @@ pub fn backward(
     dx: &GpuTensor,
     dgb: &GpuTensor,
 ) -> Result<Vec<Dispatch>> {
-    s.params()?;
+    let checked = s.params()?;
     for (name, t, len) in [
         ("dy", dy, s.len()),
         ("x", x, s.len()),
@@ -151,8 +153,9 @@ pub fn backward(
     ] {
         check_len(name, t, len)?;
     }
+    let params = uniform(ctx, "group norm params", &checked);
     let groups = [s.stats_rows() as u32, 1, 1];
-    let k = (s, silu);
+    let k = (&params, silu);
     let front = [x, stats, gamma, beta, dy];
     Ok(vec![
         launch(
