@@ -20,7 +20,7 @@ use vae_wgpu::kernels::adam::AdamHyper;
 use vae_wgpu::kernels::matmul::{
     Epilogue, Problem, ReconEpilogue, matmul_with, recon_partials_len, variant_for,
 };
-use vae_wgpu::kernels::reparam_kl::{EpsSource, kl_partials_len};
+use vae_wgpu::kernels::reparam_kl::{EpsSource, Logvar, kl_partials_len};
 use vae_wgpu::kernels::{Dispatch, StepParams, adam, gather, likelihood, reparam_kl};
 use vae_wgpu::model::Likelihood;
 use vae_wgpu::ops::Layout;
@@ -233,8 +233,17 @@ fn bench_elementwise(c: &mut Criterion) {
         .zeros("klp", &[kl_partials_len(b * k)], DType::F32)
         .unwrap();
     g.throughput(bytes(4 * b * k));
-    let kr = reparam_kl::reparam_forward(&ctx, &heads, &eps, &z, &klp, EpsSource::Philox, &step)
-        .unwrap();
+    let kr = reparam_kl::reparam_forward(
+        &ctx,
+        &heads,
+        &eps,
+        &z,
+        &klp,
+        EpsSource::Philox,
+        &step,
+        Logvar::AsIs,
+    )
+    .unwrap();
     g.bench_function("reparam_forward philox 128x10", |bn| {
         bn.iter_custom(|it| gpu_time(&ctx, &kr, it))
     });

@@ -5,6 +5,10 @@
 //   grad_act: out = g ⊙ act′(h)    (ACCUMULATE: out += g ⊙ act′(h))
 //             a gradient g passed to a tensor h that the activation ACT produced; with
 //             ACCUMULATE, a tensor read by several nodes sums their gradients in place.
+//   upsample_nearest:      y[p, Y, X] = x[p, Y/2, X/2]   (diffusers' Upsample2D before its
+//                          convolution: nearest-neighbour 2x of every plane p = image·channel)
+//   upsample_nearest_grad: dx[p, y, x] = Σ of dy over the 2x2 pixels x[p, y, x] was copied to
+//   (the input's sides UP_H, UP_W are override constants: no division by a run-time size)
 
 struct AddParams {
     n: u32,
@@ -46,4 +50,37 @@ fn grad_act(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
     } else {
         add_y[i] = v;
     }
+}
+
+override UP_H: u32 = 1u;
+override UP_W: u32 = 1u;
+
+@group(0) @binding(1) var<storage, read_write> up_dst: array<f32>;
+@group(0) @binding(2) var<uniform> up_p: AddParams; // n: the values written
+
+@compute @workgroup_size(256, 1, 1)
+fn upsample_nearest(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = add_index(gid, nwg);
+    if (i >= up_p.n) {
+        return;
+    }
+    let plane = i / (4u * UP_H * UP_W);
+    let r = i % (4u * UP_H * UP_W);
+    let y = r / (2u * UP_W);
+    let x = r % (2u * UP_W);
+    up_dst[i] = add_x[(plane * UP_H + y / 2u) * UP_W + x / 2u];
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn upsample_nearest_grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = add_index(gid, nwg);
+    if (i >= up_p.n) {
+        return;
+    }
+    let plane = i / (UP_H * UP_W);
+    let y = (i / UP_W) % UP_H;
+    let x = i % UP_W;
+    let w2 = 2u * UP_W;
+    let top = (plane * 2u * UP_H + 2u * y) * w2 + 2u * x;
+    up_dst[i] = (add_x[top] + add_x[top + 1u]) + (add_x[top + w2] + add_x[top + w2 + 1u]);
 }

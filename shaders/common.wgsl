@@ -60,6 +60,7 @@ const LIKELIHOOD_NONE: u32 = 0u;
 const LIKELIHOOD_BERNOULLI: u32 = 1u;
 const LIKELIHOOD_CONTINUOUS_BERNOULLI: u32 = 2u;
 const LIKELIHOOD_GAUSSIAN: u32 = 3u;
+const LIKELIHOOD_GAUSSIAN_IDENTITY: u32 = 4u; // μ = l: an AutoencoderKL's output is the mean
 
 // The continuous Bernoulli's log-partition A(l) = log((e^l - 1)/l) and its derivative, the mean
 // E[x] = 1/(1 - e^-l) - 1/l: both 0/0 at l = 0 (λ = ½), so a Taylor series below |l| = ½ (next
@@ -115,6 +116,7 @@ fn cb_mean_clamped(l: f32) -> f32 {
 //   continuous Bernoulli: A(l) - l·x                                     mean(l) - x
 //                         (clamped: softplus(l) - l·x - CB_LOG_NORM_CLAMPED, σ(l) - x)
 //   Gaussian:             ½((x - μ)/s)² + log s + ½log 2π, μ = σ(l)      (μ - x)·μ(1 - μ)/s²
+//   Gaussian, identity:   the same with μ = l                              (μ - x)/s²
 // with log s = `log_sigma` (the Gaussian's only). See src/model/likelihood.rs.
 fn recon_with_logits(kind: u32, l: f32, x: f32, log_sigma: f32) -> vec2<f32> {
     if (kind == LIKELIHOOD_CONTINUOUS_BERNOULLI) {
@@ -130,12 +132,17 @@ fn recon_with_logits(kind: u32, l: f32, x: f32, log_sigma: f32) -> vec2<f32> {
         let r = (x - mu) * inv_s;
         return vec2<f32>(0.5 * r * r + log_sigma + 0.91893853, -r * inv_s * mu * (1.0 - mu));
     }
+    if (kind == LIKELIHOOD_GAUSSIAN_IDENTITY) {
+        let inv_s = exp(-log_sigma);
+        let r = (x - l) * inv_s;
+        return vec2<f32>(0.5 * r * r + log_sigma + 0.91893853, -r * inv_s);
+    }
     return bce_with_logits(l, x);
 }
 
 // A Gaussian's ∂(-log p)/∂log s of one value: 1 - ((x - μ)/s)².
-fn gaussian_dlog_sigma(l: f32, x: f32, log_sigma: f32) -> f32 {
-    let r = (x - sigmoid(l)) * exp(-log_sigma);
+fn gaussian_dlog_sigma(kind: u32, l: f32, x: f32, log_sigma: f32) -> f32 {
+    let r = (x - likelihood_mean_of(kind, l)) * exp(-log_sigma);
     return 1.0 - r * r;
 }
 
@@ -143,6 +150,9 @@ fn gaussian_dlog_sigma(l: f32, x: f32, log_sigma: f32) -> f32 {
 fn likelihood_mean_of(kind: u32, l: f32) -> f32 {
     if (kind == LIKELIHOOD_CONTINUOUS_BERNOULLI) {
         return cb_mean_clamped(l);
+    }
+    if (kind == LIKELIHOOD_GAUSSIAN_IDENTITY) {
+        return l;
     }
     return sigmoid(l);
 }

@@ -37,7 +37,8 @@ override SILU: bool = false;
 //   gn_apply          y (written), params
 //   gn_backward_sums  dy, the sums (written, [B·G, 2]), params
 //   gn_input_grad     dy, the sums, dx (written), params
-//   gn_param_grad     dy, dγ | dβ (written, [2, C]), params
+//   gn_param_grad     dy, dγ (written, [C]), dβ (written, [C]), params (apart: a layer's γ and
+//                     β are two tensors of the gradient arena)
 @group(0) @binding(1) var<storage, read> gn_st: array<f32>;
 @group(0) @binding(2) var<storage, read> gn_gamma: array<f32>;
 @group(0) @binding(3) var<storage, read> gn_beta: array<f32>;
@@ -159,7 +160,7 @@ fn gn_input_grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
 
 @compute @workgroup_size(256, 1, 1)
 fn gn_param_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let p = gn_p6;
+    let p = gn_p7;
     let c = wid.x;
     var sg = 0.0;
     var sb = 0.0;
@@ -174,6 +175,6 @@ fn gn_param_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
     let dbeta = workgroup_sum(t, sb);
     if (t == 0u) {
         gn_out5[c] = dgamma;
-        gn_out5[p.channels + c] = dbeta;
+        gn_dx[c] = dbeta;
     }
 }

@@ -71,7 +71,7 @@ fn recon_forward_backward(
             }
             dlogits[i] = r.y * g;
             if (SIGMA_GRAD) {
-                dls += gaussian_dlog_sigma(l, x, ls) * g;
+                dls += gaussian_dlog_sigma(LIKELIHOOD, l, x, ls) * g;
             }
         }
     }

@@ -34,6 +34,24 @@ fn logvar_index(e: u32, k: u32) -> u32 {
 }
 
 override EPS_FROM_BUFFER: bool = false;
+// diffusers' DiagonalGaussianDistribution: logvar clamped to [−30, 20] before use, so its
+// gradient is 0 outside (torch.clamp passes it inside and at the bounds).
+override LOGVAR_CLAMP: bool = false;
+
+fn logvar_used(lv: f32) -> f32 {
+    if (LOGVAR_CLAMP) {
+        return clamp(lv, -30.0, 20.0);
+    }
+    return lv;
+}
+
+// 1 where the raw logvar's gradient passes the clamp, else 0.
+fn logvar_passes(lv: f32) -> f32 {
+    if (LOGVAR_CLAMP) {
+        return select(0.0, 1.0, lv >= -30.0 && lv <= 20.0);
+    }
+    return 1.0;
+}
 // The IWAE objective's backward (reparam_backward): no analytic KL; each sample's own terms of
 // −log w_l, ½z² − ½logvar, weighted by its normalised importance weight w̃_l (binding 6).
 override IWAE: bool = false;
@@ -100,7 +118,7 @@ fn reparam_forward(
     var kl = 0.0;
     if (i < p.bk * p.samples) {
         let m = heads[mu_index(e, p.k)];
-        let lv = heads[logvar_index(e, p.k)];
+        let lv = logvar_used(heads[logvar_index(e, p.k)]);
         var n: f32;
         if (EPS_FROM_BUFFER) {
             n = eps[i];
@@ -134,7 +152,8 @@ fn reparam_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
         return;
     }
     let m = b_heads[mu_index(e, bp.k)];
-    let lv = b_heads[logvar_index(e, bp.k)];
+    let raw_lv = b_heads[logvar_index(e, bp.k)];
+    let lv = logvar_used(raw_lv);
     let sd = exp(0.5 * lv);
     var gmu = 0.0;
     var gsd = 0.0;
@@ -151,10 +170,10 @@ fn reparam_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (IWAE) {
         // −½logvar per sample, the weights summing to 1.
         b_dheads[mu_index(e, bp.k)] = gmu;
-        b_dheads[logvar_index(e, bp.k)] = gsd * 0.5 * sd - 0.5;
+        b_dheads[logvar_index(e, bp.k)] = (gsd * 0.5 * sd - 0.5) * logvar_passes(raw_lv);
         return;
     }
     let w = b_step.kl_weight;
     b_dheads[mu_index(e, bp.k)] = gmu + w * m;
-    b_dheads[logvar_index(e, bp.k)] = gsd * 0.5 * sd + w * 0.5 * (exp(lv) - 1.0);
+    b_dheads[logvar_index(e, bp.k)] = (gsd * 0.5 * sd + w * 0.5 * (exp(lv) - 1.0)) * logvar_passes(raw_lv);
 }

@@ -13,7 +13,7 @@ use vae_wgpu::gpu::DType;
 use vae_wgpu::gpu::GpuContext;
 use vae_wgpu::kernels::matmul::MatmulVariant;
 use vae_wgpu::kernels::matmul::{self, Epilogue, ReconEpilogue, matmul_with};
-use vae_wgpu::kernels::reparam_kl::{EpsSource, kl_partials_len};
+use vae_wgpu::kernels::reparam_kl::{EpsSource, Logvar, kl_partials_len};
 use vae_wgpu::kernels::{
     self, StepParams, StepUniform, adam, bias_act, gather, likelihood, reduce, reparam_kl,
 };
@@ -840,9 +840,17 @@ backend_test!(reparam_kl_forward_backward, |ctx| {
                 ..StepParams::with_seed(5)
             },
         );
-        let f =
-            reparam_kl::reparam_forward(ctx, &gheads, &geps, &gz, &gkl, EpsSource::Buffer, &step)
-                .unwrap();
+        let f = reparam_kl::reparam_forward(
+            ctx,
+            &gheads,
+            &geps,
+            &gz,
+            &gkl,
+            EpsSource::Buffer,
+            &step,
+            Logvar::AsIs,
+        )
+        .unwrap();
         let r = reduce::loss_reduce(ctx, &gbce, 1, &gkl, kl_partials_len(n), &acc, &step).unwrap();
         kernels::run(ctx, &[&f, &r]).unwrap();
         let (want_z, want_kl) = cpu::reparam_forward(&mu, &lv, &eps, 1.0);
@@ -881,8 +889,17 @@ backend_test!(reparam_kl_forward_backward, |ctx| {
             .upload_f32("dz", &[samples * b, k], &to_f32(&dz))
             .unwrap();
         let gdheads = ctx.zeros("dheads", &[b, 2 * k], DType::F32).unwrap();
-        let bwd =
-            reparam_kl::reparam_backward(ctx, &gheads, &geps, &gdz, &gdheads, &step, None).unwrap();
+        let bwd = reparam_kl::reparam_backward(
+            ctx,
+            &gheads,
+            &geps,
+            &gdz,
+            &gdheads,
+            &step,
+            None,
+            Logvar::AsIs,
+        )
+        .unwrap();
         kernels::run(ctx, &[&bwd]).unwrap();
         let (got_dmu, got_dlv) = Activations::split_heads(&ctx.read_f32(&gdheads).unwrap(), k);
         let (want_dmu, want_dlv) = cpu::reparam_backward(&mu, &lv, &eps, &dz, w);
@@ -927,8 +944,17 @@ backend_test!(reparam_philox_noise_matches_cpu_generator, |ctx| {
             ..StepParams::with_seed(seed)
         },
     );
-    let f = reparam_kl::reparam_forward(ctx, &gheads, &geps, &gz, &gkl, EpsSource::Philox, &step)
-        .unwrap();
+    let f = reparam_kl::reparam_forward(
+        ctx,
+        &gheads,
+        &geps,
+        &gz,
+        &gkl,
+        EpsSource::Philox,
+        &step,
+        Logvar::AsIs,
+    )
+    .unwrap();
     kernels::run(ctx, &[&f]).unwrap();
     let eps = ctx.read_f32(&geps).unwrap();
     let want = rng::normals(seed, step_no, n);
@@ -1182,6 +1208,50 @@ backend_test!(add_kernels_match, |ctx| {
             "the sums are not trivial"
         );
     }
+});
+
+// Diffusers' nearest-neighbour 2x (Upsample2D before its convolution) and its backward, on odd
+// sides and several images of several channels: copies and sums of four, so exact in f32.
+backend_test!(upsample_kernels_match, |ctx| {
+    use vae_wgpu::kernels::add;
+    let (rows, c, h, w) = (3, 5, 7, 3);
+    let n = rows * c * h * w;
+    let x = to_f32(&uniform(94, n, -2.0, 2.0));
+    let dy = to_f32(&uniform(95, 4 * n, -1.0, 1.0));
+    let gx = ctx.upload_f32("x", &[rows, c * h * w], &x).unwrap();
+    let gdy = ctx.upload_f32("dy", &[rows, 4 * c * h * w], &dy).unwrap();
+    let y = ctx.zeros("y", &[rows, 4 * c * h * w], DType::F32).unwrap();
+    let dx = ctx.zeros("dx", &[rows, c * h * w], DType::F32).unwrap();
+    let d = [
+        add::upsample_nearest(ctx, &gx, &y, [c, h, w]).unwrap(),
+        add::upsample_nearest_grad(ctx, &gdy, &dx, [c, h, w]).unwrap(),
+    ];
+    kernels::run(ctx, &d.iter().collect::<Vec<_>>()).unwrap();
+    let f64s = |v: &[f32]| v.iter().map(|&v| v as f64).collect::<Vec<_>>();
+    let want_y = cpu::upsample_nearest(&f64s(&x), [h, w]);
+    let want_dx = cpu::upsample_nearest_grad(&f64s(&dy), [h, w]);
+    assert_close(
+        "upsample_nearest",
+        &ctx.read_f32(&y).unwrap(),
+        &want_y,
+        |_| 0.0,
+    );
+    assert_close(
+        "upsample_nearest_grad",
+        &ctx.read_f32(&dx).unwrap(),
+        &want_dx,
+        |i| 4.0 * U * want_dx[i].abs(),
+    );
+    // Pixel (1, 2) of image 2's channel 4 lands at (2..4, 4..6) of its plane.
+    let at = |img: usize, ch: usize, yy: usize, xx: usize, hh: usize, ww: usize| {
+        ((img * c + ch) * hh + yy) * ww + xx
+    };
+    assert_eq!(
+        want_y[at(2, 4, 3, 5, 2 * h, 2 * w)],
+        f64s(&x)[at(2, 4, 1, 2, h, w)]
+    );
+    // A wrong size is an error, not a stray write.
+    assert!(add::upsample_nearest(ctx, &gx, &dx, [c, h, w]).is_err());
 });
 
 // A conditional layer's label input: the batch's labels gathered through the shuffled index; the

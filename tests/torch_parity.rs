@@ -824,3 +824,110 @@ backend_test!(learned_sigma_training_follows_pytorch_step_by_step, |ctx| {
         |i| 1e-5 * torch[i].abs(),
     );
 });
+
+// diffusers' own AutoencoderKL (`scripts/torch_autoencoder_kl.py`: blocks 8,16, one ResNet per
+// down block, 4 groups, 2 latent channels, no mid-block attention; γ and β off 1 and 0; one logvar
+// channel below diffusers' clamp at −30), built by the engine from the config diffusers wrote:
+// every tensor name and shape is diffusers' (no missing, no unexpected key); the posterior's mean
+// and logvar, z, the decoder's output, the loss parts and every parameter's gradient (the clamped
+// logvar's 0 included) match diffusers' autograd, on the GPU and in the f64 CPU twin.
+backend_test!(autoencoder_kl_matches_diffusers, |ctx| {
+    use vae_wgpu::model::autoencoder_kl::KlConfig;
+    let fx = Fixture::load("torch_autoencoder_kl.safetensors");
+    let (_, header) = SafeTensors::read_metadata(&fx.bytes).unwrap();
+    let meta = header.metadata().clone().unwrap();
+    let json: serde_json::Value = serde_json::from_str(&meta["config"]).unwrap();
+    let kl = KlConfig::from_json(&json, "the fixture's config").unwrap();
+    let cfg = VaeConfig::autoencoder_kl(kl, [3, 8, 8]);
+    cfg.validate().unwrap();
+    let layout = vae_wgpu::model::ParamLayout::new(&cfg);
+    // Names and shapes: exactly diffusers' state_dict (and the learned log σ).
+    let st = SafeTensors::deserialize(&fx.bytes).unwrap();
+    let mut theirs: Vec<(String, Vec<usize>)> = st
+        .tensors()
+        .into_iter()
+        .filter(|(n, _)| !n.starts_with("grad.") && n.contains('.') || n == "log_sigma")
+        .map(|(n, t)| (n, t.shape().to_vec()))
+        .collect();
+    theirs.sort();
+    let mut ours: Vec<(String, Vec<usize>)> = (layout.specs.iter())
+        .map(|s| (s.name.clone(), s.shape.clone()))
+        .collect();
+    ours.sort();
+    assert_eq!(ours, theirs, "the state_dict's names and shapes");
+    let mut params = vec![0.0f32; layout.len];
+    for s in &layout.specs {
+        s.write(&mut params, &fx.get(&s.name));
+    }
+    let b = 2;
+    let mut gpu = GpuVae::from_params(ctx, cfg.clone(), b, 0, &params).unwrap();
+    gpu.keep_every_gradient(ctx).unwrap();
+    let cpu = CpuVae::new(cfg.clone(), OptimizerConfig::default(), &params);
+    let ReferenceGraphs {
+        train,
+        acc,
+        forward,
+        ..
+    } = reference_graphs(ctx, &gpu, b);
+    let a = gpu.acts.rows(b, 1).unwrap();
+    let (x, eps) = (fx.get("x"), fx.get("eps"));
+    ctx.write_f32(&a.x, &x).unwrap();
+    ctx.write_f32(&a.eps, &eps).unwrap();
+    // The forward's tensors first (the training step then updates the weights; its gradients are
+    // of the weights before).
+    gpu.run_step(ctx, &forward, 0).unwrap();
+    let output = ctx.read_f32(&a.logits).unwrap();
+    gpu.reset_losses(ctx, &acc).unwrap();
+    gpu.run_step(ctx, &train, 0).unwrap();
+    let r = gpu.read_losses(ctx, &acc).unwrap();
+    let f64s = |v: &[f32]| v.iter().map(|&v| v as f64).collect::<Vec<_>>();
+    let t = cpu.forward_backward(&f64s(&x), &f64s(&eps));
+    let backend = ctx.adapter.backend.to_str();
+    for (name, gpu_v, cpu_v) in [
+        ("loss", r.batch_total, t.loss),
+        ("recon", r.batch_recon, t.recon),
+        ("kl", r.batch_kl, t.kl),
+    ] {
+        let want = fx.get64(name);
+        close(
+            &format!("{backend} {name} (gpu)"),
+            &[gpu_v as f32],
+            &want,
+            1e-5,
+        );
+        close(&format!("{name} (cpu)"), &[cpu_v as f32], &want, 1e-5);
+    }
+    let (mean, logvar) = Activations::split_heads(&ctx.read_f32(&a.heads).unwrap(), cfg.latent);
+    assert!(logvar.iter().any(|&v| v < -30.0), "the clamp is exercised");
+    let as32 = |v: &[f64]| v.iter().map(|&v| v as f32).collect::<Vec<_>>();
+    for (name, got, cpu_v) in [
+        ("mean", mean, &t.mu),
+        ("logvar", logvar, &t.logvar),
+        ("z", ctx.read_f32(&a.z).unwrap(), &t.z),
+        ("output", output, &t.logits),
+    ] {
+        let want = fx.get64(name);
+        close(&format!("{backend} {name} (gpu)"), &got, &want, 2e-4);
+        close(&format!("{name} (cpu)"), &as32(cpu_v), &want, 2e-4);
+    }
+    let grads = ctx.read_f32(&gpu.grads).unwrap();
+    for s in &layout.specs {
+        let want = fx.get64(&format!("grad.{}", s.name));
+        close(
+            &format!("{backend} d{} (gpu)", s.name),
+            &s.read(&grads),
+            &want,
+            2e-3,
+        );
+        close(
+            &format!("d{} (cpu)", s.name),
+            &as32(&s.read(&t.grads)),
+            &want,
+            2e-3,
+        );
+    }
+    // The clamped logvar channel gets no gradient: quant_conv's logvar rows for channel 1.
+    let dq = layout.get("quant_conv.bias").unwrap().read(&grads);
+    assert_eq!(dq[3], 0.0, "the clamped channel's bias gradient");
+    assert!(dq[2] != 0.0);
+});

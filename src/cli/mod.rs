@@ -192,6 +192,7 @@ impl ModelArgs {
                 .res_blocks
                 .as_ref()
                 .map_or_else(Vec::new, |w| w.0.clone()),
+            kl: None,
         };
         if self.conditional && cfg.conv.is_some() {
             return Err(crate::Error::setting(

@@ -4,6 +4,7 @@
 //! row sums, activation backward masks, the likelihood in the logits product) are separate ops here.
 
 use super::ops;
+use crate::kernels::reparam_kl::Logvar;
 use crate::model::body::{Body, Op};
 use crate::model::layers::cpu_forward as layer_forward;
 use crate::model::{Layer, Objective, ParamLayout, VaeConfig};
@@ -100,6 +101,7 @@ fn forward_body(
                 layer_forward(params, l, value(node.inputs[0]), rows, l.act, labels)
             }
             Op::Add(act) => ops::add_act(value(node.inputs[0]), value(node.inputs[1]), act),
+            Op::Upsample([_, h, w]) => ops::upsample_nearest(value(node.inputs[0]), [h, w]),
         };
         outs.push(y);
     }
@@ -152,6 +154,12 @@ fn backward_body(
                     }
                 }
             }
+            Op::Upsample([_, h, w]) => {
+                let t = node.inputs[0];
+                if wants(t) {
+                    give(&mut dts, t, ops::upsample_nearest_grad(&dy, [h, w]));
+                }
+            }
         }
     }
     dts.into_iter().map(Option::unwrap_or_default).collect()
@@ -194,7 +202,13 @@ impl CpuVae {
         let h = t.enc.last().map_or(x, |v| &v[..]);
         let heads = layer_forward(p, &layout.heads, h, b, Act::Identity, labels);
         (t.mu, t.logvar) = crate::ops::split_heads(&heads, k);
-        (t.z, t.kl) = ops::reparam_forward(&t.mu, &t.logvar, eps, 1.0);
+        // An AutoencoderKL's posterior reads its logvar clamped to [−30, 20].
+        let clamped = self.cfg.logvar() == Logvar::Clamped;
+        let lv_used: Vec<f64> = match clamped {
+            true => t.logvar.iter().map(|v| v.clamp(-30.0, 20.0)).collect(),
+            false => t.logvar.clone(),
+        };
+        (t.z, t.kl) = ops::reparam_forward(&t.mu, &lv_used, eps, 1.0);
         t.dec = forward_body(p, &layout.dec_body, &layout.decoder, &t.z, lb, labels);
         let h = t.dec.last().map_or(&t.z[..], |v| &v[..]);
         t.logits = layer_forward(p, &layout.output, h, lb, Act::Identity, labels);
@@ -246,8 +260,16 @@ impl CpuVae {
         t.d_dec = dxs.into_iter().skip(1).collect();
         (t.dmu, t.dlogvar) = match &iwae {
             Some((w, _)) => ops::reparam_backward_iwae(&t.mu, &t.logvar, eps, &t.dz, w, k),
-            None => ops::reparam_backward(&t.mu, &t.logvar, eps, &t.dz, self.kl_weight),
+            None => ops::reparam_backward(&t.mu, &lv_used, eps, &t.dz, self.kl_weight),
         };
+        if clamped {
+            // torch.clamp's gradient: passed inside the bounds and at them, 0 outside.
+            for (g, v) in t.dlogvar.iter_mut().zip(&t.logvar) {
+                if !(-30.0..=20.0).contains(v) {
+                    *g = 0.0;
+                }
+            }
+        }
         let dheads: Vec<f64> = t
             .dmu
             .chunks(k)

@@ -55,6 +55,31 @@ pub fn grad_act(g: &[f64], h: &[f64], out: &mut [f64], act: Act, accumulate: boo
     }
 }
 
+/// `upsample_nearest`: each `[H, W]` plane of `x` (`planes` of them) doubled on both axes.
+pub fn upsample_nearest(x: &[f64], [h, w]: [usize; 2]) -> Vec<f64> {
+    let mut y = Vec::with_capacity(4 * x.len());
+    for plane in x.chunks_exact(h * w) {
+        for yy in 0..2 * h {
+            for xx in 0..2 * w {
+                y.push(plane[(yy / 2) * w + xx / 2]);
+            }
+        }
+    }
+    y
+}
+
+/// `upsample_nearest_grad`: each input value's gradient, the sum of its 2x2 copies' in `dy`.
+pub fn upsample_nearest_grad(dy: &[f64], [h, w]: [usize; 2]) -> Vec<f64> {
+    let mut dx = vec![0.0; dy.len() / 4];
+    for (p, plane) in dy.chunks_exact(4 * h * w).enumerate() {
+        for (i, g) in plane.iter().enumerate() {
+            let (yy, xx) = (i / (2 * w), i % (2 * w));
+            dx[p * h * w + (yy / 2) * w + xx / 2] += g;
+        }
+    }
+    dx
+}
+
 // ---- bias_act.wgsl ----------------------------------------------------------------------------
 
 pub fn sigmoid(x: f64) -> f64 {
@@ -213,14 +238,18 @@ pub fn recon_elem(lik: Likelihood, l: f64, x: f64, log_sigma: f64) -> (f64, f64,
             let (nll, d) = cb_nll(l, x);
             (nll, d, 0.0)
         }
-        Likelihood::Gaussian { .. } => {
-            let mu = sigmoid(l);
+        Likelihood::Gaussian { .. } | Likelihood::GaussianIdentity { .. } => {
+            // μ = σ(l), or l itself; dμ/dl accordingly.
+            let (mu, dmu) = match lik {
+                Likelihood::GaussianIdentity { .. } => (l, 1.0),
+                _ => (sigmoid(l), sigmoid(l) * (1.0 - sigmoid(l))),
+            };
             let inv_s = (-log_sigma).exp();
             let r = (x - mu) * inv_s;
             let half_log_2pi = 0.5 * (2.0 * std::f64::consts::PI).ln();
             (
                 0.5 * r * r + log_sigma + half_log_2pi,
-                -r * inv_s * mu * (1.0 - mu),
+                -r * inv_s * dmu,
                 1.0 - r * r,
             )
         }
@@ -231,6 +260,7 @@ pub fn recon_elem(lik: Likelihood, l: f64, x: f64, log_sigma: f64) -> (f64, f64,
 pub fn likelihood_mean(lik: Likelihood, l: f64) -> f64 {
     match lik {
         Likelihood::ContinuousBernoulli => cb_mean_clamped(l),
+        Likelihood::GaussianIdentity { .. } => l,
         _ => sigmoid(l),
     }
 }

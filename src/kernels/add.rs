@@ -1,7 +1,8 @@
 //! The tensor operations between a model graph's layers — launcher for `shaders/add.wgsl`: a
 //! residual sum with its activation (`add_act`), and a gradient passed through an activation into
 //! a tensor's gradient, written or added (`grad_act`: how a tensor read by several nodes sums
-//! their gradients).
+//! their gradients), and diffusers' nearest-neighbour 2x upsampling with its backward
+//! (`upsample_nearest`, `upsample_nearest_grad`).
 
 use super::{Bind, Dispatch, dispatch, grid_1d, uniform};
 use crate::error::{Error, Result};
@@ -87,6 +88,73 @@ pub fn grad_act(
             ("ACCUMULATE", accumulate as u32 as f64),
         ],
         (g, h, out),
+    )
+}
+
+/// Nearest-neighbour 2x of `[C, H, W]` images (`image`): `y` `[rows, C·2H·2W]` from `x`
+/// `[rows, C·H·W]` (diffusers' `Upsample2D` before its convolution).
+pub fn upsample_nearest(
+    ctx: &GpuContext,
+    x: &GpuTensor,
+    y: &GpuTensor,
+    image: [usize; 3],
+) -> Result<Dispatch> {
+    upsample(ctx, "upsample_nearest", x, y, image, true)
+}
+
+/// The backward of [`upsample_nearest`]: `dx` `[rows, C·H·W]`, each value the sum of the 2x2
+/// values of `dy` it was copied to.
+pub fn upsample_nearest_grad(
+    ctx: &GpuContext,
+    dy: &GpuTensor,
+    dx: &GpuTensor,
+    image: [usize; 3],
+) -> Result<Dispatch> {
+    upsample(ctx, "upsample_nearest_grad", dy, dx, image, false)
+}
+
+/// `src` → `dst`, one thread per value of `dst` (four times `src`'s values `forward`, a quarter
+/// backward).
+fn upsample(
+    ctx: &GpuContext,
+    entry: &'static str,
+    src: &GpuTensor,
+    dst: &GpuTensor,
+    [c, h, w]: [usize; 3],
+    forward: bool,
+) -> Result<Dispatch> {
+    let plane = c * h * w;
+    let (src_factor, dst_factor) = if forward { (1, 4) } else { (4, 1) };
+    let rows = src.len() / (plane * src_factor).max(1);
+    let n = dst.len();
+    if plane == 0 || src.len() != rows * plane * src_factor || n != rows * plane * dst_factor {
+        return Err(Error::shape(
+            entry,
+            format!(
+                "{:?} -> {:?} is not a 2x nearest upsampling of {c}x{h}x{w} images",
+                src.shape, dst.shape
+            ),
+        ));
+    }
+    if n > u32::MAX as usize {
+        return Err(Error::shape(entry, format!("{n} values exceed u32")));
+    }
+    let params = uniform(
+        ctx,
+        "upsample params",
+        &AddParams {
+            n: n as u32,
+            _pad: [0; 3],
+        },
+    );
+    dispatch(
+        ctx,
+        entry,
+        Shader::ADD,
+        entry,
+        &[("UP_H", h as f64), ("UP_W", w as f64)],
+        &[Bind::Tensor(src), Bind::Tensor(dst), Bind::Buffer(&params)],
+        grid_1d(n),
     )
 }
 

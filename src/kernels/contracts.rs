@@ -129,6 +129,10 @@ fn codes_and_slots_are_the_wgsl_constants() {
             "LIKELIHOOD_CONTINUOUS_BERNOULLI",
         ),
         (Likelihood::Gaussian { sigma: None }, "LIKELIHOOD_GAUSSIAN"),
+        (
+            Likelihood::GaussianIdentity { sigma: None },
+            "LIKELIHOOD_GAUSSIAN_IDENTITY",
+        ),
     ] {
         assert_eq!(const_u32(&common, name), Some(lik.code()), "{name}");
     }

@@ -125,8 +125,8 @@ pub fn forward(
 }
 
 /// From the output's gradient `dy` (through SiLU with `silu`, its input recomputed from `x`):
-/// the input gradient `dx`, and `dγ | dβ` into `dgb` (`[2, C]`), with `sums` (`[B·G, 2]`) as
-/// scratch for each group's Σ g·γ and Σ g·γ·x̂.
+/// the input gradient `dx` (when asked), and `dγ`, `dβ` (`[C]` each), with `sums` (`[B·G, 2]`)
+/// as scratch for each group's Σ g·γ and Σ g·γ·x̂.
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     ctx: &GpuContext,
@@ -137,49 +137,53 @@ pub fn backward(
     (gamma, beta): (&GpuTensor, &GpuTensor),
     stats: &GpuTensor,
     sums: &GpuTensor,
-    dx: &GpuTensor,
-    dgb: &GpuTensor,
+    dx: Option<&GpuTensor>,
+    (dgamma, dbeta): (&GpuTensor, &GpuTensor),
 ) -> Result<Vec<Dispatch>> {
     let checked = s.params()?;
     for (name, t, len) in [
         ("dy", dy, s.len()),
         ("x", x, s.len()),
-        ("dx", dx, s.len()),
         ("γ", gamma, s.channels),
         ("β", beta, s.channels),
         ("stats", stats, 2 * s.stats_rows()),
         ("sums", sums, 2 * s.stats_rows()),
-        ("dγ | dβ", dgb, 2 * s.channels),
+        ("dγ", dgamma, s.channels),
+        ("dβ", dbeta, s.channels),
     ] {
         check_len(name, t, len)?;
+    }
+    if let Some(dx) = dx {
+        check_len("dx", dx, s.len())?;
     }
     let params = uniform(ctx, "group norm params", &checked);
     let groups = [s.stats_rows() as u32, 1, 1];
     let k = (&params, silu);
     let front = [x, stats, gamma, beta, dy];
-    Ok(vec![
-        launch(
+    let mut d = vec![launch(
+        ctx,
+        "gn_param_grad",
+        k,
+        &[&front[..], &[dgamma, dbeta]].concat(),
+        [s.channels as u32, 1, 1],
+    )?];
+    if let Some(dx) = dx {
+        d.push(launch(
             ctx,
             "gn_backward_sums",
             k,
             &[&front[..], &[sums]].concat(),
             groups,
-        )?,
-        launch(
+        )?);
+        d.push(launch(
             ctx,
             "gn_input_grad",
             k,
             &[&front[..], &[sums, dx]].concat(),
             grid_1d(s.len()),
-        )?,
-        launch(
-            ctx,
-            "gn_param_grad",
-            k,
-            &[&front[..], &[dgb]].concat(),
-            [s.channels as u32, 1, 1],
-        )?,
-    ])
+        )?);
+    }
+    Ok(d)
 }
 
 /// This module's uniform structs, as `kernels::contracts` checks them against `Shader::GROUP_NORM`.

@@ -49,6 +49,21 @@ fn check(
     Ok((rows / b, k))
 }
 
+/// How the posterior reads its logvar: as it is, or clamped to [−30, 20] as diffusers'
+/// `DiagonalGaussianDistribution` does (its gradient then 0 outside the bounds).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Logvar {
+    #[default]
+    AsIs,
+    Clamped,
+}
+
+impl Logvar {
+    fn constant(self) -> (&'static str, f64) {
+        ("LOGVAR_CLAMP", (self == Logvar::Clamped) as u32 as f64)
+    }
+}
+
 /// `z = mu + exp(logvar/2)·eps` for L samples, and the (unweighted) KL's partial sums into
 /// `kl_partials`; `heads` is the encoder heads' output [B, 2K], row b = (mu_b, logvar_b).
 #[allow(clippy::too_many_arguments)]
@@ -60,6 +75,7 @@ pub fn reparam_forward(
     kl_partials: &GpuTensor,
     source: EpsSource,
     step: &StepUniform,
+    logvar: Logvar,
 ) -> Result<Dispatch> {
     const OP: &str = "reparam_forward";
     let (samples, k) = check(OP, heads, eps, z)?;
@@ -89,10 +105,13 @@ pub fn reparam_forward(
         OP,
         Shader::REPARAM_KL,
         OP,
-        &[(
-            "EPS_FROM_BUFFER",
-            (source == EpsSource::Buffer) as u32 as f64,
-        )],
+        &[
+            (
+                "EPS_FROM_BUFFER",
+                (source == EpsSource::Buffer) as u32 as f64,
+            ),
+            logvar.constant(),
+        ],
         &[
             Bind::Tensor(heads),
             Bind::Tensor(eps),
@@ -117,6 +136,7 @@ pub fn reparam_backward(
     dheads: &GpuTensor,
     step: &StepUniform,
     iwae_weights: Option<&GpuTensor>,
+    logvar: Logvar,
 ) -> Result<Dispatch> {
     const OP: &str = "reparam_backward";
     let (samples, k) = check(OP, heads, eps, dz)?;
@@ -148,7 +168,10 @@ pub fn reparam_backward(
         OP,
         Shader::REPARAM_KL,
         OP,
-        &[("IWAE", iwae_weights.is_some() as u32 as f64)],
+        &[
+            ("IWAE", iwae_weights.is_some() as u32 as f64),
+            logvar.constant(),
+        ],
         &[
             Bind::Tensor(heads),
             Bind::Tensor(eps),

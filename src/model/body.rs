@@ -1,6 +1,7 @@
 //! A side of the model as a directed acyclic graph: the encoder up to its heads, the decoder up to
 //! its output layer. Nodes over tensors, in topological order: a layer of the side's list
-//! ([`Op::Layer`]) or a tensor operation ([`Op::Add`], a residual sum). Tensor 0 is the side's
+//! ([`Op::Layer`]) or a tensor operation ([`Op::Add`], a residual sum; [`Op::Upsample`], a
+//! nearest-neighbour 2x). Tensor 0 is the side's
 //! input (x or z); node i writes tensor i + 1; the last tensor feeds the heads (or the output
 //! layer). A tensor may be read by several nodes — a residual block reads its input twice — and
 //! then gets the sum of their gradients.
@@ -33,6 +34,9 @@ pub enum Op {
     Layer(usize),
     /// `y = act(a + b)` of its two inputs.
     Add(Act),
+    /// Nearest-neighbour 2x of its input's `[C, H, W]` images (diffusers' `Upsample2D` before
+    /// its convolution); no activation.
+    Upsample([usize; 3]),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,6 +77,23 @@ impl Body {
         debug_assert_eq!(self.widths[a], self.widths[b], "an add of unequal widths");
         let w = self.widths[a];
         self.push(Op::Add(act), vec![a, b], w, act)
+    }
+
+    /// Append the nearest-neighbour 2x of `input`'s `[C, H, W]` images; returns its output
+    /// tensor (`[C, 2H, 2W]`).
+    pub fn upsample(&mut self, input: TensorId, image: [usize; 3]) -> TensorId {
+        let [c, h, w] = image;
+        debug_assert_eq!(
+            self.widths[input],
+            c * h * w,
+            "an upsampling of another size"
+        );
+        self.push(
+            Op::Upsample(image),
+            vec![input],
+            4 * c * h * w,
+            Act::Identity,
+        )
     }
 
     fn push(&mut self, op: Op, inputs: Vec<TensorId>, width: usize, act: Act) -> TensorId {

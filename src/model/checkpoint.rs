@@ -137,7 +137,7 @@ impl Checkpoint {
             "likelihood".to_string(),
             self.cfg.likelihood.name().to_string(),
         );
-        if let crate::model::Likelihood::Gaussian { sigma: Some(s) } = self.cfg.likelihood {
+        if let Some(Some(s)) = self.cfg.likelihood.gaussian_sigma() {
             meta.insert("sigma".to_string(), s.to_string());
         }
         meta.insert("beta".to_string(), self.cfg.beta.to_string());
@@ -498,6 +498,7 @@ impl Checkpoint {
                     .map_err(|e| data_err(path, format!("metadata 'objective': {e}")))?,
             },
             classes,
+            kl: None,
         };
         cfg.validate().map_err(|e| data_err(path, e.to_string()))?;
         let layout = ParamLayout::new(&cfg);

@@ -1,5 +1,7 @@
 use crate::data::folder::MAX_CLASSES;
 use crate::error::{Error, Result};
+use crate::kernels::reparam_kl::Logvar;
+use crate::model::autoencoder_kl::KlConfig;
 use crate::model::likelihood::Likelihood;
 use crate::ops::Act;
 
@@ -87,6 +89,17 @@ pub struct VaeConfig {
     /// encoder side, in reverse order on the decoder's; each `act(s + fc2(act(fc1(x))))` with `s`
     /// the block's input, or its `shortcut` Linear when the widths differ (`model::body`).
     pub res_blocks: Vec<usize>,
+    /// diffusers' AutoencoderKL (`--arch autoencoder-kl`, or a diffusers folder) in place of the
+    /// layers above (`hidden`, `conv`, `res_blocks` then empty), on images of `image`.
+    pub kl: Option<KlModel>,
+}
+
+/// An AutoencoderKL's config and the images it runs on (`[C, H, W]`; its latent is
+/// `[latent_channels, H/2^n, W/2^n]`, n = [`KlConfig::downsamples`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct KlModel {
+    pub config: KlConfig,
+    pub image: [usize; 3],
 }
 
 impl Default for VaeConfig {
@@ -120,6 +133,30 @@ impl VaeConfig {
             objective: Objective::Elbo,
             classes: 0,
             res_blocks: Vec::new(),
+            kl: None,
+        }
+    }
+
+    /// diffusers' AutoencoderKL of `config` on `image` (`[C, H, W]`) images: its latent is the
+    /// encoder's spatial `[latent_channels, h, w]`, its likelihood by default a Gaussian of learned
+    /// σ whose mean is the decoder's output (pixels in [−1, 1]).
+    pub fn autoencoder_kl(config: KlConfig, image: [usize; 3]) -> Self {
+        let [lc, h, w] = config.latent_image(image);
+        VaeConfig {
+            hidden: Vec::new(),
+            decoder_hidden: Vec::new(),
+            likelihood: Likelihood::GaussianIdentity { sigma: None },
+            kl: Some(KlModel { config, image }),
+            ..VaeConfig::mirrored(image.iter().product(), &[], lc * h * w)
+        }
+    }
+
+    /// How the posterior reads its logvar: clamped to [−30, 20] in an AutoencoderKL, as diffusers'
+    /// `DiagonalGaussianDistribution`; as it is otherwise.
+    pub fn logvar(&self) -> Logvar {
+        match self.kl {
+            Some(_) => Logvar::Clamped,
+            None => Logvar::AsIs,
         }
     }
 
@@ -147,6 +184,10 @@ impl VaeConfig {
         if let Some(c) = &mut self.conv {
             c.image = [channels, rows, cols];
         }
+        if let Some(k) = &mut self.kl {
+            k.image = [channels, rows, cols];
+            self.latent = k.config.latent_image(k.image).iter().product();
+        }
         self
     }
 
@@ -170,6 +211,23 @@ impl VaeConfig {
 
     /// `784-400-200-10 tanh` (and the decoder's widths when they do not mirror the encoder's).
     pub fn describe(&self) -> String {
+        if let Some(k) = &self.kl {
+            let c = &k.config;
+            let [ch, r, w] = k.image;
+            let [lc, lh, lw] = c.latent_image(k.image);
+            return format!(
+                "AutoencoderKL {ch}x{r}x{w} blocks {} ×{} groups {} latent {lc}x{lh}x{lw}, {}{}",
+                width_list(&c.block_out_channels),
+                c.layers_per_block,
+                c.norm_num_groups,
+                self.likelihood,
+                if self.beta != 1.0 {
+                    format!(", β = {}", self.beta)
+                } else {
+                    String::new()
+                }
+            );
+        }
         let mut front = self.input.to_string();
         if let Some(c) = &self.conv {
             let [ch, r, w] = c.image;
@@ -243,6 +301,9 @@ impl VaeConfig {
         }
         self.validate_conv()?;
         self.likelihood.validate()?;
+        if self.kl.is_some() {
+            return self.validate_kl();
+        }
         // The KL weight is an f32 on the device: past 1e6 it drowns the reconstruction term and
         // past f32's range it is infinite, which would only surface as a diverged epoch.
         if !(self.beta.is_finite() && (0.0..=1e6).contains(&self.beta)) {
@@ -348,6 +409,69 @@ impl VaeConfig {
         Ok(())
     }
 
+    /// An AutoencoderKL: its config buildable, the images' channels its `in_channels` and
+    /// `out_channels`, their sides divisible by 2^downsamples, and nothing of the other models.
+    fn validate_kl(&self) -> Result<()> {
+        let Some(k) = &self.kl else {
+            return Ok(());
+        };
+        let c = &k.config;
+        c.validate("the AutoencoderKL config")?;
+        let [ch, rows, cols] = k.image;
+        if c.in_channels != ch || c.out_channels != ch {
+            return Err(Error::Config(format!(
+                "the AutoencoderKL takes in_channels = {} and gives out_channels = {}, but the \
+                 images have {ch} channels",
+                c.in_channels, c.out_channels
+            )));
+        }
+        let div = 1usize << c.downsamples().min(31);
+        if rows % div != 0 || cols % div != 0 || rows < div || cols < div {
+            return Err(Error::Config(format!(
+                "the AutoencoderKL's {} blocks halve the image's sides {} times, so they must be \
+                 divisible by {div}; the images are {rows}x{cols}: choose an --image-size \
+                 divisible by {div} (e.g. {}) or fewer blocks",
+                c.block_out_channels.len(),
+                c.downsamples(),
+                (rows.max(div) / div) * div
+            )));
+        }
+        if !matches!(self.likelihood, Likelihood::GaussianIdentity { .. }) {
+            return Err(Error::setting(
+                "likelihood",
+                format!(
+                    "an AutoencoderKL's output is the mean of pixels in [−1, 1]: use \
+                     --likelihood gaussian, not {}",
+                    self.likelihood.name()
+                ),
+            ));
+        }
+        let other = [
+            ("conv", self.conv.is_some()),
+            (
+                "hidden",
+                !self.hidden.is_empty() || !self.decoder_hidden.is_empty(),
+            ),
+            ("res blocks", !self.res_blocks.is_empty()),
+            ("conditional", self.classes > 0),
+            ("objective", self.objective != Objective::Elbo),
+        ];
+        if let Some((name, _)) = other.iter().find(|(_, set)| *set) {
+            return Err(Error::setting(
+                name,
+                "does not apply to an AutoencoderKL (its layers come from its config)",
+            ));
+        }
+        let n = self.num_params();
+        if n > MAX_PARAMS {
+            return Err(Error::Config(format!(
+                "a {} model has {n} parameters; the limit is {MAX_PARAMS}",
+                self.describe()
+            )));
+        }
+        Ok(())
+    }
+
     /// The conv layers' shapes: channel counts in range, the image's sides divisible by 2^n (each
     /// layer halves them), the image's size the input's. Named after the flags that set them.
     fn validate_conv(&self) -> Result<()> {
@@ -392,6 +516,9 @@ impl VaeConfig {
 
     /// Parameters of the model (weights and biases of every layer).
     pub fn num_params(&self) -> u64 {
+        if self.kl.is_some() {
+            return crate::model::ParamLayout::new(self).num_params() as u64;
+        }
         // Residual blocks from width `from`: two layers and a shortcut where the widths differ,
         // `k2` weights a pair of channels (1 for the dense blocks' Linear layers, 9 for the
         // conv blocks' 3x3 convolutions, whose shortcut is 1x1).

@@ -12,7 +12,6 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{DType, GpuContext, GpuTensor};
-use crate::kernels::conv::ConvScratch;
 use crate::kernels::matmul::{self, Epilogue, ReconEpilogue};
 use crate::kernels::reduce::LossSlots;
 use crate::kernels::reparam_kl::{EpsSource, kl_partials_len};
@@ -62,8 +61,9 @@ pub struct Activations {
     /// A conditional model's classes of the batch's images, u32 `[B]` (decoder row l·B + b reads
     /// entry b); when decoding codes, one per code.
     pub labels: GpuTensor,
-    /// Scratch of the conv layers' GEMM formulation (one value when there are none).
-    pub conv_scratch: ConvScratch,
+    /// The layers' scratch: the conv layers' GEMM formulation's (one value when there are none),
+    /// the GroupNorms' statistics and sums.
+    pub scratch: LayerScratch,
     /// A gradient contribution to a tensor read by several nodes, before it is added to the
     /// tensor's gradient (4 values when no tensor is).
     pub grad_scratch: GpuTensor,
@@ -140,7 +140,7 @@ impl Activations {
             iwae_obj: z("iwae objective", &[batch])?,
             kl_partials: z("kl_partials", &[kl_partials_len(lb * k)])?,
             labels: ctx.zeros("labels", &[lb], DType::U32)?,
-            conv_scratch: ConvScratch::new(ctx, &conv_shapes(layout, batch, lb))?,
+            scratch: LayerScratch::new(ctx, layout, batch, lb)?,
         })
     }
 
@@ -162,13 +162,12 @@ impl Activations {
             &self.iwae_obj,
             &self.kl_partials,
             &self.labels,
-            &self.conv_scratch.cols,
-            &self.conv_scratch.rows,
             &self.grad_scratch,
         ];
         let many = [&self.enc, &self.dec, &self.d_enc, &self.d_dec];
         let mut buffers: Vec<&wgpu::Buffer> = Vec::new();
-        for t in one.into_iter().chain(many.into_iter().flatten()) {
+        let scratch = self.scratch.tensors();
+        for t in (one.into_iter().chain(scratch)).chain(many.into_iter().flatten()) {
             if !buffers.contains(&&t.buffer) {
                 buffers.push(&t.buffer);
             }
@@ -221,13 +220,27 @@ impl Activations {
             iwae_obj: self.iwae_obj.view(0, &[b])?,
             kl_partials: self.kl_partials.clone(),
             labels: self.labels.view(0, &[b])?,
-            conv_scratch: self.conv_scratch.clone(),
+            scratch: self.scratch.clone(),
             grad_scratch: self.grad_scratch.clone(),
         })
     }
 }
 
-pub use crate::model::layers::{LayerViews, conv_shapes, layer_backward, layer_forward};
+pub use crate::model::layers::{
+    LayerScratch, LayerViews, conv_shapes, layer_backward, layer_forward,
+};
+
+/// An upsampling's input must be a tensor no activation produced (its backward fuses none; in
+/// diffusers' decoder it reads a residual sum).
+fn upsample_input_act(body: &Body, t: TensorId) -> Result<()> {
+    match body.acts[t] {
+        Some(act) if act != Act::Identity => Err(Error::Config(format!(
+            "an upsampling reads tensor {t}, which {act} produced: its input must be a tensor \
+             without an activation"
+        ))),
+        _ => Ok(()),
+    }
+}
 
 /// One side's graph with its buffers: tensor 0 is `input`, tensor t ≥ 1 is
 /// `outs[t − 1]` with gradient `grads[t − 1]`; the input's gradient is `input_grad` (z's, `dz`) or
@@ -466,7 +479,7 @@ impl GpuVae {
         let params = ctx.upload_f32("params", &[n], params)?;
         let log_sigma = match (cfg.likelihood, layout.log_sigma) {
             (_, Some(offset)) => Some(params.view(offset, &[1])?),
-            (l @ Likelihood::Gaussian { .. }, None) => {
+            (l, None) if l.is_gaussian() => {
                 Some(ctx.upload_f32("fixed log sigma", &[1], &[l.fixed_log_sigma()])?)
             }
             _ => None,
@@ -564,6 +577,7 @@ impl GpuVae {
             &a.kl_partials,
             eps_source,
             step,
+            self.cfg.logvar(),
         )?);
         d.extend(self.decoder_hidden(ctx, &a)?);
         let out_layer = &self.layout.output;
@@ -622,7 +636,7 @@ impl GpuVae {
                 &a.logits,
                 Act::Identity,
                 Some(&a.labels),
-                &a.conv_scratch,
+                &a.scratch,
             )?);
             if iwae {
                 d.push(likelihood::recon_rows(
@@ -698,6 +712,7 @@ impl GpuVae {
                 &a.dheads,
                 step,
                 iwae.then_some(&a.iwae_weights),
+                self.cfg.logvar(),
             )?);
             let (enc, heads) = (self.encoder_side(&a), &self.layout.heads);
             d.extend(self.backward_body(ctx, &a, &enc, heads, &a.dheads)?);
@@ -748,16 +763,7 @@ impl GpuVae {
             };
             let dx = target.as_ref().map(|g| (g, act));
             let labels = Some(&a.labels);
-            d.extend(layer_backward(
-                ctx,
-                l,
-                &v,
-                dy,
-                x,
-                dx,
-                labels,
-                &a.conv_scratch,
-            )?);
+            d.extend(layer_backward(ctx, l, &v, dy, x, dx, labels, &a.scratch)?);
             if let (Some(tmp), Some(g)) = (&target, added) {
                 d.push(add::grad_act(ctx, tmp, tmp, g, Act::Identity, true)?);
             }
@@ -781,6 +787,21 @@ impl GpuVae {
                             d.push(add::grad_act(ctx, dy, h, g, act, written[t])?);
                             written[t] = true;
                         }
+                    }
+                }
+                Op::Upsample(image) => {
+                    let t = node.inputs[0];
+                    if let Some(g) = side.grad(t) {
+                        upsample_input_act(body, t)?;
+                        // A later contribution goes through the scratch, then is added.
+                        if written[t] {
+                            let tmp = a.grad_scratch.view(0, &g.shape)?;
+                            d.push(add::upsample_nearest_grad(ctx, dy, &tmp, image)?);
+                            d.push(add::grad_act(ctx, &tmp, &tmp, g, Act::Identity, true)?);
+                        } else {
+                            d.push(add::upsample_nearest_grad(ctx, dy, g, image)?);
+                        }
+                        written[t] = true;
                     }
                 }
             }
@@ -831,7 +852,7 @@ impl GpuVae {
             &a.heads,
             Act::Identity,
             Some(&a.labels),
-            &a.conv_scratch,
+            &a.scratch,
         )?);
         Ok(d)
     }
@@ -883,20 +904,19 @@ impl GpuVae {
                     let v = self.views(l)?;
                     let x = side.value(node.inputs[0]);
                     let labels = Some(&a.labels);
-                    d.extend(layer_forward(
-                        ctx,
-                        l,
-                        &v,
-                        x,
-                        y,
-                        l.act,
-                        labels,
-                        &a.conv_scratch,
-                    )?);
+                    d.extend(layer_forward(ctx, l, &v, x, y, l.act, labels, &a.scratch)?);
                 }
                 Op::Add(act) => {
                     let (p, q) = (side.value(node.inputs[0]), side.value(node.inputs[1]));
                     d.push(add::add_act(ctx, p, q, y, act)?);
+                }
+                Op::Upsample(image) => {
+                    d.push(add::upsample_nearest(
+                        ctx,
+                        side.value(node.inputs[0]),
+                        y,
+                        image,
+                    )?);
                 }
             }
         }
@@ -939,7 +959,7 @@ impl GpuVae {
             &a.logits,
             act,
             Some(&a.labels),
-            &a.conv_scratch,
+            &a.scratch,
         )?);
         d.extend(mean);
         Ok(StepGraph::new(rows, false, self.planning_slot.get(), d))

@@ -1,6 +1,7 @@
 //! The VAE: its sizes ([`VaeConfig`]), its parameters laid out in flat arenas with PyTorch's names
 //! ([`ParamLayout`]), and the GPU training step ([`GpuVae`]).
 
+pub mod autoencoder_kl;
 pub mod body;
 pub mod checkpoint;
 pub mod config;

@@ -245,8 +245,20 @@ fn conv_residual_blocks(
 }
 
 impl LayerList {
-    /// The layers of `cfg`, named as its PyTorch module names them (see the module docs).
+    /// The layers of `cfg`, named as its PyTorch module names them (see the module docs), or as
+    /// diffusers names an AutoencoderKL's (`model::autoencoder_kl`).
     fn new(cfg: &VaeConfig) -> Self {
+        if let Some(k) = &cfg.kl {
+            let l = super::autoencoder_kl::layers(&k.config, k.image);
+            return LayerList {
+                encoder: l.encoder,
+                heads: l.heads,
+                decoder: l.decoder,
+                output: l.output,
+                enc_body: l.enc_body,
+                dec_body: l.dec_body,
+            };
+        }
         let act = cfg.activation;
         let notebook = cfg.has_notebook_names();
         let dense_name = |side: &str, notebook_name: &str, index: usize| {
@@ -455,8 +467,19 @@ fn block_geom(image: [usize; 3], c_out: usize, kernel: usize) -> ConvGeom {
 }
 
 impl ParamLayout {
+    /// Every layer with the rows it runs on: the encoder's and the heads on `batch`, the
+    /// decoder's and the output layer on `lb` (L·B).
+    pub fn layers_with_rows(&self, batch: usize, lb: usize) -> Vec<(&Layer, usize)> {
+        let enc = self.encoder.iter().chain([&self.heads]).map(|l| (l, batch));
+        let dec = self.decoder.iter().chain([&self.output]).map(|l| (l, lb));
+        enc.chain(dec).collect()
+    }
+
     pub fn new(cfg: &VaeConfig) -> Self {
         let list = LayerList::new(cfg);
+        if cfg.kl.is_some() {
+            return Self::autoencoder_kl(cfg, list);
+        }
         // Every parameter tensor in state_dict order (the heads as their two modules).
         let k = cfg.latent;
         let mut specs: Vec<ParamSpec> = Vec::new();
@@ -554,6 +577,65 @@ impl ParamLayout {
             dec_body: list.dec_body,
             specs,
             len,
+            log_sigma,
+        }
+    }
+
+    /// An AutoencoderKL's layout: every layer's tensors in diffusers' state_dict order, each
+    /// aligned (its heads are one tensor pair, `quant_conv`, already mean | logvar); a learned
+    /// σ's `log_sigma` last.
+    fn autoencoder_kl(cfg: &VaeConfig, list: LayerList) -> Self {
+        let mut layers: Vec<&Layer> = std::iter::once(&list.heads)
+            .chain(&list.encoder)
+            .chain(&list.decoder)
+            .chain([&list.output])
+            .collect();
+        layers.sort_by_key(|l| super::autoencoder_kl::state_dict_rank(&l.name));
+        let mut specs = Vec::new();
+        let mut offset = 0;
+        let mut at = std::collections::HashMap::new();
+        for l in layers {
+            let mut offsets = Vec::new();
+            for decl in l.params() {
+                let spec = ParamSpec {
+                    name: format!("{}.{}", l.name, decl.suffix),
+                    shape: decl.shape,
+                    offset,
+                    init: decl.init,
+                    split: None,
+                };
+                offsets.push(offset);
+                offset = (offset + spec.len()).div_ceil(ARENA_ALIGN) * ARENA_ALIGN;
+                specs.push(spec);
+            }
+            at.insert(l.name.clone(), offsets);
+        }
+        let log_sigma = cfg.likelihood.learns_sigma().then(|| {
+            specs.push(ParamSpec {
+                name: "log_sigma".into(),
+                shape: vec![],
+                offset,
+                init: Init::Zeros,
+                split: None,
+            });
+            offset += ARENA_ALIGN;
+            offset - ARENA_ALIGN
+        });
+        let placed = |mut l: Layer| {
+            let o = &at[&l.name];
+            l.weight = o[0];
+            l.bias = o[1];
+            l
+        };
+        ParamLayout {
+            encoder: list.encoder.into_iter().map(placed).collect(),
+            heads: placed(list.heads),
+            decoder: list.decoder.into_iter().map(placed).collect(),
+            output: placed(list.output),
+            enc_body: list.enc_body,
+            dec_body: list.dec_body,
+            specs,
+            len: offset,
             log_sigma,
         }
     }

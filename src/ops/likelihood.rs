@@ -31,6 +31,10 @@ pub enum Likelihood {
     ContinuousBernoulli,
     /// N(σ(l), σ²) per value: `sigma` fixed (`--sigma`), or `None` for a learned scalar log σ.
     Gaussian { sigma: Option<f32> },
+    /// N(l, σ²) per value: the decoder's output is the mean itself, for pixels in [−1, 1] (the
+    /// `--likelihood gaussian` of an AutoencoderKL, whose decoder has no output activation, as
+    /// diffusers' MSE loss); σ as [`Likelihood::Gaussian`]'s.
+    GaussianIdentity { sigma: Option<f32> },
 }
 
 /// Codes of the WGSL `LIKELIHOOD` override (`LIKELIHOOD_*` in shaders/common.wgsl).
@@ -44,7 +48,7 @@ impl Likelihood {
         match self {
             Likelihood::Bernoulli => "bernoulli",
             Likelihood::ContinuousBernoulli => "continuous-bernoulli",
-            Likelihood::Gaussian { .. } => "gaussian",
+            Likelihood::Gaussian { .. } | Likelihood::GaussianIdentity { .. } => "gaussian",
         }
     }
 
@@ -61,7 +65,7 @@ impl Likelihood {
                 ));
             }
         };
-        if sigma.is_some() && !matches!(l, Likelihood::Gaussian { .. }) {
+        if sigma.is_some() && !l.is_gaussian() {
             return Err(Error::setting(
                 "sigma",
                 format!(
@@ -77,8 +81,8 @@ impl Likelihood {
     pub fn validate(&self) -> Result<()> {
         // Values lie in [0, 1]: a σ past these bounds overflows −log p in f32 (½((x − μ)/σ)²) or
         // says nothing, and would only surface as a diverged epoch.
-        if let Likelihood::Gaussian { sigma: Some(s) } = self
-            && !(s.is_finite() && (1e-6..=1e6).contains(s))
+        if let Some(Some(s)) = self.gaussian_sigma()
+            && !(s.is_finite() && (1e-6..=1e6).contains(&s))
         {
             return Err(Error::setting(
                 "sigma",
@@ -94,34 +98,61 @@ impl Likelihood {
             Likelihood::Bernoulli => 1,
             Likelihood::ContinuousBernoulli => 2,
             Likelihood::Gaussian { .. } => 3,
+            Likelihood::GaussianIdentity { .. } => 4,
+        }
+    }
+
+    /// Either Gaussian.
+    pub fn is_gaussian(&self) -> bool {
+        self.gaussian_sigma().is_some()
+    }
+
+    /// A Gaussian's σ setting (`Some(None)`: learned); `None` for the other likelihoods.
+    pub fn gaussian_sigma(&self) -> Option<Option<f32>> {
+        match *self {
+            Likelihood::Gaussian { sigma } | Likelihood::GaussianIdentity { sigma } => Some(sigma),
+            _ => None,
+        }
+    }
+
+    /// The same likelihood for a decoder whose output is the mean itself (an AutoencoderKL's):
+    /// a Gaussian becomes [`Likelihood::GaussianIdentity`]; the others are unchanged.
+    pub fn with_identity_mean(self) -> Self {
+        match self {
+            Likelihood::Gaussian { sigma } => Likelihood::GaussianIdentity { sigma },
+            l => l,
         }
     }
 
     /// The fused logits product can compute it: it needs nothing but the logit and the target
     /// (a Gaussian reads σ, so it runs as the standalone kernel after a plain product).
     pub fn fuses(&self) -> bool {
-        !matches!(self, Likelihood::Gaussian { .. })
+        !self.is_gaussian()
     }
 
     /// A Gaussian whose log σ is a trained parameter (`log_sigma`).
     pub fn learns_sigma(&self) -> bool {
-        matches!(self, Likelihood::Gaussian { sigma: None })
+        self.gaussian_sigma() == Some(None)
     }
 
     /// The fixed log σ of a Gaussian with `--sigma` (0 otherwise: unused).
     pub fn fixed_log_sigma(&self) -> f32 {
-        match self {
-            Likelihood::Gaussian { sigma: Some(s) } => s.ln(),
+        match self.gaussian_sigma() {
+            Some(Some(s)) => s.ln(),
             _ => 0.0,
         }
     }
 
     /// `bernoulli`, `gaussian (learned σ)`, `gaussian (σ = 0.1)`.
     pub fn describe(&self) -> String {
-        match self {
-            Likelihood::Gaussian { sigma: None } => "gaussian (learned σ)".into(),
-            Likelihood::Gaussian { sigma: Some(s) } => format!("gaussian (σ = {s})"),
-            l => l.name().into(),
+        let mean = match self {
+            Likelihood::GaussianIdentity { .. } => ", mean = output",
+            _ => "",
+        };
+        match self.gaussian_sigma() {
+            Some(None) => format!("gaussian (learned σ{mean})"),
+            Some(Some(s)) => format!("gaussian (σ = {s}{mean})"),
+            None => self.name().into(),
         }
     }
 }

@@ -87,7 +87,8 @@ pub fn backward(
     let mut d = plan_weight_grad_tuned(ctx, shape, lo, hi, &v.dw, db, scratch)?;
     if let Some((dx, act)) = dx {
         let epi = ConvEpilogue {
-            act_grad: act.map(|a| (a, x)),
+            // Identity's derivative is 1: no epilogue (the kernels have none for it).
+            act_grad: act.filter(|&a| a != Act::Identity).map(|a| (a, x)),
             ..ConvEpilogue::NONE
         };
         d.extend(plan_pass_tuned(

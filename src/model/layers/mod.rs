@@ -11,6 +11,7 @@
 //! entries of the list; they only take an index in the `nn.Sequential` names.
 
 pub mod conv;
+pub mod group_norm;
 pub mod linear;
 
 use crate::error::{Error, Result};
@@ -18,6 +19,7 @@ use crate::gpu::{GpuContext, GpuTensor};
 use crate::kernels::Dispatch;
 use crate::kernels::conv::ConvScratch;
 use crate::ops::{Act, ConvShape};
+pub use group_norm::NormGeom;
 
 /// How a parameter tensor starts, as PyTorch initialises the module that owns it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,6 +79,37 @@ impl ConvGeom {
         })
     }
 
+    /// `Conv2d(c_in, c_out, kernel, stride, padding = 0)` after padding the input's bottom and right
+    /// by `pad_end` (diffusers' `Downsample2D`: `F.pad(x, (0, 1, 0, 1))`, then a 3x3 stride-2
+    /// convolution). The kernels read the padding as zeros past the input's sides, so the extra
+    /// padding is only the larger output; `None` when the kernel does not fit.
+    pub fn conv2d_padded_end(
+        input: [usize; 3],
+        c_out: usize,
+        kernel: usize,
+        stride: usize,
+        pad_end: usize,
+    ) -> Option<Self> {
+        let side = |n: usize| {
+            let padded = n + pad_end;
+            (padded >= kernel && stride > 0).then(|| (padded - kernel) / stride + 1)
+        };
+        Some(ConvGeom {
+            input,
+            output: [c_out, side(input[1])?, side(input[2])?],
+            kernel,
+            stride,
+            padding: 0,
+        })
+    }
+
+    /// The padding past the input's bottom and right that its output implies: `padding` but for
+    /// [`ConvGeom::conv2d_padded_end`]'s (a Conv2d's only).
+    pub fn padding_end(&self) -> usize {
+        let needed = (self.output[1].max(1) - 1) * self.stride + self.kernel;
+        needed.saturating_sub(self.input[1] + self.padding)
+    }
+
     /// `ConvTranspose2d(c_in, c_out, kernel, stride, padding)` on `[c_in, h, w]` images (no
     /// output padding): the output side is `(n − 1)·stride − 2·padding + kernel`.
     pub fn conv_transpose2d(
@@ -126,6 +159,9 @@ pub enum LayerKind {
     Conv2d(ConvGeom),
     /// `nn.ConvTranspose2d`, weight `[c_in, c_out, k, k]`.
     ConvTranspose2d(ConvGeom),
+    /// `nn.GroupNorm`, weight γ and bias β `[C]`, with diffusers' SiLU inside when the geometry
+    /// says so (its [`Layer::act`] is then still `Identity`: the graph sees one tensor).
+    GroupNorm(NormGeom),
 }
 
 /// One layer and where its parameters live in the arenas (the same offsets in the parameter,
@@ -216,6 +252,12 @@ impl Layer {
         Self::new(name, kind, n(g.input), n(g.output), act)
     }
 
+    /// A `GroupNorm` of geometry `g` (SiLU inside when `g.silu`).
+    pub fn norm(name: impl Into<String>, g: NormGeom) -> Self {
+        let n = g.image.iter().product();
+        Self::new(name, LayerKind::GroupNorm(g), n, n, Act::Identity)
+    }
+
     /// The weight's shape as the products read it (PyTorch's but for a conditional Linear's label
     /// columns, see [`Layer::torch_weight_shape`]).
     pub fn weight_shape(&self) -> Vec<usize> {
@@ -223,6 +265,7 @@ impl Layer {
             LayerKind::Linear => linear::weight_shape(self),
             LayerKind::Conv2d(g) => conv::weight_shape(&g, false),
             LayerKind::ConvTranspose2d(g) => conv::weight_shape(&g, true),
+            LayerKind::GroupNorm(g) => vec![g.image[0]],
         }
     }
 
@@ -235,6 +278,7 @@ impl Layer {
         match self.kind {
             LayerKind::Linear => self.outputs,
             LayerKind::Conv2d(g) | LayerKind::ConvTranspose2d(g) => g.output[0],
+            LayerKind::GroupNorm(g) => g.image[0],
         }
     }
 
@@ -261,6 +305,7 @@ impl Layer {
         match self.kind {
             LayerKind::Linear => linear::params(self),
             LayerKind::Conv2d(_) | LayerKind::ConvTranspose2d(_) => conv::params(self),
+            LayerKind::GroupNorm(g) => group_norm::params(&g),
         }
     }
 
@@ -284,7 +329,7 @@ impl Layer {
     /// output is the lo side, a ConvTranspose2d's input); `None` for a Linear.
     pub fn conv_shape(&self, rows: usize) -> Option<(ConvShape, bool)> {
         match self.kind {
-            LayerKind::Linear => None,
+            LayerKind::Linear | LayerKind::GroupNorm(_) => None,
             LayerKind::Conv2d(g) => Some((ConvShape::of(&g, false, rows), false)),
             LayerKind::ConvTranspose2d(g) => Some((ConvShape::of(&g, true, rows), true)),
         }
@@ -302,6 +347,8 @@ impl Layer {
             LayerKind::Linear => w,
             LayerKind::Conv2d(g) => conv::macs_per_row(&g, false, w),
             LayerKind::ConvTranspose2d(g) => conv::macs_per_row(&g, true, w),
+            // A few operations per value, no products.
+            LayerKind::GroupNorm(_) => self.inputs as u64,
         }
     }
 
@@ -310,19 +357,34 @@ impl Layer {
         let img = |s: [usize; 3]| format!("{}x{}x{}", s[0], s[1], s[2]);
         match self.kind {
             LayerKind::Linear => format!("{} Linear {}->{}", self.name, self.inputs, self.outputs),
-            LayerKind::Conv2d(g) | LayerKind::ConvTranspose2d(g) => format!(
-                "{} {} {}->{} k{} s{} p{}",
+            LayerKind::Conv2d(g) | LayerKind::ConvTranspose2d(g) => {
+                let end = g.padding_end();
+                let padding = match self.kind {
+                    LayerKind::Conv2d(_) if g.padding == 0 && end > 0 => format!("p(0,{end})"),
+                    _ => format!("p{}", g.padding),
+                };
+                format!(
+                    "{} {} {}->{} k{} s{} {padding}",
+                    self.name,
+                    if self.is_transposed() {
+                        "ConvTranspose2d"
+                    } else {
+                        "Conv2d"
+                    },
+                    img(g.input),
+                    img(g.output),
+                    g.kernel,
+                    g.stride,
+                )
+            }
+            LayerKind::GroupNorm(g) => format!(
+                "{} GroupNorm({}, {}, eps={}){} on {}",
                 self.name,
-                if self.is_transposed() {
-                    "ConvTranspose2d"
-                } else {
-                    "Conv2d"
-                },
-                img(g.input),
-                img(g.output),
-                g.kernel,
-                g.stride,
-                g.padding
+                g.groups,
+                g.image[0],
+                g.eps(),
+                if g.silu { " + SiLU" } else { "" },
+                img(g.image)
             ),
         }
     }
@@ -368,15 +430,17 @@ pub fn layer_forward(
     y: &GpuTensor,
     act: Act,
     labels: Option<&GpuTensor>,
-    scratch: &ConvScratch,
+    scratch: &LayerScratch,
 ) -> Result<Vec<Dispatch>> {
     let rows = x.shape[0];
     match l.kind {
         LayerKind::Linear => linear::forward(ctx, l, v, x, y, act, labels),
         LayerKind::Conv2d(g) | LayerKind::ConvTranspose2d(g) => {
             let t = l.is_transposed();
-            conv::forward(ctx, &ConvShape::of(&g, t, rows), t, v, x, y, act, scratch)
+            let shape = ConvShape::of(&g, t, rows);
+            conv::forward(ctx, &shape, t, v, x, y, act, &scratch.conv)
         }
+        LayerKind::GroupNorm(g) => group_norm::forward(ctx, l, &g, v, x, y, scratch),
     }
 }
 
@@ -392,15 +456,17 @@ pub fn layer_backward(
     x: &GpuTensor,
     dx: Option<(&GpuTensor, Option<Act>)>,
     labels: Option<&GpuTensor>,
-    scratch: &ConvScratch,
+    scratch: &LayerScratch,
 ) -> Result<Vec<Dispatch>> {
     let rows = x.shape[0];
     match l.kind {
         LayerKind::Linear => linear::backward(ctx, l, v, dy, x, dx, labels),
         LayerKind::Conv2d(g) | LayerKind::ConvTranspose2d(g) => {
             let t = l.is_transposed();
-            conv::backward(ctx, &ConvShape::of(&g, t, rows), t, v, dy, x, dx, scratch)
+            let shape = ConvShape::of(&g, t, rows);
+            conv::backward(ctx, &shape, t, v, dy, x, dx, &scratch.conv)
         }
+        LayerKind::GroupNorm(g) => group_norm::backward(ctx, l, &g, v, dy, x, dx, scratch),
     }
 }
 
@@ -433,6 +499,10 @@ pub fn cpu_forward(
             );
             conv::cpu_forward(&ConvShape::of(&g, t, rows), t, w, b, x, act)
         }
+        LayerKind::GroupNorm(g) => {
+            let (w, b) = (&params[l.weight_range()], &params[l.bias_range()]);
+            group_norm::cpu_forward(&g, w, b, x, rows)
+        }
     }
 }
 
@@ -452,6 +522,63 @@ pub fn cpu_backward(
             let (t, w) = (l.is_transposed(), &params[l.weight_range()]);
             conv::cpu_backward(&ConvShape::of(&g, t, rows), t, w, dy, x, want_dx)
         }
+        LayerKind::GroupNorm(g) => {
+            let wb = (&params[l.weight_range()], &params[l.bias_range()]);
+            group_norm::cpu_backward(&g, wb, dy, x, rows, want_dx)
+        }
+    }
+}
+
+/// What the layers need besides their tensors, shared by a step's passes: the convolutions' GEMM
+/// scratch, each GroupNorm's statistics (its forward's, kept for its backward; by layer name,
+/// for the largest batch) and the norms' backward sums.
+#[derive(Clone, Debug)]
+pub struct LayerScratch {
+    pub conv: ConvScratch,
+    pub norm_stats: Vec<(String, GpuTensor)>,
+    pub norm_sums: GpuTensor,
+}
+
+impl LayerScratch {
+    /// Scratch for `layout`'s layers: encoder layers on `batch` rows, decoder layers on `lb`.
+    pub fn new(
+        ctx: &GpuContext,
+        layout: &crate::model::ParamLayout,
+        batch: usize,
+        lb: usize,
+    ) -> Result<Self> {
+        let mut norm_stats = Vec::new();
+        let mut sums = 4;
+        for (l, rows) in layout.layers_with_rows(batch, lb) {
+            if let LayerKind::GroupNorm(g) = l.kind {
+                let n = 2 * g.shape(rows).stats_rows();
+                let t = ctx.zeros(&format!("{} stats", l.name), &[n], crate::gpu::DType::F32)?;
+                norm_stats.push((l.name.clone(), t));
+                sums = sums.max(n);
+            }
+        }
+        Ok(LayerScratch {
+            conv: ConvScratch::new(ctx, &conv_shapes(layout, batch, lb))?,
+            norm_sums: ctx.zeros("group norm sums", &[sums], crate::gpu::DType::F32)?,
+            norm_stats,
+        })
+    }
+
+    /// The first `len` values of GroupNorm layer `name`'s statistics.
+    pub fn norm_stats(&self, name: &str, len: usize) -> Result<GpuTensor> {
+        match self.norm_stats.iter().find(|(n, _)| n == name) {
+            Some((_, t)) => t.view(0, &[len]),
+            None => Err(Error::Config(format!(
+                "{name} has no statistics buffer: it is not a GroupNorm of this model"
+            ))),
+        }
+    }
+
+    /// Every buffer it holds.
+    pub fn tensors(&self) -> Vec<&GpuTensor> {
+        let mut v = vec![&self.conv.cols, &self.conv.rows, &self.norm_sums];
+        v.extend(self.norm_stats.iter().map(|(_, t)| t));
+        v
     }
 }
 
