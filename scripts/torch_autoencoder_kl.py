@@ -2,11 +2,13 @@
 """diffusers' own AutoencoderKL, forward and autograd backward, dumped for the engine's parity test
 (tests/torch_parity.rs, `autoencoder_kl_matches_diffusers`):
 
-    python3 scripts/torch_autoencoder_kl.py   # writes tests/fixtures/torch_autoencoder_kl.safetensors
+    python3 scripts/torch_autoencoder_kl.py              # tests/fixtures/torch_autoencoder_kl.safetensors
+    python3 scripts/torch_autoencoder_kl.py --attention  # …_attention.safetensors
 
 The model is built by diffusers from the config in the fixture's metadata (`config`): two blocks
 (8 and 16 channels, so a Downsample2D, an Upsample2D, a conv_shortcut on each side), one ResNet
-per down block, 4 groups, 2 latent channels, no mid-block attention. Its weights are diffusers'
+per down block, 4 groups, 2 latent channels; without the mid blocks' attention, or with it
+(`--attention`: diffusers' default, over the 4x4 positions of the 16-channel mid blocks). Its weights are diffusers'
 initialisation with every GroupNorm's γ and β moved off 1 and 0 (so the test sees them), and
 `quant_conv`'s bias of logvar channel 1 set to -35, below diffusers' clamp at -30 (so its
 gradient is 0 there and the clamp is tested). A batch of 2 RGB 8x8 images in [-1, 1], the noise
@@ -41,10 +43,13 @@ CONFIG = dict(
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--out", default="tests/fixtures/torch_autoencoder_kl.safetensors")
+    ap.add_argument("--attention", action="store_true")
+    ap.add_argument("--out")
     args = ap.parse_args()
+    out_path = args.out or "tests/fixtures/torch_autoencoder_kl{}.safetensors".format(
+        "_attention" if args.attention else "")
     torch.manual_seed(0)
-    vae = AutoencoderKL(**CONFIG).float()
+    vae = AutoencoderKL(**dict(CONFIG, mid_block_add_attention=args.attention)).float()
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for name, p in vae.named_parameters():
@@ -91,8 +96,8 @@ def main():
         "torch": torch.__version__,
         "diffusers": diffusers.__version__,
     }
-    save_file({k: v.float().contiguous() for k, v in dump.items()}, args.out, metadata=meta)
-    print(f"wrote {args.out}: loss {loss.item():.4f} (recon {recon.item():.4f}, kl {kl.item():.4f})")
+    save_file({k: v.float().contiguous() for k, v in dump.items()}, out_path, metadata=meta)
+    print(f"wrote {out_path}: loss {loss.item():.4f} (recon {recon.item():.4f}, kl {kl.item():.4f})")
 
 
 if __name__ == "__main__":

@@ -1254,6 +1254,64 @@ backend_test!(upsample_kernels_match, |ctx| {
     assert!(add::upsample_nearest(ctx, &gx, &dx, [c, h, w]).is_err());
 });
 
+// The mid block's attention core (kernels::attention: per-image products on the matmul kernels,
+// the softmax with its scaling and its backward) against its f64 twin: 3 images of 4 channels at
+// 8x8 positions, and one of 1 channel at 16x20 (rows of 320 scores: past a workgroup's 256
+// threads).
+backend_test!(attention_kernels_match, |ctx| {
+    use vae_wgpu::kernels::attention::{self, AttnShape};
+    for (rows, image) in [(3, [4, 8, 8]), (1, [1, 16, 20])] {
+        let s = AttnShape { image };
+        let [c, h, w] = image;
+        let (n, per) = (h * w, c * h * w);
+        let make = |seed, scale: f64| to_f32(&uniform(seed, rows * per, -scale, scale));
+        let (q, k, v, dout) = (make(96, 2.0), make(97, 2.0), make(98, 1.0), make(99, 1.0));
+        let up = |name, x: &[f32]| ctx.upload_f32(name, &[rows, per], x).unwrap();
+        let zeros = |name, len| ctx.zeros(name, &[len], DType::F32).unwrap();
+        let (gq, gk, gv, gdo) = (up("q", &q), up("k", &k), up("v", &v), up("dout", &dout));
+        let (probs, scratch) = (
+            zeros("P", s.probs_len(rows)),
+            zeros("dP", s.probs_len(rows)),
+        );
+        let outs = [0, 1, 2, 3].map(|_| ctx.zeros("out", &[rows, per], DType::F32).unwrap());
+        let mut d = attention::forward(ctx, &s, (&gq, &gk, &gv), &probs, &outs[0]).unwrap();
+        let grads = (&outs[1], &outs[2], &outs[3]);
+        d.extend(
+            attention::backward(ctx, &s, (&gq, &gk, &gv), &probs, &gdo, &scratch, grads).unwrap(),
+        );
+        kernels::run(ctx, &d.iter().collect::<Vec<_>>()).unwrap();
+        let f64s = |x: &[f32]| x.iter().map(|&v| v as f64).collect::<Vec<_>>();
+        let scale = 1.0 / (c as f64).sqrt();
+        let mut want: [Vec<f64>; 5] = Default::default();
+        for b in 0..rows {
+            let at = |x: &[f32]| f64s(&x[b * per..(b + 1) * per]);
+            let (o, p) = cpu::attention_forward(&at(&q), &at(&k), &at(&v), c, n, scale);
+            let (dq, dk, dv) =
+                cpu::attention_backward(&at(&q), &at(&k), &at(&v), &p, &at(&dout), c, n, scale);
+            for (acc, part) in want.iter_mut().zip([o, dq, dk, dv, p]) {
+                acc.extend(part);
+            }
+        }
+        let names = ["o", "dq", "dk", "dv"];
+        for (i, name) in names.iter().enumerate() {
+            let got = ctx.read_f32(&outs[i]).unwrap();
+            let scale = want[i].iter().fold(0.0f64, |m, v| m.max(v.abs()));
+            assert_close(
+                &format!("attention {image:?} {name}"),
+                &got,
+                &want[i],
+                |_| 1e-5 * scale,
+            );
+        }
+        let p = ctx.read_f32(&probs).unwrap();
+        assert_close(&format!("attention {image:?} P"), &p, &want[4], |_| 1e-6);
+        // Each row of P sums to 1.
+        for row in p.chunks(n) {
+            assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+        }
+    }
+});
+
 // A conditional layer's label input: the batch's labels gathered through the shuffled index; the
 // label columns added before each activation, with period B (encoder) and L·B rows read with
 // period B (decoder, sample-major); their gradient summed per class in row order.

@@ -826,18 +826,30 @@ backend_test!(learned_sigma_training_follows_pytorch_step_by_step, |ctx| {
 });
 
 // diffusers' own AutoencoderKL (`scripts/torch_autoencoder_kl.py`: blocks 8,16, one ResNet per
-// down block, 4 groups, 2 latent channels, no mid-block attention; γ and β off 1 and 0; one logvar
+// down block, 4 groups, 2 latent channels, here without the mid blocks' attention; γ and β off 1 and 0; one logvar
 // channel below diffusers' clamp at −30), built by the engine from the config diffusers wrote:
 // every tensor name and shape is diffusers' (no missing, no unexpected key); the posterior's mean
 // and logvar, z, the decoder's output, the loss parts and every parameter's gradient (the clamped
 // logvar's 0 included) match diffusers' autograd, on the GPU and in the f64 CPU twin.
 backend_test!(autoencoder_kl_matches_diffusers, |ctx| {
+    check_autoencoder_kl(ctx, "torch_autoencoder_kl.safetensors", false);
+});
+
+// The same with the mid blocks' attention (diffusers' default: GroupNorm, to_q / to_k / to_v,
+// softmax(qᵀk/√C) over the 4x4 positions, to_out.0, the residual), in both the encoder and the
+// decoder.
+backend_test!(autoencoder_kl_with_attention_matches_diffusers, |ctx| {
+    check_autoencoder_kl(ctx, "torch_autoencoder_kl_attention.safetensors", true);
+});
+
+fn check_autoencoder_kl(ctx: &GpuContext, fixture: &str, attention: bool) {
     use vae_wgpu::model::autoencoder_kl::KlConfig;
-    let fx = Fixture::load("torch_autoencoder_kl.safetensors");
+    let fx = Fixture::load(fixture);
     let (_, header) = SafeTensors::read_metadata(&fx.bytes).unwrap();
     let meta = header.metadata().clone().unwrap();
     let json: serde_json::Value = serde_json::from_str(&meta["config"]).unwrap();
     let kl = KlConfig::from_json(&json, "the fixture's config").unwrap();
+    assert_eq!(kl.mid_block_add_attention, attention);
     let cfg = VaeConfig::autoencoder_kl(kl, [3, 8, 8]);
     cfg.validate().unwrap();
     let layout = vae_wgpu::model::ParamLayout::new(&cfg);
@@ -911,6 +923,13 @@ backend_test!(autoencoder_kl_matches_diffusers, |ctx| {
         close(&format!("{name} (cpu)"), &as32(cpu_v), &want, 2e-4);
     }
     let grads = ctx.read_f32(&gpu.grads).unwrap();
+    // to_k's bias adds q_i·b to every score of row i: the softmax cancels it, so its gradient is
+    // 0 in exact arithmetic and rounding noise (~1e-8) on each side: an absolute floor of 1e-5
+    // (the loss is ~1000, its other gradients 1e-3 to 1e2).
+    let close = |name: &str, got: &[f32], want: &[f64], rel: f64| {
+        let scale = want.iter().fold(0.0f64, |a, v| a.max(v.abs()));
+        assert_close(name, got, want, |_| rel * scale + 1e-5);
+    };
     for s in &layout.specs {
         let want = fx.get64(&format!("grad.{}", s.name));
         close(
@@ -930,4 +949,4 @@ backend_test!(autoencoder_kl_matches_diffusers, |ctx| {
     let dq = layout.get("quant_conv.bias").unwrap().read(&grads);
     assert_eq!(dq[3], 0.0, "the clamped channel's bias gradient");
     assert!(dq[2] != 0.0);
-});
+}

@@ -83,6 +83,25 @@ fn layer_backward(
     })
 }
 
+/// The attention core on `rows` images of `[C, h, w]`: its output and each image's probabilities.
+fn attention_forward(
+    [q, k, v]: [&[f64]; 3],
+    [c, h, w]: [usize; 3],
+    rows: usize,
+) -> (Vec<f64>, Vec<Vec<f64>>) {
+    let (n, per) = (h * w, c * h * w);
+    let scale = 1.0 / (c as f64).sqrt();
+    let mut out = Vec::with_capacity(rows * per);
+    let mut probs = Vec::with_capacity(rows);
+    for b in 0..rows {
+        let r = b * per..(b + 1) * per;
+        let (o, p) = ops::attention_forward(&q[r.clone()], &k[r.clone()], &v[r], c, n, scale);
+        out.extend(o);
+        probs.push(p);
+    }
+    (out, probs)
+}
+
 /// The twin of `GpuVae::forward_body`: every tensor the side's graph writes, from its input `x`.
 fn forward_body(
     params: &[f64],
@@ -102,6 +121,9 @@ fn forward_body(
             }
             Op::Add(act) => ops::add_act(value(node.inputs[0]), value(node.inputs[1]), act),
             Op::Upsample([_, h, w]) => ops::upsample_nearest(value(node.inputs[0]), [h, w]),
+            Op::Attention(image) => {
+                attention_forward([0, 1, 2].map(|j| value(node.inputs[j])), image, rows).0
+            }
         };
         outs.push(y);
     }
@@ -158,6 +180,29 @@ fn backward_body(
                 let t = node.inputs[0];
                 if wants(t) {
                     give(&mut dts, t, ops::upsample_nearest_grad(&dy, [h, w]));
+                }
+            }
+            Op::Attention(image) => {
+                let ins = [0, 1, 2].map(|j| node.inputs[j]);
+                let qkv = ins.map(value);
+                let (_, probs) = attention_forward(qkv, image, rows);
+                let [c, h, w] = image;
+                let (n, per) = (h * w, c * h * w);
+                let scale = 1.0 / (c as f64).sqrt();
+                let mut grads = [0, 1, 2].map(|_| vec![0.0; rows * per]);
+                for (b, p) in probs.iter().enumerate() {
+                    let at = |t: &[f64]| t[b * per..(b + 1) * per].to_vec();
+                    let (q, k, v) = (at(qkv[0]), at(qkv[1]), at(qkv[2]));
+                    let (dq, dk, dv) =
+                        ops::attention_backward(&q, &k, &v, p, &at(&dy), c, n, scale);
+                    for (g, d) in grads.iter_mut().zip([dq, dk, dv]) {
+                        g[b * per..(b + 1) * per].copy_from_slice(&d);
+                    }
+                }
+                for (t, g) in ins.into_iter().zip(grads) {
+                    if wants(t) {
+                        give(&mut dts, t, g);
+                    }
                 }
             }
         }

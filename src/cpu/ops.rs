@@ -702,3 +702,73 @@ pub fn group_norm_backward(
     }
     (dx, dgamma, dbeta)
 }
+
+// ---- attention.wgsl (and the products around it, kernels::attention) ---------------------------
+
+/// One image's attention core: `q`, `k`, `v` `[C, n]` (NCHW, n = h·w); returns `o` `[C, n]` and
+/// `P` `[n, n]` = softmax(qᵀk·scale) by rows, `o = v·Pᵀ`.
+pub fn attention_forward(
+    q: &[f64],
+    k: &[f64],
+    v: &[f64],
+    c: usize,
+    n: usize,
+    scale: f64,
+) -> (Vec<f64>, Vec<f64>) {
+    let mut p = vec![0.0; n * n];
+    for i in 0..n {
+        let row = &mut p[i * n..(i + 1) * n];
+        for (j, r) in row.iter_mut().enumerate() {
+            *r = scale * (0..c).map(|ch| q[ch * n + i] * k[ch * n + j]).sum::<f64>();
+        }
+        let m = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let z: f64 = row.iter().map(|s| (s - m).exp()).sum();
+        row.iter_mut().for_each(|s| *s = (*s - m).exp() / z);
+    }
+    let mut o = vec![0.0; c * n];
+    for ch in 0..c {
+        for i in 0..n {
+            o[ch * n + i] = (0..n).map(|j| v[ch * n + j] * p[i * n + j]).sum();
+        }
+    }
+    (o, p)
+}
+
+/// The backward of [`attention_forward`] from `dout` `[C, n]`: (dq, dk, dv).
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward(
+    q: &[f64],
+    k: &[f64],
+    v: &[f64],
+    p: &[f64],
+    dout: &[f64],
+    c: usize,
+    n: usize,
+    scale: f64,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let mut dv = vec![0.0; c * n];
+    let mut ds = vec![0.0; n * n];
+    for ch in 0..c {
+        for j in 0..n {
+            dv[ch * n + j] = (0..n).map(|i| dout[ch * n + i] * p[i * n + j]).sum();
+        }
+    }
+    for i in 0..n {
+        let dp: Vec<f64> = (0..n)
+            .map(|j| (0..c).map(|ch| dout[ch * n + i] * v[ch * n + j]).sum())
+            .collect();
+        let dot: f64 = (0..n).map(|j| dp[j] * p[i * n + j]).sum();
+        for j in 0..n {
+            ds[i * n + j] = scale * p[i * n + j] * (dp[j] - dot);
+        }
+    }
+    let mut dq = vec![0.0; c * n];
+    let mut dk = vec![0.0; c * n];
+    for ch in 0..c {
+        for i in 0..n {
+            dq[ch * n + i] = (0..n).map(|j| k[ch * n + j] * ds[i * n + j]).sum();
+            dk[ch * n + i] = (0..n).map(|j| q[ch * n + j] * ds[j * n + i]).sum();
+        }
+    }
+    (dq, dk, dv)
+}

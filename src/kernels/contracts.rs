@@ -38,6 +38,7 @@ fn uniform_structs_have_the_wgsl_layout() {
         (Shader::BIAS_ACT, bias_act::UNIFORMS),
         (Shader::CONV, conv::UNIFORMS),
         (Shader::GROUP_NORM, group_norm::UNIFORMS),
+        (Shader::ATTENTION, attention::UNIFORMS),
         (Shader::GATHER, gather::UNIFORMS),
         (Shader::IWAE, iwae::UNIFORMS),
         (Shader::REDUCE, reduce::UNIFORMS),

@@ -25,6 +25,7 @@ mod contracts;
 
 pub mod adam;
 pub mod add;
+pub mod attention;
 pub mod bias_act;
 pub mod clip_grad;
 pub mod condition;

@@ -1,10 +1,11 @@
 //! diffusers' `AutoencoderKL` (Stable Diffusion's VAE), built as diffusers builds it from its
 //! `config.json` ([`KlConfig`]), with diffusers' tensor names, as the graph of layer modules the
-//! engine trains. Without the mid block's attention (`mid_block_add_attention: false`) for now.
+//! engine trains.
 //!
 //! ```text
 //! encoder: conv_in 3x3 → down_blocks[i]: layers_per_block × ResnetBlock2D, Downsample2D but the last
-//!          → mid_block: ResnetBlock2D, ResnetBlock2D → conv_norm_out (GroupNorm + SiLU)
+//!          → mid_block: ResnetBlock2D, Attention (unless `mid_block_add_attention: false`),
+//!            ResnetBlock2D → conv_norm_out (GroupNorm + SiLU)
 //!          → conv_out 3x3 to 2·latent_channels
 //! heads:   quant_conv 1x1 (2·latent → 2·latent): mean | logvar, channel halves (so the [B, 2K]
 //!          heads matrix is mean | logvar per row, K = latent_channels·h·w)
@@ -14,6 +15,8 @@
 //! ResnetBlock2D(in, out): norm1 + SiLU, conv1 3x3, norm2 + SiLU, conv2 3x3, plus the input
 //!          (through conv_shortcut 1x1 when in ≠ out)
 //! Downsample2D: pad bottom and right by 1, conv 3x3 stride 2;  Upsample2D: nearest 2x, conv 3x3
+//! Attention(C): group_norm (no SiLU), to_q / to_k / to_v (Linear over channels at every pixel),
+//!          v·softmax(qᵀk/√C)ᵀ over the h·w positions, to_out.0, plus the input
 //! ```
 //!
 //! Every GroupNorm has `norm_num_groups` groups and ε = 1e-6; the posterior's logvar is clamped to
@@ -49,7 +52,7 @@ pub struct KlConfig {
 
 impl KlConfig {
     /// A model of `block_out_channels` for `in_channels`-channel images of side `sample_size`,
-    /// diffusers' defaults otherwise (SiLU, quant convs), without the mid block's attention.
+    /// diffusers' defaults otherwise (SiLU, quant convs, the mid block's attention).
     pub fn new(
         in_channels: usize,
         block_out_channels: &[usize],
@@ -70,7 +73,7 @@ impl KlConfig {
             sample_size,
             use_quant_conv: true,
             use_post_quant_conv: true,
-            mid_block_add_attention: false,
+            mid_block_add_attention: true,
             extra,
         }
     }
@@ -93,7 +96,7 @@ impl KlConfig {
         let bad = |field: &str, why: String| {
             Error::Config(format!(
                 "{source}: `{field}` {why}; the engine builds diffusers' AutoencoderKL with \
-                 DownEncoderBlock2D / UpDecoderBlock2D blocks, SiLU and no mid-block attention"
+                 DownEncoderBlock2D / UpDecoderBlock2D blocks and SiLU"
             ))
         };
         let obj = match v.as_object() {
@@ -193,14 +196,6 @@ impl KlConfig {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
         };
-        if cfg.mid_block_add_attention {
-            return Err(bad(
-                "mid_block_add_attention",
-                "is true (the default); the mid block's attention is not built yet: set it to \
-                 false"
-                    .into(),
-            ));
-        }
         cfg.validate(source)?;
         Ok(cfg)
     }
@@ -320,9 +315,42 @@ impl Builder {
 
     /// GroupNorm (+ SiLU) reading `input`.
     fn norm(&mut self, name: String, input: TensorId) -> TensorId {
+        self.norm_then(name, input, true)
+    }
+
+    fn norm_then(&mut self, name: String, input: TensorId, silu: bool) -> TensorId {
         let image = self.image_of(self.body.widths[input]);
-        let g = NormGeom::new(image, self.groups, NORM_EPS, true);
+        let g = NormGeom::new(image, self.groups, NORM_EPS, silu);
         self.push(Layer::norm(name, g), input)
+    }
+
+    /// diffusers' `Attention` of the mid block (one head of all channels, its residual added),
+    /// named `prefix`, reading `input`: group_norm, to_q / to_k / to_v, the core, to_out.0.
+    fn attention(&mut self, prefix: &str, input: TensorId) -> TensorId {
+        let image = self.image_of(self.body.widths[input]);
+        let n = self.norm_then(format!("{prefix}.group_norm"), input, false);
+        let proj = |b: &mut Self, name: &str, from: TensorId| {
+            b.push(
+                Layer::pixel_linear(format!("{prefix}.{name}"), image, image[0]),
+                from,
+            )
+        };
+        let q = proj(self, "to_q", n);
+        let k = proj(self, "to_k", n);
+        let v = proj(self, "to_v", n);
+        let o = self.body.attention([q, k, v], image);
+        let out = proj(self, "to_out.0", o);
+        self.body.add(out, input, Act::Identity)
+    }
+
+    /// diffusers' `UNetMidBlock2D`: a ResNet, the attention (when `attention`), a ResNet.
+    fn mid_block(&mut self, prefix: &str, input: TensorId, attention: bool) -> TensorId {
+        let c = self.image_of(self.body.widths[input])[0];
+        let mut t = self.resnet(&format!("{prefix}.resnets.0"), input, c);
+        if attention {
+            t = self.attention(&format!("{prefix}.attentions.0"), t);
+        }
+        self.resnet(&format!("{prefix}.resnets.1"), t, c)
     }
 
     /// diffusers' `ResnetBlock2D(in, out)` named `prefix`, reading `input`.
@@ -361,9 +389,8 @@ pub fn layers(cfg: &KlConfig, image: [usize; 3]) -> KlLayers {
         }
     }
     let last = *ch.last().unwrap_or(&1);
-    for j in 0..2 {
-        t = e.resnet(&format!("encoder.mid_block.resnets.{j}"), t, last);
-    }
+    let attention = cfg.mid_block_add_attention;
+    t = e.mid_block("encoder.mid_block", t, attention);
     t = e.norm("encoder.conv_norm_out".into(), t);
     let moments = 2 * cfg.latent_channels;
     let latent = e.image_of(moments * e.image[1] * e.image[2]);
@@ -387,9 +414,7 @@ pub fn layers(cfg: &KlConfig, image: [usize; 3]) -> KlLayers {
         t = d.conv("post_quant_conv".into(), t, cfg.latent_channels, 1);
     }
     t = d.conv("decoder.conv_in".into(), t, last, 3);
-    for j in 0..2 {
-        t = d.resnet(&format!("decoder.mid_block.resnets.{j}"), t, last);
-    }
+    t = d.mid_block("decoder.mid_block", t, attention);
     for (i, &out) in ch.iter().rev().enumerate() {
         for j in 0..=cfg.layers_per_block {
             t = d.resnet(&format!("decoder.up_blocks.{i}.resnets.{j}"), t, out);

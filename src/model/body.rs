@@ -1,7 +1,7 @@
 //! A side of the model as a directed acyclic graph: the encoder up to its heads, the decoder up to
 //! its output layer. Nodes over tensors, in topological order: a layer of the side's list
 //! ([`Op::Layer`]) or a tensor operation ([`Op::Add`], a residual sum; [`Op::Upsample`], a
-//! nearest-neighbour 2x). Tensor 0 is the side's
+//! nearest-neighbour 2x; [`Op::Attention`], the attention between its projections). Tensor 0 is the side's
 //! input (x or z); node i writes tensor i + 1; the last tensor feeds the heads (or the output
 //! layer). A tensor may be read by several nodes — a residual block reads its input twice — and
 //! then gets the sum of their gradients.
@@ -37,6 +37,9 @@ pub enum Op {
     /// Nearest-neighbour 2x of its input's `[C, H, W]` images (diffusers' `Upsample2D` before
     /// its convolution); no activation.
     Upsample([usize; 3]),
+    /// diffusers' attention core over the `[C, h, w]` images of its three inputs q, k, v (one
+    /// head: `v·softmax(qᵀk/√C)ᵀ`, `kernels::attention`); no activation.
+    Attention([usize; 3]),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -94,6 +97,14 @@ impl Body {
             4 * c * h * w,
             Act::Identity,
         )
+    }
+
+    /// Append the attention core reading `q`, `k`, `v` (`[C, h, w]` images each); returns its
+    /// output tensor.
+    pub fn attention(&mut self, [q, k, v]: [TensorId; 3], image: [usize; 3]) -> TensorId {
+        let n: usize = image.iter().product();
+        debug_assert!([q, k, v].iter().all(|&t| self.widths[t] == n));
+        self.push(Op::Attention(image), vec![q, k, v], n, Act::Identity)
     }
 
     fn push(&mut self, op: Op, inputs: Vec<TensorId>, width: usize, act: Act) -> TensorId {

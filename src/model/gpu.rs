@@ -17,8 +17,8 @@ use crate::kernels::reduce::LossSlots;
 use crate::kernels::reparam_kl::{EpsSource, kl_partials_len};
 use crate::kernels::step::Rule;
 use crate::kernels::{
-    self, Dispatch, StepParams, StepUniform, add, bias_act, condition, gather, iwae, likelihood,
-    reduce, reparam_kl,
+    self, Dispatch, StepParams, StepUniform, add, attention, bias_act, condition, gather, iwae,
+    likelihood, reduce, reparam_kl,
 };
 use crate::model::body::{Body, Op, TensorId};
 pub use crate::model::graph::{EpochPlan, Input, StepGraph};
@@ -230,9 +230,9 @@ pub use crate::model::layers::{
     LayerScratch, LayerViews, conv_shapes, layer_backward, layer_forward,
 };
 
-/// An upsampling's input must be a tensor no activation produced (its backward fuses none; in
-/// diffusers' decoder it reads a residual sum).
-fn upsample_input_act(body: &Body, t: TensorId) -> Result<()> {
+/// An upsampling's or attention core's input must be a tensor no activation produced (their
+/// backwards fuse none; in diffusers' models they read a residual sum or a projection).
+fn unactivated_input(body: &Body, t: TensorId) -> Result<()> {
     match body.acts[t] {
         Some(act) if act != Act::Identity => Err(Error::Config(format!(
             "an upsampling reads tensor {t}, which {act} produced: its input must be a tensor \
@@ -246,6 +246,8 @@ fn upsample_input_act(body: &Body, t: TensorId) -> Result<()> {
 /// `outs[t − 1]` with gradient `grads[t − 1]`; the input's gradient is `input_grad` (z's, `dz`) or
 /// not wanted (the data).
 struct Side<'a> {
+    /// `encoder` or `decoder` (names its attention buffers).
+    name: &'static str,
     body: &'a Body,
     layers: &'a [Layer],
     input: &'a GpuTensor,
@@ -789,10 +791,49 @@ impl GpuVae {
                         }
                     }
                 }
+                Op::Attention(image) => {
+                    let ins = [0, 1, 2].map(|j| node.inputs[j]);
+                    let [q, k, v] = ins.map(|t| side.value(t));
+                    // Each input's gradient: its buffer, or (a later contribution) a buffer it
+                    // is then added from (the core writes all three at once).
+                    let mut targets = Vec::new();
+                    let mut adds = Vec::new();
+                    for (j, &t) in ins.iter().enumerate() {
+                        unactivated_input(body, t)?;
+                        let g = side.grad(t).ok_or_else(|| {
+                            Error::Config("an attention reads the side's input".into())
+                        })?;
+                        if written[t] || ins[..j].contains(&t) {
+                            let tmp =
+                                ctx.zeros("attention input gradient", &g.shape, DType::F32)?;
+                            adds.push((tmp.clone(), g.clone()));
+                            targets.push(tmp);
+                        } else {
+                            targets.push(g.clone());
+                        }
+                        written[t] = true;
+                    }
+                    let probs = a.scratch.attention_probs(side.name, i)?;
+                    let s = attention::AttnShape { image };
+                    let grads = (&targets[0], &targets[1], &targets[2]);
+                    let g = &a.scratch.attn_grad;
+                    d.extend(attention::backward(
+                        ctx,
+                        &s,
+                        (q, k, v),
+                        &probs,
+                        dy,
+                        g,
+                        grads,
+                    )?);
+                    for (tmp, g) in adds {
+                        d.push(add::grad_act(ctx, &tmp, &tmp, &g, Act::Identity, true)?);
+                    }
+                }
                 Op::Upsample(image) => {
                     let t = node.inputs[0];
                     if let Some(g) = side.grad(t) {
-                        upsample_input_act(body, t)?;
+                        unactivated_input(body, t)?;
                         // A later contribution goes through the scratch, then is added.
                         if written[t] {
                             let tmp = a.grad_scratch.view(0, &g.shape)?;
@@ -866,6 +907,7 @@ impl GpuVae {
     /// The encoder's graph with its buffers: from x, which gets no gradient.
     fn encoder_side<'a>(&'a self, a: &'a Activations) -> Side<'a> {
         Side {
+            name: "encoder",
             body: &self.layout.enc_body,
             layers: &self.layout.encoder,
             input: &a.x,
@@ -878,6 +920,7 @@ impl GpuVae {
     /// The decoder's graph with its buffers: from z, whose gradient is `dz`.
     fn decoder_side<'a>(&'a self, a: &'a Activations) -> Side<'a> {
         Side {
+            name: "decoder",
             body: &self.layout.dec_body,
             layers: &self.layout.decoder,
             input: &a.z,
@@ -897,7 +940,7 @@ impl GpuVae {
         side: &Side<'_>,
     ) -> Result<Vec<Dispatch>> {
         let mut d = Vec::with_capacity(side.body.nodes.len());
-        for (node, y) in side.body.nodes.iter().zip(side.outs) {
+        for (i, (node, y)) in side.body.nodes.iter().zip(side.outs).enumerate() {
             match node.op {
                 Op::Layer(j) => {
                     let l = &side.layers[j];
@@ -917,6 +960,12 @@ impl GpuVae {
                         y,
                         image,
                     )?);
+                }
+                Op::Attention(image) => {
+                    let [q, k, v] = [0, 1, 2].map(|j| side.value(node.inputs[j]));
+                    let probs = a.scratch.attention_probs(side.name, i)?;
+                    let s = attention::AttnShape { image };
+                    d.extend(attention::forward(ctx, &s, (q, k, v), &probs, y)?);
                 }
             }
         }

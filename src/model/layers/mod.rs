@@ -162,6 +162,10 @@ pub enum LayerKind {
     /// `nn.GroupNorm`, weight γ and bias β `[C]`, with diffusers' SiLU inside when the geometry
     /// says so (its [`Layer::act`] is then still `Identity`: the graph sees one tensor).
     GroupNorm(NormGeom),
+    /// `nn.Linear(c_in, c_out)` applied at every pixel of `[c_in, h, w]` images (diffusers'
+    /// attention projections `to_q`, `to_k`, `to_v`, `to_out.0`): a 1x1 convolution of geometry
+    /// `g` whose weight PyTorch stores as `[c_out, c_in]`.
+    PixelLinear(ConvGeom),
 }
 
 /// One layer and where its parameters live in the arenas (the same offsets in the parameter,
@@ -252,6 +256,25 @@ impl Layer {
         Self::new(name, kind, n(g.input), n(g.output), act)
     }
 
+    /// A Linear over the channels at every pixel of `[c_in, h, w]` images.
+    pub fn pixel_linear(name: impl Into<String>, image: [usize; 3], c_out: usize) -> Self {
+        let g = ConvGeom {
+            input: image,
+            output: [c_out, image[1], image[2]],
+            kernel: 1,
+            stride: 1,
+            padding: 0,
+        };
+        let n = |s: [usize; 3]| s.iter().product();
+        Self::new(
+            name,
+            LayerKind::PixelLinear(g),
+            n(g.input),
+            n(g.output),
+            Act::Identity,
+        )
+    }
+
     /// A `GroupNorm` of geometry `g` (SiLU inside when `g.silu`).
     pub fn norm(name: impl Into<String>, g: NormGeom) -> Self {
         let n = g.image.iter().product();
@@ -266,6 +289,7 @@ impl Layer {
             LayerKind::Conv2d(g) => conv::weight_shape(&g, false),
             LayerKind::ConvTranspose2d(g) => conv::weight_shape(&g, true),
             LayerKind::GroupNorm(g) => vec![g.image[0]],
+            LayerKind::PixelLinear(g) => vec![g.output[0], g.input[0]],
         }
     }
 
@@ -277,7 +301,9 @@ impl Layer {
     pub fn bias_len(&self) -> usize {
         match self.kind {
             LayerKind::Linear => self.outputs,
-            LayerKind::Conv2d(g) | LayerKind::ConvTranspose2d(g) => g.output[0],
+            LayerKind::Conv2d(g) | LayerKind::ConvTranspose2d(g) | LayerKind::PixelLinear(g) => {
+                g.output[0]
+            }
             LayerKind::GroupNorm(g) => g.image[0],
         }
     }
@@ -304,7 +330,9 @@ impl Layer {
     pub fn params(&self) -> Vec<ParamDecl> {
         match self.kind {
             LayerKind::Linear => linear::params(self),
-            LayerKind::Conv2d(_) | LayerKind::ConvTranspose2d(_) => conv::params(self),
+            LayerKind::Conv2d(_) | LayerKind::ConvTranspose2d(_) | LayerKind::PixelLinear(_) => {
+                conv::params(self)
+            }
             LayerKind::GroupNorm(g) => group_norm::params(&g),
         }
     }
@@ -330,7 +358,9 @@ impl Layer {
     pub fn conv_shape(&self, rows: usize) -> Option<(ConvShape, bool)> {
         match self.kind {
             LayerKind::Linear | LayerKind::GroupNorm(_) => None,
-            LayerKind::Conv2d(g) => Some((ConvShape::of(&g, false, rows), false)),
+            LayerKind::Conv2d(g) | LayerKind::PixelLinear(g) => {
+                Some((ConvShape::of(&g, false, rows), false))
+            }
             LayerKind::ConvTranspose2d(g) => Some((ConvShape::of(&g, true, rows), true)),
         }
     }
@@ -345,7 +375,7 @@ impl Layer {
         let w = self.weight_len() as u64;
         match self.kind {
             LayerKind::Linear => w,
-            LayerKind::Conv2d(g) => conv::macs_per_row(&g, false, w),
+            LayerKind::Conv2d(g) | LayerKind::PixelLinear(g) => conv::macs_per_row(&g, false, w),
             LayerKind::ConvTranspose2d(g) => conv::macs_per_row(&g, true, w),
             // A few operations per value, no products.
             LayerKind::GroupNorm(_) => self.inputs as u64,
@@ -377,6 +407,13 @@ impl Layer {
                     g.stride,
                 )
             }
+            LayerKind::PixelLinear(g) => format!(
+                "{} Linear {}->{} at every pixel of {}",
+                self.name,
+                g.input[0],
+                g.output[0],
+                img(g.input)
+            ),
             LayerKind::GroupNorm(g) => format!(
                 "{} GroupNorm({}, {}, eps={}){} on {}",
                 self.name,
@@ -435,7 +472,7 @@ pub fn layer_forward(
     let rows = x.shape[0];
     match l.kind {
         LayerKind::Linear => linear::forward(ctx, l, v, x, y, act, labels),
-        LayerKind::Conv2d(g) | LayerKind::ConvTranspose2d(g) => {
+        LayerKind::Conv2d(g) | LayerKind::ConvTranspose2d(g) | LayerKind::PixelLinear(g) => {
             let t = l.is_transposed();
             let shape = ConvShape::of(&g, t, rows);
             conv::forward(ctx, &shape, t, v, x, y, act, &scratch.conv)
@@ -461,7 +498,7 @@ pub fn layer_backward(
     let rows = x.shape[0];
     match l.kind {
         LayerKind::Linear => linear::backward(ctx, l, v, dy, x, dx, labels),
-        LayerKind::Conv2d(g) | LayerKind::ConvTranspose2d(g) => {
+        LayerKind::Conv2d(g) | LayerKind::ConvTranspose2d(g) | LayerKind::PixelLinear(g) => {
             let t = l.is_transposed();
             let shape = ConvShape::of(&g, t, rows);
             conv::backward(ctx, &shape, t, v, dy, x, dx, &scratch.conv)
@@ -491,7 +528,7 @@ pub fn cpu_forward(
 ) -> Vec<f64> {
     match l.kind {
         LayerKind::Linear => linear::cpu_forward(params, l, x, rows, act, labels),
-        LayerKind::Conv2d(g) | LayerKind::ConvTranspose2d(g) => {
+        LayerKind::Conv2d(g) | LayerKind::ConvTranspose2d(g) | LayerKind::PixelLinear(g) => {
             let (t, w, b) = (
                 l.is_transposed(),
                 &params[l.weight_range()],
@@ -518,7 +555,7 @@ pub fn cpu_backward(
 ) -> CpuGrads {
     match l.kind {
         LayerKind::Linear => linear::cpu_backward(params, l, dy, x, rows, want_dx, labels),
-        LayerKind::Conv2d(g) | LayerKind::ConvTranspose2d(g) => {
+        LayerKind::Conv2d(g) | LayerKind::ConvTranspose2d(g) | LayerKind::PixelLinear(g) => {
             let (t, w) = (l.is_transposed(), &params[l.weight_range()]);
             conv::cpu_backward(&ConvShape::of(&g, t, rows), t, w, dy, x, want_dx)
         }
@@ -537,6 +574,10 @@ pub struct LayerScratch {
     pub conv: ConvScratch,
     pub norm_stats: Vec<(String, GpuTensor)>,
     pub norm_sums: GpuTensor,
+    /// Each attention core's probabilities (its forward's, kept for its backward), by
+    /// [`LayerScratch::attention_key`], and one scratch for their gradients.
+    pub attn_probs: Vec<(String, GpuTensor)>,
+    pub attn_grad: GpuTensor,
 }
 
 impl LayerScratch {
@@ -557,11 +598,43 @@ impl LayerScratch {
                 sums = sums.max(n);
             }
         }
+        let mut attn_probs = Vec::new();
+        let mut attn = 4;
+        for (side, body, rows) in [
+            ("encoder", &layout.enc_body, batch),
+            ("decoder", &layout.dec_body, lb),
+        ] {
+            for (i, node) in body.nodes.iter().enumerate() {
+                if let crate::model::body::Op::Attention(image) = node.op {
+                    let n = crate::kernels::attention::AttnShape { image }.probs_len(rows);
+                    let key = Self::attention_key(side, i);
+                    let t = ctx.zeros(&key, &[n], crate::gpu::DType::F32)?;
+                    attn_probs.push((key, t));
+                    attn = attn.max(n);
+                }
+            }
+        }
         Ok(LayerScratch {
             conv: ConvScratch::new(ctx, &conv_shapes(layout, batch, lb))?,
             norm_sums: ctx.zeros("group norm sums", &[sums], crate::gpu::DType::F32)?,
             norm_stats,
+            attn_probs,
+            attn_grad: ctx.zeros("attention gradient", &[attn], crate::gpu::DType::F32)?,
         })
+    }
+
+    /// The name of the attention probabilities of node `node` of a side's graph.
+    pub fn attention_key(side: &str, node: usize) -> String {
+        format!("{side} attention probabilities (node {node})")
+    }
+
+    /// The probabilities' buffer of `side`'s attention node `node`.
+    pub fn attention_probs(&self, side: &str, node: usize) -> Result<GpuTensor> {
+        let key = Self::attention_key(side, node);
+        match self.attn_probs.iter().find(|(n, _)| *n == key) {
+            Some((_, t)) => Ok(t.clone()),
+            None => Err(Error::Config(format!("no buffer for the {key}"))),
+        }
     }
 
     /// The first `len` values of GroupNorm layer `name`'s statistics.
@@ -576,8 +649,14 @@ impl LayerScratch {
 
     /// Every buffer it holds.
     pub fn tensors(&self) -> Vec<&GpuTensor> {
-        let mut v = vec![&self.conv.cols, &self.conv.rows, &self.norm_sums];
+        let mut v = vec![
+            &self.conv.cols,
+            &self.conv.rows,
+            &self.norm_sums,
+            &self.attn_grad,
+        ];
         v.extend(self.norm_stats.iter().map(|(_, t)| t));
+        v.extend(self.attn_probs.iter().map(|(_, t)| t));
         v
     }
 }
