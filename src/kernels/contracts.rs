@@ -28,7 +28,7 @@ fn const_u32(m: &naga::Module, name: &str) -> Option<u32> {
 #[test]
 fn uniform_structs_have_the_wgsl_layout() {
     use super::*;
-    let table: [(Shader, &[UniformLayout]); 15] = [
+    let table: [(Shader, &[UniformLayout]); 16] = [
         (Shader::CONDITION, condition::UNIFORMS),
         (Shader::ADAM, adam::UNIFORMS),
         (Shader::SGD, sgd::UNIFORMS),

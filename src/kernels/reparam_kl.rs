@@ -128,6 +128,7 @@ pub fn reparam_forward(
 /// written as `dheads` [B, 2K], row b = (dmu_b, dlogvar_b), like `heads`; the KL weight w is the
 /// step uniform's `kl_weight`. With `iwae_weights` (`[L·B]`, normalised importance weights w̃) the
 /// IWAE objective's instead: `dmu = Σ_l (dz_l + w̃_l z_l)`, `dlogvar = Σ_l (dz_l + w̃_l z_l)·eps_l·sd/2 − 1/2`.
+#[allow(clippy::too_many_arguments)]
 pub fn reparam_backward(
     ctx: &GpuContext,
     heads: &GpuTensor,

@@ -118,7 +118,7 @@ impl KlConfig {
                     None => Err(bad(field, "is missing".into())),
                 },
                 Some(x) => match x.as_u64() {
-                    Some(n) if n >= 1 && n <= (1 << 20) => Ok(n as usize),
+                    Some(n) if (1..=1 << 20).contains(&n) => Ok(n as usize),
                     _ => Err(bad(
                         field,
                         format!("is {x}, not a whole number from 1 to 2^20"),
