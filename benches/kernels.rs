@@ -267,7 +267,7 @@ fn bench_elementwise(c: &mut Criterion) {
         .unwrap();
     let xg = ctx.zeros("xg", &[b, d], DType::F32).unwrap();
     g.throughput(bytes(2 * b * d));
-    let kg = gather::gather_batch(&ctx, &pixels, &index, &xg, &step).unwrap();
+    let kg = gather::gather_batch(&ctx, &pixels, &index, &xg, &step, false).unwrap();
     g.bench_function("gather_batch 128x784", |bn| {
         bn.iter_custom(|it| gpu_time(&ctx, &kg, it))
     });

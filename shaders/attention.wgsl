@@ -1,7 +1,13 @@
 // Launcher: src/kernels/attention.rs · CPU twin: cpu::ops::{attention_forward, attention_backward} · parity: tests/parity_kernels.rs attention_kernels_match
-// The mid block's attention (diffusers' Attention, one head) between its products, which run on
-// the matmul kernels image by image: the softmax over the keys with the 1/√d scaling fused, and
-// its backward, over [rows, n] score matrices (a row per image and query position):
+// The mid block's attention (diffusers' Attention, one head) between its projections: the
+// products of two activations batched over images (bmm), the softmax over the keys with the
+// 1/√d scaling fused, and its backward, over [rows, n] score matrices (a row per image and query
+// position):
+//   bmm:               C[b] = op(A[b])·op(B[b]), C[b] [M, N] row-major; A[b] [M, K] or with A_T
+//                      [K, M]; B[b] [K, N] or with B_T [N, K]; image b = workgroup z. 16x16 tiles
+//                      through workgroup memory, a thread per element of C (the matmul family
+//                      has no batch dimension, and an image's matrices need not start on a
+//                      binding's 256-byte alignment: 14x14 positions make 196-value strides)
 //   softmax_rows:      p[r, j] = exp(s·x[r, j] − m_r) / Σ_j' exp(s·x[r, j'] − m_r),
 //                      m_r = max_j s·x[r, j]   (in place: the scores become the probabilities)
 //   softmax_rows_grad: g[r, j] ← s·p[r, j]·(g[r, j] − Σ_j' g[r, j']·p[r, j'])
@@ -88,5 +94,67 @@ fn softmax_rows_grad(
         for (var j = t; j < p.n; j += 256u) {
             sm_x[base + j] = p.scale * sm_probs[base + j] * (sm_x[base + j] - d);
         }
+    }
+}
+
+struct BmmParams {
+    m: u32,
+    n: u32,
+    k: u32,
+    batch: u32,
+}
+
+override A_T: bool = false;
+override B_T: bool = false;
+
+@group(0) @binding(0) var<storage, read> bmm_a: array<f32>;
+@group(0) @binding(1) var<storage, read> bmm_b: array<f32>;
+@group(0) @binding(2) var<storage, read_write> bmm_c: array<f32>;
+@group(0) @binding(3) var<uniform> bp: BmmParams;
+
+var<workgroup> tile_a: array<array<f32, 16>, 16>;
+var<workgroup> tile_b: array<array<f32, 16>, 16>;
+
+// op(A)[i, kk] of image b (0 outside the matrix).
+fn bmm_a_at(b: u32, i: u32, kk: u32) -> f32 {
+    if (i >= bp.m || kk >= bp.k) {
+        return 0.0;
+    }
+    let base = b * bp.m * bp.k;
+    if (A_T) {
+        return bmm_a[base + kk * bp.m + i];
+    }
+    return bmm_a[base + i * bp.k + kk];
+}
+
+// op(B)[kk, j] of image b (0 outside the matrix).
+fn bmm_b_at(b: u32, kk: u32, j: u32) -> f32 {
+    if (kk >= bp.k || j >= bp.n) {
+        return 0.0;
+    }
+    let base = b * bp.k * bp.n;
+    if (B_T) {
+        return bmm_b[base + j * bp.k + kk];
+    }
+    return bmm_b[base + kk * bp.n + j];
+}
+
+@compute @workgroup_size(16, 16, 1)
+fn bmm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let b = wid.z;
+    let row = wid.y * 16u + lid.y;
+    let col = wid.x * 16u + lid.x;
+    var acc = 0.0;
+    for (var k0 = 0u; k0 < bp.k; k0 += 16u) {
+        tile_a[lid.y][lid.x] = bmm_a_at(b, row, k0 + lid.x);
+        tile_b[lid.y][lid.x] = bmm_b_at(b, k0 + lid.y, col);
+        workgroupBarrier();
+        for (var t = 0u; t < 16u; t++) {
+            acc += tile_a[lid.y][t] * tile_b[t][lid.x];
+        }
+        workgroupBarrier();
+    }
+    if (row < bp.m && col < bp.n) {
+        bmm_c[b * bp.m * bp.n + row * bp.n + col] = acc;
     }
 }

@@ -1254,13 +1254,13 @@ backend_test!(upsample_kernels_match, |ctx| {
     assert!(add::upsample_nearest(ctx, &gx, &dx, [c, h, w]).is_err());
 });
 
-// The mid block's attention core (kernels::attention: per-image products on the matmul kernels,
-// the softmax with its scaling and its backward) against its f64 twin: 3 images of 4 channels at
-// 8x8 positions, and one of 1 channel at 16x20 (rows of 320 scores: past a workgroup's 256
-// threads).
+// The mid block's attention core (kernels::attention: products batched over images, the softmax
+// with its scaling and its backward) against its f64 twin: 3 images of 5 channels at 7x9
+// positions (ragged tiles, images not on 256-byte boundaries), 2 of 4 channels at 8x8, and one of
+// 1 channel at 16x20 (rows of 320 scores: past a workgroup's 256 threads).
 backend_test!(attention_kernels_match, |ctx| {
     use vae_wgpu::kernels::attention::{self, AttnShape};
-    for (rows, image) in [(3, [4, 8, 8]), (1, [1, 16, 20])] {
+    for (rows, image) in [(3, [5, 7, 9]), (2, [4, 8, 8]), (1, [1, 16, 20])] {
         let s = AttnShape { image };
         let [c, h, w] = image;
         let (n, per) = (h * w, c * h * w);
@@ -1377,8 +1377,9 @@ backend_test!(condition_kernels_match, |ctx| {
 
 backend_test!(gather_is_exact, |ctx| {
     // 13 bytes per image: rows straddle u32 words (the general path); 28: whole words (the
-    // word-per-thread path every image size divisible by 4 takes).
-    for d in [13, 28] {
+    // word-per-thread path every image size divisible by 4 takes); each in [0, 1] and, as an
+    // AutoencoderKL reads them, in [−1, 1].
+    for (d, signed) in [(13, false), (28, false), (13, true), (28, true)] {
         let (n, b) = (50, 7);
         let pixels: Vec<u8> = (0..n * d).map(|i| (i * 37 % 256) as u8).collect();
         let index: Vec<u32> = rng::Philox::stream(3, rng::domain::SHUFFLE, 0).permutation(n);
@@ -1395,16 +1396,21 @@ backend_test!(gather_is_exact, |ctx| {
         );
         kernels::run(
             ctx,
-            &[&gather::gather_batch(ctx, &gpx, &gidx, &gx, &step).unwrap()],
+            &[&gather::gather_batch(ctx, &gpx, &gidx, &gx, &step, signed).unwrap()],
         )
         .unwrap();
-        let want = cpu::gather(&pixels, d, &index, offset, b);
-        // u8/255 in f32 is the correctly rounded quotient (WGSL division: 2.5 ULP at most).
+        let want = cpu::gather_scaled(&pixels, d, &index, offset, b, signed);
+        // u8/255 in f32 is the correctly rounded quotient (WGSL division: 2.5 ULP at most); the
+        // signed map's subtraction is exact and its division by 0.5 too, so 3 ULP of 1.
+        let got = ctx.read_f32(&gx).unwrap();
         assert_close(
-            &format!("gather, {d} bytes per image"),
-            &ctx.read_f32(&gx).unwrap(),
+            &format!("gather, {d} bytes per image, signed {signed}"),
+            &got,
             &want,
-            |i| 3.0 * U * want[i].abs() + f64::MIN_POSITIVE,
+            |i| 3.0 * U * want[i].abs().max(if signed { 1.0 } else { 0.0 }) + f64::MIN_POSITIVE,
         );
+        if signed {
+            assert!(got.iter().any(|&v| v < -0.9) && got.iter().any(|&v| v > 0.9));
+        }
     }
 });

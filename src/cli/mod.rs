@@ -126,7 +126,32 @@ pub struct ModelArgs {
     /// decoder's in reverse order [default: none, or the checkpoint's].
     #[arg(long)]
     pub res_blocks: Option<Widths>,
+    /// The model family: vae (the notebook's and the flags above) or autoencoder-kl (diffusers'
+    /// AutoencoderKL, Stable Diffusion's VAE: pixels in [−1, 1], a spatial latent, the
+    /// likelihood gaussian) [default: vae, or the checkpoint's].
+    #[arg(long)]
+    pub arch: Option<String>,
+    /// autoencoder-kl: channels of each block, e.g. 32,64 (each block but the last halves the
+    /// image's sides) [default: 32,64].
+    #[arg(long)]
+    pub block_out_channels: Option<Widths>,
+    /// autoencoder-kl: ResNet blocks per down block (the up blocks have one more) [default: 1].
+    #[arg(long)]
+    pub layers_per_block: Option<usize>,
+    /// autoencoder-kl: channels of the spatial latent [default: 4].
+    #[arg(long)]
+    pub latent_channels: Option<usize>,
+    /// autoencoder-kl: groups of every GroupNorm (dividing every block's channels) [default: 8].
+    #[arg(long)]
+    pub norm_groups: Option<usize>,
+    /// autoencoder-kl: leave out the mid blocks' attention (diffusers' mid_block_add_attention
+    /// false).
+    #[arg(long)]
+    pub no_mid_attention: bool,
 }
+
+/// The `--arch` values.
+const ARCHS: [&str; 2] = ["vae", "autoencoder-kl"];
 
 impl ModelArgs {
     /// `--sigma` as the f32 the model holds, checked as given: a value past f32's range would
@@ -156,6 +181,15 @@ impl ModelArgs {
     /// A new model: these flags over the notebook's architecture, for images of `image`
     /// (channels, rows, columns).
     pub fn new_model(&self, image: [usize; 3]) -> crate::Result<crate::model::VaeConfig> {
+        if self.is_autoencoder_kl()? {
+            return self.new_autoencoder_kl(image);
+        }
+        if let Some(flag) = self.kl_flag() {
+            return Err(crate::Error::setting(
+                "arch",
+                format!("--{flag} is an autoencoder-kl setting: add --arch autoencoder-kl"),
+            ));
+        }
         let d = crate::model::VaeConfig::default();
         let conv = self.conv.as_ref().map(|w| crate::model::ConvNet {
             widths: w.0.clone(),
@@ -204,6 +238,94 @@ impl ModelArgs {
         Ok(cfg)
     }
 
+    /// `--arch autoencoder-kl` (`vae`, or none: the other models).
+    fn is_autoencoder_kl(&self) -> crate::Result<bool> {
+        match self.arch.as_deref() {
+            None | Some("vae") => Ok(false),
+            Some("autoencoder-kl") => Ok(true),
+            Some(a) => Err(crate::Error::setting(
+                "arch",
+                format!("{a:?} is not one: use {}", ARCHS.join(" or ")),
+            )),
+        }
+    }
+
+    /// The first autoencoder-kl flag given, by name.
+    fn kl_flag(&self) -> Option<&'static str> {
+        [
+            ("block-out-channels", self.block_out_channels.is_some()),
+            ("layers-per-block", self.layers_per_block.is_some()),
+            ("latent-channels", self.latent_channels.is_some()),
+            ("norm-groups", self.norm_groups.is_some()),
+            ("no-mid-attention", self.no_mid_attention),
+        ]
+        .into_iter()
+        .find_map(|(f, set)| set.then_some(f))
+    }
+
+    /// The other models' flags that an AutoencoderKL does not take, by name.
+    fn vae_flag(&self) -> Option<&'static str> {
+        [
+            ("hidden", self.hidden.is_some()),
+            ("decoder-hidden", self.decoder_hidden.is_some()),
+            ("activation", self.activation.is_some()),
+            ("latent", self.latent.is_some()),
+            ("conv", self.conv.is_some()),
+            ("objective", self.objective.is_some()),
+            ("conditional", self.conditional),
+            ("res-blocks", self.res_blocks.is_some()),
+        ]
+        .into_iter()
+        .find_map(|(f, set)| set.then_some(f))
+    }
+
+    /// A new AutoencoderKL for images of `image`: these flags over diffusers' layout (blocks
+    /// 32,64, one ResNet each, 4 latent channels, 8 groups, the mid blocks' attention).
+    fn new_autoencoder_kl(&self, image: [usize; 3]) -> crate::Result<crate::model::VaeConfig> {
+        if let Some(flag) = self.vae_flag() {
+            return Err(crate::Error::setting(
+                "arch",
+                format!(
+                    "--{flag} does not apply to autoencoder-kl (its layers are \
+                     --block-out-channels, --layers-per-block, --latent-channels, --norm-groups)"
+                ),
+            ));
+        }
+        let mut kl = crate::model::autoencoder_kl::KlConfig::new(
+            image[0],
+            &self
+                .block_out_channels
+                .as_ref()
+                .map_or(vec![32, 64], |w| w.0.clone()),
+            self.layers_per_block.unwrap_or(1),
+            self.latent_channels.unwrap_or(4),
+            self.norm_groups.unwrap_or(8),
+            image[1],
+        );
+        kl.mid_block_add_attention = !self.no_mid_attention;
+        for (flag, v) in [
+            ("layers-per-block", kl.layers_per_block),
+            ("latent-channels", kl.latent_channels),
+            ("norm-groups", kl.norm_num_groups),
+        ] {
+            if !(1..=4096).contains(&v) {
+                return Err(crate::Error::setting(
+                    "arch",
+                    format!("--{flag} {v}: give 1 to 4096"),
+                ));
+            }
+        }
+        let mut cfg = crate::model::VaeConfig::autoencoder_kl(kl, image);
+        if let Some(l) = self.likelihood()? {
+            cfg.likelihood = l.with_identity_mean();
+        }
+        cfg.beta = self.beta.unwrap_or(1.0);
+        cfg.kl_warmup = self.kl_warmup.unwrap_or(0.0);
+        cfg.samples = self.samples.unwrap_or(1);
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
     /// The checkpoint's architecture; a flag that contradicts it is refused, naming both (L, the
     /// samples per observation, is a training setting and may change).
     pub fn agree_with(
@@ -218,6 +340,29 @@ impl ModelArgs {
                  comes from the checkpoint: drop the flag"
             ))
         };
+        let kl = self.is_autoencoder_kl().map_err(|e| setting_message(&e))?;
+        match (&c.kl, kl || self.kl_flag().is_some(), self.vae_flag()) {
+            (Some(_), _, Some(flag)) => {
+                return Err(format!(
+                    "--{flag} does not apply to the checkpoint's autoencoder-kl: drop the flag"
+                ));
+            }
+            (None, true, _) => {
+                return Err(
+                    "--arch autoencoder-kl (or its flags) contradicts the checkpoint, which is \
+                     not an AutoencoderKL: drop the flag"
+                        .to_string(),
+                );
+            }
+            (Some(_), _, None) if self.kl_flag().is_some() => {
+                return Err(format!(
+                    "--{}: the architecture comes from the checkpoint ({}): drop the flag",
+                    self.kl_flag().unwrap_or_default(),
+                    c.describe()
+                ));
+            }
+            _ => {}
+        }
         if let Some(h) = &self.hidden
             && h.0 != c.hidden
         {
@@ -279,6 +424,11 @@ impl ModelArgs {
             ),
             _ => self.likelihood().map_err(|e| setting_message(&e))?,
         };
+        // An AutoencoderKL's Gaussian takes the decoder's output as its mean.
+        let given = given.map(|l| match c.kl {
+            Some(_) => l.with_identity_mean(),
+            None => l,
+        });
         if let Some(l) = given
             && l != c.likelihood
         {

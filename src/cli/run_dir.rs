@@ -14,9 +14,11 @@ use crate::error::{Error, Result};
 pub const LOCK_FILE: &str = ".vae-wgpu.lock";
 
 /// Files a run writes into its folder; a folder holding any of them holds a run.
-const RUN_FILES: [&str; 7] = [
+const RUN_FILES: [&str; 9] = [
     "checkpoint.safetensors",
     "model.safetensors",
+    crate::model::checkpoint::DIFFUSERS_CONFIG,
+    crate::model::checkpoint::DIFFUSERS_WEIGHTS,
     "losses.csv",
     "loss.png",
     "latent_tsne.png",

@@ -65,6 +65,11 @@ pub struct Args {
     /// Continue from a checkpoint.safetensors (exactly where it stopped).
     #[arg(long)]
     resume: Option<PathBuf>,
+    /// Fine-tune a diffusers AutoencoderKL folder (config.json and
+    /// diffusion_pytorch_model.safetensors, as `save_pretrained` writes it): its weights, a fresh
+    /// optimizer, a learned σ starting at 1.
+    #[arg(long, conflicts_with = "resume")]
+    from_pretrained: Option<PathBuf>,
     /// Replace an earlier run's files in --out (otherwise a folder holding a run is refused).
     #[arg(long)]
     overwrite: bool,
@@ -135,9 +140,21 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     if args.epochs == 0 {
         return Err(crate::Error::setting("epochs", "must be at least 1").into());
     }
-    let ckpt = match &args.resume {
-        Some(p) => Some(Checkpoint::load(p)?),
-        None => None,
+    let ckpt = match (&args.resume, &args.from_pretrained) {
+        (Some(p), _) => Some(Checkpoint::load(p)?),
+        (None, Some(dir)) => {
+            let (c, ignored) = Checkpoint::load_diffusers(dir)?;
+            if !ignored.is_empty() {
+                note!(
+                    "{}: {} tensor(s) the AutoencoderKL does not use are ignored: {}",
+                    dir.display(),
+                    ignored.len(),
+                    ignored.join(", ")
+                );
+            }
+            Some(c)
+        }
+        (None, None) => None,
     };
     // A finished run resumed to where it already is: nothing runs, nothing is written.
     if let (Some(c), Some(p)) = (&ckpt, &args.resume)
@@ -245,7 +262,9 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let data = args.data.load(settings.seed, ckpt.as_ref(), Some(&out))?;
     let data_ready = started.elapsed();
     let (train, test) = (&data.train, &data.test);
-    if ckpt.is_some() && train.dim() != cfg.input {
+    // An AutoencoderKL is convolutional: any image size its blocks divide, of its channels.
+    let resizable = cfg.kl.is_some() && train.channels == cfg.kl.as_ref().map_or(0, |k| k.image[0]);
+    if ckpt.is_some() && train.dim() != cfg.input && !resizable {
         return Err(format!(
             "the checkpoint's model takes {} inputs, but the images in {} have {} ({} channel(s) of {}x{})",
             cfg.input,
@@ -318,16 +337,19 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
                         train.count
                     );
                 }
-                say!(
-                    "resumed from {} at epoch {}, step {} ({} training steps)",
-                    args.resume
-                        .as_ref()
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_default(),
-                    t.epoch + 1,
-                    t.step_in_epoch,
-                    t.vae.train_steps
-                );
+                match (&args.resume, &args.from_pretrained) {
+                    (None, Some(dir)) => say!("fine-tuning {} ({})", dir.display(), cfg.describe()),
+                    _ => say!(
+                        "resumed from {} at epoch {}, step {} ({} training steps)",
+                        args.resume
+                            .as_ref()
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_default(),
+                        t.epoch + 1,
+                        t.step_in_epoch,
+                        t.vae.train_steps
+                    ),
+                }
             })
         }
         None => Trainer::new(&ctx, cfg.clone(), settings.clone(), train),
@@ -447,7 +469,12 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         let write = || {
             c.save(&ckpt_path)?;
             ckpt_written.set(true);
-            c.save_state_dict(&model_path)
+            c.save_state_dict(&model_path)?;
+            // An AutoencoderKL's folder is also diffusers' model folder.
+            match c.cfg.kl {
+                Some(_) => c.save_diffusers(&out),
+                None => Ok(()),
+            }
         };
         let mut written = write();
         if let Err(e) = &written

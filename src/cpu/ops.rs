@@ -433,10 +433,25 @@ pub fn optimizer_step(
 
 /// `gather_batch`: rows `index[offset..offset+b]` of a u8 image set, scaled to [0, 1].
 pub fn gather(pixels: &[u8], dim: usize, index: &[u32], offset: usize, b: usize) -> Vec<f64> {
+    gather_scaled(pixels, dim, index, offset, b, false)
+}
+
+/// `gather_batch` with its `signed` choice: [0, 1], or then `(v − 0.5)/0.5` in [−1, 1].
+pub fn gather_scaled(
+    pixels: &[u8],
+    dim: usize,
+    index: &[u32],
+    offset: usize,
+    b: usize,
+    signed: bool,
+) -> Vec<f64> {
     let mut x = Vec::with_capacity(b * dim);
     for &img in &index[offset..offset + b] {
         let row = &pixels[img as usize * dim..(img as usize + 1) * dim];
-        x.extend(row.iter().map(|&p| p as f64 / 255.0));
+        x.extend(row.iter().map(|&p| {
+            let unit = p as f64 / 255.0;
+            if signed { (unit - 0.5) / 0.5 } else { unit }
+        }));
     }
     x
 }

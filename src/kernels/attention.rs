@@ -2,21 +2,18 @@
 //! `h·w` positions of each image) between its projections — launchers for
 //! `shaders/attention.wgsl` and the plans of the whole core, forward and backward. The tensors
 //! are the engine's `[rows, C·h·w]` (NCHW), so an image's q, k, v are `[C, n]` matrices
-//! (n = h·w) and its products run on the matmul kernels, an image per dispatch:
+//! (n = h·w); the products are batched over the images (`bmm`):
 //!
 //! ```text
-//! forward:  S = qᵀ·k (TN)   P = softmax(S/√C) by rows   o = v·Pᵀ (NT)
-//! backward: dv = do·P (NN)  dP = doᵀ·v (TN)   dS = P ⊙ (dP − rowsum(dP ⊙ P))/√C
-//!           dq = k·dSᵀ (NT) dk = q·dS (NN)
+//! forward:  S = qᵀ·k   P = softmax(S/√C) by rows   o = v·Pᵀ
+//! backward: dv = do·P  dP = doᵀ·v   dS = P ⊙ (dP − rowsum(dP ⊙ P))/√C   dq = k·dSᵀ   dk = q·dS
 //! ```
 //!
 //! `P` (`[rows·n, n]`) is kept from the forward for the backward; `dP` and `dS` share one scratch.
 
-use super::matmul::{Epilogue, matmul};
 use super::{Bind, Dispatch, dispatch, uniform};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuTensor, Shader};
-use crate::ops::Layout;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -116,25 +113,65 @@ impl AttnShape {
     }
 }
 
-/// Image `b`'s `[C, n]` matrix of an activation.
-fn image(t: &GpuTensor, s: &AttnShape, b: usize) -> Result<GpuTensor> {
-    let (c, n) = (s.image[0], s.positions());
-    t.view(b * c * n, &[c, n]).map_err(|_| aligned_error(s))
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct BmmParams {
+    m: u32,
+    n: u32,
+    k: u32,
+    batch: u32,
 }
 
-/// Image `b`'s `[n, n]` score matrix.
-fn scores(t: &GpuTensor, s: &AttnShape, b: usize) -> Result<GpuTensor> {
-    let n = s.positions();
-    t.view(b * n * n, &[n, n]).map_err(|_| aligned_error(s))
-}
-
-fn aligned_error(s: &AttnShape) -> Error {
-    let [c, h, w] = s.image;
-    Error::Config(format!(
-        "the attention over {c}x{h}x{w} images runs its products image by image, which needs \
-         h·w and C·h·w to be multiples of 64 values (256-byte views); choose an image size whose \
-         mid-block sides give h·w a multiple of 64 (e.g. 8x8)"
-    ))
+/// `c[b] = op(a[b])·op(b[b])` for every image b of `batch`: `c[b]` `[m, n]`; `a[b]` `[m, k]`, or
+/// `[k, m]` with `a_t`; `b[b]` `[k, n]`, or `[n, k]` with `b_t`; each image's matrices contiguous.
+pub fn bmm(
+    ctx: &GpuContext,
+    (a, a_t): (&GpuTensor, bool),
+    (b, b_t): (&GpuTensor, bool),
+    c: &GpuTensor,
+    [m, n, k]: [usize; 3],
+    batch: usize,
+) -> Result<Dispatch> {
+    let fits = |t: &GpuTensor, per: usize| t.len() == batch * per;
+    let max = ctx.limits().max_compute_workgroups_per_dimension as usize;
+    if !(fits(a, m * k) && fits(b, k * n) && fits(c, m * n))
+        || [m, n, k, batch].contains(&0)
+        || c.len().max(a.len()).max(b.len()) > u32::MAX as usize
+        || batch > max
+    {
+        return Err(Error::shape(
+            "bmm",
+            format!(
+                "a {:?}, b {:?}, c {:?} are not {batch} products of [{m}, {k}]·[{k}, {n}] \
+                 (at most {max} images)",
+                a.shape, b.shape, c.shape
+            ),
+        ));
+    }
+    let p = uniform(
+        ctx,
+        "bmm params",
+        &BmmParams {
+            m: m as u32,
+            n: n as u32,
+            k: k as u32,
+            batch: batch as u32,
+        },
+    );
+    dispatch(
+        ctx,
+        "bmm",
+        Shader::ATTENTION,
+        "bmm",
+        &[("A_T", a_t as u32 as f64), ("B_T", b_t as u32 as f64)],
+        &[
+            Bind::Tensor(a),
+            Bind::Tensor(b),
+            Bind::Tensor(c),
+            Bind::Buffer(&p),
+        ],
+        [n.div_ceil(16) as u32, m.div_ceil(16) as u32, batch as u32],
+    )
 }
 
 fn rows_of(t: &GpuTensor, s: &AttnShape) -> usize {
@@ -150,18 +187,15 @@ pub fn forward(
     o: &GpuTensor,
 ) -> Result<Vec<Dispatch>> {
     let rows = rows_of(q, s);
+    let (c, n) = (s.image[0], s.positions());
     let p = probs.view(0, &[s.probs_len(rows)])?;
-    let mut d = Vec::with_capacity(2 * rows + 1);
-    for b in 0..rows {
-        let (qb, kb, pb) = (image(q, s, b)?, image(k, s, b)?, scores(&p, s, b)?);
-        d.push(matmul(ctx, Layout::TN, &qb, &kb, &pb, Epilogue::NONE)?);
-    }
-    d.push(softmax_rows(ctx, &p, s.positions(), s.scale())?);
-    for b in 0..rows {
-        let (vb, pb, ob) = (image(v, s, b)?, scores(&p, s, b)?, image(o, s, b)?);
-        d.push(matmul(ctx, Layout::NT, &vb, &pb, &ob, Epilogue::NONE)?);
-    }
-    Ok(d)
+    Ok(vec![
+        // S = qᵀ·k: [n, n] over C.
+        bmm(ctx, (q, true), (k, false), &p, [n, n, c], rows)?,
+        softmax_rows(ctx, &p, n, s.scale())?,
+        // o = v·Pᵀ: [C, n] over the keys.
+        bmm(ctx, (v, false), (&p, true), o, [c, n, n], rows)?,
+    ])
 }
 
 /// The backward from `dout`: `dq`, `dk`, `dv` (each written), with `P` from the forward and
@@ -177,47 +211,22 @@ pub fn backward(
     (dq, dk, dv): (&GpuTensor, &GpuTensor, &GpuTensor),
 ) -> Result<Vec<Dispatch>> {
     let rows = rows_of(q, s);
+    let (c, n) = (s.image[0], s.positions());
     let p = probs.view(0, &[s.probs_len(rows)])?;
     let g = scratch.view(0, &[s.probs_len(rows)])?;
-    let mut d = Vec::with_capacity(4 * rows + 1);
-    for b in 0..rows {
-        let (dob, pb, gb) = (image(dout, s, b)?, scores(&p, s, b)?, scores(&g, s, b)?);
-        let vb = image(v, s, b)?;
-        d.push(matmul(
-            ctx,
-            Layout::NN,
-            &dob,
-            &pb,
-            &image(dv, s, b)?,
-            Epilogue::NONE,
-        )?);
-        d.push(matmul(ctx, Layout::TN, &dob, &vb, &gb, Epilogue::NONE)?);
-    }
-    d.push(softmax_rows_grad(ctx, &g, &p, s.positions(), s.scale())?);
-    for b in 0..rows {
-        let gb = scores(&g, s, b)?;
-        let (qb, kb) = (image(q, s, b)?, image(k, s, b)?);
-        d.push(matmul(
-            ctx,
-            Layout::NT,
-            &kb,
-            &gb,
-            &image(dq, s, b)?,
-            Epilogue::NONE,
-        )?);
-        d.push(matmul(
-            ctx,
-            Layout::NN,
-            &qb,
-            &gb,
-            &image(dk, s, b)?,
-            Epilogue::NONE,
-        )?);
-    }
-    Ok(d)
+    Ok(vec![
+        // dv = do·P, dP = doᵀ·v, dS from dP in place, dq = k·dSᵀ, dk = q·dS.
+        bmm(ctx, (dout, false), (&p, false), dv, [c, n, n], rows)?,
+        bmm(ctx, (dout, true), (v, false), &g, [n, n, c], rows)?,
+        softmax_rows_grad(ctx, &g, &p, n, s.scale())?,
+        bmm(ctx, (k, false), (&g, true), dq, [c, n, n], rows)?,
+        bmm(ctx, (q, false), (&g, false), dk, [c, n, n], rows)?,
+    ])
 }
 
 /// This module's uniform structs, as `kernels::contracts` checks them against `Shader::ATTENTION`.
 #[cfg(test)]
-pub(crate) const UNIFORMS: &[crate::kernels::UniformLayout] =
-    &[uniform_layout!(SoftmaxParams, rows, n, scale)];
+pub(crate) const UNIFORMS: &[crate::kernels::UniformLayout] = &[
+    uniform_layout!(SoftmaxParams, rows, n, scale),
+    uniform_layout!(BmmParams, m, n, k, batch),
+];

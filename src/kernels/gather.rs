@@ -13,14 +13,16 @@ struct GatherParams {
     _pad: [u32; 2],
 }
 
-/// `x[b] = pixels[index[step.batch_offset + b]] / 255` for every row b of `x` `[B, D]`;
-/// `pixels` is `[N, D]` u8, `index` a u32 list of positions in `0..N`.
+/// `x[b] = pixels[index[step.batch_offset + b]] / 255` for every row b of `x` `[B, D]` (`signed`:
+/// then mapped to [−1, 1], see [`crate::model::VaeConfig::signed_pixels`]); `pixels` is `[N, D]`
+/// u8, `index` a u32 list of positions in `0..N`.
 pub fn gather_batch(
     ctx: &GpuContext,
     pixels: &GpuTensor,
     index: &GpuTensor,
     x: &GpuTensor,
     step: &StepUniform,
+    signed: bool,
 ) -> Result<Dispatch> {
     const OP: &str = "gather_batch";
     let (_, d) = expect_2d(OP, "pixels", pixels)?;
@@ -48,7 +50,7 @@ pub fn gather_batch(
         OP,
         Shader::GATHER,
         OP,
-        &[],
+        &[("SIGNED", signed as u32 as f64)],
         &[
             Bind::Tensor(pixels),
             Bind::Tensor(index),

@@ -26,6 +26,7 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use crate::error::{Error, Result};
 use crate::files::write_atomic;
 use crate::kernels::reduce::LossSlots;
+use crate::model::autoencoder_kl::KlConfig;
 use crate::model::{ParamLayout, VaeConfig};
 use crate::optim::{LrSchedule, LrShape, OptimizerConfig, OptimizerKind};
 
@@ -159,6 +160,12 @@ impl Checkpoint {
             meta.insert("res_blocks".to_string(), list(&self.cfg.res_blocks));
         }
         let mut image = self.progress.image;
+        if let Some(k) = &self.cfg.kl {
+            // An AutoencoderKL: diffusers' config, and the images it was built for.
+            meta.insert("arch".to_string(), KL_ARCH.to_string());
+            meta.insert("kl_config".to_string(), k.config.to_json().to_string());
+            image = k.image;
+        }
         if let Some(c) = &self.cfg.conv {
             // A conv model's layers depend on the image's shape: always recorded.
             meta.insert("conv".to_string(), list(&c.widths));
@@ -250,6 +257,129 @@ impl Checkpoint {
         write_atomic(path, &self.serialize(false)?)
     }
 
+    /// Write an AutoencoderKL as diffusers' model folder into `dir`: `config.json` (its config,
+    /// `sample_size` the trained images' side) and `diffusion_pytorch_model.safetensors` (every
+    /// tensor under diffusers' name; a learned σ is the engine's, not diffusers', and stays out),
+    /// the files `save_pretrained` writes, so `AutoencoderKL.from_pretrained(dir)` loads them.
+    pub fn save_diffusers(&self, dir: &Path) -> Result<()> {
+        let Some(k) = &self.cfg.kl else {
+            return Err(Error::Config(format!(
+                "a {} model is not an AutoencoderKL: diffusers has no folder for it",
+                self.cfg.describe()
+            )));
+        };
+        let layout = self.layout();
+        let mut owned = Vec::new();
+        for spec in layout.specs.iter().filter(|s| s.name != "log_sigma") {
+            owned.push((
+                spec.name.clone(),
+                spec.shape.clone(),
+                tensor_bytes(&self.params, spec),
+            ));
+        }
+        let ser = |e| Error::Config(format!("cannot serialise the diffusers weights: {e}"));
+        let tensors = (owned.iter())
+            .map(|(name, shape, bytes)| {
+                TensorView::new(Dtype::F32, shape.clone(), bytes).map(|v| (name.clone(), v))
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(ser)?;
+        let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
+        let weights = safetensors::tensor::serialize(tensors, Some(meta)).map_err(ser)?;
+        let mut config = k.config.clone();
+        config.sample_size = k.image[1];
+        let mut json = config.to_json();
+        json["_diffusers_version"] = serde_json::json!(DIFFUSERS_VERSION);
+        let text = serde_json::to_string_pretty(&json)
+            .map_err(|e| Error::Config(format!("cannot serialise config.json: {e}")))?;
+        write_atomic(&dir.join(DIFFUSERS_WEIGHTS), &weights)?;
+        write_atomic(&dir.join(DIFFUSERS_CONFIG), format!("{text}\n").as_bytes())
+    }
+
+    /// Read diffusers' AutoencoderKL folder `dir` (`config.json` and
+    /// `diffusion_pytorch_model.safetensors`, f32, f16 or bf16): the model its config builds, on
+    /// images of its `sample_size`, with a learned σ starting at 1 (diffusers has none). Returns
+    /// it with the names of the tensors the model does not use (a VAE's training extras, such as
+    /// an LPIPS or discriminator's), which are ignored.
+    pub fn load_diffusers(dir: &Path) -> Result<(Checkpoint, Vec<String>)> {
+        let config_path = dir.join(DIFFUSERS_CONFIG);
+        let text = crate::files::read_bounded(&config_path, 1 << 20, "diffusers config")?;
+        let value: serde_json::Value = serde_json::from_slice(&text)
+            .map_err(|e| data_err(&config_path, format!("not JSON: {e}")))?;
+        let source = config_path.display().to_string();
+        let config = KlConfig::from_json(&value, &source)?;
+        let image = [config.in_channels, config.sample_size, config.sample_size];
+        let cfg = VaeConfig::autoencoder_kl(config, image);
+        cfg.validate()
+            .map_err(|e| data_err(&config_path, e.to_string()))?;
+        let weights_path = dir.join(DIFFUSERS_WEIGHTS);
+        let bytes = crate::files::read_bounded(&weights_path, MAX_FILE_BYTES, "diffusers weights")?;
+        refuse_duplicate_names(&bytes, &weights_path)?;
+        let st = SafeTensors::deserialize(&bytes).map_err(|e| {
+            data_err(
+                &weights_path,
+                format!("not a readable safetensors file: {e}"),
+            )
+        })?;
+        let layout = ParamLayout::new(&cfg);
+        let mut params = layout.init(0);
+        for spec in layout.specs.iter().filter(|s| s.name != "log_sigma") {
+            let t = st.tensor(&spec.name).map_err(|_| {
+                data_err(
+                    &weights_path,
+                    format!(
+                        "missing tensor '{}', which the config's {} needs",
+                        spec.name,
+                        cfg.describe()
+                    ),
+                )
+            })?;
+            if t.shape() != spec.shape.as_slice() {
+                return Err(data_err(
+                    &weights_path,
+                    format!(
+                        "tensor '{}' has shape {:?}; the config builds {:?}",
+                        spec.name,
+                        t.shape(),
+                        spec.shape
+                    ),
+                ));
+            }
+            let values: Vec<f32> = match t.dtype() {
+                Dtype::F32 => le_f32s(t.data()).collect(),
+                Dtype::F16 => (t.data().chunks_exact(2))
+                    .map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]])))
+                    .collect(),
+                Dtype::BF16 => (t.data().chunks_exact(2))
+                    .map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16))
+                    .collect(),
+                d => {
+                    return Err(data_err(
+                        &weights_path,
+                        format!("tensor '{}' is {d:?}; f32, f16 or bf16 are read", spec.name),
+                    ));
+                }
+            };
+            spec.write(&mut params, &values);
+        }
+        let ignored: Vec<String> = (st.names().into_iter())
+            .filter(|n| layout.get(n).is_none())
+            .map(|n| n.to_string())
+            .collect();
+        let ckpt = Checkpoint {
+            cfg,
+            params,
+            optimizer: None,
+            progress: Progress {
+                image,
+                ..Progress::default()
+            },
+            activation_recorded: true,
+        };
+        ckpt.check_values(&weights_path, &layout)?;
+        Ok((ckpt, ignored))
+    }
+
     /// Read a checkpoint or a plain state_dict. Sizes come from the metadata when present, else from
     /// the tensor shapes; every model tensor must be present, f32, with the shape the sizes imply.
     pub fn load(path: &Path) -> Result<Checkpoint> {
@@ -290,215 +420,222 @@ impl Checkpoint {
         // Architecture: metadata first, else from the tensors' names and shapes (a PyTorch
         // state_dict): the notebook's `linear_enc`/`linear_dec`, or `encoder.{0,2,…}` and
         // `decoder.{0,2,…}` Sequentials.
-        let weight_shape = |name: &str| -> Result<Vec<usize>> {
-            let s = shape_of(name)?;
-            if s.len() != 2 {
-                return Err(data_err(
-                    path,
-                    format!("tensor '{name}' has shape {s:?}: a Linear weight is 2-D"),
-                ));
-            }
-            Ok(s)
-        };
-        let side = |notebook: &str, prefix: &str| -> Result<Vec<Vec<usize>>> {
-            if st.tensor(&format!("{notebook}.weight")).is_ok() {
-                return Ok(vec![weight_shape(&format!("{notebook}.weight"))?]);
-            }
-            let mut v = Vec::new();
-            // Count every layer there is (capped far past the limit), so the error gives the
-            // file's real depth.
-            while v.len() < 1024 {
-                let name = format!("{prefix}.{}.weight", 2 * v.len());
-                if st.tensor(&name).is_err() {
-                    break;
-                }
-                v.push(weight_shape(&name)?);
-            }
-            if v.is_empty() {
-                // Names the tensor the notebook's layout expects.
-                get(&format!("{notebook}.weight"))?;
-            }
-            Ok(v)
-        };
-        // A conv model (metadata 'conv', or a 4-D first encoder weight) names its layers by
-        // their nn.Sequential indices around a Flatten and an Unflatten (see `ParamLayout`).
-        let four_d = |name: &str| st.tensor(name).is_ok_and(|t| t.shape().len() == 4);
-        let two_d = |name: &str| st.tensor(name).ok().filter(|t| t.shape().len() == 2);
-        // Residual blocks in the tensors: the `enc_blocks.{j}` modules' second layers, fc2's
-        // weight `[w, w]` (dense) or conv2's `[w, w, 3, 3]` (conv).
-        let found_blocks: Vec<usize> = (0..1024)
-            .map_while(|j| {
-                let b = format!("enc_blocks.{j}");
-                two_d(&format!("{b}.fc2.weight"))
-                    .or_else(|| st.tensor(&format!("{b}.conv2.weight")).ok())
-            })
-            .map(|t| t.shape()[0])
-            .collect();
-        let conv_found = meta.contains_key("conv") || four_d("encoder.0.weight");
-        let (enc, dec, conv) = if conv_found {
-            let mut widths = Vec::new();
-            let mut channels = 0;
-            while widths.len() < 1024 && four_d(&format!("encoder.{}.weight", 2 * widths.len())) {
-                let s = shape_of(&format!("encoder.{}.weight", 2 * widths.len()))?;
-                if widths.is_empty() {
-                    channels = s[1];
-                }
-                widths.push(s[0]);
-            }
-            let n = widths.len();
-            let dense = |prefix: &str, first: usize| -> Vec<Vec<usize>> {
-                (0..1024)
-                    .map_while(|j| two_d(&format!("{prefix}.{}.weight", first + 2 * j)))
-                    .map(|t| t.shape().to_vec())
-                    .collect()
-            };
-            let enc = dense("encoder", 2 * n + 1);
-            let mut dec = dense("decoder", 0);
-            // The decoder's last dense layer maps to the last conv's features.
-            dec.pop();
-            // The features the convolutions hand the dense layers: C_last · side², side = S / 2^n.
-            let features = match enc.first() {
-                Some(s) => s[1],
-                None => weight_shape("enc_mu.weight")?[1],
-            };
-            // The channels the dense layers see: the last residual block's, or the last
-            // convolution's.
-            let c_last = found_blocks
-                .last()
-                .or(widths.last())
-                .copied()
-                .unwrap_or(1)
-                .max(1);
-            let cells = features / c_last;
-            let side = ((cells as f64).sqrt().round() as usize) << n.min(32);
-            (enc, dec, Some((widths, [channels, side, side])))
+        // Architecture: an AutoencoderKL's from its recorded config; the others' below.
+        let (cfg, activation_recorded) = if let Some(cfg) = kl_config(&meta, path)? {
+            (cfg, true)
         } else {
-            (
-                side("linear_enc", "encoder")?,
-                side("linear_dec", "decoder")?,
-                None,
-            )
-        };
-        let mu = weight_shape("enc_mu.weight")?;
-        let conv_model = conv.is_some();
-        let widths = |key: &str, found: Vec<usize>| -> Result<Vec<usize>> {
-            match meta.get(key) {
-                None => Ok(found),
-                // A conv model may have no dense hidden layers.
-                Some(v) if conv_model && v.trim().is_empty() => Ok(Vec::new()),
-                Some(v) => super::config::parse_widths(v)
-                    .map_err(|e| data_err(path, format!("metadata '{key}': {e}"))),
-            }
-        };
-        // Residual blocks: metadata, else the tensors'.
-        let res_blocks = widths("res_blocks", found_blocks)?;
-        let conv = match conv {
-            None => None,
-            Some((found, image)) => {
-                let dim = |key: &str, found: usize| -> Result<usize> {
-                    Ok(meta_num(key)?.map_or(found, |v| v as usize))
-                };
-                let net = super::config::ConvNet {
-                    widths: widths("conv", found)?,
-                    image: [
-                        dim("channels", image[0])?,
-                        dim("image_rows", image[1])?,
-                        dim("image_cols", image[2])?,
-                    ],
-                };
-                // The images' shape must be the one the tensors were trained on: the dense
-                // layers after the convolutions take c_last · (rows/2^n) · (cols/2^n) features.
-                let heads_in = weight_shape("enc_mu.weight")?[1];
-                let dense_in = two_d(&format!("encoder.{}.weight", 2 * net.widths.len() + 1))
-                    .map_or(heads_in, |t| t.shape()[1]);
-                let n = net.widths.len().min(32);
-                let [_, r, c] = net.image;
-                // The channels the dense layers see: the last residual block's, or the last
-                // convolution's.
-                let c_last = res_blocks
-                    .last()
-                    .or(net.widths.last())
-                    .copied()
-                    .unwrap_or(1);
-                let fits = r % (1 << n) == 0 && c % (1 << n) == 0;
-                if !fits || c_last * (r >> n) * (c >> n) != dense_in {
+            let weight_shape = |name: &str| -> Result<Vec<usize>> {
+                let s = shape_of(name)?;
+                if s.len() != 2 {
                     return Err(data_err(
                         path,
-                        format!(
-                            "metadata 'image_rows' = {r}, 'image_cols' = {c} contradict the \
-                             tensors: after {} conv layers the dense layers take {dense_in} \
-                             features, not {c_last} channels of {}x{}; the file is inconsistent",
-                            net.widths.len(),
-                            r >> n,
-                            c >> n
-                        ),
+                        format!("tensor '{name}' has shape {s:?}: a Linear weight is 2-D"),
                     ));
                 }
-                Some(net)
-            }
-        };
-        let activation = match meta.get("activation") {
-            None => None,
-            Some(v) => Some(crate::ops::Act::hidden_from_name(v).ok_or_else(|| {
-                data_err(
-                    path,
-                    format!("metadata 'activation' = '{v}' is not one of relu, tanh"),
+                Ok(s)
+            };
+            let side = |notebook: &str, prefix: &str| -> Result<Vec<Vec<usize>>> {
+                if st.tensor(&format!("{notebook}.weight")).is_ok() {
+                    return Ok(vec![weight_shape(&format!("{notebook}.weight"))?]);
+                }
+                let mut v = Vec::new();
+                // Count every layer there is (capped far past the limit), so the error gives the
+                // file's real depth.
+                while v.len() < 1024 {
+                    let name = format!("{prefix}.{}.weight", 2 * v.len());
+                    if st.tensor(&name).is_err() {
+                        break;
+                    }
+                    v.push(weight_shape(&name)?);
+                }
+                if v.is_empty() {
+                    // Names the tensor the notebook's layout expects.
+                    get(&format!("{notebook}.weight"))?;
+                }
+                Ok(v)
+            };
+            // A conv model (metadata 'conv', or a 4-D first encoder weight) names its layers by
+            // their nn.Sequential indices around a Flatten and an Unflatten (see `ParamLayout`).
+            let four_d = |name: &str| st.tensor(name).is_ok_and(|t| t.shape().len() == 4);
+            let two_d = |name: &str| st.tensor(name).ok().filter(|t| t.shape().len() == 2);
+            // Residual blocks in the tensors: the `enc_blocks.{j}` modules' second layers, fc2's
+            // weight `[w, w]` (dense) or conv2's `[w, w, 3, 3]` (conv).
+            let found_blocks: Vec<usize> = (0..1024)
+                .map_while(|j| {
+                    let b = format!("enc_blocks.{j}");
+                    two_d(&format!("{b}.fc2.weight"))
+                        .or_else(|| st.tensor(&format!("{b}.conv2.weight")).ok())
+                })
+                .map(|t| t.shape()[0])
+                .collect();
+            let conv_found = meta.contains_key("conv") || four_d("encoder.0.weight");
+            let (enc, dec, conv) = if conv_found {
+                let mut widths = Vec::new();
+                let mut channels = 0;
+                while widths.len() < 1024 && four_d(&format!("encoder.{}.weight", 2 * widths.len()))
+                {
+                    let s = shape_of(&format!("encoder.{}.weight", 2 * widths.len()))?;
+                    if widths.is_empty() {
+                        channels = s[1];
+                    }
+                    widths.push(s[0]);
+                }
+                let n = widths.len();
+                let dense = |prefix: &str, first: usize| -> Vec<Vec<usize>> {
+                    (0..1024)
+                        .map_while(|j| two_d(&format!("{prefix}.{}.weight", first + 2 * j)))
+                        .map(|t| t.shape().to_vec())
+                        .collect()
+                };
+                let enc = dense("encoder", 2 * n + 1);
+                let mut dec = dense("decoder", 0);
+                // The decoder's last dense layer maps to the last conv's features.
+                dec.pop();
+                // The features the convolutions hand the dense layers: C_last · side², side = S / 2^n.
+                let features = match enc.first() {
+                    Some(s) => s[1],
+                    None => weight_shape("enc_mu.weight")?[1],
+                };
+                // The channels the dense layers see: the last residual block's, or the last
+                // convolution's.
+                let c_last = found_blocks
+                    .last()
+                    .or(widths.last())
+                    .copied()
+                    .unwrap_or(1)
+                    .max(1);
+                let cells = features / c_last;
+                let side = ((cells as f64).sqrt().round() as usize) << n.min(32);
+                (enc, dec, Some((widths, [channels, side, side])))
+            } else {
+                (
+                    side("linear_enc", "encoder")?,
+                    side("linear_dec", "decoder")?,
+                    None,
                 )
-            })?),
-        };
-        // The likelihood: metadata, else a `log_sigma` tensor says a learned-σ Gaussian (a bare
-        // state_dict cannot tell a continuous Bernoulli from a Bernoulli: the flag decides).
-        let sigma = meta_value::<f32>(&meta, "sigma", path)?;
-        let likelihood = match meta.get("likelihood") {
-            Some(name) => crate::model::Likelihood::parse(name, sigma)
-                .map_err(|e| data_err(path, format!("metadata 'likelihood': {e}")))?,
-            None if st.tensor("log_sigma").is_ok() => {
-                crate::model::Likelihood::Gaussian { sigma: None }
-            }
-            None => crate::model::Likelihood::Bernoulli,
-        };
-        // A learned σ is a tensor: metadata that says otherwise contradicts the file.
-        if st.tensor("log_sigma").is_ok() && !likelihood.learns_sigma() {
-            return Err(data_err(
-                path,
-                format!(
-                    "holds a learned σ (tensor 'log_sigma') but its metadata says the likelihood \
+            };
+            let mu = weight_shape("enc_mu.weight")?;
+            let conv_model = conv.is_some();
+            let widths = |key: &str, found: Vec<usize>| -> Result<Vec<usize>> {
+                match meta.get(key) {
+                    None => Ok(found),
+                    // A conv model may have no dense hidden layers.
+                    Some(v) if conv_model && v.trim().is_empty() => Ok(Vec::new()),
+                    Some(v) => super::config::parse_widths(v)
+                        .map_err(|e| data_err(path, format!("metadata '{key}': {e}"))),
+                }
+            };
+            // Residual blocks: metadata, else the tensors'.
+            let res_blocks = widths("res_blocks", found_blocks)?;
+            let conv = match conv {
+                None => None,
+                Some((found, image)) => {
+                    let dim = |key: &str, found: usize| -> Result<usize> {
+                        Ok(meta_num(key)?.map_or(found, |v| v as usize))
+                    };
+                    let net = super::config::ConvNet {
+                        widths: widths("conv", found)?,
+                        image: [
+                            dim("channels", image[0])?,
+                            dim("image_rows", image[1])?,
+                            dim("image_cols", image[2])?,
+                        ],
+                    };
+                    // The images' shape must be the one the tensors were trained on: the dense
+                    // layers after the convolutions take c_last · (rows/2^n) · (cols/2^n) features.
+                    let heads_in = weight_shape("enc_mu.weight")?[1];
+                    let dense_in = two_d(&format!("encoder.{}.weight", 2 * net.widths.len() + 1))
+                        .map_or(heads_in, |t| t.shape()[1]);
+                    let n = net.widths.len().min(32);
+                    let [_, r, c] = net.image;
+                    // The channels the dense layers see: the last residual block's, or the last
+                    // convolution's.
+                    let c_last = res_blocks
+                        .last()
+                        .or(net.widths.last())
+                        .copied()
+                        .unwrap_or(1);
+                    let fits = r % (1 << n) == 0 && c % (1 << n) == 0;
+                    if !fits || c_last * (r >> n) * (c >> n) != dense_in {
+                        return Err(data_err(
+                            path,
+                            format!(
+                                "metadata 'image_rows' = {r}, 'image_cols' = {c} contradict the \
+                             tensors: after {} conv layers the dense layers take {dense_in} \
+                             features, not {c_last} channels of {}x{}; the file is inconsistent",
+                                net.widths.len(),
+                                r >> n,
+                                c >> n
+                            ),
+                        ));
+                    }
+                    Some(net)
+                }
+            };
+            let activation = match meta.get("activation") {
+                None => None,
+                Some(v) => Some(crate::ops::Act::hidden_from_name(v).ok_or_else(|| {
+                    data_err(
+                        path,
+                        format!("metadata 'activation' = '{v}' is not one of relu, tanh"),
+                    )
+                })?),
+            };
+            // The likelihood: metadata, else a `log_sigma` tensor says a learned-σ Gaussian (a bare
+            // state_dict cannot tell a continuous Bernoulli from a Bernoulli: the flag decides).
+            let sigma = meta_value::<f32>(&meta, "sigma", path)?;
+            let likelihood = match meta.get("likelihood") {
+                Some(name) => crate::model::Likelihood::parse(name, sigma)
+                    .map_err(|e| data_err(path, format!("metadata 'likelihood': {e}")))?,
+                None if st.tensor("log_sigma").is_ok() => {
+                    crate::model::Likelihood::Gaussian { sigma: None }
+                }
+                None => crate::model::Likelihood::Bernoulli,
+            };
+            // A learned σ is a tensor: metadata that says otherwise contradicts the file.
+            if st.tensor("log_sigma").is_ok() && !likelihood.learns_sigma() {
+                return Err(data_err(
+                    path,
+                    format!(
+                        "holds a learned σ (tensor 'log_sigma') but its metadata says the likelihood \
                      is {}: the file is inconsistent (a Gaussian with a learned σ has no 'sigma' \
                      metadata)",
-                    likelihood.describe()
-                ),
-            ));
-        }
-        // A conditional model's first layers take the one-hot label too: the decoder's first
-        // weight is [g0, K + classes], so a bare state_dict says how many.
-        let classes = match meta_num("classes")? {
-            Some(c) => c as usize,
-            None if conv.is_none() => dec.first().map_or(0, |s| s[1].saturating_sub(mu[0])),
-            None => 0,
-        };
-        let found_input = match &conv {
-            Some(c) => c.image.iter().product(),
-            None => enc[0][1].saturating_sub(classes),
-        };
-        let cfg = VaeConfig {
-            res_blocks,
-            input: meta_num("input")?.map_or(found_input, |v| v as usize),
-            hidden: widths("hidden", enc.iter().map(|s| s[0]).collect())?,
-            decoder_hidden: widths("decoder_hidden", dec.iter().map(|s| s[0]).collect())?,
-            latent: meta_num("latent")?.map_or(mu[0], |v| v as usize),
-            samples: meta_num("samples")?.map_or(1, |v| v as usize),
-            activation: activation.unwrap_or(crate::ops::Act::Relu),
-            conv,
-            likelihood,
-            beta: meta_value::<f64>(&meta, "beta", path)?.unwrap_or(1.0),
-            kl_warmup: meta_value::<f64>(&meta, "kl_warmup", path)?.unwrap_or(0.0),
-            objective: match meta.get("objective") {
-                None => super::config::Objective::Elbo,
-                Some(o) => super::config::Objective::parse(o)
-                    .map_err(|e| data_err(path, format!("metadata 'objective': {e}")))?,
-            },
-            classes,
-            kl: None,
+                        likelihood.describe()
+                    ),
+                ));
+            }
+            // A conditional model's first layers take the one-hot label too: the decoder's first
+            // weight is [g0, K + classes], so a bare state_dict says how many.
+            let classes = match meta_num("classes")? {
+                Some(c) => c as usize,
+                None if conv.is_none() => dec.first().map_or(0, |s| s[1].saturating_sub(mu[0])),
+                None => 0,
+            };
+            let found_input = match &conv {
+                Some(c) => c.image.iter().product(),
+                None => enc[0][1].saturating_sub(classes),
+            };
+            let cfg = VaeConfig {
+                res_blocks,
+                input: meta_num("input")?.map_or(found_input, |v| v as usize),
+                hidden: widths("hidden", enc.iter().map(|s| s[0]).collect())?,
+                decoder_hidden: widths("decoder_hidden", dec.iter().map(|s| s[0]).collect())?,
+                latent: meta_num("latent")?.map_or(mu[0], |v| v as usize),
+                samples: meta_num("samples")?.map_or(1, |v| v as usize),
+                activation: activation.unwrap_or(crate::ops::Act::Relu),
+                conv,
+                likelihood,
+                beta: meta_value::<f64>(&meta, "beta", path)?.unwrap_or(1.0),
+                kl_warmup: meta_value::<f64>(&meta, "kl_warmup", path)?.unwrap_or(0.0),
+                objective: match meta.get("objective") {
+                    None => super::config::Objective::Elbo,
+                    Some(o) => super::config::Objective::parse(o)
+                        .map_err(|e| data_err(path, format!("metadata 'objective': {e}")))?,
+                },
+                classes,
+                kl: None,
+            };
+            (cfg, activation.is_some())
         };
         cfg.validate().map_err(|e| data_err(path, e.to_string()))?;
         let layout = ParamLayout::new(&cfg);
@@ -640,7 +777,7 @@ impl Checkpoint {
             params,
             optimizer,
             progress,
-            activation_recorded: activation.is_some(),
+            activation_recorded,
         };
         ckpt.check_values(path, &layout)?;
         Ok(ckpt)
@@ -863,6 +1000,71 @@ fn le_f32s(bytes: &[u8]) -> impl Iterator<Item = f32> + '_ {
     bytes
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+}
+
+/// diffusers' model folder: its config and weights (what `save_pretrained` writes).
+pub const DIFFUSERS_CONFIG: &str = "config.json";
+pub const DIFFUSERS_WEIGHTS: &str = "diffusion_pytorch_model.safetensors";
+/// The diffusers release whose folders these are written as (and checked against).
+const DIFFUSERS_VERSION: &str = "0.42.1";
+
+/// An IEEE half-precision value as f32 (diffusers' fp16 weights).
+fn f16_to_f32(h: u16) -> f32 {
+    let sign = ((h >> 15) as u32) << 31;
+    let exp = ((h >> 10) & 0x1f) as u32;
+    let frac = (h & 0x3ff) as u32;
+    let bits = match (exp, frac) {
+        (0, 0) => sign,
+        // Subnormal: frac · 2^-24.
+        (0, f) => {
+            let v = f as f32 * 2f32.powi(-24);
+            return if sign != 0 { -v } else { v };
+        }
+        (0x1f, 0) => sign | 0x7f80_0000,
+        (0x1f, f) => sign | 0x7f80_0000 | (f << 13),
+        (e, f) => sign | ((e + 127 - 15) << 23) | (f << 13),
+    };
+    f32::from_bits(bits)
+}
+
+/// The `arch` metadata of an AutoencoderKL's files.
+pub const KL_ARCH: &str = "autoencoder-kl";
+
+/// An AutoencoderKL's configuration from a file's metadata (`arch` = `autoencoder-kl`: its
+/// `kl_config`, the images' shape, the likelihood and β); `None` for the other models.
+fn kl_config(meta: &HashMap<String, String>, path: &Path) -> Result<Option<VaeConfig>> {
+    if meta.get("arch").map(String::as_str) != Some(KL_ARCH) {
+        return Ok(None);
+    }
+    let json = meta
+        .get("kl_config")
+        .ok_or_else(|| data_err(path, "an autoencoder-kl file without metadata 'kl_config'"))?;
+    let value: serde_json::Value = serde_json::from_str(json)
+        .map_err(|e| data_err(path, format!("metadata 'kl_config' is not JSON: {e}")))?;
+    let config = KlConfig::from_json(
+        &value,
+        &format!("{} (metadata 'kl_config')", path.display()),
+    )?;
+    let num = |key: &str| -> Result<usize> {
+        meta_value::<usize>(meta, key, path)?.ok_or_else(|| {
+            data_err(
+                path,
+                format!("an autoencoder-kl file without metadata '{key}'"),
+            )
+        })
+    };
+    let image = [num("channels")?, num("image_rows")?, num("image_cols")?];
+    let mut cfg = VaeConfig::autoencoder_kl(config, image);
+    let sigma = meta_value::<f32>(meta, "sigma", path)?;
+    if let Some(name) = meta.get("likelihood") {
+        cfg.likelihood = crate::model::Likelihood::parse(name, sigma)
+            .map_err(|e| data_err(path, format!("metadata 'likelihood': {e}")))?
+            .with_identity_mean();
+    }
+    cfg.beta = meta_value::<f64>(meta, "beta", path)?.unwrap_or(1.0);
+    cfg.kl_warmup = meta_value::<f64>(meta, "kl_warmup", path)?.unwrap_or(0.0);
+    cfg.samples = meta_value::<usize>(meta, "samples", path)?.unwrap_or(1);
+    Ok(Some(cfg))
 }
 
 /// A metadata value parsed as `T`; absent is `None`, unparsable is an error naming key and value.

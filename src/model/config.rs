@@ -151,6 +151,33 @@ impl VaeConfig {
         }
     }
 
+    /// Whether the model reads pixels in [−1, 1] (`(p/255 − 0.5)/0.5`, diffusers' VAE training)
+    /// rather than [0, 1] (`p/255`, torchvision's ToTensor): an AutoencoderKL does, and its
+    /// decoder's output (the likelihood's mean) is on the same scale.
+    pub fn signed_pixels(&self) -> bool {
+        self.kl.is_some()
+    }
+
+    /// A pixel `p` (0–255) as the model reads it.
+    pub fn pixel_value(&self, p: u8) -> f32 {
+        let unit = p as f32 / 255.0;
+        if self.signed_pixels() {
+            (unit - 0.5) / 0.5
+        } else {
+            unit
+        }
+    }
+
+    /// A value on the model's pixel scale (an input, or the likelihood's mean) as a picture's, in
+    /// [0, 1].
+    pub fn display_value(&self, v: f32) -> f32 {
+        if self.signed_pixels() {
+            (v * 0.5 + 0.5).clamp(0.0, 1.0)
+        } else {
+            v
+        }
+    }
+
     /// How the posterior reads its logvar: clamped to [−30, 20] in an AutoencoderKL, as diffusers'
     /// `DiagonalGaussianDistribution`; as it is otherwise.
     pub fn logvar(&self) -> Logvar {

@@ -870,6 +870,7 @@ impl GpuVae {
                 index,
                 &a.x,
                 self.step_uniform(),
+                self.cfg.signed_pixels(),
             )?);
             if self.cfg.is_conditional() {
                 d.push(condition::gather_labels(
@@ -1015,13 +1016,16 @@ impl GpuVae {
     }
 
     /// How the logits become the likelihood's mean: the output layer's fused sigmoid (Bernoulli,
-    /// Gaussian), or no activation and the mean kernel after it (continuous Bernoulli).
+    /// Gaussian), no activation and the mean kernel after it (continuous Bernoulli), or nothing
+    /// (an AutoencoderKL's Gaussian, whose mean is the output).
     fn mean_kernel(&self, ctx: &GpuContext, logits: &GpuTensor) -> Result<(Act, Option<Dispatch>)> {
         Ok(match self.cfg.likelihood {
             l @ Likelihood::ContinuousBernoulli => (
                 Act::Identity,
                 Some(likelihood::likelihood_mean(ctx, l, logits)?),
             ),
+            // An AutoencoderKL's output is the mean itself.
+            Likelihood::GaussianIdentity { .. } => (Act::Identity, None),
             _ => (Act::Sigmoid, None),
         })
     }

@@ -46,6 +46,19 @@ fn write_labels(
 /// Pictures by name (`samples`), encoded.
 pub type Grids = Vec<(&'static str, Png)>;
 
+/// Test image `i` on the model's pixel scale ([0, 1], or an AutoencoderKL's [−1, 1]).
+fn model_image(cfg: &VaeConfig, test: &ImageSet, i: usize) -> Vec<f32> {
+    let d = test.dim();
+    (test.images[i * d..(i + 1) * d].iter())
+        .map(|&p| cfg.pixel_value(p))
+        .collect()
+}
+
+/// Values on the model's pixel scale as a picture's, in [0, 1].
+fn display(cfg: &VaeConfig, v: &[f32]) -> Vec<f32> {
+    v.iter().map(|&x| cfg.display_value(x)).collect()
+}
+
 fn image_rows(data: &[f32], rows: usize, dim: usize) -> Vec<Vec<f32>> {
     data[..rows * dim].chunks(dim).map(|c| c.to_vec()).collect()
 }
@@ -75,7 +88,7 @@ pub fn write_pictures(
         let pick = &pick[..n_tsne];
         let x: Vec<f32> = pick
             .iter()
-            .flat_map(|&i| test.image_f32(i as usize))
+            .flat_map(|&i| model_image(cfg, test, i as usize))
             .collect();
         let a = vae.acts.rows(n_tsne, 1)?;
         ctx.write_f32(&a.x, &x)?;
@@ -180,7 +193,9 @@ fn draw(
     // Reconstructions: the first 10 test images over their reconstructions (sampled z, as the
     // notebook's `model(x)`).
     let n_rec = 10.min(test.count).min(cap);
-    let x: Vec<f32> = (0..n_rec).flat_map(|i| test.image_f32(i)).collect();
+    let x: Vec<f32> = (0..n_rec)
+        .flat_map(|i| model_image(&cfg, test, i))
+        .collect();
     let a = vae.acts.rows(n_rec, 1)?;
     ctx.write_f32(&a.x, &x)?;
     write_labels(ctx, &vae, &a.labels, test.labels.iter().map(|&l| l as u32))?;
@@ -188,8 +203,8 @@ fn draw(
     vae.run_step(ctx, &g, 0)?;
     let recon = ctx.read_f32(&a.logits)?;
     let png = reconstructions_png(
-        &image_rows(&x, n_rec, dim),
-        &image_rows(&recon, n_rec, dim),
+        &image_rows(&display(&cfg, &x), n_rec, dim),
+        &image_rows(&display(&cfg, &recon), n_rec, dim),
         shape,
     )?;
     written.push(("reconstructions", png));
@@ -211,7 +226,7 @@ fn draw(
     let g = vae.plan_decode(ctx, n_samples)?;
     vae.run_step(ctx, &g, 0)?;
     let png = grid_png(
-        &image_rows(&ctx.read_f32(&logits)?, n_samples, dim),
+        &image_rows(&display(&cfg, &ctx.read_f32(&logits)?), n_samples, dim),
         shape,
         10,
         2,
@@ -244,7 +259,7 @@ fn draw(
             })
             .collect();
         let png = labelled_grid_png(
-            &image_rows(&ctx.read_f32(&logits)?, rows * 10, dim),
+            &image_rows(&display(&cfg, &ctx.read_f32(&logits)?), rows * 10, dim),
             shape,
             10,
             2,
@@ -273,7 +288,7 @@ fn draw(
         let g = vae.plan_decode(ctx, n * n)?;
         vae.run_step(ctx, &g, 0)?;
         let png = grid_png(
-            &image_rows(&ctx.read_f32(&logits)?, n * n, dim),
+            &image_rows(&display(&cfg, &ctx.read_f32(&logits)?), n * n, dim),
             shape,
             n,
             1,
