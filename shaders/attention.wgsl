@@ -4,16 +4,19 @@
 // 1/√d scaling fused, and its backward, over [rows, n] score matrices (a row per image and query
 // position):
 //   bmm:               C[b] = op(A[b])·op(B[b]), C[b] [M, N] row-major; A[b] [M, K] or with A_T
-//                      [K, M]; B[b] [K, N] or with B_T [N, K]; image b = workgroup z. 16x16 tiles
-//                      through workgroup memory, a thread per element of C (the matmul family
-//                      has no batch dimension, and an image's matrices need not start on a
-//                      binding's 256-byte alignment: 14x14 positions make 196-value strides)
+//                      [K, M]; B[b] [K, N] or with B_T [N, K]; a thread per 4x4 block of C,
+//                      reading A and B from storage (the matmul family has no batch
+//                      dimension, and an image's matrices need not start on a binding's 256-byte
+//                      alignment: 14x14 positions make 196-value strides)
 //   softmax_rows:      p[r, j] = exp(s·x[r, j] − m_r) / Σ_j' exp(s·x[r, j'] − m_r),
 //                      m_r = max_j s·x[r, j]   (in place: the scores become the probabilities)
 //   softmax_rows_grad: g[r, j] ← s·p[r, j]·(g[r, j] − Σ_j' g[r, j']·p[r, j'])
 //                      (in place: the probabilities' gradient becomes the scores')
-// A workgroup per row; its max and sums are fixed trees over 256 threads (reproducible bit for
-// bit).
+// A thread per row of scores (sums in order: reproducible bit for bit). On lavapipe (Xeon VM) a
+// workgroup per row with tree sums took 100 ms for 6272 rows of 196, its barriers the cost; a
+// thread per row takes a few ms, and rows are many (an image's positions times the batch). The
+// 16x16-tiled bmm through workgroup memory took 4.2 s of a 7.6 s AutoencoderKL step at batch 32
+// (n = 196, C = 64); the direct form below is what the engine's direct matmul kernels do.
 
 struct SoftmaxParams {
     rows: u32,
@@ -27,73 +30,48 @@ struct SoftmaxParams {
 @group(0) @binding(1) var<storage, read> sm_probs: array<f32>;    // softmax_rows_grad: p
 @group(0) @binding(2) var<uniform> sm_p2: SoftmaxParams;
 
-var<workgroup> sm_partial: array<f32, 256>;
-
-fn workgroup_max(t: u32, v: f32) -> f32 {
-    workgroupBarrier();
-    sm_partial[t] = v;
-    workgroupBarrier();
-    for (var stride = 128u; stride > 0u; stride >>= 1u) {
-        if (t < stride) {
-            sm_partial[t] = max(sm_partial[t], sm_partial[t + stride]);
-        }
-        workgroupBarrier();
-    }
-    return sm_partial[0];
+fn sm_row(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return gid.x + gid.y * nwg.x * 64u;
 }
 
-// Row r of a grid that spills into y past 65535 workgroups.
-fn sm_row(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return wid.x + wid.y * nwg.x;
-}
-
-@compute @workgroup_size(256, 1, 1)
-fn softmax_rows(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) t: u32,
-) {
+@compute @workgroup_size(64, 1, 1)
+fn softmax_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let p = sm_p1;
-    let r = sm_row(wid, nwg);
-    // Uniform control flow: every thread of a workgroup past the last row still joins the sums.
-    let live = r < p.rows;
-    let base = min(r, p.rows - 1u) * p.n;
+    let r = sm_row(gid, nwg);
+    if (r >= p.rows) {
+        return;
+    }
+    let base = r * p.n;
     var m = -3.0e38;
-    for (var j = t; j < p.n; j += 256u) {
+    for (var j = 0u; j < p.n; j++) {
         m = max(m, p.scale * sm_x[base + j]);
     }
-    m = workgroup_max(t, m);
     var s = 0.0;
-    for (var j = t; j < p.n; j += 256u) {
-        s += exp(p.scale * sm_x[base + j] - m);
+    for (var j = 0u; j < p.n; j++) {
+        let e = exp(p.scale * sm_x[base + j] - m);
+        sm_x[base + j] = e;
+        s += e;
     }
-    s = workgroup_sum(t, s);
-    if (live) {
-        for (var j = t; j < p.n; j += 256u) {
-            sm_x[base + j] = exp(p.scale * sm_x[base + j] - m) / s;
-        }
+    let inv = 1.0 / s;
+    for (var j = 0u; j < p.n; j++) {
+        sm_x[base + j] = sm_x[base + j] * inv;
     }
 }
 
-@compute @workgroup_size(256, 1, 1)
-fn softmax_rows_grad(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) t: u32,
-) {
+@compute @workgroup_size(64, 1, 1)
+fn softmax_rows_grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let p = sm_p2;
-    let r = sm_row(wid, nwg);
-    let live = r < p.rows;
-    let base = min(r, p.rows - 1u) * p.n;
+    let r = sm_row(gid, nwg);
+    if (r >= p.rows) {
+        return;
+    }
+    let base = r * p.n;
     var d = 0.0;
-    for (var j = t; j < p.n; j += 256u) {
+    for (var j = 0u; j < p.n; j++) {
         d += sm_x[base + j] * sm_probs[base + j];
     }
-    d = workgroup_sum(t, d);
-    if (live) {
-        for (var j = t; j < p.n; j += 256u) {
-            sm_x[base + j] = p.scale * sm_probs[base + j] * (sm_x[base + j] - d);
-        }
+    for (var j = 0u; j < p.n; j++) {
+        sm_x[base + j] = p.scale * sm_probs[base + j] * (sm_x[base + j] - d);
     }
 }
 
@@ -112,49 +90,64 @@ override B_T: bool = false;
 @group(0) @binding(2) var<storage, read_write> bmm_c: array<f32>;
 @group(0) @binding(3) var<uniform> bp: BmmParams;
 
-var<workgroup> tile_a: array<array<f32, 16>, 16>;
-var<workgroup> tile_b: array<array<f32, 16>, 16>;
-
-// op(A)[i, kk] of image b (0 outside the matrix).
-fn bmm_a_at(b: u32, i: u32, kk: u32) -> f32 {
-    if (i >= bp.m || kk >= bp.k) {
-        return 0.0;
+// A thread per 4x4 block C[b, i0..i0+4, j0..j0+4] (rows and columns past M and N read the last
+// one, in range, and are not stored): 8 loads for 16 multiply-adds per step of K.
+@compute @workgroup_size(64, 1, 1)
+fn bmm(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let qn = (bp.n + 3u) / 4u;
+    let qm = (bp.m + 3u) / 4u;
+    let t = gid.x + gid.y * nwg.x * 64u;
+    if (t >= bp.batch * qm * qn) {
+        return;
     }
-    let base = b * bp.m * bp.k;
-    if (A_T) {
-        return bmm_a[base + kk * bp.m + i];
-    }
-    return bmm_a[base + i * bp.k + kk];
-}
-
-// op(B)[kk, j] of image b (0 outside the matrix).
-fn bmm_b_at(b: u32, kk: u32, j: u32) -> f32 {
-    if (kk >= bp.k || j >= bp.n) {
-        return 0.0;
-    }
-    let base = b * bp.k * bp.n;
-    if (B_T) {
-        return bmm_b[base + j * bp.k + kk];
-    }
-    return bmm_b[base + kk * bp.n + j];
-}
-
-@compute @workgroup_size(16, 16, 1)
-fn bmm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let b = wid.z;
-    let row = wid.y * 16u + lid.y;
-    let col = wid.x * 16u + lid.x;
-    var acc = 0.0;
-    for (var k0 = 0u; k0 < bp.k; k0 += 16u) {
-        tile_a[lid.y][lid.x] = bmm_a_at(b, row, k0 + lid.x);
-        tile_b[lid.y][lid.x] = bmm_b_at(b, k0 + lid.y, col);
-        workgroupBarrier();
-        for (var t = 0u; t < 16u; t++) {
-            acc += tile_a[lid.y][t] * tile_b[t][lid.x];
+    let j0 = (t % qn) * 4u;
+    let i0 = ((t / qn) % qm) * 4u;
+    let b = t / (qn * qm);
+    let a_base = b * bp.m * bp.k;
+    let b_base = b * bp.k * bp.n;
+    let last_i = bp.m - 1u;
+    let last_j = bp.n - 1u;
+    let is = vec4<u32>(min(i0, last_i), min(i0 + 1u, last_i), min(i0 + 2u, last_i), min(i0 + 3u, last_i));
+    let js = vec4<u32>(min(j0, last_j), min(j0 + 1u, last_j), min(j0 + 2u, last_j), min(j0 + 3u, last_j));
+    var acc: array<vec4<f32>, 4>;
+    for (var kk = 0u; kk < bp.k; kk++) {
+        var av: vec4<f32>;
+        if (A_T) {
+            let row = a_base + kk * bp.m;
+            av = vec4<f32>(bmm_a[row + is.x], bmm_a[row + is.y], bmm_a[row + is.z], bmm_a[row + is.w]);
+        } else {
+            av = vec4<f32>(
+                bmm_a[a_base + is.x * bp.k + kk],
+                bmm_a[a_base + is.y * bp.k + kk],
+                bmm_a[a_base + is.z * bp.k + kk],
+                bmm_a[a_base + is.w * bp.k + kk],
+            );
         }
-        workgroupBarrier();
+        var bv: vec4<f32>;
+        if (B_T) {
+            bv = vec4<f32>(
+                bmm_b[b_base + js.x * bp.k + kk],
+                bmm_b[b_base + js.y * bp.k + kk],
+                bmm_b[b_base + js.z * bp.k + kk],
+                bmm_b[b_base + js.w * bp.k + kk],
+            );
+        } else {
+            let row = b_base + kk * bp.n;
+            bv = vec4<f32>(bmm_b[row + js.x], bmm_b[row + js.y], bmm_b[row + js.z], bmm_b[row + js.w]);
+        }
+        acc[0] += av.x * bv;
+        acc[1] += av.y * bv;
+        acc[2] += av.z * bv;
+        acc[3] += av.w * bv;
     }
-    if (row < bp.m && col < bp.n) {
-        bmm_c[b * bp.m * bp.n + row * bp.n + col] = acc;
+    let c0 = b * bp.m * bp.n;
+    for (var r = 0u; r < 4u; r++) {
+        if (i0 + r < bp.m) {
+            for (var q = 0u; q < 4u; q++) {
+                if (j0 + q < bp.n) {
+                    bmm_c[c0 + (i0 + r) * bp.n + j0 + q] = acc[r][q];
+                }
+            }
+        }
     }
 }

@@ -24,10 +24,11 @@ struct SoftmaxParams {
     _pad: u32,
 }
 
-/// One workgroup per row, spilling into y past 65535.
-fn row_grid(rows: usize) -> [u32; 3] {
-    let y = rows.div_ceil(65535).max(1);
-    [rows.div_ceil(y) as u32, y as u32, 1]
+/// A thread per item in workgroups of 64, spilling into y past 65535 workgroups.
+fn grid_64(items: usize) -> [u32; 3] {
+    let groups = items.div_ceil(64).max(1);
+    let y = groups.div_ceil(65535);
+    [groups.div_ceil(y) as u32, y as u32, 1]
 }
 
 fn params(ctx: &GpuContext, op: &str, t: &GpuTensor, n: usize, scale: f32) -> Result<wgpu::Buffer> {
@@ -59,7 +60,7 @@ pub fn softmax_rows(ctx: &GpuContext, s: &GpuTensor, n: usize, scale: f32) -> Re
         "softmax_rows",
         &[],
         &[Bind::Tensor(s), Bind::Buffer(&p)],
-        row_grid(s.len() / n),
+        grid_64(s.len() / n),
     )
 }
 
@@ -86,7 +87,7 @@ pub fn softmax_rows_grad(
         "softmax_rows_grad",
         &[],
         &[Bind::Tensor(g), Bind::Tensor(p), Bind::Buffer(&u)],
-        row_grid(g.len() / n),
+        grid_64(g.len() / n),
     )
 }
 
@@ -133,17 +134,14 @@ pub fn bmm(
     batch: usize,
 ) -> Result<Dispatch> {
     let fits = |t: &GpuTensor, per: usize| t.len() == batch * per;
-    let max = ctx.limits().max_compute_workgroups_per_dimension as usize;
     if !(fits(a, m * k) && fits(b, k * n) && fits(c, m * n))
         || [m, n, k, batch].contains(&0)
         || c.len().max(a.len()).max(b.len()) > u32::MAX as usize
-        || batch > max
     {
         return Err(Error::shape(
             "bmm",
             format!(
-                "a {:?}, b {:?}, c {:?} are not {batch} products of [{m}, {k}]·[{k}, {n}] \
-                 (at most {max} images)",
+                "a {:?}, b {:?}, c {:?} are not {batch} products of [{m}, {k}]·[{k}, {n}]",
                 a.shape, b.shape, c.shape
             ),
         ));
@@ -170,7 +168,7 @@ pub fn bmm(
             Bind::Tensor(c),
             Bind::Buffer(&p),
         ],
-        [n.div_ceil(16) as u32, m.div_ceil(16) as u32, batch as u32],
+        grid_64(batch * m.div_ceil(4) * n.div_ceil(4)),
     )
 }
 
