@@ -6,7 +6,7 @@
 mod common;
 
 use common::programs::{
-    Dir, eval_and_draw, fails_with, ok, run, tiny_mnist, train_args, train_losses,
+    Dir, eval_and_draw, fails_with, ok, run, run_env, tiny_mnist, train_args, train_losses,
 };
 use common::shapes::shape_folder;
 use vae_wgpu::model::{Checkpoint, ConvNet, ParamLayout};
@@ -190,4 +190,203 @@ fn a_conv_layer_too_large_for_the_adapter_is_named() {
         ],
     );
     assert!(!out.join("checkpoint.safetensors").exists());
+}
+
+/// Kernels pinned: a new model's many conv shapes are not autotuned (minutes on a fresh cache).
+const PINNED: [(&str, &str); 2] = [("VAE_WGPU_MATMUL", "direct"), ("VAE_WGPU_CONV", "direct")];
+
+// diffusers' AutoencoderKL as a user trains it: `--arch autoencoder-kl` on MNIST (pixels in
+// [−1, 1]); the run folder is diffusers' model folder (config.json the config it was built from,
+// diffusion_pytorch_model.safetensors every tensor under diffusers' names, the learned σ aside);
+// the checkpoint resumes, evaluates and draws; `--from-pretrained` fine-tunes a folder (f16
+// weights too, unused tensors named and ignored); flags and configs it cannot build are refused,
+// naming the flag or the field and the file.
+#[test]
+fn autoencoder_kl_trains_into_a_diffusers_folder_and_fine_tunes_one() {
+    use vae_wgpu::model::autoencoder_kl::KlConfig;
+    let dir = Dir::new("kl");
+    let data = tiny_mnist(&dir, 64, 16);
+    let (data, out) = (data.to_str().unwrap(), dir.path("run"));
+    let out_s = out.to_str().unwrap();
+    let arch = [
+        "--arch",
+        "autoencoder-kl",
+        "--block-out-channels",
+        "8,16",
+        "--norm-groups",
+        "4",
+        "--latent-channels",
+        "2",
+    ];
+    let mut a = train_args(
+        data,
+        out_s,
+        &["--epochs", "1", "--batch-size", "16", "--lr", "0.001"],
+    );
+    a.extend_from_slice(&arch);
+    let o = ok(&run_env(&a, &PINNED));
+    assert!(
+        o.contains("model: AutoencoderKL 1x28x28 blocks 8,16 ×1 groups 4 latent 2x14x14"),
+        "{o}"
+    );
+    let c = Checkpoint::load(&out.join("checkpoint.safetensors")).unwrap();
+    let kl = c.cfg.kl.clone().expect("an AutoencoderKL checkpoint");
+    assert_eq!(
+        (kl.image, kl.config.block_out_channels.clone()),
+        ([1, 28, 28], vec![8, 16])
+    );
+    // The diffusers folder: its config builds the same model, its tensors are the layout's.
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(json["_class_name"], "AutoencoderKL");
+    assert_eq!(json["sample_size"], 28);
+    assert_eq!(
+        KlConfig::from_json(&json, "config.json").unwrap(),
+        kl.config
+    );
+    let (folder, ignored) = Checkpoint::load_diffusers(&out).unwrap();
+    assert!(ignored.is_empty(), "{ignored:?}");
+    let layout = ParamLayout::new(&c.cfg);
+    for s in layout.specs.iter().filter(|s| s.name != "log_sigma") {
+        assert_eq!(s.read(&folder.params), s.read(&c.params), "{}", s.name);
+    }
+    assert!(
+        layout
+            .get("encoder.mid_block.attentions.0.to_q.weight")
+            .is_some()
+    );
+    // Resumed, evaluated, drawn.
+    let ck = out.join("checkpoint.safetensors");
+    let ck = ck.to_str().unwrap();
+    let resumed = ok(&run_env(
+        &[
+            "train",
+            "--resume",
+            ck,
+            "--epochs",
+            "2",
+            "--no-tsne",
+            "--data-dir",
+            data,
+        ],
+        &PINNED,
+    ));
+    assert!(resumed.contains("Epoch 2"), "{resumed}");
+    assert_eq!(train_losses(&out).len(), 2);
+    let pics = dir.path("pics");
+    std::fs::create_dir_all(&pics).unwrap();
+    eval_and_draw(ck, data, &pics, "AutoencoderKL");
+
+    // Fine-tuning a folder: f16 weights and an unused tensor (a discriminator's, say).
+    let pre = dir.path("pretrained");
+    std::fs::create_dir_all(&pre).unwrap();
+    std::fs::copy(out.join("config.json"), pre.join("config.json")).unwrap();
+    let bytes = std::fs::read(out.join("diffusion_pytorch_model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let half: Vec<(String, Vec<usize>, Vec<u8>)> = (st.tensors().into_iter())
+        .map(|(n, t)| {
+            let v: Vec<u8> = (t.data().chunks_exact(4))
+                .flat_map(|b| f32_to_f16(f32::from_le_bytes(b.try_into().unwrap())).to_le_bytes())
+                .collect();
+            (n, t.shape().to_vec(), v)
+        })
+        .chain([("discriminator.weight".to_string(), vec![2], vec![0u8; 4])])
+        .collect();
+    let views = half.iter().map(|(n, s, b)| {
+        let v = safetensors::tensor::TensorView::new(safetensors::Dtype::F16, s.clone(), b);
+        (n.clone(), v.unwrap())
+    });
+    let f16_bytes = safetensors::tensor::serialize(views, None).unwrap();
+    std::fs::write(pre.join("diffusion_pytorch_model.safetensors"), f16_bytes).unwrap();
+    let (f16, ignored) = Checkpoint::load_diffusers(&pre).unwrap();
+    assert_eq!(ignored, vec!["discriminator.weight".to_string()]);
+    // The folder as epoch 2 left it.
+    let (folder, _) = Checkpoint::load_diffusers(&out).unwrap();
+    for s in layout.specs.iter().filter(|s| s.name != "log_sigma") {
+        let (h, f) = (s.read(&f16.params), s.read(&folder.params));
+        assert!(
+            h.iter()
+                .zip(&f)
+                .all(|(h, f)| (h - f).abs() <= 1e-3 * f.abs() + 1e-4),
+            "{}",
+            s.name
+        );
+    }
+    let tuned = dir.path("tuned");
+    let pre_s = pre.to_str().unwrap();
+    let o = ok(&run_env(
+        &train_args(
+            data,
+            tuned.to_str().unwrap(),
+            &[
+                "--from-pretrained",
+                pre_s,
+                "--epochs",
+                "1",
+                "--batch-size",
+                "16",
+            ],
+        ),
+        &PINNED,
+    ));
+    assert!(o.contains("fine-tuning"), "{o}");
+    assert!(tuned.join("diffusion_pytorch_model.safetensors").exists());
+
+    // Refused, naming what to change.
+    let bad = dir.path("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::copy(
+        pre.join("diffusion_pytorch_model.safetensors"),
+        bad.join("diffusion_pytorch_model.safetensors"),
+    )
+    .unwrap();
+    let mut j = json.clone();
+    j["act_fn"] = serde_json::json!("gelu");
+    std::fs::write(bad.join("config.json"), j.to_string()).unwrap();
+    let bad_s = bad.to_str().unwrap();
+    let o = run(&train_args(data, out_s, &["--from-pretrained", bad_s]));
+    fails_with(&o, &["act_fn", "config.json", "gelu"]);
+    for (flags, needles) in [
+        (
+            vec!["--arch", "autoencoder-kl", "--hidden", "200"],
+            vec!["--hidden", "autoencoder-kl"],
+        ),
+        (
+            vec!["--block-out-channels", "8,16"],
+            vec!["--arch autoencoder-kl"],
+        ),
+        (
+            vec!["--arch", "autoencoder-kl", "--likelihood", "bernoulli"],
+            vec!["gaussian"],
+        ),
+        (
+            vec![
+                "--arch",
+                "autoencoder-kl",
+                "--block-out-channels",
+                "8,12",
+                "--norm-groups",
+                "8",
+            ],
+            vec!["norm_num_groups"],
+        ),
+        (vec!["--arch", "vq"], vec!["autoencoder-kl"]),
+    ] {
+        let mut a = train_args(data, out_s, &["--overwrite"]);
+        a.extend(flags);
+        fails_with(&run(&a), &needles);
+    }
+}
+
+/// f32 → IEEE half, rounded to nearest; below its normal range (6.1e-5) flushed to 0.
+fn f32_to_f16(x: f32) -> u16 {
+    let b = x.to_bits();
+    let sign = ((b >> 16) & 0x8000) as u16;
+    let exp = ((b >> 23) & 0xff) as i32 - 127 + 15;
+    if x == 0.0 || exp <= 0 {
+        return sign;
+    }
+    let mant = b & 0x7f_ffff;
+    let rounded = (((exp as u32) << 10) | (mant >> 13)) + ((mant >> 12) & 1);
+    sign | rounded.min(0x7bff) as u16
 }

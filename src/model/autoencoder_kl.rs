@@ -192,7 +192,8 @@ impl KlConfig {
             block_out_channels,
             extra: obj
                 .iter()
-                .filter(|(k, _)| !Self::BUILT_FROM.contains(&k.as_str()))
+                // diffusers' bookkeeping (`_diffusers_version`, `_name_or_path`) is rewritten on save.
+                .filter(|(k, _)| !Self::BUILT_FROM.contains(&k.as_str()) && !k.starts_with('_'))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
         };

@@ -60,11 +60,17 @@ pub fn tiny_mnist(dir: &Dir, n_train: usize, n_test: usize) -> PathBuf {
 }
 
 pub fn run(args: &[&str]) -> Output {
+    run_env(args, &[])
+}
+
+/// [`run`] with environment variables set (e.g. a kernel pinned, so no autotune runs).
+pub fn run_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     let xdg = std::env::temp_dir().join(format!("vae-wgpu-xdg-{}", std::process::id()));
     let _ = std::fs::create_dir_all(&xdg);
     Command::new(BIN)
         .args(args)
         .env("XDG_RUNTIME_DIR", &xdg)
+        .envs(env.iter().copied())
         .output()
         .expect("run vae-wgpu")
 }
