@@ -383,7 +383,10 @@ fn every_layer_kind_reaches_the_planner_through_its_own_arm() {
             })
             .collect()
     };
-    assert_eq!(variants, ["Linear", "Conv2d", "ConvTranspose2d"]);
+    assert_eq!(
+        variants,
+        ["Linear", "Conv2d", "ConvTranspose2d", "GroupNorm", "PixelLinear"]
+    );
     for f in [
         "fn layer_forward(",
         "fn layer_backward(",

@@ -65,10 +65,17 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     }
     // The model's sizes first (the input size an image folder will give), then the images: a
     // bad model or folder is refused before any decoding or GPU work.
-    args.model
-        .new_model(args.data.folder_image()?.unwrap_or(super::MNIST_IMAGE))?
-        .validate()
-        .map_err(|e| super::setting_message(&e))?;
+    let model = args
+        .model
+        .new_model(args.data.folder_image()?.unwrap_or(super::MNIST_IMAGE))?;
+    model.validate().map_err(|e| super::setting_message(&e))?;
+    // The page reads and draws pixels in [0, 1]; an AutoencoderKL's are in [−1, 1].
+    if model.kl.is_some() {
+        return Err("--arch autoencoder-kl: the web page trains the vae family only (it reads \
+                    and draws pixels in [0, 1], an AutoencoderKL's are in [−1, 1]); train it \
+                    with `vae-wgpu train`"
+            .into());
+    }
     let optimizer = args.optimizer.config(None, Some(args.lr), 0)?;
     let data = args.data.load(args.seed, None, None)?;
     let ctx = GpuContext::new(&opts)?;

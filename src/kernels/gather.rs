@@ -14,8 +14,8 @@ struct GatherParams {
 }
 
 /// `x[b] = pixels[index[step.batch_offset + b]] / 255` for every row b of `x` `[B, D]` (`signed`:
-/// then mapped to [−1, 1], see [`crate::model::VaeConfig::signed_pixels`]); `pixels` is `[N, D]`
-/// u8, `index` a u32 list of positions in `0..N`.
+/// then `(v − 0.5)/0.5`, in [−1, 1], as an AutoencoderKL reads pixels); `pixels` is `[N, D]` u8,
+/// `index` a u32 list of positions in `0..N`.
 pub fn gather_batch(
     ctx: &GpuContext,
     pixels: &GpuTensor,

@@ -488,7 +488,8 @@ pub const STEPS_PER_SUBMIT_ENV: &str = "VAE_WGPU_STEPS_PER_SUBMIT";
 /// How many training steps to record per submit on this device: `VAE_WGPU_STEPS_PER_SUBMIT` if
 /// set, else the choice recorded in the tune store for this batch size, else measured now: the
 /// model's forward pass (no update: nothing changes) run 16 times in submits of 1, 2, 4 and 8
-/// steps, in interleaved rounds keeping each count's best, and the fastest recorded. One submit
+/// steps, in interleaved rounds keeping each count's best, and the fastest recorded; a forward
+/// pass of over 5 ms (the first one run) records 1 at once. One submit
 /// costs tens of µs on a real GPU, a noticeable share of a sub-millisecond step; on lavapipe a step
 /// takes milliseconds and 1 usually measures as well as any.
 pub fn steps_per_submit(
@@ -525,6 +526,18 @@ pub fn steps_per_submit(
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
+            // A step past LONG_STEP makes a submit's cost (tens of µs) noise: one step per
+            // submit, without the 192 timed passes (minutes for a large model on a CPU driver).
+            const LONG_STEP: f64 = 0.005;
+            ctx.wait_idle("steps-per-submit probe")?;
+            let t = std::time::Instant::now();
+            vae.run_steps(ctx, &[(&graphs[0], 0)])?;
+            ctx.wait_idle("steps-per-submit probe")?;
+            let one = t.elapsed().as_secs_f64();
+            if one > LONG_STEP {
+                vae.start_eval_draws(0);
+                return Ok(vec![(1, one)]);
+            }
             const STEPS: usize = 16;
             let counts = [1usize, 2, 4, 8];
             let mut best = [f64::INFINITY; 4];
