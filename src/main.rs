@@ -27,6 +27,10 @@ enum Command {
     ExportWeb(cli::export::Args),
     /// Time the matmul kernels again and print the autotune table.
     Tune(cli::tune::Args),
+    /// Encode images into latents (an AutoencoderKL's `[N, C, h, w]`).
+    Encode(cli::encode::Args),
+    /// Decode latents into images.
+    Decode(cli::decode::Args),
 }
 
 fn main() -> ExitCode {
@@ -36,5 +40,7 @@ fn main() -> ExitCode {
         Command::Pictures(a) => cli::pictures::execute(a),
         Command::ExportWeb(a) => cli::export::execute(a),
         Command::Tune(a) => cli::tune::execute(a),
+        Command::Encode(a) => cli::encode::execute(a),
+        Command::Decode(a) => cli::decode::execute(a),
     }
 }

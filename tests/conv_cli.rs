@@ -5,6 +5,8 @@
 
 mod common;
 
+use std::path::Path;
+
 use common::programs::{
     Dir, eval_and_draw, fails_with, ok, run, run_env, tiny_mnist, train_args, train_losses,
 };
@@ -276,6 +278,46 @@ fn autoencoder_kl_trains_into_a_diffusers_folder_and_fine_tunes_one() {
     let pics = dir.path("pics");
     std::fs::create_dir_all(&pics).unwrap();
     eval_and_draw(ck, data, &pics, "AutoencoderKL");
+
+    // encode and decode with the folder: two test digits to latents [2, 2, 14, 14] and back.
+    let imgs = dir.path("imgs");
+    std::fs::create_dir_all(&imgs).unwrap();
+    let test =
+        vae_wgpu::data::ImageSet::load_idx(Path::new(data), vae_wgpu::data::Split::Test).unwrap();
+    for i in 0..2 {
+        let px = test.images[i * 784..(i + 1) * 784].to_vec();
+        let img = image::GrayImage::from_raw(28, 28, px).unwrap();
+        img.save(imgs.join(format!("d{i}.png"))).unwrap();
+    }
+    let lat = dir.path("lat.safetensors");
+    let (imgs_s, lat_s) = (imgs.to_str().unwrap(), lat.to_str().unwrap());
+    let o = ok(&run(&[
+        "encode", "--model", out_s, "--input", imgs_s, "--out", lat_s,
+    ]));
+    assert!(o.contains("latents [2, 2, 14, 14]"), "{o}");
+    let dec = dir.path("dec");
+    let dec_s = dec.to_str().unwrap();
+    ok(&run(&[
+        "decode",
+        "--model",
+        out_s,
+        "--latents",
+        lat_s,
+        "--out",
+        dec_s,
+    ]));
+    for i in 0..2 {
+        let d = image::open(dec.join(format!("d{i}.png"))).unwrap();
+        assert_eq!((d.width(), d.height()), (28, 28));
+    }
+    // A size the blocks cannot halve is refused naming the file.
+    image::GrayImage::new(27, 28)
+        .save(imgs.join("odd.png"))
+        .unwrap();
+    let o = run(&[
+        "encode", "--model", out_s, "--input", imgs_s, "--out", lat_s,
+    ]);
+    fails_with(&o, &["odd.png", "divisible"]);
 
     // Fine-tuning a folder: f16 weights and an unused tensor (a discriminator's, say).
     let pre = dir.path("pretrained");

@@ -385,7 +385,13 @@ fn every_layer_kind_reaches_the_planner_through_its_own_arm() {
     };
     assert_eq!(
         variants,
-        ["Linear", "Conv2d", "ConvTranspose2d", "GroupNorm", "PixelLinear"]
+        [
+            "Linear",
+            "Conv2d",
+            "ConvTranspose2d",
+            "GroupNorm",
+            "PixelLinear"
+        ]
     );
     for f in [
         "fn layer_forward(",

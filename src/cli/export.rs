@@ -71,10 +71,12 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     model.validate().map_err(|e| super::setting_message(&e))?;
     // The page reads and draws pixels in [0, 1]; an AutoencoderKL's are in [−1, 1].
     if model.kl.is_some() {
-        return Err("--arch autoencoder-kl: the web page trains the vae family only (it reads \
+        return Err(
+            "--arch autoencoder-kl: the web page trains the vae family only (it reads \
                     and draws pixels in [0, 1], an AutoencoderKL's are in [−1, 1]); train it \
                     with `vae-wgpu train`"
-            .into());
+                .into(),
+        );
     }
     let optimizer = args.optimizer.config(None, Some(args.lr), 0)?;
     let data = args.data.load(args.seed, None, None)?;

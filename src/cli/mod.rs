@@ -2,8 +2,11 @@
 //! (`cargo run --release --example train`) and a subcommand of the `vae-wgpu` binary
 //! (`cargo run --release -- train`); both call the same code here.
 
+pub mod decode;
+pub mod encode;
 pub mod eval;
 pub mod export;
+pub mod latents;
 pub mod out;
 pub mod pictures;
 pub mod run_dir;
