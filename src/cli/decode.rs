@@ -36,7 +36,12 @@ super::program_entry_points!();
 
 fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let ckpt = load_model(&args.model)?;
-    let (mut z, shape, names, scaled) = read_latents(&args.latents)?;
+    let super::latents::Latents {
+        values: mut z,
+        shape,
+        names,
+        scaled,
+    } = read_latents(&args.latents)?;
     let mut cfg = ckpt.cfg.clone();
     let n = shape.first().copied().unwrap_or(0);
     let per = &shape[1.min(shape.len())..];

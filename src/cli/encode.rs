@@ -158,11 +158,16 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             }
             _ => {}
         }
-        if !models.contains_key(&image) {
-            let vae = GpuVae::from_params(&ctx, cfg.clone(), 1, args.seed, &ckpt.params)?;
-            models.insert(image, vae);
-        }
-        let vae = models.get_mut(&image).ok_or("a model per size")?;
+        let vae = match models.entry(image) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(GpuVae::from_params(
+                &ctx,
+                cfg.clone(),
+                1,
+                args.seed,
+                &ckpt.params,
+            )?),
+        };
         let a = vae.acts.rows(1, 1)?;
         let x: Vec<f32> = pixels.iter().map(|&p| cfg.pixel_value(p)).collect();
         ctx.write_f32(&a.x, &x)?;

@@ -75,9 +75,19 @@ pub fn write_latents(
     crate::files::write_atomic(path, &out)
 }
 
-/// Read a latents file: the values, their shape, the image names (if recorded) and whether they
-/// are scaled.
-pub fn read_latents(path: &Path) -> Result<(Vec<f32>, Vec<usize>, Vec<String>, bool)> {
+/// A latents file's contents.
+pub struct Latents {
+    pub values: Vec<f32>,
+    /// `[N, …]`.
+    pub shape: Vec<usize>,
+    /// The images they were encoded from (empty if not recorded).
+    pub names: Vec<String>,
+    /// Scaled by `encode --scale`.
+    pub scaled: bool,
+}
+
+/// Read a latents file.
+pub fn read_latents(path: &Path) -> Result<Latents> {
     let bytes = crate::files::read_bounded(path, 1 << 34, "latents")?;
     let bad = |why: String| Error::Config(format!("{}: {why}", path.display()));
     let st = safetensors::SafeTensors::deserialize(&bytes)
@@ -99,5 +109,10 @@ pub fn read_latents(path: &Path) -> Result<(Vec<f32>, Vec<usize>, Vec<String>, b
         .and_then(|v| serde_json::from_str(v).ok())
         .unwrap_or_default();
     let scaled = meta.get(SCALED).is_some_and(|v| v == "true");
-    Ok((values, t.shape().to_vec(), names, scaled))
+    Ok(Latents {
+        values,
+        shape: t.shape().to_vec(),
+        names,
+        scaled,
+    })
 }
