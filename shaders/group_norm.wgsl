@@ -28,6 +28,11 @@ struct GnParams {
 }
 
 override SILU: bool = false;
+// The geometry, set by the launcher from the shape (the uniform's copies are the contract's): no
+// division by a run-time size in any loop.
+override CHANNELS: u32 = 1u;
+override GROUPS: u32 = 1u;
+override PLANE: u32 = 1u;
 
 @group(0) @binding(0) var<storage, read> gn_x: array<f32>;
 // gn_stats: x, the statistics (written), params.
@@ -56,10 +61,10 @@ fn gn_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
 }
 
 // Image b's group of value i (NCHW index) and its channel.
-fn gn_group_of(p: GnParams, i: u32) -> vec2<u32> {
-    let c = (i / p.plane) % p.channels;
-    let b = i / (p.plane * p.channels);
-    return vec2<u32>(b * p.groups + c / (p.channels / p.groups), c);
+fn gn_group_of(i: u32) -> vec2<u32> {
+    let c = (i / PLANE) % CHANNELS;
+    let b = i / (PLANE * CHANNELS);
+    return vec2<u32>(b * GROUPS + c / (CHANNELS / GROUPS), c);
 }
 
 // x̂ of value i of group bg.
@@ -83,7 +88,7 @@ fn gn_grad(i: u32, c: u32, xhat: f32) -> f32 {
 fn gn_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let p = gn_p2;
     let bg = wid.x;
-    let n = (p.channels / p.groups) * p.plane;
+    let n = (CHANNELS / GROUPS) * PLANE;
     let base = bg * n;
     var s = 0.0;
     for (var j = t; j < n; j += 256u) {
@@ -106,10 +111,10 @@ fn gn_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
 fn gn_apply(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let p = gn_p5;
     let i = gn_index(gid, nwg);
-    if (i >= p.batch * p.channels * p.plane) {
+    if (i >= p.batch * CHANNELS * PLANE) {
         return;
     }
-    let g = gn_group_of(p, i);
+    let g = gn_group_of(i);
     let a = gn_xhat(i, g.x) * gn_gamma[g.y] + gn_beta[g.y];
     if (SILU) {
         gn_y[i] = a * sigmoid(a);
@@ -122,14 +127,17 @@ fn gn_apply(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
 fn gn_backward_sums(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let p = gn_p6;
     let bg = wid.x;
-    let cpg = p.channels / p.groups;
-    let n = cpg * p.plane;
+    if (bg >= p.batch * GROUPS) {
+        return;
+    }
+    let cpg = CHANNELS / GROUPS;
+    let n = cpg * PLANE;
     let base = bg * n;
-    let c0 = (bg % p.groups) * cpg;
+    let c0 = (bg % GROUPS) * cpg;
     var s1 = 0.0;
     var s2 = 0.0;
     for (var j = t; j < n; j += 256u) {
-        let c = c0 + j / p.plane;
+        let c = c0 + j / PLANE;
         let xhat = gn_xhat(base + j, bg);
         let g = gn_grad(base + j, c, xhat) * gn_gamma[c];
         s1 += g;
@@ -147,11 +155,11 @@ fn gn_backward_sums(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
 fn gn_input_grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let p = gn_p7;
     let i = gn_index(gid, nwg);
-    if (i >= p.batch * p.channels * p.plane) {
+    if (i >= p.batch * CHANNELS * PLANE) {
         return;
     }
-    let g = gn_group_of(p, i);
-    let n = f32((p.channels / p.groups) * p.plane);
+    let g = gn_group_of(i);
+    let n = f32((CHANNELS / GROUPS) * PLANE);
     let xhat = gn_xhat(i, g.x);
     let gg = gn_grad(i, g.y, xhat) * gn_gamma[g.y];
     let rstd = gn_st[2u * g.x + 1u];
@@ -164,9 +172,11 @@ fn gn_param_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
     let c = wid.x;
     var sg = 0.0;
     var sb = 0.0;
-    for (var j = t; j < p.batch * p.plane; j += 256u) {
-        let i = ((j / p.plane) * p.channels + c) * p.plane + j % p.plane;
-        let xhat = gn_xhat(i, gn_group_of(p, i).x);
+    let group = c / (CHANNELS / GROUPS);
+    for (var j = t; j < p.batch * PLANE; j += 256u) {
+        let b = j / PLANE;
+        let i = (b * CHANNELS + c) * PLANE + j % PLANE;
+        let xhat = gn_xhat(i, b * GROUPS + group);
         let g = gn_grad(i, c, xhat);
         sg += g * xhat;
         sb += g;

@@ -68,13 +68,18 @@ fn check_len(name: &str, t: &GpuTensor, want: usize) -> Result<()> {
 fn launch(
     ctx: &GpuContext,
     entry: &'static str,
-    (params, silu): (&wgpu::Buffer, bool),
+    (params, silu, geometry): (&wgpu::Buffer, bool, (u32, u32, u32)),
     tensors: &[&GpuTensor],
     grid: [u32; 3],
 ) -> Result<Dispatch> {
     let mut binds: Vec<Bind<'_>> = tensors.iter().map(|t| Bind::Tensor(t)).collect();
     binds.push(Bind::Buffer(params));
-    let constants = [("SILU", silu as u32 as f64)];
+    let constants = [
+        ("SILU", silu as u32 as f64),
+        ("CHANNELS", geometry.0 as f64),
+        ("GROUPS", geometry.1 as f64),
+        ("PLANE", geometry.2 as f64),
+    ];
     dispatch(
         ctx,
         entry,
@@ -111,7 +116,11 @@ pub fn forward(
     }
     let params = uniform(ctx, "group norm params", &checked);
     let groups = [s.stats_rows() as u32, 1, 1];
-    let k = (&params, silu);
+    let k = (
+        &params,
+        silu,
+        (checked.channels, checked.groups, checked.plane),
+    );
     Ok(vec![
         launch(ctx, "gn_stats", k, &[x, stats], groups)?,
         launch(
@@ -158,7 +167,11 @@ pub fn backward(
     }
     let params = uniform(ctx, "group norm params", &checked);
     let groups = [s.stats_rows() as u32, 1, 1];
-    let k = (&params, silu);
+    let k = (
+        &params,
+        silu,
+        (checked.channels, checked.groups, checked.plane),
+    );
     let front = [x, stats, gamma, beta, dy];
     let mut d = vec![launch(
         ctx,
