@@ -50,7 +50,8 @@ pub fn gather_batch(
         OP,
         Shader::GATHER,
         OP,
-        &[("SIGNED", signed as u32 as f64)],
+        // Set only when on: every other model plans the dispatch it always did.
+        if signed { &[("SIGNED", 1.0)] } else { &[] },
         &[
             Bind::Tensor(pixels),
             Bind::Tensor(index),

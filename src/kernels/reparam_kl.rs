@@ -59,8 +59,10 @@ pub enum Logvar {
 }
 
 impl Logvar {
-    fn constant(self) -> (&'static str, f64) {
-        ("LOGVAR_CLAMP", (self == Logvar::Clamped) as u32 as f64)
+    /// The override constant, set only when clamping (every other model plans the dispatches it
+    /// always did).
+    fn constants(self) -> Option<(&'static str, f64)> {
+        (self == Logvar::Clamped).then_some(("LOGVAR_CLAMP", 1.0))
     }
 }
 
@@ -105,13 +107,13 @@ pub fn reparam_forward(
         OP,
         Shader::REPARAM_KL,
         OP,
-        &[
-            (
-                "EPS_FROM_BUFFER",
-                (source == EpsSource::Buffer) as u32 as f64,
-            ),
-            logvar.constant(),
-        ],
+        &[(
+            "EPS_FROM_BUFFER",
+            (source == EpsSource::Buffer) as u32 as f64,
+        )]
+        .into_iter()
+        .chain(logvar.constants())
+        .collect::<Vec<_>>(),
         &[
             Bind::Tensor(heads),
             Bind::Tensor(eps),
@@ -169,10 +171,10 @@ pub fn reparam_backward(
         OP,
         Shader::REPARAM_KL,
         OP,
-        &[
-            ("IWAE", iwae_weights.is_some() as u32 as f64),
-            logvar.constant(),
-        ],
+        &[("IWAE", iwae_weights.is_some() as u32 as f64)]
+            .into_iter()
+            .chain(logvar.constants())
+            .collect::<Vec<_>>(),
         &[
             Bind::Tensor(heads),
             Bind::Tensor(eps),

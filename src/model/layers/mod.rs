@@ -66,17 +66,7 @@ impl ConvGeom {
         stride: usize,
         padding: usize,
     ) -> Option<Self> {
-        let side = |n: usize| {
-            let padded = n + 2 * padding;
-            (padded >= kernel && stride > 0).then(|| (padded - kernel) / stride + 1)
-        };
-        Some(ConvGeom {
-            input,
-            output: [c_out, side(input[1])?, side(input[2])?],
-            kernel,
-            stride,
-            padding,
-        })
+        Self::conv2d_padded(input, c_out, kernel, stride, [padding, padding])
     }
 
     /// `Conv2d(c_in, c_out, kernel, stride, padding = 0)` after padding the input's bottom and right
@@ -90,8 +80,19 @@ impl ConvGeom {
         stride: usize,
         pad_end: usize,
     ) -> Option<Self> {
+        Self::conv2d_padded(input, c_out, kernel, stride, [0, pad_end])
+    }
+
+    /// A Conv2d padded by `begin` before each side and `end` after it.
+    fn conv2d_padded(
+        input: [usize; 3],
+        c_out: usize,
+        kernel: usize,
+        stride: usize,
+        [begin, end]: [usize; 2],
+    ) -> Option<Self> {
         let side = |n: usize| {
-            let padded = n + pad_end;
+            let padded = n + begin + end;
             (padded >= kernel && stride > 0).then(|| (padded - kernel) / stride + 1)
         };
         Some(ConvGeom {
@@ -99,7 +100,7 @@ impl ConvGeom {
             output: [c_out, side(input[1])?, side(input[2])?],
             kernel,
             stride,
-            padding: 0,
+            padding: begin,
         })
     }
 
