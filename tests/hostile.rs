@@ -1076,13 +1076,14 @@ fn a_run_inside_its_image_folder_is_refused_and_old_ones_are_skipped() {
     assert!(!after.iter().any(|c| c == "run"));
 }
 
-// Slow (Reliability IV): Ctrl-C while a large batch's steps per submit are timed (16 forward
-// passes of 2000 conv images, a minute on lavapipe) took effect only after the probe. The probe
-// now stops at its next submit. With a cache that holds every other choice (a first run with the
-// count pinned), the run starts that probe at once; a stop 1.5 s in must end it within seconds,
-// not a minute.
+// Slow (Reliability IV): a large batch's steps per submit were timed by 192 forward passes (16
+// per count of 1, 2, 4, 8, three rounds: a minute of 2000 conv images on lavapipe, during which
+// Ctrl-C waited). A forward pass past 5 ms makes a submit's cost noise, so the probe now records
+// one step per submit after a single pass. With a cache that holds every other choice (a first
+// run with the count pinned), the second run's only new measurement is that probe: it must cost
+// seconds, not a minute, and record 1.
 #[test]
-fn a_stop_while_steps_per_submit_are_timed_is_prompt() {
+fn a_large_batch_does_not_time_steps_per_submit_for_a_minute() {
     let dir = Dir::new("prompt probe");
     let data = tiny_mnist(&dir, 2000, 100);
     let d = data.to_str().unwrap();
@@ -1116,17 +1117,20 @@ fn a_stop_while_steps_per_submit_are_timed_is_prompt() {
         .output()
         .unwrap();
     common::programs::ok(&o);
-    let out = dir.path("second");
-    let args = flags(&out);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (child, lines) = spawn_env_until(&args, &[("VAE_WGPU_CACHE_DIR", &cache)], "output:");
-    std::thread::sleep(std::time::Duration::from_millis(1500));
-    let start = std::time::Instant::now();
-    signal(&child, "-TERM");
-    drop(lines);
-    let (code, err) = stderr_of(child);
-    let took = start.elapsed().as_secs_f64();
-    assert_eq!(code, Some(130), "{err}");
-    assert!(err.contains("steps per submit"), "{err}");
-    assert!(took < 15.0, "the stop took {took:.1} s: {err}");
+    let o = Command::new(BIN)
+        .args(flags(&dir.path("second")))
+        .env("VAE_WGPU_CACHE_DIR", &cache)
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .output()
+        .unwrap();
+    let out = common::programs::ok(&o);
+    assert!(out.contains("1 steps/submit"), "{out}");
+    let first_loss = (out.lines())
+        .find_map(vae_wgpu::cli::train::FirstLoss::parse)
+        .unwrap_or_else(|| panic!("no first-loss line: {out}"));
+    assert!(
+        first_loss.planning < 15.0,
+        "planning took {:.1} s: {out}",
+        first_loss.planning
+    );
 }
