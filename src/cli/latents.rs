@@ -61,17 +61,18 @@ pub fn write_latents(
     names: &[String],
     scaled: bool,
 ) -> Result<()> {
-    let bytes: &[u8] = bytemuck::cast_slice(latents);
-    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.to_vec(), bytes)
-        .map_err(|e| Error::Config(format!("latents {shape:?}: {e}")))?;
+    let tensor = (
+        "latents".to_string(),
+        shape.to_vec(),
+        bytemuck::cast_slice(latents).to_vec(),
+    );
     let files = serde_json::to_string(names)
         .map_err(|e| Error::Config(format!("cannot serialise the image names: {e}")))?;
     let meta = HashMap::from([
         ("images".to_string(), files),
         (SCALED.to_string(), scaled.to_string()),
     ]);
-    let out = safetensors::tensor::serialize([("latents".to_string(), view)], Some(meta))
-        .map_err(|e| Error::Config(format!("cannot serialise the latents: {e}")))?;
+    let out = crate::model::checkpoint::serialize_f32(&[tensor], meta, "the latents")?;
     crate::files::write_atomic(path, &out)
 }
 

@@ -28,13 +28,15 @@ fn same_len(op: &'static str, ts: &[&GpuTensor]) -> Result<usize> {
     Ok(n)
 }
 
+/// Entry point `entry` over `tensors` (bound 0.., then the uniform), a thread per value of the
+/// `n` it writes.
 fn launch(
     ctx: &GpuContext,
     entry: &'static str,
     constants: &[(&'static str, f64)],
-    (x, h, y): (&GpuTensor, &GpuTensor, &GpuTensor),
+    tensors: &[&GpuTensor],
+    n: usize,
 ) -> Result<Dispatch> {
-    let n = same_len(entry, &[x, h, y])?;
     let params = uniform(
         ctx,
         "add params",
@@ -43,18 +45,15 @@ fn launch(
             _pad: [0; 3],
         },
     );
+    let mut binds: Vec<Bind<'_>> = tensors.iter().map(|t| Bind::Tensor(t)).collect();
+    binds.push(Bind::Buffer(&params));
     dispatch(
         ctx,
         entry,
         Shader::ADD,
         entry,
         constants,
-        &[
-            Bind::Tensor(x),
-            Bind::Tensor(h),
-            Bind::Tensor(y),
-            Bind::Buffer(&params),
-        ],
+        &binds,
         grid_1d(n),
     )
 }
@@ -67,7 +66,8 @@ pub fn add_act(
     y: &GpuTensor,
     act: Act,
 ) -> Result<Dispatch> {
-    launch(ctx, "add_act", &[("ACT", act.code() as f64)], (a, b, y))
+    let n = same_len("add_act", &[a, b, y])?;
+    launch(ctx, "add_act", &[("ACT", act.code() as f64)], &[a, b, y], n)
 }
 
 /// `out = g ⊙ act′(h)`, or with `accumulate` `out += g ⊙ act′(h)` (`h` the output of `act`;
@@ -87,7 +87,8 @@ pub fn grad_act(
             ("ACT", act.code() as f64),
             ("ACCUMULATE", accumulate as u32 as f64),
         ],
-        (g, h, out),
+        &[g, h, out],
+        same_len("grad_act", &[g, h, out])?,
     )
 }
 
@@ -139,23 +140,8 @@ fn upsample(
     if n > u32::MAX as usize {
         return Err(Error::shape(entry, format!("{n} values exceed u32")));
     }
-    let params = uniform(
-        ctx,
-        "upsample params",
-        &AddParams {
-            n: n as u32,
-            _pad: [0; 3],
-        },
-    );
-    dispatch(
-        ctx,
-        entry,
-        Shader::ADD,
-        entry,
-        &[("UP_H", h as f64), ("UP_W", w as f64)],
-        &[Bind::Tensor(src), Bind::Tensor(dst), Bind::Buffer(&params)],
-        grid_1d(n),
-    )
+    let geometry = [("UP_H", h as f64), ("UP_W", w as f64)];
+    launch(ctx, entry, &geometry, &[src, dst], n)
 }
 
 /// This module's uniform structs, as `kernels::contracts` checks them against `Shader::ADD`.

@@ -116,7 +116,6 @@ impl Checkpoint {
         let layout = self.layout();
         // (name, shape, bytes) of every tensor; the views below borrow them.
         let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-        let ser = |e| Error::Config(format!("cannot serialise checkpoint: {e}"));
         for spec in &layout.specs {
             owned.push((
                 spec.name.to_string(),
@@ -237,14 +236,7 @@ impl Checkpoint {
                 ));
             }
         }
-        let tensors = owned
-            .iter()
-            .map(|(name, shape, bytes)| {
-                TensorView::new(Dtype::F32, shape.clone(), bytes).map(|v| (name.clone(), v))
-            })
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(ser)?;
-        safetensors::tensor::serialize(tensors, Some(meta)).map_err(ser)
+        serialize_f32(&owned, meta, "checkpoint")
     }
 
     /// Write the full checkpoint (weights, optimizer state, progress) atomically.
@@ -277,15 +269,8 @@ impl Checkpoint {
                 tensor_bytes(&self.params, spec),
             ));
         }
-        let ser = |e| Error::Config(format!("cannot serialise the diffusers weights: {e}"));
-        let tensors = (owned.iter())
-            .map(|(name, shape, bytes)| {
-                TensorView::new(Dtype::F32, shape.clone(), bytes).map(|v| (name.clone(), v))
-            })
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(ser)?;
         let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
-        let weights = safetensors::tensor::serialize(tensors, Some(meta)).map_err(ser)?;
+        let weights = serialize_f32(&owned, meta, "the diffusers weights")?;
         let mut config = k.config.clone();
         config.sample_size = k.image[1];
         let mut json = config.to_json();
@@ -1000,6 +985,23 @@ fn le_f32s(bytes: &[u8]) -> impl Iterator<Item = f32> + '_ {
     bytes
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+}
+
+/// A safetensors file of f32 tensors `(name, shape, little-endian bytes)` with metadata `meta`
+/// (`what` names it in an error).
+pub(crate) fn serialize_f32(
+    tensors: &[(String, Vec<usize>, Vec<u8>)],
+    meta: HashMap<String, String>,
+    what: &str,
+) -> Result<Vec<u8>> {
+    let ser = |e| Error::Config(format!("cannot serialise {what}: {e}"));
+    let views = (tensors.iter())
+        .map(|(name, shape, bytes)| {
+            TensorView::new(Dtype::F32, shape.clone(), bytes).map(|v| (name.clone(), v))
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(ser)?;
+    safetensors::tensor::serialize(views, Some(meta)).map_err(ser)
 }
 
 /// diffusers' model folder: its config and weights (what `save_pretrained` writes).

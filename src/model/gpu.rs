@@ -232,10 +232,10 @@ pub use crate::model::layers::{
 
 /// An upsampling's or attention core's input must be a tensor no activation produced (their
 /// backwards fuse none; in diffusers' models they read a residual sum or a projection).
-fn unactivated_input(body: &Body, t: TensorId) -> Result<()> {
+fn unactivated_input(body: &Body, t: TensorId, reader: &str) -> Result<()> {
     match body.acts[t] {
         Some(act) if act != Act::Identity => Err(Error::Config(format!(
-            "an upsampling reads tensor {t}, which {act} produced: its input must be a tensor \
+            "{reader} reads tensor {t}, which {act} produced: its input must be a tensor \
              without an activation"
         ))),
         _ => Ok(()),
@@ -747,6 +747,29 @@ impl GpuVae {
         let body = side.body;
         let mut written = vec![false; body.widths.len()];
         let mut d = Vec::with_capacity(2 * body.nodes.len() + 2);
+        // One contribution to tensor `t`'s gradient, planned by `write` given where it goes (none
+        // when `t` gets no gradient): the tensor's gradient, or (a later contribution) the
+        // scratch it is then added from.
+        type Write<'w> = dyn FnMut(Option<&GpuTensor>, &mut Vec<Dispatch>) -> Result<()> + 'w;
+        let contribute = |t: TensorId,
+                          d: &mut Vec<Dispatch>,
+                          written: &mut [bool],
+                          write: &mut Write<'_>|
+         -> Result<()> {
+            let (target, added) = match side.grad(t) {
+                None => (None, None),
+                Some(g) if !written[t] => (Some(g.clone()), None),
+                Some(g) => (Some(a.grad_scratch.view(0, &g.shape)?), Some(g)),
+            };
+            write(target.as_ref(), d)?;
+            if let (Some(tmp), Some(g)) = (&target, added) {
+                d.push(add::grad_act(ctx, tmp, tmp, g, Act::Identity, true)?);
+            }
+            if target.is_some() {
+                written[t] = true;
+            }
+            Ok(())
+        };
         // A layer's backward with its input gradient going into tensor `t`.
         let layer_back = |l: &Layer,
                           dy: &GpuTensor,
@@ -756,23 +779,12 @@ impl GpuVae {
          -> Result<()> {
             let v = self.views(l)?;
             let (x, act) = (side.value(t), body.acts[t]);
-            // Where the input gradient goes: the tensor's gradient, or (a later contribution) the
-            // scratch it is then added from.
-            let (target, added) = match side.grad(t) {
-                None => (None, None),
-                Some(g) if !written[t] => (Some(g.clone()), None),
-                Some(g) => (Some(a.grad_scratch.view(0, &g.shape)?), Some(g)),
-            };
-            let dx = target.as_ref().map(|g| (g, act));
             let labels = Some(&a.labels);
-            d.extend(layer_backward(ctx, l, &v, dy, x, dx, labels, &a.scratch)?);
-            if let (Some(tmp), Some(g)) = (&target, added) {
-                d.push(add::grad_act(ctx, tmp, tmp, g, Act::Identity, true)?);
-            }
-            if target.is_some() {
-                written[t] = true;
-            }
-            Ok(())
+            contribute(t, d, written, &mut |target, d| {
+                let dx = target.map(|g| (g, act));
+                d.extend(layer_backward(ctx, l, &v, dy, x, dx, labels, &a.scratch)?);
+                Ok(())
+            })
         };
         layer_back(last, last_dy, body.output(), &mut d, &mut written)?;
         for (i, node) in body.nodes.iter().enumerate().rev() {
@@ -799,7 +811,7 @@ impl GpuVae {
                     let mut targets = Vec::new();
                     let mut adds = Vec::new();
                     for (j, &t) in ins.iter().enumerate() {
-                        unactivated_input(body, t)?;
+                        unactivated_input(body, t, "an attention")?;
                         let g = side.grad(t).ok_or_else(|| {
                             Error::Config("an attention reads the side's input".into())
                         })?;
@@ -832,18 +844,13 @@ impl GpuVae {
                 }
                 Op::Upsample(image) => {
                     let t = node.inputs[0];
-                    if let Some(g) = side.grad(t) {
-                        unactivated_input(body, t)?;
-                        // A later contribution goes through the scratch, then is added.
-                        if written[t] {
-                            let tmp = a.grad_scratch.view(0, &g.shape)?;
-                            d.push(add::upsample_nearest_grad(ctx, dy, &tmp, image)?);
-                            d.push(add::grad_act(ctx, &tmp, &tmp, g, Act::Identity, true)?);
-                        } else {
+                    unactivated_input(body, t, "an upsampling")?;
+                    contribute(t, &mut d, &mut written, &mut |target, d| {
+                        if let Some(g) = target {
                             d.push(add::upsample_nearest_grad(ctx, dy, g, image)?);
                         }
-                        written[t] = true;
-                    }
+                        Ok(())
+                    })?;
                 }
             }
         }
