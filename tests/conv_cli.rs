@@ -413,6 +413,10 @@ fn autoencoder_kl_trains_into_a_diffusers_folder_and_fine_tunes_one() {
             vec!["norm_num_groups"],
         ),
         (vec!["--arch", "vq"], vec!["autoencoder-kl"]),
+        (
+            vec!["--arch", "autoencoder-kl", "--beta", "1e300"],
+            vec!["--beta"],
+        ),
     ] {
         let mut a = train_args(data, out_s, &["--overwrite"]);
         a.extend(flags);

@@ -328,9 +328,6 @@ impl VaeConfig {
         }
         self.validate_conv()?;
         self.likelihood.validate()?;
-        if self.kl.is_some() {
-            return self.validate_kl();
-        }
         // The KL weight is an f32 on the device: past 1e6 it drowns the reconstruction term and
         // past f32's range it is infinite, which would only surface as a diverged epoch.
         if !(self.beta.is_finite() && (0.0..=1e6).contains(&self.beta)) {
@@ -350,6 +347,11 @@ impl VaeConfig {
                     self.kl_warmup
                 ),
             ));
+        }
+        // An AutoencoderKL's layers come from its config: the other models' checks below do not
+        // apply (β and the warm-up above do).
+        if self.kl.is_some() {
+            return self.validate_kl();
         }
         if self.objective == Objective::Iwae {
             if self.samples < 2 {
