@@ -26,8 +26,15 @@ fn skinny_b(kk: u32) -> array<vec4<f32>, 3> {
 }
 
 @compute @workgroup_size(8, 1, 1)
-fn matmul_sg_skinny(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
-    let row = wid.x * 8u + lane;
+fn matmul_sg_skinny(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(subgroup_invocation_id) lane: u32,
+) {
+    // Past 65535 workgroups the grid spills into y (kernels::spill_groups): 8·65535 rows is a
+    // Linear layer's weight gradient of 524k outputs, which a 1024x512 RGB decoder reaches.
+    let g = wid.y * groups.x + wid.x;
+    let row = g * 8u + lane;
     let i = min(row, p.m - 1u);
     var c0 = vec4<f32>(0.0);
     var c1 = vec4<f32>(0.0);
@@ -67,5 +74,5 @@ fn matmul_sg_skinny(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_inv
             c2 = vec4<f32>(c2.yzw, 0.0);
         }
     }
-    store_recon_partial(wid.x * 8u + lane, loss);
+    store_recon_partial(row, loss);
 }

@@ -30,7 +30,7 @@ pub enum Error {
 
     /// Errors wgpu reported (validation, out of memory, internal), collected instead of panicking.
     #[error(
-        "GPU error: {0}\nIf this is out of memory, try a smaller --batch-size or --hidden; \
+        "GPU error: {0}\nIf this is out of memory, try a smaller batch or model; \
              if it persists, try another backend (--backend vulkan|gl|metal|dx12)."
     )]
     Device(String),
@@ -46,6 +46,23 @@ pub enum Error {
     /// A configuration value that makes no sense.
     #[error("invalid configuration: {0}")]
     Config(String),
+
+    /// Images whose sides a model's downsampling layers do not divide (`layers` says which, as
+    /// the library names them); the programs add the flags that would fix it, where any apply.
+    #[error(
+        "{layers} halve the images' sides {halvings} time(s), so the sides must be divisible by \
+         {}; the images are {rows}x{cols}, {}",
+        1u64 << .halvings.min(&63),
+        halvings_allowed(*.rows, *.cols)
+    )]
+    ImageSides {
+        /// The setting that sets the layers (`conv`, `block out channels`).
+        setting: &'static str,
+        layers: String,
+        halvings: u32,
+        rows: usize,
+        cols: usize,
+    },
 
     /// A setting out of its range, named as the library names it (`batch size`, `hidden`); the
     /// programs name their flag instead (`--batch-size`), see `cli::exit_with`.
@@ -75,6 +92,18 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// How many times both sides halve exactly: 2^n divides both.
+pub fn halvings_fit(rows: usize, cols: usize) -> u32 {
+    (rows | cols).trailing_zeros().min(31)
+}
+
+fn halvings_allowed(rows: usize, cols: usize) -> String {
+    match halvings_fit(rows, cols) {
+        0 => "whose sides are not even: no halving fits them".to_string(),
+        n => format!("whose sides halve exactly at most {n} time(s)"),
+    }
+}
 
 impl Error {
     pub(crate) fn setting(setting: &'static str, problem: impl Into<String>) -> Self {

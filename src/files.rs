@@ -15,11 +15,30 @@ pub const TMP_MARK: &str = ".tmp-";
 /// Write `bytes` to `path` through a temporary file and a rename. A symbolic link is written
 /// through: its target is replaced, so every path that shares the file sees the new contents.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let asked = path;
     let target = link_target(path);
     let path = target.as_path();
+    // Errors name the file the caller asked for (never only the temporary), and the link's
+    // target where it is written through one (a dangling link's folder may not exist).
     let io = |p: &Path| {
-        let p = p.to_path_buf();
-        move |source| Error::Io { path: p, source }
+        let what = if p == path {
+            ""
+        } else {
+            " (its temporary file)"
+        };
+        let via = if path == asked {
+            String::new()
+        } else {
+            format!(", through its link to {}", path.display())
+        };
+        let p = p.display().to_string();
+        move |source: std::io::Error| Error::Io {
+            path: asked.to_path_buf(),
+            source: std::io::Error::new(
+                source.kind(),
+                format!("could not write it{via}: {p}{what}: {source}"),
+            ),
+        }
     };
     let dir = path
         .parent()

@@ -730,6 +730,30 @@ fn wrong_or_unclear_messages_say_what_is_true() {
         before,
         "the checkpoint is untouched"
     );
+    // The checkpoint's batch size (20) on a training set of 10 images: said to be the
+    // checkpoint's, not a --batch-size that was never given.
+    let ten_dir = Dir::new("messages-ten");
+    let ten = tiny_mnist(&ten_dir, 10, 5);
+    let r = run(&[
+        "train",
+        "--resume",
+        c,
+        "--data-dir",
+        ten.to_str().unwrap(),
+        "--epochs",
+        "2",
+        "--out",
+        ten_dir.path("run").to_str().unwrap(),
+    ]);
+    fails_with(
+        &r,
+        &["the checkpoint's batch size 20 is larger than the training set (10 images)"],
+    );
+    assert!(
+        !String::from_utf8_lossy(&r.stderr).contains("--batch-size 20"),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
     // --sigma on a learned-σ checkpoint.
     let r = run(&[
         "train",
@@ -772,6 +796,21 @@ fn wrong_or_unclear_messages_say_what_is_true() {
             .progress
             .epoch,
         1
+    );
+    // losses.csv a link into a folder that does not exist: the error names losses.csv and the
+    // link's target, not only a temporary file.
+    let dangling = dir.path("dangling");
+    std::fs::create_dir_all(&dangling).unwrap();
+    let nowhere = dir.path("no such folder").join("x.csv");
+    std::os::unix::fs::symlink(&nowhere, dangling.join("losses.csv")).unwrap();
+    let mut args = train_args(d, dangling.to_str().unwrap(), &flags);
+    args.push("--overwrite");
+    fails_with(
+        &run(&args),
+        &[
+            "losses.csv: could not write it, through its link to",
+            &nowhere.display().to_string(),
+        ],
     );
     // Huge sample counts for eval: named by eval's own flags, refused before any pass.
     for (flag, k) in [

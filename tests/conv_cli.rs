@@ -152,11 +152,57 @@ fn conv_model_on_an_rgb_folder_and_sides_it_cannot_halve() {
         "--conv",
         "4,8,8",
     ]);
-    fails_with(&o, &["--image-size", "--conv 4,8,8", "divisible by 8"]);
+    fails_with(
+        &o,
+        &[
+            "3 conv layer(s) (4,8,8)",
+            "the images are 20x20",
+            "an --image-size divisible by 8 (e.g. 16), or at most 2 --conv layer(s)",
+        ],
+    );
     assert!(!String::from_utf8_lossy(&o.stdout).contains("adapter:"));
-    // MNIST's 28 is not divisible by 8 either.
-    let o = run(&["train", "--out", bad.to_str().unwrap(), "--conv", "4,8,8"]);
-    fails_with(&o, &["28x28", "--conv 4,8,8", "divisible by 8"]);
+    // Only the fixes that apply: MNIST's IDX images have no --image-size, nor has `tune` (it
+    // times MNIST's shapes); no --image-size past the largest (1024) is suggested.
+    let hints = |args: &[&str], want: &[&str]| {
+        let o = run(args);
+        fails_with(&o, want);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!err.contains("--image-size"), "{args:?}: {err}");
+    };
+    let bad = bad.to_str().unwrap();
+    let few = "divisible by 8; the images are 28x28, whose sides halve exactly at most 2 time(s): \
+               choose at most 2 --conv layer(s)";
+    hints(&["train", "--out", bad, "--conv", "4,8,8"], &[few]);
+    hints(&["tune", "--conv", "4,8,8"], &[few]);
+    let many = ["4"; 11].join(",");
+    hints(
+        &[
+            "train",
+            "--data-dir",
+            data,
+            "--out",
+            bad,
+            "--image-size",
+            "20",
+            "--conv",
+            &many,
+        ],
+        &["divisible by 2048", "choose at most 2 --conv layer(s)"],
+    );
+    fails_with(
+        &run(&[
+            "train",
+            "--data-dir",
+            data,
+            "--out",
+            bad,
+            "--image-size",
+            "20",
+            "--conv",
+            "4,4,4,4,4",
+        ]),
+        &["choose an --image-size divisible by 32 (e.g. 32), or at most 2 --conv layer(s)"],
+    );
 }
 
 #[test]

@@ -599,7 +599,8 @@ fn class8_refusals_name_their_flags_and_a_finished_run_says_so() {
         ],
     );
     // samples = 1000 read from a checkpoint: the buffer that does not fit, where L came from and
-    // what fits.
+    // the largest batch that fits; with a million, not even one image fits: the most samples that
+    // do (a --samples given on resume overrides the checkpoint's).
     let mut many = Checkpoint::load(&ck).unwrap();
     many.cfg.samples = 1000;
     let many_path = dir.path("samples1000.safetensors");
@@ -612,10 +613,47 @@ fn class8_refusals_name_their_flags_and_a_finished_run_says_so() {
         )),
         &[
             "storage buffer",
-            "1000 samples per image (L = 1000, from the checkpoint)",
-            "smaller --batch-size fits",
+            "1000 samples per image, from the checkpoint,",
+            "is the largest that fits the checkpoint's model",
         ],
     );
+    let out = run(&train_args(
+        data.to_str().unwrap(),
+        dir.path("many").to_str().unwrap(),
+        &[
+            "--resume",
+            many_path.to_str().unwrap(),
+            "--epochs",
+            "2",
+            "--samples",
+            "1000000",
+        ],
+    ));
+    fails_with(
+        &out,
+        &[
+            "not even 1 image a step fits with 1000000 samples per image",
+            "at --batch-size 1",
+        ],
+    );
+    // The largest L it names fits one image a step on this adapter, one more does not (the check
+    // that planning makes before any allocation).
+    let err = String::from_utf8_lossy(&out.stderr);
+    let l: usize = err
+        .split("at most --samples ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no --samples named: {err}"));
+    for (l, fits) in [(l, true), (l + 1, false)] {
+        let mut cfg = many.cfg.clone();
+        cfg.samples = l;
+        assert_eq!(
+            vae_wgpu::model::GpuVae::check_fits(common::ctx(), &cfg, 1).is_ok(),
+            fits,
+            "--samples {l} at --batch-size 1"
+        );
+    }
     let elsewhere = dir.path("elsewhere");
     let o = run(&[
         "train",

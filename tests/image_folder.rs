@@ -548,6 +548,31 @@ fn truncated_jpegs_are_refused_and_large_images_decode_within_a_memory_budget() 
     let padded = d.0.join("padded.jpg");
     std::fs::write(&padded, [&bytes[..], &[0u8; 100]].concat()).unwrap();
     assert!(decode(&padded, 1, 28, &budget).is_ok());
+    // A PNG followed by a 64 GiB sparse tail decodes as the PNG alone (the stream stops at its
+    // end; nothing of the tail is read or budgeted); a JPEG so padded, which is read whole to
+    // check its end, is refused for its file size, not its pixels.
+    let png = d.0.join("whole.png");
+    img.save(&png).unwrap();
+    let want = decode(&png, 3, 28, &budget).unwrap();
+    let tailed = d.0.join("tailed.png");
+    std::fs::copy(&png, &tailed).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&tailed)
+        .unwrap();
+    f.set_len(64 << 30).unwrap();
+    assert_eq!(decode(&tailed, 3, 28, &budget).unwrap(), want);
+    std::fs::copy(&jpeg, &tailed).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&tailed)
+        .unwrap();
+    f.set_len(64 << 30).unwrap();
+    let e = decode(&tailed, 3, 28, &budget).unwrap_err();
+    assert!(
+        e.contains("the file is 65536 MB") && e.contains("appended after the image"),
+        "{e}"
+    );
     // The header's size is read first: an image larger than the whole budget is refused
     // without decoding; the others wait for each other's memory, never holding more at once.
     let big = d.0.join("big.png");

@@ -195,7 +195,7 @@ backend_test!(matmul_act_backward_epilogue, |ctx| {
 // the autotune's choice between them never changes a result: C with bias and ReLU, C with row
 // sums and the row sums themselves, bit for bit, in every layout, for the default model's products
 // and ragged ones (M % 8 = 4, K tails of every length mod 8, N from 1 to 12 for
-// `matmul_sg_skinny`, which the subgroup variant runs where N <= 12 and the direct variant runs
+// `matmul_sg_skinny`, whose grid spills into y past 65535 workgroups, which the subgroup variant runs where N <= 12 and the direct variant runs
 // the scalar kernel). The primary adapter only, as the texture test above (GL has no subgroups;
 // 4-lane lavapipe refuses the subgroup kernels: the outcome checked there).
 #[test]
@@ -230,6 +230,8 @@ fn subgroup_kernels_match_the_direct_variant_bit_for_bit() {
             (67, 12, 33),
             (9, 1, 7),
             (20, 5, 70),
+            // More than 65535 skinny workgroups of 8 rows: the grid spills into y.
+            (8 * 65535 + 20, 3, 5),
         ] {
             let (sa, sb) = layout.operand_shapes(m, n, k);
             let seed = (m * 31 + n * 7 + k) as u32;

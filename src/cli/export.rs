@@ -65,9 +65,7 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     }
     // The model's sizes first (the input size an image folder will give), then the images: a
     // bad model or folder is refused before any decoding or GPU work.
-    let model = args
-        .model
-        .new_model(args.data.folder_image()?.unwrap_or(super::MNIST_IMAGE))?;
+    let model = args.model.new_model_for(&args.data)?;
     model.validate().map_err(|e| super::setting_message(&e))?;
     // The page reads and draws pixels in [0, 1]; an AutoencoderKL's are in [−1, 1].
     if model.kl.is_some() {
@@ -90,7 +88,16 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     };
     settings.optimizer = optimizer;
     let t = &data.train;
-    let cfg = args.model.new_model([t.channels, t.rows, t.cols])?;
+    let cfg = args
+        .model
+        .new_model([t.channels, t.rows, t.cols])
+        .map_err(|e| {
+            super::sides_hint(
+                &e,
+                args.data.folder_image().is_ok_and(|f| f.is_some()),
+                true,
+            )
+        })?;
     let cfg = super::condition_on(cfg, args.model.conditional, &[], t, &args.data.dir())?;
     let summary = export_plan(
         &ctx,

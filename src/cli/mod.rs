@@ -181,6 +181,14 @@ impl ModelArgs {
         }
     }
 
+    /// A new model for the images `data` names (an image folder's size from its flags, MNIST's
+    /// otherwise), refused with the fixes that apply to that data.
+    pub fn new_model_for(&self, data: &DataArgs) -> Result<crate::model::VaeConfig, String> {
+        let folder = data.folder_image()?;
+        self.new_model(folder.unwrap_or(MNIST_IMAGE))
+            .map_err(|e| sides_hint(&e, folder.is_some(), true))
+    }
+
     /// A new model: these flags over the notebook's architecture, for images of `image`
     /// (channels, rows, columns).
     pub fn new_model(&self, image: [usize; 3]) -> crate::Result<crate::model::VaeConfig> {
@@ -633,8 +641,17 @@ impl DataArgs {
     /// The input size a new run's image folder will give (channels · size²), known before any
     /// decoding, with the folder options checked; `None` for IDX files (their header says).
     pub fn folder_image(&self) -> Result<Option<[usize; 3]>, String> {
-        if crate::data::is_idx_dir(&self.dir()) {
+        let dir = self.dir();
+        if crate::data::is_idx_dir(&dir) {
             return Ok(None);
+        }
+        // Refused here, before a model is sized for a folder that is not there.
+        if !dir.is_dir() {
+            return Err(format!(
+                "{}: data directory not found: pass --data-dir pointing at MNIST's IDX files or \
+                 at a folder of images",
+                dir.display()
+            ));
         }
         let opts = self.folder_options(0);
         opts.validate().map_err(|e| setting_message(&e))?;
@@ -852,12 +869,49 @@ fn flag_of(setting: &str) -> Option<&'static str> {
         "conv" => "--conv",
         "conditional" => "--conditional",
         "res blocks" => "--res-blocks",
+        "block out channels" => "--block-out-channels",
         "reference steps" => "--reference-steps",
         "channels" => "--channels",
         "image size" => "--image-size",
         "test fraction" => "--test-fraction",
         _ => return None,
     })
+}
+
+/// A model whose layers do not divide the images' sides, with the fixes that apply: an
+/// `--image-size` the layers divide where the images come from a folder (and such a size is
+/// within the largest), fewer layers where the layers come from flags; other errors as
+/// [`setting_message`] prints them.
+pub(crate) fn sides_hint(e: &crate::Error, folder: bool, from_flags: bool) -> String {
+    let crate::Error::ImageSides {
+        setting,
+        halvings,
+        rows,
+        cols,
+        ..
+    } = e
+    else {
+        return setting_message(e);
+    };
+    let div = 1usize << halvings.min(&31);
+    let mut fixes = Vec::new();
+    if folder && div <= crate::data::folder::MAX_IMAGE_SIZE {
+        let size = ((*rows).max(div) / div * div).min(crate::data::folder::MAX_IMAGE_SIZE);
+        fixes.push(format!("an --image-size divisible by {div} (e.g. {size})"));
+    }
+    let fit = crate::error::halvings_fit(*rows, *cols) as usize;
+    match (from_flags, *setting, flag_of(setting)) {
+        // Each block after the first halves the sides.
+        (true, "block out channels", Some(flag)) => {
+            fixes.push(format!("at most {} {flag} widths", fit + 1))
+        }
+        (true, _, Some(flag)) if fit > 0 => fixes.push(format!("at most {fit} {flag} layer(s)")),
+        _ => {}
+    }
+    if fixes.is_empty() {
+        fixes.push(format!("images whose sides are divisible by {div}"));
+    }
+    format!("{e}: choose {}", fixes.join(", or "))
 }
 
 /// A library error as the message `exit_with` prints (a setting named by its flag).

@@ -19,11 +19,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::MNIST_IMAGE;
 use super::run_dir::RunDir;
 
 use crate::gpu::GpuContext;
-use crate::model::{Checkpoint, EpochEnd, Event, GpuDataset, TrainSettings, Trainer};
+use crate::model::{Checkpoint, EpochEnd, Event, GpuDataset, TrainSettings, Trainer, VaeConfig};
 use crate::viz::LossHistory;
 use crate::viz::pictures::{PictureSet, draw_grids, save_grids, write_pictures};
 use crate::viz::tensorboard::EventWriter;
@@ -210,8 +209,7 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             let s = TrainSettings::default();
             (
                 // The input size follows the images, once they are read.
-                args.model
-                    .new_model(args.data.folder_image()?.unwrap_or(MNIST_IMAGE))?,
+                args.model.new_model_for(&args.data)?,
                 TrainSettings {
                     batch_size: args.batch_size.unwrap_or(s.batch_size),
                     optimizer: args.optimizer.config(None, args.lr, 0)?,
@@ -249,16 +247,6 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             .into());
         }
     }
-    // An image folder's input size is known before decoding: refuse a model too large for it
-    // before spending minutes on a large folder.
-    if ckpt.is_none()
-        && let Some([c, r, w]) = args.data.folder_image()?
-    {
-        cfg.clone()
-            .for_images(c, r, w)
-            .validate()
-            .map_err(|e| format!("{e} (from --channels and --image-size)"))?;
-    }
     let data = args.data.load(settings.seed, ckpt.as_ref(), Some(&out))?;
     let data_ready = started.elapsed();
     let (train, test) = (&data.train, &data.test);
@@ -288,9 +276,25 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         &args.data.dir(),
     )?;
     // Every layer's buffers against the adapter's limits happens in Trainer::new, before any
-    // allocation; the sizes themselves are checked here, before the device starts.
-    cfg.validate()?;
-    settings.validate(train.count)?;
+    // allocation; the sizes themselves are checked here, before the device starts (a new model
+    // was checked against an image folder's size before decoding: `new_model_for`).
+    cfg.validate().map_err(|e| {
+        super::sides_hint(
+            &e,
+            args.data.folder_image().is_ok_and(|f| f.is_some()),
+            ckpt.is_none(),
+        )
+    })?;
+    settings.validate(train.count).map_err(|e| match e {
+        // The checkpoint's batch size on other data: not a flag the user gave.
+        crate::Error::Setting {
+            setting: "batch size",
+            problem,
+        } if ckpt.is_some() && args.batch_size.is_none() => {
+            format!("the checkpoint's batch size {problem}: choose one that fits with --batch-size")
+        }
+        e => super::setting_message(&e),
+    })?;
     // The learning-rate schedule spans the run: --epochs of this data at this batch size.
     settings.optimizer.schedule.total_steps = (args.epochs as u64)
         .checked_mul(train.count.div_ceil(settings.batch_size) as u64)
@@ -356,22 +360,8 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     };
     let mut trainer = match planned_trainer {
         Err(crate::Error::Interrupted(why)) => return Ok(stopped_planning(&why)),
-        // Rows are L·B: say where L came from and what fits.
-        Err(e @ crate::Error::AdapterLimit { .. }) if cfg.samples > 1 => {
-            return Err(format!(
-                "{e}\n{} samples per image (L = {}{}) and a batch of {} make {} rows a step: a \
-                 smaller --batch-size fits",
-                cfg.samples,
-                cfg.samples,
-                if ckpt.is_some() {
-                    ", from the checkpoint"
-                } else {
-                    ", from --samples"
-                },
-                settings.batch_size,
-                cfg.samples * settings.batch_size
-            )
-            .into());
+        Err(e @ crate::Error::AdapterLimit { .. }) => {
+            return Err(batch_hint(&ctx, &cfg, &e, settings.batch_size, ckpt.is_some()).into());
         }
         t => t?,
     };
@@ -812,6 +802,88 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
 }
 
 /// Whether a write failed for want of space (a full disk or quota, a file-size limit).
+/// An adapter limit met while planning, with what truly fits: the largest batch whose buffers and
+/// grids the adapter holds (found by bisection on the same arithmetic `GpuVae::check_fits` does);
+/// where not even one image fits, the most samples per image that do, or that the model itself
+/// must shrink.
+fn batch_hint(
+    ctx: &GpuContext,
+    cfg: &VaeConfig,
+    e: &crate::Error,
+    batch: usize,
+    from_checkpoint: bool,
+) -> String {
+    let fits = |cfg: &VaeConfig, b: usize| crate::model::GpuVae::check_fits(ctx, cfg, b).is_ok();
+    // The largest n in 1..=max with `ok(n)`, given `ok(1)` and not `ok(max)`.
+    let largest = |max: usize, ok: &dyn Fn(usize) -> bool| {
+        let (mut lo, mut hi) = (1, max);
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if ok(mid) { lo = mid } else { hi = mid }
+        }
+        lo
+    };
+    let (model, samples_from) = if from_checkpoint {
+        ("the checkpoint's model", "from the checkpoint")
+    } else {
+        ("this model", "from --samples")
+    };
+    if fits(cfg, batch) {
+        // Not a limit the batch moves (the optimizer's arenas, say): nothing to suggest.
+        return e.to_string();
+    }
+    if fits(cfg, 1) {
+        let b = largest(batch, &|b| fits(cfg, b));
+        let rows = if cfg.samples > 1 {
+            format!(
+                " ({} samples per image, {samples_from}, make {} rows a step at --batch-size {batch})",
+                cfg.samples,
+                cfg.samples.saturating_mul(batch)
+            )
+        } else {
+            String::new()
+        };
+        return format!(
+            "{e}
+--batch-size {b} is the largest that fits {model} on this adapter{rows}"
+        );
+    }
+    let one = VaeConfig {
+        samples: 1,
+        ..cfg.clone()
+    };
+    if cfg.samples > 1 && fits(&one, 1) {
+        let l = largest(cfg.samples, &|l| {
+            fits(
+                &VaeConfig {
+                    samples: l,
+                    ..cfg.clone()
+                },
+                1,
+            )
+        });
+        return format!(
+            "{e}
+not even 1 image a step fits with {} samples per image ({samples_from}): at \
+             most --samples {l} does, at --batch-size 1",
+            cfg.samples
+        );
+    }
+    let shrink = if from_checkpoint {
+        "a smaller model (a new run)"
+    } else if cfg.kl.is_some() {
+        "narrower --block-out-channels or smaller images"
+    } else if cfg.conv.is_some() {
+        "narrower --conv layers or smaller images"
+    } else {
+        "narrower --hidden layers or smaller images"
+    };
+    format!(
+        "{e}
+no batch size fits {model} on this adapter, not even 1 image a step: {shrink}"
+    )
+}
+
 fn out_of_space(e: &crate::Error) -> bool {
     use std::io::ErrorKind::{FileTooLarge, QuotaExceeded, StorageFull};
     matches!(e, crate::Error::Io { source, .. }

@@ -36,7 +36,11 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let mut opts = args.device.options()?;
     opts.retune = true;
     // The model is checked before the device starts or anything is allocated.
-    let mut cfg = args.model.new_model(super::MNIST_IMAGE)?;
+    // tune times MNIST's shapes: no --image-size to suggest.
+    let mut cfg = args
+        .model
+        .new_model(super::MNIST_IMAGE)
+        .map_err(|e| super::sides_hint(&e, false, true))?;
     if args.model.conditional {
         // MNIST's ten digits (the products' shapes do not depend on the classes).
         cfg.classes = 10;

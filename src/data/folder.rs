@@ -611,20 +611,32 @@ pub fn decode(
 ) -> std::result::Result<Vec<u8>, String> {
     use image::ImageDecoder;
     let file_len = std::fs::metadata(path).map_err(|e| e.to_string())?.len();
-    let (w, h, decoded_bytes) = {
-        let d = image::ImageReader::open(path)
+    let (w, h, decoded_bytes, jpeg) = {
+        let r = image::ImageReader::open(path)
             .map_err(|e| e.to_string())?
             .with_guessed_format()
-            .map_err(|e| e.to_string())?
-            .into_decoder()
             .map_err(|e| e.to_string())?;
+        let jpeg = r.format() == Some(image::ImageFormat::Jpeg);
+        // The JPEG decoder reads the whole file to find its header.
+        if jpeg && file_len > budget.limit {
+            return Err(format!(
+                "the file is {} MB, more than the {} MB the decoder may use: is data appended \
+                 after the image?",
+                file_len >> 20,
+                budget.limit >> 20
+            ));
+        }
+        let d = r.into_decoder().map_err(|e| e.to_string())?;
         let (w, h) = d.dimensions();
-        (w, h, d.total_bytes())
+        (w, h, d.total_bytes(), jpeg)
     };
+    // A JPEG is read whole (its end is checked, see `jpeg_is_complete`); the other formats are
+    // decoded from the file as a stream that stops at the image's end, so whatever follows it
+    // (a sparse tail of gigabytes, say) is never read and needs no memory.
+    let file_part = if jpeg { file_len } else { 0 };
     // The file, the decoded image and its grayscale or RGB copy.
-    let need = file_len
-        .saturating_add(decoded_bytes)
-        .saturating_add(w as u64 * h as u64 * channels as u64);
+    let pixels = decoded_bytes.saturating_add(w as u64 * h as u64 * channels as u64);
+    let need = file_part.saturating_add(pixels);
     let Some(_lease) = budget.lease(need) else {
         return Err(format!(
             "{w}x{h} pixels need {} MB to decode, more than the {} MB the decoder may use: \
@@ -633,15 +645,22 @@ pub fn decode(
             budget.limit >> 20
         ));
     };
-    let bytes = crate::files::read_bounded(path, file_len, "image").map_err(|e| e.to_string())?;
-    let reader = image::ImageReader::new(std::io::Cursor::new(&bytes))
-        .with_guessed_format()
-        .map_err(|e| e.to_string())?;
-    if reader.format() == Some(image::ImageFormat::Jpeg) && !jpeg_is_complete(&bytes) {
-        return Err("truncated JPEG (no end-of-image marker after its last scan)".into());
-    }
-    let img = reader.decode().map_err(|e| e.to_string())?;
-    drop(bytes);
+    let img = if jpeg {
+        let bytes =
+            crate::files::read_bounded(path, file_len, "image").map_err(|e| e.to_string())?;
+        if !jpeg_is_complete(&bytes) {
+            return Err("truncated JPEG (no end-of-image marker after its last scan)".into());
+        }
+        image::load_from_memory_with_format(&bytes, image::ImageFormat::Jpeg)
+            .map_err(|e| e.to_string())?
+    } else {
+        image::ImageReader::open(path)
+            .map_err(|e| e.to_string())?
+            .with_guessed_format()
+            .map_err(|e| e.to_string())?
+            .decode()
+            .map_err(|e| e.to_string())?
+    };
     let (w, h) = (size as u32, size as u32);
     let filter = image::imageops::FilterType::Triangle;
     Ok(if channels == 1 {

@@ -505,7 +505,13 @@ pub fn dispatch(
 /// A grid of 256-thread workgroups covering `n` threads, spilling into y past 65535 in x.
 /// Kernels index `gid.x + gid.y * num_workgroups.x * 256` and bounds-check against `n`.
 pub fn grid_1d(n: usize) -> [u32; 3] {
-    let groups = n.div_ceil(256).max(1);
+    spill_groups(n.div_ceil(256))
+}
+
+/// A grid of `groups` workgroups (at least one), spilling into y past 65535 in x; kernels number
+/// their workgroup `wid.x + wid.y * num_workgroups.x` and bounds-check the rows past the end.
+pub fn spill_groups(groups: usize) -> [u32; 3] {
+    let groups = groups.max(1);
     if groups <= 65535 {
         [groups as u32, 1, 1]
     } else {

@@ -456,14 +456,17 @@ impl VaeConfig {
         }
         let div = 1usize << c.downsamples().min(31);
         if rows % div != 0 || cols % div != 0 || rows < div || cols < div {
-            return Err(Error::Config(format!(
-                "the AutoencoderKL's {} blocks halve the image's sides {} times, so they must be \
-                 divisible by {div}; the images are {rows}x{cols}: choose an --image-size \
-                 divisible by {div} (e.g. {}) or fewer blocks",
-                c.block_out_channels.len(),
-                c.downsamples(),
-                (rows.max(div) / div) * div
-            )));
+            return Err(Error::ImageSides {
+                setting: "block out channels",
+                layers: format!(
+                    "the AutoencoderKL's {} blocks ({} downsamplers)",
+                    c.block_out_channels.len(),
+                    c.downsamples()
+                ),
+                halvings: c.downsamples() as u32,
+                rows,
+                cols,
+            });
         }
         if !matches!(self.likelihood, Likelihood::GaussianIdentity { .. }) {
             return Err(Error::setting(
@@ -532,13 +535,13 @@ impl VaeConfig {
         let n = c.widths.len();
         let div = 1usize << n;
         if rows % div != 0 || cols % div != 0 || rows < div || cols < div {
-            return Err(Error::Config(format!(
-                "--conv {} has {n} conv layer(s), each halving the image's sides, so they must be \
-                 divisible by {div}; the images are {rows}x{cols}: choose an --image-size divisible \
-                 by {div} (e.g. {}) or fewer --conv layers",
-                width_list(&c.widths),
-                (rows.max(div) / div) * div
-            )));
+            return Err(Error::ImageSides {
+                setting: "conv",
+                layers: format!("{n} conv layer(s) ({})", width_list(&c.widths)),
+                halvings: n as u32,
+                rows,
+                cols,
+            });
         }
         Ok(())
     }

@@ -353,10 +353,10 @@ pub(super) fn kernel_for(
             // evaluation batch, say): the storage twin, same results.
             let textured = variant == MatmulVariant::SubgroupTexture && textures_fit(ctx, problem);
             match subgroup_entry(problem) {
-                // One 8-lane workgroup per 8 rows of C.
+                // One 8-lane workgroup per 8 rows of C, spilling into y past 65535.
                 Some(MatmulEntry::SubgroupSkinny) => Kernel {
                     entry: MatmulEntry::SubgroupSkinny,
-                    groups: [m.div_ceil(8) as u32, 1, 1],
+                    groups: crate::kernels::spill_groups(m.div_ceil(8)),
                     constants: Vec::new(),
                 },
                 // One 8-lane workgroup per 32x32 tile of C.
