@@ -66,6 +66,21 @@ export VAE_WGPU_SKIP_LOG="$logs/skipped.txt"
 say "cargo test --release"
 cargo test --release 2>&1 | tee "$logs/cargo.log"
 cargo_status=${PIPESTATUS[0]}
+# The engine alone, as a library user builds it (`default-features = false`: no programs, no
+# clap, no plots): its unit tests and the front door's (tests/library.rs), then
+# examples/library.rs end to end on the vendored MNIST (one epoch, encode, decode, save), which
+# counts as one test.
+say "cargo test --release --no-default-features --lib --test library (the engine alone)"
+cargo test --release --no-default-features --lib --test library 2>&1 | tee -a "$logs/cargo.log"
+[ "${PIPESTATUS[0]}" -ne 0 ] && cargo_status=1
+say "cargo run --release --no-default-features --example library (the front door, end to end)"
+if cargo run --release --no-default-features --example library -- data/mnist "$logs/library.safetensors" 2>&1 |
+  tee "$logs/library.log" && grep -q '^saved ' "$logs/library.log" && [ -s "$logs/library.safetensors" ]; then
+  echo "test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured (examples/library.rs)" >> "$logs/cargo.log"
+else
+  echo "test result: FAILED. 0 passed; 1 failed; 0 ignored; 0 measured (examples/library.rs)" >> "$logs/cargo.log"
+  cargo_status=1
+fi
 # The kernel and whole-step parity suites again at lavapipe's other subgroup widths: 4 lanes
 # (narrower than the subgroup kernels' 8: they must be refused), 16, 32 and 64 (the run above has
 # its default 8; real GPUs have 8 to 64). A machine whose first adapter is a real GPU ignores the

@@ -121,27 +121,6 @@ impl Error {
     }
 }
 
-/// Raised by a program's Ctrl-C / SIGTERM handler ([`request_interrupt`]): long work the caller
-/// cannot check between steps (the autotune timing kernels, the t-SNE map) gives up at its next
-/// safe point instead of finishing first.
-static INTERRUPT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Ask long-running engine work to stop at its next safe point (see [`interrupt_requested`]).
-pub fn request_interrupt() {
-    INTERRUPT.store(true, std::sync::atomic::Ordering::SeqCst);
-}
-
-/// Whether [`request_interrupt`] was called in this process.
-pub fn interrupt_requested() -> bool {
-    INTERRUPT.load(std::sync::atomic::Ordering::SeqCst)
-}
-
-/// A warning from the engine on stderr (`warning: …`); never a panic, even with stderr closed.
-pub fn warn(args: std::fmt::Arguments<'_>) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr().lock(), "warning: {args}");
-}
-
 /// A number as a message shows it: in exponent form when it is huge or tiny (`1e300`, `1e-50`,
 /// not 300 digits), as written otherwise.
 pub(crate) fn number(v: f64) -> String {

@@ -1,10 +1,12 @@
-//! vae-wgpu: a Bernoulli VAE trained on MNIST by hand-written WGSL compute kernels, on any GPU
-//! wgpu reaches. The map of the code is `docs/ARCHITECTURE.md`; the smallest complete use of the
-//! engine is `examples/one_kernel.rs`.
+//! vae-wgpu: variational autoencoders (MLP, convolutional, diffusers' AutoencoderKL) trained by
+//! hand-written WGSL compute kernels, on any GPU wgpu reaches. Start at [`prelude`] and
+//! [`vae`] (`examples/library.rs`); the map of the code is `docs/ARCHITECTURE.md`; the smallest
+//! use of the kernels themselves is `examples/one_kernel.rs`.
 //!
 //! Modules, top-down (a module imports only from those below it):
 //! - [`cli`]: the programs `train`, `eval`, `pictures`, `export_web` (feature `cli`, on by default).
 //! - [`viz`]: the pictures and plots the programs write (feature `cli`).
+//! - [`vae`]: the front door: a model from a config, trained, encoded, decoded, saved.
 //! - [`export`]: the planned training step written as data for other runtimes (`web/`).
 //! - [`model`]: the VAE's parameter layout, its planned GPU step, the trainer, evaluation and
 //!   checkpoints.
@@ -35,7 +37,18 @@ pub mod model;
 pub mod ops;
 pub mod optim;
 pub mod rng;
+pub mod vae;
 #[cfg(feature = "cli")]
 pub mod viz;
 
 pub use error::{Error, Result};
+
+/// What a program that trains and runs models names: `use vae_wgpu::prelude::*`.
+pub mod prelude {
+    pub use crate::data::ImageSet;
+    pub use crate::gpu::{Cancel, ContextOptions, GpuContext as Device};
+    pub use crate::model::{EpochStats, Likelihood, Trainer, VaeConfig};
+    pub use crate::optim::{OptimizerConfig, OptimizerKind};
+    pub use crate::vae::{Posterior, Vae};
+    pub use crate::{Error, Result};
+}

@@ -8,7 +8,7 @@ use vae_wgpu::cli;
 #[derive(Parser)]
 #[command(
     version,
-    about = "A Bernoulli VAE on MNIST, trained by hand-written WGSL kernels"
+    about = "Variational autoencoders trained by hand-written WGSL kernels, on any GPU wgpu reaches"
 )]
 struct Cli {
     #[command(subcommand)]

@@ -44,8 +44,17 @@ impl DeviceArgs {
         let mut o =
             ContextOptions::from_env_and_flags(self.backend.as_deref(), self.adapter.as_deref())?;
         o.retune = self.retune;
+        o.cancel = signal_token().clone();
         Ok(o)
     }
+}
+
+/// The program's cancellation token: raised by its first Ctrl-C or SIGTERM ([`stop_flag`]) and
+/// held by every context it opens, so the engine's long work (the autotunes, the probes, the
+/// t-SNE map) gives up at its next safe point.
+pub(crate) fn signal_token() -> &'static crate::gpu::Cancel {
+    static TOKEN: std::sync::OnceLock<crate::gpu::Cancel> = std::sync::OnceLock::new();
+    TOKEN.get_or_init(crate::gpu::Cancel::new)
 }
 
 /// A list of layer widths as a flag takes it: `400,200`.
@@ -592,7 +601,7 @@ pub const DEFAULT_DATA_DIR: &str = "data/mnist";
 #[derive(clap::Args, Debug, Clone)]
 pub struct DataArgs {
     /// MNIST-style IDX files (Fashion-MNIST and KMNIST use the same names), or a folder of images:
-    /// root/<class>/*.png|jpg, a flat folder, or train/ and test/ folders of those.
+    /// `root/<class>/*.png|jpg`, a flat folder, or train/ and test/ folders of those.
     /// [default: data/mnist; for eval and pictures, the data the checkpoint's run trained on]
     #[arg(long)]
     pub data_dir: Option<std::path::PathBuf>,
@@ -837,6 +846,7 @@ macro_rules! program_entry_points {
         /// Run with parsed arguments; errors are printed as `error: …` with exit status 1.
         pub fn execute(args: Args) -> std::process::ExitCode {
             super::ensure_runtime_dir();
+            super::out::install_logger();
             super::exit_with(run(args))
         }
     };
@@ -1126,7 +1136,7 @@ pub(crate) fn stop_flag() -> Result<std::sync::Arc<std::sync::atomic::AtomicBool
             note!("second interrupt: stopping now");
             std::process::exit(130);
         }
-        crate::error::request_interrupt();
+        signal_token().cancel();
     })
     .map_err(|e| format!("cannot install the signal handler: {e}"))?;
     Ok(stop)

@@ -45,3 +45,45 @@ macro_rules! note {
 }
 
 pub(crate) use {note, say};
+
+/// The engine's `log` records as the programs print them: warnings and errors as `warning: …`
+/// on stderr (never a panic); the rest only with `RUST_LOG` set (any value).
+struct StderrLog {
+    verbose: bool,
+}
+
+impl log::Log for StderrLog {
+    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+        m.level() <= log::Level::Warn || self.verbose
+    }
+
+    fn log(&self, r: &log::Record<'_>) {
+        if !self.enabled(r.metadata()) {
+            return;
+        }
+        match r.level() {
+            log::Level::Error | log::Level::Warn => {
+                note_line(format_args!("warning: {}", r.args()))
+            }
+            l => note_line(format_args!("{}: {}", l.as_str().to_lowercase(), r.args())),
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// Route the engine's `log` records to stderr (once per process; a logger the embedding program
+/// set first is kept).
+pub fn install_logger() {
+    static LOG: std::sync::OnceLock<StderrLog> = std::sync::OnceLock::new();
+    let logger = LOG.get_or_init(|| StderrLog {
+        verbose: std::env::var_os("RUST_LOG").is_some(),
+    });
+    if log::set_logger(logger).is_ok() {
+        log::set_max_level(if logger.verbose {
+            log::LevelFilter::Trace
+        } else {
+            log::LevelFilter::Warn
+        });
+    }
+}

@@ -643,7 +643,7 @@ pub fn conv_epilogue(
 
 // ---- group_norm.wgsl ----------------------------------------------------------------------------
 
-/// `gn_stats` then `gn_apply`: y = (x − mean)·rstd·γ[c] + β[c] per image and group (then SiLU
+/// `gn_stats` then `gn_apply`: y = (x − mean)·rstd·γ\[c\] + β\[c\] per image and group (then SiLU
 /// with `silu`), with the statistics `[B·G, 2]` (mean, rstd = 1/√(biased var + eps)) the
 /// backward reads.
 pub fn group_norm_forward(

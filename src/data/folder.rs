@@ -79,7 +79,7 @@ impl ImageCache {
     }
 
     /// Write both splits under `key` (atomically), with the files that were skipped when they
-    /// were decoded (a cache hit reports them again; the first [`CACHE_MAX_SKIPPED`] are kept).
+    /// were decoded (a cache hit reports them again; the first `CACHE_MAX_SKIPPED` are kept).
     pub fn write(
         path: &Path,
         key: u64,

@@ -42,6 +42,16 @@ impl ImageSet {
         [self.channels, self.rows, self.cols]
     }
 
+    /// The images `range` (`[N, dim]` row-major) in [0, 1], as [`crate::vae::Vae::encode`]
+    /// takes them; a range past the end stops at the last image.
+    pub fn pixels_f32(&self, range: std::ops::Range<usize>) -> Vec<f32> {
+        let (start, end) = (range.start.min(self.count), range.end.min(self.count));
+        self.images[start * self.dim()..end.max(start) * self.dim()]
+            .iter()
+            .map(|&p| p as f32 / 255.0)
+            .collect()
+    }
+
     /// The images at `indices`, in that order.
     pub fn subset(&self, indices: &[usize]) -> ImageSet {
         let d = self.dim();

@@ -78,6 +78,29 @@ impl fmt::Display for BackendChoice {
     }
 }
 
+/// A cancellation token: raised once (by a Ctrl-C handler, another thread, a UI), seen by every
+/// clone. The engine's long work on a context holding it (the autotunes' timings, the
+/// steps-per-submit probe) gives up at its next safe point with [`crate::Error::Interrupted`];
+/// a training loop asks it between steps. A value, not a process-wide flag: two contexts (two
+/// jobs in one program) are stopped separately, and a fresh token is not raised.
+#[derive(Clone, Debug, Default)]
+pub struct Cancel(Arc<std::sync::atomic::AtomicBool>);
+
+impl Cancel {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Ask the work watching this token to stop.
+    pub fn cancel(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct ContextOptions {
     pub backend: BackendChoice,
@@ -95,6 +118,8 @@ pub struct ContextOptions {
     /// Time every matmul problem again instead of using the recorded choices (the new choices
     /// replace the old ones in the cache file).
     pub retune: bool,
+    /// Stops the context's long work (see [`Cancel`]); a fresh token by default.
+    pub cancel: Cancel,
 }
 
 impl ContextOptions {
@@ -132,6 +157,7 @@ impl ContextOptions {
             cache_dir: None,
             record_buffers: false,
             retune: false,
+            cancel: Cancel::new(),
         })
     }
 }
@@ -252,6 +278,8 @@ pub struct GpuContext {
     pub(crate) dummy_rw: wgpu::Buffer,
     /// With [`ContextOptions::record_buffers`]: every buffer created so far.
     buffer_log: Option<Mutex<HashMap<wgpu::Buffer, BufferInfo>>>,
+    /// The options' token: the autotunes and probes on this context stop when it is raised.
+    pub cancel: Cancel,
 }
 
 /// A logged buffer (see [`ContextOptions::record_buffers`]).
@@ -364,6 +392,7 @@ impl GpuContext {
             opts.cache_dir.clone().or_else(default_cache_dir),
             opts.matmul.clone(),
             opts.retune,
+            opts.cancel.clone(),
         );
         let buffer_log = opts.record_buffers.then(|| {
             let info = |b: &wgpu::Buffer, name: &str| {
@@ -392,6 +421,7 @@ impl GpuContext {
             dummy,
             dummy_rw,
             buffer_log,
+            cancel: opts.cancel.clone(),
         })
     }
 

@@ -7,6 +7,8 @@ pub mod readback;
 pub mod tensor;
 pub mod tune_store;
 
-pub use context::{AdapterSummary, BackendChoice, ContextOptions, GpuContext, list_adapters};
+pub use context::{
+    AdapterSummary, BackendChoice, Cancel, ContextOptions, GpuContext, list_adapters,
+};
 pub use pipeline::{PipelineCache, Shader};
 pub use tensor::{DType, GpuTensor};

@@ -175,6 +175,8 @@ pub struct TuneStore {
     /// Held while a problem is timed, so concurrent planners tune it once.
     tuning: Mutex<()>,
     warned: AtomicBool,
+    /// Raised: a problem not yet timed is not timed (see [`crate::gpu::Cancel`]).
+    cancel: crate::gpu::Cancel,
 }
 
 impl TuneStore {
@@ -186,6 +188,7 @@ impl TuneStore {
         dir: Option<PathBuf>,
         pin: Option<String>,
         retune: bool,
+        cancel: crate::gpu::Cancel,
     ) -> Self {
         TuneStore {
             file: dir.map(|d| d.join(FILE_NAME)),
@@ -196,6 +199,7 @@ impl TuneStore {
             memo: Mutex::new(HashMap::new()),
             tuning: Mutex::new(()),
             warned: AtomicBool::new(false),
+            cancel,
         }
     }
 
@@ -211,7 +215,7 @@ impl TuneStore {
 
     fn warn_once(&self, what: std::fmt::Arguments<'_>) {
         if !self.warned.swap(true, Ordering::Relaxed) {
-            crate::error::warn(what);
+            log::warn!("{what}");
         }
     }
 
@@ -299,11 +303,11 @@ impl TuneStore {
                 "stopped while timing the kernel candidates for {problem} (nothing recorded)"
             ))
         };
-        if crate::error::interrupt_requested() {
+        if self.cancel.is_cancelled() {
             return Err(stopped());
         }
         let timings = measure()?;
-        if crate::error::interrupt_requested() {
+        if self.cancel.is_cancelled() {
             return Err(stopped());
         }
         let Some(&(best, _)) = timings.iter().min_by(|a, b| a.1.total_cmp(&b.1)) else {
@@ -468,7 +472,7 @@ mod tests {
     }
 
     fn store() -> TuneStore {
-        TuneStore::new(&store_adapter(), None, None, false)
+        TuneStore::new(&store_adapter(), None, None, false, Default::default())
     }
 
     #[test]
@@ -535,9 +539,21 @@ mod tests {
         let mine = dir.join("mine");
         std::fs::create_dir_all(&mine).unwrap();
         std::os::unix::fs::symlink(&shared, mine.join(FILE_NAME)).unwrap();
-        let s = TuneStore::new(&adapter("this"), Some(mine.clone()), None, false);
+        let s = TuneStore::new(
+            &adapter("this"),
+            Some(mine.clone()),
+            None,
+            false,
+            Default::default(),
+        );
         assert_eq!(s.get("NT 1x2x3").as_deref(), Some("direct"));
-        let s = TuneStore::new(&adapter("this"), Some(mine.clone()), None, true);
+        let s = TuneStore::new(
+            &adapter("this"),
+            Some(mine.clone()),
+            None,
+            true,
+            Default::default(),
+        );
         assert_eq!(
             s.record("NT 1x2x3", "subgroup", "subgroup=1.0us"),
             "subgroup"
@@ -564,9 +580,15 @@ mod tests {
             expected.len()
         );
         assert_eq!(
-            TuneStore::new(&adapter("this"), Some(mine), None, false)
-                .get("NT 1x2x3")
-                .as_deref(),
+            TuneStore::new(
+                &adapter("this"),
+                Some(mine),
+                None,
+                false,
+                Default::default()
+            )
+            .get("NT 1x2x3")
+            .as_deref(),
             Some("subgroup")
         );
         // A FIFO is neither read nor replaced.
@@ -576,7 +598,13 @@ mod tests {
         let made = std::process::Command::new("mkfifo").arg(&fifo).status();
         if made.is_ok_and(|s| s.success()) {
             for retune in [false, true] {
-                let s = TuneStore::new(&adapter("this"), Some(fifo_dir.clone()), None, retune);
+                let s = TuneStore::new(
+                    &adapter("this"),
+                    Some(fifo_dir.clone()),
+                    None,
+                    retune,
+                    Default::default(),
+                );
                 assert_eq!(s.get("NT 1x2x3"), None);
                 assert_eq!(s.record("NT 1x2x3", "direct", ""), "direct");
                 let ty = std::fs::symlink_metadata(&fifo).unwrap().file_type();

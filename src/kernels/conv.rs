@@ -660,12 +660,12 @@ pub fn formulation_for(ctx: &GpuContext, pass: ConvPass, s: &ConvShape) -> Resul
         let key = format!("{}, gemm scratch at batch {}", s.key(pass), s.batch);
         if ctx.tune_store.get(&key).is_none() {
             let mib = s.gemm_scratch_bytes() >> 20;
-            crate::error::warn(format_args!(
+            log::warn!(
                 "conv: {}: the GEMM formulation needs {mib} MiB of scratch, more than one binding \
                  of {} holds; the direct kernel runs it",
                 s.key(pass),
                 ctx.adapter.name
-            ));
+            );
             ctx.tune_store.record(
                 &key,
                 "direct",
@@ -731,7 +731,7 @@ fn measure(ctx: &GpuContext, pass: ConvPass, s: &ConvShape) -> Result<Vec<(ConvF
         let refs: Vec<&Dispatch> = d.iter().collect();
         // The first run compiles (lavapipe compiles at first dispatch); the second's time is a
         // rough one of the formulation alone.
-        super::stop_point()?;
+        super::stop_point(ctx)?;
         super::run(ctx, &refs)?;
         let start = std::time::Instant::now();
         super::run(ctx, &refs)?;
@@ -744,12 +744,12 @@ fn measure(ctx: &GpuContext, pass: ConvPass, s: &ConvShape) -> Result<Vec<(ConvF
             None => reference = Some(got),
             Some(want) => {
                 if let Some(worst) = super::disagreement(want, &got) {
-                    crate::error::warn(format_args!(
+                    log::warn!(
                         "conv autotune: the {f} formulation disagrees with the direct one on {} \
                          (max error {worst:e}) on {}; not using it",
                         s.key(pass),
                         ctx.adapter.name
-                    ));
+                    );
                     continue;
                 }
             }

@@ -270,7 +270,7 @@ pub fn best_of_rounds(
     let mut best = vec![f64::INFINITY; launches.len()];
     for _ in 0..rounds {
         for (b, &(d, reps)) in best.iter_mut().zip(launches) {
-            stop_point()?;
+            stop_point(ctx)?;
             *b = b.min(time_launches(ctx, d, reps)?);
         }
     }
@@ -293,7 +293,7 @@ pub fn best_of_sequences(
     let mut best = vec![f64::INFINITY; seqs.len()];
     for _ in 0..rounds {
         for (b, seq) in best.iter_mut().zip(seqs) {
-            stop_point()?;
+            stop_point(ctx)?;
             *b = b.min(once(seq)?);
         }
     }
@@ -302,8 +302,8 @@ pub fn best_of_sequences(
 
 /// Between two timed runs of an autotune: a stop asked for ends the measurement here (nothing
 /// is recorded: the tune store records only whole measurements).
-pub(crate) fn stop_point() -> Result<()> {
-    match crate::error::interrupt_requested() {
+pub(crate) fn stop_point(ctx: &GpuContext) -> Result<()> {
+    match ctx.cancel.is_cancelled() {
         true => Err(Error::Interrupted(
             "stopped while timing the kernel candidates (nothing recorded)".into(),
         )),

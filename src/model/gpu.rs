@@ -53,7 +53,7 @@ pub struct Activations {
     /// A learned-σ Gaussian's partial sums of log σ's gradient.
     pub sigma_partials: GpuTensor,
     /// The IWAE objective's per-row -log p(x | z_r) [L·B], normalised importance weights [L·B]
-    /// and per-image objectives [B].
+    /// and per-image objectives `[B]`.
     pub rowloss: GpuTensor,
     pub iwae_weights: GpuTensor,
     pub iwae_obj: GpuTensor,

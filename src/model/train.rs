@@ -548,7 +548,7 @@ pub fn steps_per_submit(
                     for first in (0..STEPS).step_by(k) {
                         // A stop asked for ends the probe at its next submit (a large batch's
                         // forward passes take seconds each), nothing recorded.
-                        if crate::error::interrupt_requested() {
+                        if ctx.cancel.is_cancelled() {
                             return Err(Error::Interrupted(format!(
                                 "stopped while timing steps per submit, batch {batch} (nothing \
                                  recorded)"

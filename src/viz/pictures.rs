@@ -79,7 +79,7 @@ pub fn write_pictures(
     let n_tsne = TSNE_POINTS.min(test.count).min(cap);
 
     // A stop asked for (Ctrl-C, SIGTERM) ends the pictures here: those written are whole.
-    if crate::error::interrupt_requested() {
+    if ctx.cancel.is_cancelled() {
         return Ok(written);
     }
     // t-SNE of the encoded means of random test images, coloured by class.
@@ -106,7 +106,7 @@ pub fn write_pictures(
             match rx.recv_timeout(std::time::Duration::from_millis(50)) {
                 Ok(points) => break points?,
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                    if crate::error::interrupt_requested() {
+                    if ctx.cancel.is_cancelled() {
                         return Ok(written);
                     }
                 }
@@ -124,7 +124,7 @@ pub fn write_pictures(
 
     if let Some(hist) = set.loss
         && (!hist.epochs.is_empty() || !hist.steps.is_empty())
-        && !crate::error::interrupt_requested()
+        && !ctx.cancel.is_cancelled()
     {
         let path = name("loss");
         loss_png(&path, hist)?;

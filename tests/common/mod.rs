@@ -4,6 +4,8 @@
 
 use std::sync::OnceLock;
 
+// The programs' helpers run the `vae-wgpu` binary, which the engine alone does not build.
+#[cfg(feature = "cli")]
 pub mod programs;
 pub mod shapes;
 
@@ -204,6 +206,12 @@ macro_rules! backend_test {
             }
         }
     };
+}
+
+/// The options of [`ctx`] (the environment's adapter, the tests' autotune cache), for a test that
+/// opens a context of its own.
+pub fn ctx_options() -> ContextOptions {
+    test_cache(ContextOptions::from_env().expect("VAE_WGPU_* options"))
 }
 
 /// The tests' own autotune cache under the target directory, so which kernels a test runs does

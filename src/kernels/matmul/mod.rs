@@ -1,6 +1,6 @@
 //! `C = act(op(A)·op(B) + bias)` — launchers for `shaders/matmul.wgsl` (with the direct kernels of
 //! `shaders/matmul_direct.wgsl`) and `shaders/matmul_subgroup.wgsl`. Which kernel runs a product is
-//! [`select`]'s business, and timing the candidates [`tune`]'s.
+//! [`select`]'s business, and timing the candidates `tune`'s.
 
 pub mod select;
 mod tune;

@@ -1,6 +1,6 @@
 //! Which matmul kernel runs a product: the kernel families ([`MatmulVariant`]), the entry point
 //! and grid of each for a problem, and the choice — pinned (`VAE_WGPU_MATMUL`), else recorded in
-//! the device's tune store, else timed now by [`super::tune`] and recorded.
+//! the device's tune store, else timed now by `tune` and recorded.
 
 use std::fmt;
 use std::str::FromStr;

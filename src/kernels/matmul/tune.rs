@@ -103,11 +103,11 @@ pub(super) fn tune(ctx: &GpuContext, problem: Problem) -> Result<Vec<(MatmulVari
                 // f32 products of K terms of size < 1 agree to ~K·2^-24 each; a wrong lane
                 // layout is wrong by O(1).
                 if let Some(worst) = crate::kernels::disagreement(want, &out) {
-                    crate::error::warn(format_args!(
+                    log::warn!(
                         "matmul autotune: the {variant} kernel disagrees with the direct \
                          one on {layout:?} {m}x{n}x{k} (max error {worst:e}) on {}; not using it",
                         ctx.adapter.name
-                    ));
+                    );
                     continue;
                 }
             }
