@@ -373,390 +373,13 @@ impl Checkpoint {
     }
 
     pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Checkpoint> {
-        refuse_duplicate_names(bytes, path)?;
-        let st = SafeTensors::deserialize(bytes)
-            .map_err(|e| data_err(path, format!("not a readable safetensors file: {e}")))?;
-        let (_, header) = SafeTensors::read_metadata(bytes)
-            .map_err(|e| data_err(path, format!("not a readable safetensors file: {e}")))?;
-        let meta = header.metadata().clone().unwrap_or_default();
-        // One hidden layer a side is saved under the notebook's names; a PyTorch module built with
-        // one-layer Sequentials names the same tensors `encoder.0` / `decoder.0`: either is read.
-        let get = |name: &str| -> Result<TensorView<'_>> {
-            let alias = [("linear_enc.", "encoder.0."), ("linear_dec.", "decoder.0.")]
-                .iter()
-                .find_map(|(ours, seq)| {
-                    let at = name.find(ours)?;
-                    Some(format!("{}{seq}{}", &name[..at], &name[at + ours.len()..]))
-                });
-            st.tensor(name)
-                .or_else(|e| alias.map_or(Err(e), |a| st.tensor(&a)))
-                .map_err(|_| {
-                    data_err(
-                        path,
-                        format!(
-                            "missing tensor '{name}' (tensors present: {})",
-                            sorted_names(&st)
-                        ),
-                    )
-                })
-        };
-        let shape_of = |name: &str| -> Result<Vec<usize>> { Ok(get(name)?.shape().to_vec()) };
-        let meta_num = |key: &str| meta_value::<u64>(&meta, key, path);
-        // Architecture: metadata first, else from the tensors' names and shapes (a PyTorch
-        // state_dict): the notebook's `linear_enc`/`linear_dec`, or `encoder.{0,2,…}` and
-        // `decoder.{0,2,…}` Sequentials.
-        // Architecture: an AutoencoderKL's from its recorded config; the others' below.
-        let (cfg, activation_recorded) = if let Some(cfg) = kl_config(&meta, path)? {
-            (cfg, true)
-        } else {
-            let weight_shape = |name: &str| -> Result<Vec<usize>> {
-                let s = shape_of(name)?;
-                if s.len() != 2 {
-                    return Err(data_err(
-                        path,
-                        format!("tensor '{name}' has shape {s:?}: a Linear weight is 2-D"),
-                    ));
-                }
-                Ok(s)
-            };
-            let side = |notebook: &str, prefix: &str| -> Result<Vec<Vec<usize>>> {
-                if st.tensor(&format!("{notebook}.weight")).is_ok() {
-                    return Ok(vec![weight_shape(&format!("{notebook}.weight"))?]);
-                }
-                let mut v = Vec::new();
-                // Count every layer there is (capped far past the limit), so the error gives the
-                // file's real depth.
-                while v.len() < 1024 {
-                    let name = format!("{prefix}.{}.weight", 2 * v.len());
-                    if st.tensor(&name).is_err() {
-                        break;
-                    }
-                    v.push(weight_shape(&name)?);
-                }
-                if v.is_empty() {
-                    // Names the tensor the notebook's layout expects.
-                    get(&format!("{notebook}.weight"))?;
-                }
-                Ok(v)
-            };
-            // A conv model (metadata 'conv', or a 4-D first encoder weight) names its layers by
-            // their nn.Sequential indices around a Flatten and an Unflatten (see `ParamLayout`).
-            let four_d = |name: &str| st.tensor(name).is_ok_and(|t| t.shape().len() == 4);
-            let two_d = |name: &str| st.tensor(name).ok().filter(|t| t.shape().len() == 2);
-            // Residual blocks in the tensors: the `enc_blocks.{j}` modules' second layers, fc2's
-            // weight `[w, w]` (dense) or conv2's `[w, w, 3, 3]` (conv).
-            let found_blocks: Vec<usize> = (0..1024)
-                .map_while(|j| {
-                    let b = format!("enc_blocks.{j}");
-                    two_d(&format!("{b}.fc2.weight"))
-                        .or_else(|| st.tensor(&format!("{b}.conv2.weight")).ok())
-                })
-                .map(|t| t.shape()[0])
-                .collect();
-            let conv_found = meta.contains_key("conv") || four_d("encoder.0.weight");
-            let (enc, dec, conv) = if conv_found {
-                let mut widths = Vec::new();
-                let mut channels = 0;
-                while widths.len() < 1024 && four_d(&format!("encoder.{}.weight", 2 * widths.len()))
-                {
-                    let s = shape_of(&format!("encoder.{}.weight", 2 * widths.len()))?;
-                    if widths.is_empty() {
-                        channels = s[1];
-                    }
-                    widths.push(s[0]);
-                }
-                let n = widths.len();
-                let dense = |prefix: &str, first: usize| -> Vec<Vec<usize>> {
-                    (0..1024)
-                        .map_while(|j| two_d(&format!("{prefix}.{}.weight", first + 2 * j)))
-                        .map(|t| t.shape().to_vec())
-                        .collect()
-                };
-                let enc = dense("encoder", 2 * n + 1);
-                let mut dec = dense("decoder", 0);
-                // The decoder's last dense layer maps to the last conv's features.
-                dec.pop();
-                // The features the convolutions hand the dense layers: C_last · side², side = S / 2^n.
-                let features = match enc.first() {
-                    Some(s) => s[1],
-                    None => weight_shape("enc_mu.weight")?[1],
-                };
-                // The channels the dense layers see: the last residual block's, or the last
-                // convolution's.
-                let c_last = found_blocks
-                    .last()
-                    .or(widths.last())
-                    .copied()
-                    .unwrap_or(1)
-                    .max(1);
-                let cells = features / c_last;
-                let side = ((cells as f64).sqrt().round() as usize) << n.min(32);
-                (enc, dec, Some((widths, [channels, side, side])))
-            } else {
-                (
-                    side("linear_enc", "encoder")?,
-                    side("linear_dec", "decoder")?,
-                    None,
-                )
-            };
-            let mu = weight_shape("enc_mu.weight")?;
-            let conv_model = conv.is_some();
-            let widths = |key: &str, found: Vec<usize>| -> Result<Vec<usize>> {
-                match meta.get(key) {
-                    None => Ok(found),
-                    // A conv model may have no dense hidden layers.
-                    Some(v) if conv_model && v.trim().is_empty() => Ok(Vec::new()),
-                    Some(v) => super::config::parse_widths(v)
-                        .map_err(|e| data_err(path, format!("metadata '{key}': {e}"))),
-                }
-            };
-            // Residual blocks: metadata, else the tensors'.
-            let res_blocks = widths("res_blocks", found_blocks)?;
-            let conv = match conv {
-                None => None,
-                Some((found, image)) => {
-                    let dim = |key: &str, found: usize| -> Result<usize> {
-                        Ok(meta_num(key)?.map_or(found, |v| v as usize))
-                    };
-                    let net = super::config::ConvNet {
-                        widths: widths("conv", found)?,
-                        image: [
-                            dim("channels", image[0])?,
-                            dim("image_rows", image[1])?,
-                            dim("image_cols", image[2])?,
-                        ],
-                    };
-                    // The images' shape must be the one the tensors were trained on: the dense
-                    // layers after the convolutions take c_last · (rows/2^n) · (cols/2^n) features.
-                    let heads_in = weight_shape("enc_mu.weight")?[1];
-                    let dense_in = two_d(&format!("encoder.{}.weight", 2 * net.widths.len() + 1))
-                        .map_or(heads_in, |t| t.shape()[1]);
-                    let n = net.widths.len().min(32);
-                    let [_, r, c] = net.image;
-                    // The channels the dense layers see: the last residual block's, or the last
-                    // convolution's.
-                    let c_last = res_blocks
-                        .last()
-                        .or(net.widths.last())
-                        .copied()
-                        .unwrap_or(1);
-                    let fits = r % (1 << n) == 0 && c % (1 << n) == 0;
-                    if !fits || c_last * (r >> n) * (c >> n) != dense_in {
-                        return Err(data_err(
-                            path,
-                            format!(
-                                "metadata 'image_rows' = {r}, 'image_cols' = {c} contradict the \
-                             tensors: after {} conv layers the dense layers take {dense_in} \
-                             features, not {c_last} channels of {}x{}; the file is inconsistent",
-                                net.widths.len(),
-                                r >> n,
-                                c >> n
-                            ),
-                        ));
-                    }
-                    Some(net)
-                }
-            };
-            let activation = match meta.get("activation") {
-                None => None,
-                Some(v) => Some(crate::ops::Act::hidden_from_name(v).ok_or_else(|| {
-                    data_err(
-                        path,
-                        format!("metadata 'activation' = '{v}' is not one of relu, tanh"),
-                    )
-                })?),
-            };
-            // The likelihood: metadata, else a `log_sigma` tensor says a learned-σ Gaussian (a bare
-            // state_dict cannot tell a continuous Bernoulli from a Bernoulli: the flag decides).
-            let sigma = meta_value::<f32>(&meta, "sigma", path)?;
-            let likelihood = match meta.get("likelihood") {
-                Some(name) => crate::model::Likelihood::parse(name, sigma)
-                    .map_err(|e| data_err(path, format!("metadata 'likelihood': {e}")))?,
-                None if st.tensor("log_sigma").is_ok() => {
-                    crate::model::Likelihood::Gaussian { sigma: None }
-                }
-                None => crate::model::Likelihood::Bernoulli,
-            };
-            // A learned σ is a tensor: metadata that says otherwise contradicts the file.
-            if st.tensor("log_sigma").is_ok() && !likelihood.learns_sigma() {
-                return Err(data_err(
-                    path,
-                    format!(
-                        "holds a learned σ (tensor 'log_sigma') but its metadata says the likelihood \
-                     is {}: the file is inconsistent (a Gaussian with a learned σ has no 'sigma' \
-                     metadata)",
-                        likelihood.describe()
-                    ),
-                ));
-            }
-            // A conditional model's first layers take the one-hot label too: the decoder's first
-            // weight is [g0, K + classes], so a bare state_dict says how many.
-            let classes = match meta_num("classes")? {
-                Some(c) => c as usize,
-                None if conv.is_none() => dec.first().map_or(0, |s| s[1].saturating_sub(mu[0])),
-                None => 0,
-            };
-            let found_input = match &conv {
-                Some(c) => c.image.iter().product(),
-                None => enc[0][1].saturating_sub(classes),
-            };
-            let cfg = VaeConfig {
-                res_blocks,
-                input: meta_num("input")?.map_or(found_input, |v| v as usize),
-                hidden: widths("hidden", enc.iter().map(|s| s[0]).collect())?,
-                decoder_hidden: widths("decoder_hidden", dec.iter().map(|s| s[0]).collect())?,
-                latent: meta_num("latent")?.map_or(mu[0], |v| v as usize),
-                samples: meta_num("samples")?.map_or(1, |v| v as usize),
-                activation: activation.unwrap_or(crate::ops::Act::Relu),
-                conv,
-                likelihood,
-                beta: meta_value::<f64>(&meta, "beta", path)?.unwrap_or(1.0),
-                kl_warmup: meta_value::<f64>(&meta, "kl_warmup", path)?.unwrap_or(0.0),
-                objective: match meta.get("objective") {
-                    None => super::config::Objective::Elbo,
-                    Some(o) => super::config::Objective::parse(o)
-                        .map_err(|e| data_err(path, format!("metadata 'objective': {e}")))?,
-                },
-                classes,
-                kl: None,
-            };
-            (cfg, activation.is_some())
-        };
-        cfg.validate().map_err(|e| data_err(path, e.to_string()))?;
+        let file = FileReader::open(bytes, path)?;
+        let (cfg, activation_recorded) = file.architecture()?;
+        cfg.validate().map_err(|e| file.err(e.to_string()))?;
         let layout = ParamLayout::new(&cfg);
-        let read_arena = |prefix: &str| -> Result<Vec<f32>> {
-            // Check every tensor before allocating: the arena's size then follows from data that
-            // is really in the file, never from a header alone.
-            let mut views = Vec::with_capacity(layout.specs.len());
-            for spec in &layout.specs {
-                let name = format!("{prefix}{}", spec.name);
-                let t = get(&name)?;
-                if t.dtype() != Dtype::F32 {
-                    return Err(data_err(
-                        path,
-                        format!("tensor '{name}' is {:?}, expected F32", t.dtype()),
-                    ));
-                }
-                if t.shape() != spec.shape.as_slice() {
-                    return Err(data_err(
-                        path,
-                        format!(
-                            "tensor '{name}' has shape {:?}, expected {:?} for a {} model",
-                            t.shape(),
-                            spec.shape,
-                            cfg.describe()
-                        ),
-                    ));
-                }
-                views.push(t);
-            }
-            let mut arena = vec![0.0f32; layout.len];
-            for (spec, t) in layout.specs.iter().zip(&views) {
-                let values: Vec<f32> = le_f32s(t.data()).collect();
-                spec.write(&mut arena, &values);
-            }
-            Ok(arena)
-        };
-        let params = read_arena("")?;
-        // A training checkpoint has the loss accumulator (files from before SGD existed: Adam's
-        // moments, and the step as 'adam_steps').
-        let has_state = st.tensor("trainer.loss_accumulator").is_ok()
-            || get(&format!("optimizer.exp_avg.{}", layout.specs[0].name)).is_ok();
-        let optimizer = if has_state {
-            let kind = match meta.get("optimizer") {
-                None => OptimizerKind::Adam,
-                Some(k) => OptimizerKind::parse(k).ok_or_else(|| {
-                    data_err(
-                        path,
-                        format!("metadata 'optimizer' = '{k}' is not one of adam, adamw, sgd"),
-                    )
-                })?,
-            };
-            let d = OptimizerConfig::of(kind);
-            let f = |key: &str, default: f32| -> Result<f32> {
-                Ok(meta_value::<f32>(&meta, key, path)?.unwrap_or(default))
-            };
-            let shape = match meta.get("lr_schedule") {
-                None => LrShape::Constant,
-                Some(v) => LrShape::parse(v).ok_or_else(|| {
-                    data_err(
-                        path,
-                        format!("metadata 'lr_schedule' = '{v}' is not one of constant, cosine"),
-                    )
-                })?,
-            };
-            let config = OptimizerConfig {
-                kind,
-                lr: f("lr", d.lr)?,
-                beta1: f("beta1", d.beta1)?,
-                beta2: f("beta2", d.beta2)?,
-                eps: f("eps", d.eps)?,
-                weight_decay: f("weight_decay", d.weight_decay)?,
-                momentum: f("momentum", d.momentum)?,
-                nesterov: meta_value::<bool>(&meta, "nesterov", path)?.unwrap_or(false),
-                schedule: LrSchedule {
-                    shape,
-                    warmup_steps: meta_num("warmup_steps")?.unwrap_or(0),
-                    total_steps: meta_num("total_steps")?.unwrap_or(0),
-                },
-                clip_grad_norm: meta_value::<f32>(&meta, "clip_grad_norm", path)?,
-            };
-            let acc = get("trainer.loss_accumulator")?;
-            if acc.dtype() != Dtype::F32 {
-                return Err(data_err(path, "trainer.loss_accumulator must be F32"));
-            }
-            let state = (config.state_names().iter())
-                .map(|name| read_arena(&format!("optimizer.{name}.")))
-                .collect::<Result<Vec<_>>>()?;
-            Some(OptimizerState {
-                config,
-                steps: match meta_num("step")? {
-                    Some(s) => Some(s),
-                    None => meta_num("adam_steps")?,
-                }
-                .unwrap_or(0),
-                state,
-                loss_accumulator: upgrade_accumulator(le_f32s(acc.data()).collect()),
-            })
-        } else {
-            None
-        };
-        let progress = Progress {
-            epoch: meta_num("epoch")?.unwrap_or(0) as usize,
-            step_in_epoch: meta_num("step_in_epoch")?.unwrap_or(0) as usize,
-            seed: meta_num("seed")?.unwrap_or(0),
-            batch_size: meta_num("batch_size")?.unwrap_or(0) as usize,
-            train_len: meta_num("train_len")?.unwrap_or(0) as usize,
-            image: [
-                meta_num("channels")?.unwrap_or(0) as usize,
-                meta_num("image_rows")?.unwrap_or(0) as usize,
-                meta_num("image_cols")?.unwrap_or(0) as usize,
-            ],
-            test_fraction: meta_value::<f64>(&meta, "test_fraction", path)?.unwrap_or(0.0),
-            split_seed: meta_num("split_seed")?.unwrap_or(0),
-            kl_warmup_steps: meta_value::<f64>(&meta, "kl_warmup_steps", path)?
-                .filter(|s| s.is_finite() && *s >= 0.0),
-            data_dir: meta.get("data_dir").cloned().unwrap_or_default(),
-            class_names: match meta.get("class_names") {
-                None => Vec::new(),
-                Some(v) => serde_json::from_str::<Vec<String>>(v).map_err(|e| {
-                    data_err(
-                        path,
-                        format!("metadata 'class_names' is not a JSON list of names: {e}"),
-                    )
-                })?,
-            },
-        };
-        if !progress.class_names.is_empty() && progress.class_names.len() != cfg.classes {
-            return Err(data_err(
-                path,
-                format!(
-                    "metadata 'class_names' lists {} names for a model of {} classes",
-                    progress.class_names.len(),
-                    cfg.classes
-                ),
-            ));
-        }
+        let params = file.arena(&layout, "", &cfg)?;
+        let optimizer = file.optimizer_state(&layout, &cfg)?;
+        let progress = file.progress(&cfg)?;
         let ckpt = Checkpoint {
             cfg,
             params,
@@ -1029,6 +652,457 @@ fn f16_to_f32(h: u16) -> f32 {
     f32::from_bits(bits)
 }
 
+/// A safetensors file read as a checkpoint, step by step ([`Checkpoint::from_bytes`]): its
+/// metadata, then the architecture (recorded, else inferred from the tensors' names and shapes),
+/// then the arenas and the optimizer's state, then the progress. Every error names the file.
+struct FileReader<'a> {
+    st: SafeTensors<'a>,
+    meta: HashMap<String, String>,
+    path: &'a Path,
+}
+
+/// The dense layers' weight shapes of each side, and the convolutions' widths and the images'
+/// shape where the model has them, as the tensors show them.
+type Sides = (
+    Vec<Vec<usize>>,
+    Vec<Vec<usize>>,
+    Option<(Vec<usize>, [usize; 3])>,
+);
+
+impl<'a> FileReader<'a> {
+    fn open(bytes: &'a [u8], path: &'a Path) -> Result<Self> {
+        refuse_duplicate_names(bytes, path)?;
+        let st = SafeTensors::deserialize(bytes)
+            .map_err(|e| data_err(path, format!("not a readable safetensors file: {e}")))?;
+        let (_, header) = SafeTensors::read_metadata(bytes)
+            .map_err(|e| data_err(path, format!("not a readable safetensors file: {e}")))?;
+        let meta = header.metadata().clone().unwrap_or_default();
+        Ok(FileReader { st, meta, path })
+    }
+
+    fn err(&self, detail: impl Into<String>) -> Error {
+        data_err(self.path, detail)
+    }
+
+    /// A tensor by our name. One hidden layer a side is saved under the notebook's names; a
+    /// PyTorch module built with one-layer Sequentials names the same tensors `encoder.0` /
+    /// `decoder.0`: either is read.
+    fn tensor(&self, name: &str) -> Result<TensorView<'_>> {
+        let alias = [("linear_enc.", "encoder.0."), ("linear_dec.", "decoder.0.")]
+            .iter()
+            .find_map(|(ours, seq)| {
+                let at = name.find(ours)?;
+                Some(format!("{}{seq}{}", &name[..at], &name[at + ours.len()..]))
+            });
+        self.st
+            .tensor(name)
+            .or_else(|e| alias.map_or(Err(e), |a| self.st.tensor(&a)))
+            .map_err(|_| {
+                self.err(format!(
+                    "missing tensor '{name}' (tensors present: {})",
+                    sorted_names(&self.st)
+                ))
+            })
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.st.tensor(name).is_ok()
+    }
+
+    fn shape_of(&self, name: &str) -> Result<Vec<usize>> {
+        Ok(self.tensor(name)?.shape().to_vec())
+    }
+
+    fn four_d(&self, name: &str) -> bool {
+        self.st.tensor(name).is_ok_and(|t| t.shape().len() == 4)
+    }
+
+    fn two_d(&self, name: &str) -> Option<TensorView<'_>> {
+        self.st.tensor(name).ok().filter(|t| t.shape().len() == 2)
+    }
+
+    /// A Linear layer's weight shape, `[out, in]`.
+    fn weight_shape(&self, name: &str) -> Result<Vec<usize>> {
+        let s = self.shape_of(name)?;
+        if s.len() != 2 {
+            return Err(self.err(format!(
+                "tensor '{name}' has shape {s:?}: a Linear weight is 2-D"
+            )));
+        }
+        Ok(s)
+    }
+
+    fn num(&self, key: &str) -> Result<Option<u64>> {
+        meta_value::<u64>(&self.meta, key, self.path)
+    }
+
+    fn value<T: std::str::FromStr>(&self, key: &str) -> Result<Option<T>> {
+        meta_value::<T>(&self.meta, key, self.path)
+    }
+
+    /// Widths from metadata `key`, else those `found` in the tensors.
+    fn widths(&self, key: &str, found: Vec<usize>, conv_model: bool) -> Result<Vec<usize>> {
+        match self.meta.get(key) {
+            None => Ok(found),
+            // A conv model may have no dense hidden layers.
+            Some(v) if conv_model && v.trim().is_empty() => Ok(Vec::new()),
+            Some(v) => super::config::parse_widths(v)
+                .map_err(|e| self.err(format!("metadata '{key}': {e}"))),
+        }
+    }
+
+    /// The model the file holds, and whether its activation was recorded: an AutoencoderKL's
+    /// from its recorded config; the others' from the metadata, else from the tensors' names
+    /// and shapes (a PyTorch state_dict: the notebook's `linear_enc`/`linear_dec`, or
+    /// `encoder.{0,2,…}` and `decoder.{0,2,…}` Sequentials).
+    fn architecture(&self) -> Result<(VaeConfig, bool)> {
+        if let Some(cfg) = kl_config(&self.meta, self.path)? {
+            return Ok((cfg, true));
+        }
+        // Residual blocks in the tensors: the `enc_blocks.{j}` modules' second layers, fc2's
+        // weight `[w, w]` (dense) or conv2's `[w, w, 3, 3]` (conv).
+        let found_blocks: Vec<usize> = (0..1024)
+            .map_while(|j| {
+                let b = format!("enc_blocks.{j}");
+                self.two_d(&format!("{b}.fc2.weight"))
+                    .or_else(|| self.st.tensor(&format!("{b}.conv2.weight")).ok())
+            })
+            .map(|t| t.shape()[0])
+            .collect();
+        // A conv model (metadata 'conv', or a 4-D first encoder weight) names its layers by
+        // their nn.Sequential indices around a Flatten and an Unflatten (see `ParamLayout`).
+        let (enc, dec, conv) = if self.meta.contains_key("conv") || self.four_d("encoder.0.weight")
+        {
+            self.conv_sides(&found_blocks)?
+        } else {
+            (
+                self.dense_side("linear_enc", "encoder")?,
+                self.dense_side("linear_dec", "decoder")?,
+                None,
+            )
+        };
+        let mu = self.weight_shape("enc_mu.weight")?;
+        let conv_model = conv.is_some();
+        let res_blocks = self.widths("res_blocks", found_blocks, conv_model)?;
+        let conv = match conv {
+            None => None,
+            Some((found, image)) => Some(self.conv_net(found, image, &res_blocks)?),
+        };
+        let activation = match self.meta.get("activation") {
+            None => None,
+            Some(v) => Some(crate::ops::Act::hidden_from_name(v).ok_or_else(|| {
+                self.err(format!(
+                    "metadata 'activation' = '{v}' is not one of relu, tanh"
+                ))
+            })?),
+        };
+        // A conditional model's first layers take the one-hot label too: the decoder's first
+        // weight is [g0, K + classes], so a bare state_dict says how many.
+        let classes = match self.num("classes")? {
+            Some(c) => c as usize,
+            None if conv.is_none() => dec.first().map_or(0, |s| s[1].saturating_sub(mu[0])),
+            None => 0,
+        };
+        let found_input = match &conv {
+            Some(c) => c.image.iter().product(),
+            None => enc[0][1].saturating_sub(classes),
+        };
+        let cfg = VaeConfig {
+            res_blocks,
+            input: self.num("input")?.map_or(found_input, |v| v as usize),
+            hidden: self.widths("hidden", enc.iter().map(|s| s[0]).collect(), conv_model)?,
+            decoder_hidden: self.widths(
+                "decoder_hidden",
+                dec.iter().map(|s| s[0]).collect(),
+                conv_model,
+            )?,
+            latent: self.num("latent")?.map_or(mu[0], |v| v as usize),
+            samples: self.num("samples")?.map_or(1, |v| v as usize),
+            activation: activation.unwrap_or(crate::ops::Act::Relu),
+            conv,
+            likelihood: self.likelihood()?,
+            beta: self.value::<f64>("beta")?.unwrap_or(1.0),
+            kl_warmup: self.value::<f64>("kl_warmup")?.unwrap_or(0.0),
+            objective: match self.meta.get("objective") {
+                None => super::config::Objective::Elbo,
+                Some(o) => super::config::Objective::parse(o)
+                    .map_err(|e| self.err(format!("metadata 'objective': {e}")))?,
+            },
+            classes,
+            kl: None,
+        };
+        Ok((cfg, activation.is_some()))
+    }
+
+    /// A dense side's weight shapes: the notebook's one layer (`{notebook}.weight`), else the
+    /// `{prefix}.{0,2,…}` Sequential's.
+    fn dense_side(&self, notebook: &str, prefix: &str) -> Result<Vec<Vec<usize>>> {
+        if self.has(&format!("{notebook}.weight")) {
+            return Ok(vec![self.weight_shape(&format!("{notebook}.weight"))?]);
+        }
+        let mut v = Vec::new();
+        // Count every layer there is (capped far past the limit), so the error gives the file's
+        // real depth.
+        while v.len() < 1024 {
+            let name = format!("{prefix}.{}.weight", 2 * v.len());
+            if !self.has(&name) {
+                break;
+            }
+            v.push(self.weight_shape(&name)?);
+        }
+        if v.is_empty() {
+            // Names the tensor the notebook's layout expects.
+            self.tensor(&format!("{notebook}.weight"))?;
+        }
+        Ok(v)
+    }
+
+    /// A conv model's sides: the convolutions' widths and input channels, the dense layers
+    /// after them, and the image side the features imply.
+    fn conv_sides(&self, found_blocks: &[usize]) -> Result<Sides> {
+        let mut widths = Vec::new();
+        let mut channels = 0;
+        while widths.len() < 1024 && self.four_d(&format!("encoder.{}.weight", 2 * widths.len())) {
+            let s = self.shape_of(&format!("encoder.{}.weight", 2 * widths.len()))?;
+            if widths.is_empty() {
+                channels = s[1];
+            }
+            widths.push(s[0]);
+        }
+        let n = widths.len();
+        let dense = |prefix: &str, first: usize| -> Vec<Vec<usize>> {
+            (0..1024)
+                .map_while(|j| self.two_d(&format!("{prefix}.{}.weight", first + 2 * j)))
+                .map(|t| t.shape().to_vec())
+                .collect()
+        };
+        let enc = dense("encoder", 2 * n + 1);
+        let mut dec = dense("decoder", 0);
+        // The decoder's last dense layer maps to the last conv's features.
+        dec.pop();
+        // The features the convolutions hand the dense layers: C_last · side², side = S / 2^n.
+        let features = match enc.first() {
+            Some(s) => s[1],
+            None => self.weight_shape("enc_mu.weight")?[1],
+        };
+        // The channels the dense layers see: the last residual block's, or the last
+        // convolution's.
+        let c_last = found_blocks
+            .last()
+            .or(widths.last())
+            .copied()
+            .unwrap_or(1)
+            .max(1);
+        let cells = features / c_last;
+        let side = ((cells as f64).sqrt().round() as usize) << n.min(32);
+        Ok((enc, dec, Some((widths, [channels, side, side]))))
+    }
+
+    /// The conv layers, their widths and image shape from the metadata where recorded, which
+    /// must be the shape the tensors were trained on: the dense layers after the convolutions
+    /// take c_last · (rows/2^n) · (cols/2^n) features.
+    fn conv_net(
+        &self,
+        found: Vec<usize>,
+        image: [usize; 3],
+        res_blocks: &[usize],
+    ) -> Result<super::config::ConvNet> {
+        let dim = |key: &str, found: usize| -> Result<usize> {
+            Ok(self.num(key)?.map_or(found, |v| v as usize))
+        };
+        let net = super::config::ConvNet {
+            widths: self.widths("conv", found, true)?,
+            image: [
+                dim("channels", image[0])?,
+                dim("image_rows", image[1])?,
+                dim("image_cols", image[2])?,
+            ],
+        };
+        let heads_in = self.weight_shape("enc_mu.weight")?[1];
+        let dense_in = self
+            .two_d(&format!("encoder.{}.weight", 2 * net.widths.len() + 1))
+            .map_or(heads_in, |t| t.shape()[1]);
+        let n = net.widths.len().min(32);
+        let [_, r, c] = net.image;
+        // The channels the dense layers see: the last residual block's, or the last
+        // convolution's.
+        let c_last = res_blocks
+            .last()
+            .or(net.widths.last())
+            .copied()
+            .unwrap_or(1);
+        let fits = r % (1 << n) == 0 && c % (1 << n) == 0;
+        if !fits || c_last * (r >> n) * (c >> n) != dense_in {
+            return Err(self.err(format!(
+                "metadata 'image_rows' = {r}, 'image_cols' = {c} contradict the tensors: after \
+                 {} conv layers the dense layers take {dense_in} features, not {c_last} channels \
+                 of {}x{}; the file is inconsistent",
+                net.widths.len(),
+                r >> n,
+                c >> n
+            )));
+        }
+        Ok(net)
+    }
+
+    /// The likelihood: metadata, else a `log_sigma` tensor says a learned-σ Gaussian (a bare
+    /// state_dict cannot tell a continuous Bernoulli from a Bernoulli: the flag decides). A
+    /// learned σ is a tensor: metadata that says otherwise contradicts the file.
+    fn likelihood(&self) -> Result<crate::model::Likelihood> {
+        let sigma = self.value::<f32>("sigma")?;
+        let learned = self.has("log_sigma");
+        let likelihood = match self.meta.get("likelihood") {
+            Some(name) => crate::model::Likelihood::parse(name, sigma)
+                .map_err(|e| self.err(format!("metadata 'likelihood': {e}")))?,
+            None if learned => crate::model::Likelihood::Gaussian { sigma: None },
+            None => crate::model::Likelihood::Bernoulli,
+        };
+        if learned && !likelihood.learns_sigma() {
+            return Err(self.err(format!(
+                "holds a learned σ (tensor 'log_sigma') but its metadata says the likelihood is \
+                 {}: the file is inconsistent (a Gaussian with a learned σ has no 'sigma' \
+                 metadata)",
+                likelihood.describe()
+            )));
+        }
+        Ok(likelihood)
+    }
+
+    /// An arena of `layout` from the tensors named `{prefix}{name}`. Every tensor is checked
+    /// before allocating: the arena's size then follows from data that is really in the file,
+    /// never from a header alone.
+    fn arena(&self, layout: &ParamLayout, prefix: &str, cfg: &VaeConfig) -> Result<Vec<f32>> {
+        let mut views = Vec::with_capacity(layout.specs.len());
+        for spec in &layout.specs {
+            let name = format!("{prefix}{}", spec.name);
+            let t = self.tensor(&name)?;
+            if t.dtype() != Dtype::F32 {
+                return Err(self.err(format!("tensor '{name}' is {:?}, expected F32", t.dtype())));
+            }
+            if t.shape() != spec.shape.as_slice() {
+                return Err(self.err(format!(
+                    "tensor '{name}' has shape {:?}, expected {:?} for a {} model",
+                    t.shape(),
+                    spec.shape,
+                    cfg.describe()
+                )));
+            }
+            views.push(t);
+        }
+        let mut arena = vec![0.0f32; layout.len];
+        for (spec, t) in layout.specs.iter().zip(&views) {
+            let values: Vec<f32> = le_f32s(t.data()).collect();
+            spec.write(&mut arena, &values);
+        }
+        Ok(arena)
+    }
+
+    /// A training checkpoint's optimizer state, or `None` for a plain state_dict. A training
+    /// checkpoint has the loss accumulator (files from before SGD existed: Adam's moments, and
+    /// the step as 'adam_steps').
+    fn optimizer_state(
+        &self,
+        layout: &ParamLayout,
+        cfg: &VaeConfig,
+    ) -> Result<Option<OptimizerState>> {
+        let has_state = self.has("trainer.loss_accumulator")
+            || self
+                .tensor(&format!("optimizer.exp_avg.{}", layout.specs[0].name))
+                .is_ok();
+        if !has_state {
+            return Ok(None);
+        }
+        let kind = match self.meta.get("optimizer") {
+            None => OptimizerKind::Adam,
+            Some(k) => OptimizerKind::parse(k).ok_or_else(|| {
+                self.err(format!(
+                    "metadata 'optimizer' = '{k}' is not one of adam, adamw, sgd"
+                ))
+            })?,
+        };
+        let d = OptimizerConfig::of(kind);
+        let f = |key: &str, default: f32| -> Result<f32> {
+            Ok(self.value::<f32>(key)?.unwrap_or(default))
+        };
+        let shape = match self.meta.get("lr_schedule") {
+            None => LrShape::Constant,
+            Some(v) => LrShape::parse(v).ok_or_else(|| {
+                self.err(format!(
+                    "metadata 'lr_schedule' = '{v}' is not one of constant, cosine"
+                ))
+            })?,
+        };
+        let config = OptimizerConfig {
+            kind,
+            lr: f("lr", d.lr)?,
+            beta1: f("beta1", d.beta1)?,
+            beta2: f("beta2", d.beta2)?,
+            eps: f("eps", d.eps)?,
+            weight_decay: f("weight_decay", d.weight_decay)?,
+            momentum: f("momentum", d.momentum)?,
+            nesterov: self.value::<bool>("nesterov")?.unwrap_or(false),
+            schedule: LrSchedule {
+                shape,
+                warmup_steps: self.num("warmup_steps")?.unwrap_or(0),
+                total_steps: self.num("total_steps")?.unwrap_or(0),
+            },
+            clip_grad_norm: self.value::<f32>("clip_grad_norm")?,
+        };
+        let acc = self.tensor("trainer.loss_accumulator")?;
+        if acc.dtype() != Dtype::F32 {
+            return Err(self.err("trainer.loss_accumulator must be F32"));
+        }
+        let state = (config.state_names().iter())
+            .map(|name| self.arena(layout, &format!("optimizer.{name}."), cfg))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some(OptimizerState {
+            config,
+            steps: match self.num("step")? {
+                Some(s) => Some(s),
+                None => self.num("adam_steps")?,
+            }
+            .unwrap_or(0),
+            state,
+            loss_accumulator: upgrade_accumulator(le_f32s(acc.data()).collect()),
+        }))
+    }
+
+    /// Where training stood, from the metadata (zeros and empties where a file has none).
+    fn progress(&self, cfg: &VaeConfig) -> Result<Progress> {
+        let n = |key: &str| -> Result<usize> { Ok(self.num(key)?.unwrap_or(0) as usize) };
+        let progress = Progress {
+            epoch: n("epoch")?,
+            step_in_epoch: n("step_in_epoch")?,
+            seed: self.num("seed")?.unwrap_or(0),
+            batch_size: n("batch_size")?,
+            train_len: n("train_len")?,
+            image: [n("channels")?, n("image_rows")?, n("image_cols")?],
+            test_fraction: self.value::<f64>("test_fraction")?.unwrap_or(0.0),
+            split_seed: self.num("split_seed")?.unwrap_or(0),
+            kl_warmup_steps: self
+                .value::<f64>("kl_warmup_steps")?
+                .filter(|s| s.is_finite() && *s >= 0.0),
+            data_dir: self.meta.get("data_dir").cloned().unwrap_or_default(),
+            class_names: match self.meta.get("class_names") {
+                None => Vec::new(),
+                Some(v) => serde_json::from_str::<Vec<String>>(v).map_err(|e| {
+                    self.err(format!(
+                        "metadata 'class_names' is not a JSON list of names: {e}"
+                    ))
+                })?,
+            },
+        };
+        if !progress.class_names.is_empty() && progress.class_names.len() != cfg.classes {
+            return Err(self.err(format!(
+                "metadata 'class_names' lists {} names for a model of {} classes",
+                progress.class_names.len(),
+                cfg.classes
+            )));
+        }
+        Ok(progress)
+    }
+}
+
 /// The `arch` metadata of an AutoencoderKL's files.
 pub const KL_ARCH: &str = "autoencoder-kl";
 
@@ -1069,7 +1143,6 @@ fn kl_config(meta: &HashMap<String, String>, path: &Path) -> Result<Option<VaeCo
     Ok(Some(cfg))
 }
 
-/// A metadata value parsed as `T`; absent is `None`, unparsable is an error naming key and value.
 /// An accumulator of a checkpoint written before the weighted-KL and objective slots existed
 /// (8 slots: β = 1 and the ELBO, so the weighted KL is the KL and the objective the -ELBO).
 fn upgrade_accumulator(mut acc: Vec<f32>) -> Vec<f32> {
@@ -1082,6 +1155,7 @@ fn upgrade_accumulator(mut acc: Vec<f32>) -> Vec<f32> {
     acc
 }
 
+/// A metadata value parsed as `T`; absent is `None`, unparsable is an error naming key and value.
 fn meta_value<T: std::str::FromStr>(
     meta: &HashMap<String, String>,
     key: &str,
