@@ -215,25 +215,156 @@ fn pipelines_json() -> Vec<Value> {
     out
 }
 
-/// Plan the model of `opts` on `ctx` (which must log its buffers) and write the plan directory.
+/// Plan the model of `opts` on `ctx` (which must log its buffers) and write the plan directory:
+/// the graphs, the buffers and their contents, the limits the plan needs, the uniform's rules,
+/// and the native engine's first steps for the page's parity test.
 pub fn export_plan(ctx: &GpuContext, opts: &ExportOptions) -> Result<ExportSummary> {
+    let cfg = check_export(ctx, opts)?;
+    let (train, test) = (&opts.train, &opts.test);
+    let mut p = Planned::new(ctx, opts, &cfg)?;
+
+    // Every graph of the plan, by name (the last-batch graphs only where the split needs them).
+    let named: Vec<(&str, &StepGraph)> = [
+        ("train", Some(p.training.full())),
+        ("train_last", p.training.last()),
+        ("test", Some(p.testing.full())),
+        ("test_last", p.testing.last()),
+        ("reconstruct", Some(&p.reconstruct)),
+        ("decode", Some(&p.decode)),
+    ]
+    .into_iter()
+    .filter_map(|(name, g)| Some((name, g?)))
+    .collect();
+    let mut table = BufferTable::default();
+    let mut graphs = serde_json::Map::new();
+    for &(name, g) in &named {
+        graphs.insert(name.into(), table.graph(g));
+    }
+    let outputs = p.outputs_json(&cfg, &mut table);
+    let slots: serde_json::Map<String, Value> = LossSlots::NAMES
+        .iter()
+        .map(|(name, slot)| (name.to_string(), json!(slot)))
+        .collect();
+    let acc_json = |t: &GpuTensor, table: &mut BufferTable| json!({"buffer": table.id(&t.buffer), "len": LossSlots::LEN, "slots": slots});
+    let accumulators = json!({
+        "train": acc_json(&p.acc_train, &mut table),
+        "test": acc_json(&p.acc_test, &mut table),
+        "scratch": acc_json(&p.acc_scratch, &mut table),
+    });
+    let uniform_id = table.id(&p.vae.step_uniform().buffer);
+    let index_id = table.id(&p.train_gpu.index.buffer);
+    let params_id = table.id(&p.vae.params.buffer);
+
+    // The per-epoch shuffles, exactly as the trainer draws them.
+    let s = &opts.settings;
+    let mut indices = Vec::with_capacity(opts.epochs * train.count * 4);
+    for epoch in 1..=opts.epochs {
+        let perm = Philox::stream(s.seed, domain::SHUFFLE, epoch as u32).permutation(train.count);
+        indices.extend(bytemuck::cast_slice::<u32, u8>(&perm));
+    }
+    let mut bytes = write_file(&opts.out, "indices.bin", &indices)?;
+    let images = [
+        (
+            &p.train_gpu.pixels.buffer,
+            "train-images-idx3-ubyte.gz",
+            train,
+        ),
+        (&p.test_gpu.pixels.buffer, "t10k-images-idx3-ubyte.gz", test),
+    ];
+    let (buffers, written) = write_buffers(ctx, &opts.out, &table, &images)?;
+    bytes += written;
+    let (o, meant) = (&p.opt_cfg, crate::ops::meant);
+    let plan = json!({
+        "format": FORMAT,
+        "version": VERSION,
+        "engine": format!("vae-wgpu {}", env!("CARGO_PKG_VERSION")),
+        "planned_on": ctx.adapter.short(),
+        "model": {
+            "input": cfg.input, "hidden": cfg.hidden, "decoder_hidden": cfg.decoder_hidden,
+            "conv": cfg.conv.as_ref().map(|c| c.widths.clone()),
+            "describe": cfg.describe(),
+            "activation": cfg.activation.name(), "latent": cfg.latent,
+            "likelihood": cfg.likelihood.name(), "beta": cfg.beta, "kl_warmup": cfg.kl_warmup,
+            "objective": cfg.objective.name(),
+            "classes": cfg.classes,
+            "class_names": if cfg.is_conditional() { train.classes.clone() } else { Vec::new() },
+            "samples": cfg.samples, "params": p.vae.layout.num_params(),
+        },
+        "train": {
+            "batch": s.batch_size, "epochs": opts.epochs, "optimizer": o.kind.name(), "lr": meant(o.lr),
+            "beta1": meant(o.beta1), "beta2": meant(o.beta2), "eps": meant(o.eps),
+            "weight_decay": meant(o.weight_decay), "momentum": meant(o.momentum),
+            "nesterov": o.nesterov, "lr_schedule": o.schedule.to_json(),
+            "clip_grad_norm": o.clip_grad_norm.map(meant), "seed": s.seed,
+            "train_len": train.count, "test_len": test.count,
+            "log_every": s.log_every, "steps_per_epoch": p.training.steps(),
+        },
+        "image": {"width": train.cols, "height": train.rows, "channels": train.channels},
+        // The native autotune's rule, which the page follows when it picks kernels itself.
+        "autotune": {
+            "rounds": AUTOTUNE.rounds, "target_secs": AUTOTUNE.target_secs,
+            "max_reps": AUTOTUNE.max_reps, "skip_factor": AUTOTUNE.skip_factor,
+            "skip_slack_secs": AUTOTUNE.skip_slack_secs, "tolerance": AUTOTUNE.tolerance,
+        },
+        "limits": limits_json(&named, &table),
+        "shaders": Shader::ALL
+            .into_iter()
+            .chain(Shader::SUBGROUP_MODULES)
+            .map(|sh| json!({"name": sh.name, "source": sh.webgpu_source(), "features": sh.features}))
+            .collect::<Vec<_>>(),
+        "pipelines": pipelines_json(),
+        "buffers": buffers,
+        "uniform": {
+            "buffer": uniform_id,
+            "size": std::mem::size_of::<StepParams>(),
+            // Each training step's values follow from its step t by the field's rule (the
+            // runtime supplies batch_offset; evaluation steps write their own counter).
+            "fields": StepParams::FIELDS
+                .iter()
+                .map(|(name, offset, ty)| {
+                    let rule = p.schedule.rules.iter().find(|(n, _)| n == name).map(|(_, r)| r.to_json());
+                    json!({"name": name, "offset": offset, "type": ty, "rule": rule})
+                })
+                .collect::<Vec<_>>(),
+        },
+        "accumulators": accumulators,
+        "epoch_input": {"buffer": index_id, "blob": "indices.bin", "count": train.count},
+        "graphs": graphs,
+        "outputs": outputs,
+    });
+    let dispatches_per_step = p.training.dispatch_count();
+    let buffer_count = table.list.len();
+    drop(named);
+    let reference_losses = p.write_reference(ctx, opts, &indices, params_id)?;
+    let text =
+        serde_json::to_string(&plan).map_err(|e| Error::Config(format!("plan.json: {e}")))?;
+    bytes += write_file(&opts.out, "plan.json", text.as_bytes())?;
+    Ok(ExportSummary {
+        dispatches_per_step,
+        buffers: buffer_count,
+        bytes,
+        reference_losses,
+    })
+}
+
+/// The model of an export for its images, its settings and epochs checked (every epoch's
+/// shuffle must fit the plan before it is allocated), and the plan's folder made.
+fn check_export(ctx: &GpuContext, opts: &ExportOptions) -> Result<VaeConfig> {
     if !ctx.records_buffers() {
         return Err(Error::Config(
             "exporting a plan needs a context created with record_buffers".into(),
         ));
     }
-    let s = &opts.settings;
-    let (train, test) = (&opts.train, &opts.test);
+    let train = &opts.train;
     let cfg = opts
         .cfg
         .clone()
         .for_images(train.channels, train.rows, train.cols);
-    s.validate(train.count)?;
+    opts.settings.validate(train.count)?;
     if opts.epochs == 0 {
         return Err(Error::setting("epochs", "must be at least 1"));
     }
-    // The plan carries every epoch's shuffle (4 bytes an image): refuse what it could not hold
-    // before allocating it.
+    // The plan carries every epoch's shuffle (4 bytes an image).
     let per_epoch = train.count as u64 * 4;
     let max_epochs = (MAX_INDEX_BYTES / per_epoch.max(1)).max(1);
     if opts.epochs as u64 > max_epochs {
@@ -250,259 +381,142 @@ pub fn export_plan(ctx: &GpuContext, opts: &ExportOptions) -> Result<ExportSumma
         ));
     }
     std::fs::create_dir_all(&opts.out).map_err(io_err(&opts.out))?;
+    Ok(cfg)
+}
 
-    let mut vae = GpuVae::new(ctx, cfg.clone(), s.batch_size, s.seed)?;
-    // The schedule spans the exported epochs.
-    let mut opt_cfg = s.optimizer;
-    opt_cfg.schedule.total_steps = (opts.epochs as u64)
-        .checked_mul(train.count.div_ceil(s.batch_size) as u64)
-        .ok_or_else(|| Error::setting("epochs", format!("{} is too many", opts.epochs)))?;
-    let optimizer = Optimizer::new(ctx, opt_cfg, vae.layout.len)?;
-    let train_gpu = GpuDataset::upload(ctx, "train pixels", train)?;
-    let test_gpu = GpuDataset::upload(ctx, "test pixels", test)?;
-    let (train_px, train_ix) = (&train_gpu.pixels, &train_gpu.index);
-    let train_in = train_gpu.input();
-    let test_in = test_gpu.input();
-    let acc_train = vae.new_accumulator(ctx)?;
-    let acc_test = vae.new_accumulator(ctx)?;
-    let acc_scratch = vae.new_accumulator(ctx)?;
-    let b = s.batch_size;
-    let training = EpochPlan::new(train.count, b, |rows| {
-        vae.plan_step(
-            ctx,
-            rows,
-            train_in,
-            EpsSource::Philox,
-            Some(&optimizer),
-            &acc_train,
-        )
-    })?;
-    // As `Trainer` sets it.
-    vae.kl = KlWeight::of(&cfg, training.steps());
-    let schedule = vae.schedule(&opt_cfg.rules());
-    // A test set smaller than a batch is one smaller batch (as the native evaluation does).
-    let testing = EpochPlan::new(test.count, b.min(test.count), |rows| {
-        vae.plan_step(ctx, rows, test_in, EpsSource::Philox, None, &acc_test)
-    })?;
-    let recon_rows = RECONSTRUCTIONS.min(b).min(test.count);
-    let reconstruct = vae.plan_reconstruct(ctx, recon_rows, test_in, &acc_scratch)?;
-    let decode_rows = SAMPLES.min(cfg.samples * b);
-    let decode = vae.plan_decode(ctx, decode_rows)?;
+/// The graphs of an exported plan and everything they run on.
+struct Planned {
+    vae: GpuVae,
+    /// The optimizer as the plan's schedule runs it (over the exported epochs).
+    opt_cfg: crate::optim::OptimizerConfig,
+    /// Holds the optimizer's state buffers, which the training graphs bind.
+    _optimizer: Optimizer,
+    train_gpu: GpuDataset,
+    test_gpu: GpuDataset,
+    acc_train: GpuTensor,
+    acc_test: GpuTensor,
+    acc_scratch: GpuTensor,
+    training: EpochPlan,
+    testing: EpochPlan,
+    reconstruct: StepGraph,
+    decode: StepGraph,
+    recon_rows: usize,
+    decode_rows: usize,
+    schedule: crate::model::Schedule,
+}
 
-    // Every graph of the plan, by name (the last-batch graphs only where the split needs them).
-    let named: Vec<(&str, &StepGraph)> = [
-        ("train", Some(training.full())),
-        ("train_last", training.last()),
-        ("test", Some(testing.full())),
-        ("test_last", testing.last()),
-        ("reconstruct", Some(&reconstruct)),
-        ("decode", Some(&decode)),
-    ]
-    .into_iter()
-    .filter_map(|(name, g)| Some((name, g?)))
-    .collect();
-    let mut table = BufferTable::default();
-    let mut graphs = serde_json::Map::new();
-    for &(name, g) in &named {
-        graphs.insert(name.into(), table.graph(g));
-    }
-
-    let a = &vae.acts;
-    let lb = cfg.samples * recon_rows;
-    let outputs = json!({
-        "reconstruct": {
-            "originals": table.region(&a.x, recon_rows),
-            // Sample 0's rows of sigmoid(logits) (rows are sample-major).
-            "reconstructions": table.region(&a.logits, recon_rows.min(lb)),
-        },
-        "decode": {
-            "z": table.region(&a.z, decode_rows),
-            "means": table.region(&a.logits, decode_rows),
-        },
-    });
-    let mut outputs = outputs;
-    if cfg.is_conditional() {
-        // A conditional model decodes each code with a class: u32 per row, written by the page.
-        outputs["decode"]["labels"] = json!({
-            "buffer": table.id(&a.labels.buffer),
-            "offset": a.labels.offset,
-            "rows": decode_rows,
-        });
-    }
-    let slots: serde_json::Map<String, Value> = LossSlots::NAMES
-        .iter()
-        .map(|(name, slot)| (name.to_string(), json!(slot)))
-        .collect();
-    let acc_json = |t: &GpuTensor, table: &mut BufferTable| json!({"buffer": table.id(&t.buffer), "len": LossSlots::LEN, "slots": slots});
-    let accumulators = json!({
-        "train": acc_json(&acc_train, &mut table),
-        "test": acc_json(&acc_test, &mut table),
-        "scratch": acc_json(&acc_scratch, &mut table),
-    });
-    let uniform_id = table.id(&vae.step_uniform().buffer);
-    let index_id = table.id(&train_ix.buffer);
-    let params_id = table.id(&vae.params.buffer);
-
-    // The per-epoch shuffles, exactly as the trainer draws them.
-    let mut indices = Vec::with_capacity((opts.epochs as u64 * per_epoch) as usize);
-    for epoch in 1..=opts.epochs {
-        let perm = Philox::stream(s.seed, domain::SHUFFLE, epoch as u32).permutation(train.count);
-        indices.extend(bytemuck::cast_slice::<u32, u8>(&perm));
-    }
-    let mut bytes = write_file(&opts.out, "indices.bin", &indices)?;
-
-    // Buffers and their initial contents.
-    let images = [
-        (&train_px.buffer, "train-images-idx3-ubyte.gz", train),
-        (&test_gpu.pixels.buffer, "t10k-images-idx3-ubyte.gz", test),
-    ];
-    let mut blob = Vec::new();
-    let mut buffers = Vec::new();
-    for (id, buf) in table.list.iter().enumerate() {
-        let info = ctx.buffer_info(buf).ok_or_else(|| {
-            Error::Config(format!(
-                "buffer {id} of the plan was not created through this context"
-            ))
+impl Planned {
+    fn new(ctx: &GpuContext, opts: &ExportOptions, cfg: &VaeConfig) -> Result<Self> {
+        let (s, train, test) = (&opts.settings, &opts.train, &opts.test);
+        let mut vae = GpuVae::new(ctx, cfg.clone(), s.batch_size, s.seed)?;
+        // The schedule spans the exported epochs.
+        let mut opt_cfg = s.optimizer;
+        opt_cfg.schedule.total_steps = (opts.epochs as u64)
+            .checked_mul(train.count.div_ceil(s.batch_size) as u64)
+            .ok_or_else(|| Error::setting("epochs", format!("{} is too many", opts.epochs)))?;
+        let optimizer = Optimizer::new(ctx, opt_cfg, vae.layout.len)?;
+        let train_gpu = GpuDataset::upload(ctx, "train pixels", train)?;
+        let test_gpu = GpuDataset::upload(ctx, "test pixels", test)?;
+        let acc_train = vae.new_accumulator(ctx)?;
+        let acc_test = vae.new_accumulator(ctx)?;
+        let acc_scratch = vae.new_accumulator(ctx)?;
+        let b = s.batch_size;
+        let (train_in, test_in) = (train_gpu.input(), test_gpu.input());
+        let training = EpochPlan::new(train.count, b, |rows| {
+            let update = Some(&optimizer);
+            vae.plan_step(ctx, rows, train_in, EpsSource::Philox, update, &acc_train)
         })?;
-        let init = if let Some((_, file, data)) = images.iter().find(|(b, _, _)| *b == buf) {
-            let (gz, skip) = idx_images_gz(data)?;
-            bytes += write_file(&opts.out, file, &gz)?;
-            json!({"gzip": file, "skip": skip, "size": data.images.len()})
-        } else {
-            match &info.contents {
-                Some(c) if c.iter().any(|&x| x != 0) => {
-                    let offset = blob.len();
-                    blob.extend_from_slice(c);
-                    // Keep every blob range 4-byte aligned (WebGPU's writeBuffer granule).
-                    blob.resize(blob.len().next_multiple_of(4), 0);
-                    json!({"blob": "buffers.bin", "offset": offset, "size": c.len()})
-                }
-                _ => Value::Null,
-            }
-        };
-        buffers.push(json!({
-            "id": id, "name": info.name, "size": info.size,
-            "usage": usage_names(info.usage), "init": init,
-        }));
+        // As `Trainer` sets it.
+        vae.kl = KlWeight::of(cfg, training.steps());
+        let schedule = vae.schedule(&opt_cfg.rules());
+        // A test set smaller than a batch is one smaller batch (as the native evaluation does).
+        let testing = EpochPlan::new(test.count, b.min(test.count), |rows| {
+            vae.plan_step(ctx, rows, test_in, EpsSource::Philox, None, &acc_test)
+        })?;
+        let recon_rows = RECONSTRUCTIONS.min(b).min(test.count);
+        let reconstruct = vae.plan_reconstruct(ctx, recon_rows, test_in, &acc_scratch)?;
+        let decode_rows = SAMPLES.min(cfg.samples * b);
+        let decode = vae.plan_decode(ctx, decode_rows)?;
+        Ok(Planned {
+            vae,
+            opt_cfg,
+            _optimizer: optimizer,
+            train_gpu,
+            test_gpu,
+            acc_train,
+            acc_test,
+            acc_scratch,
+            training,
+            testing,
+            reconstruct,
+            decode,
+            recon_rows,
+            decode_rows,
+            schedule,
+        })
     }
-    bytes += write_file(&opts.out, "buffers.bin", &blob)?;
 
-    // Limits the plan needs, from its dispatches (and the candidates it may choose).
-    let mut max_binding = 0u64;
-    let mut max_groups = 0u32;
-    let mut max_storage = 0usize;
-    let mut max_uniform = 0usize;
-    for d in named.iter().flat_map(|(_, g)| g.dispatches()) {
-        for desc in std::iter::once(&d.desc).chain(d.candidates.iter().map(|c| &c.desc)) {
-            let (mut st, mut un) = (0, 0);
-            for (buf, _, size) in &desc.bindings {
-                if buf.usage().contains(wgpu::BufferUsages::UNIFORM) {
-                    un += 1;
-                } else {
-                    st += 1;
-                    max_binding = max_binding.max(*size);
-                }
-            }
-            max_storage = max_storage.max(st);
-            max_uniform = max_uniform.max(un);
-            max_groups = max_groups.max(desc.workgroups.into_iter().max().unwrap_or(1));
+    /// Where the page reads the reconstructions and the decoded samples.
+    fn outputs_json(&self, cfg: &VaeConfig, table: &mut BufferTable) -> Value {
+        let a = &self.vae.acts;
+        let lb = cfg.samples * self.recon_rows;
+        let mut outputs = json!({
+            "reconstruct": {
+                "originals": table.region(&a.x, self.recon_rows),
+                // Sample 0's rows of sigmoid(logits) (rows are sample-major).
+                "reconstructions": table.region(&a.logits, self.recon_rows.min(lb)),
+            },
+            "decode": {
+                "z": table.region(&a.z, self.decode_rows),
+                "means": table.region(&a.logits, self.decode_rows),
+            },
+        });
+        if cfg.is_conditional() {
+            // A conditional model decodes each code with a class: u32 per row, written by the page.
+            outputs["decode"]["labels"] = json!({
+                "buffer": table.id(&a.labels.buffer),
+                "offset": a.labels.offset,
+                "rows": self.decode_rows,
+            });
         }
+        outputs
     }
-    let max_buffer = table.list.iter().map(|b| b.size()).max().unwrap_or(0);
-    let shaders: Vec<Value> = Shader::ALL
-        .into_iter()
-        .chain(Shader::SUBGROUP_MODULES)
-        .map(|sh| json!({"name": sh.name, "source": sh.webgpu_source(), "features": sh.features}))
-        .collect();
-    let (o, meant) = (&opt_cfg, crate::ops::meant);
-    let plan = json!({
-        "format": FORMAT,
-        "version": VERSION,
-        "engine": format!("vae-wgpu {}", env!("CARGO_PKG_VERSION")),
-        "planned_on": ctx.adapter.short(),
-        "model": {
-            "input": cfg.input, "hidden": cfg.hidden, "decoder_hidden": cfg.decoder_hidden,
-            "conv": cfg.conv.as_ref().map(|c| c.widths.clone()),
-            "describe": cfg.describe(),
-            "activation": cfg.activation.name(), "latent": cfg.latent,
-            "likelihood": cfg.likelihood.name(), "beta": cfg.beta, "kl_warmup": cfg.kl_warmup,
-            "objective": cfg.objective.name(),
-            "classes": cfg.classes,
-            "class_names": if cfg.is_conditional() { train.classes.clone() } else { Vec::new() },
-            "samples": cfg.samples, "params": vae.layout.num_params(),
-        },
-        "train": {
-            "batch": b, "epochs": opts.epochs, "optimizer": o.kind.name(), "lr": meant(o.lr),
-            "beta1": meant(o.beta1), "beta2": meant(o.beta2), "eps": meant(o.eps),
-            "weight_decay": meant(o.weight_decay), "momentum": meant(o.momentum),
-            "nesterov": o.nesterov, "lr_schedule": o.schedule.to_json(),
-            "clip_grad_norm": o.clip_grad_norm.map(meant), "seed": s.seed,
-            "train_len": train.count, "test_len": test.count,
-            "log_every": s.log_every, "steps_per_epoch": training.steps(),
-        },
-        "image": {"width": train.cols, "height": train.rows, "channels": train.channels},
-        // The native autotune's rule, which the page follows when it picks kernels itself.
-        "autotune": {
-            "rounds": AUTOTUNE.rounds, "target_secs": AUTOTUNE.target_secs,
-            "max_reps": AUTOTUNE.max_reps, "skip_factor": AUTOTUNE.skip_factor,
-            "skip_slack_secs": AUTOTUNE.skip_slack_secs, "tolerance": AUTOTUNE.tolerance,
-        },
-        "limits": {
-            "maxStorageBufferBindingSize": max_binding,
-            "maxBufferSize": max_buffer,
-            "maxComputeWorkgroupsPerDimension": max_groups,
-            "maxStorageBuffersPerShaderStage": max_storage,
-            "maxUniformBuffersPerShaderStage": max_uniform,
-            // Every kernel's workgroup has at most 256 invocations (shaders/*.wgsl).
-            "maxComputeInvocationsPerWorkgroup": 256,
-            "maxComputeWorkgroupSizeX": 256,
-        },
-        "shaders": shaders,
-        "pipelines": pipelines_json(),
-        "buffers": buffers,
-        "uniform": {
-            "buffer": uniform_id,
-            "size": std::mem::size_of::<StepParams>(),
-            // Each training step's values follow from its step t by the field's rule (the
-            // runtime supplies batch_offset; evaluation steps write their own counter).
-            "fields": StepParams::FIELDS
-                .iter()
-                .map(|(name, offset, ty)| {
-                    let rule = schedule.rules.iter().find(|(n, _)| n == name).map(|(_, r)| r.to_json());
-                    json!({"name": name, "offset": offset, "type": ty, "rule": rule})
-                })
-                .collect::<Vec<_>>(),
-        },
-        "accumulators": accumulators,
-        "epoch_input": {"buffer": index_id, "blob": "indices.bin", "count": train.count},
-        "graphs": graphs,
-        "outputs": outputs,
-    });
 
-    // The native engine's first steps of the same plan, for the page's parity test.
-    let mut reference_losses = Vec::new();
-    if opts.reference_steps > training.steps() {
-        return Err(Error::setting(
-            "reference steps",
-            format!(
-                "{} exceeds the first epoch's {} steps, within which the reference runs",
-                opts.reference_steps,
-                training.steps()
-            ),
-        ));
-    }
-    if opts.reference_steps > 0 {
-        let steps = opts.reference_steps;
-        let perm = &indices[..train.count * 4];
-        ctx.write_u32(train_ix, bytemuck::cast_slice(perm))?;
-        vae.reset_losses(ctx, &acc_train)?;
+    /// The native engine's first `reference_steps` steps of the plan (epoch 1's shuffle), for
+    /// the page's parity test: every batch loss, the weights after them and the uniform each
+    /// step was given, field by field, in `reference.json` and `reference_params.bin`.
+    fn write_reference(
+        &mut self,
+        ctx: &GpuContext,
+        opts: &ExportOptions,
+        indices: &[u8],
+        params_id: usize,
+    ) -> Result<Vec<f64>> {
+        let mut reference_losses = Vec::new();
+        if opts.reference_steps > self.training.steps() {
+            return Err(Error::setting(
+                "reference steps",
+                format!(
+                    "{} exceeds the first epoch's {} steps, within which the reference runs",
+                    opts.reference_steps,
+                    self.training.steps()
+                ),
+            ));
+        }
+        if opts.reference_steps == 0 {
+            return Ok(reference_losses);
+        }
+        let (steps, b) = (opts.reference_steps, opts.settings.batch_size);
+        let perm = &indices[..opts.train.count * 4];
+        ctx.write_u32(&self.train_gpu.index, bytemuck::cast_slice(perm))?;
+        self.vae.reset_losses(ctx, &self.acc_train)?;
         for step in 0..steps {
-            let g = training.graph(step);
-            vae.run_step(ctx, g, step * b)?;
-            let r = vae.read_losses(ctx, &acc_train)?;
+            let g = self.training.graph(step);
+            self.vae.run_step(ctx, g, step * b)?;
+            let r = self.vae.read_losses(ctx, &self.acc_train)?;
             reference_losses.push(r.batch_total / g.batch as f64);
         }
-        let params = vae.read_params(ctx)?;
+        let params = self.vae.read_params(ctx)?;
         write_file(
             &opts.out,
             "reference_params.bin",
@@ -510,7 +524,7 @@ pub fn export_plan(ctx: &GpuContext, opts: &ExportOptions) -> Result<ExportSumma
         )?;
         let matmul = crate::kernels::matmul::select::pinned(ctx)?
             .map_or("auto".to_string(), |v| v.to_string());
-        // The uniform each of those steps was given, field by field, for the page's schedule test.
+        let schedule = &self.schedule;
         let uniforms: Vec<Value> = (1..=steps as u64)
             .map(|t| {
                 let p = schedule.params(t, 0);
@@ -545,14 +559,83 @@ pub fn export_plan(ctx: &GpuContext, opts: &ExportOptions) -> Result<ExportSumma
                 .map_err(|e| Error::Config(format!("reference.json: {e}")))?
                 .as_bytes(),
         )?;
+        Ok(reference_losses)
     }
-    let text =
-        serde_json::to_string(&plan).map_err(|e| Error::Config(format!("plan.json: {e}")))?;
-    bytes += write_file(&opts.out, "plan.json", text.as_bytes())?;
-    Ok(ExportSummary {
-        dispatches_per_step: training.dispatch_count(),
-        buffers: table.list.len(),
-        bytes,
-        reference_losses,
+}
+
+/// Every buffer of the plan with its initial contents: the images as gzip IDX files, other
+/// non-zero contents in `buffers.bin` (4-byte aligned ranges), zeros as nothing. Returns the
+/// buffers' JSON and the bytes written.
+fn write_buffers(
+    ctx: &GpuContext,
+    out: &Path,
+    table: &BufferTable,
+    images: &[(&wgpu::Buffer, &str, &ImageSet)],
+) -> Result<(Vec<Value>, u64)> {
+    let mut bytes = 0;
+    let mut blob = Vec::new();
+    let mut buffers = Vec::new();
+    for (id, buf) in table.list.iter().enumerate() {
+        let info = ctx.buffer_info(buf).ok_or_else(|| {
+            Error::Config(format!(
+                "buffer {id} of the plan was not created through this context"
+            ))
+        })?;
+        let init = if let Some((_, file, data)) = images.iter().find(|(b, _, _)| *b == buf) {
+            let (gz, skip) = idx_images_gz(data)?;
+            bytes += write_file(out, file, &gz)?;
+            json!({"gzip": file, "skip": skip, "size": data.images.len()})
+        } else {
+            match &info.contents {
+                Some(c) if c.iter().any(|&x| x != 0) => {
+                    let offset = blob.len();
+                    blob.extend_from_slice(c);
+                    // Keep every blob range 4-byte aligned (WebGPU's writeBuffer granule).
+                    blob.resize(blob.len().next_multiple_of(4), 0);
+                    json!({"blob": "buffers.bin", "offset": offset, "size": c.len()})
+                }
+                _ => Value::Null,
+            }
+        };
+        buffers.push(json!({
+            "id": id, "name": info.name, "size": info.size,
+            "usage": usage_names(info.usage), "init": init,
+        }));
+    }
+    bytes += write_file(out, "buffers.bin", &blob)?;
+    Ok((buffers, bytes))
+}
+
+/// The limits the plan needs, from its dispatches (and the candidates it may choose).
+fn limits_json(named: &[(&str, &StepGraph)], table: &BufferTable) -> Value {
+    let mut max_binding = 0u64;
+    let mut max_groups = 0u32;
+    let mut max_storage = 0usize;
+    let mut max_uniform = 0usize;
+    for d in named.iter().flat_map(|(_, g)| g.dispatches()) {
+        for desc in std::iter::once(&d.desc).chain(d.candidates.iter().map(|c| &c.desc)) {
+            let (mut st, mut un) = (0, 0);
+            for (buf, _, size) in &desc.bindings {
+                if buf.usage().contains(wgpu::BufferUsages::UNIFORM) {
+                    un += 1;
+                } else {
+                    st += 1;
+                    max_binding = max_binding.max(*size);
+                }
+            }
+            max_storage = max_storage.max(st);
+            max_uniform = max_uniform.max(un);
+            max_groups = max_groups.max(desc.workgroups.into_iter().max().unwrap_or(1));
+        }
+    }
+    json!({
+        "maxStorageBufferBindingSize": max_binding,
+        "maxBufferSize": table.list.iter().map(|b| b.size()).max().unwrap_or(0),
+        "maxComputeWorkgroupsPerDimension": max_groups,
+        "maxStorageBuffersPerShaderStage": max_storage,
+        "maxUniformBuffersPerShaderStage": max_uniform,
+        // Every kernel's workgroup has at most 256 invocations (shaders/*.wgsl).
+        "maxComputeInvocationsPerWorkgroup": 256,
+        "maxComputeWorkgroupSizeX": 256,
     })
 }
