@@ -457,3 +457,113 @@ fn the_docs_tell_no_story_of_sessions() {
         found.join("\n")
     );
 }
+
+/// The body of each `fn` in `text` (its first line's number, its name, its length in lines),
+/// found by counting braces outside strings, characters and comments.
+fn function_lengths(text: &str) -> Vec<(usize, String, usize)> {
+    // A line without string or character literals and comments, for brace counting.
+    fn code(line: &str) -> String {
+        let (mut out, mut chars) = (String::new(), line.chars().peekable());
+        while let Some(c) = chars.next() {
+            match c {
+                '/' if chars.peek() == Some(&'/') => break,
+                '"' => {
+                    while let Some(d) = chars.next() {
+                        match d {
+                            '\\' => {
+                                chars.next();
+                            }
+                            '"' => break,
+                            _ => {}
+                        }
+                    }
+                }
+                // A character literal ('{', '\''), not a lifetime ('a).
+                '\'' if matches!(chars.clone().nth(1), Some('\'')) => {
+                    chars.nth(1);
+                }
+                '\'' if chars.peek() == Some(&'\\') => {
+                    for d in chars.by_ref() {
+                        if d == '\'' {
+                            break;
+                        }
+                    }
+                }
+                c => out.push(c),
+            }
+        }
+        out
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    let mut found = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let t = line.trim_start();
+        if t.starts_with("//") {
+            continue;
+        }
+        let Some(at) = t.find("fn ") else { continue };
+        let before = &t[..at];
+        let is_item = before.split_whitespace().all(|w| {
+            matches!(w, "pub" | "const" | "async" | "unsafe" | "extern") || w.starts_with("pub(")
+        });
+        if !is_item {
+            continue;
+        }
+        let name: String = t[at + 3..]
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        let (mut depth, mut started) = (0i64, false);
+        for (j, l) in lines.iter().enumerate().skip(i) {
+            let c = code(l);
+            if !started && c.contains(';') && !c.contains('{') {
+                break;
+            }
+            for ch in c.chars() {
+                match ch {
+                    '{' => {
+                        depth += 1;
+                        started = true;
+                    }
+                    '}' => depth -= 1,
+                    _ => {}
+                }
+            }
+            if started && depth == 0 {
+                found.push((i + 1, name.clone(), j - i + 1));
+                break;
+            }
+        }
+    }
+    found
+}
+
+/// The engine's functions each read as one idea: none in `src/` is longer than 150 lines (a
+/// longer one is split into its steps, as `cli/train.rs`'s run and `checkpoint.rs`'s reader).
+#[test]
+fn no_function_in_src_is_longer_than_150_lines() {
+    const MAX: usize = 150;
+    let mut long = Vec::new();
+    for (path, text) in rust_files(&root().join("src")) {
+        for (line, name, len) in function_lengths(&text) {
+            if len > MAX {
+                long.push(format!("{}:{line} {name}: {len} lines", path.display()));
+            }
+        }
+    }
+    assert!(
+        long.is_empty(),
+        "functions over {MAX} lines:\n{}",
+        long.join("\n")
+    );
+    // The measure itself: a function of 151 lines is caught, one of 150 is not, braces in
+    // strings, characters and comments do not count.
+    let body = |n: usize| {
+        let mut t = String::from("pub fn f() {\n    let s = \"}\"; let c = '{'; // }\n");
+        t.push_str(&"    x();\n".repeat(n - 3));
+        t.push_str("}\n");
+        t
+    };
+    assert_eq!(function_lengths(&body(151)), [(1, "f".to_string(), 151)]);
+    assert_eq!(function_lengths(&body(150)), [(1, "f".to_string(), 150)]);
+}

@@ -396,21 +396,8 @@ impl Checkpoint {
     /// counters past any real run. Each message names the tensor (and first bad index) or
     /// metadata key.
     fn check_values(&self, path: &Path, layout: &ParamLayout) -> Result<()> {
-        let scan = |arena: &[f32], prefix: &str, ok: fn(f32) -> bool, what: &str| -> Result<()> {
-            for spec in &layout.specs {
-                let t = spec.read(arena);
-                if let Some(i) = t.iter().position(|&v| !ok(v)) {
-                    return Err(data_err(
-                        path,
-                        format!(
-                            "tensor '{prefix}{}' holds {what} ({}) at index {i}: the file is damaged or \
-                             comes from a diverged run; use an earlier checkpoint",
-                            spec.name, t[i]
-                        ),
-                    ));
-                }
-            }
-            Ok(())
+        let scan = |arena: &[f32], prefix: &str, ok: fn(f32) -> bool, what: &str| {
+            scan_arena(layout, path, arena, prefix, ok, what)
         };
         scan(&self.params, "", f32::is_finite, "a non-finite value")?;
         // Finite but absurd: such weights overflow the first products (exp of a log-variance
@@ -422,89 +409,7 @@ impl Checkpoint {
             "a value past ±1e6",
         )?;
         if let Some(o) = &self.optimizer {
-            for (name, arena) in o.config.state_names().iter().zip(&o.state) {
-                match *name {
-                    "exp_avg_sq" => scan(
-                        arena,
-                        "optimizer.exp_avg_sq.",
-                        |v| v.is_finite() && v >= 0.0,
-                        "a negative or non-finite value",
-                    )?,
-                    _ => scan(
-                        arena,
-                        &format!("optimizer.{name}."),
-                        f32::is_finite,
-                        "a non-finite value",
-                    )?,
-                }
-            }
-            let c = &o.config;
-            for (key, v, ok, range) in [
-                ("lr", c.lr, c.lr.is_finite() && c.lr > 0.0, "0 < lr"),
-                (
-                    "beta1",
-                    c.beta1,
-                    (0.0..1.0).contains(&c.beta1),
-                    "0 ≤ beta1 < 1",
-                ),
-                (
-                    "beta2",
-                    c.beta2,
-                    (0.0..1.0).contains(&c.beta2),
-                    "0 ≤ beta2 < 1",
-                ),
-                ("eps", c.eps, c.eps > 0.0 && c.eps <= 1.0, "0 < eps ≤ 1"),
-                (
-                    "weight_decay",
-                    c.weight_decay,
-                    c.weight_decay.is_finite() && c.weight_decay >= 0.0,
-                    "0 ≤ weight_decay < ∞",
-                ),
-                (
-                    "momentum",
-                    c.momentum,
-                    (0.0..1.0).contains(&c.momentum),
-                    "0 ≤ momentum < 1",
-                ),
-                (
-                    "clip_grad_norm",
-                    c.clip_grad_norm.unwrap_or(1.0),
-                    c.clip_grad_norm.is_none_or(|x| x.is_finite() && x > 0.0),
-                    "0 < clip_grad_norm < ∞",
-                ),
-            ] {
-                if !ok {
-                    return Err(data_err(
-                        path,
-                        format!(
-                            "metadata '{key}' = {v} is out of range: {} needs {range}",
-                            c.kind
-                        ),
-                    ));
-                }
-            }
-            // The noise counter of a training step is 32 bits wide.
-            if o.steps > u32::MAX as u64 / 2 {
-                return Err(data_err(
-                    path,
-                    format!(
-                        "metadata 'step' = {} is out of range (at most {})",
-                        o.steps,
-                        u32::MAX / 2
-                    ),
-                ));
-            }
-            let acc = &o.loss_accumulator;
-            if acc.len() != LossSlots::LEN || acc.iter().any(|v| !v.is_finite()) {
-                return Err(data_err(
-                    path,
-                    format!(
-                        "trainer.loss_accumulator must hold {} finite values, found {:?}",
-                        LossSlots::LEN,
-                        acc
-                    ),
-                ));
-            }
+            check_optimizer(o, path, layout)?;
         }
         let p = &self.progress;
         for (key, v, max) in [
@@ -547,6 +452,124 @@ impl Checkpoint {
         }
         Ok(())
     }
+}
+
+/// Refuse a value of `arena` that is not `ok`, naming its tensor (`prefix` + the layout's name)
+/// and first bad index.
+fn scan_arena(
+    layout: &ParamLayout,
+    path: &Path,
+    arena: &[f32],
+    prefix: &str,
+    ok: fn(f32) -> bool,
+    what: &str,
+) -> Result<()> {
+    for spec in &layout.specs {
+        let t = spec.read(arena);
+        if let Some(i) = t.iter().position(|&v| !ok(v)) {
+            return Err(data_err(
+                path,
+                format!(
+                    "tensor '{prefix}{}' holds {what} ({}) at index {i}: the file is damaged or \
+                     comes from a diverged run; use an earlier checkpoint",
+                    spec.name, t[i]
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// An optimizer state no run writes: non-finite moments, a negative second moment, settings
+/// out of range, a step count past the noise counter, a malformed loss accumulator.
+fn check_optimizer(o: &OptimizerState, path: &Path, layout: &ParamLayout) -> Result<()> {
+    let scan = |arena: &[f32], prefix: &str, ok: fn(f32) -> bool, what: &str| {
+        scan_arena(layout, path, arena, prefix, ok, what)
+    };
+    for (name, arena) in o.config.state_names().iter().zip(&o.state) {
+        match *name {
+            "exp_avg_sq" => scan(
+                arena,
+                "optimizer.exp_avg_sq.",
+                |v| v.is_finite() && v >= 0.0,
+                "a negative or non-finite value",
+            )?,
+            _ => scan(
+                arena,
+                &format!("optimizer.{name}."),
+                f32::is_finite,
+                "a non-finite value",
+            )?,
+        }
+    }
+    let c = &o.config;
+    for (key, v, ok, range) in [
+        ("lr", c.lr, c.lr.is_finite() && c.lr > 0.0, "0 < lr"),
+        (
+            "beta1",
+            c.beta1,
+            (0.0..1.0).contains(&c.beta1),
+            "0 ≤ beta1 < 1",
+        ),
+        (
+            "beta2",
+            c.beta2,
+            (0.0..1.0).contains(&c.beta2),
+            "0 ≤ beta2 < 1",
+        ),
+        ("eps", c.eps, c.eps > 0.0 && c.eps <= 1.0, "0 < eps ≤ 1"),
+        (
+            "weight_decay",
+            c.weight_decay,
+            c.weight_decay.is_finite() && c.weight_decay >= 0.0,
+            "0 ≤ weight_decay < ∞",
+        ),
+        (
+            "momentum",
+            c.momentum,
+            (0.0..1.0).contains(&c.momentum),
+            "0 ≤ momentum < 1",
+        ),
+        (
+            "clip_grad_norm",
+            c.clip_grad_norm.unwrap_or(1.0),
+            c.clip_grad_norm.is_none_or(|x| x.is_finite() && x > 0.0),
+            "0 < clip_grad_norm < ∞",
+        ),
+    ] {
+        if !ok {
+            return Err(data_err(
+                path,
+                format!(
+                    "metadata '{key}' = {v} is out of range: {} needs {range}",
+                    c.kind
+                ),
+            ));
+        }
+    }
+    // The noise counter of a training step is 32 bits wide.
+    if o.steps > u32::MAX as u64 / 2 {
+        return Err(data_err(
+            path,
+            format!(
+                "metadata 'step' = {} is out of range (at most {})",
+                o.steps,
+                u32::MAX / 2
+            ),
+        ));
+    }
+    let acc = &o.loss_accumulator;
+    if acc.len() != LossSlots::LEN || acc.iter().any(|v| !v.is_finite()) {
+        return Err(data_err(
+            path,
+            format!(
+                "trainer.loss_accumulator must hold {} finite values, found {:?}",
+                LossSlots::LEN,
+                acc
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The largest checkpoint file: three arenas (weights and two moments) of the largest model.

@@ -583,13 +583,86 @@ impl GpuVae {
         )?);
         d.extend(self.decoder_hidden(ctx, &a)?);
         let out_layer = &self.layout.output;
-        let output = self.views(out_layer)?;
-        let h_last = a.dec.last().unwrap_or(&a.z);
-        let mut logits_variant = None;
-        let lik = self.cfg.likelihood;
         // Training on the IWAE bound: each row's -log p first, the importance weights from them,
         // then the likelihood's gradients weighted by them (no fused epilogue).
         let iwae = train && self.cfg.objective == Objective::Iwae;
+        let base = d.len();
+        let (output, recon_partials, logits_variant) =
+            self.output_and_recon(ctx, &a, train, iwae)?;
+        d.extend(output);
+        let logits_variant = logits_variant.map(|(i, problem)| (base + i, problem));
+        let loss_reduce = reduce::loss_reduce_with_params(
+            ctx,
+            &a.recon_partials,
+            recon_partials,
+            &a.kl_partials,
+            kl_partials_len(lb * self.cfg.latent),
+            acc,
+            step,
+        )?;
+        // An exported plan may choose another kernel for the logits product: the loss reduction
+        // then adds up that kernel's count of BCE partials (the first word of its uniform).
+        if let Some((i, problem)) = logits_variant {
+            for c in &mut d[i].candidates {
+                let n = matmul::recon_partials_len(ctx, c.variant, problem)? as u32;
+                c.set = vec![(loss_reduce.params.clone(), 0, vec![n])];
+            }
+        }
+        d.push(loss_reduce.dispatch);
+        if iwae {
+            d.push(reduce::objective_reduce(ctx, &a.iwae_obj, batch, acc)?);
+        }
+
+        if train {
+            // ---- backward: the same layers in reverse, each layer's weight gradient (bias
+            // gradient fused) and input gradient (the activation below it fused), from the output
+            // layer down to the first encoder layer.
+            d.extend(self.backward_body(ctx, &a, &self.decoder_side(&a), out_layer, &a.dlogits)?);
+            d.push(reparam_kl::reparam_backward(
+                ctx,
+                &a.heads,
+                &a.eps,
+                &a.dz,
+                &a.dheads,
+                step,
+                iwae.then_some(&a.iwae_weights),
+                self.cfg.logvar(),
+            )?);
+            let (enc, heads) = (self.encoder_side(&a), &self.layout.heads);
+            d.extend(self.backward_body(ctx, &a, &enc, heads, &a.dheads)?);
+        }
+        let rules = match update {
+            Some(opt) => {
+                d.extend(opt.plan(ctx, &self.params, &self.grads, step)?);
+                opt.config.rules()
+            }
+            None => Vec::new(),
+        };
+        ctx.check_errors()?;
+        Ok(StepGraph::new(batch, train, self.planning_slot.get(), d).updating(rules))
+    }
+
+    /// The output layer and the reconstruction term on the rows of `a`: in training with a
+    /// fusing likelihood, the logits product whose epilogue gives the loss partials and dlogits
+    /// (no logits written); else the logits, then the likelihood's kernel (after the IWAE row
+    /// losses and weights, when training on that bound), and a learned σ's gradient. Returns the
+    /// dispatches, how many loss partials they write, and the fused product's index among them
+    /// with its problem (an exported plan may choose another kernel for it).
+    #[allow(clippy::type_complexity)]
+    fn output_and_recon(
+        &self,
+        ctx: &GpuContext,
+        a: &Activations,
+        train: bool,
+        iwae: bool,
+    ) -> Result<(Vec<Dispatch>, usize, Option<(usize, matmul::Problem)>)> {
+        let out_layer = &self.layout.output;
+        let output = self.views(out_layer)?;
+        let h_last = a.dec.last().unwrap_or(&a.z);
+        let mut d = Vec::new();
+        let mut logits_variant = None;
+        let lik = self.cfg.likelihood;
+        let lb = a.logits.shape[0];
         let recon_partials = if train && !iwae && out_layer.kind == LayerKind::Linear && lik.fuses()
         {
             // Training needs no logits: the reconstruction term and dlogits come out of the logits
@@ -679,55 +752,7 @@ impl GpuVae {
             }
             n
         };
-        let loss_reduce = reduce::loss_reduce_with_params(
-            ctx,
-            &a.recon_partials,
-            recon_partials,
-            &a.kl_partials,
-            kl_partials_len(lb * self.cfg.latent),
-            acc,
-            step,
-        )?;
-        // An exported plan may choose another kernel for the logits product: the loss reduction
-        // then adds up that kernel's count of BCE partials (the first word of its uniform).
-        if let Some((i, problem)) = logits_variant {
-            for c in &mut d[i].candidates {
-                let n = matmul::recon_partials_len(ctx, c.variant, problem)? as u32;
-                c.set = vec![(loss_reduce.params.clone(), 0, vec![n])];
-            }
-        }
-        d.push(loss_reduce.dispatch);
-        if iwae {
-            d.push(reduce::objective_reduce(ctx, &a.iwae_obj, batch, acc)?);
-        }
-
-        if train {
-            // ---- backward: the same layers in reverse, each layer's weight gradient (bias
-            // gradient fused) and input gradient (the activation below it fused), from the output
-            // layer down to the first encoder layer.
-            d.extend(self.backward_body(ctx, &a, &self.decoder_side(&a), out_layer, &a.dlogits)?);
-            d.push(reparam_kl::reparam_backward(
-                ctx,
-                &a.heads,
-                &a.eps,
-                &a.dz,
-                &a.dheads,
-                step,
-                iwae.then_some(&a.iwae_weights),
-                self.cfg.logvar(),
-            )?);
-            let (enc, heads) = (self.encoder_side(&a), &self.layout.heads);
-            d.extend(self.backward_body(ctx, &a, &enc, heads, &a.dheads)?);
-        }
-        let rules = match update {
-            Some(opt) => {
-                d.extend(opt.plan(ctx, &self.params, &self.grads, step)?);
-                opt.config.rules()
-            }
-            None => Vec::new(),
-        };
-        ctx.check_errors()?;
-        Ok(StepGraph::new(batch, train, self.planning_slot.get(), d).updating(rules))
+        Ok((d, recon_partials, logits_variant))
     }
 
     /// The backward of a side's graph and of the layer that reads its last tensor (`last`, the

@@ -259,163 +259,9 @@ impl LayerList {
                 dec_body: l.dec_body,
             };
         }
-        let act = cfg.activation;
-        let notebook = cfg.has_notebook_names();
-        let dense_name = |side: &str, notebook_name: &str, index: usize| {
-            if notebook {
-                notebook_name.to_string()
-            } else {
-                format!("{side}.{index}")
-            }
-        };
-        // Encoder: Conv2d, Act, … , Flatten (one Sequential index), then Linear, Act, ….
-        let mut encoder = Vec::new();
-        // The last convolution's output [C, h, w], where a conv model's residual blocks work.
-        let mut conv_image = None;
-        if let Some(c) = &cfg.conv {
-            let mut image = c.image;
-            for &w in &c.widths {
-                let g = conv_geom(image, w, false);
-                image = g.output;
-                encoder.push(Layer::conv(
-                    format!("encoder.{}", 2 * encoder.len()),
-                    false,
-                    g,
-                    act,
-                ));
-            }
-            conv_image = Some(image);
-        }
-        let conv_blocks = conv_image.filter(|_| !cfg.res_blocks.is_empty());
-        let n_conv = encoder.len();
-        // Sequential index of the first dense layer: past the Flatten after the convolutions.
-        let dense_base = if n_conv > 0 { 2 * n_conv + 1 } else { 0 };
-        let mut width = cfg.enc_features();
-        for (i, &h) in cfg.hidden.iter().enumerate() {
-            encoder.push(Layer::linear(
-                dense_name("encoder", "linear_enc", dense_base + 2 * i),
-                width,
-                h,
-                act,
-            ));
-            width = h;
-        }
-        let blocks = cfg.res_blocks.iter().copied();
-        let mut enc_body = Body::new(encoder.first().map_or(width, |l| l.inputs));
-        let width = match conv_blocks {
-            // Convolutions, their residual blocks (listed after the dense layers, as the PyTorch
-            // module registers them), then the dense layers.
-            Some(image) => {
-                for (i, l) in encoder.iter().enumerate().take(n_conv) {
-                    enc_body.layer(i, l, i);
-                }
-                let n = encoder.len();
-                conv_residual_blocks(
-                    "enc_blocks",
-                    image,
-                    blocks,
-                    act,
-                    &mut encoder,
-                    &mut enc_body,
-                );
-                for (i, l) in encoder.iter().enumerate().take(n).skip(n_conv) {
-                    let t = enc_body.output();
-                    enc_body.layer(i, l, t);
-                }
-                enc_body.widths[enc_body.output()]
-            }
-            // A chain from the input, then the residual blocks.
-            None => {
-                for (i, l) in encoder.iter().enumerate() {
-                    enc_body.layer(i, l, i);
-                }
-                residual_blocks("enc_blocks", blocks, act, &mut encoder, &mut enc_body)
-            }
-        };
+        let (mut encoder, enc_body, width, conv_blocks) = encoder_side(cfg);
         let heads = Layer::linear("enc_mu|enc_logvar", width, 2 * cfg.latent, Act::Identity);
-        // Decoder: Linear, Act, …; with conv layers a Linear to the last conv's features, Act,
-        // Unflatten, then ConvTranspose2d, Act, …, ConvTranspose2d (the logits).
-        let mut decoder = Vec::new();
-        let mut width = cfg.latent;
-        for (i, &h) in cfg.decoder_hidden.iter().enumerate() {
-            decoder.push(Layer::linear(
-                dense_name("decoder", "linear_dec", 2 * i),
-                width,
-                h,
-                act,
-            ));
-            width = h;
-        }
-        let mut dec_body = Body::new(cfg.latent);
-        for (i, l) in decoder.iter().enumerate() {
-            dec_body.layer(i, l, i);
-        }
-        let blocks = cfg.res_blocks.iter().rev().copied();
-        let width = match conv_blocks {
-            Some(_) => width,
-            None => residual_blocks(
-                "dec_blocks",
-                blocks.clone(),
-                act,
-                &mut decoder,
-                &mut dec_body,
-            ),
-        };
-        let in_body = decoder.len();
-        let output = match &cfg.conv {
-            None => Layer::linear("dec_mu", width, cfg.input, Act::Identity),
-            Some(c) => {
-                let m = decoder.len();
-                let features = cfg.conv_features();
-                decoder.push(Layer::linear(
-                    format!("decoder.{}", 2 * m),
-                    width,
-                    features,
-                    act,
-                ));
-                // After the Unflatten at index 2m + 2.
-                let mut index = 2 * m + 3;
-                let div = 1usize << c.widths.len();
-                let last = *c.widths.last().unwrap_or(&c.image[0]);
-                // The transposed convolutions start from the residual blocks' last channels.
-                let first = match conv_blocks {
-                    Some(_) => cfg.res_blocks.first().copied().unwrap_or(last),
-                    None => last,
-                };
-                let mut image = [first, c.image[1] / div, c.image[2] / div];
-                // Each width in reverse but the first, with the activation; then the image's
-                // channels, the logits.
-                for &ch in c.widths.iter().rev().skip(1) {
-                    let g = conv_geom(image, ch, true);
-                    image = g.output;
-                    decoder.push(Layer::conv(format!("decoder.{index}"), true, g, act));
-                    index += 2;
-                }
-                let g = conv_geom(image, c.image[0], true);
-                Layer::conv(format!("decoder.{index}"), true, g, Act::Identity)
-            }
-        };
-        // A conv decoder's layers after the dense ones: the rest of the chain, with a conv model's
-        // residual blocks right after the Unflatten (listed after every layer of the Sequential).
-        let n = decoder.len();
-        for i in in_body..n {
-            let t = dec_body.output();
-            dec_body.layer(i, &decoder[i], t);
-            // The Unflatten gives the last convolution's [C, h, w], where the encoder's blocks
-            // worked too.
-            if i == in_body
-                && let Some(image) = conv_blocks
-            {
-                conv_residual_blocks(
-                    "dec_blocks",
-                    image,
-                    blocks.clone(),
-                    act,
-                    &mut decoder,
-                    &mut dec_body,
-                );
-            }
-        }
+        let (mut decoder, dec_body, output) = decoder_side(cfg, conv_blocks);
         // A conditional model's label joins the first dense layer's input on each side (validation
         // allows it only for dense models, which have a hidden layer on each side).
         if cfg.classes > 0 {
@@ -434,6 +280,176 @@ impl LayerList {
             output,
         }
     }
+}
+
+/// A dense layer's name: the notebook's (`linear_enc`) in a model with its names, else the
+/// Sequential's (`encoder.2`).
+fn dense_name(cfg: &VaeConfig, side: &str, notebook_name: &str, index: usize) -> String {
+    if cfg.has_notebook_names() {
+        notebook_name.to_string()
+    } else {
+        format!("{side}.{index}")
+    }
+}
+
+/// The encoder before its heads: Conv2d, Act, …, Flatten (one Sequential index), then Linear,
+/// Act, …, with the residual blocks; its graph, the width the heads read, and the last
+/// convolution's `[C, h, w]` where a conv model has residual blocks there.
+fn encoder_side(cfg: &VaeConfig) -> (Vec<Layer>, Body, usize, Option<[usize; 3]>) {
+    let act = cfg.activation;
+    let mut encoder = Vec::new();
+    // The last convolution's output [C, h, w], where a conv model's residual blocks work.
+    let mut conv_image = None;
+    if let Some(c) = &cfg.conv {
+        let mut image = c.image;
+        for &w in &c.widths {
+            let g = conv_geom(image, w, false);
+            image = g.output;
+            encoder.push(Layer::conv(
+                format!("encoder.{}", 2 * encoder.len()),
+                false,
+                g,
+                act,
+            ));
+        }
+        conv_image = Some(image);
+    }
+    let conv_blocks = conv_image.filter(|_| !cfg.res_blocks.is_empty());
+    let n_conv = encoder.len();
+    // Sequential index of the first dense layer: past the Flatten after the convolutions.
+    let dense_base = if n_conv > 0 { 2 * n_conv + 1 } else { 0 };
+    let mut width = cfg.enc_features();
+    for (i, &h) in cfg.hidden.iter().enumerate() {
+        encoder.push(Layer::linear(
+            dense_name(cfg, "encoder", "linear_enc", dense_base + 2 * i),
+            width,
+            h,
+            act,
+        ));
+        width = h;
+    }
+    let blocks = cfg.res_blocks.iter().copied();
+    let mut enc_body = Body::new(encoder.first().map_or(width, |l| l.inputs));
+    let width = match conv_blocks {
+        // Convolutions, their residual blocks (listed after the dense layers, as the PyTorch
+        // module registers them), then the dense layers.
+        Some(image) => {
+            for (i, l) in encoder.iter().enumerate().take(n_conv) {
+                enc_body.layer(i, l, i);
+            }
+            let n = encoder.len();
+            conv_residual_blocks(
+                "enc_blocks",
+                image,
+                blocks,
+                act,
+                &mut encoder,
+                &mut enc_body,
+            );
+            for (i, l) in encoder.iter().enumerate().take(n).skip(n_conv) {
+                let t = enc_body.output();
+                enc_body.layer(i, l, t);
+            }
+            enc_body.widths[enc_body.output()]
+        }
+        // A chain from the input, then the residual blocks.
+        None => {
+            for (i, l) in encoder.iter().enumerate() {
+                enc_body.layer(i, l, i);
+            }
+            residual_blocks("enc_blocks", blocks, act, &mut encoder, &mut enc_body)
+        }
+    };
+    (encoder, enc_body, width, conv_blocks)
+}
+
+/// The decoder: Linear, Act, …; with conv layers a Linear to the last conv's features, Act,
+/// Unflatten, then ConvTranspose2d, Act, …, ConvTranspose2d (the logits), with the residual
+/// blocks; its graph and its output layer.
+fn decoder_side(cfg: &VaeConfig, conv_blocks: Option<[usize; 3]>) -> (Vec<Layer>, Body, Layer) {
+    let act = cfg.activation;
+    let mut decoder = Vec::new();
+    let mut width = cfg.latent;
+    for (i, &h) in cfg.decoder_hidden.iter().enumerate() {
+        decoder.push(Layer::linear(
+            dense_name(cfg, "decoder", "linear_dec", 2 * i),
+            width,
+            h,
+            act,
+        ));
+        width = h;
+    }
+    let mut dec_body = Body::new(cfg.latent);
+    for (i, l) in decoder.iter().enumerate() {
+        dec_body.layer(i, l, i);
+    }
+    let blocks = cfg.res_blocks.iter().rev().copied();
+    let width = match conv_blocks {
+        Some(_) => width,
+        None => residual_blocks(
+            "dec_blocks",
+            blocks.clone(),
+            act,
+            &mut decoder,
+            &mut dec_body,
+        ),
+    };
+    let in_body = decoder.len();
+    let output = match &cfg.conv {
+        None => Layer::linear("dec_mu", width, cfg.input, Act::Identity),
+        Some(c) => {
+            let m = decoder.len();
+            let features = cfg.conv_features();
+            decoder.push(Layer::linear(
+                format!("decoder.{}", 2 * m),
+                width,
+                features,
+                act,
+            ));
+            // After the Unflatten at index 2m + 2.
+            let mut index = 2 * m + 3;
+            let div = 1usize << c.widths.len();
+            let last = *c.widths.last().unwrap_or(&c.image[0]);
+            // The transposed convolutions start from the residual blocks' last channels.
+            let first = match conv_blocks {
+                Some(_) => cfg.res_blocks.first().copied().unwrap_or(last),
+                None => last,
+            };
+            let mut image = [first, c.image[1] / div, c.image[2] / div];
+            // Each width in reverse but the first, with the activation; then the image's
+            // channels, the logits.
+            for &ch in c.widths.iter().rev().skip(1) {
+                let g = conv_geom(image, ch, true);
+                image = g.output;
+                decoder.push(Layer::conv(format!("decoder.{index}"), true, g, act));
+                index += 2;
+            }
+            let g = conv_geom(image, c.image[0], true);
+            Layer::conv(format!("decoder.{index}"), true, g, Act::Identity)
+        }
+    };
+    // A conv decoder's layers after the dense ones: the rest of the chain, with a conv model's
+    // residual blocks right after the Unflatten (listed after every layer of the Sequential).
+    let n = decoder.len();
+    for i in in_body..n {
+        let t = dec_body.output();
+        dec_body.layer(i, &decoder[i], t);
+        // The Unflatten gives the last convolution's [C, h, w], where the encoder's blocks
+        // worked too.
+        if i == in_body
+            && let Some(image) = conv_blocks
+        {
+            conv_residual_blocks(
+                "dec_blocks",
+                image,
+                blocks.clone(),
+                act,
+                &mut decoder,
+                &mut dec_body,
+            );
+        }
+    }
+    (decoder, dec_body, output)
 }
 
 /// The geometry of `--conv`'s layers (kernel 4, stride 2, padding 1) on `image`; [`VaeConfig::validate`]
