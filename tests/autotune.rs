@@ -273,3 +273,68 @@ fn the_key_holds_the_epilogue_and_the_rows_are_bucketed() {
         "NT 128x40x36 +bias +relu"
     );
 }
+
+/// The one tuner (`kernels::tuner`): the first candidate is the reference, one whose output
+/// disagrees is dropped, one far behind the fastest rough time keeps that time untimed, the rest
+/// keep the best of the rounds; a raised cancel token stops it, naming the problem.
+#[test]
+fn the_one_tuner_checks_skips_times_and_stops_by_one_rule() {
+    use std::cell::{Cell, RefCell};
+    use vae_wgpu::kernels::tuner::{Candidate, Check, measure};
+    let out = RefCell::new(Vec::new());
+    let calls = [Cell::new(0), Cell::new(0), Cell::new(0), Cell::new(0)];
+    // (choice, the value it computes, its seconds: rough, then in the rounds)
+    let spec = [
+        ("reference", 1.0, [1e-3, 9e-4]),
+        ("same", 1.0, [5e-4, 4e-4]),
+        ("wrong", 2.0, [1e-4, 1e-4]),
+        ("far", 1.0, [0.5, 0.5]),
+    ];
+    let candidates = || {
+        spec.iter()
+            .zip(&calls)
+            .map(|(&(choice, value, secs), n)| {
+                let out = &out;
+                Candidate {
+                    choice,
+                    time: Box::new(move |_reps| {
+                        n.set(n.get() + 1);
+                        *out.borrow_mut() = vec![value; 4];
+                        // The compile run and the rough time, then the rounds.
+                        Ok(if n.get() <= 2 { secs[0] } else { secs[1] })
+                    }),
+                }
+            })
+            .collect::<Vec<_>>()
+    };
+    let check = Check {
+        reset: Box::new(|| {
+            *out.borrow_mut() = vec![f32::NAN; 4];
+            Ok(())
+        }),
+        read: Box::new(|| Ok(out.borrow().clone())),
+    };
+    let ctx = common::ctx();
+    let got = measure(ctx, "a test problem", candidates(), Some(&check)).unwrap();
+    assert_eq!(
+        got,
+        [("reference", 9e-4), ("same", 4e-4), ("far", 0.5)],
+        "the disagreeing candidate is dropped, the far one keeps its rough time"
+    );
+    let rounds = vae_wgpu::kernels::AUTOTUNE.rounds;
+    let counts: Vec<usize> = calls.iter().map(Cell::get).collect();
+    assert_eq!(counts, [2 + rounds, 2 + rounds, 2, 2], "only the close ones are timed");
+
+    let cancel = vae_wgpu::gpu::Cancel::new();
+    let stopping = GpuContext::new(&ContextOptions {
+        cancel: cancel.clone(),
+        ..common::ctx_options()
+    })
+    .unwrap();
+    cancel.cancel();
+    let e = measure(&stopping, "a test problem", candidates(), None).unwrap_err();
+    assert!(
+        e.to_string().contains("stopped while timing the candidates for a test problem"),
+        "{e}"
+    );
+}

@@ -848,7 +848,7 @@ fn class7_a_stop_during_the_autotune_or_the_pictures_is_prompt() {
     // A first run's autotune (an empty cache: seconds of timing) stops at its next problem, not
     // after it, and leaves no run behind: the same command starts again without --overwrite.
     for (signals, says) in [
-        (1, "stopped while timing the kernel candidates"),
+        (1, "stopped while timing the"),
         (2, "second interrupt: stopping now"),
     ] {
         let out = dir.path(&format!("first run {signals}"));

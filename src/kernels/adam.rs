@@ -7,7 +7,8 @@ use std::fmt;
 
 use super::step::StepUniform;
 use super::texture::{TextureOperand, texture_fits};
-use super::{Bind, Dispatch, best_of_rounds, dispatch, grid_1d, uniform};
+use super::tuner::{Candidate, Check, choose};
+use super::{Bind, Dispatch, dispatch, grid_1d, uniform};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuTensor, Shader};
 use crate::ops::one_minus;
@@ -101,7 +102,8 @@ pub fn reads_for(
     if !texture_fits(ctx, n) {
         return Ok(AdamReads::Storage);
     }
-    ctx.tune_store.get_or_measure(
+    choose(
+        ctx,
         &format!("adam reads, {n} parameters"),
         |v| AdamReads::ALL.into_iter().find(|r| r.to_string() == v),
         || {
@@ -112,15 +114,31 @@ pub fn reads_for(
                 scratch("adam tune m")?,
                 scratch("adam tune v")?,
             );
-            let launches = AdamReads::ALL
-                .iter()
-                .map(|&r| adam_step_with(ctx, r, &p, &g, &m, &v, cfg, step))
+            let candidates = (AdamReads::ALL.into_iter())
+                .map(|r| {
+                    let d = adam_step_with(ctx, r, &p, &g, &m, &v, cfg, step)?;
+                    Ok(Candidate::dispatches(ctx, r, vec![d]))
+                })
                 .collect::<Result<Vec<_>>>()?;
-            let launches: Vec<(&Dispatch, usize)> = launches.iter().map(|d| (d, 4)).collect();
-            // One round compiles (lavapipe compiles at first dispatch) and warms up.
-            best_of_rounds(ctx, &launches, 1)?;
-            let best = best_of_rounds(ctx, &launches, 3)?;
-            Ok(AdamReads::ALL.into_iter().zip(best).collect())
+            // The same step from the same state: the weights and both moments after it, against
+            // the storage path's.
+            let state = [p.clone(), m.clone(), v.clone()];
+            let check = Check {
+                reset: Box::new(move || {
+                    ctx.write_f32(&p, &super::tune_operand(n, 31))?;
+                    ctx.write_f32(&g, &super::tune_operand(n, 17))?;
+                    ctx.write_f32(&m, &vec![0.0; n])?;
+                    ctx.write_f32(&v, &vec![0.0; n])
+                }),
+                read: Box::new(move || {
+                    let mut out = Vec::with_capacity(3 * n);
+                    for t in &state {
+                        out.extend(ctx.read_f32(t)?);
+                    }
+                    Ok(out)
+                }),
+            };
+            Ok((candidates, Some(check)))
         },
     )
 }

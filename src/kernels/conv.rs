@@ -688,7 +688,8 @@ pub fn formulation_for(ctx: &GpuContext, pass: ConvPass, s: &ConvShape) -> Resul
 /// Images a formulation is measured on (the key's batch).
 pub const TUNE_IMAGES: usize = 32;
 
-/// Run and time both formulations of `pass` on deterministic operands.
+/// Run and time both formulations of `pass` on deterministic operands, by the one rule
+/// (`kernels::tuner::measure`; the direct kernel is the reference).
 fn measure(ctx: &GpuContext, pass: ConvPass, s: &ConvShape) -> Result<Vec<(ConvFormulation, f64)>> {
     let s = &ConvShape {
         batch: s.batch.min(TUNE_IMAGES),
@@ -723,50 +724,25 @@ fn measure(ctx: &GpuContext, pass: ConvPass, s: &ConvShape) -> Result<Vec<(ConvF
         };
         plans.push((f, d));
     }
-    let mut reference: Option<Vec<f32>> = None;
-    let mut passed = Vec::new();
-    for (f, d) in &plans {
-        ctx.write_f32(&out, &vec![f32::NAN; out_len])?;
-        ctx.write_f32(&db, &vec![f32::NAN; bias_len])?;
-        let refs: Vec<&Dispatch> = d.iter().collect();
-        // The first run compiles (lavapipe compiles at first dispatch); the second's time is a
-        // rough one of the formulation alone.
-        super::stop_point(ctx)?;
-        super::run(ctx, &refs)?;
-        let start = std::time::Instant::now();
-        super::run(ctx, &refs)?;
-        let first = start.elapsed().as_secs_f64();
-        let mut got = ctx.read_f32(&out)?;
-        if matches!(pass, ConvPass::WeightGrad(Some(_))) {
-            got.extend(ctx.read_f32(&db)?);
-        }
-        match &reference {
-            None => reference = Some(got),
-            Some(want) => {
-                if let Some(worst) = super::disagreement(want, &got) {
-                    log::warn!(
-                        "conv autotune: the {f} formulation disagrees with the direct one on {} \
-                         (max error {worst:e}) on {}; not using it",
-                        s.key(pass),
-                        ctx.adapter.name
-                    );
-                    continue;
-                }
-            }
-        }
-        passed.push((*f, d, first));
-    }
-    // Far behind the fastest first run (the direct kernels on a CPU driver, 10-40x): not worth
-    // timing closely; recorded with the rough time.
-    let fastest = passed.iter().map(|p| p.2).fold(f64::INFINITY, f64::min);
-    let (close, far): (Vec<_>, Vec<_>) = passed
+    let candidates = plans
         .into_iter()
-        .partition(|p| super::AUTOTUNE.worth_timing(p.2, fastest));
-    let launches: Vec<Vec<&Dispatch>> = close.iter().map(|p| p.1.iter().collect()).collect();
-    let secs = super::best_of_sequences(ctx, &launches, 3)?;
-    let mut timed: Vec<(ConvFormulation, f64)> = close.iter().map(|p| p.0).zip(secs).collect();
-    timed.extend(far.iter().map(|p| (p.0, p.2)));
-    Ok(timed)
+        .map(|(f, d)| super::tuner::Candidate::dispatches(ctx, f, d))
+        .collect();
+    // The pass's output (and a weight gradient's bias gradient), against the direct kernel's.
+    let check = super::tuner::Check {
+        reset: Box::new(|| {
+            ctx.write_f32(&out, &vec![f32::NAN; out_len])?;
+            ctx.write_f32(&db, &vec![f32::NAN; bias_len])
+        }),
+        read: Box::new(|| {
+            let mut got = ctx.read_f32(&out)?;
+            if matches!(pass, ConvPass::WeightGrad(Some(_))) {
+                got.extend(ctx.read_f32(&db)?);
+            }
+            Ok(got)
+        }),
+    };
+    super::tuner::measure(ctx, &s.key(pass), candidates, Some(&check))
 }
 
 /// This module's uniform structs, as `kernels::contracts` checks them against `Shader::CONV`.

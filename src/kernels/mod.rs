@@ -40,6 +40,7 @@ pub mod reparam_kl;
 pub mod sgd;
 pub mod step;
 pub mod texture;
+pub mod tuner;
 
 use wgpu::util::DeviceExt;
 
@@ -270,45 +271,11 @@ pub fn best_of_rounds(
     let mut best = vec![f64::INFINITY; launches.len()];
     for _ in 0..rounds {
         for (b, &(d, reps)) in best.iter_mut().zip(launches) {
-            stop_point(ctx)?;
+            tuner::stop_point(ctx, "timed launches")?;
             *b = b.min(time_launches(ctx, d, reps)?);
         }
     }
     Ok(best)
-}
-
-/// Each sequence's fastest seconds per run over `rounds` interleaved rounds (a sequence is
-/// several dispatches that together compute one thing, such as a convolution as im2col + product
-/// + layout). Run each once before, so that pipeline compilation is not timed.
-pub fn best_of_sequences(
-    ctx: &GpuContext,
-    seqs: &[Vec<&Dispatch>],
-    rounds: usize,
-) -> Result<Vec<f64>> {
-    let once = |seq: &[&Dispatch]| -> Result<f64> {
-        let start = std::time::Instant::now();
-        run(ctx, seq)?;
-        Ok(start.elapsed().as_secs_f64())
-    };
-    let mut best = vec![f64::INFINITY; seqs.len()];
-    for _ in 0..rounds {
-        for (b, seq) in best.iter_mut().zip(seqs) {
-            stop_point(ctx)?;
-            *b = b.min(once(seq)?);
-        }
-    }
-    Ok(best)
-}
-
-/// Between two timed runs of an autotune: a stop asked for ends the measurement here (nothing
-/// is recorded: the tune store records only whole measurements).
-pub(crate) fn stop_point(ctx: &GpuContext) -> Result<()> {
-    match ctx.cancel.is_cancelled() {
-        true => Err(Error::Interrupted(
-            "stopped while timing the kernel candidates (nothing recorded)".into(),
-        )),
-        false => Ok(()),
-    }
 }
 
 /// Deterministic operands for the autotunes, in [-1, 1): `((i·mul) mod 97) / 48.5 − 1`, so a
@@ -319,13 +286,13 @@ pub(crate) fn tune_operand(len: usize, mul: usize) -> Vec<f32> {
         .collect()
 }
 
-/// How the autotunes choose a kernel (the matmul's and the convolution's here; the page's from
-/// the exported plan's copy, so there is one rule): run each candidate (once to compile, once for
-/// a rough time), drop one whose output disagrees with the reference kernel's by more than
-/// `tolerance`·(1 + max|reference|), drop one whose rough time is beyond
-/// `skip_factor`·fastest + `skip_slack_secs` (not worth timing closely), time the rest over
-/// `rounds` interleaved rounds of `reps` launches (enough for `target_secs`, at most `max_reps`)
-/// and keep the fastest.
+/// How every autotune chooses ([`tuner`]: the matmul kernel, the convolution's formulation,
+/// Adam's read path, the steps per submit; the page's from the exported plan's copy, so there is
+/// one rule): run each candidate (once to compile, once for a rough time), drop one whose output
+/// disagrees with the reference's by more than `tolerance`·(1 + max|reference|), keep one whose
+/// rough time is beyond `skip_factor`·fastest + `skip_slack_secs` with that time (not worth
+/// timing closely), time the rest over `rounds` interleaved rounds of `reps` runs (enough for
+/// `target_secs`, at most `max_reps`) and keep the fastest.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AutotuneRule {
     pub rounds: usize,

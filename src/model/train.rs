@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::gpu::readback::AsyncReadback;
 use crate::gpu::{GpuContext, GpuTensor};
 use crate::kernels::reparam_kl::EpsSource;
+use crate::kernels::tuner::Candidate;
 use crate::model::checkpoint::{Checkpoint, OptimizerState, Progress};
 use crate::model::eval::run_pass;
 use crate::model::gpu::{EpochPlan, LossReadout, MAX_STEPS_PER_SUBMIT, StepGraph};
@@ -508,7 +509,10 @@ pub fn steps_per_submit(
             ))),
         };
     }
-    ctx.tune_store.get_or_measure(
+    // The candidates time forward passes on the model; they share it.
+    let cell = std::cell::RefCell::new(&mut *vae);
+    let k = crate::kernels::tuner::choose(
+        ctx,
         &format!("steps per submit, batch {batch}"),
         |v| {
             v.parse::<usize>()
@@ -516,8 +520,10 @@ pub fn steps_per_submit(
                 .filter(|k| (1..=MAX_STEPS_PER_SUBMIT).contains(k))
         },
         || {
+            let key = format!("steps per submit, batch {batch}");
             // Forward-only graphs of a full batch in every slot, against a scratch accumulator.
             let input = train.input();
+            let mut vae = cell.borrow_mut();
             let acc = vae.new_accumulator(ctx)?;
             let graphs = (0..MAX_STEPS_PER_SUBMIT)
                 .map(|slot| {
@@ -527,7 +533,8 @@ pub fn steps_per_submit(
                 })
                 .collect::<Result<Vec<_>>>()?;
             // A step past LONG_STEP makes a submit's cost (tens of µs) noise: one step per
-            // submit, without the 192 timed passes (minutes for a large model on a CPU driver).
+            // submit, without the rounds of timed passes (minutes for a large model on a CPU
+            // driver).
             const LONG_STEP: f64 = 0.005;
             ctx.wait_idle("steps-per-submit probe")?;
             let t = std::time::Instant::now();
@@ -535,37 +542,45 @@ pub fn steps_per_submit(
             ctx.wait_idle("steps-per-submit probe")?;
             let one = t.elapsed().as_secs_f64();
             if one > LONG_STEP {
-                vae.start_eval_draws(0);
-                return Ok(vec![(1, one)]);
+                let once = Candidate {
+                    choice: 1,
+                    time: Box::new(move |_| Ok(one)),
+                };
+                return Ok((vec![once], None));
             }
+            drop(vae);
+            let graphs = std::rc::Rc::new(graphs);
+            // Seconds per step of 16 forward steps submitted `k` at a time.
             const STEPS: usize = 16;
-            let counts = [1usize, 2, 4, 8];
-            let mut best = [f64::INFINITY; 4];
-            for _round in 0..3 {
-                for (i, &k) in counts.iter().enumerate() {
-                    ctx.wait_idle("steps-per-submit probe")?;
-                    let t = std::time::Instant::now();
-                    for first in (0..STEPS).step_by(k) {
-                        // A stop asked for ends the probe at its next submit (a large batch's
-                        // forward passes take seconds each), nothing recorded.
-                        if ctx.cancel.is_cancelled() {
-                            return Err(Error::Interrupted(format!(
-                                "stopped while timing steps per submit, batch {batch} (nothing \
-                                 recorded)"
-                            )));
-                        }
-                        let chunk: Vec<(&StepGraph, usize)> = (0..k)
-                            .map(|j| (&graphs[j], ((first + j) % 4) * batch))
-                            .collect();
-                        vae.run_steps(ctx, &chunk)?;
+            let candidates = [1usize, 2, 4, 8]
+                .into_iter()
+                .map(|k| {
+                    let (cell, graphs, key) = (&cell, graphs.clone(), key.clone());
+                    Candidate {
+                        choice: k,
+                        time: Box::new(move |_| {
+                            let mut vae = cell.borrow_mut();
+                            ctx.wait_idle("steps-per-submit probe")?;
+                            let t = std::time::Instant::now();
+                            for first in (0..STEPS).step_by(k) {
+                                // A stop asked for ends the probe at its next submit (a large
+                                // batch's forward passes take seconds each), nothing recorded.
+                                crate::kernels::tuner::stop_point(ctx, &key)?;
+                                let chunk: Vec<(&StepGraph, usize)> = (0..k)
+                                    .map(|j| (&graphs[j], ((first + j) % 4) * batch))
+                                    .collect();
+                                vae.run_steps(ctx, &chunk)?;
+                            }
+                            ctx.wait_idle("steps-per-submit probe")?;
+                            Ok(t.elapsed().as_secs_f64() / STEPS as f64)
+                        }),
                     }
-                    ctx.wait_idle("steps-per-submit probe")?;
-                    best[i] = best[i].min(t.elapsed().as_secs_f64() / STEPS as f64);
-                }
-            }
-            // Forward-only steps moved only the evaluation noise counter: put it back.
-            vae.start_eval_draws(0);
-            Ok(counts.into_iter().zip(best).collect())
+                })
+                .collect();
+            Ok((candidates, None))
         },
-    )
+    )?;
+    // Forward-only steps moved only the evaluation noise counter: put it back.
+    vae.start_eval_draws(0);
+    Ok(k)
 }

@@ -5,13 +5,14 @@ use super::select::{MatmulVariant, candidates};
 use super::{Epilogue, Problem, matmul_with};
 use crate::error::Result;
 use crate::gpu::GpuContext;
-use crate::kernels::Dispatch;
+use crate::kernels::tuner::{Candidate, Check};
 use crate::ops::Layout;
 
-/// Time every candidate on operands of the problem's shape: each with its seconds per launch
-/// (the tune store records the fastest). A candidate
-/// whose product disagrees with the direct kernel's is dropped with a warning: the subgroup kernels
-/// assume a lane layout that the spec does not promise, so each device proves it here first.
+/// Time every candidate on operands of the problem's shape by the one rule
+/// (`kernels::tuner::measure`): each with its seconds per launch (the tune store records the
+/// fastest). A candidate whose product disagrees with the direct kernel's (the first) is dropped
+/// with a warning: the subgroup kernels assume a lane layout that the spec does not promise, so
+/// each device proves it here first.
 pub(super) fn tune(ctx: &GpuContext, problem: Problem) -> Result<Vec<(MatmulVariant, f64)>> {
     let Problem {
         layout,
@@ -77,51 +78,29 @@ pub(super) fn tune(ctx: &GpuContext, problem: Problem) -> Result<Vec<(MatmulVari
             _ => None,
         },
     };
-    let mut reference: Option<Vec<f32>> = None;
-    // (variant, dispatch, rough first time) of every candidate that computes the right product.
-    let mut passed: Vec<(MatmulVariant, Dispatch, f64)> = Vec::new();
-    for variant in candidates(ctx, problem, false) {
-        let d = matmul_with(ctx, variant, layout, &a, &b, &c, epi)?;
-        // NaN in every output first: a candidate that leaves some of C (or of the row sums)
-        // unwritten cannot pass the comparison on the reference's leftovers.
-        ctx.write_f32(&c, &vec![f32::NAN; m * n])?;
-        ctx.write_f32(&rs, &vec![f32::NAN; m])?;
-        // The first run compiles the pipeline on drivers that compile at first use (lavapipe
-        // does: seconds for a large unrolled kernel) and warms up; the second gives a rough time
-        // that is the kernel's alone.
-        crate::kernels::run(ctx, &[&d])?;
-        let start = std::time::Instant::now();
-        crate::kernels::run(ctx, &[&d])?;
-        let first = start.elapsed().as_secs_f64();
-        let mut out = ctx.read_f32(&c)?;
-        if row_sums {
-            out.extend(ctx.read_f32(&rs)?);
-        }
-        match &reference {
-            None => reference = Some(out),
-            Some(want) => {
-                // f32 products of K terms of size < 1 agree to ~K·2^-24 each; a wrong lane
-                // layout is wrong by O(1).
-                if let Some(worst) = crate::kernels::disagreement(want, &out) {
-                    log::warn!(
-                        "matmul autotune: the {variant} kernel disagrees with the direct \
-                         one on {layout:?} {m}x{n}x{k} (max error {worst:e}) on {}; not using it",
-                        ctx.adapter.name
-                    );
-                    continue;
-                }
+    let candidates = candidates(ctx, problem, false)
+        .into_iter()
+        .map(|v| {
+            let d = matmul_with(ctx, v, layout, &a, &b, &c, epi)?;
+            Ok(Candidate::dispatches(ctx, v, vec![d]))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    // C and the row sums, against the direct kernel's (the first candidate).
+    let check = Check {
+        reset: Box::new(|| {
+            ctx.write_f32(&c, &vec![f32::NAN; m * n])?;
+            ctx.write_f32(&rs, &vec![f32::NAN; m])
+        }),
+        read: Box::new(|| {
+            let mut out = ctx.read_f32(&c)?;
+            if row_sums {
+                out.extend(ctx.read_f32(&rs)?);
             }
-        }
-        passed.push((variant, d, first));
-    }
-    // Far behind the fastest first run (tiling on a CPU driver, say): not worth timing closely.
-    let rule = crate::kernels::AUTOTUNE;
-    let fastest_first = passed.iter().map(|p| p.2).fold(f64::INFINITY, f64::min);
-    passed.retain(|p| rule.worth_timing(p.2, fastest_first));
-    let reps: Vec<usize> = passed.iter().map(|p| rule.reps(p.2)).collect();
-    let launches: Vec<(&Dispatch, usize)> = passed.iter().map(|p| &p.1).zip(reps).collect();
-    let best_secs = crate::kernels::best_of_rounds(ctx, &launches, rule.rounds)?;
-    Ok(passed.iter().map(|p| p.0).zip(best_secs).collect())
+            Ok(out)
+        }),
+    };
+    let key = format!("{layout:?} {m}x{n}x{k}");
+    crate::kernels::tuner::measure(ctx, &key, candidates, Some(&check))
 }
 
 /// Rows of the batch-like dimension a tuning problem is capped at.
