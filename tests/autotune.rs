@@ -323,7 +323,11 @@ fn the_one_tuner_checks_skips_times_and_stops_by_one_rule() {
     );
     let rounds = vae_wgpu::kernels::AUTOTUNE.rounds;
     let counts: Vec<usize> = calls.iter().map(Cell::get).collect();
-    assert_eq!(counts, [2 + rounds, 2 + rounds, 2, 2], "only the close ones are timed");
+    assert_eq!(
+        counts,
+        [2 + rounds, 2 + rounds, 2, 2],
+        "only the close ones are timed"
+    );
 
     let cancel = vae_wgpu::gpu::Cancel::new();
     let stopping = GpuContext::new(&ContextOptions {
@@ -334,7 +338,8 @@ fn the_one_tuner_checks_skips_times_and_stops_by_one_rule() {
     cancel.cancel();
     let e = measure(&stopping, "a test problem", candidates(), None).unwrap_err();
     assert!(
-        e.to_string().contains("stopped while timing the candidates for a test problem"),
+        e.to_string()
+            .contains("stopped while timing the candidates for a test problem"),
         "{e}"
     );
 }

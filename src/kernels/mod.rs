@@ -83,63 +83,87 @@ pub fn override_sets(shader: &Shader, entry: &str) -> Vec<Vec<(&'static str, f64
         .collect()
 }
 
+/// The override sets each shader is compiled with, derived from the enums the launchers read
+/// (every activation, the hidden activations' fused backward, every likelihood and which of them
+/// the logits product fuses), so a new activation or likelihood is covered without an edit here.
 fn epilogue_sets(shader: &Shader) -> Vec<Vec<(&'static str, f64)>> {
+    use crate::ops::{Act, Likelihood};
+    let code = |a: Act| a.code() as f64;
+    let acts = Act::ALL.map(code);
+    let act_grads = Act::HIDDEN.map(|(a, _)| code(a));
+    let fused = Likelihood::KINDS.into_iter().filter(Likelihood::fuses);
     match shader.name {
         "matmul" | "matmul_subgroup" | "matmul_subgroup_tex" => {
             // Per layout: each forward activation with and without bias (Linear forward,
             // decoding), each fused activation backward (input gradients), row sums (weight
-            // gradients), the bare product, and the likelihood epilogues (logits, with and without
-            // bias). Each feature is one `if` on its constant, so this covers every branch.
+            // gradients), the bare product, and each fused likelihood's epilogue (the logits,
+            // with and without bias). Each feature is one `if` on its constant, so this covers
+            // every branch.
             let mut v = Vec::new();
-            for layout in 0..3 {
-                let l = ("LAYOUT", layout as f64);
-                for act in 0..4 {
-                    for bias in 0..2 {
-                        v.push(vec![l, ("ACT", act as f64), ("HAS_BIAS", bias as f64)]);
+            for layout in crate::ops::Layout::ALL {
+                let l = ("LAYOUT", layout.code() as f64);
+                for act in acts {
+                    for bias in [0.0, 1.0] {
+                        v.push(vec![l, ("ACT", act), ("HAS_BIAS", bias)]);
                     }
                 }
-                for grad in [1.0, 3.0] {
+                for grad in act_grads {
                     v.push(vec![l, ("ACT_GRAD", grad)]);
                 }
                 v.push(vec![l, ("ROW_SUM", 1.0)]);
-                for bias in 0..2 {
-                    v.push(vec![l, ("HAS_BIAS", bias as f64), ("LIKELIHOOD", 1.0)]);
+                for lik in fused.clone() {
+                    for bias in [0.0, 1.0] {
+                        v.push(vec![
+                            l,
+                            ("HAS_BIAS", bias),
+                            ("LIKELIHOOD", lik.code() as f64),
+                        ]);
+                    }
                 }
-                v.push(vec![l, ("HAS_BIAS", 1.0), ("LIKELIHOOD", 2.0)]);
             }
             v
         }
-        "bias_act" => (0..4)
-            .flat_map(|a| (0..2).map(move |b| vec![("ACT", a as f64), ("HAS_BIAS", b as f64)]))
+        "bias_act" => acts
+            .into_iter()
+            .flat_map(|a| [0.0, 1.0].map(|b| vec![("ACT", a), ("HAS_BIAS", b)]))
             .collect(),
-        // conv_to_lo / conv_to_hi: forward with bias and each hidden or no activation, a fused
-        // activation backward, or bare; conv_weight_grad: the bias gradient from either side.
+        // conv_to_lo / conv_to_hi: forward with bias and each activation, a fused activation
+        // backward, or bare; conv_weight_grad: the bias gradient from either side.
         "conv" => {
             let mut v = vec![vec![("ACT", 0.0), ("HAS_BIAS", 0.0)]];
-            for act in [0.0, 1.0, 2.0, 3.0] {
+            for act in acts {
                 v.push(vec![("ACT", act), ("HAS_BIAS", 1.0)]);
             }
-            for grad in [1.0, 3.0] {
+            for grad in act_grads {
                 v.push(vec![("ACT", 0.0), ("HAS_BIAS", 0.0), ("ACT_GRAD", grad)]);
             }
             v
         }
-        // Each likelihood; a Gaussian with and without log σ's gradient; the IWAE objective's
-        // per-row weights.
-        "likelihood" => vec![
-            vec![("LIKELIHOOD", 1.0)],
-            vec![("LIKELIHOOD", 2.0)],
-            vec![("LIKELIHOOD", 3.0), ("SIGMA_GRAD", 0.0)],
-            vec![("LIKELIHOOD", 3.0), ("SIGMA_GRAD", 1.0)],
-            vec![("LIKELIHOOD", 1.0), ("ROW_WEIGHTS", 1.0)],
-            vec![
-                ("LIKELIHOOD", 3.0),
-                ("SIGMA_GRAD", 1.0),
-                ("ROW_WEIGHTS", 1.0),
-            ],
-        ],
+        // Each likelihood (a Gaussian with and without log σ's gradient), each also with the
+        // IWAE objective's per-row weights.
+        "likelihood" => {
+            let mut v = Vec::new();
+            for lik in Likelihood::KINDS {
+                let code = ("LIKELIHOOD", lik.code() as f64);
+                let grads: &[f64] = if lik.is_gaussian() {
+                    &[0.0, 1.0]
+                } else {
+                    &[0.0]
+                };
+                for &g in grads {
+                    for weights in [0.0, 1.0] {
+                        let mut set = vec![code, ("ROW_WEIGHTS", weights)];
+                        if lik.is_gaussian() {
+                            set.push(("SIGMA_GRAD", g));
+                        }
+                        v.push(set);
+                    }
+                }
+            }
+            v
+        }
         // label_forward after each layer activation (the others read no constant).
-        "condition" => (0..4).map(|a| vec![("ACT", a as f64)]).collect(),
+        "condition" => acts.into_iter().map(|a| vec![("ACT", a)]).collect(),
         "reparam_kl" => vec![
             vec![("EPS_FROM_BUFFER", 0.0)],
             vec![("EPS_FROM_BUFFER", 1.0)],

@@ -92,6 +92,15 @@ impl Likelihood {
         Ok(())
     }
 
+    /// Every likelihood the kernels compute, one of each kind (a Gaussian's σ learned): what the
+    /// shaders' override sets and the parity tests enumerate.
+    pub const KINDS: [Likelihood; 4] = [
+        Likelihood::Bernoulli,
+        Likelihood::ContinuousBernoulli,
+        Likelihood::Gaussian { sigma: None },
+        Likelihood::GaussianIdentity { sigma: None },
+    ];
+
     /// The WGSL `LIKELIHOOD` code (`LIKELIHOOD_BERNOULLI` … in shaders/common.wgsl).
     pub fn code(&self) -> u32 {
         match self {
