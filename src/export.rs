@@ -29,7 +29,7 @@ use crate::rng::{Philox, domain};
 
 /// The plan format's name and version (`plan.json`'s `format` and `version`).
 pub const FORMAT: &str = "vae-wgpu-plan";
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 
 /// Test images reconstructed by the page after each epoch, and decoded samples drawn.
 pub const RECONSTRUCTIONS: usize = 10;
@@ -329,6 +329,11 @@ pub fn export_plan(ctx: &GpuContext, opts: &ExportOptions) -> Result<ExportSumma
         },
         "accumulators": accumulators,
         "epoch_input": {"buffer": index_id, "blob": "indices.bin", "count": train.count},
+        // How evaluation steps number their noise (`model::gpu::EVAL_DRAWS`).
+        "evaluation": {
+            "rng_flag": crate::model::gpu::EVAL_DRAWS.flag,
+            "epoch_stride": crate::model::gpu::EVAL_DRAWS.epoch_stride,
+        },
         "graphs": graphs,
         "outputs": outputs,
     });
@@ -544,9 +549,20 @@ impl Planned {
                 Value::Object(fields)
             })
             .collect();
+        // The first evaluation steps' noise counters after epochs 1 and 2, as the native model
+        // writes them, for the page's evaluation schedule.
+        let mut eval_rng_steps = Vec::new();
+        for epoch in [1, 2] {
+            self.vae.start_eval_draws(epoch);
+            for step in 0..3 {
+                eval_rng_steps.push(json!([epoch, step, self.vae.next_eval_rng_step()]));
+            }
+        }
+        self.vae.start_eval_draws(0);
         let reference = json!({
             "steps": steps,
             "uniforms": uniforms,
+            "eval_rng_steps": eval_rng_steps,
             "matmul": matmul,
             "adapter": ctx.adapter.short(),
             "batch_losses": reference_losses,

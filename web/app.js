@@ -7,7 +7,16 @@
 // then pictures; results on window.vaeTest), params=ID (the buffer whose bytes vaeTest.params
 // returns; default reference.json's params.buffer).
 
-import { createRuntime, errText, loadPlan, mulberry32, planBase, scheduledValues } from './runtime.js';
+import {
+  createRuntime,
+  errText,
+  evalDrawsStart,
+  evalRngStep,
+  loadPlan,
+  mulberry32,
+  planBase,
+  scheduledValues,
+} from './runtime.js';
 
 /**
  * The architecture as the native trainer prints it: `784-400-200-10 tanh` (a plan from before
@@ -162,7 +171,7 @@ function evalValues(offset) {
   state.evalDraws += 1;
   return {
     batch_offset: offset,
-    rng_step: (0x80000000 + (state.evalDraws & 0x7fffffff)) >>> 0,
+    rng_step: evalRngStep(/** @type {Plan} */ (state.plan).evaluation, state.evalDraws),
     seed_lo: state.seedLo,
     seed_hi: state.seedHi,
     step_size: 0,
@@ -384,8 +393,8 @@ async function evaluate(e) {
   const rows = plan.graphs.test.rows;
   const steps = Math.ceil(n / rows);
   rt.zeroAccumulator('test');
-  // Each epoch's test pass has its own noise: evaluation draws restart at e * 2^16 (+1 per step).
-  state.evalDraws = (e * 65536) & 0x7fffffff;
+  // Each epoch's test pass has its own noise: evaluation draws restart by the plan's rule.
+  state.evalDraws = evalDrawsStart(plan.evaluation, e);
   /** @type {Promise<undefined>[]} */
   const inflight = [];
   let lastYield = performance.now();

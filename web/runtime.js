@@ -5,7 +5,7 @@
 // pass, one submit each) and reads buffers back asynchronously.
 
 export const PLAN_FORMAT = 'vae-wgpu-plan';
-export const PLAN_VERSION = 3;
+export const PLAN_VERSION = 4;
 
 /**
  * @typedef {{binding: number, buffer: number, offset: number, size: number}} Binding
@@ -20,6 +20,7 @@ export const PLAN_VERSION = 3;
  * @typedef {{id: number, name: string, size: number, usage: string[], init: Init}} BufferDesc
  * @typedef {{buffer: number, len: number, slots: Record<string, number>}} Accumulator
  * @typedef {{buffer: number, offset: number, rows: number, cols: number}} Region
+ * @typedef {{rng_flag: number, epoch_stride: number}} EvalDraws
  * @typedef {{rounds: number, target_secs: number, max_reps: number, skip_factor: number,
  *   skip_slack_secs: number, tolerance: number}} AutotuneRule
  * @typedef {{
@@ -41,6 +42,7 @@ export const PLAN_VERSION = 3;
  *   uniform: {buffer: number, size: number, fields: UniformField[]},
  *   accumulators: Record<string, Accumulator>,
  *   epoch_input: {buffer: number, blob: string, count: number},
+ *   evaluation: EvalDraws,
  *   graphs: Record<string, Graph>,
  *   outputs: {reconstruct: {originals: Region, reconstructions: Region},
  *             decode: {z: Region, means: Region, labels?: {buffer: number, offset: number, rows: number}}},
@@ -109,6 +111,18 @@ export function ruleValue(rule, t) {
     default:
       throw new Error(`the plan's uniform has a rule this page does not know: ${JSON.stringify(rule)}`);
   }
+}
+
+/** The count of evaluation draws before the test pass after epoch `epoch`, by the plan's rule
+ * (`model::gpu::EvalDraws::start`). @param {EvalDraws} rule @param {number} epoch */
+export function evalDrawsStart(rule, epoch) {
+  return Number((BigInt(epoch) * BigInt(rule.epoch_stride)) & 0x7fffffffn);
+}
+
+/** The `rng_step` of evaluation draw `d` (`EvalDraws::rng_step`): the plan's flag above every
+ * training step's counter. @param {EvalDraws} rule @param {number} d */
+export function evalRngStep(rule, d) {
+  return (rule.rng_flag + (d & 0x7fffffff)) >>> 0;
 }
 
 /** Every scheduled field's value at training step `t`, by name; `rules` replaces a field's rule

@@ -317,6 +317,35 @@ impl LossReadout {
     }
 }
 
+/// How evaluation steps number their noise (`rng_step`): `flag | (d & 0x7fff_ffff)`, `d`
+/// counting evaluation steps, so an evaluation draw is never a training step's (whose counter is
+/// the step, below `flag`); the test pass after epoch `e` starts at `d = e·epoch_stride + 1`, so
+/// each epoch's test pass has its own noise, the same whether the run was resumed or not.
+/// Exported in the plan (`evaluation`), which the page follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EvalDraws {
+    pub flag: u32,
+    pub epoch_stride: u32,
+}
+
+/// The engine's evaluation noise counter.
+pub const EVAL_DRAWS: EvalDraws = EvalDraws {
+    flag: 0x8000_0000,
+    epoch_stride: 1 << 16,
+};
+
+impl EvalDraws {
+    /// The count before the test pass after epoch `epoch`.
+    pub fn start(&self, epoch: usize) -> u32 {
+        (epoch as u32).wrapping_mul(self.epoch_stride) & 0x7fff_ffff
+    }
+
+    /// The `rng_step` of evaluation draw `d`.
+    pub fn rng_step(&self, d: u32) -> u32 {
+        self.flag | (d & 0x7fff_ffff)
+    }
+}
+
 /// The model on the device: its parameters and their gradients, its activation buffers, and the
 /// planned passes over them. The optimizer that updates it is a value of its own
 /// ([`crate::optim::Optimizer`]), given to [`GpuVae::plan_step`] for a training step.
@@ -1129,9 +1158,7 @@ impl GpuVae {
                 sp =
                     (self.schedule(graph.update_rules())).params(self.train_steps, sp.batch_offset);
             } else {
-                // The top half of the counter space: never a training step's noise.
-                self.eval_draws = self.eval_draws.wrapping_add(1);
-                sp.rng_step = 0x8000_0000 | (self.eval_draws & 0x7fff_ffff);
+                sp.rng_step = self.next_eval_rng_step();
             }
             self.step_uniforms[graph.slot].write(ctx, &sp);
         }
@@ -1175,7 +1202,13 @@ impl GpuVae {
     /// Key the next evaluation draws by `epoch` (each epoch's test pass gets its own noise, the same
     /// whether the run was resumed or not): draw counters restart at `epoch · 2^16`.
     pub fn start_eval_draws(&mut self, epoch: usize) {
-        self.eval_draws = ((epoch as u32) << 16) & 0x7fff_ffff;
+        self.eval_draws = EVAL_DRAWS.start(epoch);
+    }
+
+    /// The noise counter of the next evaluation step (what `run_steps` writes for it).
+    pub fn next_eval_rng_step(&mut self) -> u32 {
+        self.eval_draws = self.eval_draws.wrapping_add(1);
+        EVAL_DRAWS.rng_step(self.eval_draws)
     }
 
     /// The per-step uniform that graphs planned now read (slot 0 unless inside

@@ -330,7 +330,7 @@ test('bad paths: missing plan, wrong version, limit too small, no WebGPU', { tim
   await t.test('a plan of another format version', async () => {
     const text = await errorMessage({ plan: `${PLAN}/` }, editedPlan((p) => (p.version = 999)));
     assert.match(text, /version 999/);
-    assert.match(text, /version 3\b/);
+    assert.match(text, /version 4\b/);
   });
 
   await t.test('a plan that needs more than the adapter has', async () => {

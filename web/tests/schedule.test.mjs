@@ -1,12 +1,13 @@
 // The page's per-step uniform follows the exported plan's rules (runtime.js, ruleValue): in Node,
 // no browser — every scheduled field of the native engine's first steps, as reference.json records
-// them, equals the rule's value rounded to the field's type, bit for bit. plan-test is the default
+// them, equals the rule's value rounded to the field's type, bit for bit; so do the evaluation
+// steps' noise counters (the plan's `evaluation` rule). plan-test is the default
 // model; plan-deep weighs the KL (β = 2, a warm-up), so its kl_weight ramps, and trains with AdamW
 // under a cosine schedule with a 3-step warm-up, so its step size and decay follow the schedule.
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
-import { lrFactor, powi, ruleValue, scheduledValues } from '../runtime.js';
+import { evalDrawsStart, evalRngStep, lrFactor, powi, ruleValue, scheduledValues } from '../runtime.js';
 
 const dir = new URL('..', import.meta.url);
 
@@ -25,6 +26,12 @@ for (const name of ['plan-test', 'plan-deep']) {
         assert.equal(v, want[f.name], `${f.name} at step ${i + 1}`);
       }
     });
+    // Evaluation steps: the noise counters the native model writes after epochs 1 and 2.
+    assert.ok(reference.eval_rng_steps.length >= 6);
+    for (const [epoch, step, want] of reference.eval_rng_steps) {
+      const d = evalDrawsStart(plan.evaluation, epoch) + step + 1;
+      assert.equal(evalRngStep(plan.evaluation, d), want, `evaluation step ${step} after epoch ${epoch}`);
+    }
     if (name === 'plan-deep') {
       const w = reference.uniforms.map((/** @type {any} */ u) => u.kl_weight);
       assert.equal(w[0], 0, 'the warm-up starts at 0');
