@@ -58,9 +58,10 @@ fn main() {
         med(&mut wall)
     );
 
-    // Steps back to back, as the trainer submits them (one submit per step, no waits), against
-    // several steps recorded into one submit — timing only: those share one per-step uniform, so
-    // they would repeat the same noise and Adam step; the trainer does not batch steps this way.
+    // Steps back to back, one submit per step (no waits), against 4 recorded into one submit —
+    // timing only: the steps of one graph share its uniform slot, so these repeat the same noise
+    // and Adam step; the trainer submits its measured steps per submit each planned in a slot of
+    // its own (`GpuVae::in_slot`, `Trainer::steps_per_submit`).
     for per_submit in [1usize, 4] {
         let n = 100;
         ctx.wait_idle("before").unwrap();

@@ -55,7 +55,7 @@ fn bce_with_logits(l: f32, x: f32) -> vec2<f32> {
 }
 
 // The decoder's likelihoods (the `LIKELIHOOD` override constants): the values of
-// `Likelihood::code` in src/model/likelihood.rs (tested: kernels::contracts).
+// `Likelihood::code` in src/ops/likelihood.rs (tested: kernels::contracts).
 const LIKELIHOOD_NONE: u32 = 0u;
 const LIKELIHOOD_BERNOULLI: u32 = 1u;
 const LIKELIHOOD_CONTINUOUS_BERNOULLI: u32 = 2u;
@@ -117,7 +117,7 @@ fn cb_mean_clamped(l: f32) -> f32 {
 //                         (clamped: softplus(l) - l·x - CB_LOG_NORM_CLAMPED, σ(l) - x)
 //   Gaussian:             ½((x - μ)/s)² + log s + ½log 2π, μ = σ(l)      (μ - x)·μ(1 - μ)/s²
 //   Gaussian, identity:   the same with μ = l                              (μ - x)/s²
-// with log s = `log_sigma` (the Gaussian's only). See src/model/likelihood.rs.
+// with log s = `log_sigma` (the Gaussian's only). See src/ops/likelihood.rs.
 fn recon_with_logits(kind: u32, l: f32, x: f32, log_sigma: f32) -> vec2<f32> {
     if (kind == LIKELIHOOD_CONTINUOUS_BERNOULLI) {
         if (cb_clamped(l)) {

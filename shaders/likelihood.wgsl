@@ -1,6 +1,6 @@
 // Launcher: src/kernels/likelihood.rs · CPU twins: cpu::ops::recon_forward_backward, recon_rows, likelihood_mean · parity: tests/parity_kernels.rs likelihood_forward_backward_matches_including_extremes
 // The decoder's likelihood p(x | logits), standalone (recon_with_logits in common.wgsl has the
-// per-value math; src/model/likelihood.rs the table of formulas):
+// per-value math; src/ops/likelihood.rs the table of formulas):
 //
 //   recon_forward_backward: dlogits = ∂(-log p)/∂l / L (ROW_WEIGHTS: × w̃_row instead of / L) and
 //                           per-workgroup partial sums of -log p / L;

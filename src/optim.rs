@@ -1,4 +1,4 @@
-//! Optimizers as values, each in a few lines (tinygrad's `nn/optim.py`, PyTorch's `torch.optim`):
+//! Optimizers as values, each in a few lines (tinygrad's `nn.optim`, PyTorch's `torch.optim`):
 //! an [`Optimizer`] owns its state arenas on the device, the rules of its fields of the per-step
 //! uniform ([`OptimizerConfig::rules`]) and its kernel; the model owns parameters and gradients
 //! only.

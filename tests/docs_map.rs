@@ -226,10 +226,13 @@ fn as_items(span: &str) -> Vec<String> {
         .into_iter()
         .filter(|n| {
             !n.is_empty()
-                && !["crate", "self", "super", "std", "wgpu", "nn", "torch"].contains(&n.as_str())
+                && ![
+                    "crate", "self", "super", "std", "wgpu", "nn", "torch", "rand", "usize",
+                ]
+                .contains(&n.as_str())
         })
         // PyTorch's API, which the docs name where they show interop.
-        .filter(|n| !["load_state_dict", "state_dict"].contains(&n.as_str()))
+        .filter(|n| !["load_state_dict", "state_dict", "lr_lambda"].contains(&n.as_str()))
         .collect()
 }
 
@@ -566,4 +569,89 @@ fn no_function_in_src_is_longer_than_150_lines() {
     };
     assert_eq!(function_lengths(&body(151)), [(1, "f".to_string(), 151)]);
     assert_eq!(function_lengths(&body(150)), [(1, "f".to_string(), 150)]);
+}
+
+/// The names a shader's header (its leading comment: launcher, CPU twin, parity tests) and the
+/// doc comments of `src/` give in code spans or as paths: the map inside the code, held true as
+/// the documents are.
+fn names_in_code_comments(sources: &[(PathBuf, String)]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (path, text) in sources {
+        let p = path
+            .strip_prefix(root())
+            .unwrap_or(path)
+            .to_string_lossy()
+            .to_string();
+        if p.starts_with("shaders/") && p.ends_with(".wgsl") {
+            let header: Vec<&str> = text
+                .lines()
+                .take_while(|l| l.trim_start().starts_with("//"))
+                .map(|l| l.trim_start().trim_start_matches('/'))
+                .collect();
+            for word in header.join(" ").split_whitespace() {
+                let w = word.trim_matches(|c: char| ",;:()·.".contains(c) && c != '/');
+                let w = w.trim_end_matches('.');
+                if !w.contains('*') && (as_path(w).is_some() || w.contains("::")) {
+                    out.push((p.clone(), w.to_string()));
+                }
+            }
+        } else if p.starts_with("src/") && p.ends_with(".rs") {
+            let docs: String = text
+                .lines()
+                .map(str::trim_start)
+                .filter(|l| l.starts_with("///") || l.starts_with("//!"))
+                .map(|l| format!("{}\n", &l[3..]))
+                .collect();
+            for span in code_spans(&docs) {
+                out.push((p.clone(), span));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn every_name_in_shader_headers_and_doc_comments_exists() {
+    let sources = sources();
+    let defs = definitions(&sources);
+    let all_paths: Vec<String> = sources
+        .iter()
+        .map(|(p, _)| p.to_string_lossy().replace('\\', "/"))
+        .collect();
+    let mut missing = Vec::new();
+    let mut checked = 0;
+    // Other crates' items, which their own docs keep.
+    let external = ["rand::", "rand_core::", "safetensors::", "serde_json::", "image::", "log::"];
+    for (file, span) in names_in_code_comments(&sources) {
+        if external.iter().any(|e| span.starts_with(e)) {
+            continue;
+        }
+        if let Some(p) = as_path(&span) {
+            checked += 1;
+            let p = p.trim_end_matches('/');
+            let found = [root().to_path_buf(), root().join("src")]
+                .iter()
+                .any(|dir| dir.join(p).exists())
+                || all_paths
+                    .iter()
+                    .any(|q| q.ends_with(&format!("/{p}")) || q.contains(&format!("/{p}/")));
+            if !found {
+                missing.push(format!("{file}: the path `{span}` does not exist"));
+            }
+            continue;
+        }
+        for name in as_items(&span) {
+            checked += 1;
+            if !defs.contains(&name) {
+                missing.push(format!("{file}: `{span}` names `{name}`, defined nowhere"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{} of {checked} names in shader headers and doc comments are stale:\n{}",
+        missing.len(),
+        missing.join("\n")
+    );
+    eprintln!("{checked} paths and items named in shader headers and doc comments exist");
 }

@@ -65,7 +65,7 @@ fn stderr_of(child: std::process::Child) -> (Option<i32>, String) {
 }
 
 #[test]
-fn class1_a_closed_stdout_stops_training_like_an_interrupt() {
+fn a_closed_stdout_stops_training_like_an_interrupt() {
     let dir = Dir::new("stdout");
     let data = tiny_mnist(&dir, 600, 40);
     let out = dir.path("run");
@@ -108,7 +108,7 @@ fn class1_a_closed_stdout_stops_training_like_an_interrupt() {
 }
 
 #[test]
-fn class2_checkpoint_values_are_checked_and_blamed_on_the_file() {
+fn checkpoint_values_are_checked_and_blamed_on_the_file() {
     let dir = Dir::new("values");
     let data = tiny_mnist(&dir, 300, 40);
     let out = trained(&dir, &data, "run");
@@ -240,7 +240,7 @@ fn class2_checkpoint_values_are_checked_and_blamed_on_the_file() {
 }
 
 #[test]
-fn class3_splits_of_another_image_size_are_refused_before_training() {
+fn splits_of_another_image_size_are_refused_before_training() {
     let dir = Dir::new("splits");
     let data = tiny_mnist(&dir, 200, 40);
     // Test images of 20x20 beside 28x28 training images.
@@ -264,7 +264,7 @@ fn class3_splits_of_another_image_size_are_refused_before_training() {
 }
 
 #[test]
-fn class4_one_run_per_folder_and_the_folder_tells_the_truth() {
+fn one_run_per_folder_and_the_folder_tells_the_truth() {
     let dir = Dir::new("folder");
     let data = tiny_mnist(&dir, 300, 40);
     let d = data.to_str().unwrap();
@@ -340,7 +340,7 @@ fn class4_one_run_per_folder_and_the_folder_tells_the_truth() {
 }
 
 #[test]
-fn class5_reads_are_bounded_and_never_hang() {
+fn reads_are_bounded_and_never_hang() {
     let dir = Dir::new("reads");
     let data = tiny_mnist(&dir, 300, 40);
     let d = data.to_str().unwrap();
@@ -388,7 +388,7 @@ fn class5_reads_are_bounded_and_never_hang() {
 }
 
 #[test]
-fn class6_signals_hints_and_driver_noise() {
+fn signals_hints_and_driver_noise_are_handled() {
     let dir = Dir::new("signals dir");
     let data = tiny_mnist(&dir, 300, 200);
     let d = data.to_str().unwrap();
@@ -458,7 +458,7 @@ fn class6_signals_hints_and_driver_noise() {
 }
 
 #[test]
-fn class7_a_resumed_run_prints_the_same_test_loss() {
+fn a_resumed_run_prints_the_same_test_loss() {
     let dir = Dir::new("resume-eval");
     let data = tiny_mnist(&dir, 300, 100);
     let d = data.to_str().unwrap();
@@ -500,7 +500,7 @@ fn class7_a_resumed_run_prints_the_same_test_loss() {
 }
 
 #[test]
-fn class4_a_log_the_shell_created_does_not_make_a_folder_a_run() {
+fn a_log_the_shell_created_does_not_make_a_folder_a_run() {
     // `train --out runs/x > runs/x/train.log`: the shell creates the log before the program
     // starts; the folder holds no run's file, so the run goes ahead.
     let dir = Dir::new("logged");
@@ -521,7 +521,7 @@ fn class4_a_log_the_shell_created_does_not_make_a_folder_a_run() {
 // count says it is complete and how to train further, and writes nothing (not into its own
 // folder, not into a new --out).
 #[test]
-fn class8_refusals_name_their_flags_and_a_finished_run_says_so() {
+fn refusals_name_their_flags_and_a_finished_run_says_so() {
     let dir = Dir::new("hostile-class8");
     let data = tiny_mnist(&dir, 128, 32);
     let folder = dir.path("pictures");
@@ -676,7 +676,7 @@ fn class8_refusals_name_their_flags_and_a_finished_run_says_so() {
 // so), refuse it by name when it is gone, and --data-dir still chooses. A bare state_dict, which
 // cannot say its activation, is evaluated with a warning that names the assumption.
 #[test]
-fn class5_eval_reads_the_data_the_run_trained_on() {
+fn eval_reads_the_data_the_run_trained_on() {
     let dir = Dir::new("hostile-class5");
     let folder = dir.path("shapes");
     common::shapes::shape_folder(&folder, 8, 8, 8, 3);
@@ -831,7 +831,7 @@ fn spawn_env_until(
 }
 
 #[test]
-fn class7_a_stop_during_the_autotune_or_the_pictures_is_prompt() {
+fn a_stop_during_the_autotune_or_the_pictures_is_prompt() {
     let dir = Dir::new("prompt stops");
     let data = tiny_mnist(&dir, 300, 1200);
     let d = data.to_str().unwrap();
@@ -1004,7 +1004,7 @@ fn tensorboard_events_give_way_to_the_checkpoint() {
 }
 
 #[test]
-fn class1_optional_files_give_way_to_the_checkpoint() {
+fn optional_files_give_way_to_the_checkpoint() {
     let dir = Dir::new("full disk");
     let folder = dir.path("shapes");
     common::shapes::shape_folder(&folder, 80, 64, 64, 1);
@@ -1048,7 +1048,7 @@ fn class1_optional_files_give_way_to_the_checkpoint() {
     // start, leaves too little for the checkpoint; the pictures do not fit after it.
     let kib = (ckpt + model) / 1024 + 512;
     let (mnt, copy) = (dir.path("mnt"), dir.path("copy"));
-    let test = "class1_optional_files_give_way_to_the_checkpoint";
+    let test = "optional_files_give_way_to_the_checkpoint";
     let Some(r) = on_small_tmpfs(test, train(&mnt.join("run")), kib, &mnt, &copy) else {
         return;
     };
