@@ -621,7 +621,14 @@ fn every_name_in_shader_headers_and_doc_comments_exists() {
     let mut missing = Vec::new();
     let mut checked = 0;
     // Other crates' items, which their own docs keep.
-    let external = ["rand::", "rand_core::", "safetensors::", "serde_json::", "image::", "log::"];
+    let external = [
+        "rand::",
+        "rand_core::",
+        "safetensors::",
+        "serde_json::",
+        "image::",
+        "log::",
+    ];
     for (file, span) in names_in_code_comments(&sources) {
         if external.iter().any(|e| span.starts_with(e)) {
             continue;

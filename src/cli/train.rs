@@ -180,14 +180,6 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     if interrupted(&stop) {
         return Ok(stopped_planning("before the first step", &stop));
     }
-    // The split this run holds out (a resumed run's is the checkpoint's, unless the data changed
-    // kind): its checkpoints record it for eval, pictures and later resumes.
-    trainer.test_fraction = data.test_fraction;
-    trainer.data_dir = std::path::absolute(args.data.dir())
-        .unwrap_or_else(|_| args.data.dir())
-        .display()
-        .to_string();
-    trainer.split_seed = data.split_seed;
     let test_gpu = if args.no_test {
         None
     } else {
@@ -209,7 +201,17 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     );
     say!("{}", crate::kernels::matmul::summary(&ctx));
 
-    let files = RunFiles::open(&out, &args, ckpt.as_ref(), resuming_here, trainer.epoch)?;
+    let mut files = RunFiles::open(&out, &args, ckpt.as_ref(), resuming_here, trainer.epoch)?;
+    // The data and the split this run holds out (a resumed run's is the checkpoint's, unless the
+    // data changed kind): its checkpoints record them for eval, pictures and later resumes.
+    files.source = (
+        std::path::absolute(args.data.dir())
+            .unwrap_or_else(|_| args.data.dir())
+            .display()
+            .to_string(),
+        data.test_fraction,
+        data.split_seed,
+    );
     let mut session = Session {
         args: &args,
         ctx: &ctx,
@@ -487,6 +489,9 @@ struct RunFiles {
     events: std::cell::RefCell<TensorBoardLog>,
     events_path: Option<PathBuf>,
     saved_epoch: std::cell::Cell<Option<usize>>,
+    /// The data's folder (absolute), its held-out share and the seed that chose it, which every
+    /// checkpoint records.
+    source: (String, f64, u64),
 }
 
 impl RunFiles {
@@ -535,6 +540,7 @@ impl RunFiles {
             saved_epoch: std::cell::Cell::new(
                 ckpt.filter(|_| resuming_here).map(|c| c.progress.epoch),
             ),
+            source: (String::new(), 0.0, 0),
         };
         if let Some(c) = ckpt.filter(|_| resuming_here) {
             c.save_state_dict(&files.model_path)?;
@@ -546,7 +552,13 @@ impl RunFiles {
     /// optional files give way to them: on a disk too full for the checkpoint, the decoded-image
     /// cache (which only saves decoding time) is removed, then the TensorBoard events (a view of
     /// what losses.csv and the pictures record), each said, and the checkpoint written again.
-    fn save_checkpoint(&self, c: &Checkpoint) -> Result<(), String> {
+    fn save_checkpoint(&self, c: &mut Checkpoint) -> Result<(), String> {
+        (
+            c.progress.data_dir,
+            c.progress.test_fraction,
+            c.progress.split_seed,
+        ) = self.source.clone();
+        let c = &*c;
         // Which file failed matters to the message: the checkpoint may be whole when only the
         // state_dict is not.
         let ckpt_written = std::cell::Cell::new(false);
@@ -797,7 +809,8 @@ impl Session<'_> {
             }
             return Ok(stopped_status(self.stop));
         }
-        self.files.save_checkpoint(&trainer.checkpoint(self.ctx)?)?;
+        self.files
+            .save_checkpoint(&mut trainer.checkpoint(self.ctx)?)?;
         note!(
             "{why} before step {step} of epoch {epoch}: checkpoint written to {}\nresume with: {}",
             self.files.ckpt_path.display(),
@@ -855,8 +868,8 @@ impl Session<'_> {
             stats.host_us_per_step
         );
         // The checkpoint first: losses.csv never claims an epoch the checkpoint lacks.
-        let c = trainer.checkpoint(self.ctx)?;
-        self.files.save_checkpoint(&c)?;
+        let mut c = trainer.checkpoint(self.ctx)?;
+        self.files.save_checkpoint(&mut c)?;
         self.files.record_epoch(stats, test_stats.as_ref())?;
         if interrupted(stop) {
             let skipped = if self.test_gpu.is_some() && test_stats.is_none() {

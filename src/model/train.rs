@@ -122,13 +122,6 @@ pub struct Trainer {
     pub epoch: usize,
     /// Steps done in the epoch in progress (0 at an epoch boundary).
     pub step_in_epoch: usize,
-    /// The share of an image folder held out as the test set (0 when the data came split), kept
-    /// in checkpoints so that eval and resume split the same way.
-    pub test_fraction: f64,
-    /// The seed that chose those held-out images.
-    pub split_seed: u64,
-    /// The data set's folder, absolute (recorded in checkpoints for `eval` and `pictures`).
-    pub data_dir: String,
 }
 
 impl Trainer {
@@ -190,9 +183,6 @@ impl Trainer {
             loss_reader,
             epoch: 0,
             step_in_epoch: 0,
-            test_fraction: 0.0,
-            split_seed: 0,
-            data_dir: String::new(),
         })
     }
 
@@ -319,7 +309,8 @@ impl Trainer {
     }
 
     /// Everything needed to continue exactly from here: weights, optimizer state, the loss sums of the
-    /// epoch in progress, and where in which epoch we are (waits for submitted work).
+    /// epoch in progress, and where in which epoch we are (waits for submitted work). Where the
+    /// data came from (its folder, a held-out split) is the caller's to add.
     pub fn checkpoint(&self, ctx: &GpuContext) -> Result<Checkpoint> {
         Ok(Checkpoint {
             cfg: self.vae.cfg.clone(),
@@ -337,14 +328,13 @@ impl Trainer {
                 batch_size: self.settings.batch_size,
                 train_len: self.train.len,
                 image: self.train.image,
-                test_fraction: self.test_fraction,
-                split_seed: self.split_seed,
-                data_dir: self.data_dir.clone(),
                 class_names: match self.vae.cfg.is_conditional() {
                     true => self.train.classes.clone(),
                     false => Vec::new(),
                 },
                 kl_warmup_steps: Some(self.vae.kl.warmup_steps),
+                // Where the data came from is the program's to record (`cli::train`).
+                ..Progress::default()
             },
             activation_recorded: true,
         })
@@ -438,8 +428,6 @@ impl Trainer {
             t.vae.kl.warmup_steps = s;
         }
         t.epoch = ckpt.progress.epoch;
-        t.test_fraction = ckpt.progress.test_fraction;
-        t.split_seed = ckpt.progress.split_seed;
         if resumes_mid_epoch {
             t.step_in_epoch = ckpt.progress.step_in_epoch;
             // The loader checked the accumulator's length; a state_dict has none (sums restart).
