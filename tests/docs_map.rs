@@ -236,52 +236,70 @@ fn as_items(span: &str) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn every_path_and_item_the_docs_name_exists() {
-    let sources = sources();
-    let defs = definitions(&sources);
+/// The stale ones of `names` (`(where, span, folder)`: the file that names it, the code span,
+/// the folder its relative paths start from), and how many names were checked: a path must exist
+/// relative to the root, `src/`, `web/` or that folder, or be the tail of a repository path; an
+/// item must be defined somewhere in the sources.
+fn stale(
+    sources: &[(PathBuf, String)],
+    names: impl IntoIterator<Item = (String, String, PathBuf)>,
+) -> (Vec<String>, usize) {
+    let defs = definitions(sources);
     let all_paths: Vec<String> = sources
         .iter()
         .map(|(p, _)| p.to_string_lossy().replace('\\', "/"))
         .collect();
     let mut missing = Vec::new();
     let mut checked = 0;
+    for (place, span, base) in names {
+        if let Some(p) = as_path(&span) {
+            checked += 1;
+            // Relative to the root, to `src/`, to the naming file, or the tail of any path of
+            // the repository (`matmul/mod.rs` in the kernels' table).
+            let p = p.trim_end_matches('/');
+            let found = [
+                root().to_path_buf(),
+                root().join("src"),
+                root().join("web"),
+                base,
+            ]
+            .iter()
+            .any(|dir| dir.join(p).exists())
+                || all_paths
+                    .iter()
+                    .any(|q| q.ends_with(&format!("/{p}")) || q.contains(&format!("/{p}/")));
+            if !found {
+                missing.push(format!("{place}: the path `{span}` does not exist"));
+            }
+            continue;
+        }
+        for name in as_items(&span) {
+            checked += 1;
+            if !defs.contains(&name) {
+                missing.push(format!(
+                    "{place}: `{span}` names `{name}`, defined nowhere in the sources"
+                ));
+            }
+        }
+    }
+    (missing, checked)
+}
+
+#[test]
+fn every_path_and_item_the_docs_name_exists() {
+    let sources = sources();
+    let mut names = Vec::new();
     for doc in DOCS {
         let text =
             std::fs::read_to_string(root().join(doc)).unwrap_or_else(|e| panic!("{doc}: {e}"));
         let base = root().join(doc).parent().unwrap().to_path_buf();
-        for span in code_spans(&text) {
-            if let Some(p) = as_path(&span) {
-                checked += 1;
-                // Relative to the root, to `src/`, to the document, or the tail of any path of
-                // the repository (`matmul/mod.rs` in the kernels' table).
-                let p = p.trim_end_matches('/');
-                let found = [
-                    root().to_path_buf(),
-                    root().join("src"),
-                    root().join("web"),
-                    base.clone(),
-                ]
-                .iter()
-                .any(|dir| dir.join(p).exists())
-                    || all_paths
-                        .iter()
-                        .any(|q| q.ends_with(&format!("/{p}")) || q.contains(&format!("/{p}/")));
-                if !found {
-                    missing.push(format!("{doc}: the path `{span}` does not exist"));
-                }
-                continue;
-            }
-            for name in as_items(&span) {
-                checked += 1;
-                if !defs.contains(&name) {
-                    missing.push(format!(
-                        "{doc}: `{span}` names `{name}`, defined nowhere in the sources"
-                    ));
-                }
-            }
-        }
+        names.extend(
+            code_spans(&text)
+                .into_iter()
+                .map(|s| (doc.to_string(), s, base.clone())),
+        );
     }
+    let (missing, checked) = stale(&sources, names);
     assert!(
         missing.is_empty(),
         "{} of {checked} names in the docs are stale:\n{}",
@@ -308,6 +326,16 @@ fn the_checker_finds_a_stale_name() {
     assert_eq!(as_path("src/model/gone.rs"), Some("src/model/gone.rs"));
     assert!(!root().join("src/model/gone.rs").exists());
     assert_eq!(as_path("--conv 32,64"), None);
+    let (missing, checked) = stale(
+        &sources(),
+        [
+            "GpuVae::plan_everything",
+            "src/model/gone.rs",
+            "GpuVae::plan_step",
+        ]
+        .map(|s| ("here".to_string(), s.to_string(), root().to_path_buf())),
+    );
+    assert_eq!((missing.len(), checked), (2, 5), "{missing:?}");
 }
 
 /// The text of every `.rs` file under `dir` (recursively), with its path.
@@ -613,13 +641,6 @@ fn names_in_code_comments(sources: &[(PathBuf, String)]) -> Vec<(String, String)
 #[test]
 fn every_name_in_shader_headers_and_doc_comments_exists() {
     let sources = sources();
-    let defs = definitions(&sources);
-    let all_paths: Vec<String> = sources
-        .iter()
-        .map(|(p, _)| p.to_string_lossy().replace('\\', "/"))
-        .collect();
-    let mut missing = Vec::new();
-    let mut checked = 0;
     // Other crates' items, which their own docs keep.
     let external = [
         "rand::",
@@ -629,31 +650,11 @@ fn every_name_in_shader_headers_and_doc_comments_exists() {
         "image::",
         "log::",
     ];
-    for (file, span) in names_in_code_comments(&sources) {
-        if external.iter().any(|e| span.starts_with(e)) {
-            continue;
-        }
-        if let Some(p) = as_path(&span) {
-            checked += 1;
-            let p = p.trim_end_matches('/');
-            let found = [root().to_path_buf(), root().join("src")]
-                .iter()
-                .any(|dir| dir.join(p).exists())
-                || all_paths
-                    .iter()
-                    .any(|q| q.ends_with(&format!("/{p}")) || q.contains(&format!("/{p}/")));
-            if !found {
-                missing.push(format!("{file}: the path `{span}` does not exist"));
-            }
-            continue;
-        }
-        for name in as_items(&span) {
-            checked += 1;
-            if !defs.contains(&name) {
-                missing.push(format!("{file}: `{span}` names `{name}`, defined nowhere"));
-            }
-        }
-    }
+    let names = names_in_code_comments(&sources)
+        .into_iter()
+        .filter(|(_, span)| !external.iter().any(|e| span.starts_with(e)))
+        .map(|(file, span)| (file, span, root().to_path_buf()));
+    let (missing, checked) = stale(&sources, names);
     assert!(
         missing.is_empty(),
         "{} of {checked} names in shader headers and doc comments are stale:\n{}",
