@@ -98,6 +98,13 @@ impl VaeConfig {
     /// The model with weights initialised from `seed` as PyTorch's `nn.Linear` and `nn.Conv2d`
     /// would (diffusers' for an AutoencoderKL); refused, naming the setting, when the config is
     /// not one the engine builds.
+    ///
+    /// ```
+    /// use vae_wgpu::prelude::*;
+    /// let vae = VaeConfig::conv([1, 28, 28], &[32, 64], 16).init(0).unwrap();
+    /// assert_eq!(vae.config().latent, 16);
+    /// assert!(VaeConfig::mlp(784, &[200], 0).init(0).is_err()); // no latent dimensions
+    /// ```
     pub fn init(&self, seed: u64) -> Result<Vae> {
         self.validate()?;
         let params = crate::model::ParamLayout::new(self).init(seed);
@@ -168,6 +175,17 @@ impl Vae {
 
     /// The posterior of each of `images` (`[N, input]` row-major, pixels in [0, 1] as
     /// torchvision's `ToTensor` gives them; an AutoencoderKL reads them in [−1, 1] itself).
+    ///
+    /// ```no_run
+    /// # use vae_wgpu::prelude::*;
+    /// # fn main() -> vae_wgpu::Result<()> {
+    /// let device = Device::auto()?;
+    /// let vae = Vae::load("runs/x/checkpoint.safetensors")?;
+    /// let z = vae.encode(&device, &[0.0; 2 * 784])?; // two blank MNIST images
+    /// assert_eq!((z.len(), z.latent), (2, vae.config().latent));
+    /// let draws = z.sample(0); // mean + σ·ε, the same for the same seed
+    /// # Ok(()) }
+    /// ```
     pub fn encode(&self, device: &GpuContext, images: &[f32]) -> Result<Posterior> {
         let (d, k) = (self.cfg.input, self.cfg.latent);
         let n = self.rows("encode", images.len(), d, "images")?;
@@ -202,6 +220,16 @@ impl Vae {
 
     /// The decoder's likelihood mean for each latent code of `z` (`[N, latent]`), as pixels in
     /// [0, 1], `[N, input]` row-major.
+    ///
+    /// ```no_run
+    /// # use vae_wgpu::prelude::*;
+    /// # fn main() -> vae_wgpu::Result<()> {
+    /// let device = Device::auto()?;
+    /// let vae = VaeConfig::mlp(784, &[200], 10).init(0)?;
+    /// let pixels = vae.decode(&device, &[0.0; 10])?; // the prior's mean code
+    /// assert_eq!(pixels.len(), 784);
+    /// # Ok(()) }
+    /// ```
     pub fn decode(&self, device: &GpuContext, z: &[f32]) -> Result<Vec<f32>> {
         let (d, k) = (self.cfg.input, self.cfg.latent);
         let n = self.rows("decode", z.len(), k, "latent values")?;
@@ -298,6 +326,24 @@ impl Iterator for Epochs<'_> {
 impl Trainer {
     /// A trainer of `vae` on `train` (uploaded once; the epochs' plans are made for its size), in
     /// batches of `batch` with `optimizer`, shuffled from the model's seed.
+    ///
+    /// ```no_run
+    /// # use vae_wgpu::prelude::*;
+    /// # fn main() -> vae_wgpu::Result<()> {
+    /// let device = Device::auto()?;
+    /// let (train, _) = vae_wgpu::data::load_splits("data/mnist".as_ref())?;
+    /// let vae = VaeConfig::mlp(784, &[400, 200], 20).init(1)?;
+    /// let adamw = OptimizerConfig {
+    ///     kind: OptimizerKind::AdamW,
+    ///     weight_decay: 0.01,
+    ///     ..OptimizerConfig::default()
+    /// };
+    /// let mut trainer = Trainer::fit(&device, vae, adamw, 64, &train)?;
+    /// let stats: Vec<EpochStats> = trainer.epochs(&device, 3).collect::<Result<_>>()?;
+    /// println!("-ELBO after 3 epochs: {:.2}", stats[2].loss);
+    /// trainer.model(&device)?.save("vae.safetensors")?;
+    /// # Ok(()) }
+    /// ```
     pub fn fit(
         device: &GpuContext,
         vae: Vae,
