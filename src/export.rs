@@ -27,6 +27,8 @@ use crate::model::{GpuDataset, GpuVae, TrainSettings, VaeConfig};
 use crate::optim::Optimizer;
 use crate::rng::{Philox, domain};
 
+pub mod schema;
+
 /// The plan format's name and version (`plan.json`'s `format` and `version`).
 pub const FORMAT: &str = "vae-wgpu-plan";
 pub const VERSION: u32 = 4;
@@ -78,69 +80,69 @@ impl BufferTable {
         })
     }
 
-    fn dispatch(&mut self, d: &DispatchDesc) -> Value {
-        let bindings: Vec<Value> = d
-            .bindings
-            .iter()
-            .enumerate()
-            .map(|(i, (b, offset, size))| {
-                json!({"binding": i, "buffer": self.id(b), "offset": offset, "size": size})
-            })
-            .collect();
-        let constants: serde_json::Map<String, Value> = d
-            .constants
-            .iter()
-            .map(|&(k, v)| (k.to_string(), json!(v)))
-            .collect();
-        json!({
-            "label": d.label,
-            "shader": d.shader.name,
-            "entry": d.entry,
-            "constants": constants,
-            "bindings": bindings,
-            "workgroups": d.workgroups,
-        })
+    fn dispatch(&mut self, d: &DispatchDesc) -> schema::Dispatch {
+        schema::Dispatch {
+            label: d.label,
+            shader: d.shader.name,
+            entry: d.entry,
+            constants: d.constants.iter().copied().collect(),
+            bindings: (d.bindings.iter().enumerate())
+                .map(|(i, (b, offset, size))| schema::Binding {
+                    binding: i,
+                    buffer: self.id(b),
+                    offset: *offset,
+                    size: *size,
+                })
+                .collect(),
+            workgroups: d.workgroups,
+            problem: None,
+            candidates: None,
+        }
     }
 
-    fn graph(&mut self, g: &StepGraph) -> Value {
-        let dispatches: Vec<Value> = g
+    fn graph(&mut self, g: &StepGraph) -> schema::Graph {
+        let dispatches = g
             .dispatches()
             .iter()
             .map(|d| {
                 let mut v = self.dispatch(&d.desc);
                 if let Some(first) = d.candidates.first() {
-                    let candidates: Vec<Value> = d
-                        .candidates
-                        .iter()
-                        .map(|c| {
-                            let mut cv = self.dispatch(&c.desc);
-                            cv["variant"] = json!(c.variant.to_string());
-                            cv["requires"] = json!(c.desc.shader.features);
-                            if c.variant.uses_subgroups() {
-                                // The subgroup kernels broadcast across this many lanes.
-                                cv["min_subgroup_size"] = json!(SUBGROUP_LANES);
-                            }
-                            cv["set"] = c
-                                .set
-                                .iter()
-                                .map(|(b, off, words)| {
-                                    json!({"buffer": self.id(b), "offset": off, "u32": words})
+                    let candidates = (d.candidates.iter())
+                        .map(|c| schema::Candidate {
+                            dispatch: self.dispatch(&c.desc),
+                            variant: c.variant.to_string(),
+                            requires: c.desc.shader.features,
+                            // The subgroup kernels broadcast across this many lanes.
+                            min_subgroup_size: c.variant.uses_subgroups().then_some(SUBGROUP_LANES),
+                            set: (c.set.iter())
+                                .map(|(b, off, words)| schema::SetWords {
+                                    buffer: self.id(b),
+                                    offset: *off,
+                                    u32: words.clone(),
                                 })
-                                .collect();
-                            cv
+                                .collect(),
                         })
                         .collect();
-                    v["problem"] = json!(first.problem);
-                    v["candidates"] = json!(candidates);
+                    v.problem = Some(first.problem.clone());
+                    v.candidates = Some(candidates);
                 }
                 v
             })
             .collect();
-        json!({"rows": g.batch, "train": g.train, "dispatches": dispatches})
+        schema::Graph {
+            rows: g.batch,
+            train: g.train,
+            dispatches,
+        }
     }
 
-    fn region(&mut self, t: &GpuTensor, rows: usize) -> Value {
-        json!({"buffer": self.id(&t.buffer), "offset": t.offset, "rows": rows, "cols": t.shape[1]})
+    fn region(&mut self, t: &GpuTensor, rows: usize) -> schema::Region {
+        schema::Region {
+            buffer: self.id(&t.buffer),
+            offset: t.offset,
+            rows,
+            cols: t.shape[1],
+        }
     }
 }
 
@@ -195,7 +197,7 @@ fn usage_names(u: wgpu::BufferUsages) -> Vec<&'static str> {
 
 /// Every (module, entry point, override constants) combination the launchers use, each entry point
 /// once (the subgroup module also carries matmul.wgsl's tiled kernel).
-fn pipelines_json() -> Vec<Value> {
+fn pipelines() -> Vec<schema::Pipeline> {
     let mut out = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for shader in Shader::ALL.into_iter().chain(Shader::SUBGROUP_MODULES) {
@@ -204,11 +206,11 @@ fn pipelines_json() -> Vec<Value> {
                 continue;
             }
             for set in crate::kernels::override_sets(&shader, entry) {
-                let constants: serde_json::Map<String, Value> = set
-                    .iter()
-                    .map(|&(k, v)| (k.to_string(), json!(v)))
-                    .collect();
-                out.push(json!({"shader": shader.name, "entry": entry, "constants": constants}));
+                out.push(schema::Pipeline {
+                    shader: shader.name,
+                    entry,
+                    constants: set.into_iter().collect(),
+                });
             }
         }
     }
@@ -236,21 +238,25 @@ pub fn export_plan(ctx: &GpuContext, opts: &ExportOptions) -> Result<ExportSumma
     .filter_map(|(name, g)| Some((name, g?)))
     .collect();
     let mut table = BufferTable::default();
-    let mut graphs = serde_json::Map::new();
+    let mut graphs = std::collections::BTreeMap::new();
     for &(name, g) in &named {
-        graphs.insert(name.into(), table.graph(g));
+        graphs.insert(name, table.graph(g));
     }
-    let outputs = p.outputs_json(&cfg, &mut table);
-    let slots: serde_json::Map<String, Value> = LossSlots::NAMES
-        .iter()
-        .map(|(name, slot)| (name.to_string(), json!(slot)))
-        .collect();
-    let acc_json = |t: &GpuTensor, table: &mut BufferTable| json!({"buffer": table.id(&t.buffer), "len": LossSlots::LEN, "slots": slots});
-    let accumulators = json!({
-        "train": acc_json(&p.acc_train, &mut table),
-        "test": acc_json(&p.acc_test, &mut table),
-        "scratch": acc_json(&p.acc_scratch, &mut table),
-    });
+    let outputs = p.outputs(&cfg, &mut table);
+    let slots: std::collections::BTreeMap<&'static str, usize> =
+        LossSlots::NAMES.iter().copied().collect();
+    let mut accumulator = |t: &GpuTensor| schema::Accumulator {
+        buffer: table.id(&t.buffer),
+        len: LossSlots::LEN,
+        slots: slots.clone(),
+    };
+    let accumulators = [
+        ("train", accumulator(&p.acc_train)),
+        ("test", accumulator(&p.acc_test)),
+        ("scratch", accumulator(&p.acc_scratch)),
+    ]
+    .into_iter()
+    .collect();
     let uniform_id = table.id(&p.vae.step_uniform().buffer);
     let index_id = table.id(&p.train_gpu.index.buffer);
     let params_id = table.id(&p.vae.params.buffer);
@@ -273,70 +279,69 @@ pub fn export_plan(ctx: &GpuContext, opts: &ExportOptions) -> Result<ExportSumma
     ];
     let (buffers, written) = write_buffers(ctx, &opts.out, &table, &images)?;
     bytes += written;
-    let (o, meant) = (&p.opt_cfg, crate::ops::meant);
-    let plan = json!({
-        "format": FORMAT,
-        "version": VERSION,
-        "engine": format!("vae-wgpu {}", env!("CARGO_PKG_VERSION")),
-        "planned_on": ctx.adapter.short(),
-        "model": {
-            "input": cfg.input, "hidden": cfg.hidden, "decoder_hidden": cfg.decoder_hidden,
-            "conv": cfg.conv.as_ref().map(|c| c.widths.clone()),
-            "describe": cfg.describe(),
-            "activation": cfg.activation.name(), "latent": cfg.latent,
-            "likelihood": cfg.likelihood.name(), "beta": cfg.beta, "kl_warmup": cfg.kl_warmup,
-            "objective": cfg.objective.name(),
-            "classes": cfg.classes,
-            "class_names": if cfg.is_conditional() { train.classes.clone() } else { Vec::new() },
-            "samples": cfg.samples, "params": p.vae.layout.num_params(),
+    let plan = schema::Plan {
+        format: FORMAT,
+        version: VERSION,
+        engine: format!("vae-wgpu {}", env!("CARGO_PKG_VERSION")),
+        planned_on: ctx.adapter.short(),
+        model: p.model_section(&cfg, train),
+        train: p.train_section(opts),
+        image: schema::Image {
+            width: train.cols,
+            height: train.rows,
+            channels: train.channels,
         },
-        "train": {
-            "batch": s.batch_size, "epochs": opts.epochs, "optimizer": o.kind.name(), "lr": meant(o.lr),
-            "beta1": meant(o.beta1), "beta2": meant(o.beta2), "eps": meant(o.eps),
-            "weight_decay": meant(o.weight_decay), "momentum": meant(o.momentum),
-            "nesterov": o.nesterov, "lr_schedule": o.schedule.to_json(),
-            "clip_grad_norm": o.clip_grad_norm.map(meant), "seed": s.seed,
-            "train_len": train.count, "test_len": test.count,
-            "log_every": s.log_every, "steps_per_epoch": p.training.steps(),
-        },
-        "image": {"width": train.cols, "height": train.rows, "channels": train.channels},
         // The native autotune's rule, which the page follows when it picks kernels itself.
-        "autotune": {
-            "rounds": AUTOTUNE.rounds, "target_secs": AUTOTUNE.target_secs,
-            "max_reps": AUTOTUNE.max_reps, "skip_factor": AUTOTUNE.skip_factor,
-            "skip_slack_secs": AUTOTUNE.skip_slack_secs, "tolerance": AUTOTUNE.tolerance,
+        autotune: schema::Autotune {
+            rounds: AUTOTUNE.rounds,
+            target_secs: AUTOTUNE.target_secs,
+            max_reps: AUTOTUNE.max_reps,
+            skip_factor: AUTOTUNE.skip_factor,
+            skip_slack_secs: AUTOTUNE.skip_slack_secs,
+            tolerance: AUTOTUNE.tolerance,
         },
-        "limits": limits_json(&named, &table),
-        "shaders": Shader::ALL
+        limits: limits(&named, &table),
+        shaders: Shader::ALL
             .into_iter()
             .chain(Shader::SUBGROUP_MODULES)
-            .map(|sh| json!({"name": sh.name, "source": sh.webgpu_source(), "features": sh.features}))
-            .collect::<Vec<_>>(),
-        "pipelines": pipelines_json(),
-        "buffers": buffers,
-        "uniform": {
-            "buffer": uniform_id,
-            "size": std::mem::size_of::<StepParams>(),
+            .map(|sh| schema::ShaderSource {
+                name: sh.name,
+                source: sh.webgpu_source(),
+                features: sh.features,
+            })
+            .collect(),
+        pipelines: pipelines(),
+        buffers,
+        uniform: schema::Uniform {
+            buffer: uniform_id,
+            size: std::mem::size_of::<StepParams>(),
             // Each training step's values follow from its step t by the field's rule (the
             // runtime supplies batch_offset; evaluation steps write their own counter).
-            "fields": StepParams::FIELDS
+            fields: StepParams::FIELDS
                 .iter()
-                .map(|(name, offset, ty)| {
-                    let rule = p.schedule.rules.iter().find(|(n, _)| n == name).map(|(_, r)| r.to_json());
-                    json!({"name": name, "offset": offset, "type": ty, "rule": rule})
+                .map(|&(name, offset, ty)| schema::UniformField {
+                    name,
+                    offset,
+                    ty,
+                    rule: (p.schedule.rules.iter())
+                        .find(|(n, _)| *n == name)
+                        .map(|(_, r)| r.to_json()),
                 })
-                .collect::<Vec<_>>(),
+                .collect(),
         },
-        "accumulators": accumulators,
-        "epoch_input": {"buffer": index_id, "blob": "indices.bin", "count": train.count},
-        // How evaluation steps number their noise (`model::gpu::EVAL_DRAWS`).
-        "evaluation": {
-            "rng_flag": crate::model::gpu::EVAL_DRAWS.flag,
-            "epoch_stride": crate::model::gpu::EVAL_DRAWS.epoch_stride,
+        accumulators,
+        epoch_input: schema::EpochInput {
+            buffer: index_id,
+            blob: "indices.bin",
+            count: train.count,
         },
-        "graphs": graphs,
-        "outputs": outputs,
-    });
+        evaluation: schema::Evaluation {
+            rng_flag: crate::model::gpu::EVAL_DRAWS.flag,
+            epoch_stride: crate::model::gpu::EVAL_DRAWS.epoch_stride,
+        },
+        graphs,
+        outputs,
+    };
     let dispatches_per_step = p.training.dispatch_count();
     let buffer_count = table.list.len();
     drop(named);
@@ -461,30 +466,77 @@ impl Planned {
         })
     }
 
+    /// The plan's `model` section: the architecture and objective, for display.
+    fn model_section(&self, cfg: &VaeConfig, train: &ImageSet) -> schema::Model {
+        schema::Model {
+            input: cfg.input,
+            hidden: cfg.hidden.clone(),
+            decoder_hidden: cfg.decoder_hidden.clone(),
+            conv: cfg.conv.as_ref().map(|c| c.widths.clone()),
+            describe: cfg.describe(),
+            activation: cfg.activation.name(),
+            latent: cfg.latent,
+            likelihood: cfg.likelihood.name(),
+            beta: cfg.beta,
+            kl_warmup: cfg.kl_warmup,
+            objective: cfg.objective.name(),
+            classes: cfg.classes,
+            class_names: match cfg.is_conditional() {
+                true => train.classes.clone(),
+                false => Vec::new(),
+            },
+            samples: cfg.samples,
+            params: self.vae.layout.num_params(),
+        }
+    }
+
+    /// The plan's `train` section: the run's settings, the reals as the decimal values meant.
+    fn train_section(&self, opts: &ExportOptions) -> schema::Train {
+        let (s, train, test) = (&opts.settings, &opts.train, &opts.test);
+        let (o, meant) = (&self.opt_cfg, crate::ops::meant);
+        schema::Train {
+            batch: s.batch_size,
+            epochs: opts.epochs,
+            optimizer: o.kind.name(),
+            lr: meant(o.lr),
+            beta1: meant(o.beta1),
+            beta2: meant(o.beta2),
+            eps: meant(o.eps),
+            weight_decay: meant(o.weight_decay),
+            momentum: meant(o.momentum),
+            nesterov: o.nesterov,
+            lr_schedule: o.schedule.to_json(),
+            clip_grad_norm: o.clip_grad_norm.map(meant),
+            seed: s.seed,
+            train_len: train.count,
+            test_len: test.count,
+            log_every: s.log_every,
+            steps_per_epoch: self.training.steps(),
+        }
+    }
+
     /// Where the page reads the reconstructions and the decoded samples.
-    fn outputs_json(&self, cfg: &VaeConfig, table: &mut BufferTable) -> Value {
+    fn outputs(&self, cfg: &VaeConfig, table: &mut BufferTable) -> schema::Outputs {
         let a = &self.vae.acts;
         let lb = cfg.samples * self.recon_rows;
-        let mut outputs = json!({
-            "reconstruct": {
-                "originals": table.region(&a.x, self.recon_rows),
+        schema::Outputs {
+            reconstruct: schema::Reconstruct {
+                originals: table.region(&a.x, self.recon_rows),
                 // Sample 0's rows of sigmoid(logits) (rows are sample-major).
-                "reconstructions": table.region(&a.logits, self.recon_rows.min(lb)),
+                reconstructions: table.region(&a.logits, self.recon_rows.min(lb)),
             },
-            "decode": {
-                "z": table.region(&a.z, self.decode_rows),
-                "means": table.region(&a.logits, self.decode_rows),
+            decode: schema::Decode {
+                z: table.region(&a.z, self.decode_rows),
+                means: table.region(&a.logits, self.decode_rows),
+                // A conditional model decodes each code with a class: u32 per row, written by
+                // the page.
+                labels: cfg.is_conditional().then(|| schema::Labels {
+                    buffer: table.id(&a.labels.buffer),
+                    offset: a.labels.offset,
+                    rows: self.decode_rows,
+                }),
             },
-        });
-        if cfg.is_conditional() {
-            // A conditional model decodes each code with a class: u32 per row, written by the page.
-            outputs["decode"]["labels"] = json!({
-                "buffer": table.id(&a.labels.buffer),
-                "offset": a.labels.offset,
-                "rows": self.decode_rows,
-            });
         }
-        outputs
     }
 
     /// The native engine's first `reference_steps` steps of the plan (epoch 1's shuffle), for
@@ -581,13 +633,13 @@ impl Planned {
 
 /// Every buffer of the plan with its initial contents: the images as gzip IDX files, other
 /// non-zero contents in `buffers.bin` (4-byte aligned ranges), zeros as nothing. Returns the
-/// buffers' JSON and the bytes written.
+/// buffers and the bytes written.
 fn write_buffers(
     ctx: &GpuContext,
     out: &Path,
     table: &BufferTable,
-    images: &[(&wgpu::Buffer, &str, &ImageSet)],
-) -> Result<(Vec<Value>, u64)> {
+    images: &[(&wgpu::Buffer, &'static str, &ImageSet)],
+) -> Result<(Vec<schema::Buffer>, u64)> {
     let mut bytes = 0;
     let mut blob = Vec::new();
     let mut buffers = Vec::new();
@@ -600,7 +652,11 @@ fn write_buffers(
         let init = if let Some((_, file, data)) = images.iter().find(|(b, _, _)| *b == buf) {
             let (gz, skip) = idx_images_gz(data)?;
             bytes += write_file(out, file, &gz)?;
-            json!({"gzip": file, "skip": skip, "size": data.images.len()})
+            Some(schema::Init::Gzip {
+                gzip: file,
+                skip,
+                size: data.images.len(),
+            })
         } else {
             match &info.contents {
                 Some(c) if c.iter().any(|&x| x != 0) => {
@@ -608,22 +664,29 @@ fn write_buffers(
                     blob.extend_from_slice(c);
                     // Keep every blob range 4-byte aligned (WebGPU's writeBuffer granule).
                     blob.resize(blob.len().next_multiple_of(4), 0);
-                    json!({"blob": "buffers.bin", "offset": offset, "size": c.len()})
+                    Some(schema::Init::Blob {
+                        blob: "buffers.bin",
+                        offset,
+                        size: c.len(),
+                    })
                 }
-                _ => Value::Null,
+                _ => None,
             }
         };
-        buffers.push(json!({
-            "id": id, "name": info.name, "size": info.size,
-            "usage": usage_names(info.usage), "init": init,
-        }));
+        buffers.push(schema::Buffer {
+            id,
+            name: info.name.clone(),
+            size: info.size,
+            usage: usage_names(info.usage),
+            init,
+        });
     }
     bytes += write_file(out, "buffers.bin", &blob)?;
     Ok((buffers, bytes))
 }
 
 /// The limits the plan needs, from its dispatches (and the candidates it may choose).
-fn limits_json(named: &[(&str, &StepGraph)], table: &BufferTable) -> Value {
+fn limits(named: &[(&str, &StepGraph)], table: &BufferTable) -> schema::Limits {
     let mut max_binding = 0u64;
     let mut max_groups = 0u32;
     let mut max_storage = 0usize;
@@ -644,14 +707,14 @@ fn limits_json(named: &[(&str, &StepGraph)], table: &BufferTable) -> Value {
             max_groups = max_groups.max(desc.workgroups.into_iter().max().unwrap_or(1));
         }
     }
-    json!({
-        "maxStorageBufferBindingSize": max_binding,
-        "maxBufferSize": table.list.iter().map(|b| b.size()).max().unwrap_or(0),
-        "maxComputeWorkgroupsPerDimension": max_groups,
-        "maxStorageBuffersPerShaderStage": max_storage,
-        "maxUniformBuffersPerShaderStage": max_uniform,
+    schema::Limits {
+        max_storage_buffer_binding_size: max_binding,
+        max_buffer_size: table.list.iter().map(|b| b.size()).max().unwrap_or(0),
+        max_compute_workgroups_per_dimension: max_groups,
+        max_storage_buffers_per_shader_stage: max_storage,
+        max_uniform_buffers_per_shader_stage: max_uniform,
         // Every kernel's workgroup has at most 256 invocations (shaders/*.wgsl).
-        "maxComputeInvocationsPerWorkgroup": 256,
-        "maxComputeWorkgroupSizeX": 256,
-    })
+        max_compute_invocations_per_workgroup: 256,
+        max_compute_workgroup_size_x: 256,
+    }
 }
