@@ -292,14 +292,7 @@ pub fn export_plan(ctx: &GpuContext, opts: &ExportOptions) -> Result<ExportSumma
             channels: train.channels,
         },
         // The native autotune's rule, which the page follows when it picks kernels itself.
-        autotune: schema::Autotune {
-            rounds: AUTOTUNE.rounds,
-            target_secs: AUTOTUNE.target_secs,
-            max_reps: AUTOTUNE.max_reps,
-            skip_factor: AUTOTUNE.skip_factor,
-            skip_slack_secs: AUTOTUNE.skip_slack_secs,
-            tolerance: AUTOTUNE.tolerance,
-        },
+        autotune: AUTOTUNE,
         limits: limits(&named, &table),
         shaders: Shader::ALL
             .into_iter()

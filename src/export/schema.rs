@@ -16,7 +16,8 @@ pub struct Plan {
     pub model: Model,
     pub train: Train,
     pub image: Image,
-    pub autotune: Autotune,
+    /// The native autotune's rule (`kernels::AUTOTUNE`).
+    pub autotune: crate::kernels::AutotuneRule,
     pub limits: Limits,
     pub shaders: Vec<ShaderSource>,
     pub pipelines: Vec<Pipeline>,
@@ -76,17 +77,6 @@ pub struct Image {
     pub width: usize,
     pub height: usize,
     pub channels: usize,
-}
-
-/// The native autotune's rule (`kernels::AUTOTUNE`).
-#[derive(Serialize)]
-pub struct Autotune {
-    pub rounds: usize,
-    pub target_secs: f64,
-    pub max_reps: usize,
-    pub skip_factor: f64,
-    pub skip_slack_secs: f64,
-    pub tolerance: f64,
 }
 
 /// WebGPU limit names → what the plan needs.

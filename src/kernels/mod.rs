@@ -317,7 +317,7 @@ pub(crate) fn tune_operand(len: usize, mul: usize) -> Vec<f32> {
 /// rough time is beyond `skip_factor`·fastest + `skip_slack_secs` with that time (not worth
 /// timing closely), time the rest over `rounds` interleaved rounds of `reps` runs (enough for
 /// `target_secs`, at most `max_reps`) and keep the fastest.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
 pub struct AutotuneRule {
     pub rounds: usize,
     pub target_secs: f64,
