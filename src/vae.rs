@@ -206,10 +206,7 @@ impl Vae {
             let (m, lv) = crate::ops::split_heads(&device.read_f32(&a.heads)?, k);
             mean.extend(m);
             // diffusers clamps an AutoencoderKL's logvar as its sampler reads it.
-            logvar.extend(lv.into_iter().map(|v| match self.cfg.kl {
-                Some(_) => v.clamp(-30.0, 20.0),
-                None => v,
-            }));
+            logvar.extend(lv.into_iter().map(|v| self.cfg.logvar().read(v)));
         }
         Ok(Posterior {
             mean,

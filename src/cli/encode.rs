@@ -177,12 +177,7 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         let mut noise = Philox::stream(args.seed, domain::SAMPLES, 16 + n as u32);
         for (m, lv) in mean.iter().zip(&logvar) {
             let z = if args.sample {
-                let lv = if cfg.kl.is_some() {
-                    lv.clamp(-30.0, 20.0)
-                } else {
-                    *lv
-                };
-                m + (0.5 * lv).exp() * noise.sample(BoxMuller) as f32
+                m + (0.5 * cfg.logvar().read(*lv)).exp() * noise.sample(BoxMuller) as f32
             } else {
                 *m
             };

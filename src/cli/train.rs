@@ -201,10 +201,9 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     );
     say!("{}", crate::kernels::matmul::summary(&ctx));
 
-    let mut files = RunFiles::open(&out, &args, ckpt.as_ref(), resuming_here, trainer.epoch)?;
     // The data and the split this run holds out (a resumed run's is the checkpoint's, unless the
     // data changed kind): its checkpoints record them for eval, pictures and later resumes.
-    files.source = (
+    let source = (
         std::path::absolute(args.data.dir())
             .unwrap_or_else(|_| args.data.dir())
             .display()
@@ -212,6 +211,14 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         data.test_fraction,
         data.split_seed,
     );
+    let files = RunFiles::open(
+        &out,
+        &args,
+        ckpt.as_ref(),
+        resuming_here,
+        trainer.epoch,
+        source,
+    )?;
     let mut session = Session {
         args: &args,
         ctx: &ctx,
@@ -505,6 +512,7 @@ impl RunFiles {
         ckpt: Option<&Checkpoint>,
         resuming_here: bool,
         epoch: usize,
+        source: (String, f64, u64),
     ) -> Result<Self, Box<dyn std::error::Error>> {
         let csv_path = out.join("losses.csv");
         let csv_rows = if resuming_here {
@@ -540,7 +548,7 @@ impl RunFiles {
             saved_epoch: std::cell::Cell::new(
                 ckpt.filter(|_| resuming_here).map(|c| c.progress.epoch),
             ),
-            source: (String::new(), 0.0, 0),
+            source,
         };
         if let Some(c) = ckpt.filter(|_| resuming_here) {
             c.save_state_dict(&files.model_path)?;

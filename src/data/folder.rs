@@ -611,25 +611,27 @@ pub fn decode(
 ) -> std::result::Result<Vec<u8>, String> {
     use image::ImageDecoder;
     let file_len = std::fs::metadata(path).map_err(|e| e.to_string())?.len();
-    let (w, h, decoded_bytes, jpeg) = {
-        let r = image::ImageReader::open(path)
-            .map_err(|e| e.to_string())?
-            .with_guessed_format()
-            .map_err(|e| e.to_string())?;
-        let jpeg = r.format() == Some(image::ImageFormat::Jpeg);
-        // The JPEG decoder reads the whole file to find its header.
-        if jpeg && file_len > budget.limit {
-            return Err(format!(
-                "the file is {} MB, more than the {} MB the decoder may use: is data appended \
-                 after the image?",
-                file_len >> 20,
-                budget.limit >> 20
-            ));
-        }
-        let d = r.into_decoder().map_err(|e| e.to_string())?;
-        let (w, h) = d.dimensions();
-        (w, h, d.total_bytes(), jpeg)
-    };
+    let r = image::ImageReader::open(path)
+        .map_err(|e| e.to_string())?
+        .with_guessed_format()
+        .map_err(|e| e.to_string())?;
+    let jpeg = r.format() == Some(image::ImageFormat::Jpeg);
+    // The JPEG decoder reads the whole file to find its header.
+    if jpeg && file_len > budget.limit {
+        return Err(format!(
+            "the file is {} MB, more than the {} MB the decoder may use: is data appended after \
+             the image?",
+            file_len >> 20,
+            budget.limit >> 20
+        ));
+    }
+    // The header is read first; the decoder that read it decodes the pixels once they fit.
+    let decoder = r.into_decoder().map_err(|e| e.to_string())?;
+    let (w, h) = decoder.dimensions();
+    let decoded_bytes = decoder.total_bytes();
+    // A JPEG's decoder holds the whole file: gone before the wait for memory (the file is read
+    // again, within its lease).
+    let decoder = (!jpeg).then_some(decoder);
     // A JPEG is read whole (its end is checked, see `jpeg_is_complete`); the other formats are
     // decoded from the file as a stream that stops at the image's end, so whatever follows it
     // (a sparse tail of gigabytes, say) is never read and needs no memory.
@@ -645,20 +647,19 @@ pub fn decode(
             budget.limit >> 20
         ));
     };
-    let img = if jpeg {
+    let img = if let Some(mut decoder) = decoder {
+        // As `ImageReader::decode` does: the image crate's own allocation limit, then the pixels.
+        let mut limits = image::Limits::default();
+        limits.reserve(decoded_bytes).map_err(|e| e.to_string())?;
+        decoder.set_limits(limits).map_err(|e| e.to_string())?;
+        image::DynamicImage::from_decoder(decoder).map_err(|e| e.to_string())?
+    } else {
         let bytes =
             crate::files::read_bounded(path, file_len, "image").map_err(|e| e.to_string())?;
         if !jpeg_is_complete(&bytes) {
             return Err("truncated JPEG (no end-of-image marker after its last scan)".into());
         }
         image::load_from_memory_with_format(&bytes, image::ImageFormat::Jpeg)
-            .map_err(|e| e.to_string())?
-    } else {
-        image::ImageReader::open(path)
-            .map_err(|e| e.to_string())?
-            .with_guessed_format()
-            .map_err(|e| e.to_string())?
-            .decode()
             .map_err(|e| e.to_string())?
     };
     let (w, h) = (size as u32, size as u32);

@@ -253,15 +253,19 @@ pub fn run(ctx: &GpuContext, dispatches: &[&Dispatch]) -> Result<()> {
     ctx.wait_idle("kernel run")
 }
 
-/// Seconds per launch of `d`, from one submit of `reps` launches (their texture copies included), waited for (the
-/// autotune and the speed report time kernels with it; enough launches amortise the submit).
-pub fn time_launches(ctx: &GpuContext, d: &Dispatch, reps: usize) -> Result<f64> {
+/// Seconds per run of the sequence `seq`, from one submit of `reps` runs (their texture copies
+/// included), waited for: what the autotune and the speed report time (enough runs amortise the
+/// submit).
+pub fn time_runs(ctx: &GpuContext, seq: &[&Dispatch], reps: usize) -> Result<f64> {
+    let all: Vec<&Dispatch> = (0..reps).flat_map(|_| seq.iter().copied()).collect();
     let start = std::time::Instant::now();
-    let mut encoder = ctx.device.create_command_encoder(&Default::default());
-    encode_all(&mut encoder, &vec![d; reps]);
-    ctx.queue.submit([encoder.finish()]);
-    ctx.wait_idle("timed launches")?;
+    run(ctx, &all)?;
     Ok(start.elapsed().as_secs_f64() / reps as f64)
+}
+
+/// Seconds per launch of `d`, from one submit of `reps` launches ([`time_runs`] of one dispatch).
+pub fn time_launches(ctx: &GpuContext, d: &Dispatch, reps: usize) -> Result<f64> {
+    time_runs(ctx, &[d], reps)
 }
 
 /// Seconds per run of the sequence `seq` (a conv pass, a training step): the best of 5 submits of
@@ -269,12 +273,7 @@ pub fn time_launches(ctx: &GpuContext, d: &Dispatch, reps: usize) -> Result<f64>
 /// speed report and the per-dispatch examples time with it).
 pub fn time_sequence(ctx: &GpuContext, seq: &[&Dispatch], budget: f64) -> Result<f64> {
     run(ctx, seq)?;
-    let once = |reps: usize| -> Result<f64> {
-        let all: Vec<&Dispatch> = (0..reps).flat_map(|_| seq.iter().copied()).collect();
-        let t = std::time::Instant::now();
-        run(ctx, &all)?;
-        Ok(t.elapsed().as_secs_f64() / reps as f64)
-    };
+    let once = |reps: usize| time_runs(ctx, seq, reps);
     let first = once(1)?;
     let reps = (budget / first.max(1e-7)).ceil().clamp(1.0, 64.0) as usize;
     let mut best = first;

@@ -59,6 +59,17 @@ pub enum Logvar {
 }
 
 impl Logvar {
+    /// The clamp's bounds (diffusers' `torch.clamp(logvar, -30.0, 20.0)`).
+    pub const CLAMP: (f32, f32) = (-30.0, 20.0);
+
+    /// A logvar as the posterior reads it (on the host: an encoder's output read back).
+    pub fn read(self, v: f32) -> f32 {
+        match self {
+            Logvar::AsIs => v,
+            Logvar::Clamped => v.clamp(Self::CLAMP.0, Self::CLAMP.1),
+        }
+    }
+
     /// The override constant, set only when clamping (every other model plans the dispatches it
     /// always did).
     fn constants(self) -> Option<(&'static str, f64)> {

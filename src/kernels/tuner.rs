@@ -16,7 +16,7 @@
 //!
 //! A raised [`crate::gpu::Cancel`] ends the measurement between runs, nothing recorded.
 
-use super::{AUTOTUNE, Dispatch, disagreement, time_launches};
+use super::{AUTOTUNE, Dispatch, disagreement, time_runs};
 use crate::error::Error;
 use crate::error::Result;
 use crate::gpu::GpuContext;
@@ -34,15 +34,7 @@ impl<'a, T> Candidate<'a, T> {
     pub fn dispatches(ctx: &'a GpuContext, choice: T, seq: Vec<Dispatch>) -> Self {
         Candidate {
             choice,
-            time: Box::new(move |reps| match seq.as_slice() {
-                [d] => time_launches(ctx, d, reps),
-                seq => {
-                    let all: Vec<&Dispatch> = (0..reps).flat_map(|_| seq.iter()).collect();
-                    let t = std::time::Instant::now();
-                    super::run(ctx, &all)?;
-                    Ok(t.elapsed().as_secs_f64() / reps as f64)
-                }
-            }),
+            time: Box::new(move |reps| time_runs(ctx, &seq.iter().collect::<Vec<_>>(), reps)),
         }
     }
 }

@@ -499,16 +499,16 @@ pub fn steps_per_submit(
     }
     // The candidates time forward passes on the model; they share it.
     let cell = std::cell::RefCell::new(&mut *vae);
+    let key = format!("steps per submit, batch {batch}");
     let k = crate::kernels::tuner::choose(
         ctx,
-        &format!("steps per submit, batch {batch}"),
+        &key,
         |v| {
             v.parse::<usize>()
                 .ok()
                 .filter(|k| (1..=MAX_STEPS_PER_SUBMIT).contains(k))
         },
         || {
-            let key = format!("steps per submit, batch {batch}");
             // Forward-only graphs of a full batch in every slot, against a scratch accumulator.
             let input = train.input();
             let mut vae = cell.borrow_mut();
@@ -543,7 +543,7 @@ pub fn steps_per_submit(
             let candidates = [1usize, 2, 4, 8]
                 .into_iter()
                 .map(|k| {
-                    let (cell, graphs, key) = (&cell, graphs.clone(), key.clone());
+                    let (cell, graphs, key) = (&cell, graphs.clone(), &key);
                     Candidate {
                         choice: k,
                         time: Box::new(move |_| {
@@ -553,7 +553,7 @@ pub fn steps_per_submit(
                             for first in (0..STEPS).step_by(k) {
                                 // A stop asked for ends the probe at its next submit (a large
                                 // batch's forward passes take seconds each), nothing recorded.
-                                crate::kernels::tuner::stop_point(ctx, &key)?;
+                                crate::kernels::tuner::stop_point(ctx, key)?;
                                 let chunk: Vec<(&StepGraph, usize)> = (0..k)
                                     .map(|j| (&graphs[j], ((first + j) % 4) * batch))
                                     .collect();
