@@ -6,7 +6,9 @@ with (src/model/likelihood.rs), dumped for tests/torch_parity.rs:
 
 Per likelihood (torch.distributions, float64 on the f32 inputs): `<name>.nll` = -Σ log_prob(x),
 `<name>.dlogits` = its autograd gradient in the logits, `<name>.mean` = the distribution's mean;
-the Gaussian (N(sigmoid(l), exp(log_sigma)²)) also `gaussian.dlog_sigma`. The logits cover the
+the Gaussian (N(sigmoid(l), exp(log_sigma)²)) and the Laplace (Laplace(sigmoid(l), exp(log_sigma)))
+also `<name>.dlog_sigma`, and each of them again with the logit as the mean itself
+(`gaussian-identity`, `laplace-identity`: an AutoencoderKL's decoder). The logits cover the
 continuous Bernoulli's unstable region around 0 (where PyTorch switches to a Taylor series), the
 targets exact 0s and 1s.
 
@@ -19,7 +21,7 @@ import argparse
 
 import torch
 from safetensors.torch import save_file
-from torch.distributions import Bernoulli, ContinuousBernoulli, Normal
+from torch.distributions import Bernoulli, ContinuousBernoulli, Laplace, Normal
 
 
 def main():
@@ -41,6 +43,9 @@ def main():
         "bernoulli": lambda l, s: Bernoulli(logits=l, validate_args=False),
         "continuous-bernoulli": lambda l, s: ContinuousBernoulli(logits=l),
         "gaussian": lambda l, s: Normal(torch.sigmoid(l), s.exp()),
+        "gaussian-identity": lambda l, s: Normal(l, s.exp()),
+        "laplace": lambda l, s: Laplace(torch.sigmoid(l), s.exp()),
+        "laplace-identity": lambda l, s: Laplace(l, s.exp()),
     }
     for name, make in dists.items():
         l = l64.clone().requires_grad_(True)
@@ -51,7 +56,7 @@ def main():
         out[f"{name}.nll"] = nll.detach().reshape(1).float()
         out[f"{name}.dlogits"] = l.grad.float()
         out[f"{name}.mean"] = d.mean.detach().float()
-        if name == "gaussian":
+        if name.startswith(("gaussian", "laplace")):
             out[f"{name}.dlog_sigma"] = s.grad.reshape(1).float()
     # PyTorch's float32 continuous Bernoulli, per element, logits to ±40 on 0/1 targets.
     m = 2048

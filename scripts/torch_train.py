@@ -18,8 +18,8 @@ losses for an architecture next to ours, and the CPU epoch time that issue 14 co
     python3 scripts/torch_train.py --optimizer sgd --lr 0.00003 --momentum 0.9
     python3 scripts/torch_train.py --lr-schedule cosine --warmup-steps 200    # LambdaLR, as the engine's
 
-The likelihoods are torch.distributions' (ContinuousBernoulli from the logits; Normal(sigmoid, σ)
-with a learned 0-d log_sigma unless --sigma); the KL weight at step t is β·min(1, (t−1)/(E·steps per
+The likelihoods are torch.distributions' (ContinuousBernoulli from the logits; Normal(sigmoid, σ) or
+Laplace(sigmoid, b) with a learned 0-d log_sigma, log σ or log b, unless --sigma); the KL weight at step t is β·min(1, (t−1)/(E·steps per
 epoch)), as src/model/schedule.rs. Printed: the -ELBO (recon + KL) and, when weighted, the objective.
 """
 import argparse
@@ -30,7 +30,7 @@ import sys
 import time
 
 import torch
-from torch.distributions import ContinuousBernoulli, Normal
+from torch.distributions import ContinuousBernoulli, Laplace, Normal
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from torch_reference import BernoulliVAE, loss_fn, read_images, read_labels, widths  # noqa: E402
@@ -56,8 +56,8 @@ def main():
     ap.add_argument("--clip-grad-norm", type=float, default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--likelihood", default="bernoulli", choices=["bernoulli", "continuous-bernoulli", "gaussian"])
-    ap.add_argument("--sigma", type=float, default=None, help="a Gaussian's fixed σ [default: learned]")
+    ap.add_argument("--likelihood", default="bernoulli", choices=["bernoulli", "continuous-bernoulli", "gaussian", "laplace"])
+    ap.add_argument("--sigma", type=float, default=None, help="a Gaussian's fixed σ, a Laplace's fixed b [default: learned]")
     ap.add_argument("--beta", type=float, default=1.0)
     ap.add_argument("--kl-warmup", type=float, default=0.0, help="epochs over which the KL weight rises to β")
     ap.add_argument("--objective", default="elbo", choices=["elbo", "iwae"])
@@ -77,7 +77,7 @@ def main():
     classes = 10 if args.conditional else 0
     train_y = read_labels(f"{args.data_dir}/train-labels-idx1-ubyte.gz") if classes else None
     test_y = read_labels(f"{args.data_dir}/t10k-labels-idx1-ubyte.gz") if classes else None
-    learned = args.likelihood == "gaussian" and args.sigma is None
+    learned = args.likelihood in ("gaussian", "laplace") and args.sigma is None
     model = BernoulliVAE(784, hidden, args.latent, dec, args.activation, conv, learned_sigma=learned,
                          classes=classes)
     if args.init:
@@ -97,6 +97,8 @@ def main():
         if args.likelihood == "continuous-bernoulli":
             return -ContinuousBernoulli(logits=model.logits).log_prob(x).sum(1)
         sigma = model.log_sigma.exp() if learned else args.sigma
+        if args.likelihood == "laplace":
+            return -Laplace(mu_d, sigma).log_prob(x).sum(1)
         return -Normal(mu_d, sigma).log_prob(x).sum(1)
 
     def losses(x, mu_d, mu_e, logvar_e):

@@ -15,7 +15,7 @@ import sys
 import numpy as np
 import torch
 from safetensors.torch import load_file
-from torch.distributions import ContinuousBernoulli, Normal
+from torch.distributions import ContinuousBernoulli, Laplace, Normal
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from torch_reference import BernoulliVAE, read_images  # noqa: E402
@@ -38,7 +38,7 @@ def main():
     eng = json.load(open(os.path.join(args.dir, "engine.json")))
     b, k, lik = eng["batch"], eng["latent"], eng["likelihood"]
     steps = len(eng["steps"])
-    learned = lik == "gaussian"
+    learned = lik in ("gaussian", "laplace")
     model = BernoulliVAE(784, [200], k, [200], "relu", learned_sigma=learned).to(dtype)
     state = load_file(os.path.join(args.dir, "init.safetensors"))
     if args.perturb is not None:
@@ -59,6 +59,8 @@ def main():
         kl = -0.5 * torch.sum(1 + logvar_e - mu_e.pow(2) - logvar_e.exp())
         if lik == "gaussian":
             recon = -Normal(mu_d, model.log_sigma.exp()).log_prob(x).sum()
+        elif lik == "laplace":
+            recon = -Laplace(mu_d, model.log_sigma.exp()).log_prob(x).sum()
         elif lik == "continuous-bernoulli":
             recon = -ContinuousBernoulli(logits=model.logits).log_prob(x).sum()
         else:

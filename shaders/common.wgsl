@@ -61,6 +61,8 @@ const LIKELIHOOD_BERNOULLI: u32 = 1u;
 const LIKELIHOOD_CONTINUOUS_BERNOULLI: u32 = 2u;
 const LIKELIHOOD_GAUSSIAN: u32 = 3u;
 const LIKELIHOOD_GAUSSIAN_IDENTITY: u32 = 4u; // μ = l: an AutoencoderKL's output is the mean
+const LIKELIHOOD_LAPLACE: u32 = 5u;
+const LIKELIHOOD_LAPLACE_IDENTITY: u32 = 6u; // μ = l, as the Gaussian's
 
 // The continuous Bernoulli's log-partition A(l) = log((e^l - 1)/l) and its derivative, the mean
 // E[x] = 1/(1 - e^-l) - 1/l: both 0/0 at l = 0 (λ = ½), so a Taylor series below |l| = ½ (next
@@ -117,7 +119,9 @@ fn cb_mean_clamped(l: f32) -> f32 {
 //                         (clamped: softplus(l) - l·x - CB_LOG_NORM_CLAMPED, σ(l) - x)
 //   Gaussian:             ½((x - μ)/s)² + log s + ½log 2π, μ = σ(l)      (μ - x)·μ(1 - μ)/s²
 //   Gaussian, identity:   the same with μ = l                              (μ - x)/s²
-// with log s = `log_sigma` (the Gaussian's only). See src/ops/likelihood.rs.
+//   Laplace:              |x - μ|/s + log s + log 2, μ = σ(l)            sign(μ - x)·μ(1 - μ)/s
+//   Laplace, identity:    the same with μ = l                              sign(μ - x)/s
+// with log s = `log_sigma` (σ, or the Laplace's b). See src/ops/likelihood.rs.
 fn recon_with_logits(kind: u32, l: f32, x: f32, log_sigma: f32) -> vec2<f32> {
     if (kind == LIKELIHOOD_CONTINUOUS_BERNOULLI) {
         if (cb_clamped(l)) {
@@ -137,12 +141,26 @@ fn recon_with_logits(kind: u32, l: f32, x: f32, log_sigma: f32) -> vec2<f32> {
         let r = (x - l) * inv_s;
         return vec2<f32>(0.5 * r * r + log_sigma + 0.91893853, -r * inv_s);
     }
+    if (kind == LIKELIHOOD_LAPLACE || kind == LIKELIHOOD_LAPLACE_IDENTITY) {
+        let mu = likelihood_mean_of(kind, l);
+        let inv_s = exp(-log_sigma);
+        // sign() is 0 at μ = x: PyTorch's gradient of |·| there.
+        var dmu = sign(mu - x) * inv_s;
+        if (kind == LIKELIHOOD_LAPLACE) {
+            dmu *= mu * (1.0 - mu);
+        }
+        return vec2<f32>(abs(x - mu) * inv_s + log_sigma + 0.69314718, dmu);
+    }
     return bce_with_logits(l, x);
 }
 
-// A Gaussian's ∂(-log p)/∂log s of one value: 1 - ((x - μ)/s)².
-fn gaussian_dlog_sigma(kind: u32, l: f32, x: f32, log_sigma: f32) -> f32 {
+// A scaled likelihood's ∂(-log p)/∂log s of one value: 1 - ((x - μ)/s)² (Gaussian), 1 - |x - μ|/s
+// (Laplace).
+fn dlog_scale(kind: u32, l: f32, x: f32, log_sigma: f32) -> f32 {
     let r = (x - likelihood_mean_of(kind, l)) * exp(-log_sigma);
+    if (kind == LIKELIHOOD_LAPLACE || kind == LIKELIHOOD_LAPLACE_IDENTITY) {
+        return 1.0 - abs(r);
+    }
     return 1.0 - r * r;
 }
 
@@ -151,7 +169,7 @@ fn likelihood_mean_of(kind: u32, l: f32) -> f32 {
     if (kind == LIKELIHOOD_CONTINUOUS_BERNOULLI) {
         return cb_mean_clamped(l);
     }
-    if (kind == LIKELIHOOD_GAUSSIAN_IDENTITY) {
+    if (kind == LIKELIHOOD_GAUSSIAN_IDENTITY || kind == LIKELIHOOD_LAPLACE_IDENTITY) {
         return l;
     }
     return sigmoid(l);

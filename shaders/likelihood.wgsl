@@ -4,7 +4,7 @@
 //
 //   recon_forward_backward: dlogits = ∂(-log p)/∂l / L (ROW_WEIGHTS: × w̃_row instead of / L) and
 //                           per-workgroup partial sums of -log p / L;
-//                           for a learned-σ Gaussian also partial sums of ∂(-log p)/∂log σ / L
+//                           for a learned scale (Gaussian σ, Laplace b) also partial sums of ∂(-log p)/∂log s / L
 //                           (reduce.wgsl's sum_to adds them into log σ's gradient).
 //   recon_rows:             rowloss[r] = Σ_d -log p(x[r mod B, d] | logits[r, d])  (one workgroup per
 //                           row, for the importance-weighted bound: iwae.wgsl).
@@ -31,7 +31,7 @@ struct ReconParams {
 }
 
 override LIKELIHOOD: u32 = 1u;      // a LIKELIHOOD_* code of common.wgsl
-override SIGMA_GRAD: bool = false;  // write the log σ gradient's partials (learned-σ Gaussian)
+override SIGMA_GRAD: bool = false;  // write the log s gradient's partials (a learned scale)
 override ROW_WEIGHTS: bool = false; // the gradients scaled per row by row_weights (the IWAE objective's w̃) instead of 1/L
 
 @group(0) @binding(0) var<storage, read> logits: array<f32>;
@@ -71,7 +71,7 @@ fn recon_forward_backward(
             }
             dlogits[i] = r.y * g;
             if (SIGMA_GRAD) {
-                dls += gaussian_dlog_sigma(LIKELIHOOD, l, x, ls) * g;
+                dls += dlog_scale(LIKELIHOOD, l, x, ls) * g;
             }
         }
     }

@@ -413,12 +413,27 @@ fn autoencoder_kl_trains_into_a_diffusers_folder_and_fine_tunes_one() {
                 "1",
                 "--batch-size",
                 "16",
+                // Fine-tuned by the L1 loss: a Laplace whose location is the decoder's output.
+                "--likelihood",
+                "laplace",
+                "--sigma",
+                "0.05",
+                // and LDM's small KL weight: a folder records no loss, so the flags set it.
+                "--beta",
+                "1e-6",
             ],
         ),
         &PINNED,
     ));
     assert!(o.contains("fine-tuning"), "{o}");
+    assert!(o.contains("laplace (b = 0.05, mean = output)"), "{o}");
     assert!(tuned.join("diffusion_pytorch_model.safetensors").exists());
+    let c = Checkpoint::load(&tuned.join("checkpoint.safetensors")).unwrap();
+    assert_eq!(
+        c.cfg.likelihood,
+        vae_wgpu::model::Likelihood::LaplaceIdentity { scale: Some(0.05) }
+    );
+    assert_eq!(c.cfg.beta, 1e-6);
 
     // Refused, naming what to change.
     let bad = dir.path("bad");
@@ -445,7 +460,7 @@ fn autoencoder_kl_trains_into_a_diffusers_folder_and_fine_tunes_one() {
         ),
         (
             vec!["--arch", "autoencoder-kl", "--likelihood", "bernoulli"],
-            vec!["gaussian"],
+            vec!["gaussian or laplace"],
         ),
         (
             vec![

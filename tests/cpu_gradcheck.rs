@@ -276,23 +276,20 @@ fn activation_bce_and_reparam_gradients() {
 }
 
 // Each likelihood's -log p(x | l): its gradient in the logits (logits across the continuous
-// Bernoulli's series/closed-form switch at |l| = ½, and large ones) and a Gaussian's in log σ.
+// Bernoulli's series/closed-form switch at |l| = ½, and large ones) and a learned scale's (a
+// Gaussian's σ, a Laplace's b) in log s.
 #[test]
 fn likelihood_gradients_in_logits_and_log_sigma() {
     let n = 16;
     let mut x = rand(30, n, -6.0, 6.0);
     x.extend([0.4999, 0.5001, -0.5001, 1e-4, -30.0, 25.0]);
     let target = rand(31, x.len() / 2, 0.0, 1.0);
-    for lik in [
-        Likelihood::Bernoulli,
-        Likelihood::ContinuousBernoulli,
-        Likelihood::Gaussian { sigma: None },
-    ] {
+    for lik in Likelihood::KINDS {
         let ls = -0.7;
         let (_, dl, dls) = ops::recon_forward_backward(lik, &x, &target, ls);
         let loss = |l: &[f64], ls: f64| ops::recon_forward_backward(lik, l, &target, ls).0;
         check(&format!("{lik} dlogits"), &dl, &|l: &[f64]| loss(l, ls), &x);
-        if matches!(lik, Likelihood::Gaussian { .. }) {
+        if lik.learns_scale() {
             check(
                 &format!("{lik} dlog_sigma"),
                 &[dls],
@@ -326,6 +323,7 @@ fn likelihoods_and_kl_weight_model_gradients_match_finite_differences() {
         (Likelihood::ContinuousBernoulli, 1.0),
         (Likelihood::Gaussian { sigma: None }, 0.25),
         (Likelihood::Gaussian { sigma: Some(0.4) }, 3.0),
+        (Likelihood::Laplace { scale: None }, 0.5),
     ] {
         let cfg = VaeConfig {
             samples: 2,

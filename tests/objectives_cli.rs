@@ -79,7 +79,7 @@ fn each_likelihood_trains_resumes_evaluates_and_draws() {
             sd.cfg.likelihood, want,
             "the state_dict alone says its likelihood"
         );
-        if want.learns_sigma() {
+        if want.learns_scale() {
             // σ is learned: log σ moved from its initial 0, as a parameter the optimizer updates.
             let layout = ParamLayout::new(&c.cfg);
             let spec = layout.get("log_sigma").expect("log_sigma tensor");

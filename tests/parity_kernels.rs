@@ -733,7 +733,7 @@ backend_test!(
                     .upload_f32("logits", &[rows, d], &to_f32(&logits))
                     .unwrap();
                 let gx = ctx.upload_f32("x", &[b, d], &to_f32(&x)).unwrap();
-                let learned = lik.learns_sigma();
+                let learned = lik.learns_scale();
                 let got = run_likelihood(ctx, lik, &gl, &gx, log_sigma as f32);
                 let (want_loss, want_d, want_ds) =
                     cpu::recon_forward_backward(lik, &logits, &x, log_sigma);

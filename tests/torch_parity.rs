@@ -420,8 +420,8 @@ fn checkpoint_names_and_shapes_are_pytorchs_state_dict() {
 }
 
 // Each likelihood against torch.distributions itself (scripts/torch_likelihoods.py, float64 on
-// f32 inputs): the GPU's standalone kernel (-Σ log p through loss_reduce, dlogits, a Gaussian's
-// dlog σ through sum_to, the mean) and the CPU twin. Logits up to ±12 and inside the continuous
+// f32 inputs): the GPU's standalone kernel (-Σ log p through loss_reduce, dlogits, a learned
+// scale's dlog s through sum_to, the mean) and the CPU twin. Logits up to ±12 and inside the continuous
 // Bernoulli's Taylor region (|l| < 0.01), targets with exact 0s and 1s. Tolerances: the sum of 4096
 // terms in f32 (1e-5 of Σ|terms|), per element a few ulps of exp and log.
 backend_test!(likelihoods_match_torch_distributions, |ctx| {
@@ -434,12 +434,12 @@ backend_test!(likelihoods_match_torch_distributions, |ctx| {
     let n = logits.len();
     let gl = ctx.upload_f32("logits", &[1, n], &logits).unwrap();
     let gx = ctx.upload_f32("x", &[1, n], &x).unwrap();
-    for lik in [
-        Likelihood::Bernoulli,
-        Likelihood::ContinuousBernoulli,
-        Likelihood::Gaussian { sigma: None },
-    ] {
-        let name = lik.name();
+    for lik in Likelihood::KINDS {
+        // The fixture's key: the flag's name, `-identity` where the logit is the mean itself.
+        let name = match lik.identity_mean() {
+            true => format!("{}-identity", lik.name()),
+            false => lik.name().to_string(),
+        };
         let (want_nll, want_d, want_mean) = (
             fx.get64(&format!("{name}.nll"))[0],
             fx.get64(&format!("{name}.dlogits")),
@@ -466,7 +466,7 @@ backend_test!(likelihoods_match_torch_distributions, |ctx| {
         let cpu_d32: Vec<f32> = cpu_d.iter().map(|&v| v as f32).collect();
         assert_close(&format!("cpu {name} dlogits"), &cpu_d32, &want_d, |_| 1e-6);
         // The GPU kernel.
-        let learned = lik.learns_sigma();
+        let learned = lik.learns_scale();
         let got = run_likelihood(ctx, lik, &gl, &gx, log_sigma);
         let acc_v = &got.acc;
         assert_close(

@@ -108,11 +108,14 @@ pub struct ModelArgs {
     #[arg(long)]
     pub conv: Option<Widths>,
     /// The decoder's likelihood: bernoulli (binary cross-entropy, the notebook's),
-    /// continuous-bernoulli (normalised for values in [0, 1]) or gaussian (mean sigmoid(logits),
-    /// a learned σ unless --sigma) [default: bernoulli, or the checkpoint's].
+    /// continuous-bernoulli (normalised for values in [0, 1]), gaussian (mean sigmoid(logits),
+    /// a learned σ unless --sigma) or laplace (the L1 loss: location sigmoid(logits), a learned
+    /// scale b unless --sigma); an AutoencoderKL's Gaussian or Laplace has the decoder's output as
+    /// its mean [default: bernoulli, or the checkpoint's; gaussian for an AutoencoderKL].
     #[arg(long)]
     pub likelihood: Option<String>,
-    /// A Gaussian decoder's fixed σ (1e-6 to 1e6) instead of a learned one.
+    /// A Gaussian decoder's fixed σ, or a Laplace's fixed b (1e-6 to 1e6), instead of a learned
+    /// one.
     #[arg(long)]
     pub sigma: Option<f64>,
     /// The KL term's weight β in the objective recon + β·KL (β-VAE); printed losses stay the
@@ -336,7 +339,12 @@ impl ModelArgs {
             }
         }
         let mut cfg = crate::model::VaeConfig::autoencoder_kl(kl, image);
-        if let Some(l) = self.likelihood()? {
+        // Its default is a Gaussian, so --sigma alone fixes that Gaussian's σ.
+        let likelihood = match (&self.likelihood, self.sigma()?) {
+            (None, Some(s)) => Some(crate::model::Likelihood::parse("gaussian", Some(s))?),
+            _ => self.likelihood()?,
+        };
+        if let Some(l) = likelihood {
             cfg.likelihood = l.with_identity_mean();
         }
         cfg.beta = self.beta.unwrap_or(1.0);
@@ -347,10 +355,14 @@ impl ModelArgs {
     }
 
     /// The checkpoint's architecture; a flag that contradicts it is refused, naming both (L, the
-    /// samples per observation, is a training setting and may change).
+    /// samples per observation, is a training setting and may change). With `objective_free` (a
+    /// diffusers folder to fine-tune, which records weights but no loss) the likelihood, β, the
+    /// warm-up and the objective are the flags' (the weights are re-laid out for a likelihood
+    /// with or without a learned scale: [`relaid`]).
     pub fn agree_with(
         &self,
         ckpt: &crate::model::Checkpoint,
+        objective_free: bool,
     ) -> Result<crate::model::VaeConfig, String> {
         let c = &ckpt.cfg;
         let w = crate::model::config::width_list;
@@ -453,7 +465,9 @@ impl ModelArgs {
             && l != c.likelihood
         {
             // A bare state_dict cannot say whether it was a Bernoulli or a continuous Bernoulli.
-            if ckpt.activation_recorded || l.learns_sigma() != c.likelihood.learns_sigma() {
+            let free = objective_free
+                || !ckpt.activation_recorded && l.learns_scale() == c.likelihood.learns_scale();
+            if !free {
                 return refuse("likelihood", l.to_string(), c.likelihood.to_string());
             }
             cfg.likelihood = l;
@@ -461,17 +475,26 @@ impl ModelArgs {
         if let Some(b) = self.beta
             && b != c.beta
         {
-            return refuse("beta", b.to_string(), c.beta.to_string());
+            if !objective_free {
+                return refuse("beta", b.to_string(), c.beta.to_string());
+            }
+            cfg.beta = b;
         }
         if let Some(e) = self.kl_warmup
             && e != c.kl_warmup
         {
-            return refuse("kl-warmup", e.to_string(), c.kl_warmup.to_string());
+            if !objective_free {
+                return refuse("kl-warmup", e.to_string(), c.kl_warmup.to_string());
+            }
+            cfg.kl_warmup = e;
         }
         if let Some(o) = &self.objective {
             let o = crate::model::Objective::parse(o).map_err(|e| setting_message(&e))?;
             if o != c.objective {
-                return refuse("objective", o.name().into(), c.objective.name().into());
+                if !objective_free {
+                    return refuse("objective", o.name().into(), c.objective.name().into());
+                }
+                cfg.objective = o;
             }
         }
         if self.conditional && !c.is_conditional() {
@@ -489,6 +512,23 @@ impl ModelArgs {
     }
 }
 
+/// `ckpt`'s weights laid out for `cfg`, a model of the same layers whose likelihood may now have
+/// a learned scale or not (a fine-tuned diffusers folder's): each tensor copied by name, a new
+/// learned scale starting at s = 1 (log s = 0).
+pub(crate) fn relaid(ckpt: &crate::model::Checkpoint, cfg: &crate::model::VaeConfig) -> Vec<f32> {
+    let (old, new) = (
+        crate::model::ParamLayout::new(&ckpt.cfg),
+        crate::model::ParamLayout::new(cfg),
+    );
+    let mut params = vec![0.0; new.len];
+    for s in &new.specs {
+        if let Some(o) = old.get(&s.name) {
+            s.write(&mut params, &o.read(&ckpt.params));
+        }
+    }
+    params
+}
+
 /// What `eval` and `pictures` read a checkpoint as: its architecture (the flags they take must
 /// agree with it; a bare state_dict's assumed activation is said) and the data to read (the
 /// run's own folder unless `--data-dir` says otherwise).
@@ -504,7 +544,7 @@ pub(crate) fn reading_checkpoint(
         likelihood,
         ..Default::default()
     }
-    .agree_with(ckpt)?;
+    .agree_with(ckpt, false)?;
     if !ckpt.activation_recorded && activation.is_none() {
         out::note!(
             "warning: {} does not say which activation its hidden layers use (a bare state_dict): \

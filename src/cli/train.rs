@@ -315,7 +315,9 @@ fn model_and_settings(
     let s = TrainSettings::default();
     Ok(match ckpt {
         Some(c) => {
-            let cfg = args.model.agree_with(c)?;
+            // A diffusers folder holds weights, not the loss they were trained by.
+            let fine_tune = args.resume.is_none() && args.from_pretrained.is_some();
+            let cfg = args.model.agree_with(c, fine_tune)?;
             let base = c.optimizer.as_ref().map(|o| o.config);
             let settings = TrainSettings {
                 batch_size: args.batch_size.unwrap_or(if c.progress.batch_size > 0 {
@@ -454,6 +456,7 @@ fn plan_trainer(
     };
     let c = Checkpoint {
         cfg: cfg.clone(),
+        params: super::relaid(c, cfg),
         ..c.clone()
     };
     Trainer::resume(ctx, &c, settings.clone(), train).inspect(|t| {

@@ -259,7 +259,7 @@ impl CpuVae {
         t.logits = layer_forward(p, &layout.output, h, lb, Act::Identity, labels);
         let log_sigma = match (layout.log_sigma, self.cfg.likelihood) {
             (Some(o), _) => p[o],
-            (None, l) => l.fixed_log_sigma() as f64,
+            (None, l) => l.fixed_log_scale() as f64,
         };
         let lik = self.cfg.likelihood;
         let mut d_log_sigma;

@@ -229,8 +229,8 @@ pub fn cb_mean_clamped(l: f64) -> f64 {
     }
 }
 
-/// `-log p(x | l)` of one value, its gradient in l and in log σ (a Gaussian's; 0 otherwise): the
-/// twin of `recon_with_logits` and `gaussian_dlog_sigma` in shaders/common.wgsl.
+/// `-log p(x | l)` of one value, its gradient in l and in log s (a Gaussian's σ or a Laplace's b;
+/// 0 otherwise): the twin of `recon_with_logits` and `dlog_scale` in shaders/common.wgsl.
 pub fn recon_elem(lik: Likelihood, l: f64, x: f64, log_sigma: f64) -> (f64, f64, f64) {
     match lik {
         Likelihood::Bernoulli => (bce_elem(l, x), sigmoid(l) - x, 0.0),
@@ -253,6 +253,27 @@ pub fn recon_elem(lik: Likelihood, l: f64, x: f64, log_sigma: f64) -> (f64, f64,
                 1.0 - r * r,
             )
         }
+        Likelihood::Laplace { .. } | Likelihood::LaplaceIdentity { .. } => {
+            let (mu, dmu) = match lik {
+                Likelihood::LaplaceIdentity { .. } => (l, 1.0),
+                _ => (sigmoid(l), sigmoid(l) * (1.0 - sigmoid(l))),
+            };
+            let inv_b = (-log_sigma).exp();
+            let a = (x - mu).abs() * inv_b;
+            // sign(μ − x), 0 where they are equal (PyTorch's gradient of |·| at 0).
+            let sign = if mu > x {
+                1.0
+            } else if mu < x {
+                -1.0
+            } else {
+                0.0
+            };
+            (
+                a + log_sigma + std::f64::consts::LN_2,
+                sign * inv_b * dmu,
+                1.0 - a,
+            )
+        }
     }
 }
 
@@ -260,7 +281,7 @@ pub fn recon_elem(lik: Likelihood, l: f64, x: f64, log_sigma: f64) -> (f64, f64,
 pub fn likelihood_mean(lik: Likelihood, l: f64) -> f64 {
     match lik {
         Likelihood::ContinuousBernoulli => cb_mean_clamped(l),
-        Likelihood::GaussianIdentity { .. } => l,
+        l_ if l_.identity_mean() => l,
         _ => sigmoid(l),
     }
 }

@@ -134,6 +134,11 @@ fn codes_and_slots_are_the_wgsl_constants() {
             Likelihood::GaussianIdentity { sigma: None },
             "LIKELIHOOD_GAUSSIAN_IDENTITY",
         ),
+        (Likelihood::Laplace { scale: None }, "LIKELIHOOD_LAPLACE"),
+        (
+            Likelihood::LaplaceIdentity { scale: None },
+            "LIKELIHOOD_LAPLACE_IDENTITY",
+        ),
     ] {
         assert_eq!(const_u32(&common, name), Some(lik.code()), "{name}");
     }

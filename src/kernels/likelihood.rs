@@ -71,7 +71,7 @@ fn optional_input<'a>(ctx: &'a GpuContext, t: Option<&'a GpuTensor>) -> Bind<'a>
 
 /// A Gaussian reads its log σ: refuse one planned without it.
 fn check_log_sigma(op: &str, likelihood: Likelihood, log_sigma: Option<&GpuTensor>) -> Result<()> {
-    if likelihood.is_gaussian() && log_sigma.is_none() {
+    if likelihood.is_scaled() && log_sigma.is_none() {
         return Err(Error::Config(format!("{op}: a Gaussian needs its log σ")));
     }
     Ok(())
@@ -115,7 +115,7 @@ pub fn recon_forward_backward(
         return Err(Error::shape(OP, format!("row weights for {rows} rows")));
     }
     check_log_sigma(OP, likelihood, log_sigma)?;
-    if sigma_partials.is_some() && !likelihood.is_gaussian() {
+    if sigma_partials.is_some() && !likelihood.is_scaled() {
         return Err(Error::Config(format!(
             "{OP}: only a Gaussian has a σ to differentiate"
         )));

@@ -145,15 +145,11 @@ fn epilogue_sets(shader: &Shader) -> Vec<Vec<(&'static str, f64)>> {
             let mut v = Vec::new();
             for lik in Likelihood::KINDS {
                 let code = ("LIKELIHOOD", lik.code() as f64);
-                let grads: &[f64] = if lik.is_gaussian() {
-                    &[0.0, 1.0]
-                } else {
-                    &[0.0]
-                };
+                let grads: &[f64] = if lik.is_scaled() { &[0.0, 1.0] } else { &[0.0] };
                 for &g in grads {
                     for weights in [0.0, 1.0] {
                         let mut set = vec![code, ("ROW_WEIGHTS", weights)];
-                        if lik.is_gaussian() {
+                        if lik.is_scaled() {
                             set.push(("SIGMA_GRAD", g));
                         }
                         v.push(set);

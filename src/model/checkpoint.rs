@@ -137,7 +137,7 @@ impl Checkpoint {
             "likelihood".to_string(),
             self.cfg.likelihood.name().to_string(),
         );
-        if let Some(Some(s)) = self.cfg.likelihood.gaussian_sigma() {
+        if let Some(Some(s)) = self.cfg.likelihood.scale() {
             meta.insert("sigma".to_string(), s.to_string());
         }
         meta.insert("beta".to_string(), self.cfg.beta.to_string());
@@ -980,7 +980,7 @@ impl<'a> FileReader<'a> {
             None if learned => crate::model::Likelihood::Gaussian { sigma: None },
             None => crate::model::Likelihood::Bernoulli,
         };
-        if learned && !likelihood.learns_sigma() {
+        if learned && !likelihood.learns_scale() {
             return Err(self.err(format!(
                 "holds a learned σ (tensor 'log_sigma') but its metadata says the likelihood is \
                  {}: the file is inconsistent (a Gaussian with a learned σ has no 'sigma' \

@@ -468,12 +468,12 @@ impl VaeConfig {
                 cols,
             });
         }
-        if !matches!(self.likelihood, Likelihood::GaussianIdentity { .. }) {
+        if !self.likelihood.identity_mean() {
             return Err(Error::setting(
                 "likelihood",
                 format!(
                     "an AutoencoderKL's output is the mean of pixels in [−1, 1]: use \
-                     --likelihood gaussian, not {}",
+                     --likelihood gaussian or laplace, not {}",
                     self.likelihood.name()
                 ),
             ));

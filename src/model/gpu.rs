@@ -510,8 +510,8 @@ impl GpuVae {
         let params = ctx.upload_f32("params", &[n], params)?;
         let log_sigma = match (cfg.likelihood, layout.log_sigma) {
             (_, Some(offset)) => Some(params.view(offset, &[1])?),
-            (l, None) if l.is_gaussian() => {
-                Some(ctx.upload_f32("fixed log sigma", &[1], &[l.fixed_log_sigma()])?)
+            (l, None) if l.is_scaled() => {
+                Some(ctx.upload_f32("fixed log sigma", &[1], &[l.fixed_log_scale()])?)
             }
             _ => None,
         };
@@ -762,7 +762,7 @@ impl GpuVae {
                 )?);
             }
             // A learned σ's gradient: partial sums, added into its slot of the gradient arena.
-            let sigma_grad = train && lik.learns_sigma();
+            let sigma_grad = train && lik.learns_scale();
             d.push(likelihood::recon_forward_backward(
                 ctx,
                 lik,
@@ -1086,7 +1086,7 @@ impl GpuVae {
                 Some(likelihood::likelihood_mean(ctx, l, logits)?),
             ),
             // An AutoencoderKL's output is the mean itself.
-            Likelihood::GaussianIdentity { .. } => (Act::Identity, None),
+            l if l.identity_mean() => (Act::Identity, None),
             _ => (Act::Sigmoid, None),
         })
     }

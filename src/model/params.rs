@@ -556,7 +556,7 @@ impl ParamLayout {
             }
         }
         let mut len = offset.div_ceil(ARENA_ALIGN) * ARENA_ALIGN;
-        let log_sigma = cfg.likelihood.learns_sigma().then(|| {
+        let log_sigma = cfg.likelihood.learns_scale().then(|| {
             specs.push(ParamSpec {
                 name: "log_sigma".into(),
                 shape: vec![],
@@ -626,7 +626,7 @@ impl ParamLayout {
             }
             at.insert(l.name.clone(), offsets);
         }
-        let log_sigma = cfg.likelihood.learns_sigma().then(|| {
+        let log_sigma = cfg.likelihood.learns_scale().then(|| {
             specs.push(ParamSpec {
                 name: "log_sigma".into(),
                 shape: vec![],

@@ -415,7 +415,7 @@ pub fn run_likelihood(
     let acc = z("acc", reduce::LossSlots::LEN);
     let gls = ctx.upload_f32("log sigma", &[1], &[log_sigma]).unwrap();
     let step = StepUniform::new(ctx, &StepParams::with_seed(0));
-    let sigma_partials = lik.learns_sigma().then_some(&gsp);
+    let sigma_partials = lik.learns_scale().then_some(&gsp);
     let d = [
         likelihood::recon_forward_backward(
             ctx,
