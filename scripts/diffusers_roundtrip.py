@@ -9,7 +9,14 @@ the pixels with DECODED (`vae-wgpu decode --model RUN --latents LATENTS --out DE
     python3 scripts/diffusers_roundtrip.py RUN IMAGES LATENTS DECODED
 
 Exits 1 when a key is missing or unexpected, or a difference is past its bound (latents: 1e-4 of
-their largest magnitude; pixels: 1 level of 255).
+their largest magnitude; pixels: 1 level of 255). And a folder for the engine to start from, made by
+diffusers itself (`AutoencoderKL(...).save_pretrained`, random weights of seed 0):
+
+    python3 scripts/diffusers_roundtrip.py --make DIR --in-channels 1 --blocks 8,16 --groups 4 \
+        --latent 2 --size 28
+
+`tests/conv_cli.rs` (`diffusers_loads_the_folders_the_engine_trains`) runs both where torch and
+diffusers import.
 """
 import sys
 from pathlib import Path
@@ -21,7 +28,31 @@ from PIL import Image
 from safetensors.torch import load_file
 
 
+def make(argv):
+    import argparse
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--make", required=True)
+    ap.add_argument("--in-channels", type=int, default=3)
+    ap.add_argument("--blocks", default="8,16")
+    ap.add_argument("--layers-per-block", type=int, default=1)
+    ap.add_argument("--groups", type=int, default=4)
+    ap.add_argument("--latent", type=int, default=2)
+    ap.add_argument("--size", type=int, default=32)
+    a = ap.parse_args(argv)
+    blocks = [int(b) for b in a.blocks.split(",")]
+    torch.manual_seed(0)
+    vae = AutoencoderKL(in_channels=a.in_channels, out_channels=a.in_channels,
+                        down_block_types=["DownEncoderBlock2D"] * len(blocks),
+                        up_block_types=["UpDecoderBlock2D"] * len(blocks), block_out_channels=blocks,
+                        layers_per_block=a.layers_per_block, latent_channels=a.latent,
+                        norm_num_groups=a.groups, sample_size=a.size)
+    vae.save_pretrained(a.make)
+    print(f"wrote {a.make}")
+
+
 def main():
+    if "--make" in sys.argv:
+        return make(sys.argv[1:])
     run, images, latents, decoded = (Path(a) for a in sys.argv[1:5])
     vae, info = AutoencoderKL.from_pretrained(run, output_loading_info=True)
     vae.eval()

@@ -45,6 +45,15 @@ if ! "$tb_venv/bin/python3" -c 'import tensorboard' >/dev/null 2>&1; then
     say "could not install tensorboard: install python3-venv (apt) and rerun"; exit 2; }
 fi
 export VAE_WGPU_PYTHON="$PWD/$tb_venv/bin/python3"
+# diffusers itself loads the AutoencoderKL folders the trainer writes (tests/conv_cli.rs) where
+# torch and diffusers import: PyPI's torch for Linux is a 3-5 GB CUDA build, so it is not installed
+# here; without it that one test is counted as skipped.
+export VAE_WGPU_TORCH_PYTHON="${VAE_WGPU_TORCH_PYTHON:-python3}"
+if "$VAE_WGPU_TORCH_PYTHON" -c 'import torch, diffusers, safetensors, PIL' >/dev/null 2>&1; then
+  say "diffusers' round trip runs on $VAE_WGPU_TORCH_PYTHON"
+else
+  say "$VAE_WGPU_TORCH_PYTHON cannot import torch and diffusers: diffusers' round trip will be skipped (pip install torch diffusers safetensors pillow, or set VAE_WGPU_TORCH_PYTHON)"
+fi
 
 # Mesa complains on stderr without a runtime dir; give it a private one.
 if [ -z "${XDG_RUNTIME_DIR:-}" ] || [ ! -d "${XDG_RUNTIME_DIR}" ]; then

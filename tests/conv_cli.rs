@@ -497,3 +497,109 @@ fn f32_to_f16(x: f32) -> u16 {
     let rounded = (((exp as u32) << 10) | (mant >> 13)) + ((mant >> 12) & 1);
     sign | rounded.min(0x7bff) as u16
 }
+
+// The round trip with diffusers itself, where torch and diffusers import (`VAE_WGPU_TORCH_PYTHON`,
+// else `python3`; recorded as skipped elsewhere): a folder that diffusers' `save_pretrained` wrote
+// is fine-tuned one epoch, and diffusers loads the run folder strictly (no missing, unexpected or
+// mismatched key) and encodes and decodes as the engine's `encode` and `decode` do
+// (scripts/diffusers_roundtrip.py: latents within 1e-4 of their largest, pixels within 1 of 255).
+#[test]
+fn diffusers_loads_the_folders_the_engine_trains() {
+    const TEST: &str = "conv_cli::diffusers_loads_the_folders_the_engine_trains";
+    let python = std::env::var("VAE_WGPU_TORCH_PYTHON").unwrap_or_else(|_| "python3".into());
+    let imports = std::process::Command::new(&python)
+        .args(["-c", "import torch, diffusers, safetensors, PIL"])
+        .output();
+    if !imports.is_ok_and(|o| o.status.success()) {
+        common::skip(
+            TEST,
+            &format!(
+                "{python} cannot import torch, diffusers, safetensors and PIL: pip install torch \
+                 diffusers safetensors pillow, or name such a python in VAE_WGPU_TORCH_PYTHON"
+            ),
+        );
+        return;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/diffusers_roundtrip.py");
+    let py = |args: &[&str]| {
+        let o = std::process::Command::new(&python)
+            .arg(&script)
+            .args(args)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&o.stdout).to_string();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{args:?}:\n{said}\n{err}");
+        said
+    };
+    let dir = Dir::new("diffusers_roundtrip");
+    let data = tiny_mnist(&dir, 64, 16);
+    let data = data.to_str().unwrap();
+    let made = dir.path("made");
+    let made_s = made.to_str().unwrap();
+    py(&[
+        "--make",
+        made_s,
+        "--in-channels",
+        "1",
+        "--blocks",
+        "8,16",
+        "--groups",
+        "4",
+        "--latent",
+        "2",
+        "--size",
+        "28",
+    ]);
+    let run_dir = dir.path("run");
+    let run_s = run_dir.to_str().unwrap();
+    let o = ok(&run_env(
+        &train_args(
+            data,
+            run_s,
+            &[
+                "--from-pretrained",
+                made_s,
+                "--epochs",
+                "1",
+                "--batch-size",
+                "16",
+            ],
+        ),
+        &PINNED,
+    ));
+    assert!(o.contains("fine-tuning"), "{o}");
+    let imgs = dir.path("imgs");
+    std::fs::create_dir_all(&imgs).unwrap();
+    let test =
+        vae_wgpu::data::ImageSet::load_idx(Path::new(data), vae_wgpu::data::Split::Test).unwrap();
+    for i in 0..3 {
+        let px = test.images[i * 784..(i + 1) * 784].to_vec();
+        let img = image::GrayImage::from_raw(28, 28, px).unwrap();
+        img.save(imgs.join(format!("d{i}.png"))).unwrap();
+    }
+    let (lat, dec) = (dir.path("lat.safetensors"), dir.path("dec"));
+    let (imgs_s, lat_s, dec_s) = (
+        imgs.to_str().unwrap(),
+        lat.to_str().unwrap(),
+        dec.to_str().unwrap(),
+    );
+    ok(&run(&[
+        "encode", "--model", run_s, "--input", imgs_s, "--out", lat_s,
+    ]));
+    ok(&run(&[
+        "decode",
+        "--model",
+        run_s,
+        "--latents",
+        lat_s,
+        "--out",
+        dec_s,
+    ]));
+    let said = py(&[run_s, imgs_s, lat_s, dec_s]);
+    assert!(
+        said.contains("no missing, unexpected or mismatched keys"),
+        "{said}"
+    );
+    eprintln!("{said}");
+}
