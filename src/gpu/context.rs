@@ -500,6 +500,19 @@ impl GpuContext {
         self.check_errors()
     }
 
+    /// A buffer bound only through views of its parts (a parameter arena): `bytes` must fit
+    /// `max_buffer_size`.
+    pub fn check_buffer_size(&self, what: &str, bytes: u64) -> Result<()> {
+        let max = self.limits().max_buffer_size;
+        if bytes > max {
+            return Err(Error::AdapterLimit {
+                adapter: self.adapter.name.clone(),
+                what: format!("{what} needs a {bytes}-byte buffer; max_buffer_size is {max} bytes"),
+            });
+        }
+        Ok(())
+    }
+
     /// A storage buffer check: `bytes` must fit one binding on this adapter.
     pub fn check_binding_size(&self, what: &str, bytes: u64) -> Result<()> {
         let max = self

@@ -114,9 +114,29 @@ impl GpuContext {
 
     /// A zero-filled tensor.
     pub fn zeros(&self, label: &str, shape: &[usize], dtype: DType) -> Result<GpuTensor> {
-        Self::check_nonempty(shape, label)?;
         let size = dtype.bytes_for(shape.iter().product());
         self.check_binding_size(label, size)?;
+        self.zeros_unchecked(label, shape, dtype)
+    }
+
+    /// A zero-filled f32 arena of `n` values, bound only through views of its parts (a layer's
+    /// weights): it may exceed one binding, up to `max_buffer_size`. A kernel that binds it whole
+    /// is refused by [`crate::kernels::dispatch`], naming it.
+    pub fn zeros_arena(&self, label: &str, n: usize) -> Result<GpuTensor> {
+        self.check_buffer_size(label, DType::F32.bytes_for(n))?;
+        self.zeros_unchecked(label, &[n], DType::F32)
+    }
+
+    /// [`GpuContext::zeros_arena`] holding `data`.
+    pub fn upload_arena(&self, label: &str, data: &[f32]) -> Result<GpuTensor> {
+        Self::check_nonempty(&[data.len()], label)?;
+        self.check_buffer_size(label, DType::F32.bytes_for(data.len()))?;
+        self.upload_unchecked(label, &[data.len()], DType::F32, bytemuck::cast_slice(data))
+    }
+
+    fn zeros_unchecked(&self, label: &str, shape: &[usize], dtype: DType) -> Result<GpuTensor> {
+        Self::check_nonempty(shape, label)?;
+        let size = dtype.bytes_for(shape.iter().product());
         let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size,
@@ -140,8 +160,18 @@ impl GpuContext {
         bytes: &[u8],
     ) -> Result<GpuTensor> {
         Self::check_nonempty(shape, label)?;
+        self.check_binding_size(label, dtype.bytes_for(shape.iter().product()))?;
+        self.upload_unchecked(label, shape, dtype, bytes)
+    }
+
+    fn upload_unchecked(
+        &self,
+        label: &str,
+        shape: &[usize],
+        dtype: DType,
+        bytes: &[u8],
+    ) -> Result<GpuTensor> {
         let size = dtype.bytes_for(shape.iter().product());
-        self.check_binding_size(label, size)?;
         let mut padded;
         let contents = if bytes.len() as u64 == size {
             bytes

@@ -429,6 +429,23 @@ pub fn dispatch(
             what: format!("{label} needs {workgroups:?} workgroups; at most {max} per dimension"),
         });
     }
+    // An arena may exceed one binding (GpuContext::zeros_arena); a kernel binding it whole is
+    // refused here, by name, rather than by the driver's validation.
+    let max_binding = ctx.limits().max_storage_buffer_binding_size;
+    for (i, b) in binds.iter().enumerate() {
+        if let Bind::Tensor(t) = b
+            && t.size_bytes() > max_binding
+        {
+            return Err(Error::AdapterLimit {
+                adapter: ctx.adapter.name.clone(),
+                what: format!(
+                    "{label} binds {} bytes at binding {i}; max_storage_buffer_binding_size is \
+                     {max_binding} bytes",
+                    t.size_bytes()
+                ),
+            });
+        }
+    }
     let pipeline = ctx.pipelines.get(&ctx.device, shader, entry, constants)?;
     let entries: Vec<wgpu::BindGroupEntry<'_>> = binds
         .iter()

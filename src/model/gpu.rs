@@ -388,8 +388,16 @@ impl GpuVae {
     pub fn largest_buffers(cfg: &VaeConfig, batch: usize) -> Vec<(String, u64)> {
         let rows = (cfg.samples as u64).saturating_mul(batch as u64);
         let layout = ParamLayout::new(cfg);
+        // The parameter arena is bound through each layer's views (its own limit is
+        // max_buffer_size, GpuContext::upload_arena): its largest tensor must fit one binding.
+        let largest_tensor = (layout.specs.iter())
+            .max_by_key(|s| s.len())
+            .map_or((String::new(), 0), |s| (s.name.clone(), s.len() as u64 * 4));
         let mut v = vec![
-            ("parameter arena".to_string(), layout.len as u64 * 4),
+            (
+                format!("the parameter {}", largest_tensor.0),
+                largest_tensor.1,
+            ),
             ("logits [L·B, D]".to_string(), bytes(rows, cfg.input)),
             ("x [B, D]".to_string(), bytes(batch as u64, cfg.input)),
         ];
@@ -400,19 +408,8 @@ impl GpuVae {
                 bytes(rows, l.outputs),
             ));
         }
-        // The conv layers' GEMM scratch: a window of the hi side per lo pixel.
-        for s in conv_shapes(&layout, batch, cfg.samples.saturating_mul(batch)) {
-            let (cols, r) = s.scratch_len();
-            v.push((
-                format!(
-                    "the im2col scratch of a conv layer ({} windows of {})",
-                    s.gemm_rows(),
-                    s.window()
-                ),
-                cols as u64 * 4,
-            ));
-            v.push(("the rows scratch of a conv layer".to_string(), r as u64 * 4));
-        }
+        // (The conv layers' GEMM scratch is not among them: a shape whose scratch exceeds a
+        // binding is not a GEMM candidate, and the direct kernel, which needs none, serves it.)
         v
     }
 
@@ -422,6 +419,8 @@ impl GpuVae {
         for (name, bytes) in Self::largest_buffers(cfg, batch) {
             ctx.check_binding_size(&name, bytes)?;
         }
+        let arena = ParamLayout::new(cfg).len as u64 * 4;
+        ctx.check_buffer_size("the parameter arena", arena)?;
         let max = ctx.limits().max_compute_workgroups_per_dimension as u64;
         let layout = ParamLayout::new(cfg);
         let rows = (cfg.samples as u64).saturating_mul(batch as u64);
@@ -507,7 +506,7 @@ impl GpuVae {
         }
         let n = layout.len;
         let cfg_beta = cfg.beta;
-        let params = ctx.upload_f32("params", &[n], params)?;
+        let params = ctx.upload_arena("params", params)?;
         let log_sigma = match (cfg.likelihood, layout.log_sigma) {
             (_, Some(offset)) => Some(params.view(offset, &[1])?),
             (l, None) if l.is_scaled() => {
@@ -518,7 +517,7 @@ impl GpuVae {
         Ok(GpuVae {
             params,
             log_sigma,
-            grads: ctx.zeros("grads", &[n], DType::F32)?,
+            grads: ctx.zeros_arena("grads", n)?,
             acts: Activations::new(ctx, &cfg, &layout, max_batch, false)?,
             step_uniforms: (0..MAX_STEPS_PER_SUBMIT)
                 .map(|_| StepUniform::new(ctx, &StepParams::with_seed(seed)))
