@@ -48,6 +48,9 @@ struct Args {
     /// Epochs of the `--conv 32,64 --latent 16 --lr 0.001` model to time (0: none).
     #[arg(long, default_value_t = 1)]
     conv_epochs: usize,
+    /// Skip the AutoencoderKL step (blocks 32,64 at batch 32 on 28x28 images, beside diffusers').
+    #[arg(long)]
+    no_kl: bool,
     #[command(flatten)]
     device: vae_wgpu::cli::DeviceArgs,
 }
@@ -313,6 +316,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     let cold = cold_start(&args);
     let (conv_layers, conv_epochs, conv_peer) = conv_report(&ctx, &args, &train, &test)?;
+    let kl_step = if args.no_kl {
+        json!({"skipped": "--no-kl"})
+    } else {
+        kl_report(&ctx, &args)?
+    };
     let info = &ctx.adapter;
     let report = json!({
         "adapter": info.name, "backend": format!("{:?}", info.backend),
@@ -327,6 +335,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "epochs": epochs, "epoch_gflops": flops_per_epoch / best_epoch / 1e9,
         "pytorch_cpu": peer, "eval": eval, "autotune": choices, "cold_start": cold,
         "conv_layers": conv_layers, "conv_epochs": conv_epochs, "conv_pytorch_cpu": conv_peer,
+        "autoencoder_kl_step": kl_step,
         "report_seconds": started.elapsed().as_secs_f64(),
     });
     std::fs::create_dir_all(&args.out)?;
@@ -446,6 +455,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     md += &cold_start_markdown(&cold);
     md += &conv_markdown(&conv_layers, &conv_epochs, &conv_peer);
+    md += &kl_markdown(&kl_step);
     md += &format!(
         "\nReport took {:.0} s. Adapters seen:\n\n{}\n",
         started.elapsed().as_secs_f64(),
@@ -492,6 +502,78 @@ fn time_seq(
 ) -> Result<f64, Box<dyn std::error::Error>> {
     let refs: Vec<&Dispatch> = seq.iter().collect();
     Ok(kernels::time_sequence(ctx, &refs, budget / 5.0)?)
+}
+
+/// The `32,64` AutoencoderKL's training step (one ResNet a block, 4 latent channels, 8 groups,
+/// the mid blocks' attention) at batch 32 on 28x28 images, as one submit, beside diffusers' own
+/// module's step by the same loss in PyTorch on the CPU (`scripts/torch_autoencoder_kl_train.py
+/// --bench-steps`).
+fn kl_report(ctx: &GpuContext, args: &Args) -> Result<Value, Box<dyn std::error::Error>> {
+    use vae_wgpu::kernels::reparam_kl::EpsSource;
+    use vae_wgpu::model::autoencoder_kl::KlConfig;
+    use vae_wgpu::model::gpu::Input;
+    println!("The AutoencoderKL step (blocks 32,64, batch 32, 28x28) ...");
+    let batch = 32;
+    let cfg = VaeConfig::autoencoder_kl(KlConfig::new(1, &[32, 64], 1, 4, 8, 28), [1, 28, 28]);
+    let vae = GpuVae::new(ctx, cfg.clone(), batch, 0)?;
+    let acc = vae.new_accumulator(ctx)?;
+    let adam = vae_wgpu::optim::Optimizer::new(ctx, Default::default(), vae.layout.len)?;
+    let g = vae.plan_step(
+        ctx,
+        batch,
+        Input::Given,
+        EpsSource::Philox,
+        Some(&adam),
+        &acc,
+    )?;
+    let step = time_seq(ctx, g.dispatches(), 5.0 * args.kernel_seconds)?;
+    let torch = if args.no_torch {
+        Err("skipped (--no-torch)".to_string())
+    } else {
+        python(
+            "scripts/torch_autoencoder_kl_train.py",
+            &[
+                "--bench-steps",
+                "3",
+                "--image",
+                "1,28,28",
+                "--batch-size",
+                "32",
+            ]
+            .map(String::from),
+        )
+    };
+    Ok(
+        json!({"model": cfg.describe(), "batch": batch, "dispatches": g.dispatch_count(),
+        "step_s": step, "diffusers_cpu": match &torch {
+            Ok(t) => json!({"torch": t["torch"], "threads": t["threads"], "step_s": t["step_s"],
+                "ratio_ours_over_torch": t["step_s"].as_f64().map(|b| step / b)}),
+            Err(why) => json!({"skipped": why}),
+        }}),
+    )
+}
+
+fn kl_markdown(kl: &Value) -> String {
+    let Some(step) = kl["step_s"].as_f64() else {
+        return format!("\nAutoencoderKL step: {}.\n", kl["skipped"]);
+    };
+    let peer = &kl["diffusers_cpu"];
+    let theirs = match peer["step_s"].as_f64() {
+        Some(t) => format!(
+            "; diffusers' module by the same loss in PyTorch {} ({} threads), same machine, same \
+             run: {t:.3} s; ours / PyTorch = {:.2}",
+            peer["torch"].as_str().unwrap_or("?"),
+            peer["threads"],
+            step / t
+        ),
+        None => format!("; diffusers: {}", peer["skipped"]),
+    };
+    format!(
+        "\nAutoencoderKL training step ({}, batch {}, {} dispatches as one submit): {step:.3} s{theirs}.\n",
+        kl["model"].as_str().unwrap_or("?"),
+        kl["batch"],
+        kl["dispatches"]
+    )
 }
 
 /// (per-layer rows, conv epochs, PyTorch's conv epochs or why not).

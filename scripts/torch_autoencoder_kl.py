@@ -15,8 +15,11 @@ gradient is 0 there and the clamp is tested). A batch of 2 RGB 8x8 images in [-1
 eps [2, 2, 4, 4], a learned log σ of 0.3; the objective is the engine's: Σ over values of the
 Gaussian's -log N(x; decoder(z), σ²) plus Σ of the posterior's KL (diffusers' `kl()`), summed over
 the batch. Dumped (float32): the state_dict under diffusers' names and `log_sigma`; `x`, `eps`;
-`mean`, `logvar` (before the clamp), `z`, `output`; `loss`, `recon`, `kl`; `grad.{name}` of every
-parameter. Metadata: the config as diffusers' `config.json` writes it, and the versions.
+`mean`, `logvar` (before the clamp), `z`, `output`; `block.{module}`, the output of each of
+diffusers' blocks (`encoder.conv_in`, `encoder.down_blocks.{i}`, `encoder.mid_block`,
+`encoder.conv_act`, `encoder.conv_out`, `post_quant_conv`, `decoder.conv_in`, `decoder.mid_block`,
+`decoder.up_blocks.{i}`, `decoder.conv_act`), by forward hooks; `loss`, `recon`, `kl`;
+`grad.{name}` of every parameter. Metadata: the config as diffusers' `config.json` writes it, and the versions.
 """
 import argparse
 import json
@@ -56,6 +59,16 @@ def main():
             if "norm" in name:
                 p.add_(0.2 * torch.randn(p.shape, generator=g))
         vae.quant_conv.bias[CONFIG["latent_channels"] + 1] = -35.0
+    blocks = {}
+    names = ["encoder.conv_in", "encoder.mid_block", "encoder.conv_act", "encoder.conv_out",
+             "post_quant_conv", "decoder.conv_in", "decoder.mid_block", "decoder.conv_act"]
+    names += [f"encoder.down_blocks.{i}" for i in range(len(CONFIG["block_out_channels"]))]
+    names += [f"decoder.up_blocks.{i}" for i in range(len(CONFIG["block_out_channels"]))]
+    modules = dict(vae.named_modules())
+    for name in names:
+        def keep(_module, _inputs, output, name=name):
+            blocks[name] = output.detach().reshape(2, -1).clone()
+        modules[name].register_forward_hook(keep)
     log_sigma = torch.tensor(0.3, requires_grad=True)
     x = (torch.rand(2, 3, 8, 8, generator=g) * 2 - 1).float()
     eps = torch.randn(2, 2, 4, 4, generator=g).float()
@@ -89,6 +102,7 @@ def main():
             "kl": kl.detach().reshape(1),
         }
     )
+    dump.update({f"block.{name}": v for name, v in blocks.items()})
     config = dict(vae.config)
     config["_class_name"] = "AutoencoderKL"
     meta = {

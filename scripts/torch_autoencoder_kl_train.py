@@ -11,6 +11,10 @@ seconds per step; the last line is JSON.
     python3 scripts/torch_autoencoder_kl_train.py --data-dir DIR --epochs 10 --batch-size 32 --lr 0.001
 
 DIR holds train/ and test/ folders of class folders of pictures (`examples/shapes.rs` writes one).
+Or, for the speed report (`examples/gpu_report.rs`), only the step's time on random images in
+[-1, 1] of `--image C,H,W` (the first step is a warm-up; the best of the next N is printed, JSON):
+
+    python3 scripts/torch_autoencoder_kl_train.py --bench-steps 5 --image 1,28,28 --batch-size 32
 """
 import argparse
 import json
@@ -32,7 +36,9 @@ def read_folder(root):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data-dir", required=True)
+    ap.add_argument("--data-dir")
+    ap.add_argument("--bench-steps", type=int, default=0)
+    ap.add_argument("--image", default="1,28,28", help="C,H,W of --bench-steps' random images")
     ap.add_argument("--blocks", default="32,64")
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--batch-size", type=int, default=32)
@@ -42,9 +48,16 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    train, test = read_folder(Path(args.data_dir) / "train"), read_folder(Path(args.data_dir) / "test")
+    if args.bench_steps:
+        c, h, w = (int(v) for v in args.image.split(","))
+        train = torch.rand(args.batch_size, c, h, w) * 2 - 1
+        test = train
+    else:
+        train = read_folder(Path(args.data_dir) / "train")
+        test = read_folder(Path(args.data_dir) / "test")
     blocks = [int(b) for b in args.blocks.split(",")]
-    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * len(blocks),
+    channels = train.shape[1]
+    vae = AutoencoderKL(in_channels=channels, out_channels=channels, down_block_types=["DownEncoderBlock2D"] * len(blocks),
                         up_block_types=["UpDecoderBlock2D"] * len(blocks), block_out_channels=blocks,
                         layers_per_block=1, latent_channels=4, norm_num_groups=8,
                         sample_size=train.shape[-1])
@@ -59,6 +72,17 @@ def main():
         recon = (0.5 * r * r + log_sigma + half_log_2pi).sum()
         return recon + post.kl().sum()
 
+    if args.bench_steps:
+        times = []
+        for _ in range(args.bench_steps + 1):
+            t0 = time.time()
+            opt.zero_grad()
+            neg_elbo(train).backward()
+            opt.step()
+            times.append(time.time() - t0)
+        print(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(),
+                          "step_s": min(times[1:]), "steps": times[1:]}))
+        return
     g = torch.Generator().manual_seed(args.seed)
     epochs = []
     for epoch in range(1, args.epochs + 1):

@@ -25,8 +25,8 @@ struct ConvParams {
     kernel: u32,
     stride: u32,
     padding: u32,
-    _pad0: u32,
-    _pad1: u32,
+    row0: u32,      // the GEMM formulation's first row (lo pixel) in this chunk: im2col, rows_to_lo
+    rows: u32,      // its rows (all of them, batch·h·w, unless the scratch is split in chunks)
 }
 
 override ACT: u32 = 0u;       // the output's activation, an ACT_* code of common.wgsl
@@ -245,16 +245,17 @@ fn e_epilogue(v0: f32, i: u32, ch: u32) -> f32 {
     return v;
 }
 
-// cols[(b,y,x), (i,ky,kx)] = hi[b, i, y·s − p + ky, x·s − p + kx], 0 outside the image: one
-// thread per (b, y, x, i), writing that channel's k·k window values (contiguous in cols).
+// cols[(b,y,x) − row0, (i,ky,kx)] = hi[b, i, y·s − p + ky, x·s − p + kx], 0 outside the image,
+// for the chunk's rows (b,y,x) in [row0, row0 + rows): one thread per (b, y, x, i), writing that
+// channel's k·k window values (contiguous in cols).
 @compute @workgroup_size(256, 1, 1)
 fn im2col(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let t = flat_index(gid, nwg);
-    if (t >= s_p.batch * LO_H * LO_W * HI_C) {
+    if (t >= s_p.rows * HI_C) {
         return;
     }
     let i = t % HI_C;
-    let r = t / HI_C;
+    let r = s_p.row0 + t / HI_C;
     let x = r % LO_W;
     let y = (r / LO_W) % LO_H;
     let b = r / (LO_H * LO_W);
@@ -345,19 +346,24 @@ fn lo_to_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
     }
 }
 
-// lo[b, o, y, x] = epilogue(rows[(b,y,x), o]).
+// lo[b, o, y, x] = epilogue(rows[(b,y,x) − row0, o]) for the chunk's rows (b,y,x) in
+// [row0, row0 + rows): a thread per PIXELS_PER_THREAD neighbouring rows of one channel.
 @compute @workgroup_size(256, 1, 1)
 fn rows_to_lo(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let plane = LO_H * LO_W;
-    let v = pixel_run(flat_index(gid, nwg));
-    if (v.x >= e_p.batch) {
+    let runs = (e_p.rows + PIXELS_PER_THREAD - 1u) / PIXELS_PER_THREAD;
+    let idx = flat_index(gid, nwg);
+    let o = idx / runs;
+    if (o >= LO_C) {
         return;
     }
+    let first = (idx % runs) * PIXELS_PER_THREAD;
     for (var j = 0u; j < PIXELS_PER_THREAD; j++) {
-        let pix = v.z + j;
-        if (pix < plane) {
-            let out = (v.x * LO_C + v.y) * plane + pix;
-            e_dst[out] = e_epilogue(e_src[(v.x * plane + pix) * LO_C + v.y], out, v.y);
+        let local = first + j;
+        if (local < e_p.rows) {
+            let r = e_p.row0 + local;
+            let out = ((r / plane) * LO_C + o) * plane + r % plane;
+            e_dst[out] = e_epilogue(e_src[local * LO_C + o], out, o);
         }
     }
 }

@@ -356,6 +356,44 @@ fn autoencoder_kl_trains_into_a_diffusers_folder_and_fine_tunes_one() {
         let d = image::open(dec.join(format!("d{i}.png"))).unwrap();
         assert_eq!((d.width(), d.height()), (28, 28));
     }
+    // Latents whose image exceeds one binding (a model of blocks 64,128: 128 channels at
+    // 1024x1024 in its decoder, 512 MiB) are refused before any GPU work, naming the largest size
+    // that fits.
+    let wide = dir.path("wide");
+    let kl = KlConfig::new(1, &[64, 128], 1, 2, 8, 28);
+    let cfg = vae_wgpu::model::VaeConfig::autoencoder_kl(kl, [1, 28, 28]);
+    Checkpoint {
+        params: ParamLayout::new(&cfg).init(0),
+        cfg,
+        optimizer: None,
+        progress: Default::default(),
+        activation_recorded: true,
+    }
+    .save_diffusers(&wide)
+    .unwrap();
+    let huge = dir.path("huge.safetensors");
+    let zeros = vec![0u8; 2 * 512 * 512 * 4];
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![1, 2, 512, 512], &zeros)
+            .unwrap();
+    std::fs::write(
+        &huge,
+        safetensors::tensor::serialize([("latents".to_string(), view)], None).unwrap(),
+    )
+    .unwrap();
+    let o = run(&[
+        "decode",
+        "--model",
+        wide.to_str().unwrap(),
+        "--latents",
+        huge.to_str().unwrap(),
+        "--out",
+        dec_s,
+    ]);
+    fails_with(
+        &o,
+        &["at most", "latents) fit", "max_storage_buffer_binding_size"],
+    );
     // A size the blocks cannot halve is refused naming the file.
     image::GrayImage::new(27, 28)
         .save(imgs.join("odd.png"))

@@ -278,25 +278,113 @@ backend_test!(conv_shape_mismatch_is_an_error_not_a_panic, |ctx| {
     assert!(e.to_string().contains("dW"), "{e}");
 });
 
-backend_test!(gemm_past_the_binding_limit_is_not_a_candidate, |ctx| {
-    // 32 images of 64x64x64 through a 3x3 convolution: 302 MB of windows, more than one binding of
-    // any adapter this suite runs on (wgpu's default 128 MiB). The direct kernel serves it, and the
-    // scratch is sized for the shapes that fit (here none: one value each).
-    let g = ConvGeom::conv2d([64, 64, 64], 64, 3, 1, 1).unwrap();
-    let big = ConvShape::of(&g, false, 32);
-    assert!(4 * big.scratch_len().0 as u64 > ctx.limits().max_storage_buffer_binding_size);
-    assert!(!kernels::conv::gemm_fits(ctx, &big));
-    for pass in [
-        ConvPass::ToLo,
-        ConvPass::ToHi,
-        ConvPass::WeightGrad(Some(BiasSide::Lo)),
-    ] {
-        assert_eq!(
-            kernels::conv::formulation_for(ctx, pass, &big).unwrap(),
-            ConvFormulation::Direct
+backend_test!(
+    gemm_past_the_binding_limit_runs_in_chunks_or_not_at_all,
+    |ctx| {
+        // 32 images of 64x64x64 through a 3x3 convolution: 302 MB of windows, more than one binding of
+        // any adapter this suite runs on (wgpu's default 128 MiB). The forward pass runs its GEMM
+        // formulation in chunks of rows whose scratch fits; the backward passes, whose scratch is not
+        // split, leave it to the direct kernel; the scratch is sized for the forward chunk.
+        let g = ConvGeom::conv2d([64, 64, 64], 64, 3, 1, 1).unwrap();
+        let big = ConvShape::of(&g, false, 32);
+        let max = ctx.limits().max_storage_buffer_binding_size;
+        assert!(4 * big.scratch_len().0 as u64 > max);
+        let chunk = kernels::conv::gemm_chunk_rows(ctx, &big);
+        assert!(
+            chunk > 0 && chunk < big.gemm_rows() && chunk.is_multiple_of(64),
+            "{chunk}"
+        );
+        assert!(kernels::conv::gemm_fits(ctx, ConvPass::ToLo, &big));
+        for pass in [ConvPass::ToHi, ConvPass::WeightGrad(Some(BiasSide::Lo))] {
+            assert!(!kernels::conv::gemm_fits(ctx, pass, &big));
+            assert_eq!(
+                kernels::conv::formulation_for(ctx, pass, &big).unwrap(),
+                ConvFormulation::Direct
+            );
+        }
+        let small = ConvShape::of(&ConvGeom::conv2d([1, 8, 8], 2, 3, 1, 1).unwrap(), false, 2);
+        let scratch = ConvScratch::new(ctx, &[big, small]).unwrap();
+        assert_eq!(scratch.cols.len(), chunk * big.window());
+        assert!(4 * scratch.cols.len() as u64 <= max);
+    }
+);
+
+// The forward GEMM in chunks of any size equals the f64 twin within the bound of its sums: chunks
+// of 1, 7 and 64 rows and one of all of them, across image boundaries (3 images of 9x11 outputs),
+// with the bias and ReLU in the product's epilogue, or the activation backward in rows_to_lo.
+backend_test!(gemm_forward_in_chunks_matches_cpu, |ctx| {
+    use vae_wgpu::kernels::matmul::Epilogue;
+    let g = ConvGeom::conv2d([5, 9, 11], 7, 3, 1, 1).unwrap();
+    let s = ConvShape::of(&g, false, 3);
+    let x = uniform(5, s.hi_len(), -1.0, 1.0);
+    let w = uniform(6, s.weight_len(), -0.5, 0.5);
+    let bias = uniform(7, s.lo[0], -0.5, 0.5);
+    let saved = uniform(8, s.lo_len(), -1.0, 1.0);
+    let up = |label: &str, v: &[f64]| ctx.upload_f32(label, &[v.len()], &to_f32(v)).unwrap();
+    let (gx, gb, gsaved) = (up("x", &x), up("b", &bias), up("saved", &saved));
+    let gw = ctx
+        .upload_f32("w", &[s.lo[0], s.window()], &to_f32(&w))
+        .unwrap();
+    let gy = ctx.zeros("y", &[s.lo_len()], DType::F32).unwrap();
+    let scratch = ConvScratch::new(ctx, &[s]).unwrap();
+    let plane = s.lo[1] * s.lo[2];
+    let pre = cpu::conv_to_lo(&s, &x, &w);
+    let mag = cpu::conv_to_lo(&s, &abs(&x), &abs(&w));
+    let n = s.window();
+    for step in [1, 7, 64, s.gemm_rows()] {
+        // act(conv(x) + b), the layer's forward.
+        let product = Epilogue {
+            bias: Some(&gb),
+            act: Act::Relu,
+            ..Epilogue::NONE
+        };
+        ctx.write_f32(&gy, &vec![f32::NAN; s.lo_len()]).unwrap();
+        let d = kernels::conv::gemm_to_lo_in_chunks(
+            ctx,
+            &s,
+            &gx,
+            &gw,
+            &gy,
+            product,
+            ConvEpilogue::NONE,
+            &scratch,
+            step,
+        )
+        .unwrap();
+        assert_eq!(d.len(), 3 * s.gemm_rows().div_ceil(step));
+        run(ctx, d);
+        let want = cpu::conv_epilogue(&pre, s.lo[0], plane, Some(&bias), Act::Relu);
+        assert_close(
+            &format!("chunks of {step}: forward"),
+            &ctx.read_f32(&gy).unwrap(),
+            &want,
+            |i| gamma(n + 1) * (mag[i] + bias[(i / plane) % s.lo[0]].abs()) + 1e-30,
+        );
+        // conv(x) ⊙ tanh′(saved), a ConvTranspose2d's input gradient.
+        let back = ConvEpilogue {
+            act_grad: Some((Act::Tanh, &gsaved)),
+            ..ConvEpilogue::NONE
+        };
+        ctx.write_f32(&gy, &vec![f32::NAN; s.lo_len()]).unwrap();
+        let d = kernels::conv::gemm_to_lo_in_chunks(
+            ctx,
+            &s,
+            &gx,
+            &gw,
+            &gy,
+            Epilogue::NONE,
+            back,
+            &scratch,
+            step,
+        )
+        .unwrap();
+        run(ctx, d);
+        let want = cpu::act_backward(&pre, &saved, Act::Tanh);
+        assert_close(
+            &format!("chunks of {step}: input gradient"),
+            &ctx.read_f32(&gy).unwrap(),
+            &want,
+            |i| gamma(n + 2) * mag[i] + 4.0 * U * want[i].abs() + 1e-30,
         );
     }
-    let small = ConvShape::of(&ConvGeom::conv2d([1, 8, 8], 2, 3, 1, 1).unwrap(), false, 2);
-    let scratch = ConvScratch::new(ctx, &[big, small]).unwrap();
-    assert_eq!(scratch.cols.len(), small.scratch_len().0);
 });

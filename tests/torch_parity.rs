@@ -850,6 +850,7 @@ fn check_autoencoder_kl(ctx: &GpuContext, fixture: &str, attention: bool) {
     let json: serde_json::Value = serde_json::from_str(&meta["config"]).unwrap();
     let kl = KlConfig::from_json(&json, "the fixture's config").unwrap();
     assert_eq!(kl.mid_block_add_attention, attention);
+    let blocks = vae_wgpu::model::autoencoder_kl::layers(&kl, [3, 8, 8]).blocks;
     let cfg = VaeConfig::autoencoder_kl(kl, [3, 8, 8]);
     cfg.validate().unwrap();
     let layout = vae_wgpu::model::ParamLayout::new(&cfg);
@@ -858,7 +859,10 @@ fn check_autoencoder_kl(ctx: &GpuContext, fixture: &str, attention: bool) {
     let mut theirs: Vec<(String, Vec<usize>)> = st
         .tensors()
         .into_iter()
-        .filter(|(n, _)| !n.starts_with("grad.") && n.contains('.') || n == "log_sigma")
+        .filter(|(n, _)| {
+            !n.starts_with("grad.") && !n.starts_with("block.") && n.contains('.')
+                || n == "log_sigma"
+        })
         .map(|(n, t)| (n, t.shape().to_vec()))
         .collect();
     theirs.sort();
@@ -921,6 +925,22 @@ fn check_autoencoder_kl(ctx: &GpuContext, fixture: &str, attention: bool) {
         let want = fx.get64(name);
         close(&format!("{backend} {name} (gpu)"), &got, &want, 2e-4);
         close(&format!("{name} (cpu)"), &as32(cpu_v), &want, 2e-4);
+    }
+    // Every block's output (diffusers' forward hooks), from the forward pass's tensors.
+    assert_eq!(blocks.len(), 12, "{blocks:?}");
+    for (name, decoder, id) in &blocks {
+        let (gpu_t, cpu_t) = match decoder {
+            false => (&a.enc[id - 1], &t.enc[id - 1]),
+            true => (&a.dec[id - 1], &t.dec[id - 1]),
+        };
+        let want = fx.get64(&format!("block.{name}"));
+        close(
+            &format!("{backend} {name} (gpu)"),
+            &ctx.read_f32(gpu_t).unwrap(),
+            &want,
+            2e-4,
+        );
+        close(&format!("{name} (cpu)"), &as32(cpu_t), &want, 2e-4);
     }
     let grads = ctx.read_f32(&gpu.grads).unwrap();
     // to_k's bias adds q_i·b to every score of row i: the softmax cancels it, so its gradient is

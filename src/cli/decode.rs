@@ -79,7 +79,8 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     std::fs::create_dir_all(&args.out).map_err(|e| format!("--out {}: {e}", args.out.display()))?;
     let ctx = GpuContext::new(&args.device.options()?)?;
     say!("adapter: {}", ctx.adapter.short());
-    let mut vae = GpuVae::from_params(&ctx, cfg.clone(), 1, 0, &ckpt.params)?;
+    let mut vae = GpuVae::from_params(&ctx, cfg.clone(), 1, 0, &ckpt.params)
+        .map_err(|e| super::image_size_hint(&ctx, &cfg, &e))?;
     let [c, h, w] = match &cfg.kl {
         Some(k) => k.image,
         None => ckpt.progress.image,

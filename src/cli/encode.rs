@@ -160,13 +160,10 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         }
         let vae = match models.entry(image) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => e.insert(GpuVae::from_params(
-                &ctx,
-                cfg.clone(),
-                1,
-                args.seed,
-                &ckpt.params,
-            )?),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(
+                GpuVae::from_params(&ctx, cfg.clone(), 1, args.seed, &ckpt.params)
+                    .map_err(|err| super::image_size_hint(&ctx, &cfg, &err))?,
+            ),
         };
         let a = vae.acts.rows(1, 1)?;
         let x: Vec<f32> = pixels.iter().map(|&p| cfg.pixel_value(p)).collect();

@@ -366,12 +366,6 @@ impl ModelArgs {
     ) -> Result<crate::model::VaeConfig, String> {
         let c = &ckpt.cfg;
         let w = crate::model::config::width_list;
-        let refuse = |flag: &str, given: String, has: String| {
-            Err(format!(
-                "--{flag} {given} contradicts the checkpoint ({flag} = {has}); the architecture \
-                 comes from the checkpoint: drop the flag"
-            ))
-        };
         let kl = self.is_autoencoder_kl().map_err(|e| setting_message(&e))?;
         match (&c.kl, kl || self.kl_flag().is_some(), self.vae_flag()) {
             (Some(_), _, Some(flag)) => {
@@ -445,6 +439,30 @@ impl ModelArgs {
             // A bare state_dict cannot say which activation it was trained with.
             cfg.activation = a.0;
         }
+        self.objective_over(ckpt, &mut cfg, objective_free)?;
+        if self.conditional && !c.is_conditional() {
+            return Err(
+                "--conditional contradicts the checkpoint (an unconditional model); the \
+                        architecture comes from the checkpoint: drop the flag"
+                    .to_string(),
+            );
+        }
+        if let Some(s) = self.samples {
+            cfg.samples = s;
+        }
+        cfg.validate().map_err(|e| setting_message(&e))?;
+        Ok(cfg)
+    }
+
+    /// The objective's flags (likelihood, β, warm-up, objective) over the checkpoint's, into
+    /// `cfg`: refused where they contradict it, unless `objective_free` (see [`Self::agree_with`]).
+    fn objective_over(
+        &self,
+        ckpt: &crate::model::Checkpoint,
+        cfg: &mut crate::model::VaeConfig,
+        objective_free: bool,
+    ) -> Result<(), String> {
+        let c = &ckpt.cfg;
         // --sigma alone speaks of the checkpoint's likelihood, not of the default one.
         let given = match (
             &self.likelihood,
@@ -497,19 +515,16 @@ impl ModelArgs {
                 cfg.objective = o;
             }
         }
-        if self.conditional && !c.is_conditional() {
-            return Err(
-                "--conditional contradicts the checkpoint (an unconditional model); the \
-                        architecture comes from the checkpoint: drop the flag"
-                    .to_string(),
-            );
-        }
-        if let Some(s) = self.samples {
-            cfg.samples = s;
-        }
-        cfg.validate().map_err(|e| setting_message(&e))?;
-        Ok(cfg)
+        Ok(())
     }
+}
+
+/// A flag that contradicts a checkpoint, refused naming both.
+fn refuse<T>(flag: &str, given: String, has: String) -> Result<T, String> {
+    Err(format!(
+        "--{flag} {given} contradicts the checkpoint ({flag} = {has}); the architecture comes \
+         from the checkpoint: drop the flag"
+    ))
 }
 
 /// `ckpt`'s weights laid out for `cfg`, a model of the same layers whose likelihood may now have
@@ -932,6 +947,40 @@ fn flag_of(setting: &str) -> Option<&'static str> {
 /// `--image-size` the layers divide where the images come from a folder (and such a size is
 /// within the largest), fewer layers where the layers come from flags; other errors as
 /// [`setting_message`] prints them.
+/// An AutoencoderKL refused for the adapter's limits at its images' size (`encode`, `decode`):
+/// the error with the largest square image (and latent) of one image at a time that fits, found
+/// by the same check; other errors as they are.
+pub(crate) fn image_size_hint(
+    ctx: &crate::gpu::GpuContext,
+    cfg: &crate::model::VaeConfig,
+    e: &crate::Error,
+) -> String {
+    let (crate::Error::AdapterLimit { .. }, Some(k)) = (e, &cfg.kl) else {
+        return e.to_string();
+    };
+    let [c, h, w] = k.image;
+    let f = 1usize << k.config.downsamples();
+    let fits = |s: usize| {
+        let cfg = cfg.clone().for_images(c, s * f, s * f);
+        crate::model::GpuVae::check_fits(ctx, &cfg, 1).is_ok()
+    };
+    if !fits(1) {
+        return format!("{e}: not even {f}x{f} images fit this adapter");
+    }
+    // The largest latent side s with fits(s), given fits(1) and (at this size) not fits(max).
+    let (mut lo, mut hi) = (1, h.max(w) / f);
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if fits(mid) { lo = mid } else { hi = mid }
+    }
+    format!(
+        "{e}: at most {s}x{s} images ({lo}x{lo} latents) fit one binding of this adapter; encode \
+         or decode tiles of that size, or use an adapter with a larger \
+         max_storage_buffer_binding_size",
+        s = lo * f
+    )
+}
+
 pub(crate) fn sides_hint(e: &crate::Error, folder: bool, from_flags: bool) -> String {
     let crate::Error::ImageSides {
         setting,

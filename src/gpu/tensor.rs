@@ -121,7 +121,7 @@ impl GpuContext {
 
     /// A zero-filled f32 arena of `n` values, bound only through views of its parts (a layer's
     /// weights): it may exceed one binding, up to `max_buffer_size`. A kernel that binds it whole
-    /// is refused by [`crate::kernels::dispatch`], naming it.
+    /// is refused at its dispatch, naming it (every binding is checked there).
     pub fn zeros_arena(&self, label: &str, n: usize) -> Result<GpuTensor> {
         self.check_buffer_size(label, DType::F32.bytes_for(n))?;
         self.zeros_unchecked(label, &[n], DType::F32)

@@ -25,7 +25,9 @@ struct ConvParams {
     kernel: u32,
     stride: u32,
     padding: u32,
-    _pad: [u32; 2],
+    /// The GEMM formulation's chunk of rows (lo pixels) for `im2col` and `rows_to_lo`.
+    row0: u32,
+    rows: u32,
 }
 
 impl ConvShape {
@@ -57,7 +59,17 @@ impl ConvShape {
             kernel: u(self.kernel)?,
             stride: u(self.stride)?,
             padding: u(self.padding)?,
-            _pad: [0; 2],
+            row0: 0,
+            rows: u(self.gemm_rows())?,
+        })
+    }
+
+    /// [`ConvShape::params`] for the GEMM rows `chunk` alone.
+    fn chunk_params(&self, chunk: &std::ops::Range<usize>) -> Result<ConvParams> {
+        Ok(ConvParams {
+            row0: chunk.start as u32,
+            rows: chunk.len() as u32,
+            ..self.params()?
         })
     }
 
@@ -358,8 +370,23 @@ impl ConvShape {
     }
 }
 
+/// The GEMM rows of `s`'s forward pass (`conv_to_lo`) one chunk holds: all of them where its
+/// scratch fits one storage binding, else the most that fit (a multiple of 64), so that a layer of
+/// any image size runs as products of the matmul kernels; 0 where not even 64 rows fit.
+pub fn gemm_chunk_rows(ctx: &GpuContext, s: &ConvShape) -> usize {
+    let max = ctx.limits().max_storage_buffer_binding_size as usize / 4;
+    let per_row = s.window().max(s.lo[0]);
+    let fit = max / per_row.max(1);
+    if fit >= s.gemm_rows() {
+        s.gemm_rows()
+    } else {
+        fit / 64 * 64
+    }
+}
+
 /// Scratch of the GEMM formulation, shared by every conv pass of a step (each pass fills what it
-/// reads before reading it): `cols` for `[rows, C_hi·k·k]` windows, `rows` for `[rows, C_lo]`.
+/// reads before reading it): `cols` for `[rows, C_hi·k·k]` windows, `rows` for `[rows, C_lo]`. A
+/// forward pass whose scratch exceeds one binding runs in chunks of rows ([`gemm_chunk_rows`]).
 #[derive(Clone, Debug)]
 pub struct ConvScratch {
     pub cols: GpuTensor,
@@ -367,16 +394,15 @@ pub struct ConvScratch {
 }
 
 impl ConvScratch {
-    /// Scratch for every shape in `shapes` whose GEMM formulation fits the adapter's bindings
-    /// ([`gemm_fits`]; at least one value each, so that it can be bound).
+    /// Scratch for every shape in `shapes`: its whole GEMM formulation, or a forward pass's
+    /// chunk where that exceeds one binding ([`gemm_chunk_rows`]; at least one value each, so
+    /// that it can be bound). A backward pass whose scratch exceeds a binding runs the direct
+    /// kernel ([`gemm_fits`]), which needs none.
     pub fn new(ctx: &GpuContext, shapes: &[ConvShape]) -> Result<Self> {
-        let (c, r) = shapes
-            .iter()
-            .filter(|s| gemm_fits(ctx, s))
-            .fold((1, 1), |(c, r), s| {
-                let (sc, sr) = s.scratch_len();
-                (c.max(sc), r.max(sr))
-            });
+        let (c, r) = shapes.iter().fold((1, 1), |(c, r), s| {
+            let rows = gemm_chunk_rows(ctx, s);
+            (c.max(rows * s.window()), r.max(rows * s.lo[0]))
+        });
         Ok(ConvScratch {
             cols: ctx.zeros("conv cols", &[c], crate::gpu::DType::F32)?,
             rows: ctx.zeros("conv rows", &[r], crate::gpu::DType::F32)?,
@@ -384,7 +410,10 @@ impl ConvScratch {
     }
 
     fn views(&self, s: &ConvShape) -> Result<(GpuTensor, GpuTensor)> {
-        let r = s.gemm_rows();
+        self.chunk_views(s, s.gemm_rows())
+    }
+
+    fn chunk_views(&self, s: &ConvShape, r: usize) -> Result<(GpuTensor, GpuTensor)> {
         Ok((
             self.cols.view(0, &[r, s.window()])?,
             self.rows.view(0, &[r, s.lo[0]])?,
@@ -414,10 +443,24 @@ fn layout_kernel(
     )
 }
 
-/// `cols` = the windows of `hi` (a thread per window channel).
-fn im2col(ctx: &GpuContext, s: &ConvShape, hi: &GpuTensor, cols: &GpuTensor) -> Result<Dispatch> {
-    let grid = grid_1d(s.gemm_rows() * s.hi[0]);
-    layout_kernel(ctx, "im2col", s, hi, cols, grid)
+/// `cols` = the windows of `hi` for the GEMM rows `chunk` (a thread per window channel).
+fn im2col(
+    ctx: &GpuContext,
+    s: &ConvShape,
+    hi: &GpuTensor,
+    cols: &GpuTensor,
+    chunk: &std::ops::Range<usize>,
+) -> Result<Dispatch> {
+    let params = uniform(ctx, "conv params", &s.chunk_params(chunk)?);
+    dispatch(
+        ctx,
+        "im2col",
+        Shader::CONV,
+        "im2col",
+        &s.geometry(),
+        &[Bind::Tensor(hi), Bind::Tensor(cols), Bind::Buffer(&params)],
+        grid_1d(chunk.len() * s.hi[0]),
+    )
 }
 
 /// `rows` = `lo` as `[(b, y, x), channel]`.
@@ -432,7 +475,7 @@ fn lo_to_rows(
 }
 
 /// A layout kernel with the forward kernels' epilogue (`col2im`, `rows_to_lo`), writing `dst`'s
-/// `out_channels` channels with `threads` threads.
+/// `out_channels` channels with `threads` threads over the GEMM rows `chunk`.
 fn epilogue_kernel(
     ctx: &GpuContext,
     entry: &'static str,
@@ -440,11 +483,11 @@ fn epilogue_kernel(
     src: &GpuTensor,
     dst: &GpuTensor,
     epi: &ConvEpilogue<'_>,
-    (out_channels, threads): (usize, usize),
+    (out_channels, threads, chunk): (usize, usize, std::ops::Range<usize>),
 ) -> Result<Dispatch> {
     let (mut constants, aux) = epilogue_binds(ctx, entry, epi, out_channels, dst.len())?;
     constants.extend(s.geometry());
-    let params = uniform(ctx, "conv params", &s.params()?);
+    let params = uniform(ctx, "conv params", &s.chunk_params(&chunk)?);
     dispatch(
         ctx,
         entry,
@@ -478,7 +521,6 @@ pub fn plan_to_lo(
     }
     check_len("conv_to_lo", "hi", hi, s.hi_len())?;
     check_len("conv_to_lo", "lo", lo, s.lo_len())?;
-    let (cols, rows) = scratch.views(s)?;
     let w = weight.reshaped(&[s.lo[0], s.window()])?;
     // Bias and activation in the product's epilogue (per column = channel); the activation
     // backward in rows_to_lo, where the saved tensor's NCHW layout is the output's.
@@ -491,19 +533,64 @@ pub fn plan_to_lo(
         act_grad: epi.act_grad,
         ..ConvEpilogue::NONE
     };
-    Ok(vec![
-        im2col(ctx, s, hi, &cols)?,
-        matmul(ctx, Layout::NT, &cols, &w, &rows, product)?,
-        epilogue_kernel(
+    // In chunks of rows where the whole scratch exceeds one binding.
+    gemm_to_lo_in_chunks(
+        ctx,
+        s,
+        hi,
+        &w,
+        lo,
+        product,
+        back,
+        scratch,
+        gemm_chunk_rows(ctx, s),
+    )
+}
+
+/// The GEMM formulation of [`conv_to_lo`] in chunks of `step` rows (lo pixels): each chunk's
+/// windows, their product with the weights (bias and activation in its epilogue), and the
+/// product's rows moved into `lo` (the activation backward there). Any `step` gives the same
+/// values (tests/parity_conv.rs).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_to_lo_in_chunks(
+    ctx: &GpuContext,
+    s: &ConvShape,
+    hi: &GpuTensor,
+    w: &GpuTensor,
+    lo: &GpuTensor,
+    product: Epilogue<'_>,
+    back: ConvEpilogue<'_>,
+    scratch: &ConvScratch,
+    step: usize,
+) -> Result<Vec<Dispatch>> {
+    if step == 0 {
+        return Err(Error::AdapterLimit {
+            adapter: ctx.adapter.name.clone(),
+            what: format!(
+                "the GEMM formulation of {}: not even 64 windows of {} values fit one binding",
+                s.key(ConvPass::ToLo),
+                s.window()
+            ),
+        });
+    }
+    let mut d = Vec::new();
+    for start in (0..s.gemm_rows()).step_by(step) {
+        let chunk = start..(start + step).min(s.gemm_rows());
+        let (cols, rows) = scratch.chunk_views(s, chunk.len())?;
+        let threads = s.lo[0] * chunk.len().div_ceil(PIXELS_PER_THREAD);
+        d.push(im2col(ctx, s, hi, &cols, &chunk)?);
+        d.push(matmul(ctx, Layout::NT, &cols, w, &rows, product)?);
+        d.push(epilogue_kernel(
             ctx,
             "rows_to_lo",
             s,
             &rows,
             lo,
             &back,
-            (s.lo[0], s.blocked_threads()),
-        )?,
-    ])
+            (s.lo[0], threads, chunk),
+        )?);
+    }
+    Ok(d)
 }
 
 /// [`conv_to_hi`] by `formulation`.
@@ -528,7 +615,15 @@ pub fn plan_to_hi(
     Ok(vec![
         lo_to_rows(ctx, s, lo, &rows)?,
         matmul(ctx, Layout::NN, &rows, &w, &cols, Epilogue::NONE)?,
-        epilogue_kernel(ctx, "col2im", s, &cols, hi, &epi, (s.hi[0], s.hi_len()))?,
+        epilogue_kernel(
+            ctx,
+            "col2im",
+            s,
+            &cols,
+            hi,
+            &epi,
+            (s.hi[0], s.hi_len(), 0..s.gemm_rows()),
+        )?,
     ])
 }
 
@@ -558,7 +653,7 @@ pub fn plan_weight_grad(
     };
     let mut d = vec![
         lo_to_rows(ctx, s, lo, &rows)?,
-        im2col(ctx, s, hi, &cols)?,
+        im2col(ctx, s, hi, &cols, &(0..s.gemm_rows()))?,
         matmul(
             ctx,
             Layout::TN,
@@ -626,9 +721,14 @@ pub fn plan_weight_grad_tuned(
 /// Whether the GEMM formulation's scratch for `s` (its windows, `[rows, C_hi·k·k]`) fits one
 /// storage binding of this adapter: past that it is not a candidate, and the direct kernels,
 /// which need no scratch, serve the shape.
-pub fn gemm_fits(ctx: &GpuContext, s: &ConvShape) -> bool {
-    ctx.check_binding_size("conv scratch", s.gemm_scratch_bytes())
-        .is_ok()
+pub fn gemm_fits(ctx: &GpuContext, pass: ConvPass, s: &ConvShape) -> bool {
+    match pass {
+        // The forward pass runs in chunks of rows.
+        ConvPass::ToLo => gemm_chunk_rows(ctx, s) > 0,
+        _ => ctx
+            .check_binding_size("conv scratch", s.gemm_scratch_bytes())
+            .is_ok(),
+    }
 }
 
 /// The formulation of `pass` on shape `s`: `VAE_WGPU_CONV=direct|gemm` pins one; else the direct
@@ -637,7 +737,7 @@ pub fn gemm_fits(ctx: &GpuContext, s: &ConvShape) -> bool {
 /// GEMM one checked against the direct one (dropped with a warning if it disagrees), timed in
 /// interleaved rounds, and the fastest recorded.
 pub fn formulation_for(ctx: &GpuContext, pass: ConvPass, s: &ConvShape) -> Result<ConvFormulation> {
-    let fits = gemm_fits(ctx, s);
+    let fits = gemm_fits(ctx, pass, s);
     if let Ok(pin) = std::env::var("VAE_WGPU_CONV")
         && !pin.is_empty()
     {
@@ -748,5 +848,5 @@ fn measure(ctx: &GpuContext, pass: ConvPass, s: &ConvShape) -> Result<Vec<(ConvF
 /// This module's uniform structs, as `kernels::contracts` checks them against `Shader::CONV`.
 #[cfg(test)]
 pub(crate) const UNIFORMS: &[crate::kernels::UniformLayout] = &[uniform_layout!(
-    ConvParams, batch, c_lo, h_lo, w_lo, c_hi, h_hi, w_hi, kernel, stride, padding
+    ConvParams, batch, c_lo, h_lo, w_lo, c_hi, h_hi, w_hi, kernel, stride, padding, row0, rows
 )];

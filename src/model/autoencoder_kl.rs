@@ -274,6 +274,11 @@ pub struct KlLayers {
     pub decoder: Vec<Layer>,
     pub dec_body: Body,
     pub output: Layer,
+    /// The tensors diffusers' blocks output, named as its modules (`encoder.down_blocks.0`,
+    /// `decoder.mid_block`, `encoder.conv_act`: the norm and SiLU before `conv_out`), with the side
+    /// (`false` the encoder's graph, `true` the decoder's): what the parity test compares block by
+    /// block.
+    pub blocks: Vec<(String, bool, TensorId)>,
 }
 
 /// A side's layers and graph while they are built, at image `[C, H, W]` of its last tensor.
@@ -376,7 +381,9 @@ pub fn layers(cfg: &KlConfig, image: [usize; 3]) -> KlLayers {
     let groups = cfg.norm_num_groups;
     // ---- encoder
     let mut e = Builder::new(image, groups);
+    let mut blocks = Vec::new();
     let mut t = e.conv("encoder.conv_in".into(), 0, ch[0], 3);
+    blocks.push(("encoder.conv_in".to_string(), false, t));
     for (i, &out) in ch.iter().enumerate() {
         for j in 0..cfg.layers_per_block {
             t = e.resnet(&format!("encoder.down_blocks.{i}.resnets.{j}"), t, out);
@@ -388,11 +395,14 @@ pub fn layers(cfg: &KlConfig, image: [usize; 3]) -> KlLayers {
             let name = format!("encoder.down_blocks.{i}.downsamplers.0.conv");
             t = e.push(Layer::conv(name, false, g, Act::Identity), t);
         }
+        blocks.push((format!("encoder.down_blocks.{i}"), false, t));
     }
     let last = *ch.last().unwrap_or(&1);
     let attention = cfg.mid_block_add_attention;
     t = e.mid_block("encoder.mid_block", t, attention);
+    blocks.push(("encoder.mid_block".to_string(), false, t));
     t = e.norm("encoder.conv_norm_out".into(), t);
+    blocks.push(("encoder.conv_act".to_string(), false, t));
     let moments = 2 * cfg.latent_channels;
     let latent = e.image_of(moments * e.image[1] * e.image[2]);
     let conv_out = |image: [usize; 3]| {
@@ -401,7 +411,8 @@ pub fn layers(cfg: &KlConfig, image: [usize; 3]) -> KlLayers {
     };
     let heads = if cfg.use_quant_conv {
         let from = e.image_of(e.body.widths[t]);
-        e.push(conv_out(from), t);
+        let out = e.push(conv_out(from), t);
+        blocks.push(("encoder.conv_out".to_string(), false, out));
         let g = ConvGeom::conv2d(latent, moments, 1, 1, 0).expect("a 1x1 fits");
         Layer::conv("quant_conv", false, g, Act::Identity)
     } else {
@@ -413,9 +424,12 @@ pub fn layers(cfg: &KlConfig, image: [usize; 3]) -> KlLayers {
     let mut t = 0;
     if cfg.use_post_quant_conv {
         t = d.conv("post_quant_conv".into(), t, cfg.latent_channels, 1);
+        blocks.push(("post_quant_conv".to_string(), true, t));
     }
     t = d.conv("decoder.conv_in".into(), t, last, 3);
+    blocks.push(("decoder.conv_in".to_string(), true, t));
     t = d.mid_block("decoder.mid_block", t, attention);
+    blocks.push(("decoder.mid_block".to_string(), true, t));
     for (i, &out) in ch.iter().rev().enumerate() {
         for j in 0..=cfg.layers_per_block {
             t = d.resnet(&format!("decoder.up_blocks.{i}.resnets.{j}"), t, out);
@@ -431,8 +445,10 @@ pub fn layers(cfg: &KlConfig, image: [usize; 3]) -> KlLayers {
                 3,
             );
         }
+        blocks.push((format!("decoder.up_blocks.{i}"), true, t));
     }
     t = d.norm("decoder.conv_norm_out".into(), t);
+    blocks.push(("decoder.conv_act".to_string(), true, t));
     let from = d.image_of(d.body.widths[t]);
     let g = ConvGeom::conv2d(from, cfg.out_channels, 3, 1, 1).expect("a 3x3 fits");
     let output = Layer::conv("decoder.conv_out", false, g, Act::Identity);
@@ -443,6 +459,7 @@ pub fn layers(cfg: &KlConfig, image: [usize; 3]) -> KlLayers {
         decoder: d.layers,
         dec_body: d.body,
         output,
+        blocks,
     }
 }
 

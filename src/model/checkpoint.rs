@@ -277,6 +277,11 @@ impl Checkpoint {
         json["_diffusers_version"] = serde_json::json!(DIFFUSERS_VERSION);
         let text = serde_json::to_string_pretty(&json)
             .map_err(|e| Error::Config(format!("cannot serialise config.json: {e}")))?;
+        // As save_pretrained, the folder is made if it is not there.
+        std::fs::create_dir_all(dir).map_err(|e| Error::Io {
+            path: dir.to_path_buf(),
+            source: e,
+        })?;
         write_atomic(&dir.join(DIFFUSERS_WEIGHTS), &weights)?;
         write_atomic(&dir.join(DIFFUSERS_CONFIG), format!("{text}\n").as_bytes())
     }
