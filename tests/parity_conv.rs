@@ -331,6 +331,17 @@ backend_test!(gemm_forward_in_chunks_matches_cpu, |ctx| {
     let pre = cpu::conv_to_lo(&s, &x, &w);
     let mag = cpu::conv_to_lo(&s, &abs(&x), &abs(&w));
     let n = s.window();
+    // y after the chunked pass (NaN before, so that a row no chunk writes shows).
+    let chunked = |product: Epilogue<'_>, back: ConvEpilogue<'_>, step: usize| {
+        ctx.write_f32(&gy, &vec![f32::NAN; s.lo_len()]).unwrap();
+        let d = kernels::conv::gemm_to_lo_in_chunks(
+            ctx, &s, &gx, &gw, &gy, product, back, &scratch, step,
+        )
+        .unwrap();
+        assert_eq!(d.len(), 3 * s.gemm_rows().div_ceil(step));
+        run(ctx, d);
+        ctx.read_f32(&gy).unwrap()
+    };
     for step in [1, 7, 64, s.gemm_rows()] {
         // act(conv(x) + b), the layer's forward.
         let product = Epilogue {
@@ -338,25 +349,10 @@ backend_test!(gemm_forward_in_chunks_matches_cpu, |ctx| {
             act: Act::Relu,
             ..Epilogue::NONE
         };
-        ctx.write_f32(&gy, &vec![f32::NAN; s.lo_len()]).unwrap();
-        let d = kernels::conv::gemm_to_lo_in_chunks(
-            ctx,
-            &s,
-            &gx,
-            &gw,
-            &gy,
-            product,
-            ConvEpilogue::NONE,
-            &scratch,
-            step,
-        )
-        .unwrap();
-        assert_eq!(d.len(), 3 * s.gemm_rows().div_ceil(step));
-        run(ctx, d);
         let want = cpu::conv_epilogue(&pre, s.lo[0], plane, Some(&bias), Act::Relu);
         assert_close(
             &format!("chunks of {step}: forward"),
-            &ctx.read_f32(&gy).unwrap(),
+            &chunked(product, ConvEpilogue::NONE, step),
             &want,
             |i| gamma(n + 1) * (mag[i] + bias[(i / plane) % s.lo[0]].abs()) + 1e-30,
         );
@@ -365,24 +361,10 @@ backend_test!(gemm_forward_in_chunks_matches_cpu, |ctx| {
             act_grad: Some((Act::Tanh, &gsaved)),
             ..ConvEpilogue::NONE
         };
-        ctx.write_f32(&gy, &vec![f32::NAN; s.lo_len()]).unwrap();
-        let d = kernels::conv::gemm_to_lo_in_chunks(
-            ctx,
-            &s,
-            &gx,
-            &gw,
-            &gy,
-            Epilogue::NONE,
-            back,
-            &scratch,
-            step,
-        )
-        .unwrap();
-        run(ctx, d);
         let want = cpu::act_backward(&pre, &saved, Act::Tanh);
         assert_close(
             &format!("chunks of {step}: input gradient"),
-            &ctx.read_f32(&gy).unwrap(),
+            &chunked(Epilogue::NONE, back, step),
             &want,
             |i| gamma(n + 2) * mag[i] + 4.0 * U * want[i].abs() + 1e-30,
         );
