@@ -326,15 +326,7 @@ fn autoencoder_kl_trains_into_a_diffusers_folder_and_fine_tunes_one() {
     eval_and_draw(ck, data, &pics, "AutoencoderKL");
 
     // encode and decode with the folder: two test digits to latents [2, 2, 14, 14] and back.
-    let imgs = dir.path("imgs");
-    std::fs::create_dir_all(&imgs).unwrap();
-    let test =
-        vae_wgpu::data::ImageSet::load_idx(Path::new(data), vae_wgpu::data::Split::Test).unwrap();
-    for i in 0..2 {
-        let px = test.images[i * 784..(i + 1) * 784].to_vec();
-        let img = image::GrayImage::from_raw(28, 28, px).unwrap();
-        img.save(imgs.join(format!("d{i}.png"))).unwrap();
-    }
+    let imgs = test_digit_pngs(data, &dir, 2);
     let lat = dir.path("lat.safetensors");
     let (imgs_s, lat_s) = (imgs.to_str().unwrap(), lat.to_str().unwrap());
     let o = ok(&run(&[
@@ -523,6 +515,20 @@ fn autoencoder_kl_trains_into_a_diffusers_folder_and_fine_tunes_one() {
     }
 }
 
+/// The first `n` test digits of the IDX files in `data` as PNGs `d0.png`, … in `dir`'s `imgs/`.
+fn test_digit_pngs(data: &str, dir: &Dir, n: usize) -> std::path::PathBuf {
+    let imgs = dir.path("imgs");
+    std::fs::create_dir_all(&imgs).unwrap();
+    let test =
+        vae_wgpu::data::ImageSet::load_idx(Path::new(data), vae_wgpu::data::Split::Test).unwrap();
+    for i in 0..n {
+        let px = test.images[i * 784..(i + 1) * 784].to_vec();
+        let img = image::GrayImage::from_raw(28, 28, px).unwrap();
+        img.save(imgs.join(format!("d{i}.png"))).unwrap();
+    }
+    imgs
+}
+
 /// f32 → IEEE half, rounded to nearest; below its normal range (6.1e-5) flushed to 0.
 fn f32_to_f16(x: f32) -> u16 {
     let b = x.to_bits();
@@ -607,15 +613,7 @@ fn diffusers_loads_the_folders_the_engine_trains() {
         &PINNED,
     ));
     assert!(o.contains("fine-tuning"), "{o}");
-    let imgs = dir.path("imgs");
-    std::fs::create_dir_all(&imgs).unwrap();
-    let test =
-        vae_wgpu::data::ImageSet::load_idx(Path::new(data), vae_wgpu::data::Split::Test).unwrap();
-    for i in 0..3 {
-        let px = test.images[i * 784..(i + 1) * 784].to_vec();
-        let img = image::GrayImage::from_raw(28, 28, px).unwrap();
-        img.save(imgs.join(format!("d{i}.png"))).unwrap();
-    }
+    let imgs = test_digit_pngs(data, &dir, 3);
     let (lat, dec) = (dir.path("lat.safetensors"), dir.path("dec"));
     let (imgs_s, lat_s, dec_s) = (
         imgs.to_str().unwrap(),

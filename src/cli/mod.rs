@@ -943,10 +943,6 @@ fn flag_of(setting: &str) -> Option<&'static str> {
     })
 }
 
-/// A model whose layers do not divide the images' sides, with the fixes that apply: an
-/// `--image-size` the layers divide where the images come from a folder (and such a size is
-/// within the largest), fewer layers where the layers come from flags; other errors as
-/// [`setting_message`] prints them.
 /// An AutoencoderKL refused for the adapter's limits at its images' size (`encode`, `decode`):
 /// the error with the largest square image (and latent) of one image at a time that fits, found
 /// by the same check; other errors as they are.
@@ -981,6 +977,10 @@ pub(crate) fn image_size_hint(
     )
 }
 
+/// A model whose layers do not divide the images' sides, with the fixes that apply: an
+/// `--image-size` the layers divide where the images come from a folder (and such a size is
+/// within the largest), fewer layers where the layers come from flags; other errors as
+/// [`setting_message`] prints them.
 pub(crate) fn sides_hint(e: &crate::Error, folder: bool, from_flags: bool) -> String {
     let crate::Error::ImageSides {
         setting,

@@ -232,6 +232,11 @@ pub fn cb_mean_clamped(l: f64) -> f64 {
 /// `-log p(x | l)` of one value, its gradient in l and in log s (a Gaussian's σ or a Laplace's b;
 /// 0 otherwise): the twin of `recon_with_logits` and `dlog_scale` in shaders/common.wgsl.
 pub fn recon_elem(lik: Likelihood, l: f64, x: f64, log_sigma: f64) -> (f64, f64, f64) {
+    // A scaled likelihood's location: μ = σ(l), or l itself; dμ/dl accordingly.
+    let location = || match lik.identity_mean() {
+        true => (l, 1.0),
+        false => (sigmoid(l), sigmoid(l) * (1.0 - sigmoid(l))),
+    };
     match lik {
         Likelihood::Bernoulli => (bce_elem(l, x), sigmoid(l) - x, 0.0),
         Likelihood::ContinuousBernoulli => {
@@ -239,11 +244,7 @@ pub fn recon_elem(lik: Likelihood, l: f64, x: f64, log_sigma: f64) -> (f64, f64,
             (nll, d, 0.0)
         }
         Likelihood::Gaussian { .. } | Likelihood::GaussianIdentity { .. } => {
-            // μ = σ(l), or l itself; dμ/dl accordingly.
-            let (mu, dmu) = match lik {
-                Likelihood::GaussianIdentity { .. } => (l, 1.0),
-                _ => (sigmoid(l), sigmoid(l) * (1.0 - sigmoid(l))),
-            };
+            let (mu, dmu) = location();
             let inv_s = (-log_sigma).exp();
             let r = (x - mu) * inv_s;
             let half_log_2pi = 0.5 * (2.0 * std::f64::consts::PI).ln();
@@ -254,10 +255,7 @@ pub fn recon_elem(lik: Likelihood, l: f64, x: f64, log_sigma: f64) -> (f64, f64,
             )
         }
         Likelihood::Laplace { .. } | Likelihood::LaplaceIdentity { .. } => {
-            let (mu, dmu) = match lik {
-                Likelihood::LaplaceIdentity { .. } => (l, 1.0),
-                _ => (sigmoid(l), sigmoid(l) * (1.0 - sigmoid(l))),
-            };
+            let (mu, dmu) = location();
             let inv_b = (-log_sigma).exp();
             let a = (x - mu).abs() * inv_b;
             // sign(μ − x), 0 where they are equal (PyTorch's gradient of |·| at 0).

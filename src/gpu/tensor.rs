@@ -129,7 +129,6 @@ impl GpuContext {
 
     /// [`GpuContext::zeros_arena`] holding `data`.
     pub fn upload_arena(&self, label: &str, data: &[f32]) -> Result<GpuTensor> {
-        Self::check_nonempty(&[data.len()], label)?;
         self.check_buffer_size(label, DType::F32.bytes_for(data.len()))?;
         self.upload_unchecked(label, &[data.len()], DType::F32, bytemuck::cast_slice(data))
     }
@@ -159,7 +158,6 @@ impl GpuContext {
         dtype: DType,
         bytes: &[u8],
     ) -> Result<GpuTensor> {
-        Self::check_nonempty(shape, label)?;
         self.check_binding_size(label, dtype.bytes_for(shape.iter().product()))?;
         self.upload_unchecked(label, shape, dtype, bytes)
     }
@@ -171,6 +169,7 @@ impl GpuContext {
         dtype: DType,
         bytes: &[u8],
     ) -> Result<GpuTensor> {
+        Self::check_nonempty(shape, label)?;
         let size = dtype.bytes_for(shape.iter().product());
         let mut padded;
         let contents = if bytes.len() as u64 == size {

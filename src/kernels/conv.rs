@@ -422,16 +422,16 @@ impl ConvScratch {
 }
 
 /// A layout kernel of the GEMM formulation with no epilogue (`im2col`, `lo_to_rows`,
-/// `channel_sum`).
+/// `channel_sum`), on `grid`, over the GEMM rows `chunk` (all of them but for a chunked `im2col`).
 fn layout_kernel(
     ctx: &GpuContext,
     entry: &'static str,
     s: &ConvShape,
     src: &GpuTensor,
     dst: &GpuTensor,
-    grid: [u32; 3],
+    (grid, chunk): ([u32; 3], std::ops::Range<usize>),
 ) -> Result<Dispatch> {
-    let params = uniform(ctx, "conv params", &s.params()?);
+    let params = uniform(ctx, "conv params", &s.chunk_params(&chunk)?);
     dispatch(
         ctx,
         entry,
@@ -449,18 +449,10 @@ fn im2col(
     s: &ConvShape,
     hi: &GpuTensor,
     cols: &GpuTensor,
-    chunk: &std::ops::Range<usize>,
+    chunk: std::ops::Range<usize>,
 ) -> Result<Dispatch> {
-    let params = uniform(ctx, "conv params", &s.chunk_params(chunk)?);
-    dispatch(
-        ctx,
-        "im2col",
-        Shader::CONV,
-        "im2col",
-        &s.geometry(),
-        &[Bind::Tensor(hi), Bind::Tensor(cols), Bind::Buffer(&params)],
-        grid_1d(chunk.len() * s.hi[0]),
-    )
+    let grid = grid_1d(chunk.len() * s.hi[0]);
+    layout_kernel(ctx, "im2col", s, hi, cols, (grid, chunk))
 }
 
 /// `rows` = `lo` as `[(b, y, x), channel]`.
@@ -471,7 +463,7 @@ fn lo_to_rows(
     rows: &GpuTensor,
 ) -> Result<Dispatch> {
     let grid = grid_1d(s.blocked_threads());
-    layout_kernel(ctx, "lo_to_rows", s, lo, rows, grid)
+    layout_kernel(ctx, "lo_to_rows", s, lo, rows, (grid, 0..s.gemm_rows()))
 }
 
 /// A layout kernel with the forward kernels' epilogue (`col2im`, `rows_to_lo`), writing `dst`'s
@@ -578,7 +570,7 @@ pub fn gemm_to_lo_in_chunks(
         let chunk = start..(start + step).min(s.gemm_rows());
         let (cols, rows) = scratch.chunk_views(s, chunk.len())?;
         let threads = s.lo[0] * chunk.len().div_ceil(PIXELS_PER_THREAD);
-        d.push(im2col(ctx, s, hi, &cols, &chunk)?);
+        d.push(im2col(ctx, s, hi, &cols, chunk.clone())?);
         d.push(matmul(ctx, Layout::NT, &cols, w, &rows, product)?);
         d.push(epilogue_kernel(
             ctx,
@@ -653,7 +645,7 @@ pub fn plan_weight_grad(
     };
     let mut d = vec![
         lo_to_rows(ctx, s, lo, &rows)?,
-        im2col(ctx, s, hi, &cols, &(0..s.gemm_rows()))?,
+        im2col(ctx, s, hi, &cols, 0..s.gemm_rows())?,
         matmul(
             ctx,
             Layout::TN,
@@ -674,7 +666,7 @@ pub fn plan_weight_grad(
             s,
             hi,
             b,
-            [s.hi[0] as u32, 1, 1],
+            ([s.hi[0] as u32, 1, 1], 0..s.gemm_rows()),
         )?);
     }
     Ok(d)

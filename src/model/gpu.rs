@@ -419,10 +419,9 @@ impl GpuVae {
         for (name, bytes) in Self::largest_buffers(cfg, batch) {
             ctx.check_binding_size(&name, bytes)?;
         }
-        let arena = ParamLayout::new(cfg).len as u64 * 4;
-        ctx.check_buffer_size("the parameter arena", arena)?;
         let max = ctx.limits().max_compute_workgroups_per_dimension as u64;
         let layout = ParamLayout::new(cfg);
+        ctx.check_buffer_size("the parameter arena", layout.len as u64 * 4)?;
         let rows = (cfg.samples as u64).saturating_mul(batch as u64);
         let elementwise = |n: u64| n.div_ceil(256);
         let mut grids = vec![(
